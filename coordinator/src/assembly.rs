@@ -1,0 +1,191 @@
+//! Puts a job's decoded frames in order and writes its outputs.
+//!
+//! Workers decode the frames they own concurrently, so frames arrive interleaved. Frames that are
+//! next in order go straight to the encoders; the others are spilled to disk until their turn, so
+//! memory stays bounded whatever the clip length. Encoding runs on its own thread, never on the
+//! async runtime.
+
+use longshot_core::api::OutputInfo;
+use longshot_core::job::OutputKind;
+use longshot_media::{open_writer, FrameWriter, MediaError, OutputFormat, VideoMeta};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Error)]
+pub enum AssemblyError {
+    #[error("frame {index} is out of range: the clip has {total} frames")]
+    FrameOutOfRange { index: u32, total: u32 },
+    #[error("frame {index} has {got} bytes, expected {want} ({width}x{height} RGB)")]
+    FrameSize { index: u32, got: usize, want: usize, width: u32, height: u32 },
+    #[error("frame {0} arrived twice")]
+    DuplicateFrame(u32),
+    #[error("latent frames {first}..{end} are outside the clip's {total} latent frames or have the wrong size")]
+    BadLatents { first: u32, end: u32, total: u32 },
+    #[error("only {got} of {want} frames arrived")]
+    Missing { got: u32, want: u32 },
+    #[error("output {0}: {1}")]
+    Media(OutputKind, MediaError),
+    #[error("output i/o in {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the assembly thread stopped unexpectedly")]
+    Stopped,
+}
+
+/// What to assemble.
+#[derive(Clone, Debug)]
+pub struct AssemblyPlan {
+    pub dir: PathBuf,
+    pub outputs: Vec<OutputKind>,
+    pub meta: VideoMeta,
+    pub total_frames: u32,
+    /// `[latent frames, channels, height, width]` of the clip, for the latents output.
+    pub latent_shape: [usize; 4],
+    /// Stored with the latents (model, seed, prompt, ...).
+    pub latent_metadata: Vec<(String, String)>,
+}
+
+enum Msg {
+    Frame { index: u32, rgb8: Vec<u8> },
+    Latents { first: u32, frames: u32, data: Vec<f32> },
+}
+
+/// Handle to a running assembly.
+pub struct Assembler {
+    tx: mpsc::Sender<Msg>,
+    thread: std::thread::JoinHandle<Result<Vec<OutputInfo>, AssemblyError>>,
+}
+
+pub fn file_name(kind: OutputKind) -> &'static str {
+    match kind {
+        OutputKind::Mp4 => "clip.mp4",
+        OutputKind::Prores => "clip.mov",
+        OutputKind::Png => "frames",
+        OutputKind::Latents => "latents.safetensors",
+    }
+}
+
+impl Assembler {
+    pub fn start(plan: AssemblyPlan) -> Result<Self, AssemblyError> {
+        std::fs::create_dir_all(&plan.dir).map_err(|source| AssemblyError::Io { path: plan.dir.clone(), source })?;
+        let mut writers = Vec::new();
+        for &kind in &plan.outputs {
+            let format = match kind {
+                OutputKind::Mp4 => OutputFormat::Mp4,
+                OutputKind::Prores => OutputFormat::ProRes,
+                OutputKind::Png => OutputFormat::Png,
+                OutputKind::Latents => continue,
+            };
+            let w = open_writer(format, &plan.dir.join(file_name(kind)), plan.meta).map_err(|e| AssemblyError::Media(kind, e))?;
+            writers.push((kind, w));
+        }
+        // A small buffer: the encoder thread sets the pace, workers wait on gRPC flow control.
+        let (tx, rx) = mpsc::channel(32);
+        let thread = std::thread::Builder::new()
+            .name("assembly".into())
+            .spawn(move || run(plan, writers, rx))
+            .map_err(|source| AssemblyError::Io { path: PathBuf::from("<thread>"), source })?;
+        Ok(Self { tx, thread })
+    }
+
+    pub async fn frame(&self, index: u32, rgb8: Vec<u8>) -> Result<(), AssemblyError> {
+        self.tx.send(Msg::Frame { index, rgb8 }).await.map_err(|_| AssemblyError::Stopped)
+    }
+
+    pub async fn latents(&self, first: u32, frames: u32, data: Vec<f32>) -> Result<(), AssemblyError> {
+        self.tx.send(Msg::Latents { first, frames, data }).await.map_err(|_| AssemblyError::Stopped)
+    }
+
+    /// Waits for every frame to be encoded and returns the outputs.
+    pub async fn finish(self) -> Result<Vec<OutputInfo>, AssemblyError> {
+        drop(self.tx);
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|_| AssemblyError::Stopped)?
+            .map_err(|_| AssemblyError::Stopped)?
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AssemblyError + '_ {
+    move |source| AssemblyError::Io { path: path.to_path_buf(), source }
+}
+
+fn run(plan: AssemblyPlan, mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>, mut rx: mpsc::Receiver<Msg>) -> Result<Vec<OutputInfo>, AssemblyError> {
+    let spill = plan.dir.join(".spill");
+    std::fs::create_dir_all(&spill).map_err(io(&spill))?;
+    let frame_len = plan.meta.width as usize * plan.meta.height as usize * 3;
+    let [lf, lc, lh, lw] = plan.latent_shape;
+    let latent_frame_len = lc * lh * lw;
+    let want_latents = plan.outputs.contains(&OutputKind::Latents);
+    let mut latents = if want_latents { vec![0.0f32; lf * latent_frame_len] } else { Vec::new() };
+    let mut next = 0u32;
+    let mut spilled = BTreeSet::new();
+    let mut seen = BTreeMap::new();
+    let mut write_all = |rgb: &[u8], writers: &mut Vec<(OutputKind, Box<dyn FrameWriter>)>| -> Result<(), AssemblyError> {
+        for (kind, w) in writers.iter_mut() {
+            w.write_frame(rgb).map_err(|e| AssemblyError::Media(*kind, e))?;
+        }
+        Ok(())
+    };
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Frame { index, rgb8 } => {
+                if index >= plan.total_frames {
+                    return Err(AssemblyError::FrameOutOfRange { index, total: plan.total_frames });
+                }
+                if rgb8.len() != frame_len {
+                    let (width, height) = (plan.meta.width, plan.meta.height);
+                    return Err(AssemblyError::FrameSize { index, got: rgb8.len(), want: frame_len, width, height });
+                }
+                if index < next || seen.insert(index, ()).is_some() {
+                    return Err(AssemblyError::DuplicateFrame(index));
+                }
+                if index != next {
+                    let p = spill.join(format!("{index}.rgb"));
+                    std::fs::write(&p, &rgb8).map_err(io(&p))?;
+                    spilled.insert(index);
+                    continue;
+                }
+                write_all(&rgb8, &mut writers)?;
+                next += 1;
+                while spilled.remove(&next) {
+                    let p = spill.join(format!("{next}.rgb"));
+                    let data = std::fs::read(&p).map_err(io(&p))?;
+                    write_all(&data, &mut writers)?;
+                    std::fs::remove_file(&p).map_err(io(&p))?;
+                    next += 1;
+                }
+            }
+            Msg::Latents { first, frames, data } => {
+                let end = first.saturating_add(frames);
+                if end as usize > lf || data.len() != frames as usize * latent_frame_len {
+                    return Err(AssemblyError::BadLatents { first, end, total: lf as u32 });
+                }
+                if want_latents {
+                    let start = first as usize * latent_frame_len;
+                    latents[start..start + data.len()].copy_from_slice(&data);
+                }
+            }
+        }
+    }
+    if next != plan.total_frames {
+        return Err(AssemblyError::Missing { got: next + spilled.len() as u32, want: plan.total_frames });
+    }
+    let _ = std::fs::remove_dir_all(&spill);
+    let mut outputs = Vec::new();
+    for (kind, w) in writers {
+        let summary = w.finish().map_err(|e| AssemblyError::Media(kind, e))?;
+        outputs.push(OutputInfo { name: file_name(kind).into(), format: kind, size_bytes: summary.bytes });
+    }
+    if want_latents {
+        let p = plan.dir.join(file_name(OutputKind::Latents));
+        let meta: Vec<(&str, &str)> = plan.latent_metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        longshot_media::write_latents(&p, "latents", &plan.latent_shape, &latents, &meta)
+            .map_err(|e| AssemblyError::Media(OutputKind::Latents, e))?;
+        let size = std::fs::metadata(&p).map_err(io(&p))?.len();
+        outputs.push(OutputInfo { name: file_name(OutputKind::Latents).into(), format: OutputKind::Latents, size_bytes: size });
+    }
+    Ok(outputs)
+}

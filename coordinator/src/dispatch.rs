@@ -1,0 +1,298 @@
+//! Gang scheduling: the loop that starts queued jobs on idle workers, and the run of one job
+//! (shards, progress, assembly, failure and cancellation).
+
+use crate::assembly::{AssemblyPlan, Assembler};
+use crate::jobs::{now_ms, plan_summary, registry_err, Inner};
+use futures::stream::{self, SelectAll, StreamExt};
+use longshot_core::api::*;
+use longshot_core::denoiser::{Conditioning, ModelInfo};
+use longshot_core::job::ResolvedJob;
+use longshot_media::VideoMeta;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+pub(crate) async fn scheduling_loop(weak: std::sync::Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if let Err(e) = dispatch_once(&inner).await {
+            tracing::warn!("scheduling: {e}");
+        }
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Starts every queued job that can start now, in queue order.
+async fn dispatch_once(inner: &Arc<Inner>) -> Result<(), ApiError> {
+    let workers = inner.registry.list().await.map_err(registry_err)?;
+    let mut st = inner.lock();
+    let mut idle: Vec<WorkerInfo> = workers
+        .into_iter()
+        .filter(|w| !st.busy.contains_key(&w.id) && matches!(w.state, WorkerState::Idle | WorkerState::Busy))
+        .collect();
+    for job_id in st.queue() {
+        let job = &st.jobs[&job_id];
+        let model = job.model.clone();
+        // Bit-identical output needs identical code: only gang workers of one version.
+        let mut by_version: HashMap<&str, Vec<&WorkerInfo>> = HashMap::new();
+        for w in idle.iter().filter(|w| w.models.contains(&model)) {
+            by_version.entry(w.version.as_str()).or_default().push(w);
+        }
+        let Some(group) = by_version.into_values().max_by_key(|g| g.len()) else { continue };
+        let windows = job.resolved.plan.windows();
+        let cap = if inner.cfg.max_workers_per_job == 0 { windows } else { inner.cfg.max_workers_per_job.min(windows) };
+        let mut chosen: Vec<WorkerInfo> = group.into_iter().cloned().collect();
+        chosen.sort_by(|a, b| a.id.cmp(&b.id));
+        chosen.truncate(cap);
+        idle.retain(|w| !chosen.iter().any(|c| c.id == w.id));
+        for w in &chosen {
+            st.busy.insert(w.id.clone(), job_id.clone());
+        }
+        st.plan_ids += 1;
+        let plan_id = st.plan_ids;
+        let job = st.jobs.get_mut(&job_id).expect("queued job exists");
+        let summary = plan_summary(&job.resolved, &model, chosen.len() as u32);
+        job.status.state = JobState::Running;
+        job.status.plan = Some(summary);
+        let _ = job.events.send(JobEvent::Planned(summary));
+        let run = JobRun {
+            inner: inner.clone(),
+            job_id: job_id.clone(),
+            plan_id,
+            workers: chosen,
+            resolved: job.resolved.clone(),
+            model,
+            dir: job.dir.clone(),
+            cancel: job.cancel.subscribe(),
+        };
+        tracing::info!(job = %job_id, plan_id, workers = run.workers.len(), "job started");
+        tokio::spawn(run.run());
+    }
+    st.refresh_positions();
+    Ok(())
+}
+
+enum RunError {
+    Failed(String),
+    Cancelled,
+}
+
+struct JobRun {
+    inner: Arc<Inner>,
+    job_id: String,
+    plan_id: u64,
+    workers: Vec<WorkerInfo>,
+    resolved: ResolvedJob,
+    model: ModelInfo,
+    dir: PathBuf,
+    cancel: watch::Receiver<bool>,
+}
+
+impl JobRun {
+    async fn run(mut self) {
+        let mut clients = Vec::new();
+        let result = self.execute(&mut clients).await;
+        if result.is_err() {
+            self.cancel_shards(&clients).await;
+        }
+        let mut st = self.inner.lock();
+        for w in &self.workers {
+            st.busy.remove(&w.id);
+        }
+        if let Some(job) = st.jobs.get_mut(&self.job_id) {
+            job.status.finished_unix_ms = now_ms();
+            let event = match result {
+                Ok(outputs) => {
+                    job.status.state = JobState::Done;
+                    job.status.outputs = outputs.clone();
+                    JobEvent::Done { outputs }
+                }
+                Err(RunError::Cancelled) => {
+                    job.status.state = JobState::Cancelled;
+                    JobEvent::Cancelled
+                }
+                Err(RunError::Failed(reason)) => {
+                    tracing::warn!(job = %self.job_id, "job failed: {reason}");
+                    job.status.state = JobState::Failed;
+                    job.status.error = Some(reason.clone());
+                    JobEvent::Failed { reason }
+                }
+            };
+            let _ = job.events.send(event);
+        }
+        drop(st);
+        self.inner.wake.notify_one();
+    }
+
+    fn assignment(&self, i: usize, windows: std::ops::Range<usize>) -> ShardAssignment {
+        let r = &self.resolved;
+        ShardAssignment {
+            job_id: self.job_id.clone(),
+            plan_id: self.plan_id,
+            model: self.model.name.clone(),
+            conditioning: Conditioning { prompt: r.spec.prompt.clone(), negative_prompt: r.spec.negative_prompt.clone() },
+            seed: r.seed,
+            channels: self.model.latent_channels,
+            height: r.latent_height,
+            width: r.latent_width,
+            plan: r.plan,
+            schedule: r.schedule.clone(),
+            guidance: r.spec.guidance,
+            windows,
+            left_address: (i > 0).then(|| self.workers[i - 1].address.clone()),
+            right_address: self.workers.get(i + 1).map(|w| w.address.clone()),
+            exchange_timeout: self.inner.cfg.exchange_timeout,
+            hash_every: self.inner.cfg.hash_every,
+            blend: r.spec.blend,
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut JobStatus) -> Option<JobEvent>) {
+        let mut st = self.inner.lock();
+        if let Some(job) = st.jobs.get_mut(&self.job_id) {
+            if let Some(e) = f(&mut job.status) {
+                let _ = job.events.send(e);
+            }
+        }
+    }
+
+    async fn execute(&mut self, clients: &mut Vec<Arc<dyn WorkerApi>>) -> Result<Vec<OutputInfo>, RunError> {
+        let r = &self.resolved;
+        let ranges = r.plan.assign(self.workers.len()).map_err(|e| RunError::Failed(e.to_string()))?;
+        for w in &self.workers {
+            let c = self.inner.connector.connect(w.address.clone()).await;
+            clients.push(c.map_err(|e| RunError::Failed(format!("worker {} at {}: {e}", w.id, w.address)))?);
+        }
+        let spec = &r.spec;
+        let assembler = Assembler::start(AssemblyPlan {
+            dir: self.dir.clone(),
+            outputs: r.outputs.clone(),
+            meta: VideoMeta { width: spec.width, height: spec.height, fps: spec.fps },
+            total_frames: r.frames,
+            latent_shape: [r.latent_frames, self.model.latent_channels, r.latent_height, r.latent_width],
+            latent_metadata: vec![
+                ("model".into(), self.model.name.clone()),
+                ("seed".into(), r.seed.to_string()),
+                ("prompt".into(), spec.prompt.clone()),
+                ("negative_prompt".into(), spec.negative_prompt.clone()),
+                ("fps".into(), spec.fps.to_string()),
+                ("job_id".into(), self.job_id.clone()),
+            ],
+        })
+        .map_err(|e| RunError::Failed(format!("cannot start output assembly: {e}")))?;
+        // Each stream ends with `None` so a worker that vanishes without `Finished` is noticed.
+        let mut events: SelectAll<BoxStream<(usize, Option<ShardEvent>)>> = SelectAll::new();
+        for (i, (client, windows)) in clients.iter().zip(ranges).enumerate() {
+            let s = client.run_shard(self.assignment(i, windows)).await.map_err(|e| {
+                RunError::Failed(format!("worker {} refused its shard: {e}", self.workers[i].id))
+            })?;
+            events.push(Box::pin(s.map(move |e| (i, Some(e))).chain(stream::once(async move { (i, None) }))));
+        }
+        let mut finished = vec![false; self.workers.len()];
+        let mut frames_done = 0u32;
+        let total_frames = r.frames;
+        let steps = r.schedule.steps() as u32;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                ev = events.next() => {
+                    let Some((i, ev)) = ev else { break };
+                    let worker = &self.workers[i];
+                    match ev {
+                        Some(ShardEvent::StepDone { window, step }) => self.update(|s| {
+                            s.steps_done += 1;
+                            Some(JobEvent::StepProgress { window, step, total_steps: steps, worker_id: worker.id.clone() })
+                        }),
+                        Some(ShardEvent::Frame { index, rgb8, .. }) => {
+                            frames_done += 1;
+                            let done = frames_done;
+                            self.update(|s| {
+                                s.state = JobState::Decoding;
+                                (done == 1 || done % 8 == 0 || done == total_frames)
+                                    .then_some(JobEvent::Decoding { frames_done: done, frames_total: total_frames })
+                            });
+                            assembler.frame(index, rgb8).await.map_err(|e| RunError::Failed(format!("assembling frames: {e}")))?;
+                        }
+                        Some(ShardEvent::Latents { first_frame, frames, data }) => {
+                            assembler.latents(first_frame, frames, data).await.map_err(|e| RunError::Failed(format!("assembling latents: {e}")))?;
+                        }
+                        Some(ShardEvent::Finished) => finished[i] = true,
+                        Some(ShardEvent::Failed { reason }) => {
+                            return Err(RunError::Failed(format!("worker {} ({}) failed: {reason}", worker.id, worker.address)));
+                        }
+                        None if !finished[i] => {
+                            return Err(RunError::Failed(format!(
+                                "worker {} ({}) disconnected before finishing its shard", worker.id, worker.address
+                            )));
+                        }
+                        None => {}
+                    }
+                }
+                _ = self.cancel.changed() => return Err(RunError::Cancelled),
+                _ = tick.tick() => {
+                    let live = self.inner.registry.list().await.map_err(|e| RunError::Failed(e.to_string()))?;
+                    if let Some(w) = self.workers.iter().find(|w| !live.iter().any(|l| l.id == w.id)) {
+                        return Err(RunError::Failed(format!("worker {} ({}) left the cluster (registration expired or removed)", w.id, w.address)));
+                    }
+                }
+            }
+        }
+        assembler.finish().await.map_err(|e| RunError::Failed(format!("writing outputs: {e}")))
+    }
+
+    async fn cancel_shards(&self, clients: &[Arc<dyn WorkerApi>]) {
+        let calls = clients.iter().map(|c| {
+            let c = c.clone();
+            let job = self.job_id.clone();
+            let plan = self.plan_id;
+            async move { tokio::time::timeout(Duration::from_secs(5), c.cancel_shard(job, plan)).await }
+        });
+        futures::future::join_all(calls).await;
+    }
+}
+
+/// Streams files in 1 MiB chunks, one file after another, reading as the client consumes.
+pub(crate) fn file_chunks(files: Vec<(String, PathBuf)>) -> BoxStream<Result<OutputChunk, ApiError>> {
+    const CHUNK: usize = 1 << 20;
+    let per_file = |(name, path): (String, PathBuf)| {
+        stream::unfold(Some((None::<(tokio::fs::File, u64)>, 0u64)), move |st| {
+            let (name, path) = (name.clone(), path.clone());
+            async move {
+                let (file, offset) = st?;
+                let (mut f, total) = match file {
+                    Some(ft) => ft,
+                    None => match open(&path).await {
+                        Ok(ft) => ft,
+                        Err(e) => return Some((Err(e), None)),
+                    },
+                };
+                let mut buf = vec![0u8; CHUNK];
+                let n = match f.read(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => return Some((Err(ApiError::Internal(format!("reading {}: {e}", path.display()))), None)),
+                };
+                if n == 0 && offset > 0 {
+                    return None;
+                }
+                buf.truncate(n);
+                let chunk = OutputChunk { name, offset, total_size: total, data: buf };
+                // An empty file still yields one (empty) chunk so the client creates it.
+                let next = (n > 0).then_some((Some((f, total)), offset + n as u64));
+                Some((Ok(chunk), next))
+            }
+        })
+    };
+    Box::pin(stream::iter(files).flat_map(per_file))
+}
+
+async fn open(path: &std::path::Path) -> Result<(tokio::fs::File, u64), ApiError> {
+    let f = tokio::fs::File::open(path).await.map_err(|e| ApiError::Internal(format!("opening {}: {e}", path.display())))?;
+    let total = f.metadata().await.map_err(|e| ApiError::Internal(format!("reading {}: {e}", path.display())))?.len();
+    Ok((f, total))
+}

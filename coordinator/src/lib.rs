@@ -1,0 +1,18 @@
+//! The coordinator: accepts jobs, plans windows, gang-assigns contiguous window ranges to the
+//! workers that serve the job's model, tracks progress, assembles outputs. It never touches a GPU
+//! and never sees a gRPC type: it implements the transport-agnostic traits of
+//! `longshot_core::api`, which the `proto` crate serves over gRPC.
+//!
+//! - [`registry`]: worker membership (`Registry` trait, in-memory implementation).
+//! - [`jobs`]: the job table: validation on submit, queue order, events, cancellation.
+//! - [`dispatch`]: the scheduling loop and the per-job run (shards, progress, failure handling).
+//! - [`assembly`]: ordering decoded frames and writing MP4 / ProRes / PNG / latents.
+#![forbid(unsafe_code)]
+
+pub mod assembly;
+pub mod dispatch;
+pub mod jobs;
+pub mod registry;
+
+pub use jobs::{Coordinator, CoordinatorConfig, WorkerConnector};
+pub use registry::{InMemoryRegistry, Registry, RegistryError};

@@ -1,0 +1,258 @@
+//! The cluster's API in domain types, independent of any transport.
+//!
+//! The `proto` crate converts these to and from the gRPC messages at its edge; the coordinator,
+//! worker and CLI only ever see these types. Field meanings match `proto/longshot/v1/*.proto`.
+
+use crate::codenoise::BlendMode;
+use crate::denoiser::{Conditioning, ModelInfo};
+use crate::exchange::OverlapMessage;
+use crate::job::{FieldError, JobSpec, OutputKind};
+use crate::plan::WindowPlan;
+use crate::scheduler::Schedule;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Decoding,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Decoding => "decoding",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job's window plan as reported to clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanSummary {
+    pub windows: u32,
+    pub latent_frames: u32,
+    pub output_frames: u32,
+    pub workers: u32,
+    pub overlap: u32,
+    pub window: u32,
+    pub padded_latent_frames: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputInfo {
+    pub name: String,
+    pub format: OutputKind,
+    pub size_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub state: JobState,
+    pub spec: JobSpec,
+    pub seed: u64,
+    pub plan: Option<PlanSummary>,
+    pub queue_position: u32,
+    pub steps_done: u64,
+    pub steps_total: u64,
+    pub outputs: Vec<OutputInfo>,
+    pub error: Option<String>,
+    pub submitted_unix_ms: u64,
+    pub finished_unix_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum JobEvent {
+    Queued { position: u32 },
+    Planned(PlanSummary),
+    StepProgress { window: u32, step: u32, total_steps: u32, worker_id: String },
+    Decoding { frames_done: u32, frames_total: u32 },
+    Done { outputs: Vec<OutputInfo> },
+    Failed { reason: String },
+    Cancelled,
+}
+
+impl JobEvent {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, JobEvent::Done { .. } | JobEvent::Failed { .. } | JobEvent::Cancelled)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubmitResult {
+    pub job_id: String,
+    pub seed: u64,
+    pub plan: PlanSummary,
+}
+
+/// A chunk of an output file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputChunk {
+    pub name: String,
+    pub offset: u64,
+    pub total_size: u64,
+    pub data: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    Idle,
+    Busy,
+    Draining,
+    Offline,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    /// `host:port` serving WorkerService and ExchangeService.
+    pub address: String,
+    /// `cpu` or `cuda`.
+    pub device_kind: String,
+    pub device_name: String,
+    pub memory_bytes: u64,
+    pub models: Vec<ModelInfo>,
+    pub version: String,
+    pub state: WorkerState,
+}
+
+/// What the coordinator asks one worker to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShardAssignment {
+    pub job_id: String,
+    /// Fencing token: increases per job; a stale plan never disturbs a newer one.
+    pub plan_id: u64,
+    pub model: String,
+    pub conditioning: Conditioning,
+    pub seed: u64,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub plan: WindowPlan,
+    pub schedule: Schedule,
+    pub guidance: f32,
+    pub windows: Range<usize>,
+    /// Exchange address of the worker running window `windows.start − 1`.
+    pub left_address: Option<String>,
+    /// Exchange address of the worker running window `windows.end`.
+    pub right_address: Option<String>,
+    pub exchange_timeout: Duration,
+    pub hash_every: usize,
+    pub blend: BlendMode,
+}
+
+/// What a worker streams back while running a shard.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ShardEvent {
+    StepDone { window: u32, step: u32 },
+    /// One decoded output frame (8-bit RGB, row-major).
+    Frame { index: u32, width: u32, height: u32, rgb8: Vec<u8> },
+    /// Final latents of owned frames, frame-major f32.
+    Latents { first_frame: u32, frames: u32, data: Vec<f32> },
+    Finished,
+    Failed { reason: String },
+}
+
+/// An overlap message with the routing that the network adds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OverlapEnvelope {
+    pub job_id: String,
+    pub plan_id: u64,
+    pub message: OverlapMessage,
+}
+
+/// Errors any service can answer with; `proto` maps each to a gRPC status code.
+#[derive(Clone, Debug, Error, PartialEq)]
+pub enum ApiError {
+    #[error("invalid job: {}", join(.0))]
+    InvalidArgument(Vec<FieldError>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+impl ApiError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError::InvalidArgument(vec![FieldError { field, message: message.into() }])
+    }
+}
+
+/// A boxed stream, as the service traits return them.
+pub type BoxStream<T> = std::pin::Pin<Box<dyn futures_core::Stream<Item = T> + Send + 'static>>;
+/// A boxed future, so the service traits stay object-safe.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Registration acknowledgement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisterAck {
+    pub worker_id: String,
+    pub heartbeat_interval: Duration,
+}
+
+/// What the coordinator serves to clients (gRPC `JobService`).
+pub trait JobApi: Send + Sync + 'static {
+    fn submit(&self, spec: JobSpec) -> BoxFuture<'_, Result<SubmitResult, ApiError>>;
+    fn get(&self, job_id: String) -> BoxFuture<'_, Result<JobStatus, ApiError>>;
+    /// Newest first; `limit` 0 means the server's default.
+    fn list(&self, state: Option<JobState>, limit: usize) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>>;
+    /// The job's state after the cancel.
+    fn cancel(&self, job_id: String) -> BoxFuture<'_, Result<JobState, ApiError>>;
+    /// The current state as a first event, then every event until a terminal one.
+    fn watch(&self, job_id: String) -> BoxFuture<'_, Result<BoxStream<JobEvent>, ApiError>>;
+    fn fetch(&self, job_id: String, format: OutputKind) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>>;
+    fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, ApiError>>;
+    fn models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ApiError>>;
+}
+
+/// What the coordinator serves to workers (gRPC `RegistryService`).
+pub trait RegistryApi: Send + Sync + 'static {
+    fn register(&self, worker: WorkerInfo) -> BoxFuture<'_, Result<RegisterAck, ApiError>>;
+    /// `Ok(false)` when the worker is unknown (it must register again).
+    fn heartbeat(&self, worker_id: String, state: WorkerState, busy_job: Option<String>) -> BoxFuture<'_, Result<bool, ApiError>>;
+    fn deregister(&self, worker_id: String) -> BoxFuture<'_, Result<(), ApiError>>;
+}
+
+/// What a worker serves to the coordinator (gRPC `WorkerService`).
+pub trait WorkerApi: Send + Sync + 'static {
+    fn run_shard(&self, assignment: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>>;
+    /// `Ok(false)` when no shard of that job with that plan id (or older) was running.
+    fn cancel_shard(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>>;
+}
+
+/// What a worker serves to its left neighbour (gRPC `ExchangeService`): the neighbour's messages
+/// come in on `inbound`; the returned stream carries this worker's messages back.
+pub trait ExchangeApi: Send + Sync + 'static {
+    fn overlap(&self, inbound: BoxStream<Result<OverlapEnvelope, ApiError>>) -> BoxFuture<'_, Result<BoxStream<OverlapEnvelope>, ApiError>>;
+}

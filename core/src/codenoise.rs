@@ -1,0 +1,342 @@
+//! The lockstep co-denoising loop of one partition: a contiguous range of windows run by one
+//! worker (long-clips.md §2).
+//!
+//! Per step: every window's post-CFG velocity → overlap exchange with the neighbour partitions →
+//! the fixed-order f32 blend (identical on both copies) → the scheduler step per window. Latents
+//! are never sent: identical inputs give identical copies, which is checked by hashes every
+//! `hash_every` steps. Edge windows are computed first so their overlaps are on the wire while
+//! interior windows compute. After the last step the partition decodes the frames it owns, with a
+//! causal warm-up halo taken from the owner of the preceding frames.
+
+use crate::denoiser::{Branch, DenoiseError, Denoiser, FrameDecoder, RgbFrame, StepPoint, WindowContext};
+use crate::exchange::{Exchange, ExchangeError, OverlapMessage, Payload, Side};
+use crate::hash::hash_f32;
+use crate::noise::{NoiseError, NoiseStream};
+use crate::plan::WindowPlan;
+use crate::scheduler::{new_state, Schedule, SchedulerState};
+use crate::seam::overlap_disagreement;
+use crate::tensor::{LatentShape, Latents};
+use longshot_kernels::cpu::{blend_overlap, cfg_combine};
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use thiserror::Error;
+
+/// Whether neighbouring windows are coupled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BlendMode {
+    /// Exchange and blend overlap velocities every step (the product).
+    #[default]
+    CoDenoise,
+    /// Ablation: independent windows, hard cut at the owner boundary.
+    Independent,
+}
+
+/// Everything a partition needs; identical on every worker except `windows`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionConfig {
+    pub plan: WindowPlan,
+    /// The windows this partition runs.
+    pub windows: Range<usize>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub schedule: Schedule,
+    /// CFG scale; CFG runs iff `guidance > 1` (as in diffusers).
+    pub guidance: f32,
+    pub seed: u64,
+    pub mode: BlendMode,
+    /// Compare overlap-latent hashes with the neighbours every this many steps (0: only at the end).
+    pub hash_every: usize,
+}
+
+impl PartitionConfig {
+    fn window_shape(&self) -> LatentShape {
+        LatentShape::new(self.plan.window(), self.channels, self.height, self.width)
+    }
+    fn has_left(&self) -> bool {
+        self.windows.start > 0
+    }
+    fn has_right(&self) -> bool {
+        self.windows.end < self.plan.windows()
+    }
+}
+
+/// Progress reported while the loop runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress {
+    /// Window `window` finished step `step` (0-based) of `steps`.
+    Step { window: usize, step: usize, steps: usize },
+}
+
+#[derive(Debug, Error)]
+pub enum CoDenoiseError {
+    #[error(transparent)]
+    Denoise(#[from] DenoiseError),
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    #[error(transparent)]
+    Noise(#[from] NoiseError),
+    #[error("overlap copies diverged at boundary {boundary} after step {step}: the two windows no longer agree bit for bit (mismatched model, library or schedule between workers?)")]
+    Divergence { boundary: usize, step: usize },
+    #[error("unexpected message from the {side} neighbour: {reason}")]
+    Protocol { side: Side, reason: String },
+    #[error("invalid partition: {0}")]
+    Config(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Denoised latents of the frames a partition owns, plus per-boundary overlap disagreement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionOutput {
+    /// Global latent frame of `owned`'s first frame.
+    pub owned_start: usize,
+    pub owned: Latents,
+    /// δ = ‖v_left − v_right‖ / mean(‖v_left‖, ‖v_right‖) per step, for each boundary whose left
+    /// window is in this partition (so each boundary is reported once).
+    pub disagreement: Vec<(usize, Vec<f32>)>,
+}
+
+/// Runs the partition's windows through all steps.
+pub fn denoise_partition(
+    cfg: &PartitionConfig,
+    denoiser: &mut dyn Denoiser,
+    exchange: &mut dyn Exchange,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<PartitionOutput, CoDenoiseError> {
+    let (first, end) = (cfg.windows.start, cfg.windows.end);
+    if first >= end || end > cfg.plan.windows() {
+        return Err(CoDenoiseError::Config(format!(
+            "window range {first}..{end} is not inside 0..{}",
+            cfg.plan.windows()
+        )));
+    }
+    let shape = cfg.window_shape();
+    let noise = NoiseStream::new(cfg.seed, 0)?;
+    let mut x: Vec<Latents> = cfg
+        .windows
+        .clone()
+        .map(|k| noise.latents(cfg.plan.window_range(k).start, shape))
+        .collect::<Result<_, _>>()?;
+    let mut states: Vec<Box<dyn SchedulerState>> = cfg.windows.clone().map(|_| new_state(&cfg.schedule)).collect();
+    let mut v: Vec<Latents> = cfg.windows.clone().map(|_| Latents::zeros(shape)).collect();
+    let mut uncond = Latents::zeros(shape);
+    let last = end - 1;
+    // Edge windows first: their overlaps go on the wire while the interior computes.
+    let mut order = vec![first];
+    if last != first {
+        order.push(last);
+    }
+    order.extend(first + 1..last);
+    let coupled = cfg.mode == BlendMode::CoDenoise;
+    let local_boundaries = first..last; // boundary k joins windows k and k+1
+    let reported: Vec<usize> = (first..end).filter(|&k| k + 1 < cfg.plan.windows()).collect();
+    let mut disagreement: Vec<(usize, Vec<f32>)> = reported.iter().map(|&b| (b, Vec::new())).collect();
+    let steps = cfg.schedule.steps();
+    let (o, fl, w) = (cfg.plan.overlap(), shape.frame_len(), cfg.plan.window());
+
+    for i in 0..steps {
+        let point = StepPoint { index: i, sigma: cfg.schedule.sigma(i), timestep: cfg.schedule.timestep(i) };
+        for &k in &order {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(CoDenoiseError::Cancelled);
+            }
+            let ctx = WindowContext { index: k, first_frame: cfg.plan.window_range(k).start };
+            let j = k - first;
+            denoiser.predict(&x[j], ctx, point, Branch::Conditional, &mut v[j])?;
+            if cfg.guidance > 1.0 {
+                denoiser.predict(&x[j], ctx, point, Branch::Unconditional, &mut uncond)?;
+                cfg_combine(v[j].as_mut_slice(), uncond.as_slice(), cfg.guidance);
+            }
+            if coupled && o > 0 {
+                if k == first && cfg.has_left() {
+                    let msg = velocity_msg(i, k - 1, v[j].frames(0..o));
+                    exchange.send(Side::Left, msg)?;
+                }
+                if k == last && cfg.has_right() {
+                    exchange.send(Side::Right, velocity_msg(i, k, v[j].frames(w - o..w)))?;
+                }
+            }
+        }
+        if coupled && o > 0 {
+            for b in local_boundaries.clone() {
+                let (lo, hi) = v.split_at_mut(b + 1 - first);
+                let left = lo[b - first].frames_mut(w - o..w);
+                let right = hi[0].frames_mut(0..o);
+                record(&mut disagreement, b, left, right);
+                blend_overlap(left, right, o, fl);
+            }
+            if cfg.has_left() {
+                let mut remote = recv_velocity(exchange, Side::Left, i, first - 1, o * fl)?;
+                blend_overlap(&mut remote, v[0].frames_mut(0..o), o, fl);
+            }
+            if cfg.has_right() {
+                let mut remote = recv_velocity(exchange, Side::Right, i, last, o * fl)?;
+                let local = v[last - first].frames_mut(w - o..w);
+                record(&mut disagreement, last, local, &remote);
+                blend_overlap(local, &mut remote, o, fl);
+            }
+        }
+        for (j, k) in cfg.windows.clone().enumerate() {
+            states[j].step(&cfg.schedule, i, &v[j], &mut x[j]);
+            progress(Progress::Step { window: k, step: i, steps });
+        }
+        let check_now = (cfg.hash_every > 0 && (i + 1) % cfg.hash_every == 0) || i + 1 == steps;
+        if coupled && o > 0 && check_now {
+            verify_overlaps(cfg, &x, exchange, i)?;
+        }
+    }
+    Ok(assemble_owned(cfg, &x, disagreement))
+}
+
+fn velocity_msg(step: usize, boundary: usize, data: &[f32]) -> OverlapMessage {
+    OverlapMessage { step: step as u32, boundary: boundary as u32, payload: Payload::Velocity(data.to_vec()) }
+}
+
+fn record(d: &mut [(usize, Vec<f32>)], boundary: usize, left: &[f32], right: &[f32]) {
+    if let Some((_, series)) = d.iter_mut().find(|(b, _)| *b == boundary) {
+        series.push(overlap_disagreement(left, right) as f32);
+    }
+}
+
+/// Receives the next message from `side` and checks it is what the lockstep expects now.
+fn expect(exchange: &mut dyn Exchange, side: Side, step: usize, boundary: usize) -> Result<Payload, CoDenoiseError> {
+    let msg = exchange.recv(side, step as u32)?;
+    if msg.step as usize != step || msg.boundary as usize != boundary {
+        return Err(CoDenoiseError::Protocol {
+            side,
+            reason: format!(
+                "got step {} boundary {}, expected step {step} boundary {boundary}",
+                msg.step, msg.boundary
+            ),
+        });
+    }
+    Ok(msg.payload)
+}
+
+fn recv_velocity(
+    exchange: &mut dyn Exchange,
+    side: Side,
+    step: usize,
+    boundary: usize,
+    len: usize,
+) -> Result<Vec<f32>, CoDenoiseError> {
+    match expect(exchange, side, step, boundary)? {
+        Payload::Velocity(v) if v.len() == len => Ok(v),
+        Payload::Velocity(v) => Err(CoDenoiseError::Protocol {
+            side,
+            reason: format!("overlap has {} values, expected {len}", v.len()),
+        }),
+        other => Err(CoDenoiseError::Protocol { side, reason: format!("expected a velocity, got {other:?}") }),
+    }
+}
+
+/// Proves that every copy of every shared frame is bit-identical after step `step`.
+fn verify_overlaps(
+    cfg: &PartitionConfig,
+    x: &[Latents],
+    exchange: &mut dyn Exchange,
+    step: usize,
+) -> Result<(), CoDenoiseError> {
+    let (o, w, first) = (cfg.plan.overlap(), cfg.plan.window(), cfg.windows.start);
+    for j in 1..x.len() {
+        if x[j - 1].frames(w - o..w) != x[j].frames(0..o) {
+            return Err(CoDenoiseError::Divergence { boundary: first + j - 1, step });
+        }
+    }
+    let hash_msg = |b: usize, data: &[f32]| OverlapMessage {
+        step: step as u32,
+        boundary: b as u32,
+        payload: Payload::LatentHash(hash_f32(data)),
+    };
+    let last = x.len() - 1;
+    if cfg.has_left() {
+        exchange.send(Side::Left, hash_msg(first - 1, x[0].frames(0..o)))?;
+    }
+    if cfg.has_right() {
+        exchange.send(Side::Right, hash_msg(cfg.windows.end - 1, x[last].frames(w - o..w)))?;
+    }
+    for (side, b, mine) in [
+        (Side::Left, first.wrapping_sub(1), cfg.has_left().then(|| x[0].frames(0..o))),
+        (Side::Right, cfg.windows.end - 1, cfg.has_right().then(|| x[last].frames(w - o..w))),
+    ] {
+        let Some(mine) = mine else { continue };
+        match expect(exchange, side, step, b)? {
+            Payload::LatentHash(h) if h == hash_f32(mine) => {}
+            Payload::LatentHash(_) => return Err(CoDenoiseError::Divergence { boundary: b, step }),
+            other => {
+                return Err(CoDenoiseError::Protocol { side, reason: format!("expected a hash, got {other:?}") })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn assemble_owned(cfg: &PartitionConfig, x: &[Latents], disagreement: Vec<(usize, Vec<f32>)>) -> PartitionOutput {
+    let plan = &cfg.plan;
+    let owned_start = plan.owned_range(cfg.windows.start).start;
+    let owned_end = plan.owned_range(cfg.windows.end - 1).end;
+    let mut owned = Latents::zeros(x[0].shape().with_frames(owned_end - owned_start));
+    for (j, k) in cfg.windows.clone().enumerate() {
+        let r = plan.owned_range(k);
+        let ws = plan.window_range(k).start;
+        owned.write_frames(r.start - owned_start, x[j].frames(r.start - ws..r.end - ws));
+    }
+    PartitionOutput { owned_start, owned, disagreement }
+}
+
+/// Decodes the frames a partition owns. The decoder's causal warm-up frames come from the left
+/// neighbour's owned frames (sent over the exchange), so the result equals a sequential decode of
+/// the assembled clip bit for bit in both blend modes.
+pub fn decode_partition(
+    cfg: &PartitionConfig,
+    out: &PartitionOutput,
+    decoder: &dyn FrameDecoder,
+    exchange: &mut dyn Exchange,
+    sink: &mut dyn FnMut(usize, RgbFrame),
+) -> Result<(), CoDenoiseError> {
+    let halo = decoder.halo();
+    let (step, fl) = (cfg.schedule.steps(), out.owned.shape().frame_len());
+    if cfg.has_right() && halo > 0 {
+        let n = out.owned.shape().frames;
+        if halo > n {
+            return Err(CoDenoiseError::Config(format!(
+                "decoder warm-up of {halo} latent frames is longer than the {n} frames this partition owns"
+            )));
+        }
+        let msg = OverlapMessage {
+            step: step as u32,
+            boundary: (cfg.windows.end - 1) as u32,
+            payload: Payload::Halo(out.owned.frames(n - halo..n).to_vec()),
+        };
+        exchange.send(Side::Right, msg)?;
+    }
+    let want = halo.min(out.owned_start);
+    let mut span = Vec::with_capacity((want + out.owned.shape().frames) * fl);
+    if want > 0 {
+        match expect(exchange, Side::Left, step, cfg.windows.start - 1)? {
+            Payload::Halo(h) if h.len() == halo * fl => span.extend_from_slice(&h[(halo - want) * fl..]),
+            other => {
+                return Err(CoDenoiseError::Protocol {
+                    side: Side::Left,
+                    reason: format!("expected {halo} halo frames, got {}", describe(&other)),
+                })
+            }
+        }
+    }
+    span.extend_from_slice(out.owned.as_slice());
+    let shape = out.owned.shape().with_frames(span.len() / fl);
+    let span = Latents::from_vec(shape, span).expect("span is whole frames");
+    decoder.decode(&span, out.owned_start - want, want, sink)?;
+    Ok(())
+}
+
+fn describe(p: &Payload) -> String {
+    match p {
+        Payload::Velocity(v) => format!("a velocity of {} values", v.len()),
+        Payload::LatentHash(_) => "a hash".into(),
+        Payload::Halo(h) => format!("{} halo values", h.len()),
+    }
+}

@@ -1,0 +1,133 @@
+//! The model interface the co-denoising loop drives.
+//!
+//! A [`Denoiser`] is bound to one job's conditioning (prompt, negative prompt, or text embeddings
+//! computed once per job) and predicts the flow-matching velocity for one window at one step, for
+//! one guidance branch. The loop runs the conditional and unconditional branches as two separate
+//! forwards (never batched: batching changes GEMM shapes and therefore rounding) and combines them.
+//! A [`FrameDecoder`] turns owned latent frames into RGB frames.
+
+use crate::tensor::Latents;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// What a model tells the planner and the cluster about itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Stable identifier used in job specs (e.g. `procedural`, `wan2.1-t2v-1.3b`).
+    pub name: String,
+    /// Native window length in latent frames (Wan2.1: 21).
+    pub window_frames: usize,
+    /// Latent channels (Wan2.1: 16).
+    pub latent_channels: usize,
+    /// Output frames per latent frame after the first (Wan2.1: 4).
+    pub temporal_compression: usize,
+    /// Pixels per latent cell along each spatial axis (Wan2.1: 8).
+    pub spatial_compression: usize,
+    /// Overlap used when a job does not set one.
+    pub default_overlap: usize,
+}
+
+impl ModelInfo {
+    /// Latent frames for `frames` output frames (`(F−1)/c + 1`, F rounded down to `c·k+1`).
+    pub fn latent_frames_for(&self, frames: usize) -> usize {
+        frames.saturating_sub(1) / self.temporal_compression + 1
+    }
+    /// Output frames decoded from `latent` latent frames: `1 + c·(L−1)`.
+    pub fn output_frames_for(&self, latent: usize) -> usize {
+        1 + self.temporal_compression * latent.saturating_sub(1)
+    }
+}
+
+/// Guidance branch of a forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Branch {
+    Conditional,
+    Unconditional,
+}
+
+/// The point of the schedule a forward is evaluated at.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepPoint {
+    /// Step index, 0-based.
+    pub index: usize,
+    /// Noise level σ in [0, 1] as the scheduler uses it (f32 bits are part of the job).
+    pub sigma: f32,
+    /// The timestep value the model receives (integer-valued for UniPC, as in diffusers).
+    pub timestep: f32,
+}
+
+/// Where a window sits on the clip's global latent timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowContext {
+    /// Window index in the plan.
+    pub index: usize,
+    /// Global latent frame of the window's first frame.
+    pub first_frame: usize,
+}
+
+/// Per-job conditioning handed to a model when the job starts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Conditioning {
+    pub prompt: String,
+    pub negative_prompt: String,
+}
+
+#[derive(Debug, Error)]
+pub enum DenoiseError {
+    #[error("input shape {got:?} does not match what the model was prepared for ({want})")]
+    Shape { got: crate::tensor::LatentShape, want: String },
+    #[error("model failure: {0}")]
+    Model(String),
+}
+
+/// One job's denoiser. Implementations must be deterministic: the same inputs give the same bits,
+/// on every worker.
+pub trait Denoiser: Send {
+    fn info(&self) -> &ModelInfo;
+
+    /// Writes the velocity prediction for window latents `x` (shape `[W, C, H, W]`) into `out`.
+    fn predict(
+        &mut self,
+        x: &Latents,
+        window: WindowContext,
+        step: StepPoint,
+        branch: Branch,
+        out: &mut Latents,
+    ) -> Result<(), DenoiseError>;
+}
+
+/// An RGB frame, row-major `[height, width, 3]`, values in [0, 1].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RgbFrame {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<f32>,
+}
+
+impl RgbFrame {
+    /// 8-bit RGB, rounded to nearest.
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        self.data.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8).collect()
+    }
+}
+
+/// Decodes latent frames to RGB frames.
+///
+/// Decoders may be causal in time: output for latent frame `l` may depend on up to
+/// [`FrameDecoder::halo`] preceding latent frames, which is why a worker decoding the frames it owns
+/// passes that many warm-up frames in front (long-clips.md §5).
+pub trait FrameDecoder: Send + Sync {
+    /// Preceding latent frames needed so that a sharded decode equals the sequential one.
+    fn halo(&self) -> usize;
+
+    /// Decodes `latents`, whose frame 0 is global latent frame `first_global`. Frames before
+    /// `emit_from` (local index) are warm-up only. Each decoded output frame is passed to `sink`
+    /// with its global output frame index, in increasing order.
+    fn decode(
+        &self,
+        latents: &Latents,
+        first_global: usize,
+        emit_from: usize,
+        sink: &mut dyn FnMut(usize, RgbFrame),
+    ) -> Result<(), DenoiseError>;
+}

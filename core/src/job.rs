@@ -1,0 +1,240 @@
+//! A render job as the user describes it, and its validation.
+//!
+//! Validation is pure and happens before anything is created: every invalid field is reported with
+//! its name and what is allowed, so a rejected job leaves no trace. Checks that need the cluster
+//! (is the model served? which overlap does it allow?) are in [`JobSpec::resolve`], given the
+//! model's [`ModelInfo`].
+
+use crate::codenoise::BlendMode;
+use crate::denoiser::ModelInfo;
+use crate::plan::WindowPlan;
+use crate::scheduler::{Schedule, Solver};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use thiserror::Error;
+
+/// Output formats a job can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    Mp4,
+    Prores,
+    Png,
+    Latents,
+}
+
+impl OutputKind {
+    pub const ALL: [OutputKind; 4] = [OutputKind::Mp4, OutputKind::Prores, OutputKind::Png, OutputKind::Latents];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Mp4 => "mp4",
+            OutputKind::Prores => "prores",
+            OutputKind::Png => "png",
+            OutputKind::Latents => "latents",
+        }
+    }
+}
+
+impl fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OutputKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("output format {s:?} is not one of: mp4, prores, png, latents"))
+    }
+}
+
+/// Clip length, as the user gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClipLength {
+    Seconds(f64),
+    Frames(u32),
+}
+
+/// A job as submitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub model: String,
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// Random when unset; the seed used is reported back.
+    pub seed: Option<u64>,
+    pub length: ClipLength,
+    pub fps: u32,
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    pub guidance: f32,
+    pub shift: f64,
+    pub solver: String,
+    /// Model default when unset.
+    pub overlap: Option<u32>,
+    pub outputs: Vec<String>,
+    pub priority: i32,
+    pub blend: BlendMode,
+}
+
+/// One invalid field.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn bad(field: &'static str, message: impl Into<String>) -> FieldError {
+    FieldError { field, message: message.into() }
+}
+
+pub const MAX_PROMPT_CHARS: usize = 10_000;
+pub const MAX_SIDE: u32 = 4096;
+pub const MAX_FPS: u32 = 120;
+pub const MAX_SECONDS: f64 = 3600.0;
+pub const MAX_STEPS: u32 = 1000;
+pub const MAX_GUIDANCE: f32 = 50.0;
+pub const MAX_SHIFT: f64 = 100.0;
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
+
+/// A job that passed validation against a model: everything the coordinator needs to plan it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedJob {
+    pub spec: JobSpec,
+    pub seed: u64,
+    pub solver: Solver,
+    pub outputs: Vec<OutputKind>,
+    /// Output frames after rounding down to `c·k + 1`.
+    pub frames: u32,
+    pub latent_frames: usize,
+    pub latent_height: usize,
+    pub latent_width: usize,
+    pub plan: WindowPlan,
+    pub schedule: Schedule,
+}
+
+impl JobSpec {
+    /// Field checks that need no model. Returns every error, not just the first.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut e = Vec::new();
+        if self.model.trim().is_empty() {
+            e.push(bad("model", "must not be empty"));
+        }
+        if self.prompt.trim().is_empty() {
+            e.push(bad("prompt", "must not be empty"));
+        }
+        for (field, text) in [("prompt", &self.prompt), ("negative_prompt", &self.negative_prompt)] {
+            if text.chars().count() > MAX_PROMPT_CHARS {
+                e.push(bad(field, format!("is longer than {MAX_PROMPT_CHARS} characters")));
+            }
+        }
+        if !(1..=MAX_FPS).contains(&self.fps) {
+            e.push(bad("fps", format!("{} is not in 1..={MAX_FPS}", self.fps)));
+        }
+        match self.length {
+            ClipLength::Seconds(s) if !(s.is_finite() && s > 0.0 && s <= MAX_SECONDS) => {
+                e.push(bad("duration", format!("{s} seconds is not in (0, {MAX_SECONDS}]")))
+            }
+            ClipLength::Frames(0) => e.push(bad("frames", "must be at least 1")),
+            ClipLength::Frames(f) if f64::from(f) > MAX_SECONDS * f64::from(MAX_FPS) => {
+                e.push(bad("frames", format!("{f} is more than {}", MAX_SECONDS * f64::from(MAX_FPS))))
+            }
+            _ => {}
+        }
+        for (field, v) in [("width", self.width), ("height", self.height)] {
+            if v == 0 || v % 16 != 0 || v > MAX_SIDE {
+                e.push(bad(field, format!("{v} is not a multiple of 16 in 16..={MAX_SIDE}")));
+            }
+        }
+        if !(1..=MAX_STEPS).contains(&self.steps) {
+            e.push(bad("steps", format!("{} is not in 1..={MAX_STEPS}", self.steps)));
+        }
+        if !(self.guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&self.guidance)) {
+            e.push(bad("guidance", format!("{} is not in 0..={MAX_GUIDANCE}", self.guidance)));
+        }
+        if !(self.shift.is_finite() && self.shift > 0.0 && self.shift <= MAX_SHIFT) {
+            e.push(bad("shift", format!("{} is not in (0, {MAX_SHIFT}]", self.shift)));
+        }
+        if let Err(m) = self.solver.parse::<Solver>() {
+            e.push(bad("solver", m.to_string()));
+        }
+        if self.outputs.is_empty() {
+            e.push(bad("outputs", "at least one of mp4, prores, png, latents is required"));
+        }
+        for o in &self.outputs {
+            if let Err(m) = o.parse::<OutputKind>() {
+                e.push(bad("outputs", m));
+            }
+        }
+        if !PRIORITY_RANGE.contains(&self.priority) {
+            e.push(bad("priority", format!("{} is not in -100..=100", self.priority)));
+        }
+        e
+    }
+
+    /// Output frames the job asks for, before rounding to the model's `c·k + 1` grid.
+    pub fn requested_frames(&self) -> u32 {
+        match self.length {
+            ClipLength::Frames(f) => f,
+            ClipLength::Seconds(s) => ((s * f64::from(self.fps)).round() as u32).max(1),
+        }
+    }
+
+    /// Validates against `model` and computes the plan and schedule. `seed` is used when the
+    /// spec has none (the caller draws it).
+    pub fn resolve(&self, model: &ModelInfo, seed: u64) -> Result<ResolvedJob, Vec<FieldError>> {
+        let mut e = self.validate();
+        let sc = model.spatial_compression as u32;
+        for (field, v) in [("width", self.width), ("height", self.height)] {
+            if sc > 0 && v % sc != 0 {
+                e.push(bad(field, format!("{v} is not a multiple of {sc}, the model's spatial compression")));
+            }
+        }
+        let overlap = self.overlap.map_or(model.default_overlap, |o| o as usize);
+        if overlap > model.window_frames / 2 {
+            e.push(bad("overlap", format!("{overlap} is not in 0..={} (half of the model's {}-frame window)", model.window_frames / 2, model.window_frames)));
+        }
+        if !e.is_empty() {
+            return Err(e);
+        }
+        let c = model.temporal_compression.max(1) as u32;
+        let frames = (self.requested_frames() - 1) / c * c + 1;
+        let latent_frames = model.latent_frames_for(frames as usize);
+        let solver = self.solver.parse::<Solver>().map_err(|m| vec![bad("solver", m.to_string())])?;
+        let schedule = Schedule::new(solver, self.steps as usize, self.shift).map_err(|m| vec![bad("steps", m.to_string())])?;
+        let plan = WindowPlan::new(latent_frames, model.window_frames, overlap).map_err(|m| vec![bad("overlap", m.to_string())])?;
+        let mut outputs: Vec<OutputKind> = self.outputs.iter().filter_map(|o| o.parse().ok()).collect();
+        outputs.sort();
+        outputs.dedup();
+        Ok(ResolvedJob {
+            spec: self.clone(),
+            seed: self.seed.unwrap_or(seed),
+            solver,
+            outputs,
+            frames,
+            latent_frames,
+            latent_height: (self.height / sc.max(1)) as usize,
+            latent_width: (self.width / sc.max(1)) as usize,
+            plan,
+            schedule,
+        })
+    }
+}
+
+/// Defaults the CLI and the API use for unset fields (Wan2.1's 480p defaults).
+pub mod defaults {
+    pub const FPS: u32 = 16;
+    pub const WIDTH: u32 = 832;
+    pub const HEIGHT: u32 = 480;
+    pub const STEPS: u32 = 50;
+    pub const GUIDANCE: f32 = 5.0;
+    pub const SHIFT: f64 = 3.0;
+    pub const SOLVER: &str = "unipc";
+    pub const OUTPUT: &str = "mp4";
+}

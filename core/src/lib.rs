@@ -1,0 +1,30 @@
+//! Longshot's core: everything needed to render a long clip as overlapping windows, with no
+//! networking and no GPU.
+//!
+//! Layout:
+//! - [`api`]: the cluster API in domain types (the `proto` crate converts at its edge).
+//! - [`plan`]: the window grid on the global latent timeline, ownership, assignment to workers.
+//! - [`noise`]: Philox4x32-10 counter-based Gaussian noise keyed by global coordinates.
+//! - [`scheduler`]: flow-matching Euler and UniPC, matching diffusers.
+//! - [`tensor`]: the frame-major latent tensor.
+//! - [`denoiser`]: the `Denoiser` / `FrameDecoder` traits models implement.
+//! - [`exchange`]: the overlap exchange between partitions, with an in-process implementation.
+//! - [`codenoise`]: the lockstep co-denoising loop of one partition (a contiguous window range).
+//! - [`local`]: an in-process cluster (partitions on threads) built on the same loop.
+//! - [`seam`]: model-free seam metrics (seam jump ratio, placebo, ghosting, overlap disagreement).
+//! - [`hash`]: stable hashes used to prove overlap copies are bit-identical.
+//! - [`job`]: the job spec and its validation (every bad field named, with what is allowed).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod codenoise;
+pub mod denoiser;
+pub mod exchange;
+pub mod hash;
+pub mod job;
+pub mod noise;
+pub mod local;
+pub mod plan;
+pub mod scheduler;
+pub mod seam;
+pub mod tensor;

@@ -1,0 +1,71 @@
+//! An in-process cluster: a clip's windows split into partitions, each on its own thread, coupled by
+//! [`ChannelExchange`]. Used by tests, benchmarks and single-process renders; the worker runs the
+//! same [`denoise_partition`] / [`decode_partition`] with a network exchange.
+
+use crate::codenoise::{decode_partition, denoise_partition, CoDenoiseError, PartitionConfig, PartitionOutput, Progress};
+use crate::denoiser::{Denoiser, FrameDecoder, RgbFrame};
+use crate::exchange::ChannelExchange;
+use crate::tensor::Latents;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// Result of a local render: the clip's latents (trimmed to L frames) and its decoded frames.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalRender {
+    pub latents: Latents,
+    pub frames: Vec<RgbFrame>,
+    /// Per-boundary, per-step overlap disagreement δ, sorted by boundary.
+    pub disagreement: Vec<(usize, Vec<f32>)>,
+}
+
+/// Renders `base.plan` split over `partitions` partitions (`base.windows` is ignored).
+/// `make_denoiser` is called once per partition, on the calling thread.
+pub fn render_local(
+    base: &PartitionConfig,
+    partitions: usize,
+    make_denoiser: &dyn Fn() -> Box<dyn Denoiser>,
+    decoder: &dyn FrameDecoder,
+    exchange_timeout: Duration,
+) -> Result<LocalRender, CoDenoiseError> {
+    let ranges = base.plan.assign(partitions).map_err(|e| CoDenoiseError::Config(e.to_string()))?;
+    let exchanges = ChannelExchange::chain(ranges.len(), exchange_timeout);
+    let cancel = AtomicBool::new(false);
+    let results: Vec<Result<(PartitionOutput, Vec<(usize, RgbFrame)>), CoDenoiseError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .into_iter()
+            .zip(exchanges)
+            .map(|(windows, mut exchange)| {
+                let cfg = PartitionConfig { windows, ..base.clone() };
+                let mut denoiser = make_denoiser();
+                let cancel = &cancel;
+                s.spawn(move || {
+                    let out = denoise_partition(&cfg, denoiser.as_mut(), &mut exchange, cancel, &mut |_: Progress| {})?;
+                    let mut frames = Vec::new();
+                    decode_partition(&cfg, &out, decoder, &mut exchange, &mut |i, f| frames.push((i, f)))?;
+                    Ok((out, frames))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(CoDenoiseError::Config("partition thread panicked".into())))).collect()
+    });
+    let mut outputs = Vec::new();
+    let mut frames = Vec::new();
+    for r in results {
+        let (o, f) = r?;
+        outputs.push(o);
+        frames.extend(f);
+    }
+    let shape = outputs[0].owned.shape().with_frames(base.plan.latent_frames());
+    let mut latents = Latents::zeros(shape);
+    let mut disagreement = Vec::new();
+    for o in outputs {
+        latents.write_frames(o.owned_start, o.owned.as_slice());
+        disagreement.extend(o.disagreement);
+    }
+    disagreement.sort_by_key(|(b, _)| *b);
+    frames.sort_by_key(|(i, _)| *i);
+    if let Some(gap) = frames.iter().enumerate().find(|(n, (i, _))| n != i) {
+        return Err(CoDenoiseError::Config(format!("decoded frames are not contiguous at output frame {}", gap.0)));
+    }
+    Ok(LocalRender { latents, frames: frames.into_iter().map(|(_, f)| f).collect(), disagreement })
+}

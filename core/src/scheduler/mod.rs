@@ -1,0 +1,30 @@
+//! Flow-matching schedulers, matching diffusers bit for bit where possible
+//! (`../shared/specs/wan21.md` §4.2).
+//!
+//! A [`Schedule`] is the exact list of σ (f32) and model timesteps for a job; it is computed once by
+//! the coordinator and shipped to workers as bits. A [`SchedulerState`] is per window: it holds the
+//! multistep history of that window's frames. Because the loop blends velocities so both copies of a
+//! shared frame see the same inputs, per-window histories agree on shared frames.
+
+mod euler;
+mod sigmas;
+mod unipc;
+
+pub use euler::EulerState;
+pub use sigmas::{Schedule, ScheduleError, Solver};
+pub use unipc::UniPcState;
+
+use crate::tensor::Latents;
+
+/// Per-window solver state; `step` advances `sample` from σ_i to σ_{i+1} in place.
+pub trait SchedulerState: Send {
+    fn step(&mut self, schedule: &Schedule, index: usize, model_output: &Latents, sample: &mut Latents);
+}
+
+/// A fresh state for `schedule`'s solver.
+pub fn new_state(schedule: &Schedule) -> Box<dyn SchedulerState> {
+    match schedule.solver() {
+        Solver::Euler => Box::new(EulerState::default()),
+        Solver::UniPc => Box::new(UniPcState::default()),
+    }
+}

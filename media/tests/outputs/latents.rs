@@ -1,0 +1,102 @@
+//! Latents safetensors: exact round trip, and errors that name the file and the tensor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use longshot_media::{read_latents, write_latents, Latents, MediaError};
+use safetensors::tensor::{Dtype, TensorView};
+
+fn sample_latents() -> Latents {
+    let shape = vec![2, 3, 4, 5];
+    let mut data: Vec<f32> = (0..120).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+    // Values a lossy path would mangle: signed zero, infinities, NaN payload, subnormals.
+    data[..6].copy_from_slice(&[
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::from_bits(0x7fc0_1234),
+        f32::MIN_POSITIVE / 8.0,
+        f32::MAX,
+    ]);
+    let metadata = BTreeMap::from([
+        ("model".to_string(), "wan2.1-t2v-1.3b".to_string()),
+        ("seed".to_string(), "42".to_string()),
+        ("prompt".to_string(), "a lighthouse at dusk, \"long shot\" — 60 s".to_string()),
+    ]);
+    Latents { name: "latents".into(), shape, data, metadata }
+}
+
+#[test]
+fn latents_round_trip_bit_exactly_with_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clip.latents.safetensors");
+    let latents = sample_latents();
+    let bytes = write_latents(&path, &latents).unwrap();
+    assert_eq!(bytes, std::fs::metadata(&path).unwrap().len());
+
+    let back = read_latents(&path, "latents", Some(&[2, 3, 4, 5])).unwrap();
+    assert_eq!(back.name, latents.name);
+    assert_eq!(back.shape, latents.shape);
+    assert_eq!(back.metadata, latents.metadata);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&back.data), bits(&latents.data));
+    assert!(read_latents(&path, "latents", None).is_ok());
+}
+
+#[test]
+fn wrong_shape_or_name_errors_name_the_file_and_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.safetensors");
+    write_latents(&path, &sample_latents()).unwrap();
+
+    let err = read_latents(&path, "latents", Some(&[2, 3, 20])).unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()) && err.contains("\"latents\""), "{err}");
+    assert!(err.contains("shape is [2, 3, 4, 5], expected [2, 3, 20]"), "{err}");
+
+    let err = read_latents(&path, "noise", None).unwrap_err().to_string();
+    assert!(err.contains("\"noise\"") && err.contains("[\"latents\"]"), "{err}");
+}
+
+#[test]
+fn non_f32_tensors_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i32.safetensors");
+    let raw = [0u8; 16];
+    let view = TensorView::new(Dtype::I32, vec![4], &raw).unwrap();
+    safetensors::serialize_to_file([("latents", view)], &None::<HashMap<String, String>>, &path)
+        .unwrap();
+    let err = read_latents(&path, "latents", None).unwrap_err();
+    assert!(matches!(err, MediaError::Latents { .. }), "{err}");
+    assert!(err.to_string().contains("dtype is I32, expected F32"), "{err}");
+}
+
+#[test]
+fn corrupt_truncated_and_missing_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"definitely not a safetensors file").unwrap();
+    let truncated = dir.path().join("truncated.safetensors");
+    write_latents(&truncated, &sample_latents()).unwrap();
+    let full = std::fs::read(&truncated).unwrap();
+    std::fs::write(&truncated, &full[..full.len() - 7]).unwrap();
+
+    for path in [&garbage, &truncated] {
+        let err = read_latents(path, "latents", None).unwrap_err();
+        assert!(matches!(err, MediaError::Safetensors { .. }), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    }
+    let missing = dir.path().join("missing.safetensors");
+    let err = read_latents(&missing, "latents", None).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("cannot read {}", missing.display())), "{err}");
+}
+
+#[test]
+fn writing_inconsistent_latents_fails_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.safetensors");
+    let mut latents = sample_latents();
+    latents.shape = vec![7, 7];
+    let err = write_latents(&path, &latents).unwrap_err().to_string();
+    assert!(err.contains("shape [7, 7] needs 49 values but 120 were given"), "{err}");
+    assert!(!Path::new(&path).exists());
+}

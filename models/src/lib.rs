@@ -1,0 +1,43 @@
+//! Longshot's models: implementations of the `Denoiser` / `FrameDecoder` traits of
+//! `longshot-core`.
+//!
+//! Layout:
+//! - [`procedural`]: the procedural reference model (an exact denoiser for a Gaussian prior
+//!   derived from the prompt; no weights, no GPU).
+//! - [`available_models`]: the registry the CLI and the coordinator list models from.
+#![forbid(unsafe_code)]
+
+pub mod procedural;
+
+pub use procedural::ProceduralModel;
+
+use longshot_core::denoiser::ModelInfo;
+
+/// Every model this build can run. Wan2.1 joins when its crate lands.
+pub fn available_models() -> Vec<ModelInfo> {
+    vec![ProceduralModel::new().info()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_lists_the_procedural_model_with_wan_geometry() {
+        let models = available_models();
+        assert_eq!(models.len(), 1);
+        let m = &models[0];
+        assert_eq!(m.name, ProceduralModel::NAME);
+        assert_eq!(
+            (
+                m.window_frames,
+                m.latent_channels,
+                m.temporal_compression,
+                m.spatial_compression,
+                m.default_overlap
+            ),
+            (21, 16, 4, 8, 5)
+        );
+        assert_eq!(m.output_frames_for(21), 81);
+    }
+}

@@ -1,0 +1,253 @@
+//! Model-level tests of the procedural model: the per-axis posterior against a dense solve, its
+//! limits, determinism, the prompt's palette after decoding, and a timing probe.
+
+use super::colour::CHANNELS;
+use super::prompt::gaussian_latents;
+use super::{basis, PriorParams, ProceduralDenoiser, ProceduralModel};
+use longshot_core::denoiser::{Branch, Conditioning, Denoiser, RgbFrame, StepPoint, WindowContext};
+use longshot_core::tensor::{LatentShape, Latents};
+use nalgebra::{DMatrix, DVector};
+
+fn cond(prompt: &str, negative: &str) -> Conditioning {
+    Conditioning { prompt: prompt.into(), negative_prompt: negative.into() }
+}
+
+fn denoiser(c: &Conditioning, shape: LatentShape) -> ProceduralDenoiser {
+    ProceduralDenoiser::new(ProceduralModel::new().info(), c, shape.height, shape.width)
+}
+
+fn step(sigma: f32) -> StepPoint {
+    StepPoint { index: 0, sigma, timestep: sigma * 1000.0 }
+}
+
+fn window(first_frame: usize) -> WindowContext {
+    WindowContext { index: 0, first_frame }
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
+    let den: f64 = b.iter().map(|&y| f64::from(y).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+/// `E[x0 | x_t]` by building `Σ` as one dense matrix and solving the linear system in f64.
+fn dense_posterior_mean(p: &PriorParams, first_frame: usize, x: &Latents, sigma: f64) -> Vec<f64> {
+    let s = x.shape();
+    let (kt, ky, kx) = (
+        basis::se_kernel(s.frames, p.temporal_length),
+        basis::se_kernel(s.height, p.spatial_length),
+        basis::se_kernel(s.width, p.spatial_length),
+    );
+    let var = p.channel_variance();
+    let coords: Vec<(usize, usize, usize, usize)> = (0..s.frames)
+        .flat_map(|t| {
+            (0..CHANNELS).flat_map(move |c| {
+                (0..s.height).flat_map(move |y| (0..s.width).map(move |xx| (t, c, y, xx)))
+            })
+        })
+        .collect();
+    let n = coords.len();
+    let sigma_full = DMatrix::from_fn(n, n, |i, j| {
+        let ((t, c, y, xx), (t2, c2, y2, x2)) = (coords[i], coords[j]);
+        if c == c2 {
+            var[c] * kt[(t, t2)] * ky[(y, y2)] * kx[(xx, x2)]
+        } else {
+            0.0
+        }
+    });
+    let mut mean = vec![0.0f32; n];
+    p.mean_window(first_frame, s.frames, s.height, s.width, &mut mean);
+    let mu = DVector::from_iterator(n, mean.iter().map(|&m| f64::from(m)));
+    let xt = DVector::from_iterator(n, x.as_slice().iter().map(|&v| f64::from(v)));
+    let keep = 1.0 - sigma;
+    let system = &sigma_full * (keep * keep) + DMatrix::identity(n, n) * (sigma * sigma);
+    let z = system.lu().solve(&(&xt - &mu * keep)).expect("the system is positive definite");
+    (mu + &sigma_full * z * keep).iter().copied().collect()
+}
+
+#[test]
+fn per_axis_posterior_matches_a_dense_solve() {
+    let shape = LatentShape::new(3, CHANNELS, 3, 4);
+    for (c, branch) in [
+        (cond("a red sunset", "blurry"), Branch::Conditional),
+        (cond("fast storm", "blurry grey"), Branch::Unconditional),
+        (cond("x", ""), Branch::Unconditional),
+    ] {
+        let mut d = denoiser(&c, shape);
+        let params = d.params(branch).clone();
+        let x = gaussian_latents(shape, 11);
+        for &sigma in &[0.05f32, 0.3, 0.7, 0.95] {
+            let want = dense_posterior_mean(&params, 7, &x, f64::from(sigma));
+            let mut got = Latents::zeros(shape);
+            d.posterior_mean(&x, window(7), sigma, branch, &mut got).unwrap();
+            let worst = got
+                .as_slice()
+                .iter()
+                .zip(&want)
+                .map(|(&g, &w)| (f64::from(g) - w).abs())
+                .fold(0.0, f64::max);
+            assert!(worst < 5e-6, "{branch:?} σ={sigma}: max |eigen − dense| = {worst}");
+            // The velocity is the same posterior mean seen through v = (x_t − x̂0)/σ.
+            let mut v = Latents::zeros(shape);
+            d.predict(&x, window(7), step(sigma), branch, &mut v).unwrap();
+            for ((&vi, &xi), &w) in v.as_slice().iter().zip(x.as_slice()).zip(&want) {
+                let expect = (f64::from(xi) - w) / f64::from(sigma);
+                assert!(
+                    (f64::from(vi) - expect).abs() < 5e-6 / f64::from(sigma) + 1e-5 * expect.abs(),
+                    "σ={sigma}: v {vi} vs {expect}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn small_sigma_keeps_x_t_and_full_noise_gives_the_mean() {
+    let shape = LatentShape::new(6, CHANNELS, 8, 10);
+    let mut d = denoiser(&cond("a slow green forest", ""), shape);
+    let (mut x0, mut mean, mut out) =
+        (Latents::zeros(shape), Latents::zeros(shape), Latents::zeros(shape));
+    d.sample_prior(&gaussian_latents(shape, 1), window(0), Branch::Conditional, &mut x0).unwrap();
+    d.prior_mean(window(0), Branch::Conditional, &mut mean).unwrap();
+    let noise = gaussian_latents(shape, 2);
+    let noisy = |sigma: f32| {
+        let data = x0
+            .as_slice()
+            .iter()
+            .zip(noise.as_slice())
+            .map(|(&a, &e)| (1.0 - sigma) * a + sigma * e)
+            .collect();
+        Latents::from_vec(shape, data).unwrap()
+    };
+    let xt = noisy(1e-3);
+    d.posterior_mean(&xt, window(0), 1e-3, Branch::Conditional, &mut out).unwrap();
+    let near_xt = rel_err(out.as_slice(), xt.as_slice());
+    assert!(near_xt < 3e-3, "σ=1e-3: ‖x̂0 − x_t‖/‖x_t‖ = {near_xt}");
+    d.posterior_mean(&noisy(0.999), window(0), 0.999, Branch::Conditional, &mut out).unwrap();
+    let near_mean = rel_err(out.as_slice(), mean.as_slice());
+    assert!(near_mean < 0.05, "σ=0.999: ‖x̂0 − μ‖/‖μ‖ = {near_mean}");
+    // At σ = 1 the data term vanishes exactly: x̂0 = μ, bit for bit.
+    d.posterior_mean(&noise, window(0), 1.0, Branch::Conditional, &mut out).unwrap();
+    assert_eq!(out, mean);
+}
+
+#[test]
+fn same_prompt_same_bits_whatever_the_thread_count() {
+    let shape = LatentShape::new(5, CHANNELS, 9, 13);
+    let c = cond("a red sunset", "");
+    let x = gaussian_latents(shape, 3);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut d = ProceduralModel::new().denoiser(&c, shape.height, shape.width);
+            let mut v = Latents::zeros(shape);
+            d.predict(&x, window(4), step(0.6), Branch::Conditional, &mut v).unwrap();
+            v
+        })
+    };
+    let one = run(1);
+    assert!(one.as_slice().iter().all(|v| v.is_finite()));
+    assert!(one.as_slice().iter().zip(run(3).as_slice()).all(|(a, b)| a.to_bits() == b.to_bits()));
+    // A different prompt is a different prior, and a different velocity.
+    let mut other =
+        ProceduralModel::new().denoiser(&cond("a blue ocean", ""), shape.height, shape.width);
+    let mut v = Latents::zeros(shape);
+    other.predict(&x, window(4), step(0.6), Branch::Conditional, &mut v).unwrap();
+    assert_ne!(v, one);
+}
+
+#[test]
+fn unconditional_branch_uses_the_negative_prompt() {
+    let shape = LatentShape::new(2, CHANNELS, 2, 2);
+    let d = denoiser(&cond("a red sunset", "dark night"), shape);
+    assert_eq!(d.params(Branch::Conditional), &PriorParams::from_prompt("a red sunset"));
+    assert_eq!(d.params(Branch::Unconditional), &PriorParams::from_prompt("dark night"));
+    assert_eq!(
+        denoiser(&cond("a red sunset", ""), shape).params(Branch::Unconditional),
+        &PriorParams::neutral()
+    );
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let shape = LatentShape::new(2, CHANNELS, 3, 3);
+    let mut d = ProceduralModel::new().denoiser(&cond("rain", ""), 3, 3);
+    let x = gaussian_latents(shape, 5);
+    let mut out = Latents::zeros(shape);
+    for sigma in [0.0, -0.1, 1.5, f32::NAN] {
+        let err = d.predict(&x, window(0), step(sigma), Branch::Conditional, &mut out).unwrap_err();
+        assert!(err.to_string().contains("sigma"), "{err}");
+    }
+    let wrong = Latents::zeros(LatentShape::new(2, CHANNELS, 3, 4));
+    assert!(d.predict(&wrong, window(0), step(0.5), Branch::Conditional, &mut out).is_err());
+}
+
+fn mean_colour(frames: &[RgbFrame]) -> [f64; 3] {
+    let mut sum = [0.0; 3];
+    let mut count = 0.0;
+    for f in frames {
+        for px in f.data.chunks_exact(3) {
+            (0..3).for_each(|k| sum[k] += f64::from(px[k]));
+            count += 1.0;
+        }
+    }
+    sum.map(|s| s / count)
+}
+
+/// Mean decoded colour of the prior mean and of one prior sample of `prompt`.
+fn decoded_colours(prompt: &str) -> ([f64; 3], [f64; 3]) {
+    let shape = LatentShape::new(3, CHANNELS, 12, 16);
+    let mut d = denoiser(&cond(prompt, ""), shape);
+    let (mut mean, mut sample) = (Latents::zeros(shape), Latents::zeros(shape));
+    d.prior_mean(window(0), Branch::Conditional, &mut mean).unwrap();
+    d.sample_prior(&gaussian_latents(shape, 9), window(0), Branch::Conditional, &mut sample)
+        .unwrap();
+    let decode = |l: &Latents| {
+        let mut frames = Vec::new();
+        ProceduralModel::new().decoder().decode(l, 0, 0, &mut |_, f| frames.push(f)).unwrap();
+        mean_colour(&frames)
+    };
+    (decode(&mean), decode(&sample))
+}
+
+#[test]
+fn decoded_prior_follows_the_palette() {
+    let (sunset, sunset_sample) = decoded_colours("a red sunset");
+    let (ocean, ocean_sample) = decoded_colours("a blue ocean");
+    for (name, c) in [("sunset mean", sunset), ("sunset sample", sunset_sample)] {
+        assert!(c[0] > c[2] + 0.2, "{name} should be red, not blue: {c:?}");
+    }
+    for (name, c) in [("ocean mean", ocean), ("ocean sample", ocean_sample)] {
+        assert!(c[2] > c[0] + 0.2, "{name} should be blue, not red: {c:?}");
+    }
+    assert!(sunset[0] > ocean[0] && sunset[2] < ocean[2]);
+    // The decoded mean sits near the palette the words asked for (the pattern averages out).
+    let palette = PriorParams::from_prompt("a red sunset").palette;
+    assert!((0..3).all(|k| (sunset[k] - palette[k]).abs() < 0.1), "{sunset:?} vs {palette:?}");
+}
+
+/// Timing probe for one forward at Wan 480×832 (latent 21×16×60×104). Run with
+/// `RAYON_NUM_THREADS=1 cargo test --release -p longshot-models forward_timing -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing probe; run in release mode"]
+fn forward_timing_480p() {
+    let shape = LatentShape::new(21, CHANNELS, 60, 104);
+    let start = std::time::Instant::now();
+    let mut d =
+        ProceduralModel::new().denoiser(&cond("a red sunset over a calm ocean", ""), 60, 104);
+    let x = gaussian_latents(shape, 1);
+    let mut v = Latents::zeros(shape);
+    d.predict(&x, window(0), step(0.5), Branch::Conditional, &mut v).unwrap();
+    println!("setup + first forward: {:.3} s", start.elapsed().as_secs_f64());
+    let mut best = f64::INFINITY;
+    for i in 0..5 {
+        let t = std::time::Instant::now();
+        d.predict(&x, window(16 * i), step(0.5), Branch::Conditional, &mut v).unwrap();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "forward at latent 21×16×60×104: best of 5 = {:.3} s on {} rayon thread(s)",
+        best,
+        rayon::current_num_threads()
+    );
+}

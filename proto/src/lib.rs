@@ -1,0 +1,45 @@
+//! gRPC definitions for Longshot. Only this crate knows prost/tonic types; the other crates
+//! convert to and from their own domain types at the edge.
+//!
+//! Layout:
+//! - `proto/longshot/v1/*.proto`: the wire contract (package `longshot.v1`):
+//!   - `JobService` (client → coordinator): submit, watch, cancel and fetch jobs, list workers and
+//!     models;
+//!   - `RegistryService` (worker → coordinator): register, heartbeat, deregister;
+//!   - `WorkerService` (coordinator → worker): run a shard of windows under a plan id (fencing
+//!     token), cancel it, report status;
+//!   - `ExchangeService` (worker ↔ worker): the per-step overlap exchange, one bidirectional stream
+//!     per window boundary (see `EXCHANGE_TRANSPORT.md` for why gRPC and not raw TCP).
+//! - [`pb`]: the generated messages, clients (`pb::job_service_client::JobServiceClient`, …) and
+//!   servers (`pb::job_service_server::JobServiceServer`, …), built into `OUT_DIR` by `build.rs`.
+//! - [`FILE_DESCRIPTOR_SET`], [`health_service`], [`reflection_service`]: what every binary adds to
+//!   its tonic `Server` next to its own services.
+//! - [`wire`]: exact-bit helpers for the f32 payloads (`bytes` fields and `fixed32` bit patterns).
+#![forbid(unsafe_code)]
+
+mod services;
+pub mod wire;
+
+pub use services::{health_service, reflection_service, reflection_service_v1alpha};
+
+/// Generated protobuf messages and tonic clients/servers of package `longshot.v1`.
+pub mod pb {
+    /// The package as generated; everything is also re-exported one level up, as `pb::JobSpec`.
+    // Generated code: its lints and docs are prost's and tonic's business, not ours.
+    #[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/longshot.v1.rs"));
+    }
+    pub use v1::*;
+}
+
+/// Encoded `google.protobuf.FileDescriptorSet` of every `longshot.v1` file, for server
+/// reflection (and for tools that want to decode the messages dynamically).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/longshot_descriptor.bin"));
+
+/// Largest message Longshot's clients and servers accept, encoded or decoded.
+///
+/// tonic's default decode limit is 4 MiB; one overlap payload is 1.9 MiB for Wan2.1 at 480×832
+/// and 4.6 MiB at 720×1280, and a latents or frame message is larger, so every endpoint raises
+/// the limit to this value (`max_decoding_message_size` / `max_encoding_message_size`).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs Longshot's whole test suite on a fresh Debian/Ubuntu machine.
+# Installs what the tests need (protoc for etcd-client's build, etcd, ffmpeg/ffprobe, Prometheus,
+# the NVRTC compiler from PyPI), then builds and runs every test in release mode.
+# Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing ${need_apt[*]} (apt)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+export PROTOC="${PROTOC:-$(command -v protoc)}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "==> cargo test --workspace --release"
+cargo test --workspace --release --locked "$@"

@@ -1,0 +1,74 @@
+//! Shared harness for Longshot's cross-crate tests: the procedural reference model rendered
+//! in-process (partitions on threads) and seam measurements over the result.
+#![forbid(unsafe_code)]
+
+use longshot_core::codenoise::{BlendMode, PartitionConfig};
+use longshot_core::denoiser::Conditioning;
+use longshot_core::local::{render_local, LocalRender};
+use longshot_core::plan::WindowPlan;
+use longshot_core::scheduler::{Schedule, Solver};
+use longshot_core::seam::{placebo_zones, score_zones, seam_zones, Clip, FrameLayout, SeamGeometry, ZoneScore};
+use longshot_models::ProceduralModel;
+use std::time::Duration;
+
+/// A small but real procedural-model clip: `windows` windows of 21 latent frames, overlap 5.
+pub fn procedural_config(windows: usize, latent_hw: (usize, usize), steps: usize, mode: BlendMode) -> PartitionConfig {
+    let model = ProceduralModel::new().info();
+    let (w, o) = (model.window_frames, model.default_overlap);
+    let latent_frames = w + (windows - 1) * (w - o);
+    let plan = WindowPlan::new(latent_frames, w, o).expect("valid plan");
+    PartitionConfig {
+        plan,
+        windows: 0..plan.windows(),
+        channels: model.latent_channels,
+        height: latent_hw.0,
+        width: latent_hw.1,
+        schedule: Schedule::new(Solver::UniPc, steps, 3.0).expect("valid schedule"),
+        guidance: 3.0,
+        seed: 2026,
+        mode,
+        hash_every: 5,
+    }
+}
+
+pub fn conditioning(prompt: &str) -> Conditioning {
+    Conditioning { prompt: prompt.into(), negative_prompt: String::new() }
+}
+
+/// Renders `cfg` with the procedural model over `partitions` in-process partitions.
+pub fn render_procedural(cfg: &PartitionConfig, partitions: usize, prompt: &str) -> LocalRender {
+    let model = ProceduralModel::new();
+    let cond = conditioning(prompt);
+    let (h, w) = (cfg.height, cfg.width);
+    render_local(cfg, partitions, &|| model.denoiser(&cond, h, w), model.decoder().as_ref(), Duration::from_secs(60))
+        .expect("local render")
+}
+
+/// Seam and placebo scores of a render, on decoded frames and on latents.
+pub struct SeamScores {
+    pub frames_seams: Vec<ZoneScore>,
+    pub frames_placebo: Vec<ZoneScore>,
+    pub latent_seams: Vec<ZoneScore>,
+    pub latent_placebo: Vec<ZoneScore>,
+}
+
+pub fn seam_scores(cfg: &PartitionConfig, r: &LocalRender) -> SeamScores {
+    let f0 = &r.frames[0];
+    let clip = Clip { frames: r.frames.iter().map(|f| f.data.as_slice()).collect(), channels: 3, height: f0.height, width: f0.width, layout: FrameLayout::Hwc };
+    let n = clip.frames.len();
+    let shape = r.latents.shape();
+    let lat = Clip {
+        frames: (0..shape.frames).map(|t| r.latents.frames(t..t + 1)).collect(),
+        channels: shape.channels,
+        height: shape.height,
+        width: shape.width,
+        layout: FrameLayout::Chw,
+    };
+    let (gf, gl) = (SeamGeometry::FRAMES, SeamGeometry::LATENTS);
+    SeamScores {
+        frames_seams: score_zones(&clip, &seam_zones(&cfg.plan, Some(4), n, gf), gf),
+        frames_placebo: score_zones(&clip, &placebo_zones(&cfg.plan, Some(4), n, gf, 7), gf),
+        latent_seams: score_zones(&lat, &seam_zones(&cfg.plan, None, shape.frames, gl), gl),
+        latent_placebo: score_zones(&lat, &placebo_zones(&cfg.plan, None, shape.frames, gl, 7), gl),
+    }
+}
