@@ -123,7 +123,7 @@ fn run(plan: AssemblyPlan, mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>,
     let mut next = 0u32;
     let mut spilled = BTreeSet::new();
     let mut seen = BTreeMap::new();
-    let mut write_all = |rgb: &[u8], writers: &mut Vec<(OutputKind, Box<dyn FrameWriter>)>| -> Result<(), AssemblyError> {
+    let write_all = |rgb: &[u8], writers: &mut Vec<(OutputKind, Box<dyn FrameWriter>)>| -> Result<(), AssemblyError> {
         for (kind, w) in writers.iter_mut() {
             w.write_frame(rgb).map_err(|e| AssemblyError::Media(*kind, e))?;
         }
@@ -181,10 +181,13 @@ fn run(plan: AssemblyPlan, mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>,
     }
     if want_latents {
         let p = plan.dir.join(file_name(OutputKind::Latents));
-        let meta: Vec<(&str, &str)> = plan.latent_metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        longshot_media::write_latents(&p, "latents", &plan.latent_shape, &latents, &meta)
-            .map_err(|e| AssemblyError::Media(OutputKind::Latents, e))?;
-        let size = std::fs::metadata(&p).map_err(io(&p))?.len();
+        let record = longshot_media::Latents {
+            name: "latents".into(),
+            shape: plan.latent_shape.to_vec(),
+            data: latents,
+            metadata: plan.latent_metadata.iter().cloned().collect(),
+        };
+        let size = longshot_media::write_latents(&p, &record).map_err(|e| AssemblyError::Media(OutputKind::Latents, e))?;
         outputs.push(OutputInfo { name: file_name(OutputKind::Latents).into(), format: OutputKind::Latents, size_bytes: size });
     }
     Ok(outputs)

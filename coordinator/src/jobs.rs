@@ -6,7 +6,7 @@ use crate::registry::{Registry, RegistryError};
 use futures::StreamExt;
 use longshot_core::api::*;
 use longshot_core::denoiser::ModelInfo;
-use longshot_core::job::{JobSpec, OutputKind, ResolvedJob};
+use longshot_core::job::{FieldError, JobSpec, OutputKind, ResolvedJob};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,11 +38,6 @@ impl CoordinatorConfig {
             max_workers_per_job: 0,
         }
     }
-}
-
-/// Opens a `WorkerApi` to a worker address (the gRPC client in production).
-pub trait WorkerConnector: Send + Sync + 'static {
-    fn connect(&self, address: String) -> BoxFuture<'static, Result<Arc<dyn WorkerApi>, ApiError>>;
 }
 
 pub(crate) struct Job {
@@ -130,20 +125,14 @@ impl Coordinator {
     async fn submit_job(&self, spec: JobSpec) -> Result<SubmitResult, ApiError> {
         let mut errors = spec.validate();
         if spec.outputs.iter().any(|o| o == "prores") && !longshot_media::ffmpeg_available() {
-            errors.push(longshot_core::job::FieldError {
-                field: "outputs",
-                message: "prores needs ffmpeg on the coordinator's PATH (mp4, png and latents do not)".into(),
-            });
+            errors.push(FieldError::new("outputs", "prores needs ffmpeg on the coordinator's PATH (mp4, png and latents do not)"));
         }
         let models = self.served_models().await?;
         let model = models.iter().find(|m| m.name == spec.model).cloned();
         if model.is_none() && !spec.model.trim().is_empty() {
             let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
             let allowed = if names.is_empty() { "none: no worker is registered yet".to_string() } else { names.join(", ") };
-            errors.push(longshot_core::job::FieldError {
-                field: "model",
-                message: format!("{:?} is not served by any worker; available: {allowed}", spec.model),
-            });
+            errors.push(FieldError::new("model", format!("{:?} is not served by any worker; available: {allowed}", spec.model)));
         }
         if !errors.is_empty() {
             return Err(ApiError::InvalidArgument(errors));

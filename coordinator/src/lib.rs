@@ -14,5 +14,5 @@ pub mod dispatch;
 pub mod jobs;
 pub mod registry;
 
-pub use jobs::{Coordinator, CoordinatorConfig, WorkerConnector};
+pub use jobs::{Coordinator, CoordinatorConfig};
 pub use registry::{InMemoryRegistry, Registry, RegistryError};

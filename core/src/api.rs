@@ -204,8 +204,8 @@ fn join(errors: &[FieldError]) -> String {
 }
 
 impl ApiError {
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        ApiError::InvalidArgument(vec![FieldError { field, message: message.into() }])
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ApiError::InvalidArgument(vec![FieldError::new(field, message)])
     }
 }
 
@@ -255,4 +255,19 @@ pub trait WorkerApi: Send + Sync + 'static {
 /// come in on `inbound`; the returned stream carries this worker's messages back.
 pub trait ExchangeApi: Send + Sync + 'static {
     fn overlap(&self, inbound: BoxStream<Result<OverlapEnvelope, ApiError>>) -> BoxFuture<'_, Result<BoxStream<OverlapEnvelope>, ApiError>>;
+}
+
+/// Opens a `WorkerApi` to a worker address (the gRPC client in production).
+pub trait WorkerConnector: Send + Sync + 'static {
+    fn connect(&self, address: String) -> BoxFuture<'static, Result<std::sync::Arc<dyn WorkerApi>, ApiError>>;
+}
+
+/// Opens the overlap stream to a right-hand neighbour at `address`: this worker's messages go out
+/// on `outbound`, the neighbour's come back on the returned stream.
+pub trait ExchangeConnector: Send + Sync + 'static {
+    fn open(
+        &self,
+        address: String,
+        outbound: BoxStream<OverlapEnvelope>,
+    ) -> BoxFuture<'static, Result<BoxStream<Result<OverlapEnvelope, ApiError>>, ApiError>>;
 }

@@ -86,12 +86,18 @@ pub struct JobSpec {
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[error("{field}: {message}")]
 pub struct FieldError {
-    pub field: &'static str,
+    pub field: String,
     pub message: String,
 }
 
-fn bad(field: &'static str, message: impl Into<String>) -> FieldError {
-    FieldError { field, message: message.into() }
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+fn bad(field: &str, message: impl Into<String>) -> FieldError {
+    FieldError::new(field, message)
 }
 
 pub const MAX_PROMPT_CHARS: usize = 10_000;

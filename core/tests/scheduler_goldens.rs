@@ -3,10 +3,10 @@
 //! records its seed and the torch/diffusers versions in every file; regenerate with
 //! `python3 scripts/goldens/schedulers.py`.
 //!
-//! Sigmas, timesteps and every sample are compared bit for bit. The one exception: a fixture whose
-//! reference took an MKL `log` that is not correctly rounded (`reference_log_correctly_rounded`
-//! false; the script checks this). Our λ then differs by one ulp, which cannot be reproduced
-//! without MKL, so its samples are held to 1e-6 relative to the largest magnitude in the tensor.
+//! Sigmas, timesteps and every sample are compared bit for bit. The one exception: fixtures where
+//! torch's MKL `log` is not correctly rounded in a way that reaches λ = ln(1−σ) − ln σ
+//! (`lambdas_match_correct_log: false`, computed by the script; ~1% of schedules). That one-ulp
+//! difference cannot be reproduced without MKL, so those samples get [`TOLERANCE`] instead.
 
 use longshot_core::scheduler::{new_state, Schedule, Solver};
 use longshot_core::tensor::{LatentShape, Latents};
@@ -26,7 +26,8 @@ const UNIPC: &[&str] = &[
     "unipc_shift5_steps10",
     "unipc_shift5_steps50",
     "unipc_shift5.3_steps50",
-    "unipc_shift12.5_steps8",
+    "unipc_shift5_steps49",
+    "unipc_shift3_steps15",
 ];
 
 const EULER: &[&str] = &[
@@ -41,7 +42,10 @@ const EULER: &[&str] = &[
     "euler_shift5.3_steps50",
 ];
 
-const TOLERANCE: f32 = 1e-6;
+/// Bound on max|ours − diffusers| / max|diffusers| per sample where λ differs by one ulp. Not 1e-6:
+/// an ulp of λ ≈ −1.24 is 1.2e-7, about 1e-6 of a 49-step h = λ_t − λ_s ≈ 0.1, and h feeds every
+/// coefficient of that step, so unipc_shift5_steps49 reaches 1.17e-6 (and stays there).
+const TOLERANCE: f32 = 2e-6;
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -50,7 +54,7 @@ struct Fixture {
     steps: usize,
     sigmas: Vec<u32>,
     timesteps: Vec<u32>,
-    reference_log_correctly_rounded: bool,
+    lambdas_match_correct_log: bool,
     trajectory: Option<Trajectory>,
 }
 
@@ -81,7 +85,10 @@ fn assert_bits(what: &str, got: &[f32], want: &[u32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
         let (g, w) = (f32::from_bits(got[i]), f32::from_bits(want[i]));
-        panic!("{what}[{i}]: got {g:e} ({:#010x}), diffusers has {w:e} ({:#010x})", got[i], want[i]);
+        panic!(
+            "{what}[{i}]: got {g:e} ({:#010x}), diffusers has {w:e} ({:#010x})",
+            got[i], want[i]
+        );
     }
 }
 
@@ -96,7 +103,10 @@ fn assert_close(what: &str, got: &[f32], want: &[u32]) {
 fn check(name: &str) {
     let path = fixture_dir().join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("missing fixture {} ({e}); run python3 scripts/goldens/schedulers.py", path.display())
+        panic!(
+            "missing fixture {} ({e}); run python3 scripts/goldens/schedulers.py",
+            path.display()
+        )
     });
     let fx: Fixture = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
 
@@ -116,7 +126,7 @@ fn check(name: &str) {
         let v = Latents::from_vec(shape, floats(&step.model_output)).expect("model output shape");
         state.step(&schedule, i, &v, &mut sample);
         let what = format!("{name}: sample after step {i}");
-        if fx.reference_log_correctly_rounded {
+        if fx.lambdas_match_correct_log {
             assert_bits(&what, sample.as_slice(), &step.sample);
         } else {
             assert_close(&what, sample.as_slice(), &step.sample);

@@ -13,6 +13,10 @@ use std::thread::JoinHandle;
 use crate::staging::StagedOutput;
 use crate::{FrameWriter, MediaError, OutputFormat, OutputSummary, VideoMeta};
 
+/// RGB → 10-bit 4:2:2 BT.709 limited range, tagged as such.
+const PRORES_FILTERS: &str = "scale=out_color_matrix=bt709:out_range=tv,format=yuv422p10le,\
+     setparams=range=tv:colorspace=bt709:color_primaries=bt709:color_trc=bt709";
+
 /// How much of ffmpeg's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 4096;
 
@@ -63,12 +67,12 @@ impl ProResWriter {
             .args(["-f", "rawvideo", "-pix_fmt", "rgb24"])
             .args(["-video_size", &format!("{}x{}", meta.width, meta.height)])
             .args(["-framerate", &meta.fps.to_string(), "-i", "pipe:0"])
-            // Same BT.709 limited-range matrix as the MP4 path, and tagged to match; swscale
-            // would otherwise pick BT.601 for RGB input.
-            .args(["-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv422p10le"])
+            // Same BT.709 limited-range matrix as the MP4 path (swscale would otherwise pick
+            // BT.601 for RGB input), tagged with setparams: ffmpeg 5.x takes the tags from the
+            // filtered frames and ignores -colorspace and friends on the output.
+            .args(["-vf", PRORES_FILTERS])
             .args(["-c:v", "prores_ks", "-profile:v", "3", "-vendor", "apl0"])
-            .args(["-pix_fmt", "yuv422p10le", "-color_range", "tv"])
-            .args(["-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709"])
+            .args(["-pix_fmt", "yuv422p10le"])
             // The partial file has no .mov extension, so name the container explicitly.
             .args(["-f", "mov"])
             .arg(staged.partial())

@@ -116,7 +116,7 @@ impl openh264::formats::YUVSource for Yuv420Frame {
     }
 }
 
-
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -46,22 +46,32 @@ const PAYLOADS: &[(&str, usize)] = &[
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Transport {
-    /// tonic with only the message size limits raised (hyper's HTTP/2 windows: 1 MiB server
-    /// stream window, 2 MiB client stream window, 16 KiB frames).
-    GrpcDefault,
-    /// tonic with HTTP/2 flow-control windows and frame size sized for multi-MiB messages.
+    /// tonic as it comes, with only the message size limits raised, and the listener handed over
+    /// as `TcpIncoming::from(listener)`, which leaves Nagle's algorithm on the accepted socket.
+    GrpcPlain,
+    /// As `GrpcPlain` but with `TCP_NODELAY` on both sockets; hyper's default HTTP/2 windows
+    /// (1 MiB server / 2 MiB client stream window, 16 KiB frames).
+    GrpcNodelay,
+    /// `longshot_proto::{server_builder, incoming, endpoint}`: `TCP_NODELAY` plus HTTP/2 windows
+    /// and frame size sized for multi-MiB messages. What Longshot ships.
     GrpcTuned,
-    /// Length-prefixed frames on a raw TCP stream.
+    /// Length-prefixed frames on a raw TCP stream (`TCP_NODELAY`).
     Tcp,
 }
 
 impl Transport {
-    const ALL: [Transport; 3] = [Transport::GrpcDefault, Transport::GrpcTuned, Transport::Tcp];
+    const ALL: [Transport; 4] = [
+        Transport::GrpcPlain,
+        Transport::GrpcNodelay,
+        Transport::GrpcTuned,
+        Transport::Tcp,
+    ];
 
     fn name(self) -> &'static str {
         match self {
-            Transport::GrpcDefault => "gRPC bidi (default h2 windows)",
-            Transport::GrpcTuned => "gRPC bidi (tuned h2 windows)",
+            Transport::GrpcPlain => "gRPC bidi, tonic defaults (Nagle on server socket)",
+            Transport::GrpcNodelay => "gRPC bidi, TCP_NODELAY, default h2 windows",
+            Transport::GrpcTuned => "gRPC bidi, TCP_NODELAY + tuned h2 windows (shipped)",
             Transport::Tcp => "length-prefixed TCP",
         }
     }
@@ -74,11 +84,17 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { steps: 200, warmup: 20, reps: 3 };
+    let mut args = Args {
+        steps: 200,
+        warmup: 20,
+        reps: 3,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        let n: u32 = value.parse().with_context(|| format!("{flag} {value} is not a count"))?;
+        let n: u32 = value
+            .parse()
+            .with_context(|| format!("{flag} {value} is not a count"))?;
         match flag.as_str() {
             "--steps" => args.steps = n,
             "--warmup" => args.warmup = n,
@@ -86,7 +102,10 @@ fn parse_args() -> Result<Args> {
             _ => bail!("unknown flag {flag}, expected --steps, --warmup or --reps"),
         }
     }
-    ensure!(args.steps > 0 && args.reps > 0, "--steps and --reps must be at least 1");
+    ensure!(
+        args.steps > 0 && args.reps > 0,
+        "--steps and --reps must be at least 1"
+    );
     Ok(args)
 }
 
@@ -113,11 +132,21 @@ fn velocity_frame(step: u32, velocity: Bytes) -> OverlapFrame {
 
 /// Checks that a received frame is the neighbour's overlap for `step`, as a worker would.
 fn check_frame(frame: &OverlapFrame, step: u32, len: usize) -> Result<()> {
-    ensure!(frame.plan_id == PLAN_ID, "frame of plan {} in plan {PLAN_ID}", frame.plan_id);
-    ensure!(frame.step == step, "frame of step {} at step {step}", frame.step);
+    ensure!(
+        frame.plan_id == PLAN_ID,
+        "frame of plan {} in plan {PLAN_ID}",
+        frame.plan_id
+    );
+    ensure!(
+        frame.step == step,
+        "frame of step {} at step {step}",
+        frame.step
+    );
     match &frame.payload {
         Some(overlap_frame::Payload::Velocity(v)) if v.len() == len => Ok(()),
-        Some(overlap_frame::Payload::Velocity(v)) => bail!("velocity of {} bytes, expected {len}", v.len()),
+        Some(overlap_frame::Payload::Velocity(v)) => {
+            bail!("velocity of {} bytes, expected {len}", v.len())
+        }
         other => bail!("expected a velocity payload, got {other:?}"),
     }
 }
@@ -145,7 +174,11 @@ impl ExchangeService for BenchExchange {
         let (steps, velocity) = (self.steps, self.velocity.clone());
         tokio::spawn(async move {
             for step in 0..steps {
-                if tx.send(Ok(velocity_frame(step, velocity.clone()))).await.is_err() {
+                if tx
+                    .send(Ok(velocity_frame(step, velocity.clone())))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 let received = match inbound.message().await {
@@ -163,39 +196,43 @@ impl ExchangeService for BenchExchange {
     }
 }
 
-async fn run_grpc(tuned: bool, steps: u32, len: usize) -> Result<Vec<Duration>> {
-    // Windows at least as large as a few payloads, so a message never waits for WINDOW_UPDATEs.
-    const STREAM_WINDOW: u32 = 16 << 20;
-    const CONN_WINDOW: u32 = 32 << 20;
-    const FRAME: u32 = (1 << 24) - 1; // HTTP/2's largest allowed frame size
-
+async fn run_grpc(transport: Transport, steps: u32, len: usize) -> Result<Vec<Duration>> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let service = ExchangeServiceServer::new(BenchExchange { steps, velocity: payload(len, 2.0) })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut builder = Server::builder();
-    if tuned {
-        builder = builder
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONN_WINDOW)
-            .max_frame_size(FRAME);
-    }
-    let server = tokio::spawn(builder.add_service(service).serve_with_incoming_shutdown(
-        TcpIncoming::from(listener),
-        async {
-            let _ = shutdown_rx.await;
-        },
-    ));
+    let service = ExchangeServiceServer::new(BenchExchange {
+        steps,
+        velocity: payload(len, 2.0),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let shutdown = async {
+        let _ = shutdown_rx.await;
+    };
+    let uri = format!("http://{addr}");
+    let (server, endpoint) = match transport {
+        Transport::GrpcPlain => (
+            Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown),
+            Endpoint::from_shared(uri)?,
+        ),
+        Transport::GrpcNodelay => (
+            Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(longshot_proto::incoming(listener), shutdown),
+            Endpoint::from_shared(uri)?.tcp_nodelay(true),
+        ),
+        Transport::GrpcTuned => (
+            longshot_proto::server_builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(longshot_proto::incoming(listener), shutdown),
+            longshot_proto::endpoint(uri)?,
+        ),
+        Transport::Tcp => bail!("run_grpc called for the raw TCP transport"),
+    };
+    let server = tokio::spawn(server);
 
-    let mut endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
-    if tuned {
-        endpoint = endpoint
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONN_WINDOW)
-            .max_frame_size(FRAME);
-    }
     let mut client = ExchangeServiceClient::new(endpoint.connect().await?)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -206,8 +243,13 @@ async fn run_grpc(tuned: bool, steps: u32, len: usize) -> Result<Vec<Duration>> 
     let mut rounds = Vec::with_capacity(steps as usize);
     for step in 0..steps {
         let start = Instant::now();
-        tx.send(velocity_frame(step, velocity.clone())).await.context("request stream closed")?;
-        let frame = inbound.message().await?.with_context(|| format!("stream ended at step {step}"))?;
+        tx.send(velocity_frame(step, velocity.clone()))
+            .await
+            .context("request stream closed")?;
+        let frame = inbound
+            .message()
+            .await?
+            .with_context(|| format!("stream ended at step {step}"))?;
         check_frame(&frame, step, len)?;
         rounds.push(start.elapsed());
     }
@@ -246,9 +288,18 @@ async fn read_tcp_frame(r: &mut OwnedReadHalf, step: u32, len: usize) -> Result<
     let frame_step = bytes::Buf::get_u32_le(&mut h);
     let _boundary = bytes::Buf::get_u32_le(&mut h);
     let kind = bytes::Buf::get_u8(&mut h);
-    ensure!(payload_len <= MAX_MESSAGE_BYTES, "frame of {payload_len} bytes is over the {MAX_MESSAGE_BYTES} byte limit");
-    ensure!(plan_id == PLAN_ID && frame_step == step && kind == 0, "unexpected frame plan {plan_id} step {frame_step} kind {kind}");
-    ensure!(payload_len == len, "velocity of {payload_len} bytes, expected {len}");
+    ensure!(
+        payload_len <= MAX_MESSAGE_BYTES,
+        "frame of {payload_len} bytes is over the {MAX_MESSAGE_BYTES} byte limit"
+    );
+    ensure!(
+        plan_id == PLAN_ID && frame_step == step && kind == 0,
+        "unexpected frame plan {plan_id} step {frame_step} kind {kind}"
+    );
+    ensure!(
+        payload_len == len,
+        "velocity of {payload_len} bytes, expected {len}"
+    );
     // read_buf into spare capacity: no zero-fill of the receive buffer.
     let mut buf = BytesMut::with_capacity(payload_len);
     let mut limited = r.take(payload_len as u64);
@@ -268,7 +319,10 @@ async fn tcp_peer(stream: TcpStream, steps: u32, velocity: Bytes) -> Result<Vec<
     let mut rounds = Vec::with_capacity(steps as usize);
     for step in 0..steps {
         let start = Instant::now();
-        let (_, received) = tokio::try_join!(write_tcp_frame(&mut w, step, &velocity), read_tcp_frame(&mut r, step, len))?;
+        let (_, received) = tokio::try_join!(
+            write_tcp_frame(&mut w, step, &velocity),
+            read_tcp_frame(&mut r, step, len)
+        )?;
         ensure!(received.len() == len, "short frame at step {step}");
         rounds.push(start.elapsed());
     }
@@ -299,9 +353,14 @@ fn stats(samples: &[Duration]) -> Stats {
     let mut sorted = samples.to_vec();
     sorted.sort();
     // Nearest-rank percentiles.
-    let rank = |p: f64| sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+    let rank =
+        |p: f64| sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
     let total: Duration = sorted.iter().sum();
-    Stats { median: rank(0.5), p99: rank(0.99), mean: total / sorted.len() as u32 }
+    Stats {
+        median: rank(0.5),
+        p99: rank(0.99),
+        mean: total / sorted.len() as u32,
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -328,9 +387,8 @@ async fn main() -> Result<()> {
         for _ in 0..args.reps {
             for (i, &transport) in Transport::ALL.iter().enumerate() {
                 let rounds = match transport {
-                    Transport::GrpcDefault => run_grpc(false, total_steps, len).await,
-                    Transport::GrpcTuned => run_grpc(true, total_steps, len).await,
                     Transport::Tcp => run_tcp(total_steps, len).await,
+                    grpc => run_grpc(grpc, total_steps, len).await,
                 }
                 .with_context(|| format!("{} with {label}", transport.name()))?;
                 let measured = &rounds[args.warmup as usize..];
@@ -353,8 +411,8 @@ async fn main() -> Result<()> {
                 reps.join(", ")
             );
         }
-        let tcp = &all[2];
-        for (i, name) in [(0, "default"), (1, "tuned")] {
+        let tcp = &all[Transport::ALL.len() - 1];
+        for (i, name) in [(0, "tonic defaults"), (1, "nodelay"), (2, "shipped")] {
             println!(
                 "|  | ratio gRPC ({name}) / TCP | {:.2}x | {:.2}x | {:.2}x |  |  |",
                 ms(all[i].median) / ms(tcp.median),

@@ -14,13 +14,17 @@
 //!   servers (`pb::job_service_server::JobServiceServer`, …), built into `OUT_DIR` by `build.rs`.
 //! - [`FILE_DESCRIPTOR_SET`], [`health_service`], [`reflection_service`]: what every binary adds to
 //!   its tonic `Server` next to its own services.
+//! - [`server_builder`], [`incoming`], [`endpoint`]: tonic servers and channels with the HTTP/2
+//!   settings measured for multi-MiB messages ([`transport`]).
 //! - [`wire`]: exact-bit helpers for the f32 payloads (`bytes` fields and `fixed32` bit patterns).
 #![forbid(unsafe_code)]
 
 mod services;
+pub mod transport;
 pub mod wire;
 
 pub use services::{health_service, reflection_service, reflection_service_v1alpha};
+pub use transport::{endpoint, incoming, server_builder};
 
 /// Generated protobuf messages and tonic clients/servers of package `longshot.v1`.
 pub mod pb {
@@ -35,7 +39,8 @@ pub mod pb {
 
 /// Encoded `google.protobuf.FileDescriptorSet` of every `longshot.v1` file, for server
 /// reflection (and for tools that want to decode the messages dynamically).
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/longshot_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/longshot_descriptor.bin"));
 
 /// Largest message Longshot's clients and servers accept, encoded or decoded.
 ///

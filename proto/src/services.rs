@@ -1,8 +1,8 @@
 //! The standard gRPC services every Longshot binary serves next to its own: health checking
 //! (`grpc.health.v1.Health`) and server reflection (so `grpcurl` works without the .proto files).
 
-use tonic_health::server::{HealthReporter, health_reporter};
 use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::server::{health_reporter, HealthReporter};
 use tonic_reflection::server::{v1, v1alpha, Builder, Error as ReflectionError};
 
 use crate::FILE_DESCRIPTOR_SET;

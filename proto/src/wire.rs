@@ -31,7 +31,10 @@ pub fn decode_f32_le_into(bytes: &[u8], out: &mut [f32]) -> Result<(), WireError
         return Err(WireError::NotF32Aligned { len: bytes.len() });
     }
     if bytes.len() / 4 != out.len() {
-        return Err(WireError::WrongLength { expected: out.len(), got: bytes.len() / 4 });
+        return Err(WireError::WrongLength {
+            expected: out.len(),
+            got: bytes.len() / 4,
+        });
     }
     for (dst, chunk) in out.iter_mut().zip(bytes.chunks_exact(4)) {
         *dst = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
@@ -64,7 +67,17 @@ mod tests {
     use super::*;
 
     fn awkward_values() -> Vec<f32> {
-        vec![0.0, -0.0, 1.0, -1.5, f32::MIN_POSITIVE, f32::MAX, f32::INFINITY, f32::from_bits(0x7fc0_1234), 1e-45]
+        vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            f32::MIN_POSITIVE,
+            f32::MAX,
+            f32::INFINITY,
+            f32::from_bits(0x7fc0_1234),
+            1e-45,
+        ]
     }
 
     #[test]
@@ -85,12 +98,25 @@ mod tests {
 
     #[test]
     fn bad_lengths_are_errors() {
-        assert_eq!(decode_f32_le(&[0; 7]), Err(WireError::NotF32Aligned { len: 7 }));
+        assert_eq!(
+            decode_f32_le(&[0; 7]),
+            Err(WireError::NotF32Aligned { len: 7 })
+        );
         let mut out = [0.0f32; 3];
         assert_eq!(
             decode_f32_le_into(&[0; 8], &mut out),
-            Err(WireError::WrongLength { expected: 3, got: 2 })
+            Err(WireError::WrongLength {
+                expected: 3,
+                got: 2
+            })
         );
-        assert_eq!(WireError::WrongLength { expected: 3, got: 2 }.to_string(), "f32 payload has 2 values, expected 3");
+        assert_eq!(
+            WireError::WrongLength {
+                expected: 3,
+                got: 2
+            }
+            .to_string(),
+            "f32 payload has 2 values, expected 3"
+        );
     }
 }

@@ -44,19 +44,38 @@ fn job_spec_round_trips() {
 #[test]
 fn unset_optionals_differ_from_zero() {
     // A seed of 0 and an overlap of 0 are real requests; "unset" must stay distinguishable.
-    let unset = pb::JobSpec { seed: None, overlap: None, duration: Some(job_spec::Duration::Frames(81)), ..spec() };
-    let zero = pb::JobSpec { seed: Some(0), overlap: Some(0), ..unset.clone() };
+    let unset = pb::JobSpec {
+        seed: None,
+        overlap: None,
+        duration: Some(job_spec::Duration::Frames(81)),
+        ..spec()
+    };
+    let zero = pb::JobSpec {
+        seed: Some(0),
+        overlap: Some(0),
+        ..unset.clone()
+    };
     assert_eq!(round_trip(&unset).seed, None);
     assert_eq!(round_trip(&unset).overlap, None);
     assert_eq!(round_trip(&zero).seed, Some(0));
     assert_eq!(round_trip(&zero).overlap, Some(0));
-    assert_eq!(round_trip(&unset).duration, Some(job_spec::Duration::Frames(81)));
+    assert_eq!(
+        round_trip(&unset).duration,
+        Some(job_spec::Duration::Frames(81))
+    );
 }
 
 #[test]
 fn shard_assignment_keeps_schedule_bits() {
     // Bit patterns a decimal or re-derived encoding would mangle: -0.0, a subnormal, a NaN payload.
-    let sigmas = [1.0f32, 0.999_9, 0.5, 1e-45, -0.0, f32::from_bits(0x7fc0_0042)];
+    let sigmas = [
+        1.0f32,
+        0.999_9,
+        0.5,
+        1e-45,
+        -0.0,
+        f32::from_bits(0x7fc0_0042),
+    ];
     let assignment = pb::ShardAssignment {
         job_id: "job-7".into(),
         plan_id: u64::MAX - 1,
@@ -69,8 +88,16 @@ fn shard_assignment_keeps_schedule_bits() {
             embedding_shape: vec![1, 2],
         }),
         seed: 0xdead_beef_cafe_f00d,
-        latent: Some(pb::LatentShape { channels: 16, height: 60, width: 104 }),
-        plan: Some(pb::WindowGrid { latent_frames: 301, window: 21, overlap: 5 }),
+        latent: Some(pb::LatentShape {
+            channels: 16,
+            height: 60,
+            width: 104,
+        }),
+        plan: Some(pb::WindowGrid {
+            latent_frames: 301,
+            window: 21,
+            overlap: 5,
+        }),
         schedule: Some(pb::Schedule {
             solver: "unipc".into(),
             sigma_bits: wire::to_bits(&sigmas),
@@ -90,18 +117,35 @@ fn shard_assignment_keeps_schedule_bits() {
     let back = round_trip(&assignment);
     assert_eq!(back, assignment);
     let schedule = back.schedule.expect("schedule survives");
-    assert_eq!(wire::to_bits(&wire::from_bits(&schedule.sigma_bits)), wire::to_bits(&sigmas));
+    assert_eq!(
+        wire::to_bits(&wire::from_bits(&schedule.sigma_bits)),
+        wire::to_bits(&sigmas)
+    );
     assert_eq!(f32::from_bits(back.guidance_bits), 5.0);
 }
 
 #[test]
 fn oneofs_round_trip() {
     let events = [
-        shard_event::Event::StepDone(pb::StepDone { window: 4, step: 17 }),
-        shard_event::Event::Frame(pb::Frame { index: 1200, width: 2, height: 1, rgb8: Bytes::from_static(&[1, 2, 3, 4, 5, 6]) }),
-        shard_event::Event::Latents(pb::Latents { first_frame: 80, frame_count: 1, data: wire::encode_f32_le(&[1.0; 4]) }),
+        shard_event::Event::StepDone(pb::StepDone {
+            window: 4,
+            step: 17,
+        }),
+        shard_event::Event::Frame(pb::Frame {
+            index: 1200,
+            width: 2,
+            height: 1,
+            rgb8: Bytes::from_static(&[1, 2, 3, 4, 5, 6]),
+        }),
+        shard_event::Event::Latents(pb::Latents {
+            first_frame: 80,
+            frame_count: 1,
+            data: wire::encode_f32_le(&[1.0; 4]),
+        }),
         shard_event::Event::Finished(pb::ShardFinished {}),
-        shard_event::Event::Failed(pb::ShardFailed { reason: "exchange with 127.0.0.1:7002 timed out after 30000 ms".into() }),
+        shard_event::Event::Failed(pb::ShardFailed {
+            reason: "exchange with 127.0.0.1:7002 timed out after 30000 ms".into(),
+        }),
     ];
     for event in events {
         let msg = pb::ShardEvent { event: Some(event) };
@@ -121,7 +165,10 @@ fn oneofs_round_trip() {
         })),
     };
     assert_eq!(round_trip(&planned), planned);
-    let cancelled = pb::JobEvent { job_id: "job-7".into(), event: Some(job_event::Event::Cancelled(pb::Cancelled {})) };
+    let cancelled = pb::JobEvent {
+        job_id: "job-7".into(),
+        event: Some(job_event::Event::Cancelled(pb::Cancelled {})),
+    };
     assert_eq!(round_trip(&cancelled), cancelled);
 
     let velocity: Vec<f32> = (0..1000).map(|i| i as f32 * 0.001 - 0.5).collect();
@@ -130,17 +177,25 @@ fn oneofs_round_trip() {
         plan_id: 3,
         step: 12,
         boundary: 4,
-        payload: Some(overlap_frame::Payload::Velocity(wire::encode_f32_le(&velocity))),
+        payload: Some(overlap_frame::Payload::Velocity(wire::encode_f32_le(
+            &velocity,
+        ))),
     };
     let back = round_trip(&frame);
     assert_eq!(back, frame);
     match back.payload {
         Some(overlap_frame::Payload::Velocity(bytes)) => {
-            assert_eq!(wire::to_bits(&wire::decode_f32_le(&bytes).expect("aligned")), wire::to_bits(&velocity));
+            assert_eq!(
+                wire::to_bits(&wire::decode_f32_le(&bytes).expect("aligned")),
+                wire::to_bits(&velocity)
+            );
         }
         other => panic!("expected a velocity payload, got {other:?}"),
     }
-    let hash = pb::OverlapFrame { payload: Some(overlap_frame::Payload::LatentHash(u64::MAX)), ..frame };
+    let hash = pb::OverlapFrame {
+        payload: Some(overlap_frame::Payload::LatentHash(u64::MAX)),
+        ..frame
+    };
     assert_eq!(round_trip(&hash), hash);
 }
 

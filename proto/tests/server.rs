@@ -7,8 +7,7 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -23,17 +22,18 @@ async fn start_server() -> Result<(Channel, oneshot::Sender<()>, tokio::task::Jo
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (_reporter, health) = longshot_proto::health_service();
-    let server = Server::builder()
+    // The shipped builder and listener wrapper, so the tuned HTTP/2 settings are exercised too.
+    let server = longshot_proto::server_builder()
         .add_service(health)
         .add_service(longshot_proto::reflection_service()?)
         .add_service(longshot_proto::reflection_service_v1alpha()?)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+        .serve_with_incoming_shutdown(longshot_proto::incoming(listener), async {
             let _ = shutdown_rx.await;
         });
     let handle = tokio::spawn(async move {
         server.await.expect("server runs until shutdown");
     });
-    let channel = Channel::from_shared(format!("http://{addr}"))?
+    let channel: Channel = longshot_proto::endpoint(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
@@ -46,12 +46,24 @@ async fn health_check_answers_serving() -> Result<()> {
     let (channel, shutdown, handle) = start_server().await?;
     let mut health = HealthClient::new(channel);
 
-    let overall = health.check(HealthCheckRequest { service: String::new() }).await?.into_inner();
+    let overall = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner();
     assert_eq!(overall.status(), ServingStatus::Serving);
 
     // A service nobody registered is NOT_FOUND, not silently SERVING.
-    let unknown = health.check(HealthCheckRequest { service: "longshot.v1.Nope".into() }).await;
-    assert_eq!(unknown.expect_err("unknown service").code(), tonic::Code::NotFound);
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "longshot.v1.Nope".into(),
+        })
+        .await;
+    assert_eq!(
+        unknown.expect_err("unknown service").code(),
+        tonic::Code::NotFound
+    );
 
     drop(shutdown);
     tokio::time::timeout(Duration::from_secs(5), handle).await??;
@@ -67,10 +79,18 @@ async fn reflection_lists_longshot_services() -> Result<()> {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = reflection.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
-    let response = responses.next().await.context("reflection answered nothing")??;
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await?
+        .into_inner();
+    let response = responses
+        .next()
+        .await
+        .context("reflection answered nothing")??;
     let names: Vec<String> = match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
         other => anyhow::bail!("unexpected reflection answer {other:?}"),
     };
     for expected in [
@@ -80,7 +100,10 @@ async fn reflection_lists_longshot_services() -> Result<()> {
         "longshot.v1.ExchangeService",
         "grpc.health.v1.Health",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
 
     drop(shutdown);

@@ -15,9 +15,12 @@ pseudo model output v_i = 0.5 * sample + randn(seed + 1 + i), which depends on t
 multistep history matters, and the sample returned by scheduler.step.
 
 torch's CPU log is MKL vmsLn, which is not always correctly rounded; the Rust port uses the
-correctly rounded log. "reference_log_correctly_rounded" records whether every log that UniPC
-takes for a schedule is correctly rounded here; where it is not, the Rust test allows 1e-6.
-The unipc shift 12.5 / 8 steps case is included because it hits such a log on purpose.
+correctly rounded log. "lambdas_match_correct_log" records whether UniPC's λ = log(1−σ) − log(σ)
+comes out the same with a correctly rounded log (usually it does: the error is absorbed by the
+subtraction); where it does not, the Rust test allows a small tolerance. unipc shift 5 / 49 steps
+is included because it is such a case (on a smaller [1, 2, 1, 2, 2] sample to keep the file small).
+torch's expm1 is SLEEF's, which the Rust port reproduces; unipc shift 3 / 15 steps is included
+because there SLEEF's expm1 differs from the correctly rounded value ("expm1_correctly_rounded").
 """
 
 import importlib
@@ -51,16 +54,21 @@ from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler  
 
 OUT = Path(__file__).resolve().parents[2] / "core" / "tests" / "fixtures" / "schedulers"
 TORCH_SHAPE = (1, 4, 3, 2, 2)  # [B, C, F, H, W]
+SMALL_SHAPE = (1, 2, 1, 2, 2)
 SEED = 20240917
 
-# (solver, shift, steps, with_trajectory)
+# (solver, shift, steps, trajectory sample shape or None)
 CASES = (
-    [("unipc", s, n, True) for s in (3.0, 5.0) for n in (1, 2, 3, 10)]
-    + [("unipc", s, 50, False) for s in (3.0, 5.0, 5.3)]
-    + [("unipc", 12.5, 8, True)]
-    + [("euler", s, n, True) for s in (3.0, 7.0) for n in (1, 4, 10)]
-    + [("euler", s, 50, False) for s in (3.0, 7.0, 5.3)]
+    [("unipc", s, n, TORCH_SHAPE) for s in (3.0, 5.0) for n in (1, 2, 3, 10)]
+    + [("unipc", s, 50, None) for s in (3.0, 5.0, 5.3)]
+    + [("unipc", 5.0, 49, SMALL_SHAPE), ("unipc", 3.0, 15, SMALL_SHAPE)]
+    + [("euler", s, n, TORCH_SHAPE) for s in (3.0, 7.0) for n in (1, 4, 10)]
+    + [("euler", s, 50, None) for s in (3.0, 7.0, 5.3)]
 )
+# Cases whose λ must differ from the correctly rounded one (the script checks it still does).
+LAMBDA_MISMATCH = {("unipc", 5.0, 49)}
+# Cases where some expm1(−h) UniPC takes is not correctly rounded (SLEEF), checked likewise.
+EXPM1_MISMATCH = {("unipc", 3.0, 15)}
 
 
 def versions():
@@ -101,12 +109,25 @@ def frame_major(t):
     return t[0].permute(1, 0, 2, 3)
 
 
-def log_correctly_rounded(sigmas):
-    """Whether torch.log of every σ_i and 1 − σ_i (i < N) equals the correctly rounded log."""
+def lambdas_match_correct_log(sigmas):
+    """Whether UniPC's f32 λ(σ_i), i < N, is the same with a correctly rounded log."""
     s = sigmas[:-1]
-    values = torch.cat([s, 1 - s])
-    got = torch.log(values).numpy()
-    want = np.array([math.log(float(v)) for v in values.numpy()]).astype(np.float32)
+    got = (torch.log(1 - s) - torch.log(s)).numpy()
+
+    def log(x):
+        return np.float32(math.log(float(x)))
+
+    want = np.array([log(a) - log(b) for a, b in zip((1 - s).numpy(), s.numpy())], dtype=np.float32)
+    return bool((got.view(np.uint32) == want.view(np.uint32)).all())
+
+
+def expm1_correctly_rounded(sigmas):
+    """Whether torch.expm1(−h) for every step h = λ(σ_{i+1}) − λ(σ_i) with σ_{i+1} > 0 is."""
+    s = sigmas[:-1]
+    lam = torch.log(1 - s) - torch.log(s)
+    hh = -(lam[1:] - lam[:-1])
+    got = torch.expm1(hh).numpy()
+    want = np.array([math.expm1(float(v)) for v in hh.numpy()]).astype(np.float32)
     return bool((got.view(np.uint32) == want.view(np.uint32)).all())
 
 
@@ -114,18 +135,18 @@ def generator(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def trajectory(scheduler, seed):
-    sample = torch.randn(TORCH_SHAPE, generator=generator(seed), dtype=torch.float32)
+def trajectory(scheduler, shape, seed):
+    sample = torch.randn(shape, generator=generator(seed), dtype=torch.float32)
     record = {
         "seed": seed,
-        "torch_shape": list(TORCH_SHAPE),
+        "torch_shape": list(shape),
         "shape": list(frame_major(sample).shape),
         "model": "v_i = 0.5 * sample + randn(seed + 1 + i)",
         "initial": bits(frame_major(sample)),
         "steps": [],
     }
     for i, t in enumerate(scheduler.timesteps):
-        noise = torch.randn(TORCH_SHAPE, generator=generator(seed + 1 + i), dtype=torch.float32)
+        noise = torch.randn(shape, generator=generator(seed + 1 + i), dtype=torch.float32)
         v = 0.5 * sample + noise
         sample = scheduler.step(v, t, sample, return_dict=False)[0]
         assert sample.dtype == torch.float32
@@ -133,7 +154,7 @@ def trajectory(scheduler, seed):
     return record
 
 
-def fixture(solver, shift, steps, with_trajectory, index):
+def fixture(solver, shift, steps, shape, index):
     scheduler = make_scheduler(solver, shift)
     scheduler.set_timesteps(steps)
     ts = scheduler.timesteps
@@ -151,8 +172,9 @@ def fixture(solver, shift, steps, with_trajectory, index):
         "sigmas": bits(sigmas),
         # int64 (UniPC) timesteps are ≤ 1000, so their f32 is exact.
         "timesteps": bits(ts.to(torch.float32)),
-        "reference_log_correctly_rounded": log_correctly_rounded(sigmas) if solver == "unipc" else True,
-        "trajectory": trajectory(scheduler, SEED + 1000 * index) if with_trajectory else None,
+        "lambdas_match_correct_log": lambdas_match_correct_log(sigmas) if solver == "unipc" else True,
+        "expm1_correctly_rounded": expm1_correctly_rounded(sigmas) if solver == "unipc" else True,
+        "trajectory": trajectory(scheduler, shape, SEED + 1000 * index) if shape else None,
     }
     return out
 
@@ -179,13 +201,15 @@ def main():
     info = versions()
     print("versions:", json.dumps(info))
     OUT.mkdir(parents=True, exist_ok=True)
-    for index, (solver, shift, steps, with_trajectory) in enumerate(CASES):
-        fx = fixture(solver, shift, steps, with_trajectory, index)
-        if (solver, shift, steps) == ("unipc", 12.5, 8):
-            assert not fx["reference_log_correctly_rounded"], "expected an MKL log that is not correctly rounded"
+    for index, (solver, shift, steps, shape) in enumerate(CASES):
+        fx = fixture(solver, shift, steps, shape, index)
+        exact = fx["lambdas_match_correct_log"]
+        key = (solver, shift, steps)
+        assert exact == (key not in LAMBDA_MISMATCH), f"λ exactness changed for {key}"
+        assert fx["expm1_correctly_rounded"] == (key not in EXPM1_MISMATCH), f"expm1 rounding changed for {key}"
         name = f"{solver}_shift{shift:g}_steps{steps}.json"
         (OUT / name).write_text(dump(fx))
-        print(f"wrote {name}: log correctly rounded = {fx['reference_log_correctly_rounded']}")
+        print(f"wrote {name}: λ matches a correctly rounded log = {exact}")
 
 
 if __name__ == "__main__":

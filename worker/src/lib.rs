@@ -1,2 +1,18 @@
-//! The worker: registers with the coordinator, runs assigned window ranges through the co-denoising loop with a network overlap exchange, and decodes the frames it owns.
+//! The worker: runs assigned window ranges through the co-denoising loop with a network overlap
+//! exchange, decodes the frames it owns, and streams them to the coordinator. It implements the
+//! transport-agnostic `WorkerApi` and `ExchangeApi` of `longshot_core::api`; the `proto` crate
+//! serves them over gRPC.
+//!
+//! - [`node`]: `WorkerNode`, the shard lifecycle (fencing by plan id, cancellation, events).
+//! - [`net_exchange`]: the `Exchange` implementation over the network, bridging the loop's thread
+//!   and the async runtime.
+//! - [`models`]: which models this worker can run.
+//! - [`membership`]: registration and heartbeats with the coordinator.
 #![forbid(unsafe_code)]
+
+pub mod membership;
+pub mod models;
+pub mod net_exchange;
+pub mod node;
+
+pub use node::WorkerNode;

@@ -16,9 +16,19 @@ pub struct EulerState {
 }
 
 impl SchedulerState for EulerState {
-    fn step(&mut self, schedule: &Schedule, index: usize, model_output: &Latents, sample: &mut Latents) {
+    fn step(
+        &mut self,
+        schedule: &Schedule,
+        index: usize,
+        model_output: &Latents,
+        sample: &mut Latents,
+    ) {
         assert!(index < schedule.steps(), "Euler step {index} is past the last step");
-        assert_eq!(model_output.shape(), sample.shape(), "Euler: model output and sample differ in shape");
+        assert_eq!(
+            model_output.shape(),
+            sample.shape(),
+            "Euler: model output and sample differ in shape"
+        );
         // `dt` is a 0-dim f32 tensor in torch: σ_{i+1} − σ_i rounded once.
         let dt = schedule.sigma(index + 1) - schedule.sigma(index);
         self.scratch.clear();

@@ -254,9 +254,13 @@ mod tests {
             let err = Schedule::new(Solver::UniPc, steps, 3.0).unwrap_err();
             assert_eq!(err.to_string(), format!("steps {steps} is not in 1..=1000"));
         }
-        for (shift, shown) in [(0.0, "0"), (-1.0, "-1"), (f64::NAN, "NaN"), (f64::INFINITY, "inf")] {
+        for (shift, shown) in [(0.0, "0"), (-1.0, "-1"), (f64::NAN, "NaN"), (f64::INFINITY, "inf")]
+        {
             let err = Schedule::new(Solver::Euler, 10, shift).unwrap_err();
-            assert_eq!(err.to_string(), format!("shift {shown} is not a finite number greater than 0"));
+            assert_eq!(
+                err.to_string(),
+                format!("shift {shown} is not a finite number greater than 0")
+            );
         }
         assert!(Schedule::new(Solver::UniPc, 1000, 0.5).is_ok());
         assert!(Schedule::new(Solver::Euler, 1, 16.0).is_ok());

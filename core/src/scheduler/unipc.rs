@@ -6,8 +6,9 @@
 //!
 //! Scalar functions, matched to what torch 2.x on x86 CPU calls:
 //! - `torch.log` is MKL `vmsLn` (HA). We use the correctly rounded f32 log; MKL agrees except when
-//!   ln x lies within ~0.03 ulp of a rounding midpoint (≈0.1% of inputs, mostly near 1). This is
-//!   the only known source of differences from diffusers: one ulp in λ, ~1e-7 relative in samples.
+//!   ln x lies within ~0.03 ulp of a rounding midpoint (≈0.1% of inputs). Usually the subtraction
+//!   in λ = ln(1−σ) − ln σ absorbs that, but for ≈1% of schedules λ moves by one ulp and samples
+//!   by ~1e-6 relative: the only known difference from diffusers (tests/scheduler_goldens.rs).
 //! - `torch.expm1` is SLEEF `expm1f_u10`, ported bit for bit in [`expm1f`].
 //! - `torch.linalg.solve` on the corrector's 2×2 system is MKL `sgesv`, mirrored in [`solve2`].
 
@@ -28,11 +29,21 @@ pub struct UniPcState {
 }
 
 impl SchedulerState for UniPcState {
-    fn step(&mut self, schedule: &Schedule, index: usize, model_output: &Latents, sample: &mut Latents) {
+    fn step(
+        &mut self,
+        schedule: &Schedule,
+        index: usize,
+        model_output: &Latents,
+        sample: &mut Latents,
+    ) {
         let steps = schedule.steps();
         assert!(index < steps, "UniPC step {index} is past the last step {}", steps - 1);
         assert_eq!(index, self.next_index, "UniPC steps must run in order");
-        assert_eq!(model_output.shape(), sample.shape(), "UniPC: model output and sample differ in shape");
+        assert_eq!(
+            model_output.shape(),
+            sample.shape(),
+            "UniPC: model output and sample differ in shape"
+        );
 
         // Convert the velocity to a data prediction, m = x − σ_i·v.
         let mut m = vec![0.0; sample.as_slice().len()];
@@ -41,8 +52,8 @@ impl SchedulerState for UniPcState {
 
         if index > 0 {
             let update = Update::corrector(schedule, index, self.last_order);
-            let [m0, m1] = &self.history;
-            update.apply(sample.as_mut_slice(), &self.last_sample, stored(m0), m1.as_deref(), Some(&m));
+            let (m0, m1) = (stored(&self.history[0]), self.history[1].as_deref());
+            update.apply(sample.as_mut_slice(), &self.last_sample, m0, m1, Some(&m));
         }
         self.history.swap(0, 1);
         self.history[0] = Some(m);
@@ -50,8 +61,7 @@ impl SchedulerState for UniPcState {
         self.last_sample.clear();
         self.last_sample.extend_from_slice(sample.as_slice());
 
-        let [m0, m1] = &self.history;
-        let m0 = stored(m0);
+        let (m0, m1) = (stored(&self.history[0]), self.history[1].as_deref());
         if schedule.sigma(index + 1) == 0.0 {
             // σ_{i+1} = 0: λ = +∞, expm1(−∞) = −1 and diffusers' formula collapses to m exactly;
             // `+ 0.0` reproduces its final `x − (−0)`, which turns a −0 into +0.
@@ -60,7 +70,7 @@ impl SchedulerState for UniPcState {
             }
         } else {
             let update = Update::predictor(schedule, index, order);
-            update.apply(sample.as_mut_slice(), &self.last_sample, m0, m1.as_deref(), None);
+            update.apply(sample.as_mut_slice(), &self.last_sample, m0, m1, None);
         }
         self.last_order = order;
         self.next_index += 1;
@@ -103,7 +113,13 @@ impl Update {
         let hh = -h;
         // h_phi_1 and B_h (bh2) are both expm1(hh): the same bits.
         let phi = expm1f(hh);
-        let update = Update { cx: sigma_t / sigma_s0, cm: alpha_t * phi, cr: alpha_t * phi, hist: None, cur: None };
+        let update = Update {
+            cx: sigma_t / sigma_s0,
+            cm: alpha_t * phi,
+            cr: alpha_t * phi,
+            hist: None,
+            cur: None,
+        };
         (update, lambda_s0, h, phi)
     }
 
@@ -138,7 +154,14 @@ impl Update {
     }
 
     /// Writes the update into `out`, each operation rounded to f32 in torch's order.
-    fn apply(&self, out: &mut [f32], x: &[f32], m0: &[f32], m1: Option<&[f32]>, mt: Option<&[f32]>) {
+    fn apply(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        m0: &[f32],
+        m1: Option<&[f32]>,
+        mt: Option<&[f32]>,
+    ) {
         let Update { cx, cm, cr, hist, cur } = *self;
         if hist.is_none() && cur.is_none() {
             lincomb(out, &[(cx, x), (-cm, m0)]);
@@ -260,8 +283,6 @@ fn expk2f(a: f32) -> Df {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::Solver;
-    use crate::tensor::LatentShape;
 
     #[test]
     fn expm1f_special_values_and_accuracy() {
@@ -282,17 +303,5 @@ mod tests {
             let (r0, r1) = solve2(rk, b0, b1);
             assert!((r0 + r1 - b0).abs() < 1e-6 && (rk * r0 + r1 - b1).abs() < 1e-6);
         }
-    }
-
-    #[test]
-    fn last_step_returns_the_data_prediction() {
-        let schedule = Schedule::new(Solver::UniPc, 1, 3.0).unwrap();
-        let shape = LatentShape::new(1, 1, 1, 3);
-        let mut x = Latents::from_vec(shape, vec![1.0, -2.0, 0.5]).unwrap();
-        let v = Latents::from_vec(shape, vec![0.25, 1.0, -4.0]).unwrap();
-        let sigma = schedule.sigma(0);
-        let expected: Vec<f32> = x.as_slice().iter().zip(v.as_slice()).map(|(x, v)| x - sigma * v).collect();
-        UniPcState::default().step(&schedule, 0, &v, &mut x);
-        assert_eq!(x.as_slice(), &expected[..]);
     }
 }

@@ -78,18 +78,35 @@ fn keyframe_interval_option_places_idr_frames_for_seeking() {
 }
 
 #[test]
-fn bitrate_option_changes_the_file_size() {
+fn bitrate_option_controls_the_file_size() {
+    // Grain makes the clip expensive enough for the rate control to matter (plain bars fit
+    // any bitrate at top quality).
+    let meta = VideoMeta { width: 160, height: 96, fps: 16 };
+    let frames: Vec<Vec<u8>> = (0..32).map(|t| with_grain(moving_bars(meta, t), t)).collect();
     let dir = tempfile::tempdir().unwrap();
     let size_at = |bps: u32| {
         let path = dir.path().join(format!("rate_{bps}.mp4"));
         let options = WriterOptions {
             mp4: Mp4Options { bitrate_bps: Some(bps), ..Mp4Options::default() },
         };
-        write_bars(open_writer_with(OutputFormat::Mp4, &path, META, options).unwrap(), META, FRAMES)
-            .bytes
+        let mut writer = open_writer_with(OutputFormat::Mp4, &path, meta, options).unwrap();
+        frames.iter().for_each(|f| writer.write_frame(f).unwrap());
+        // 32 frames at 16 fps = 2 s.
+        writer.finish().unwrap().bytes as f64 * 8.0 / 2.0
     };
-    let (low, high) = (size_at(40_000), size_at(2_000_000));
-    assert!(low * 2 < high, "40 kbit/s gave {low} bytes, 2 Mbit/s gave {high}");
+    let (low, high) = (size_at(200_000), size_at(1_600_000));
+    println!("asked 200 kbit/s, got {low:.0}; asked 1600 kbit/s, got {high:.0}");
+    assert!(low < 200_000.0 * 1.5 && high > 1_600_000.0 * 0.5, "{low} / {high} bit/s");
+}
+
+/// Adds deterministic per-pixel noise (an LCG, so the test needs no rand crate).
+fn with_grain(mut rgb: Vec<u8>, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    for px in rgb.iter_mut() {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        *px = px.saturating_add((state >> 27) as u8);
+    }
+    rgb
 }
 
 #[test]
@@ -121,4 +138,34 @@ fn mp4_into_a_missing_directory_fails_at_open() {
     let path = dir.path().join("no/such/dir/clip.mp4");
     let err = open_writer(OutputFormat::Mp4, &path, META).err().unwrap();
     assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+
+#[test]
+#[ignore]
+fn zz_speed() {
+    let meta = VideoMeta { width: 832, height: 480, fps: 16 };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.mp4");
+    let frames: Vec<Vec<u8>> = (0..160).map(|t| with_grain(moving_bars(meta, t), t)).collect();
+    let start = std::time::Instant::now();
+    let mut w = open_writer(OutputFormat::Mp4, &path, meta).unwrap();
+    for f in &frames { w.write_frame(f).unwrap(); }
+    let s = w.finish().unwrap();
+    let el = start.elapsed().as_secs_f64();
+    println!("160 frames 832x480: {el:.2}s = {:.1} fps, {} bytes = {:.0} kbps", 160.0/el, s.bytes, s.bytes as f64*8.0/10.0/1000.0);
+    let out = std::process::Command::new("ffprobe").args(["-v","error","-show_entries","stream=profile,level,nb_frames,duration","-of","compact"]).arg(&path).output().unwrap();
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    let out = std::process::Command::new("ffmpeg").args(["-v","error","-xerror","-i"]).arg(&path).args(["-f","null","-"]).output().unwrap();
+    println!("decode status {} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let start = std::time::Instant::now();
+    let mut w = open_writer(OutputFormat::Png, &dir.path().join("png"), meta).unwrap();
+    for f in &frames[..32] { w.write_frame(f).unwrap(); }
+    let s = w.finish().unwrap();
+    println!("png 32 frames: {:.2}s, {} bytes", start.elapsed().as_secs_f64(), s.bytes);
+    let start = std::time::Instant::now();
+    let mut w = open_writer(OutputFormat::ProRes, &dir.path().join("p.mov"), meta).unwrap();
+    for f in &frames { w.write_frame(f).unwrap(); }
+    let s = w.finish().unwrap();
+    println!("prores 160 frames: {:.2}s, {} bytes", start.elapsed().as_secs_f64(), s.bytes);
 }

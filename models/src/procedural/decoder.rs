@@ -2,7 +2,7 @@
 //! upsampling and ×4 temporal interpolation.
 //!
 //! Output frame 0 comes from latent frame 0; latent frame `l ≥ 1` gives output frames `4l−3..=4l`
-//! as `(1−w)·U(l−1) + w·U(l)`, `w = k/4`, `k = 1..=4` (`U` = the colour image of a latent frame),
+//! as `(1−w)·U(l−1) + w·U(l)`, `w = smoothstep(k/4)`, `k = 1..=4` (`U` = the colour image of a latent frame),
 //! so a clip of `L` latent frames decodes to `1 + 4(L−1)` frames and the halo is one latent frame.
 //! Each output frame is a function of (its two latent frames, `k`) only, evaluated in a fixed order,
 //! which is why a sharded decode equals the sequential one bit for bit.
@@ -133,7 +133,10 @@ impl FrameDecoder for ProceduralDecoder {
                 None => sink(0, self.upsample(&current, h, w, &ty, &tx)),
                 Some(prev) => {
                     for k in 1..=TEMPORAL {
-                        let wk = k as f32 / TEMPORAL as f32;
+                        // Smoothstep rather than linear: a linear ramp has zero second difference
+                        // inside each latent step, which makes the d2 seam metric degenerate.
+                        let t = k as f32 / TEMPORAL as f32;
+                        let wk = t * t * (3.0 - 2.0 * t);
                         let blended: Vec<f32> =
                             prev.iter().zip(&current).map(|(&a, &b)| lerp(a, b, wk)).collect();
                         sink(TEMPORAL * (global - 1) + k, self.upsample(&blended, h, w, &ty, &tx));

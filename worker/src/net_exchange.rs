@@ -1,0 +1,75 @@
+//! The overlap exchange over the network, as seen from the loop's thread.
+//!
+//! The co-denoising loop runs on a plain thread and calls the blocking [`Exchange`] trait; the
+//! network lives on the async runtime. Each side is a pair of channels: outbound messages go into
+//! an unbounded tokio channel (sending never blocks the loop), inbound ones arrive on a std channel
+//! that the loop waits on with a timeout, in short slices so that cancellation takes effect within
+//! one step. A dropped connection closes the inbound channel, which the loop sees at once as
+//! "disconnected" rather than waiting out the timeout.
+
+use longshot_core::api::OverlapEnvelope;
+use longshot_core::exchange::{Exchange, ExchangeError, OverlapMessage, Side};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// One neighbour link.
+pub struct Link {
+    pub outbound: UnboundedSender<OverlapEnvelope>,
+    pub inbound: Receiver<OverlapMessage>,
+}
+
+pub struct NetExchange {
+    pub job_id: String,
+    pub plan_id: u64,
+    pub left: Option<Link>,
+    pub right: Option<Link>,
+    pub timeout: Duration,
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl NetExchange {
+    fn link(&self, side: Side) -> Result<&Link, ExchangeError> {
+        match side {
+            Side::Left => self.left.as_ref(),
+            Side::Right => self.right.as_ref(),
+        }
+        .ok_or_else(|| ExchangeError::Protocol { side, reason: "no neighbour on this side".into() })
+    }
+}
+
+impl Exchange for NetExchange {
+    fn send(&mut self, side: Side, message: OverlapMessage) -> Result<(), ExchangeError> {
+        let env = OverlapEnvelope { job_id: self.job_id.clone(), plan_id: self.plan_id, message };
+        self.link(side)?
+            .outbound
+            .send(env)
+            .map_err(|_| ExchangeError::Disconnected { side, reason: "connection to the neighbour is closed".into() })
+    }
+
+    fn recv(&mut self, side: Side, step: u32) -> Result<OverlapMessage, ExchangeError> {
+        let deadline = Instant::now() + self.timeout;
+        let slice = Duration::from_millis(100);
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(ExchangeError::Cancelled);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ExchangeError::Timeout { side, step, timeout: self.timeout });
+            }
+            match self.link(side)?.inbound.recv_timeout(slice.min(deadline - now)) {
+                Ok(m) => return Ok(m),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(ExchangeError::Disconnected {
+                        side,
+                        reason: "the connection dropped (neighbour process gone?)".into(),
+                    })
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! `WorkerNode`: one shard at a time, fenced by plan id; the loop runs on its own thread.
+
+use crate::models;
+use crate::net_exchange::{Link, NetExchange};
+use futures::StreamExt;
+use longshot_core::api::*;
+use longshot_core::codenoise::{decode_partition, denoise_partition, PartitionConfig, Progress};
+use longshot_core::exchange::OverlapMessage;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+
+struct ShardSlot {
+    job_id: String,
+    plan_id: u64,
+    cancel: Arc<AtomicBool>,
+    /// Left-neighbour plumbing, handed to the exchange handler when the neighbour connects.
+    left_in: Option<std_mpsc::Sender<OverlapMessage>>,
+    left_out: Option<mpsc::UnboundedReceiver<OverlapEnvelope>>,
+    done: Arc<AtomicBool>,
+}
+
+struct NodeInner {
+    id: String,
+    connector: Arc<dyn ExchangeConnector>,
+    slot: Mutex<Option<ShardSlot>>,
+}
+
+/// A worker's shard runner. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkerNode {
+    inner: Arc<NodeInner>,
+}
+
+impl WorkerNode {
+    pub fn new(id: String, connector: Arc<dyn ExchangeConnector>) -> Self {
+        Self { inner: Arc::new(NodeInner { id, connector, slot: Mutex::new(None) }) }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<ShardSlot>> {
+        self.inner.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The job being run, if any.
+    pub fn busy_job(&self) -> Option<String> {
+        self.lock().as_ref().filter(|s| !s.done.load(Ordering::Relaxed)).map(|s| s.job_id.clone())
+    }
+
+    /// Stops whatever runs (shutdown).
+    pub fn cancel_all(&self) {
+        if let Some(s) = self.lock().as_ref() {
+            s.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn validate(a: &ShardAssignment) -> Result<(), ApiError> {
+        if !models::served().iter().any(|m| m.name == a.model) {
+            return Err(ApiError::invalid("model", format!("{:?} is not served by this worker", a.model)));
+        }
+        if a.windows.is_empty() || a.windows.end > a.plan.windows() {
+            return Err(ApiError::invalid("windows", format!("{:?} is not a non-empty range inside 0..{}", a.windows, a.plan.windows())));
+        }
+        if a.channels == 0 || a.height == 0 || a.width == 0 {
+            return Err(ApiError::invalid("latent", "channels, height and width must be at least 1"));
+        }
+        if a.left_address.is_some() != (a.windows.start > 0) || a.right_address.is_some() != (a.windows.end < a.plan.windows()) {
+            return Err(ApiError::invalid("neighbours", "a neighbour address is required exactly where a neighbouring window exists"));
+        }
+        if a.exchange_timeout.is_zero() {
+            return Err(ApiError::invalid("exchange_timeout", "must be positive"));
+        }
+        Ok(())
+    }
+
+    async fn start_shard(&self, a: ShardAssignment) -> Result<BoxStream<ShardEvent>, ApiError> {
+        Self::validate(&a)?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let (left_in_tx, left_in_rx) = std_mpsc::channel();
+        let (left_out_tx, left_out_rx) = mpsc::unbounded_channel();
+        {
+            let mut slot = self.lock();
+            if let Some(s) = slot.as_ref().filter(|s| !s.done.load(Ordering::Relaxed)) {
+                if s.job_id == a.job_id && s.plan_id > a.plan_id {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "stale assignment: plan {} of job {} is older than the running plan {}",
+                        a.plan_id, a.job_id, s.plan_id
+                    )));
+                }
+                if s.job_id != a.job_id {
+                    return Err(ApiError::FailedPrecondition(format!("worker {} is busy with job {}", self.inner.id, s.job_id)));
+                }
+                // A newer plan of the same job supersedes the running one.
+                s.cancel.store(true, Ordering::Relaxed);
+            }
+            *slot = Some(ShardSlot {
+                job_id: a.job_id.clone(),
+                plan_id: a.plan_id,
+                cancel: cancel.clone(),
+                left_in: Some(left_in_tx),
+                left_out: Some(left_out_rx),
+                done: done.clone(),
+            });
+        }
+        let left = a.left_address.is_some().then(|| Link { outbound: left_out_tx, inbound: left_in_rx });
+        let right = match &a.right_address {
+            Some(addr) => Some(self.connect_right(addr.clone(), &a)),
+            None => None,
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let exchange = NetExchange { job_id: a.job_id.clone(), plan_id: a.plan_id, left, right, timeout: a.exchange_timeout, cancel: cancel.clone() };
+        let worker = self.inner.id.clone();
+        std::thread::Builder::new()
+            .name(format!("shard-{}", a.job_id))
+            .spawn(move || {
+                run_shard_blocking(a, exchange, cancel, &tx);
+                done.store(true, Ordering::Relaxed);
+            })
+            .map_err(|e| ApiError::Internal(format!("worker {worker}: cannot start the shard thread: {e}")))?;
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    /// Dials the right neighbour and pumps its messages into the loop's inbound channel.
+    fn connect_right(&self, address: String, a: &ShardAssignment) -> Link {
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (in_tx, in_rx) = std_mpsc::channel();
+        let connector = self.inner.connector.clone();
+        let (job, plan) = (a.job_id.clone(), a.plan_id);
+        tokio::spawn(async move {
+            let outbound: BoxStream<OverlapEnvelope> = Box::pin(UnboundedReceiverStream::new(out_rx));
+            let mut inbound = match connector.open(address.clone(), outbound).await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Dropping in_tx makes the loop report the neighbour as disconnected.
+                    tracing::warn!("cannot open the overlap exchange to {address}: {e}");
+                    return;
+                }
+            };
+            pump(&mut inbound, &in_tx, &job, plan, "right").await;
+        });
+        Link { outbound: out_tx, inbound: in_rx }
+    }
+}
+
+/// Forwards a neighbour's messages for (job, plan) to the loop; others are stale and dropped.
+async fn pump(inbound: &mut BoxStream<Result<OverlapEnvelope, ApiError>>, to_loop: &std_mpsc::Sender<OverlapMessage>, job: &str, plan: u64, side: &str) {
+    while let Some(item) = inbound.next().await {
+        match item {
+            Ok(env) if env.job_id == job && env.plan_id == plan => {
+                if to_loop.send(env.message).is_err() {
+                    return; // the loop is over
+                }
+            }
+            Ok(env) => tracing::warn!("dropping a {side} overlap message for job {} plan {} (running {job} plan {plan})", env.job_id, env.plan_id),
+            Err(e) => {
+                tracing::warn!("{side} overlap stream failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn run_shard_blocking(a: ShardAssignment, mut exchange: NetExchange, cancel: Arc<AtomicBool>, tx: &mpsc::Sender<ShardEvent>) {
+    // If the coordinator stops listening, stop the work too.
+    let emit = |e: ShardEvent| {
+        if tx.blocking_send(e).is_err() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    };
+    let Some((mut denoiser, decoder)) = models::instantiate(&a.model, &a.conditioning, a.height, a.width) else {
+        emit(ShardEvent::Failed { reason: format!("model {:?} is not served by this worker", a.model) });
+        return;
+    };
+    let cfg = PartitionConfig {
+        plan: a.plan,
+        windows: a.windows.clone(),
+        channels: a.channels,
+        height: a.height,
+        width: a.width,
+        schedule: a.schedule.clone(),
+        guidance: a.guidance,
+        seed: a.seed,
+        mode: a.blend,
+        hash_every: a.hash_every,
+    };
+    let started = Instant::now();
+    let mut progress = |p: Progress| match p {
+        Progress::Step { window, step, .. } => emit(ShardEvent::StepDone { window: window as u32, step: step as u32 }),
+    };
+    let result = denoise_partition(&cfg, denoiser.as_mut(), &mut exchange, &cancel, &mut progress).and_then(|out| {
+        emit(ShardEvent::Latents {
+            first_frame: out.owned_start as u32,
+            frames: out.owned.shape().frames as u32,
+            data: out.owned.as_slice().to_vec(),
+        });
+        decode_partition(&cfg, &out, decoder.as_ref(), &mut exchange, &mut |index, f| {
+            emit(ShardEvent::Frame { index: index as u32, width: f.width as u32, height: f.height as u32, rgb8: f.to_rgb8() })
+        })
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!(job = %a.job_id, windows = ?a.windows, secs = started.elapsed().as_secs_f64(), "shard finished");
+            emit(ShardEvent::Finished)
+        }
+        Err(e) => emit(ShardEvent::Failed { reason: e.to_string() }),
+    }
+}
+
+impl WorkerApi for WorkerNode {
+    fn run_shard(&self, assignment: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
+        Box::pin(self.start_shard(assignment))
+    }
+
+    fn cancel_shard(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
+        Box::pin(async move {
+            let slot = self.lock();
+            Ok(match slot.as_ref() {
+                Some(s) if s.job_id == job_id && s.plan_id <= plan_id && !s.done.load(Ordering::Relaxed) => {
+                    s.cancel.store(true, Ordering::Relaxed);
+                    true
+                }
+                _ => false,
+            })
+        })
+    }
+}
+
+/// How long an incoming neighbour stream waits for its shard's assignment to arrive.
+const ROUTE_WAIT: Duration = Duration::from_secs(30);
+
+impl ExchangeApi for WorkerNode {
+    fn overlap(&self, mut inbound: BoxStream<Result<OverlapEnvelope, ApiError>>) -> BoxFuture<'_, Result<BoxStream<OverlapEnvelope>, ApiError>> {
+        Box::pin(async move {
+            // The first message names the shard this stream belongs to.
+            let first = match inbound.next().await {
+                Some(Ok(env)) => env,
+                Some(Err(e)) => return Err(e),
+                None => return Err(ApiError::invalid("overlap", "the stream ended before its first message")),
+            };
+            let (job, plan) = (first.job_id.clone(), first.plan_id);
+            let deadline = Instant::now() + ROUTE_WAIT;
+            let (to_loop, from_loop) = loop {
+                {
+                    let mut slot = self.lock();
+                    match slot.as_mut() {
+                        Some(s) if s.job_id == job && s.plan_id == plan => match (s.left_in.take(), s.left_out.take()) {
+                            (Some(i), Some(o)) => break (i, o),
+                            _ => return Err(ApiError::FailedPrecondition(format!("job {job} plan {plan} already has a left neighbour stream"))),
+                        },
+                        Some(s) if s.job_id == job && s.plan_id > plan => {
+                            return Err(ApiError::FailedPrecondition(format!("stale overlap stream: plan {plan} of job {job} was superseded by plan {}", s.plan_id)))
+                        }
+                        _ => {}
+                    }
+                }
+                if Instant::now() >= deadline {
+                    return Err(ApiError::FailedPrecondition(format!("no shard of job {job} plan {plan} arrived on worker {} within {ROUTE_WAIT:?}", self.inner.id)));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            if to_loop.send(first.message).is_ok() {
+                tokio::spawn(async move { pump(&mut inbound, &to_loop, &job, plan, "left").await });
+            }
+            Ok(Box::pin(UnboundedReceiverStream::new(from_loop)) as BoxStream<OverlapEnvelope>)
+        })
+    }
+}
