@@ -11,6 +11,7 @@ command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v nasm >/dev/null || need_apt+=(nasm)   # OpenH264 builds its x86 assembly with it
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (apt)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

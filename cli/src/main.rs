@@ -1,4 +1,119 @@
-//! `longshot`: the command-line tool (filled by the cluster issue).
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("longshot: the cluster commands arrive with the cluster issue")
+//! `longshot`: render long AI video clips on a cluster of GPU (or CPU) workers.
+//!
+//! Binaries only parse arguments and wire parts together: the work lives in the library crates.
+//! - `render`: a one-shot local cluster (coordinator in this process, N worker processes).
+//! - `up`: a local cluster that stays up; `coordinator` / `worker`: the cluster's processes.
+//! - `submit`, `status`, `list`, `watch`, `cancel`, `fetch`, `workers`, `models`: job control.
+
+mod args;
+mod client_cmds;
+mod local_cluster;
+mod progress;
+mod serve;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "longshot", version, about = "Render long AI video clips across a cluster of workers")]
+struct Cli {
+    /// Coordinator address for job-control commands.
+    #[arg(long, global = true, env = "LONGSHOT_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    coordinator: String,
+    /// Machine-readable output (one JSON object per line).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Render a clip on a one-shot local cluster and write it to disk.
+    Render(local_cluster::RenderArgs),
+    /// Run a local cluster (coordinator + N workers) until interrupted.
+    Up(local_cluster::UpArgs),
+    /// Run a coordinator.
+    Coordinator(serve::CoordinatorArgs),
+    /// Run a worker that registers with a coordinator.
+    Worker(serve::WorkerArgs),
+    /// Submit a job; prints its id (`--wait` follows it to the end).
+    Submit(client_cmds::SubmitArgs),
+    /// Show one job.
+    Status { job_id: String },
+    /// List jobs, newest first.
+    List {
+        /// Only jobs in this state (queued, running, decoding, done, failed, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Follow a job's progress until it ends.
+    Watch { job_id: String },
+    /// Cancel a job.
+    Cancel { job_id: String },
+    /// Download a finished job's output.
+    Fetch {
+        job_id: String,
+        /// Where to write it (a directory for png).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// mp4, prores, png or latents (default from the output's extension).
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// List the cluster's workers.
+    Workers,
+    /// List the models the cluster serves.
+    Models,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LONGSHOT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.command {
+        Command::Coordinator(a) => {
+            init_logging("info");
+            serve::coordinator(a).await
+        }
+        Command::Worker(a) => {
+            init_logging("info");
+            serve::worker_with(a, cli.coordinator.clone()).await
+        }
+        command => {
+            init_logging("warn");
+            run_client(command, &cli.coordinator, cli.json).await
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_client(command: Command, coordinator: &str, json: bool) -> Result<()> {
+    use client_cmds as c;
+    match command {
+        Command::Render(a) => local_cluster::render(a, json).await,
+        Command::Up(a) => local_cluster::up(a).await,
+        Command::Submit(a) => c::submit(coordinator, a, json).await,
+        Command::Status { job_id } => c::status(coordinator, &job_id, json).await,
+        Command::List { state, limit } => c::list(coordinator, state.as_deref(), limit, json).await,
+        Command::Watch { job_id } => c::watch(coordinator, &job_id, json).await,
+        Command::Cancel { job_id } => c::cancel(coordinator, &job_id, json).await,
+        Command::Fetch { job_id, output, format } => c::fetch(coordinator, &job_id, &output, format.as_deref(), json).await,
+        Command::Workers => c::workers(coordinator, json).await,
+        Command::Models => c::models(coordinator, json).await,
+        Command::Coordinator(_) | Command::Worker(_) => unreachable!("handled in main"),
+    }
 }

@@ -20,6 +20,7 @@ use longshot_kernels::cpu::{blend_overlap, cfg_combine};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Whether neighbouring windows are coupled.
@@ -87,6 +88,27 @@ pub enum CoDenoiseError {
     Cancelled,
 }
 
+/// Wall time spent in each phase of the loop, summed over steps and windows.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LoopTimings {
+    /// Model forwards and the CFG combine.
+    pub model: Duration,
+    /// Sending overlaps and waiting for the neighbours' (includes waiting on a slower neighbour).
+    pub exchange: Duration,
+    /// The overlap blend.
+    pub blend: Duration,
+    /// Scheduler updates.
+    pub scheduler: Duration,
+    /// Hash checks of the overlap copies.
+    pub verify: Duration,
+}
+
+impl LoopTimings {
+    pub fn total(&self) -> Duration {
+        self.model + self.exchange + self.blend + self.scheduler + self.verify
+    }
+}
+
 /// Denoised latents of the frames a partition owns, plus per-boundary overlap disagreement.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartitionOutput {
@@ -96,6 +118,7 @@ pub struct PartitionOutput {
     /// δ = ‖v_left − v_right‖ / mean(‖v_left‖, ‖v_right‖) per step, for each boundary whose left
     /// window is in this partition (so each boundary is reported once).
     pub disagreement: Vec<(usize, Vec<f32>)>,
+    pub timings: LoopTimings,
 }
 
 /// Runs the partition's windows through all steps.
@@ -136,6 +159,7 @@ pub fn denoise_partition(
     let mut disagreement: Vec<(usize, Vec<f32>)> = reported.iter().map(|&b| (b, Vec::new())).collect();
     let steps = cfg.schedule.steps();
     let (o, fl, w) = (cfg.plan.overlap(), shape.frame_len(), cfg.plan.window());
+    let mut t = LoopTimings::default();
 
     for i in 0..steps {
         let point = StepPoint { index: i, sigma: cfg.schedule.sigma(i), timestep: cfg.schedule.timestep(i) };
@@ -145,11 +169,14 @@ pub fn denoise_partition(
             }
             let ctx = WindowContext { index: k, first_frame: cfg.plan.window_range(k).start };
             let j = k - first;
+            let t0 = Instant::now();
             denoiser.predict(&x[j], ctx, point, Branch::Conditional, &mut v[j])?;
             if cfg.guidance > 1.0 {
                 denoiser.predict(&x[j], ctx, point, Branch::Unconditional, &mut uncond)?;
                 cfg_combine(v[j].as_mut_slice(), uncond.as_slice(), cfg.guidance);
             }
+            let t1 = Instant::now();
+            t.model += t1 - t0;
             if coupled && o > 0 {
                 if k == first && cfg.has_left() {
                     let msg = velocity_msg(i, k - 1, v[j].frames(0..o));
@@ -159,8 +186,10 @@ pub fn denoise_partition(
                     exchange.send(Side::Right, velocity_msg(i, k, v[j].frames(w - o..w)))?;
                 }
             }
+            t.exchange += t1.elapsed();
         }
         if coupled && o > 0 {
+            let t0 = Instant::now();
             for b in local_boundaries.clone() {
                 let (lo, hi) = v.split_at_mut(b + 1 - first);
                 let left = lo[b - first].frames_mut(w - o..w);
@@ -168,27 +197,40 @@ pub fn denoise_partition(
                 record(&mut disagreement, b, left, right);
                 blend_overlap(left, right, o, fl);
             }
+            t.blend += t0.elapsed();
             if cfg.has_left() {
+                let t0 = Instant::now();
                 let mut remote = recv_velocity(exchange, Side::Left, i, first - 1, o * fl)?;
+                let t1 = Instant::now();
                 blend_overlap(&mut remote, v[0].frames_mut(0..o), o, fl);
+                t.exchange += t1 - t0;
+                t.blend += t1.elapsed();
             }
             if cfg.has_right() {
+                let t0 = Instant::now();
                 let mut remote = recv_velocity(exchange, Side::Right, i, last, o * fl)?;
+                let t1 = Instant::now();
                 let local = v[last - first].frames_mut(w - o..w);
                 record(&mut disagreement, last, local, &remote);
                 blend_overlap(local, &mut remote, o, fl);
+                t.exchange += t1 - t0;
+                t.blend += t1.elapsed();
             }
         }
+        let t0 = Instant::now();
         for (j, k) in cfg.windows.clone().enumerate() {
             states[j].step(&cfg.schedule, i, &v[j], &mut x[j]);
             progress(Progress::Step { window: k, step: i, steps });
         }
+        t.scheduler += t0.elapsed();
         let check_now = (cfg.hash_every > 0 && (i + 1) % cfg.hash_every == 0) || i + 1 == steps;
         if coupled && o > 0 && check_now {
+            let t0 = Instant::now();
             verify_overlaps(cfg, &x, exchange, i)?;
+            t.verify += t0.elapsed();
         }
     }
-    Ok(assemble_owned(cfg, &x, disagreement))
+    Ok(assemble_owned(cfg, &x, disagreement, t))
 }
 
 fn velocity_msg(step: usize, boundary: usize, data: &[f32]) -> OverlapMessage {
@@ -274,7 +316,7 @@ fn verify_overlaps(
     Ok(())
 }
 
-fn assemble_owned(cfg: &PartitionConfig, x: &[Latents], disagreement: Vec<(usize, Vec<f32>)>) -> PartitionOutput {
+fn assemble_owned(cfg: &PartitionConfig, x: &[Latents], disagreement: Vec<(usize, Vec<f32>)>, timings: LoopTimings) -> PartitionOutput {
     let plan = &cfg.plan;
     let owned_start = plan.owned_range(cfg.windows.start).start;
     let owned_end = plan.owned_range(cfg.windows.end - 1).end;
@@ -284,7 +326,7 @@ fn assemble_owned(cfg: &PartitionConfig, x: &[Latents], disagreement: Vec<(usize
         let ws = plan.window_range(k).start;
         owned.write_frames(r.start - owned_start, x[j].frames(r.start - ws..r.end - ws));
     }
-    PartitionOutput { owned_start, owned, disagreement }
+    PartitionOutput { owned_start, owned, disagreement, timings }
 }
 
 /// Decodes the frames a partition owns. The decoder's causal warm-up frames come from the left

@@ -2,7 +2,7 @@
 //! [`ChannelExchange`]. Used by tests, benchmarks and single-process renders; the worker runs the
 //! same [`denoise_partition`] / [`decode_partition`] with a network exchange.
 
-use crate::codenoise::{decode_partition, denoise_partition, CoDenoiseError, PartitionConfig, PartitionOutput, Progress};
+use crate::codenoise::{decode_partition, denoise_partition, CoDenoiseError, LoopTimings, PartitionConfig, PartitionOutput, Progress};
 use crate::denoiser::{Denoiser, FrameDecoder, RgbFrame};
 use crate::exchange::ChannelExchange;
 use crate::tensor::Latents;
@@ -16,6 +16,8 @@ pub struct LocalRender {
     pub frames: Vec<RgbFrame>,
     /// Per-boundary, per-step overlap disagreement δ, sorted by boundary.
     pub disagreement: Vec<(usize, Vec<f32>)>,
+    /// Loop phase timings of each partition, in partition order.
+    pub timings: Vec<LoopTimings>,
 }
 
 /// Renders `base.plan` split over `partitions` partitions (`base.windows` is ignored).
@@ -58,6 +60,7 @@ pub fn render_local(
     let shape = outputs[0].owned.shape().with_frames(base.plan.latent_frames());
     let mut latents = Latents::zeros(shape);
     let mut disagreement = Vec::new();
+    let timings = outputs.iter().map(|o| o.timings).collect();
     for o in outputs {
         latents.write_frames(o.owned_start, o.owned.as_slice());
         disagreement.extend(o.disagreement);
@@ -67,5 +70,5 @@ pub fn render_local(
     if let Some(gap) = frames.iter().enumerate().find(|(n, (i, _))| n != i) {
         return Err(CoDenoiseError::Config(format!("decoded frames are not contiguous at output frame {}", gap.0)));
     }
-    Ok(LocalRender { latents, frames: frames.into_iter().map(|(_, f)| f).collect(), disagreement })
+    Ok(LocalRender { latents, frames: frames.into_iter().map(|(_, f)| f).collect(), disagreement, timings })
 }

@@ -48,11 +48,15 @@ pub fn write_latents(path: &Path, latents: &Latents) -> Result<u64, MediaError> 
         .map_err(|e| bad(format!("cannot build tensor view: {e}")))?;
     let metadata: HashMap<String, String> = latents.metadata.clone().into_iter().collect();
     let mut staged = StagedOutput::new(path)?;
-    safetensors::serialize_to_file([(latents.name.as_str(), view)], &Some(metadata), staged.partial())
-        .map_err(|e| MediaError::Safetensors {
-            path: path.to_path_buf(),
-            message: format!("cannot write: {e}"),
-        })?;
+    safetensors::serialize_to_file(
+        [(latents.name.as_str(), view)],
+        &Some(metadata),
+        staged.partial(),
+    )
+    .map_err(|e| MediaError::Safetensors {
+        path: path.to_path_buf(),
+        message: format!("cannot write: {e}"),
+    })?;
     staged.commit()
 }
 
@@ -86,7 +90,10 @@ pub fn read_latents(
     }
     if let Some(expected) = expected_shape {
         if view.shape() != expected {
-            return Err(bad(format!("shape is {:?}, expected {expected:?}", view.shape())));
+            return Err(bad(format!(
+                "shape is {:?}, expected {expected:?}",
+                view.shape()
+            )));
         }
     }
     let data = view

@@ -87,7 +87,9 @@ impl FromStr for OutputFormat {
             "mp4" => Ok(OutputFormat::Mp4),
             "prores" => Ok(OutputFormat::ProRes),
             "png" => Ok(OutputFormat::Png),
-            _ => Err(MediaError::UnknownFormat { value: s.to_string() }),
+            _ => Err(MediaError::UnknownFormat {
+                value: s.to_string(),
+            }),
         }
     }
 }
@@ -149,7 +151,10 @@ mod tests {
     #[test]
     fn unknown_format_lists_the_allowed_values() {
         let err = "gif".parse::<OutputFormat>().unwrap_err().to_string();
-        assert_eq!(err, "unknown output format \"gif\": allowed values are mp4, prores, png");
+        assert_eq!(
+            err,
+            "unknown output format \"gif\": allowed values are mp4, prores, png"
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl VideoMeta {
 
     /// Chroma-subsampled formats (H.264 4:2:0, ProRes 4:2:2) need even sizes.
     pub(crate) fn require_even(&self) -> Result<(), MediaError> {
-        if self.width % 2 != 0 || self.height % 2 != 0 {
+        if (self.width | self.height) & 1 != 0 {
             return Err(self.invalid("width and height must be even for chroma-subsampled video"));
         }
         Ok(())
@@ -72,31 +72,60 @@ mod tests {
 
     #[test]
     fn frame_len_is_width_height_three() {
-        let meta = VideoMeta { width: 832, height: 480, fps: 16 };
+        let meta = VideoMeta {
+            width: 832,
+            height: 480,
+            fps: 16,
+        };
         assert_eq!(meta.frame_len().unwrap(), 832 * 480 * 3);
     }
 
     #[test]
     fn zero_sizes_and_rates_are_rejected() {
         for meta in [
-            VideoMeta { width: 0, height: 48, fps: 16 },
-            VideoMeta { width: 64, height: 0, fps: 16 },
-            VideoMeta { width: 64, height: 48, fps: 0 },
+            VideoMeta {
+                width: 0,
+                height: 48,
+                fps: 16,
+            },
+            VideoMeta {
+                width: 64,
+                height: 0,
+                fps: 16,
+            },
+            VideoMeta {
+                width: 64,
+                height: 48,
+                fps: 0,
+            },
         ] {
-            assert!(matches!(meta.frame_len(), Err(MediaError::InvalidMeta { .. })));
+            assert!(matches!(
+                meta.frame_len(),
+                Err(MediaError::InvalidMeta { .. })
+            ));
         }
     }
 
     #[test]
     fn wrong_frame_length_names_expected_and_actual() {
-        let meta = VideoMeta { width: 4, height: 2, fps: 1 };
+        let meta = VideoMeta {
+            width: 4,
+            height: 2,
+            fps: 1,
+        };
         let err = meta.check_frame(7, &[0; 5]).unwrap_err().to_string();
         assert_eq!(err, "frame 7 has 5 bytes but a 4x2 rgb frame needs 24");
     }
 
     #[test]
     fn odd_sizes_are_rejected_for_subsampled_video() {
-        let err = VideoMeta { width: 63, height: 48, fps: 16 }.require_even().unwrap_err();
+        let err = VideoMeta {
+            width: 63,
+            height: 48,
+            fps: 16,
+        }
+        .require_even()
+        .unwrap_err();
         assert!(err.to_string().contains("must be even"), "{err}");
     }
 }

@@ -47,7 +47,10 @@ pub struct Mp4Options {
 pub fn default_bitrate_bps(meta: &VideoMeta) -> u32 {
     let pixels_per_sec = f64::from(meta.width) * f64::from(meta.height) * f64::from(meta.fps);
     let bps = (pixels_per_sec * DEFAULT_BITS_PER_PIXEL) as u64;
-    bps.clamp(u64::from(MIN_DEFAULT_BITRATE), u64::from(MAX_DEFAULT_BITRATE)) as u32
+    bps.clamp(
+        u64::from(MIN_DEFAULT_BITRATE),
+        u64::from(MAX_DEFAULT_BITRATE),
+    ) as u32
 }
 
 /// Streams RGB frames into an H.264 MP4; see the module doc.
@@ -62,7 +65,6 @@ pub struct Mp4FrameWriter {
     /// Held back one frame so a frame the encoder skips can lengthen its predecessor.
     pending: Option<mp4::Mp4Sample>,
     frames_in: u64,
-    samples_out: u64,
     next_start: u64,
 }
 
@@ -78,9 +80,13 @@ impl Mp4FrameWriter {
         if meta.fps > 1000 {
             return Err(meta.invalid("mp4 output supports at most 1000 fps"));
         }
-        let bitrate = options.bitrate_bps.unwrap_or_else(|| default_bitrate_bps(&meta));
+        let bitrate = options
+            .bitrate_bps
+            .unwrap_or_else(|| default_bitrate_bps(&meta));
         if bitrate < 10_000 {
-            return Err(meta.invalid(format!("bitrate {bitrate} bps is below the 10000 bps minimum")));
+            return Err(meta.invalid(format!(
+                "bitrate {bitrate} bps is below the 10000 bps minimum"
+            )));
         }
         let keyframe_secs = options.keyframe_interval_secs.unwrap_or(2).max(1);
 
@@ -88,7 +94,8 @@ impl Mp4FrameWriter {
             .bitrate(BitRate::from_bps(bitrate))
             .max_frame_rate(FrameRate::from_hz(meta.fps as f32))
             .rate_control_mode(RateControlMode::Bitrate)
-            // A skipped frame would drop out of the MP4's frame count; quality beats rate here.
+            // A skipped frame would be missing from the MP4. Without skipping, the rate control
+            // overshoots on hard frames instead (OpenH264 warns about this when it starts).
             .skip_frames(false)
             // The only camera usage this OpenH264 build accepts (non-real-time is rejected).
             .usage_type(UsageType::CameraVideoRealTime)
@@ -125,7 +132,6 @@ impl Mp4FrameWriter {
             track_added: false,
             pending: None,
             frames_in: 0,
-            samples_out: 0,
             next_start: 0,
         })
     }
@@ -135,11 +141,17 @@ impl Mp4FrameWriter {
             return Ok(());
         }
         let (Some(sps), Some(pps)) = (&self.params.sps, &self.params.pps) else {
-            return Err(encoder_error(self.staged.target(), "first frame carried no sps/pps"));
+            return Err(encoder_error(
+                self.staged.target(),
+                "first frame carried no sps/pps",
+            ));
         };
         // `mp4`'s avcC builder reads profile and level from bytes 1..=3 of the SPS.
         if sps.len() < 4 {
-            return Err(encoder_error(self.staged.target(), "sps shorter than 4 bytes"));
+            return Err(encoder_error(
+                self.staged.target(),
+                "sps shorter than 4 bytes",
+            ));
         }
         let track = mp4::TrackConfig {
             track_type: mp4::TrackType::Video,
@@ -153,15 +165,18 @@ impl Mp4FrameWriter {
             }),
         };
         let path = self.staged.target().to_path_buf();
-        self.muxer.add_track(&track).map_err(|e| mux_error(&path, e))?;
+        self.muxer
+            .add_track(&track)
+            .map_err(|e| mux_error(&path, e))?;
         self.track_added = true;
         Ok(())
     }
 
     fn mux(&mut self, sample: &mp4::Mp4Sample) -> Result<(), MediaError> {
         let path = self.staged.target().to_path_buf();
-        self.muxer.write_sample(1, sample).map_err(|e| mux_error(&path, e))?;
-        self.samples_out += 1;
+        self.muxer
+            .write_sample(1, sample)
+            .map_err(|e| mux_error(&path, e))?;
         Ok(())
     }
 }
@@ -211,10 +226,13 @@ impl FrameWriter for Mp4FrameWriter {
         self.muxer.write_end().map_err(|e| mux_error(&target, e))?;
         let this = *self;
         let mut staged = this.staged;
-        let flush_err = |e| MediaError::io(format!("cannot write {}", staged.partial().display()), e);
+        let flush_err =
+            |e| MediaError::io(format!("cannot write {}", staged.partial().display()), e);
         let mut buffered = this.muxer.into_writer();
         buffered.flush().map_err(flush_err)?;
-        let file = buffered.into_inner().map_err(|e| flush_err(e.into_error()))?;
+        let file = buffered
+            .into_inner()
+            .map_err(|e| flush_err(e.into_error()))?;
         // The rename publishes the clip; make sure its bytes are on disk first.
         file.sync_all().map_err(flush_err)?;
         drop(file);
@@ -249,9 +267,17 @@ mod tests {
 
     #[test]
     fn default_bitrate_scales_with_pixels_and_is_clamped() {
-        let sd = VideoMeta { width: 832, height: 480, fps: 16 };
+        let sd = VideoMeta {
+            width: 832,
+            height: 480,
+            fps: 16,
+        };
         assert_eq!(default_bitrate_bps(&sd), 1_597_440);
-        let tiny = VideoMeta { width: 64, height: 48, fps: 16 };
+        let tiny = VideoMeta {
+            width: 64,
+            height: 48,
+            fps: 16,
+        };
         assert_eq!(default_bitrate_bps(&tiny), MIN_DEFAULT_BITRATE);
     }
 }

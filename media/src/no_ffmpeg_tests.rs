@@ -13,7 +13,13 @@ fn run_child_without_ffmpeg(test_name: &str) -> String {
     let empty_dir = tempfile::tempdir().expect("temp dir");
     let exe = std::env::current_exe().expect("current test binary");
     let output = Command::new(exe)
-        .args([test_name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            test_name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("PATH", empty_dir.path())
         .output()
         .expect("re-run test binary");
@@ -22,9 +28,18 @@ fn run_child_without_ffmpeg(test_name: &str) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "child test {test_name} failed:\n{text}");
-    assert!(text.contains("1 passed"), "child test {test_name} did not run:\n{text}");
-    assert!(text.contains("ffmpeg_available=false"), "child still saw ffmpeg:\n{text}");
+    assert!(
+        output.status.success(),
+        "child test {test_name} failed:\n{text}"
+    );
+    assert!(
+        text.contains("1 passed"),
+        "child test {test_name} did not run:\n{text}"
+    );
+    assert!(
+        text.contains("ffmpeg_available=false"),
+        "child still saw ffmpeg:\n{text}"
+    );
     text
 }
 
@@ -44,10 +59,16 @@ fn child_encodes_mp4() {
     println!("ffmpeg_available={}", ffmpeg_available());
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("clip.mp4");
-    let meta = VideoMeta { width: 64, height: 48, fps: 16 };
+    let meta = VideoMeta {
+        width: 64,
+        height: 48,
+        fps: 16,
+    };
     let mut writer = open_writer(OutputFormat::Mp4, &path, meta).expect("open mp4 writer");
     for t in 0..20u8 {
-        let frame: Vec<u8> = (0..64 * 48 * 3).map(|i| (i as u8).wrapping_add(t * 8)).collect();
+        let frame: Vec<u8> = (0..64 * 48 * 3)
+            .map(|i| (i as u8).wrapping_add(t * 8))
+            .collect();
         writer.write_frame(&frame).expect("write frame");
     }
     let summary = writer.finish().expect("finish");
@@ -63,11 +84,20 @@ fn check_with_mp4_reader(path: &Path, frames: u32, meta: VideoMeta) {
     let mut reader =
         mp4::Mp4Reader::read_header(std::io::BufReader::new(file), size).expect("parse mp4");
     let track = reader.tracks().get(&1).expect("video track 1");
-    assert_eq!(track.media_type().expect("media type"), mp4::MediaType::H264);
+    assert_eq!(
+        track.media_type().expect("media type"),
+        mp4::MediaType::H264
+    );
     assert_eq!(track.sample_count(), frames);
-    assert_eq!((track.width(), track.height()), (meta.width as u16, meta.height as u16));
+    assert_eq!(
+        (track.width(), track.height()),
+        (meta.width as u16, meta.height as u16)
+    );
     assert!((track.frame_rate() - f64::from(meta.fps)).abs() < 1e-6);
-    let first = reader.read_sample(1, 1).expect("read sample").expect("sample 1");
+    let first = reader
+        .read_sample(1, 1)
+        .expect("read sample")
+        .expect("sample 1");
     assert!(first.is_sync, "the first sample must be a keyframe");
     assert!(!path.with_extension("mp4.partial").exists());
 }
@@ -80,7 +110,11 @@ fn child_prores_reports_missing_ffmpeg() {
         return; // Run by hand with ffmpeg present: the parent test rejects this output.
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let meta = VideoMeta { width: 64, height: 48, fps: 16 };
+    let meta = VideoMeta {
+        width: 64,
+        height: 48,
+        fps: 16,
+    };
     let result = open_writer(OutputFormat::ProRes, &dir.path().join("clip.mov"), meta);
     let err = result.err().expect("prores must fail without ffmpeg");
     assert!(matches!(err, MediaError::FfmpegNotFound));

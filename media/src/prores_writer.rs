@@ -112,7 +112,10 @@ impl ProResWriter {
     /// Closes stdin, waits for ffmpeg, and turns a non-zero exit into `FfmpegFailed`.
     fn wait_for_exit(&mut self) -> Result<(), MediaError> {
         drop(self.stdin.take());
-        let status = self.child.wait().map_err(|e| MediaError::io("cannot wait for ffmpeg", e));
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| MediaError::io("cannot wait for ffmpeg", e));
         self.exited = true;
         let tail = self
             .stderr_reader
@@ -125,7 +128,9 @@ impl ProResWriter {
         }
         let tail = String::from_utf8_lossy(&tail);
         let start = tail.len().saturating_sub(STDERR_TAIL_BYTES);
-        let start = (start..tail.len()).find(|&i| tail.is_char_boundary(i)).unwrap_or(0);
+        let start = (start..tail.len())
+            .find(|&i| tail.is_char_boundary(i))
+            .unwrap_or(0);
         Err(MediaError::FfmpegFailed {
             path: self.staged.target().to_path_buf(),
             status: status.to_string(),

@@ -150,7 +150,7 @@ mod tests {
         frame.fill_from_rgb(&rgb);
         let (_, u_red, v_red) = convert([255, 0, 0]);
         let (_, u_blue, v_blue) = convert([0, 0, 255]);
-        let mid = |a: u8, b: u8| ((u16::from(a) + u16::from(b) + 1) / 2) as u8;
+        let mid = |a: u8, b: u8| (u16::from(a) + u16::from(b)).div_ceil(2) as u8;
         assert!(frame.u[0].abs_diff(mid(u_red, u_blue)) <= 1);
         assert!(frame.v[0].abs_diff(mid(v_red, v_blue)) <= 1);
         assert_eq!(frame.y[0], 63);

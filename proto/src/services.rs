@@ -16,7 +16,7 @@ use crate::FILE_DESCRIPTOR_SET;
 /// ```no_run
 /// # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
 /// let (_reporter, health) = longshot_proto::health_service();
-/// tonic::transport::Server::builder()
+/// longshot_proto::server_builder()
 ///     .add_service(health)
 ///     .add_service(longshot_proto::reflection_service()?)
 ///     .serve("127.0.0.1:50051".parse()?)

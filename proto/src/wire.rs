@@ -27,16 +27,17 @@ pub fn encode_f32_le(values: &[f32]) -> Bytes {
 /// Decodes little-endian f32 bytes into `out`, which must have exactly the payload's length, so
 /// a truncated or oversized overlap from a peer is an error and never a silent partial blend.
 pub fn decode_f32_le_into(bytes: &[u8], out: &mut [f32]) -> Result<(), WireError> {
-    if bytes.len() % 4 != 0 {
+    let chunks = bytes.chunks_exact(4);
+    if !chunks.remainder().is_empty() {
         return Err(WireError::NotF32Aligned { len: bytes.len() });
     }
-    if bytes.len() / 4 != out.len() {
+    if chunks.len() != out.len() {
         return Err(WireError::WrongLength {
             expected: out.len(),
-            got: bytes.len() / 4,
+            got: chunks.len(),
         });
     }
-    for (dst, chunk) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+    for (dst, chunk) in out.iter_mut().zip(chunks) {
         *dst = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
     }
     Ok(())
@@ -44,9 +45,7 @@ pub fn decode_f32_le_into(bytes: &[u8], out: &mut [f32]) -> Result<(), WireError
 
 /// Decodes little-endian f32 bytes into a new vector.
 pub fn decode_f32_le(bytes: &[u8]) -> Result<Vec<f32>, WireError> {
-    if bytes.len() % 4 != 0 {
-        return Err(WireError::NotF32Aligned { len: bytes.len() });
-    }
+    // A misaligned length is reported by decode_f32_le_into before any value is read.
     let mut out = vec![0.0; bytes.len() / 4];
     decode_f32_le_into(bytes, &mut out)?;
     Ok(out)

@@ -68,7 +68,9 @@ pub fn write_bars(
     frames: u32,
 ) -> longshot_media::OutputSummary {
     for t in 0..frames {
-        writer.write_frame(&moving_bars(meta, t)).expect("write frame");
+        writer
+            .write_frame(&moving_bars(meta, t))
+            .expect("write frame");
     }
     writer.finish().expect("finish writer")
 }
@@ -77,13 +79,26 @@ pub fn write_bars(
 pub fn ffprobe(path: &Path) -> (Value, Value) {
     let output = Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream:format=duration,format_name", "-of", "json"])
+        .args([
+            "-show_entries",
+            "stream:format=duration,format_name",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("run ffprobe");
-    assert!(output.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let json: Value = serde_json::from_slice(&output.stdout).expect("ffprobe json");
-    println!("ffprobe {}:\n{}", path.display(), serde_json::to_string_pretty(&json).unwrap_or_default());
+    println!(
+        "ffprobe {}:\n{}",
+        path.display(),
+        serde_json::to_string_pretty(&json).unwrap_or_default()
+    );
     (json["streams"][0].clone(), json["format"].clone())
 }
 
@@ -95,25 +110,42 @@ pub fn key_frames(path: &Path) -> Vec<bool> {
         .arg(path)
         .output()
         .expect("run ffprobe");
-    assert!(output.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|l| l.trim().trim_end_matches(',') == "1")
         .collect()
 }
 
-/// Decodes `path` with ffmpeg back to RGB24 frames (ffmpeg honours the stream's colour tags).
+/// Decodes `path` with ffmpeg back to RGB24 frames. `-xerror` makes any bitstream error fatal,
+/// and ffmpeg picks the RGB matrix from the stream's colour tags.
 pub fn decode_rgb(path: &Path, meta: VideoMeta) -> Vec<Vec<u8>> {
     let output = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
+        .args(["-v", "error", "-xerror", "-i"])
         .arg(path)
         .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .output()
         .expect("run ffmpeg");
-    assert!(output.status.success(), "ffmpeg decode failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "ffmpeg decode failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let frame_len = (meta.width * meta.height * 3) as usize;
-    assert_eq!(output.stdout.len() % frame_len, 0, "decoded size is not whole frames");
-    output.stdout.chunks_exact(frame_len).map(<[u8]>::to_vec).collect()
+    assert_eq!(
+        output.stdout.len() % frame_len,
+        0,
+        "decoded size is not whole frames"
+    );
+    output
+        .stdout
+        .chunks_exact(frame_len)
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 /// Peak signal-to-noise ratio in dB between two 8-bit images.
@@ -144,10 +176,14 @@ pub fn psnr_vs_bars(decoded: &[Vec<u8>], meta: VideoMeta) -> (f64, f64) {
 
 /// A stream field that ffprobe prints as a string, e.g. `nb_frames`.
 pub fn field<'a>(stream: &'a Value, name: &str) -> &'a str {
-    stream[name].as_str().unwrap_or_else(|| panic!("ffprobe gave no {name}: {stream}"))
+    stream[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("ffprobe gave no {name}: {stream}"))
 }
 
 /// A field ffprobe prints as a decimal string, e.g. `duration`.
 pub fn number(value: &Value, name: &str) -> f64 {
-    field(value, name).parse().unwrap_or_else(|_| panic!("{name} is not a number: {value}"))
+    field(value, name)
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a number: {value}"))
 }

@@ -21,9 +21,17 @@ fn sample_latents() -> Latents {
     let metadata = BTreeMap::from([
         ("model".to_string(), "wan2.1-t2v-1.3b".to_string()),
         ("seed".to_string(), "42".to_string()),
-        ("prompt".to_string(), "a lighthouse at dusk, \"long shot\" — 60 s".to_string()),
+        (
+            "prompt".to_string(),
+            "a lighthouse at dusk, \"long shot\" — 60 s".to_string(),
+        ),
     ]);
-    Latents { name: "latents".into(), shape, data, metadata }
+    Latents {
+        name: "latents".into(),
+        shape,
+        data,
+        metadata,
+    }
 }
 
 #[test]
@@ -49,12 +57,23 @@ fn wrong_shape_or_name_errors_name_the_file_and_tensor() {
     let path = dir.path().join("l.safetensors");
     write_latents(&path, &sample_latents()).unwrap();
 
-    let err = read_latents(&path, "latents", Some(&[2, 3, 20])).unwrap_err().to_string();
-    assert!(err.contains(&path.display().to_string()) && err.contains("\"latents\""), "{err}");
-    assert!(err.contains("shape is [2, 3, 4, 5], expected [2, 3, 20]"), "{err}");
+    let err = read_latents(&path, "latents", Some(&[2, 3, 20]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("\"latents\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("shape is [2, 3, 4, 5], expected [2, 3, 20]"),
+        "{err}"
+    );
 
     let err = read_latents(&path, "noise", None).unwrap_err().to_string();
-    assert!(err.contains("\"noise\"") && err.contains("[\"latents\"]"), "{err}");
+    assert!(
+        err.contains("\"noise\"") && err.contains("[\"latents\"]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -67,7 +86,10 @@ fn non_f32_tensors_are_rejected() {
         .unwrap();
     let err = read_latents(&path, "latents", None).unwrap_err();
     assert!(matches!(err, MediaError::Latents { .. }), "{err}");
-    assert!(err.to_string().contains("dtype is I32, expected F32"), "{err}");
+    assert!(
+        err.to_string().contains("dtype is I32, expected F32"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -83,11 +105,19 @@ fn corrupt_truncated_and_missing_files_are_clear_errors() {
     for path in [&garbage, &truncated] {
         let err = read_latents(path, "latents", None).unwrap_err();
         assert!(matches!(err, MediaError::Safetensors { .. }), "{err}");
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
     }
     let missing = dir.path().join("missing.safetensors");
-    let err = read_latents(&missing, "latents", None).unwrap_err().to_string();
-    assert!(err.starts_with(&format!("cannot read {}", missing.display())), "{err}");
+    let err = read_latents(&missing, "latents", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("cannot read {}", missing.display())),
+        "{err}"
+    );
 }
 
 #[test]
@@ -97,6 +127,9 @@ fn writing_inconsistent_latents_fails_and_leaves_no_file() {
     let mut latents = sample_latents();
     latents.shape = vec![7, 7];
     let err = write_latents(&path, &latents).unwrap_err().to_string();
-    assert!(err.contains("shape [7, 7] needs 49 values but 120 were given"), "{err}");
+    assert!(
+        err.contains("shape [7, 7] needs 49 values but 120 were given"),
+        "{err}"
+    );
     assert!(!Path::new(&path).exists());
 }

@@ -9,7 +9,11 @@ use crate::common::{
     write_bars,
 };
 
-const META: VideoMeta = VideoMeta { width: 64, height: 48, fps: 16 };
+const META: VideoMeta = VideoMeta {
+    width: 64,
+    height: 48,
+    fps: 16,
+};
 const FRAMES: u32 = 33;
 
 #[test]
@@ -19,7 +23,11 @@ fn mp4_probes_as_h264_yuv420p_with_exact_frame_count_rate_and_duration() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bars.mp4");
-    let summary = write_bars(open_writer(OutputFormat::Mp4, &path, META).unwrap(), META, FRAMES);
+    let summary = write_bars(
+        open_writer(OutputFormat::Mp4, &path, META).unwrap(),
+        META,
+        FRAMES,
+    );
     assert_eq!(summary.frames, 33);
     assert_eq!(summary.path, path);
     assert!((summary.duration_secs - 33.0 / 16.0).abs() < 1e-9);
@@ -50,7 +58,11 @@ fn mp4_decodes_back_to_the_input_within_lossy_tolerance() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bars.mp4");
-    write_bars(open_writer(OutputFormat::Mp4, &path, META).unwrap(), META, FRAMES);
+    write_bars(
+        open_writer(OutputFormat::Mp4, &path, META).unwrap(),
+        META,
+        FRAMES,
+    );
     let decoded = decode_rgb(&path, META);
     assert_eq!(decoded.len(), 33);
     let (min, mean) = psnr_vs_bars(&decoded, META);
@@ -66,9 +78,16 @@ fn keyframe_interval_option_places_idr_frames_for_seeking() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gop.mp4");
     let options = WriterOptions {
-        mp4: Mp4Options { keyframe_interval_secs: Some(1), ..Mp4Options::default() },
+        mp4: Mp4Options {
+            keyframe_interval_secs: Some(1),
+            ..Mp4Options::default()
+        },
     };
-    write_bars(open_writer_with(OutputFormat::Mp4, &path, META, options).unwrap(), META, 40);
+    write_bars(
+        open_writer_with(OutputFormat::Mp4, &path, META, options).unwrap(),
+        META,
+        40,
+    );
     let keys: Vec<usize> = key_frames(&path)
         .iter()
         .enumerate()
@@ -81,13 +100,22 @@ fn keyframe_interval_option_places_idr_frames_for_seeking() {
 fn bitrate_option_controls_the_file_size() {
     // Grain makes the clip expensive enough for the rate control to matter (plain bars fit
     // any bitrate at top quality).
-    let meta = VideoMeta { width: 160, height: 96, fps: 16 };
-    let frames: Vec<Vec<u8>> = (0..32).map(|t| with_grain(moving_bars(meta, t), t)).collect();
+    let meta = VideoMeta {
+        width: 160,
+        height: 96,
+        fps: 16,
+    };
+    let frames: Vec<Vec<u8>> = (0..32)
+        .map(|t| with_grain(moving_bars(meta, t), t))
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let size_at = |bps: u32| {
         let path = dir.path().join(format!("rate_{bps}.mp4"));
         let options = WriterOptions {
-            mp4: Mp4Options { bitrate_bps: Some(bps), ..Mp4Options::default() },
+            mp4: Mp4Options {
+                bitrate_bps: Some(bps),
+                ..Mp4Options::default()
+            },
         };
         let mut writer = open_writer_with(OutputFormat::Mp4, &path, meta, options).unwrap();
         frames.iter().for_each(|f| writer.write_frame(f).unwrap());
@@ -96,7 +124,10 @@ fn bitrate_option_controls_the_file_size() {
     };
     let (low, high) = (size_at(200_000), size_at(1_600_000));
     println!("asked 200 kbit/s, got {low:.0}; asked 1600 kbit/s, got {high:.0}");
-    assert!(low < 200_000.0 * 1.5 && high > 1_600_000.0 * 0.5, "{low} / {high} bit/s");
+    assert!(
+        low < 200_000.0 * 1.5 && high > 1_600_000.0 * 0.5,
+        "{low} / {high} bit/s"
+    );
 }
 
 /// Adds deterministic per-pixel noise (an LCG, so the test needs no rand crate).
@@ -113,21 +144,38 @@ fn with_grain(mut rgb: Vec<u8>, seed: u32) -> Vec<u8> {
 fn mp4_rejects_odd_sizes_and_wrong_frame_lengths_without_leaving_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.mp4");
-    let odd = VideoMeta { width: 63, height: 48, fps: 16 };
+    let odd = VideoMeta {
+        width: 63,
+        height: 48,
+        fps: 16,
+    };
     let err = open_writer(OutputFormat::Mp4, &path, odd).err().unwrap();
     assert!(matches!(err, MediaError::InvalidMeta { .. }), "{err}");
     assert!(err.to_string().contains("must be even"), "{err}");
 
     let mut writer = open_writer(OutputFormat::Mp4, &path, META).unwrap();
     let err = writer.write_frame(&[0u8; 10]).unwrap_err();
-    assert_eq!(err.to_string(), "frame 0 has 10 bytes but a 64x48 rgb frame needs 9216");
+    assert_eq!(
+        err.to_string(),
+        "frame 0 has 10 bytes but a 64x48 rgb frame needs 9216"
+    );
     // The writer is still usable after a rejected frame.
     writer.write_frame(&moving_bars(META, 0)).unwrap();
     drop(writer);
-    assert!(!path.exists(), "an abandoned writer must not leave a file at the target");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "partial file left behind");
+    assert!(
+        !path.exists(),
+        "an abandoned writer must not leave a file at the target"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "partial file left behind"
+    );
 
-    let err = open_writer(OutputFormat::Mp4, &path, META).unwrap().finish().unwrap_err();
+    let err = open_writer(OutputFormat::Mp4, &path, META)
+        .unwrap()
+        .finish()
+        .unwrap_err();
     assert!(matches!(err, MediaError::NoFrames { .. }), "{err}");
     assert!(!path.exists());
 }
@@ -138,34 +186,4 @@ fn mp4_into_a_missing_directory_fails_at_open() {
     let path = dir.path().join("no/such/dir/clip.mp4");
     let err = open_writer(OutputFormat::Mp4, &path, META).err().unwrap();
     assert!(err.to_string().contains("does not exist"), "{err}");
-}
-
-
-#[test]
-#[ignore]
-fn zz_speed() {
-    let meta = VideoMeta { width: 832, height: 480, fps: 16 };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("big.mp4");
-    let frames: Vec<Vec<u8>> = (0..160).map(|t| with_grain(moving_bars(meta, t), t)).collect();
-    let start = std::time::Instant::now();
-    let mut w = open_writer(OutputFormat::Mp4, &path, meta).unwrap();
-    for f in &frames { w.write_frame(f).unwrap(); }
-    let s = w.finish().unwrap();
-    let el = start.elapsed().as_secs_f64();
-    println!("160 frames 832x480: {el:.2}s = {:.1} fps, {} bytes = {:.0} kbps", 160.0/el, s.bytes, s.bytes as f64*8.0/10.0/1000.0);
-    let out = std::process::Command::new("ffprobe").args(["-v","error","-show_entries","stream=profile,level,nb_frames,duration","-of","compact"]).arg(&path).output().unwrap();
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    let out = std::process::Command::new("ffmpeg").args(["-v","error","-xerror","-i"]).arg(&path).args(["-f","null","-"]).output().unwrap();
-    println!("decode status {} {}", out.status, String::from_utf8_lossy(&out.stderr));
-    let start = std::time::Instant::now();
-    let mut w = open_writer(OutputFormat::Png, &dir.path().join("png"), meta).unwrap();
-    for f in &frames[..32] { w.write_frame(f).unwrap(); }
-    let s = w.finish().unwrap();
-    println!("png 32 frames: {:.2}s, {} bytes", start.elapsed().as_secs_f64(), s.bytes);
-    let start = std::time::Instant::now();
-    let mut w = open_writer(OutputFormat::ProRes, &dir.path().join("p.mov"), meta).unwrap();
-    for f in &frames { w.write_frame(f).unwrap(); }
-    let s = w.finish().unwrap();
-    println!("prores 160 frames: {:.2}s, {} bytes", start.elapsed().as_secs_f64(), s.bytes);
 }

@@ -4,7 +4,11 @@ use longshot_media::{open_writer, png_frame_name, OutputFormat, VideoMeta};
 
 use crate::common::{moving_bars, write_bars};
 
-const META: VideoMeta = VideoMeta { width: 64, height: 48, fps: 16 };
+const META: VideoMeta = VideoMeta {
+    width: 64,
+    height: 48,
+    fps: 16,
+};
 
 fn decode_png(path: &std::path::Path) -> (u32, u32, Vec<u8>) {
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
@@ -39,7 +43,10 @@ fn png_sequence_round_trips_exactly() {
         total += std::fs::metadata(&path).unwrap().len();
         let (w, h, rgb) = decode_png(&path);
         assert_eq!((w, h), (64, 48));
-        assert!(rgb == moving_bars(META, t), "frame {t} differs after the png round trip");
+        assert!(
+            rgb == moving_bars(META, t),
+            "frame {t} differs after the png round trip"
+        );
     }
     assert_eq!(summary.bytes, total);
 }
@@ -47,9 +54,18 @@ fn png_sequence_round_trips_exactly() {
 #[test]
 fn png_writer_refuses_a_directory_with_an_old_sequence() {
     let dir = tempfile::tempdir().unwrap();
-    write_bars(open_writer(OutputFormat::Png, dir.path(), META).unwrap(), META, 2);
-    let err = open_writer(OutputFormat::Png, dir.path(), META).err().unwrap();
-    assert!(err.to_string().contains("already holds frame_000000.png"), "{err}");
+    write_bars(
+        open_writer(OutputFormat::Png, dir.path(), META).unwrap(),
+        META,
+        2,
+    );
+    let err = open_writer(OutputFormat::Png, dir.path(), META)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("already holds frame_000000.png"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -57,6 +73,9 @@ fn png_writer_rejects_wrong_frame_lengths() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = open_writer(OutputFormat::Png, dir.path(), META).unwrap();
     let err = writer.write_frame(&vec![0; 9215]).unwrap_err();
-    assert_eq!(err.to_string(), "frame 0 has 9215 bytes but a 64x48 rgb frame needs 9216");
+    assert_eq!(
+        err.to_string(),
+        "frame 0 has 9215 bytes but a 64x48 rgb frame needs 9216"
+    );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -1,12 +1,16 @@
 //! ProRes `.mov` output through ffmpeg, checked with ffprobe; ffmpeg failures must surface.
 
-use longshot_media::{open_writer, ffmpeg_available, MediaError, OutputFormat, VideoMeta};
+use longshot_media::{ffmpeg_available, open_writer, MediaError, OutputFormat, VideoMeta};
 
 use crate::common::{
     decode_rgb, ffprobe, field, moving_bars, number, psnr_vs_bars, require_tool, write_bars,
 };
 
-const META: VideoMeta = VideoMeta { width: 64, height: 48, fps: 16 };
+const META: VideoMeta = VideoMeta {
+    width: 64,
+    height: 48,
+    fps: 16,
+};
 
 #[test]
 fn prores_probes_as_422_hq_10_bit_and_decodes_back_closely() {
@@ -16,7 +20,11 @@ fn prores_probes_as_422_hq_10_bit_and_decodes_back_closely() {
     assert!(ffmpeg_available());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bars.mov");
-    let summary = write_bars(open_writer(OutputFormat::ProRes, &path, META).unwrap(), META, 33);
+    let summary = write_bars(
+        open_writer(OutputFormat::ProRes, &path, META).unwrap(),
+        META,
+        33,
+    );
     assert_eq!(summary.frames, 33);
     assert_eq!(summary.format, OutputFormat::ProRes);
 
@@ -24,7 +32,10 @@ fn prores_probes_as_422_hq_10_bit_and_decodes_back_closely() {
     assert_eq!(field(&stream, "codec_name"), "prores");
     assert_eq!(field(&stream, "profile"), "HQ");
     assert_eq!(field(&stream, "pix_fmt"), "yuv422p10le");
-    assert_eq!((stream["width"].clone(), stream["height"].clone()), (64.into(), 48.into()));
+    assert_eq!(
+        (stream["width"].clone(), stream["height"].clone()),
+        (64.into(), 48.into())
+    );
     assert_eq!(field(&stream, "nb_frames"), "33");
     assert_eq!(field(&stream, "nb_read_frames"), "33");
     assert_eq!(field(&stream, "r_frame_rate"), "16/1");
@@ -64,7 +75,10 @@ fn ffmpeg_failure_surfaces_as_an_error_with_its_stderr_and_never_hangs() {
     let MediaError::FfmpegFailed { stderr_tail, .. } = &err else {
         panic!("expected FfmpegFailed, got {err}");
     };
-    assert!(stderr_tail.contains("blocked.mov.partial"), "stderr tail: {stderr_tail}");
+    assert!(
+        stderr_tail.contains("blocked.mov.partial"),
+        "stderr tail: {stderr_tail}"
+    );
     assert!(!path.exists());
 }
 
@@ -76,5 +90,15 @@ fn prores_rejects_wrong_frame_lengths() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = open_writer(OutputFormat::ProRes, &dir.path().join("x.mov"), META).unwrap();
     let err = writer.write_frame(&[1, 2, 3]).unwrap_err();
-    assert!(matches!(err, MediaError::FrameLength { expected: 9216, actual: 3, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            MediaError::FrameLength {
+                expected: 9216,
+                actual: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

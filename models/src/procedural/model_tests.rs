@@ -225,29 +225,3 @@ fn decoded_prior_follows_the_palette() {
     let palette = PriorParams::from_prompt("a red sunset").palette;
     assert!((0..3).all(|k| (sunset[k] - palette[k]).abs() < 0.1), "{sunset:?} vs {palette:?}");
 }
-
-/// Timing probe for one forward at Wan 480×832 (latent 21×16×60×104). Run with
-/// `RAYON_NUM_THREADS=1 cargo test --release -p longshot-models forward_timing -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing probe; run in release mode"]
-fn forward_timing_480p() {
-    let shape = LatentShape::new(21, CHANNELS, 60, 104);
-    let start = std::time::Instant::now();
-    let mut d =
-        ProceduralModel::new().denoiser(&cond("a red sunset over a calm ocean", ""), 60, 104);
-    let x = gaussian_latents(shape, 1);
-    let mut v = Latents::zeros(shape);
-    d.predict(&x, window(0), step(0.5), Branch::Conditional, &mut v).unwrap();
-    println!("setup + first forward: {:.3} s", start.elapsed().as_secs_f64());
-    let mut best = f64::INFINITY;
-    for i in 0..5 {
-        let t = std::time::Instant::now();
-        d.predict(&x, window(16 * i), step(0.5), Branch::Conditional, &mut v).unwrap();
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    println!(
-        "forward at latent 21×16×60×104: best of 5 = {:.3} s on {} rayon thread(s)",
-        best,
-        rayon::current_num_threads()
-    );
-}

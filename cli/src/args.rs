@@ -1,0 +1,99 @@
+//! Job-spec flags shared by `render` and `submit`.
+
+use clap::Args;
+use longshot_core::codenoise::BlendMode;
+use longshot_core::job::{defaults, ClipLength, JobSpec};
+
+#[derive(Args, Clone, Debug)]
+pub struct JobArgs {
+    /// What to render.
+    #[arg(long, short = 'p')]
+    pub prompt: String,
+    /// What to steer away from (the unconditional branch of classifier-free guidance).
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// Model name (see `longshot models`).
+    #[arg(long, default_value = "procedural")]
+    pub model: String,
+    /// Random seed; drawn at random and reported when unset.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Clip length in seconds (rounded to the model's 4k+1 frame grid).
+    #[arg(long, short = 'd', conflicts_with = "frames")]
+    pub duration: Option<f64>,
+    /// Clip length in output frames (rounded down to 4k+1).
+    #[arg(long)]
+    pub frames: Option<u32>,
+    #[arg(long, default_value_t = defaults::FPS)]
+    pub fps: u32,
+    /// Width in pixels, a multiple of 16.
+    #[arg(long, default_value_t = defaults::WIDTH)]
+    pub width: u32,
+    /// Height in pixels, a multiple of 16.
+    #[arg(long, default_value_t = defaults::HEIGHT)]
+    pub height: u32,
+    /// Denoising steps.
+    #[arg(long, default_value_t = defaults::STEPS)]
+    pub steps: u32,
+    /// Classifier-free guidance scale (CFG runs when > 1).
+    #[arg(long, default_value_t = defaults::GUIDANCE)]
+    pub guidance: f32,
+    /// Flow-matching timestep shift.
+    #[arg(long, default_value_t = defaults::SHIFT)]
+    pub shift: f64,
+    /// Sampler: unipc or euler.
+    #[arg(long, default_value = defaults::SOLVER)]
+    pub solver: String,
+    /// Overlap between windows in latent frames (model default when unset).
+    #[arg(long)]
+    pub overlap: Option<u32>,
+    /// Output formats: mp4, prores, png, latents (comma-separated; default from -o's extension).
+    #[arg(long = "format", value_delimiter = ',')]
+    pub formats: Vec<String>,
+    /// Higher runs first (-100..=100).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// Ablation: render windows independently (no overlap exchange, hard cuts at the seams).
+    #[arg(long)]
+    pub no_exchange: bool,
+}
+
+impl JobArgs {
+    pub fn to_spec(&self, default_formats: &[String]) -> JobSpec {
+        let length = match (self.duration, self.frames) {
+            (_, Some(f)) => ClipLength::Frames(f),
+            (Some(s), None) => ClipLength::Seconds(s),
+            (None, None) => ClipLength::Seconds(5.0),
+        };
+        let outputs = if self.formats.is_empty() { default_formats.to_vec() } else { self.formats.clone() };
+        JobSpec {
+            model: self.model.clone(),
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            seed: self.seed,
+            length,
+            fps: self.fps,
+            width: self.width,
+            height: self.height,
+            steps: self.steps,
+            guidance: self.guidance,
+            shift: self.shift,
+            solver: self.solver.clone(),
+            overlap: self.overlap,
+            outputs,
+            priority: self.priority,
+            blend: if self.no_exchange { BlendMode::Independent } else { BlendMode::CoDenoise },
+        }
+    }
+}
+
+/// Output format implied by a path's extension.
+pub fn format_for_path(path: &std::path::Path) -> Option<&'static str> {
+    match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("mp4") => Some("mp4"),
+        Some("mov") => Some("prores"),
+        Some("safetensors") => Some("latents"),
+        None => Some("png"),
+        _ => None,
+    }
+}

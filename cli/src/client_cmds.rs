@@ -1,0 +1,195 @@
+//! Job-control commands against a running coordinator.
+
+use crate::args::{format_for_path, JobArgs};
+use crate::progress::follow;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use futures::StreamExt;
+use longshot_core::api::{JobApi, JobState, JobStatus};
+use longshot_core::job::OutputKind;
+use longshot_proto::client::JobClient;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Follow the job until it ends (exit status 1 unless it is done).
+    #[arg(long)]
+    pub wait: bool,
+}
+
+pub async fn connect(coordinator: &str) -> Result<JobClient> {
+    JobClient::connect(coordinator).await.map_err(|e| anyhow!("{e}"))
+}
+
+pub async fn submit(coordinator: &str, a: SubmitArgs, json: bool) -> Result<()> {
+    let client = connect(coordinator).await?;
+    let r = client.submit(a.job.to_spec(&["mp4".to_string()])).await.map_err(|e| anyhow!("{e}"))?;
+    if json {
+        println!("{}", serde_json::json!({"job_id": r.job_id, "seed": r.seed, "plan": r.plan}));
+    } else {
+        println!("{}", r.job_id);
+    }
+    if a.wait {
+        let status = follow(&client, &r.job_id, json).await?;
+        if status.state != JobState::Done {
+            bail!("job {} ended {}{}", r.job_id, status.state, status.error.map(|e| format!(": {e}")).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+pub fn print_status(s: &JobStatus, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(s).unwrap_or_default());
+        return;
+    }
+    let plan = s.plan.map(|p| format!("{} windows / {} frames on {} workers", p.windows, p.output_frames, p.workers)).unwrap_or_default();
+    println!("{}  {:<9}  {}/{} steps  {}  seed {}  {:?}", s.job_id, s.state.as_str(), s.steps_done, s.steps_total, plan, s.seed, s.spec.prompt);
+    if let Some(e) = &s.error {
+        println!("    error: {e}");
+    }
+    for o in &s.outputs {
+        println!("    output {} ({}, {} bytes)", o.name, o.format, o.size_bytes);
+    }
+}
+
+pub async fn status(coordinator: &str, job_id: &str, json: bool) -> Result<()> {
+    let s = connect(coordinator).await?.get(job_id.to_string()).await.map_err(|e| anyhow!("{e}"))?;
+    print_status(&s, json);
+    Ok(())
+}
+
+pub fn parse_state(s: &str) -> Result<JobState> {
+    Ok(match s {
+        "queued" => JobState::Queued,
+        "running" => JobState::Running,
+        "decoding" => JobState::Decoding,
+        "done" => JobState::Done,
+        "failed" => JobState::Failed,
+        "cancelled" => JobState::Cancelled,
+        other => bail!("state {other:?} is not one of: queued, running, decoding, done, failed, cancelled"),
+    })
+}
+
+pub async fn list(coordinator: &str, state: Option<&str>, limit: usize, json: bool) -> Result<()> {
+    let state = state.map(parse_state).transpose()?;
+    let jobs = connect(coordinator).await?.list(state, limit).await.map_err(|e| anyhow!("{e}"))?;
+    for j in &jobs {
+        print_status(j, json);
+    }
+    if jobs.is_empty() && !json {
+        println!("no jobs");
+    }
+    Ok(())
+}
+
+pub async fn watch(coordinator: &str, job_id: &str, json: bool) -> Result<()> {
+    let client = connect(coordinator).await?;
+    let s = follow(&client, job_id, json).await?;
+    if s.state != JobState::Done {
+        bail!("job {job_id} ended {}{}", s.state, s.error.map(|e| format!(": {e}")).unwrap_or_default());
+    }
+    Ok(())
+}
+
+pub async fn cancel(coordinator: &str, job_id: &str, json: bool) -> Result<()> {
+    let state = connect(coordinator).await?.cancel(job_id.to_string()).await.map_err(|e| anyhow!("{e}"))?;
+    if json {
+        println!("{}", serde_json::json!({"job_id": job_id, "state": state}));
+    } else {
+        println!("{job_id}: {state}{}", if state.is_terminal() { "" } else { " (cancelling)" });
+    }
+    Ok(())
+}
+
+/// Writes output `kind` of a finished job to `output` (a directory for png). Returns bytes written.
+pub async fn fetch_to(client: &JobClient, job_id: &str, kind: OutputKind, output: &Path) -> Result<u64> {
+    let mut stream = client.fetch(job_id.to_string(), kind).await.map_err(|e| anyhow!("{e}"))?;
+    let png = kind == OutputKind::Png;
+    if png {
+        tokio::fs::create_dir_all(output).await.with_context(|| format!("creating {}", output.display()))?;
+    }
+    // Write to a temporary name and rename at the end, so a failed download never looks complete.
+    let mut current: Option<(PathBuf, PathBuf, tokio::fs::File)> = None;
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| anyhow!("{e}"))?;
+        if chunk.offset == 0 {
+            if let Some((tmp, dst, mut f)) = current.take() {
+                f.flush().await?;
+                tokio::fs::rename(&tmp, &dst).await?;
+            }
+            let dst = if png {
+                let name = Path::new(&chunk.name).file_name().ok_or_else(|| anyhow!("server sent a bad file name {:?}", chunk.name))?;
+                output.join(name)
+            } else {
+                output.to_path_buf()
+            };
+            let tmp = dst.with_extension("part");
+            let f = tokio::fs::File::create(&tmp).await.with_context(|| format!("creating {}", tmp.display()))?;
+            current = Some((tmp, dst, f));
+        }
+        let (_, _, f) = current.as_mut().ok_or_else(|| anyhow!("server sent data before the start of a file"))?;
+        f.write_all(&chunk.data).await?;
+        total += chunk.data.len() as u64;
+    }
+    if let Some((tmp, dst, mut f)) = current.take() {
+        f.flush().await?;
+        tokio::fs::rename(&tmp, &dst).await?;
+    }
+    Ok(total)
+}
+
+pub async fn fetch(coordinator: &str, job_id: &str, output: &Path, format: Option<&str>, json: bool) -> Result<()> {
+    let kind: OutputKind = match format.or_else(|| format_for_path(output)) {
+        Some(f) => f.parse().map_err(|e: String| anyhow!(e))?,
+        None => bail!("cannot tell the format from {}; pass --format mp4|prores|png|latents", output.display()),
+    };
+    let client = connect(coordinator).await?;
+    let bytes = fetch_to(&client, job_id, kind, output).await?;
+    if json {
+        println!("{}", serde_json::json!({"job_id": job_id, "format": kind, "path": output, "bytes": bytes}));
+    } else {
+        println!("wrote {} ({bytes} bytes)", output.display());
+    }
+    Ok(())
+}
+
+pub async fn workers(coordinator: &str, json: bool) -> Result<()> {
+    let ws = connect(coordinator).await?.workers().await.map_err(|e| anyhow!("{e}"))?;
+    for w in &ws {
+        if json {
+            println!("{}", serde_json::to_string(w)?);
+        } else {
+            let models: Vec<&str> = w.models.iter().map(|m| m.name.as_str()).collect();
+            println!("{:<16} {:<22} {:?}  {} ({})  models: {}", w.id, w.address, w.state, w.device_kind, w.device_name, models.join(", "));
+        }
+    }
+    if ws.is_empty() && !json {
+        println!("no workers");
+    }
+    Ok(())
+}
+
+pub async fn models(coordinator: &str, json: bool) -> Result<()> {
+    for m in connect(coordinator).await?.models().await.map_err(|e| anyhow!("{e}"))? {
+        if json {
+            println!("{}", serde_json::to_string(&m)?);
+        } else {
+            println!(
+                "{:<20} window {} latent frames ({} video frames), overlap {}, {} channels, {}x spatial / {}x temporal compression",
+                m.name,
+                m.window_frames,
+                m.output_frames_for(m.window_frames),
+                m.default_overlap,
+                m.latent_channels,
+                m.spatial_compression,
+                m.temporal_compression
+            );
+        }
+    }
+    Ok(())
+}

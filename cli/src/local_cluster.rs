@@ -1,0 +1,222 @@
+//! `longshot render` and `longshot up`: a coordinator in this process and N worker processes on
+//! loopback, talking real gRPC. Workers are children of this process and exit when it does (their
+//! standard input closes).
+
+use crate::args::{format_for_path, JobArgs};
+use crate::client_cmds::{connect, fetch_to};
+use crate::progress::follow;
+use crate::serve::{interrupted, start_coordinator, CoordinatorArgs};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use longshot_coordinator::Coordinator;
+use longshot_core::api::{JobApi, JobState};
+use longshot_core::job::OutputKind;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+#[derive(Args, Debug)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Worker processes to start.
+    #[arg(long, short = 'w', default_value_t = 2)]
+    pub workers: usize,
+    /// Output path: .mp4, .mov (ProRes), .safetensors (latents), or a directory (PNG frames).
+    #[arg(long, short = 'o', default_value = "clip.mp4")]
+    pub output: PathBuf,
+    /// Seconds a worker waits for a neighbour's overlap before failing.
+    #[arg(long, default_value_t = 120.0)]
+    pub exchange_timeout: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+    /// Worker processes to start.
+    #[arg(long, short = 'w', default_value_t = 2)]
+    pub workers: usize,
+}
+
+/// A running local cluster.
+pub struct LocalCluster {
+    pub endpoint: String,
+    pub coordinator: Coordinator,
+    children: Vec<Child>,
+    stop: watch::Sender<bool>,
+    logs: PathBuf,
+}
+
+impl LocalCluster {
+    pub async fn start(args: &CoordinatorArgs, workers: usize, logs: &Path) -> Result<Self> {
+        if !(1..=64).contains(&workers) {
+            bail!("--workers {workers} is not in 1..=64");
+        }
+        let cfg = args.config()?;
+        let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let (stop, rx) = watch::channel(false);
+        let (coordinator, _server) = start_coordinator(listener, cfg, rx);
+        std::fs::create_dir_all(logs)?;
+        let exe = std::env::current_exe().context("cannot find the longshot executable")?;
+        let mut children = Vec::new();
+        for i in 0..workers {
+            let log = std::fs::File::create(logs.join(format!("worker-{i}.log")))?;
+            let child = Command::new(&exe)
+                .args(["--coordinator", &endpoint, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close"])
+                .args(["--id", &format!("local-{i}")])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .context("cannot start a worker process")?;
+            children.push(child);
+        }
+        let mut cluster = Self { endpoint, coordinator, children, stop, logs: logs.to_path_buf() };
+        cluster.wait_for_workers(workers, Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    async fn wait_for_workers(&mut self, n: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let up = self.coordinator.workers().await.map_err(|e| anyhow!("{e}"))?.len();
+            if up >= n {
+                return Ok(());
+            }
+            for (i, c) in self.children.iter_mut().enumerate() {
+                if let Some(status) = c.try_wait()? {
+                    let log = std::fs::read_to_string(self.logs.join(format!("worker-{i}.log"))).unwrap_or_default();
+                    bail!("worker {i} exited at start-up ({status}):\n{}", tail(&log, 20));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("only {up} of {n} workers registered within {timeout:?} (logs in {})", self.logs.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the workers (closing their stdin makes them deregister and exit) and the server.
+    pub async fn shutdown(mut self) {
+        for c in &mut self.children {
+            drop(c.stdin.take());
+        }
+        for c in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(10), c.wait()).await.is_err() {
+                let _ = c.kill().await;
+            }
+        }
+        let _ = self.stop.send(true);
+    }
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Output formats to fetch and where: the `-o` path for its own format, siblings for the others.
+fn destinations(output: &Path, formats: &[String]) -> Result<Vec<(OutputKind, PathBuf)>> {
+    let main = format_for_path(output);
+    formats
+        .iter()
+        .map(|f| {
+            let kind: OutputKind = f.parse().map_err(|e: String| anyhow!(e))?;
+            let path = if Some(f.as_str()) == main {
+                output.to_path_buf()
+            } else {
+                match kind {
+                    OutputKind::Mp4 => output.with_extension("mp4"),
+                    OutputKind::Prores => output.with_extension("mov"),
+                    OutputKind::Latents => output.with_extension("safetensors"),
+                    OutputKind::Png => output.with_extension("frames"),
+                }
+            };
+            Ok((kind, path))
+        })
+        .collect()
+}
+
+pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
+    let main_format = format_for_path(&a.output)
+        .ok_or_else(|| anyhow!("cannot tell the format from {}; use .mp4, .mov, .safetensors, a directory, or --format", a.output.display()))?;
+    let spec = a.job.to_spec(&[main_format.to_string()]);
+    let targets = destinations(&a.output, &spec.outputs)?;
+    let work = tempfile::Builder::new().prefix("longshot-render-").tempdir()?;
+    let coord_args = CoordinatorArgs {
+        listen: "127.0.0.1:0".into(),
+        data_dir: work.path().join("data"),
+        exchange_timeout: a.exchange_timeout,
+        hash_every: 5,
+        heartbeat: 1.0,
+    };
+    let started = Instant::now();
+    if !json {
+        eprintln!("starting a local cluster: coordinator + {} worker processes", a.workers);
+    }
+    let cluster = LocalCluster::start(&coord_args, a.workers, &work.path().join("logs")).await?;
+    let result = async {
+        let client = connect(&cluster.endpoint).await?;
+        let submitted = client.submit(spec).await.map_err(|e| anyhow!("{e}"))?;
+        if !json {
+            let p = submitted.plan;
+            eprintln!(
+                "job {}: seed {}, {} frames = {} latent frames in {} windows of {} (overlap {})",
+                submitted.job_id, submitted.seed, p.output_frames, p.latent_frames, p.windows, p.window, p.overlap
+            );
+        }
+        let status = tokio::select! {
+            s = follow(&client, &submitted.job_id, json) => s?,
+            _ = interrupted() => {
+                let _ = client.cancel(submitted.job_id.clone()).await;
+                bail!("interrupted: job {} cancelled", submitted.job_id);
+            }
+        };
+        if status.state != JobState::Done {
+            let logs = work.path().join("logs");
+            bail!("job {} {}: {} (worker logs: {})", status.job_id, status.state, status.error.clone().unwrap_or_default(), logs.display());
+        }
+        let mut written = Vec::new();
+        for (kind, path) in &targets {
+            let bytes = fetch_to(&client, &status.job_id, *kind, path).await?;
+            written.push((kind.as_str(), path.clone(), bytes));
+        }
+        Ok::<_, anyhow::Error>((status, written))
+    }
+    .await;
+    cluster.shutdown().await;
+    let (status, written) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            // Keep the logs of a failed render for inspection.
+            let kept = work.keep();
+            return Err(e.context(format!("work directory kept at {}", kept.display())));
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        let outputs: Vec<_> = written.iter().map(|(f, p, b)| serde_json::json!({"format": f, "path": p, "bytes": b})).collect();
+        println!("{}", serde_json::json!({"job_id": status.job_id, "seed": status.seed, "plan": status.plan, "seconds": secs, "outputs": outputs}));
+    } else {
+        for (f, p, b) in &written {
+            eprintln!("wrote {} ({f}, {b} bytes)", p.display());
+        }
+        eprintln!("done in {secs:.1} s (seed {})", status.seed);
+    }
+    Ok(())
+}
+
+pub async fn up(a: UpArgs) -> Result<()> {
+    let logs = a.coordinator.data_dir.join("logs");
+    let cluster = LocalCluster::start(&a.coordinator, a.workers, &logs).await?;
+    println!("local cluster up: coordinator {} with {} workers (logs in {}); Ctrl-C to stop", cluster.endpoint, a.workers, logs.display());
+    interrupted().await;
+    cluster.shutdown().await;
+    Ok(())
+}

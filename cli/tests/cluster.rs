@@ -1,0 +1,173 @@
+//! Cluster tests: real `longshot` coordinator and worker processes talking gRPC on loopback,
+//! driven through the CLI exactly as a user would.
+
+mod harness;
+
+use harness::{ffprobe, read_png_dir, submit, Cluster, BIN};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const PROMPT: &str = "a slow red sunset over the sea";
+const TERMINAL: &[&str] = &["done", "failed", "cancelled"];
+
+/// 209 frames = 53 latent frames = 3 windows of 21 (overlap 5) at 96×64.
+const JOB: &[&str] = &["--prompt", PROMPT, "--frames", "209", "--width", "96", "--height", "64", "--steps", "6", "--seed", "42"];
+
+fn tensor_bytes(path: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).expect("latents file");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let t = st.tensor("latents").expect("latents tensor");
+    assert_eq!(t.shape(), &[53, 16, 8, 12]);
+    t.data().to_vec()
+}
+
+#[test]
+fn three_workers_render_bit_identical_frames_to_one_worker() {
+    let mut renders = Vec::new();
+    for workers in [1usize, 3] {
+        let c = Cluster::start(workers, 30.0);
+        let mut args = JOB.to_vec();
+        args.extend(["--format", "png,latents,mp4"]);
+        let job = submit(&c, &args);
+        let s = c.wait_state(&job, TERMINAL, Duration::from_secs(300));
+        assert_eq!(s["state"], "done", "job failed: {s}\n{}", c.logs());
+        assert_eq!(s["plan"]["windows"], 3);
+        assert_eq!(s["plan"]["workers"], workers as u64);
+        assert_eq!(s["seed"], 42);
+        let out = c.dir.path().join("out");
+        let (png, lat, mp4) = (out.join("frames"), out.join("clip.safetensors"), out.join("clip.mp4"));
+        c.ok(&["fetch", &job, "-o", png.to_str().unwrap(), "--format", "png"]);
+        c.ok(&["fetch", &job, "-o", lat.to_str().unwrap()]);
+        c.ok(&["fetch", &job, "-o", mp4.to_str().unwrap()]);
+        let probe = ffprobe(&mp4);
+        let v = &probe["streams"][0];
+        assert_eq!(v["codec_name"], "h264");
+        assert_eq!(v["pix_fmt"], "yuv420p");
+        assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(96), Some(64)));
+        assert_eq!(v["r_frame_rate"], "16/1");
+        assert_eq!(v["nb_read_frames"], "209");
+        let duration: f64 = probe["format"]["duration"].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+        assert!((duration - 209.0 / 16.0).abs() < 0.1, "duration {duration}");
+        let frames = read_png_dir(&png);
+        assert_eq!(frames.len(), 209);
+        assert!(frames.iter().all(|f| f.len() == 96 * 64 * 3));
+        renders.push((frames, tensor_bytes(&lat)));
+    }
+    assert!(renders[0].1 == renders[1].1, "latents differ between 1 and 3 workers");
+    let differing = renders[0].0.iter().zip(&renders[1].0).filter(|(a, b)| a != b).count();
+    assert_eq!(differing, 0, "{differing} decoded frames differ between 1 and 3 workers");
+}
+
+/// A job long enough to interrupt: 1000 steps over 3 windows at 128×128.
+fn long_job(c: &Cluster) -> String {
+    submit(c, &["--prompt", PROMPT, "--frames", "209", "--width", "128", "--height", "128", "--steps", "1000", "--format", "mp4"])
+}
+
+fn wait_progress(c: &Cluster, job: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while c.status(job)["steps_done"].as_u64().unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "no progress on {job}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn cancel_mid_job_frees_the_workers() {
+    let c = Cluster::start(2, 30.0);
+    let job = long_job(&c);
+    wait_progress(&c, &job);
+    let t = Instant::now();
+    c.ok(&["cancel", &job]);
+    let s = c.wait_state(&job, TERMINAL, Duration::from_secs(15));
+    assert_eq!(s["state"], "cancelled", "{s}");
+    assert!(t.elapsed() < Duration::from_secs(10), "cancel took {:?}", t.elapsed());
+    assert!(s["steps_done"].as_u64().unwrap() < s["steps_total"].as_u64().unwrap());
+    // The workers take the next job.
+    let next = submit(&c, &["--prompt", PROMPT, "--frames", "49", "--width", "64", "--height", "64", "--steps", "3"]);
+    assert_eq!(c.wait_state(&next, TERMINAL, Duration::from_secs(120))["state"], "done");
+}
+
+#[test]
+fn a_killed_worker_fails_the_job_clearly_and_the_coordinator_keeps_serving() {
+    let mut c = Cluster::start(3, 5.0);
+    let job = long_job(&c);
+    wait_progress(&c, &job);
+    let t = Instant::now();
+    c.kill_worker(1);
+    let s = c.wait_state(&job, TERMINAL, Duration::from_secs(20));
+    assert_eq!(s["state"], "failed", "{s}");
+    assert!(t.elapsed() < Duration::from_secs(10), "failure took {:?}", t.elapsed());
+    let reason = s["error"].as_str().unwrap_or_default();
+    assert!(reason.contains("w1"), "the reason should name the lost worker: {reason}");
+    // The dead worker's registration expires; the survivors render the next job.
+    c.wait_for_workers(2);
+    let next = submit(&c, &["--prompt", PROMPT, "--frames", "129", "--width", "64", "--height", "64", "--steps", "3"]);
+    let s = c.wait_state(&next, TERMINAL, Duration::from_secs(120));
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["plan"]["workers"], 2);
+}
+
+#[test]
+fn bad_inputs_are_rejected_with_the_field_and_what_is_allowed() {
+    let c = Cluster::start(1, 30.0);
+    let base = ["--prompt", PROMPT, "--frames", "49", "--width", "64", "--height", "64", "--steps", "3"];
+    let cases: &[(&[&str], &str)] = &[
+        (&["--width", "1000"], "width: 1000 is not a multiple of 16"),
+        (&["--height", "0"], "height: 0 is not a multiple of 16"),
+        (&["--fps", "0"], "fps: 0 is not in 1..=120"),
+        (&["--fps", "500"], "fps: 500 is not in 1..=120"),
+        (&["--steps", "0"], "steps: 0 is not in 1..=1000"),
+        (&["--steps", "5000"], "steps: 5000 is not in 1..=1000"),
+        (&["--guidance=-1"], "guidance: -1 is not in 0..=50"),
+        (&["--shift", "0"], "shift: 0 is not in (0, 100]"),
+        (&["--solver", "ddim"], "solver"),
+        (&["--overlap", "15"], "overlap: 15 is not in 0..=10"),
+        (&["--model", "nope"], "model: \"nope\" is not served by any worker; available: procedural"),
+        (&["--format", "gif"], "output format \"gif\" is not one of: mp4, prores, png, latents"),
+        (&["--priority", "500"], "priority: 500 is not in -100..=100"),
+        (&["--prompt", " "], "prompt: must not be empty"),
+        (&["--frames", "0"], "frames: must be at least 1"),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["submit"];
+        args.extend_from_slice(&base);
+        args.extend_from_slice(extra);
+        let out = c.cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        assert!(stderr.contains(expected), "{extra:?}: expected {expected:?} in {stderr:?}");
+    }
+    // Several bad fields are all reported at once.
+    let out = c.cli(&["submit", "--prompt", PROMPT, "--frames", "49", "--width", "17", "--height", "64", "--fps", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("width: 17") && stderr.contains("fps: 0"), "{stderr}");
+    // Nothing was created, and the coordinator still serves.
+    assert_eq!(c.ok(&["--json", "list"]).trim(), "");
+    let job = submit(&c, &base);
+    assert_eq!(c.wait_state(&job, TERMINAL, Duration::from_secs(120))["state"], "done");
+    // Unknown jobs are a clear error too.
+    let out = c.cli(&["status", "job-0000-nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job \"job-0000-nope\""));
+}
+
+#[test]
+fn longshot_render_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    let out = Command::new(BIN)
+        .args(["render", "--prompt", PROMPT, "--frames", "81", "--width", "96", "--height", "64", "--steps", "4", "--workers", "2", "-o"])
+        .arg(&clip)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "render failed: {stderr}");
+    assert!(stderr.contains("wrote"), "{stderr}");
+    let probe = ffprobe(&clip);
+    assert_eq!(probe["streams"][0]["nb_read_frames"], "81");
+    assert_eq!(probe["streams"][0]["codec_name"], "h264");
+    // No worker outlives the render (render's workers are the only ones with `local-` ids).
+    let leftovers = Command::new("pgrep").args(["-f", "worker .*--id local-"]).output().unwrap();
+    let pids = String::from_utf8_lossy(&leftovers.stdout);
+    assert!(pids.trim().is_empty(), "left-over worker processes: {pids}");
+}

@@ -1,0 +1,171 @@
+//! Harness for cluster tests: real `longshot` processes (a coordinator and workers) on loopback,
+//! and the CLI run as a user would run it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_longshot");
+
+/// A coordinator process and its worker processes. Everything is killed on drop.
+pub struct Cluster {
+    pub endpoint: String,
+    pub dir: tempfile::TempDir,
+    coordinator: Child,
+    workers: Vec<(Child, Option<ChildStdin>)>,
+}
+
+impl Cluster {
+    /// Starts a coordinator (heartbeat 0.3 s, the given exchange timeout) and `workers` workers,
+    /// and waits until all are registered.
+    pub fn start(workers: usize, exchange_timeout_s: f64) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut coordinator = Command::new(BIN)
+            .args(["coordinator", "--listen", "127.0.0.1:0", "--heartbeat", "0.3"])
+            .args(["--exchange-timeout", &exchange_timeout_s.to_string(), "--hash-every", "2"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("coordinator.log")).expect("log"))
+            .spawn()
+            .expect("start coordinator");
+        let mut line = String::new();
+        BufReader::new(coordinator.stdout.take().expect("stdout")).read_line(&mut line).expect("coordinator prints its address");
+        let addr = line.trim().rsplit(' ').next().expect("address").to_string();
+        assert!(line.starts_with("coordinator listening on"), "unexpected first line {line:?}");
+        let mut c = Cluster { endpoint: format!("http://{addr}"), dir, coordinator, workers: Vec::new() };
+        for _ in 0..workers {
+            c.add_worker();
+        }
+        c.wait_for_workers(workers);
+        c
+    }
+
+    pub fn add_worker(&mut self) {
+        let i = self.workers.len();
+        let mut child = Command::new(BIN)
+            .args(["--coordinator", &self.endpoint, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close"])
+            .args(["--id", &format!("w{i}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join(format!("worker-{i}.log"))).expect("log"))
+            .spawn()
+            .expect("start worker");
+        let stdin = child.stdin.take();
+        self.workers.push((child, stdin));
+    }
+
+    /// Runs `longshot --coordinator <this> args…` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN).arg("--coordinator").arg(&self.endpoint).args(args).output().expect("run longshot")
+    }
+
+    /// Like `cli`, but the command must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "longshot {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.logs());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `longshot workers --json`, one value per worker.
+    pub fn workers(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["--json", "workers"]);
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    pub fn wait_for_workers(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.workers().len() != n {
+            assert!(Instant::now() < deadline, "{n} workers did not register\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills worker `i` with SIGKILL (no clean deregistration).
+    pub fn kill_worker(&mut self, i: usize) {
+        let _ = self.workers[i].0.kill();
+        let _ = self.workers[i].0.wait();
+    }
+
+    /// `longshot status --json` of a job.
+    pub fn status(&self, job: &str) -> serde_json::Value {
+        serde_json::from_str(self.ok(&["--json", "status", job]).trim()).expect("status json")
+    }
+
+    /// Waits until the job is in one of `states`; returns its status.
+    pub fn wait_state(&self, job: &str, states: &[&str], timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status(job);
+            if states.contains(&s["state"].as_str().unwrap_or("")) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "job {job} did not reach {states:?}: {s}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                out += &format!("--- {} ---\n{}\n", p.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (c, stdin) in &mut self.workers {
+            drop(stdin.take());
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+    }
+}
+
+/// Submits a job with `args` and returns its id.
+pub fn submit(c: &Cluster, args: &[&str]) -> String {
+    let mut all = vec!["submit"];
+    all.extend_from_slice(args);
+    c.ok(&all).trim().to_string()
+}
+
+/// Decodes a PNG sequence directory into raw RGB frames, in order.
+pub fn read_png_dir(dir: &Path) -> Vec<Vec<u8>> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).expect("png dir").map(|e| e.expect("entry").path()).collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| {
+            let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).expect("png")));
+            let mut reader = decoder.read_info().expect("png header");
+            let mut buf = vec![0; reader.output_buffer_size().expect("png size")];
+            let info = reader.next_frame(&mut buf).expect("png frame");
+            buf.truncate(info.buffer_size());
+            buf
+        })
+        .collect()
+}
+
+/// What ffprobe says about the first video stream (frames counted by decoding).
+pub fn ffprobe(path: &Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+        .args(["-show_entries", "stream=codec_name,width,height,r_frame_rate,nb_read_frames,pix_fmt:format=duration", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe must be installed (scripts/test.sh installs Debian's ffmpeg)");
+    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("ffprobe json")
+}
