@@ -31,6 +31,9 @@ pub struct RenderArgs {
     /// Seconds a worker waits for a neighbour's overlap before failing.
     #[arg(long, default_value_t = 120.0)]
     pub exchange_timeout: f64,
+    /// Keep the worker logs (per-step timings, exchange bytes) in this directory.
+    #[arg(long)]
+    pub logs: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -160,7 +163,8 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
     if !json {
         eprintln!("starting a local cluster: coordinator + {} worker processes", a.workers);
     }
-    let cluster = LocalCluster::start(&coord_args, a.workers, &work.path().join("logs")).await?;
+    let logs = a.logs.clone().unwrap_or_else(|| work.path().join("logs"));
+    let cluster = LocalCluster::start(&coord_args, a.workers, &logs).await?;
     let result = async {
         let client = connect(&cluster.endpoint).await?;
         let submitted = client.submit(spec).await.map_err(|e| anyhow!("{e}"))?;
@@ -179,7 +183,6 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
             }
         };
         if status.state != JobState::Done {
-            let logs = work.path().join("logs");
             bail!("job {} {}: {} (worker logs: {})", status.job_id, status.state, status.error.clone().unwrap_or_default(), logs.display());
         }
         let mut written = Vec::new();

@@ -110,32 +110,36 @@ fn a_killed_worker_fails_the_job_clearly_and_the_coordinator_keeps_serving() {
 #[test]
 fn bad_inputs_are_rejected_with_the_field_and_what_is_allowed() {
     let c = Cluster::start(1, 30.0);
-    let base = ["--prompt", PROMPT, "--frames", "49", "--width", "64", "--height", "64", "--steps", "3"];
-    let cases: &[(&[&str], &str)] = &[
-        (&["--width", "1000"], "width: 1000 is not a multiple of 16"),
-        (&["--height", "0"], "height: 0 is not a multiple of 16"),
-        (&["--fps", "0"], "fps: 0 is not in 1..=120"),
-        (&["--fps", "500"], "fps: 500 is not in 1..=120"),
-        (&["--steps", "0"], "steps: 0 is not in 1..=1000"),
-        (&["--steps", "5000"], "steps: 5000 is not in 1..=1000"),
-        (&["--guidance=-1"], "guidance: -1 is not in 0..=50"),
-        (&["--shift", "0"], "shift: 0 is not in (0, 100]"),
-        (&["--solver", "ddim"], "solver"),
-        (&["--overlap", "15"], "overlap: 15 is not in 0..=10"),
-        (&["--model", "nope"], "model: \"nope\" is not served by any worker; available: procedural"),
-        (&["--format", "gif"], "output format \"gif\" is not one of: mp4, prores, png, latents"),
-        (&["--priority", "500"], "priority: 500 is not in -100..=100"),
-        (&["--prompt", " "], "prompt: must not be empty"),
-        (&["--frames", "0"], "frames: must be at least 1"),
+    let base: &[(&str, &str)] = &[("--prompt", PROMPT), ("--frames", "49"), ("--width", "64"), ("--height", "64"), ("--steps", "3")];
+    let cases: &[((&str, &str), &str)] = &[
+        (("--width", "1000"), "width: 1000 is not a multiple of 16"),
+        (("--height", "0"), "height: 0 is not a multiple of 16"),
+        (("--fps", "0"), "fps: 0 is not in 1..=120"),
+        (("--fps", "500"), "fps: 500 is not in 1..=120"),
+        (("--steps", "0"), "steps: 0 is not in 1..=1000"),
+        (("--steps", "5000"), "steps: 5000 is not in 1..=1000"),
+        (("--guidance", "-1"), "guidance: -1 is not in 0..=50"),
+        (("--shift", "0"), "shift: 0 is not in (0, 100]"),
+        (("--solver", "ddim"), "solver"),
+        (("--overlap", "15"), "overlap: 15 is not in 0..=10"),
+        (("--model", "nope"), "model: \"nope\" is not served by any worker; available: procedural"),
+        (("--format", "gif"), "output format \"gif\" is not one of: mp4, prores, png, latents"),
+        (("--priority", "500"), "priority: 500 is not in -100..=100"),
+        (("--prompt", " "), "prompt: must not be empty"),
+        (("--frames", "0"), "frames: must be at least 1"),
+        (("--duration", "-5"), "duration: -5 seconds is not in (0, 3600]"),
     ];
-    for (extra, expected) in cases {
-        let mut args = vec!["submit"];
-        args.extend_from_slice(&base);
-        args.extend_from_slice(extra);
+    for ((flag, value), expected) in cases {
+        let mut args = vec!["submit".to_string()];
+        for (f, v) in base.iter().filter(|(f, _)| f != flag && !(*flag == "--duration" && *f == "--frames")) {
+            args.extend([f.to_string(), v.to_string()]);
+        }
+        args.push(format!("{flag}={value}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = c.cli(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{extra:?} was accepted");
-        assert!(stderr.contains(expected), "{extra:?}: expected {expected:?} in {stderr:?}");
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        assert!(stderr.contains(expected), "{flag} {value}: expected {expected:?} in {stderr:?}");
     }
     // Several bad fields are all reported at once.
     let out = c.cli(&["submit", "--prompt", PROMPT, "--frames", "49", "--width", "17", "--height", "64", "--fps", "0"]);
@@ -143,7 +147,7 @@ fn bad_inputs_are_rejected_with_the_field_and_what_is_allowed() {
     assert!(stderr.contains("width: 17") && stderr.contains("fps: 0"), "{stderr}");
     // Nothing was created, and the coordinator still serves.
     assert_eq!(c.ok(&["--json", "list"]).trim(), "");
-    let job = submit(&c, &base);
+    let job = submit(&c, &["--prompt", PROMPT, "--frames", "49", "--width", "64", "--height", "64", "--steps", "3"]);
     assert_eq!(c.wait_state(&job, TERMINAL, Duration::from_secs(120))["state"], "done");
     // Unknown jobs are a clear error too.
     let out = c.cli(&["status", "job-0000-nope"]);

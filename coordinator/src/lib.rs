@@ -4,6 +4,10 @@
 //! `longshot_core::api`, which the `proto` crate serves over gRPC.
 //!
 //! - [`registry`]: worker membership (`Registry` trait, in-memory implementation).
+//! - [`etcd_registry`]: membership read from etcd (workers register there under a lease).
+//! - [`job_store`]: durable job records (`JobStore` trait, no-op default, etcd), and what a
+//!   restarted coordinator does with them.
+//! - [`etcd_connection`]: connecting to etcd with bounded retries and per-request deadlines.
 //! - [`jobs`]: the job table: validation on submit, queue order, events, cancellation.
 //! - [`dispatch`]: the scheduling loop and the per-job run (shards, progress, failure handling).
 //! - [`assembly`]: ordering decoded frames and writing MP4 / ProRes / PNG / latents.
@@ -11,6 +15,9 @@
 
 pub mod assembly;
 pub mod dispatch;
+pub mod etcd_connection;
+pub mod etcd_registry;
+pub mod job_store;
 pub mod jobs;
 pub mod registry;
 

@@ -1,5 +1,5 @@
-//! Worker membership behind a trait: in memory for a local cluster, etcd for a real one (the etcd
-//! issue adds that implementation).
+//! Worker membership behind a trait: in memory for a local cluster (workers register and heartbeat
+//! over gRPC), etcd for a real one ([`crate::etcd_registry`]).
 
 use longshot_core::api::{BoxFuture, WorkerInfo, WorkerState};
 use std::collections::HashMap;
@@ -17,6 +17,8 @@ pub enum RegistryError {
     BadAddress(String),
     #[error("registry unavailable: {0}")]
     Unavailable(String),
+    #[error("this coordinator uses etcd membership; start workers with --etcd {endpoints} (they register in etcd, not with the coordinator)")]
+    EtcdMembership { endpoints: String },
 }
 
 /// Live worker membership.

@@ -8,3 +8,4 @@
 //! (and later device buffers) can dispatch to it without copying.
 
 pub mod cpu;
+pub mod mmap;

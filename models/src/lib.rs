@@ -4,10 +4,12 @@
 //! Layout:
 //! - [`procedural`]: the procedural reference model (an exact denoiser for a Gaussian prior
 //!   derived from the prompt; no weights, no GPU).
+//! - [`wan`]: Wan2.1 text-to-video (loader and transformer so far; CPU reference in f32).
 //! - [`available_models`]: the registry the CLI and the coordinator list models from.
 #![forbid(unsafe_code)]
 
 pub mod procedural;
+pub mod wan;
 
 pub use procedural::ProceduralModel;
 

@@ -17,12 +17,34 @@
 //! - [`server_builder`], [`incoming`], [`endpoint`]: tonic servers and channels with the HTTP/2
 //!   settings measured for multi-MiB messages ([`transport`]).
 //! - [`wire`]: exact-bit helpers for the f32 payloads (`bytes` fields and `fixed32` bit patterns).
+//! - [`convert`]: domain types of `longshot_core::api` ↔ [`pb`] messages; every conversion from
+//!   the wire is fallible and names the bad field.
+//! - [`status`]: `ApiError` ↔ `tonic::Status`, the only place error codes are decided.
+//! - [`server`]: tonic adapters over the domain service traits, and [`server::serve_coordinator`]
+//!   / [`server::serve_worker`], what the binaries run.
+//! - [`client`]: the domain traits over gRPC: [`client::JobClient`], [`client::RegistryClient`],
+//!   [`client::GrpcWorkerConnector`], [`client::GrpcExchangeConnector`].
 #![forbid(unsafe_code)]
 
+/// Sets both message size limits of a generated client or server to [`MAX_MESSAGE_BYTES`]; a
+/// macro because the generated types share no trait for these builder methods.
+macro_rules! sized {
+    ($service:expr) => {
+        $service
+            .max_decoding_message_size($crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size($crate::MAX_MESSAGE_BYTES)
+    };
+}
+
+pub mod client;
+pub mod convert;
+pub mod server;
 mod services;
+pub mod status;
 pub mod transport;
 pub mod wire;
 
+pub use server::ProtoError;
 pub use services::{health_service, reflection_service, reflection_service_v1alpha};
 pub use transport::{endpoint, incoming, server_builder};
 

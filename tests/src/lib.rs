@@ -1,6 +1,9 @@
 //! Shared harness for Longshot's cross-crate tests: the procedural reference model rendered
-//! in-process (partitions on threads) and seam measurements over the result.
+//! in-process (partitions on threads) and seam measurements over the result; [`etcd_server`], a
+//! real etcd process for the etcd membership and job-record tests.
 #![forbid(unsafe_code)]
+
+pub mod etcd_server;
 
 use longshot_core::codenoise::{BlendMode, PartitionConfig};
 use longshot_core::denoiser::Conditioning;

@@ -8,8 +8,11 @@
 //!   and the async runtime.
 //! - [`models`]: which models this worker can run.
 //! - [`membership`]: registration and heartbeats with the coordinator.
+//! - [`etcd_membership`]: registration in etcd under a lease kept alive on its own thread
+//!   (`--etcd`), for clusters with several coordinators.
 #![forbid(unsafe_code)]
 
+pub mod etcd_membership;
 pub mod membership;
 pub mod models;
 pub mod net_exchange;

@@ -8,7 +8,7 @@
 //! "disconnected" rather than waiting out the timeout.
 
 use longshot_core::api::OverlapEnvelope;
-use longshot_core::exchange::{Exchange, ExchangeError, OverlapMessage, Side};
+use longshot_core::exchange::{Exchange, ExchangeError, OverlapMessage, Payload, Side};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -28,6 +28,8 @@ pub struct NetExchange {
     pub right: Option<Link>,
     pub timeout: Duration,
     pub cancel: Arc<AtomicBool>,
+    /// Payload bytes handed to the network (velocities, halos; 8 per hash), for the shard report.
+    pub bytes_sent: u64,
 }
 
 impl NetExchange {
@@ -42,6 +44,10 @@ impl NetExchange {
 
 impl Exchange for NetExchange {
     fn send(&mut self, side: Side, message: OverlapMessage) -> Result<(), ExchangeError> {
+        self.bytes_sent += match &message.payload {
+            Payload::Velocity(v) | Payload::Halo(v) => 4 * v.len() as u64,
+            Payload::LatentHash(_) => 8,
+        };
         let env = OverlapEnvelope { job_id: self.job_id.clone(), plan_id: self.plan_id, message };
         self.link(side)?
             .outbound

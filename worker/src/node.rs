@@ -114,7 +114,7 @@ impl WorkerNode {
             None => None,
         };
         let (tx, rx) = mpsc::channel(64);
-        let exchange = NetExchange { job_id: a.job_id.clone(), plan_id: a.plan_id, left, right, timeout: a.exchange_timeout, cancel: cancel.clone() };
+        let exchange = NetExchange { job_id: a.job_id.clone(), plan_id: a.plan_id, left, right, timeout: a.exchange_timeout, cancel: cancel.clone(), bytes_sent: 0 };
         let worker = self.inner.id.clone();
         std::thread::Builder::new()
             .name(format!("shard-{}", a.job_id))
@@ -194,6 +194,13 @@ fn run_shard_blocking(a: ShardAssignment, mut exchange: NetExchange, cancel: Arc
         Progress::Step { window, step, .. } => emit(ShardEvent::StepDone { window: window as u32, step: step as u32 }),
     };
     let result = denoise_partition(&cfg, denoiser.as_mut(), &mut exchange, &cancel, &mut progress).and_then(|out| {
+        let (t, steps) = (out.timings, cfg.schedule.steps().max(1) as f64);
+        let ms = |d: std::time::Duration| 1e3 * d.as_secs_f64() / steps;
+        tracing::info!(
+            job = %a.job_id,
+            "denoised windows {:?}: per step model {:.1} ms, exchange wait {:.2} ms, blend {:.3} ms, scheduler {:.2} ms, hash {:.3} ms; sent {} overlap bytes ({:.0} per step)",
+            a.windows, ms(t.model), ms(t.exchange), ms(t.blend), ms(t.scheduler), ms(t.verify), exchange.bytes_sent, exchange.bytes_sent as f64 / steps
+        );
         emit(ShardEvent::Latents {
             first_frame: out.owned_start as u32,
             frames: out.owned.shape().frames as u32,

@@ -150,7 +150,7 @@ pub fn read_png_dir(dir: &Path) -> Vec<Vec<u8>> {
         .map(|p| {
             let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).expect("png")));
             let mut reader = decoder.read_info().expect("png header");
-            let mut buf = vec![0; reader.output_buffer_size().expect("png size")];
+            let mut buf = vec![0; reader.output_buffer_size()];
             let info = reader.next_frame(&mut buf).expect("png frame");
             buf.truncate(info.buffer_size());
             buf

@@ -231,3 +231,10 @@ mod tests {
         assert_eq!(c, vec![0.5 + 3.0 * 0.5, -1.0 + 3.0 * 3.0, 4.0 + 3.0 * -1.0]);
     }
 }
+
+pub mod nn_act;
+pub mod nn_attention;
+pub mod nn_gemm;
+pub mod nn_linear;
+pub mod nn_norm;
+pub mod nn_rope;

@@ -1,0 +1,150 @@
+//! Connecting to etcd, shared by [`crate::etcd_registry`] and [`crate::job_store`]: endpoint
+//! validation, bounded start-up retries, a deadline on every request, and reconnect backoff.
+//!
+//! etcd-client connects lazily over a balanced channel: with no reachable member a request waits
+//! forever, and a channel whose member restarted may never recover. So every request here has a
+//! deadline, and the long-lived loops build a fresh client after any failure.
+
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use std::future::Future;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EtcdError {
+    #[error("no etcd endpoint given; pass --etcd http://host:port")]
+    NoEndpoint,
+    #[error("etcd endpoint {0:?} is not http://host:port")]
+    BadEndpoint(String),
+    #[error("etcd at {endpoints} is unreachable after {waited:.1?} ({attempts} attempts): {last}")]
+    Unreachable { endpoints: String, waited: Duration, attempts: u32, last: String },
+    #[error("etcd request failed: {0}")]
+    Request(String),
+}
+
+/// One request's deadline.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long start-up retries an unreachable etcd by default.
+pub const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs an etcd request with [`REQUEST_TIMEOUT`].
+pub(crate) async fn timed<T>(f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, EtcdError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(r) => r.map_err(|e| EtcdError::Request(e.to_string())),
+        Err(_) => Err(EtcdError::Request(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+    }
+}
+
+/// Checks that every endpoint is `http://host:port` (TLS is not built in).
+pub fn validate_endpoints(endpoints: &[String]) -> Result<(), EtcdError> {
+    if endpoints.is_empty() {
+        return Err(EtcdError::NoEndpoint);
+    }
+    for e in endpoints {
+        let rest = e.strip_prefix("http://").ok_or_else(|| EtcdError::BadEndpoint(e.clone()))?;
+        match rest.trim_end_matches('/').rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => return Err(EtcdError::BadEndpoint(e.clone())),
+        }
+    }
+    Ok(())
+}
+
+/// A client whose first request was answered.
+pub(crate) async fn connect_once(endpoints: &[String]) -> Result<Client, EtcdError> {
+    // HTTP/2 pings notice a silently dead connection (and so a stuck watch) within seconds.
+    let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_keep_alive(Duration::from_secs(3), Duration::from_secs(2));
+    let mut client = timed(Client::connect(endpoints, Some(opts))).await?;
+    timed(client.get("/longshot/", Some(GetOptions::new().with_prefix().with_count_only()))).await?;
+    Ok(client)
+}
+
+/// Connects, retrying with exponential backoff (100 ms doubling to 2 s) for at most `patience`.
+pub async fn connect(endpoints: &[String], patience: Duration) -> Result<Client, EtcdError> {
+    validate_endpoints(endpoints)?;
+    let start = Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        // No attempt may outlast the patience (each request alone may take REQUEST_TIMEOUT).
+        let remaining = patience.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
+        let last = match tokio::time::timeout(remaining, connect_once(endpoints)).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {remaining:.1?}"),
+        };
+        let delay = backoff.next_delay();
+        if start.elapsed() + delay >= patience {
+            return Err(EtcdError::Unreachable { endpoints: endpoints.join(","), waited: start.elapsed(), attempts, last });
+        }
+        tracing::info!("etcd not reachable yet ({last}); retrying in {delay:?}");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Exponential backoff between `min` and `max`.
+pub(crate) struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max, next: min }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// The first key after every key that starts with `prefix` (the end of a prefix range).
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_validated() {
+        assert!(validate_endpoints(&["http://127.0.0.1:2379".into(), "http://etcd-1:2379/".into()]).is_ok());
+        assert!(matches!(validate_endpoints(&[]), Err(EtcdError::NoEndpoint)));
+        for bad in ["127.0.0.1:2379", "https://h:1", "http://:2379", "http://h:0", "http://h"] {
+            let e = validate_endpoints(&[bad.into()]).unwrap_err();
+            assert_eq!(e.to_string(), format!("etcd endpoint {bad:?} is not http://host:port"));
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let got: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(got, [100, 200, 350, 350]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn prefix_end_covers_the_prefix() {
+        assert_eq!(prefix_end("/a/"), b"/a0".to_vec());
+        assert_eq!(prefix_end("/longshot/v1/jobs/"), b"/longshot/v1/jobs0".to_vec());
+    }
+}

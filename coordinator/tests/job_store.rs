@@ -1,0 +1,162 @@
+//! Job records: what a restarted coordinator makes of them (`recover`), and `EtcdJobStore` against
+//! a real etcd server: exact round trips, one data dir's records only, paging, progress throttling,
+//! and writes made while etcd is down landing once it is back.
+
+use etcd_client::Client;
+use longshot_coordinator::job_store::{recover, Change, EtcdJobStore, JobRecord, JobStore, INTERRUPTED, JOBS_PREFIX};
+use longshot_core::api::{JobState, JobStatus, OutputInfo};
+use longshot_core::codenoise::BlendMode;
+use longshot_core::job::{ClipLength, JobSpec, OutputKind};
+use longshot_tests::etcd_server::EtcdServer;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// A resolved job of the procedural model in `state`, with outputs in `data_dir`.
+fn record(seq: u64, state: JobState, priority: i32, data_dir: &Path) -> JobRecord {
+    let model = longshot_worker::models::served().into_iter().next().expect("the procedural model");
+    let spec = JobSpec {
+        model: model.name.clone(),
+        prompt: format!("clip number {seq}, a slow red sunset"),
+        negative_prompt: String::new(),
+        seed: Some(seq),
+        length: ClipLength::Frames(209),
+        fps: 16,
+        width: 96,
+        height: 64,
+        steps: 1000,
+        guidance: 5.0,
+        shift: 3.0,
+        solver: "unipc".into(),
+        overlap: None,
+        outputs: vec!["mp4".into()],
+        priority,
+        blend: BlendMode::CoDenoise,
+    };
+    let resolved = spec.resolve(&model, seq * 7919).expect("a valid job");
+    let job_id = format!("job-{seq:04}-0000beef");
+    let done = state == JobState::Done;
+    let status = JobStatus {
+        job_id: job_id.clone(),
+        state,
+        spec: resolved.spec.clone(),
+        seed: resolved.seed,
+        plan: None,
+        queue_position: 0,
+        steps_done: if done { 3000 } else { 0 },
+        steps_total: 3000,
+        outputs: if done { vec![OutputInfo { name: "clip.mp4".into(), format: OutputKind::Mp4, size_bytes: 1234 }] } else { vec![] },
+        error: (state == JobState::Failed).then(|| "worker w1 failed".to_string()),
+        submitted_unix_ms: 1_700_000_000_000 + seq,
+        finished_unix_ms: if state.is_terminal() { 1_700_000_100_000 } else { 0 },
+    };
+    JobRecord { seq, status, resolved, model, dir: data_dir.join("jobs").join(job_id) }
+}
+
+fn data_dir(name: &str) -> PathBuf {
+    PathBuf::from("/srv/longshot").join(name)
+}
+
+async fn store(etcd: &EtcdServer, dir: &Path) -> EtcdJobStore {
+    EtcdJobStore::open(vec![etcd.endpoint()], dir.to_path_buf(), PATIENCE).await.expect("job store")
+}
+
+/// How many times the record of `job_id` was written (etcd's per-key version).
+async fn writes(etcd: &EtcdServer, job_id: &str) -> i64 {
+    let mut c = Client::connect([etcd.endpoint()], None).await.expect("etcd client");
+    let resp = c.get(format!("{JOBS_PREFIX}{job_id}"), None).await.expect("get");
+    resp.kvs().first().map_or(0, |kv| kv.version())
+}
+
+#[test]
+fn recovery_fails_interrupted_jobs_and_keeps_the_rest() {
+    let dir = data_dir("a");
+    let states = [JobState::Done, JobState::Running, JobState::Queued, JobState::Decoding, JobState::Failed, JobState::Cancelled, JobState::Queued];
+    // Loaded in key order, not submission order.
+    let records: Vec<JobRecord> = states.iter().enumerate().rev().map(|(i, s)| record(i as u64 + 1, *s, 0, &dir)).collect();
+    let r = recover(records.clone(), 42);
+    assert_eq!(r.max_seq, 7);
+    assert_eq!(r.jobs.iter().map(|j| j.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(r.interrupted, ["job-0002-0000beef", "job-0004-0000beef"]);
+    for (job, state) in r.jobs.iter().zip(states) {
+        let original = records.iter().find(|o| o.seq == job.seq).unwrap();
+        if matches!(state, JobState::Running | JobState::Decoding) {
+            assert_eq!(job.status.state, JobState::Failed);
+            assert_eq!(job.status.error.as_deref(), Some(INTERRUPTED));
+            assert_eq!(job.status.finished_unix_ms, 42);
+            assert_eq!((&job.resolved, &job.dir), (&original.resolved, &original.dir));
+        } else {
+            assert_eq!(job, original, "{state} jobs are kept as they were");
+        }
+    }
+    assert_eq!(recover(Vec::new(), 1).max_seq, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_round_trip_exactly_and_only_to_their_data_dir() {
+    let etcd = EtcdServer::start();
+    let (a, b) = (data_dir("a"), data_dir("b"));
+    let mine: Vec<JobRecord> = (1..=70).map(|s| record(s, [JobState::Queued, JobState::Done, JobState::Failed][s as usize % 3], (s % 5) as i32, &a)).collect();
+    let s = store(&etcd, &a).await;
+    for r in &mine {
+        s.save(&r.status.job_id, Change::State, &|| r.clone());
+    }
+    let other = store(&etcd, &b).await;
+    let theirs = record(500, JobState::Queued, 0, &b);
+    other.save(&theirs.status.job_id, Change::State, &|| theirs.clone());
+    assert!(s.flush(Duration::from_secs(10)).await && other.flush(Duration::from_secs(10)).await);
+    let mut c = Client::connect([etcd.endpoint()], None).await.unwrap();
+    c.put(format!("{JOBS_PREFIX}job-9999-garbage"), "{not a record", None).await.unwrap();
+    drop(s);
+    // A new coordinator with the same data dir reads back exactly what was saved (floats included),
+    // over several pages; the other data dir's record and the garbage are left alone.
+    let loaded = store(&etcd, &a).await.load().await.expect("load");
+    assert_eq!(loaded.len(), mine.len());
+    assert!(loaded == mine, "records changed on the way through etcd");
+    assert_eq!(store(&etcd, &b).await.load().await.expect("load"), [theirs]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_writes_are_throttled_and_state_changes_are_not() {
+    let etcd = EtcdServer::start();
+    let dir = data_dir("a");
+    let s = store(&etcd, &dir).await;
+    let mut r = record(1, JobState::Running, 0, &dir);
+    let id = r.status.job_id.clone();
+    s.save(&id, Change::State, &|| r.clone());
+    for step in 1..=50 {
+        r.status.steps_done = step;
+        s.save(&id, Change::Progress, &|| r.clone());
+    }
+    assert!(s.flush(Duration::from_secs(5)).await);
+    assert_eq!(writes(&etcd, &id).await, 1, "progress right after a state change is not written");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    s.save(&id, Change::Progress, &|| r.clone());
+    s.save(&id, Change::Progress, &|| r.clone());
+    r.status.state = JobState::Done;
+    s.save(&id, Change::State, &|| r.clone());
+    assert!(s.flush(Duration::from_secs(5)).await);
+    assert!(matches!(writes(&etcd, &id).await, 2 | 3), "one progress write, then the state change (coalesced or not)");
+    assert_eq!(s.load().await.unwrap(), [r]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_saved_while_etcd_is_down_land_when_it_is_back() {
+    let mut etcd = EtcdServer::start();
+    let dir = data_dir("a");
+    let s = store(&etcd, &dir).await;
+    let queued = record(1, JobState::Queued, 0, &dir);
+    s.save(&queued.status.job_id, Change::State, &|| queued.clone());
+    assert!(s.flush(Duration::from_secs(5)).await);
+    etcd.stop();
+    let mut done = queued.clone();
+    done.status.state = JobState::Done;
+    s.save(&done.status.job_id, Change::State, &|| done.clone());
+    let second = record(2, JobState::Queued, 0, &dir);
+    s.save(&second.status.job_id, Change::State, &|| second.clone());
+    assert!(!s.flush(Duration::from_millis(500)).await, "nothing can be written while etcd is down");
+    etcd.restart();
+    assert!(s.flush(Duration::from_secs(15)).await, "the writes must land once etcd is back\n{}", etcd.log_tail());
+    assert_eq!(store(&etcd, &dir).await.load().await.unwrap(), [done, second]);
+}

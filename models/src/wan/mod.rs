@@ -1,0 +1,43 @@
+//! Wan2.1 text-to-video, ported from diffusers 0.42 (`/work/shared/specs/wan21.md` is the spec;
+//! goldens from `scripts/goldens/wan.py`). CPU reference in f32.
+//!
+//! Module map:
+//! - Loading, shared by every Wan component (transformer now; VAE decoder and umT5 next):
+//!   - [`weights`]: [`WeightStore`], the tensors of one component directory (single or sharded
+//!     safetensors, F32/BF16/F16 upcast to f32, shape and finiteness checks, unused-tensor
+//!     tracking); [`safetensors_file`]: one memory-mapped file and its validation.
+//!   - [`config`]: the transformer `config.json` (diffusers or original layout), the scheduler
+//!     config, and [`PipelineDir`] (`model_index.json` and component directories).
+//!   - [`error`]: [`WanError`], naming the file and tensor of every loading failure.
+//! - Transformer (`WanTransformer3DModel`, spec §1):
+//!   - [`transformer`]: [`WanTransformer`] (load, text conditioning, forward);
+//!   - [`block`]: one transformer block; [`embed`]: patch / time / text embeddings and
+//!     unpatchify; [`rope`]: the 3D RoPE tables; [`layers`]: `Linear` and the named-tensor fetch;
+//!     [`keys`]: original Wan2.1 ↔ diffusers tensor names.
+//!   - [`flops`]: [`forward_flops`], the work of one forward (spec §6).
+//! - [`layout`]: frame-major ↔ channel-major latents, for the `Denoiser` edge.
+//!
+//! Numeric ops (GEMM, norms, activations, attention, RoPE) live in `longshot_kernels::cpu::nn_*`,
+//! the CPU references a GPU port is checked against.
+//!
+//! Not here yet: the `Denoiser` / `FrameDecoder` implementations and registry entry, the VAE
+//! decoder (`vae.rs`), the umT5 encoder and tokenizer (`text_encoder.rs`), bf16 execution.
+
+pub mod block;
+pub mod config;
+pub mod embed;
+pub mod error;
+pub mod flops;
+pub mod keys;
+pub mod layers;
+pub mod layout;
+pub mod rope;
+pub mod safetensors_file;
+pub mod transformer;
+pub mod weights;
+
+pub use config::{PipelineDir, SchedulerConfig, SchedulerKind, TransformerConfig};
+pub use error::WanError;
+pub use flops::{forward_flops, forward_flops_breakdown, ForwardFlops};
+pub use transformer::{TextContext, WanTransformer};
+pub use weights::WeightStore;

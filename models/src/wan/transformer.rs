@@ -1,0 +1,191 @@
+//! `WanTransformer3DModel` on the CPU in f32 (spec §1.3): loading from a checkpoint directory and
+//! the forward pass, with the prompt-dependent work split out so it runs once per job.
+//!
+//! Layout at this edge is diffusers' channel-major `[C, T, H, W]` per batch item (`[B, C, T, H, W]`
+//! for [`WanTransformer::forward_batch`]); `layout` converts from longshot's frame-major latents.
+
+use super::block::{CrossKv, WanBlock};
+use super::config::TransformerConfig;
+use super::embed::{unpatchify, PatchEmbedding, TextEmbedding, TimeEmbedding, TokenGrid};
+use super::error::WanError;
+use super::keys::TransformerKeys;
+use super::layers::{Fetch, Linear};
+use super::rope::RopeTables;
+use super::weights::WeightStore;
+use longshot_kernels::cpu::nn_norm::layer_norm_modulate;
+use rayon::prelude::*;
+use std::path::Path;
+
+/// Tensors a diffusers checkpoint may carry that the model ignores (diffusers'
+/// `_keys_to_ignore_on_load_unexpected`).
+const IGNORED_SUFFIXES: &[&str] = &["norm_added_q.weight"];
+
+/// A loaded Wan2.1 transformer.
+#[derive(Clone, Debug)]
+pub struct WanTransformer {
+    cfg: TransformerConfig,
+    patch_embedding: PatchEmbedding,
+    time: TimeEmbedding,
+    text: TextEmbedding,
+    blocks: Vec<WanBlock>,
+    /// `[2, D]`: shift, scale of the output head.
+    head_table: Vec<f32>,
+    proj_out: Linear,
+    rope: RopeTables,
+}
+
+/// The text conditioning of one prompt, prepared for every block: embedded tokens and each
+/// block's cross-attention K/V. Reuse it across steps (it does not depend on the latents or t).
+#[derive(Clone, Debug)]
+pub struct TextContext {
+    tokens: usize,
+    per_block: Vec<CrossKv>,
+}
+
+impl TextContext {
+    /// Number of text tokens (Wan's pipeline always passes 512, zero-padded).
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+}
+
+impl WanTransformer {
+    /// Loads `dir/config.json` and the weights in `dir` (a diffusers `transformer/` directory, or
+    /// an original Wan2.1 checkpoint directory).
+    pub fn load(dir: &Path) -> Result<Self, WanError> {
+        let cfg = TransformerConfig::from_file(&dir.join("config.json"))?;
+        let store = WeightStore::open(dir)?;
+        Self::from_store(cfg, &store)
+    }
+
+    /// Builds the model from `store`, whichever naming it uses. Every tensor the store holds must
+    /// be used: leftovers mean a different model variant and are an error.
+    pub fn from_store(cfg: TransformerConfig, store: &WeightStore) -> Result<Self, WanError> {
+        cfg.validate()
+            .map_err(|reason| WanError::config(store.source(), reason))?;
+        let keys = TransformerKeys::detect(store)?;
+        let f = Fetch { store, keys: &keys };
+        let d = cfg.inner_dim();
+        // Blocks dominate the load time (dtype conversion); load them in parallel.
+        let blocks = (0..cfg.num_layers)
+            .into_par_iter()
+            .map(|i| WanBlock::load(&f, &cfg, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let model = Self {
+            patch_embedding: PatchEmbedding::load(&f, &cfg)?,
+            time: TimeEmbedding::load(&f, &cfg)?,
+            text: TextEmbedding::load(&f, &cfg)?,
+            blocks,
+            head_table: f.get("scale_shift_table", &[1, 2, d])?,
+            proj_out: f.linear("proj_out", d, cfg.patch_volume() * cfg.out_channels())?,
+            rope: RopeTables::new(cfg.attention_head_dim, cfg.rope_split(), cfg.rope_max_seq_len),
+            cfg,
+        };
+        let unused: Vec<String> = store
+            .unused()
+            .into_iter()
+            .filter(|n| !IGNORED_SUFFIXES.iter().any(|s| n.ends_with(s)))
+            .collect();
+        if let Some(example) = unused.first() {
+            let path = store.file_of(example).unwrap_or(store.source()).to_path_buf();
+            return Err(WanError::UnusedTensors {
+                path,
+                count: unused.len(),
+                example: example.clone(),
+            });
+        }
+        Ok(model)
+    }
+
+    pub fn config(&self) -> &TransformerConfig {
+        &self.cfg
+    }
+
+    /// Embeds `ctx: [N, text_dim]` (the text encoder's output, zero rows included) and computes
+    /// every block's cross-attention K/V.
+    pub fn encode_text(&self, ctx: &[f32]) -> Result<TextContext, WanError> {
+        let td = self.cfg.text_dim;
+        if ctx.is_empty() || ctx.len() % td != 0 {
+            return Err(WanError::Input(format!(
+                "text embeddings of {} values are not N x text_dim {td} with N > 0",
+                ctx.len()
+            )));
+        }
+        let embedded = self.text.forward(ctx);
+        let per_block = self.blocks.iter().map(|b| b.cross_kv(&embedded)).collect();
+        Ok(TextContext {
+            tokens: ctx.len() / td,
+            per_block,
+        })
+    }
+
+    /// One forward for one batch item: `x: [C_in, T, H, W]` at timestep `t` → `[C_out, T, H, W]`.
+    pub fn forward(&self, x: &[f32], dims: [usize; 4], t: f32, text: &TextContext) -> Result<Vec<f32>, WanError> {
+        let [c, lt, lh, lw] = dims;
+        if c != self.cfg.in_channels || x.len() != c * lt * lh * lw {
+            return Err(WanError::Input(format!(
+                "latent of {} values with dims {dims:?} does not match in_channels {}",
+                x.len(),
+                self.cfg.in_channels
+            )));
+        }
+        if text.per_block.len() != self.blocks.len() {
+            return Err(WanError::Input("text context was prepared by a different model".into()));
+        }
+        if !t.is_finite() {
+            return Err(WanError::Input(format!("timestep {t} is not finite")));
+        }
+        let grid = TokenGrid::new(&self.cfg, lt, lh, lw)?;
+        let (cos, sin) = self.rope.for_grid(grid.f, grid.h, grid.w)?;
+        let time = self.time.forward(t);
+        let mut h = self.patch_embedding.forward(x, grid);
+        for (block, kv) in self.blocks.iter().zip(&text.per_block) {
+            block.forward(&mut h, &time.timestep_proj, &cos, &sin, kv);
+        }
+        // Head: shift, scale = table + temb (not timestep_proj), then LN·(1 + scale) + shift.
+        let d = self.cfg.inner_dim();
+        let shift: Vec<f32> = self.head_table[..d]
+            .iter()
+            .zip(&time.temb)
+            .map(|(a, b)| a + b)
+            .collect();
+        let scale: Vec<f32> = self.head_table[d..]
+            .iter()
+            .zip(&time.temb)
+            .map(|(a, b)| a + b)
+            .collect();
+        let mut n = vec![0.0f32; h.len()];
+        layer_norm_modulate(&h, d, self.cfg.eps, &scale, &shift, &mut n);
+        drop(h);
+        let y = self.proj_out.forward(&n);
+        Ok(unpatchify(&y, grid, self.cfg.patch_size, self.cfg.out_channels()))
+    }
+
+    /// diffusers' call signature: `x: [B, C, T, H, W]`, `timesteps: [B]`, `ctx: [B, N, text_dim]`
+    /// → `[B, C_out, T, H, W]`. Batch items run one after another (never batched together, so
+    /// each item's result is the same as a batch of one).
+    pub fn forward_batch(
+        &self,
+        x: &[f32],
+        shape: [usize; 5],
+        timesteps: &[f32],
+        ctx: &[f32],
+    ) -> Result<Vec<f32>, WanError> {
+        let [b, c, t, h, w] = shape;
+        if b == 0 || timesteps.len() != b || x.len() != b * c * t * h * w || ctx.len() % b != 0 {
+            return Err(WanError::Input(format!(
+                "batch {b}: got {} latent values, {} timesteps, {} text values",
+                x.len(),
+                timesteps.len(),
+                ctx.len()
+            )));
+        }
+        let (per_x, per_ctx) = (x.len() / b, ctx.len() / b);
+        let mut out = Vec::with_capacity(b * self.cfg.out_channels() * t * h * w);
+        for i in 0..b {
+            let text = self.encode_text(&ctx[i * per_ctx..(i + 1) * per_ctx])?;
+            out.extend(self.forward(&x[i * per_x..(i + 1) * per_x], [c, t, h, w], timesteps[i], &text)?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,254 @@
+//! Clients of the coordinator: [`JobClient`] implements `JobApi` for the CLI, [`RegistryClient`]
+//! implements `RegistryApi` for workers.
+
+use super::{connect, endpoint_for, malformed, url_of};
+use crate::convert::stream::domain_stream;
+use crate::convert::{job_state_from_pb, models_from_pb, nest, workers_from_pb};
+use crate::pb;
+use crate::pb::job_service_client::JobServiceClient;
+use crate::pb::registry_service_client::RegistryServiceClient;
+use crate::status::from_status_at;
+use futures::{future, StreamExt};
+use longshot_core::api::{
+    ApiError, BoxFuture, BoxStream, JobApi, JobEvent, JobState, JobStatus, OutputChunk,
+    RegisterAck, RegistryApi, SubmitResult, WorkerInfo, WorkerState,
+};
+use longshot_core::denoiser::ModelInfo;
+use longshot_core::job::{JobSpec, OutputKind};
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::Status;
+
+/// Per-call limit on registry calls: a hung coordinator must not stall a worker's heartbeat loop.
+const REGISTRY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---- JobClient ------------------------------------------------------------------------------
+
+/// [`JobApi`] over gRPC, for the CLI and other clients of the coordinator. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct JobClient {
+    client: JobServiceClient<Channel>,
+    /// "the coordinator at http://…", for error messages.
+    peer: String,
+}
+
+impl JobClient {
+    /// Connects now, so a wrong address or a stopped coordinator fails here, clearly, and not at
+    /// the first call. `endpoint` is `host:port` or a URL (`http://host:port`).
+    pub async fn connect(endpoint: &str) -> Result<Self, ApiError> {
+        let url = url_of(endpoint);
+        let peer = format!("the coordinator at {url}");
+        let channel = connect(endpoint_for(&url, &peer)?, &peer).await?;
+        Ok(Self {
+            client: sized!(JobServiceClient::new(channel)),
+            peer,
+        })
+    }
+
+    /// tonic clients take `&mut self`; clones share the channel, so one per call is cheap.
+    fn client(&self) -> JobServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    fn failed(&self, status: Status) -> ApiError {
+        from_status_at(&status, &self.peer)
+    }
+}
+
+impl JobApi for JobClient {
+    fn submit(&self, spec: JobSpec) -> BoxFuture<'_, Result<SubmitResult, ApiError>> {
+        Box::pin(async move {
+            let request = pb::SubmitJobRequest {
+                spec: Some(spec.into()),
+            };
+            let r = self
+                .client()
+                .submit_job(request)
+                .await
+                .map_err(|s| self.failed(s))?;
+            SubmitResult::try_from(r.into_inner()).map_err(|e| malformed(&self.peer, e))
+        })
+    }
+
+    fn get(&self, job_id: String) -> BoxFuture<'_, Result<JobStatus, ApiError>> {
+        Box::pin(async move {
+            let r = self.client().get_job(pb::GetJobRequest { job_id }).await;
+            let status = r.map_err(|s| self.failed(s))?.into_inner();
+            JobStatus::try_from(status).map_err(|e| malformed(&self.peer, e))
+        })
+    }
+
+    fn list(
+        &self,
+        state: Option<JobState>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
+        Box::pin(async move {
+            let request = pb::ListJobsRequest {
+                state: state.map_or(pb::JobState::Unspecified, Into::into) as i32,
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            };
+            let r = self
+                .client()
+                .list_jobs(request)
+                .await
+                .map_err(|s| self.failed(s))?;
+            r.into_inner()
+                .jobs
+                .into_iter()
+                .enumerate()
+                .map(|(i, j)| JobStatus::try_from(j).map_err(|e| nest(&format!("jobs[{i}]"), e)))
+                .collect::<Result<_, _>>()
+                .map_err(|e| malformed(&self.peer, e))
+        })
+    }
+
+    fn cancel(&self, job_id: String) -> BoxFuture<'_, Result<JobState, ApiError>> {
+        Box::pin(async move {
+            let r = self
+                .client()
+                .cancel_job(pb::CancelJobRequest { job_id })
+                .await;
+            let state = r.map_err(|s| self.failed(s))?.into_inner().state;
+            job_state_from_pb(state, "state").map_err(|e| malformed(&self.peer, e))
+        })
+    }
+
+    /// The watch is progress display: after a transport error or a malformed event the stream
+    /// ends (the error is logged), and the caller asks `get` for the job's final word.
+    fn watch(&self, job_id: String) -> BoxFuture<'_, Result<BoxStream<JobEvent>, ApiError>> {
+        Box::pin(async move {
+            let r = self
+                .client()
+                .watch_job(pb::WatchJobRequest { job_id })
+                .await;
+            let inbound = r.map_err(|s| self.failed(s))?.into_inner();
+            let peer = self.peer.clone();
+            let events = domain_stream(inbound, peer.clone(), move |e| {
+                JobEvent::try_from(e).map_err(|e| malformed(&peer, e))
+            });
+            let events = events.scan((), |_, item| {
+                future::ready(match item {
+                    Ok(event) => Some(event),
+                    Err(err) => {
+                        tracing::warn!("job watch stream ended early: {err}");
+                        None
+                    }
+                })
+            });
+            Ok(Box::pin(events) as BoxStream<JobEvent>)
+        })
+    }
+
+    fn fetch(
+        &self,
+        job_id: String,
+        format: OutputKind,
+    ) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>> {
+        Box::pin(async move {
+            let request = pb::FetchOutputRequest {
+                job_id,
+                format: format.as_str().to_string(),
+            };
+            let r = self.client().fetch_output(request).await;
+            let inbound = r.map_err(|s| self.failed(s))?.into_inner();
+            let peer = self.peer.clone();
+            Ok(domain_stream(inbound, peer.clone(), move |c| {
+                OutputChunk::try_from(c).map_err(|e| malformed(&peer, e))
+            }))
+        })
+    }
+
+    fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, ApiError>> {
+        Box::pin(async move {
+            let r = self.client().list_workers(pb::ListWorkersRequest {}).await;
+            let workers = r.map_err(|s| self.failed(s))?.into_inner().workers;
+            workers_from_pb(workers, "workers").map_err(|e| malformed(&self.peer, e))
+        })
+    }
+
+    fn models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ApiError>> {
+        Box::pin(async move {
+            let r = self.client().list_models(pb::ListModelsRequest {}).await;
+            let models = r.map_err(|s| self.failed(s))?.into_inner().models;
+            models_from_pb(models, "models").map_err(|e| malformed(&self.peer, e))
+        })
+    }
+}
+
+// ---- RegistryClient -------------------------------------------------------------------------
+
+/// [`RegistryApi`] over gRPC, for workers. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RegistryClient {
+    client: RegistryServiceClient<Channel>,
+    peer: String,
+}
+
+impl RegistryClient {
+    /// A lazy channel: nothing is dialled until the first call, and a coordinator that is not up
+    /// yet answers each call with `Unavailable`, which the worker's registration loop retries.
+    /// Must be called inside a Tokio runtime (the channel spawns its connection task).
+    pub fn connect_lazy(endpoint: &str) -> Result<Self, ApiError> {
+        let url = url_of(endpoint);
+        let peer = format!("the coordinator at {url}");
+        let channel = endpoint_for(&url, &peer)?
+            .timeout(REGISTRY_CALL_TIMEOUT)
+            .connect_lazy();
+        Ok(Self {
+            client: sized!(RegistryServiceClient::new(channel)),
+            peer,
+        })
+    }
+
+    fn failed(&self, status: Status) -> ApiError {
+        from_status_at(&status, &self.peer)
+    }
+}
+
+impl RegistryApi for RegistryClient {
+    fn register(&self, worker: WorkerInfo) -> BoxFuture<'_, Result<RegisterAck, ApiError>> {
+        Box::pin(async move {
+            let r = self
+                .client
+                .clone()
+                .register(pb::WorkerInfo::from(worker))
+                .await;
+            let response = r.map_err(|s| self.failed(s))?.into_inner();
+            // A refusal (`accepted = false`) arrives as FailedPrecondition and passes through.
+            RegisterAck::try_from(response).map_err(|e| match e {
+                ApiError::InvalidArgument(_) => malformed(&self.peer, e),
+                refused => refused,
+            })
+        })
+    }
+
+    fn heartbeat(
+        &self,
+        worker_id: String,
+        state: WorkerState,
+        busy_job: Option<String>,
+    ) -> BoxFuture<'_, Result<bool, ApiError>> {
+        Box::pin(async move {
+            let request = pb::HeartbeatRequest {
+                worker_id,
+                state: pb::WorkerState::from(state) as i32,
+                busy_job_id: busy_job.unwrap_or_default(),
+            };
+            let r = self.client.clone().heartbeat(request).await;
+            Ok(r.map_err(|s| self.failed(s))?.into_inner().known)
+        })
+    }
+
+    fn deregister(&self, worker_id: String) -> BoxFuture<'_, Result<(), ApiError>> {
+        Box::pin(async move {
+            let r = self
+                .client
+                .clone()
+                .deregister(pb::DeregisterRequest { worker_id })
+                .await;
+            r.map_err(|s| self.failed(s))?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,150 @@
+//! Clients of workers: [`GrpcWorkerConnector`] (the coordinator's `WorkerConnector`) and
+//! [`GrpcExchangeConnector`] (a worker's `ExchangeConnector` to its right neighbour).
+
+use super::{connect, malformed, url_of, worker_endpoint};
+use crate::convert::stream::domain_stream;
+use crate::pb;
+use crate::pb::exchange_service_client::ExchangeServiceClient;
+use crate::pb::worker_service_client::WorkerServiceClient;
+use crate::status::{from_status_at, status_cause};
+use futures::stream;
+use longshot_core::api::{
+    ApiError, BoxFuture, BoxStream, ExchangeConnector, OverlapEnvelope, ShardAssignment,
+    ShardEvent, WorkerApi, WorkerConnector,
+};
+use std::sync::Arc;
+use tonic::transport::Channel;
+use tonic::Streaming;
+
+// ---- workers --------------------------------------------------------------------------------
+
+/// [`WorkerConnector`] over gRPC: dials `http://{address}` with keep-alive pings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcWorkerConnector;
+
+impl WorkerConnector for GrpcWorkerConnector {
+    fn connect(&self, address: String) -> BoxFuture<'static, Result<Arc<dyn WorkerApi>, ApiError>> {
+        Box::pin(async move {
+            let peer = format!("the worker at {address}");
+            let channel = connect(worker_endpoint(&url_of(&address), &peer)?, &peer).await?;
+            let client = sized!(WorkerServiceClient::new(channel));
+            Ok(Arc::new(GrpcWorker {
+                client,
+                address,
+                peer,
+            }) as Arc<dyn WorkerApi>)
+        })
+    }
+}
+
+/// One connected worker.
+struct GrpcWorker {
+    client: WorkerServiceClient<Channel>,
+    address: String,
+    peer: String,
+}
+
+impl WorkerApi for GrpcWorker {
+    fn run_shard(
+        &self,
+        assignment: ShardAssignment,
+    ) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
+        Box::pin(async move {
+            let r = self
+                .client
+                .clone()
+                .run_shard(pb::ShardAssignment::from(assignment))
+                .await;
+            let inbound = r.map_err(|s| from_status_at(&s, &self.peer))?.into_inner();
+            Ok(shard_events(inbound, self.address.clone()))
+        })
+    }
+
+    fn cancel_shard(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
+        Box::pin(async move {
+            let r = self
+                .client
+                .clone()
+                .cancel_shard(pb::CancelShardRequest { job_id, plan_id })
+                .await;
+            Ok(r.map_err(|s| from_status_at(&s, &self.peer))?
+                .into_inner()
+                .cancelled)
+        })
+    }
+}
+
+/// The shard's events, always ending in exactly one `Finished` or `Failed`: the coordinator fails
+/// the gang on `Failed`, so a lost connection, a malformed event or a stream that stops without
+/// a verdict each become a final `Failed` that says so.
+fn shard_events(inbound: Streaming<pb::ShardEvent>, address: String) -> BoxStream<ShardEvent> {
+    Box::pin(stream::unfold(
+        Some((inbound, address)),
+        |state| async move {
+            let (mut inbound, address) = state?;
+            let failed = |reason: String| Some((ShardEvent::Failed { reason }, None));
+            match inbound.message().await {
+                Ok(Some(event)) => match ShardEvent::try_from(event) {
+                    Ok(event) => {
+                        let last =
+                            matches!(event, ShardEvent::Finished | ShardEvent::Failed { .. });
+                        Some((event, (!last).then_some((inbound, address))))
+                    }
+                    Err(e) => failed(malformed(&format!("the worker at {address}"), e).to_string()),
+                },
+                Ok(None) => failed(format!(
+                    "the worker at {address} ended the shard stream without finishing it"
+                )),
+                Err(status) => failed(format!(
+                    "lost the connection to worker at {address}: {}",
+                    status_cause(&status)
+                )),
+            }
+        },
+    ))
+}
+
+// ---- exchange -------------------------------------------------------------------------------
+
+/// [`ExchangeConnector`] over gRPC: opens `ExchangeService.Overlap` at `http://{address}`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcExchangeConnector;
+
+impl ExchangeConnector for GrpcExchangeConnector {
+    fn open(
+        &self,
+        address: String,
+        outbound: BoxStream<OverlapEnvelope>,
+    ) -> BoxFuture<'static, Result<BoxStream<Result<OverlapEnvelope, ApiError>>, ApiError>> {
+        Box::pin(async move {
+            let peer = format!("the neighbour worker at {address}");
+            let channel = connect(worker_endpoint(&url_of(&address), &peer)?, &peer).await?;
+            let mut client = sized!(ExchangeServiceClient::new(channel));
+            // The request body streams concurrently with waiting for the response headers, which
+            // the neighbour only sends once our first message has arrived.
+            let r = client.overlap(OutboundFrames(outbound)).await;
+            let inbound = r.map_err(|s| from_status_at(&s, &peer))?.into_inner();
+            Ok(domain_stream(inbound, peer, OverlapEnvelope::try_from))
+        })
+    }
+}
+
+/// The outbound envelopes as frames. A named type rather than `outbound.map(…)` or a boxed
+/// `dyn Stream`: with a trait object inside tonic's request future, rustc (1.9x) fails to prove
+/// the future `Send` ("higher-ranked lifetime error"), and the connector must return a `Send`
+/// future.
+struct OutboundFrames(BoxStream<OverlapEnvelope>);
+
+impl futures::Stream for OutboundFrames {
+    type Item = pb::OverlapFrame;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<pb::OverlapFrame>> {
+        self.0
+            .as_mut()
+            .poll_next(cx)
+            .map(|e| e.map(pb::OverlapFrame::from))
+    }
+}

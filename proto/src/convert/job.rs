@@ -1,0 +1,383 @@
+//! `JobService` messages: job spec (with the defaults for unset fields), job state and status,
+//! plan summary, outputs, events, submit result and output chunks.
+
+use super::{invalid, nest, non_empty, required};
+use crate::pb::{self, job_event, job_spec};
+use longshot_core::api::{
+    ApiError, JobEvent, JobState, JobStatus, OutputChunk, OutputInfo, PlanSummary, SubmitResult,
+};
+use longshot_core::codenoise::BlendMode;
+use longshot_core::job::{defaults, ClipLength, FieldError, JobSpec, OutputKind};
+
+// ---- JobSpec --------------------------------------------------------------------------------
+
+impl From<JobSpec> for pb::JobSpec {
+    fn from(s: JobSpec) -> Self {
+        pb::JobSpec {
+            model: s.model,
+            prompt: s.prompt,
+            negative_prompt: s.negative_prompt,
+            seed: s.seed,
+            duration: Some(match s.length {
+                ClipLength::Seconds(v) => job_spec::Duration::Seconds(v),
+                ClipLength::Frames(v) => job_spec::Duration::Frames(v),
+            }),
+            fps: s.fps,
+            width: s.width,
+            height: s.height,
+            steps: s.steps,
+            guidance: Some(s.guidance),
+            shift: s.shift,
+            solver: s.solver,
+            overlap: s.overlap,
+            outputs: s.outputs,
+            priority: s.priority,
+            disable_exchange: s.blend == BlendMode::Independent,
+        }
+    }
+}
+
+/// proto3 zero means "unset" for these fields; none of them has a meaningful zero.
+fn or_default<T: PartialEq + Default>(value: T, default: T) -> T {
+    if value == T::default() {
+        default
+    } else {
+        value
+    }
+}
+
+/// Fills the defaults of `longshot_core::job::defaults` for unset fields. Values are not checked
+/// here (`JobSpec::validate` does that and reports every bad field at once); only a missing
+/// duration is an error, since the domain spec cannot represent it.
+impl TryFrom<pb::JobSpec> for JobSpec {
+    type Error = ApiError;
+
+    fn try_from(p: pb::JobSpec) -> Result<Self, ApiError> {
+        let length = p.duration.map(|d| match d {
+            job_spec::Duration::Seconds(v) => ClipLength::Seconds(v),
+            job_spec::Duration::Frames(v) => ClipLength::Frames(v),
+        });
+        let spec = JobSpec {
+            model: p.model,
+            prompt: p.prompt,
+            negative_prompt: p.negative_prompt,
+            seed: p.seed,
+            // A placeholder that passes validation, only used to report the other errors below.
+            length: length.unwrap_or(ClipLength::Frames(1)),
+            fps: or_default(p.fps, defaults::FPS),
+            width: or_default(p.width, defaults::WIDTH),
+            height: or_default(p.height, defaults::HEIGHT),
+            steps: or_default(p.steps, defaults::STEPS),
+            guidance: p.guidance.unwrap_or(defaults::GUIDANCE),
+            shift: or_default(p.shift, defaults::SHIFT),
+            solver: or_default(p.solver, defaults::SOLVER.to_string()),
+            overlap: p.overlap,
+            outputs: if p.outputs.is_empty() {
+                vec![defaults::OUTPUT.to_string()]
+            } else {
+                p.outputs
+            },
+            priority: p.priority,
+            blend: if p.disable_exchange {
+                BlendMode::Independent
+            } else {
+                BlendMode::CoDenoise
+            },
+        };
+        if length.is_some() {
+            return Ok(spec);
+        }
+        // Report the missing duration together with every other bad field, so a client fixes
+        // its request in one round trip.
+        let mut errors = vec![FieldError::new(
+            "duration",
+            "is required: set seconds or frames",
+        )];
+        errors.extend(spec.validate());
+        Err(ApiError::InvalidArgument(errors))
+    }
+}
+
+// ---- JobState -------------------------------------------------------------------------------
+
+impl From<JobState> for pb::JobState {
+    fn from(s: JobState) -> Self {
+        match s {
+            JobState::Queued => pb::JobState::Queued,
+            JobState::Running => pb::JobState::Running,
+            JobState::Decoding => pb::JobState::Decoding,
+            JobState::Done => pb::JobState::Done,
+            JobState::Failed => pb::JobState::Failed,
+            JobState::Cancelled => pb::JobState::Cancelled,
+        }
+    }
+}
+
+/// A job state from its wire value; `JOB_STATE_UNSPECIFIED` and unknown values are errors.
+pub fn job_state_from_pb(value: i32, field: &str) -> Result<JobState, ApiError> {
+    job_state_filter_from_pb(value, field)?.ok_or_else(|| {
+        invalid(
+            field,
+            "is unspecified; allowed: 1 (queued), 2 (running), 3 (decoding), 4 (done), 5 (failed), 6 (cancelled)",
+        )
+    })
+}
+
+/// A job state filter (`ListJobsRequest.state`): `JOB_STATE_UNSPECIFIED` means any state.
+pub fn job_state_filter_from_pb(value: i32, field: &str) -> Result<Option<JobState>, ApiError> {
+    let state = pb::JobState::try_from(value).map_err(|_| {
+        invalid(
+            field,
+            format!("{value} is not a job state; allowed: 0 (any), 1 (queued), 2 (running), 3 (decoding), 4 (done), 5 (failed), 6 (cancelled)"),
+        )
+    })?;
+    Ok(match state {
+        pb::JobState::Unspecified => None,
+        pb::JobState::Queued => Some(JobState::Queued),
+        pb::JobState::Running => Some(JobState::Running),
+        pb::JobState::Decoding => Some(JobState::Decoding),
+        pb::JobState::Done => Some(JobState::Done),
+        pb::JobState::Failed => Some(JobState::Failed),
+        pb::JobState::Cancelled => Some(JobState::Cancelled),
+    })
+}
+
+// ---- PlanSummary, outputs ------------------------------------------------------------------
+
+impl From<PlanSummary> for pb::PlanSummary {
+    fn from(p: PlanSummary) -> Self {
+        pb::PlanSummary {
+            windows: p.windows,
+            latent_frames: p.latent_frames,
+            output_frames: p.output_frames,
+            workers: p.workers,
+            overlap: p.overlap,
+            window: p.window,
+            padded_latent_frames: p.padded_latent_frames,
+        }
+    }
+}
+
+/// Infallible: a summary is informational (all zeros before planning), with nothing to check.
+impl From<pb::PlanSummary> for PlanSummary {
+    fn from(p: pb::PlanSummary) -> Self {
+        PlanSummary {
+            windows: p.windows,
+            latent_frames: p.latent_frames,
+            output_frames: p.output_frames,
+            workers: p.workers,
+            overlap: p.overlap,
+            window: p.window,
+            padded_latent_frames: p.padded_latent_frames,
+        }
+    }
+}
+
+/// An output format name (`"mp4"`, `"prores"`, `"png"`, `"latents"`).
+pub fn output_kind_from_pb(format: &str, field: &str) -> Result<OutputKind, ApiError> {
+    format.parse().map_err(|m: String| invalid(field, m))
+}
+
+impl From<OutputInfo> for pb::OutputInfo {
+    fn from(o: OutputInfo) -> Self {
+        pb::OutputInfo {
+            name: o.name,
+            format: o.format.as_str().to_string(),
+            size_bytes: o.size_bytes,
+        }
+    }
+}
+
+impl TryFrom<pb::OutputInfo> for OutputInfo {
+    type Error = ApiError;
+
+    fn try_from(o: pb::OutputInfo) -> Result<Self, ApiError> {
+        Ok(OutputInfo {
+            format: output_kind_from_pb(&o.format, "format")?,
+            name: o.name,
+            size_bytes: o.size_bytes,
+        })
+    }
+}
+
+fn outputs_from_pb(outputs: Vec<pb::OutputInfo>, field: &str) -> Result<Vec<OutputInfo>, ApiError> {
+    outputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| OutputInfo::try_from(o).map_err(|e| nest(&format!("{field}[{i}]"), e)))
+        .collect()
+}
+
+// ---- JobStatus ------------------------------------------------------------------------------
+
+impl From<JobStatus> for pb::JobStatus {
+    fn from(s: JobStatus) -> Self {
+        pb::JobStatus {
+            job_id: s.job_id,
+            state: pb::JobState::from(s.state) as i32,
+            spec: Some(s.spec.into()),
+            seed: s.seed,
+            plan: s.plan.map(Into::into),
+            queue_position: s.queue_position,
+            steps_done: s.steps_done,
+            steps_total: s.steps_total,
+            outputs: s.outputs.into_iter().map(Into::into).collect(),
+            error: s.error.unwrap_or_default(),
+            submitted_unix_ms: s.submitted_unix_ms,
+            finished_unix_ms: s.finished_unix_ms,
+        }
+    }
+}
+
+impl TryFrom<pb::JobStatus> for JobStatus {
+    type Error = ApiError;
+
+    fn try_from(s: pb::JobStatus) -> Result<Self, ApiError> {
+        let spec = required(s.spec, "spec")?;
+        Ok(JobStatus {
+            job_id: s.job_id,
+            state: job_state_from_pb(s.state, "state")?,
+            spec: JobSpec::try_from(spec).map_err(|e| nest("spec", e))?,
+            seed: s.seed,
+            plan: s.plan.map(Into::into),
+            queue_position: s.queue_position,
+            steps_done: s.steps_done,
+            steps_total: s.steps_total,
+            outputs: outputs_from_pb(s.outputs, "outputs")?,
+            error: non_empty(s.error),
+            submitted_unix_ms: s.submitted_unix_ms,
+            finished_unix_ms: s.finished_unix_ms,
+        })
+    }
+}
+
+// ---- JobEvent -------------------------------------------------------------------------------
+
+/// A job event on the wire; the domain event does not carry its job id, the watch call knows it.
+pub fn job_event_to_pb(job_id: String, event: JobEvent) -> pb::JobEvent {
+    use job_event::Event;
+    let event = match event {
+        JobEvent::Queued { position } => Event::Queued(pb::Queued { position }),
+        JobEvent::Planned(plan) => Event::Planned(plan.into()),
+        JobEvent::StepProgress {
+            window,
+            step,
+            total_steps,
+            worker_id,
+        } => Event::StepProgress(pb::StepProgress {
+            window,
+            step,
+            total_steps,
+            worker_id,
+        }),
+        JobEvent::Decoding {
+            frames_done,
+            frames_total,
+        } => Event::Decoding(pb::Decoding {
+            frames_done,
+            frames_total,
+        }),
+        JobEvent::Done { outputs } => Event::Done(pb::Done {
+            outputs: outputs.into_iter().map(Into::into).collect(),
+        }),
+        JobEvent::Failed { reason } => Event::Failed(pb::JobFailed { reason }),
+        JobEvent::Cancelled => Event::Cancelled(pb::Cancelled {}),
+    };
+    pb::JobEvent {
+        job_id,
+        event: Some(event),
+    }
+}
+
+impl TryFrom<pb::JobEvent> for JobEvent {
+    type Error = ApiError;
+
+    fn try_from(e: pb::JobEvent) -> Result<Self, ApiError> {
+        use job_event::Event;
+        Ok(match required(e.event, "event")? {
+            Event::Queued(q) => JobEvent::Queued {
+                position: q.position,
+            },
+            Event::Planned(p) => JobEvent::Planned(p.into()),
+            Event::StepProgress(p) => JobEvent::StepProgress {
+                window: p.window,
+                step: p.step,
+                total_steps: p.total_steps,
+                worker_id: p.worker_id,
+            },
+            Event::Decoding(d) => JobEvent::Decoding {
+                frames_done: d.frames_done,
+                frames_total: d.frames_total,
+            },
+            Event::Done(d) => JobEvent::Done {
+                outputs: outputs_from_pb(d.outputs, "done.outputs")?,
+            },
+            Event::Failed(f) => JobEvent::Failed { reason: f.reason },
+            Event::Cancelled(_) => JobEvent::Cancelled,
+        })
+    }
+}
+
+// ---- SubmitResult, OutputChunk --------------------------------------------------------------
+
+impl From<SubmitResult> for pb::SubmitJobResponse {
+    fn from(r: SubmitResult) -> Self {
+        pb::SubmitJobResponse {
+            job_id: r.job_id,
+            seed: r.seed,
+            plan: Some(r.plan.into()),
+        }
+    }
+}
+
+impl TryFrom<pb::SubmitJobResponse> for SubmitResult {
+    type Error = ApiError;
+
+    fn try_from(r: pb::SubmitJobResponse) -> Result<Self, ApiError> {
+        Ok(SubmitResult {
+            job_id: r.job_id,
+            seed: r.seed,
+            plan: required(r.plan, "plan")?.into(),
+        })
+    }
+}
+
+impl From<OutputChunk> for pb::OutputChunk {
+    fn from(c: OutputChunk) -> Self {
+        pb::OutputChunk {
+            // Vec → Bytes takes ownership of the buffer without copying.
+            data: c.data.into(),
+            offset: c.offset,
+            total_size: c.total_size,
+            name: c.name,
+        }
+    }
+}
+
+impl TryFrom<pb::OutputChunk> for OutputChunk {
+    type Error = ApiError;
+
+    /// Rejects a chunk that runs past the output's declared size, which a client writing at
+    /// `offset` would otherwise turn into a file of the wrong length.
+    fn try_from(c: pb::OutputChunk) -> Result<Self, ApiError> {
+        let len = c.data.len() as u64;
+        if c.offset
+            .checked_add(len)
+            .is_none_or(|end| end > c.total_size)
+        {
+            return Err(invalid(
+                "data",
+                format!(
+                    "{len} bytes at offset {} run past the output's total_size {}",
+                    c.offset, c.total_size
+                ),
+            ));
+        }
+        Ok(OutputChunk {
+            name: c.name,
+            offset: c.offset,
+            total_size: c.total_size,
+            data: c.data.into(),
+        })
+    }
+}

@@ -1,0 +1,265 @@
+//! `WorkerService` messages: the shard assignment (everything that decides output bits travels as
+//! exact bits and is re-validated on arrival with the same checks the coordinator used) and the
+//! events a worker streams back.
+
+use super::{duration_to_ms, invalid, ms_to_duration, nest, non_empty, required, to_u32, to_usize};
+use crate::pb::{self, shard_event};
+use crate::wire;
+use longshot_core::api::{ApiError, ShardAssignment, ShardEvent};
+use longshot_core::codenoise::BlendMode;
+use longshot_core::denoiser::Conditioning;
+use longshot_core::plan::WindowPlan;
+use longshot_core::scheduler::{Schedule, ScheduleError, Solver};
+
+// ---- ShardAssignment ------------------------------------------------------------------------
+
+/// `emit_frames` and `emit_latents` are set: the domain assignment has no such switches, a
+/// worker streams both and the coordinator keeps what the job's outputs need.
+impl From<ShardAssignment> for pb::ShardAssignment {
+    fn from(a: ShardAssignment) -> Self {
+        pb::ShardAssignment {
+            job_id: a.job_id,
+            plan_id: a.plan_id,
+            model: a.model,
+            conditioning: Some(pb::Conditioning {
+                prompt: a.conditioning.prompt,
+                negative_prompt: a.conditioning.negative_prompt,
+                ..Default::default()
+            }),
+            seed: a.seed,
+            latent: Some(pb::LatentShape {
+                channels: to_u32(a.channels),
+                height: to_u32(a.height),
+                width: to_u32(a.width),
+            }),
+            plan: Some(pb::WindowGrid {
+                latent_frames: to_u32(a.plan.latent_frames()),
+                window: to_u32(a.plan.window()),
+                overlap: to_u32(a.plan.overlap()),
+            }),
+            schedule: Some(pb::Schedule {
+                solver: a.schedule.solver().to_string(),
+                sigma_bits: wire::to_bits(a.schedule.sigmas()),
+                timestep_bits: wire::to_bits(a.schedule.timesteps()),
+            }),
+            guidance_bits: a.guidance.to_bits(),
+            first_window: to_u32(a.windows.start),
+            end_window: to_u32(a.windows.end),
+            left_exchange_address: a.left_address.unwrap_or_default(),
+            right_exchange_address: a.right_address.unwrap_or_default(),
+            exchange_timeout_ms: duration_to_ms(a.exchange_timeout),
+            hash_every: to_u32(a.hash_every),
+            disable_exchange: a.blend == BlendMode::Independent,
+            emit_frames: true,
+            emit_latents: true,
+        }
+    }
+}
+
+/// The proto field of `pb::Schedule` a schedule error is about.
+fn schedule_field(e: &ScheduleError) -> &'static str {
+    match e {
+        ScheduleError::UnknownSolver(_) => "solver",
+        ScheduleError::Steps(_) | ScheduleError::TimestepsLen { .. } => "timestep_bits",
+        ScheduleError::NotFinite {
+            field: "timesteps", ..
+        } => "timestep_bits",
+        _ => "sigma_bits",
+    }
+}
+
+/// The schedule from its bits, validated by `Schedule::from_parts` (decreasing σ in range, one
+/// timestep per step, finite values), so a corrupted schedule fails here and not mid-render.
+fn schedule_from_pb(s: pb::Schedule) -> Result<Schedule, ApiError> {
+    let solver: Solver = s
+        .solver
+        .parse()
+        .map_err(|e: ScheduleError| invalid("solver", e.to_string()))?;
+    Schedule::from_parts(
+        solver,
+        wire::from_bits(&s.sigma_bits),
+        wire::from_bits(&s.timestep_bits),
+    )
+    .map_err(|e| invalid(schedule_field(&e), e.to_string()))
+}
+
+fn plan_from_pb(g: pb::WindowGrid) -> Result<WindowPlan, ApiError> {
+    WindowPlan::new(
+        to_usize(g.latent_frames, "latent_frames")?,
+        to_usize(g.window, "window")?,
+        to_usize(g.overlap, "overlap")?,
+    )
+    .map_err(|e| invalid("", e.to_string()))
+}
+
+impl TryFrom<pb::ShardAssignment> for ShardAssignment {
+    type Error = ApiError;
+
+    fn try_from(a: pb::ShardAssignment) -> Result<Self, ApiError> {
+        let conditioning = required(a.conditioning, "conditioning")?;
+        let latent = required(a.latent, "latent")?;
+        for (field, v) in [
+            ("latent.channels", latent.channels),
+            ("latent.height", latent.height),
+            ("latent.width", latent.width),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        let plan = plan_from_pb(required(a.plan, "plan")?).map_err(|e| nest("plan", e))?;
+        let schedule =
+            schedule_from_pb(required(a.schedule, "schedule")?).map_err(|e| nest("schedule", e))?;
+        let guidance = f32::from_bits(a.guidance_bits);
+        if !guidance.is_finite() {
+            return Err(invalid(
+                "guidance_bits",
+                format!("{:#010x} is {guidance}, not a finite f32", a.guidance_bits),
+            ));
+        }
+        let n = plan.windows();
+        let windows =
+            to_usize(a.first_window, "first_window")?..to_usize(a.end_window, "end_window")?;
+        if windows.end > n {
+            return Err(invalid(
+                "end_window",
+                format!(
+                    "{} is past the plan's {n} windows: allowed 1..={n}",
+                    windows.end
+                ),
+            ));
+        }
+        if windows.is_empty() {
+            return Err(invalid(
+                "first_window",
+                format!(
+                    "{} is not below end_window {}: a shard runs at least one window",
+                    windows.start, windows.end
+                ),
+            ));
+        }
+        // Embeddings are not part of the domain conditioning yet (workers encode the prompts
+        // themselves); an older worker ignoring them is the documented migration path.
+        Ok(ShardAssignment {
+            job_id: a.job_id,
+            plan_id: a.plan_id,
+            model: a.model,
+            conditioning: Conditioning {
+                prompt: conditioning.prompt,
+                negative_prompt: conditioning.negative_prompt,
+            },
+            seed: a.seed,
+            channels: to_usize(latent.channels, "latent.channels")?,
+            height: to_usize(latent.height, "latent.height")?,
+            width: to_usize(latent.width, "latent.width")?,
+            plan,
+            schedule,
+            guidance,
+            windows,
+            left_address: non_empty(a.left_exchange_address),
+            right_address: non_empty(a.right_exchange_address),
+            exchange_timeout: ms_to_duration(a.exchange_timeout_ms),
+            hash_every: to_usize(a.hash_every, "hash_every")?,
+            blend: if a.disable_exchange {
+                BlendMode::Independent
+            } else {
+                BlendMode::CoDenoise
+            },
+        })
+    }
+}
+
+// ---- ShardEvent -----------------------------------------------------------------------------
+
+impl From<ShardEvent> for pb::ShardEvent {
+    fn from(e: ShardEvent) -> Self {
+        use shard_event::Event;
+        let event = match e {
+            ShardEvent::StepDone { window, step } => Event::StepDone(pb::StepDone { window, step }),
+            ShardEvent::Frame {
+                index,
+                width,
+                height,
+                rgb8,
+            } => Event::Frame(pb::Frame {
+                index,
+                width,
+                height,
+                rgb8: rgb8.into(),
+            }),
+            ShardEvent::Latents {
+                first_frame,
+                frames,
+                data,
+            } => Event::Latents(pb::Latents {
+                first_frame,
+                frame_count: frames,
+                data: wire::encode_f32_le(&data),
+            }),
+            ShardEvent::Finished => Event::Finished(pb::ShardFinished {}),
+            ShardEvent::Failed { reason } => Event::Failed(pb::ShardFailed { reason }),
+        };
+        pb::ShardEvent { event: Some(event) }
+    }
+}
+
+impl TryFrom<pb::ShardEvent> for ShardEvent {
+    type Error = ApiError;
+
+    fn try_from(e: pb::ShardEvent) -> Result<Self, ApiError> {
+        use shard_event::Event;
+        Ok(match required(e.event, "event")? {
+            Event::StepDone(s) => ShardEvent::StepDone {
+                window: s.window,
+                step: s.step,
+            },
+            Event::Frame(f) => {
+                // u64: width · height · 3 cannot overflow it for u32 sides.
+                let expected = u64::from(f.width) * u64::from(f.height) * 3;
+                if f.rgb8.len() as u64 != expected {
+                    return Err(invalid(
+                        "frame.rgb8",
+                        format!(
+                            "{} bytes, expected width {} × height {} × 3 = {expected}",
+                            f.rgb8.len(),
+                            f.width,
+                            f.height
+                        ),
+                    ));
+                }
+                ShardEvent::Frame {
+                    index: f.index,
+                    width: f.width,
+                    height: f.height,
+                    rgb8: f.rgb8.into(),
+                }
+            }
+            Event::Latents(l) => {
+                let data = wire::decode_f32_le(&l.data)
+                    .map_err(|e| invalid("latents.data", e.to_string()))?;
+                let whole_frames = if l.frame_count == 0 {
+                    data.is_empty()
+                } else {
+                    data.len() % l.frame_count as usize == 0
+                };
+                if !whole_frames {
+                    return Err(invalid(
+                        "latents.frame_count",
+                        format!(
+                            "{} values do not split into {} equal frames",
+                            data.len(),
+                            l.frame_count
+                        ),
+                    ));
+                }
+                ShardEvent::Latents {
+                    first_frame: l.first_frame,
+                    frames: l.frame_count,
+                    data,
+                }
+            }
+            Event::Finished(_) => ShardEvent::Finished,
+            Event::Failed(f) => ShardEvent::Failed { reason: f.reason },
+        })
+    }
+}

@@ -1,0 +1,331 @@
+//! tonic servers for the domain service traits: each adapter implements a generated server trait
+//! by converting the request, calling the `Arc<dyn …Api>` it wraps and converting the answer, with
+//! errors mapped by [`crate::status`]. [`serve_coordinator`] and [`serve_worker`] are what the
+//! binaries run: an already-bound listener and a shutdown future in, the tuned HTTP/2 settings,
+//! [`crate::MAX_MESSAGE_BYTES`], health and reflection included.
+
+use crate::convert::stream::domain_stream;
+use crate::convert::{
+    job_event_to_pb, job_state_filter_from_pb, output_kind_from_pb, register_refusal_to_pb,
+    worker_state_from_pb,
+};
+use crate::pb;
+use crate::pb::exchange_service_server::{ExchangeService, ExchangeServiceServer};
+use crate::pb::job_service_server::{JobService, JobServiceServer};
+use crate::pb::registry_service_server::{RegistryService, RegistryServiceServer};
+use crate::pb::worker_service_server::{WorkerService, WorkerServiceServer};
+use crate::status::{error_chain, to_status};
+use futures::{Stream, StreamExt};
+use longshot_core::api::{
+    ApiError, ExchangeApi, JobApi, OverlapEnvelope, RegistryApi, ShardAssignment, WorkerApi,
+    WorkerInfo,
+};
+use longshot_core::job::JobSpec;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("the grpc server failed: {}", error_chain(.0))]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A response stream as the generated server traits want it.
+type PbStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn reply<T>(result: Result<T, ApiError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(to_status)
+}
+
+fn missing(field: &str) -> Status {
+    to_status(ApiError::invalid(field, "is required"))
+}
+
+// ---- JobService -----------------------------------------------------------------------------
+
+/// `JobService` over a [`JobApi`] (the coordinator).
+pub struct JobServiceAdapter(pub Arc<dyn JobApi>);
+
+#[tonic::async_trait]
+impl JobService for JobServiceAdapter {
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let spec = request.into_inner().spec.ok_or_else(|| missing("spec"))?;
+        let spec = JobSpec::try_from(spec).map_err(to_status)?;
+        reply(self.0.submit(spec).await.map(Into::into))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::JobStatus>, Status> {
+        reply(
+            self.0
+                .get(request.into_inner().job_id)
+                .await
+                .map(Into::into),
+        )
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let r = request.into_inner();
+        let state = job_state_filter_from_pb(r.state, "state").map_err(to_status)?;
+        let jobs = self
+            .0
+            .list(state, r.limit as usize)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let state = self
+            .0
+            .cancel(request.into_inner().job_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CancelJobResponse {
+            state: pb::JobState::from(state) as i32,
+        }))
+    }
+
+    type WatchJobStream = PbStream<pb::JobEvent>;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let job_id = request.into_inner().job_id;
+        let events = self.0.watch(job_id.clone()).await.map_err(to_status)?;
+        let events = events.map(move |e| Ok(job_event_to_pb(job_id.clone(), e)));
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    type FetchOutputStream = PbStream<pb::OutputChunk>;
+
+    async fn fetch_output(
+        &self,
+        request: Request<pb::FetchOutputRequest>,
+    ) -> Result<Response<Self::FetchOutputStream>, Status> {
+        let r = request.into_inner();
+        let format = output_kind_from_pb(&r.format, "format").map_err(to_status)?;
+        let chunks = self.0.fetch(r.job_id, format).await.map_err(to_status)?;
+        let chunks = chunks.map(|c| c.map(pb::OutputChunk::from).map_err(to_status));
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let workers = self.0.workers().await.map_err(to_status)?;
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: workers.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn list_models(
+        &self,
+        _request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let models = self.0.models().await.map_err(to_status)?;
+        Ok(Response::new(pb::ListModelsResponse {
+            models: models.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+// ---- RegistryService ------------------------------------------------------------------------
+
+/// `RegistryService` over a [`RegistryApi`] (the coordinator's worker registry).
+pub struct RegistryServiceAdapter(pub Arc<dyn RegistryApi>);
+
+#[tonic::async_trait]
+impl RegistryService for RegistryServiceAdapter {
+    async fn register(
+        &self,
+        request: Request<pb::WorkerInfo>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let worker = WorkerInfo::try_from(request.into_inner()).map_err(to_status)?;
+        let id = worker.id.clone();
+        match self.0.register(worker).await {
+            Ok(ack) => Ok(Response::new(ack.into())),
+            // The proto's refusal is `accepted = false` with a reason, not an error status.
+            Err(ApiError::FailedPrecondition(reason)) => {
+                Ok(Response::new(register_refusal_to_pb(id, reason)))
+            }
+            Err(e) => Err(to_status(e)),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let state = worker_state_from_pb(r.state, "state").map_err(to_status)?;
+        let busy = (!r.busy_job_id.is_empty()).then_some(r.busy_job_id);
+        let known = self
+            .0
+            .heartbeat(r.worker_id, state, busy)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::HeartbeatResponse { known }))
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<pb::DeregisterRequest>,
+    ) -> Result<Response<pb::DeregisterResponse>, Status> {
+        self.0
+            .deregister(request.into_inner().worker_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeregisterResponse {}))
+    }
+}
+
+// ---- WorkerService --------------------------------------------------------------------------
+
+/// `WorkerService` over a [`WorkerApi`] (a worker node).
+pub struct WorkerServiceAdapter(pub Arc<dyn WorkerApi>);
+
+#[tonic::async_trait]
+impl WorkerService for WorkerServiceAdapter {
+    type RunShardStream = PbStream<pb::ShardEvent>;
+
+    async fn run_shard(
+        &self,
+        request: Request<pb::ShardAssignment>,
+    ) -> Result<Response<Self::RunShardStream>, Status> {
+        let assignment = ShardAssignment::try_from(request.into_inner()).map_err(to_status)?;
+        let events = self.0.run_shard(assignment).await.map_err(to_status)?;
+        Ok(Response::new(Box::pin(
+            events.map(|e| Ok(pb::ShardEvent::from(e))),
+        )))
+    }
+
+    async fn cancel_shard(
+        &self,
+        request: Request<pb::CancelShardRequest>,
+    ) -> Result<Response<pb::CancelShardResponse>, Status> {
+        let r = request.into_inner();
+        let cancelled = self
+            .0
+            .cancel_shard(r.job_id, r.plan_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CancelShardResponse { cancelled }))
+    }
+
+    /// `WorkerApi` has no status query (the coordinator learns a worker's state from its
+    /// heartbeats), so this answers the empty, idle-looking response rather than UNIMPLEMENTED,
+    /// which keeps generic gRPC probes green.
+    async fn worker_status(
+        &self,
+        _request: Request<pb::WorkerStatusRequest>,
+    ) -> Result<Response<pb::WorkerStatusResponse>, Status> {
+        Ok(Response::new(pb::WorkerStatusResponse::default()))
+    }
+}
+
+// ---- ExchangeService ------------------------------------------------------------------------
+
+/// `ExchangeService` over an [`ExchangeApi`] (a worker node, answering its left neighbour).
+pub struct ExchangeServiceAdapter(pub Arc<dyn ExchangeApi>);
+
+#[tonic::async_trait]
+impl ExchangeService for ExchangeServiceAdapter {
+    type OverlapStream = PbStream<pb::OverlapFrame>;
+
+    async fn overlap(
+        &self,
+        request: Request<Streaming<pb::OverlapFrame>>,
+    ) -> Result<Response<Self::OverlapStream>, Status> {
+        let peer = match request.remote_addr() {
+            Some(addr) => format!("the exchange peer at {addr}"),
+            None => "the exchange peer".to_string(),
+        };
+        let inbound = domain_stream(request.into_inner(), peer, OverlapEnvelope::try_from);
+        let outbound = self.0.overlap(inbound).await.map_err(to_status)?;
+        Ok(Response::new(Box::pin(
+            outbound.map(|e| Ok(pb::OverlapFrame::from(e))),
+        )))
+    }
+}
+
+// ---- entry points ---------------------------------------------------------------------------
+
+/// Serves `JobService` and `RegistryService` (plus health, with both marked SERVING, and
+/// reflection) on `listener` until `shutdown` completes.
+pub async fn serve_coordinator(
+    listener: TcpListener,
+    jobs: Arc<dyn JobApi>,
+    registry: Arc<dyn RegistryApi>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProtoError> {
+    let (reporter, health) = crate::health_service();
+    reporter
+        .set_serving::<JobServiceServer<JobServiceAdapter>>()
+        .await;
+    reporter
+        .set_serving::<RegistryServiceServer<RegistryServiceAdapter>>()
+        .await;
+    crate::server_builder()
+        .add_service(health)
+        .add_service(crate::reflection_service()?)
+        .add_service(crate::reflection_service_v1alpha()?)
+        .add_service(sized!(JobServiceServer::new(JobServiceAdapter(jobs))))
+        .add_service(sized!(RegistryServiceServer::new(RegistryServiceAdapter(
+            registry
+        ))))
+        .serve_with_incoming_shutdown(crate::incoming(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Serves `WorkerService` and `ExchangeService` (plus health, with both marked SERVING, and
+/// reflection) on `listener` until `shutdown` completes.
+pub async fn serve_worker(
+    listener: TcpListener,
+    worker: Arc<dyn WorkerApi>,
+    exchange: Arc<dyn ExchangeApi>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProtoError> {
+    let (reporter, health) = crate::health_service();
+    reporter
+        .set_serving::<WorkerServiceServer<WorkerServiceAdapter>>()
+        .await;
+    reporter
+        .set_serving::<ExchangeServiceServer<ExchangeServiceAdapter>>()
+        .await;
+    crate::server_builder()
+        .add_service(health)
+        .add_service(crate::reflection_service()?)
+        .add_service(crate::reflection_service_v1alpha()?)
+        .add_service(sized!(WorkerServiceServer::new(WorkerServiceAdapter(
+            worker
+        ))))
+        .add_service(sized!(ExchangeServiceServer::new(ExchangeServiceAdapter(
+            exchange
+        ))))
+        .serve_with_incoming_shutdown(crate::incoming(listener), shutdown)
+        .await?;
+    Ok(())
+}

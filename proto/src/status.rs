@@ -1,0 +1,232 @@
+//! The one place that maps [`ApiError`] to `tonic::Status` and back.
+//!
+//! `InvalidArgument` travels as the message `field: message; field: message` (no "invalid job"
+//! prefix), which [`from_status`] parses back into the same field errors, so a client can show
+//! every bad field next to the flag that set it. Transport failures (nothing listening, a reset
+//! connection, a connect timeout) become `Unavailable` with a message naming the peer.
+
+use longshot_core::api::ApiError;
+use longshot_core::job::FieldError;
+use std::error::Error;
+use tonic::{Code, Status};
+
+/// Field name used when an `INVALID_ARGUMENT` message is not a `field: message` list (a foreign
+/// server, a proxy).
+pub const UNNAMED_FIELD: &str = "request";
+
+/// The status a service answers with for `err`.
+pub fn to_status(err: ApiError) -> Status {
+    match err {
+        ApiError::InvalidArgument(errors) => Status::invalid_argument(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        ApiError::NotFound(m) => Status::not_found(m),
+        ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
+        ApiError::Unavailable(m) => Status::unavailable(m),
+        ApiError::Internal(m) => Status::internal(m),
+    }
+}
+
+/// The domain error for a status a peer answered with.
+pub fn from_status(status: &Status) -> ApiError {
+    let message = status.message().to_string();
+    match status.code() {
+        Code::InvalidArgument => ApiError::InvalidArgument(parse_field_errors(&message)),
+        Code::NotFound => ApiError::NotFound(message),
+        Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted | Code::OutOfRange => {
+            ApiError::FailedPrecondition(message)
+        }
+        Code::Unavailable => ApiError::Unavailable(message),
+        Code::DeadlineExceeded => ApiError::Unavailable(format!("deadline exceeded: {message}")),
+        Code::Internal => ApiError::Internal(message),
+        other => ApiError::Internal(format!("{}: {message}", code_name(other))),
+    }
+}
+
+/// Like [`from_status`] for a call to `peer` (for example "the coordinator at
+/// http://10.0.0.1:7000"): a failure of the local transport and the codes that mean "not there"
+/// say which peer could not be reached and why.
+pub fn from_status_at(status: &Status, peer: &str) -> ApiError {
+    // tonic attaches the underlying error as the source only to statuses it synthesises from a
+    // local transport failure; a status the peer sent has none.
+    if status.source().is_some() {
+        return ApiError::Unavailable(format!("cannot reach {peer}: {}", status_cause(status)));
+    }
+    match status.code() {
+        Code::Unavailable => {
+            ApiError::Unavailable(format!("{peer} is unavailable: {}", status.message()))
+        }
+        Code::DeadlineExceeded => ApiError::Unavailable(format!(
+            "{peer} did not answer in time: {}",
+            status.message()
+        )),
+        _ => from_status(status),
+    }
+}
+
+/// A failed connect to `peer` (for example a refused TCP connection).
+pub fn unreachable(peer: &str, err: &tonic::transport::Error) -> ApiError {
+    ApiError::Unavailable(format!("cannot reach {peer}: {}", error_chain(err)))
+}
+
+/// `err` and its sources, joined by `: `, skipping a source whose text the chain already shows
+/// (transport errors tend to repeat their cause in their own message).
+pub fn error_chain(err: &(dyn Error + 'static)) -> String {
+    append_sources(err.to_string(), err.source())
+}
+
+/// A status's message followed by its source chain (a status's own `Display` lists code, details
+/// and metadata, too noisy for a one-line reason).
+pub fn status_cause(status: &Status) -> String {
+    let text = append_sources(status.message().to_string(), status.source());
+    if text.is_empty() {
+        code_name(status.code()).to_string()
+    } else {
+        text
+    }
+}
+
+fn append_sources(mut text: String, mut source: Option<&(dyn Error + 'static)>) -> String {
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !s.is_empty() && !text.contains(&s) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// Parses `field: message; field: message` back into field errors. A part that does not start
+/// with a field path continues the previous message (a message may itself contain "; ").
+pub fn parse_field_errors(message: &str) -> Vec<FieldError> {
+    if message.is_empty() {
+        return vec![FieldError::new(UNNAMED_FIELD, "the server gave no details")];
+    }
+    let mut errors: Vec<FieldError> = Vec::new();
+    for part in message.split("; ") {
+        match (part.split_once(": "), errors.last_mut()) {
+            (Some((field, msg)), _) if is_field_path(field) => {
+                errors.push(FieldError::new(field, msg))
+            }
+            (_, Some(last)) => {
+                last.message.push_str("; ");
+                last.message.push_str(part);
+            }
+            (_, None) => errors.push(FieldError::new(UNNAMED_FIELD, part)),
+        }
+    }
+    errors
+}
+
+/// Field paths as the conversions and `JobSpec::validate` write them: `width`,
+/// `schedule.sigma_bits`, `models[1].name`.
+fn is_field_path(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
+}
+
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown error",
+        Code::InvalidArgument => "invalid argument",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::FailedPrecondition => "failed precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal error",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(err: ApiError) -> ApiError {
+        from_status(&to_status(err))
+    }
+
+    #[test]
+    fn every_error_kind_round_trips() {
+        let errors = [
+            ApiError::InvalidArgument(vec![
+                FieldError::new("width", "1000 is not a multiple of 16 in 16..=4096"),
+                FieldError::new(
+                    "outputs",
+                    r#"output format "gif" is not one of: mp4, prores, png, latents"#,
+                ),
+                FieldError::new(
+                    "schedule.sigma_bits",
+                    "sigmas[1] = 0.5 is not below sigmas[0] = 0.5",
+                ),
+            ]),
+            ApiError::NotFound("no job j-42".into()),
+            ApiError::FailedPrecondition("job j-1 is not done".into()),
+            ApiError::Unavailable("no worker serves model wan".into()),
+            ApiError::Internal("assembly failed".into()),
+        ];
+        for err in errors {
+            assert_eq!(round_trip(err.clone()), err);
+        }
+    }
+
+    #[test]
+    fn invalid_argument_message_lists_fields() {
+        let status = to_status(ApiError::InvalidArgument(vec![
+            FieldError::new("fps", "0 is not in 1..=120"),
+            FieldError::new("duration", "is required: set seconds or frames"),
+        ]));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "fps: 0 is not in 1..=120; duration: is required: set seconds or frames"
+        );
+    }
+
+    #[test]
+    fn messages_with_separators_and_foreign_messages_parse() {
+        let parsed = parse_field_errors("prompt: too long; see the docs; width: bad");
+        assert_eq!(
+            parsed,
+            vec![
+                FieldError::new("prompt", "too long; see the docs"),
+                FieldError::new("width", "bad"),
+            ]
+        );
+        assert_eq!(
+            parse_field_errors("something went wrong"),
+            vec![FieldError::new(UNNAMED_FIELD, "something went wrong")]
+        );
+    }
+
+    #[test]
+    fn peer_statuses_name_the_peer() {
+        let peer = "the coordinator at http://127.0.0.1:1";
+        let err = from_status_at(&Status::unavailable("draining"), peer);
+        assert_eq!(
+            err,
+            ApiError::Unavailable(format!("{peer} is unavailable: draining"))
+        );
+        let err = from_status_at(&Status::not_found("no job j-1"), peer);
+        assert_eq!(err, ApiError::NotFound("no job j-1".into()));
+        let err = from_status(&Status::unimplemented("nope"));
+        assert_eq!(err, ApiError::Internal("unimplemented: nope".into()));
+    }
+}

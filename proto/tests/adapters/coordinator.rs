@@ -1,0 +1,182 @@
+//! `serve_coordinator` driven by `JobClient` and `RegistryClient`.
+
+use super::*;
+
+#[tokio::test]
+async fn coordinator_round_trips_jobs_and_registrations() -> Result<()> {
+    let fake = Arc::new(FakeCoordinator::default());
+    let server = start_coordinator(fake.clone()).await?;
+    // No scheme: the client adds http://.
+    let client = JobClient::connect(&server.addr.to_string())
+        .await
+        .context("connecting")?;
+
+    // Field errors survive the round trip, every one of them.
+    let bad = JobSpec {
+        width: 1000,
+        steps: 5000,
+        ..spec()
+    };
+    let err = client.submit(bad.clone()).await.expect_err("invalid spec");
+    assert_eq!(err, ApiError::InvalidArgument(bad.validate()));
+    assert_eq!(
+        bad.validate()
+            .iter()
+            .map(|e| e.field.as_str())
+            .collect::<Vec<_>>(),
+        ["width", "steps"]
+    );
+
+    // A request without a duration is caught at the edge, before the service sees it.
+    let mut raw =
+        pb::job_service_client::JobServiceClient::connect(format!("http://{}", server.addr))
+            .await?;
+    let spec_without_duration = pb::JobSpec {
+        duration: None,
+        ..pb::JobSpec::from(spec())
+    };
+    let status = raw
+        .submit_job(pb::SubmitJobRequest {
+            spec: Some(spec_without_duration),
+        })
+        .await
+        .expect_err("no duration");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "duration: is required: set seconds or frames"
+    );
+
+    let submitted = client.submit(spec()).await?;
+    assert_eq!(
+        submitted,
+        SubmitResult {
+            job_id: "j-1".into(),
+            seed: 3,
+            plan: plan()
+        }
+    );
+    assert_eq!(
+        fake.submitted.lock().expect("lock").as_slice(),
+        &[spec()],
+        "the spec arrives unchanged"
+    );
+
+    let watched: Vec<JobEvent> = client.watch("j-1".into()).await?.collect().await;
+    assert_eq!(watched, events());
+
+    let chunks: Vec<Result<OutputChunk, ApiError>> = client
+        .fetch("j-1".into(), OutputKind::Mp4)
+        .await?
+        .collect()
+        .await;
+    let bytes: Vec<u8> = chunks
+        .into_iter()
+        .map(|c| c.map(|c| c.data))
+        .collect::<Result<Vec<_>, _>>()?
+        .concat();
+    assert_eq!(bytes, OUTPUT);
+    let chunks: Vec<_> = client
+        .fetch("j-1".into(), OutputKind::Latents)
+        .await?
+        .collect()
+        .await;
+    assert_eq!(chunks.len(), 2);
+    assert!(chunks[0].is_ok());
+    assert_eq!(
+        chunks[1],
+        Err(ApiError::Internal("the output file vanished".into()))
+    );
+    let err = client.fetch("j-1".into(), OutputKind::Png).await.err();
+    assert_eq!(
+        err,
+        Some(ApiError::FailedPrecondition(
+            "job j-1 has no png output".into()
+        ))
+    );
+
+    assert_eq!(
+        client.get("j-9".into()).await,
+        Err(ApiError::NotFound("no job j-9".into()))
+    );
+    assert_eq!(
+        client.list(Some(JobState::Running), 3).await,
+        Ok(Vec::new())
+    );
+    assert_eq!(client.cancel("j-1".into()).await, Ok(JobState::Cancelled));
+    assert_eq!(client.workers().await, Ok(vec![worker("w-1")]));
+    assert_eq!(client.models().await, Ok(vec![model()]));
+
+    let registry = RegistryClient::connect_lazy(&format!("http://{}", server.addr))?;
+    let ack = registry.register(worker("w-1")).await?;
+    assert_eq!(
+        ack,
+        RegisterAck {
+            worker_id: "w-1".into(),
+            heartbeat_interval: Duration::from_millis(1500)
+        }
+    );
+    let refused = registry
+        .register(WorkerInfo {
+            version: "0.0.9".into(),
+            ..worker("w-2")
+        })
+        .await;
+    assert_eq!(
+        refused,
+        Err(ApiError::FailedPrecondition(
+            "version 0.0.9 is not the cluster's 0.1.0".into()
+        ))
+    );
+    assert_eq!(
+        registry
+            .heartbeat("w-1".into(), WorkerState::Busy, Some("j-1".into()))
+            .await,
+        Ok(true)
+    );
+    assert_eq!(registry.deregister("w-1".into()).await, Ok(()));
+
+    // Health says SERVING for both services.
+    let channel = longshot_proto::endpoint(format!("http://{}", server.addr))?
+        .connect()
+        .await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in ["longshot.v1.JobService", "longshot.v1.RegistryService"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await?;
+        assert_eq!(
+            r.into_inner().status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving
+        );
+    }
+    server.stop().await
+}
+
+#[tokio::test]
+async fn unreachable_coordinator_is_unavailable_and_named() -> Result<()> {
+    // A port that was just free: nothing listens on it.
+    let addr = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+    let err = JobClient::connect(&format!("http://{addr}"))
+        .await
+        .expect_err("nothing listens");
+    let ApiError::Unavailable(message) = &err else {
+        anyhow::bail!("expected Unavailable, got {err:?}")
+    };
+    ensure!(
+        message.starts_with(&format!("cannot reach the coordinator at http://{addr}: ")),
+        "{message}"
+    );
+    let registry = RegistryClient::connect_lazy(&addr.to_string())?;
+    let err = registry
+        .deregister("w".into())
+        .await
+        .expect_err("nothing listens");
+    ensure!(
+        matches!(&err, ApiError::Unavailable(m) if m.contains(&format!("http://{addr}"))),
+        "{err:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! The server adapters and client wrappers over real loopback TCP: `serve_coordinator` and
+//! `serve_worker` on 127.0.0.1:0 with tiny in-test domain implementations, driven through
+//! `JobClient`, `RegistryClient`, `GrpcWorkerConnector` and `GrpcExchangeConnector`.
+//!
+//! This file holds the fakes and server helpers; `coordinator` and `worker` hold the tests.
+
+mod coordinator;
+mod worker;
+
+use anyhow::{ensure, Context, Result};
+use futures::{stream, StreamExt};
+use longshot_core::api::*;
+use longshot_core::denoiser::ModelInfo;
+use longshot_core::exchange::{OverlapMessage, Payload};
+use longshot_core::job::{ClipLength, JobSpec, OutputKind};
+use longshot_proto::client::{
+    GrpcExchangeConnector, GrpcWorkerConnector, JobClient, RegistryClient,
+};
+use longshot_proto::pb;
+use longshot_proto::server::{serve_coordinator, serve_worker};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const OUTPUT: &[u8] = b"not really an mp4, but bytes all the same";
+
+/// A coordinator that accepts valid specs, remembers them, and streams canned events and output.
+#[derive(Default)]
+struct FakeCoordinator {
+    submitted: Mutex<Vec<JobSpec>>,
+}
+
+fn plan() -> PlanSummary {
+    PlanSummary {
+        windows: 2,
+        latent_frames: 30,
+        output_frames: 117,
+        workers: 1,
+        overlap: 4,
+        window: 21,
+        padded_latent_frames: 38,
+    }
+}
+
+fn events() -> Vec<JobEvent> {
+    vec![
+        JobEvent::Queued { position: 0 },
+        JobEvent::Planned(plan()),
+        JobEvent::StepProgress {
+            window: 1,
+            step: 1,
+            total_steps: 2,
+            worker_id: "w-1".into(),
+        },
+        JobEvent::Done {
+            outputs: vec![OutputInfo {
+                name: "clip.mp4".into(),
+                format: OutputKind::Mp4,
+                size_bytes: OUTPUT.len() as u64,
+            }],
+        },
+    ]
+}
+
+fn model() -> ModelInfo {
+    ModelInfo {
+        name: "procedural".into(),
+        window_frames: 21,
+        latent_channels: 4,
+        temporal_compression: 4,
+        spatial_compression: 8,
+        default_overlap: 4,
+    }
+}
+
+impl JobApi for FakeCoordinator {
+    fn submit(&self, spec: JobSpec) -> BoxFuture<'_, Result<SubmitResult, ApiError>> {
+        Box::pin(async move {
+            let errors = spec.validate();
+            if !errors.is_empty() {
+                return Err(ApiError::InvalidArgument(errors));
+            }
+            let seed = spec.seed.unwrap_or(7);
+            self.submitted.lock().expect("lock").push(spec);
+            Ok(SubmitResult {
+                job_id: "j-1".into(),
+                seed,
+                plan: plan(),
+            })
+        })
+    }
+    fn get(&self, job_id: String) -> BoxFuture<'_, Result<JobStatus, ApiError>> {
+        Box::pin(async move { Err(ApiError::NotFound(format!("no job {job_id}"))) })
+    }
+    fn list(
+        &self,
+        state: Option<JobState>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
+        Box::pin(async move {
+            if state != Some(JobState::Running) || limit != 3 {
+                return Err(ApiError::Internal(format!(
+                    "unexpected filter {state:?} {limit}"
+                )));
+            }
+            Ok(Vec::new())
+        })
+    }
+    fn cancel(&self, _job_id: String) -> BoxFuture<'_, Result<JobState, ApiError>> {
+        Box::pin(async { Ok(JobState::Cancelled) })
+    }
+    fn watch(&self, _job_id: String) -> BoxFuture<'_, Result<BoxStream<JobEvent>, ApiError>> {
+        Box::pin(async { Ok(Box::pin(stream::iter(events())) as BoxStream<JobEvent>) })
+    }
+    fn fetch(
+        &self,
+        _job_id: String,
+        format: OutputKind,
+    ) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>> {
+        Box::pin(async move {
+            let total = OUTPUT.len() as u64;
+            let chunk = |offset: usize, end: usize| {
+                Ok(OutputChunk {
+                    name: "clip.mp4".into(),
+                    offset: offset as u64,
+                    total_size: total,
+                    data: OUTPUT[offset..end].to_vec(),
+                })
+            };
+            let items = match format {
+                OutputKind::Mp4 => vec![chunk(0, 10), chunk(10, OUTPUT.len())],
+                // A failure after the first chunk: the client must see it as an error item.
+                OutputKind::Latents => vec![
+                    chunk(0, 10),
+                    Err(ApiError::Internal("the output file vanished".into())),
+                ],
+                _ => {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "job j-1 has no {format} output"
+                    )))
+                }
+            };
+            Ok(Box::pin(stream::iter(items)) as BoxStream<_>)
+        })
+    }
+    fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, ApiError>> {
+        Box::pin(async { Ok(vec![worker("w-1")]) })
+    }
+    fn models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ApiError>> {
+        Box::pin(async { Ok(vec![model()]) })
+    }
+}
+
+fn worker(id: &str) -> WorkerInfo {
+    WorkerInfo {
+        id: id.into(),
+        address: "127.0.0.1:7001".into(),
+        device_kind: "cpu".into(),
+        device_name: "test".into(),
+        memory_bytes: 1 << 30,
+        models: vec![model()],
+        version: "0.1.0".into(),
+        state: WorkerState::Idle,
+    }
+}
+
+impl RegistryApi for FakeCoordinator {
+    fn register(&self, worker: WorkerInfo) -> BoxFuture<'_, Result<RegisterAck, ApiError>> {
+        Box::pin(async move {
+            if worker.version != "0.1.0" {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "version {} is not the cluster's 0.1.0",
+                    worker.version
+                )));
+            }
+            Ok(RegisterAck {
+                worker_id: worker.id,
+                heartbeat_interval: Duration::from_millis(1500),
+            })
+        })
+    }
+    fn heartbeat(
+        &self,
+        worker_id: String,
+        state: WorkerState,
+        busy_job: Option<String>,
+    ) -> BoxFuture<'_, Result<bool, ApiError>> {
+        Box::pin(async move {
+            Ok(worker_id == "w-1"
+                && state == WorkerState::Busy
+                && busy_job.as_deref() == Some("j-1"))
+        })
+    }
+    fn deregister(&self, _worker_id: String) -> BoxFuture<'_, Result<(), ApiError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A worker whose exchange answers every message with its negation (velocity and halo values
+/// negated, hash inverted), and whose shards stream canned events.
+struct FakeWorker {
+    shard_events: Vec<ShardEvent>,
+}
+
+fn mirrored(mut env: OverlapEnvelope) -> OverlapEnvelope {
+    env.message.payload = match env.message.payload {
+        Payload::Velocity(v) => Payload::Velocity(v.iter().map(|x| -x).collect()),
+        Payload::Halo(v) => Payload::Halo(v.iter().map(|x| -x).collect()),
+        Payload::LatentHash(h) => Payload::LatentHash(!h),
+    };
+    env
+}
+
+impl ExchangeApi for FakeWorker {
+    fn overlap(
+        &self,
+        mut inbound: BoxStream<Result<OverlapEnvelope, ApiError>>,
+    ) -> BoxFuture<'_, Result<BoxStream<OverlapEnvelope>, ApiError>> {
+        Box::pin(async move {
+            // Like the real worker: the first message names the shard, so wait for it before
+            // answering; the client must be sending while it waits for our response headers.
+            let first = match inbound.next().await {
+                Some(Ok(env)) => env,
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(ApiError::invalid(
+                        "overlap",
+                        "the stream ended before its first message",
+                    ))
+                }
+            };
+            let rest = inbound.filter_map(|r| async move { r.ok() });
+            Ok(
+                Box::pin(stream::once(async move { first }).chain(rest).map(mirrored))
+                    as BoxStream<_>,
+            )
+        })
+    }
+}
+
+impl WorkerApi for FakeWorker {
+    fn run_shard(
+        &self,
+        assignment: ShardAssignment,
+    ) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
+        Box::pin(async move {
+            if assignment.job_id == "hang" {
+                // One event, then silence: the test cuts the connection under it.
+                let events = stream::iter(self.shard_events.clone())
+                    .take(1)
+                    .chain(stream::pending());
+                return Ok(Box::pin(events) as BoxStream<_>);
+            }
+            Ok(Box::pin(stream::iter(self.shard_events.clone())) as BoxStream<_>)
+        })
+    }
+    fn cancel_shard(&self, _job_id: String, plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
+        Box::pin(async move { Ok(plan_id == 3) })
+    }
+}
+
+/// A running server: its address, and the handle that stops it.
+struct Running {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), longshot_proto::ProtoError>>,
+}
+
+impl Running {
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task).await???;
+        Ok(())
+    }
+}
+
+async fn start_coordinator(fake: Arc<FakeCoordinator>) -> Result<Running> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve_coordinator(listener, fake.clone(), fake, async {
+        let _ = rx.await;
+    }));
+    Ok(Running { addr, stop, task })
+}
+
+async fn start_worker(fake: Arc<FakeWorker>) -> Result<Running> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve_worker(listener, fake.clone(), fake, async {
+        let _ = rx.await;
+    }));
+    Ok(Running { addr, stop, task })
+}
+
+fn spec() -> JobSpec {
+    JobSpec {
+        model: "procedural".into(),
+        prompt: "a lighthouse at dusk".into(),
+        negative_prompt: String::new(),
+        seed: Some(3),
+        length: ClipLength::Frames(117),
+        fps: 16,
+        width: 256,
+        height: 160,
+        steps: 2,
+        guidance: 0.0,
+        shift: 3.0,
+        solver: "euler".into(),
+        overlap: Some(4),
+        outputs: vec!["mp4".into()],
+        priority: 0,
+        blend: Default::default(),
+    }
+}

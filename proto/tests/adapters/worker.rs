@@ -1,0 +1,153 @@
+//! `serve_worker` driven by `GrpcWorkerConnector` and `GrpcExchangeConnector`.
+
+use super::*;
+
+fn envelope(step: u32, payload: Payload) -> OverlapEnvelope {
+    OverlapEnvelope {
+        job_id: "j-1".into(),
+        plan_id: 3,
+        message: OverlapMessage {
+            step,
+            boundary: 0,
+            payload,
+        },
+    }
+}
+
+#[tokio::test]
+async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
+    let shard_events = vec![
+        ShardEvent::StepDone { window: 0, step: 0 },
+        ShardEvent::Latents {
+            first_frame: 0,
+            frames: 1,
+            data: vec![0.5, -1.0],
+        },
+        ShardEvent::Finished,
+    ];
+    let server = start_worker(Arc::new(FakeWorker {
+        shard_events: shard_events.clone(),
+    }))
+    .await?;
+    let address = server.addr.to_string();
+
+    // The exchange: messages go out, their mirror images come back, in order.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let outbound: BoxStream<OverlapEnvelope> =
+        Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
+    let sent = [
+        envelope(0, Payload::Velocity(vec![1.0, -2.5, 0.0])),
+        envelope(0, Payload::LatentHash(0x0123_4567_89ab_cdef)),
+        envelope(1, Payload::Velocity(vec![3.0; 1000])),
+        envelope(2, Payload::Halo(vec![0.25, 4.0])),
+    ];
+    // Only the first message is queued before open(): the server answers after receiving it.
+    tx.send(sent[0].clone())?;
+    let mut inbound = GrpcExchangeConnector
+        .open(address.clone(), outbound)
+        .await?;
+    for (i, env) in sent.iter().enumerate() {
+        if i > 0 {
+            tx.send(env.clone())?;
+        }
+        let back = tokio::time::timeout(Duration::from_secs(10), inbound.next())
+            .await?
+            .context("stream ended")??;
+        assert_eq!(back, mirrored(env.clone()));
+    }
+    drop(tx);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), inbound.next())
+            .await?
+            .is_none(),
+        "ends after ours"
+    );
+
+    // The shard stream, and a cancel.
+    let worker = GrpcWorkerConnector.connect(address.clone()).await?;
+    let assignment = ShardAssignment {
+        job_id: "j-1".into(),
+        plan_id: 3,
+        model: "procedural".into(),
+        conditioning: Default::default(),
+        seed: 1,
+        channels: 1,
+        height: 1,
+        width: 2,
+        plan: longshot_core::plan::WindowPlan::new(30, 21, 4)?,
+        schedule: longshot_core::scheduler::Schedule::new(
+            longshot_core::scheduler::Solver::UniPc,
+            2,
+            3.0,
+        )?,
+        guidance: 5.0,
+        windows: 0..2,
+        left_address: None,
+        right_address: None,
+        exchange_timeout: Duration::from_secs(5),
+        hash_every: 1,
+        blend: Default::default(),
+    };
+    let events: Vec<ShardEvent> = worker.run_shard(assignment.clone()).await?.collect().await;
+    assert_eq!(events, shard_events);
+    assert_eq!(worker.cancel_shard("j-1".into(), 3).await, Ok(true));
+
+    // A stream that stops without a verdict ends in a Failed that says so.
+    let unfinished = start_worker(Arc::new(FakeWorker {
+        shard_events: shard_events[..2].to_vec(),
+    }))
+    .await?;
+    let w = GrpcWorkerConnector
+        .connect(unfinished.addr.to_string())
+        .await?;
+    let events: Vec<ShardEvent> = w.run_shard(assignment.clone()).await?.collect().await;
+    let Some(ShardEvent::Failed { reason }) = events.last() else {
+        anyhow::bail!("no Failed at the end: {events:?}")
+    };
+    assert_eq!(events.len(), 3);
+    ensure!(
+        reason.contains("ended the shard stream without finishing it"),
+        "{reason}"
+    );
+
+    // A connection cut mid-stream ends in a Failed naming the worker, through a proxy we kill.
+    let (proxy_addr, proxy) = cuttable_proxy(server.addr).await?;
+    let w = GrpcWorkerConnector.connect(proxy_addr.to_string()).await?;
+    let mut events = w
+        .run_shard(ShardAssignment {
+            job_id: "hang".into(),
+            ..assignment
+        })
+        .await?;
+    assert_eq!(events.next().await, Some(shard_events[0].clone()));
+    proxy.abort();
+    let last = tokio::time::timeout(Duration::from_secs(10), events.next()).await?;
+    let Some(ShardEvent::Failed { reason }) = last else {
+        anyhow::bail!("expected Failed, got {last:?}")
+    };
+    ensure!(
+        reason.starts_with(&format!("lost the connection to worker at {proxy_addr}: ")),
+        "{reason}"
+    );
+    assert_eq!(events.next().await, None);
+
+    unfinished.stop().await?;
+    server.stop().await
+}
+
+/// A TCP proxy to `target` whose connections all die when the returned task is aborted.
+async fn cuttable_proxy(target: SocketAddr) -> Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let mut links = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            links.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    Ok((addr, task))
+}

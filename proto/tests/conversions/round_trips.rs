@@ -1,0 +1,278 @@
+//! Every domain value survives domain → pb → domain unchanged, bit for bit where bits matter.
+
+use super::*;
+
+#[test]
+fn job_messages_round_trip() {
+    round_trip::<JobSpec, pb::JobSpec>(spec());
+    round_trip::<JobSpec, pb::JobSpec>(JobSpec {
+        length: ClipLength::Frames(81),
+        seed: None,
+        overlap: None,
+        blend: BlendMode::CoDenoise,
+        ..spec()
+    });
+    let outputs = vec![
+        OutputInfo {
+            name: "clip.mp4".into(),
+            format: OutputKind::Mp4,
+            size_bytes: 1 << 20,
+        },
+        OutputInfo {
+            name: "clip.safetensors".into(),
+            format: OutputKind::Latents,
+            size_bytes: 7,
+        },
+    ];
+    for format in OutputKind::ALL {
+        round_trip::<OutputInfo, pb::OutputInfo>(OutputInfo {
+            name: "x".into(),
+            format,
+            size_bytes: 0,
+        });
+    }
+    let status = JobStatus {
+        job_id: "j-1".into(),
+        state: JobState::Done,
+        spec: spec(),
+        seed: 42,
+        plan: Some(plan()),
+        queue_position: 0,
+        steps_done: 750,
+        steps_total: 750,
+        outputs: outputs.clone(),
+        error: Some("worker w-2 lost".into()),
+        submitted_unix_ms: 1_700_000_000_000,
+        finished_unix_ms: 1_700_000_060_000,
+    };
+    round_trip::<JobStatus, pb::JobStatus>(status.clone());
+    round_trip::<JobStatus, pb::JobStatus>(JobStatus {
+        plan: None,
+        error: None,
+        state: JobState::Queued,
+        ..status
+    });
+    round_trip::<SubmitResult, pb::SubmitJobResponse>(SubmitResult {
+        job_id: "j-1".into(),
+        seed: 9,
+        plan: plan(),
+    });
+    round_trip::<OutputChunk, pb::OutputChunk>(OutputChunk {
+        name: "clip.mp4".into(),
+        offset: 10,
+        total_size: 13,
+        data: vec![1, 2, 3],
+    });
+    for state in [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Decoding,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+    ] {
+        assert_eq!(
+            job_state_from_pb(pb::JobState::from(state) as i32, "state"),
+            Ok(state)
+        );
+    }
+    let events = [
+        JobEvent::Queued { position: 2 },
+        JobEvent::Planned(plan()),
+        JobEvent::StepProgress {
+            window: 3,
+            step: 17,
+            total_steps: 50,
+            worker_id: "w-1".into(),
+        },
+        JobEvent::Decoding {
+            frames_done: 10,
+            frames_total: 961,
+        },
+        JobEvent::Done { outputs },
+        JobEvent::Failed {
+            reason: "no worker serves model wan".into(),
+        },
+        JobEvent::Cancelled,
+    ];
+    for event in events {
+        let wire = job_event_to_pb("j-1".into(), event.clone());
+        assert_eq!(wire.job_id, "j-1");
+        assert_eq!(JobEvent::try_from(wire), Ok(event));
+    }
+}
+
+#[test]
+fn unset_spec_fields_get_the_defaults() {
+    let wire = pb::JobSpec {
+        model: "procedural".into(),
+        prompt: "p".into(),
+        duration: Some(job_spec::Duration::Frames(81)),
+        ..Default::default()
+    };
+    let spec = JobSpec::try_from(wire.clone()).expect("a minimal spec converts");
+    assert_eq!(
+        (spec.fps, spec.width, spec.height, spec.steps),
+        (
+            defaults::FPS,
+            defaults::WIDTH,
+            defaults::HEIGHT,
+            defaults::STEPS
+        )
+    );
+    assert_eq!(spec.guidance.to_bits(), defaults::GUIDANCE.to_bits());
+    assert_eq!(
+        (spec.shift, spec.solver.as_str()),
+        (defaults::SHIFT, "unipc")
+    );
+    assert_eq!(spec.outputs, vec!["mp4".to_string()]);
+    assert_eq!(
+        (spec.seed, spec.overlap, spec.blend),
+        (None, None, BlendMode::CoDenoise)
+    );
+    assert!(spec.validate().is_empty(), "{:?}", spec.validate());
+    // An explicit 0 guidance is kept: it turns CFG off.
+    let spec = JobSpec::try_from(pb::JobSpec {
+        guidance: Some(0.0),
+        ..wire
+    })
+    .expect("converts");
+    assert_eq!(spec.guidance.to_bits(), 0.0f32.to_bits());
+}
+
+#[test]
+fn cluster_messages_round_trip() {
+    round_trip::<ModelInfo, pb::ModelInfo>(model());
+    let worker = WorkerInfo {
+        id: "w-0".into(),
+        address: "127.0.0.1:7001".into(),
+        device_kind: "cuda".into(),
+        device_name: "NVIDIA H100 80GB HBM3".into(),
+        memory_bytes: 80 << 30,
+        models: vec![
+            model(),
+            ModelInfo {
+                name: "procedural".into(),
+                ..model()
+            },
+        ],
+        version: "0.1.0".into(),
+        state: WorkerState::Busy,
+    };
+    round_trip::<WorkerInfo, pb::WorkerInfo>(worker);
+    for state in [
+        WorkerState::Idle,
+        WorkerState::Busy,
+        WorkerState::Draining,
+        WorkerState::Offline,
+    ] {
+        assert_eq!(
+            worker_state_from_pb(pb::WorkerState::from(state) as i32, "state"),
+            Ok(state)
+        );
+    }
+    let ack = RegisterAck {
+        worker_id: "w-0".into(),
+        heartbeat_interval: Duration::from_millis(2500),
+    };
+    let back = RegisterAck::try_from(pb::RegisterResponse::from(ack.clone()));
+    assert_eq!(back, Ok(ack));
+}
+
+#[test]
+fn shard_messages_round_trip_bit_for_bit() {
+    let a = assignment();
+    let wire = pb::ShardAssignment::from(a.clone());
+    let schedule = wire.schedule.clone().expect("schedule is sent");
+    assert_eq!(
+        schedule.sigma_bits,
+        longshot_proto::wire::to_bits(a.schedule.sigmas())
+    );
+    let back = ShardAssignment::try_from(wire).expect("converts back");
+    assert_eq!(
+        longshot_proto::wire::to_bits(back.schedule.sigmas()),
+        longshot_proto::wire::to_bits(a.schedule.sigmas())
+    );
+    assert_eq!(
+        longshot_proto::wire::to_bits(back.schedule.timesteps()),
+        longshot_proto::wire::to_bits(a.schedule.timesteps())
+    );
+    assert_eq!(back.guidance.to_bits(), a.guidance.to_bits());
+    assert_eq!(back, a);
+    round_trip::<ShardAssignment, pb::ShardAssignment>(ShardAssignment {
+        schedule: Schedule::new(Solver::Euler, 7, 5.0).expect("valid"),
+        guidance: 0.0,
+        windows: 0..15,
+        left_address: None,
+        right_address: Some("w-9:7001".into()),
+        blend: BlendMode::Independent,
+        ..assignment()
+    });
+    let events = [
+        ShardEvent::StepDone {
+            window: 4,
+            step: 49,
+        },
+        ShardEvent::Frame {
+            index: 960,
+            width: 2,
+            height: 1,
+            rgb8: vec![0, 1, 2, 253, 254, 255],
+        },
+        ShardEvent::Latents {
+            first_frame: 18,
+            frames: 2,
+            data: vec![-0.0, 1.5, f32::MIN_POSITIVE, 3.0],
+        },
+        ShardEvent::Finished,
+        ShardEvent::Failed {
+            reason: "model failure: out of memory".into(),
+        },
+    ];
+    for event in events {
+        round_trip::<ShardEvent, pb::ShardEvent>(event);
+    }
+}
+
+#[test]
+fn overlap_envelopes_round_trip_bit_for_bit() {
+    let awkward = vec![0.0, -0.0, 1.0, f32::MAX, f32::from_bits(0x7fc0_1234), 1e-45];
+    let payloads = [
+        Payload::Velocity(awkward.clone()),
+        Payload::LatentHash(u64::MAX),
+        Payload::Halo(awkward.clone()),
+        Payload::Halo(Vec::new()),
+    ];
+    for payload in payloads {
+        let env = OverlapEnvelope {
+            job_id: "j-1".into(),
+            plan_id: 7,
+            message: OverlapMessage {
+                step: 12,
+                boundary: 3,
+                payload,
+            },
+        };
+        let back =
+            OverlapEnvelope::try_from(pb::OverlapFrame::from(env.clone())).expect("converts back");
+        // NaN != NaN, so compare payload bits rather than values.
+        let bits = |p: &Payload| match p {
+            Payload::Velocity(v) | Payload::Halo(v) => longshot_proto::wire::to_bits(v),
+            Payload::LatentHash(h) => vec![*h as u32, (*h >> 32) as u32],
+        };
+        assert_eq!(bits(&back.message.payload), bits(&env.message.payload));
+        assert_eq!(
+            std::mem::discriminant(&back.message.payload),
+            std::mem::discriminant(&env.message.payload)
+        );
+        assert_eq!(
+            (
+                back.job_id,
+                back.plan_id,
+                back.message.step,
+                back.message.boundary
+            ),
+            ("j-1".into(), 7, 12, 3)
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! Worker membership in etcd: the worker registers itself under `/longshot/v1/workers/{id}` (its
+//! `WorkerInfo` as JSON) bound to a lease that it keeps alive, so every coordinator watching that
+//! prefix sees it come, change state and go. A worker that stops renewing (crash, freeze, network
+//! partition) disappears when its lease expires; a graceful shutdown revokes the lease at once.
+//!
+//! The lease lives on its own OS thread with a current-thread tokio runtime: a worker whose main
+//! runtime is saturated (frames streaming, overlap traffic) must never miss a renewal, or the
+//! coordinators would drop it mid-shard. etcd-client's `LeaseKeeper` does not renew by itself and
+//! none of its streams survive an etcd restart, so the loop here sends a renewal every TTL/3, reads
+//! each answer, rebuilds the client with backoff when a stream breaks, and registers again under a
+//! new lease when etcd reports the old one expired.
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use longshot_core::api::{WorkerInfo, WorkerState};
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+mod keeper;
+use keeper::Keeper;
+
+/// Where workers register; the coordinator's `EtcdRegistry` watches the same prefix.
+pub const WORKERS_PREFIX: &str = "/longshot/v1/workers/";
+
+/// The key of one worker.
+pub fn worker_key(id: &str) -> String {
+    format!("{WORKERS_PREFIX}{id}")
+}
+
+/// Reports the worker's current state, published to etcd when it changes.
+pub type StateFn = Arc<dyn Fn() -> WorkerState + Send + Sync>;
+
+#[derive(Debug, Error)]
+pub enum MembershipError {
+    #[error("no etcd endpoint given; pass --etcd http://host:port")]
+    NoEndpoint,
+    #[error("etcd endpoint {0:?} is not http://host:port")]
+    BadEndpoint(String),
+    #[error("lease ttl {0:?} is not in 2..=3600 seconds")]
+    BadTtl(Duration),
+    #[error("etcd at {endpoints} is unreachable after {waited:.1?} ({attempts} attempts): {last}")]
+    Unreachable { endpoints: String, waited: Duration, attempts: u32, last: String },
+    #[error("worker id {id:?} is already registered in etcd by a live worker at {address}; pick another --id or stop that worker (a crashed worker's registration expires with its lease)")]
+    Duplicate { id: String, address: String },
+    #[error("etcd request failed: {0}")]
+    Etcd(String),
+    #[error("cannot start the etcd lease thread: {0}")]
+    Thread(String),
+}
+
+/// How a worker joins an etcd cluster.
+#[derive(Clone, Debug)]
+pub struct EtcdMembershipConfig {
+    /// `http://host:port` of one or more etcd members.
+    pub endpoints: Vec<String>,
+    /// The registration disappears this long after the last renewal (whole seconds, 2..=3600).
+    pub lease_ttl: Duration,
+    /// How long to retry an unreachable etcd at start-up before giving up.
+    pub connect_patience: Duration,
+}
+
+impl EtcdMembershipConfig {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self { endpoints, lease_ttl: Duration::from_secs(10), connect_patience: Duration::from_secs(10) }
+    }
+
+    fn ttl_secs(&self) -> Result<i64, MembershipError> {
+        let secs = self.lease_ttl.as_secs_f64().ceil();
+        // etcd rounds shorter leases up to its own minimum (1.5 × election timeout, 2 s by default).
+        if (2.0..=3600.0).contains(&secs) {
+            Ok(secs as i64)
+        } else {
+            Err(MembershipError::BadTtl(self.lease_ttl))
+        }
+    }
+}
+
+/// How often the worker's state is checked for a change to publish.
+const STATE_POLL: Duration = Duration::from_millis(250);
+
+/// One etcd request's deadline: a balanced channel with no reachable member waits forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn err(e: etcd_client::Error) -> MembershipError {
+    MembershipError::Etcd(e.to_string())
+}
+
+/// Runs an etcd request with [`REQUEST_TIMEOUT`].
+async fn timed<T>(f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, MembershipError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(r) => r.map_err(err),
+        Err(_) => Err(MembershipError::Etcd(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+    }
+}
+
+fn validate_endpoints(endpoints: &[String]) -> Result<(), MembershipError> {
+    if endpoints.is_empty() {
+        return Err(MembershipError::NoEndpoint);
+    }
+    for e in endpoints {
+        let rest = e.strip_prefix("http://").ok_or_else(|| MembershipError::BadEndpoint(e.clone()))?;
+        match rest.trim_end_matches('/').rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => return Err(MembershipError::BadEndpoint(e.clone())),
+        }
+    }
+    Ok(())
+}
+
+/// A client whose first request was answered (the client itself connects lazily).
+async fn connect_once(endpoints: &[String]) -> Result<Client, MembershipError> {
+    // HTTP/2 pings notice a silently dead connection within seconds.
+    let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_keep_alive(Duration::from_secs(3), Duration::from_secs(2));
+    let mut client = timed(Client::connect(endpoints, Some(opts))).await?;
+    timed(client.get(WORKERS_PREFIX, Some(GetOptions::new().with_prefix().with_count_only()))).await?;
+    Ok(client)
+}
+
+/// Connects, retrying with exponential backoff for at most `patience`.
+async fn connect(endpoints: &[String], patience: Duration) -> Result<Client, MembershipError> {
+    validate_endpoints(endpoints)?;
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        // No attempt may outlast the patience (each request alone may take REQUEST_TIMEOUT).
+        let remaining = patience.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
+        let last = match tokio::time::timeout(remaining, connect_once(endpoints)).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {remaining:.1?}"),
+        };
+        if start.elapsed() + delay >= patience {
+            return Err(MembershipError::Unreachable { endpoints: endpoints.join(","), waited: start.elapsed(), attempts, last });
+        }
+        tracing::info!("etcd not reachable yet ({last}); retrying in {delay:?}");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Grants a lease and puts the worker's key if (and only if) no key of that id exists.
+async fn register_once(client: &mut Client, info: &WorkerInfo, ttl_secs: i64) -> Result<i64, MembershipError> {
+    let lease = timed(client.lease_grant(ttl_secs, None)).await?.id();
+    let key = worker_key(&info.id);
+    let value = serde_json::to_vec(info).map_err(|e| MembershipError::Etcd(format!("encoding the worker record: {e}")))?;
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease)))])
+        .or_else([TxnOp::get(key, None)]);
+    let resp = match timed(client.txn(txn)).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = timed(client.lease_revoke(lease)).await;
+            return Err(e);
+        }
+    };
+    if resp.succeeded() {
+        return Ok(lease);
+    }
+    let _ = timed(client.lease_revoke(lease)).await;
+    let address = resp
+        .op_responses()
+        .into_iter()
+        .find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        })
+        .and_then(|v| serde_json::from_slice::<WorkerInfo>(&v).ok())
+        .map_or_else(|| "an unknown address".to_string(), |w| w.address);
+    Err(MembershipError::Duplicate { id: info.id.clone(), address })
+}
+
+/// A worker's registration in etcd. Dropping it stops the renewals and revokes the lease in the
+/// background; [`EtcdMembership::shutdown`] waits for the revocation.
+pub struct EtcdMembership {
+    lease: Arc<AtomicI64>,
+    stop: Option<oneshot::Sender<()>>,
+    stopped: Option<oneshot::Receiver<()>>,
+}
+
+impl EtcdMembership {
+    /// Connects (retrying for `connect_patience`), registers `info` under a new lease, and starts
+    /// the renewals. A duplicate id is refused at once.
+    pub async fn start(cfg: EtcdMembershipConfig, info: WorkerInfo, state: StateFn) -> Result<Self, MembershipError> {
+        let ttl_secs = cfg.ttl_secs()?;
+        validate_endpoints(&cfg.endpoints)?;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let lease = Arc::new(AtomicI64::new(0));
+        let shared = lease.clone();
+        std::thread::Builder::new()
+            .name("etcd-lease".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(MembershipError::Thread(e.to_string())));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let mut client = match connect(&cfg.endpoints, cfg.connect_patience).await {
+                        Ok(c) => c,
+                        Err(e) => return drop(ready_tx.send(Err(e))),
+                    };
+                    let id = match register_once(&mut client, &info, ttl_secs).await {
+                        Ok(id) => id,
+                        Err(e) => return drop(ready_tx.send(Err(e))),
+                    };
+                    shared.store(id, Ordering::Relaxed);
+                    let _ = ready_tx.send(Ok(()));
+                    let keeper = Keeper { cfg, info, state, ttl_secs, lease: shared, client: Some(client), stream: None };
+                    keeper.run(stop_rx).await;
+                    let _ = stopped_tx.send(());
+                });
+            })
+            .map_err(|e| MembershipError::Thread(e.to_string()))?;
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(Self { lease, stop: Some(stop_tx), stopped: Some(stopped_rx) }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(MembershipError::Thread("the lease thread stopped during registration".into())),
+        }
+    }
+
+    /// The lease the registration is bound to now (it changes when the worker registers again).
+    pub fn lease_id(&self) -> i64 {
+        self.lease.load(Ordering::Relaxed)
+    }
+
+    /// Stops the renewals and revokes the lease, so coordinators drop this worker at once.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            // The revocation itself is bounded by REQUEST_TIMEOUT; this is a safety margin.
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT * 3, stopped).await;
+        }
+    }
+}
+
+impl Drop for EtcdMembership {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_and_ttl_are_validated() {
+        assert!(validate_endpoints(&["http://127.0.0.1:2379".into(), "http://etcd-1:2379/".into()]).is_ok());
+        assert!(matches!(validate_endpoints(&[]), Err(MembershipError::NoEndpoint)));
+        for bad in ["127.0.0.1:2379", "https://h:1", "http://:2379", "http://h:0", "http://h"] {
+            assert!(matches!(validate_endpoints(&[bad.into()]), Err(MembershipError::BadEndpoint(_))), "{bad}");
+        }
+        let mut cfg = EtcdMembershipConfig::new(vec!["http://h:1".into()]);
+        assert_eq!(cfg.ttl_secs().ok(), Some(10));
+        cfg.lease_ttl = Duration::from_millis(2500);
+        assert_eq!(cfg.ttl_secs().ok(), Some(3));
+        cfg.lease_ttl = Duration::from_secs(1);
+        assert_eq!(cfg.ttl_secs().unwrap_err().to_string(), "lease ttl 1s is not in 2..=3600 seconds");
+    }
+}
