@@ -8,11 +8,13 @@ use crate::progress::follow;
 use crate::serve::{interrupted, start_coordinator, CoordinatorArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use longshot_coordinator::job_store::JobStore;
 use longshot_coordinator::Coordinator;
 use longshot_core::api::{JobApi, JobState};
 use longshot_core::job::OutputKind;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
@@ -49,6 +51,7 @@ pub struct UpArgs {
 pub struct LocalCluster {
     pub endpoint: String,
     pub coordinator: Coordinator,
+    store: Arc<dyn JobStore>,
     children: Vec<Child>,
     stop: watch::Sender<bool>,
     logs: PathBuf,
@@ -59,11 +62,15 @@ impl LocalCluster {
         if !(1..=64).contains(&workers) {
             bail!("--workers {workers} is not in 1..=64");
         }
-        let cfg = args.config()?;
+        let mut cfg = args.config()?;
         let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         let endpoint = format!("http://{}", listener.local_addr()?);
+        let backend = args.backend(&mut cfg).await?;
+        let store = backend.store.clone();
         let (stop, rx) = watch::channel(false);
-        let (coordinator, _server) = start_coordinator(listener, cfg, rx);
+        let (coordinator, _server) = start_coordinator(listener, cfg, backend, rx);
+        // With etcd the workers register there (the coordinator refuses gRPC registration).
+        let etcd: Vec<String> = if args.etcd.is_empty() { Vec::new() } else { vec!["--etcd".into(), args.etcd.join(",")] };
         std::fs::create_dir_all(logs)?;
         let exe = std::env::current_exe().context("cannot find the longshot executable")?;
         let mut children = Vec::new();
@@ -72,6 +79,7 @@ impl LocalCluster {
             let child = Command::new(&exe)
                 .args(["--coordinator", &endpoint, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close"])
                 .args(["--id", &format!("local-{i}")])
+                .args(&etcd)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -80,7 +88,7 @@ impl LocalCluster {
                 .context("cannot start a worker process")?;
             children.push(child);
         }
-        let mut cluster = Self { endpoint, coordinator, children, stop, logs: logs.to_path_buf() };
+        let mut cluster = Self { endpoint, coordinator, store, children, stop, logs: logs.to_path_buf() };
         cluster.wait_for_workers(workers, Duration::from_secs(60)).await?;
         Ok(cluster)
     }
@@ -116,6 +124,9 @@ impl LocalCluster {
             }
         }
         let _ = self.stop.send(true);
+        if !self.store.flush(Duration::from_secs(5)).await {
+            tracing::warn!("some job records did not reach etcd before shutdown");
+        }
     }
 }
 
@@ -158,6 +169,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         exchange_timeout: a.exchange_timeout,
         hash_every: 5,
         heartbeat: 1.0,
+        etcd: Vec::new(),
     };
     let started = Instant::now();
     if !json {

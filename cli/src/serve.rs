@@ -2,9 +2,13 @@
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry};
+use longshot_coordinator::etcd_connection::CONNECT_PATIENCE;
+use longshot_coordinator::etcd_registry::EtcdRegistry;
+use longshot_coordinator::job_store::{EtcdJobStore, JobRecord, JobStore, NoJobStore};
+use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Registry};
 use longshot_core::api::{RegistryApi, WorkerInfo, WorkerState};
 use longshot_proto::client::{GrpcExchangeConnector, GrpcWorkerConnector, RegistryClient};
+use longshot_worker::etcd_membership::{EtcdMembership, EtcdMembershipConfig, StateFn};
 use longshot_worker::{membership, models, WorkerNode};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +33,10 @@ pub struct CoordinatorArgs {
     /// Seconds between worker heartbeats; a worker silent for 3 intervals is dropped.
     #[arg(long, default_value_t = 2.0)]
     pub heartbeat: f64,
+    /// Keep worker membership and job records in etcd (http://host:port; repeat the flag or
+    /// separate with commas for several members). Workers then need --etcd too.
+    #[arg(long = "etcd", value_name = "URL", value_delimiter = ',')]
+    pub etcd: Vec<String>,
 }
 
 impl CoordinatorArgs {
@@ -46,12 +54,37 @@ impl CoordinatorArgs {
         cfg.hash_every = self.hash_every;
         Ok(cfg)
     }
+
+    /// Membership and job records: in memory, or in etcd with `--etcd` (retrying an unreachable
+    /// etcd for a bounded time). With etcd the data dir is made absolute, because job records name
+    /// their output directories and a restart may run from another working directory.
+    pub async fn backend(&self, cfg: &mut CoordinatorConfig) -> Result<Backend> {
+        if self.etcd.is_empty() {
+            let registry = Arc::new(InMemoryRegistry::new(cfg.heartbeat_interval * 3));
+            return Ok(Backend { registry, store: Arc::new(NoJobStore), records: Vec::new() });
+        }
+        let dir = &cfg.data_dir;
+        tokio::fs::create_dir_all(dir).await.with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+        cfg.data_dir = tokio::fs::canonicalize(dir).await.with_context(|| format!("cannot resolve the data dir {}", dir.display()))?;
+        let registry = EtcdRegistry::start(self.etcd.clone(), CONNECT_PATIENCE).await.context("cannot use etcd")?;
+        let store = EtcdJobStore::open(self.etcd.clone(), cfg.data_dir.clone(), CONNECT_PATIENCE).await.context("cannot use etcd")?;
+        let records = store.load().await.context("cannot load the job records from etcd")?;
+        tracing::info!("etcd {}: {} job records of data dir {}", self.etcd.join(","), records.len(), cfg.data_dir.display());
+        Ok(Backend { registry: Arc::new(registry), store: Arc::new(store), records })
+    }
+}
+
+/// Where a coordinator keeps membership and job records (see [`CoordinatorArgs::backend`]).
+pub struct Backend {
+    registry: Arc<dyn Registry>,
+    pub store: Arc<dyn JobStore>,
+    records: Vec<JobRecord>,
 }
 
 /// Starts a coordinator on `listener`; returns it and the server task.
-pub fn start_coordinator(listener: TcpListener, cfg: CoordinatorConfig, shutdown: watch::Receiver<bool>) -> (Coordinator, tokio::task::JoinHandle<Result<()>>) {
-    let registry = Arc::new(InMemoryRegistry::new(cfg.heartbeat_interval * 3));
-    let coordinator = Coordinator::start(cfg, registry, Arc::new(GrpcWorkerConnector::default()));
+pub fn start_coordinator(listener: TcpListener, cfg: CoordinatorConfig, backend: Backend, shutdown: watch::Receiver<bool>) -> (Coordinator, tokio::task::JoinHandle<Result<()>>) {
+    let Backend { registry, store, records } = backend;
+    let coordinator = Coordinator::start_with(cfg, registry, Arc::new(GrpcWorkerConnector::default()), store, records);
     let c = coordinator.clone();
     let server = tokio::spawn(async move {
         longshot_proto::server::serve_coordinator(listener, Arc::new(c.clone()), Arc::new(c), wait_for(shutdown)).await.map_err(|e| anyhow!("{e}"))
@@ -84,18 +117,24 @@ pub async fn interrupted() {
 }
 
 pub async fn coordinator(a: CoordinatorArgs) -> Result<()> {
-    let cfg = a.config()?;
+    let mut cfg = a.config()?;
     let listener = TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
+    let backend = a.backend(&mut cfg).await?;
+    let store = backend.store.clone();
+    let data_dir = cfg.data_dir.clone();
     let (tx, rx) = watch::channel(false);
-    let (_c, server) = start_coordinator(listener, cfg, rx);
-    tracing::info!("coordinator listening on {addr} (data in {})", a.data_dir.display());
+    let (_c, server) = start_coordinator(listener, cfg, backend, rx);
+    tracing::info!("coordinator listening on {addr} (data in {})", data_dir.display());
     println!("coordinator listening on {addr}");
     tokio::select! {
         _ = interrupted() => tracing::info!("shutting down"),
         r = server => return r.map_err(|e| anyhow!("server task: {e}"))?,
     }
     let _ = tx.send(true);
+    if !store.flush(Duration::from_secs(5)).await {
+        tracing::warn!("some job records did not reach etcd before shutdown");
+    }
     Ok(())
 }
 
@@ -110,9 +149,17 @@ pub struct WorkerArgs {
     /// Worker id, unique in the cluster (default: hostname-pid).
     #[arg(long)]
     pub id: Option<String>,
-    /// Seconds to keep retrying an unreachable coordinator at start-up.
-    #[arg(long, default_value_t = 30.0)]
-    pub connect_timeout: f64,
+    /// Seconds to keep retrying an unreachable coordinator (default 30) or etcd (default 10) at
+    /// start-up.
+    #[arg(long)]
+    pub connect_timeout: Option<f64>,
+    /// Register in etcd instead of with a coordinator (http://host:port; repeat the flag or
+    /// separate with commas for several members).
+    #[arg(long = "etcd", value_name = "URL", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Seconds the etcd registration outlives the last renewal (renewed every third of it).
+    #[arg(long, default_value_t = 10)]
+    pub lease_ttl: u64,
     /// Exit when standard input closes (used by `longshot render` and `up` for their children).
     #[arg(long, hide = true)]
     pub exit_on_stdin_close: bool,
@@ -166,13 +213,22 @@ pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
     let server = tokio::spawn(async move {
         longshot_proto::server::serve_worker(listener, Arc::new(n.clone()), Arc::new(n), wait_for(rx)).await.map_err(|e| anyhow!("{e}"))
     });
-    let registry: Arc<dyn RegistryApi> = Arc::new(RegistryClient::connect_lazy(&coordinator).map_err(|e| anyhow!("{e}"))?);
-    let patience = Duration::from_secs_f64(a.connect_timeout.clamp(0.1, 3600.0));
-    let ack = membership::register(registry.as_ref(), &info, patience)
-        .await
-        .map_err(|e| anyhow!("worker {id} could not register with the coordinator at {coordinator}: {e}"))?;
-    tracing::info!("worker {id} serving on {address}, registered with {coordinator}");
-    let heartbeat = tokio::spawn(membership::heartbeat_loop(registry, info, node.clone(), ack.heartbeat_interval, tx.subscribe()));
+    let patience = |default: f64| Duration::from_secs_f64(a.connect_timeout.unwrap_or(default).clamp(0.1, 3600.0));
+    let joined = if a.etcd.is_empty() {
+        let registry: Arc<dyn RegistryApi> = Arc::new(RegistryClient::connect_lazy(&coordinator).map_err(|e| anyhow!("{e}"))?);
+        let ack = membership::register(registry.as_ref(), &info, patience(30.0))
+            .await
+            .map_err(|e| anyhow!("worker {id} could not register with the coordinator at {coordinator}: {e}"))?;
+        tracing::info!("worker {id} serving on {address}, registered with {coordinator}");
+        Joined::Coordinator(tokio::spawn(membership::heartbeat_loop(registry, info, node.clone(), ack.heartbeat_interval, tx.subscribe())))
+    } else {
+        let cfg = EtcdMembershipConfig { endpoints: a.etcd.clone(), lease_ttl: Duration::from_secs(a.lease_ttl), connect_patience: patience(10.0) };
+        let n = node.clone();
+        let state: StateFn = Arc::new(move || if n.busy_job().is_some() { WorkerState::Busy } else { WorkerState::Idle });
+        let m = EtcdMembership::start(cfg, info, state).await.map_err(|e| anyhow!("worker {id} could not register in etcd: {e}"))?;
+        tracing::info!("worker {id} serving on {address}, registered in etcd at {}", a.etcd.join(","));
+        Joined::Etcd(m)
+    };
     let stdin_watch = async {
         if a.exit_on_stdin_close {
             stdin_closed().await
@@ -188,6 +244,17 @@ pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
     tracing::info!("worker {id} shutting down");
     node.cancel_all();
     let _ = tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
+    match joined {
+        Joined::Coordinator(heartbeat) => drop(tokio::time::timeout(Duration::from_secs(5), heartbeat).await),
+        Joined::Etcd(m) => m.shutdown().await,
+    }
     Ok(())
+}
+
+/// How a worker is a member of its cluster.
+enum Joined {
+    /// Registered with a coordinator; the heartbeat task deregisters on shutdown.
+    Coordinator(tokio::task::JoinHandle<()>),
+    /// Registered in etcd; shutting the membership down revokes its lease.
+    Etcd(EtcdMembership),
 }

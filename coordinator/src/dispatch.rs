@@ -2,6 +2,7 @@
 //! (shards, progress, assembly, failure and cancellation).
 
 use crate::assembly::{AssemblyPlan, Assembler};
+use crate::job_store::Change;
 use crate::jobs::{now_ms, plan_summary, registry_err, Inner};
 use futures::stream::{self, SelectAll, StreamExt};
 use longshot_core::api::*;
@@ -31,10 +32,11 @@ pub(crate) async fn scheduling_loop(weak: std::sync::Weak<Inner>) {
 /// Starts every queued job that can start now, in queue order.
 async fn dispatch_once(inner: &Arc<Inner>) -> Result<(), ApiError> {
     let workers = inner.registry.list().await.map_err(registry_err)?;
+    let shared = inner.registry.shared();
     let mut st = inner.lock();
     let mut idle: Vec<WorkerInfo> = workers
         .into_iter()
-        .filter(|w| !st.busy.contains_key(&w.id) && matches!(w.state, WorkerState::Idle | WorkerState::Busy))
+        .filter(|w| !st.busy.contains_key(&w.id) && (w.state == WorkerState::Idle || (w.state == WorkerState::Busy && !shared)))
         .collect();
     for job_id in st.queue() {
         let job = &st.jobs[&job_id];
@@ -61,6 +63,7 @@ async fn dispatch_once(inner: &Arc<Inner>) -> Result<(), ApiError> {
         job.status.state = JobState::Running;
         job.status.plan = Some(summary);
         let _ = job.events.send(JobEvent::Planned(summary));
+        inner.persist(job, Change::State);
         let run = JobRun {
             inner: inner.clone(),
             job_id: job_id.clone(),
@@ -125,6 +128,7 @@ impl JobRun {
                 }
             };
             let _ = job.events.send(event);
+            self.inner.persist(job, Change::State);
         }
         drop(st);
         self.inner.wake.notify_one();
@@ -156,9 +160,12 @@ impl JobRun {
     fn update(&self, f: impl FnOnce(&mut JobStatus) -> Option<JobEvent>) {
         let mut st = self.inner.lock();
         if let Some(job) = st.jobs.get_mut(&self.job_id) {
+            let before = job.status.state;
             if let Some(e) = f(&mut job.status) {
                 let _ = job.events.send(e);
             }
+            let change = if job.status.state == before { Change::Progress } else { Change::State };
+            self.inner.persist(job, change);
         }
     }
 

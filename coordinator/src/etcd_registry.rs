@@ -119,6 +119,10 @@ impl Registry for EtcdRegistry {
     fn list(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, RegistryError>> {
         Box::pin(async move { Ok(self.shared.read().values().cloned().collect()) })
     }
+
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 /// A worker record, or `None` (logged) when a key under the prefix holds something else: a peer

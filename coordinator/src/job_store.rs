@@ -32,6 +32,9 @@ pub const INTERRUPTED: &str = "interrupted: the coordinator restarted while this
 /// Progress-only changes of one job are written at most this often.
 pub const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long a submission waits for its record to be stored before it is refused.
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Records read per request when loading (a record with a long prompt and 1000 steps is ~60 KB).
 const LOAD_PAGE: i64 = 32;
 
@@ -60,10 +63,15 @@ pub enum Change {
 pub enum JobStoreError {
     #[error(transparent)]
     Etcd(#[from] EtcdError),
+    #[error("the job record could not be stored within {0:?} (is etcd reachable?)")]
+    NotStored(Duration),
 }
 
 /// Where job records live.
 pub trait JobStore: Send + Sync + 'static {
+    /// Stores a new job's record and waits until it is stored (at most [`CREATE_TIMEOUT`]): a job
+    /// is accepted only once a coordinator restart cannot lose it.
+    fn create(&self, record: JobRecord) -> BoxFuture<'_, Result<(), JobStoreError>>;
     /// Saves the record `record()` builds for `job_id`, unless `change` is progress written
     /// recently. Never blocks; `record` is only called when the record will be written.
     fn save(&self, job_id: &str, change: Change, record: &dyn Fn() -> JobRecord);
@@ -77,6 +85,10 @@ pub trait JobStore: Send + Sync + 'static {
 pub struct NoJobStore;
 
 impl JobStore for NoJobStore {
+    fn create(&self, _record: JobRecord) -> BoxFuture<'_, Result<(), JobStoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn save(&self, _job_id: &str, _change: Change, _record: &dyn Fn() -> JobRecord) {}
 
     fn load(&self) -> BoxFuture<'_, Result<Vec<JobRecord>, JobStoreError>> {
@@ -132,7 +144,10 @@ struct Stored {
 }
 
 enum Write {
-    Put { job_id: String, value: Vec<u8> },
+    /// `stored` is told once this value (or a newer one of the same job) is in etcd.
+    Put { job_id: String, value: Vec<u8>, stored: Option<oneshot::Sender<()>> },
+    /// Drops a job's unwritten value (its submission was refused).
+    Forget(String),
     Flush(oneshot::Sender<()>),
 }
 
@@ -166,6 +181,10 @@ impl EtcdJobStore {
         true
     }
 
+    fn encode(&self, record: &JobRecord) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&StoredRef { data_dir: &self.data_dir, record })
+    }
+
     /// A finished job makes no more progress: forget its last write time.
     fn finished(&self, job_id: &str) {
         self.last_write.lock().unwrap_or_else(|p| p.into_inner()).remove(job_id);
@@ -179,6 +198,25 @@ impl Drop for EtcdJobStore {
 }
 
 impl JobStore for EtcdJobStore {
+    fn create(&self, record: JobRecord) -> BoxFuture<'_, Result<(), JobStoreError>> {
+        Box::pin(async move {
+            let job_id = record.status.job_id.clone();
+            let value = self.encode(&record).map_err(|e| JobStoreError::Etcd(EtcdError::Request(format!("encoding the job record: {e}"))))?;
+            self.due(&job_id, Change::State);
+            let (tx, rx) = oneshot::channel();
+            let _ = self.writes.send(Write::Put { job_id: job_id.clone(), value, stored: Some(tx) });
+            match tokio::time::timeout(CREATE_TIMEOUT, rx).await {
+                Ok(Ok(())) => Ok(()),
+                _ => {
+                    // Refused jobs must not reappear after a restart; a write already under way
+                    // may still land (the submitter was told the job was not accepted).
+                    let _ = self.writes.send(Write::Forget(job_id));
+                    Err(JobStoreError::NotStored(CREATE_TIMEOUT))
+                }
+            }
+        })
+    }
+
     fn save(&self, job_id: &str, change: Change, record: &dyn Fn() -> JobRecord) {
         if !self.due(job_id, change) {
             return;
@@ -187,9 +225,9 @@ impl JobStore for EtcdJobStore {
         if record.status.state.is_terminal() {
             self.finished(job_id);
         }
-        match serde_json::to_vec(&StoredRef { data_dir: &self.data_dir, record: &record }) {
+        match self.encode(&record) {
             Ok(value) => {
-                let _ = self.writes.send(Write::Put { job_id: job_id.to_string(), value });
+                let _ = self.writes.send(Write::Put { job_id: job_id.to_string(), value, stored: None });
             }
             Err(e) => tracing::error!(job = %job_id, "cannot encode the job record: {e}"),
         }
@@ -257,7 +295,8 @@ impl JobStore for EtcdJobStore {
 struct Writer {
     endpoints: Vec<String>,
     client: Option<Client>,
-    pending: HashMap<String, Vec<u8>>,
+    /// Per job: the latest unwritten value and whom to tell once it is written.
+    pending: HashMap<String, (Vec<u8>, Vec<oneshot::Sender<()>>)>,
     flushes: Vec<oneshot::Sender<()>>,
 }
 
@@ -299,8 +338,13 @@ impl Writer {
 
     fn absorb(&mut self, w: Write) {
         match w {
-            Write::Put { job_id, value } => {
-                self.pending.insert(job_id, value);
+            Write::Put { job_id, value, stored } => {
+                let entry = self.pending.entry(job_id).or_default();
+                entry.0 = value;
+                entry.1.extend(stored);
+            }
+            Write::Forget(job_id) => {
+                self.pending.remove(&job_id);
             }
             Write::Flush(tx) => self.flushes.push(tx),
         }
@@ -313,9 +357,11 @@ impl Writer {
         let client = self.client.as_mut().ok_or_else(|| EtcdError::Request("no client".into()))?;
         let ids: Vec<String> = self.pending.keys().cloned().collect();
         for id in ids {
-            let Some(value) = self.pending.get(&id) else { continue };
+            let Some((value, _)) = self.pending.get(&id) else { continue };
             timed(client.put(format!("{JOBS_PREFIX}{id}"), value.clone(), None)).await?;
-            self.pending.remove(&id);
+            for tx in self.pending.remove(&id).map(|p| p.1).unwrap_or_default() {
+                let _ = tx.send(());
+            }
         }
         Ok(())
     }

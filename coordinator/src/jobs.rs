@@ -2,6 +2,7 @@
 //! (`RegistryApi`) of the coordinator.
 
 use crate::assembly::file_name;
+use crate::job_store::{recover, Change, JobRecord, JobStore, NoJobStore};
 use crate::registry::{Registry, RegistryError};
 use futures::StreamExt;
 use longshot_core::api::*;
@@ -63,6 +64,7 @@ pub(crate) struct Inner {
     pub cfg: CoordinatorConfig,
     pub registry: Arc<dyn Registry>,
     pub connector: Arc<dyn WorkerConnector>,
+    pub store: Arc<dyn JobStore>,
     pub state: Mutex<State>,
     pub wake: Notify,
 }
@@ -71,6 +73,23 @@ impl Inner {
     pub fn lock(&self) -> MutexGuard<'_, State> {
         // Critical sections only mutate plain maps; a poisoned lock still holds a consistent table.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Saves `job`'s record after a change (never blocks: see `JobStore::save`).
+    pub fn persist(&self, job: &Job, change: Change) {
+        self.store.save(&job.status.job_id, change, &|| job.record());
+    }
+}
+
+impl Job {
+    pub fn record(&self) -> JobRecord {
+        JobRecord { seq: self.seq, status: self.status.clone(), resolved: self.resolved.clone(), model: self.model.clone(), dir: self.dir.clone() }
+    }
+
+    fn restore(r: JobRecord) -> Job {
+        let (events, _) = broadcast::channel(1024);
+        let (cancel, _) = watch::channel(false);
+        Job { seq: r.seq, status: r.status, resolved: r.resolved, model: r.model, events, cancel, dir: r.dir }
     }
 }
 
@@ -102,9 +121,36 @@ impl State {
 }
 
 impl Coordinator {
-    /// Starts the coordinator's scheduling loop on the current tokio runtime.
+    /// Starts the coordinator's scheduling loop on the current tokio runtime; jobs live in memory.
     pub fn start(cfg: CoordinatorConfig, registry: Arc<dyn Registry>, connector: Arc<dyn WorkerConnector>) -> Self {
-        let inner = Arc::new(Inner { cfg, registry, connector, state: Mutex::new(State::default()), wake: Notify::new() });
+        Self::start_with(cfg, registry, connector, Arc::new(NoJobStore), Vec::new())
+    }
+
+    /// Like [`Coordinator::start`], saving job records to `store` and resuming from `records`
+    /// (loaded from it): queued jobs queue again, interrupted ones fail (`job_store::recover`).
+    pub fn start_with(
+        cfg: CoordinatorConfig,
+        registry: Arc<dyn Registry>,
+        connector: Arc<dyn WorkerConnector>,
+        store: Arc<dyn JobStore>,
+        records: Vec<JobRecord>,
+    ) -> Self {
+        let recovery = recover(records, now_ms());
+        let mut state = State { seq: recovery.max_seq, ..State::default() };
+        for r in recovery.jobs {
+            state.jobs.insert(r.status.job_id.clone(), Job::restore(r));
+        }
+        state.refresh_positions();
+        for id in &recovery.interrupted {
+            if let Some(job) = state.jobs.get(id) {
+                store.save(id, Change::State, &|| job.record());
+            }
+        }
+        if !state.jobs.is_empty() {
+            let queued = state.queue().len();
+            tracing::info!(jobs = state.jobs.len(), queued, interrupted = recovery.interrupted.len(), "restored the job table");
+        }
+        let inner = Arc::new(Inner { cfg, registry, connector, store, state: Mutex::new(state), wake: Notify::new() });
         tokio::spawn(crate::dispatch::scheduling_loop(Arc::downgrade(&inner)));
         Self { inner }
     }
@@ -142,9 +188,11 @@ impl Coordinator {
         let plan = plan_summary(&resolved, &model, 0);
         let (events, _) = broadcast::channel(1024);
         let (cancel, _) = watch::channel(false);
-        let mut st = self.inner.lock();
-        st.seq += 1;
-        let seq = st.seq;
+        let seq = {
+            let mut st = self.inner.lock();
+            st.seq += 1;
+            st.seq
+        };
         let job_id = format!("job-{seq:04}-{:08x}", rand::random::<u32>());
         let status = JobStatus {
             job_id: job_id.clone(),
@@ -162,7 +210,11 @@ impl Coordinator {
         };
         let dir = self.inner.cfg.data_dir.join("jobs").join(&job_id);
         let seed = resolved.seed;
-        st.jobs.insert(job_id.clone(), Job { seq, status, resolved, model, events, cancel, dir });
+        let job = Job { seq, status, resolved, model, events, cancel, dir };
+        // A job the client is told about must survive a coordinator restart: store it first.
+        self.inner.store.create(job.record()).await.map_err(|e| ApiError::Unavailable(format!("job not accepted: {e}")))?;
+        let mut st = self.inner.lock();
+        st.jobs.insert(job_id.clone(), job);
         st.refresh_positions();
         let position = st.jobs[&job_id].status.queue_position;
         let _ = st.jobs[&job_id].events.send(JobEvent::Queued { position });
@@ -239,6 +291,7 @@ impl JobApi for Coordinator {
                     job.status.state = JobState::Cancelled;
                     job.status.finished_unix_ms = now_ms();
                     let _ = job.events.send(JobEvent::Cancelled);
+                    self.inner.persist(job, Change::State);
                     st.refresh_positions();
                     Ok(JobState::Cancelled)
                 }

@@ -31,6 +31,14 @@ pub trait Registry: Send + Sync + 'static {
     fn deregister(&self, id: &str) -> BoxFuture<'_, Result<(), RegistryError>>;
     /// Live workers, sorted by id.
     fn list(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, RegistryError>>;
+    /// Whether other coordinators may use the same workers. Then a worker's own `Busy` report
+    /// means work this coordinator did not assign (another coordinator's, or a shard of this one's
+    /// predecessor still winding down) and the worker is not scheduled. A private registry serves
+    /// one coordinator, whose own assignments are authoritative: a worker's `Busy` there may only
+    /// lag behind the end of its last shard.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 pub fn validate_worker(w: &WorkerInfo) -> Result<(), RegistryError> {

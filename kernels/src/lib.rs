@@ -6,6 +6,8 @@
 //!
 //! Every op works on flat slices with explicit shapes so that the tensor type in `longshot-core`
 //! (and later device buffers) can dispatch to it without copying.
+//!
+//! `mmap` is the safe, read-only file mapping the model loaders read checkpoints through.
 
 pub mod cpu;
 pub mod mmap;

@@ -10,33 +10,36 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_longshot");
 
+/// Extra arguments for a cluster's processes (`--etcd …` for both, `--lease-ttl` for workers).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    pub coordinator_args: Vec<String>,
+    pub worker_args: Vec<String>,
+}
+
 /// A coordinator process and its worker processes. Everything is killed on drop.
 pub struct Cluster {
     pub endpoint: String,
     pub dir: tempfile::TempDir,
     coordinator: Child,
     workers: Vec<(Child, Option<ChildStdin>)>,
+    options: ClusterOptions,
+    exchange_timeout_s: f64,
+    coordinator_starts: usize,
 }
 
 impl Cluster {
     /// Starts a coordinator (heartbeat 0.3 s, the given exchange timeout) and `workers` workers,
     /// and waits until all are registered.
     pub fn start(workers: usize, exchange_timeout_s: f64) -> Cluster {
+        Self::start_with(workers, exchange_timeout_s, ClusterOptions::default())
+    }
+
+    /// Like [`Cluster::start`], with extra coordinator and worker arguments.
+    pub fn start_with(workers: usize, exchange_timeout_s: f64, options: ClusterOptions) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut coordinator = Command::new(BIN)
-            .args(["coordinator", "--listen", "127.0.0.1:0", "--heartbeat", "0.3"])
-            .args(["--exchange-timeout", &exchange_timeout_s.to_string(), "--hash-every", "2"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("coordinator.log")).expect("log"))
-            .spawn()
-            .expect("start coordinator");
-        let mut line = String::new();
-        BufReader::new(coordinator.stdout.take().expect("stdout")).read_line(&mut line).expect("coordinator prints its address");
-        let addr = line.trim().rsplit(' ').next().expect("address").to_string();
-        assert!(line.starts_with("coordinator listening on"), "unexpected first line {line:?}");
-        let mut c = Cluster { endpoint: format!("http://{addr}"), dir, coordinator, workers: Vec::new() };
+        let (coordinator, endpoint) = spawn_coordinator(dir.path(), exchange_timeout_s, &options.coordinator_args, "coordinator.log");
+        let mut c = Cluster { endpoint, dir, coordinator, workers: Vec::new(), options, exchange_timeout_s, coordinator_starts: 1 };
         for _ in 0..workers {
             c.add_worker();
         }
@@ -44,11 +47,31 @@ impl Cluster {
         c
     }
 
+    /// Kills the coordinator (SIGKILL: no clean shutdown) and starts a new one with the same
+    /// arguments and data dir, on a new port; the workers keep running.
+    pub fn restart_coordinator(&mut self) {
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+        self.coordinator_starts += 1;
+        let log = format!("coordinator-{}.log", self.coordinator_starts);
+        let (coordinator, endpoint) = spawn_coordinator(self.dir.path(), self.exchange_timeout_s, &self.options.coordinator_args, &log);
+        self.coordinator = coordinator;
+        self.endpoint = endpoint;
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, …) to worker `i`.
+    pub fn signal_worker(&self, i: usize, signal: &str) {
+        let pid = self.workers[i].0.id().to_string();
+        let ok = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("run kill").success();
+        assert!(ok, "kill -{signal} {pid} failed");
+    }
+
     pub fn add_worker(&mut self) {
         let i = self.workers.len();
         let mut child = Command::new(BIN)
             .args(["--coordinator", &self.endpoint, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close"])
             .args(["--id", &format!("w{i}")])
+            .args(&self.options.worker_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join(format!("worker-{i}.log"))).expect("log"))
@@ -108,6 +131,15 @@ impl Cluster {
         }
     }
 
+    /// Waits until the job has done at least `steps` denoising steps.
+    pub fn wait_steps(&self, job: &str, steps: u64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.status(job)["steps_done"].as_u64().unwrap_or(0) < steps {
+            assert!(Instant::now() < deadline, "no progress on {job}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
@@ -132,6 +164,27 @@ impl Drop for Cluster {
         let _ = self.coordinator.kill();
         let _ = self.coordinator.wait();
     }
+}
+
+/// Starts a coordinator with its data in `dir/data` and waits for its address.
+fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, extra: &[String], log: &str) -> (Child, String) {
+    let log = dir.join(log);
+    let mut coordinator = Command::new(BIN)
+        .args(["coordinator", "--listen", "127.0.0.1:0", "--heartbeat", "0.3"])
+        .args(["--exchange-timeout", &exchange_timeout_s.to_string(), "--hash-every", "2"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start coordinator");
+    let mut line = String::new();
+    BufReader::new(coordinator.stdout.take().expect("stdout")).read_line(&mut line).expect("coordinator prints its address");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(line.starts_with("coordinator listening on"), "unexpected first line {line:?}; log:\n{text}");
+    let addr = line.trim().rsplit(' ').next().expect("address").to_string();
+    (coordinator, format!("http://{addr}"))
 }
 
 /// Submits a job with `args` and returns its id.

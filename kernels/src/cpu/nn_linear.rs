@@ -166,28 +166,3 @@ mod tests {
         assert!(linear_new(&[], 0, 3, &[0.0; 6], None, 2).is_empty());
     }
 }
-#[cfg(test)]
-mod tmp_perf {
-    #[test]
-    #[ignore]
-    fn perf() {
-        use super::super::nn_attention::*;
-        let (m, k, n) = (4096, 1536, 1536);
-        let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.1).sin()).collect();
-        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.3).cos()).collect();
-        let mut out = vec![0.0; m * n];
-        for _ in 0..2 {
-            let t = std::time::Instant::now();
-            super::linear(&x, m, k, &w, None, n, &mut out);
-            let s = t.elapsed().as_secs_f64();
-            println!("linear {m}x{k}x{n}: {:.3}s, {:.1} GFLOP/s", s, 2.0 * (m * k * n) as f64 / s / 1e9);
-        }
-        let shape = AttentionShape { q_tokens: 4096, kv_tokens: 4096, heads: 12, head_dim: 128 };
-        let q: Vec<f32> = (0..4096 * 1536).map(|i| (i as f32 * 0.01).sin()).collect();
-        let mut o = vec![0.0; q.len()];
-        let t = std::time::Instant::now();
-        attention(&q, &q, &q, shape, 0.088, &mut o);
-        let s = t.elapsed().as_secs_f64();
-        println!("attention S=4096: {:.3}s, {:.1} GFLOP/s", s, 4.0 * 4096.0 * 4096.0 * 1536.0 / s / 1e9);
-    }
-}

@@ -101,8 +101,9 @@ impl WanTransformer {
         &self.cfg
     }
 
-    /// Embeds `ctx: [N, text_dim]` (the text encoder's output, zero rows included) and computes
-    /// every block's cross-attention K/V.
+    /// Embeds `ctx: [N, text_dim]` and computes every block's cross-attention K/V. Pass what the
+    /// pipeline passes: the encoder's output zero-padded to 512 rows. The padded rows are not
+    /// masked; they take part in the attention (spec §1.3 step 4).
     pub fn encode_text(&self, ctx: &[f32]) -> Result<TextContext, WanError> {
         let td = self.cfg.text_dim;
         if ctx.is_empty() || ctx.len() % td != 0 {
@@ -120,9 +121,11 @@ impl WanTransformer {
     }
 
     /// One forward for one batch item: `x: [C_in, T, H, W]` at timestep `t` → `[C_out, T, H, W]`.
+    /// `t` is what the scheduler passes (an int64 UniPC timestep converts to f32 exactly, as
+    /// diffusers' `t.float()` does).
     pub fn forward(&self, x: &[f32], dims: [usize; 4], t: f32, text: &TextContext) -> Result<Vec<f32>, WanError> {
         let [c, lt, lh, lw] = dims;
-        if c != self.cfg.in_channels || x.len() != c * lt * lh * lw {
+        if c != self.cfg.in_channels || Some(x.len()) != checked_len(&dims) {
             return Err(WanError::Input(format!(
                 "latent of {} values with dims {dims:?} does not match in_channels {}",
                 x.len(),
@@ -172,7 +175,7 @@ impl WanTransformer {
         ctx: &[f32],
     ) -> Result<Vec<f32>, WanError> {
         let [b, c, t, h, w] = shape;
-        if b == 0 || timesteps.len() != b || x.len() != b * c * t * h * w || ctx.len() % b != 0 {
+        if b == 0 || timesteps.len() != b || Some(x.len()) != checked_len(&shape) || ctx.len() % b != 0 {
             return Err(WanError::Input(format!(
                 "batch {b}: got {} latent values, {} timesteps, {} text values",
                 x.len(),
@@ -181,11 +184,16 @@ impl WanTransformer {
             )));
         }
         let (per_x, per_ctx) = (x.len() / b, ctx.len() / b);
-        let mut out = Vec::with_capacity(b * self.cfg.out_channels() * t * h * w);
+        let mut out = Vec::new();
         for i in 0..b {
             let text = self.encode_text(&ctx[i * per_ctx..(i + 1) * per_ctx])?;
             out.extend(self.forward(&x[i * per_x..(i + 1) * per_x], [c, t, h, w], timesteps[i], &text)?);
         }
         Ok(out)
     }
+}
+
+/// The product of `dims`, or `None` on overflow (dims come from callers; never panic on them).
+fn checked_len(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }

@@ -16,11 +16,17 @@ fn malformed_job_messages_are_rejected_by_field() {
     rejected(
         JobSpec::try_from(pb::JobSpec {
             duration: None,
-            width: 1000,
-            ..wire
+            width: Some(1000),
+            ..wire.clone()
         }),
         &["duration", "width"],
     );
+    // An explicit 0 is a value, not "unset": it must reach validation (and be refused there)
+    // instead of silently becoming the default.
+    let zeros = JobSpec::try_from(pb::JobSpec { height: Some(0), fps: Some(0), ..wire.clone() }).expect("converts");
+    assert_eq!((zeros.height, zeros.fps), (0, 0));
+    let fields: Vec<String> = zeros.validate().into_iter().map(|e| e.field).collect();
+    assert_eq!(fields, ["fps", "height"]);
     let info = pb::OutputInfo {
         name: "clip.gif".into(),
         format: "gif".into(),
