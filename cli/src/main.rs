@@ -4,9 +4,11 @@
 //! - `render`: a one-shot local cluster (coordinator in this process, N worker processes).
 //! - `up`: a local cluster that stays up; `coordinator` / `worker`: the cluster's processes.
 //! - `submit`, `status`, `list`, `watch`, `cancel`, `fetch`, `workers`, `models`: job control.
+//! - `dev`: single-component entry points (Wan2.1 transformer, …) for numerical checks.
 
 mod args;
 mod client_cmds;
+mod dev;
 mod local_cluster;
 mod progress;
 mod serve;
@@ -68,6 +70,9 @@ enum Command {
     Workers,
     /// List the models the cluster serves.
     Models,
+    /// Single-component entry points for numerical checks against diffusers.
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
 }
 
 fn init_logging(default: &str) {
@@ -87,6 +92,11 @@ async fn main() -> std::process::ExitCode {
         Command::Worker(a) => {
             init_logging("info");
             serve::worker_with(a, cli.coordinator.clone()).await
+        }
+        Command::Dev(cmd) => {
+            init_logging("warn");
+            // Heavy CPU work: keep it off the async runtime.
+            tokio::task::spawn_blocking(move || dev::run(cmd)).await.unwrap_or_else(|e| Err(anyhow::anyhow!("dev command panicked: {e}")))
         }
         command => {
             init_logging("warn");
@@ -115,6 +125,6 @@ async fn run_client(command: Command, coordinator: &str, json: bool) -> Result<(
         Command::Fetch { job_id, output, format } => c::fetch(coordinator, &job_id, &output, format.as_deref(), json).await,
         Command::Workers => c::workers(coordinator, json).await,
         Command::Models => c::models(coordinator, json).await,
-        Command::Coordinator(_) | Command::Worker(_) => unreachable!("handled in main"),
+        Command::Coordinator(_) | Command::Worker(_) | Command::Dev(_) => unreachable!("handled in main"),
     }
 }

@@ -78,7 +78,7 @@ fn a_restarted_coordinator_keeps_the_queue_and_the_history() {
 fn a_render_survives_an_etcd_restart() {
     let mut etcd = EtcdServer::start();
     let mut c = Cluster::start_with(2, 30.0, options(&etcd, 10));
-    let job = submit(&c, &["--prompt", PROMPT, "--frames", "209", "--width", "96", "--height", "64", "--steps", "250", "--format", "mp4", "--seed", "7"]);
+    let job = submit(&c, &["--prompt", PROMPT, "--frames", "209", "--width", "128", "--height", "128", "--steps", "500", "--format", "mp4", "--seed", "7"]);
     c.wait_steps(&job, 3);
     etcd.stop();
     std::thread::sleep(Duration::from_secs(2));
@@ -114,7 +114,8 @@ fn a_frozen_worker_expires_fails_its_job_and_registers_again() {
     assert!(t.elapsed() < Duration::from_secs(12), "the failure took {:?}", t.elapsed());
     c.wait_for_workers(1);
     c.signal_worker(1, "CONT");
-    c.wait_for_workers(2);
+    // It registers again under a new lease, and reports idle once its orphaned shard has stopped.
+    c.wait_for_idle_workers(2);
     let next = submit(&c, &["--prompt", PROMPT, "--frames", "129", "--width", "64", "--height", "64", "--steps", "3"]);
     let s = c.wait_state(&next, TERMINAL, Duration::from_secs(120));
     assert_eq!(s["state"], "done", "{s}\n{}", c.logs());

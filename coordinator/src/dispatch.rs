@@ -34,9 +34,11 @@ async fn dispatch_once(inner: &Arc<Inner>) -> Result<(), ApiError> {
     let workers = inner.registry.list().await.map_err(registry_err)?;
     let shared = inner.registry.shared();
     let mut st = inner.lock();
+    st.refused.retain(|_, at| at.elapsed() < REFUSAL_COOLDOWN);
     let mut idle: Vec<WorkerInfo> = workers
         .into_iter()
-        .filter(|w| !st.busy.contains_key(&w.id) && (w.state == WorkerState::Idle || (w.state == WorkerState::Busy && !shared)))
+        .filter(|w| !st.busy.contains_key(&w.id) && !st.refused.contains_key(&w.id))
+        .filter(|w| w.state == WorkerState::Idle || (w.state == WorkerState::Busy && !shared))
         .collect();
     for job_id in st.queue() {
         let job = &st.jobs[&job_id];
@@ -84,7 +86,14 @@ async fn dispatch_once(inner: &Arc<Inner>) -> Result<(), ApiError> {
 enum RunError {
     Failed(String),
     Cancelled,
+    /// A worker turned the shard down as busy (or the plan as stale) before any work started:
+    /// it is running something this coordinator did not assign (another coordinator's job, or a
+    /// shard of this coordinator's predecessor winding down). The job queues again.
+    Refused { worker: String, reason: String },
 }
+
+/// How long a worker that refused a shard is left out of scheduling.
+const REFUSAL_COOLDOWN: Duration = Duration::from_secs(1);
 
 struct JobRun {
     inner: Arc<Inner>,
@@ -108,25 +117,39 @@ impl JobRun {
         for w in &self.workers {
             st.busy.remove(&w.id);
         }
-        if let Some(job) = st.jobs.get_mut(&self.job_id) {
-            job.status.finished_unix_ms = now_ms();
-            let event = match result {
-                Ok(outputs) => {
-                    job.status.state = JobState::Done;
-                    job.status.outputs = outputs.clone();
-                    JobEvent::Done { outputs }
+        let event = match result {
+            Err(RunError::Refused { worker, reason }) => {
+                tracing::warn!(job = %self.job_id, "worker {worker} refused its shard ({reason}); the job queues again");
+                st.refused.insert(worker, std::time::Instant::now());
+                if let Some(job) = st.jobs.get_mut(&self.job_id) {
+                    job.status.state = JobState::Queued;
+                    job.status.plan = Some(plan_summary(&job.resolved, &job.model, 0));
                 }
-                Err(RunError::Cancelled) => {
-                    job.status.state = JobState::Cancelled;
-                    JobEvent::Cancelled
+                st.refresh_positions();
+                st.jobs.get(&self.job_id).map(|job| JobEvent::Queued { position: job.status.queue_position })
+            }
+            result => st.jobs.get_mut(&self.job_id).map(|job| {
+                job.status.finished_unix_ms = now_ms();
+                match result {
+                    Ok(outputs) => {
+                        job.status.state = JobState::Done;
+                        job.status.outputs = outputs.clone();
+                        JobEvent::Done { outputs }
+                    }
+                    Err(RunError::Cancelled) => {
+                        job.status.state = JobState::Cancelled;
+                        JobEvent::Cancelled
+                    }
+                    Err(RunError::Failed(reason) | RunError::Refused { reason, .. }) => {
+                        tracing::warn!(job = %self.job_id, "job failed: {reason}");
+                        job.status.state = JobState::Failed;
+                        job.status.error = Some(reason.clone());
+                        JobEvent::Failed { reason }
+                    }
                 }
-                Err(RunError::Failed(reason)) => {
-                    tracing::warn!(job = %self.job_id, "job failed: {reason}");
-                    job.status.state = JobState::Failed;
-                    job.status.error = Some(reason.clone());
-                    JobEvent::Failed { reason }
-                }
-            };
+            }),
+        };
+        if let (Some(event), Some(job)) = (event, st.jobs.get(&self.job_id)) {
             let _ = job.events.send(event);
             self.inner.persist(job, Change::State);
         }
@@ -196,8 +219,9 @@ impl JobRun {
         // Each stream ends with `None` so a worker that vanishes without `Finished` is noticed.
         let mut events: SelectAll<BoxStream<(usize, Option<ShardEvent>)>> = SelectAll::new();
         for (i, (client, windows)) in clients.iter().zip(ranges).enumerate() {
-            let s = client.run_shard(self.assignment(i, windows)).await.map_err(|e| {
-                RunError::Failed(format!("worker {} refused its shard: {e}", self.workers[i].id))
+            let s = client.run_shard(self.assignment(i, windows)).await.map_err(|e| match e {
+                ApiError::FailedPrecondition(reason) => RunError::Refused { worker: self.workers[i].id.clone(), reason },
+                e => RunError::Failed(format!("worker {} refused its shard: {e}", self.workers[i].id)),
             })?;
             events.push(Box::pin(s.map(move |e| (i, Some(e))).chain(stream::once(async move { (i, None) }))));
         }

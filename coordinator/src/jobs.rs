@@ -57,6 +57,8 @@ pub(crate) struct State {
     pub seq: u64,
     /// worker id → job id, for workers running a shard.
     pub busy: HashMap<String, String>,
+    /// Workers that recently refused a shard as busy, and when (see `dispatch`).
+    pub refused: HashMap<String, std::time::Instant>,
     pub plan_ids: u64,
 }
 

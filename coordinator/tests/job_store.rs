@@ -1,31 +1,40 @@
-//! Job records: what a restarted coordinator makes of them (`recover`), and `EtcdJobStore` against
+//! Job records and coordinator restarts. `recover` and a coordinator started from records
+//! (`Coordinator::start_with`, in process with a fake worker): queue order, interrupted jobs,
+//! numbering, and a shard refused as busy sending its job back to the queue. `EtcdJobStore` against
 //! a real etcd server: exact round trips, one data dir's records only, paging, progress throttling,
 //! and writes made while etcd is down landing once it is back.
 
 use etcd_client::Client;
-use longshot_coordinator::job_store::{recover, Change, EtcdJobStore, JobRecord, JobStore, INTERRUPTED, JOBS_PREFIX};
-use longshot_core::api::{JobState, JobStatus, OutputInfo};
+use longshot_coordinator::job_store::{recover, Change, EtcdJobStore, JobRecord, JobStore, NoJobStore, INTERRUPTED, JOBS_PREFIX};
+use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Registry};
+use longshot_core::api::*;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::job::{ClipLength, JobSpec, OutputKind};
-use longshot_tests::etcd_server::EtcdServer;
+use longshot_tests::etcd_server::{eventually, EtcdServer};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
 /// A resolved job of the procedural model in `state`, with outputs in `data_dir`.
 fn record(seq: u64, state: JobState, priority: i32, data_dir: &Path) -> JobRecord {
+    record_of(seq, state, priority, data_dir, 209, 1000)
+}
+
+fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: u32, steps: u32) -> JobRecord {
     let model = longshot_worker::models::served().into_iter().next().expect("the procedural model");
     let spec = JobSpec {
         model: model.name.clone(),
         prompt: format!("clip number {seq}, a slow red sunset"),
         negative_prompt: String::new(),
         seed: Some(seq),
-        length: ClipLength::Frames(209),
+        length: ClipLength::Frames(frames),
         fps: 16,
         width: 96,
         height: 64,
-        steps: 1000,
+        steps,
         guidance: 5.0,
         shift: 3.0,
         solver: "unipc".into(),
@@ -44,8 +53,8 @@ fn record(seq: u64, state: JobState, priority: i32, data_dir: &Path) -> JobRecor
         seed: resolved.seed,
         plan: None,
         queue_position: 0,
-        steps_done: if done { 3000 } else { 0 },
-        steps_total: 3000,
+        steps_done: if done { 3 * steps as u64 } else { 0 },
+        steps_total: 3 * steps as u64,
         outputs: if done { vec![OutputInfo { name: "clip.mp4".into(), format: OutputKind::Mp4, size_bytes: 1234 }] } else { vec![] },
         error: (state == JobState::Failed).then(|| "worker w1 failed".to_string()),
         submitted_unix_ms: 1_700_000_000_000 + seq,
@@ -159,4 +168,97 @@ async fn records_saved_while_etcd_is_down_land_when_it_is_back() {
     etcd.restart();
     assert!(s.flush(Duration::from_secs(15)).await, "the writes must land once etcd is back\n{}", etcd.log_tail());
     assert_eq!(store(&etcd, &dir).await.load().await.unwrap(), [done, second]);
+}
+
+/// A worker that refuses its first `refusals` shards as busy, then "renders" black frames at once;
+/// it records which jobs it ran, in order.
+#[derive(Default)]
+struct FakeWorker {
+    refusals: AtomicUsize,
+    ran: Mutex<Vec<String>>,
+}
+
+impl WorkerApi for FakeWorker {
+    fn run_shard(&self, a: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
+        Box::pin(async move {
+            if self.refusals.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                return Err(ApiError::FailedPrecondition("worker f0 is busy with job job-0000-old".into()));
+            }
+            self.ran.lock().unwrap().push(a.job_id.clone());
+            let frames = 1 + 4 * (a.plan.latent_frames() as u32 - 1);
+            let (w, h) = (a.width as u32 * 8, a.height as u32 * 8);
+            let mut events: Vec<ShardEvent> = (0..frames).map(|index| ShardEvent::Frame { index, width: w, height: h, rgb8: vec![0; (w * h * 3) as usize] }).collect();
+            events.push(ShardEvent::Finished);
+            Ok(Box::pin(futures::stream::iter(events)) as BoxStream<ShardEvent>)
+        })
+    }
+
+    fn cancel_shard(&self, _job_id: String, _plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
+        Box::pin(async { Ok(false) })
+    }
+}
+
+struct FakeConnector(Arc<FakeWorker>);
+
+impl WorkerConnector for FakeConnector {
+    fn connect(&self, _address: String) -> BoxFuture<'static, Result<Arc<dyn WorkerApi>, ApiError>> {
+        let w: Arc<dyn WorkerApi> = self.0.clone();
+        Box::pin(async move { Ok(w) })
+    }
+}
+
+/// A coordinator with one fake worker, started from `records`.
+async fn coordinator(data: &Path, worker: Arc<FakeWorker>, records: Vec<JobRecord>) -> Coordinator {
+    let registry = Arc::new(InMemoryRegistry::new(Duration::from_secs(60)));
+    let model = longshot_worker::models::served();
+    let info = WorkerInfo { id: "f0".into(), address: "127.0.0.1:9".into(), device_kind: "cpu".into(), device_name: "fake".into(), memory_bytes: 1, models: model, version: "0".into(), state: WorkerState::Idle };
+    registry.register(info).await.unwrap();
+    Coordinator::start_with(CoordinatorConfig::new(data.to_path_buf()), registry, Arc::new(FakeConnector(worker)), Arc::new(NoJobStore), records)
+}
+
+async fn wait_done(c: &Coordinator, job: &str) -> JobStatus {
+    eventually(Duration::from_secs(30), &format!("{job} to finish"), || async {
+        c.get(job.to_string()).await.ok().filter(|s| s.state.is_terminal())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_coordinator_runs_the_old_queue_in_order_and_numbers_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    // Loaded out of order: a done job, an interrupted one, and three queued (one high priority).
+    let records = vec![
+        record_of(5, JobState::Queued, 0, data, 49, 3),
+        record_of(1, JobState::Done, 0, data, 49, 3),
+        record_of(3, JobState::Queued, 0, data, 49, 3),
+        record_of(2, JobState::Running, 0, data, 49, 3),
+        record_of(4, JobState::Queued, 9, data, 49, 3),
+    ];
+    let worker = Arc::new(FakeWorker::default());
+    let c = coordinator(data, worker.clone(), records).await;
+    let interrupted = c.get("job-0002-0000beef".into()).await.unwrap();
+    assert_eq!((interrupted.state, interrupted.error.as_deref()), (JobState::Failed, Some(INTERRUPTED)));
+    assert_eq!(c.get("job-0001-0000beef".into()).await.unwrap().state, JobState::Done);
+    for id in ["job-0003-0000beef", "job-0004-0000beef", "job-0005-0000beef"] {
+        assert_eq!(wait_done(&c, id).await.state, JobState::Done);
+    }
+    assert_eq!(*worker.ran.lock().unwrap(), ["job-0004-0000beef", "job-0003-0000beef", "job-0005-0000beef"]);
+    let spec = record_of(9, JobState::Queued, 0, data, 49, 3).status.spec;
+    let next = c.submit(spec).await.expect("submit");
+    assert!(next.job_id.starts_with("job-0006-"), "{}", next.job_id);
+    assert_eq!(c.list(None, 0).await.unwrap().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_refused_as_busy_sends_the_job_back_to_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Arc::new(FakeWorker { refusals: AtomicUsize::new(2), ..FakeWorker::default() });
+    let c = coordinator(dir.path(), worker.clone(), Vec::new()).await;
+    let spec = record_of(1, JobState::Queued, 0, dir.path(), 49, 3).status.spec;
+    let job = c.submit(spec).await.expect("submit").job_id;
+    let s = wait_done(&c, &job).await;
+    assert_eq!((s.state, s.error), (JobState::Done, None));
+    assert_eq!(worker.refusals.load(Ordering::Relaxed), 0, "both refusals were retried");
+    assert_eq!(*worker.ran.lock().unwrap(), [job]);
 }

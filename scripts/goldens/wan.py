@@ -299,7 +299,132 @@ def transformer_fixtures(seed):
     return cases
 
 
-COMPONENTS = {"transformer": transformer_fixtures}
+# ---------------------------------------------------------------------------------------------
+# VAE decoder (AutoencoderKLWan, spec §2)
+# ---------------------------------------------------------------------------------------------
+
+from diffusers import AutoencoderKLWan  # noqa: E402
+
+# diffusers' unit-test VAE (tests/models/autoencoders/test_models_autoencoder_wan.py, spec §5): all
+# widths 3, so up-blocks 1-3 start from 3 // 2 = 1 channel (a 1 -> 3 shortcut in their first resnet).
+VAE_UNIT_TEST = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                     temperal_downsample=[False, True, True])
+# Wan2.1's VAE scaled down 24x in width (96 -> 4), same structure: widths [16,16,16,8,4],
+# num_res_blocks 2 (the real halo), shortcut only in up-block 1, as in the real model.
+VAE_SMALL = dict(base_dim=4, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                 temperal_downsample=[False, True, True])
+
+
+def original_vae_name(name, num_res_blocks):
+    """The Wan2.1_VAE.pth name of a diffusers decoder-side tensor name (spec §2.3, generalised from
+    `convert_vae()` to any num_res_blocks: the original `decoder.upsamples` is one flat list holding,
+    per up-block, num_res_blocks + 1 resnets and then the upsampler of every block but the last)."""
+    resnet_parts = [("norm1.", "residual.0."), ("conv1.", "residual.2."), ("norm2.", "residual.3."),
+                    ("conv2.", "residual.6."), ("conv_shortcut.", "shortcut.")]
+
+    def resnet(prefix, rest):
+        for new, old in resnet_parts:
+            if rest.startswith(new):
+                return prefix + old + rest[len(new):]
+        raise ValueError(name)
+
+    if name.startswith("post_quant_conv."):
+        return "conv2." + name[len("post_quant_conv."):]
+    if name.startswith("decoder.conv_in."):
+        return "decoder.conv1." + name[len("decoder.conv_in."):]
+    if name.startswith("decoder.norm_out."):
+        return "decoder.head.0." + name[len("decoder.norm_out."):]
+    if name.startswith("decoder.conv_out."):
+        return "decoder.head.2." + name[len("decoder.conv_out."):]
+    parts = name.split(".")
+    if name.startswith("decoder.mid_block.resnets."):
+        return resnet(f"decoder.middle.{2 * int(parts[3])}.", ".".join(parts[4:]))
+    if name.startswith("decoder.mid_block.attentions.0."):
+        return "decoder.middle.1." + ".".join(parts[4:])
+    if name.startswith("decoder.up_blocks."):
+        block, per_block = int(parts[2]), num_res_blocks + 2
+        if parts[3] == "resnets":
+            return resnet(f"decoder.upsamples.{block * per_block + int(parts[4])}.", ".".join(parts[5:]))
+        if parts[3] == "upsamplers":
+            return f"decoder.upsamples.{block * per_block + num_res_blocks + 1}." + ".".join(parts[5:])
+    raise ValueError(f"no original name for {name}")
+
+
+def build_vae(cfg, seed):
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(**cfg).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * PERTURB_STD)
+    return vae
+
+
+def vae_case_inputs(vae, shape, seed):
+    """`latents` as the sampler leaves them and `z`, denormalised exactly as WanPipeline does
+    before `vae.decode` (spec §4.3: a division by the reciprocal of std, then + mean)."""
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+    z_dim = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean).view(1, z_dim, 1, 1, 1).to(latents.dtype)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z_dim, 1, 1, 1).to(latents.dtype)
+    return {"latents": latents, "z": latents / inv_std + mean}
+
+
+def vae_decode(vae, z):
+    with torch.no_grad():
+        out = vae.decode(z, return_dict=False)[0]
+    assert out.dtype == torch.float32
+    return out
+
+
+def vae_fixtures(seed):
+    cases = []
+
+    def case(name, model_dir, inputs_file, what, cfg, inputs, expected):
+        cases.append({
+            "name": name, "model_dir": model_dir, "inputs": inputs_file, "what": what,
+            "z": list(inputs["z"].shape), "expected": list(expected.shape),
+            "clamped_fraction": round(float((expected.abs() >= 1.0).float().mean()), 4), "config": cfg,
+        })
+
+    # 1. diffusers' unit-test config, batch 2 (the test's (2,3,9,16,16) sample encodes to this shape).
+    unit = build_vae(VAE_UNIT_TEST, seed)
+    unit.save_pretrained(str(OUT / "vae_unit_test" / "vae"))
+    unit_in = vae_case_inputs(unit, (2, 16, 3, 2, 2), seed + 2)
+    expected = vae_decode(unit, unit_in["z"])
+    f = save_case("vae_unit_test", unit_in, expected)
+    case("vae_unit_test", "vae_unit_test/vae", f, "diffusers unit-test VAE (widths 3 -> 1 quirk), batch 2",
+         VAE_UNIT_TEST, unit_in, expected)
+
+    # 2. The same weights, decoder half only, under the original Wan2.1_VAE.pth names, with the
+    # original constructor's argument names as config.json (Wan2.1_VAE.pth ships without one).
+    orig = OUT / "vae_unit_test_original"
+    orig.mkdir(parents=True, exist_ok=True)
+    decoder_side = {k: v for k, v in unit.state_dict().items()
+                    if k.startswith("decoder.") or k.startswith("post_quant_conv.")}
+    tensors = {original_vae_name(k, VAE_UNIT_TEST["num_res_blocks"]): v.contiguous()
+               for k, v in decoder_side.items()}
+    assert len(tensors) == len(decoder_side)
+    save_file(tensors, str(orig / "Wan2.1_VAE.safetensors"))
+    original_cfg = dict(dim=VAE_UNIT_TEST["base_dim"], z_dim=16, dim_mult=VAE_UNIT_TEST["dim_mult"],
+                        num_res_blocks=VAE_UNIT_TEST["num_res_blocks"], attn_scales=[],
+                        temperal_downsample=VAE_UNIT_TEST["temperal_downsample"], dropout=0.0)
+    (orig / "config.json").write_text(json.dumps(original_cfg, indent=2) + "\n")
+    case("vae_unit_test_original", "vae_unit_test_original", f, "original Wan2.1 VAE key names and config",
+         VAE_UNIT_TEST, unit_in, expected)
+
+    # 3. Wan2.1's structure at 1/24 width: num_res_blocks 2, a non-square latent, 5 frames.
+    small = build_vae(VAE_SMALL, seed + 10)
+    small.save_pretrained(str(OUT / "vae_small" / "vae"))
+    small_in = vae_case_inputs(small, (1, 16, 5, 3, 4), seed + 11)
+    expected = vae_decode(small, small_in["z"])
+    f = save_case("vae_small", small_in, expected)
+    case("vae_small", "vae_small/vae", f, "Wan2.1 VAE structure at base_dim 4, H != W, 5 latent frames",
+         VAE_SMALL, small_in, expected)
+    return cases
+
+
+COMPONENTS = {"transformer": transformer_fixtures, "vae": vae_fixtures}
 
 
 def main():

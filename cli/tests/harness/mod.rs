@@ -107,6 +107,19 @@ impl Cluster {
         }
     }
 
+    /// Waits until `n` workers are registered and all of them idle.
+    pub fn wait_for_idle_workers(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let w = self.workers();
+            if w.len() == n && w.iter().all(|w| w["state"] == "idle") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{n} idle workers expected, got {w:?}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Kills worker `i` with SIGKILL (no clean deregistration).
     pub fn kill_worker(&mut self, i: usize) {
         let _ = self.workers[i].0.kill();

@@ -234,7 +234,10 @@ mod tests {
 
 pub mod nn_act;
 pub mod nn_attention;
+pub mod nn_attention_bias;
 pub mod nn_gemm;
 pub mod nn_linear;
 pub mod nn_norm;
 pub mod nn_rope;
+pub mod nn_conv;
+pub mod nn_vae;

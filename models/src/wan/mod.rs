@@ -16,6 +16,9 @@
 //!     [`keys`]: original Wan2.1 ↔ diffusers tensor names.
 //!   - [`flops`]: [`forward_flops`], the work of one forward (spec §6).
 //! - [`layout`]: frame-major ↔ channel-major latents, for the `Denoiser` edge.
+//! - [`denoiser`]: [`denoiser::WanDenoiser`], Wan2.1 behind the `Denoiser` trait for one job.
+//! - [`sample`]: WanPipeline's loop over one native-length clip (`longshot dev sample`).
+//! - [`tensor_io`]: named-tensor safetensors files for the `longshot dev` commands.
 //!
 //! Numeric ops (GEMM, norms, activations, attention, RoPE) live in `longshot_kernels::cpu::nn_*`,
 //! the CPU references a GPU port is checked against.
@@ -25,6 +28,7 @@
 
 pub mod block;
 pub mod config;
+pub mod denoiser;
 pub mod embed;
 pub mod error;
 pub mod flops;
@@ -33,6 +37,8 @@ pub mod layers;
 pub mod layout;
 pub mod rope;
 pub mod safetensors_file;
+pub mod sample;
+pub mod tensor_io;
 pub mod transformer;
 pub mod weights;
 

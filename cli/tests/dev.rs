@@ -1,0 +1,65 @@
+//! `longshot dev …` as an outside check would call it, on the diffusers golden fixtures of
+//! `models/tests/fixtures/wan` (made by `scripts/goldens/wan.py`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_longshot");
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/wan")
+}
+
+/// A pipeline directory holding only the fixture's transformer.
+fn pipeline_with_transformer(case: &str, dir: &Path) -> PathBuf {
+    let root = dir.join(case);
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("model_index.json"), r#"{"_class_name": "WanPipeline", "transformer": ["diffusers", "WanTransformer3DModel"]}"#).unwrap();
+    std::os::unix::fs::symlink(fixtures().join(case).join("transformer"), root.join("transformer")).unwrap();
+    root
+}
+
+fn tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(name).unwrap_or_else(|_| panic!("{} has no {name}", path.display()));
+    let data = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    (t.shape().to_vec(), data)
+}
+
+#[test]
+fn dev_dit_matches_diffusers() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in ["unit_test", "pipeline_test"] {
+        let model = pipeline_with_transformer(case, tmp.path());
+        let inputs = fixtures().join("cases").join(format!("{case}.safetensors"));
+        let out = tmp.path().join(format!("{case}-out.safetensors"));
+        let run = Command::new(BIN).args(["dev", "dit", "--model"]).arg(&model).arg("--inputs").arg(&inputs).arg("--out").arg(&out).output().unwrap();
+        assert!(run.status.success(), "{case}: {}", String::from_utf8_lossy(&run.stderr));
+        let (shape, got) = tensor(&out, "output");
+        let (want_shape, want) = tensor(&inputs, "expected");
+        assert_eq!(shape, want_shape, "{case}");
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(err <= 1e-5, "{case}: max error {err:e} relative to max |diffusers|");
+    }
+}
+
+#[test]
+fn dev_dit_names_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = pipeline_with_transformer("unit_test", tmp.path());
+    // Inputs without `timestep`.
+    let bad = tmp.path().join("bad.safetensors");
+    let hs = vec![0u8; 4 * 4 * 2 * 16 * 16];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 4, 2, 16, 16], &hs).unwrap();
+    safetensors::serialize_to_file(vec![("hidden_states", view)], &None, &bad).unwrap();
+    let run = Command::new(BIN).args(["dev", "dit", "--model"]).arg(&model).arg("--inputs").arg(&bad).arg("--out").arg(tmp.path().join("o")).output().unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("timestep") && err.contains("bad.safetensors"), "{err}");
+    // A directory that is not a pipeline.
+    let run = Command::new(BIN).args(["dev", "dit", "--model"]).arg(tmp.path()).arg("--inputs").arg(&bad).arg("--out").arg(tmp.path().join("o")).output().unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("model_index.json"));
+}
