@@ -73,6 +73,10 @@ impl LocalCluster {
         let etcd: Vec<String> = if args.etcd.is_empty() { Vec::new() } else { vec!["--etcd".into(), args.etcd.join(",")] };
         std::fs::create_dir_all(logs)?;
         let exe = std::env::current_exe().context("cannot find the longshot executable")?;
+        // All workers share this machine: give each an equal share of the cores instead of letting
+        // every worker's thread pool take them all (oversubscription made 2 workers slower than 1).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| (cores / workers).max(1).to_string());
         let mut children = Vec::new();
         for i in 0..workers {
             let log = std::fs::File::create(logs.join(format!("worker-{i}.log")))?;
@@ -80,6 +84,7 @@ impl LocalCluster {
                 .args(["--coordinator", &endpoint, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close"])
                 .args(["--id", &format!("local-{i}")])
                 .args(&etcd)
+                .env("RAYON_NUM_THREADS", &threads)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(log)
