@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use longshot_models::wan::tensor_io::{self, Tensor};
-use longshot_models::wan::{PipelineDir, WanTransformer};
+use longshot_models::wan::{forward_flops_breakdown, PipelineDir, TextEncoder, TransformerConfig, WanTransformer};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -12,6 +12,36 @@ pub enum DevCommand {
     /// One transformer forward: IN holds hidden_states [B,C,T,H,W] f32, timestep [B] (f32 or
     /// i64), encoder_hidden_states [B,N,text_dim] f32; OUT holds output f32.
     Dit(DevIo),
+    /// umT5 prompt embeddings as the pipeline makes them: OUT holds prompt_embeds [1,512,text_dim],
+    /// zero-padded after the prompt's tokens.
+    TextEncode(TextEncodeArgs),
+    /// FLOPs of one transformer forward (multiply-add = 2), for a real config or a pipeline dir.
+    Flops(FlopsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TextEncodeArgs {
+    /// A diffusers-layout pipeline directory (uses text_encoder/ and tokenizer/).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct FlopsArgs {
+    /// `1.3b` or `14b` (Wan2.1 T2V), or a pipeline directory.
+    #[arg(long, default_value = "1.3b")]
+    pub model: String,
+    #[arg(long, default_value_t = 832)]
+    pub width: usize,
+    #[arg(long, default_value_t = 480)]
+    pub height: usize,
+    /// Output frames of one window (4k+1).
+    #[arg(long, default_value_t = 81)]
+    pub frames: usize,
 }
 
 #[derive(Args, Debug)]
@@ -28,6 +58,8 @@ pub struct DevIo {
 pub fn run(cmd: DevCommand) -> Result<()> {
     match cmd {
         DevCommand::Dit(io) => dit(&io),
+        DevCommand::TextEncode(a) => text_encode(&a),
+        DevCommand::Flops(a) => flops(&a),
     }
 }
 
@@ -54,5 +86,34 @@ fn dit(io: &DevIo) -> Result<()> {
     let c_out = transformer.config().out_channels();
     let out = Tensor { shape: vec![shape[0], c_out, shape[2], shape[3], shape[4]], data: out };
     tensor_io::write(&io.out, &[("output", &out)])?;
+    Ok(())
+}
+
+fn flops(a: &FlopsArgs) -> Result<()> {
+    let cfg = match a.model.as_str() {
+        "1.3b" => TransformerConfig::t2v_1_3b(),
+        "14b" => TransformerConfig::t2v_14b(),
+        dir => PipelineDir::open(std::path::Path::new(dir))?.transformer_config()?,
+    };
+    if a.width % 16 != 0 || a.height % 16 != 0 || a.frames == 0 || (a.frames - 1) % 4 != 0 {
+        bail!("width and height must be multiples of 16 and frames of the form 4k+1, got {}x{}x{}", a.width, a.height, a.frames);
+    }
+    let (t, h, w) = ((a.frames - 1) / 4 + 1, a.height / 8, a.width / 8);
+    let f = forward_flops_breakdown(&cfg, t, h, w, 512);
+    let total = f.total();
+    println!("one forward of {} at {}x{}x{} (latent {t}x{h}x{w}, 512 text tokens):", a.model, a.height, a.width, a.frames);
+    println!("  linears          {:.3e}", f.block_linears + f.text_kv + f.embeddings);
+    println!("  self-attention   {:.3e}", f.self_attention);
+    println!("  cross-attention  {:.3e}", f.cross_attention);
+    println!("  total            {total:.3e} FLOP ({:.0}% attention)", 100.0 * (f.self_attention + f.cross_attention) / total);
+    println!("  per step with CFG {:.3e}; 50 steps {:.3e}", 2.0 * total, 100.0 * total);
+    Ok(())
+}
+
+fn text_encode(a: &TextEncodeArgs) -> Result<()> {
+    let encoder = TextEncoder::load(&a.model).context("loading the text encoder")?;
+    let e = encoder.encode(&a.prompt)?;
+    let t = Tensor { shape: vec![1, e.shape[0], e.shape[1]], data: e.data };
+    tensor_io::write(&a.out, &[("prompt_embeds", &t)])?;
     Ok(())
 }

@@ -63,3 +63,30 @@ fn dev_dit_names_what_is_wrong() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("model_index.json"));
 }
+
+#[test]
+fn dev_text_encode_matches_the_pipeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(fixtures().join("manifest.json")).unwrap()).unwrap();
+    let cases = manifest["components"]["t5"].as_array().expect("t5 cases in the manifest");
+    let case = cases.iter().find(|c| c["name"] == "simple").expect("the 'simple' t5 case");
+    let prompt = case["prompt"].as_str().unwrap();
+    let seq_len = case["seq_len"].as_u64().unwrap() as usize;
+    let out = tmp.path().join("embeds.safetensors");
+    let run = Command::new(BIN)
+        .args(["dev", "text-encode", "--model"])
+        .arg(fixtures().join("umt5_tiny"))
+        .args(["--prompt", prompt, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let (shape, got) = tensor(&out, "prompt_embeds");
+    assert_eq!(shape, [1, 512, 32]);
+    let (_, want) = tensor(&fixtures().join("cases/t5.safetensors"), "simple.prompt_embeds");
+    let d = 32;
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got[..seq_len * d].iter().zip(&want[..seq_len * d]).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    assert!(err <= 1e-5, "max error {err:e}");
+    assert!(got[seq_len * d..].iter().all(|&v| v == 0.0), "rows after the prompt must be zero");
+}

@@ -28,8 +28,9 @@ Reduced-precision copies: the bf16 copy is what `from_pretrained(torch_dtype=bfl
 copy is all f16. Their `expected` is the f32 forward of diffusers with the weights rounded to that
 dtype, since the Rust loader upcasts to f32 and runs in f32.
 
-Components are one function each (`transformer_fixtures` now; the VAE decoder, the umT5 encoder
-and the pipeline add theirs to COMPONENTS).
+Components are one function each in COMPONENTS (`transformer_fixtures`, `vae_fixtures`,
+`t5_fixtures`; the pipeline adds its own). `t5` also needs `sentencepiece` (installed on demand) to
+train its tokenizer.
 """
 
 import argparse
@@ -313,6 +314,11 @@ VAE_UNIT_TEST = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks
 # num_res_blocks 2 (the real halo), shortcut only in up-block 1, as in the real model.
 VAE_SMALL = dict(base_dim=4, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
                  temperal_downsample=[False, True, True])
+# num_res_blocks 1 at widths >= 4 everywhere ([8,8,8,8,4]): the unit-test config's 1-channel
+# up-blocks normalise a single channel to sign(x)*gamma, which hides small differences, so the
+# num_res_blocks-1 halo is checked on this one.
+VAE_RES1 = dict(base_dim=4, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                temperal_downsample=[False, True, True])
 
 
 def original_vae_name(name, num_res_blocks):
@@ -371,30 +377,37 @@ def vae_case_inputs(vae, shape, seed):
 
 
 def vae_decode(vae, z):
+    """diffusers' `vae.decode(z).sample` in f32, and in f64 on a float64 copy of the same weights
+    (the exact answer up to f64 rounding: it shows how far f32 itself is from it)."""
     with torch.no_grad():
         out = vae.decode(z, return_dict=False)[0]
-    assert out.dtype == torch.float32
-    return out
+        exact = copy.deepcopy(vae).double().decode(z.double(), return_dict=False)[0]
+    assert out.dtype == torch.float32 and exact.dtype == torch.float64
+    return out, exact
 
 
 def vae_fixtures(seed):
     cases = []
 
-    def case(name, model_dir, inputs_file, what, cfg, inputs, expected):
+    def decode_case(name, model_dir, what, cfg, vae, inputs):
+        """Decodes `inputs["z"]`, saves the case file and its manifest entry; returns the file."""
+        expected, exact = vae_decode(vae, inputs["z"])
+        f32_error = float((expected.double() - exact).abs().max() / exact.abs().max())
+        f = save_case(name, dict(inputs, expected_f64=exact), expected)
         cases.append({
-            "name": name, "model_dir": model_dir, "inputs": inputs_file, "what": what,
+            "name": name, "model_dir": model_dir, "inputs": f, "what": what,
             "z": list(inputs["z"].shape), "expected": list(expected.shape),
-            "clamped_fraction": round(float((expected.abs() >= 1.0).float().mean()), 4), "config": cfg,
+            "clamped_fraction": round(float((expected.abs() >= 1.0).float().mean()), 4),
+            "diffusers_f32_vs_f64": float(f"{f32_error:.3e}"), "config": cfg,
         })
+        return f
 
     # 1. diffusers' unit-test config, batch 2 (the test's (2,3,9,16,16) sample encodes to this shape).
     unit = build_vae(VAE_UNIT_TEST, seed)
     unit.save_pretrained(str(OUT / "vae_unit_test" / "vae"))
     unit_in = vae_case_inputs(unit, (2, 16, 3, 2, 2), seed + 2)
-    expected = vae_decode(unit, unit_in["z"])
-    f = save_case("vae_unit_test", unit_in, expected)
-    case("vae_unit_test", "vae_unit_test/vae", f, "diffusers unit-test VAE (widths 3 -> 1 quirk), batch 2",
-         VAE_UNIT_TEST, unit_in, expected)
+    decode_case("vae_unit_test", "vae_unit_test/vae", "diffusers unit-test VAE (widths 3 -> 1 quirk), batch 2",
+                VAE_UNIT_TEST, unit, unit_in)
 
     # 2. The same weights, decoder half only, under the original Wan2.1_VAE.pth names, with the
     # original constructor's argument names as config.json (Wan2.1_VAE.pth ships without one).
@@ -410,21 +423,237 @@ def vae_fixtures(seed):
                         num_res_blocks=VAE_UNIT_TEST["num_res_blocks"], attn_scales=[],
                         temperal_downsample=VAE_UNIT_TEST["temperal_downsample"], dropout=0.0)
     (orig / "config.json").write_text(json.dumps(original_cfg, indent=2) + "\n")
-    case("vae_unit_test_original", "vae_unit_test_original", f, "original Wan2.1 VAE key names and config",
-         VAE_UNIT_TEST, unit_in, expected)
+    cases.append(dict(cases[0], name="vae_unit_test_original", model_dir="vae_unit_test_original",
+                      what="original Wan2.1 VAE key names and config (inputs and expected of vae_unit_test)"))
 
     # 3. Wan2.1's structure at 1/24 width: num_res_blocks 2, a non-square latent, 5 frames.
     small = build_vae(VAE_SMALL, seed + 10)
     small.save_pretrained(str(OUT / "vae_small" / "vae"))
-    small_in = vae_case_inputs(small, (1, 16, 5, 3, 4), seed + 11)
-    expected = vae_decode(small, small_in["z"])
-    f = save_case("vae_small", small_in, expected)
-    case("vae_small", "vae_small/vae", f, "Wan2.1 VAE structure at base_dim 4, H != W, 5 latent frames",
-         VAE_SMALL, small_in, expected)
+    decode_case("vae_small", "vae_small/vae", "Wan2.1 VAE structure at base_dim 4, H != W, 5 latent frames",
+                VAE_SMALL, small, vae_case_inputs(small, (1, 16, 5, 3, 4), seed + 11))
+
+    # 4. num_res_blocks 1 without 1-channel blocks, H != W, 4 latent frames.
+    res1 = build_vae(VAE_RES1, seed + 20)
+    res1.save_pretrained(str(OUT / "vae_res1" / "vae"))
+    decode_case("vae_res1", "vae_res1/vae", "num_res_blocks 1, dim_mult [1,2,2,2], H != W, 4 latent frames",
+                VAE_RES1, res1, vae_case_inputs(res1, (1, 16, 4, 2, 3), seed + 21))
     return cases
 
 
-COMPONENTS = {"transformer": transformer_fixtures, "vae": vae_fixtures}
+# ---------------------------------------------------------------------------------------------
+# umT5 text encoder and tokenizer (spec §3)
+# ---------------------------------------------------------------------------------------------
+
+# umT5-XXL's structure (gated tanh-GELU FFN, a relative bias per layer, 32 buckets, max distance 128)
+# at d_model 32; vocab_size above the tokenizer's size, as the real 256384 > 256300.
+UMT5_TINY = dict(vocab_size=256, d_model=32, d_kv=8, d_ff=64, num_layers=3, num_heads=4,
+                 relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                 feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6, pad_token_id=0, eos_token_id=1,
+                 decoder_start_token_id=0)
+T5_MAX_LENGTH = 512  # WanPipeline.__call__'s max_sequence_length
+T5_EXTRA_IDS = 3  # sentinel tokens <extra_id_N>, as umT5 has 300 of
+# §4.3's prompts, and the tokenizer's training text.
+NEGATIVE_EN = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
+    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, poorly "
+    "drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, messy "
+    "background, three legs, many people in the background, walking backwards")
+NEGATIVE_ZH = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
+    "残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，"
+    "三条腿，背景人很多，倒着走")
+T5_CORPUS = [
+    NEGATIVE_EN, NEGATIVE_ZH,
+    "A cat walks on the grass, realistic style.",
+    "Two anthropomorphic cats in comfy boxing gear and bright gloves fight intensely on a spotlighted stage.",
+    "A neon sign glows at night in the rain; the camera slowly pans across a busy street.",
+    "Un chat marche sur l'herbe, style réaliste. Café, naïve, déjà vu.",
+    "& ; # < > \" ' ( ) [ ] { } / | @ ! ? % + = * ~ ^ $ € © ¬ 0123456789",
+]
+# (name, prompt, run the encoder?) — the encoder cases also check the tokenizer.
+T5_PROMPTS = [
+    ("empty_negative", "", True),
+    ("simple", "A cat walks on the grass, realistic style.", True),
+    ("html_whitespace", "  Two &amp;quot;anthropomorphic&amp;quot; cats &lt;b&gt;fight&lt;/b&gt;\t\n on a   "
+                        "spotlighted&nbsp;stage &copy; &#x41;&#66;  ", True),
+    ("unicode", "色调艳丽，过曝 — Café naïve “déjà vu” ﬁ ① Ｆｕｌｌ 🐱 x\u00a8", True),
+    ("negative_en", NEGATIVE_EN, True),
+    ("negative_zh", NEGATIVE_ZH, True),
+    ("special_literals", "a </s> b <pad> <extra_id_0>x", True),
+    ("control_chars", "\x1c rain \x01 at night \x01\x1c", True),
+    ("long_truncated", " ".join([NEGATIVE_EN, NEGATIVE_ZH] * 5), True),
+    # Tokenizer and prompt_clean only: html.unescape's corners, Python's two whitespace sets.
+    ("html_double", "&amp;amp; &amp;lt;b&amp;gt; &amp;nbsp;x &&amp;&&", False),
+    ("html_legacy_prefix", "&ampx &amp &AMP; &notit; &notin; &not &copy2024 &lang; &NotNestedGreaterGreater;", False),
+    ("html_numeric", "&#0; &#13; &#128; &#x80; &#150; &#x110000; &#xD800; &#1114111; &#65 &#x41 &#X41; "
+                     "&#00000000000000000000000065; &#x1F600; &#127; &#xFDD0;", False),
+    ("html_not_refs", "&#; &#x; & ; &unknownentity; & &a1234567890123456789012345678901234567890; a&b", False),
+    ("whitespace_sets", "\u3000 full\u00a0width \u2028 sep\x85 \x1c\x1d\x1e\x1f edges \x1f tab\tnew\nline\r\n"
+                        "vt\x0bff\x0c\u200b zero", False),
+    ("fullwidth", "ＡＢＣ １２３ ｶﾀｶﾅ ㈱ ㎏", False),
+]
+
+
+def spm_precompiled_charsmap(model_proto):
+    """NormalizerSpec.precompiled_charsmap (ModelProto field 3, NormalizerSpec field 2), read from the
+    protobuf wire format directly so that no protobuf package is needed."""
+    def varint(b, i):
+        value = shift = 0
+        while True:
+            c = b[i]
+            i += 1
+            value |= (c & 0x7F) << shift
+            shift += 7
+            if c < 0x80:
+                return value, i
+
+    def fields(b):
+        i = 0
+        while i < len(b):
+            key, i = varint(b, i)
+            wire = key & 7
+            if wire == 0:
+                value, i = varint(b, i)
+            elif wire == 2:
+                n, i = varint(b, i)
+                value, i = b[i:i + n], i + n
+            elif wire in (1, 5):
+                n = 8 if wire == 1 else 4
+                value, i = b[i:i + n], i + n
+            else:
+                raise ValueError(f"unexpected protobuf wire type {wire}")
+            yield key >> 3, value
+
+    spec = next(v for f, v in fields(model_proto) if f == 3)
+    return next(v for f, v in fields(spec) if f == 2)
+
+
+def build_umt5_tokenizer(out_dir):
+    """A SentencePiece Unigram model trained on T5_CORPUS with umT5's normaliser (nmt_nfkc) and
+    special ids (<pad> 0, </s> 1, <unk> 2, no <s>), written as tokenizer.json in the layout
+    transformers 4.x's T5Converter gave umT5 (Precompiled + Replace normaliser, Metaspace, Unigram
+    without byte fallback, `$A </s>` post-processor, sentinels at the end of the vocabulary)."""
+    ensure("sentencepiece")
+    import io
+    import sentencepiece as spm
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(T5_CORPUS * 4), model_writer=buf, model_type="unigram", vocab_size=300,
+        hard_vocab_limit=False, normalization_rule_name="nmt_nfkc", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        character_coverage=1.0, num_threads=1, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    sentinels = [f"<extra_id_{i}>" for i in range(T5_EXTRA_IDS)]
+    vocab += [(s, 0.0) for s in reversed(sentinels)]
+    assert [p for p, _ in vocab[:3]] == ["<pad>", "</s>", "<unk>"], vocab[:3]
+    tok = Tokenizer(Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.normalizer = normalizers.Sequence([
+        normalizers.Precompiled(spm_precompiled_charsmap(buf.getvalue())),
+        normalizers.Replace(Regex(" {2,}"), " "),
+    ])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.post_processor = processors.TemplateProcessing(
+        single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", 1)])
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.add_special_tokens([AddedToken(t, special=True) for t in ["<pad>", "</s>", "<unk>"] + sentinels])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out_dir / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "T5Tokenizer", "extra_ids": T5_EXTRA_IDS, "additional_special_tokens": sentinels,
+        "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>", "model_max_length": T5_MAX_LENGTH,
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return len(vocab)
+
+
+def t5_fixtures(seed):
+    """umt5_tiny/: a pipeline directory with text_encoder/ (UMT5_TINY, perturbed random weights,
+    `save_pretrained`, so the tied embedding is stored once as shared.weight) and tokenizer/
+    (build_umt5_tokenizer). cases/t5.safetensors: per prompt `{name}.input_ids` (the pipeline's
+    input_ids[:seq_len], int64) and, for encoder cases, `{name}.prompt_embeds` (rows [:seq_len] of
+    WanPipeline._get_t5_prompt_embeds' [512, d] output; the rest is asserted zero here), plus
+    `relative_position_bucket`. The tokenizer is transformers' AutoTokenizer, as the pipeline loads it."""
+    import types
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+    from diffusers.pipelines.wan.pipeline_wan import WanPipeline, prompt_clean
+
+    root = OUT / "umt5_tiny"
+    n_tokens = build_umt5_tokenizer(root / "tokenizer")
+    assert n_tokens <= UMT5_TINY["vocab_size"], n_tokens
+    tokenizer = AutoTokenizer.from_pretrained(str(root / "tokenizer"))
+    # The file exactly as shipped (what transformers 4.x and the original Wan repo tokenise with),
+    # recorded for comparison: transformers 5's T5Tokenizer rebuilds its pre-tokenizer.
+    file_tokenizer = Tokenizer.from_file(str(root / "tokenizer" / "tokenizer.json"))
+    file_tokenizer.enable_truncation(T5_MAX_LENGTH)
+
+    torch.manual_seed(seed)
+    model = UMT5EncoderModel(UMT5Config(**UMT5_TINY)).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * PERTURB_STD)
+    model.save_pretrained(str(root / "text_encoder"))
+    index = {
+        "_class_name": "WanPipeline", "_diffusers_version": diffusers.__version__,
+        "text_encoder": ["transformers", "UMT5EncoderModel"], "tokenizer": ["transformers", "T5Tokenizer"],
+        "scheduler": [None, None], "transformer": [None, None], "vae": [None, None],
+    }
+    (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    # The pipeline's own code, on a stand-in `self` holding only what it reads.
+    pipe = types.SimpleNamespace(tokenizer=tokenizer, text_encoder=model, _execution_device=torch.device("cpu"))
+
+    tensors, cases = {}, []
+    for name, prompt, run_encoder in T5_PROMPTS:
+        cleaned = prompt_clean(prompt)
+        enc = tokenizer(cleaned, padding="max_length", max_length=T5_MAX_LENGTH, truncation=True,
+                        add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+        seq_len = int(enc.attention_mask.sum())
+        ids = enc.input_ids[0]
+        assert ids[seq_len - 1] == 1 and bool((ids[seq_len:] == 0).all()), name
+        tensors[f"{name}.input_ids"] = ids[:seq_len].clone()
+        entry = {
+            "name": name, "model_dir": "umt5_tiny/text_encoder", "pipeline_dir": "umt5_tiny",
+            "inputs": "cases/t5.safetensors", "prompt": prompt, "cleaned": cleaned, "seq_len": seq_len,
+            "tokenizer_json_as_is_agrees": file_tokenizer.encode(cleaned).ids == ids[:seq_len].tolist(),
+        }
+        if run_encoder:
+            with torch.no_grad():
+                embeds = WanPipeline._get_t5_prompt_embeds(
+                    pipe, prompt=prompt, max_sequence_length=T5_MAX_LENGTH, device=torch.device("cpu"),
+                    dtype=torch.float32)[0]
+                unpadded = model(ids[None, :seq_len]).last_hidden_state[0]
+            assert embeds.shape == (T5_MAX_LENGTH, UMT5_TINY["d_model"]) and embeds.dtype == torch.float32
+            assert bool((embeds[seq_len:] == 0).all()), name
+            tensors[f"{name}.prompt_embeds"] = embeds[:seq_len].clone()
+            # Spec §3: the encoder on the real tokens alone gives the masked full-length result.
+            gap = float((unpadded - embeds[:seq_len]).abs().max() / embeds[:seq_len].abs().max())
+            entry.update({
+                "what": "prompt_embeds rows [:seq_len] from WanPipeline._get_t5_prompt_embeds (rows after "
+                        "seq_len are zero)",
+                "prompt_embeds": list(embeds.shape), "unpadded_vs_masked_rel": gap,
+                "attn_implementation": model.config._attn_implementation,
+            })
+        else:
+            entry["what"] = "prompt_clean and token ids only"
+        cases.append(entry)
+
+    # The relative-position buckets of rel = key - query in -600..600 (fp32 log, truncation).
+    rel = torch.arange(-600, 601)
+    buckets = model.encoder.block[0].layer[0].SelfAttention._relative_position_bucket(rel)
+    tensors["relative_position_bucket"] = buckets.to(torch.int64)
+    cases.append({"name": "relative_position_bucket", "model_dir": "umt5_tiny/text_encoder",
+                  "inputs": "cases/t5.safetensors", "what": "bucket of rel = -600..600 (index rel + 600)",
+                  "config": UMT5_TINY})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(OUT / "cases" / "t5.safetensors"))
+    return cases
+
+
+# Seeds follow this order (SEED + 1000·position), so new components go at the end.
+COMPONENTS = {"transformer": transformer_fixtures, "vae": vae_fixtures, "t5": t5_fixtures}
 
 
 def main():
@@ -443,7 +672,7 @@ def main():
     manifest.update({"generator": "scripts/goldens/wan.py", "seed": SEED, "perturb_std": PERTURB_STD,
                      "versions": versions()})
     components = manifest.setdefault("components", {})
-    for i, name in enumerate(sorted(COMPONENTS)):
+    for i, name in enumerate(COMPONENTS):
         if name not in only:
             continue
         # Model directories are rewritten from scratch so stale shards cannot linger.

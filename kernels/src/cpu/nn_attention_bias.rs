@@ -127,7 +127,9 @@ mod tests {
     use crate::cpu::nn_attention::attention;
 
     fn values(len: usize, seed: f32) -> Vec<f32> {
-        (0..len).map(|i| ((i as f32 + 1.0) * 0.618034 * seed).sin() * 1.5).collect()
+        (0..len)
+            .map(|i| ((i as f32 + 1.0) * 0.618034 * seed).sin() * 1.5)
+            .collect()
     }
 
     /// Naive f64 attention with the full `[heads, q, kv]` bias expanded from the offsets.

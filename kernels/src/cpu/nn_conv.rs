@@ -41,7 +41,10 @@ impl CausalConv3d {
     /// From PyTorch's weight `[cout, cin, kt, ks, ks]` and bias `[cout]`. Panics on lengths that
     /// disagree with the shape or an even spatial kernel (callers check shapes when loading).
     pub fn new(weight: &[f32], bias: &[f32], cout: usize, cin: usize, kt: usize, ks: usize) -> Self {
-        assert!(kt > 0 && ks % 2 == 1, "causal_conv3d: kernel ({kt}, {ks}) must have kt ≥ 1 and an odd ks");
+        assert!(
+            kt > 0 && ks % 2 == 1,
+            "causal_conv3d: kernel ({kt}, {ks}) must have kt ≥ 1 and an odd ks"
+        );
         let area = ks * ks;
         assert_eq!(weight.len(), cout * cin * kt * area, "causal_conv3d: weight length");
         assert_eq!(bias.len(), cout, "causal_conv3d: bias length");
@@ -133,7 +136,16 @@ impl CausalConv3d {
                 let block = self.cin * self.ks * self.ks * n;
                 for (dt, tap) in taps.iter().enumerate() {
                     if let Some(frame) = tap {
-                        im2col(frame, self.cin, h, w, self.ks, p0, n, &mut col[dt * block..(dt + 1) * block]);
+                        im2col(
+                            frame,
+                            self.cin,
+                            h,
+                            w,
+                            self.ks,
+                            p0,
+                            n,
+                            &mut col[dt * block..(dt + 1) * block],
+                        );
                     }
                 }
                 let mut buf = vec![0.0f32; self.cout * n];
@@ -202,7 +214,9 @@ mod tests {
     use super::*;
 
     fn values(len: usize, seed: f32) -> Vec<f32> {
-        (0..len).map(|i| ((i as f32 + 1.0) * 0.754_877_7 * seed).sin()).collect()
+        (0..len)
+            .map(|i| ((i as f32 + 1.0) * 0.754_877_7 * seed).sin())
+            .collect()
     }
 
     /// The definition, in f64, straight from the module doc.
@@ -225,7 +239,9 @@ mod tests {
                         let mut acc = bias[o] as f64;
                         for c in 0..cin {
                             for dt in 0..kt {
-                                let Some(s) = (t + dt).checked_sub(kt - 1) else { continue };
+                                let Some(s) = (t + dt).checked_sub(kt - 1) else {
+                                    continue;
+                                };
                                 for kh in 0..ks {
                                     for kw in 0..ks {
                                         let sy = y as isize + kh as isize - pad;
@@ -267,7 +283,10 @@ mod tests {
             let got = conv.forward(&x, frames, h, w);
             let want = naive(&x, &weight, &bias, (frames, cin, h, w), cout, kt, ks);
             for (j, (&g, &v)) in got.iter().zip(&want).enumerate() {
-                assert!((g as f64 - v).abs() < 1e-5 * (1.0 + v.abs()), "case {i} element {j}: {g} vs {v}");
+                assert!(
+                    (g as f64 - v).abs() < 1e-5 * (1.0 + v.abs()),
+                    "case {i} element {j}: {g} vs {v}"
+                );
             }
         }
     }

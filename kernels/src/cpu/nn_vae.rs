@@ -69,7 +69,9 @@ mod tests {
     use super::*;
 
     fn values(len: usize, seed: f32) -> Vec<f32> {
-        (0..len).map(|i| ((i as f32 + 1.0) * 0.618_034 * seed).sin() * 2.0).collect()
+        (0..len)
+            .map(|i| ((i as f32 + 1.0) * 0.618_034 * seed).sin() * 2.0)
+            .collect()
     }
 
     #[test]
@@ -85,7 +87,10 @@ mod tests {
                 let norm = (0..c).map(|ch| (x0[at(ch)] as f64).powi(2)).sum::<f64>().sqrt();
                 for ch in 0..c {
                     let want = x0[at(ch)] as f64 / norm.max(1e-12) * (c as f64).sqrt() * gamma[ch] as f64;
-                    assert!((x[at(ch)] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{t} {px} {ch}");
+                    assert!(
+                        (x[at(ch)] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+                        "{t} {px} {ch}"
+                    );
                 }
             }
         }

@@ -19,12 +19,24 @@
 //! - [`denoiser`]: [`denoiser::WanDenoiser`], Wan2.1 behind the `Denoiser` trait for one job.
 //! - [`sample`]: WanPipeline's loop over one native-length clip (`longshot dev sample`).
 //! - [`tensor_io`]: named-tensor safetensors files for the `longshot dev` commands.
+//! - umT5 text encoder and tokenizer (`UMT5EncoderModel`, spec §3), run once per job:
+//!   - [`t5`]: [`TextEncoder`] (`load(pipeline_dir)`, `encode(prompt)` → [`PromptEmbeds`]
+//!     `[512, d]`) and [`UMT5Encoder`]; [`t5_layers`]: one block and the relative-position
+//!     buckets; [`t5_config`]: [`UMT5Config`];
+//!   - [`tokenizer`]: [`UmT5Tokenizer`] (`tokenizer.json` as transformers 5 builds it, 512 tokens
+//!     with `</s>`); [`t5_prompt`]: WanPipeline's `prompt_clean` (Python's `html.unescape`, no ftfy).
+//! - VAE decoder (the decoder half of `AutoencoderKLWan`, spec §2):
+//!   - [`vae`]: [`WanVaeDecoder`] (load, denormalise, whole-clip `decode`, and `decode_range`:
+//!     a shard with a causal warm-up halo, bit-identical to the sequential decode);
+//!   - [`vae_blocks`]: residual / attention / up-blocks on frame-major video; [`vae_config`]:
+//!     [`VaeConfig`], the derived structure and [`VaeConfig::decode_halo`]; [`vae_keys`]:
+//!     original `Wan2.1_VAE.pth` ↔ diffusers tensor names.
 //!
 //! Numeric ops (GEMM, norms, activations, attention, RoPE) live in `longshot_kernels::cpu::nn_*`,
 //! the CPU references a GPU port is checked against.
 //!
-//! Not here yet: the `Denoiser` / `FrameDecoder` implementations and registry entry, the VAE
-//! decoder (`vae.rs`), the umT5 encoder and tokenizer (`text_encoder.rs`), bf16 execution.
+//! Not here yet: the `Denoiser` / `FrameDecoder` implementations and registry entry, bf16
+//! execution.
 
 pub mod block;
 pub mod config;
@@ -38,12 +50,26 @@ pub mod layout;
 pub mod rope;
 pub mod safetensors_file;
 pub mod sample;
+pub mod t5;
+pub mod t5_config;
+pub mod t5_layers;
+pub mod t5_prompt;
 pub mod tensor_io;
+pub mod tokenizer;
 pub mod transformer;
+pub mod vae;
+pub mod vae_blocks;
+pub mod vae_config;
+pub mod vae_keys;
 pub mod weights;
 
 pub use config::{PipelineDir, SchedulerConfig, SchedulerKind, TransformerConfig};
 pub use error::WanError;
 pub use flops::{forward_flops, forward_flops_breakdown, ForwardFlops};
+pub use t5::{PromptEmbeds, TextEncoder, UMT5Encoder};
+pub use t5_config::UMT5Config;
+pub use tokenizer::{TokenizedPrompt, UmT5Tokenizer, T5_MAX_LENGTH};
 pub use transformer::{TextContext, WanTransformer};
+pub use vae::{DecodedFrames, WanVaeDecoder};
+pub use vae_config::{VaeConfig, WAN21_DECODE_HALO};
 pub use weights::WeightStore;

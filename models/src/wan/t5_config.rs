@@ -92,7 +92,14 @@ impl UMT5Config {
                 TANH_GELU_FFN.join(", ")
             ));
         }
-        let sizes = [self.vocab_size, self.d_model, self.d_kv, self.d_ff, self.num_layers, self.num_heads];
+        let sizes = [
+            self.vocab_size,
+            self.d_model,
+            self.d_kv,
+            self.d_ff,
+            self.num_layers,
+            self.num_heads,
+        ];
         if sizes.contains(&0) {
             return Err("vocab_size, d_model, d_kv, d_ff, num_layers and num_heads must be positive".into());
         }
@@ -106,7 +113,10 @@ impl UMT5Config {
             ));
         }
         if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon.is_finite()) {
-            return Err(format!("layer_norm_epsilon {} must be positive", self.layer_norm_epsilon));
+            return Err(format!(
+                "layer_norm_epsilon {} must be positive",
+                self.layer_norm_epsilon
+            ));
         }
         Ok(())
     }

@@ -47,7 +47,13 @@ pub fn relative_position_bucket(rel: i64, num_buckets: usize, max_distance: usiz
 pub fn bucket_table(tokens: usize, cfg: &UMT5Config) -> Vec<usize> {
     let n = tokens as i64;
     (-(n - 1)..n)
-        .map(|rel| relative_position_bucket(rel, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance))
+        .map(|rel| {
+            relative_position_bucket(
+                rel,
+                cfg.relative_attention_num_buckets,
+                cfg.relative_attention_max_distance,
+            )
+        })
         .collect()
 }
 
@@ -110,7 +116,15 @@ impl T5Block {
             head_dim: cfg.d_kv,
         };
         let mut attn = vec![0.0f32; tokens * inner];
-        attention_rel_bias(&q, &k, &v, shape, 1.0, &self.offset_bias(buckets, cfg.num_heads), &mut attn);
+        attention_rel_bias(
+            &q,
+            &k,
+            &v,
+            shape,
+            1.0,
+            &self.offset_bias(buckets, cfg.num_heads),
+            &mut attn,
+        );
         let attn_out = linear_new(&attn, tokens, inner, &self.o, None, d);
         add_in_place(h, &attn_out);
 
@@ -119,11 +133,13 @@ impl T5Block {
         let mut gate = linear_new(&n, tokens, d, &self.wi_0, None, ff);
         let lin = linear_new(&n, tokens, d, &self.wi_1, None, ff);
         // gelu_tanh(wi_0·n) ⊙ wi_1·n, in that order (transformers' `hidden_gelu * hidden_linear`).
-        gate.par_chunks_mut(1 << 14).zip(lin.par_chunks(1 << 14)).for_each(|(g, l)| {
-            for (gv, &lv) in g.iter_mut().zip(l) {
-                *gv = gelu_tanh(*gv) * lv;
-            }
-        });
+        gate.par_chunks_mut(1 << 14)
+            .zip(lin.par_chunks(1 << 14))
+            .for_each(|(g, l)| {
+                for (gv, &lv) in g.iter_mut().zip(l) {
+                    *gv = gelu_tanh(*gv) * lv;
+                }
+            });
         let ffn_out = linear_new(&gate, tokens, ff, &self.wo, None, d);
         add_in_place(h, &ffn_out);
     }

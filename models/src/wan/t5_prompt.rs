@@ -40,9 +40,9 @@ pub fn prompt_clean(text: &str) -> String {
             out.push(c);
         }
     }
-    // A trailing run was dropped above; a leading one cannot exist after `py_strip`, and what
-    // the collapse leaves can still start or end with U+001C–U+001F, which only `strip` removes.
-    py_strip(&out).to_string()
+    // `py_strip` left no white space at either end, so no run was pending at the end and the
+    // pipeline's second `strip()` has nothing left to remove.
+    out
 }
 
 /// Python's `str.strip()` with no argument.
@@ -85,8 +85,16 @@ pub fn html_unescape(s: &str) -> String {
 fn char_reference(s: &str) -> Option<(usize, String)> {
     if let Some(num) = s.strip_prefix('#') {
         let (digits, radix, prefix) = match num.strip_prefix(['x', 'X']) {
-            Some(hex) => (hex.len() - hex.trim_start_matches(|c: char| c.is_ascii_hexdigit()).len(), 16, 2),
-            None => (num.len() - num.trim_start_matches(|c: char| c.is_ascii_digit()).len(), 10, 1),
+            Some(hex) => (
+                hex.len() - hex.trim_start_matches(|c: char| c.is_ascii_hexdigit()).len(),
+                16,
+                2,
+            ),
+            None => (
+                num.len() - num.trim_start_matches(|c: char| c.is_ascii_digit()).len(),
+                10,
+                1,
+            ),
         };
         if digits == 0 {
             return None;
@@ -141,16 +149,18 @@ fn numeric_reference(digits: &str, radix: u32) -> String {
     if is_invalid_codepoint(num) {
         return String::new();
     }
-    char::from_u32(num).map(String::from).unwrap_or_else(|| '\u{FFFD}'.to_string())
+    char::from_u32(num)
+        .map(String::from)
+        .unwrap_or_else(|| '\u{FFFD}'.to_string())
 }
 
 /// Python's `_invalid_charrefs`: 0 → U+FFFD, CR kept, and 0x80–0x9F read as Windows-1252.
 fn windows_1252_or_special(num: u32) -> Option<char> {
     const C1: [char; 32] = [
         '\u{20ac}', '\u{81}', '\u{201a}', '\u{192}', '\u{201e}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{2c6}',
-        '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8d}', '\u{17d}', '\u{8f}', '\u{90}', '\u{2018}',
-        '\u{2019}', '\u{201c}', '\u{201d}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{2dc}', '\u{2122}', '\u{161}',
-        '\u{203a}', '\u{153}', '\u{9d}', '\u{17e}', '\u{178}',
+        '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8d}', '\u{17d}', '\u{8f}', '\u{90}', '\u{2018}', '\u{2019}',
+        '\u{201c}', '\u{201d}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{2dc}', '\u{2122}', '\u{161}', '\u{203a}',
+        '\u{153}', '\u{9d}', '\u{17e}', '\u{178}',
     ];
     match num {
         0 => Some('\u{FFFD}'),
