@@ -329,9 +329,12 @@ fn assemble_owned(cfg: &PartitionConfig, x: &[Latents], disagreement: Vec<(usize
     PartitionOutput { owned_start, owned, disagreement, timings }
 }
 
-/// Decodes the frames a partition owns. The decoder's causal warm-up frames come from the left
-/// neighbour's owned frames (sent over the exchange), so the result equals a sequential decode of
-/// the assembled clip bit for bit in both blend modes.
+/// Decodes the frames a partition owns. A causal decoder's warm-up frames are the final latents
+/// of the `halo` frames before the partition's first owned frame; they may span several
+/// partitions to the left (Wan2.1's VAE needs 38), so they travel as a chain: each partition
+/// receives its halo from the left, then forwards the last `halo` frames of (halo ++ own frames)
+/// to the right. The result equals a sequential decode of the assembled clip bit for bit, in both
+/// blend modes.
 pub fn decode_partition(
     cfg: &PartitionConfig,
     out: &PartitionOutput,
@@ -341,35 +344,32 @@ pub fn decode_partition(
 ) -> Result<(), CoDenoiseError> {
     let halo = decoder.halo();
     let (step, fl) = (cfg.schedule.steps(), out.owned.shape().frame_len());
-    if cfg.has_right() && halo > 0 {
-        let n = out.owned.shape().frames;
-        if halo > n {
-            return Err(CoDenoiseError::Config(format!(
-                "decoder warm-up of {halo} latent frames is longer than the {n} frames this partition owns"
-            )));
-        }
-        let msg = OverlapMessage {
-            step: step as u32,
-            boundary: (cfg.windows.end - 1) as u32,
-            payload: Payload::Halo(out.owned.frames(n - halo..n).to_vec()),
-        };
-        exchange.send(Side::Right, msg)?;
-    }
     let want = halo.min(out.owned_start);
     let mut span = Vec::with_capacity((want + out.owned.shape().frames) * fl);
     if want > 0 {
         match expect(exchange, Side::Left, step, cfg.windows.start - 1)? {
-            Payload::Halo(h) if h.len() == halo * fl => span.extend_from_slice(&h[(halo - want) * fl..]),
+            Payload::Halo(h) if h.len() == want * fl => span.extend_from_slice(&h),
             other => {
                 return Err(CoDenoiseError::Protocol {
                     side: Side::Left,
-                    reason: format!("expected {halo} halo frames, got {}", describe(&other)),
+                    reason: format!("expected {want} halo frames, got {}", describe(&other)),
                 })
             }
         }
     }
     span.extend_from_slice(out.owned.as_slice());
-    let shape = out.owned.shape().with_frames(span.len() / fl);
+    let frames = span.len() / fl;
+    if cfg.has_right() && halo > 0 {
+        // The right neighbour's first owned frame is our last owned frame + 1.
+        let send = halo.min(out.owned_start + out.owned.shape().frames).min(frames);
+        let msg = OverlapMessage {
+            step: step as u32,
+            boundary: (cfg.windows.end - 1) as u32,
+            payload: Payload::Halo(span[(frames - send) * fl..].to_vec()),
+        };
+        exchange.send(Side::Right, msg)?;
+    }
+    let shape = out.owned.shape().with_frames(frames);
     let span = Latents::from_vec(shape, span).expect("span is whole frames");
     decoder.decode(&span, out.owned_start - want, want, sink)?;
     Ok(())

@@ -62,6 +62,27 @@ impl FrameDecoder for ToyDecoder {
     }
 }
 
+/// A causal decoder whose output depends on the `0`-field many preceding latent frames (their
+/// mean), so a wrong or missing warm-up changes the output.
+struct WideHaloDecoder(usize);
+
+impl FrameDecoder for WideHaloDecoder {
+    fn halo(&self) -> usize {
+        self.0
+    }
+    fn decode(&self, z: &Latents, first_global: usize, emit_from: usize, sink: &mut dyn FnMut(usize, RgbFrame)) -> Result<(), DenoiseError> {
+        let fl = z.shape().frame_len();
+        for l in emit_from..z.shape().frames {
+            let g = first_global + l;
+            let from = l.saturating_sub(self.0);
+            let n = (l + 1 - from) as f32;
+            let data: Vec<f32> = (0..fl).map(|i| (from..=l).map(|k| z.frames(k..k + 1)[i]).sum::<f32>() / n).collect();
+            sink(g, RgbFrame { width: fl, height: 1, data });
+        }
+        Ok(())
+    }
+}
+
 fn info() -> ModelInfo {
     ModelInfo { name: "toy".into(), window_frames: 8, latent_channels: 2, temporal_compression: 4, spatial_compression: 1, default_overlap: 2 }
 }
@@ -101,6 +122,19 @@ fn bit_identical_whatever_the_partition_count() {
                 assert!(one.frames == many.frames, "{solver:?} {mode:?}: frames differ with {parts} partitions");
             }
         }
+    }
+}
+
+#[test]
+fn a_decoder_halo_wider_than_a_partition_is_chained_from_several_neighbours() {
+    // Each of 4 partitions owns 12–18 frames; a 25-frame halo spans up to three of them.
+    let cfg = config(Solver::Euler, BlendMode::CoDenoise);
+    let decoder = WideHaloDecoder(25);
+    let run = |parts| render_local(&cfg, parts, &|| Box::new(WindowMeanModel(info())), &decoder, Duration::from_secs(20)).unwrap();
+    let one = run(1);
+    assert_eq!(one.frames.len(), 60);
+    for parts in 2..=4 {
+        assert!(one.frames == run(parts).frames, "frames differ with {parts} partitions");
     }
 }
 

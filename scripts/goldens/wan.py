@@ -387,6 +387,9 @@ def vae_decode(vae, z):
 
 
 def vae_fixtures(seed):
+    """AutoencoderKLWan decoders (checked by models/tests/wan_vae.rs). Each case file holds `latents`
+    (sampler output), `z` (denormalised, what `vae.decode` gets; both [B,16,T,H,W] f32), `expected`
+    (diffusers' f32 `vae.decode(z).sample`) and `expected_f64` (the same on a float64 copy)."""
     cases = []
 
     def decode_case(name, model_dir, what, cfg, vae, inputs):
