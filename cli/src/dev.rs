@@ -4,7 +4,12 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use longshot_models::wan::tensor_io::{self, Tensor};
-use longshot_models::wan::{forward_flops_breakdown, PipelineDir, TextEncoder, TransformerConfig, WanTransformer};
+use longshot_core::scheduler::{Schedule, Solver};
+use longshot_core::tensor::{LatentShape, Latents};
+use longshot_models::wan::denoiser::{model_info, WanDenoiser};
+use longshot_models::wan::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
+use longshot_models::wan::{forward_flops_breakdown, PipelineDir, TextEncoder, TransformerConfig, WanTransformer, WanVaeDecoder};
+use std::sync::Arc;
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -12,11 +17,32 @@ pub enum DevCommand {
     /// One transformer forward: IN holds hidden_states [B,C,T,H,W] f32, timestep [B] (f32 or
     /// i64), encoder_hidden_states [B,N,text_dim] f32; OUT holds output f32.
     Dit(DevIo),
+    /// VAE decode: IN holds z [B,16,T,H,W] (already denormalised, as passed to vae.decode); OUT
+    /// holds output [B,3,1+4(T−1),8H,8W] clamped to [−1, 1].
+    VaeDecode(DevIo),
+    /// The whole sampler: IN holds latents [1,16,T,H,W], prompt_embeds and negative_prompt_embeds
+    /// [1,512,text_dim]; OUT holds the final latents and the decoded video [F,H,W,3] in [0, 1].
+    Sample(SampleArgs),
     /// umT5 prompt embeddings as the pipeline makes them: OUT holds prompt_embeds [1,512,text_dim],
     /// zero-padded after the prompt's tokens.
     TextEncode(TextEncodeArgs),
     /// FLOPs of one transformer forward (multiply-add = 2), for a real config or a pipeline dir.
     Flops(FlopsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub io: DevIo,
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 5.0)]
+    pub guidance: f32,
+    #[arg(long, default_value_t = 3.0)]
+    pub shift: f64,
+    /// unipc or euler.
+    #[arg(long, default_value = "unipc")]
+    pub solver: String,
 }
 
 #[derive(Args, Debug)]
@@ -58,6 +84,8 @@ pub struct DevIo {
 pub fn run(cmd: DevCommand) -> Result<()> {
     match cmd {
         DevCommand::Dit(io) => dit(&io),
+        DevCommand::VaeDecode(io) => vae_decode(&io),
+        DevCommand::Sample(a) => sample(&a),
         DevCommand::TextEncode(a) => text_encode(&a),
         DevCommand::Flops(a) => flops(&a),
     }
@@ -115,5 +143,47 @@ fn text_encode(a: &TextEncodeArgs) -> Result<()> {
     let e = encoder.encode(&a.prompt)?;
     let t = Tensor { shape: vec![1, e.shape[0], e.shape[1]], data: e.data };
     tensor_io::write(&a.out, &[("prompt_embeds", &t)])?;
+    Ok(())
+}
+
+fn vae_decode(io: &DevIo) -> Result<()> {
+    let pipeline = PipelineDir::open(&io.model)?;
+    let vae = WanVaeDecoder::load(&pipeline.component_dir("vae")?).context("loading the VAE")?;
+    let t = tensor_io::read(&io.inputs, &["z"])?;
+    let shape: [usize; 5] = dims(&t["z"], "z")?;
+    let out = vae.decode(&t["z"].data, shape)?;
+    let [b, _, lt, h, w] = shape;
+    let (f, s) = (vae.config().output_frames(lt), vae.config().spatial_factor());
+    let out = Tensor { shape: vec![b, out.len() / (b * f * h * s * w * s), f, h * s, w * s], data: out };
+    tensor_io::write(&io.out, &[("output", &out)])?;
+    Ok(())
+}
+
+fn sample(a: &SampleArgs) -> Result<()> {
+    let solver: Solver = a.solver.parse()?;
+    let schedule = Schedule::new(solver, a.steps, a.shift)?;
+    let pipeline = PipelineDir::open(&a.io.model)?;
+    let transformer = Arc::new(WanTransformer::load(&pipeline.component_dir("transformer")?).context("loading the transformer")?);
+    let vae = WanVaeDecoder::load(&pipeline.component_dir("vae")?).context("loading the VAE")?;
+    let t = tensor_io::read(&a.io.inputs, &["latents", "prompt_embeds", "negative_prompt_embeds"])?;
+    let [b, c, lt, h, w]: [usize; 5] = dims(&t["latents"], "latents")?;
+    if b != 1 {
+        bail!("latents have batch {b}; dev sample runs one clip (batch 1)");
+    }
+    let info = model_info("wan2.1", &transformer);
+    let mut denoiser = WanDenoiser::new(info, transformer, &t["prompt_embeds"].data, &t["negative_prompt_embeds"].data)?;
+    let x = channel_major_to_frame_major(&t["latents"].data, c, lt, h * w);
+    let x = Latents::from_vec(LatentShape::new(lt, c, h, w), x).ok_or_else(|| anyhow::anyhow!("latents do not match their shape"))?;
+    let final_latents = longshot_models::wan::sample::sample(&mut denoiser, x, &schedule, a.guidance)?;
+    let mut z = final_latents.as_slice().to_vec();
+    vae.denormalize(&mut z, lt, h * w)?;
+    let decoded = vae.decode_window(&z, [lt, c, h, w], 0)?;
+    let mut video = Vec::with_capacity(decoded.frames * decoded.height * decoded.width * 3);
+    for i in 0..decoded.frames {
+        video.extend(decoded.rgb_frame(i).ok_or_else(|| anyhow::anyhow!("the VAE does not decode to RGB"))?.data);
+    }
+    let latents_out = Tensor { shape: vec![1, c, lt, h, w], data: frame_major_to_channel_major(final_latents.as_slice(), lt, c, h * w) };
+    let video = Tensor { shape: vec![decoded.frames, decoded.height, decoded.width, 3], data: video };
+    tensor_io::write(&a.io.out, &[("latents", &latents_out), ("video", &video)])?;
     Ok(())
 }

@@ -10,13 +10,24 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/wan")
 }
 
-/// A pipeline directory holding only the fixture's transformer.
-fn pipeline_with_transformer(case: &str, dir: &Path) -> PathBuf {
+/// A pipeline directory holding only the fixture's `component` (`transformer` or `vae`).
+fn pipeline_with(case: &str, component: &str, class: &str, dir: &Path) -> PathBuf {
     let root = dir.join(case);
     std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("model_index.json"), r#"{"_class_name": "WanPipeline", "transformer": ["diffusers", "WanTransformer3DModel"]}"#).unwrap();
-    std::os::unix::fs::symlink(fixtures().join(case).join("transformer"), root.join("transformer")).unwrap();
+    let index = format!(r#"{{"_class_name": "WanPipeline", "{component}": ["diffusers", "{class}"]}}"#);
+    std::fs::write(root.join("model_index.json"), index).unwrap();
+    std::os::unix::fs::symlink(fixtures().join(case).join(component), root.join(component)).unwrap();
     root
+}
+
+fn pipeline_with_transformer(case: &str, dir: &Path) -> PathBuf {
+    pipeline_with(case, "transformer", "WanTransformer3DModel", dir)
+}
+
+/// max |a − b| / max |b|.
+fn rel_error(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
 }
 
 fn tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
@@ -39,8 +50,7 @@ fn dev_dit_matches_diffusers() {
         let (shape, got) = tensor(&out, "output");
         let (want_shape, want) = tensor(&inputs, "expected");
         assert_eq!(shape, want_shape, "{case}");
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        let err = rel_error(&got, &want);
         assert!(err <= 1e-5, "{case}: max error {err:e} relative to max |diffusers|");
     }
 }
@@ -85,8 +95,24 @@ fn dev_text_encode_matches_the_pipeline() {
     assert_eq!(shape, [1, 512, 32]);
     let (_, want) = tensor(&fixtures().join("cases/t5.safetensors"), "simple.prompt_embeds");
     let d = 32;
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let err = got[..seq_len * d].iter().zip(&want[..seq_len * d]).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    let err = rel_error(&got[..seq_len * d], &want[..seq_len * d]);
     assert!(err <= 1e-5, "max error {err:e}");
     assert!(got[seq_len * d..].iter().all(|&v| v == 0.0), "rows after the prompt must be zero");
+}
+
+#[test]
+fn dev_vae_decode_matches_diffusers() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in ["vae_unit_test", "vae_small"] {
+        let model = pipeline_with(case, "vae", "AutoencoderKLWan", tmp.path());
+        let inputs = fixtures().join("cases").join(format!("{case}.safetensors"));
+        let out = tmp.path().join(format!("{case}-out.safetensors"));
+        let run = Command::new(BIN).args(["dev", "vae-decode", "--model"]).arg(&model).arg("--inputs").arg(&inputs).arg("--out").arg(&out).output().unwrap();
+        assert!(run.status.success(), "{case}: {}", String::from_utf8_lossy(&run.stderr));
+        let (shape, got) = tensor(&out, "output");
+        let (want_shape, want) = tensor(&inputs, "expected");
+        assert_eq!(shape, want_shape, "{case}");
+        let err = rel_error(&got, &want);
+        assert!(err <= 1e-5, "{case}: max error {err:e}");
+    }
 }

@@ -17,6 +17,8 @@
 //!   - [`flops`]: [`forward_flops`], the work of one forward (spec §6).
 //! - [`layout`]: frame-major ↔ channel-major latents, for the `Denoiser` edge.
 //! - [`denoiser`]: [`denoiser::WanDenoiser`], Wan2.1 behind the `Denoiser` trait for one job.
+//! - [`frame_decoder`]: the VAE behind the `FrameDecoder` trait (denormalise, decode with the
+//!   causal warm-up halo, RGB in [0, 1]).
 //! - [`sample`]: WanPipeline's loop over one native-length clip (`longshot dev sample`).
 //! - [`tensor_io`]: named-tensor safetensors files for the `longshot dev` commands.
 //! - umT5 text encoder and tokenizer (`UMT5EncoderModel`, spec §3), run once per job:
@@ -44,6 +46,7 @@ pub mod denoiser;
 pub mod embed;
 pub mod error;
 pub mod flops;
+pub mod frame_decoder;
 pub mod keys;
 pub mod layers;
 pub mod layout;
