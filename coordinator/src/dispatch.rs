@@ -16,6 +16,9 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
+/// How long a worker-reported failure waits for a directly observed worker loss (the root cause).
+const FAILURE_GRACE: Duration = Duration::from_secs(1);
+
 pub(crate) async fn scheduling_loop(weak: std::sync::Weak<Inner>) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
@@ -230,7 +233,12 @@ impl JobRun {
         let total_frames = r.frames;
         let steps = r.schedule.steps() as u32;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // A failure a worker reports is often a consequence (its neighbour died). Wait briefly for
+        // the coordinator's own observation of a lost worker, which names the root cause.
+        let mut reported: Option<(String, tokio::time::Instant)> = None;
+        let then = |reported: &Option<(String, tokio::time::Instant)>| reported.as_ref().map(|(r, _)| format!(" (then {r})")).unwrap_or_default();
         loop {
+            let grace_over = reported.as_ref().map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600), |r| r.1);
             tokio::select! {
                 ev = events.next() => {
                     let Some((i, ev)) = ev else { break };
@@ -255,21 +263,30 @@ impl JobRun {
                         }
                         Some(ShardEvent::Finished) => finished[i] = true,
                         Some(ShardEvent::Failed { reason }) => {
-                            return Err(RunError::Failed(format!("worker {} ({}) failed: {reason}", worker.id, worker.address)));
+                            if reported.is_none() {
+                                let msg = format!("worker {} ({}) failed: {reason}", worker.id, worker.address);
+                                reported = Some((msg, tokio::time::Instant::now() + FAILURE_GRACE));
+                            }
+                        }
+                        Some(ShardEvent::Lost { reason }) => {
+                            return Err(RunError::Failed(format!("worker {} ({}) was lost: {reason}{}", worker.id, worker.address, then(&reported))));
                         }
                         None if !finished[i] => {
                             return Err(RunError::Failed(format!(
-                                "worker {} ({}) disconnected before finishing its shard", worker.id, worker.address
+                                "worker {} ({}) disconnected before finishing its shard{}", worker.id, worker.address, then(&reported)
                             )));
                         }
                         None => {}
                     }
                 }
+                _ = tokio::time::sleep_until(grace_over), if reported.is_some() => {
+                    return Err(RunError::Failed(reported.take().map(|(r, _)| r).unwrap_or_default()));
+                }
                 _ = self.cancel.changed() => return Err(RunError::Cancelled),
                 _ = tick.tick() => {
                     let live = self.inner.registry.list().await.map_err(|e| RunError::Failed(e.to_string()))?;
                     if let Some(w) = self.workers.iter().find(|w| !live.iter().any(|l| l.id == w.id)) {
-                        return Err(RunError::Failed(format!("worker {} ({}) left the cluster (registration expired or removed)", w.id, w.address)));
+                        return Err(RunError::Failed(format!("worker {} ({}) left the cluster (registration expired or removed){}", w.id, w.address, then(&reported))));
                     }
                 }
             }

@@ -165,9 +165,13 @@ async fn records_saved_while_etcd_is_down_land_when_it_is_back() {
     let second = record(2, JobState::Queued, 0, &dir);
     s.save(&second.status.job_id, Change::State, &|| second.clone());
     assert!(!s.flush(Duration::from_millis(500)).await, "nothing can be written while etcd is down");
+    // A new job cannot be accepted meanwhile: its record must be stored before anyone hears of it.
+    let refused = record(3, JobState::Queued, 0, &dir);
+    let e = s.create(refused).await.unwrap_err();
+    assert_eq!(e.to_string(), "the job record could not be stored within 5s (is etcd reachable?)");
     etcd.restart();
     assert!(s.flush(Duration::from_secs(15)).await, "the writes must land once etcd is back\n{}", etcd.log_tail());
-    assert_eq!(store(&etcd, &dir).await.load().await.unwrap(), [done, second]);
+    assert_eq!(store(&etcd, &dir).await.load().await.unwrap(), [done, second], "the refused job must not appear");
 }
 
 /// A worker that refuses its first `refusals` shards as busy, then "renders" black frames at once;

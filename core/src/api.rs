@@ -173,7 +173,12 @@ pub enum ShardEvent {
     /// Final latents of owned frames, frame-major f32.
     Latents { first_frame: u32, frames: u32, data: Vec<f32> },
     Finished,
+    /// The worker reported a failure (possibly caused by a neighbour).
     Failed { reason: String },
+    /// The coordinator lost the worker itself (connection dropped, stream cut): never sent by a
+    /// worker, produced by the client that observed the loss. It is the root cause when a
+    /// neighbour reports a failure at about the same time.
+    Lost { reason: String },
 }
 
 /// An overlap message with the routing that the network adds.

@@ -15,11 +15,12 @@
 
 use longshot_models::wan::t5_layers::relative_position_bucket;
 use longshot_models::wan::t5_prompt::prompt_clean;
+mod common;
+
+use common::{assert_names, damaged_dir, fixtures, read_tensors, rel_error, serialize, Tensors};
 use longshot_models::wan::{TextEncoder, UMT5Encoder, UmT5Tokenizer, WanError, T5_MAX_LENGTH};
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const TOLERANCE: f64 = 1e-5;
 
@@ -45,28 +46,13 @@ const TOKENIZER_CASES: &[&str] = &[
     "fullwidth",
 ];
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wan")
-}
-
 fn pipeline_dir() -> PathBuf {
     fixtures().join("umt5_tiny")
 }
 
 /// The manifest entry of a `t5` case.
 fn case(name: &str) -> serde_json::Value {
-    let path = fixtures().join("manifest.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/goldens/wan.py --only t5)", path.display()));
-    let manifest: serde_json::Value = serde_json::from_str(&text).expect("manifest.json is JSON");
-    let cases = manifest["components"]["t5"]
-        .as_array()
-        .expect("manifest lists t5 cases (run scripts/goldens/wan.py --only t5)");
-    cases
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("t5 case '{name}' missing from the manifest"))
-        .clone()
+    common::manifest_entry("t5", name)
 }
 
 fn text_field(entry: &serde_json::Value, key: &str) -> String {
@@ -84,23 +70,11 @@ fn goldens() -> Vec<u8> {
 
 /// An I64 tensor of the goldens as u32 ids (or i64 values).
 fn ints(st: &SafeTensors<'_>, name: &str) -> Vec<i64> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("golden '{name}': {e}"));
-    assert_eq!(t.dtype(), Dtype::I64, "{name}");
-    t.data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .collect()
+    common::tensor_i64(st, name).1
 }
 
 fn floats(st: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("golden '{name}': {e}"));
-    assert_eq!(t.dtype(), Dtype::F32, "{name}");
-    let data = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (t.shape().to_vec(), data)
+    common::tensor_f32(st, name)
 }
 
 fn ids_of(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
@@ -108,16 +82,6 @@ fn ids_of(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
         .into_iter()
         .map(|v| u32::try_from(v).expect("id fits u32"))
         .collect()
-}
-
-fn rel_error(got: &[f32], want: &[f32]) -> f64 {
-    let diff = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (*a as f64 - *b as f64).abs())
-        .fold(0.0, f64::max);
-    let scale = want.iter().map(|b| (*b as f64).abs()).fold(0.0, f64::max);
-    diff / scale
 }
 
 fn load_encoder() -> TextEncoder {
@@ -274,46 +238,27 @@ fn text_encoder_can_be_shared_across_threads() {
 // Loading: the embedding's two names, and errors on damaged copies of the tiny checkpoint.
 // ---------------------------------------------------------------------------------------------
 
-type Tensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
-
 fn text_encoder_dir() -> PathBuf {
     pipeline_dir().join("text_encoder")
 }
 
 /// The tiny checkpoint's tensors, editable.
 fn tiny_tensors() -> Tensors {
-    let path = text_encoder_dir().join("model.safetensors");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = SafeTensors::deserialize(&bytes).expect("valid fixture");
-    st.tensors()
-        .into_iter()
-        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect()
+    read_tensors(&text_encoder_dir().join("model.safetensors"))
 }
 
 /// A `text_encoder/` copy holding `tensors` (and the fixture's config.json unless `config` is
 /// given); returns the directory guard and the weights path.
 fn copy_dir(tensors: &Tensors, config: Option<&str>) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    match config {
-        Some(text) => std::fs::write(dir.path().join("config.json"), text).expect("write config"),
-        None => std::fs::copy(text_encoder_dir().join("config.json"), dir.path().join("config.json"))
-            .map(drop)
-            .expect("copy config"),
+    let (dir, weights) = damaged_dir(
+        &text_encoder_dir().join("config.json"),
+        "model.safetensors",
+        &serialize(tensors),
+    );
+    if let Some(text) = config {
+        std::fs::write(dir.path().join("config.json"), text).expect("write config");
     }
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).expect("view")))
-        .collect();
-    let weights = dir.path().join("model.safetensors");
-    std::fs::write(&weights, safetensors::serialize(views, &None).expect("serialize")).expect("write weights");
     (dir, weights)
-}
-
-fn assert_names(err: &WanError, file: &Path, what: &str) {
-    let msg = err.to_string();
-    assert!(msg.contains(&file.display().to_string()), "no file in: {msg}");
-    assert!(msg.contains(what), "no '{what}' in: {msg}");
 }
 
 #[test]

@@ -7,11 +7,12 @@
 //! same rounded weights (the loader upcasts exactly, so the same 1e-5 applies). A missing fixture
 //! or manifest entry fails the test.
 
+mod common;
+
+use common::{assert_names, damaged_dir as checkpoint_dir, fixtures, read_tensors, rel_error, serialize, Tensors};
 use longshot_models::wan::{PipelineDir, SchedulerKind, WanError, WanTransformer, WeightStore};
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const TOLERANCE: f64 = 1e-5;
 
@@ -27,57 +28,13 @@ const CASES: &[&str] = &[
     "rope_split",
 ];
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wan")
-}
-
-struct Case {
-    model_dir: PathBuf,
-    inputs: PathBuf,
-}
-
-fn case(name: &str) -> Case {
-    let path = fixtures().join("manifest.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/goldens/wan.py)", path.display()));
-    let manifest: serde_json::Value = serde_json::from_str(&text).expect("manifest.json is JSON");
-    let cases = manifest["components"]["transformer"]
-        .as_array()
-        .expect("manifest lists transformer cases");
-    let entry = cases
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("case '{name}' missing from the manifest"));
-    let field = |k: &str| {
-        fixtures().join(
-            entry[k]
-                .as_str()
-                .unwrap_or_else(|| panic!("case '{name}' has no '{k}'")),
-        )
-    };
-    Case {
-        model_dir: field("model_dir"),
-        inputs: field("inputs"),
-    }
+fn case(name: &str) -> common::Case {
+    common::case("transformer", name)
 }
 
 /// One tensor of an inputs file as f32 (timesteps may be int64) with its shape.
 fn tensor(st: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("input '{name}': {e}"));
-    let data = match t.dtype() {
-        Dtype::F32 => t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::I64 => t
-            .data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-            .collect(),
-        other => panic!("input '{name}' has dtype {other:?}"),
-    };
-    (t.shape().to_vec(), data)
+    common::tensor_f32_or_i64(st, name)
 }
 
 struct Run {
@@ -108,16 +65,6 @@ fn run(name: &str) -> Run {
     }
     assert_eq!(got.len(), es.iter().product::<usize>(), "{name}: output length");
     Run { got, expected, seconds }
-}
-
-fn rel_error(got: &[f32], want: &[f32]) -> f64 {
-    let diff = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (*a as f64 - *b as f64).abs())
-        .fold(0.0, f64::max);
-    let scale = want.iter().map(|b| (*b as f64).abs()).fold(0.0, f64::max);
-    diff / scale
 }
 
 fn check(name: &str) -> Run {
@@ -244,47 +191,24 @@ fn pipeline_directory_exposes_components_and_scheduler_config() {
 // Loader errors, on damaged copies of the unit-test checkpoint.
 // ---------------------------------------------------------------------------------------------
 
-type Tensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
-
 /// The unit-test checkpoint's tensors, editable.
 fn unit_tensors() -> Tensors {
-    let path = case("unit_test").model_dir.join("diffusion_pytorch_model.safetensors");
-    let bytes = std::fs::read(&path).expect("unit_test weights");
-    let st = SafeTensors::deserialize(&bytes).expect("valid fixture");
-    st.tensors()
-        .into_iter()
-        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect()
-}
-
-fn serialize(tensors: &Tensors) -> Vec<u8> {
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).expect("view")))
-        .collect();
-    safetensors::serialize(views, &None).expect("serialize")
+    read_tensors(&case("unit_test").model_dir.join("diffusion_pytorch_model.safetensors"))
 }
 
 /// A checkpoint directory holding the unit-test config and `file_bytes` as its weights.
 fn damaged_dir(file_bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = case("unit_test").model_dir.join("config.json");
-    std::fs::copy(&src, dir.path().join("config.json")).expect("copy config");
-    let weights = dir.path().join("diffusion_pytorch_model.safetensors");
-    std::fs::write(&weights, file_bytes).expect("write weights");
-    (dir, weights)
+    checkpoint_dir(
+        &case("unit_test").model_dir.join("config.json"),
+        "diffusion_pytorch_model.safetensors",
+        file_bytes,
+    )
 }
 
 fn load_error(file_bytes: &[u8]) -> (WanError, PathBuf, tempfile::TempDir) {
     let (dir, weights) = damaged_dir(file_bytes);
     let err = WanTransformer::load(dir.path()).expect_err("damaged checkpoint must not load");
     (err, weights, dir)
-}
-
-fn assert_names(err: &WanError, file: &Path, tensor: &str) {
-    let msg = err.to_string();
-    assert!(msg.contains(&file.display().to_string()), "no file in: {msg}");
-    assert!(msg.contains(tensor), "no tensor '{tensor}' in: {msg}");
 }
 
 #[test]
@@ -377,13 +301,7 @@ fn sharded_checkpoint_errors_name_the_shard() {
         .expect("proj_out shard")
         .to_string();
     let shard_path = dir.path().join(&shard);
-    let bytes = std::fs::read(&shard_path).expect("shard");
-    let st = SafeTensors::deserialize(&bytes).expect("shard");
-    let mut t: Tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect();
+    let mut t: Tensors = read_tensors(&shard_path);
     t.remove("proj_out.weight");
     std::fs::write(&shard_path, serialize(&t)).expect("rewrite shard");
     let err = WanTransformer::load(dir.path()).expect_err("missing from shard");

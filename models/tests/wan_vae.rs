@@ -10,78 +10,19 @@
 //! is to rounding only; the f64 reference shows both f32 results are about equally far from exact
 //! (diffusers' own f32 error is printed alongside). A missing fixture or manifest entry fails.
 
+mod common;
+
+use common::{rel_error, rewrite, tensor_f32 as tensor, tensor_f64};
 use longshot_models::wan::{VaeConfig, WanError, WanVaeDecoder, WeightStore, WAN21_DECODE_HALO};
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
-use std::path::{Path, PathBuf};
+use safetensors::SafeTensors;
 
 const TOLERANCE: f64 = 1e-5;
 
 /// Every VAE case the manifest must list (so a dropped case fails rather than vanishes).
 const CASES: &[&str] = &["vae_unit_test", "vae_unit_test_original", "vae_small", "vae_res1"];
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wan")
-}
-
-struct Case {
-    model_dir: PathBuf,
-    inputs: PathBuf,
-}
-
-fn case(name: &str) -> Case {
-    let path = fixtures().join("manifest.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/goldens/wan.py --only vae)", path.display()));
-    let manifest: serde_json::Value = serde_json::from_str(&text).expect("manifest.json is JSON");
-    let cases = manifest["components"]["vae"]
-        .as_array()
-        .expect("manifest lists vae cases (run scripts/goldens/wan.py --only vae)");
-    let entry = cases
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("case '{name}' missing from the manifest"));
-    let field = |k: &str| {
-        fixtures().join(
-            entry[k]
-                .as_str()
-                .unwrap_or_else(|| panic!("case '{name}' has no '{k}'")),
-        )
-    };
-    Case {
-        model_dir: field("model_dir"),
-        inputs: field("inputs"),
-    }
-}
-
-/// One F32 or F64 tensor of an inputs file as f64, with its shape.
-fn tensor_f64(st: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f64>) {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("input '{name}': {e}"));
-    let data = match t.dtype() {
-        Dtype::F32 => t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
-            .collect(),
-        Dtype::F64 => t
-            .data()
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .collect(),
-        other => panic!("input '{name}' has dtype {other:?}"),
-    };
-    (t.shape().to_vec(), data)
-}
-
-/// One F32 tensor of an inputs file with its shape.
-fn tensor(st: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
-    assert_eq!(
-        st.tensor(name).map(|t| t.dtype()).ok(),
-        Some(Dtype::F32),
-        "input '{name}'"
-    );
-    let (shape, data) = tensor_f64(st, name);
-    (shape, data.into_iter().map(|v| v as f32).collect())
+fn case(name: &str) -> common::Case {
+    common::case("vae", name)
 }
 
 fn load(name: &str) -> WanVaeDecoder {
@@ -117,17 +58,6 @@ fn inputs(name: &str) -> Inputs {
     }
 }
 
-fn rel_error(got: &[f32], want: impl ExactSizeIterator<Item = f64> + Clone) -> f64 {
-    assert_eq!(got.len(), want.len(), "output length");
-    let diff = got
-        .iter()
-        .zip(want.clone())
-        .map(|(a, b)| (*a as f64 - b).abs())
-        .fold(0.0, f64::max);
-    let scale = want.map(f64::abs).fold(0.0, f64::max);
-    diff / scale
-}
-
 /// Decodes a case, checks it against diffusers, prints the error and the time per output frame.
 fn check(name: &str) -> Vec<f32> {
     let vae = load(name);
@@ -142,9 +72,9 @@ fn check(name: &str) -> Vec<f32> {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         seconds = seconds.min(start.elapsed().as_secs_f64());
     }
-    let err = rel_error(&got, inp.expected.iter().map(|v| *v as f64));
-    let err_exact = rel_error(&got, inp.exact.iter().copied());
-    let diffusers_exact = rel_error(&inp.expected, inp.exact.iter().copied());
+    let err = rel_error(&got, &inp.expected);
+    let err_exact = rel_error(&got, &inp.exact);
+    let diffusers_exact = rel_error(&inp.expected, &inp.exact);
     let [b, _, t, h, w] = inp.z_shape;
     let frames = b * vae.config().output_frames(t);
     let s = vae.config().spatial_factor();
@@ -313,20 +243,6 @@ fn decode_range_frame_bookkeeping_and_rejections() {
         assert!(matches!(e, Err(WanError::Input(_))), "{e:?}");
     }
     assert!(vae.decode(&z[..5], [1, c, 1, 1, 1]).is_err());
-}
-
-/// Rewrites `src` (a safetensors file) into `dir/name`, dropping `drop` and adding `extra`.
-fn rewrite(src: &Path, dir: &Path, name: &str, drop: &str, extra: Option<&str>) -> PathBuf {
-    let bytes = std::fs::read(src).expect("read checkpoint");
-    let st = SafeTensors::deserialize(&bytes).expect("checkpoint");
-    let one = 1.0f32.to_le_bytes();
-    let mut views: Vec<(String, TensorView<'_>)> = st.tensors().into_iter().filter(|(n, _)| n != drop).collect();
-    if let Some(e) = extra {
-        views.push((e.to_string(), TensorView::new(Dtype::F32, vec![1], &one).expect("view")));
-    }
-    let out = dir.join(name);
-    safetensors::serialize_to_file(views, &None, &out).expect("write");
-    out
 }
 
 #[test]

@@ -7,7 +7,8 @@ numpy with pip if missing):
     python3 scripts/goldens/wan.py                      # every component
     python3 scripts/goldens/wan.py --only transformer   # one component
 
-Writes models/tests/fixtures/wan/ (checked by models/tests/wan_*.rs):
+Writes models/tests/fixtures/wan/ (checked by models/tests/wan_*.rs; the `pipeline` component by
+cli/tests/dev_sample.rs):
 
 - manifest.json: versions, seeds, and one entry per test case: the model directory, the inputs
   file, and what the case exercises. The Rust tests also name the cases they expect, so a case
@@ -655,8 +656,100 @@ def t5_fixtures(seed):
     return cases
 
 
+# ---------------------------------------------------------------------------------------------
+# The whole sampler (WanPipeline.__call__, spec §4)
+# ---------------------------------------------------------------------------------------------
+
+# (case, scheduler, what): the saved UniPC scheduler, and FlowMatchEuler (float timesteps).
+PIPELINE_CASES = [("unipc", "UniPCMultistepScheduler flow_prediction, flow_shift 3.0 (the saved scheduler/)"),
+                  ("euler", "FlowMatchEulerDiscreteScheduler(shift=3.0) swapped in (float timesteps)")]
+PIPELINE_LATENTS = (1, 16, 3, 4, 6)  # -> 9 frames of 32x48
+PIPELINE_SETTINGS = dict(num_inference_steps=4, guidance_scale=5.0, shift=3.0)
+PIPELINE_TOKENS = (16, [5, 3])  # text tokens, real rows of prompt / negative prompt (the rest are zero)
+
+
+def pipeline_fixtures(seed):
+    """pipeline_tiny/: a WanPipeline directory written by `WanPipeline.save_pretrained` (no text
+    encoder or tokenizer: null entries) with transformer/ (PIPELINE_TEST config), vae/ (VAE_SMALL
+    config), both with perturbed random weights, and scheduler/ (UniPC, flow_shift 3.0, spec §4.2).
+    cases/pipeline_tiny_{unipc,euler}.safetensors: inputs `latents` [1,16,T,H,W], `prompt_embeds`
+    and `negative_prompt_embeds` [1,N,32] (zero rows after the prompt's tokens), and the real
+    WanPipeline's f32 CPU results: `expected_latents` (after the last scheduler step, captured by
+    callback_on_step_end) and `expected_video` [F,H,W,3] in [0, 1] (output_type "np")."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    root = OUT / "pipeline_tiny"
+    transformer = build_transformer(PIPELINE_TEST, seed)
+    vae = build_vae(VAE_SMALL, seed + 10)
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
+        flow_shift=PIPELINE_SETTINGS["shift"], solver_order=2, solver_type="bh2", predict_x0=True,
+        lower_order_final=True, final_sigmas_type="zero")
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(str(root))
+
+    gen = torch.Generator().manual_seed(seed + 20)
+    latents = torch.randn(PIPELINE_LATENTS, generator=gen, dtype=torch.float32)
+    n_tokens, (n_pos, n_neg) = PIPELINE_TOKENS
+    prompt_embeds = torch.randn((1, n_tokens, PIPELINE_TEST["text_dim"]), generator=gen, dtype=torch.float32)
+    negative_prompt_embeds = torch.randn((1, n_tokens, PIPELINE_TEST["text_dim"]), generator=gen,
+                                         dtype=torch.float32)
+    prompt_embeds[:, n_pos:] = 0.0
+    negative_prompt_embeds[:, n_neg:] = 0.0
+    _, _, lt, lh, lw = PIPELINE_LATENTS
+    num_frames, height, width = 4 * (lt - 1) + 1, 8 * lh, 8 * lw
+
+    cases = []
+    for name, what in PIPELINE_CASES:
+        if name == "unipc":
+            pipe.scheduler = UniPCMultistepScheduler.from_config(scheduler.config)
+        else:
+            pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=PIPELINE_SETTINGS["shift"])
+        seen = {"timesteps": []}
+
+        def on_step_end(_pipe, i, t, kwargs):
+            seen["timesteps"].append(t.item())
+            seen["latents"] = kwargs["latents"].clone()
+            return {}
+
+        with torch.no_grad():
+            video = pipe(
+                prompt=None, negative_prompt=None, prompt_embeds=prompt_embeds.clone(),
+                negative_prompt_embeds=negative_prompt_embeds.clone(), latents=latents.clone(),
+                height=height, width=width, num_frames=num_frames,
+                num_inference_steps=PIPELINE_SETTINGS["num_inference_steps"],
+                guidance_scale=PIPELINE_SETTINGS["guidance_scale"], output_type="np",
+                callback_on_step_end=on_step_end, return_dict=False,
+            )[0]
+        video = torch.from_numpy(np.asarray(video[0])).float()
+        assert video.shape == (num_frames, height, width, 3), video.shape
+        assert seen["latents"].dtype == torch.float32 and seen["latents"].shape == latents.shape
+        f = OUT / "cases" / f"pipeline_tiny_{name}.safetensors"
+        save_file({
+            "latents": latents.contiguous(), "prompt_embeds": prompt_embeds.contiguous(),
+            "negative_prompt_embeds": negative_prompt_embeds.contiguous(),
+            "expected_latents": seen["latents"].contiguous(), "expected_video": video.contiguous(),
+        }, str(f))
+        cases.append({
+            "name": f"pipeline_tiny_{name}", "model_dir": "pipeline_tiny", "inputs": f"cases/{f.name}",
+            "what": what, "solver": name, "steps": PIPELINE_SETTINGS["num_inference_steps"],
+            "guidance": PIPELINE_SETTINGS["guidance_scale"], "shift": PIPELINE_SETTINGS["shift"],
+            "timesteps": seen["timesteps"], "timestep_dtype": str(pipe.scheduler.timesteps.dtype),
+            "sigmas": [float(s) for s in pipe.scheduler.sigmas],
+            "latents": list(latents.shape), "prompt_tokens": [n_tokens, n_pos],
+            "negative_prompt_tokens": [n_tokens, n_neg], "video": list(video.shape),
+            "height": height, "width": width, "num_frames": num_frames, "output_type": "np",
+            "scheduler_config": dict(pipe.scheduler.config),
+            "transformer_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in PIPELINE_TEST.items()},
+            "vae_config": VAE_SMALL,
+        })
+    return cases
+
+
 # Seeds follow this order (SEED + 1000·position), so new components go at the end.
-COMPONENTS = {"transformer": transformer_fixtures, "vae": vae_fixtures, "t5": t5_fixtures}
+COMPONENTS = {"transformer": transformer_fixtures, "vae": vae_fixtures, "t5": t5_fixtures,
+              "pipeline": pipeline_fixtures}
 
 
 def main():

@@ -39,6 +39,24 @@ impl AttentionShape {
 /// `out = softmax(scale·q·kᵀ)·v` per head (see the module doc for the order). Panics on
 /// inconsistent lengths or `kv_tokens == 0` (a softmax over nothing).
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape, scale: f32, out: &mut [f32]) {
+    blocked_attention("attention", q, k, v, shape, scale, None, out);
+}
+
+/// The blocked core shared with [`crate::cpu::nn_attention_bias`]: `out = softmax(scale·q·kᵀ
+/// [+ bias])·v` per head, in the order of the module doc. `rel_bias`, when given, is the
+/// `[heads, q_tokens + kv_tokens − 1]` relative-offset table of `attention_rel_bias`, added to the
+/// scaled scores in f32 before the softmax. `name` prefixes the panic messages.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn blocked_attention(
+    name: &str,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: AttentionShape,
+    scale: f32,
+    rel_bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
     let AttentionShape {
         q_tokens,
         kv_tokens,
@@ -46,18 +64,24 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape, scale: 
         head_dim,
     } = shape;
     let width = shape.width();
-    assert_eq!(q.len(), q_tokens * width, "attention: q length");
-    assert_eq!(k.len(), kv_tokens * width, "attention: k length");
-    assert_eq!(v.len(), kv_tokens * width, "attention: v length");
-    assert_eq!(out.len(), q.len(), "attention: output length");
+    assert_eq!(q.len(), q_tokens * width, "{name}: q length");
+    assert_eq!(k.len(), kv_tokens * width, "{name}: k length");
+    assert_eq!(v.len(), kv_tokens * width, "{name}: v length");
+    assert_eq!(out.len(), q.len(), "{name}: output length");
     if q_tokens == 0 || width == 0 {
         return;
     }
-    assert!(kv_tokens > 0, "attention: no keys");
+    assert!(kv_tokens > 0, "{name}: no keys");
+    let offsets = q_tokens + kv_tokens - 1;
+    if let Some(bias) = rel_bias {
+        assert_eq!(bias.len(), heads * offsets, "{name}: bias length");
+    }
     out.par_chunks_mut(QUERY_BLOCK * width)
         .zip(q.par_chunks(QUERY_BLOCK * width))
-        .for_each(|(o, qb)| {
+        .enumerate()
+        .for_each(|(block, (o, qb))| {
             let rows = qb.len() / width;
+            let first_query = block * QUERY_BLOCK;
             let mut scores = vec![0.0f32; rows * kv_tokens];
             let mut sums = vec![0.0f32; rows];
             for h in 0..heads {
@@ -77,7 +101,15 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape, scale: 
                     col_stride: width,
                 };
                 gemm(scale, q_h, k_t, 0.0, MatMut::row_major(&mut scores, rows, kv_tokens));
-                for (row, sum) in scores.chunks_exact_mut(kv_tokens).zip(sums.iter_mut()) {
+                let bias_h = rel_bias.map(|b| &b[h * offsets..(h + 1) * offsets]);
+                for (r, (row, sum)) in scores.chunks_exact_mut(kv_tokens).zip(sums.iter_mut()).enumerate() {
+                    if let Some(bias_h) = bias_h {
+                        // Query i's offsets j − i + q_tokens − 1 for j = 0.. are one contiguous run.
+                        let start = q_tokens - 1 - (first_query + r);
+                        for (s, &b) in row.iter_mut().zip(&bias_h[start..start + kv_tokens]) {
+                            *s += b;
+                        }
+                    }
                     *sum = softmax_numerators(row);
                 }
                 let p = MatRef::row_major(&scores, rows, kv_tokens);

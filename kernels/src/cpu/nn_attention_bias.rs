@@ -8,19 +8,19 @@
 //! prompt needs 1023 values per head instead of 262,144.
 //!
 //! Layout and evaluation order are those of [`crate::cpu::nn_attention`] (rows of
-//! `[tokens, heads·head_dim]`, queries in blocks of [`QUERY_BLOCK`]), with the bias added between
+//! `[tokens, heads·head_dim]`, queries in blocks of [`QUERY_BLOCK`](super::nn_attention::QUERY_BLOCK)), with the bias added between
 //! the two GEMMs:
-//! 1. `s_ij = scale·Σ_d q_d·k_jd` (a [`gemm`] with `α = scale`), then `s_ij += bias` in f32;
+//! 1. `s_ij = scale·Σ_d q_d·k_jd` (a [`gemm`](super::nn_gemm::gemm) with `α = scale`), then `s_ij += bias` in f32;
 //! 2. `m = max_j s_ij`, `p_ij = exp(s_ij − m)` in f32, `l = Σ_j p_ij` in f64 in key order, rounded
 //!    to f32;
 //! 3. `o_d = (Σ_j p_ij·v_jd) / l`.
 //!
+//! The computation itself is `nn_attention`'s blocked core, given the bias table.
+//!
 //! PyTorch adds `scores + position_bias + mask` before its softmax; it rounds differently (SDPA
 //! kernels fuse the steps), so comparisons are by tolerance.
 
-use super::nn_attention::{AttentionShape, QUERY_BLOCK};
-use super::nn_gemm::{gemm, MatMut, MatRef};
-use rayon::prelude::*;
+use super::nn_attention::{blocked_attention, AttentionShape};
 
 /// `out = softmax(scale·q·kᵀ + bias)·v` per head (see the module doc for the layout of `bias` and
 /// the order). Panics on inconsistent lengths or `kv_tokens == 0`.
@@ -33,92 +33,7 @@ pub fn attention_rel_bias(
     bias: &[f32],
     out: &mut [f32],
 ) {
-    let AttentionShape {
-        q_tokens,
-        kv_tokens,
-        heads,
-        head_dim,
-    } = shape;
-    let width = shape.width();
-    assert_eq!(q.len(), q_tokens * width, "attention_rel_bias: q length");
-    assert_eq!(k.len(), kv_tokens * width, "attention_rel_bias: k length");
-    assert_eq!(v.len(), kv_tokens * width, "attention_rel_bias: v length");
-    assert_eq!(out.len(), q.len(), "attention_rel_bias: output length");
-    if q_tokens == 0 || width == 0 {
-        return;
-    }
-    assert!(kv_tokens > 0, "attention_rel_bias: no keys");
-    let offsets = q_tokens + kv_tokens - 1;
-    assert_eq!(bias.len(), heads * offsets, "attention_rel_bias: bias length");
-    out.par_chunks_mut(QUERY_BLOCK * width)
-        .zip(q.par_chunks(QUERY_BLOCK * width))
-        .enumerate()
-        .for_each(|(block, (o, qb))| {
-            let rows = qb.len() / width;
-            let first_query = block * QUERY_BLOCK;
-            let mut scores = vec![0.0f32; rows * kv_tokens];
-            let mut sums = vec![0.0f32; rows];
-            for h in 0..heads {
-                let off = h * head_dim;
-                let q_h = MatRef {
-                    data: &qb[off..],
-                    rows,
-                    cols: head_dim,
-                    row_stride: width,
-                    col_stride: 1,
-                };
-                let k_t = MatRef {
-                    data: &k[off..],
-                    rows: head_dim,
-                    cols: kv_tokens,
-                    row_stride: 1,
-                    col_stride: width,
-                };
-                gemm(scale, q_h, k_t, 0.0, MatMut::row_major(&mut scores, rows, kv_tokens));
-                let bias_h = &bias[h * offsets..(h + 1) * offsets];
-                for (r, (row, sum)) in scores.chunks_exact_mut(kv_tokens).zip(sums.iter_mut()).enumerate() {
-                    // Query i's offsets j − i + q_tokens − 1 for j = 0.. are one contiguous run.
-                    let start = q_tokens - 1 - (first_query + r);
-                    for (s, &b) in row.iter_mut().zip(&bias_h[start..start + kv_tokens]) {
-                        *s += b;
-                    }
-                    *sum = softmax_numerators(row);
-                }
-                let p = MatRef::row_major(&scores, rows, kv_tokens);
-                let v_h = MatRef {
-                    data: &v[off..],
-                    rows: kv_tokens,
-                    cols: head_dim,
-                    row_stride: width,
-                    col_stride: 1,
-                };
-                let o_h = MatMut {
-                    data: &mut o[off..],
-                    rows,
-                    cols: head_dim,
-                    row_stride: width,
-                    col_stride: 1,
-                };
-                gemm(1.0, p, v_h, 0.0, o_h);
-                for (r, &l) in sums.iter().enumerate() {
-                    for val in &mut o[r * width + off..r * width + off + head_dim] {
-                        *val /= l;
-                    }
-                }
-            }
-        });
-}
-
-/// Replaces a row of scores by `exp(s − max)` and returns their sum (f64 accumulation), the same
-/// steps as `nn_attention`'s softmax.
-fn softmax_numerators(row: &mut [f32]) -> f32 {
-    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut l = 0.0f64;
-    for s in row.iter_mut() {
-        *s = (*s - m).exp();
-        l += *s as f64;
-    }
-    l as f32
+    blocked_attention("attention_rel_bias", q, k, v, shape, scale, Some(bias), out);
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ impl WorkerApi for GrpcWorker {
     }
 }
 
-/// The shard's events, always ending in exactly one `Finished` or `Failed`: the coordinator fails
+/// The shard's events, always ending in exactly one `Finished`, `Failed` or `Lost`: the coordinator fails
 /// the gang on `Failed`, so a lost connection, a malformed event or a stream that stops without
 /// a verdict each become a final `Failed` that says so.
 fn shard_events(inbound: Streaming<pb::ShardEvent>, address: String) -> BoxStream<ShardEvent> {
@@ -83,6 +83,7 @@ fn shard_events(inbound: Streaming<pb::ShardEvent>, address: String) -> BoxStrea
         |state| async move {
             let (mut inbound, address) = state?;
             let failed = |reason: String| Some((ShardEvent::Failed { reason }, None));
+            let lost = |reason: String| Some((ShardEvent::Lost { reason }, None));
             match inbound.message().await {
                 Ok(Some(event)) => match ShardEvent::try_from(event) {
                     Ok(event) => {
@@ -92,10 +93,10 @@ fn shard_events(inbound: Streaming<pb::ShardEvent>, address: String) -> BoxStrea
                     }
                     Err(e) => failed(malformed(&format!("the worker at {address}"), e).to_string()),
                 },
-                Ok(None) => failed(format!(
+                Ok(None) => lost(format!(
                     "the worker at {address} ended the shard stream without finishing it"
                 )),
-                Err(status) => failed(format!(
+                Err(status) => lost(format!(
                     "lost the connection to worker at {address}: {}",
                     status_cause(&status)
                 )),

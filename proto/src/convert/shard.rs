@@ -197,7 +197,8 @@ impl From<ShardEvent> for pb::ShardEvent {
                 data: wire::encode_f32_le(&data),
             }),
             ShardEvent::Finished => Event::Finished(pb::ShardFinished {}),
-            ShardEvent::Failed { reason } => Event::Failed(pb::ShardFailed { reason }),
+            // `Lost` is observed by a client, never sent; if it is forwarded it is a failure.
+            ShardEvent::Failed { reason } | ShardEvent::Lost { reason } => Event::Failed(pb::ShardFailed { reason }),
         };
         pb::ShardEvent { event: Some(event) }
     }
