@@ -175,3 +175,23 @@ fn longshot_render_end_to_end() {
     let pids = String::from_utf8_lossy(&leftovers.stdout);
     assert!(pids.trim().is_empty(), "left-over worker processes: {pids}");
 }
+
+#[test]
+fn models_workers_and_watch_report_the_cluster() {
+    let c = Cluster::start(2, 30.0);
+    let models = c.ok(&["models"]);
+    assert!(models.contains("procedural") && models.contains("window 21 latent frames (81 video frames)"), "{models}");
+    let workers = c.workers();
+    assert_eq!(workers.len(), 2);
+    assert!(workers.iter().all(|w| w["device_kind"] == "cpu" && w["models"][0]["name"] == "procedural"), "{workers:?}");
+    let job = submit(&c, &["--prompt", PROMPT, "--frames", "129", "--width", "64", "--height", "64", "--steps", "4"]);
+    // `watch --json` follows the job to its end: the last event is `done`, with the outputs.
+    let out = c.ok(&["--json", "watch", &job]);
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let last = &events.last().expect("events")["event"];
+    assert_eq!(last["event"], "done", "{out}");
+    assert_eq!(last["outputs"][0]["format"], "mp4");
+    // Watching a finished job answers at once with its final state.
+    let again = c.ok(&["--json", "watch", &job]);
+    assert_eq!(again.lines().count(), 1, "{again}");
+}

@@ -106,14 +106,14 @@ async fn state_changes_are_published() {
     let m = EtcdMembership::start(config(&etcd, 3), info("w1", 7001), state).await.expect("register");
     let c = client(&etcd).await;
     busy.store(true, Ordering::Relaxed);
-    // Well within a renewal period (1 s): coordinators must see a shard's start and end quickly.
-    eventually(Duration::from_millis(800), "w1 to be busy in etcd", || {
+    // Well within the lease ttl (3 s): coordinators must see a shard's start and end quickly.
+    eventually(Duration::from_millis(1500), "w1 to be busy in etcd", || {
         let mut c = c.clone();
         async move { record(&mut c, "w1").await.filter(|r| r.0.state == WorkerState::Busy) }
     })
     .await;
     busy.store(false, Ordering::Relaxed);
-    eventually(Duration::from_millis(800), "w1 to be idle in etcd", || {
+    eventually(Duration::from_millis(1500), "w1 to be idle in etcd", || {
         let mut c = c.clone();
         async move { record(&mut c, "w1").await.filter(|r| r.0.state == WorkerState::Idle) }
     })

@@ -92,7 +92,8 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
     assert_eq!(events, shard_events);
     assert_eq!(worker.cancel_shard("j-1".into(), 3).await, Ok(true));
 
-    // A stream that stops without a verdict ends in a Failed that says so.
+    // A stream that stops without a verdict ends in a Lost that says so (the coordinator's own
+    // observation of the worker, which it treats as the root cause of a gang failure).
     let unfinished = start_worker(Arc::new(FakeWorker {
         shard_events: shard_events[..2].to_vec(),
     }))
@@ -101,8 +102,8 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
         .connect(unfinished.addr.to_string())
         .await?;
     let events: Vec<ShardEvent> = w.run_shard(assignment.clone()).await?.collect().await;
-    let Some(ShardEvent::Failed { reason }) = events.last() else {
-        anyhow::bail!("no Failed at the end: {events:?}")
+    let Some(ShardEvent::Lost { reason }) = events.last() else {
+        anyhow::bail!("no Lost at the end: {events:?}")
     };
     assert_eq!(events.len(), 3);
     ensure!(
@@ -110,7 +111,7 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
         "{reason}"
     );
 
-    // A connection cut mid-stream ends in a Failed naming the worker, through a proxy we kill.
+    // A connection cut mid-stream ends in a Lost naming the worker, through a proxy we kill.
     let (proxy_addr, proxy) = cuttable_proxy(server.addr).await?;
     let w = GrpcWorkerConnector.connect(proxy_addr.to_string()).await?;
     let mut events = w
@@ -122,8 +123,8 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
     assert_eq!(events.next().await, Some(shard_events[0].clone()));
     proxy.abort();
     let last = tokio::time::timeout(Duration::from_secs(10), events.next()).await?;
-    let Some(ShardEvent::Failed { reason }) = last else {
-        anyhow::bail!("expected Failed, got {last:?}")
+    let Some(ShardEvent::Lost { reason }) = last else {
+        anyhow::bail!("expected Lost, got {last:?}")
     };
     ensure!(
         reason.starts_with(&format!("lost the connection to worker at {proxy_addr}: ")),
