@@ -84,7 +84,8 @@ fn cancel_mid_job_frees_the_workers() {
     assert!(s["steps_done"].as_u64().unwrap() < s["steps_total"].as_u64().unwrap());
     // The workers take the next job.
     let next = submit(&c, &["--prompt", PROMPT, "--frames", "49", "--width", "64", "--height", "64", "--steps", "3"]);
-    assert_eq!(c.wait_state(&next, TERMINAL, Duration::from_secs(120))["state"], "done");
+    let s = c.wait_state(&next, TERMINAL, Duration::from_secs(120));
+    assert_eq!(s["state"], "done", "{s}\n{}", c.logs());
 }
 
 #[test]

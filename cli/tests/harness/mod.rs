@@ -29,8 +29,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a coordinator (heartbeat 0.3 s, the given exchange timeout) and `workers` workers,
-    /// and waits until all are registered.
+    /// Starts a coordinator (heartbeat 1 s, so a 3 s registration TTL that a loaded CI machine does
+    /// not trip; the given exchange timeout) and `workers` workers, and waits until all registered.
     pub fn start(workers: usize, exchange_timeout_s: f64) -> Cluster {
         Self::start_with(workers, exchange_timeout_s, ClusterOptions::default())
     }
@@ -183,7 +183,7 @@ impl Drop for Cluster {
 fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, extra: &[String], log: &str) -> (Child, String) {
     let log = dir.join(log);
     let mut coordinator = Command::new(BIN)
-        .args(["coordinator", "--listen", "127.0.0.1:0", "--heartbeat", "0.3"])
+        .args(["coordinator", "--listen", "127.0.0.1:0", "--heartbeat", "1"])
         .args(["--exchange-timeout", &exchange_timeout_s.to_string(), "--hash-every", "2"])
         .arg("--data-dir")
         .arg(dir.join("data"))
