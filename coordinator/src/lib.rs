@@ -15,7 +15,7 @@
 
 pub mod assembly;
 pub mod dispatch;
-pub mod etcd_connection;
+pub use longshot_etcd as etcd_connection;
 pub mod etcd_registry;
 pub mod job_store;
 pub mod jobs;

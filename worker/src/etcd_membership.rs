@@ -10,12 +10,12 @@
 //! each answer, rebuilds the client with backoff when a stream breaks, and registers again under a
 //! new lease when etcd reports the old one expired.
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use longshot_core::api::{WorkerInfo, WorkerState};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
@@ -81,66 +81,40 @@ impl EtcdMembershipConfig {
 /// How often the worker's state is checked for a change to publish.
 const STATE_POLL: Duration = Duration::from_millis(250);
 
-/// One etcd request's deadline: a balanced channel with no reachable member waits forever.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+use longshot_etcd::{EtcdError, REQUEST_TIMEOUT};
+
+impl From<EtcdError> for MembershipError {
+    fn from(e: EtcdError) -> Self {
+        match e {
+            EtcdError::NoEndpoint => MembershipError::NoEndpoint,
+            EtcdError::BadEndpoint(ep) => MembershipError::BadEndpoint(ep),
+            EtcdError::Unreachable { endpoints, waited, attempts, last } => MembershipError::Unreachable { endpoints, waited, attempts, last },
+            EtcdError::Request(m) => MembershipError::Etcd(m),
+        }
+    }
+}
 
 fn err(e: etcd_client::Error) -> MembershipError {
     MembershipError::Etcd(e.to_string())
 }
 
-/// Runs an etcd request with [`REQUEST_TIMEOUT`].
+/// Runs an etcd request with the shared per-request deadline (`longshot_etcd::timed`).
 async fn timed<T>(f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, MembershipError> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
-        Ok(r) => r.map_err(err),
-        Err(_) => Err(MembershipError::Etcd(format!("no answer within {REQUEST_TIMEOUT:?}"))),
-    }
+    Ok(longshot_etcd::timed(f).await?)
 }
 
 fn validate_endpoints(endpoints: &[String]) -> Result<(), MembershipError> {
-    if endpoints.is_empty() {
-        return Err(MembershipError::NoEndpoint);
-    }
-    for e in endpoints {
-        let rest = e.strip_prefix("http://").ok_or_else(|| MembershipError::BadEndpoint(e.clone()))?;
-        match rest.trim_end_matches('/').rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
-            _ => return Err(MembershipError::BadEndpoint(e.clone())),
-        }
-    }
-    Ok(())
+    Ok(longshot_etcd::validate_endpoints(endpoints)?)
 }
 
 /// A client whose first request was answered (the client itself connects lazily).
 async fn connect_once(endpoints: &[String]) -> Result<Client, MembershipError> {
-    // HTTP/2 pings notice a silently dead connection within seconds.
-    let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_keep_alive(Duration::from_secs(3), Duration::from_secs(2));
-    let mut client = timed(Client::connect(endpoints, Some(opts))).await?;
-    timed(client.get(WORKERS_PREFIX, Some(GetOptions::new().with_prefix().with_count_only()))).await?;
-    Ok(client)
+    Ok(longshot_etcd::connect_once(endpoints).await?)
 }
 
 /// Connects, retrying with exponential backoff for at most `patience`.
 async fn connect(endpoints: &[String], patience: Duration) -> Result<Client, MembershipError> {
-    validate_endpoints(endpoints)?;
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(100);
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        // No attempt may outlast the patience (each request alone may take REQUEST_TIMEOUT).
-        let remaining = patience.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
-        let last = match tokio::time::timeout(remaining, connect_once(endpoints)).await {
-            Ok(Ok(c)) => return Ok(c),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {remaining:.1?}"),
-        };
-        if start.elapsed() + delay >= patience {
-            return Err(MembershipError::Unreachable { endpoints: endpoints.join(","), waited: start.elapsed(), attempts, last });
-        }
-        tracing::info!("etcd not reachable yet ({last}); retrying in {delay:?}");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
+    Ok(longshot_etcd::connect(endpoints, patience).await?)
 }
 
 /// Grants a lease and puts the worker's key if (and only if) no key of that id exists.

@@ -1,9 +1,12 @@
-//! Connecting to etcd, shared by [`crate::etcd_registry`] and [`crate::job_store`]: endpoint
-//! validation, bounded start-up retries, a deadline on every request, and reconnect backoff.
+//! Connecting to etcd, shared by the coordinator (`etcd_registry`, `job_store`) and the worker
+//! (`etcd_membership`): endpoint validation, bounded start-up retries, a deadline on every
+//! request, and reconnect backoff.
 //!
 //! etcd-client connects lazily over a balanced channel: with no reachable member a request waits
 //! forever, and a channel whose member restarted may never recover. So every request here has a
 //! deadline, and the long-lived loops build a fresh client after any failure.
+
+#![forbid(unsafe_code)]
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use std::future::Future;
@@ -29,7 +32,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Runs an etcd request with [`REQUEST_TIMEOUT`].
-pub(crate) async fn timed<T>(f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, EtcdError> {
+pub async fn timed<T>(f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, EtcdError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
         Ok(r) => r.map_err(|e| EtcdError::Request(e.to_string())),
         Err(_) => Err(EtcdError::Request(format!("no answer within {REQUEST_TIMEOUT:?}"))),
@@ -52,7 +55,7 @@ pub fn validate_endpoints(endpoints: &[String]) -> Result<(), EtcdError> {
 }
 
 /// A client whose first request was answered.
-pub(crate) async fn connect_once(endpoints: &[String]) -> Result<Client, EtcdError> {
+pub async fn connect_once(endpoints: &[String]) -> Result<Client, EtcdError> {
     // HTTP/2 pings notice a silently dead connection (and so a stuck watch) within seconds.
     let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_keep_alive(Duration::from_secs(3), Duration::from_secs(2));
     let mut client = timed(Client::connect(endpoints, Some(opts))).await?;
@@ -85,7 +88,7 @@ pub async fn connect(endpoints: &[String], patience: Duration) -> Result<Client,
 }
 
 /// Exponential backoff between `min` and `max`.
-pub(crate) struct Backoff {
+pub struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
@@ -108,7 +111,7 @@ impl Backoff {
 }
 
 /// The first key after every key that starts with `prefix` (the end of a prefix range).
-pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
