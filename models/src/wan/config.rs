@@ -260,11 +260,7 @@ fn default_train_timesteps() -> usize {
 
 impl SchedulerConfig {
     pub fn from_file(path: &Path) -> Result<Self, WanError> {
-        let text = std::fs::read_to_string(path).map_err(|e| WanError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| WanError::Json {
-            path: path.to_path_buf(),
-            source: e,
-        })
+        super::error::read_json(path)
     }
 
     pub fn kind(&self) -> SchedulerKind {
@@ -298,11 +294,7 @@ impl PipelineDir {
     /// Reads `root/model_index.json`.
     pub fn open(root: &Path) -> Result<Self, WanError> {
         let path = root.join("model_index.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| WanError::io(&path, e))?;
-        let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(&text).map_err(|e| WanError::Json {
-            path: path.clone(),
-            source: e,
-        })?;
+        let map: BTreeMap<String, serde_json::Value> = super::error::read_json(&path)?;
         let class_name = map
             .get("_class_name")
             .and_then(|v| v.as_str())

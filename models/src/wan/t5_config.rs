@@ -66,11 +66,7 @@ impl UMT5Config {
 
     /// Reads and validates `path`.
     pub fn from_file(path: &Path) -> Result<Self, WanError> {
-        let text = std::fs::read_to_string(path).map_err(|e| WanError::io(path, e))?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|e| WanError::Json {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let cfg: Self = super::error::read_json(path)?;
         cfg.validate().map_err(|reason| WanError::config(path, reason))?;
         Ok(cfg)
     }

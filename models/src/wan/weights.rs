@@ -101,11 +101,7 @@ impl WeightStore {
 
     /// Opens a sharded checkpoint from its `*.safetensors.index.json`.
     pub fn open_index(index_path: &Path) -> Result<Self, WanError> {
-        let text = std::fs::read_to_string(index_path).map_err(|e| WanError::io(index_path, e))?;
-        let parsed: ShardIndex = serde_json::from_str(&text).map_err(|e| WanError::Json {
-            path: index_path.to_path_buf(),
-            source: e,
-        })?;
+        let parsed: ShardIndex = super::error::read_json(index_path)?;
         let dir = index_path.parent().unwrap_or(Path::new("."));
         let mut shard_of: BTreeMap<&str, usize> = BTreeMap::new();
         let mut files = Vec::new();
