@@ -228,6 +228,7 @@ impl JobRun {
             })?;
             events.push(Box::pin(s.map(move |e| (i, Some(e))).chain(stream::once(async move { (i, None) }))));
         }
+        // Per worker: its stream delivered a verdict (Finished or Failed), so its end is expected.
         let mut finished = vec![false; self.workers.len()];
         let mut frames_done = 0u32;
         let total_frames = r.frames;
@@ -263,6 +264,8 @@ impl JobRun {
                         }
                         Some(ShardEvent::Finished) => finished[i] = true,
                         Some(ShardEvent::Failed { reason }) => {
+                            // Its stream ends next: that end is not a disconnection.
+                            finished[i] = true;
                             if reported.is_none() {
                                 let msg = format!("worker {} ({}) failed: {reason}", worker.id, worker.address);
                                 reported = Some((msg, tokio::time::Instant::now() + FAILURE_GRACE));
@@ -290,6 +293,10 @@ impl JobRun {
                     }
                 }
             }
+        }
+        if let Some((reason, _)) = reported {
+            // Every stream ended before the grace period ran out: no lost worker was seen.
+            return Err(RunError::Failed(reason));
         }
         assembler.finish().await.map_err(|e| RunError::Failed(format!("writing outputs: {e}")))
     }
