@@ -37,7 +37,7 @@ fn forward_480p(c: &mut Criterion) {
     use longshot_core::noise::NoiseStream;
     use longshot_core::tensor::{LatentShape, Latents};
     let model = longshot_models::ProceduralModel::new();
-    let cond = Conditioning { prompt: "a red sunset over a calm ocean".into(), negative_prompt: String::new() };
+    let cond = Conditioning::new("a red sunset over a calm ocean", "");
     let mut d = model.denoiser(&cond, 60, 104);
     let shape = LatentShape::new(21, 16, 60, 104);
     let x = NoiseStream::new(1, 0).expect("stream").latents(0, shape).expect("noise");

@@ -12,7 +12,8 @@ pub struct JobArgs {
     /// What to steer away from (the unconditional branch of classifier-free guidance).
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
-    /// Model name (see `longshot models`).
+    /// Model name (see `longshot models`). `longshot render` also takes a Wan2.1 pipeline
+    /// directory here and starts its workers with it.
     #[arg(long, default_value = "procedural")]
     pub model: String,
     /// Random seed; drawn at random and reported when unset.

@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// Worker processes to start.
     #[arg(long, short = 'w', default_value_t = 2)]
     pub workers: usize,
+    /// A Wan2.1 pipeline directory every worker serves, as DIR or NAME=DIR (see `longshot worker
+    /// --help`); repeatable.
+    #[arg(long = "model", value_name = "[NAME=]DIR")]
+    pub models: Vec<String>,
 }
 
 /// A running local cluster.
@@ -58,7 +62,9 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    pub async fn start(args: &CoordinatorArgs, workers: usize, logs: &Path) -> Result<Self> {
+    /// Starts the coordinator and `workers` worker processes, each serving `models` (`[NAME=]DIR`
+    /// values of `longshot worker --model`) besides the built-in model.
+    pub async fn start(args: &CoordinatorArgs, workers: usize, logs: &Path, models: &[String]) -> Result<Self> {
         if !(1..=64).contains(&workers) {
             bail!("--workers {workers} is not in 1..=64");
         }
@@ -84,6 +90,7 @@ impl LocalCluster {
                 .args(["--coordinator", &endpoint, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close"])
                 .args(["--id", &format!("local-{i}")])
                 .args(&etcd)
+                .args(models.iter().flat_map(|m| ["--model", m.as_str()]))
                 .env("RAYON_NUM_THREADS", &threads)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
@@ -94,7 +101,9 @@ impl LocalCluster {
             children.push(child);
         }
         let mut cluster = Self { endpoint, coordinator, store, children, stop, logs: logs.to_path_buf() };
-        cluster.wait_for_workers(workers, Duration::from_secs(60)).await?;
+        // Loading real checkpoints takes a while (gigabytes, upcast to f32).
+        let patience = if models.is_empty() { 60 } else { 600 };
+        cluster.wait_for_workers(workers, Duration::from_secs(patience)).await?;
         Ok(cluster)
     }
 
@@ -165,7 +174,15 @@ fn destinations(output: &Path, formats: &[String]) -> Result<Vec<(OutputKind, Pa
 pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
     let main_format = format_for_path(&a.output)
         .ok_or_else(|| anyhow!("cannot tell the format from {}; use .mp4, .mov, .safetensors, a directory, or --format", a.output.display()))?;
-    let spec = a.job.to_spec(&[main_format.to_string()]);
+    let mut spec = a.job.to_spec(&[main_format.to_string()]);
+    // `--model DIR`: serve that pipeline on the local workers, under its default name.
+    let mut models = Vec::new();
+    let model_dir = Path::new(&a.job.model);
+    if model_dir.is_dir() {
+        let name = longshot_models::wan::served_name(model_dir).with_context(|| format!("--model {}", model_dir.display()))?;
+        models.push(format!("{name}={}", model_dir.display()));
+        spec.model = name;
+    }
     let targets = destinations(&a.output, &spec.outputs)?;
     let work = tempfile::Builder::new().prefix("longshot-render-").tempdir()?;
     let coord_args = CoordinatorArgs {
@@ -181,7 +198,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         eprintln!("starting a local cluster: coordinator + {} worker processes", a.workers);
     }
     let logs = a.logs.clone().unwrap_or_else(|| work.path().join("logs"));
-    let cluster = LocalCluster::start(&coord_args, a.workers, &logs).await?;
+    let cluster = LocalCluster::start(&coord_args, a.workers, &logs, &models).await?;
     let result = async {
         let client = connect(&cluster.endpoint).await?;
         let submitted = client.submit(spec).await.map_err(|e| anyhow!("{e}"))?;
@@ -234,7 +251,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
 
 pub async fn up(a: UpArgs) -> Result<()> {
     let logs = a.coordinator.data_dir.join("logs");
-    let cluster = LocalCluster::start(&a.coordinator, a.workers, &logs).await?;
+    let cluster = LocalCluster::start(&a.coordinator, a.workers, &logs, &a.models).await?;
     println!("local cluster up: coordinator {} with {} workers (logs in {}); Ctrl-C to stop", cluster.endpoint, a.workers, logs.display());
     interrupted().await;
     cluster.shutdown().await;

@@ -9,7 +9,8 @@ use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Reg
 use longshot_core::api::{RegistryApi, WorkerInfo, WorkerState};
 use longshot_proto::client::{GrpcExchangeConnector, GrpcWorkerConnector, RegistryClient};
 use longshot_worker::etcd_membership::{EtcdMembership, EtcdMembershipConfig, StateFn};
-use longshot_worker::{membership, models, WorkerNode};
+use longshot_worker::models::{ModelSet, ModelSource};
+use longshot_worker::{membership, WorkerNode};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,6 +161,11 @@ pub struct WorkerArgs {
     /// Seconds the etcd registration outlives the last renewal (renewed every third of it).
     #[arg(long, default_value_t = 10)]
     pub lease_ttl: u64,
+    /// Serve a Wan2.1 pipeline directory (diffusers layout, with model_index.json), as DIR or
+    /// NAME=DIR; repeat for several. Default name: wan2.1-t2v-1.3b or wan2.1-t2v-14b by the
+    /// transformer's shape, else wan2.1-<directory name>. The procedural model is always served.
+    #[arg(long = "model", value_name = "[NAME=]DIR")]
+    pub models: Vec<ModelSource>,
     /// Exit when standard input closes (used by `longshot render` and `up` for their children).
     #[arg(long, hide = true)]
     pub exit_on_stdin_close: bool,
@@ -191,20 +197,27 @@ async fn stdin_closed() {
 }
 
 pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
+    // Load the models before listening: a worker that registers can run what it advertises.
+    let sources = a.models.clone();
+    for s in &sources {
+        tracing::info!("loading the model at {}", s.dir.display());
+    }
+    let models = tokio::task::spawn_blocking(move || ModelSet::load(&sources)).await.map_err(|e| anyhow!("model loading task: {e}"))??;
+    let models = Arc::new(models);
     let listener = TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
     let address = a.advertise.clone().unwrap_or(listener.local_addr()?.to_string());
     let id = a.id.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "worker".into());
         format!("{host}-{}", std::process::id())
     });
-    let node = WorkerNode::new(id.clone(), Arc::new(GrpcExchangeConnector::default()));
+    let node = WorkerNode::new(id.clone(), Arc::new(GrpcExchangeConnector::default()), models.clone());
     let info = WorkerInfo {
         id: id.clone(),
         address: address.clone(),
         device_kind: "cpu".into(),
         device_name: device_name(),
         memory_bytes: memory_bytes(),
-        models: models::served(),
+        models: models.served(),
         version: env!("CARGO_PKG_VERSION").into(),
         state: WorkerState::Idle,
     };

@@ -6,7 +6,7 @@ use crate::job_store::Change;
 use crate::jobs::{now_ms, plan_summary, registry_err, Inner};
 use futures::stream::{self, SelectAll, StreamExt};
 use longshot_core::api::*;
-use longshot_core::denoiser::{Conditioning, ModelInfo};
+use longshot_core::denoiser::{Conditioning, ModelInfo, TextEmbeddings};
 use longshot_core::job::ResolvedJob;
 use longshot_media::VideoMeta;
 use std::collections::HashMap;
@@ -160,13 +160,13 @@ impl JobRun {
         self.inner.wake.notify_one();
     }
 
-    fn assignment(&self, i: usize, windows: std::ops::Range<usize>) -> ShardAssignment {
+    fn assignment(&self, i: usize, windows: std::ops::Range<usize>, conditioning: &Conditioning) -> ShardAssignment {
         let r = &self.resolved;
         ShardAssignment {
             job_id: self.job_id.clone(),
             plan_id: self.plan_id,
             model: self.model.name.clone(),
-            conditioning: Conditioning { prompt: r.spec.prompt.clone(), negative_prompt: r.spec.negative_prompt.clone() },
+            conditioning: conditioning.clone(),
             seed: r.seed,
             channels: self.model.latent_channels,
             height: r.latent_height,
@@ -202,7 +202,11 @@ impl JobRun {
             let c = self.inner.connector.connect(w.address.clone()).await;
             clients.push(c.map_err(|e| RunError::Failed(format!("worker {} at {}: {e}", w.id, w.address)))?);
         }
+        // Text embeddings once per job, on the first worker; every assignment carries them.
+        let embeddings = self.encode_prompts(clients[0].clone()).await?;
+        let r = &self.resolved;
         let spec = &r.spec;
+        let conditioning = Conditioning { prompt: spec.prompt.clone(), negative_prompt: spec.negative_prompt.clone(), embeddings };
         let assembler = Assembler::start(AssemblyPlan {
             dir: self.dir.clone(),
             outputs: r.outputs.clone(),
@@ -222,7 +226,7 @@ impl JobRun {
         // Each stream ends with `None` so a worker that vanishes without `Finished` is noticed.
         let mut events: SelectAll<BoxStream<(usize, Option<ShardEvent>)>> = SelectAll::new();
         for (i, (client, windows)) in clients.iter().zip(ranges).enumerate() {
-            let s = client.run_shard(self.assignment(i, windows)).await.map_err(|e| match e {
+            let s = client.run_shard(self.assignment(i, windows, &conditioning)).await.map_err(|e| match e {
                 ApiError::FailedPrecondition(reason) => RunError::Refused { worker: self.workers[i].id.clone(), reason },
                 e => RunError::Failed(format!("worker {} refused its shard: {e}", self.workers[i].id)),
             })?;
@@ -287,9 +291,8 @@ impl JobRun {
                 }
                 _ = self.cancel.changed() => return Err(RunError::Cancelled),
                 _ = tick.tick() => {
-                    let live = self.inner.registry.list().await.map_err(|e| RunError::Failed(e.to_string()))?;
-                    if let Some(w) = self.workers.iter().find(|w| !live.iter().any(|l| l.id == w.id)) {
-                        return Err(RunError::Failed(format!("worker {} ({}) left the cluster (registration expired or removed){}", w.id, w.address, then(&reported))));
+                    if let Some(gone) = self.departed().await? {
+                        return Err(RunError::Failed(format!("{gone}{}", then(&reported))));
                     }
                 }
             }
@@ -299,6 +302,49 @@ impl JobRun {
             return Err(RunError::Failed(reason));
         }
         assembler.finish().await.map_err(|e| RunError::Failed(format!("writing outputs: {e}")))
+    }
+
+    /// A worker of this gang that is no longer registered, described for the job's error.
+    async fn departed(&self) -> Result<Option<String>, RunError> {
+        let live = self.inner.registry.list().await.map_err(|e| RunError::Failed(e.to_string()))?;
+        Ok(self
+            .workers
+            .iter()
+            .find(|w| !live.iter().any(|l| l.id == w.id))
+            .map(|w| format!("worker {} ({}) left the cluster (registration expired or removed)", w.id, w.address)))
+    }
+
+    /// Asks `client` (the gang's first worker) for the job's text embeddings, watching for a
+    /// cancel and for the worker leaving the cluster meanwhile (a frozen worker never answers).
+    async fn encode_prompts(&mut self, client: Arc<dyn WorkerApi>) -> Result<Option<TextEmbeddings>, RunError> {
+        let spec = &self.resolved.spec;
+        let request = EncodeTextRequest {
+            job_id: self.job_id.clone(),
+            model: self.model.name.clone(),
+            prompt: spec.prompt.clone(),
+            negative_prompt: spec.negative_prompt.clone(),
+        };
+        let w = self.workers[0].clone();
+        let started = std::time::Instant::now();
+        let call = client.encode_text(request);
+        tokio::pin!(call);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let result = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                _ = self.cancel.changed() => return Err(RunError::Cancelled),
+                _ = tick.tick() => {
+                    if let Some(gone) = self.departed().await? {
+                        return Err(RunError::Failed(format!("{gone} while encoding the prompts")));
+                    }
+                }
+            }
+        };
+        let embeddings = result.map_err(|e| RunError::Failed(format!("worker {} ({}) could not encode the prompts: {e}", w.id, w.address)))?;
+        if let Some(e) = &embeddings {
+            tracing::info!(job = %self.job_id, worker = %w.id, rows = e.rows, dim = e.dim, secs = started.elapsed().as_secs_f64(), "prompts encoded");
+        }
+        Ok(embeddings)
     }
 
     async fn cancel_shards(&self, clients: &[Arc<dyn WorkerApi>]) {

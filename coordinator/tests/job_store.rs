@@ -24,7 +24,7 @@ fn record(seq: u64, state: JobState, priority: i32, data_dir: &Path) -> JobRecor
 }
 
 fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: u32, steps: u32) -> JobRecord {
-    let model = longshot_worker::models::served().into_iter().next().expect("the procedural model");
+    let model = longshot_worker::models::ModelSet::builtin().served().into_iter().next().expect("the procedural model");
     let spec = JobSpec {
         model: model.name.clone(),
         prompt: format!("clip number {seq}, a slow red sunset"),
@@ -200,6 +200,11 @@ impl WorkerApi for FakeWorker {
     fn cancel_shard(&self, _job_id: String, _plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
         Box::pin(async { Ok(false) })
     }
+
+    /// Like the procedural model: conditions on the prompt text, no embeddings.
+    fn encode_text(&self, _r: EncodeTextRequest) -> BoxFuture<'_, Result<Option<longshot_core::denoiser::TextEmbeddings>, ApiError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 struct FakeConnector(Arc<FakeWorker>);
@@ -214,7 +219,7 @@ impl WorkerConnector for FakeConnector {
 /// A coordinator with one fake worker, started from `records`.
 async fn coordinator(data: &Path, worker: Arc<FakeWorker>, records: Vec<JobRecord>) -> Coordinator {
     let registry = Arc::new(InMemoryRegistry::new(Duration::from_secs(60)));
-    let model = longshot_worker::models::served();
+    let model = longshot_worker::models::ModelSet::builtin().served();
     let info = WorkerInfo { id: "f0".into(), address: "127.0.0.1:9".into(), device_kind: "cpu".into(), device_name: "fake".into(), memory_bytes: 1, models: model, version: "0".into(), state: WorkerState::Idle };
     registry.register(info).await.unwrap();
     Coordinator::start_with(CoordinatorConfig::new(data.to_path_buf()), registry, Arc::new(FakeConnector(worker)), Arc::new(NoJobStore), records)

@@ -4,7 +4,7 @@
 //! worker and CLI only ever see these types. Field meanings match `proto/longshot/v1/*.proto`.
 
 use crate::codenoise::BlendMode;
-use crate::denoiser::{Conditioning, ModelInfo};
+use crate::denoiser::{Conditioning, ModelInfo, TextEmbeddings};
 use crate::exchange::OverlapMessage;
 use crate::job::{FieldError, JobSpec, OutputKind};
 use crate::plan::WindowPlan;
@@ -164,6 +164,16 @@ pub struct ShardAssignment {
     pub blend: BlendMode,
 }
 
+/// What the coordinator asks one worker to encode for a job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodeTextRequest {
+    /// For the worker's logs.
+    pub job_id: String,
+    pub model: String,
+    pub prompt: String,
+    pub negative_prompt: String,
+}
+
 /// What a worker streams back while running a shard.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ShardEvent {
@@ -252,6 +262,10 @@ pub trait RegistryApi: Send + Sync + 'static {
 /// What a worker serves to the coordinator (gRPC `WorkerService`).
 pub trait WorkerApi: Send + Sync + 'static {
     fn run_shard(&self, assignment: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>>;
+    /// Encodes a job's prompt and negative prompt with `model`'s text encoder, once per job on
+    /// one worker; the coordinator sends the result with every assignment. `Ok(None)` when the
+    /// model takes no embeddings (it conditions on the prompt text itself).
+    fn encode_text(&self, request: EncodeTextRequest) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>>;
     /// `Ok(false)` when no shard of that job with that plan id (or older) was running.
     fn cancel_shard(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>>;
 }

@@ -70,6 +70,47 @@ pub struct WindowContext {
 pub struct Conditioning {
     pub prompt: String,
     pub negative_prompt: String,
+    /// Text embeddings of both prompts, computed once per job by one worker and sent with every
+    /// assignment (so every worker conditions on the same bits); `None` for models that read the
+    /// prompt text themselves (the procedural model). Never persisted: megabytes per job.
+    #[serde(skip)]
+    pub embeddings: Option<TextEmbeddings>,
+}
+
+impl Conditioning {
+    /// Prompt text only (no embeddings yet).
+    pub fn new(prompt: impl Into<String>, negative_prompt: impl Into<String>) -> Self {
+        Self { prompt: prompt.into(), negative_prompt: negative_prompt.into(), embeddings: None }
+    }
+}
+
+/// The text encoder's output for a job's prompt and negative prompt, each `[rows, dim]` f32
+/// (Wan2.1: `[512, 4096]`, zero-padded after the real tokens).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextEmbeddings {
+    pub rows: usize,
+    pub dim: usize,
+    pub prompt: Vec<f32>,
+    pub negative: Vec<f32>,
+}
+
+impl TextEmbeddings {
+    /// Checks that both tensors hold `rows × dim` finite values; the message names the tensor.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rows == 0 || self.dim == 0 {
+            return Err(format!("shape [{}, {}] is empty", self.rows, self.dim));
+        }
+        let n = self.rows.checked_mul(self.dim).ok_or_else(|| format!("shape [{}, {}] overflows", self.rows, self.dim))?;
+        for (name, t) in [("prompt embedding", &self.prompt), ("negative prompt embedding", &self.negative)] {
+            if t.len() != n {
+                return Err(format!("{name} holds {} values, not {} × {} = {n}", t.len(), self.rows, self.dim));
+            }
+            if let Some(i) = t.iter().position(|v| !v.is_finite()) {
+                return Err(format!("{name} value {i} is {} (must be finite)", t[i]));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Error)]

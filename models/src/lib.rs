@@ -4,7 +4,7 @@
 //! Layout:
 //! - [`procedural`]: the procedural reference model (an exact denoiser for a Gaussian prior
 //!   derived from the prompt; no weights, no GPU).
-//! - [`wan`]: Wan2.1 text-to-video (loader and transformer so far; CPU reference in f32).
+//! - [`wan`]: Wan2.1 text-to-video (CPU reference in f32), served by workers from a pipeline directory.
 //! - [`available_models`]: the registry the CLI and the coordinator list models from.
 #![forbid(unsafe_code)]
 
@@ -15,7 +15,8 @@ pub use procedural::ProceduralModel;
 
 use longshot_core::denoiser::ModelInfo;
 
-/// Every model this build can run. Wan2.1 joins when its crate lands.
+/// The models every worker serves with no weights (the procedural model). Wan2.1 pipelines are
+/// added per worker from a directory (`longshot worker --model DIR`, [`wan::WanModel`]).
 pub fn available_models() -> Vec<ModelInfo> {
     vec![ProceduralModel::new().info()]
 }

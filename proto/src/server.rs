@@ -17,8 +17,8 @@ use crate::pb::worker_service_server::{WorkerService, WorkerServiceServer};
 use crate::status::{error_chain, to_status};
 use futures::{Stream, StreamExt};
 use longshot_core::api::{
-    ApiError, ExchangeApi, JobApi, OverlapEnvelope, RegistryApi, ShardAssignment, WorkerApi,
-    WorkerInfo,
+    ApiError, EncodeTextRequest, ExchangeApi, JobApi, OverlapEnvelope, RegistryApi,
+    ShardAssignment, WorkerApi, WorkerInfo,
 };
 use longshot_core::job::JobSpec;
 use std::future::Future;
@@ -219,6 +219,15 @@ impl WorkerService for WorkerServiceAdapter {
         Ok(Response::new(Box::pin(
             events.map(|e| Ok(pb::ShardEvent::from(e))),
         )))
+    }
+
+    async fn encode_text(
+        &self,
+        request: Request<pb::EncodeTextRequest>,
+    ) -> Result<Response<pb::EncodeTextResponse>, Status> {
+        let r = EncodeTextRequest::try_from(request.into_inner()).map_err(to_status)?;
+        let embeddings = self.0.encode_text(r.clone()).await.map_err(to_status)?;
+        Ok(Response::new(crate::convert::embeddings_to_pb(&r, embeddings)))
     }
 
     async fn cancel_shard(

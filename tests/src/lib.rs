@@ -35,7 +35,7 @@ pub fn procedural_config(windows: usize, latent_hw: (usize, usize), steps: usize
 }
 
 pub fn conditioning(prompt: &str) -> Conditioning {
-    Conditioning { prompt: prompt.into(), negative_prompt: String::new() }
+    Conditioning::new(prompt, "")
 }
 
 /// Renders `cfg` with the procedural model over `partitions` in-process partitions.

@@ -6,7 +6,8 @@
 //! - [`node`]: `WorkerNode`, the shard lifecycle (fencing by plan id, cancellation, events).
 //! - [`net_exchange`]: the `Exchange` implementation over the network, bridging the loop's thread
 //!   and the async runtime.
-//! - [`models`]: which models this worker can run.
+//! - [`models`]: `ModelSet`, the models this worker serves (procedural, Wan2.1 pipelines loaded
+//!   with `--model`): prompt encoding on request, a denoiser and decoder per shard.
 //! - [`membership`]: registration and heartbeats with the coordinator.
 //! - [`etcd_membership`]: registration in etcd under a lease kept alive on its own thread
 //!   (`--etcd`), for clusters with several coordinators.

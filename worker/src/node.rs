@@ -1,10 +1,11 @@
 //! `WorkerNode`: one shard at a time, fenced by plan id; the loop runs on its own thread.
 
-use crate::models;
+use crate::models::{ModelError, ModelSet};
 use crate::net_exchange::{Link, NetExchange};
 use futures::StreamExt;
 use longshot_core::api::*;
 use longshot_core::codenoise::{decode_partition, denoise_partition, PartitionConfig, Progress};
+use longshot_core::denoiser::TextEmbeddings;
 use longshot_core::exchange::OverlapMessage;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
@@ -25,6 +26,7 @@ struct ShardSlot {
 struct NodeInner {
     id: String,
     connector: Arc<dyn ExchangeConnector>,
+    models: Arc<ModelSet>,
     slot: Mutex<Option<ShardSlot>>,
 }
 
@@ -35,8 +37,13 @@ pub struct WorkerNode {
 }
 
 impl WorkerNode {
-    pub fn new(id: String, connector: Arc<dyn ExchangeConnector>) -> Self {
-        Self { inner: Arc::new(NodeInner { id, connector, slot: Mutex::new(None) }) }
+    pub fn new(id: String, connector: Arc<dyn ExchangeConnector>, models: Arc<ModelSet>) -> Self {
+        Self { inner: Arc::new(NodeInner { id, connector, models, slot: Mutex::new(None) }) }
+    }
+
+    /// What this worker serves.
+    pub fn models(&self) -> &Arc<ModelSet> {
+        &self.inner.models
     }
 
     pub fn id(&self) -> &str {
@@ -59,9 +66,11 @@ impl WorkerNode {
         }
     }
 
-    fn validate(a: &ShardAssignment) -> Result<(), ApiError> {
-        if !models::served().iter().any(|m| m.name == a.model) {
-            return Err(ApiError::invalid("model", format!("{:?} is not served by this worker", a.model)));
+    fn validate(&self, a: &ShardAssignment) -> Result<(), ApiError> {
+        match self.inner.models.check_conditioning(&a.model, &a.conditioning) {
+            Ok(()) => {}
+            Err(e @ ModelError::NotServed(_)) => return Err(ApiError::invalid("model", e.to_string())),
+            Err(e) => return Err(ApiError::invalid("conditioning", e.to_string())),
         }
         if a.windows.is_empty() || a.windows.end > a.plan.windows() {
             return Err(ApiError::invalid("windows", format!("{:?} is not a non-empty range inside 0..{}", a.windows, a.plan.windows())));
@@ -79,7 +88,7 @@ impl WorkerNode {
     }
 
     async fn start_shard(&self, a: ShardAssignment) -> Result<BoxStream<ShardEvent>, ApiError> {
-        Self::validate(&a)?;
+        self.validate(&a)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
         let (left_in_tx, left_in_rx) = std_mpsc::channel();
@@ -116,10 +125,11 @@ impl WorkerNode {
         let (tx, rx) = mpsc::channel(64);
         let exchange = NetExchange { job_id: a.job_id.clone(), plan_id: a.plan_id, left, right, timeout: a.exchange_timeout, cancel: cancel.clone(), bytes_sent: 0 };
         let worker = self.inner.id.clone();
+        let models = self.inner.models.clone();
         std::thread::Builder::new()
             .name(format!("shard-{}", a.job_id))
             .spawn(move || {
-                run_shard_blocking(a, exchange, cancel, &tx);
+                run_shard_blocking(&models, a, exchange, cancel, &tx);
                 done.store(true, Ordering::Relaxed);
             })
             .map_err(|e| ApiError::Internal(format!("worker {worker}: cannot start the shard thread: {e}")))?;
@@ -166,16 +176,19 @@ async fn pump(inbound: &mut BoxStream<Result<OverlapEnvelope, ApiError>>, to_loo
     }
 }
 
-fn run_shard_blocking(a: ShardAssignment, mut exchange: NetExchange, cancel: Arc<AtomicBool>, tx: &mpsc::Sender<ShardEvent>) {
+fn run_shard_blocking(models: &ModelSet, a: ShardAssignment, mut exchange: NetExchange, cancel: Arc<AtomicBool>, tx: &mpsc::Sender<ShardEvent>) {
     // If the coordinator stops listening, stop the work too.
     let emit = |e: ShardEvent| {
         if tx.blocking_send(e).is_err() {
             cancel.store(true, Ordering::Relaxed);
         }
     };
-    let Some((mut denoiser, decoder)) = models::instantiate(&a.model, &a.conditioning, a.height, a.width) else {
-        emit(ShardEvent::Failed { reason: format!("model {:?} is not served by this worker", a.model) });
-        return;
+    let (mut denoiser, decoder) = match models.instantiate(&a.model, &a.conditioning, a.height, a.width) {
+        Ok(m) => m,
+        Err(e) => {
+            emit(ShardEvent::Failed { reason: e.to_string() });
+            return;
+        }
     };
     let cfg = PartitionConfig {
         plan: a.plan,
@@ -222,6 +235,24 @@ fn run_shard_blocking(a: ShardAssignment, mut exchange: NetExchange, cancel: Arc
 impl WorkerApi for WorkerNode {
     fn run_shard(&self, assignment: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
         Box::pin(self.start_shard(assignment))
+    }
+
+    fn encode_text(&self, r: EncodeTextRequest) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>> {
+        Box::pin(async move {
+            let models = self.inner.models.clone();
+            if !models.serves(&r.model) {
+                return Err(ApiError::invalid("model", ModelError::NotServed(r.model).to_string()));
+            }
+            let started = Instant::now();
+            // The encoder is heavy CPU (GPU later) work: never on the async runtime.
+            let (model, job) = (r.model.clone(), r.job_id.clone());
+            let result = tokio::task::spawn_blocking(move || models.encode_text(&r.model, &r.prompt, &r.negative_prompt))
+                .await
+                .map_err(|e| ApiError::Internal(format!("worker {}: the text encoder task failed: {e}", self.inner.id)))?;
+            let e = result.map_err(|e| ApiError::Internal(format!("worker {}: {e}", self.inner.id)))?;
+            tracing::info!(job = %job, model = %model, secs = started.elapsed().as_secs_f64(), "encoded the prompts");
+            Ok(e)
+        })
     }
 
     fn cancel_shard(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {

@@ -17,7 +17,7 @@ fn info(id: &str, port: u16) -> WorkerInfo {
         device_kind: "cpu".into(),
         device_name: "test cpu".into(),
         memory_bytes: 1 << 30,
-        models: longshot_worker::models::served(),
+        models: longshot_worker::models::ModelSet::builtin().served(),
         version: "0.1.0".into(),
         state: WorkerState::Idle,
     }

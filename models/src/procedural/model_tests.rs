@@ -9,7 +9,7 @@ use longshot_core::tensor::{LatentShape, Latents};
 use nalgebra::{DMatrix, DVector};
 
 fn cond(prompt: &str, negative: &str) -> Conditioning {
-    Conditioning { prompt: prompt.into(), negative_prompt: negative.into() }
+    Conditioning::new(prompt, negative)
 }
 
 fn denoiser(c: &Conditioning, shape: LatentShape) -> ProceduralDenoiser {

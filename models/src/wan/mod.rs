@@ -2,7 +2,7 @@
 //! goldens from `scripts/goldens/wan.py`). CPU reference in f32.
 //!
 //! Module map:
-//! - Loading, shared by every Wan component (transformer now; VAE decoder and umT5 next):
+//! - Loading, shared by every Wan component (transformer, VAE decoder, umT5):
 //!   - [`weights`]: [`WeightStore`], the tensors of one component directory (single or sharded
 //!     safetensors, F32/BF16/F16 upcast to f32, shape and finiteness checks, unused-tensor
 //!     tracking); [`safetensors_file`]: one memory-mapped file and its validation.
@@ -19,6 +19,8 @@
 //! - [`denoiser`]: [`denoiser::WanDenoiser`], Wan2.1 behind the `Denoiser` trait for one job.
 //! - [`frame_decoder`]: the VAE behind the `FrameDecoder` trait (denormalise, decode with the
 //!   causal warm-up halo, RGB in [0, 1]).
+//! - [`served`]: [`WanModel`], a pipeline as a worker serves it (transformer and VAE loaded,
+//!   text encoder on first use, a denoiser per job from the embeddings the coordinator sent).
 //! - [`sample`]: WanPipeline's loop over one native-length clip (`longshot dev sample`).
 //! - [`tensor_io`]: named-tensor safetensors files for the `longshot dev` commands.
 //! - umT5 text encoder and tokenizer (`UMT5EncoderModel`, spec §3), run once per job:
@@ -37,8 +39,7 @@
 //! Numeric ops (GEMM, norms, activations, attention, RoPE) live in `longshot_kernels::cpu::nn_*`,
 //! the CPU references a GPU port is checked against.
 //!
-//! Not here yet: the `Denoiser` / `FrameDecoder` implementations and registry entry, bf16
-//! execution.
+//! Not here yet: bf16 execution (weights are upcast to f32).
 
 pub mod block;
 pub mod config;
@@ -53,6 +54,7 @@ pub mod layout;
 pub mod rope;
 pub mod safetensors_file;
 pub mod sample;
+pub mod served;
 pub mod t5;
 pub mod t5_config;
 pub mod t5_layers;
@@ -69,6 +71,7 @@ pub mod weights;
 pub use config::{PipelineDir, SchedulerConfig, SchedulerKind, TransformerConfig};
 pub use error::WanError;
 pub use flops::{forward_flops, forward_flops_breakdown, ForwardFlops};
+pub use served::{served_name, WanModel};
 pub use t5::{PromptEmbeds, TextEncoder, UMT5Encoder};
 pub use t5_config::UMT5Config;
 pub use tokenizer::{TokenizedPrompt, UmT5Tokenizer, T5_MAX_LENGTH};

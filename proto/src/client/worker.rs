@@ -9,9 +9,10 @@ use crate::pb::worker_service_client::WorkerServiceClient;
 use crate::status::{from_status_at, status_cause};
 use futures::stream;
 use longshot_core::api::{
-    ApiError, BoxFuture, BoxStream, ExchangeConnector, OverlapEnvelope, ShardAssignment,
-    ShardEvent, WorkerApi, WorkerConnector,
+    ApiError, BoxFuture, BoxStream, EncodeTextRequest, ExchangeConnector, OverlapEnvelope,
+    ShardAssignment, ShardEvent, WorkerApi, WorkerConnector,
 };
+use longshot_core::denoiser::TextEmbeddings;
 use std::sync::Arc;
 use tonic::transport::Channel;
 use tonic::Streaming;
@@ -57,6 +58,22 @@ impl WorkerApi for GrpcWorker {
                 .await;
             let inbound = r.map_err(|s| from_status_at(&s, &self.peer))?.into_inner();
             Ok(shard_events(inbound, self.address.clone()))
+        })
+    }
+
+    fn encode_text(
+        &self,
+        request: EncodeTextRequest,
+    ) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>> {
+        Box::pin(async move {
+            let r = self
+                .client
+                .clone()
+                .encode_text(pb::EncodeTextRequest::from(request))
+                .await;
+            let response = r.map_err(|s| from_status_at(&s, &self.peer))?.into_inner();
+            crate::convert::embeddings_from_pb(response)
+                .map_err(|e| malformed(&self.peer, e))
         })
     }
 

@@ -13,15 +13,18 @@
 //! - [`job`]: `JobService` messages (spec, status, events, outputs).
 //! - [`cluster`]: `RegistryService` messages (workers, models, registration).
 //! - [`shard`]: `WorkerService` messages (assignment with exact-bit schedule, shard events).
+//! - [`conditioning`]: prompts and their text embeddings (in assignments and `EncodeText`).
 //! - [`exchange`]: `ExchangeService` overlap frames.
 //! - `stream`: received gRPC streams as domain streams that end after their first error.
 
 pub mod cluster;
+pub mod conditioning;
 pub mod exchange;
 pub mod job;
 pub mod shard;
 pub(crate) mod stream;
 
+pub use conditioning::{embeddings_from_pb, embeddings_to_pb};
 pub use cluster::{models_from_pb, register_refusal_to_pb, worker_state_from_pb, workers_from_pb};
 pub use job::{job_event_to_pb, job_state_filter_from_pb, job_state_from_pb, output_kind_from_pb};
 

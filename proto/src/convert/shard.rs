@@ -21,11 +21,7 @@ impl From<ShardAssignment> for pb::ShardAssignment {
             job_id: a.job_id,
             plan_id: a.plan_id,
             model: a.model,
-            conditioning: Some(pb::Conditioning {
-                prompt: a.conditioning.prompt,
-                negative_prompt: a.conditioning.negative_prompt,
-                ..Default::default()
-            }),
+            conditioning: Some(a.conditioning.into()),
             seed: a.seed,
             latent: Some(pb::LatentShape {
                 channels: to_u32(a.channels),
@@ -96,7 +92,8 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
     type Error = ApiError;
 
     fn try_from(a: pb::ShardAssignment) -> Result<Self, ApiError> {
-        let conditioning = required(a.conditioning, "conditioning")?;
+        let conditioning = Conditioning::try_from(required(a.conditioning, "conditioning")?)
+            .map_err(|e| nest("conditioning", e))?;
         let latent = required(a.latent, "latent")?;
         for (field, v) in [
             ("latent.channels", latent.channels),
@@ -138,16 +135,11 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
                 ),
             ));
         }
-        // Embeddings are not part of the domain conditioning yet (workers encode the prompts
-        // themselves); an older worker ignoring them is the documented migration path.
         Ok(ShardAssignment {
             job_id: a.job_id,
             plan_id: a.plan_id,
             model: a.model,
-            conditioning: Conditioning {
-                prompt: conditioning.prompt,
-                negative_prompt: conditioning.negative_prompt,
-            },
+            conditioning,
             seed: a.seed,
             channels: to_usize(latent.channels, "latent.channels")?,
             height: to_usize(latent.height, "latent.height")?,

@@ -10,7 +10,7 @@ mod worker;
 use anyhow::{ensure, Context, Result};
 use futures::{stream, StreamExt};
 use longshot_core::api::*;
-use longshot_core::denoiser::ModelInfo;
+use longshot_core::denoiser::{ModelInfo, TextEmbeddings};
 use longshot_core::exchange::{OverlapMessage, Payload};
 use longshot_core::job::{ClipLength, JobSpec, OutputKind};
 use longshot_proto::client::{
@@ -259,6 +259,29 @@ impl WorkerApi for FakeWorker {
     }
     fn cancel_shard(&self, _job_id: String, plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
         Box::pin(async move { Ok(plan_id == 3) })
+    }
+    /// `wan`: 2×3 embeddings derived from the prompt lengths; `procedural`: none; `nan`: a
+    /// malformed answer; anything else: not served.
+    fn encode_text(
+        &self,
+        r: EncodeTextRequest,
+    ) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>> {
+        Box::pin(async move {
+            match r.model.as_str() {
+                "procedural" => Ok(None),
+                "wan" | "nan" => {
+                    let p = r.prompt.len() as f32;
+                    let n = if r.model == "nan" { f32::NAN } else { r.negative_prompt.len() as f32 };
+                    Ok(Some(TextEmbeddings {
+                        rows: 2,
+                        dim: 3,
+                        prompt: vec![p, -0.0, 1e-40, 0.1, 0.2, 0.3],
+                        negative: vec![n; 6],
+                    }))
+                }
+                m => Err(ApiError::invalid("model", format!("{m:?} is not served by this worker"))),
+            }
+        })
     }
 }
 

@@ -152,3 +152,33 @@ async fn cuttable_proxy(target: SocketAddr) -> Result<(SocketAddr, JoinHandle<()
     });
     Ok((addr, task))
 }
+
+#[tokio::test]
+async fn encode_text_carries_embeddings_bit_exactly_and_rejects_malformed_ones() -> Result<()> {
+    let server = start_worker(Arc::new(FakeWorker {
+        shard_events: Vec::new(),
+    }))
+    .await?;
+    let worker = GrpcWorkerConnector.connect(server.addr.to_string()).await?;
+    let request = |model: &str| EncodeTextRequest {
+        job_id: "j-1".into(),
+        model: model.into(),
+        prompt: "a lighthouse".into(),
+        negative_prompt: "fog".into(),
+    };
+    let e = worker.encode_text(request("wan")).await?.context("wan has embeddings")?;
+    assert_eq!((e.rows, e.dim), (2, 3));
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&e.prompt), bits(&[12.0, -0.0, 1e-40, 0.1, 0.2, 0.3]));
+    assert_eq!(e.negative, vec![3.0; 6]);
+    assert_eq!(worker.encode_text(request("procedural")).await?, None);
+    // A NaN from the peer is refused at the client's edge, naming the field.
+    let err = worker.encode_text(request("nan")).await.unwrap_err().to_string();
+    ensure!(
+        err.contains("conditioning.embeddings") && err.contains("negative prompt embedding value 0 is NaN"),
+        "{err}"
+    );
+    let err = worker.encode_text(request("sd15")).await.unwrap_err();
+    assert_eq!(err, ApiError::invalid("model", "\"sd15\" is not served by this worker"));
+    server.stop().await
+}

@@ -9,7 +9,7 @@ mod round_trips;
 
 use longshot_core::api::*;
 use longshot_core::codenoise::BlendMode;
-use longshot_core::denoiser::{Conditioning, ModelInfo};
+use longshot_core::denoiser::{Conditioning, ModelInfo, TextEmbeddings};
 use longshot_core::exchange::{OverlapMessage, Payload};
 use longshot_core::job::{defaults, ClipLength, JobSpec, OutputKind};
 use longshot_core::plan::WindowPlan;
@@ -97,6 +97,12 @@ fn assignment() -> ShardAssignment {
         conditioning: Conditioning {
             prompt: "a lighthouse".into(),
             negative_prompt: String::new(),
+            embeddings: Some(TextEmbeddings {
+                rows: 2,
+                dim: 2,
+                prompt: vec![0.25, -0.0, 1e-42, -7.5],
+                negative: vec![0.0, 1.0, 2.0, 3.0],
+            }),
         },
         seed: u64::MAX,
         channels: 16,

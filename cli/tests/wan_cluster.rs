@@ -1,0 +1,151 @@
+//! Wan2.1 in the cluster: a tiny random-weight pipeline (the golden fixtures' transformer, VAE and
+//! umT5 with its tokenizer) served by real worker processes with `--model`, rendering a
+//! three-window clip; the output must be bit-identical whatever the number of workers, and the
+//! prompts must be encoded once per job.
+
+mod harness;
+
+use harness::{read_png_dir, submit, Cluster, ClusterOptions, BIN};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const TERMINAL: &[&str] = &["done", "failed", "cancelled"];
+/// 197 frames = 50 latent frames = 3 windows of 21 (overlap 5) at 48×32 (latent 6×4).
+const JOB: &[&str] = &[
+    "--prompt", "a lighthouse on a cliff at dusk", "--negative-prompt", "blurry", "--frames", "197", "--width", "48",
+    "--height", "32", "--steps", "3", "--guidance", "5", "--seed", "7",
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/wan")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// A whole WanPipeline directory: transformer, VAE and scheduler of `pipeline_tiny` with the
+/// text encoder and tokenizer of `umt5_tiny` (its d_model 32 is the transformer's text_dim).
+fn tiny_pipeline(root: &Path) -> PathBuf {
+    let dir = root.join("wan-tiny");
+    let f = fixtures();
+    for c in ["transformer", "vae", "scheduler"] {
+        copy_dir(&f.join("pipeline_tiny").join(c), &dir.join(c));
+    }
+    for c in ["text_encoder", "tokenizer"] {
+        copy_dir(&f.join("umt5_tiny").join(c), &dir.join(c));
+    }
+    let index = serde_json::json!({
+        "_class_name": "WanPipeline",
+        "_diffusers_version": "0.42.1",
+        "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+        "text_encoder": ["transformers", "UMT5EncoderModel"],
+        "tokenizer": ["transformers", "T5TokenizerFast"],
+        "transformer": ["diffusers", "WanTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLWan"],
+    });
+    std::fs::write(dir.join("model_index.json"), serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+    dir
+}
+
+fn latents(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).expect("latents file");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let t = st.tensor("latents").expect("latents tensor");
+    assert_eq!(t.shape(), &[50, 16, 4, 6]);
+    t.data().to_vec()
+}
+
+#[test]
+fn a_tiny_wan_renders_bit_identically_on_one_two_and_three_worker_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_pipeline(tmp.path());
+    let served = format!("tiny-wan={}", model.display());
+    let mut renders = Vec::new();
+    for workers in [1usize, 3] {
+        let options = ClusterOptions { worker_args: vec!["--model".into(), served.clone()], ..Default::default() };
+        let c = Cluster::start_with(workers, 30.0, options);
+        // Workers advertise the loaded pipeline beside the built-in model.
+        let listed = c.ok(&["models"]);
+        assert!(listed.contains("tiny-wan") && listed.contains("procedural"), "{listed}");
+        for w in c.workers() {
+            let names: Vec<&str> = w["models"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
+            assert_eq!(names, ["procedural", "tiny-wan"], "{w}");
+        }
+        let mut args = vec!["--model", "tiny-wan"];
+        args.extend(JOB);
+        args.extend(["--format", "png,latents"]);
+        let job = submit(&c, &args);
+        let s = c.wait_state(&job, TERMINAL, Duration::from_secs(300));
+        assert_eq!(s["state"], "done", "job failed: {s}\n{}", c.logs());
+        assert_eq!((s["plan"]["windows"].as_u64(), s["plan"]["workers"].as_u64()), (Some(3), Some(workers as u64)));
+        let out = c.dir.path().join("out");
+        let (png, lat) = (out.join("frames"), out.join("clip.safetensors"));
+        c.ok(&["fetch", &job, "-o", png.to_str().unwrap(), "--format", "png"]);
+        c.ok(&["fetch", &job, "-o", lat.to_str().unwrap()]);
+        let frames = read_png_dir(&png);
+        assert_eq!(frames.len(), 197);
+        assert!(frames.iter().all(|f| f.len() == 48 * 32 * 3));
+        // Random weights give no picture, but the frames must not be constant.
+        let first = &frames[0];
+        assert!(frames.iter().any(|f| f != first) && first.iter().any(|&b| b != first[0]), "degenerate frames");
+        // One worker encoded the prompts, once; the others got the embeddings in their assignment.
+        let encoded: usize = (0..workers)
+            .map(|i| std::fs::read_to_string(c.dir.path().join(format!("worker-{i}.log"))).unwrap().matches("encoded the prompts").count())
+            .sum();
+        assert_eq!(encoded, 1, "the prompts must be encoded exactly once per job\n{}", c.logs());
+        renders.push((frames, latents(&lat)));
+    }
+    assert!(renders[0].1 == renders[1].1, "latents differ between 1 and 3 workers");
+    let differing = renders[0].0.iter().zip(&renders[1].0).filter(|(a, b)| a != b).count();
+    assert_eq!(differing, 0, "{differing} decoded frames differ between 1 and 3 workers");
+
+    // `longshot render --model DIR` on 2 local workers: the same bits again.
+    let lat = tmp.path().join("render.safetensors");
+    let out = Command::new(BIN).arg("render").args(["--model", model.to_str().unwrap()]).args(JOB).args(["--workers", "2", "-o"]).arg(&lat).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "render failed: {stderr}");
+    assert!(latents(&lat) == renders[0].1, "`longshot render --model DIR` on 2 workers differs from the cluster's render");
+
+    // The embeddings reach the transformer: another negative prompt changes the result.
+    let other = tmp.path().join("other.safetensors");
+    let job: Vec<&str> = JOB.iter().map(|a| if *a == "blurry" { "oversaturated" } else { a }).collect();
+    let out = Command::new(BIN).arg("render").args(["--model", model.to_str().unwrap()]).args(&job).args(["--workers", "1", "-o"]).arg(&other).output().unwrap();
+    assert!(out.status.success(), "render failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(latents(&other) != renders[0].1, "changing the negative prompt did not change the latents");
+}
+
+#[test]
+fn a_worker_refuses_to_start_with_a_bad_model_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-model");
+    let out = Command::new(BIN)
+        .args(["--coordinator", "http://127.0.0.1:9", "worker", "--model"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("cannot load the model at {}", missing.display())) && stderr.contains("model_index.json"), "{stderr}");
+
+    // A pipeline whose text encoder does not fit its transformer is refused, naming the file.
+    let model = tiny_pipeline(tmp.path());
+    let cfg = model.join("text_encoder/config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"d_model\": 32", "\"d_model\": 24");
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(BIN).args(["--coordinator", "http://127.0.0.1:9", "worker", "--model"]).arg(&model).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("text_encoder/config.json") && stderr.contains("d_model 24 does not match the transformer's text_dim 32"), "{stderr}");
+
+    // `render --model` with a directory that is not a pipeline says so before starting anything.
+    let out = Command::new(BIN).args(["render", "--prompt", "x", "--model"]).arg(tmp.path()).args(["--frames", "5", "-o"]).arg(tmp.path().join("x.mp4")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("model_index.json"), "{stderr}");
+}

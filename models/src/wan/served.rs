@@ -1,0 +1,142 @@
+//! A Wan2.1 pipeline as a worker serves it: the transformer and VAE loaded at start-up, the text
+//! encoder loaded on first use (only the worker the coordinator asks to encode a job's prompts
+//! ever needs it; umT5-XXL is 5.7 B parameters), and per job a [`WanDenoiser`] bound to the
+//! embeddings the coordinator sent plus a [`WanFrameDecoder`].
+
+use super::config::{PipelineDir, TransformerConfig};
+use super::denoiser::{model_info, WanDenoiser};
+use super::frame_decoder::WanFrameDecoder;
+use super::t5::TextEncoder;
+use super::t5_config::UMT5Config;
+use super::tokenizer::T5_MAX_LENGTH;
+use super::transformer::WanTransformer;
+use super::vae::WanVaeDecoder;
+use super::WanError;
+use longshot_core::denoiser::{ModelInfo, TextEmbeddings};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// One loaded Wan2.1 pipeline directory, served under a model name.
+pub struct WanModel {
+    info: ModelInfo,
+    root: PathBuf,
+    transformer: Arc<WanTransformer>,
+    vae: Arc<WanVaeDecoder>,
+    text_encoder_dir: PathBuf,
+    tokenizer_dir: PathBuf,
+    text: Mutex<Option<Arc<TextEncoder>>>,
+}
+
+/// The name a pipeline is served under when none is given: `wan2.1-t2v-1.3b` / `wan2.1-t2v-14b`
+/// when the transformer has those shapes, else `wan2.1-` and the directory's name.
+pub fn default_name(dir: &Path, cfg: &TransformerConfig) -> String {
+    let shape = |c: &TransformerConfig| (c.num_layers, c.num_attention_heads, c.attention_head_dim, c.ffn_dim, c.in_channels, c.text_dim);
+    if shape(cfg) == shape(&TransformerConfig::t2v_1_3b()) {
+        return "wan2.1-t2v-1.3b".into();
+    }
+    if shape(cfg) == shape(&TransformerConfig::t2v_14b()) {
+        return "wan2.1-t2v-14b".into();
+    }
+    let base = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let base = base.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let clean: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c.to_ascii_lowercase() } else { '-' }).collect();
+    format!("wan2.1-{}", clean.trim_matches('-'))
+}
+
+/// The model name `dir` would be served under (reads only `model_index.json` and the
+/// transformer's `config.json`).
+pub fn served_name(dir: &Path) -> Result<String, WanError> {
+    Ok(default_name(dir, &PipelineDir::open(dir)?.transformer_config()?))
+}
+
+impl WanModel {
+    /// Loads the pipeline at `dir` (holding `model_index.json`): transformer and VAE now; the
+    /// text encoder's config and tokenizer files are checked now and its weights loaded on first
+    /// use. `name` defaults to [`default_name`].
+    pub fn load(dir: &Path, name: Option<&str>) -> Result<Self, WanError> {
+        let pipeline = PipelineDir::open(dir)?;
+        let transformer = Arc::new(WanTransformer::load(&pipeline.component_dir("transformer")?)?);
+        let vae = Arc::new(WanVaeDecoder::load(&pipeline.component_dir("vae")?)?);
+        let text_encoder_dir = pipeline.component_dir("text_encoder")?;
+        let tokenizer_dir = pipeline.component_dir("tokenizer")?;
+        let t5 = UMT5Config::from_file(&text_encoder_dir.join("config.json"))?;
+        let tcfg = transformer.config();
+        if t5.d_model != tcfg.text_dim {
+            return Err(WanError::config(
+                text_encoder_dir.join("config.json"),
+                format!("d_model {} does not match the transformer's text_dim {}", t5.d_model, tcfg.text_dim),
+            ));
+        }
+        let (vae_z, in_ch) = (vae.config().z_dim, tcfg.in_channels);
+        if vae_z != in_ch {
+            return Err(WanError::config(
+                pipeline.component_dir("vae")?.join("config.json"),
+                format!("z_dim {vae_z} does not match the transformer's in_channels {in_ch}"),
+            ));
+        }
+        let name = name.map(str::to_string).unwrap_or_else(|| default_name(dir, tcfg));
+        Ok(Self {
+            info: model_info(&name, &transformer),
+            root: dir.to_path_buf(),
+            transformer,
+            vae,
+            text_encoder_dir,
+            tokenizer_dir,
+            text: Mutex::new(None),
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The pipeline directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The text encoder, loaded on the first call.
+    fn text_encoder(&self) -> Result<Arc<TextEncoder>, WanError> {
+        let mut slot = self.text.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = slot.as_ref() {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(TextEncoder::from_dirs(&self.text_encoder_dir, &self.tokenizer_dir)?);
+        *slot = Some(t.clone());
+        Ok(t)
+    }
+
+    /// `prompt_embeds` and `negative_prompt_embeds` as WanPipeline computes them (each
+    /// `[512, text_dim]`, zero-padded). Heavy: call it off the async runtime.
+    pub fn encode(&self, prompt: &str, negative_prompt: &str) -> Result<TextEmbeddings, WanError> {
+        let t = self.text_encoder()?;
+        let p = t.encode(prompt)?;
+        let n = t.encode(negative_prompt)?;
+        Ok(TextEmbeddings { rows: p.shape[0], dim: p.shape[1], prompt: p.data, negative: n.data })
+    }
+
+    /// Checks that `e` can condition this transformer: `[512, text_dim]`, finite.
+    pub fn check_embeddings(&self, e: &TextEmbeddings) -> Result<(), String> {
+        e.validate()?;
+        let want = (T5_MAX_LENGTH, self.transformer.config().text_dim);
+        if (e.rows, e.dim) != want {
+            return Err(format!("shape [{}, {}] is not [{}, {}] (512 tokens × the transformer's text_dim)", e.rows, e.dim, want.0, want.1));
+        }
+        Ok(())
+    }
+
+    /// A denoiser for one job. Precomputes every block's cross-attention K/V of both branches:
+    /// heavy, call it off the async runtime.
+    pub fn denoiser(&self, e: &TextEmbeddings) -> Result<WanDenoiser, WanError> {
+        self.check_embeddings(e).map_err(|m| WanError::Input(format!("text embeddings: {m}")))?;
+        WanDenoiser::new(self.info.clone(), self.transformer.clone(), &e.prompt, &e.negative)
+    }
+
+    pub fn decoder(&self) -> WanFrameDecoder {
+        WanFrameDecoder::new(self.vae.clone())
+    }
+}
