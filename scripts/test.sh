@@ -22,5 +22,17 @@ fi
 export PROTOC="${PROTOC:-$(command -v protoc)}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# NVRTC for the kernel compile check, pinned to the CUDA 13.0 line of the device machine's driver,
+# installed into a repo-local, git-ignored directory (never into the system site-packages).
+NVRTC_DIR="$PWD/.nvrtc"
+if ! ls "$NVRTC_DIR"/nvidia/cu13/lib/libnvrtc.so.13 >/dev/null 2>&1; then
+  echo "==> installing nvidia-cuda-nvrtc==13.0.* (pip) into .nvrtc/"
+  python3 -m pip install --quiet --target "$NVRTC_DIR" 'nvidia-cuda-nvrtc==13.0.*'
+fi
+export LD_LIBRARY_PATH="$NVRTC_DIR/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
 echo "==> cargo test --workspace --release"
 cargo test --workspace --release --locked "$@"
+
+echo "==> NVRTC compile check of every CUDA kernel source (sm_90, no GPU needed)"
+cargo test --release --locked -p longshot-kernels --features cuda --test nvrtc_compile

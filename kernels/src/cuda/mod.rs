@@ -1,0 +1,35 @@
+//! The CUDA backend (feature `cuda`): every op of [`crate::cpu`] that the co-denoising loop and
+//! Wan2.1 need, as NVRTC-compiled kernels with typed, length-checked launch wrappers.
+//!
+//! Layout:
+//! - [`probe`]: is there a driver, a device, an NVRTC? Answers with [`CudaError`], never a panic
+//!   (cudarc panics on first use of a missing library, so everything asks here first).
+//! - [`sources`]: the embedded `kernels/cuda/*.cu` files, one per op family, and the compile options.
+//! - [`nvrtc`]: compiles one source for one architecture; errors keep NVRTC's log.
+//! - [`kernel_cache`]: compiled modules on disk, keyed by source, options, arch and NVRTC version.
+//! - [`backend`]: [`CudaBackend`] (device, stream, loaded modules) and launch helpers.
+//! - `ops_denoise`, `ops_transformer`, `ops_vae`: the launch wrappers, as `CudaBackend` methods.
+//! - [`gemm_cublaslt`]: bf16 × bf16 → f32 GEMMs through cuBLASLt.
+//!
+//! The CPU references stay the ground truth: each kernel documents which reference it mirrors and
+//! whether it matches bit for bit or by tolerance (`kernels/tests/gpu_parity.rs` checks both).
+
+pub mod backend;
+pub mod error;
+pub mod gemm_cublaslt;
+pub mod kernel_cache;
+pub mod nvrtc;
+mod ops_denoise;
+mod ops_transformer;
+mod ops_vae;
+pub mod probe;
+pub mod sources;
+
+pub use backend::CudaBackend;
+pub use error::CudaError;
+pub use gemm_cublaslt::BlasLt;
+pub use kernel_cache::KernelCache;
+pub use ops_denoise::UniPcCoefficients;
+pub use ops_transformer::ATTN_MAX_HEAD_DIM;
+pub use ops_vae::ConvShape;
+pub use probe::DeviceInfo;

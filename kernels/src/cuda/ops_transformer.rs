@@ -1,0 +1,398 @@
+//! Launch wrappers for the DiT's ops (`kernels/cuda/transformer_*.cu`, `attention_flash.cu`):
+//! LayerNorm (+ AdaLN modulation), RMSNorm, GELU-tanh, SiLU, the gated residual, bias rows,
+//! interleaved RoPE, patchify/unpatchify, bf16 conversion and tiled attention. Argument layouts
+//! are those of the CPU references in `cpu::nn_*` and `models::wan`.
+
+use super::backend::{as_u32, pointwise_config, CudaBackend};
+use super::error::{check_len, shape_error, CudaError};
+use super::sources::{
+    ATTENTION_FLASH, TRANSFORMER_NORM, TRANSFORMER_PATCHIFY, TRANSFORMER_POINTWISE,
+    TRANSFORMER_ROPE,
+};
+use crate::cpu::nn_attention::AttentionShape;
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+/// Threads per row of the norm kernels (`NORM_THREADS` in transformer_norm.cu).
+const NORM_THREADS: u32 = 256;
+/// Query rows per block and the largest head size of attention_flash.cu.
+const ATTN_QUERIES: u32 = 64;
+pub const ATTN_MAX_HEAD_DIM: usize = 128;
+
+fn rows_of(op: &'static str, len: usize, dim: usize) -> Result<u32, CudaError> {
+    if dim == 0 || len % dim != 0 {
+        return Err(shape_error(
+            op,
+            format!("length {len} is not a multiple of dim {dim}"),
+        ));
+    }
+    let rows = len / dim;
+    if rows > i32::MAX as usize {
+        return Err(shape_error(
+            op,
+            format!("{rows} rows exceed the grid limit of 2^31 − 1"),
+        ));
+    }
+    Ok(rows as u32)
+}
+
+fn row_config(rows: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.max(1), 1, 1),
+        block_dim: (NORM_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl CudaBackend {
+    /// LayerNorm over rows of `dim`, with optional `(weight, bias)`, as `cpu::nn_norm::layer_norm`.
+    pub fn layer_norm(
+        &self,
+        x: &CudaSlice<f32>,
+        dim: usize,
+        eps: f64,
+        affine: Option<(&CudaSlice<f32>, &CudaSlice<f32>)>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "layer_norm";
+        check_len(OP, "out", out.len(), x.len())?;
+        let rows = rows_of(OP, x.len(), dim)?;
+        let d = as_u32(OP, "dim", dim)?;
+        let f = self.function(&TRANSFORMER_NORM, "layer_norm_f32")?;
+        let null = 0u64;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(out);
+        match affine {
+            Some((w, bias)) => {
+                check_len(OP, "weight", w.len(), dim)?;
+                check_len(OP, "bias", bias.len(), dim)?;
+                b.arg(w).arg(bias);
+            }
+            // Null pointers: the kernel then skips the affine step.
+            None => {
+                b.arg(&null).arg(&null);
+            }
+        }
+        b.arg(&d).arg(&eps);
+        if rows == 0 {
+            return Ok(());
+        }
+        // SAFETY: matches `layer_norm_f32`; x and out hold rows·dim floats, weight and bias dim
+        // (or are null, which the kernel tests before reading).
+        unsafe { b.launch(row_config(rows)) }?;
+        Ok(())
+    }
+
+    /// `((x − mean)·rstd)·(1 + scale) + shift`, as `cpu::nn_norm::layer_norm_modulate`.
+    pub fn layer_norm_modulate(
+        &self,
+        x: &CudaSlice<f32>,
+        dim: usize,
+        eps: f64,
+        scale: &CudaSlice<f32>,
+        shift: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "layer_norm_modulate";
+        check_len(OP, "out", out.len(), x.len())?;
+        check_len(OP, "scale", scale.len(), dim)?;
+        check_len(OP, "shift", shift.len(), dim)?;
+        let rows = rows_of(OP, x.len(), dim)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let d = as_u32(OP, "dim", dim)?;
+        let f = self.function(&TRANSFORMER_NORM, "layer_norm_modulate_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(out).arg(scale).arg(shift).arg(&d).arg(&eps);
+        // SAFETY: matches `layer_norm_modulate_f32`; lengths checked above.
+        unsafe { b.launch(row_config(rows)) }?;
+        Ok(())
+    }
+
+    /// RMSNorm in place, as `cpu::nn_norm::rms_norm_in_place`.
+    pub fn rms_norm(
+        &self,
+        x: &mut CudaSlice<f32>,
+        dim: usize,
+        eps: f64,
+        weight: &CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "rms_norm";
+        check_len(OP, "weight", weight.len(), dim)?;
+        let rows = rows_of(OP, x.len(), dim)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let d = as_u32(OP, "dim", dim)?;
+        let f = self.function(&TRANSFORMER_NORM, "rms_norm_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(weight).arg(&d).arg(&eps);
+        // SAFETY: matches `rms_norm_f32`; x holds rows·dim floats, weight dim.
+        unsafe { b.launch(row_config(rows)) }?;
+        Ok(())
+    }
+
+    fn unary_in_place(&self, kernel: &str, x: &mut CudaSlice<f32>) -> Result<(), CudaError> {
+        let n = x.len() as u64;
+        let f = self.function(&TRANSFORMER_POINTWISE, kernel)?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(&n);
+        // SAFETY: `gelu_tanh_f32` and `silu_f32` both take (float*, u64 n); x holds n floats.
+        unsafe { b.launch(pointwise_config(n as usize)) }?;
+        Ok(())
+    }
+
+    /// tanh-GELU in place, as `cpu::nn_act::gelu_tanh_in_place`.
+    pub fn gelu_tanh(&self, x: &mut CudaSlice<f32>) -> Result<(), CudaError> {
+        self.unary_in_place("gelu_tanh_f32", x)
+    }
+
+    /// SiLU in place, as `cpu::nn_act::silu_in_place`.
+    pub fn silu(&self, x: &mut CudaSlice<f32>) -> Result<(), CudaError> {
+        self.unary_in_place("silu_f32", x)
+    }
+
+    fn row_broadcast(
+        &self,
+        op: &'static str,
+        kernel: &str,
+        x: &mut CudaSlice<f32>,
+        y: Option<&CudaSlice<f32>>,
+        v: &CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        let dim = v.len();
+        rows_of(op, x.len(), dim)?;
+        if let Some(y) = y {
+            check_len(op, "y", y.len(), x.len())?;
+        }
+        let (d, n) = (as_u32(op, "dim", dim)?, x.len() as u64);
+        let f = self.function(&TRANSFORMER_POINTWISE, kernel)?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x);
+        if let Some(y) = y {
+            b.arg(y);
+        }
+        b.arg(v).arg(&d).arg(&n);
+        // SAFETY: matches `gated_residual_f32` (x, y, gate, dim, n) or `add_bias_rows_f32`
+        // (x, bias, dim, n); x (and y) hold n floats, the row vector dim, n a multiple of dim.
+        unsafe { b.launch(pointwise_config(n as usize)) }?;
+        Ok(())
+    }
+
+    /// `x[r, j] += y[r, j]·gate[j]`, the gated residual of a Wan block.
+    pub fn gated_residual(
+        &self,
+        x: &mut CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        gate: &CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        self.row_broadcast("gated_residual", "gated_residual_f32", x, Some(y), gate)
+    }
+
+    /// `x[r, j] += bias[j]`.
+    pub fn add_bias_rows(
+        &self,
+        x: &mut CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        self.row_broadcast("add_bias_rows", "add_bias_rows_f32", x, None, bias)
+    }
+
+    /// f32 → bf16 bits (round to nearest even).
+    pub fn f32_to_bf16(
+        &self,
+        x: &CudaSlice<f32>,
+        out: &mut CudaSlice<u16>,
+    ) -> Result<(), CudaError> {
+        check_len("f32_to_bf16", "out", out.len(), x.len())?;
+        let n = x.len() as u64;
+        let f = self.function(&TRANSFORMER_POINTWISE, "f32_to_bf16")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(out).arg(&n);
+        // SAFETY: matches `f32_to_bf16`; both hold n elements.
+        unsafe { b.launch(pointwise_config(n as usize)) }?;
+        Ok(())
+    }
+
+    /// bf16 bits → f32 (exact).
+    pub fn bf16_to_f32(
+        &self,
+        x: &CudaSlice<u16>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        check_len("bf16_to_f32", "out", out.len(), x.len())?;
+        let n = x.len() as u64;
+        let f = self.function(&TRANSFORMER_POINTWISE, "bf16_to_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(out).arg(&n);
+        // SAFETY: matches `bf16_to_f32`; both hold n elements.
+        unsafe { b.launch(pointwise_config(n as usize)) }?;
+        Ok(())
+    }
+
+    /// Interleaved RoPE in place, as `cpu::nn_rope::rope_interleaved_in_place`.
+    pub fn rope_interleaved(
+        &self,
+        x: &mut CudaSlice<f32>,
+        tokens: usize,
+        heads: usize,
+        head_dim: usize,
+        cos: &CudaSlice<f32>,
+        sin: &CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "rope_interleaved";
+        if head_dim % 2 != 0 {
+            return Err(shape_error(
+                OP,
+                format!("head_dim {head_dim} is odd; it must be even"),
+            ));
+        }
+        check_len(OP, "x", x.len(), tokens * heads * head_dim)?;
+        check_len(OP, "cos", cos.len(), tokens * head_dim)?;
+        check_len(OP, "sin", sin.len(), tokens * head_dim)?;
+        let (t, h, d) = (
+            as_u32(OP, "tokens", tokens)?,
+            as_u32(OP, "heads", heads)?,
+            as_u32(OP, "head_dim", head_dim)?,
+        );
+        let f = self.function(&TRANSFORMER_ROPE, "rope_interleaved_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(cos).arg(sin).arg(&t).arg(&h).arg(&d);
+        // SAFETY: matches `rope_interleaved_f32`; lengths checked above.
+        unsafe { b.launch(pointwise_config(tokens * heads * head_dim / 2)) }?;
+        Ok(())
+    }
+
+    /// Patch gather `[C, T, H, W]` → `[S, C·pt·ph·pw]` (`grid` = tokens per axis `(f, h, w)`).
+    pub fn patchify(
+        &self,
+        x: &CudaSlice<f32>,
+        channels: usize,
+        grid: [usize; 3],
+        patch: [usize; 3],
+        patches: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        self.patch_op(
+            "patchify",
+            "patchify_f32",
+            x,
+            channels,
+            grid,
+            patch,
+            patches,
+        )
+    }
+
+    /// `[S, pt·ph·pw·C_out]` → `[C_out, T, H, W]`, as `models::wan::embed::unpatchify`.
+    pub fn unpatchify(
+        &self,
+        y: &CudaSlice<f32>,
+        out_c: usize,
+        grid: [usize; 3],
+        patch: [usize; 3],
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        self.patch_op("unpatchify", "unpatchify_f32", y, out_c, grid, patch, out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn patch_op(
+        &self,
+        op: &'static str,
+        kernel: &str,
+        src: &CudaSlice<f32>,
+        channels: usize,
+        grid: [usize; 3],
+        patch: [usize; 3],
+        dst: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        let len = channels * grid.iter().product::<usize>() * patch.iter().product::<usize>();
+        check_len(op, "input", src.len(), len)?;
+        check_len(op, "output", dst.len(), len)?;
+        let c = as_u32(op, "channels", channels)?;
+        let [gf, gh, gw] = grid.map(|v| v as u32);
+        let [pt, ph, pw] = patch.map(|v| v as u32);
+        let f = self.function(&TRANSFORMER_PATCHIFY, kernel)?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(src)
+            .arg(dst)
+            .arg(&c)
+            .arg(&gf)
+            .arg(&gh)
+            .arg(&gw)
+            .arg(&pt)
+            .arg(&ph)
+            .arg(&pw);
+        // SAFETY: matches `patchify_f32` / `unpatchify_f32`; both buffers hold the `len` values
+        // the grid and patch address (each extent ≤ len, so the u32 casts are exact).
+        unsafe { b.launch(pointwise_config(len)) }?;
+        Ok(())
+    }
+
+    /// `out = softmax(scale·q·kᵀ [+ rel_bias])·v` per head, as `cpu::nn_attention::attention`
+    /// (and `nn_attention_bias::attention_rel_bias` when `rel_bias` is given:
+    /// `[heads, q_tokens + kv_tokens − 1]`). Never materialises the score matrix.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        rel_bias: Option<&CudaSlice<f32>>,
+        shape: AttentionShape,
+        scale: f32,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "attention";
+        let w = shape.width();
+        check_len(OP, "q", q.len(), shape.q_tokens * w)?;
+        check_len(OP, "k", k.len(), shape.kv_tokens * w)?;
+        check_len(OP, "v", v.len(), shape.kv_tokens * w)?;
+        check_len(OP, "out", out.len(), shape.q_tokens * w)?;
+        if shape.head_dim == 0 || shape.head_dim > ATTN_MAX_HEAD_DIM {
+            return Err(shape_error(
+                OP,
+                format!(
+                    "head_dim {} is not in 1..={ATTN_MAX_HEAD_DIM}",
+                    shape.head_dim
+                ),
+            ));
+        }
+        if shape.q_tokens == 0 || shape.heads == 0 {
+            return Ok(());
+        }
+        if shape.kv_tokens == 0 {
+            return Err(shape_error(OP, "no keys: a softmax over nothing"));
+        }
+        if let Some(bias) = rel_bias {
+            check_len(
+                OP,
+                "rel_bias",
+                bias.len(),
+                shape.heads * (shape.q_tokens + shape.kv_tokens - 1),
+            )?;
+        }
+        let qt = as_u32(OP, "q_tokens", shape.q_tokens)?;
+        let kt = as_u32(OP, "kv_tokens", shape.kv_tokens)?;
+        let (h, d) = (as_u32(OP, "heads", shape.heads)?, shape.head_dim as u32);
+        let f = self.function(&ATTENTION_FLASH, "attention_f32")?;
+        let null = 0u64;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(q).arg(k).arg(v);
+        match rel_bias {
+            Some(bias) => b.arg(bias),
+            None => b.arg(&null),
+        };
+        b.arg(out).arg(&qt).arg(&kt).arg(&h).arg(&d).arg(&scale);
+        let cfg = LaunchConfig {
+            grid_dim: (qt.div_ceil(ATTN_QUERIES), h, 1),
+            block_dim: (ATTN_QUERIES, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches `attention_f32`; q/out hold q_tokens·width floats, k/v kv_tokens·width,
+        // the bias (or null, tested before reading) heads·(q+kv−1); head_dim ≤ the kernel's
+        // register arrays; the grid has one block per 64 queries per head, as the kernel indexes.
+        unsafe { b.launch(cfg) }?;
+        Ok(())
+    }
+}

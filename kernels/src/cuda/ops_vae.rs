@@ -1,0 +1,148 @@
+//! Launch wrappers for the VAE decoder's ops (`kernels/cuda/vae_ops.cu`) on frame-major video
+//! `[T, C, H, W]`: causal 3-D convolution (PyTorch weight layout, as `cpu::nn_conv::CausalConv3d`),
+//! channel RMS norm and nearest ×2 upsample (`cpu::nn_vae`), and planar → interleaved RGB
+//! (`models::wan::vae::DecodedFrames::rgb_frame`). SiLU is `CudaBackend::silu`.
+
+use super::backend::{as_u32, pointwise_config, CudaBackend};
+use super::error::{check_len, shape_error, CudaError};
+use super::sources::VAE_OPS;
+use cudarc::driver::{CudaSlice, PushKernelArg};
+
+/// Geometry of one causal convolution: `x [frames, cin, h, w]`, weight `[cout, cin, kt, ks, ks]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub frames: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kt: usize,
+    pub ks: usize,
+}
+
+impl CudaBackend {
+    /// Causal-in-time, "same"-in-space 3-D convolution (kt = 1 is the per-frame 2-D conv).
+    pub fn causal_conv3d(
+        &self,
+        x: &CudaSlice<f32>,
+        weight: &CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+        s: ConvShape,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "causal_conv3d";
+        if s.kt == 0 || s.ks % 2 == 0 {
+            return Err(shape_error(
+                OP,
+                format!("kernel ({}, {}) must have kt ≥ 1 and an odd ks", s.kt, s.ks),
+            ));
+        }
+        check_len(OP, "x", x.len(), s.frames * s.cin * s.h * s.w)?;
+        check_len(
+            OP,
+            "weight",
+            weight.len(),
+            s.cout * s.cin * s.kt * s.ks * s.ks,
+        )?;
+        check_len(OP, "bias", bias.len(), s.cout)?;
+        let n = s.frames * s.cout * s.h * s.w;
+        check_len(OP, "out", out.len(), n)?;
+        let dims = [s.frames, s.cin, s.cout, s.h, s.w, s.kt, s.ks];
+        let names = ["frames", "cin", "cout", "h", "w", "kt", "ks"];
+        let mut a = [0u32; 7];
+        for ((slot, &v), name) in a.iter_mut().zip(&dims).zip(names) {
+            *slot = as_u32(OP, name, v)?;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.function(&VAE_OPS, "causal_conv3d_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(weight).arg(bias).arg(out);
+        for v in &a {
+            b.arg(v);
+        }
+        // SAFETY: matches `causal_conv3d_f32` (x, weight, bias, out, frames, cin, cout, h, w, kt,
+        // ks); every buffer length is checked against the shape the kernel indexes.
+        unsafe { b.launch(pointwise_config(n)) }?;
+        Ok(())
+    }
+
+    /// In place on `[frames, channels, pixels]`, as `cpu::nn_vae::channel_rms_norm`.
+    pub fn channel_rms_norm(
+        &self,
+        x: &mut CudaSlice<f32>,
+        channels: usize,
+        pixels: usize,
+        gamma: &CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "channel_rms_norm";
+        check_len(OP, "gamma", gamma.len(), channels)?;
+        let frame = channels * pixels;
+        if frame == 0 {
+            return Ok(());
+        }
+        if x.len() % frame != 0 {
+            return Err(shape_error(
+                OP,
+                format!("length {} is not whole frames of {frame}", x.len()),
+            ));
+        }
+        let frames = as_u32(OP, "frames", x.len() / frame)?;
+        let (c, p) = (as_u32(OP, "channels", channels)?, pixels as u64);
+        let f = self.function(&VAE_OPS, "channel_rms_norm_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(gamma).arg(&frames).arg(&c).arg(&p);
+        // SAFETY: matches `channel_rms_norm_f32`; x holds frames·channels·pixels floats.
+        unsafe { b.launch(pointwise_config(frames as usize * pixels)) }?;
+        Ok(())
+    }
+
+    /// `x [planes, h, w]` → `out [planes, 2h, 2w]`, as `cpu::nn_vae::upsample_nearest2x`.
+    pub fn upsample_nearest2x(
+        &self,
+        x: &CudaSlice<f32>,
+        planes: usize,
+        h: usize,
+        w: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "upsample_nearest2x";
+        check_len(OP, "x", x.len(), planes * h * w)?;
+        check_len(OP, "out", out.len(), 4 * planes * h * w)?;
+        let (p, hh, ww) = (
+            as_u32(OP, "planes", planes)?,
+            as_u32(OP, "h", h)?,
+            as_u32(OP, "w", w)?,
+        );
+        let f = self.function(&VAE_OPS, "upsample_nearest2x_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(out).arg(&p).arg(&hh).arg(&ww);
+        // SAFETY: matches `upsample_nearest2x_f32`; lengths checked above.
+        unsafe { b.launch(pointwise_config(4 * planes * h * w)) }?;
+        Ok(())
+    }
+
+    /// One frame `[3, H, W]` in [−1, 1] → RGB `[H, W, 3]` in [0, 1].
+    pub fn rgb_from_planar(
+        &self,
+        x: &CudaSlice<f32>,
+        rgb: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "rgb_from_planar";
+        if x.len() % 3 != 0 {
+            return Err(shape_error(
+                OP,
+                format!("length {} is not 3 planes", x.len()),
+            ));
+        }
+        check_len(OP, "rgb", rgb.len(), x.len())?;
+        let hw = (x.len() / 3) as u64;
+        let f = self.function(&VAE_OPS, "rgb_from_planar_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(rgb).arg(&hw);
+        // SAFETY: matches `rgb_from_planar_f32`; both hold 3·hw floats.
+        unsafe { b.launch(pointwise_config(x.len())) }?;
+        Ok(())
+    }
+}

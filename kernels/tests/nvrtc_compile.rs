@@ -1,0 +1,129 @@
+//! Every `.cu` source compiles with NVRTC for sm_90 (the H100 of the device machine), with the
+//! options the backend uses. Needs libnvrtc but no GPU; a missing NVRTC is a failure, not a skip.
+//! Run: `cargo test -p longshot-kernels --features cuda --test nvrtc_compile` with the directory
+//! of libnvrtc.so.13 on LD_LIBRARY_PATH (scripts/test.sh installs it).
+
+use longshot_kernels::cuda::nvrtc::{self, ModuleImage};
+use longshot_kernels::cuda::sources::{self, KernelSource};
+use longshot_kernels::cuda::{probe, CudaError, KernelCache};
+
+const ARCH: &str = "sm_90";
+
+fn require_nvrtc() -> (i32, i32) {
+    match probe::nvrtc_version() {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "{e}\nto install it: python3 -m pip install --target .nvrtc 'nvidia-cuda-nvrtc==13.0.*' \
+             && export LD_LIBRARY_PATH=$PWD/.nvrtc/nvidia/cu13/lib:$LD_LIBRARY_PATH"
+        ),
+    }
+}
+
+#[test]
+fn every_kernel_source_compiles_for_sm_90() {
+    let (major, minor) = require_nvrtc();
+    eprintln!("NVRTC {major}.{minor}");
+    let mut failures = Vec::new();
+    for source in sources::ALL {
+        match nvrtc::compile(source, ARCH) {
+            Ok(ModuleImage::Cubin(bytes)) => {
+                assert!(
+                    bytes.starts_with(b"\x7fELF"),
+                    "{}: the CUBIN is not an ELF image",
+                    source.file
+                );
+                eprintln!(
+                    "{:<28} {:>8} bytes of sm_90 CUBIN",
+                    source.file,
+                    bytes.len()
+                );
+            }
+            Ok(ModuleImage::Ptx(_)) => failures.push(format!(
+                "{}: expected CUBIN for {ARCH}, got PTX",
+                source.file
+            )),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} source(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn every_source_is_listed_once() {
+    // The packed device harness has no source tree: it points here at its copy of the sources.
+    let dir = match std::env::var_os("LONGSHOT_KERNEL_SOURCES") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cuda"),
+    };
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".cu"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = sources::ALL.iter().map(|s| s.file.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        on_disk, listed,
+        "kernels/cuda/*.cu and sources::ALL disagree"
+    );
+}
+
+#[test]
+fn a_compile_error_names_the_file_and_keeps_the_log() {
+    require_nvrtc();
+    let broken = KernelSource {
+        file: "broken_example.cu",
+        text: "extern \"C\" __global__ void k(float* x) { x[0] = undefined_name; }",
+    };
+    match nvrtc::compile(&broken, ARCH) {
+        Err(CudaError::Compile { file, arch, log }) => {
+            assert_eq!((file.as_str(), arch.as_str()), ("broken_example.cu", ARCH));
+            assert!(
+                log.contains("broken_example.cu") && log.contains("undefined_name"),
+                "log: {log}"
+            );
+        }
+        other => panic!("expected a compile error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_cache_stores_once_and_serves_the_same_image() {
+    require_nvrtc();
+    let dir =
+        std::env::temp_dir().join(format!("longshot-kernel-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = KernelCache::new(&dir);
+    let source = &sources::DENOISE_UPDATE;
+    let path = cache.entry_path(source, ARCH).expect("cache key");
+    assert!(path.starts_with(&dir) && !path.exists());
+    let first = cache.get_or_compile(source, ARCH).expect("compile");
+    let stored = std::fs::read(&path).expect("the entry was written");
+    let second = cache.get_or_compile(source, ARCH).expect("cached");
+    assert_eq!(first, second);
+    assert_eq!(ModuleImage::Cubin(stored), first);
+    // A different architecture is a different entry; a PTX target gives PTX text.
+    let ptx_path = cache.entry_path(source, "compute_90").expect("cache key");
+    assert_ne!(ptx_path, path);
+    match cache
+        .get_or_compile(source, "compute_90")
+        .expect("compile PTX")
+    {
+        ModuleImage::Ptx(text) => assert!(
+            text.contains(".entry cfg_combine_f32"),
+            "PTX without the kernel"
+        ),
+        other => panic!("expected PTX, got {other:?}"),
+    }
+    assert!(matches!(
+        cache.get_or_compile(source, "sm90"),
+        Err(CudaError::Nvrtc { .. })
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
