@@ -14,11 +14,7 @@ const TERMINAL: &[&str] = &["done", "failed", "cancelled"];
 const JOB: &[&str] = &["--prompt", PROMPT, "--frames", "209", "--width", "96", "--height", "64", "--steps", "6", "--seed", "42"];
 
 fn tensor_bytes(path: &std::path::Path) -> Vec<u8> {
-    let bytes = std::fs::read(path).expect("latents file");
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let t = st.tensor("latents").expect("latents tensor");
-    assert_eq!(t.shape(), &[53, 16, 8, 12]);
-    t.data().to_vec()
+    harness::latent_bytes(path, &[53, 16, 8, 12])
 }
 
 #[test]

@@ -54,11 +54,7 @@ fn tiny_pipeline(root: &Path) -> PathBuf {
 }
 
 fn latents(path: &Path) -> Vec<u8> {
-    let bytes = std::fs::read(path).expect("latents file");
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let t = st.tensor("latents").expect("latents tensor");
-    assert_eq!(t.shape(), &[50, 16, 4, 6]);
-    t.data().to_vec()
+    harness::latent_bytes(path, &[50, 16, 4, 6])
 }
 
 #[test]

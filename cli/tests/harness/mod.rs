@@ -235,3 +235,12 @@ pub fn ffprobe(path: &Path) -> serde_json::Value {
     assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("ffprobe json")
 }
+
+/// The raw bytes of the `latents` tensor of a fetched latents file, after checking its shape.
+pub fn latent_bytes(path: &Path, shape: &[usize]) -> Vec<u8> {
+    let bytes = std::fs::read(path).expect("latents file");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let t = st.tensor("latents").expect("latents tensor");
+    assert_eq!(t.shape(), shape, "{}", path.display());
+    t.data().to_vec()
+}
