@@ -36,3 +36,8 @@ cargo test --workspace --release --locked "$@"
 
 echo "==> NVRTC compile check of every CUDA kernel source (sm_90, no GPU needed)"
 cargo test --release --locked -p longshot-kernels --features cuda --test nvrtc_compile
+
+# The GPU tests need a device to run (scripts/gpu/pack.sh carries them to one), but they must
+# keep compiling: parity against core's and models' references, with the CUDA backend on.
+echo "==> building the GPU parity tests (longshot-tests --features cuda; not run: no GPU here)"
+cargo build --release --locked -p longshot-tests --features cuda --tests
