@@ -36,3 +36,9 @@ cargo test --workspace --release --locked "$@"
 
 echo "==> NVRTC compile check of every CUDA kernel source (sm_90, no GPU needed)"
 cargo test --release --locked -p longshot-kernels --features cuda --test nvrtc_compile
+
+# The GPU tests need a device to run (scripts/gpu/pack.sh carries them to one), but they must
+# keep compiling: parity against core's and models' references, with the CUDA backend on.
+echo "==> building the GPU parity tests and benchmarks (not run: they need a GPU)"
+cargo build --release --locked -p longshot-tests -p longshot-kernels \
+  --features longshot-tests/cuda,longshot-kernels/cuda --tests --benches

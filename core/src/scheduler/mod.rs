@@ -12,7 +12,7 @@ mod unipc;
 
 pub use euler::EulerState;
 pub use sigmas::{Schedule, ScheduleError, Solver};
-pub use unipc::UniPcState;
+pub use unipc::{UniPcState, UniPcStepPlan, Update as UniPcUpdate};
 
 use crate::tensor::Latents;
 

@@ -50,29 +50,29 @@ impl SchedulerState for UniPcState {
         let sigma = schedule.sigma(index);
         lincomb(&mut m, &[(1.0, sample.as_slice()), (-sigma, model_output.as_slice())]);
 
-        if index > 0 {
-            let update = Update::corrector(schedule, index, self.last_order);
+        let plan = UniPcStepPlan::new(schedule, index);
+        debug_assert!(index == 0 || plan.last_order == self.last_order);
+        if let Some(update) = plan.corrector {
             let (m0, m1) = (stored(&self.history[0]), self.history[1].as_deref());
             update.apply(sample.as_mut_slice(), &self.last_sample, m0, m1, Some(&m));
         }
         self.history.swap(0, 1);
         self.history[0] = Some(m);
-        let order = 2.min(steps - index).min(index + 1);
         self.last_sample.clear();
         self.last_sample.extend_from_slice(sample.as_slice());
 
         let (m0, m1) = (stored(&self.history[0]), self.history[1].as_deref());
-        if schedule.sigma(index + 1) == 0.0 {
-            // σ_{i+1} = 0: λ = +∞, expm1(−∞) = −1 and diffusers' formula collapses to m exactly;
-            // `+ 0.0` reproduces its final `x − (−0)`, which turns a −0 into +0.
-            for (out, &m) in sample.as_mut_slice().iter_mut().zip(m0) {
-                *out = m + 0.0;
+        match plan.predictor {
+            Some(update) => update.apply(sample.as_mut_slice(), &self.last_sample, m0, m1, None),
+            None => {
+                // σ_{i+1} = 0: λ = +∞, expm1(−∞) = −1 and diffusers' formula collapses to m
+                // exactly; `+ 0.0` reproduces its final `x − (−0)`, which turns a −0 into +0.
+                for (out, &m) in sample.as_mut_slice().iter_mut().zip(m0) {
+                    *out = m + 0.0;
+                }
             }
-        } else {
-            let update = Update::predictor(schedule, index, order);
-            update.apply(sample.as_mut_slice(), &self.last_sample, m0, m1, None);
         }
-        self.last_order = order;
+        self.last_order = plan.order;
         self.next_index += 1;
     }
 }
@@ -81,17 +81,50 @@ fn stored(m: &Option<Vec<f32>>) -> &[f32] {
     m.as_deref().expect("UniPC history holds the previous model output")
 }
 
+/// The scalars of UniPC step `index`, exactly as [`UniPcState::step`] applies them, for backends
+/// that run the elementwise part elsewhere (the CUDA kernel `unipc_update` of longshot-kernels).
+/// A step is: `m_i = x − σ_i·v`; the corrector (if any) rewrites the sample from the previous
+/// corrected sample `x_{i−1}`, `m_{i−1}`, `m_{i−2}` and `m_i`; then the predictor (if any) steps
+/// the corrected sample `x` with `m_i` and `m_{i−1}`. No predictor means σ_{i+1} = 0 and the new
+/// sample is `m_i + 0.0`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UniPcStepPlan {
+    /// `Update::apply(out, x_{i−1}, m_{i−1}, m_{i−2}, Some(m_i))`; none at step 0.
+    pub corrector: Option<Update>,
+    /// `Update::apply(out, x, m_i, m_{i−1}, None)`; none when σ_{i+1} = 0.
+    pub predictor: Option<Update>,
+    /// The predictor order of this step (1 or 2).
+    pub order: usize,
+    /// The predictor order of step `index − 1` (the corrector's order); 0 at step 0.
+    pub last_order: usize,
+}
+
+impl UniPcStepPlan {
+    /// The plan of step `index` of `schedule` (steps run in order, so the previous step's order
+    /// follows from the index).
+    pub fn new(schedule: &Schedule, index: usize) -> Self {
+        let steps = schedule.steps();
+        assert!(index < steps, "UniPC step {index} is past the last step {}", steps - 1);
+        let order_of = |i: usize| 2.min(steps - i).min(i + 1);
+        let order = order_of(index);
+        let last_order = if index > 0 { order_of(index - 1) } else { 0 };
+        let corrector = (index > 0).then(|| Update::corrector(schedule, index, last_order));
+        let predictor = (schedule.sigma(index + 1) != 0.0).then(|| Update::predictor(schedule, index, order));
+        Self { corrector, predictor, order, last_order }
+    }
+}
+
 /// `out = (cx·x − cm·m0) − cr·(r0·((m1 − m0)/rk) + r1·(mt − m0))`, with the `r0` term only when
 /// `hist` is set (order 2) and the `r1` term only when `cur` is set (corrector).
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Update {
-    cx: f32,
-    cm: f32,
-    cr: f32,
+pub struct Update {
+    pub cx: f32,
+    pub cm: f32,
+    pub cr: f32,
     /// (rk, ρ0).
-    hist: Option<(f32, f32)>,
+    pub hist: Option<(f32, f32)>,
     /// ρ1.
-    cur: Option<f32>,
+    pub cur: Option<f32>,
 }
 
 /// λ(σ) = ln(1−σ) − ln σ in f32 (diffusers' `lambda_t` with α = 1 − σ).
@@ -154,7 +187,7 @@ impl Update {
     }
 
     /// Writes the update into `out`, each operation rounded to f32 in torch's order.
-    fn apply(
+    pub fn apply(
         &self,
         out: &mut [f32],
         x: &[f32],

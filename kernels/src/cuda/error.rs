@@ -15,6 +15,12 @@ pub enum CudaError {
     NoNvrtc,
     #[error("no cuBLASLt: libcublasLt could not be loaded (pip install the nvidia-cublas package of the CUDA 13 line and put its lib directory on LD_LIBRARY_PATH)")]
     NoCublasLt,
+    #[error("no NCCL: libnccl could not be loaded (pip install the nvidia-nccl package of the CUDA 13 line; cudarc opens the unversioned name libnccl.so, so put a directory holding libnccl.so (a link to the package's libnccl.so.2) on LD_LIBRARY_PATH, as scripts/gpu/pack.sh's run.sh does)")]
+    NoNccl,
+    #[error("NCCL call {call} failed: {result}")]
+    Nccl { call: &'static str, result: String },
+    #[error("NCCL unique id: {0}")]
+    NcclId(String),
     #[error("NVRTC failed while {stage}: {message}")]
     Nvrtc {
         stage: &'static str,
@@ -42,6 +48,14 @@ pub enum CudaError {
 impl From<cudarc::cublaslt::result::CublasError> for CudaError {
     fn from(e: cudarc::cublaslt::result::CublasError) -> Self {
         CudaError::Blas(e)
+    }
+}
+
+/// An NCCL failure of `call`, keeping NCCL's result code (cudarc's `NcclError` prints no detail).
+pub(crate) fn nccl_error(call: &'static str, e: cudarc::nccl::result::NcclError) -> CudaError {
+    CudaError::Nccl {
+        call,
+        result: format!("{:?}", e.0),
     }
 }
 

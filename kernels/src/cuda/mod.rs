@@ -10,18 +10,24 @@
 //! - [`backend`]: [`CudaBackend`] (device, stream, loaded modules) and launch helpers.
 //! - `ops_denoise`, `ops_transformer`, `ops_vae`: the launch wrappers, as `CudaBackend` methods.
 //! - [`gemm_cublaslt`]: bf16 × bf16 → f32 GEMMs through cuBLASLt.
+//! - [`nccl_exchange`]: the overlap exchange over NCCL on a communication stream (single-rank
+//!   tested on the device; multi-rank NCCL has not been run here).
+//! - [`parity`]: seeded random inputs and comparisons for the GPU parity tests (test support).
 //!
 //! The CPU references stay the ground truth: each kernel documents which reference it mirrors and
-//! whether it matches bit for bit or by tolerance (`kernels/tests/gpu_parity.rs` checks both).
+//! whether it matches bit for bit or by tolerance (`kernels/tests/gpu_*.rs` and, for the
+//! references that live in core and models, `tests/tests/gpu_parity_*.rs` check both).
 
 pub mod backend;
 pub mod error;
 pub mod gemm_cublaslt;
 pub mod kernel_cache;
+pub mod nccl_exchange;
 pub mod nvrtc;
 mod ops_denoise;
 mod ops_transformer;
 mod ops_vae;
+pub mod parity;
 pub mod probe;
 pub mod sources;
 
@@ -29,6 +35,7 @@ pub use backend::CudaBackend;
 pub use error::CudaError;
 pub use gemm_cublaslt::BlasLt;
 pub use kernel_cache::KernelCache;
+pub use nccl_exchange::{InFlight, NcclExchange, NcclUniqueId};
 pub use ops_denoise::UniPcCoefficients;
 pub use ops_transformer::ATTN_MAX_HEAD_DIM;
 pub use ops_vae::ConvShape;

@@ -1,0 +1,161 @@
+//! GPU parity of the Wan transformer's ops whose references live in `longshot_kernels::cpu`:
+//! LayerNorm (+ affine, + AdaLN modulate), RMSNorm, GELU-tanh, SiLU, interleaved RoPE, attention
+//! (with and without umT5's relative bias) and the bf16 cuBLASLt linear. Gated residual and
+//! patchify/unpatchify are checked against models' own code in longshot-tests
+//! (`tests/tests/gpu_parity_models.rs`).
+//!
+//! Needs a GPU: without one every test FAILS with the probe's reason. Not run by CI.
+
+use longshot_kernels::cpu::{
+    nn_act, nn_attention, nn_attention::AttentionShape, nn_attention_bias, nn_linear, nn_norm,
+    nn_rope,
+};
+use longshot_kernels::cuda::parity::{
+    assert_bits, assert_close, down, gpu, poisoned, up, Rng, BF16_TOL, F32_TOL,
+};
+use longshot_kernels::cuda::BlasLt;
+
+#[test]
+fn norms_match() {
+    let mut rng = Rng::new("norms");
+    for &(rows, dim) in &[(37, 1536), (5, 24), (3, 5120)] {
+        let x = rng.vec(rows * dim, 4.0);
+        let (w, b, sc, sh) = (
+            rng.vec(dim, 1.0),
+            rng.vec(dim, 1.0),
+            rng.vec(dim, 0.5),
+            rng.vec(dim, 0.5),
+        );
+        let mut want = vec![0.0; x.len()];
+        let mut out = poisoned(x.len());
+        nn_norm::layer_norm(&x, dim, 1e-6, None, &mut want);
+        gpu()
+            .layer_norm(&up(&x), dim, 1e-6, None, &mut out)
+            .unwrap();
+        assert_close("layer_norm", &down(&out), &want, F32_TOL);
+        nn_norm::layer_norm(&x, dim, 1e-6, Some((&w, &b)), &mut want);
+        let mut out = poisoned(x.len());
+        gpu()
+            .layer_norm(&up(&x), dim, 1e-6, Some((&up(&w), &up(&b))), &mut out)
+            .unwrap();
+        assert_close("layer_norm affine", &down(&out), &want, F32_TOL);
+        nn_norm::layer_norm_modulate(&x, dim, 1e-6, &sc, &sh, &mut want);
+        let mut out = poisoned(x.len());
+        gpu()
+            .layer_norm_modulate(&up(&x), dim, 1e-6, &up(&sc), &up(&sh), &mut out)
+            .unwrap();
+        assert_close("layer_norm_modulate", &down(&out), &want, F32_TOL);
+        let mut want = x.clone();
+        nn_norm::rms_norm_in_place(&mut want, dim, 1e-6, &w);
+        let mut dx = up(&x);
+        gpu().rms_norm(&mut dx, dim, 1e-6, &up(&w)).unwrap();
+        assert_close("rms_norm", &down(&dx), &want, F32_TOL);
+    }
+}
+
+#[test]
+fn activations_match() {
+    let mut rng = Rng::new("activations");
+    let x = rng.vec(33 * 1536, 8.0);
+    let mut want = x.clone();
+    nn_act::gelu_tanh_in_place(&mut want);
+    let mut d = up(&x);
+    gpu().gelu_tanh(&mut d).unwrap();
+    assert_close("gelu_tanh", &down(&d), &want, F32_TOL);
+    let mut want = x.clone();
+    nn_act::silu_in_place(&mut want);
+    let mut d = up(&x);
+    gpu().silu(&mut d).unwrap();
+    assert_close("silu", &down(&d), &want, F32_TOL);
+}
+
+#[test]
+fn rope_is_bit_identical() {
+    let mut rng = Rng::new("rope");
+    let (tokens, heads, hd) = (77, 12, 128);
+    let x = rng.vec(tokens * heads * hd, 2.0);
+    let (cos, sin) = (rng.vec(tokens * hd, 1.0), rng.vec(tokens * hd, 1.0));
+    let mut want = x.clone();
+    nn_rope::rope_interleaved_in_place(&mut want, tokens, heads, hd, &cos, &sin);
+    let mut d = up(&x);
+    gpu()
+        .rope_interleaved(&mut d, tokens, heads, hd, &up(&cos), &up(&sin))
+        .unwrap();
+    assert_bits("rope_interleaved", &down(&d), &want);
+}
+
+#[test]
+fn attention_matches_with_and_without_relative_bias() {
+    let mut rng = Rng::new("attention");
+    for &(q_tokens, kv_tokens, heads, head_dim) in
+        &[(150, 70, 3, 128), (65, 513, 2, 64), (1, 1, 1, 8)]
+    {
+        let shape = AttentionShape {
+            q_tokens,
+            kv_tokens,
+            heads,
+            head_dim,
+        };
+        let w = shape.width();
+        let (q, k, v) = (
+            rng.vec(q_tokens * w, 1.5),
+            rng.vec(kv_tokens * w, 1.5),
+            rng.vec(kv_tokens * w, 1.5),
+        );
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let mut want = vec![0.0; q.len()];
+        nn_attention::attention(&q, &k, &v, shape, scale, &mut want);
+        let mut out = poisoned(q.len());
+        gpu()
+            .attention(&up(&q), &up(&k), &up(&v), None, shape, scale, &mut out)
+            .unwrap();
+        assert_close(&format!("attention {shape:?}"), &down(&out), &want, F32_TOL);
+
+        let bias = rng.vec(heads * (q_tokens + kv_tokens - 1), 2.0);
+        nn_attention_bias::attention_rel_bias(&q, &k, &v, shape, scale, &bias, &mut want);
+        let mut out = poisoned(q.len());
+        let (dq, dk, dv, db) = (up(&q), up(&k), up(&v), up(&bias));
+        gpu()
+            .attention(&dq, &dk, &dv, Some(&db), shape, scale, &mut out)
+            .unwrap();
+        let op = format!("attention_rel_bias {shape:?}");
+        assert_close(&op, &down(&out), &want, F32_TOL);
+    }
+}
+
+#[test]
+fn bf16_linear_matches_the_f32_reference_on_rounded_inputs() {
+    let mut rng = Rng::new("linear_bf16");
+    let lt = BlasLt::new(gpu()).expect("cuBLASLt");
+    for &(rows, in_f, out_f) in &[(77, 1536, 384), (5, 64, 3), (256, 4096, 512)] {
+        let (x, weight, bias) = (
+            rng.vec(rows * in_f, 1.0),
+            rng.vec(out_f * in_f, 0.05),
+            rng.vec(out_f, 0.1),
+        );
+        // Round on the device, then give the CPU the same rounded values.
+        let (mut xb, mut wb) = (
+            gpu().filled(x.len(), 0u16).unwrap(),
+            gpu().filled(weight.len(), 0u16).unwrap(),
+        );
+        gpu().f32_to_bf16(&up(&x), &mut xb).unwrap();
+        gpu().f32_to_bf16(&up(&weight), &mut wb).unwrap();
+        let (mut xr, mut wr) = (poisoned(x.len()), poisoned(weight.len()));
+        gpu().bf16_to_f32(&xb, &mut xr).unwrap();
+        gpu().bf16_to_f32(&wb, &mut wr).unwrap();
+        let (xr, wr) = (down(&xr), down(&wr));
+        for (&r, &o) in xr.iter().zip(&x) {
+            assert!(
+                (r - o).abs() <= o.abs() * (1.0 / 256.0),
+                "bf16 rounding of {o} gave {r}"
+            );
+        }
+        let want = nn_linear::linear_new(&xr, rows, in_f, &wr, Some(&bias), out_f);
+        let mut out = poisoned(rows * out_f);
+        lt.linear_bf16(&xb, rows, in_f, &wb, out_f, &mut out)
+            .unwrap();
+        gpu().add_bias_rows(&mut out, &up(&bias)).unwrap();
+        let op = format!("linear_bf16 {rows}x{in_f}x{out_f}");
+        assert_close(&op, &down(&out), &want, BF16_TOL);
+    }
+}
