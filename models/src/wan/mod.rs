@@ -39,7 +39,10 @@
 //! Numeric ops (GEMM, norms, activations, attention, RoPE) live in `longshot_kernels::cpu::nn_*`,
 //! the CPU references a GPU port is checked against.
 //!
-//! Not here yet: bf16 execution (weights are upcast to f32).
+//! - [`gpu`] (feature `cuda`): `GpuWanTransformer`, the transformer forward on one GPU (bf16
+//!   cuBLASLt GEMMs, f32 elsewhere; parity with the CPU to the bf16 tolerance, 1e-2 relative).
+//!
+//! Not here yet: bf16 execution on the CPU (weights are upcast to f32).
 
 pub mod block;
 pub mod config;
@@ -48,6 +51,8 @@ pub mod embed;
 pub mod error;
 pub mod flops;
 pub mod frame_decoder;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod keys;
 pub mod layers;
 pub mod layout;

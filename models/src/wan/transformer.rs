@@ -18,7 +18,7 @@ use std::path::Path;
 
 /// Tensors a diffusers checkpoint may carry that the model ignores (diffusers'
 /// `_keys_to_ignore_on_load_unexpected`).
-const IGNORED_SUFFIXES: &[&str] = &["norm_added_q.weight"];
+pub(super) const IGNORED_SUFFIXES: &[&str] = &["norm_added_q.weight"];
 
 /// A loaded Wan2.1 transformer.
 #[derive(Clone, Debug)]

@@ -13,9 +13,13 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// `tests/fixtures/wan`, written by `scripts/goldens/wan.py`.
+/// `tests/fixtures/wan`, written by `scripts/goldens/wan.py`. `LONGSHOT_WAN_FIXTURES` overrides
+/// the path, for test binaries run away from the build tree (the GPU device harness).
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wan")
+    match std::env::var_os("LONGSHOT_WAN_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wan"),
+    }
 }
 
 /// The manifest entry of case `name` under `components.<component>`; panics (naming the golden

@@ -1,0 +1,37 @@
+//! The Wan2.1 transformer on the GPU (feature `cuda`): the CPU forward of
+//! [`WanTransformer`](super::WanTransformer) op for op, on `longshot_kernels::cuda`'s kernels and
+//! cuBLASLt GEMMs.
+//!
+//! Precision (the dtype policy of diffusers in bf16, spec §1.4, except that activations stay f32
+//! between ops):
+//! - Every Linear of the patch embedding, text MLP, `time_proj`, the blocks and `proj_out` runs as
+//!   a cuBLASLt GEMM with **bf16 weights and bf16-rounded inputs, f32 accumulation and f32
+//!   output**; biases are f32 and added after the GEMM.
+//! - Norm weights, biases, the modulation tables and the RoPE tables are f32; LayerNorm, RMSNorm,
+//!   modulation, RoPE, GELU, gated residuals and attention (q, k, v, softmax) run in f32.
+//! - The time embedder (`time_embedder.linear_1/2`, kept in fp32 by diffusers too) runs on the
+//!   host in f32 with the CPU reference ops: it is one token, and the result is needed on the host
+//!   anyway to form each block's modulation vectors.
+//!
+//! Because of the bf16 GEMMs, GPU vs CPU parity holds to the **bf16 tolerance** (≤ 1e-2 relative,
+//! `max|Δ| / max|reference|`), not to the f32 one (1e-5): `tests/wan_gpu.rs` checks that on the
+//! tiny fixture checkpoints. There is no f32-GEMM path.
+//!
+//! Files:
+//! - [`transformer`]: [`GpuWanTransformer`] (load from a checkpoint directory or a
+//!   [`WeightStore`](super::WeightStore), or random weights for benchmarks; `encode_text`;
+//!   `forward` / `forward_device`) and [`GpuTextContext`];
+//! - `block`: one transformer block; `linear`: a bf16 Linear and the device handle the layers
+//!   share; `source`: where weights come from (checkpoint or seeded random); `error`:
+//!   [`GpuWanError`]; `timing`: the optional per-phase timing of a forward ([`ForwardTimings`]).
+
+mod block;
+mod error;
+mod linear;
+mod source;
+mod timing;
+mod transformer;
+
+pub use error::GpuWanError;
+pub use timing::ForwardTimings;
+pub use transformer::{GpuTextContext, GpuWanTransformer};
