@@ -40,5 +40,10 @@ cargo test --release --locked -p longshot-kernels --features cuda --test nvrtc_c
 # The GPU tests need a device to run (scripts/gpu/pack.sh carries them to one), but they must
 # keep compiling: parity against core's and models' references, with the CUDA backend on.
 echo "==> building the GPU parity tests and benchmarks (not run: they need a GPU)"
-cargo build --release --locked -p longshot-tests -p longshot-kernels \
-  --features longshot-tests/cuda,longshot-kernels/cuda --tests --benches
+cargo build --release --locked -p longshot-tests -p longshot-kernels -p longshot-models \
+  --features longshot-tests/cuda,longshot-kernels/cuda,longshot-models/cuda --tests --benches
+
+# With CUDA support built in and no GPU here: `--device auto` falls back to the CPU and
+# `--device cuda` refuses, without a panic (on a GPU machine the same test checks the GPU is taken).
+echo "==> worker device selection with CUDA support built in"
+cargo test --release --locked -p longshot-worker --features cuda --lib device

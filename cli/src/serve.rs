@@ -9,6 +9,7 @@ use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Reg
 use longshot_core::api::{RegistryApi, WorkerInfo, WorkerState};
 use longshot_proto::client::{GrpcExchangeConnector, GrpcWorkerConnector, RegistryClient};
 use longshot_worker::etcd_membership::{EtcdMembership, EtcdMembershipConfig, StateFn};
+use longshot_worker::device::{self, DeviceRequest};
 use longshot_worker::models::{ModelSet, ModelSource};
 use longshot_worker::{membership, WorkerNode};
 use std::path::PathBuf;
@@ -166,6 +167,10 @@ pub struct WorkerArgs {
     /// transformer's shape, else wan2.1-<directory name>. The procedural model is always served.
     #[arg(long = "model", value_name = "[NAME=]DIR")]
     pub models: Vec<ModelSource>,
+    /// Where models compute: auto (the GPU when this build has CUDA support and one is usable,
+    /// else the CPU, saying why in one log line), cpu, or cuda (refuse to start without a GPU).
+    #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda")]
+    pub device: DeviceRequest,
     /// Exit when standard input closes (used by `longshot render` and `up` for their children).
     #[arg(long, hide = true)]
     pub exit_on_stdin_close: bool,
@@ -197,12 +202,16 @@ async fn stdin_closed() {
 }
 
 pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
-    // Load the models before listening: a worker that registers can run what it advertises.
+    // Pick the device and load the models before listening: a worker that registers can run
+    // what it advertises.
+    let request = a.device;
+    let dev = tokio::task::spawn_blocking(move || device::select(request)).await.map_err(|e| anyhow!("device probe task: {e}"))??;
     let sources = a.models.clone();
     for s in &sources {
         tracing::info!("loading the model at {}", s.dir.display());
     }
-    let models = tokio::task::spawn_blocking(move || ModelSet::load(&sources)).await.map_err(|e| anyhow!("model loading task: {e}"))??;
+    let d = dev.clone();
+    let models = tokio::task::spawn_blocking(move || ModelSet::load(&sources, &d)).await.map_err(|e| anyhow!("model loading task: {e}"))??;
     let models = Arc::new(models);
     let listener = TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
     let address = a.advertise.clone().unwrap_or(listener.local_addr()?.to_string());
@@ -214,9 +223,9 @@ pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
     let info = WorkerInfo {
         id: id.clone(),
         address: address.clone(),
-        device_kind: "cpu".into(),
-        device_name: device_name(),
-        memory_bytes: memory_bytes(),
+        device_kind: dev.kind().into(),
+        device_name: dev.describe().map_or_else(device_name, |(n, _)| n),
+        memory_bytes: dev.describe().map_or_else(memory_bytes, |(_, m)| m),
         models: models.served(),
         version: env!("CARGO_PKG_VERSION").into(),
         state: WorkerState::Idle,

@@ -46,12 +46,14 @@ async fn dispatch_once(inner: &Arc<Inner>) -> Result<(), ApiError> {
     for job_id in st.queue() {
         let job = &st.jobs[&job_id];
         let model = job.model.clone();
-        // Bit-identical output needs identical code: only gang workers of one version.
-        let mut by_version: HashMap<&str, Vec<&WorkerInfo>> = HashMap::new();
+        // Bit-identical output needs identical arithmetic: only gang workers of one version on
+        // one kind of device (GEMM kernels differ between GPU generations and CPU instruction
+        // sets, so the device's name is part of the key).
+        let mut by_build: HashMap<(&str, &str, &str), Vec<&WorkerInfo>> = HashMap::new();
         for w in idle.iter().filter(|w| w.models.contains(&model)) {
-            by_version.entry(w.version.as_str()).or_default().push(w);
+            by_build.entry((w.version.as_str(), w.device_kind.as_str(), w.device_name.as_str())).or_default().push(w);
         }
-        let Some(group) = by_version.into_values().max_by_key(|g| g.len()) else { continue };
+        let Some(group) = by_build.into_values().max_by_key(|g| g.len()) else { continue };
         let windows = job.resolved.plan.windows();
         let cap = if inner.cfg.max_workers_per_job == 0 { windows } else { inner.cfg.max_workers_per_job.min(windows) };
         let mut chosen: Vec<WorkerInfo> = group.into_iter().cloned().collect();

@@ -5,14 +5,17 @@
 #   device:  copy .device-pack/ over, then `bash .device-pack/run.sh`
 # run.sh puts the CUDA libraries of the pip packages (nvrtc, cublas/cublasLt, nccl, cuda_runtime)
 # on LD_LIBRARY_PATH (and links libnccl.so, the name cudarc opens, to pip's libnccl.so.2), runs
-# the NVRTC compile check, the GPU parity tests and the single-rank NCCL test, and prints a table.
+# the NVRTC compile check, the GPU parity tests, the single-rank NCCL test and the GPU Wan2.1
+# transformer against the CPU one, then the benchmarks (kernel bandwidth / TFLOP/s, one
+# Wan2.1-1.3B-shaped forward) and diffusers + PyTorch's forward on the same device for the ratio,
+# and prints tables. Set QUICK=1 on the device for a 2-layer forward bench only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PACK=.device-pack
 export PROTOC="${PROTOC:-$(command -v protoc || true)}"
 
 rm -rf "$PACK"
-mkdir -p "$PACK/bin" "$PACK/kernels/cuda"
+mkdir -p "$PACK/bin" "$PACK/kernels/cuda" "$PACK/wheels" "$PACK/scripts"
 
 echo "==> building the GPU test binaries with --features cuda (release)"
 # kernels: NVRTC compile check + parity against kernels::cpu + the single-rank NCCL test;
@@ -22,11 +25,24 @@ cargo test --release --locked -p longshot-kernels --features cuda --no-run --mes
 cargo test --release --locked -p longshot-tests --features cuda \
   --test gpu_parity_core --test gpu_parity_models --no-run --message-format=json \
   >> "$PACK/build.json"
+# models: the GPU Wan2.1 transformer against the CPU one; benches: kernels and one forward.
+cargo test --release --locked -p longshot-models --features cuda --test wan_gpu --no-run \
+  --message-format=json >> "$PACK/build.json"
+cargo bench --locked -p longshot-models --features cuda --bench wan_gpu_forward --no-run \
+  --message-format=json >> "$PACK/build.json"
+cargo bench --locked -p longshot-kernels --features cuda --bench gpu_kernels --no-run \
+  --message-format=json >> "$PACK/build.json"
+# The worker's device selection (a GPU must be taken there) and the CLI itself, for the
+# 1-vs-2-worker bit-identity check of a tiny Wan2.1 render on the GPU.
+cargo test --release --locked -p longshot-worker --features cuda --lib --no-run \
+  --message-format=json >> "$PACK/build.json"
+cargo build --release --locked -p longshot-cli --features cuda --message-format=json >> "$PACK/build.json"
 python3 - "$PACK" <<'PY'
-import json, shutil, sys, os
+import json, shutil, subprocess, sys, os
 pack = sys.argv[1]
 wanted = {"nvrtc_compile", "gpu_denoise", "gpu_transformer", "gpu_vae", "gpu_nccl",
-          "gpu_parity_core", "gpu_parity_models"}
+          "gpu_parity_core", "gpu_parity_models", "wan_gpu", "wan_gpu_forward", "gpu_kernels",
+          "longshot_worker", "longshot"}
 found = set()
 for line in open(os.path.join(pack, "build.json")):
     try:
@@ -36,8 +52,13 @@ for line in open(os.path.join(pack, "build.json")):
     if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
         continue
     name = msg["target"]["name"]
-    if name in wanted and msg["target"]["kind"] == ["test"]:
-        shutil.copy2(msg["executable"], os.path.join(pack, "bin", name))
+    kind = msg["target"]["kind"]
+    is_test = msg.get("profile", {}).get("test", False)
+    if name in wanted and (kind in (["test"], ["bench"]) or (kind == ["lib"] and is_test) or kind == ["bin"]):
+        dst = os.path.join(pack, "bin", "worker_device" if name == "longshot_worker" else name)
+        shutil.copy2(msg["executable"], dst)
+        # Debug info would push the pack past the device tool's 64 MiB carry limit.
+        subprocess.run(["strip", "--strip-debug", dst], check=True)
         found.add(name)
 missing = wanted - found
 if missing:
@@ -46,6 +67,11 @@ PY
 rm "$PACK/build.json"
 # The sources are embedded in the binaries; the copies are for reading and for diffing on the device.
 cp kernels/cuda/*.cu kernels/cuda/*.cuh "$PACK/kernels/cuda/"
+cp -r models/tests/fixtures/wan "$PACK/fixtures-wan"
+# diffusers is not on the device machine: carry its wheel (and the one dependency it lacks there).
+cp scripts/gpu/torch_wan_forward.py "$PACK/scripts/"
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux2014_x86_64 -d "$PACK/wheels" diffusers==0.42.1 'importlib_metadata<9'
 git rev-parse HEAD > "$PACK/COMMIT" 2>/dev/null || echo unknown > "$PACK/COMMIT"
 git status --porcelain > "$PACK/DIRTY" 2>/dev/null || true
 
@@ -54,7 +80,8 @@ cat > "$PACK/run.sh" <<'RUN'
 # Runs the packed GPU checks on the device machine and prints a results table.
 set -uo pipefail
 cd "$(dirname "$0")"
-TESTS="nvrtc_compile gpu_denoise gpu_transformer gpu_vae gpu_nccl gpu_parity_core gpu_parity_models"
+TESTS="nvrtc_compile gpu_denoise gpu_transformer gpu_vae gpu_nccl gpu_parity_core gpu_parity_models wan_gpu worker_device"
+export LONGSHOT_WAN_FIXTURES="$PWD/fixtures-wan"
 LIBS=$(python3 - <<'PY'
 import os, glob, site, sys
 roots = []
@@ -116,8 +143,60 @@ done
 echo
 echo "per-op errors (max relative error / bit-identity / ulps):"
 grep -hE ': [0-9]+ values' logs/*.log || true
+
+echo
+echo "==> a tiny Wan2.1 render on the GPU: 1 vs 2 worker processes sharing the device must give the same bits"
+tiny=$PWD/tiny-wan; rm -rf "$tiny"; mkdir -p "$tiny"
+for c in transformer vae scheduler; do cp -r fixtures-wan/pipeline_tiny/$c "$tiny/"; done
+for c in text_encoder tokenizer; do cp -r fixtures-wan/umt5_tiny/$c "$tiny/"; done
+cat > "$tiny/model_index.json" <<'JSON'
+{"_class_name": "WanPipeline", "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+ "text_encoder": ["transformers", "UMT5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
+ "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"]}
+JSON
+render_ok=1
+for n in 1 2; do
+  ./bin/longshot render --model "$tiny" --prompt "a lighthouse at dusk" --frames 197 --width 48 --height 32 \
+    --steps 3 --seed 7 --workers $n --logs logs/render-$n -o render-$n.safetensors > logs/render-$n.log 2>&1 \
+    || { render_ok=0; tail -5 logs/render-$n.log; }
+done
+grep -h "transformer on" logs/render-1/worker-0.log 2>/dev/null | tail -1
+if [ $render_ok = 1 ] && python3 - <<'PY'
+from safetensors.numpy import load_file
+a, b = load_file("render-1.safetensors")["latents"], load_file("render-2.safetensors")["latents"]
+same = a.shape == b.shape and a.tobytes() == b.tobytes()
+print(f"GPU render latents {a.shape}: 1 vs 2 workers {'bit-identical' if same else 'DIFFER'}")
+raise SystemExit(0 if same else 1)
+PY
+then echo "gpu_render_1_vs_2_workers ok"; else echo "gpu_render_1_vs_2_workers FAILED"; status=1; fi
+
+echo
+echo "==> gpu_kernels (memory-bound kernels vs the device's copy bandwidth; GEMM and attention TFLOP/s)"
+./bin/gpu_kernels 2>&1 | tee logs/gpu_kernels.log || status=1
+layers=""; [ "${QUICK:-0}" = 1 ] && layers=2
+echo "==> wan_gpu_forward (one Wan2.1-1.3B-shaped forward, 480x832x81${layers:+, $layers layers})"
+LONGSHOT_WAN_BENCH_LAYERS=$layers ./bin/wan_gpu_forward 2>&1 | tee logs/wan_gpu_forward.log || status=1
+echo "==> diffusers + PyTorch, same device, same shapes (the baseline)"
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/longshot-site wheels/*.whl \
+  && PYTHONPATH=/tmp/longshot-site python3 scripts/torch_wan_forward.py --config 1.3b \
+     ${layers:+--layers $layers} 2>&1 | tee logs/torch_wan_forward.log || status=1
+ours=$(sed -nE 's/^RESULT wan_gpu_forward .* median_ms=([0-9.]+).*/\1/p' logs/wan_gpu_forward.log)
+theirs=$(python3 -c 'import json,sys; print(json.loads(open("logs/torch_wan_forward.log").read().strip().splitlines()[-1])["ms_median"])' 2>/dev/null)
+echo
+echo "| forward (1.3B shape, 480x832x81) | median ms |"
+echo "|---|---|"
+echo "| Longshot GpuWanTransformer | ${ours:-n/a} |"
+echo "| diffusers + PyTorch (bf16, SDPA) | ${theirs:-n/a} |"
+if [ -n "$ours" ] && [ -n "$theirs" ]; then
+  python3 -c "print(f'| Longshot / diffusers | {float(\"$ours\") / float(\"$theirs\"):.2f}x |')"
+fi
 echo "full logs: $(pwd)/logs"
 exit $status
 RUN
 chmod +x "$PACK/run.sh"
-echo "==> packed into $PACK/ ($(du -sh "$PACK" | cut -f1)); on the device: bash $PACK/run.sh"
+size_mb=$(du -sm "$PACK" | cut -f1)
+echo "==> packed into $PACK/ (${size_mb} MB); on the device: bash $PACK/run.sh"
+if [ "$size_mb" -gt 60 ]; then
+  echo "pack.sh: $PACK is ${size_mb} MB, over the device tool's 64 MiB carry limit" >&2
+  exit 1
+fi

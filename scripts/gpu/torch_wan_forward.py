@@ -34,6 +34,7 @@ def main():
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--width", type=int, default=832)
     ap.add_argument("--text-tokens", type=int, default=512)
+    ap.add_argument("--layers", type=int, help="override num_layers (quick runs)")
     ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--warmup", type=int, default=2)
@@ -47,6 +48,8 @@ def main():
     cfg = dict(patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
                cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
     cfg.update(CONFIGS[a.config])
+    if a.layers:
+        cfg["num_layers"] = a.layers
     diffusers.utils.logging.set_verbosity_error()  # the fp32-module cast below is deliberate
     with torch.device(a.device):
         model = WanTransformer3DModel(**cfg).to(dtype).eval()
@@ -71,7 +74,7 @@ def main():
                 times.append((time.perf_counter() - t0) * 1e3)
     assert out.shape == x.shape and torch.isfinite(out.float()).all(), "bad output"
     print(json.dumps({
-        "config": a.config, "latent": [t, h, w], "text_tokens": a.text_tokens, "dtype": a.dtype,
+        "config": a.config, "layers": cfg["num_layers"], "latent": [t, h, w], "text_tokens": a.text_tokens, "dtype": a.dtype,
         "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device,
         "ms_median": statistics.median(times), "ms_all": times,
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},

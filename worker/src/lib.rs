@@ -8,11 +8,14 @@
 //!   and the async runtime.
 //! - [`models`]: `ModelSet`, the models this worker serves (procedural, Wan2.1 pipelines loaded
 //!   with `--model`): prompt encoding on request, a denoiser and decoder per shard.
+//! - [`device`]: `--device auto|cpu|cuda`: the GPU when usable, else the CPU with one log line
+//!   (or a refusal when `cuda` was demanded).
 //! - [`membership`]: registration and heartbeats with the coordinator.
 //! - [`etcd_membership`]: registration in etcd under a lease kept alive on its own thread
 //!   (`--etcd`), for clusters with several coordinators.
 #![forbid(unsafe_code)]
 
+pub mod device;
 pub mod etcd_membership;
 pub mod membership;
 pub mod models;

@@ -3,6 +3,7 @@
 //! and builds the denoiser and decoder of a shard.
 
 use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
+use crate::device::Device;
 use longshot_models::wan::WanModel;
 use longshot_models::ProceduralModel;
 use std::path::{Path, PathBuf};
@@ -62,12 +63,13 @@ impl ModelSet {
         Self { wan: Vec::new() }
     }
 
-    /// The built-in model plus a Wan2.1 pipeline per source. Blocking (reads gigabytes for real
-    /// checkpoints): call it before serving, or off the async runtime.
-    pub fn load(sources: &[ModelSource]) -> Result<Self, ModelError> {
+    /// The built-in model plus a Wan2.1 pipeline per source, its transformer on `device`.
+    /// Blocking (reads gigabytes for real checkpoints): call it before serving, or off the async
+    /// runtime.
+    pub fn load(sources: &[ModelSource], device: &Device) -> Result<Self, ModelError> {
         let mut wan: Vec<Arc<WanModel>> = Vec::new();
         for s in sources {
-            let m = WanModel::load(&s.dir, s.name.as_deref()).map_err(|e| ModelError::Load { dir: s.dir.clone(), reason: e.to_string() })?;
+            let m = WanModel::load(&s.dir, s.name.as_deref(), &device.wan_backend()).map_err(|e| ModelError::Load { dir: s.dir.clone(), reason: e.to_string() })?;
             let first = if m.name() == ProceduralModel::NAME {
                 Some("the built-in procedural model".to_string())
             } else {
@@ -76,7 +78,7 @@ impl ModelSet {
             if let Some(first) = first {
                 return Err(ModelError::Duplicate { name: m.name().into(), first, second: s.dir.display().to_string() });
             }
-            tracing::info!("loaded {} from {}", m.name(), s.dir.display());
+            tracing::info!("loaded {} from {} (transformer on {})", m.name(), s.dir.display(), m.backend_kind());
             wan.push(Arc::new(m));
         }
         Ok(Self { wan })
@@ -134,7 +136,7 @@ impl ModelSet {
         let m = self.wan(model).ok_or_else(|| ModelError::NotServed(model.into()))?;
         let e = cond.embeddings.as_ref().ok_or_else(|| ModelError::Invalid("no text embeddings".into()))?;
         let d = m.denoiser(e).map_err(|e| ModelError::Failed { name: model.into(), reason: e.to_string() })?;
-        Ok((Box::new(d), Box::new(m.decoder())))
+        Ok((d, Box::new(m.decoder())))
     }
 }
 
@@ -153,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_a_clear_error() {
-        let e = ModelSet::load(&[ModelSource { name: None, dir: "/nonexistent/wan".into() }]).err().expect("must fail").to_string();
+        let e = ModelSet::load(&[ModelSource { name: None, dir: "/nonexistent/wan".into() }], &Device::Cpu).err().expect("must fail").to_string();
         assert!(e.starts_with("cannot load the model at /nonexistent/wan: ") && e.contains("model_index.json"), "{e}");
     }
 

@@ -17,7 +17,19 @@ pub struct BlasLt {
     handle: sys::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
     stream: Arc<CudaStream>,
+    /// Held around every call into the handle, so one handle is never used by two host threads at
+    /// once (what makes the `Sync` below sound without relying on cuBLASLt's threading rules).
+    calls: std::sync::Mutex<()>,
 }
+
+// SAFETY: the handle is an opaque pointer to a cuBLASLt context that is not tied to the thread
+// that created it (CUDA contexts are current per call via the stream), so moving it to another
+// thread is sound.
+unsafe impl Send for BlasLt {}
+// SAFETY: `&self` methods take `calls` before touching the handle, so host calls into the handle
+// never overlap; the workspace is only used by GEMMs enqueued on `stream`, which runs them in
+// order, so two GEMMs never use it at the same time on the device either.
+unsafe impl Sync for BlasLt {}
 
 impl BlasLt {
     /// Fails with [`CudaError::NoCublasLt`] when libcublasLt cannot be loaded.
@@ -33,6 +45,7 @@ impl BlasLt {
             handle,
             workspace,
             stream,
+            calls: std::sync::Mutex::new(()),
         })
     }
 
@@ -65,6 +78,7 @@ impl BlasLt {
         let (b, _gb) = x.device_ptr(&self.stream);
         let (d, _gd) = out.device_ptr_mut(&self.stream);
         let (w, _gw) = self.workspace.device_ptr(&self.stream);
+        let _one_caller = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: the descriptors were created above for exactly these shapes and types; the
         // buffers hold the checked lengths; `beta = 0` with C = D, so C is not read; the
         // workspace is WORKSPACE_BYTES long, the size the preference announced.

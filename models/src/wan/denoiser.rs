@@ -14,10 +14,15 @@ pub const DEFAULT_OVERLAP: usize = 5;
 
 /// `ModelInfo` of a Wan2.1 transformer served under `name`.
 pub fn model_info(name: &str, transformer: &WanTransformer) -> ModelInfo {
+    model_info_for(name, transformer.config())
+}
+
+/// `ModelInfo` of a Wan2.1 transformer with config `cfg`, served under `name`.
+pub fn model_info_for(name: &str, cfg: &super::TransformerConfig) -> ModelInfo {
     ModelInfo {
         name: name.to_string(),
         window_frames: WINDOW_FRAMES,
-        latent_channels: transformer.config().in_channels,
+        latent_channels: cfg.in_channels,
         temporal_compression: 4,
         spatial_compression: 8,
         default_overlap: DEFAULT_OVERLAP,

@@ -76,7 +76,7 @@ pub mod weights;
 pub use config::{PipelineDir, SchedulerConfig, SchedulerKind, TransformerConfig};
 pub use error::WanError;
 pub use flops::{forward_flops, forward_flops_breakdown, ForwardFlops};
-pub use served::{served_name, WanModel};
+pub use served::{served_name, WanBackend, WanModel};
 pub use t5::{PromptEmbeds, TextEncoder, UMT5Encoder};
 pub use t5_config::UMT5Config;
 pub use tokenizer::{TokenizedPrompt, UmT5Tokenizer, T5_MAX_LENGTH};

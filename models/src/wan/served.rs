@@ -1,10 +1,12 @@
 //! A Wan2.1 pipeline as a worker serves it: the transformer and VAE loaded at start-up, the text
 //! encoder loaded on first use (only the worker the coordinator asks to encode a job's prompts
-//! ever needs it; umT5-XXL is 5.7 B parameters), and per job a [`WanDenoiser`] bound to the
-//! embeddings the coordinator sent plus a [`WanFrameDecoder`].
+//! ever needs it; umT5-XXL is 5.7 B parameters), and per job a denoiser bound to the embeddings
+//! the coordinator sent plus a [`WanFrameDecoder`]. The transformer runs on the CPU reference
+//! backend ([`WanDenoiser`]) or, with the `cuda` feature and [`WanBackend::Cuda`], on the GPU
+//! (`gpu::GpuWanDenoiser`); the text encoder and the VAE run on the CPU either way.
 
 use super::config::{PipelineDir, TransformerConfig};
-use super::denoiser::{model_info, WanDenoiser};
+use super::denoiser::{model_info_for, WanDenoiser};
 use super::frame_decoder::WanFrameDecoder;
 use super::t5::TextEncoder;
 use super::t5_config::UMT5Config;
@@ -12,15 +14,52 @@ use super::tokenizer::T5_MAX_LENGTH;
 use super::transformer::WanTransformer;
 use super::vae::WanVaeDecoder;
 use super::WanError;
-use longshot_core::denoiser::{ModelInfo, TextEmbeddings};
+use longshot_core::denoiser::{Denoiser, ModelInfo, TextEmbeddings};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+/// Where the transformer runs.
+#[derive(Clone)]
+pub enum WanBackend {
+    /// The f32 CPU reference ops.
+    Cpu,
+    /// The CUDA backend (bf16 GEMMs with f32 accumulation; see `gpu`).
+    #[cfg(feature = "cuda")]
+    Cuda(Arc<longshot_kernels::cuda::CudaBackend>),
+}
+
+/// The loaded transformer, on the backend it runs on.
+enum Transformer {
+    Cpu(Arc<WanTransformer>),
+    #[cfg(feature = "cuda")]
+    Cuda(Arc<super::gpu::GpuWanTransformer>),
+}
+
+impl Transformer {
+    fn load(dir: &Path, backend: &WanBackend) -> Result<Self, WanError> {
+        Ok(match backend {
+            WanBackend::Cpu => Self::Cpu(Arc::new(WanTransformer::load(dir)?)),
+            #[cfg(feature = "cuda")]
+            WanBackend::Cuda(b) => Self::Cuda(Arc::new(
+                super::gpu::GpuWanTransformer::load(b.clone(), dir).map_err(|e| WanError::Input(format!("{}: loading onto the GPU: {e}", dir.display())))?,
+            )),
+        })
+    }
+
+    fn config(&self) -> &TransformerConfig {
+        match self {
+            Self::Cpu(t) => t.config(),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(t) => t.config(),
+        }
+    }
+}
 
 /// One loaded Wan2.1 pipeline directory, served under a model name.
 pub struct WanModel {
     info: ModelInfo,
     root: PathBuf,
-    transformer: Arc<WanTransformer>,
+    transformer: Transformer,
     vae: Arc<WanVaeDecoder>,
     text_encoder_dir: PathBuf,
     tokenizer_dir: PathBuf,
@@ -50,12 +89,12 @@ pub fn served_name(dir: &Path) -> Result<String, WanError> {
 }
 
 impl WanModel {
-    /// Loads the pipeline at `dir` (holding `model_index.json`): transformer and VAE now; the
-    /// text encoder's config and tokenizer files are checked now and its weights loaded on first
-    /// use. `name` defaults to [`default_name`].
-    pub fn load(dir: &Path, name: Option<&str>) -> Result<Self, WanError> {
+    /// Loads the pipeline at `dir` (holding `model_index.json`): transformer (onto `backend`) and
+    /// VAE now; the text encoder's config and tokenizer files are checked now and its weights
+    /// loaded on first use. `name` defaults to [`default_name`].
+    pub fn load(dir: &Path, name: Option<&str>, backend: &WanBackend) -> Result<Self, WanError> {
         let pipeline = PipelineDir::open(dir)?;
-        let transformer = Arc::new(WanTransformer::load(&pipeline.component_dir("transformer")?)?);
+        let transformer = Transformer::load(&pipeline.component_dir("transformer")?, backend)?;
         let vae = Arc::new(WanVaeDecoder::load(&pipeline.component_dir("vae")?)?);
         let text_encoder_dir = pipeline.component_dir("text_encoder")?;
         let tokenizer_dir = pipeline.component_dir("tokenizer")?;
@@ -76,7 +115,7 @@ impl WanModel {
         }
         let name = name.map(str::to_string).unwrap_or_else(|| default_name(dir, tcfg));
         Ok(Self {
-            info: model_info(&name, &transformer),
+            info: model_info_for(&name, tcfg),
             root: dir.to_path_buf(),
             transformer,
             vae,
@@ -131,9 +170,25 @@ impl WanModel {
 
     /// A denoiser for one job. Precomputes every block's cross-attention K/V of both branches:
     /// heavy, call it off the async runtime.
-    pub fn denoiser(&self, e: &TextEmbeddings) -> Result<WanDenoiser, WanError> {
+    pub fn denoiser(&self, e: &TextEmbeddings) -> Result<Box<dyn Denoiser>, WanError> {
         self.check_embeddings(e).map_err(|m| WanError::Input(format!("text embeddings: {m}")))?;
-        WanDenoiser::new(self.info.clone(), self.transformer.clone(), &e.prompt, &e.negative)
+        Ok(match &self.transformer {
+            Transformer::Cpu(t) => Box::new(WanDenoiser::new(self.info.clone(), t.clone(), &e.prompt, &e.negative)?),
+            #[cfg(feature = "cuda")]
+            Transformer::Cuda(t) => Box::new(
+                super::gpu::GpuWanDenoiser::new(self.info.clone(), t.clone(), &e.prompt, &e.negative)
+                    .map_err(|err| WanError::Input(format!("GPU text conditioning: {err}")))?,
+            ),
+        })
+    }
+
+    /// `cpu` or `cuda`: where the transformer runs.
+    pub fn backend_kind(&self) -> &'static str {
+        match &self.transformer {
+            Transformer::Cpu(_) => "cpu",
+            #[cfg(feature = "cuda")]
+            Transformer::Cuda(_) => "cuda",
+        }
     }
 
     pub fn decoder(&self) -> WanFrameDecoder {

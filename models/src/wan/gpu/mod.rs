@@ -21,17 +21,20 @@
 //! - [`transformer`]: [`GpuWanTransformer`] (load from a checkpoint directory or a
 //!   [`WeightStore`](super::WeightStore), or random weights for benchmarks; `encode_text`;
 //!   `forward` / `forward_device`) and [`GpuTextContext`];
+//! - `denoiser`: [`GpuWanDenoiser`], the transformer behind the `Denoiser` trait for one job;
 //! - `block`: one transformer block; `linear`: a bf16 Linear and the device handle the layers
 //!   share; `source`: where weights come from (checkpoint or seeded random); `error`:
 //!   [`GpuWanError`]; `timing`: the optional per-phase timing of a forward ([`ForwardTimings`]).
 
 mod block;
+mod denoiser;
 mod error;
 mod linear;
 mod source;
 mod timing;
 mod transformer;
 
+pub use denoiser::GpuWanDenoiser;
 pub use error::GpuWanError;
 pub use timing::ForwardTimings;
 pub use transformer::{GpuTextContext, GpuWanTransformer};
