@@ -67,7 +67,14 @@ impl Table {
     }
 }
 
-fn main() -> Result<(), CudaError> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("gpu_kernels: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), CudaError> {
     let be = CudaBackend::open(0)?;
     let info = be.info().clone();
     let n = TOKENS * DIM;
