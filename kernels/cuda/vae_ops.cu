@@ -1,6 +1,7 @@
 // The Wan VAE decoder's ops (kernels/src/cpu/nn_conv.rs, nn_vae.rs, models/src/wan/vae.rs) on
 // frame-major video [T, C, H, W]: the causal 3-D convolution, the channel RMS norm, SiLU (in
-// transformer_pointwise.cu), the nearest ×2 upsample and the conversion to RGB output pixels.
+// transformer_pointwise.cu), the nearest ×2 upsample, the conversion to RGB output pixels, the
+// residual add, the output clamp and the mid block's per-frame attention (any head size).
 #include "common.cuh"
 
 // Causal in time (output frame t reads frames t−kt+1..=t, earlier frames are zeros), zero-padded
@@ -75,5 +76,73 @@ extern "C" __global__ void rgb_from_planar_f32(const float* x, float* rgb, unsig
     FOR_EACH_INDEX(j, 3ull * hw) {
         float v = x[(j % 3) * hw + j / 3] * 0.5f + 0.5f;
         rgb[j] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+    }
+}
+
+// x[i] += y[i] (the residual adds of the decoder's blocks; bit-identical to the reference).
+extern "C" __global__ void add_in_place_f32(float* x, const float* y, unsigned long long n) {
+    FOR_EACH_INDEX(i, n) x[i] += y[i];
+}
+
+// x[i] = clamp(x[i], lo, hi) in place (NaN stays NaN, as Rust's f32::clamp).
+extern "C" __global__ void clamp_f32(float* x, float lo, float hi, unsigned long long n) {
+    FOR_EACH_INDEX(i, n) {
+        float v = x[i];
+        x[i] = v < lo ? lo : (v > hi ? hi : v);
+    }
+}
+
+// The VAE mid block's single-head attention over the pixels of one frame, in three launches
+// (models/src/wan/vae_blocks.rs AttentionBlock; evaluation order of cpu/nn_attention.rs, the
+// sums in a different blocking: parity by tolerance). The head size is the block's width (384 in
+// Wan2.1, above attention_f32's limit), so the P×P score matrix of the frame is materialised
+// (P = H·W latent pixels: 6240 at 480×832, 156 MB). qkv is the to_qkv conv's output for all
+// frames, frame-major [T, 3C, P] (q, k, v are channel-major [C, P] blocks of a frame).
+//
+// scores[i, j] = scale·Σ_c q[c, i]·k[c, j] (the sum rounded first, then the scale), frame `frame`.
+extern "C" __global__ void vae_attn_scores_f32(const float* qkv, float* scores, unsigned int frame,
+                                               unsigned int c, unsigned int p, float scale) {
+    const float* q = qkv + (unsigned long long)frame * 3 * c * p;
+    const float* k = q + (unsigned long long)c * p;
+    FOR_EACH_INDEX(e, (unsigned long long)p * p) {
+        unsigned int i = (unsigned int)(e / p), j = (unsigned int)(e % p);
+        float acc = 0.0f;
+        for (unsigned int ch = 0; ch < c; ++ch)
+            acc = fmaf(q[(unsigned long long)ch * p + i], k[(unsigned long long)ch * p + j], acc);
+        scores[e] = scale * acc;
+    }
+}
+
+// Per score row i: m = max_j s_j, s_j ← exp(s_j − m) (unnormalised), denom[i] = Σ_j in double
+// in key order, rounded to float.
+extern "C" __global__ void vae_attn_softmax_f32(float* scores, float* denom, unsigned int p) {
+    FOR_EACH_INDEX(i, (unsigned long long)p) {
+        float* row = scores + i * p;
+        float m = row[0];
+        for (unsigned int j = 1; j < p; ++j) m = fmaxf(m, row[j]);
+        double l = 0.0;
+        for (unsigned int j = 0; j < p; ++j) {
+            float e = expf(row[j] - m);
+            row[j] = e;
+            l += (double)e;
+        }
+        denom[i] = (float)l;
+    }
+}
+
+// out[frame, ch, i] = (Σ_j s[i, j]·v[ch, j]) / denom[i]: the attention output of frame `frame`,
+// channel-major like x, into out [T, C, P].
+extern "C" __global__ void vae_attn_apply_f32(const float* scores, const float* denom,
+                                              const float* qkv, float* out, unsigned int frame,
+                                              unsigned int c, unsigned int p) {
+    const float* v = qkv + (unsigned long long)frame * 3 * c * p + 2ull * c * p;
+    float* o = out + (unsigned long long)frame * c * p;
+    FOR_EACH_INDEX(e, (unsigned long long)c * p) {
+        unsigned int ch = (unsigned int)(e / p), i = (unsigned int)(e % p);
+        const float* row = scores + (unsigned long long)i * p;
+        const float* vr = v + (unsigned long long)ch * p;
+        float acc = 0.0f;
+        for (unsigned int j = 0; j < p; ++j) acc = fmaf(row[j], vr[j], acc);
+        o[e] = acc / denom[i];
     }
 }

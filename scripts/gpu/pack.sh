@@ -26,8 +26,9 @@ cargo test --release --locked -p longshot-kernels --features cuda --no-run --mes
 cargo test --release --locked -p longshot-tests --features cuda \
   --test gpu_parity_core --test gpu_parity_models --no-run --message-format=json \
   >> "$PACK/build.json"
-# models: the GPU Wan2.1 transformer against the CPU one; benches: kernels and one forward.
-cargo test --release --locked -p longshot-models --features cuda --test wan_gpu --no-run \
+# models: the GPU Wan2.1 transformer and VAE decoder against the CPU ones; benches: kernels and
+# one forward.
+cargo test --release --locked -p longshot-models --features cuda --test wan_gpu --test wan_gpu_vae --no-run \
   --message-format=json >> "$PACK/build.json"
 cargo bench --locked -p longshot-models --features cuda --bench wan_gpu_forward --no-run \
   --message-format=json >> "$PACK/build.json"
@@ -42,7 +43,7 @@ python3 - "$PACK" <<'PY'
 import json, shutil, subprocess, sys, os
 pack = sys.argv[1]
 wanted = {"nvrtc_compile", "gpu_denoise", "gpu_transformer", "gpu_vae", "gpu_nccl",
-          "gpu_parity_core", "gpu_parity_models", "wan_gpu", "wan_gpu_forward", "gpu_kernels",
+          "gpu_parity_core", "gpu_parity_models", "wan_gpu", "wan_gpu_vae", "wan_gpu_forward", "gpu_kernels",
           "longshot_worker", "longshot"}
 found = set()
 for line in open(os.path.join(pack, "build.json")):
@@ -80,7 +81,7 @@ cat > "$PACK/run.sh" <<'RUN'
 # Runs the packed GPU checks on the device machine and prints a results table.
 set -uo pipefail
 cd "$(dirname "$0")"
-TESTS="nvrtc_compile gpu_denoise gpu_transformer gpu_vae gpu_nccl gpu_parity_core gpu_parity_models wan_gpu worker_device"
+TESTS="nvrtc_compile gpu_denoise gpu_transformer gpu_vae gpu_nccl gpu_parity_core gpu_parity_models wan_gpu wan_gpu_vae worker_device"
 # The pack travels inside the repository's working tree, which holds the Wan fixtures.
 export LONGSHOT_WAN_FIXTURES="$(cd .. && pwd)/models/tests/fixtures/wan"
 [ -d "$LONGSHOT_WAN_FIXTURES" ] || echo "run.sh: no $LONGSHOT_WAN_FIXTURES (run the pack from inside the repository)" >&2

@@ -1,7 +1,9 @@
 //! Launch wrappers for the VAE decoder's ops (`kernels/cuda/vae_ops.cu`) on frame-major video
 //! `[T, C, H, W]`: causal 3-D convolution (PyTorch weight layout, as `cpu::nn_conv::CausalConv3d`),
-//! channel RMS norm and nearest ×2 upsample (`cpu::nn_vae`), and planar → interleaved RGB
-//! (`models::wan::vae::DecodedFrames::rgb_frame`). SiLU is `CudaBackend::silu`.
+//! channel RMS norm and nearest ×2 upsample (`cpu::nn_vae`), planar → interleaved RGB
+//! (`models::wan::vae::DecodedFrames::rgb_frame`), the residual add, the output clamp and the mid
+//! block's per-frame attention (`models::wan::vae_blocks::AttentionBlock`). SiLU is
+//! `CudaBackend::silu`.
 
 use super::backend::{as_u32, pointwise_config, CudaBackend};
 use super::error::{check_len, shape_error, CudaError};
@@ -143,6 +145,107 @@ impl CudaBackend {
         b.arg(x).arg(rgb).arg(&hw);
         // SAFETY: matches `rgb_from_planar_f32`; both hold 3·hw floats.
         unsafe { b.launch(pointwise_config(x.len())) }?;
+        Ok(())
+    }
+
+    /// `x[i] += y[i]`, the residual add of the VAE's blocks (bit-identical to the reference).
+    pub fn add_in_place(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>) -> Result<(), CudaError> {
+        const OP: &str = "add_in_place";
+        check_len(OP, "y", y.len(), x.len())?;
+        let n = x.len() as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.function(&VAE_OPS, "add_in_place_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(y).arg(&n);
+        // SAFETY: matches `add_in_place_f32` (x, y, n); both hold n floats.
+        unsafe { b.launch(pointwise_config(n as usize)) }?;
+        Ok(())
+    }
+
+    /// `x = x.clamp(lo, hi)` in place (NaN stays NaN, as `f32::clamp`).
+    pub fn clamp(&self, x: &mut CudaSlice<f32>, lo: f32, hi: f32) -> Result<(), CudaError> {
+        const OP: &str = "clamp";
+        if lo.is_nan() || hi.is_nan() || lo > hi {
+            return Err(shape_error(OP, format!("bounds [{lo}, {hi}] are not ordered")));
+        }
+        let n = x.len() as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.function(&VAE_OPS, "clamp_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(&lo).arg(&hi).arg(&n);
+        // SAFETY: matches `clamp_f32` (x, lo, hi, n); x holds n floats.
+        unsafe { b.launch(pointwise_config(n as usize)) }?;
+        Ok(())
+    }
+
+    /// The VAE mid block's per-frame single-head attention, frame `frame` of `qkv`
+    /// (`[frames, 3·channels, pixels]`, the `to_qkv` 1×1 conv's output: q, k, v channel-major):
+    /// `out[frame] = (softmax(scale·qᵀk)·vᵀ)ᵀ`, channel-major `[channels, pixels]` inside
+    /// `out [frames, channels, pixels]`. `scores` (`pixels²`) and `denom` (`pixels`) are scratch.
+    /// Any head size (Wan2.1's is 384); the frame's score matrix is materialised.
+    #[allow(clippy::too_many_arguments)]
+    pub fn vae_frame_attention(
+        &self,
+        qkv: &CudaSlice<f32>,
+        frame: usize,
+        channels: usize,
+        pixels: usize,
+        scale: f32,
+        scores: &mut CudaSlice<f32>,
+        denom: &mut CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "vae_frame_attention";
+        let per_frame = channels * pixels;
+        if per_frame == 0 {
+            return Ok(());
+        }
+        if !qkv.len().is_multiple_of(3 * per_frame) {
+            return Err(shape_error(
+                OP,
+                format!("qkv length {} is not whole frames of 3·{channels}·{pixels}", qkv.len()),
+            ));
+        }
+        let frames = qkv.len() / (3 * per_frame);
+        if frame >= frames {
+            return Err(shape_error(OP, format!("frame {frame} of {frames}")));
+        }
+        check_len(OP, "out", out.len(), frames * per_frame)?;
+        check_len(OP, "scores", scores.len(), pixels * pixels)?;
+        check_len(OP, "denom", denom.len(), pixels)?;
+        let (fr, c, p) = (
+            as_u32(OP, "frame", frame)?,
+            as_u32(OP, "channels", channels)?,
+            as_u32(OP, "pixels", pixels)?,
+        );
+        {
+            let f = self.function(&VAE_OPS, "vae_attn_scores_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(qkv).arg(&mut *scores).arg(&fr).arg(&c).arg(&p).arg(&scale);
+        // SAFETY: matches `vae_attn_scores_f32` (qkv, scores, frame, c, p, scale); qkv holds
+        // `frames`·3·c·p floats with frame < frames, scores p·p.
+        unsafe { b.launch(pointwise_config(pixels * pixels)) }?;
+        }
+        {
+            let f = self.function(&VAE_OPS, "vae_attn_softmax_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(&mut *scores).arg(&mut *denom).arg(&p);
+        // SAFETY: matches `vae_attn_softmax_f32` (scores, denom, p); scores holds p·p floats,
+        // denom p, p ≥ 1.
+        unsafe { b.launch(pointwise_config(pixels)) }?;
+        }
+        {
+            let f = self.function(&VAE_OPS, "vae_attn_apply_f32")?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(&*scores).arg(&*denom).arg(qkv).arg(out).arg(&fr).arg(&c).arg(&p);
+        // SAFETY: matches `vae_attn_apply_f32` (scores, denom, qkv, out, frame, c, p); out holds
+        // `frames`·c·p floats, the others as above.
+        unsafe { b.launch(pointwise_config(per_frame)) }?;
+        }
         Ok(())
     }
 }

@@ -153,21 +153,7 @@ impl WanVaeDecoder {
     /// reciprocal, not a product with std). `[B, C, T·H·W]` (diffusers) and `[T, C, H·W]`
     /// (frame-major) are both this shape.
     pub fn denormalize(&self, x: &mut [f32], outer: usize, inner: usize) -> Result<(), WanError> {
-        let c = self.cfg.z_dim;
-        if x.len() != outer * c * inner {
-            return Err(WanError::Input(format!(
-                "latents hold {} values, not {outer}·{c}·{inner}",
-                x.len()
-            )));
-        }
-        for (i, plane) in x.chunks_exact_mut(inner.max(1)).enumerate() {
-            let ch = i % c;
-            let (inv, mean) = (self.latents_inv_std[ch], self.latents_mean[ch]);
-            for v in plane {
-                *v = *v / inv + mean;
-            }
-        }
-        Ok(())
+        denormalize_latents(&self.latents_mean, &self.latents_inv_std, x, outer, inner)
     }
 
     /// diffusers' `vae.decode(z).sample`: `z` (already denormalised) is `[B, z_dim, T, H, W]`;
@@ -206,26 +192,9 @@ impl WanVaeDecoder {
         first_latent: usize,
         emit_from: usize,
     ) -> Result<DecodedFrames, WanError> {
-        let halo = self.halo();
-        if emit_from > dims[0] {
-            return Err(WanError::Input(format!(
-                "emit_from {emit_from} is past the {} latent frames given",
-                dims[0]
-            )));
-        }
-        if first_latent > 0 && emit_from < halo {
-            return Err(WanError::Input(format!(
-                "a shard starting at latent {first_latent} needs {halo} warm-up latent frames before the first \
-                 emitted one, got {emit_from}"
-            )));
-        }
+        check_range(self.halo(), dims[0], first_latent, emit_from)?;
         let mut d = self.decode_window(z, dims, first_latent)?;
-        let emitted = self.cfg.first_output_frame(first_latent + emit_from);
-        let drop = emitted - d.first_frame;
-        let len = d.channels * d.height * d.width;
-        d.data.drain(..drop * len);
-        d.frames -= drop;
-        d.first_frame = emitted;
+        drop_warm_up(&self.cfg, &mut d, first_latent + emit_from);
         Ok(d)
     }
 
@@ -234,19 +203,8 @@ impl WanVaeDecoder {
     /// the sequential decode; otherwise the frames of the first [`halo`](Self::halo) latents differ
     /// from it (use [`decode_range`](Self::decode_range) to get only the exact ones).
     pub fn decode_window(&self, z: &[f32], dims: [usize; 4], first_latent: usize) -> Result<DecodedFrames, WanError> {
+        check_window(&self.cfg, z.len(), dims)?;
         let [t, c, h, w] = dims;
-        if c != self.cfg.z_dim || t == 0 || h == 0 || w == 0 {
-            return Err(WanError::Input(format!(
-                "latents {dims:?} ([T, C, H, W]) must have C = z_dim = {} and no empty axis",
-                self.cfg.z_dim
-            )));
-        }
-        if z.len() != t * c * h * w {
-            return Err(WanError::Input(format!(
-                "latents hold {} values, not {dims:?}",
-                z.len()
-            )));
-        }
         let clip_start = first_latent == 0;
         let x = Video {
             frames: t,
@@ -278,4 +236,71 @@ impl WanVaeDecoder {
             data: x.data,
         })
     }
+}
+
+/// [`WanVaeDecoder::denormalize`] with the per-channel `mean` and `1 / std` (shared with the GPU
+/// decoder, so both evaluate it identically).
+pub(crate) fn denormalize_latents(
+    mean: &[f32],
+    inv_std: &[f32],
+    x: &mut [f32],
+    outer: usize,
+    inner: usize,
+) -> Result<(), WanError> {
+    let c = mean.len();
+    if x.len() != outer * c * inner {
+        return Err(WanError::Input(format!(
+            "latents hold {} values, not {outer}·{c}·{inner}",
+            x.len()
+        )));
+    }
+    for (i, plane) in x.chunks_exact_mut(inner.max(1)).enumerate() {
+        let ch = i % c;
+        let (inv, mean) = (inv_std[ch], mean[ch]);
+        for v in plane {
+            *v = *v / inv + mean;
+        }
+    }
+    Ok(())
+}
+
+/// The argument checks of [`WanVaeDecoder::decode_range`] for `t` latent frames given.
+pub(crate) fn check_range(halo: usize, t: usize, first_latent: usize, emit_from: usize) -> Result<(), WanError> {
+    if emit_from > t {
+        return Err(WanError::Input(format!(
+            "emit_from {emit_from} is past the {t} latent frames given"
+        )));
+    }
+    if first_latent > 0 && emit_from < halo {
+        return Err(WanError::Input(format!(
+            "a shard starting at latent {first_latent} needs {halo} warm-up latent frames before the first \
+             emitted one, got {emit_from}"
+        )));
+    }
+    Ok(())
+}
+
+/// Drops the frames of `d` before those of latent `first_emitted`.
+pub(crate) fn drop_warm_up(cfg: &VaeConfig, d: &mut DecodedFrames, first_emitted: usize) {
+    let emitted = cfg.first_output_frame(first_emitted);
+    let drop = emitted - d.first_frame;
+    let len = d.channels * d.height * d.width;
+    d.data.drain(..drop * len);
+    d.frames -= drop;
+    d.first_frame = emitted;
+}
+
+/// The argument checks of [`WanVaeDecoder::decode_window`]: `len` values as `dims` `[T, C, H, W]`.
+pub(crate) fn check_window(cfg: &VaeConfig, len: usize, dims: [usize; 4]) -> Result<(), WanError> {
+    let [t, c, h, w] = dims;
+    if c != cfg.z_dim || t == 0 || h == 0 || w == 0 {
+        return Err(WanError::Input(format!(
+            "latents {dims:?} ([T, C, H, W]) must have C = z_dim = {} and no empty axis",
+            cfg.z_dim
+        )));
+    }
+    if len != t * c * h * w {
+        return Err(WanError::Input(format!("latents hold {len} values, not {dims:?}")));
+    }
+    Ok(())
 }

@@ -1,8 +1,8 @@
-//! The Wan2.1 transformer on the GPU (feature `cuda`): the CPU forward of
+//! The Wan2.1 transformer and VAE decoder on the GPU (feature `cuda`): the CPU forward of
 //! [`WanTransformer`](super::WanTransformer) op for op, on `longshot_kernels::cuda`'s kernels and
-//! cuBLASLt GEMMs.
+//! cuBLASLt GEMMs; the VAE decoder ([`GpuWanVaeDecoder`]) on the VAE kernels in f32.
 //!
-//! Precision (the dtype policy of diffusers in bf16, spec §1.4, except that activations stay f32
+//! Transformer precision (the dtype policy of diffusers in bf16, spec §1.4, except that activations stay f32
 //! between ops):
 //! - Every Linear of the patch embedding, text MLP, `time_proj`, the blocks and `proj_out` runs as
 //!   a cuBLASLt GEMM with **bf16 weights and bf16-rounded inputs, f32 accumulation and f32
@@ -24,17 +24,24 @@
 //! - `denoiser`: [`GpuWanDenoiser`], the transformer behind the `Denoiser` trait for one job;
 //! - `block`: one transformer block; `linear`: a bf16 Linear and the device handle the layers
 //!   share; `source`: where weights come from (checkpoint or seeded random); `error`:
-//!   [`GpuWanError`]; `timing`: the optional per-phase timing of a forward ([`ForwardTimings`]).
+//!   [`GpuWanError`]; `timing`: the optional per-phase timing of a forward ([`ForwardTimings`]);
+//! - `vae`: [`GpuWanVaeDecoder`], the VAE decoder in f32 (no bf16: GPU vs CPU to 1e-4, sharded
+//!   decode bit-identical to the GPU's sequential one); `frame_decoder`: [`GpuWanFrameDecoder`],
+//!   it behind the `FrameDecoder` trait.
 
 mod block;
 mod denoiser;
 mod error;
+mod frame_decoder;
 mod linear;
 mod source;
 mod timing;
 mod transformer;
+mod vae;
 
 pub use denoiser::GpuWanDenoiser;
 pub use error::GpuWanError;
+pub use frame_decoder::GpuWanFrameDecoder;
 pub use timing::ForwardTimings;
 pub use transformer::{GpuTextContext, GpuWanTransformer};
+pub use vae::GpuWanVaeDecoder;
