@@ -48,7 +48,7 @@ pub struct UpArgs {
     /// A Wan2.1 pipeline directory every worker serves, as DIR or NAME=DIR (see `longshot worker
     /// --help`); repeatable.
     #[arg(long = "model", value_name = "[NAME=]DIR")]
-    pub models: Vec<String>,
+    pub models: Vec<longshot_worker::models::ModelSource>,
 }
 
 /// A running local cluster.
@@ -190,6 +190,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         data_dir: work.path().join("data"),
         exchange_timeout: a.exchange_timeout,
         hash_every: 5,
+        encode_timeout: 1800.0,
         heartbeat: 1.0,
         etcd: Vec::new(),
     };
@@ -251,7 +252,8 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
 
 pub async fn up(a: UpArgs) -> Result<()> {
     let logs = a.coordinator.data_dir.join("logs");
-    let cluster = LocalCluster::start(&a.coordinator, a.workers, &logs, &a.models).await?;
+    let models: Vec<String> = a.models.iter().map(|m| m.to_arg()).collect();
+    let cluster = LocalCluster::start(&a.coordinator, a.workers, &logs, &models).await?;
     println!("local cluster up: coordinator {} with {} workers (logs in {}); Ctrl-C to stop", cluster.endpoint, a.workers, logs.display());
     interrupted().await;
     cluster.shutdown().await;

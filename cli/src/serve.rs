@@ -29,6 +29,9 @@ pub struct CoordinatorArgs {
     /// Seconds a worker waits for a neighbour's overlap before failing its shard.
     #[arg(long, default_value_t = 120.0)]
     pub exchange_timeout: f64,
+    /// Seconds the worker asked to encode a job's prompts may take before the job fails.
+    #[arg(long, default_value_t = 1800.0)]
+    pub encode_timeout: f64,
     /// Compare overlap hashes between neighbours every this many steps.
     #[arg(long, default_value_t = 5)]
     pub hash_every: usize,
@@ -53,6 +56,7 @@ impl CoordinatorArgs {
         let mut cfg = CoordinatorConfig::new(self.data_dir.clone());
         cfg.exchange_timeout = secs("exchange-timeout", self.exchange_timeout)?;
         cfg.heartbeat_interval = secs("heartbeat", self.heartbeat)?;
+        cfg.encode_timeout = secs("encode-timeout", self.encode_timeout)?;
         cfg.hash_every = self.hash_every;
         Ok(cfg)
     }
@@ -224,10 +228,12 @@ pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
         id: id.clone(),
         address: address.clone(),
         device_kind: dev.kind().into(),
-        device_name: dev.describe().map_or_else(device_name, |(n, _)| n),
+        // The CPU still runs the text encoder and VAE on a CUDA worker, so it is part of the name
+        // the coordinator gangs by.
+        device_name: dev.describe().map_or_else(device_name, |(n, _)| format!("{n} with {}", device_name())),
         memory_bytes: dev.describe().map_or_else(memory_bytes, |(_, m)| m),
         models: models.served(),
-        version: env!("CARGO_PKG_VERSION").into(),
+        version: env!("LONGSHOT_BUILD").into(),
         state: WorkerState::Idle,
     };
     let (tx, rx) = watch::channel(false);

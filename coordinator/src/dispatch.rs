@@ -331,10 +331,19 @@ impl JobRun {
         let call = client.encode_text(request);
         tokio::pin!(call);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let limit = self.inner.cfg.encode_timeout;
+        let deadline = tokio::time::sleep(limit);
+        tokio::pin!(deadline);
         let result = loop {
             tokio::select! {
                 r = &mut call => break r,
                 _ = self.cancel.changed() => return Err(RunError::Cancelled),
+                _ = &mut deadline => {
+                    return Err(RunError::Failed(format!(
+                        "worker {} ({}) did not encode the prompts within {limit:?} (coordinator --encode-timeout)",
+                        w.id, w.address
+                    )));
+                }
                 _ = tick.tick() => {
                     if let Some(gone) = self.departed().await? {
                         return Err(RunError::Failed(format!("{gone} while encoding the prompts")));

@@ -27,6 +27,9 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     /// At most this many workers per job (0: as many as there are windows).
     pub max_workers_per_job: usize,
+    /// How long the worker asked to encode a job's prompts may take (a real umT5-XXL on a CPU,
+    /// loaded on first use, takes minutes).
+    pub encode_timeout: Duration,
 }
 
 impl CoordinatorConfig {
@@ -37,6 +40,7 @@ impl CoordinatorConfig {
             hash_every: 5,
             heartbeat_interval: Duration::from_secs(2),
             max_workers_per_job: 0,
+            encode_timeout: Duration::from_secs(1800),
         }
     }
 }

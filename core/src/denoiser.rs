@@ -25,6 +25,11 @@ pub struct ModelInfo {
     pub spatial_compression: usize,
     /// Overlap used when a job does not set one.
     pub default_overlap: usize,
+    /// Identifies the weights behind the name (empty for the weightless procedural model). The
+    /// coordinator gangs only workers whose `ModelInfo` is equal, so two different checkpoints
+    /// served under one name (a fine-tune and its base) never render one job together.
+    #[serde(default)]
+    pub weights: String,
 }
 
 impl ModelInfo {

@@ -7,14 +7,38 @@ const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME: u64 = 0x0000_0100_0000_01b3;
 
 pub fn hash_f32(data: &[f32]) -> u64 {
-    let mut h = OFFSET;
+    let mut h = Fnv1a::new();
     for v in data {
-        for b in v.to_bits().to_le_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(PRIME);
+        h.write(&v.to_bits().to_le_bytes());
+    }
+    h.finish()
+}
+
+/// Incremental FNV-1a over bytes (model weight fingerprints use it too).
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv1a(u64);
+
+impl Fnv1a {
+    pub fn new() -> Self {
+        Self(OFFSET)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(PRIME);
         }
     }
-    h
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ impl FrameDecoder for WideHaloDecoder {
 }
 
 fn info() -> ModelInfo {
-    ModelInfo { name: "toy".into(), window_frames: 8, latent_channels: 2, temporal_compression: 4, spatial_compression: 1, default_overlap: 2 }
+    ModelInfo { name: "toy".into(), window_frames: 8, latent_channels: 2, temporal_compression: 4, spatial_compression: 1, default_overlap: 2, weights: String::new() }
 }
 
 fn config(solver: Solver, mode: BlendMode) -> PartitionConfig {

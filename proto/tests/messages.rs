@@ -214,6 +214,7 @@ fn worker_info_round_trips() {
             temporal_compression: 4,
             spatial_compression: 8,
             default_overlap: 5,
+            weights: String::new(),
         }],
         version: "0.1.0".into(),
         state: pb::WorkerState::Idle as i32,

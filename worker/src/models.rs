@@ -27,13 +27,24 @@ impl std::str::FromStr for ModelSource {
         };
         if let Some(n) = &name {
             if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                return Err(format!("model name {n:?} must be non-empty and use only letters, digits, '.', '_' and '-'"));
+                let hint = if n.contains('/') { " (a directory whose path holds '=' needs an explicit NAME=DIR)" } else { "" };
+                return Err(format!("model name {n:?} must be non-empty and use only letters, digits, '.', '_' and '-'{hint}"));
             }
         }
         if dir.is_empty() {
             return Err("the model directory is empty (expected DIR or NAME=DIR)".into());
         }
         Ok(Self { name, dir: PathBuf::from(dir) })
+    }
+}
+
+impl ModelSource {
+    /// The `--model` value that means this source.
+    pub fn to_arg(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{n}={}", self.dir.display()),
+            None => self.dir.display().to_string(),
+        }
     }
 }
 
@@ -151,6 +162,8 @@ mod tests {
         assert!("=/m".parse::<ModelSource>().unwrap_err().contains("must be non-empty"));
         assert!("a b=/m".parse::<ModelSource>().unwrap_err().contains("only letters"));
         assert!("tiny=".parse::<ModelSource>().unwrap_err().contains("directory is empty"));
+        assert!("/data/run=1/wan".parse::<ModelSource>().unwrap_err().contains("needs an explicit NAME=DIR"));
+        assert_eq!("tiny=/m/wan".parse::<ModelSource>().unwrap().to_arg(), "tiny=/m/wan");
     }
 
     #[test]

@@ -69,6 +69,7 @@ impl ProceduralModel {
             temporal_compression: decoder::TEMPORAL,
             spatial_compression: decoder::SPATIAL,
             default_overlap: 5,
+            weights: String::new(),
         }
     }
 

@@ -26,6 +26,7 @@ pub fn model_info_for(name: &str, cfg: &super::TransformerConfig) -> ModelInfo {
         temporal_compression: 4,
         spatial_compression: 8,
         default_overlap: DEFAULT_OVERLAP,
+        weights: String::new(),
     }
 }
 

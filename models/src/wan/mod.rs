@@ -19,6 +19,7 @@
 //! - [`denoiser`]: [`denoiser::WanDenoiser`], Wan2.1 behind the `Denoiser` trait for one job.
 //! - [`frame_decoder`]: the VAE behind the `FrameDecoder` trait (denormalise, decode with the
 //!   causal warm-up halo, RGB in [0, 1]).
+//! - [`fingerprint`]: a cheap fingerprint of a pipeline's weights (`ModelInfo::weights`).
 //! - [`served`]: [`WanModel`], a pipeline as a worker serves it (transformer and VAE loaded,
 //!   text encoder on first use, a denoiser per job from the embeddings the coordinator sent).
 //! - [`sample`]: WanPipeline's loop over one native-length clip (`longshot dev sample`).
@@ -49,6 +50,7 @@ pub mod config;
 pub mod denoiser;
 pub mod embed;
 pub mod error;
+pub mod fingerprint;
 pub mod flops;
 pub mod frame_decoder;
 #[cfg(feature = "cuda")]

@@ -114,8 +114,10 @@ impl WanModel {
             ));
         }
         let name = name.map(str::to_string).unwrap_or_else(|| default_name(dir, tcfg));
+        let mut info = model_info_for(&name, tcfg);
+        info.weights = super::fingerprint::pipeline_fingerprint(dir, &["transformer", "vae", "text_encoder", "tokenizer"])?;
         Ok(Self {
-            info: model_info_for(&name, tcfg),
+            info,
             root: dir.to_path_buf(),
             transformer,
             vae,

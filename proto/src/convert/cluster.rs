@@ -51,6 +51,7 @@ impl From<ModelInfo> for pb::ModelInfo {
             temporal_compression: to_u32(m.temporal_compression),
             spatial_compression: to_u32(m.spatial_compression),
             default_overlap: to_u32(m.default_overlap),
+            weights: m.weights,
         }
     }
 }
@@ -101,6 +102,7 @@ impl TryFrom<pb::ModelInfo> for ModelInfo {
             temporal_compression: to_usize(m.temporal_compression, "temporal_compression")?,
             spatial_compression: to_usize(m.spatial_compression, "spatial_compression")?,
             default_overlap: to_usize(m.default_overlap, "default_overlap")?,
+            weights: m.weights,
         })
     }
 }

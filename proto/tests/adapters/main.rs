@@ -73,6 +73,7 @@ fn model() -> ModelInfo {
         temporal_compression: 4,
         spatial_compression: 8,
         default_overlap: 4,
+        weights: String::new(),
     }
 }
 

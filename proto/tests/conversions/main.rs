@@ -74,6 +74,7 @@ fn model() -> ModelInfo {
         temporal_compression: 4,
         spatial_compression: 8,
         default_overlap: 5,
+        weights: String::new(),
     }
 }
 

@@ -114,6 +114,7 @@ fn malformed_cluster_messages_are_rejected_by_field() {
         ModelInfo::try_from(pb::ModelInfo {
             window_frames: 1,
             default_overlap: 0,
+            weights: String::new(),
             ..model.clone()
         }),
         &["window_frames"],
@@ -121,6 +122,7 @@ fn malformed_cluster_messages_are_rejected_by_field() {
     rejected(
         ModelInfo::try_from(pb::ModelInfo {
             default_overlap: 11,
+            weights: String::new(),
             ..model.clone()
         }),
         &["default_overlap"],

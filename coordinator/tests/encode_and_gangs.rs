@@ -1,0 +1,195 @@
+//! The coordinator's side of text encoding (once per job, on the gang's first worker: cancel,
+//! timeout and failure while it runs) and of ganging (only workers with equal builds, device
+//! models and model weights render one job together), against in-process fake workers.
+
+use futures::stream;
+use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Registry};
+use longshot_core::api::*;
+use longshot_core::codenoise::BlendMode;
+use longshot_core::denoiser::{ModelInfo, TextEmbeddings};
+use longshot_core::job::{ClipLength, JobSpec};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A worker that "renders" black frames at once. Its encode answers by prompt: "hang" never
+/// answers, "fail" fails, anything else returns no embeddings.
+#[derive(Default)]
+struct FakeWorker {
+    encodes: Mutex<Vec<String>>,
+    shards: Mutex<Vec<String>>,
+}
+
+impl WorkerApi for FakeWorker {
+    fn run_shard(&self, a: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
+        Box::pin(async move {
+            self.shards.lock().unwrap().push(a.job_id.clone());
+            let first = a.plan.owned_range(a.windows.start).start;
+            let end = a.plan.owned_range(a.windows.end - 1).end.min(a.plan.latent_frames());
+            let (w, h) = (a.width as u32 * 8, a.height as u32 * 8);
+            let frames = |l: usize| if l == 0 { 0..1 } else { (1 + 4 * (l as u32 - 1))..(1 + 4 * l as u32) };
+            let mut events: Vec<ShardEvent> = (first..end)
+                .flat_map(frames)
+                .map(|index| ShardEvent::Frame { index, width: w, height: h, rgb8: vec![0; (w * h * 3) as usize] })
+                .collect();
+            events.push(ShardEvent::Finished);
+            Ok(Box::pin(stream::iter(events)) as BoxStream<ShardEvent>)
+        })
+    }
+
+    fn cancel_shard(&self, _job_id: String, _plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
+        Box::pin(async { Ok(false) })
+    }
+
+    fn encode_text(&self, r: EncodeTextRequest) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>> {
+        Box::pin(async move {
+            self.encodes.lock().unwrap().push(r.job_id.clone());
+            match r.prompt.as_str() {
+                "hang" => std::future::pending().await,
+                "fail" => Err(ApiError::Internal("the text encoder ran out of memory".into())),
+                _ => Ok(None),
+            }
+        })
+    }
+}
+
+struct Fakes(HashMap<String, Arc<FakeWorker>>);
+
+impl WorkerConnector for Fakes {
+    fn connect(&self, address: String) -> BoxFuture<'static, Result<Arc<dyn WorkerApi>, ApiError>> {
+        let w = self.0.get(&address).cloned();
+        Box::pin(async move { w.map(|w| w as Arc<dyn WorkerApi>).ok_or_else(|| ApiError::Unavailable(format!("no worker at {address}"))) })
+    }
+}
+
+fn procedural(weights: &str) -> ModelInfo {
+    let mut m = longshot_worker::models::ModelSet::builtin().served().remove(0);
+    m.weights = weights.into();
+    m
+}
+
+fn worker(i: usize, device_name: &str, weights: &str) -> WorkerInfo {
+    WorkerInfo {
+        id: format!("w{i}"),
+        address: format!("10.0.0.{i}:7000"),
+        device_kind: "cpu".into(),
+        device_name: device_name.into(),
+        memory_bytes: 1,
+        models: vec![procedural(weights)],
+        version: "0.1.0+test".into(),
+        state: WorkerState::Idle,
+    }
+}
+
+struct Cluster {
+    c: Coordinator,
+    fakes: Vec<Arc<FakeWorker>>,
+}
+
+async fn cluster(workers: Vec<WorkerInfo>, encode_timeout: Duration) -> Cluster {
+    let registry = Arc::new(InMemoryRegistry::new(Duration::from_secs(60)));
+    let mut map = HashMap::new();
+    let mut fakes = Vec::new();
+    for w in workers {
+        let f = Arc::new(FakeWorker::default());
+        map.insert(w.address.clone(), f.clone());
+        fakes.push(f);
+        registry.register(w).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap().keep();
+    let mut cfg = CoordinatorConfig::new(dir);
+    cfg.encode_timeout = encode_timeout;
+    Cluster { c: Coordinator::start(cfg, registry, Arc::new(Fakes(map))), fakes }
+}
+
+/// 53 latent frames = 3 windows.
+fn spec(prompt: &str) -> JobSpec {
+    JobSpec {
+        model: "procedural".into(),
+        prompt: prompt.into(),
+        negative_prompt: String::new(),
+        seed: Some(1),
+        length: ClipLength::Frames(209),
+        fps: 16,
+        width: 32,
+        height: 32,
+        steps: 2,
+        guidance: 5.0,
+        shift: 3.0,
+        solver: "unipc".into(),
+        overlap: None,
+        outputs: vec!["png".into()],
+        priority: 0,
+        blend: BlendMode::CoDenoise,
+    }
+}
+
+async fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn finished(c: &Coordinator, job: &str) -> JobStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = c.get(job.to_string()).await.unwrap();
+        if s.state.is_terminal() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{job} did not finish: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_encoding_cancels_the_job_and_frees_the_gang() {
+    let k = cluster(vec![worker(0, "cpu-a", ""), worker(1, "cpu-a", "")], Duration::from_secs(600)).await;
+    let job = k.c.submit(spec("hang")).await.unwrap().job_id;
+    wait_until("the encode call", || k.fakes[0].encodes.lock().unwrap().first().cloned()).await;
+    k.c.cancel(job.clone()).await.unwrap();
+    assert_eq!(finished(&k.c, &job).await.state, JobState::Cancelled);
+    assert!(k.fakes.iter().all(|f| f.shards.lock().unwrap().is_empty()), "no shard may start after a cancel during encoding");
+    // Both workers are free again: the next job runs on the pair and is encoded once, by w0.
+    let next = k.c.submit(spec("a slow red sunset")).await.unwrap().job_id;
+    let s = finished(&k.c, &next).await;
+    assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
+    assert_eq!(*k.fakes[0].encodes.lock().unwrap(), [job, next.clone()]);
+    assert!(k.fakes[1].encodes.lock().unwrap().is_empty());
+    assert!(k.fakes.iter().all(|f| *f.shards.lock().unwrap() == [next.clone()]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encode_that_fails_or_never_answers_fails_the_job_naming_the_worker() {
+    let k = cluster(vec![worker(0, "cpu-a", "")], Duration::from_millis(300)).await;
+    let job = k.c.submit(spec("hang")).await.unwrap().job_id;
+    let s = finished(&k.c, &job).await;
+    let e = s.error.unwrap_or_default();
+    assert_eq!(s.state, JobState::Failed);
+    assert!(e.starts_with("worker w0 (10.0.0.0:7000) did not encode the prompts within 300ms (coordinator --encode-timeout)"), "{e}");
+    let job = k.c.submit(spec("fail")).await.unwrap().job_id;
+    let s = finished(&k.c, &job).await;
+    let e = s.error.unwrap_or_default();
+    assert!(e.starts_with("worker w0 (10.0.0.0:7000) could not encode the prompts: ") && e.contains("ran out of memory"), "{e}");
+    assert!(k.fakes[0].shards.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_workers_with_equal_device_models_and_weights_are_ganged() {
+    // Three idle workers, but no two share both device model and weights: each job gets one.
+    let k = cluster(vec![worker(0, "cpu-a", ""), worker(1, "cpu-b", ""), worker(2, "cpu-a", "other-weights")], Duration::from_secs(60)).await;
+    let s = finished(&k.c, &k.c.submit(spec("one")).await.unwrap().job_id).await;
+    assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(1)), "{s:?}");
+    // Two that agree on both are ganged.
+    let k = cluster(vec![worker(0, "cpu-a", "x"), worker(1, "cpu-a", "x"), worker(2, "cpu-b", "x")], Duration::from_secs(60)).await;
+    let job = k.c.submit(spec("two")).await.unwrap().job_id;
+    let s = finished(&k.c, &job).await;
+    assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
+    let ran: Vec<bool> = k.fakes.iter().map(|f| !f.shards.lock().unwrap().is_empty()).collect();
+    assert_eq!(ran, [true, true, false]);
+}
