@@ -4,7 +4,7 @@
 //! Run: `cargo bench -p longshot-benches --bench wan_tiny`. Results: benches/RESULTS.md.
 
 use longshot_kernels::cpu::nn_gemm::{gemm, MatMut, MatRef};
-use longshot_models::wan::{forward_flops, TextEncoder, TransformerConfig, WanTransformer, WanVaeDecoder};
+use longshot_models::wan::{forward_flops, TextEncoder, TransformerConfig, WanTransformer, WanVae, WanVaeDecoder};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

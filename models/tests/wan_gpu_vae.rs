@@ -17,7 +17,7 @@ use longshot_core::tensor::{LatentShape, Latents};
 use longshot_kernels::cuda::CudaBackend;
 use longshot_models::wan::frame_decoder::WanFrameDecoder;
 use longshot_models::wan::gpu::{GpuWanFrameDecoder, GpuWanVaeDecoder};
-use longshot_models::wan::WanVaeDecoder;
+use longshot_models::wan::{WanVae, WanVaeDecoder};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

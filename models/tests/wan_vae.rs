@@ -13,7 +13,7 @@
 mod common;
 
 use common::{rel_error, rewrite, tensor_f32 as tensor, tensor_f64};
-use longshot_models::wan::{VaeConfig, WanError, WanVaeDecoder, WeightStore, WAN21_DECODE_HALO};
+use longshot_models::wan::{VaeConfig, WanError, WanVae, WanVaeDecoder, WeightStore, WAN21_DECODE_HALO};
 use safetensors::SafeTensors;
 
 const TOLERANCE: f64 = 1e-5;

@@ -30,25 +30,53 @@ pub fn model_info_for(name: &str, cfg: &super::TransformerConfig) -> ModelInfo {
     }
 }
 
-/// A Wan2.1 denoiser bound to one job's prompt embeddings.
-pub struct WanDenoiser {
-    info: ModelInfo,
-    transformer: Arc<WanTransformer>,
-    cond: TextContext,
-    uncond: TextContext,
+/// What the denoiser needs of a transformer: the CPU reference [`WanTransformer`] and, with the
+/// `cuda` feature, `gpu::GpuWanTransformer` both provide it.
+pub trait WanForward: Send + Sync {
+    /// One prompt's precomputed cross-attention conditioning.
+    type Text: Send;
+    type Error: std::fmt::Display;
+
+    /// `ctx`: `[N, text_dim]` embeddings as the pipeline passes them (zero-padded to 512 rows).
+    fn encode_text(&self, ctx: &[f32]) -> Result<Self::Text, Self::Error>;
+
+    /// One forward: `x: [C_in, T, H, W]` (channel-major) at timestep `t` → `[C_out, T, H, W]`.
+    fn forward(&self, x: &[f32], dims: [usize; 4], t: f32, text: &Self::Text) -> Result<Vec<f32>, Self::Error>;
 }
 
-impl WanDenoiser {
+impl WanForward for WanTransformer {
+    type Text = TextContext;
+    type Error = WanError;
+
+    fn encode_text(&self, ctx: &[f32]) -> Result<TextContext, WanError> {
+        WanTransformer::encode_text(self, ctx)
+    }
+
+    fn forward(&self, x: &[f32], dims: [usize; 4], t: f32, text: &TextContext) -> Result<Vec<f32>, WanError> {
+        WanTransformer::forward(self, x, dims, t, text)
+    }
+}
+
+/// A Wan2.1 denoiser bound to one job's prompt embeddings (both CFG branches' conditioning
+/// precomputed), on the CPU reference transformer by default.
+pub struct WanDenoiser<T: WanForward = WanTransformer> {
+    info: ModelInfo,
+    transformer: Arc<T>,
+    cond: T::Text,
+    uncond: T::Text,
+}
+
+impl<T: WanForward> WanDenoiser<T> {
     /// `prompt` / `negative`: `[N, text_dim]` embeddings as the pipeline passes them (zero-padded
     /// to 512 rows).
-    pub fn new(info: ModelInfo, transformer: Arc<WanTransformer>, prompt: &[f32], negative: &[f32]) -> Result<Self, WanError> {
+    pub fn new(info: ModelInfo, transformer: Arc<T>, prompt: &[f32], negative: &[f32]) -> Result<Self, T::Error> {
         let cond = transformer.encode_text(prompt)?;
         let uncond = transformer.encode_text(negative)?;
         Ok(Self { info, transformer, cond, uncond })
     }
 }
 
-impl Denoiser for WanDenoiser {
+impl<T: WanForward> Denoiser for WanDenoiser<T> {
     fn info(&self) -> &ModelInfo {
         &self.info
     }

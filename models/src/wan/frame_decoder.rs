@@ -1,23 +1,24 @@
 //! Wan2.1's VAE behind the `FrameDecoder` trait: denormalise the owned latents (with their causal
 //! warm-up halo), decode, drop the warm-up's frames, and emit RGB frames in [0, 1] as the pipeline
-//! post-processes them.
+//! post-processes them. Generic over the decoder: the CPU reference [`WanVaeDecoder`] (the
+//! default) or, with the `cuda` feature, `gpu::GpuWanVaeDecoder` (`gpu::GpuWanFrameDecoder`).
 
-use super::vae::WanVaeDecoder;
+use super::vae::{WanVae, WanVaeDecoder};
 use longshot_core::denoiser::{DenoiseError, FrameDecoder, RgbFrame};
 use longshot_core::tensor::Latents;
 use std::sync::Arc;
 
-pub struct WanFrameDecoder {
-    vae: Arc<WanVaeDecoder>,
+pub struct WanFrameDecoder<V: WanVae = WanVaeDecoder> {
+    vae: Arc<V>,
 }
 
-impl WanFrameDecoder {
-    pub fn new(vae: Arc<WanVaeDecoder>) -> Self {
+impl<V: WanVae> WanFrameDecoder<V> {
+    pub fn new(vae: Arc<V>) -> Self {
         Self { vae }
     }
 }
 
-impl FrameDecoder for WanFrameDecoder {
+impl<V: WanVae> FrameDecoder for WanFrameDecoder<V> {
     fn halo(&self) -> usize {
         self.vae.halo()
     }
@@ -25,7 +26,7 @@ impl FrameDecoder for WanFrameDecoder {
     fn decode(&self, latents: &Latents, first_global: usize, emit_from: usize, sink: &mut dyn FnMut(usize, RgbFrame)) -> Result<(), DenoiseError> {
         let s = latents.shape();
         let mut z = latents.as_slice().to_vec();
-        let err = |e: super::WanError| DenoiseError::Model(e.to_string());
+        let err = |e: V::Error| DenoiseError::Model(e.to_string());
         self.vae.denormalize(&mut z, s.frames, s.height * s.width).map_err(err)?;
         let d = self.vae.decode_range(&z, [s.frames, s.channels, s.height, s.width], first_global, emit_from).map_err(err)?;
         for i in 0..d.frames {

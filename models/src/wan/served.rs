@@ -12,7 +12,7 @@ use super::t5::TextEncoder;
 use super::t5_config::UMT5Config;
 use super::tokenizer::T5_MAX_LENGTH;
 use super::transformer::WanTransformer;
-use super::vae::WanVaeDecoder;
+use super::vae::{WanVae, WanVaeDecoder};
 use super::WanError;
 use longshot_core::denoiser::{Denoiser, ModelInfo, TextEmbeddings};
 use std::path::{Path, PathBuf};

@@ -35,9 +35,6 @@ pub struct WanVaeDecoder {
     up_blocks: Vec<UpBlock>,
     norm_out_gamma: Vec<f32>,
     conv_out: CausalConv3d,
-    /// Per channel, as the pipeline computes them in f32: `mean`, and `1 / std` (spec §4.3).
-    latents_mean: Vec<f32>,
-    latents_inv_std: Vec<f32>,
 }
 
 /// Decoded frames, frame-major `[frames, channels, height, width]`, values in [−1, 1].
@@ -119,8 +116,6 @@ impl WanVaeDecoder {
                 .collect::<Result<_, _>>()?,
             norm_out_gamma: f.get("decoder.norm_out.gamma", &[last_dim, 1, 1, 1])?,
             conv_out: f.conv3d("decoder.conv_out", cfg.out_channels, last_dim, 3, 3)?,
-            latents_mean: cfg.latents_mean.iter().map(|&m| m as f32).collect(),
-            latents_inv_std: cfg.latents_std.iter().map(|&s| 1.0f32 / s as f32).collect(),
             cfg,
         };
         let unused: Vec<String> = store
@@ -139,70 +134,20 @@ impl WanVaeDecoder {
         Ok(model)
     }
 
-    pub fn config(&self) -> &VaeConfig {
+}
+
+impl WanVae for WanVaeDecoder {
+    type Error = WanError;
+
+    fn config(&self) -> &VaeConfig {
         &self.cfg
-    }
-
-    /// Warm-up latent frames a shard needs: [`VaeConfig::decode_halo`].
-    pub fn halo(&self) -> usize {
-        self.cfg.decode_halo()
-    }
-
-    /// The pipeline's step before `vae.decode`, in place on `x: [outer, z_dim, inner]`:
-    /// `x / (1/std) + mean` per channel, evaluated exactly like WanPipeline (a division by the f32
-    /// reciprocal, not a product with std). `[B, C, T·H·W]` (diffusers) and `[T, C, H·W]`
-    /// (frame-major) are both this shape.
-    pub fn denormalize(&self, x: &mut [f32], outer: usize, inner: usize) -> Result<(), WanError> {
-        denormalize_latents(&self.latents_mean, &self.latents_inv_std, x, outer, inner)
-    }
-
-    /// diffusers' `vae.decode(z).sample`: `z` (already denormalised) is `[B, z_dim, T, H, W]`;
-    /// the result is `[B, out_channels, 1 + R·(T−1), 8H, 8W]` (Wan2.1: R = 4), clamped to [−1, 1].
-    pub fn decode(&self, z: &[f32], shape: [usize; 5]) -> Result<Vec<f32>, WanError> {
-        let [b, c, t, h, w] = shape;
-        if z.len() != shape.iter().product::<usize>() {
-            return Err(WanError::Input(format!("z holds {} values, not {shape:?}", z.len())));
-        }
-        let item = c * t * h * w;
-        let mut out = Vec::new();
-        for i in 0..b {
-            let frames = channel_major_to_frame_major(&z[i * item..(i + 1) * item], c, t, h * w);
-            let d = self.decode_window(&frames, [t, c, h, w], 0)?;
-            out.extend(frame_major_to_channel_major(
-                &d.data,
-                d.frames,
-                d.channels,
-                d.height * d.width,
-            ));
-        }
-        Ok(out)
-    }
-
-    /// Decodes latent frames `[first_latent + emit_from, first_latent + T)` of a clip, given
-    /// `z: [T, z_dim, H, W]` (frame-major, denormalised) holding latents
-    /// `[first_latent, first_latent + T)`: the first `emit_from` of them are warm-up, decoded and
-    /// discarded. The result equals the sequential decode's frames bit for bit; that needs
-    /// `emit_from ≥` [`halo`](Self::halo) whenever `first_latent > 0` (an error otherwise).
-    /// Latent 0 yields 1 frame and every later latent R, so the result starts at global output
-    /// frame `1 + R·(first_latent + emit_from − 1)` (0 for latent 0).
-    pub fn decode_range(
-        &self,
-        z: &[f32],
-        dims: [usize; 4],
-        first_latent: usize,
-        emit_from: usize,
-    ) -> Result<DecodedFrames, WanError> {
-        check_range(self.halo(), dims[0], first_latent, emit_from)?;
-        let mut d = self.decode_window(z, dims, first_latent)?;
-        drop_warm_up(&self.cfg, &mut d, first_latent + emit_from);
-        Ok(d)
     }
 
     /// Decodes every frame of `z: [T, z_dim, H, W]` (latents `[first_latent, first_latent + T)`)
     /// as if the clip's latents before `first_latent` were zeros. With `first_latent == 0` this is
     /// the sequential decode; otherwise the frames of the first [`halo`](Self::halo) latents differ
     /// from it (use [`decode_range`](Self::decode_range) to get only the exact ones).
-    pub fn decode_window(&self, z: &[f32], dims: [usize; 4], first_latent: usize) -> Result<DecodedFrames, WanError> {
+    fn decode_window(&self, z: &[f32], dims: [usize; 4], first_latent: usize) -> Result<DecodedFrames, WanError> {
         check_window(&self.cfg, z.len(), dims)?;
         let [t, c, h, w] = dims;
         let clip_start = first_latent == 0;
@@ -235,6 +180,69 @@ impl WanVaeDecoder {
             width: x.width,
             data: x.data,
         })
+    }
+}
+
+/// The two Wan VAE decoders (the CPU reference [`WanVaeDecoder`] and, with the `cuda` feature,
+/// `gpu::GpuWanVaeDecoder`) implement one window's decode; the batch decode, the sharded decode
+/// and the denormalisation are written once here on top of it.
+pub trait WanVae: Send + Sync {
+    type Error: std::fmt::Display + From<WanError>;
+
+    fn config(&self) -> &VaeConfig;
+
+    /// Decodes every frame of `z: [T, z_dim, H, W]` (latents `[first_latent, first_latent + T)`)
+    /// as if the clip's latents before `first_latent` were zeros. With `first_latent == 0` this is
+    /// the sequential decode; otherwise the frames of the first [`halo`](Self::halo) latents differ
+    /// from it (use [`decode_range`](Self::decode_range) to get only the exact ones).
+    fn decode_window(&self, z: &[f32], dims: [usize; 4], first_latent: usize) -> Result<DecodedFrames, Self::Error>;
+
+    /// Warm-up latent frames a shard needs: [`VaeConfig::decode_halo`].
+    fn halo(&self) -> usize {
+        self.config().decode_halo()
+    }
+
+    /// The pipeline's step before `vae.decode`, in place on `x: [outer, z_dim, inner]`:
+    /// `x / (1/std) + mean` per channel, evaluated exactly like WanPipeline (a division by the f32
+    /// reciprocal, not a product with std). `[B, C, T·H·W]` (diffusers) and `[T, C, H·W]`
+    /// (frame-major) are both this shape.
+    fn denormalize(&self, x: &mut [f32], outer: usize, inner: usize) -> Result<(), Self::Error> {
+        // Per channel, as the pipeline computes them in f32: `mean`, and `1 / std` (spec §4.3).
+        let cfg = self.config();
+        let mean: Vec<f32> = cfg.latents_mean.iter().map(|&m| m as f32).collect();
+        let inv_std: Vec<f32> = cfg.latents_std.iter().map(|&s| 1.0f32 / s as f32).collect();
+        Ok(denormalize_latents(&mean, &inv_std, x, outer, inner)?)
+    }
+
+    /// diffusers' `vae.decode(z).sample`: `z` (already denormalised) is `[B, z_dim, T, H, W]`;
+    /// the result is `[B, out_channels, 1 + R·(T−1), 8H, 8W]` (Wan2.1: R = 4), clamped to [−1, 1].
+    fn decode(&self, z: &[f32], shape: [usize; 5]) -> Result<Vec<f32>, Self::Error> {
+        let [b, c, t, h, w] = shape;
+        if z.len() != shape.iter().product::<usize>() {
+            return Err(WanError::Input(format!("z holds {} values, not {shape:?}", z.len())).into());
+        }
+        let item = c * t * h * w;
+        let mut out = Vec::new();
+        for i in 0..b {
+            let frames = channel_major_to_frame_major(&z[i * item..(i + 1) * item], c, t, h * w);
+            let d = self.decode_window(&frames, [t, c, h, w], 0)?;
+            out.extend(frame_major_to_channel_major(&d.data, d.frames, d.channels, d.height * d.width));
+        }
+        Ok(out)
+    }
+
+    /// Decodes latent frames `[first_latent + emit_from, first_latent + T)` of a clip, given
+    /// `z: [T, z_dim, H, W]` (frame-major, denormalised) holding latents
+    /// `[first_latent, first_latent + T)`: the first `emit_from` of them are warm-up, decoded and
+    /// discarded. The result equals the sequential decode's frames bit for bit; that needs
+    /// `emit_from ≥` [`halo`](Self::halo) whenever `first_latent > 0` (an error otherwise).
+    /// Latent 0 yields 1 frame and every later latent R, so the result starts at global output
+    /// frame `1 + R·(first_latent + emit_from − 1)` (0 for latent 0).
+    fn decode_range(&self, z: &[f32], dims: [usize; 4], first_latent: usize, emit_from: usize) -> Result<DecodedFrames, Self::Error> {
+        check_range(self.halo(), dims[0], first_latent, emit_from)?;
+        let mut d = self.decode_window(z, dims, first_latent)?;
+        drop_warm_up(self.config(), &mut d, first_latent + emit_from);
+        Ok(d)
     }
 }
 

@@ -21,27 +21,28 @@
 //! - [`transformer`]: [`GpuWanTransformer`] (load from a checkpoint directory or a
 //!   [`WeightStore`](super::WeightStore), or random weights for benchmarks; `encode_text`;
 //!   `forward` / `forward_device`) and [`GpuTextContext`];
-//! - `denoiser`: [`GpuWanDenoiser`], the transformer behind the `Denoiser` trait for one job;
+//!   it implements `WanForward`, so [`GpuWanDenoiser`] is `wan::denoiser::WanDenoiser` on it;
 //! - `block`: one transformer block; `linear`: a bf16 Linear and the device handle the layers
 //!   share; `source`: where weights come from (checkpoint or seeded random); `error`:
 //!   [`GpuWanError`]; `timing`: the optional per-phase timing of a forward ([`ForwardTimings`]);
 //! - `vae`: [`GpuWanVaeDecoder`], the VAE decoder in f32 (no bf16: GPU vs CPU to 1e-4, sharded
-//!   decode bit-identical to the GPU's sequential one); `frame_decoder`: [`GpuWanFrameDecoder`],
-//!   it behind the `FrameDecoder` trait.
+//!   decode bit-identical to the GPU's sequential one), implementing `WanVae`, so
+//!   [`GpuWanFrameDecoder`] is `wan::frame_decoder::WanFrameDecoder` on it.
 
 mod block;
-mod denoiser;
 mod error;
-mod frame_decoder;
 mod linear;
 mod source;
 mod timing;
 mod transformer;
 mod vae;
 
-pub use denoiser::GpuWanDenoiser;
 pub use error::GpuWanError;
-pub use frame_decoder::GpuWanFrameDecoder;
 pub use timing::ForwardTimings;
 pub use transformer::{GpuTextContext, GpuWanTransformer};
 pub use vae::GpuWanVaeDecoder;
+
+/// Wan2.1 behind the `Denoiser` trait with the transformer on the GPU.
+pub type GpuWanDenoiser = super::denoiser::WanDenoiser<GpuWanTransformer>;
+/// The GPU VAE decoder behind the `FrameDecoder` trait.
+pub type GpuWanFrameDecoder = super::frame_decoder::WanFrameDecoder<GpuWanVaeDecoder>;

@@ -367,3 +367,16 @@ impl GpuWanTransformer {
         Ok(out)
     }
 }
+
+impl crate::wan::denoiser::WanForward for GpuWanTransformer {
+    type Text = GpuTextContext;
+    type Error = GpuWanError;
+
+    fn encode_text(&self, ctx: &[f32]) -> Result<GpuTextContext, GpuWanError> {
+        GpuWanTransformer::encode_text(self, ctx)
+    }
+
+    fn forward(&self, x: &[f32], dims: [usize; 4], t: f32, text: &GpuTextContext) -> Result<Vec<f32>, GpuWanError> {
+        GpuWanTransformer::forward(self, x, dims, t, text)
+    }
+}

@@ -19,10 +19,7 @@
 //! for 21 latent frames; a worker's shard (its latents plus the halo) is what is decoded here.
 //! Decoding in frame chunks with caches (diffusers' form) is a later optimisation.
 
-use super::super::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
-use super::super::vae::{
-    check_range, check_window, denormalize_latents, drop_warm_up, DecodedFrames,
-};
+use super::super::vae::{check_window, DecodedFrames, WanVae};
 use super::super::vae_blocks::VaeFetch;
 use super::super::vae_config::{UpBlockPlan, Upsample, VaeConfig};
 use super::super::vae_keys::VaeKeys;
@@ -427,8 +424,6 @@ pub struct GpuWanVaeDecoder {
     up_blocks: Vec<GpuUpBlock>,
     norm_out: GpuRmsNorm,
     conv_out: GpuConv,
-    latents_mean: Vec<f32>,
-    latents_inv_std: Vec<f32>,
 }
 
 impl GpuWanVaeDecoder {
@@ -494,8 +489,6 @@ impl GpuWanVaeDecoder {
             .into());
         }
         Ok(Self {
-            latents_mean: cfg.latents_mean.iter().map(|&m| m as f32).collect(),
-            latents_inv_std: cfg.latents_std.iter().map(|&s| 1.0f32 / s as f32).collect(),
             backend,
             cfg,
             post_quant_conv,
@@ -507,78 +500,21 @@ impl GpuWanVaeDecoder {
         })
     }
 
-    pub fn config(&self) -> &VaeConfig {
-        &self.cfg
-    }
-
     pub fn backend(&self) -> &Arc<CudaBackend> {
         &self.backend
     }
+}
 
-    /// Warm-up latent frames a shard needs: [`VaeConfig::decode_halo`].
-    pub fn halo(&self) -> usize {
-        self.cfg.decode_halo()
-    }
+impl WanVae for GpuWanVaeDecoder {
+    type Error = GpuWanError;
 
-    /// The pipeline's denormalisation, on the host, bit-identical to `WanVaeDecoder::denormalize`.
-    pub fn denormalize(
-        &self,
-        x: &mut [f32],
-        outer: usize,
-        inner: usize,
-    ) -> Result<(), GpuWanError> {
-        Ok(denormalize_latents(
-            &self.latents_mean,
-            &self.latents_inv_std,
-            x,
-            outer,
-            inner,
-        )?)
-    }
-
-    /// As `WanVaeDecoder::decode`: `z [B, z_dim, T, H, W]` (denormalised) →
-    /// `[B, out_channels, 1 + R·(T−1), 8H, 8W]`, clamped to [−1, 1].
-    pub fn decode(&self, z: &[f32], shape: [usize; 5]) -> Result<Vec<f32>, GpuWanError> {
-        let [b, c, t, h, w] = shape;
-        if z.len() != shape.iter().product::<usize>() {
-            return Err(
-                WanError::Input(format!("z holds {} values, not {shape:?}", z.len())).into(),
-            );
-        }
-        let item = c * t * h * w;
-        let mut out = Vec::new();
-        for i in 0..b {
-            let frames = channel_major_to_frame_major(&z[i * item..(i + 1) * item], c, t, h * w);
-            let d = self.decode_window(&frames, [t, c, h, w], 0)?;
-            out.extend(frame_major_to_channel_major(
-                &d.data,
-                d.frames,
-                d.channels,
-                d.height * d.width,
-            ));
-        }
-        Ok(out)
-    }
-
-    /// As `WanVaeDecoder::decode_range`: the frames of latents `[first_latent + emit_from, …)`,
-    /// bit-identical to this decoder's sequential decode when `emit_from ≥ halo` (required
-    /// whenever `first_latent > 0`).
-    pub fn decode_range(
-        &self,
-        z: &[f32],
-        dims: [usize; 4],
-        first_latent: usize,
-        emit_from: usize,
-    ) -> Result<DecodedFrames, GpuWanError> {
-        check_range(self.halo(), dims[0], first_latent, emit_from)?;
-        let mut d = self.decode_window(z, dims, first_latent)?;
-        drop_warm_up(&self.cfg, &mut d, first_latent + emit_from);
-        Ok(d)
+    fn config(&self) -> &VaeConfig {
+        &self.cfg
     }
 
     /// As `WanVaeDecoder::decode_window`: every frame of `z [T, z_dim, H, W]` (latents
     /// `[first_latent, first_latent + T)`), as if the latents before were zeros.
-    pub fn decode_window(
+    fn decode_window(
         &self,
         z: &[f32],
         dims: [usize; 4],
