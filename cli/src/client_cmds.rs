@@ -165,7 +165,8 @@ pub async fn workers(coordinator: &str, json: bool) -> Result<()> {
             println!("{}", serde_json::to_string(w)?);
         } else {
             let models: Vec<&str> = w.models.iter().map(|m| m.name.as_str()).collect();
-            println!("{:<16} {:<22} {:?}  {} ({})  models: {}", w.id, w.address, w.state, w.device_kind, w.device_name, models.join(", "));
+            let nccl = w.nccl_gpu.as_deref().map(|g| format!("  nccl: {g}")).unwrap_or_default();
+            println!("{:<16} {:<22} {:?}  {} ({})  models: {}{nccl}", w.id, w.address, w.state, w.device_kind, w.device_name, models.join(", "));
         }
     }
     if ws.is_empty() && !json {

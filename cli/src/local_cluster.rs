@@ -191,6 +191,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         exchange_timeout: a.exchange_timeout,
         hash_every: 5,
         encode_timeout: 1800.0,
+        overlap_transport: longshot_coordinator::OverlapTransport::Tcp,
         heartbeat: 1.0,
         etcd: Vec::new(),
     };

@@ -5,12 +5,13 @@ use clap::Args;
 use longshot_coordinator::etcd_connection::CONNECT_PATIENCE;
 use longshot_coordinator::etcd_registry::EtcdRegistry;
 use longshot_coordinator::job_store::{EtcdJobStore, JobRecord, JobStore, NoJobStore};
-use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Registry};
+use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, OverlapTransport, Registry};
 use longshot_core::api::{RegistryApi, WorkerInfo, WorkerState};
 use longshot_proto::client::{GrpcExchangeConnector, GrpcWorkerConnector, RegistryClient};
 use longshot_worker::etcd_membership::{EtcdMembership, EtcdMembershipConfig, StateFn};
 use longshot_worker::device::{self, DeviceRequest};
 use longshot_worker::models::{ModelSet, ModelSource};
+use longshot_worker::nccl::NcclSupport;
 use longshot_worker::{membership, WorkerNode};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +33,10 @@ pub struct CoordinatorArgs {
     /// Seconds the worker asked to encode a job's prompts may take before the job fails.
     #[arg(long, default_value_t = 1800.0)]
     pub encode_timeout: f64,
+    /// How gangs exchange overlap velocities: `tcp`, or `nccl` (NCCL where every worker of the
+    /// gang can join it and no two share a GPU, TCP otherwise; not yet run across two GPUs).
+    #[arg(long, default_value = "tcp", value_parser = parse_transport)]
+    pub overlap_transport: OverlapTransport,
     /// Compare overlap hashes between neighbours every this many steps.
     #[arg(long, default_value_t = 5)]
     pub hash_every: usize,
@@ -42,6 +47,10 @@ pub struct CoordinatorArgs {
     /// separate with commas for several members). Workers then need --etcd too.
     #[arg(long = "etcd", value_name = "URL", value_delimiter = ',')]
     pub etcd: Vec<String>,
+}
+
+fn parse_transport(s: &str) -> Result<OverlapTransport, String> {
+    s.parse()
 }
 
 impl CoordinatorArgs {
@@ -58,6 +67,7 @@ impl CoordinatorArgs {
         cfg.heartbeat_interval = secs("heartbeat", self.heartbeat)?;
         cfg.encode_timeout = secs("encode-timeout", self.encode_timeout)?;
         cfg.hash_every = self.hash_every;
+        cfg.overlap_transport = self.overlap_transport;
         Ok(cfg)
     }
 
@@ -223,7 +233,8 @@ pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "worker".into());
         format!("{host}-{}", std::process::id())
     });
-    let node = WorkerNode::new(id.clone(), Arc::new(GrpcExchangeConnector::default()), models.clone());
+    let nccl = NcclSupport::detect(&dev);
+    let node = WorkerNode::new(id.clone(), Arc::new(GrpcExchangeConnector::default()), models.clone(), nccl.clone());
     let info = WorkerInfo {
         id: id.clone(),
         address: address.clone(),
@@ -235,6 +246,7 @@ pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
         models: models.served(),
         version: env!("LONGSHOT_BUILD").into(),
         state: WorkerState::Idle,
+        nccl_gpu: nccl.gpu().map(Into::into),
     };
     let (tx, rx) = watch::channel(false);
     let n = node.clone();

@@ -21,7 +21,9 @@ fn tensor_bytes(path: &std::path::Path) -> Vec<u8> {
 fn three_workers_render_bit_identical_frames_to_one_worker() {
     let mut renders = Vec::new();
     for workers in [1usize, 3] {
-        let c = Cluster::start(workers, 30.0);
+        // Asking for NCCL changes nothing on CPU workers: the gang falls back to TCP and says so.
+        let options = harness::ClusterOptions { coordinator_args: vec!["--overlap-transport".into(), "nccl".into()], ..Default::default() };
+        let c = Cluster::start_with(workers, 30.0, options);
         let mut args = JOB.to_vec();
         args.extend(["--format", "png,latents,mp4"]);
         let job = submit(&c, &args);
@@ -48,6 +50,10 @@ fn three_workers_render_bit_identical_frames_to_one_worker() {
         assert_eq!(frames.len(), 209);
         assert!(frames.iter().all(|f| f.len() == 96 * 64 * 3));
         renders.push((frames, tensor_bytes(&lat)));
+        if workers == 3 {
+            let log = std::fs::read_to_string(c.dir.path().join("coordinator.log")).unwrap_or_default();
+            assert!(log.contains("overlaps over TCP: worker") && log.contains("cannot join NCCL (no GPU or no libnccl)"), "no TCP fallback line:\n{log}");
+        }
     }
     assert!(renders[0].1 == renders[1].1, "latents differ between 1 and 3 workers");
     let differing = renders[0].0.iter().zip(&renders[1].0).filter(|(a, b)| a != b).count();

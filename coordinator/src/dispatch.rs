@@ -3,9 +3,11 @@
 
 use crate::assembly::{AssemblyPlan, Assembler};
 use crate::job_store::Change;
+use crate::nccl_gang::{nccl_decision, OverlapTransport};
 use crate::jobs::{now_ms, plan_summary, registry_err, Inner};
 use futures::stream::{self, SelectAll, StreamExt};
 use longshot_core::api::*;
+use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::{Conditioning, ModelInfo, TextEmbeddings};
 use longshot_core::job::ResolvedJob;
 use longshot_media::VideoMeta;
@@ -97,6 +99,9 @@ enum RunError {
     Refused { worker: String, reason: String },
 }
 
+/// How long rank 0 may take to create a gang's `ncclUniqueId` (it opens a socket, no more).
+const NCCL_ID_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a worker that refused a shard is left out of scheduling.
 const REFUSAL_COOLDOWN: Duration = Duration::from_secs(1);
 
@@ -162,7 +167,8 @@ impl JobRun {
         self.inner.wake.notify_one();
     }
 
-    fn assignment(&self, i: usize, windows: std::ops::Range<usize>, conditioning: &Conditioning) -> ShardAssignment {
+    /// Shard `i` of `ranks`; `nccl_id`: the gang's communicator when it exchanges over NCCL.
+    fn assignment(&self, i: usize, ranks: usize, windows: std::ops::Range<usize>, conditioning: &Conditioning, nccl_id: Option<&[u8]>) -> ShardAssignment {
         let r = &self.resolved;
         ShardAssignment {
             job_id: self.job_id.clone(),
@@ -182,6 +188,7 @@ impl JobRun {
             exchange_timeout: self.inner.cfg.exchange_timeout,
             hash_every: self.inner.cfg.hash_every,
             blend: r.spec.blend,
+            nccl: nccl_id.map(|id| NcclGroup { unique_id: id.to_vec(), rank: i, ranks }),
         }
     }
 
@@ -206,6 +213,7 @@ impl JobRun {
         }
         // Text embeddings once per job, on the first worker; every assignment carries them.
         let embeddings = self.encode_prompts(clients[0].clone()).await?;
+        let nccl_id = self.nccl_unique_id(clients[0].clone()).await?;
         let r = &self.resolved;
         let spec = &r.spec;
         let conditioning = Conditioning { prompt: spec.prompt.clone(), negative_prompt: spec.negative_prompt.clone(), embeddings };
@@ -227,8 +235,9 @@ impl JobRun {
         .map_err(|e| RunError::Failed(format!("cannot start output assembly: {e}")))?;
         // Each stream ends with `None` so a worker that vanishes without `Finished` is noticed.
         let mut events: SelectAll<BoxStream<(usize, Option<ShardEvent>)>> = SelectAll::new();
+        let ranks = ranges.len();
         for (i, (client, windows)) in clients.iter().zip(ranges).enumerate() {
-            let s = client.run_shard(self.assignment(i, windows, &conditioning)).await.map_err(|e| match e {
+            let s = client.run_shard(self.assignment(i, ranks, windows, &conditioning, nccl_id.as_deref())).await.map_err(|e| match e {
                 ApiError::FailedPrecondition(reason) => RunError::Refused { worker: self.workers[i].id.clone(), reason },
                 e => RunError::Failed(format!("worker {} refused its shard: {e}", self.workers[i].id)),
             })?;
@@ -356,6 +365,39 @@ impl JobRun {
             tracing::info!(job = %self.job_id, worker = %w.id, rows = e.rows, dim = e.dim, secs = started.elapsed().as_secs_f64(), "prompts encoded");
         }
         Ok(embeddings)
+    }
+
+    /// The gang's `ncclUniqueId`, from rank 0, when it exchanges overlaps over NCCL
+    /// ([`nccl_decision`]). A rank 0 that cannot make one costs only the fast path: the gang
+    /// falls back to TCP, which every worker speaks.
+    async fn nccl_unique_id(&mut self, client: Arc<dyn WorkerApi>) -> Result<Option<Vec<u8>>, RunError> {
+        let transport = self.inner.cfg.overlap_transport;
+        let coupled = self.resolved.spec.blend == BlendMode::CoDenoise && self.resolved.plan.overlap() > 0;
+        if let Err(why) = nccl_decision(transport, coupled, &self.workers) {
+            if transport == OverlapTransport::Nccl {
+                tracing::info!(job = %self.job_id, "overlaps over TCP: {why}");
+            }
+            return Ok(None);
+        }
+        let w = &self.workers[0];
+        let call = tokio::time::timeout(NCCL_ID_TIMEOUT, client.nccl_unique_id(self.job_id.clone(), self.plan_id));
+        tokio::select! {
+            r = call => Ok(match r {
+                Ok(Ok(id)) => {
+                    tracing::info!(job = %self.job_id, ranks = self.workers.len(), "overlaps over NCCL (rank 0: worker {})", w.id);
+                    Some(id)
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(job = %self.job_id, "overlaps over TCP: worker {} could not create the NCCL id: {e}", w.id);
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(job = %self.job_id, "overlaps over TCP: worker {} did not create the NCCL id within {NCCL_ID_TIMEOUT:?}", w.id);
+                    None
+                }
+            }),
+            _ = self.cancel.changed() => Err(RunError::Cancelled),
+        }
     }
 
     async fn cancel_shards(&self, clients: &[Arc<dyn WorkerApi>]) {

@@ -287,6 +287,7 @@ mod tests {
             models: vec![],
             version: "0".into(),
             state: WorkerState::Idle,
+            nccl_gpu: None,
         }
     }
 

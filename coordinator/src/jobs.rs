@@ -30,6 +30,8 @@ pub struct CoordinatorConfig {
     /// How long the worker asked to encode a job's prompts may take (a real umT5-XXL on a CPU,
     /// loaded on first use, takes minutes).
     pub encode_timeout: Duration,
+    /// How gangs exchange overlap velocities (NCCL only where the whole gang can).
+    pub overlap_transport: crate::nccl_gang::OverlapTransport,
 }
 
 impl CoordinatorConfig {
@@ -41,6 +43,7 @@ impl CoordinatorConfig {
             heartbeat_interval: Duration::from_secs(2),
             max_workers_per_job: 0,
             encode_timeout: Duration::from_secs(1800),
+            overlap_transport: crate::nccl_gang::OverlapTransport::Tcp,
         }
     }
 }

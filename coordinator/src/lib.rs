@@ -10,6 +10,7 @@
 //! - [`etcd_connection`]: connecting to etcd with bounded retries and per-request deadlines.
 //! - [`jobs`]: the job table: validation on submit, queue order, events, cancellation.
 //! - [`dispatch`]: the scheduling loop and the per-job run (shards, progress, failure handling).
+//! - [`nccl_gang`]: whether a gang exchanges its overlap velocities over NCCL or TCP.
 //! - [`assembly`]: ordering decoded frames and writing MP4 / ProRes / PNG / latents.
 #![forbid(unsafe_code)]
 
@@ -19,7 +20,9 @@ pub use longshot_etcd as etcd_connection;
 pub mod etcd_registry;
 pub mod job_store;
 pub mod jobs;
+pub mod nccl_gang;
 pub mod registry;
 
 pub use jobs::{Coordinator, CoordinatorConfig};
+pub use nccl_gang::OverlapTransport;
 pub use registry::{InMemoryRegistry, Registry, RegistryError};

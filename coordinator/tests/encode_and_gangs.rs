@@ -1,9 +1,10 @@
 //! The coordinator's side of text encoding (once per job, on the gang's first worker: cancel,
 //! timeout and failure while it runs) and of ganging (only workers with equal builds, device
-//! models and model weights render one job together), against in-process fake workers.
+//! models and model weights render one job together), and the choice of NCCL or TCP for a gang's
+//! overlaps, against in-process fake workers.
 
 use futures::stream;
-use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Registry};
+use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, OverlapTransport, Registry};
 use longshot_core::api::*;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::{ModelInfo, TextEmbeddings};
@@ -18,12 +19,18 @@ use std::time::{Duration, Instant};
 struct FakeWorker {
     encodes: Mutex<Vec<String>>,
     shards: Mutex<Vec<String>>,
+    /// The NCCL group of each shard's assignment.
+    nccl: Mutex<Vec<Option<NcclGroup>>>,
+    /// CreateNcclId calls answered, and whether to refuse them.
+    nccl_ids: Mutex<usize>,
+    refuse_nccl: std::sync::atomic::AtomicBool,
 }
 
 impl WorkerApi for FakeWorker {
     fn run_shard(&self, a: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
         Box::pin(async move {
             self.shards.lock().unwrap().push(a.job_id.clone());
+            self.nccl.lock().unwrap().push(a.nccl.clone());
             let first = a.plan.owned_range(a.windows.start).start;
             let end = a.plan.owned_range(a.windows.end - 1).end.min(a.plan.latent_frames());
             let (w, h) = (a.width as u32 * 8, a.height as u32 * 8);
@@ -39,6 +46,16 @@ impl WorkerApi for FakeWorker {
 
     fn cancel_shard(&self, _job_id: String, _plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
         Box::pin(async { Ok(false) })
+    }
+
+    fn nccl_unique_id(&self, job_id: String, _plan_id: u64) -> BoxFuture<'_, Result<Vec<u8>, ApiError>> {
+        Box::pin(async move {
+            if self.refuse_nccl.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(ApiError::FailedPrecondition("libnccl went away".into()));
+            }
+            *self.nccl_ids.lock().unwrap() += 1;
+            Ok(job_id.bytes().cycle().take(NCCL_UNIQUE_ID_BYTES).collect())
+        })
     }
 
     fn encode_text(&self, r: EncodeTextRequest) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>> {
@@ -78,6 +95,7 @@ fn worker(i: usize, device_name: &str, weights: &str) -> WorkerInfo {
         models: vec![procedural(weights)],
         version: "0.1.0+test".into(),
         state: WorkerState::Idle,
+        nccl_gpu: None,
     }
 }
 
@@ -87,6 +105,10 @@ struct Cluster {
 }
 
 async fn cluster(workers: Vec<WorkerInfo>, encode_timeout: Duration) -> Cluster {
+    cluster_with(workers, |cfg| cfg.encode_timeout = encode_timeout).await
+}
+
+async fn cluster_with(workers: Vec<WorkerInfo>, configure: impl FnOnce(&mut CoordinatorConfig)) -> Cluster {
     let registry = Arc::new(InMemoryRegistry::new(Duration::from_secs(60)));
     let mut map = HashMap::new();
     let mut fakes = Vec::new();
@@ -98,7 +120,7 @@ async fn cluster(workers: Vec<WorkerInfo>, encode_timeout: Duration) -> Cluster 
     }
     let dir = tempfile::tempdir().unwrap().keep();
     let mut cfg = CoordinatorConfig::new(dir);
-    cfg.encode_timeout = encode_timeout;
+    configure(&mut cfg);
     Cluster { c: Coordinator::start(cfg, registry, Arc::new(Fakes(map))), fakes }
 }
 
@@ -192,4 +214,40 @@ async fn only_workers_with_equal_device_models_and_weights_are_ganged() {
     assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
     let ran: Vec<bool> = k.fakes.iter().map(|f| !f.shards.lock().unwrap().is_empty()).collect();
     assert_eq!(ran, [true, true, false]);
+}
+
+fn gpu_worker(i: usize, gpu: &str) -> WorkerInfo {
+    WorkerInfo { nccl_gpu: Some(gpu.into()), ..worker(i, "gpu-a", "") }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_on_distinct_nccl_gpus_gets_one_communicator_and_falls_back_to_tcp_otherwise() {
+    let nccl = |cfg: &mut CoordinatorConfig| cfg.overlap_transport = OverlapTransport::Nccl;
+    let k = cluster_with(vec![gpu_worker(0, "GPU-0"), gpu_worker(1, "GPU-1"), gpu_worker(2, "GPU-2")], nccl).await;
+    let job = k.c.submit(spec("three windows")).await.unwrap().job_id;
+    let s = finished(&k.c, &job).await;
+    assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(3)), "{s:?}");
+    // Rank 0 made the id once; every shard carries it with its own rank.
+    assert_eq!(k.fakes.iter().map(|f| *f.nccl_ids.lock().unwrap()).collect::<Vec<_>>(), [1, 0, 0]);
+    let id: Vec<u8> = job.bytes().cycle().take(NCCL_UNIQUE_ID_BYTES).collect();
+    for (rank, f) in k.fakes.iter().enumerate() {
+        assert_eq!(*f.nccl.lock().unwrap(), [Some(NcclGroup { unique_id: id.clone(), rank, ranks: 3 })]);
+    }
+    // Rank 0 cannot make an id: the job still runs, over TCP.
+    k.fakes[0].refuse_nccl.store(true, std::sync::atomic::Ordering::Relaxed);
+    let s = finished(&k.c, &k.c.submit(spec("again")).await.unwrap().job_id).await;
+    assert_eq!(s.state, JobState::Done, "{s:?}");
+    assert!(k.fakes.iter().all(|f| f.nccl.lock().unwrap()[1].is_none()));
+
+    // Two workers on one GPU, a worker without NCCL, or the default transport: TCP, no id asked.
+    for (workers, transport) in [
+        (vec![gpu_worker(0, "GPU-0"), gpu_worker(1, "GPU-0")], OverlapTransport::Nccl),
+        (vec![gpu_worker(0, "GPU-0"), WorkerInfo { nccl_gpu: None, ..gpu_worker(1, "GPU-1") }], OverlapTransport::Nccl),
+        (vec![gpu_worker(0, "GPU-0"), gpu_worker(1, "GPU-1")], OverlapTransport::Tcp),
+    ] {
+        let k = cluster_with(workers, |cfg| cfg.overlap_transport = transport).await;
+        let s = finished(&k.c, &k.c.submit(spec("tcp")).await.unwrap().job_id).await;
+        assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
+        assert!(k.fakes.iter().all(|f| *f.nccl.lock().unwrap() == [None] && *f.nccl_ids.lock().unwrap() == 0), "{transport:?}");
+    }
 }

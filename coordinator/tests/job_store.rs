@@ -220,7 +220,7 @@ impl WorkerConnector for FakeConnector {
 async fn coordinator(data: &Path, worker: Arc<FakeWorker>, records: Vec<JobRecord>) -> Coordinator {
     let registry = Arc::new(InMemoryRegistry::new(Duration::from_secs(60)));
     let model = longshot_worker::models::ModelSet::builtin().served();
-    let info = WorkerInfo { id: "f0".into(), address: "127.0.0.1:9".into(), device_kind: "cpu".into(), device_name: "fake".into(), memory_bytes: 1, models: model, version: "0".into(), state: WorkerState::Idle };
+    let info = WorkerInfo { id: "f0".into(), address: "127.0.0.1:9".into(), device_kind: "cpu".into(), device_name: "fake".into(), memory_bytes: 1, models: model, version: "0".into(), state: WorkerState::Idle, nccl_gpu: None };
     registry.register(info).await.unwrap();
     Coordinator::start_with(CoordinatorConfig::new(data.to_path_buf()), registry, Arc::new(FakeConnector(worker)), Arc::new(NoJobStore), records)
 }

@@ -137,6 +137,9 @@ pub struct WorkerInfo {
     pub models: Vec<ModelInfo>,
     pub version: String,
     pub state: WorkerState,
+    /// The UUID of the GPU this worker would join an NCCL communicator with (`GPU-…`); `None`
+    /// when it cannot (no GPU, no libnccl, or the CPU backend).
+    pub nccl_gpu: Option<String>,
 }
 
 /// What the coordinator asks one worker to run.
@@ -162,6 +165,30 @@ pub struct ShardAssignment {
     pub exchange_timeout: Duration,
     pub hash_every: usize,
     pub blend: BlendMode,
+    /// Overlap velocities over NCCL instead of the exchange addresses (which still carry the
+    /// latent hashes and decode halos); `None`: everything over TCP.
+    pub nccl: Option<NcclGroup>,
+}
+
+/// One gang's NCCL communicator, as a shard joins it: rank `i` runs the gang's `i`-th window
+/// range, so its overlap neighbours are ranks `i − 1` and `i + 1`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NcclGroup {
+    /// The `ncclUniqueId` (128 bytes) that rank 0 created (`WorkerApi::nccl_unique_id`).
+    pub unique_id: Vec<u8>,
+    pub rank: usize,
+    pub ranks: usize,
+}
+
+/// Length of an `ncclUniqueId`.
+pub const NCCL_UNIQUE_ID_BYTES: usize = 128;
+
+impl std::fmt::Debug for NcclGroup {
+    /// The id's first bytes only: enough to tell communicators apart in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let head: String = self.unique_id.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        write!(f, "NcclGroup(rank {} of {}, id {head}…)", self.rank, self.ranks)
+    }
 }
 
 /// What the coordinator asks one worker to encode for a job.
@@ -266,6 +293,15 @@ pub trait WorkerApi: Send + Sync + 'static {
     /// one worker; the coordinator sends the result with every assignment. `Ok(None)` when the
     /// model takes no embeddings (it conditions on the prompt text itself).
     fn encode_text(&self, request: EncodeTextRequest) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>>;
+    /// Creates the `ncclUniqueId` of a gang's communicator (asked of the gang's rank 0, whose
+    /// process then hosts NCCL's bootstrap root). Workers that cannot join NCCL communicators
+    /// (their `WorkerInfo::nccl_gpu` is `None`) refuse.
+    fn nccl_unique_id(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<Vec<u8>, ApiError>> {
+        let _ = plan_id;
+        Box::pin(async move {
+            Err(ApiError::FailedPrecondition(format!("job {job_id}: this worker cannot create NCCL communicators")))
+        })
+    }
     /// `Ok(false)` when no shard of that job with that plan id (or older) was running.
     fn cancel_shard(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>>;
 }

@@ -9,6 +9,7 @@
 //! - [`tensor`]: the frame-major latent tensor.
 //! - [`denoiser`]: the `Denoiser` / `FrameDecoder` traits models implement.
 //! - [`exchange`]: the overlap exchange between partitions, with an in-process implementation.
+//! - [`grouped_exchange`]: velocities over a grouped transport (NCCL), the rest over an inner exchange.
 //! - [`codenoise`]: the lockstep co-denoising loop of one partition (a contiguous window range).
 //! - [`local`]: an in-process cluster (partitions on threads) built on the same loop.
 //! - [`seam`]: model-free seam metrics (seam jump ratio, placebo, ghosting, overlap disagreement).
@@ -20,6 +21,7 @@ pub mod api;
 pub mod codenoise;
 pub mod denoiser;
 pub mod exchange;
+pub mod grouped_exchange;
 pub mod hash;
 pub mod job;
 pub mod noise;

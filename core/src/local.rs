@@ -4,7 +4,7 @@
 
 use crate::codenoise::{decode_partition, denoise_partition, CoDenoiseError, LoopTimings, PartitionConfig, PartitionOutput, Progress};
 use crate::denoiser::{Denoiser, FrameDecoder, RgbFrame};
-use crate::exchange::ChannelExchange;
+use crate::exchange::{ChannelExchange, Exchange};
 use crate::tensor::Latents;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -29,8 +29,23 @@ pub fn render_local(
     decoder: &dyn FrameDecoder,
     exchange_timeout: Duration,
 ) -> Result<LocalRender, CoDenoiseError> {
+    render_local_with(base, partitions, make_denoiser, decoder, |n| ChannelExchange::chain(n, exchange_timeout))
+}
+
+/// [`render_local`] over exchanges of the caller's making: `exchanges(n)` returns the `n`
+/// partitions' exchanges, element `i` linked to `i − 1` and `i + 1`.
+pub fn render_local_with<E: Exchange>(
+    base: &PartitionConfig,
+    partitions: usize,
+    make_denoiser: &dyn Fn() -> Box<dyn Denoiser>,
+    decoder: &dyn FrameDecoder,
+    exchanges: impl FnOnce(usize) -> Vec<E>,
+) -> Result<LocalRender, CoDenoiseError> {
     let ranges = base.plan.assign(partitions).map_err(|e| CoDenoiseError::Config(e.to_string()))?;
-    let exchanges = ChannelExchange::chain(ranges.len(), exchange_timeout);
+    let exchanges = exchanges(ranges.len());
+    if exchanges.len() != ranges.len() {
+        return Err(CoDenoiseError::Config(format!("{} exchanges for {} partitions", exchanges.len(), ranges.len())));
+    }
     let cancel = AtomicBool::new(false);
     let results: Vec<Result<(PartitionOutput, Vec<(usize, RgbFrame)>), CoDenoiseError>> = std::thread::scope(|s| {
         let handles: Vec<_> = ranges

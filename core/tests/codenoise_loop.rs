@@ -218,3 +218,42 @@ fn cancellation_stops_the_loop() {
     let err = denoise_partition(&cfg, &mut WindowMeanModel(info()), &mut ex[0], &AtomicBool::new(true), &mut |_| {}).unwrap_err();
     assert!(matches!(err, CoDenoiseError::Cancelled));
 }
+
+/// The inner exchange of a grouped exchange must see no velocity: they all go over the group.
+struct NoVelocities(ChannelExchange);
+
+impl Exchange for NoVelocities {
+    fn send(&mut self, side: Side, msg: OverlapMessage) -> Result<(), ExchangeError> {
+        if matches!(msg.payload, Payload::Velocity(_)) {
+            return Err(ExchangeError::Protocol { side, reason: "a velocity reached the inner exchange".into() });
+        }
+        self.0.send(side, msg)
+    }
+    fn recv(&mut self, side: Side, step: u32) -> Result<OverlapMessage, ExchangeError> {
+        self.0.recv(side, step)
+    }
+}
+
+/// Velocities over a grouped transport (the shape of the NCCL path), hashes and halos over the
+/// plain exchange: the render is bit-identical to the plain one for every partition count.
+#[test]
+fn a_render_over_the_grouped_exchange_is_bit_identical() {
+    use longshot_core::grouped_exchange::{ChannelGroup, GroupedExchange};
+    use longshot_core::local::render_local_with;
+    let cfg = config(Solver::UniPc, BlendMode::CoDenoise);
+    let one = render(&cfg, 1);
+    for parts in 2..=4 {
+        let grouped = render_local_with(&cfg, parts, &|| Box::new(WindowMeanModel(info())), &ToyDecoder, |n| {
+            let t = Duration::from_secs(20);
+            ChannelGroup::chain(n, t)
+                .into_iter()
+                .zip(ChannelExchange::chain(n, t))
+                .enumerate()
+                .map(|(i, (g, e))| GroupedExchange::new(g, NoVelocities(e), i > 0, i + 1 < n))
+                .collect()
+        })
+        .unwrap();
+        assert!(one.latents == grouped.latents, "latents differ with {parts} partitions");
+        assert!(one.frames == grouped.frames, "frames differ with {parts} partitions");
+    }
+}

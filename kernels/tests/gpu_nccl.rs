@@ -82,3 +82,24 @@ fn single_rank_has_no_neighbours_and_says_so() {
         .expect("peer 1 of 1");
     assert!(e.to_string().contains("peer 1"), "{e}");
 }
+
+/// The worker's host-side form (`HostOverlapExchange`) on a single rank: no neighbours, so the
+/// group is empty; what it checks is that a missing neighbour's overlap or a take without an
+/// exchange is an error, not a hang, and that polling works. Its transfers need two GPUs.
+#[test]
+fn host_overlap_exchange_single_rank_checks_its_arguments() {
+    use longshot_kernels::cuda::HostOverlapExchange;
+    nccl_version().unwrap_or_else(|e| panic!("{e}"));
+    let id = NcclUniqueId::new().expect("ncclGetUniqueId");
+    let mut ex = HostOverlapExchange::join(gpu(), &id, 0, 1).expect("single-rank communicator");
+    assert_eq!((ex.rank(), ex.ranks()), (0, 1));
+    assert!(ex.is_received().unwrap(), "nothing started yet");
+    ex.start(None, None).expect("an exchange with no neighbours");
+    while !ex.is_received().unwrap() {}
+    let e = ex.start(Some(&[1.0]), None).unwrap_err();
+    assert!(e.to_string().contains("left overlap must be absent"), "{e}");
+    let e = ex.start(None, Some(&[1.0])).unwrap_err();
+    assert!(e.to_string().contains("right overlap must be absent"), "{e}");
+    let e = ex.take(true).unwrap_err();
+    assert!(e.to_string().contains("no left overlap is being received"), "{e}");
+}

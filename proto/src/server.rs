@@ -230,6 +230,21 @@ impl WorkerService for WorkerServiceAdapter {
         Ok(Response::new(crate::convert::embeddings_to_pb(&r, embeddings)))
     }
 
+    async fn create_nccl_id(
+        &self,
+        request: Request<pb::CreateNcclIdRequest>,
+    ) -> Result<Response<pb::CreateNcclIdResponse>, Status> {
+        let r = request.into_inner();
+        let unique_id = self
+            .0
+            .nccl_unique_id(r.job_id, r.plan_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CreateNcclIdResponse {
+            unique_id: unique_id.into(),
+        }))
+    }
+
     async fn cancel_shard(
         &self,
         request: Request<pb::CancelShardRequest>,

@@ -113,6 +113,11 @@ fn shard_assignment_keeps_schedule_bits() {
         disable_exchange: false,
         emit_frames: true,
         emit_latents: false,
+        nccl: Some(pb::NcclGroup {
+            unique_id: Bytes::from(vec![0xa5; 128]),
+            rank: 1,
+            ranks: 4,
+        }),
     };
     let back = round_trip(&assignment);
     assert_eq!(back, assignment);
@@ -218,6 +223,7 @@ fn worker_info_round_trips() {
         }],
         version: "0.1.0".into(),
         state: pb::WorkerState::Idle as i32,
+        nccl_gpu: "GPU-00112233-4455-6677-8899-aabbccddeeff".into(),
     };
     let back = round_trip(&info);
     assert_eq!(back, info);

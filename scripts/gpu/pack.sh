@@ -164,6 +164,9 @@ for n in 1 2; do
     || { render_ok=0; tail -5 logs/render-$n.log; }
 done
 grep -h "transformer on" logs/render-*/worker-*.log 2>/dev/null
+# Whether the workers found NCCL (informational: two workers on one GPU exchange over TCP, since
+# NCCL refuses two ranks on one device; multi-rank NCCL needs two GPUs and has not run here).
+grep -h "NCCL\|overlaps go over TCP" logs/render-2/worker-*.log 2>/dev/null | head -2
 if grep -qh "transformer on cpu" logs/render-*/worker-*.log 2>/dev/null; then
   echo "the render's workers ran the transformer on the CPU, not the GPU"; render_ok=0
 fi

@@ -6,6 +6,8 @@
 //! - [`node`]: `WorkerNode`, the shard lifecycle (fencing by plan id, cancellation, events).
 //! - [`net_exchange`]: the `Exchange` implementation over the network, bridging the loop's thread
 //!   and the async runtime.
+//! - [`nccl`]: NCCL for the overlap velocities on GPU workers (`WorkerService.CreateNcclId`, the
+//!   shard's NCCL exchange with the TCP one for hashes and halos).
 //! - [`models`]: `ModelSet`, the models this worker serves (procedural, Wan2.1 pipelines loaded
 //!   with `--model`): prompt encoding on request, a denoiser and decoder per shard.
 //! - [`device`]: `--device auto|cpu|cuda`: the GPU when usable, else the CPU with one log line
@@ -19,6 +21,7 @@ pub mod device;
 pub mod etcd_membership;
 pub mod membership;
 pub mod models;
+pub mod nccl;
 pub mod net_exchange;
 pub mod node;
 

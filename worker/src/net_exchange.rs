@@ -42,6 +42,24 @@ impl NetExchange {
     }
 }
 
+/// The exchange a shard runs with: the TCP one, or NCCL for velocities around it
+/// ([`crate::nccl`]).
+pub trait ShardExchange: Exchange {
+    /// Overlap payload bytes sent, for the shard's log line.
+    fn bytes_sent(&self) -> u64;
+    /// `tcp` or `nccl`: what carries the velocities.
+    fn transport(&self) -> &'static str;
+}
+
+impl ShardExchange for NetExchange {
+    fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
+    }
+    fn transport(&self) -> &'static str {
+        "tcp"
+    }
+}
+
 impl Exchange for NetExchange {
     fn send(&mut self, side: Side, message: OverlapMessage) -> Result<(), ExchangeError> {
         self.bytes_sent += match &message.payload {

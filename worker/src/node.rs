@@ -1,7 +1,8 @@
 //! `WorkerNode`: one shard at a time, fenced by plan id; the loop runs on its own thread.
 
 use crate::models::{ModelError, ModelSet};
-use crate::net_exchange::{Link, NetExchange};
+use crate::nccl::NcclSupport;
+use crate::net_exchange::{Link, NetExchange, ShardExchange};
 use futures::StreamExt;
 use longshot_core::api::*;
 use longshot_core::codenoise::{decode_partition, denoise_partition, PartitionConfig, Progress};
@@ -27,6 +28,7 @@ struct NodeInner {
     id: String,
     connector: Arc<dyn ExchangeConnector>,
     models: Arc<ModelSet>,
+    nccl: NcclSupport,
     slot: Mutex<Option<ShardSlot>>,
 }
 
@@ -37,8 +39,8 @@ pub struct WorkerNode {
 }
 
 impl WorkerNode {
-    pub fn new(id: String, connector: Arc<dyn ExchangeConnector>, models: Arc<ModelSet>) -> Self {
-        Self { inner: Arc::new(NodeInner { id, connector, models, slot: Mutex::new(None) }) }
+    pub fn new(id: String, connector: Arc<dyn ExchangeConnector>, models: Arc<ModelSet>, nccl: NcclSupport) -> Self {
+        Self { inner: Arc::new(NodeInner { id, connector, models, nccl, slot: Mutex::new(None) }) }
     }
 
     /// What this worker serves.
@@ -84,6 +86,14 @@ impl WorkerNode {
         if a.exchange_timeout.is_zero() {
             return Err(ApiError::invalid("exchange_timeout", "must be positive"));
         }
+        if let Some(g) = &a.nccl {
+            if self.inner.nccl.gpu().is_none() {
+                return Err(ApiError::invalid("nccl", "this worker cannot join NCCL communicators (no GPU, no libnccl, or a build without CUDA): run the gang over TCP"));
+            }
+            if (g.rank > 0) != a.left_address.is_some() || (g.rank + 1 < g.ranks) != a.right_address.is_some() {
+                return Err(ApiError::invalid("nccl.rank", format!("rank {} of {} does not match the neighbours of windows {:?}: ranks ± 1 must be exactly the left and right neighbours", g.rank, g.ranks, a.windows)));
+            }
+        }
         Ok(())
     }
 
@@ -126,10 +136,11 @@ impl WorkerNode {
         let exchange = NetExchange { job_id: a.job_id.clone(), plan_id: a.plan_id, left, right, timeout: a.exchange_timeout, cancel: cancel.clone(), bytes_sent: 0 };
         let worker = self.inner.id.clone();
         let models = self.inner.models.clone();
+        let nccl = self.inner.nccl.clone();
         std::thread::Builder::new()
             .name(format!("shard-{}", a.job_id))
             .spawn(move || {
-                run_shard_blocking(&models, a, exchange, cancel, &tx);
+                run_shard_blocking(&models, &nccl, a, exchange, cancel, &tx);
                 done.store(true, Ordering::Relaxed);
             })
             .map_err(|e| ApiError::Internal(format!("worker {worker}: cannot start the shard thread: {e}")))?;
@@ -176,12 +187,22 @@ async fn pump(inbound: &mut BoxStream<Result<OverlapEnvelope, ApiError>>, to_loo
     }
 }
 
-fn run_shard_blocking(models: &ModelSet, a: ShardAssignment, mut exchange: NetExchange, cancel: Arc<AtomicBool>, tx: &mpsc::Sender<ShardEvent>) {
+fn run_shard_blocking(models: &ModelSet, nccl: &NcclSupport, a: ShardAssignment, tcp: NetExchange, cancel: Arc<AtomicBool>, tx: &mpsc::Sender<ShardEvent>) {
     // If the coordinator stops listening, stop the work too.
     let emit = |e: ShardEvent| {
         if tx.blocking_send(e).is_err() {
             cancel.store(true, Ordering::Relaxed);
         }
+    };
+    let mut exchange: Box<dyn ShardExchange> = match &a.nccl {
+        None => Box::new(tcp),
+        Some(group) => match nccl.exchange(group, tcp, a.exchange_timeout) {
+            Ok(e) => e,
+            Err(reason) => {
+                emit(ShardEvent::Failed { reason });
+                return;
+            }
+        },
     };
     let (mut denoiser, decoder) = match models.instantiate(&a.model, &a.conditioning, a.height, a.width) {
         Ok(m) => m,
@@ -206,20 +227,20 @@ fn run_shard_blocking(models: &ModelSet, a: ShardAssignment, mut exchange: NetEx
     let mut progress = |p: Progress| match p {
         Progress::Step { window, step, .. } => emit(ShardEvent::StepDone { window: window as u32, step: step as u32 }),
     };
-    let result = denoise_partition(&cfg, denoiser.as_mut(), &mut exchange, &cancel, &mut progress).and_then(|out| {
+    let result = denoise_partition(&cfg, denoiser.as_mut(), exchange.as_mut(), &cancel, &mut progress).and_then(|out| {
         let (t, steps) = (out.timings, cfg.schedule.steps().max(1) as f64);
         let ms = |d: std::time::Duration| 1e3 * d.as_secs_f64() / steps;
         tracing::info!(
             job = %a.job_id,
-            "denoised windows {:?}: per step model {:.1} ms, exchange wait {:.2} ms, blend {:.3} ms, scheduler {:.2} ms, hash {:.3} ms; sent {} overlap bytes ({:.0} per step)",
-            a.windows, ms(t.model), ms(t.exchange), ms(t.blend), ms(t.scheduler), ms(t.verify), exchange.bytes_sent, exchange.bytes_sent as f64 / steps
+            "denoised windows {:?}: per step model {:.1} ms, exchange wait {:.2} ms, blend {:.3} ms, scheduler {:.2} ms, hash {:.3} ms; sent {} overlap bytes ({:.0} per step, velocities over {})",
+            a.windows, ms(t.model), ms(t.exchange), ms(t.blend), ms(t.scheduler), ms(t.verify), exchange.bytes_sent(), exchange.bytes_sent() as f64 / steps, exchange.transport()
         );
         emit(ShardEvent::Latents {
             first_frame: out.owned_start as u32,
             frames: out.owned.shape().frames as u32,
             data: out.owned.as_slice().to_vec(),
         });
-        decode_partition(&cfg, &out, decoder.as_ref(), &mut exchange, &mut |index, f| {
+        decode_partition(&cfg, &out, decoder.as_ref(), exchange.as_mut(), &mut |index, f| {
             emit(ShardEvent::Frame { index: index as u32, width: f.width as u32, height: f.height as u32, rgb8: f.to_rgb8() })
         })
     });
@@ -252,6 +273,18 @@ impl WorkerApi for WorkerNode {
             let e = result.map_err(|e| ApiError::Internal(format!("worker {}: {e}", self.inner.id)))?;
             tracing::info!(job = %job, model = %model, secs = started.elapsed().as_secs_f64(), "encoded the prompts");
             Ok(e)
+        })
+    }
+
+    fn nccl_unique_id(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<Vec<u8>, ApiError>> {
+        let nccl = self.inner.nccl.clone();
+        Box::pin(async move {
+            let id = tokio::task::spawn_blocking(move || nccl.create_id())
+                .await
+                .map_err(|e| ApiError::Internal(format!("NCCL id task: {e}")))?
+                .map_err(ApiError::FailedPrecondition)?;
+            tracing::info!(job = %job_id, plan_id, "created the NCCL id of the gang's communicator (rank 0)");
+            Ok(id)
         })
     }
 
@@ -307,5 +340,62 @@ impl ExchangeApi for WorkerNode {
             }
             Ok(Box::pin(UnboundedReceiverStream::new(from_loop)) as BoxStream<OverlapEnvelope>)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Device;
+    use longshot_core::plan::WindowPlan;
+    use longshot_core::scheduler::{Schedule, Solver};
+
+    /// The right neighbour is never dialled here: validation refuses first.
+    struct Unreachable;
+
+    impl ExchangeConnector for Unreachable {
+        fn open(&self, address: String, _outbound: BoxStream<OverlapEnvelope>) -> BoxFuture<'static, Result<BoxStream<Result<OverlapEnvelope, ApiError>>, ApiError>> {
+            Box::pin(async move { Err(ApiError::Unavailable(format!("no exchange at {address} in this test"))) })
+        }
+    }
+
+    fn cpu_node() -> WorkerNode {
+        let models = ModelSet::load(&[], &Device::Cpu).expect("the built-in model");
+        WorkerNode::new("w-test".into(), Arc::new(Unreachable), Arc::new(models), NcclSupport::detect(&Device::Cpu))
+    }
+
+    fn assignment(nccl: Option<NcclGroup>) -> ShardAssignment {
+        ShardAssignment {
+            job_id: "j".into(),
+            plan_id: 1,
+            model: "procedural".into(),
+            conditioning: longshot_core::denoiser::Conditioning::new("a prompt", ""),
+            seed: 1,
+            channels: 16,
+            height: 2,
+            width: 2,
+            plan: WindowPlan::new(53, 21, 5).unwrap(),
+            schedule: Schedule::new(Solver::UniPc, 2, 3.0).unwrap(),
+            guidance: 5.0,
+            windows: 1..2,
+            left_address: Some("127.0.0.1:9".into()),
+            right_address: Some("127.0.0.1:9".into()),
+            exchange_timeout: Duration::from_secs(5),
+            hash_every: 1,
+            blend: Default::default(),
+            nccl,
+        }
+    }
+
+    /// A CPU worker neither makes NCCL ids nor accepts an NCCL assignment, and says why.
+    #[tokio::test]
+    async fn a_cpu_worker_refuses_nccl_clearly() {
+        let node = cpu_node();
+        let refused = node.nccl_unique_id("j".into(), 1).await;
+        assert!(matches!(&refused, Err(ApiError::FailedPrecondition(m)) if m.contains("cannot join NCCL communicators")), "{refused:?}");
+        let group = NcclGroup { unique_id: vec![0; NCCL_UNIQUE_ID_BYTES], rank: 1, ranks: 3 };
+        let e = node.run_shard(assignment(Some(group))).await.err().expect("refused");
+        assert!(e.to_string().contains("nccl: this worker cannot join NCCL communicators"), "{e}");
+        assert_eq!(node.busy_job(), None, "a refused shard leaves nothing behind");
     }
 }

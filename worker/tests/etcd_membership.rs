@@ -20,6 +20,7 @@ fn info(id: &str, port: u16) -> WorkerInfo {
         models: longshot_worker::models::ModelSet::builtin().served(),
         version: "0.1.0".into(),
         state: WorkerState::Idle,
+        nccl_gpu: None,
     }
 }
 

@@ -254,6 +254,22 @@ impl NcclExchange {
         // The sends read what the compute stream wrote; the receives overwrite buffers it may
         // still read. Both wait for everything queued there so far.
         self.comm_stream.join(&self.compute)?;
+        self.group(sends, recvs)?;
+        Ok(InFlight {
+            event: Some(self.comm_stream.record_event(None)?),
+            compute: self.compute.clone(),
+            _buffers: PhantomData,
+        })
+    }
+
+    /// Queues every send and receive in one NCCL group on the communication stream (after what
+    /// is already queued there). The caller keeps the buffers alive and untouched until the
+    /// group's work has completed on that stream.
+    pub(crate) fn group(
+        &self,
+        sends: &[(usize, &CudaSlice<f32>)],
+        recvs: &mut [(usize, &mut CudaSlice<f32>)],
+    ) -> Result<(), CudaError> {
         self.comm.context().bind_to_thread()?;
         nccl::group_start().map_err(|e| nccl_error("ncclGroupStart", e))?;
         let mut queued = Ok(());
@@ -282,11 +298,7 @@ impl NcclExchange {
         let ended = nccl::group_end().map_err(|e| nccl_error("ncclGroupEnd", e));
         queued?;
         ended?;
-        Ok(InFlight {
-            event: Some(self.comm_stream.record_event(None)?),
-            compute: self.compute.clone(),
-            _buffers: PhantomData,
-        })
+        Ok(())
     }
 }
 

@@ -15,6 +15,9 @@ pub struct DeviceInfo {
     /// Compute capability (9, 0) on an H100.
     pub compute_capability: (i32, i32),
     pub total_memory: usize,
+    /// The driver's UUID, as nvidia-smi prints it (`GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`):
+    /// tells whether two processes (or hosts) use the same physical GPU.
+    pub uuid: String,
 }
 
 impl DeviceInfo {
@@ -70,7 +73,14 @@ pub fn device(ordinal: usize) -> Result<DeviceInfo, CudaError> {
         compute_capability,
         // SAFETY: as above.
         total_memory: unsafe { drv::device::total_mem(dev) }?,
+        uuid: format_uuid(&drv::device::get_uuid(dev)?.bytes.map(|b| b as u8)),
     })
+}
+
+/// `GPU-` and the 16 bytes in the 8-4-4-4-12 hex groups of nvidia-smi.
+fn format_uuid(b: &[u8; 16]) -> String {
+    let hex = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!("GPU-{}-{}-{}-{}-{}", hex(0..4), hex(4..6), hex(6..8), hex(8..10), hex(10..16))
 }
 
 /// NVRTC's version `(major, minor)`, or [`CudaError::NoNvrtc`] when libnvrtc cannot be loaded.
@@ -94,6 +104,12 @@ pub fn nvrtc_version() -> Result<(i32, i32), CudaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuids_print_as_nvidia_smi_does() {
+        let b: [u8; 16] = std::array::from_fn(|i| (i * 17) as u8);
+        assert_eq!(format_uuid(&b), "GPU-00112233-4455-6677-8899-aabbccddeeff");
+    }
 
     /// On a machine without CUDA this must be an error value, not cudarc's panic; with CUDA it
     /// describes a real device. Either way it returns.

@@ -77,6 +77,23 @@ impl WorkerApi for GrpcWorker {
         })
     }
 
+    fn nccl_unique_id(
+        &self,
+        job_id: String,
+        plan_id: u64,
+    ) -> BoxFuture<'_, Result<Vec<u8>, ApiError>> {
+        Box::pin(async move {
+            let r = self
+                .client
+                .clone()
+                .create_nccl_id(pb::CreateNcclIdRequest { job_id, plan_id })
+                .await;
+            let id = r.map_err(|s| from_status_at(&s, &self.peer))?.into_inner();
+            crate::convert::nccl_unique_id_from_pb(id.unique_id.to_vec(), "unique_id")
+                .map_err(|e| malformed(&self.peer, e))
+        })
+    }
+
     fn cancel_shard(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
         Box::pin(async move {
             let r = self

@@ -1,7 +1,7 @@
 //! `RegistryService` messages (also the answers of `JobService.ListWorkers` / `ListModels`):
 //! worker state and info, model info, registration acknowledgement.
 
-use super::{invalid, nest, to_u32, to_usize};
+use super::{invalid, nest, non_empty, to_u32, to_usize};
 use crate::pb;
 use longshot_core::api::{ApiError, RegisterAck, WorkerInfo, WorkerState};
 use longshot_core::denoiser::ModelInfo;
@@ -129,6 +129,7 @@ impl From<WorkerInfo> for pb::WorkerInfo {
             models: w.models.into_iter().map(Into::into).collect(),
             version: w.version,
             state: pb::WorkerState::from(w.state) as i32,
+            nccl_gpu: w.nccl_gpu.unwrap_or_default(),
         }
     }
 }
@@ -146,6 +147,7 @@ impl TryFrom<pb::WorkerInfo> for WorkerInfo {
             device_name: w.device_name,
             memory_bytes: w.memory_bytes,
             version: w.version,
+            nccl_gpu: non_empty(w.nccl_gpu),
         })
     }
 }

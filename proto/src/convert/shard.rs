@@ -5,7 +5,9 @@
 use super::{duration_to_ms, invalid, ms_to_duration, nest, non_empty, required, to_u32, to_usize};
 use crate::pb::{self, shard_event};
 use crate::wire;
-use longshot_core::api::{ApiError, ShardAssignment, ShardEvent};
+use longshot_core::api::{
+    ApiError, NcclGroup, ShardAssignment, ShardEvent, NCCL_UNIQUE_ID_BYTES,
+};
 use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::Conditioning;
 use longshot_core::plan::WindowPlan;
@@ -48,6 +50,11 @@ impl From<ShardAssignment> for pb::ShardAssignment {
             disable_exchange: a.blend == BlendMode::Independent,
             emit_frames: true,
             emit_latents: true,
+            nccl: a.nccl.map(|g| pb::NcclGroup {
+                unique_id: g.unique_id.into(),
+                rank: to_u32(g.rank),
+                ranks: to_u32(g.ranks),
+            }),
         }
     }
 }
@@ -157,8 +164,49 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
             } else {
                 BlendMode::CoDenoise
             },
+            nccl: a
+                .nccl
+                .map(nccl_group_from_pb)
+                .transpose()
+                .map_err(|e| nest("nccl", e))?,
         })
     }
+}
+
+/// An `ncclUniqueId` from the wire: exactly [`NCCL_UNIQUE_ID_BYTES`] bytes.
+pub fn nccl_unique_id_from_pb(id: Vec<u8>, field: &str) -> Result<Vec<u8>, ApiError> {
+    if id.len() != NCCL_UNIQUE_ID_BYTES {
+        return Err(invalid(
+            field,
+            format!(
+                "{} bytes given, an ncclUniqueId has exactly {NCCL_UNIQUE_ID_BYTES}",
+                id.len()
+            ),
+        ));
+    }
+    Ok(id)
+}
+
+fn nccl_group_from_pb(g: pb::NcclGroup) -> Result<NcclGroup, ApiError> {
+    let unique_id = nccl_unique_id_from_pb(g.unique_id.to_vec(), "unique_id")?;
+    let (rank, ranks) = (to_usize(g.rank, "rank")?, to_usize(g.ranks, "ranks")?);
+    if ranks < 2 {
+        return Err(invalid(
+            "ranks",
+            format!("{ranks}: a communicator needs at least 2 ranks (one has no neighbours)"),
+        ));
+    }
+    if rank >= ranks {
+        return Err(invalid(
+            "rank",
+            format!("{rank} is not below ranks ({ranks}): allowed 0..{ranks}"),
+        ));
+    }
+    Ok(NcclGroup {
+        unique_id,
+        rank,
+        ranks,
+    })
 }
 
 // ---- ShardEvent -----------------------------------------------------------------------------

@@ -165,6 +165,7 @@ fn worker(id: &str) -> WorkerInfo {
         models: vec![model()],
         version: "0.1.0".into(),
         state: WorkerState::Idle,
+        nccl_gpu: None,
     }
 }
 
@@ -260,6 +261,17 @@ impl WorkerApi for FakeWorker {
     }
     fn cancel_shard(&self, _job_id: String, plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
         Box::pin(async move { Ok(plan_id == 3) })
+    }
+    /// Job `gpu`: a 128-byte id; `short`: a malformed 5-byte one; anything else: refused as a
+    /// worker without NCCL refuses.
+    fn nccl_unique_id(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<Vec<u8>, ApiError>> {
+        Box::pin(async move {
+            match job_id.as_str() {
+                "gpu" => Ok((0..128).map(|i| (i as u64 + plan_id) as u8).collect()),
+                "short" => Ok(vec![1; 5]),
+                _ => Err(ApiError::FailedPrecondition("this worker cannot create NCCL communicators".into())),
+            }
+        })
     }
     /// `wan`: 2×3 embeddings derived from the prompt lengths; `procedural`: none; `nan`: a
     /// malformed answer; anything else: not served.

@@ -87,10 +87,23 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
         exchange_timeout: Duration::from_secs(5),
         hash_every: 1,
         blend: Default::default(),
+        nccl: None,
     };
     let events: Vec<ShardEvent> = worker.run_shard(assignment.clone()).await?.collect().await;
     assert_eq!(events, shard_events);
     assert_eq!(worker.cancel_shard("j-1".into(), 3).await, Ok(true));
+
+    // CreateNcclId: the id's bytes travel as they are; a wrong length is the worker's fault,
+    // named; a refusal stays a FAILED_PRECONDITION (the coordinator then falls back to TCP).
+    let id = worker.nccl_unique_id("gpu".into(), 3).await?;
+    assert_eq!(id, (0..128).map(|i| (i + 3) as u8).collect::<Vec<u8>>());
+    let short = worker.nccl_unique_id("short".into(), 3).await.unwrap_err().to_string();
+    ensure!(short.contains("unique_id") && short.contains("5 bytes given"), "{short}");
+    let refused = worker.nccl_unique_id("cpu".into(), 3).await;
+    ensure!(
+        matches!(&refused, Err(ApiError::FailedPrecondition(m)) if m.contains("cannot create NCCL communicators")),
+        "{refused:?}"
+    );
 
     // A stream that stops without a verdict ends in a Lost that says so (the coordinator's own
     // observation of the worker, which it treats as the root cause of a gang failure).

@@ -118,5 +118,6 @@ fn assignment() -> ShardAssignment {
         exchange_timeout: Duration::from_secs(120),
         hash_every: 5,
         blend: BlendMode::CoDenoise,
+        nccl: None,
     }
 }

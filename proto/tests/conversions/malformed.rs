@@ -238,6 +238,23 @@ fn malformed_shard_messages_are_rejected_by_field() {
         }),
         &["schedule"],
     );
+    let nccl = |unique_id: usize, rank, ranks| pb::ShardAssignment {
+        nccl: Some(pb::NcclGroup {
+            unique_id: vec![7u8; unique_id].into(),
+            rank,
+            ranks,
+        }),
+        ..good.clone()
+    };
+    assert!(ShardAssignment::try_from(nccl(128, 1, 2)).is_ok());
+    for (group, field) in [
+        (nccl(127, 0, 2), "nccl.unique_id"),
+        (nccl(0, 0, 2), "nccl.unique_id"),
+        (nccl(128, 2, 2), "nccl.rank"),
+        (nccl(128, 0, 1), "nccl.ranks"),
+    ] {
+        rejected(ShardAssignment::try_from(group), &[field]);
+    }
     rejected(
         ShardAssignment::try_from(pb::ShardAssignment {
             latent: Some(pb::LatentShape {

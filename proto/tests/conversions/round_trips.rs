@@ -158,8 +158,13 @@ fn cluster_messages_round_trip() {
         ],
         version: "0.1.0".into(),
         state: WorkerState::Busy,
+        nccl_gpu: Some("GPU-00112233-4455-6677-8899-aabbccddeeff".into()),
     };
-    round_trip::<WorkerInfo, pb::WorkerInfo>(worker);
+    round_trip::<WorkerInfo, pb::WorkerInfo>(worker.clone());
+    round_trip::<WorkerInfo, pb::WorkerInfo>(WorkerInfo {
+        nccl_gpu: None,
+        ..worker
+    });
     for state in [
         WorkerState::Idle,
         WorkerState::Busy,
@@ -206,6 +211,14 @@ fn shard_messages_round_trip_bit_for_bit() {
         left_address: None,
         right_address: Some("w-9:7001".into()),
         blend: BlendMode::Independent,
+        ..assignment()
+    });
+    round_trip::<ShardAssignment, pb::ShardAssignment>(ShardAssignment {
+        nccl: Some(NcclGroup {
+            unique_id: (0..128).map(|i| (i * 7) as u8).collect(),
+            rank: 2,
+            ranks: 3,
+        }),
         ..assignment()
     });
     let events = [
