@@ -217,6 +217,18 @@ impl JobRun {
         let r = &self.resolved;
         let spec = &r.spec;
         let conditioning = Conditioning { prompt: spec.prompt.clone(), negative_prompt: spec.negative_prompt.clone(), embeddings };
+        // Each stream ends with `None` so a worker that vanishes without `Finished` is noticed.
+        let mut events: SelectAll<BoxStream<(usize, Option<ShardEvent>)>> = SelectAll::new();
+        let ranks = ranges.len();
+        for (i, (client, windows)) in clients.iter().zip(ranges).enumerate() {
+            let s = client.run_shard(self.assignment(i, ranks, windows, &conditioning, nccl_id.as_deref())).await.map_err(|e| match e {
+                ApiError::FailedPrecondition(reason) => RunError::Refused { worker: self.workers[i].id.clone(), reason },
+                e => RunError::Failed(format!("worker {} refused its shard: {e}", self.workers[i].id)),
+            })?;
+            events.push(Box::pin(s.map(move |e| (i, Some(e))).chain(stream::once(async move { (i, None) }))));
+        }
+        // Outputs are opened only once every worker took its shard: a refused plan (the job
+        // queues again) must not leave files that the next plan of the job would write too.
         let assembler = Assembler::start(AssemblyPlan {
             dir: self.dir.clone(),
             outputs: r.outputs.clone(),
@@ -233,16 +245,6 @@ impl JobRun {
             ],
         })
         .map_err(|e| RunError::Failed(format!("cannot start output assembly: {e}")))?;
-        // Each stream ends with `None` so a worker that vanishes without `Finished` is noticed.
-        let mut events: SelectAll<BoxStream<(usize, Option<ShardEvent>)>> = SelectAll::new();
-        let ranks = ranges.len();
-        for (i, (client, windows)) in clients.iter().zip(ranges).enumerate() {
-            let s = client.run_shard(self.assignment(i, ranks, windows, &conditioning, nccl_id.as_deref())).await.map_err(|e| match e {
-                ApiError::FailedPrecondition(reason) => RunError::Refused { worker: self.workers[i].id.clone(), reason },
-                e => RunError::Failed(format!("worker {} refused its shard: {e}", self.workers[i].id)),
-            })?;
-            events.push(Box::pin(s.map(move |e| (i, Some(e))).chain(stream::once(async move { (i, None) }))));
-        }
         // Per worker: its stream delivered a verdict (Finished or Failed), so its end is expected.
         let mut finished = vec![false; self.workers.len()];
         let mut frames_done = 0u32;

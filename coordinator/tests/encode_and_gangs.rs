@@ -24,11 +24,17 @@ struct FakeWorker {
     /// CreateNcclId calls answered, and whether to refuse them.
     nccl_ids: Mutex<usize>,
     refuse_nccl: std::sync::atomic::AtomicBool,
+    /// Refuse this many shards as busy first (a worker still winding down other work).
+    refuse_shards: std::sync::atomic::AtomicUsize,
 }
 
 impl WorkerApi for FakeWorker {
     fn run_shard(&self, a: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
         Box::pin(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            if self.refuse_shards.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
+                return Err(ApiError::FailedPrecondition("worker is busy with job other".into()));
+            }
             self.shards.lock().unwrap().push(a.job_id.clone());
             self.nccl.lock().unwrap().push(a.nccl.clone());
             let first = a.plan.owned_range(a.windows.start).start;
@@ -250,4 +256,20 @@ async fn a_gang_on_distinct_nccl_gpus_gets_one_communicator_and_falls_back_to_tc
         assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
         assert!(k.fakes.iter().all(|f| *f.nccl.lock().unwrap() == [None] && *f.nccl_ids.lock().unwrap() == 0), "{transport:?}");
     }
+}
+
+/// A refused plan queues the job again without opening its outputs, so the next plan writes them
+/// alone (a refused plan's half-made clip.mp4.partial once replaced the real one's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_shard_requeues_the_job_and_its_outputs_are_written_once() {
+    // One window, two idle workers: w0 refuses, the next plan starts on w1 at once.
+    let k = cluster(vec![worker(0, "cpu-a", ""), worker(1, "cpu-a", "")], Duration::from_secs(60)).await;
+    k.fakes[0].refuse_shards.store(1, std::sync::atomic::Ordering::Relaxed);
+    let one_window = JobSpec { outputs: vec!["mp4".into(), "latents".into()], length: ClipLength::Frames(49), ..spec("refused once") };
+    let job = k.c.submit(one_window).await.unwrap().job_id;
+    let s = finished(&k.c, &job).await;
+    assert_eq!(s.state, JobState::Done, "{s:?}");
+    assert_eq!(s.outputs.len(), 2, "{s:?}");
+    assert!(k.fakes[0].shards.lock().unwrap().is_empty());
+    assert_eq!(*k.fakes[1].shards.lock().unwrap(), [job]);
 }

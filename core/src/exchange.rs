@@ -77,18 +77,19 @@ pub trait Exchange: Send {
     fn recv(&mut self, side: Side, step: u32) -> Result<OverlapMessage, ExchangeError>;
 }
 
-/// In-process exchange over channels: partitions on threads of one process.
-pub struct ChannelExchange {
-    left: Option<(Sender<OverlapMessage>, Receiver<OverlapMessage>)>,
-    right: Option<(Sender<OverlapMessage>, Receiver<OverlapMessage>)>,
+/// Channels between the partitions of a row, on threads of one process: what the in-process
+/// exchange ([`ChannelExchange`]) and grouped transport
+/// ([`crate::grouped_exchange::ChannelGroup`]) carry their values over.
+pub struct ChannelLinks<T> {
+    left: Option<(Sender<T>, Receiver<T>)>,
+    right: Option<(Sender<T>, Receiver<T>)>,
     timeout: Duration,
 }
 
-impl ChannelExchange {
-    /// Builds the exchanges for `partitions` partitions in a row; element `i` talks to `i−1` and `i+1`.
-    pub fn chain(partitions: usize, timeout: Duration) -> Vec<ChannelExchange> {
-        let mut out: Vec<ChannelExchange> =
-            (0..partitions).map(|_| ChannelExchange { left: None, right: None, timeout }).collect();
+impl<T> ChannelLinks<T> {
+    /// The links of `partitions` partitions in a row; element `i` talks to `i−1` and `i+1`.
+    pub fn chain(partitions: usize, timeout: Duration) -> Vec<ChannelLinks<T>> {
+        let mut out: Vec<ChannelLinks<T>> = (0..partitions).map(|_| ChannelLinks { left: None, right: None, timeout }).collect();
         for i in 1..partitions {
             let (to_right, from_left) = channel();
             let (to_left, from_right) = channel();
@@ -98,30 +99,44 @@ impl ChannelExchange {
         out
     }
 
-    fn link(&self, side: Side) -> Result<&(Sender<OverlapMessage>, Receiver<OverlapMessage>), ExchangeError> {
+    fn link(&self, side: Side) -> Result<&(Sender<T>, Receiver<T>), ExchangeError> {
         let link = match side {
             Side::Left => &self.left,
             Side::Right => &self.right,
         };
         link.as_ref().ok_or_else(|| ExchangeError::Protocol { side, reason: "no neighbour on this side".into() })
     }
+
+    pub fn send(&self, side: Side, value: T) -> Result<(), ExchangeError> {
+        self.link(side)?.0.send(value).map_err(|_| ExchangeError::Disconnected { side, reason: "channel closed".into() })
+    }
+
+    /// The next value from `side`, waiting at most the links' timeout (`step` names the wait).
+    pub fn recv(&self, side: Side, step: u32) -> Result<T, ExchangeError> {
+        let timeout = self.timeout;
+        self.link(side)?.1.recv_timeout(timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => ExchangeError::Timeout { side, step, timeout },
+            RecvTimeoutError::Disconnected => ExchangeError::Disconnected { side, reason: "channel closed".into() },
+        })
+    }
+}
+
+/// In-process exchange over channels: partitions on threads of one process.
+pub struct ChannelExchange(ChannelLinks<OverlapMessage>);
+
+impl ChannelExchange {
+    /// Builds the exchanges for `partitions` partitions in a row; element `i` talks to `i−1` and `i+1`.
+    pub fn chain(partitions: usize, timeout: Duration) -> Vec<ChannelExchange> {
+        ChannelLinks::chain(partitions, timeout).into_iter().map(ChannelExchange).collect()
+    }
 }
 
 impl Exchange for ChannelExchange {
     fn send(&mut self, side: Side, msg: OverlapMessage) -> Result<(), ExchangeError> {
-        self.link(side)?
-            .0
-            .send(msg)
-            .map_err(|_| ExchangeError::Disconnected { side, reason: "channel closed".into() })
+        self.0.send(side, msg)
     }
 
     fn recv(&mut self, side: Side, step: u32) -> Result<OverlapMessage, ExchangeError> {
-        let timeout = self.timeout;
-        self.link(side)?.1.recv_timeout(timeout).map_err(|e| match e {
-            RecvTimeoutError::Timeout => ExchangeError::Timeout { side, step, timeout },
-            RecvTimeoutError::Disconnected => {
-                ExchangeError::Disconnected { side, reason: "channel closed".into() }
-            }
-        })
+        self.0.recv(side, step)
     }
 }

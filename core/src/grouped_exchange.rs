@@ -14,8 +14,7 @@
 //! order, and the loop's periodic latent-hash check (over the inner exchange) catches a transfer
 //! that went wrong.
 
-use crate::exchange::{Exchange, ExchangeError, OverlapMessage, Payload, Side};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use crate::exchange::{ChannelLinks, Exchange, ExchangeError, OverlapMessage, Payload, Side};
 use std::time::Duration;
 
 /// Moves one step's overlap velocities between a partition and all its neighbours at once.
@@ -102,53 +101,24 @@ impl<T: GroupedTransport, E: Exchange> Exchange for GroupedExchange<T, E> {
     }
 }
 
-/// One neighbour of a [`ChannelGroup`]: to it, and from it.
-type GroupLink = (Sender<Vec<f32>>, Receiver<Vec<f32>>);
-
 /// The in-process grouped transport: partitions on threads of one process, one channel per
 /// direction (as NCCL's matched send/receive pairs). For local renders and tests.
-pub struct ChannelGroup {
-    left: Option<GroupLink>,
-    right: Option<GroupLink>,
-    timeout: Duration,
-}
+pub struct ChannelGroup(ChannelLinks<Vec<f32>>);
 
 impl ChannelGroup {
     /// The transports of `partitions` partitions in a row; element `i` talks to `i−1` and `i+1`.
     pub fn chain(partitions: usize, timeout: Duration) -> Vec<ChannelGroup> {
-        let mut out: Vec<ChannelGroup> = (0..partitions).map(|_| ChannelGroup { left: None, right: None, timeout }).collect();
-        for i in 1..partitions {
-            let (to_right, from_left) = channel();
-            let (to_left, from_right) = channel();
-            out[i - 1].right = Some((to_right, from_right));
-            out[i].left = Some((to_left, from_left));
-        }
-        out
-    }
-
-    fn link(&self, side: Side) -> Result<&GroupLink, ExchangeError> {
-        match side {
-            Side::Left => self.left.as_ref(),
-            Side::Right => self.right.as_ref(),
-        }
-        .ok_or_else(|| ExchangeError::Protocol { side, reason: "no neighbour on this side".into() })
+        ChannelLinks::chain(partitions, timeout).into_iter().map(ChannelGroup).collect()
     }
 }
 
 impl GroupedTransport for ChannelGroup {
     fn start(&mut self, sends: &[(Side, &[f32])]) -> Result<(), ExchangeError> {
-        for (side, v) in sends {
-            self.link(*side)?.0.send(v.to_vec()).map_err(|_| ExchangeError::Disconnected { side: *side, reason: "channel closed".into() })?;
-        }
-        Ok(())
+        sends.iter().try_for_each(|(side, v)| self.0.send(*side, v.to_vec()))
     }
 
     fn finish(&mut self, side: Side, step: u32) -> Result<Vec<f32>, ExchangeError> {
-        let timeout = self.timeout;
-        self.link(side)?.1.recv_timeout(timeout).map_err(|e| match e {
-            RecvTimeoutError::Timeout => ExchangeError::Timeout { side, step, timeout },
-            RecvTimeoutError::Disconnected => ExchangeError::Disconnected { side, reason: "channel closed".into() },
-        })
+        self.0.recv(side, step)
     }
 }
 
