@@ -64,6 +64,10 @@ pub enum ExchangeError {
     Disconnected { side: Side, reason: String },
     #[error("protocol error with the {side} neighbour: {reason}")]
     Protocol { side: Side, reason: String },
+    /// A grouped exchange with both neighbours at once (NCCL) did not complete: which of them
+    /// stalled cannot be told apart.
+    #[error("the overlap exchange with {peers} did not complete within {timeout:?} (step {step}); a neighbour is lost or stalled")]
+    GroupTimeout { peers: String, step: u32, timeout: Duration },
     #[error("cancelled")]
     Cancelled,
 }

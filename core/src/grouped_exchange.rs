@@ -10,9 +10,11 @@
 //! ([`crate::codenoise::denoise_partition`]) sends a step's velocities to every neighbour before it
 //! receives anything, and both copies of an overlap have the same shape, so the group can start on
 //! the last send and post receives of the same lengths. A received velocity takes the step and
-//! boundary of the message this side sent: the transport delivers matched sends and receives in
-//! order, and the loop's periodic latent-hash check (over the inner exchange) catches a transfer
-//! that went wrong.
+//! boundary of the message this side sent, and has the length this side sent: the transport
+//! delivers matched sends and receives in order. So the loop's own step, boundary and length
+//! checks of a velocity cannot fail on this path; what catches a transfer that went wrong is the
+//! periodic latent-hash check over the inner exchange (every `hash_every` steps, and always after
+//! the last step).
 
 use crate::exchange::{ChannelLinks, Exchange, ExchangeError, OverlapMessage, Payload, Side};
 use std::time::Duration;

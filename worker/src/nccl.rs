@@ -8,6 +8,11 @@
 //!   velocities over NCCL (`longshot_core::grouped_exchange`), latent hashes and decode halos over
 //!   the TCP exchange, which stays connected.
 //!
+//! Known cost: every `CreateNcclId` starts NCCL's bootstrap root thread in this process, which
+//! waits for the gang's ranks; a plan that never joins (a refused or cancelled plan) leaves it
+//! waiting. After the id is handed out, an NCCL failure fails the shard (and the job); only a
+//! failure to create the id falls back to TCP.
+//!
 //! NOT RUN ACROSS RANKS: this project has had one GPU at most, and NCCL refuses two ranks on one
 //! device, so the NCCL path of a multi-worker render has never run. The coordinator uses it only
 //! with `--overlap-transport nccl`.
@@ -105,15 +110,17 @@ mod gpu {
         let id = NcclUniqueId::from_bytes(&group.unique_id).map_err(|e| e.to_string())?;
         let (rank, ranks) = (group.rank, group.ranks);
         let (has_left, has_right) = (tcp.left.is_some(), tcp.right.is_some());
-        // ncclCommInitRank blocks until every rank has joined and cannot be interrupted, so it
-        // runs on a helper thread; a rank that never comes costs this shard the timeout and
-        // leaves that thread blocked in NCCL (a communicator it makes later is dropped, which
-        // aborts it).
+        // ncclCommInitRank and the first group (connection set-up) block until the other ranks
+        // take part and cannot be interrupted, so they run on a helper thread; a rank that never
+        // comes costs this shard the timeout and leaves that thread blocked in NCCL (a
+        // communicator it makes later is dropped, which aborts it).
         let (tx, rx) = channel();
         std::thread::Builder::new()
             .name(format!("nccl-join-{rank}"))
             .spawn(move || {
-                let _ = tx.send(HostOverlapExchange::join(&backend, &id, rank, ranks));
+                // The first exchange sets up the peer connections (a wait on the neighbours too).
+                let joined = HostOverlapExchange::join(&backend, &id, rank, ranks).and_then(|mut ex| ex.connect_neighbours().map(|()| ex));
+                let _ = tx.send(joined);
             })
             .map_err(|e| format!("cannot start the NCCL join thread: {e}"))?;
         let deadline = Instant::now() + timeout;
@@ -131,7 +138,12 @@ mod gpu {
             }
         };
         tracing::info!(job = %tcp.job_id, "joined the NCCL communicator as rank {rank} of {ranks}");
-        let transport = NcclTransport { ex: joined, timeout, cancel: tcp.cancel.clone() };
+        let peers = match (has_left, has_right) {
+            (true, true) => format!("ranks {} and {} (left and right)", rank - 1, rank + 1),
+            (true, false) => format!("rank {} (left)", rank - 1),
+            _ => format!("rank {} (right)", rank + 1),
+        };
+        let transport = NcclTransport { ex: joined, timeout, cancel: tcp.cancel.clone(), peers };
         Ok(Box::new(GroupedExchange::new(transport, tcp, has_left, has_right)))
     }
 
@@ -140,6 +152,8 @@ mod gpu {
         ex: HostOverlapExchange,
         timeout: Duration,
         cancel: Arc<AtomicBool>,
+        /// The neighbours, for a timeout's message (one event covers both).
+        peers: String,
     }
 
     impl GroupedTransport for NcclTransport {
@@ -161,7 +175,7 @@ mod gpu {
                     return Err(ExchangeError::Cancelled);
                 }
                 if Instant::now() >= deadline {
-                    return Err(ExchangeError::Timeout { side, step, timeout: self.timeout });
+                    return Err(ExchangeError::GroupTimeout { peers: self.peers.clone(), step, timeout: self.timeout });
                 }
                 std::thread::sleep(Duration::from_micros(50));
             }

@@ -5,7 +5,7 @@ use crate::nccl::NcclSupport;
 use crate::net_exchange::{Link, NetExchange, ShardExchange};
 use futures::StreamExt;
 use longshot_core::api::*;
-use longshot_core::codenoise::{decode_partition, denoise_partition, PartitionConfig, Progress};
+use longshot_core::codenoise::{decode_partition, denoise_partition, BlendMode, PartitionConfig, Progress};
 use longshot_core::denoiser::TextEmbeddings;
 use longshot_core::exchange::OverlapMessage;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,6 +87,12 @@ impl WorkerNode {
             return Err(ApiError::invalid("exchange_timeout", "must be positive"));
         }
         if let Some(g) = &a.nccl {
+            if g.ranks < 2 || g.rank >= g.ranks || g.unique_id.len() != NCCL_UNIQUE_ID_BYTES {
+                return Err(ApiError::invalid("nccl", format!("rank {} of {} with a {}-byte id: need 0 ≤ rank < ranks, ranks ≥ 2 and a {NCCL_UNIQUE_ID_BYTES}-byte id", g.rank, g.ranks, g.unique_id.len())));
+            }
+            if a.blend != BlendMode::CoDenoise || a.plan.overlap() == 0 {
+                return Err(ApiError::invalid("nccl", "only co-denoised windows with an overlap exchange velocities: send no NCCL group"));
+            }
             if self.inner.nccl.gpu().is_none() {
                 return Err(ApiError::invalid("nccl", "this worker cannot join NCCL communicators (no GPU, no libnccl, or a build without CUDA): run the gang over TCP"));
             }
@@ -140,8 +146,10 @@ impl WorkerNode {
         std::thread::Builder::new()
             .name(format!("shard-{}", a.job_id))
             .spawn(move || {
+                // Set even if the shard panics (e.g. a failed NCCL abort in cudarc's drop), so
+                // the worker does not stay busy for good.
+                let _done = DoneOnDrop(done);
                 run_shard_blocking(&models, &nccl, a, exchange, cancel, &tx);
-                done.store(true, Ordering::Relaxed);
             })
             .map_err(|e| ApiError::Internal(format!("worker {worker}: cannot start the shard thread: {e}")))?;
         Ok(Box::pin(ReceiverStream::new(rx)))
@@ -166,6 +174,15 @@ impl WorkerNode {
             pump(&mut inbound, &in_tx, &job, plan, "right").await;
         });
         Link { outbound: out_tx, inbound: in_rx }
+    }
+}
+
+/// Marks the shard slot done when the shard thread ends, however it ends.
+struct DoneOnDrop(Arc<AtomicBool>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -396,6 +413,15 @@ mod tests {
         let group = NcclGroup { unique_id: vec![0; NCCL_UNIQUE_ID_BYTES], rank: 1, ranks: 3 };
         let e = node.run_shard(assignment(Some(group))).await.err().expect("refused");
         assert!(e.to_string().contains("nccl: this worker cannot join NCCL communicators"), "{e}");
+        // Malformed groups and groups for jobs that exchange nothing are refused before that.
+        for (group, blend, says) in [
+            (NcclGroup { unique_id: vec![0; 5], rank: 1, ranks: 3 }, BlendMode::CoDenoise, "need 0 ≤ rank < ranks"),
+            (NcclGroup { unique_id: vec![0; NCCL_UNIQUE_ID_BYTES], rank: 5, ranks: 3 }, BlendMode::CoDenoise, "need 0 ≤ rank < ranks"),
+            (NcclGroup { unique_id: vec![0; NCCL_UNIQUE_ID_BYTES], rank: 1, ranks: 3 }, BlendMode::Independent, "only co-denoised windows"),
+        ] {
+            let e = node.run_shard(ShardAssignment { blend, ..assignment(Some(group)) }).await.err().expect("refused");
+            assert!(e.to_string().contains(says), "{e}");
+        }
         assert_eq!(node.busy_job(), None, "a refused shard leaves nothing behind");
     }
 }

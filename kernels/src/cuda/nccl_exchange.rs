@@ -5,7 +5,8 @@
 //! waits on the returned [`InFlight`] exchange only before it blends the overlap frames.
 //!
 //! - [`NcclUniqueId`]: the 128-byte `ncclUniqueId` as plain bytes, made by one rank (the
-//!   coordinator's choice) and carried to the others (later: in the `ShardAssignment`);
+//!   coordinator asks the gang's rank 0, `WorkerService.CreateNcclId`) and carried to the others in
+//!   the `ShardAssignment`;
 //!   [`NcclUniqueId::from_bytes`] checks the length.
 //! - [`NcclExchange`]: the communicator of one rank on its own non-blocking stream.
 //!
@@ -114,7 +115,7 @@ impl fmt::Debug for NcclExchange {
 impl NcclExchange {
     /// Joins communicator `id` as `rank` of `nranks` on `backend`'s device. Blocks until all
     /// `nranks` ranks have joined (`ncclCommInitRank`): the caller bounds that wait (the worker
-    /// runs it on the shard thread under the exchange timeout).
+    /// runs it on a helper thread and waits for that at most the exchange timeout).
     pub fn new(
         backend: &CudaBackend,
         id: &NcclUniqueId,

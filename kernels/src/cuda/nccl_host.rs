@@ -10,6 +10,13 @@
 //! the host reads the result, and the device buffers belong to this struct alone.
 //!
 //! NOT RUN ACROSS RANKS (see `nccl_exchange`): this has never run with two GPUs.
+//!
+//! Limits of the blocking communicator used here (cudarc's `Comm::from_rank`): `join` and the
+//! first group ([`HostOverlapExchange::connect_neighbours`]) wait for the other ranks and cannot
+//! be interrupted, so the worker runs them on a helper thread and abandons it when its bounded
+//! wait ends (the thread stays blocked in NCCL until NCCL itself gives up). A non-blocking
+//! communicator (`ncclCommInitRankConfig` with `blocking = 0`, polled and aborted) would remove
+//! that; cudarc 0.19 has no safe form of it.
 
 use super::backend::CudaBackend;
 use super::error::{shape_error, CudaError};
@@ -59,6 +66,24 @@ impl HostOverlapExchange {
             done: None,
             pending: [false; 2],
         })
+    }
+
+    /// Connects to both neighbours with a one-value exchange and waits for it. NCCL sets up a
+    /// peer connection inside the first group that uses it, and on a blocking communicator that
+    /// waits, uninterruptibly, for the neighbour to take part: done right after joining, the wait
+    /// falls under the caller's bounded join instead of a denoising step.
+    pub fn connect_neighbours(&mut self) -> Result<(), CudaError> {
+        let (rank, ranks) = (self.rank(), self.ranks());
+        let one = [0.0f32];
+        let (left, right) = (rank > 0, rank + 1 < ranks);
+        self.start(left.then_some(&one[..]), right.then_some(&one[..]))?;
+        if left {
+            self.take(true)?;
+        }
+        if right {
+            self.take(false)?;
+        }
+        Ok(())
     }
 
     pub fn rank(&self) -> usize {
@@ -132,8 +157,10 @@ impl HostOverlapExchange {
         Ok(())
     }
 
-    /// Whether the last exchange has completed, without waiting. A CUDA or NCCL failure of the
-    /// transfer is an error here.
+    /// Whether the last exchange has completed, without waiting. A CUDA error is an error here;
+    /// a failure on NCCL's side (a lost peer, a network error) is reported only through
+    /// `ncclCommGetAsyncError`, which cudarc's `Comm` does not expose, so it shows as an
+    /// exchange that never completes: callers bound the wait.
     pub fn is_received(&self) -> Result<bool, CudaError> {
         match &self.done {
             Some(e) => Ok(e.try_is_complete()?),
