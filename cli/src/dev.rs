@@ -8,7 +8,7 @@ use longshot_core::scheduler::{Schedule, Solver};
 use longshot_core::tensor::{LatentShape, Latents};
 use longshot_models::wan::denoiser::{model_info, WanDenoiser};
 use longshot_models::wan::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
-use longshot_models::wan::{forward_flops_breakdown, PipelineDir, TextEncoder, TransformerConfig, WanTransformer, WanVae, WanVaeDecoder};
+use longshot_models::wan::{forward_flops_breakdown, PipelineDir, TextEncoder, TransformerConfig, WanForward, WanTransformer, WanVae, WanVaeDecoder};
 use std::sync::Arc;
 use std::path::PathBuf;
 

@@ -41,17 +41,9 @@ fn env_usize(name: &str, default: usize) -> usize {
     }
 }
 
-/// Deterministic values in [-scale, scale) (xorshift64).
+/// Deterministic values in [-scale, scale).
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    longshot_kernels::cuda::parity::Rng::seeded(seed).vec(n, scale)
 }
 
 fn main() {

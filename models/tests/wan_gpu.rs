@@ -11,7 +11,7 @@ mod common;
 use common::{fixtures, rel_error, tensor_f32_or_i64};
 use longshot_kernels::cuda::CudaBackend;
 use longshot_models::wan::gpu::{ForwardTimings, GpuWanTransformer};
-use longshot_models::wan::{PipelineDir, TransformerConfig, WanTransformer, WeightStore};
+use longshot_models::wan::{PipelineDir, TransformerConfig, WanForward, WanTransformer, WeightStore};
 use safetensors::SafeTensors;
 use std::path::Path;
 use std::sync::Arc;
@@ -30,17 +30,9 @@ fn models(dir: &Path) -> (WanTransformer, GpuWanTransformer) {
     (cpu, gpu)
 }
 
-/// Deterministic pseudo-random values in [-scale, scale).
+/// Deterministic values in [-scale, scale).
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    longshot_kernels::cuda::parity::Rng::seeded(seed).vec(n, scale)
 }
 
 /// Runs a golden case (`cases/*.safetensors`) through both models; GPU vs CPU within 1e-2.

@@ -10,7 +10,7 @@
 mod common;
 
 use common::{assert_names, damaged_dir as checkpoint_dir, fixtures, read_tensors, rel_error, serialize, Tensors};
-use longshot_models::wan::{PipelineDir, SchedulerKind, WanError, WanTransformer, WeightStore};
+use longshot_models::wan::{PipelineDir, SchedulerKind, WanError, WanForward, WanTransformer, WeightStore};
 use safetensors::{Dtype, SafeTensors};
 use std::path::PathBuf;
 

@@ -57,6 +57,11 @@ impl Rng {
         Self(seed | 1)
     }
 
+    /// A fixed stream (benchmarks, and tests whose inputs must not change between runs).
+    pub fn seeded(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;

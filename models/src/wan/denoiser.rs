@@ -2,7 +2,7 @@
 //! precomputed once) and the transformer, with the layout conversion at the edge.
 
 use super::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
-use super::transformer::{TextContext, WanTransformer};
+use super::transformer::{checked_len, TextContext, WanTransformer};
 use super::WanError;
 use longshot_core::denoiser::{Branch, DenoiseError, Denoiser, ModelInfo, StepPoint, WindowContext};
 use longshot_core::tensor::Latents;
@@ -35,13 +35,36 @@ pub fn model_info_for(name: &str, cfg: &super::TransformerConfig) -> ModelInfo {
 pub trait WanForward: Send + Sync {
     /// One prompt's precomputed cross-attention conditioning.
     type Text: Send;
-    type Error: std::fmt::Display;
+    type Error: std::fmt::Display + From<WanError>;
 
     /// `ctx`: `[N, text_dim]` embeddings as the pipeline passes them (zero-padded to 512 rows).
     fn encode_text(&self, ctx: &[f32]) -> Result<Self::Text, Self::Error>;
 
     /// One forward: `x: [C_in, T, H, W]` (channel-major) at timestep `t` → `[C_out, T, H, W]`.
     fn forward(&self, x: &[f32], dims: [usize; 4], t: f32, text: &Self::Text) -> Result<Vec<f32>, Self::Error>;
+
+    /// diffusers' call signature: `x: [B, C, T, H, W]`, `timesteps: [B]`, `ctx: [B, N, text_dim]`
+    /// → `[B, C_out, T, H, W]`. Batch items run one after another (never batched together, so
+    /// each item's result is the same as a batch of one).
+    fn forward_batch(&self, x: &[f32], shape: [usize; 5], timesteps: &[f32], ctx: &[f32]) -> Result<Vec<f32>, Self::Error> {
+        let [b, c, t, h, w] = shape;
+        if b == 0 || timesteps.len() != b || Some(x.len()) != checked_len(&shape) || ctx.len() % b != 0 {
+            return Err(WanError::Input(format!(
+                "batch {b}: got {} latent values, {} timesteps, {} text values",
+                x.len(),
+                timesteps.len(),
+                ctx.len()
+            ))
+            .into());
+        }
+        let (per_x, per_ctx) = (x.len() / b, ctx.len() / b);
+        let mut out = Vec::new();
+        for i in 0..b {
+            let text = self.encode_text(&ctx[i * per_ctx..(i + 1) * per_ctx])?;
+            out.extend(self.forward(&x[i * per_x..(i + 1) * per_x], [c, t, h, w], timesteps[i], &text)?);
+        }
+        Ok(out)
+    }
 }
 
 impl WanForward for WanTransformer {

@@ -56,15 +56,7 @@ impl UMT5Encoder {
             .map(|i| T5Block::load(store, &cfg, i))
             .collect::<Result<Vec<_>, _>>()?;
         let final_norm = store.get("encoder.final_layer_norm.weight", &[cfg.d_model])?;
-        let unused = store.unused();
-        if let Some(example) = unused.first() {
-            let path = store.file_of(example).unwrap_or(store.source()).to_path_buf();
-            return Err(WanError::UnusedTensors {
-                path,
-                count: unused.len(),
-                example: example.clone(),
-            });
-        }
+        store.check_all_used(|_| false)?;
         Ok(Self {
             cfg,
             embedding,

@@ -2,7 +2,7 @@
 //! the forward pass, with the prompt-dependent work split out so it runs once per job.
 //!
 //! Layout at this edge is diffusers' channel-major `[C, T, H, W]` per batch item (`[B, C, T, H, W]`
-//! for [`WanTransformer::forward_batch`]); `layout` converts from longshot's frame-major latents.
+//! for `WanForward::forward_batch`); `layout` converts from longshot's frame-major latents.
 
 use super::block::{CrossKv, WanBlock};
 use super::config::TransformerConfig;
@@ -81,19 +81,7 @@ impl WanTransformer {
             rope: RopeTables::new(cfg.attention_head_dim, cfg.rope_split(), cfg.rope_max_seq_len),
             cfg,
         };
-        let unused: Vec<String> = store
-            .unused()
-            .into_iter()
-            .filter(|n| !IGNORED_SUFFIXES.iter().any(|s| n.ends_with(s)))
-            .collect();
-        if let Some(example) = unused.first() {
-            let path = store.file_of(example).unwrap_or(store.source()).to_path_buf();
-            return Err(WanError::UnusedTensors {
-                path,
-                count: unused.len(),
-                example: example.clone(),
-            });
-        }
+        store.check_all_used(|n| IGNORED_SUFFIXES.iter().any(|s| n.ends_with(s)))?;
         Ok(model)
     }
 
@@ -163,37 +151,9 @@ impl WanTransformer {
         let y = self.proj_out.forward(&n);
         Ok(unpatchify(&y, grid, self.cfg.patch_size, self.cfg.out_channels()))
     }
-
-    /// diffusers' call signature: `x: [B, C, T, H, W]`, `timesteps: [B]`, `ctx: [B, N, text_dim]`
-    /// → `[B, C_out, T, H, W]`. Batch items run one after another (never batched together, so
-    /// each item's result is the same as a batch of one).
-    pub fn forward_batch(
-        &self,
-        x: &[f32],
-        shape: [usize; 5],
-        timesteps: &[f32],
-        ctx: &[f32],
-    ) -> Result<Vec<f32>, WanError> {
-        let [b, c, t, h, w] = shape;
-        if b == 0 || timesteps.len() != b || Some(x.len()) != checked_len(&shape) || ctx.len() % b != 0 {
-            return Err(WanError::Input(format!(
-                "batch {b}: got {} latent values, {} timesteps, {} text values",
-                x.len(),
-                timesteps.len(),
-                ctx.len()
-            )));
-        }
-        let (per_x, per_ctx) = (x.len() / b, ctx.len() / b);
-        let mut out = Vec::new();
-        for i in 0..b {
-            let text = self.encode_text(&ctx[i * per_ctx..(i + 1) * per_ctx])?;
-            out.extend(self.forward(&x[i * per_x..(i + 1) * per_x], [c, t, h, w], timesteps[i], &text)?);
-        }
-        Ok(out)
-    }
 }
 
 /// The product of `dims`, or `None` on overflow (dims come from callers; never panic on them).
-fn checked_len(dims: &[usize]) -> Option<usize> {
+pub(crate) fn checked_len(dims: &[usize]) -> Option<usize> {
     dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }

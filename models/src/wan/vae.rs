@@ -80,14 +80,8 @@ impl WanVaeDecoder {
     /// checkpoint ships without a config; then the Wan2.1 architecture is assumed (the original
     /// repo hard-codes it), and a checkpoint of another shape fails on its first tensor.
     pub fn load(dir: &Path) -> Result<Self, WanError> {
-        let config = dir.join("config.json");
-        let cfg = if config.exists() {
-            VaeConfig::from_file(&config)?
-        } else {
-            VaeConfig::wan2_1()
-        };
         let store = WeightStore::open(dir)?;
-        Self::from_store(cfg, &store)
+        Self::from_store(VaeConfig::for_dir(dir)?, &store)
     }
 
     /// Builds the decoder from `store`, whichever naming it uses. Encoder-side tensors are
@@ -118,19 +112,7 @@ impl WanVaeDecoder {
             conv_out: f.conv3d("decoder.conv_out", cfg.out_channels, last_dim, 3, 3)?,
             cfg,
         };
-        let unused: Vec<String> = store
-            .unused()
-            .into_iter()
-            .filter(|n| !keys.is_encoder_side(n))
-            .collect();
-        if let Some(example) = unused.first() {
-            let path = store.file_of(example).unwrap_or(store.source()).to_path_buf();
-            return Err(WanError::UnusedTensors {
-                path,
-                count: unused.len(),
-                example: example.clone(),
-            });
-        }
+        store.check_all_used(|n| keys.is_encoder_side(n))?;
         Ok(model)
     }
 

@@ -99,6 +99,18 @@ impl VaeConfig {
         Self::default()
     }
 
+    /// The config of a VAE directory: `dir/config.json` (a diffusers `vae/`), or the Wan2.1
+    /// architecture when there is none (the original `Wan2.1_VAE` checkpoint ships without one;
+    /// a checkpoint of another shape then fails on its first tensor).
+    pub fn for_dir(dir: &Path) -> Result<Self, WanError> {
+        let config = dir.join("config.json");
+        if config.exists() {
+            Self::from_file(&config)
+        } else {
+            Ok(Self::wan2_1())
+        }
+    }
+
     /// Reads `path` and validates it.
     pub fn from_file(path: &Path) -> Result<Self, WanError> {
         let cfg: Self = super::error::read_json(path)?;

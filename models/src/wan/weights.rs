@@ -206,4 +206,19 @@ impl WeightStore {
         v.sort_unstable();
         v
     }
+
+    /// Fails with [`WanError::UnusedTensors`] (naming the file of the first one) when a tensor
+    /// other than those `ignored` was never fetched: a checkpoint with tensors the model does not
+    /// read is a different model, not one to load silently.
+    pub fn check_all_used(&self, ignored: impl Fn(&str) -> bool) -> Result<(), WanError> {
+        let unused: Vec<String> = self.unused().into_iter().filter(|n| !ignored(n)).collect();
+        match unused.first() {
+            None => Ok(()),
+            Some(example) => Err(WanError::UnusedTensors {
+                path: self.file_of(example).unwrap_or(self.source()).to_path_buf(),
+                count: unused.len(),
+                example: example.clone(),
+            }),
+        }
+    }
 }

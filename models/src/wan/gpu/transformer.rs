@@ -83,20 +83,7 @@ impl GpuWanTransformer {
             fetch: Fetch { store, keys: &keys },
         };
         let model = Self::build(backend, cfg, &mut src)?;
-        let unused: Vec<String> = store
-            .unused()
-            .into_iter()
-            .filter(|n| !IGNORED_SUFFIXES.iter().any(|s| n.ends_with(s)))
-            .collect();
-        if let Some(example) = unused.first() {
-            let path = store.file_of(example).unwrap_or(store.source()).to_path_buf();
-            return Err(WanError::UnusedTensors {
-                path,
-                count: unused.len(),
-                example: example.clone(),
-            }
-            .into());
-        }
+        store.check_all_used(|n| IGNORED_SUFFIXES.iter().any(|s| n.ends_with(s)))?;
         Ok(model)
     }
 
@@ -335,35 +322,6 @@ impl GpuWanTransformer {
         let mut out = gpu.zeros_f32(x.len() / cfg.in_channels * cfg.out_channels())?;
         b.unpatchify(&y, cfg.out_channels(), grid3, cfg.patch_size, &mut out)?;
         laps.lap(gpu, Phase::Edges)?;
-        Ok(out)
-    }
-
-    /// diffusers' call signature, as `WanTransformer::forward_batch`: batch items run one after
-    /// another, each with its own text context.
-    pub fn forward_batch(
-        &self,
-        x: &[f32],
-        shape: [usize; 5],
-        timesteps: &[f32],
-        ctx: &[f32],
-    ) -> Result<Vec<f32>, GpuWanError> {
-        let [bsz, c, t, h, w] = shape;
-        let want = shape.iter().try_fold(1usize, |acc, &v| acc.checked_mul(v));
-        if bsz == 0 || timesteps.len() != bsz || Some(x.len()) != want || ctx.len() % bsz != 0 {
-            return Err(WanError::Input(format!(
-                "batch {bsz}: got {} latent values, {} timesteps, {} text values",
-                x.len(),
-                timesteps.len(),
-                ctx.len()
-            ))
-            .into());
-        }
-        let (per_x, per_ctx) = (x.len() / bsz, ctx.len() / bsz);
-        let mut out = Vec::new();
-        for i in 0..bsz {
-            let text = self.encode_text(&ctx[i * per_ctx..(i + 1) * per_ctx])?;
-            out.extend(self.forward(&x[i * per_x..(i + 1) * per_x], [c, t, h, w], timesteps[i], &text)?);
-        }
         Ok(out)
     }
 }

@@ -430,14 +430,8 @@ impl GpuWanVaeDecoder {
     /// As `WanVaeDecoder::load`: `dir/config.json` (or the Wan2.1 architecture when absent) and
     /// the weights in `dir`, either naming.
     pub fn load(backend: Arc<CudaBackend>, dir: &Path) -> Result<Self, GpuWanError> {
-        let config = dir.join("config.json");
-        let cfg = if config.exists() {
-            VaeConfig::from_file(&config)?
-        } else {
-            VaeConfig::wan2_1()
-        };
         let store = WeightStore::open(dir)?;
-        Self::from_store(backend, cfg, &store)
+        Self::from_store(backend, VaeConfig::for_dir(dir)?, &store)
     }
 
     /// As `WanVaeDecoder::from_store`, uploading each tensor in f32 as it is read. Encoder-side
@@ -471,23 +465,7 @@ impl GpuWanVaeDecoder {
         let norm_out = GpuRmsNorm::load(be, &f, "decoder.norm_out", last_dim, true)?;
         let conv_out =
             GpuConv::conv3d(be, &f, "decoder.conv_out", cfg.out_channels, last_dim, 3, 3)?;
-        let unused: Vec<String> = store
-            .unused()
-            .into_iter()
-            .filter(|n| !keys.is_encoder_side(n))
-            .collect();
-        if let Some(example) = unused.first() {
-            let path = store
-                .file_of(example)
-                .unwrap_or(store.source())
-                .to_path_buf();
-            return Err(WanError::UnusedTensors {
-                path,
-                count: unused.len(),
-                example: example.clone(),
-            }
-            .into());
-        }
+        store.check_all_used(|n| keys.is_encoder_side(n))?;
         Ok(Self {
             backend,
             cfg,
