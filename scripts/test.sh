@@ -1,24 +1,17 @@
 #!/usr/bin/env bash
 # Runs Longshot's whole test suite on a fresh Debian/Ubuntu machine.
-# Installs what the tests need (protoc for etcd-client's build, etcd, ffmpeg/ffprobe, Prometheus,
-# the NVRTC compiler from PyPI), then builds and runs every test in release mode.
-# Usage: scripts/test.sh [extra cargo test args]
+# Installs what the tests need (scripts/install-deps.sh: protoc and the protobuf well-known types,
+# nasm, etcd, ffmpeg/ffprobe, Prometheus, debootstrap; the NVRTC compiler from PyPI), then builds
+# and runs every test in release mode, and last checks the README's two commands on a clean
+# Debian root (scripts/fresh-machine-check.sh).
+# Usage: scripts/test.sh [--install-only] [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
-command -v etcd >/dev/null || need_apt+=(etcd-server)
-command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
-command -v promtool >/dev/null || need_apt+=(prometheus)
-command -v nasm >/dev/null || need_apt+=(nasm)   # OpenH264 builds its x86 assembly with it
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "==> installing ${need_apt[*]} (apt)"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+install_only=false
+if [ "${1:-}" = "--install-only" ]; then install_only=true; shift; fi
 
+scripts/install-deps.sh test
 export PROTOC="${PROTOC:-$(command -v protoc)}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
@@ -30,6 +23,10 @@ if ! ls "$NVRTC_DIR"/nvidia/cu13/lib/libnvrtc.so.13 >/dev/null 2>&1; then
   python3 -m pip install --quiet --target "$NVRTC_DIR" 'nvidia-cuda-nvrtc==13.0.*'
 fi
 export LD_LIBRARY_PATH="$NVRTC_DIR/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if $install_only; then
+  echo "==> everything the tests need is installed"
+  exit 0
+fi
 
 echo "==> cargo test --workspace --release"
 cargo test --workspace --release --locked "$@"
@@ -47,3 +44,8 @@ cargo build --release --locked -p longshot-tests -p longshot-kernels -p longshot
 # `--device cuda` refuses, without a panic (on a GPU machine the same test checks the GPU is taken).
 echo "==> worker device selection with CUDA support built in"
 cargo test --release --locked -p longshot-worker --features cuda --lib device
+
+# The README's commands on a clean Debian 12 root: a missing install step fails here, not on a
+# new user's machine.
+echo "==> the README's commands on a fresh Debian root (scripts/fresh-machine-check.sh)"
+scripts/fresh-machine-check.sh

@@ -14,7 +14,8 @@ use std::time::Duration;
 pub fn config(windows: usize, latent_hw: (usize, usize), steps: usize) -> PartitionConfig {
     let info = ProceduralModel::new().info();
     let (w, o) = (info.window_frames, info.default_overlap);
-    let plan = WindowPlan::new(w + (windows - 1) * (w - o), w, o).expect("valid plan");
+    let latent_frames = w + (windows - 1) * (w - o);
+    let plan = WindowPlan::new(latent_frames, w, o).expect("valid plan");
     PartitionConfig {
         plan,
         windows: 0..plan.windows(),
@@ -26,6 +27,7 @@ pub fn config(windows: usize, latent_hw: (usize, usize), steps: usize) -> Partit
         seed: 7,
         mode: BlendMode::CoDenoise,
         hash_every: 5,
+        output_frames: info.output_frames_for(latent_frames),
     }
 }
 

@@ -19,10 +19,10 @@ pub struct JobArgs {
     /// Random seed; drawn at random and reported when unset.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Clip length in seconds (rounded to the model's 4k+1 frame grid).
+    /// Clip length in seconds: the clip has exactly round(duration × fps) frames.
     #[arg(long, short = 'd', conflicts_with = "frames")]
     pub duration: Option<f64>,
-    /// Clip length in output frames (rounded down to 4k+1).
+    /// Clip length in output frames, exactly.
     #[arg(long)]
     pub frames: Option<u32>,
     #[arg(long, default_value_t = defaults::FPS)]

@@ -46,7 +46,7 @@ pub fn print_status(s: &JobStatus, json: bool) {
         println!("{}", serde_json::to_string(s).unwrap_or_default());
         return;
     }
-    let plan = s.plan.map(|p| format!("{} windows / {} frames on {} workers", p.windows, p.output_frames, p.workers)).unwrap_or_default();
+    let plan = s.plan.map(|p| format!("{} windows / {} frames ({} rendered) on {} workers", p.windows, p.output_frames, p.rendered_frames, p.workers)).unwrap_or_default();
     println!("{}  {:<9}  {}/{} steps  {}  seed {}  {:?}", s.job_id, s.state.as_str(), s.steps_done, s.steps_total, plan, s.seed, s.spec.prompt);
     if let Some(e) = &s.error {
         println!("    error: {e}");

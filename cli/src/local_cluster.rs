@@ -207,8 +207,8 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         if !json {
             let p = submitted.plan;
             eprintln!(
-                "job {}: seed {}, {} frames = {} latent frames in {} windows of {} (overlap {})",
-                submitted.job_id, submitted.seed, p.output_frames, p.latent_frames, p.windows, p.window, p.overlap
+                "job {}: seed {}, {} frames (rendered {} = {} latent frames, in {} windows of {}, overlap {})",
+                submitted.job_id, submitted.seed, p.output_frames, p.rendered_frames, p.latent_frames, p.windows, p.window, p.overlap
             );
         }
         let status = tokio::select! {

@@ -158,25 +158,44 @@ fn bad_inputs_are_rejected_with_the_field_and_what_is_allowed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job \"job-0000-nope\""));
 }
 
+/// `longshot render --duration 20 --fps 16` gives exactly 320 frames (the model renders 321, the
+/// 4k+1 grid above), the same clip with 1 and 3 workers, and a quiet terminal.
 #[test]
 fn longshot_render_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("clip.mp4");
-    let out = Command::new(BIN)
-        .args(["render", "--prompt", PROMPT, "--frames", "81", "--width", "96", "--height", "64", "--steps", "4", "--workers", "2", "-o"])
-        .arg(&clip)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "render failed: {stderr}");
-    assert!(stderr.contains("wrote"), "{stderr}");
-    let probe = ffprobe(&clip);
-    assert_eq!(probe["streams"][0]["nb_read_frames"], "81");
-    assert_eq!(probe["streams"][0]["codec_name"], "h264");
+    let mut clips = Vec::new();
+    for workers in ["1", "3"] {
+        let clip = dir.path().join(format!("clip-{workers}.mp4"));
+        let args = ["render", "--prompt", PROMPT, "--duration", "20", "--fps", "16", "--width", "96", "--height", "64", "--steps", "4", "--seed", "5"];
+        let out = Command::new(BIN).args(args).args(["--workers", workers, "-o"]).arg(&clip).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "render failed: {stderr}");
+        assert!(stderr.contains("wrote") && stderr.contains("320 frames (rendered 321 = 81 latent frames"), "{stderr}");
+        assert!(!stderr.contains("OpenH264"), "the encoder's own log reached the terminal:\n{stderr}");
+        let probe = ffprobe(&clip);
+        assert_eq!(probe["streams"][0]["nb_read_frames"], "320");
+        assert_eq!(probe["streams"][0]["codec_name"], "h264");
+        let duration: f64 = probe["format"]["duration"].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+        assert!((duration - 20.0).abs() < 0.01, "duration {duration}");
+        clips.push(std::fs::read(&clip).unwrap());
+    }
+    assert!(clips[0] == clips[1], "the MP4 differs between 1 and 3 workers");
     // No worker outlives the render (render's workers are the only ones with `local-` ids).
     let leftovers = Command::new("pgrep").args(["-f", "worker .*--id local-"]).output().unwrap();
     let pids = String::from_utf8_lossy(&leftovers.stdout);
     assert!(pids.trim().is_empty(), "left-over worker processes: {pids}");
+}
+
+/// `--json` reports the requested and the rendered frame counts.
+#[test]
+fn status_reports_requested_and_rendered_frames() {
+    let c = Cluster::start(1, 30.0);
+    let job = submit(&c, &["--prompt", PROMPT, "--frames", "50", "--width", "64", "--height", "64", "--steps", "3"]);
+    let s = c.wait_state(&job, TERMINAL, Duration::from_secs(120));
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!((s["plan"]["output_frames"].as_u64(), s["plan"]["rendered_frames"].as_u64()), (Some(50), Some(53)), "{s}");
+    let line = c.ok(&["status", &job]);
+    assert!(line.contains("50 frames (53 rendered)"), "{line}");
 }
 
 #[test]

@@ -187,6 +187,7 @@ impl JobRun {
             right_address: self.workers.get(i + 1).map(|w| w.address.clone()),
             exchange_timeout: self.inner.cfg.exchange_timeout,
             hash_every: self.inner.cfg.hash_every,
+            output_frames: r.frames as usize,
             blend: r.spec.blend,
             nccl: nccl_id.map(|id| NcclGroup { unique_id: id.to_vec(), rank: i, ranks }),
         }

@@ -243,6 +243,7 @@ pub(crate) fn plan_summary(r: &ResolvedJob, m: &ModelInfo, workers: u32) -> Plan
         windows: r.plan.windows() as u32,
         latent_frames: r.latent_frames as u32,
         output_frames: r.frames,
+        rendered_frames: r.rendered_frames,
         workers,
         overlap: r.plan.overlap() as u32,
         window: m.window_frames as u32,

@@ -52,7 +52,11 @@ impl std::fmt::Display for JobState {
 pub struct PlanSummary {
     pub windows: u32,
     pub latent_frames: u32,
+    /// Frames in the output: exactly what the job asked for.
     pub output_frames: u32,
+    /// Frames the model renders (the `c·k + 1` grid covering `output_frames`; its tail is trimmed).
+    #[serde(default)]
+    pub rendered_frames: u32,
     pub workers: u32,
     pub overlap: u32,
     pub window: u32,
@@ -164,6 +168,8 @@ pub struct ShardAssignment {
     pub right_address: Option<String>,
     pub exchange_timeout: Duration,
     pub hash_every: usize,
+    /// Output frames of the clip: decoded frames from this index on are never emitted.
+    pub output_frames: usize,
     pub blend: BlendMode,
     /// Overlap velocities over NCCL instead of the exchange addresses (which still carry the
     /// latent hashes and decode halos); `None`: everything over TCP.

@@ -49,6 +49,9 @@ pub struct PartitionConfig {
     pub mode: BlendMode,
     /// Compare overlap-latent hashes with the neighbours every this many steps (0: only at the end).
     pub hash_every: usize,
+    /// Output frames of the clip. The model renders the smallest `c·k + 1` frames covering them;
+    /// decoded frames from this index on are that grid's tail and are dropped, never emitted.
+    pub output_frames: usize,
 }
 
 impl PartitionConfig {
@@ -371,7 +374,12 @@ pub fn decode_partition(
     }
     let shape = out.owned.shape().with_frames(frames);
     let span = Latents::from_vec(shape, span).expect("span is whole frames");
-    decoder.decode(&span, out.owned_start - want, want, sink)?;
+    let keep = cfg.output_frames;
+    decoder.decode(&span, out.owned_start - want, want, &mut |i, f| {
+        if i < keep {
+            sink(i, f)
+        }
+    })?;
     Ok(())
 }
 

@@ -116,8 +116,11 @@ pub struct ResolvedJob {
     pub seed: u64,
     pub solver: Solver,
     pub outputs: Vec<OutputKind>,
-    /// Output frames after rounding down to `c·k + 1`.
+    /// Output frames: exactly what the spec asks for (`round(duration · fps)`, or `frames`).
     pub frames: u32,
+    /// Frames the model renders: the smallest `c·k + 1` that covers `frames`. The tail past
+    /// `frames` is decoded by the last worker but never emitted.
+    pub rendered_frames: u32,
     pub latent_frames: usize,
     pub latent_height: usize,
     pub latent_width: usize,
@@ -184,7 +187,7 @@ impl JobSpec {
         e
     }
 
-    /// Output frames the job asks for, before rounding to the model's `c·k + 1` grid.
+    /// Output frames the job asks for: the clip has exactly this many.
     pub fn requested_frames(&self) -> u32 {
         match self.length {
             ClipLength::Frames(f) => f,
@@ -210,8 +213,9 @@ impl JobSpec {
             return Err(e);
         }
         let c = model.temporal_compression.max(1) as u32;
-        let frames = (self.requested_frames() - 1) / c * c + 1;
-        let latent_frames = model.latent_frames_for(frames as usize);
+        let frames = self.requested_frames();
+        let rendered_frames = rendered_frames(frames, c);
+        let latent_frames = model.latent_frames_for(rendered_frames as usize);
         let solver = self.solver.parse::<Solver>().map_err(|m| vec![bad("solver", m.to_string())])?;
         let schedule = Schedule::new(solver, self.steps as usize, self.shift).map_err(|m| vec![bad("steps", m.to_string())])?;
         let plan = WindowPlan::new(latent_frames, model.window_frames, overlap).map_err(|m| vec![bad("overlap", m.to_string())])?;
@@ -224,6 +228,7 @@ impl JobSpec {
             solver,
             outputs,
             frames,
+            rendered_frames,
             latent_frames,
             latent_height: (self.height / sc.max(1)) as usize,
             latent_width: (self.width / sc.max(1)) as usize,
@@ -231,6 +236,13 @@ impl JobSpec {
             schedule,
         })
     }
+}
+
+/// The smallest `c·k + 1` that is at least `frames`: a causal video model with temporal
+/// compression `c` renders one frame for its first latent frame and `c` for each further one.
+pub fn rendered_frames(frames: u32, c: u32) -> u32 {
+    let c = c.max(1);
+    frames.saturating_sub(1).div_ceil(c) * c + 1
 }
 
 /// Defaults the CLI and the API use for unset fields (Wan2.1's 480p defaults).

@@ -102,6 +102,7 @@ fn config(solver: Solver, mode: BlendMode) -> PartitionConfig {
         seed: 1234,
         mode,
         hash_every: 2,
+        output_frames: 1 + 4 * 59,
     }
 }
 

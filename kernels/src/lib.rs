@@ -8,9 +8,12 @@
 //! Every op works on flat slices with explicit shapes so that the tensor type in `longshot-core`
 //! (and later device buffers) can dispatch to it without copying.
 //!
-//! `mmap` is the safe, read-only file mapping the model loaders read checkpoints through.
+//! `mmap` is the safe, read-only file mapping the model loaders read checkpoints through; `h264`
+//! (feature `h264`, for `longshot-media`) the one raw OpenH264 call the MP4 writer needs.
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "h264")]
+pub mod h264;
 pub mod mmap;

@@ -103,7 +103,11 @@ impl Mp4FrameWriter {
                 meta.fps.saturating_mul(keyframe_secs),
             ))
             .vui(VuiConfig::bt709());
-        let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
+        let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| encoder_error(path, e))?;
+        // Before the first frame initialises it: OpenH264 otherwise prints its start-up warnings
+        // (one about frame skipping, which we turn off on purpose) to the user's terminal.
+        longshot_kernels::h264::silence_encoder_log(&mut encoder)
             .map_err(|e| encoder_error(path, e))?;
 
         let staged = StagedOutput::new(path)?;

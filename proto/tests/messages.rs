@@ -110,6 +110,7 @@ fn shard_assignment_keeps_schedule_bits() {
         right_exchange_address: String::new(),
         exchange_timeout_ms: 30_000,
         hash_every: 10,
+        output_frames: 317,
         disable_exchange: false,
         emit_frames: true,
         emit_latents: false,
@@ -162,7 +163,8 @@ fn oneofs_round_trip() {
         event: Some(job_event::Event::Planned(pb::PlanSummary {
             windows: 19,
             latent_frames: 301,
-            output_frames: 1201,
+            output_frames: 1200,
+            rendered_frames: 1201,
             workers: 8,
             overlap: 5,
             window: 21,

@@ -31,6 +31,7 @@ pub fn procedural_config(windows: usize, latent_hw: (usize, usize), steps: usize
         seed: 2026,
         mode,
         hash_every: 5,
+        output_frames: model.output_frames_for(latent_frames),
     }
 }
 

@@ -52,18 +52,21 @@ fn exchange_makes_seams_like_placebo_and_the_ablation_does_not() {
     assert_eq!(c_f1.count, 9, "every seam must be scored");
     assert_eq!(c_l1.count, 9, "every seam must be scored on latents");
 
-    // Measured on 2026-11-21 (this test, release build): with exchange the seams sit at the
-    // placebo level (frames d1 median 2.10 vs placebo 2.41, max 3.03 vs 3.01; d2 median 2.05 vs
-    // 2.17; latents d1 median 1.19 vs 1.12); the ablation's hard cuts are ~10× the placebo
-    // (frames d1 median 21.8, latents 12.6). The bounds leave 25% (median) and 50% (max, a
-    // single zone) of head-room over the placebo, far below the ablation.
+    // Measured on 2026-12-05 (this test, release build; procedural model with one covariance in
+    // both guidance branches, so guidance no longer amplifies the texture): with exchange the
+    // seams sit at the placebo level (frames d1 median 2.16 vs placebo 2.08, d2 2.30 vs 2.22,
+    // latents d1 1.14 vs 1.05); the ablation's hard cuts are 2.9× (frames d1 5.99), 3.2× (d2 7.04)
+    // and 4.3× (latents 4.48) the placebo. (The earlier model amplified texture noise ~5× through
+    // guidance, which made independent windows disagree ~10×; a calm picture makes them agree
+    // more, so the ablation bound is 2.5×, still far above the coupled seams' 1.25×.) The bounds
+    // leave 25% (median) and 50% (max, a single zone) of head-room over the placebo.
     for (what, seams, placebo) in [("frames d1", c_f1, c_p1), ("frames d2", c_f2, c_p2), ("latents d1", c_l1, c_lp1)] {
         assert!(seams.median <= 1.25 * placebo.median, "{what}: seam median {} vs placebo {}", seams.median, placebo.median);
         assert!(seams.max <= 1.5 * placebo.max, "{what}: seam max {} vs placebo {}", seams.max, placebo.max);
     }
-    assert!(a_f1.median >= 4.0 * c_p1.median, "ablation frames d1 median {} is not clearly above placebo {}", a_f1.median, c_p1.median);
-    assert!(a_f2.median >= 4.0 * c_p2.median, "ablation frames d2 median {} is not clearly above placebo {}", a_f2.median, c_p2.median);
-    assert!(a_l1.median >= 4.0 * c_lp1.median, "ablation latents d1 median {} is not clearly above placebo {}", a_l1.median, c_lp1.median);
+    assert!(a_f1.median >= 2.5 * c_p1.median, "ablation frames d1 median {} is not clearly above placebo {}", a_f1.median, c_p1.median);
+    assert!(a_f2.median >= 2.5 * c_p2.median, "ablation frames d2 median {} is not clearly above placebo {}", a_f2.median, c_p2.median);
+    assert!(a_l1.median >= 2.5 * c_lp1.median, "ablation latents d1 median {} is not clearly above placebo {}", a_l1.median, c_lp1.median);
     // Blending must not blur the seams: sharpness there stays within 25% of the reference.
     assert!((0.75..=1.25).contains(&ghost.median), "ghosting median {}", ghost.median);
 }

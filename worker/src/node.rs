@@ -239,6 +239,7 @@ fn run_shard_blocking(models: &ModelSet, nccl: &NcclSupport, a: ShardAssignment,
         seed: a.seed,
         mode: a.blend,
         hash_every: a.hash_every,
+        output_frames: a.output_frames,
     };
     let started = Instant::now();
     let mut progress = |p: Progress| match p {
@@ -399,6 +400,7 @@ mod tests {
             right_address: Some("127.0.0.1:9".into()),
             exchange_timeout: Duration::from_secs(5),
             hash_every: 1,
+            output_frames: 205,
             blend: Default::default(),
             nccl,
         }

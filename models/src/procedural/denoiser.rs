@@ -1,7 +1,8 @@
 //! The procedural model's `Denoiser`: the exact flow-matching velocity of a Gaussian prior.
 //!
 //! `v = (x_t − x̂0)/σ` with `x̂0 = E[x0 | x_t]` from `posterior`. The conditional branch uses the
-//! prompt's prior, the unconditional branch the negative prompt's (neutral when it is empty).
+//! prompt's prior, the unconditional branch the negative prompt's mean (neutral when it is empty)
+//! with the prompt's covariance (see [`PriorParams::unconditional`]).
 
 use super::basis::AxisBasis;
 use super::colour::CHANNELS;
@@ -52,16 +53,14 @@ pub struct ProceduralDenoiser {
 
 impl ProceduralDenoiser {
     pub fn new(info: ModelInfo, cond: &Conditioning, height: usize, width: usize) -> Self {
+        let conditional = PriorParams::from_prompt(&cond.prompt);
+        let unconditional = PriorParams::unconditional(&cond.negative_prompt, &conditional);
         Self {
             info,
             height,
             width,
-            conditional: BranchPrior::new(PriorParams::from_prompt(&cond.prompt), height, width),
-            unconditional: BranchPrior::new(
-                PriorParams::from_prompt(&cond.negative_prompt),
-                height,
-                width,
-            ),
+            conditional: BranchPrior::new(conditional, height, width),
+            unconditional: BranchPrior::new(unconditional, height, width),
             mean: Vec::new(),
             x0: Vec::new(),
             scratch: Scratch::default(),

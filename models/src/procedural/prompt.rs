@@ -110,6 +110,16 @@ pub fn motion_of(word: &str) -> i32 {
     }
 }
 
+/// Words of a scene with a horizon: its pattern runs in horizontal bands and drifts sideways.
+pub fn is_horizon_word(word: &str) -> bool {
+    matches!(
+        word,
+        "sea" | "ocean" | "horizon" | "sunset" | "sunrise" | "dusk" | "dawn" | "beach" | "coast"
+            | "shore" | "desert" | "dunes" | "lake" | "landscape" | "plain" | "plains" | "prairie"
+            | "field" | "fields" | "meadow" | "bay" | "skyline"
+    )
+}
+
 /// Drift direction `(dy, dx)` (y grows downwards) named by a word, if any.
 pub fn direction_of(word: &str) -> Option<(f64, f64)> {
     match word {

@@ -47,6 +47,7 @@ impl From<ShardAssignment> for pb::ShardAssignment {
             right_exchange_address: a.right_address.unwrap_or_default(),
             exchange_timeout_ms: duration_to_ms(a.exchange_timeout),
             hash_every: to_u32(a.hash_every),
+            output_frames: to_u32(a.output_frames),
             disable_exchange: a.blend == BlendMode::Independent,
             emit_frames: true,
             emit_latents: true,
@@ -142,6 +143,9 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
                 ),
             ));
         }
+        if a.output_frames == 0 {
+            return Err(invalid("output_frames", "0: a clip has at least 1 frame"));
+        }
         Ok(ShardAssignment {
             job_id: a.job_id,
             plan_id: a.plan_id,
@@ -159,6 +163,7 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
             right_address: non_empty(a.right_exchange_address),
             exchange_timeout: ms_to_duration(a.exchange_timeout_ms),
             hash_every: to_usize(a.hash_every, "hash_every")?,
+            output_frames: to_usize(a.output_frames, "output_frames")?,
             blend: if a.disable_exchange {
                 BlendMode::Independent
             } else {

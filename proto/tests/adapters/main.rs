@@ -38,6 +38,7 @@ fn plan() -> PlanSummary {
         windows: 2,
         latent_frames: 30,
         output_frames: 117,
+        rendered_frames: 117,
         workers: 1,
         overlap: 4,
         window: 21,

@@ -86,6 +86,7 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
         right_address: None,
         exchange_timeout: Duration::from_secs(5),
         hash_every: 1,
+        output_frames: 3,
         blend: Default::default(),
         nccl: None,
     };

@@ -82,7 +82,8 @@ fn plan() -> PlanSummary {
     PlanSummary {
         windows: 15,
         latent_frames: 241,
-        output_frames: 961,
+        output_frames: 960,
+        rendered_frames: 961,
         workers: 4,
         overlap: 5,
         window: 21,
@@ -117,6 +118,7 @@ fn assignment() -> ShardAssignment {
         right_address: None,
         exchange_timeout: Duration::from_secs(120),
         hash_every: 5,
+        output_frames: 957,
         blend: BlendMode::CoDenoise,
         nccl: None,
     }

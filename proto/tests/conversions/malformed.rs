@@ -219,6 +219,13 @@ fn malformed_shard_messages_are_rejected_by_field() {
         }),
         &["first_window"],
     );
+    rejected(
+        ShardAssignment::try_from(pb::ShardAssignment {
+            output_frames: 0,
+            ..good.clone()
+        }),
+        &["output_frames"],
+    );
     let bad_grid = pb::WindowGrid {
         latent_frames: 241,
         window: 21,
