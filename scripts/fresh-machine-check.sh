@@ -55,6 +55,13 @@ step "debootstrap --variant=minbase bookworm"
 debootstrap --variant=minbase bookworm "$root" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$work/debootstrap.log" 2>&1 || {
   tail -20 "$work/debootstrap.log" >&2; exit 1; }
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The network's trust settings come with the network a new machine sits on (here: the CA of a
+# TLS-intercepting proxy, and pip told to use the system's CA bundle), not with the project:
+# carry them over when this machine has them.
+if [ -d /usr/local/share/ca-certificates ]; then
+  mkdir -p "$root/usr/local/share" && cp -r /usr/local/share/ca-certificates "$root/usr/local/share/"
+fi
+if [ -f /etc/pip.conf ]; then cp /etc/pip.conf "$root/etc/pip.conf"; fi
 mkdir -p "$root/proc" && mount -t proc proc "$root/proc" && mounted+=("$root/proc")
 bind /dev "$root/dev"
 bind /dev/pts "$root/dev/pts"
