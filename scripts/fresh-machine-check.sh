@@ -2,8 +2,8 @@
 # Runs the README's two commands' install steps on a clean Debian 12 root, as a new user's machine
 # has it: a minimal root made by debootstrap, given only what a new Rust machine has (the Rust
 # toolchain, bind-mounted read-only from this machine; gcc g++ make git ca-certificates python3
-# python3-pip), then a clone of this repository's HEAD. There it runs the README's render command
-# exactly as written and checks the clip, then the test command's install part
+# python3-pip), then a clone of this repository's HEAD (committed work only). There it runs the
+# README's render command exactly as written and checks the clip, then the test command's install part
 # (`scripts/test.sh --install-only`) and checks what it installed. The cargo registry is shared
 # with this machine (downloads only); the target directory is not.
 #
@@ -79,11 +79,10 @@ in_root "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y
 bind "$rustup_home" "$root/opt/rustup" ro
 bind "$cargo_home/bin" "$root/opt/cargo/bin" ro
 bind "$cargo_home/registry" "$root/opt/cargo/registry"
-bind "$repo" "$root/mnt/repo" ro
 in_root "cargo --version && rustc --version"
 
 step "git clone (HEAD $(git rev-parse --short HEAD))"
-in_root "git config --global --add safe.directory '*' && git clone -q /mnt/repo /root/longshot"
+git -c advice.detachedHead=false -c init.defaultBranch=main clone -q "$repo" "$root/root/longshot"
 
 render=$(grep -m1 '^scripts/render.sh ' README.md) || { echo "error: README.md has no line starting with 'scripts/render.sh '" >&2; exit 1; }
 step "the README's render command: $render"
