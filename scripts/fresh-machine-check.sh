@@ -7,7 +7,7 @@
 # (`scripts/test.sh --install-only`) and checks what it installed. The cargo registry is shared
 # with this machine (downloads only); the target directory is not.
 #
-# Needs root (debootstrap, mount, chroot) and Debian's package mirror. Takes about 10 minutes on
+# Needs root (debootstrap, mount, chroot) and Debian's package mirror. Takes about 7 minutes on
 # 2 cores, most of it the release build inside the root.
 # Usage: scripts/fresh-machine-check.sh        (env: DEBIAN_MIRROR, KEEP_FRESH_ROOT=1 to keep it)
 set -euo pipefail

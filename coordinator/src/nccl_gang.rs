@@ -1,4 +1,4 @@
-//! Whether a gang exchanges its overlap velocities over NCCL (long-clips.md §3) or TCP.
+//! Whether a gang exchanges its overlap velocities over NCCL (docs/long-clips.md §3) or TCP.
 //!
 //! NCCL only when the operator asked for it (`coordinator --overlap-transport nccl`: the
 //! multi-rank path has not been run on two GPUs yet, see ARCHITECTURE.md), the job couples its

@@ -1,5 +1,5 @@
 //! The lockstep co-denoising loop of one partition: a contiguous range of windows run by one
-//! worker (long-clips.md §2).
+//! worker (docs/long-clips.md §2).
 //!
 //! Per step: every window's post-CFG velocity → overlap exchange with the neighbour partitions →
 //! the fixed-order f32 blend (identical on both copies) → the scheduler step per window. Latents

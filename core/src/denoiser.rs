@@ -161,7 +161,7 @@ impl RgbFrame {
 ///
 /// Decoders may be causal in time: output for latent frame `l` may depend on up to
 /// [`FrameDecoder::halo`] preceding latent frames, which is why a worker decoding the frames it owns
-/// passes that many warm-up frames in front (long-clips.md §5).
+/// passes that many warm-up frames in front (docs/long-clips.md §5).
 pub trait FrameDecoder: Send + Sync {
     /// Preceding latent frames needed so that a sharded decode equals the sequential one.
     fn halo(&self) -> usize;

@@ -1,10 +1,11 @@
 //! An [`Exchange`] that carries each step's overlap velocities over a grouped transport and
 //! everything else over an inner exchange.
 //!
-//! The grouped transport is NCCL between GPUs (long-clips.md §3): the sends to both neighbours and
-//! the receives from them go out as one group, started as soon as the partition's edge windows have
-//! their velocities, so the transfer overlaps the interior windows' forward passes. Latent hashes
-//! and decode halos (small, rare, variable in size) stay on the inner exchange (TCP/gRPC).
+//! The grouped transport is NCCL between GPUs (docs/long-clips.md §3): the sends to both
+//! neighbours and the receives from them go out as one group, started as soon as the partition's
+//! edge windows have their velocities, so the transfer overlaps the interior windows' forward
+//! passes. Latent hashes and decode halos (small, rare, variable in size) stay on the inner
+//! exchange (TCP/gRPC).
 //!
 //! Why this works without telling the transport what to expect: the co-denoising loop
 //! ([`crate::codenoise::denoise_partition`]) sends a step's velocities to every neighbour before it

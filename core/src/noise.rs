@@ -1,6 +1,6 @@
-//! Counter-based Gaussian noise (long-clips.md §4): Philox4x32-10 keyed by the seed, with the
-//! counter built from (step, global latent frame, channel, y, x). The value at a coordinate is the
-//! same whichever window or worker draws it, so noise never depends on the cluster size.
+//! Counter-based Gaussian noise (docs/long-clips.md §4): Philox4x32-10 keyed by the seed, with
+//! the counter built from (step, global latent frame, channel, y, x). The value at a coordinate is
+//! the same whichever window or worker draws it, so noise never depends on the cluster size.
 //!
 //! Counter layout: `[x / 4, y, (step << 16) | channel, frame]`, key `[seed_lo, seed_hi]`. One Philox
 //! block yields four uniforms, turned into the Gaussians of x = 4b..4b+3 by two Box–Muller pairs

@@ -1,4 +1,4 @@
-//! The window grid on the global latent timeline (long-clips.md §1).
+//! The window grid on the global latent timeline (docs/long-clips.md §1).
 //!
 //! A pure function of (latent frames L, window W, overlap O): the number of workers never changes
 //! the grid, only which worker runs which windows. That is the first half of bit-identity across

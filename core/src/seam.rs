@@ -1,4 +1,4 @@
-//! Model-free seam metrics (long-clips.md §6), on decoded frames or directly on latents.
+//! Model-free seam metrics (docs/long-clips.md §6), on decoded frames or directly on latents.
 //!
 //! `d1(t) = mean|X_{t+1} − X_t|` and `d2(t) = mean|X_{t+1} − 2X_t + X_{t−1}|` (d2 cancels steady
 //! motion). The seam jump ratio (SJR) of a zone is the max of d over the zone divided by the median

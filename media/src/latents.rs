@@ -42,7 +42,7 @@ pub fn write_latents(path: &Path, latents: &Latents) -> Result<u64, MediaError> 
             latents.data.len()
         )));
     }
-    // safetensors stores little-endian; converting explicitly keeps this free of `unsafe`.
+    // safetensors stores little-endian; converting value by value needs no byte reinterpretation.
     let bytes: Vec<u8> = latents.data.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view = TensorView::new(Dtype::F32, latents.shape.clone(), &bytes)
         .map_err(|e| bad(format!("cannot build tensor view: {e}")))?;

@@ -1,6 +1,6 @@
 //! The Wan VAE decoder against diffusers goldens (`scripts/goldens/wan.py`, component `vae`;
 //! fixtures in `tests/fixtures/wan/`, cases listed in its `manifest.json`), and the sharded
-//! decode of long-clips.md §5 against the sequential one.
+//! decode of docs/long-clips.md §5 against the sequential one.
 //!
 //! Error metric: `max|ours − diffusers| / max|diffusers|` over the whole decoded clip (a relative
 //! error normalised by the output's scale, so near-zero elements do not dominate; the output is

@@ -13,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PACK=.device-pack
-export PROTOC="${PROTOC:-$(command -v protoc || true)}"
+scripts/install-deps.sh build
+export PROTOC="${PROTOC:-$(command -v protoc)}"
 
 rm -rf "$PACK"
 mkdir -p "$PACK/bin" "$PACK/kernels/cuda" "$PACK/wheels" "$PACK/scripts"

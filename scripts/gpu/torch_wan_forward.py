@@ -19,7 +19,7 @@ import diffusers
 from diffusers import WanTransformer3DModel
 
 CONFIGS = {
-    # Wan2.1 T2V-1.3B and 14B (../shared/specs/wan21.md §1.1; diffusers' defaults otherwise).
+    # Wan2.1 T2V-1.3B and 14B (docs/wan21.md §1.1; diffusers' defaults otherwise).
     "1.3b": dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30),
     "14b": dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40),
     # A smoke-test size that runs on a CPU in seconds.

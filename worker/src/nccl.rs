@@ -1,4 +1,4 @@
-//! NCCL for the overlap velocities (long-clips.md §3), on workers built with `cuda`.
+//! NCCL for the overlap velocities (docs/long-clips.md §3), on workers built with `cuda`.
 //!
 //! - [`NcclSupport::detect`]: whether this worker can join NCCL communicators (a CUDA device and
 //!   a loadable libnccl); advertised as `WorkerInfo::nccl_gpu`, the GPU's UUID, so the

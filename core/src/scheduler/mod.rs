@@ -1,5 +1,5 @@
 //! Flow-matching schedulers, matching diffusers bit for bit where possible
-//! (`../shared/specs/wan21.md` §4.2).
+//! (docs/wan21.md §4.2).
 //!
 //! A [`Schedule`] is the exact list of σ (f32) and model timesteps for a job; it is computed once by
 //! the coordinator and shipped to workers as bits. A [`SchedulerState`] is per window: it holds the

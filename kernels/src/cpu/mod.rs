@@ -12,7 +12,7 @@ pub fn cfg_combine(cond: &mut [f32], uncond: &[f32], guidance: f32) {
     }
 }
 
-/// The overlap blend of long-clips.md §2.3, written into both copies.
+/// The overlap blend of docs/long-clips.md §2.3, written into both copies.
 ///
 /// `left` and `right` each hold `overlap` frames of `frame_len` values: the right-hand overlap of
 /// the lower-indexed window and the left-hand overlap of the higher-indexed one. Position `j` gets

@@ -1,7 +1,7 @@
 //! Multi-head attention with an additive relative-position bias, as T5 / umT5 compute it:
 //! `s_ij = scale·q_i·k_j + bias[h, j − i]`, softmax over `j`, then `·V`. No mask: callers pass only
 //! the tokens that take part (for umT5, running on the real tokens equals the masked padded run,
-//! spec §3).
+//! docs/wan21.md §3).
 //!
 //! The bias is stored per relative offset, not per (query, key) pair: `bias` is
 //! `[heads, q_tokens + kv_tokens − 1]` with entry `(h, j − i + q_tokens − 1)`, so a 512-token

@@ -2,10 +2,10 @@
 //! zero-padded in space, on frame-major video `[T, C, H, W]`. A 2-D convolution applied frame by
 //! frame is the same op with a temporal kernel of 1.
 //!
-//! Semantics (diffusers' `WanCausalConv3d`, spec wan21.md §2.2): kernel `(kt, ks, ks)` with stride 1;
-//! output frame `t` reads input frames `t−kt+1 ..= t`, frames before 0 being zeros (the "two zero
-//! frames in front" of a 3-tap conv); spatial zero padding `(ks−1)/2` on every side, so the output
-//! has the input's size. Weights are PyTorch's `[cout, cin, kt, ks, ks]`.
+//! Semantics (diffusers' `WanCausalConv3d`, docs/wan21.md §2.2): kernel `(kt, ks, ks)` with
+//! stride 1; output frame `t` reads input frames `t−kt+1 ..= t`, frames before 0 being zeros (the
+//! "two zero frames in front" of a 3-tap conv); spatial zero padding `(ks−1)/2` on every side, so
+//! the output has the input's size. Weights are PyTorch's `[cout, cin, kt, ks, ks]`.
 //!
 //! Evaluation order (what a GPU port is compared with, by tolerance): for each output frame, an
 //! im2col matrix with rows ordered `(dt, cin, kh, kw)` — the `kt` input frames' 2-D patches stacked

@@ -1,5 +1,5 @@
 //! Per-pixel and per-frame ops of video VAEs on frame-major data `[frames, C, H, W]` (Wan's
-//! decoder, spec wan21.md §2.2): the channel RMS norm and the nearest ×2 spatial upsample.
+//! decoder, docs/wan21.md §2.2): the channel RMS norm and the nearest ×2 spatial upsample.
 //! (SiLU is [`super::nn_act::silu_in_place`]; convolutions are in [`super::nn_conv`].)
 //!
 //! Evaluation order:

@@ -1,4 +1,4 @@
-//! The overlap exchange over NCCL (issue 6, long-clips.md §3): after a window's forward passes
+//! The overlap exchange over NCCL (docs/long-clips.md §3): after a window's forward passes
 //! and the CFG combine, each rank sends its overlap velocities to its neighbours rank − 1 and
 //! rank + 1 and receives theirs, in one `ncclGroupStart`/`ncclGroupEnd`, on a dedicated
 //! communication stream, while the compute stream updates the interior frames. The compute stream

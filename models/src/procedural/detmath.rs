@@ -2,7 +2,8 @@
 //!
 //! `f64::exp`, `sin`, `ln` call the platform libm, whose result can differ in the last bit between
 //! libm versions and even between CPUs (glibc picks FMA variants at load time). The prior mean and
-//! the decoder must be bit-identical on every worker (long-clips.md §4), so they use these instead.
+//! the decoder must be bit-identical on every worker (docs/long-clips.md §4), so they use these
+//! instead.
 //! IEEE 754 makes the basic operations, `sqrt` and `round` exact functions of their inputs.
 //! Accuracy is a few ulp over the ranges used here, which is plenty for a reference model.
 

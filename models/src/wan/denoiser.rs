@@ -8,7 +8,7 @@ use longshot_core::denoiser::{Branch, DenoiseError, Denoiser, ModelInfo, StepPoi
 use longshot_core::tensor::Latents;
 use std::sync::Arc;
 
-/// Native window of Wan2.1: 81 frames = 21 latent frames; overlap 5 (long-clips.md §1).
+/// Native window of Wan2.1: 81 frames = 21 latent frames; overlap 5 (docs/long-clips.md §1).
 pub const WINDOW_FRAMES: usize = 21;
 pub const DEFAULT_OVERLAP: usize = 5;
 

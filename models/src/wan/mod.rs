@@ -1,5 +1,6 @@
-//! Wan2.1 text-to-video, ported from diffusers 0.42 (`/work/shared/specs/wan21.md` is the spec;
-//! goldens from `scripts/goldens/wan.py`). CPU reference in f32.
+//! Wan2.1 text-to-video, ported from diffusers 0.42 (`docs/wan21.md` is the spec that `spec §N`
+//! in this module's comments refers to; goldens from `scripts/goldens/wan.py`). CPU reference in
+//! f32.
 //!
 //! Module map:
 //! - Loading, shared by every Wan component (transformer, VAE decoder, umT5):

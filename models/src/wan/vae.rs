@@ -1,6 +1,6 @@
 //! The decoder half of diffusers' `AutoencoderKLWan` (spec §2) on the CPU in f32: loading,
 //! the pipeline's latent denormalisation (spec §4.3), the whole-clip decode that matches
-//! `vae.decode(z).sample`, and the sharded decode of long-clips.md §5.
+//! `vae.decode(z).sample`, and the sharded decode of docs/long-clips.md §5.
 //!
 //! Graph: `post_quant_conv` → `conv_in` → mid block (resnet, per-frame attention, resnet) →
 //! up-blocks (resnets, then `upsample3d` / `upsample2d`) → RMS norm → SiLU → `conv_out` →
