@@ -6,6 +6,8 @@
 //! - `submit`, `status`, `list`, `watch`, `cancel`, `fetch`, `workers`, `models`: job control.
 //! - `dev`: single-component entry points (Wan2.1 transformer, …) for numerical checks.
 
+#![forbid(unsafe_code)]
+
 mod args;
 mod client_cmds;
 mod dev;
