@@ -2,7 +2,8 @@
 
 use clap::Args;
 use longshot_core::codenoise::BlendMode;
-use longshot_core::job::{defaults, ClipLength, JobSpec};
+use longshot_core::job::{defaults, ClipLength, JobSpec, OutputKind};
+use longshot_core::scheduler::Solver;
 
 #[derive(Args, Clone, Debug)]
 pub struct JobArgs {
@@ -43,14 +44,14 @@ pub struct JobArgs {
     #[arg(long, default_value_t = defaults::SHIFT)]
     pub shift: f64,
     /// Sampler: unipc or euler.
-    #[arg(long, default_value = defaults::SOLVER)]
-    pub solver: String,
+    #[arg(long, default_value_t = defaults::SOLVER)]
+    pub solver: Solver,
     /// Overlap between windows in latent frames (model default when unset).
     #[arg(long)]
     pub overlap: Option<u32>,
     /// Output formats: mp4, prores, png, latents (comma-separated; default from -o's extension).
     #[arg(long = "format", value_delimiter = ',')]
-    pub formats: Vec<String>,
+    pub formats: Vec<OutputKind>,
     /// Higher runs first (-100..=100).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i32,
@@ -60,7 +61,7 @@ pub struct JobArgs {
 }
 
 impl JobArgs {
-    pub fn to_spec(&self, default_formats: &[String]) -> JobSpec {
+    pub fn to_spec(&self, default_formats: &[OutputKind]) -> JobSpec {
         let length = match (self.duration, self.frames) {
             (_, Some(f)) => ClipLength::Frames(f),
             (Some(s), None) => ClipLength::Seconds(s),
@@ -79,22 +80,11 @@ impl JobArgs {
             steps: self.steps,
             guidance: self.guidance,
             shift: self.shift,
-            solver: self.solver.clone(),
+            solver: self.solver,
             overlap: self.overlap,
             outputs,
             priority: self.priority,
             blend: if self.no_exchange { BlendMode::Independent } else { BlendMode::CoDenoise },
         }
-    }
-}
-
-/// Output format implied by a path's extension.
-pub fn format_for_path(path: &std::path::Path) -> Option<&'static str> {
-    match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
-        Some("mp4") => Some("mp4"),
-        Some("mov") => Some("prores"),
-        Some("safetensors") => Some("latents"),
-        None => Some("png"),
-        _ => None,
     }
 }

@@ -1,12 +1,12 @@
 //! Job-control commands against a running coordinator.
 
-use crate::args::{format_for_path, JobArgs};
+use crate::args::JobArgs;
 use crate::progress::follow;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use futures::StreamExt;
 use longshot_core::api::{JobApi, JobState, JobStatus};
-use longshot_core::job::OutputKind;
+use longshot_core::job::{defaults, OutputKind};
 use longshot_proto::client::JobClient;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
@@ -26,7 +26,7 @@ pub async fn connect(coordinator: &str) -> Result<JobClient> {
 
 pub async fn submit(coordinator: &str, a: SubmitArgs, json: bool) -> Result<()> {
     let client = connect(coordinator).await?;
-    let r = client.submit(a.job.to_spec(&["mp4".to_string()])).await.map_err(|e| anyhow!("{e}"))?;
+    let r = client.submit(a.job.to_spec(&[defaults::OUTPUT])).await.map_err(|e| anyhow!("{e}"))?;
     if json {
         println!("{}", serde_json::json!({"job_id": r.job_id, "seed": r.seed, "plan": r.plan}));
     } else {
@@ -143,9 +143,9 @@ pub async fn fetch_to(client: &JobClient, job_id: &str, kind: OutputKind, output
     Ok(total)
 }
 
-pub async fn fetch(coordinator: &str, job_id: &str, output: &Path, format: Option<&str>, json: bool) -> Result<()> {
-    let kind: OutputKind = match format.or_else(|| format_for_path(output)) {
-        Some(f) => f.parse().map_err(|e: String| anyhow!(e))?,
+pub async fn fetch(coordinator: &str, job_id: &str, output: &Path, format: Option<OutputKind>, json: bool) -> Result<()> {
+    let kind = match format.or_else(|| OutputKind::from_path(output)) {
+        Some(kind) => kind,
         None => bail!("cannot tell the format from {}; pass --format mp4|prores|png|latents", output.display()),
     };
     let client = connect(coordinator).await?;

@@ -2,7 +2,7 @@
 //! loopback, talking real gRPC. Workers are children of this process and exit when it does (their
 //! standard input closes).
 
-use crate::args::{format_for_path, JobArgs};
+use crate::args::JobArgs;
 use crate::client_cmds::{connect, fetch_to};
 use crate::progress::follow;
 use crate::serve::{interrupted, start_coordinator, CoordinatorArgs};
@@ -150,31 +150,15 @@ fn tail(s: &str, lines: usize) -> String {
 }
 
 /// Output formats to fetch and where: the `-o` path for its own format, siblings for the others.
-fn destinations(output: &Path, formats: &[String]) -> Result<Vec<(OutputKind, PathBuf)>> {
-    let main = format_for_path(output);
-    formats
-        .iter()
-        .map(|f| {
-            let kind: OutputKind = f.parse().map_err(|e: String| anyhow!(e))?;
-            let path = if Some(f.as_str()) == main {
-                output.to_path_buf()
-            } else {
-                match kind {
-                    OutputKind::Mp4 => output.with_extension("mp4"),
-                    OutputKind::Prores => output.with_extension("mov"),
-                    OutputKind::Latents => output.with_extension("safetensors"),
-                    OutputKind::Png => output.with_extension("frames"),
-                }
-            };
-            Ok((kind, path))
-        })
-        .collect()
+fn destinations(output: &Path, formats: &[OutputKind]) -> Vec<(OutputKind, PathBuf)> {
+    let main = OutputKind::from_path(output);
+    formats.iter().map(|&kind| (kind, if Some(kind) == main { output.to_path_buf() } else { kind.beside(output) })).collect()
 }
 
 pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
-    let main_format = format_for_path(&a.output)
+    let main_format = OutputKind::from_path(&a.output)
         .ok_or_else(|| anyhow!("cannot tell the format from {}; use .mp4, .mov, .safetensors, a directory, or --format", a.output.display()))?;
-    let mut spec = a.job.to_spec(&[main_format.to_string()]);
+    let mut spec = a.job.to_spec(&[main_format]);
     // `--model DIR`: serve that pipeline on the local workers, under its default name.
     let mut models = Vec::new();
     let model_dir = Path::new(&a.job.model);
@@ -183,7 +167,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         models.push(format!("{name}={}", model_dir.display()));
         spec.model = name;
     }
-    let targets = destinations(&a.output, &spec.outputs)?;
+    let targets = destinations(&a.output, &spec.outputs);
     let work = tempfile::Builder::new().prefix("longshot-render-").tempdir()?;
     let coord_args = CoordinatorArgs {
         listen: "127.0.0.1:0".into(),

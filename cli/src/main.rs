@@ -66,7 +66,7 @@ enum Command {
         output: PathBuf,
         /// mp4, prores, png or latents (default from the output's extension).
         #[arg(long)]
-        format: Option<String>,
+        format: Option<longshot_core::job::OutputKind>,
     },
     /// List the cluster's workers.
     Workers,
@@ -124,7 +124,7 @@ async fn run_client(command: Command, coordinator: &str, json: bool) -> Result<(
         Command::List { state, limit } => c::list(coordinator, state.as_deref(), limit, json).await,
         Command::Watch { job_id } => c::watch(coordinator, &job_id, json).await,
         Command::Cancel { job_id } => c::cancel(coordinator, &job_id, json).await,
-        Command::Fetch { job_id, output, format } => c::fetch(coordinator, &job_id, &output, format.as_deref(), json).await,
+        Command::Fetch { job_id, output, format } => c::fetch(coordinator, &job_id, &output, format, json).await,
         Command::Workers => c::workers(coordinator, json).await,
         Command::Models => c::models(coordinator, json).await,
         Command::Coordinator(_) | Command::Worker(_) | Command::Dev(_) => unreachable!("handled in main"),

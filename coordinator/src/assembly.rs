@@ -7,7 +7,7 @@
 
 use longshot_core::api::OutputInfo;
 use longshot_core::job::OutputKind;
-use longshot_media::{open_writer, FrameWriter, MediaError, OutputFormat, VideoMeta};
+use longshot_media::{open_writer, FrameWriter, MediaError, VideoMeta};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -57,27 +57,12 @@ pub struct Assembler {
     thread: std::thread::JoinHandle<Result<Vec<OutputInfo>, AssemblyError>>,
 }
 
-pub fn file_name(kind: OutputKind) -> &'static str {
-    match kind {
-        OutputKind::Mp4 => "clip.mp4",
-        OutputKind::Prores => "clip.mov",
-        OutputKind::Png => "frames",
-        OutputKind::Latents => "latents.safetensors",
-    }
-}
-
 impl Assembler {
     pub fn start(plan: AssemblyPlan) -> Result<Self, AssemblyError> {
         std::fs::create_dir_all(&plan.dir).map_err(|source| AssemblyError::Io { path: plan.dir.clone(), source })?;
         let mut writers = Vec::new();
-        for &kind in &plan.outputs {
-            let format = match kind {
-                OutputKind::Mp4 => OutputFormat::Mp4,
-                OutputKind::Prores => OutputFormat::ProRes,
-                OutputKind::Png => OutputFormat::Png,
-                OutputKind::Latents => continue,
-            };
-            let w = open_writer(format, &plan.dir.join(file_name(kind)), plan.meta).map_err(|e| AssemblyError::Media(kind, e))?;
+        for &kind in plan.outputs.iter().filter(|k| k.is_video()) {
+            let w = open_writer(kind, &plan.dir.join(kind.file_name()), plan.meta).map_err(|e| AssemblyError::Media(kind, e))?;
             writers.push((kind, w));
         }
         // A small buffer: the encoder thread sets the pace, workers wait on gRPC flow control.
@@ -177,10 +162,10 @@ fn run(plan: AssemblyPlan, mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>,
     let mut outputs = Vec::new();
     for (kind, w) in writers {
         let summary = w.finish().map_err(|e| AssemblyError::Media(kind, e))?;
-        outputs.push(OutputInfo { name: file_name(kind).into(), format: kind, size_bytes: summary.bytes });
+        outputs.push(OutputInfo { name: kind.file_name().into(), format: kind, size_bytes: summary.bytes });
     }
     if want_latents {
-        let p = plan.dir.join(file_name(OutputKind::Latents));
+        let p = plan.dir.join(OutputKind::Latents.file_name());
         let record = longshot_media::Latents {
             name: "latents".into(),
             shape: plan.latent_shape.to_vec(),
@@ -188,7 +173,7 @@ fn run(plan: AssemblyPlan, mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>,
             metadata: plan.latent_metadata.iter().cloned().collect(),
         };
         let size = longshot_media::write_latents(&p, &record).map_err(|e| AssemblyError::Media(OutputKind::Latents, e))?;
-        outputs.push(OutputInfo { name: file_name(OutputKind::Latents).into(), format: OutputKind::Latents, size_bytes: size });
+        outputs.push(OutputInfo { name: OutputKind::Latents.file_name().into(), format: OutputKind::Latents, size_bytes: size });
     }
     Ok(outputs)
 }

@@ -11,6 +11,7 @@
 //! lands once etcd is back. [`recover`] decides what a restarted coordinator does with what it
 //! loads.
 
+use crate::lifecycle::{self, Transition};
 use crate::etcd_connection::{connect, connect_once, prefix_end, timed, Backoff, EtcdError};
 use etcd_client::{Client, GetOptions};
 use longshot_core::api::{BoxFuture, JobState, JobStatus};
@@ -119,9 +120,8 @@ pub fn recover(mut records: Vec<JobRecord>, now_unix_ms: u64) -> Recovery {
     let mut interrupted = Vec::new();
     for r in &mut records {
         if matches!(r.status.state, JobState::Running | JobState::Decoding) {
-            r.status.state = JobState::Failed;
-            r.status.error = Some(INTERRUPTED.to_string());
-            r.status.finished_unix_ms = now_unix_ms;
+            lifecycle::apply(&mut r.status, Transition::Fail(INTERRUPTED.to_string()), now_unix_ms)
+                .expect("running and decoding jobs may fail");
             interrupted.push(r.status.job_id.clone());
         }
     }

@@ -3,26 +3,44 @@
 //! and never sees a gRPC type: it implements the transport-agnostic traits of
 //! `longshot_core::api`, which the `proto` crate serves over gRPC.
 //!
+//! - [`service`]: the `JobApi` (submit, status, cancel, watch, fetch) and `RegistryApi` the
+//!   `proto` crate serves.
+//! - `config`: [`CoordinatorConfig`].
+//! - `context`: what the coordinator's tasks share (settings, membership, the job table).
+//! - [`lifecycle`]: a job's state machine, pure.
+//! - `job_table`: every job; the one place a job changes state (persisted, then published).
+//! - [`placement`]: which idle workers render which queued job, pure.
+//! - `dispatch`: the scheduling loop that places the queue and starts runs.
+//! - `job_run`: one job's run on its gang (prompts, shards, progress, failure, cancellation).
+//! - [`outputs`]: a finished job's files, streamed to clients.
+//! - [`assembly`]: ordering decoded frames and writing MP4 / ProRes / PNG / latents.
 //! - [`registry`]: worker membership (`Registry` trait, in-memory implementation).
 //! - [`etcd_registry`]: membership read from etcd (workers register there under a lease).
 //! - [`job_store`]: durable job records (`JobStore` trait, no-op default, etcd), and what a
 //!   restarted coordinator does with them.
-//! - [`etcd_connection`]: connecting to etcd with bounded retries and per-request deadlines.
-//! - [`jobs`]: the job table: validation on submit, queue order, events, cancellation.
-//! - [`dispatch`]: the scheduling loop and the per-job run (shards, progress, failure handling).
 //! - [`nccl_gang`]: whether a gang exchanges its overlap velocities over NCCL or TCP.
-//! - [`assembly`]: ordering decoded frames and writing MP4 / ProRes / PNG / latents.
+//!
+//! No two modules import each other: `service` → `dispatch` → `job_run` → `job_table` →
+//! `lifecycle`, with `placement`, `outputs` and `assembly` as leaves.
 #![forbid(unsafe_code)]
 
 pub mod assembly;
-pub mod dispatch;
+mod config;
+mod context;
+mod dispatch;
 pub use longshot_etcd as etcd_connection;
 pub mod etcd_registry;
+mod job_run;
 pub mod job_store;
-pub mod jobs;
+mod job_table;
+pub mod lifecycle;
 pub mod nccl_gang;
+pub mod outputs;
+pub mod placement;
 pub mod registry;
+pub mod service;
 
-pub use jobs::{Coordinator, CoordinatorConfig};
+pub use config::CoordinatorConfig;
+pub use service::Coordinator;
 pub use nccl_gang::OverlapTransport;
 pub use registry::{InMemoryRegistry, Registry, RegistryError};

@@ -1,7 +1,7 @@
 //! Worker membership behind a trait: in memory for a local cluster (workers register and heartbeat
 //! over gRPC), etcd for a real one ([`crate::etcd_registry`]).
 
-use longshot_core::api::{BoxFuture, WorkerInfo, WorkerState};
+use longshot_core::api::{ApiError, BoxFuture, WorkerInfo, WorkerState};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,6 +19,15 @@ pub enum RegistryError {
     Unavailable(String),
     #[error("this coordinator uses etcd membership; start workers with --etcd {endpoints} (they register in etcd, not with the coordinator)")]
     EtcdMembership { endpoints: String },
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Unavailable(m) => ApiError::Unavailable(format!("registry unavailable: {m}")),
+            other => ApiError::FailedPrecondition(other.to_string()),
+        }
+    }
 }
 
 /// Live worker membership.

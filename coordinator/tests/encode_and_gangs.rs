@@ -3,6 +3,8 @@
 //! models and model weights render one job together), and the choice of NCCL or TCP for a gang's
 //! overlaps, against in-process fake workers.
 
+use longshot_core::scheduler::Solver;
+use longshot_core::job::OutputKind;
 use futures::stream;
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, OverlapTransport, Registry};
 use longshot_core::api::*;
@@ -144,9 +146,9 @@ fn spec(prompt: &str) -> JobSpec {
         steps: 2,
         guidance: 5.0,
         shift: 3.0,
-        solver: "unipc".into(),
+        solver: Solver::UniPc,
         overlap: None,
-        outputs: vec!["png".into()],
+        outputs: vec![OutputKind::Png],
         priority: 0,
         blend: BlendMode::CoDenoise,
     }
@@ -265,7 +267,7 @@ async fn a_refused_shard_requeues_the_job_and_its_outputs_are_written_once() {
     // One window, two idle workers: w0 refuses, the next plan starts on w1 at once.
     let k = cluster(vec![worker(0, "cpu-a", ""), worker(1, "cpu-a", "")], Duration::from_secs(60)).await;
     k.fakes[0].refuse_shards.store(1, std::sync::atomic::Ordering::Relaxed);
-    let one_window = JobSpec { outputs: vec!["mp4".into(), "latents".into()], length: ClipLength::Frames(49), ..spec("refused once") };
+    let one_window = JobSpec { outputs: vec![OutputKind::Mp4, OutputKind::Latents], length: ClipLength::Frames(49), ..spec("refused once") };
     let job = k.c.submit(one_window).await.unwrap().job_id;
     let s = finished(&k.c, &job).await;
     assert_eq!(s.state, JobState::Done, "{s:?}");

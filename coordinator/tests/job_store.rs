@@ -4,6 +4,7 @@
 //! a real etcd server: exact round trips, one data dir's records only, paging, progress throttling,
 //! and writes made while etcd is down landing once it is back.
 
+use longshot_core::scheduler::Solver;
 use etcd_client::Client;
 use longshot_coordinator::job_store::{recover, Change, EtcdJobStore, JobRecord, JobStore, NoJobStore, INTERRUPTED, JOBS_PREFIX};
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Registry};
@@ -37,9 +38,9 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         steps,
         guidance: 5.0,
         shift: 3.0,
-        solver: "unipc".into(),
+        solver: Solver::UniPc,
         overlap: None,
-        outputs: vec!["mp4".into()],
+        outputs: vec![OutputKind::Mp4],
         priority,
         blend: BlendMode::CoDenoise,
     };

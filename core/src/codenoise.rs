@@ -132,13 +132,8 @@ pub fn denoise_partition(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<PartitionOutput, CoDenoiseError> {
+    cfg.plan.check_windows(&cfg.windows).map_err(|e| CoDenoiseError::Config(e.to_string()))?;
     let (first, end) = (cfg.windows.start, cfg.windows.end);
-    if first >= end || end > cfg.plan.windows() {
-        return Err(CoDenoiseError::Config(format!(
-            "window range {first}..{end} is not inside 0..{}",
-            cfg.plan.windows()
-        )));
-    }
     let shape = cfg.window_shape();
     let noise = NoiseStream::new(cfg.seed, 0)?;
     let mut x: Vec<Latents> = cfg

@@ -10,47 +10,9 @@ use crate::denoiser::ModelInfo;
 use crate::plan::WindowPlan;
 use crate::scheduler::{Schedule, Solver};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 use thiserror::Error;
 
-/// Output formats a job can ask for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputKind {
-    Mp4,
-    Prores,
-    Png,
-    Latents,
-}
-
-impl OutputKind {
-    pub const ALL: [OutputKind; 4] = [OutputKind::Mp4, OutputKind::Prores, OutputKind::Png, OutputKind::Latents];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutputKind::Mp4 => "mp4",
-            OutputKind::Prores => "prores",
-            OutputKind::Png => "png",
-            OutputKind::Latents => "latents",
-        }
-    }
-}
-
-impl fmt::Display for OutputKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for OutputKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("output format {s:?} is not one of: mp4, prores, png, latents"))
-    }
-}
+pub use crate::output::OutputKind;
 
 /// Clip length, as the user gives it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,10 +36,11 @@ pub struct JobSpec {
     pub steps: u32,
     pub guidance: f32,
     pub shift: f64,
-    pub solver: String,
+    pub solver: Solver,
     /// Model default when unset.
     pub overlap: Option<u32>,
-    pub outputs: Vec<String>,
+    /// At least one; duplicates are ignored.
+    pub outputs: Vec<OutputKind>,
     pub priority: i32,
     pub blend: BlendMode,
 }
@@ -114,7 +77,6 @@ pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
 pub struct ResolvedJob {
     pub spec: JobSpec,
     pub seed: u64,
-    pub solver: Solver,
     pub outputs: Vec<OutputKind>,
     /// Output frames: exactly what the spec asks for (`round(duration · fps)`, or `frames`).
     pub frames: u32,
@@ -170,16 +132,8 @@ impl JobSpec {
         if !(self.shift.is_finite() && self.shift > 0.0 && self.shift <= MAX_SHIFT) {
             e.push(bad("shift", format!("{} is not in (0, {MAX_SHIFT}]", self.shift)));
         }
-        if let Err(m) = self.solver.parse::<Solver>() {
-            e.push(bad("solver", m.to_string()));
-        }
         if self.outputs.is_empty() {
             e.push(bad("outputs", "at least one of mp4, prores, png, latents is required"));
-        }
-        for o in &self.outputs {
-            if let Err(m) = o.parse::<OutputKind>() {
-                e.push(bad("outputs", m));
-            }
         }
         if !PRIORITY_RANGE.contains(&self.priority) {
             e.push(bad("priority", format!("{} is not in -100..=100", self.priority)));
@@ -195,17 +149,44 @@ impl JobSpec {
         }
     }
 
-    /// Validates against `model` and computes the plan and schedule. `seed` is used when the
-    /// spec has none (the caller draws it).
-    pub fn resolve(&self, model: &ModelInfo, seed: u64) -> Result<ResolvedJob, Vec<FieldError>> {
-        let mut e = self.validate();
+    /// Checks every model-independent field once (see [`JobSpec::validate`]).
+    pub fn validated(self) -> Result<ValidJobSpec, Vec<FieldError>> {
+        let errors = self.validate();
+        if errors.is_empty() {
+            Ok(ValidJobSpec(self))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// [`JobSpec::validated`], then [`ValidJobSpec::resolve`].
+    pub fn resolve(self, model: &ModelInfo, seed: u64) -> Result<ResolvedJob, Vec<FieldError>> {
+        self.validated()?.resolve(model, seed)
+    }
+}
+
+/// A spec whose model-independent fields passed [`JobSpec::validate`]; only checks that need the
+/// model remain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidJobSpec(JobSpec);
+
+impl ValidJobSpec {
+    pub fn spec(&self) -> &JobSpec {
+        &self.0
+    }
+
+    /// Checks the spec against `model` and computes the plan and schedule. `seed` is used when
+    /// the spec has none (the caller draws it).
+    pub fn resolve(self, model: &ModelInfo, seed: u64) -> Result<ResolvedJob, Vec<FieldError>> {
+        let spec = self.0;
+        let mut e = Vec::new();
         let sc = model.spatial_compression as u32;
-        for (field, v) in [("width", self.width), ("height", self.height)] {
+        for (field, v) in [("width", spec.width), ("height", spec.height)] {
             if sc > 0 && v % sc != 0 {
                 e.push(bad(field, format!("{v} is not a multiple of {sc}, the model's spatial compression")));
             }
         }
-        let overlap = self.overlap.map_or(model.default_overlap, |o| o as usize);
+        let overlap = spec.overlap.map_or(model.default_overlap, |o| o as usize);
         if overlap > model.window_frames / 2 {
             e.push(bad("overlap", format!("{overlap} is not in 0..={} (half of the model's {}-frame window)", model.window_frames / 2, model.window_frames)));
         }
@@ -213,27 +194,25 @@ impl JobSpec {
             return Err(e);
         }
         let c = model.temporal_compression.max(1) as u32;
-        let frames = self.requested_frames();
+        let frames = spec.requested_frames();
         let rendered_frames = rendered_frames(frames, c);
         let latent_frames = model.latent_frames_for(rendered_frames as usize);
-        let solver = self.solver.parse::<Solver>().map_err(|m| vec![bad("solver", m.to_string())])?;
-        let schedule = Schedule::new(solver, self.steps as usize, self.shift).map_err(|m| vec![bad("steps", m.to_string())])?;
+        let schedule = Schedule::new(spec.solver, spec.steps as usize, spec.shift).map_err(|m| vec![bad("steps", m.to_string())])?;
         let plan = WindowPlan::new(latent_frames, model.window_frames, overlap).map_err(|m| vec![bad("overlap", m.to_string())])?;
-        let mut outputs: Vec<OutputKind> = self.outputs.iter().filter_map(|o| o.parse().ok()).collect();
+        let mut outputs = spec.outputs.clone();
         outputs.sort();
         outputs.dedup();
         Ok(ResolvedJob {
-            spec: self.clone(),
-            seed: self.seed.unwrap_or(seed),
-            solver,
+            seed: spec.seed.unwrap_or(seed),
             outputs,
             frames,
             rendered_frames,
             latent_frames,
-            latent_height: (self.height / sc.max(1)) as usize,
-            latent_width: (self.width / sc.max(1)) as usize,
+            latent_height: (spec.height / sc.max(1)) as usize,
+            latent_width: (spec.width / sc.max(1)) as usize,
             plan,
             schedule,
+            spec,
         })
     }
 }
@@ -253,6 +232,6 @@ pub mod defaults {
     pub const STEPS: u32 = 50;
     pub const GUIDANCE: f32 = 5.0;
     pub const SHIFT: f64 = 3.0;
-    pub const SOLVER: &str = "unipc";
-    pub const OUTPUT: &str = "mp4";
+    pub const SOLVER: crate::scheduler::Solver = crate::scheduler::Solver::UniPc;
+    pub const OUTPUT: crate::output::OutputKind = crate::output::OutputKind::Mp4;
 }

@@ -15,6 +15,7 @@
 //! - [`seam`]: model-free seam metrics (seam jump ratio, placebo, ghosting, overlap disagreement).
 //! - [`hash`]: stable hashes used to prove overlap copies are bit-identical.
 //! - [`job`]: the job spec and its validation (every bad field named, with what is allowed).
+//! - [`output`]: the outputs a job can ask for (names, file names, extensions).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod grouped_exchange;
 pub mod hash;
 pub mod job;
 pub mod noise;
+pub mod output;
 pub mod local;
 pub mod plan;
 pub mod scheduler;

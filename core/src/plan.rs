@@ -18,6 +18,10 @@ pub enum PlanError {
     OverlapTooLarge { overlap: usize, window: usize, max: usize },
     #[error("workers must be at least 1")]
     NoWorkers,
+    #[error("window range end {end} is past the plan's {windows} windows: allowed 1..={windows}")]
+    WindowsPastEnd { end: usize, windows: usize },
+    #[error("window range {start}..{end} is empty: a shard runs at least one window")]
+    NoWindows { start: usize, end: usize },
 }
 
 /// Overlapping windows of `window` latent frames with stride `window − overlap`.
@@ -90,6 +94,18 @@ impl WindowPlan {
     /// The window that owns global latent frame `f`.
     pub fn owner_of(&self, f: usize) -> usize {
         (0..self.windows).find(|&k| self.owned_range(k).contains(&f)).unwrap_or(self.windows - 1)
+    }
+
+    /// Checks that `windows` is a non-empty range of this plan's windows: the one definition of
+    /// a valid shard, used where an assignment arrives and by the co-denoising loop.
+    pub fn check_windows(&self, windows: &Range<usize>) -> Result<(), PlanError> {
+        if windows.end > self.windows {
+            return Err(PlanError::WindowsPastEnd { end: windows.end, windows: self.windows });
+        }
+        if windows.is_empty() {
+            return Err(PlanError::NoWindows { start: windows.start, end: windows.end });
+        }
+        Ok(())
     }
 
     /// Contiguous window ranges for `workers` workers, balanced to within one window; workers

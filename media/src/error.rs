@@ -2,6 +2,7 @@
 //!
 //! Messages are lowercase, name the file or tool involved, and say what was expected.
 
+use longshot_core::output::OutputKind;
 use std::path::PathBuf;
 
 /// Errors from the output writers and the safetensors latents functions.
@@ -26,9 +27,9 @@ pub enum MediaError {
         actual: usize,
     },
 
-    /// `OutputFormat::from_str` got a name it does not know.
-    #[error("unknown output format \"{value}\": allowed values are mp4, prores, png")]
-    UnknownFormat { value: String },
+    /// A frame writer was asked for an output that is not a video (latents).
+    #[error("{0} is not a video format: frame writers write mp4, prores and png")]
+    NotVideo(OutputKind),
 
     /// A filesystem operation failed; `action` says which and on what path.
     #[error("{action}: {source}")]

@@ -29,9 +29,8 @@ mod yuv;
 #[cfg(test)]
 mod no_ffmpeg_tests;
 
-use std::fmt;
+use longshot_core::output::OutputKind;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 pub use error::MediaError;
 pub use latents::{read_latents, write_latents, Latents};
@@ -51,53 +50,10 @@ pub trait FrameWriter: Send {
     fn finish(self: Box<Self>) -> Result<OutputSummary, MediaError>;
 }
 
-/// The video formats Longshot writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum OutputFormat {
-    /// H.264 yuv420p in `.mp4`; built in, no ffmpeg needed.
-    Mp4,
-    /// ProRes 422 HQ yuv422p10le in `.mov`; needs ffmpeg on PATH.
-    ProRes,
-    /// A directory of lossless RGB PNGs.
-    Png,
-}
-
-impl OutputFormat {
-    /// The name accepted by `from_str`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutputFormat::Mp4 => "mp4",
-            OutputFormat::ProRes => "prores",
-            OutputFormat::Png => "png",
-        }
-    }
-}
-
-impl fmt::Display for OutputFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for OutputFormat {
-    type Err = MediaError;
-
-    fn from_str(s: &str) -> Result<Self, MediaError> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "mp4" => Ok(OutputFormat::Mp4),
-            "prores" => Ok(OutputFormat::ProRes),
-            "png" => Ok(OutputFormat::Png),
-            _ => Err(MediaError::UnknownFormat {
-                value: s.to_string(),
-            }),
-        }
-    }
-}
-
 /// What a finished writer produced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutputSummary {
-    pub format: OutputFormat,
+    pub format: OutputKind,
     /// The file (MP4, ProRes) or directory (PNG) written.
     pub path: PathBuf,
     pub frames: u64,
@@ -113,9 +69,10 @@ pub struct WriterOptions {
     pub mp4: Mp4Options,
 }
 
-/// Opens a streaming writer with default options. For `Png`, `path` is a directory.
+/// Opens a streaming writer with default options. For `Png`, `path` is a directory; `Latents`
+/// is not a video ([`write_latents`] writes it).
 pub fn open_writer(
-    format: OutputFormat,
+    format: OutputKind,
     path: &Path,
     meta: VideoMeta,
 ) -> Result<Box<dyn FrameWriter>, MediaError> {
@@ -124,15 +81,16 @@ pub fn open_writer(
 
 /// Opens a streaming writer with explicit options. For `Png`, `path` is a directory.
 pub fn open_writer_with(
-    format: OutputFormat,
+    format: OutputKind,
     path: &Path,
     meta: VideoMeta,
     options: WriterOptions,
 ) -> Result<Box<dyn FrameWriter>, MediaError> {
     Ok(match format {
-        OutputFormat::Mp4 => Box::new(Mp4FrameWriter::create(path, meta, options.mp4)?),
-        OutputFormat::ProRes => Box::new(ProResWriter::create(path, meta)?),
-        OutputFormat::Png => Box::new(PngSequenceWriter::create(path, meta)?),
+        OutputKind::Mp4 => Box::new(Mp4FrameWriter::create(path, meta, options.mp4)?),
+        OutputKind::Prores => Box::new(ProResWriter::create(path, meta)?),
+        OutputKind::Png => Box::new(PngSequenceWriter::create(path, meta)?),
+        OutputKind::Latents => return Err(MediaError::NotVideo(format)),
     })
 }
 
@@ -141,20 +99,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn formats_parse_and_display_round_trip() {
-        for format in [OutputFormat::Mp4, OutputFormat::ProRes, OutputFormat::Png] {
-            assert_eq!(format.to_string().parse::<OutputFormat>().unwrap(), format);
-        }
-        assert_eq!(" MP4 ".parse::<OutputFormat>().unwrap(), OutputFormat::Mp4);
-    }
-
-    #[test]
-    fn unknown_format_lists_the_allowed_values() {
-        let err = "gif".parse::<OutputFormat>().unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "unknown output format \"gif\": allowed values are mp4, prores, png"
-        );
+    fn latents_are_not_a_video() {
+        let err = open_writer(OutputKind::Latents, Path::new("x"), VideoMeta { width: 16, height: 16, fps: 16 }).err().unwrap();
+        assert_eq!(err.to_string(), "latents is not a video format: frame writers write mp4, prores and png");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! time, and their NAL units are muxed as length-prefixed `avc1` samples; the muxer flushes a
 //! chunk about once a second, so memory stays flat however long the clip is.
 
+use longshot_core::output::OutputKind;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use openh264::{OpenH264API, Timestamp};
 use crate::avcc::{bitstream_to_avcc, ParameterSets};
 use crate::staging::StagedOutput;
 use crate::yuv::Yuv420Frame;
-use crate::{FrameWriter, MediaError, OutputFormat, OutputSummary, VideoMeta};
+use crate::{FrameWriter, MediaError, OutputSummary, VideoMeta};
 
 /// Media timescale ticks per frame; the timescale is `fps * TICKS_PER_FRAME`, so every
 /// integer fps is exact.
@@ -242,7 +243,7 @@ impl FrameWriter for Mp4FrameWriter {
         drop(file);
         let bytes = staged.commit()?;
         Ok(OutputSummary {
-            format: OutputFormat::Mp4,
+            format: OutputKind::Mp4,
             path: target,
             frames: this.frames_in,
             duration_secs: this.meta.duration_secs(this.frames_in),

@@ -3,10 +3,11 @@
 //! Changing PATH inside the test process would race with other tests, so each check re-runs
 //! this test binary on one ignored "child" test with PATH set to an empty directory.
 
+use longshot_core::output::OutputKind;
 use std::path::Path;
 use std::process::Command;
 
-use crate::{ffmpeg_available, open_writer, MediaError, OutputFormat, VideoMeta};
+use crate::{ffmpeg_available, open_writer, MediaError, VideoMeta};
 
 /// Runs `test_name` from this binary with an empty PATH; returns its stdout and stderr.
 fn run_child_without_ffmpeg(test_name: &str) -> String {
@@ -64,7 +65,7 @@ fn child_encodes_mp4() {
         height: 48,
         fps: 16,
     };
-    let mut writer = open_writer(OutputFormat::Mp4, &path, meta).expect("open mp4 writer");
+    let mut writer = open_writer(OutputKind::Mp4, &path, meta).expect("open mp4 writer");
     for t in 0..20u8 {
         let frame: Vec<u8> = (0..64 * 48 * 3)
             .map(|i| (i as u8).wrapping_add(t * 8))
@@ -115,7 +116,7 @@ fn child_prores_reports_missing_ffmpeg() {
         height: 48,
         fps: 16,
     };
-    let result = open_writer(OutputFormat::ProRes, &dir.path().join("clip.mov"), meta);
+    let result = open_writer(OutputKind::Prores, &dir.path().join("clip.mov"), meta);
     let err = result.err().expect("prores must fail without ffmpeg");
     assert!(matches!(err, MediaError::FfmpegNotFound));
     assert_eq!(

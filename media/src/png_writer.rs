@@ -3,9 +3,10 @@
 //! The lossless escape hatch: every frame is independent, so a partial sequence from a dead
 //! worker is still usable, and any tool can assemble it later.
 
+use longshot_core::output::OutputKind;
 use std::path::{Path, PathBuf};
 
-use crate::{FrameWriter, MediaError, OutputFormat, OutputSummary, VideoMeta};
+use crate::{FrameWriter, MediaError, OutputSummary, VideoMeta};
 
 /// File name of frame `index` inside a PNG sequence directory.
 pub fn png_frame_name(index: u64) -> String {
@@ -83,7 +84,7 @@ impl FrameWriter for PngSequenceWriter {
             return Err(MediaError::NoFrames { path: self.dir });
         }
         Ok(OutputSummary {
-            format: OutputFormat::Png,
+            format: OutputKind::Png,
             path: self.dir,
             frames: self.frames,
             duration_secs: self.meta.duration_secs(self.frames),

@@ -5,13 +5,14 @@
 //! own thread (a full pipe would stall ffmpeg and then us) and its tail goes into errors. A
 //! dead ffmpeg closes its stdin, so the next write fails with EPIPE instead of hanging.
 
+use longshot_core::output::OutputKind;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread::JoinHandle;
 
 use crate::staging::StagedOutput;
-use crate::{FrameWriter, MediaError, OutputFormat, OutputSummary, VideoMeta};
+use crate::{FrameWriter, MediaError, OutputSummary, VideoMeta};
 
 /// RGB → 10-bit 4:2:2 BT.709 limited range, tagged as such.
 const PRORES_FILTERS: &str = "scale=out_color_matrix=bt709:out_range=tv,format=yuv422p10le,\
@@ -166,7 +167,7 @@ impl FrameWriter for ProResWriter {
         self.wait_for_exit()?;
         let bytes = self.staged.commit()?;
         Ok(OutputSummary {
-            format: OutputFormat::ProRes,
+            format: OutputKind::Prores,
             path: self.staged.target().to_path_buf(),
             frames: self.frames,
             duration_secs: self.meta.duration_secs(self.frames),

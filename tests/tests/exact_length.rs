@@ -3,6 +3,7 @@
 //! and its tail is never emitted. Checked over lengths 1…2,000 and fps 8…60, and on real renders of
 //! the procedural model, bit-identical whatever the number of partitions.
 
+use longshot_core::job::OutputKind;
 use longshot_core::codenoise::{BlendMode, PartitionConfig};
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::job::{defaults, ClipLength, JobSpec, ResolvedJob};
@@ -23,9 +24,9 @@ fn spec(length: ClipLength, fps: u32) -> JobSpec {
         steps: 2,
         guidance: defaults::GUIDANCE,
         shift: defaults::SHIFT,
-        solver: defaults::SOLVER.into(),
+        solver: defaults::SOLVER,
         overlap: None,
-        outputs: vec!["mp4".into()],
+        outputs: vec![OutputKind::Mp4],
         priority: 0,
         blend: BlendMode::CoDenoise,
     }

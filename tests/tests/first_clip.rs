@@ -6,7 +6,7 @@ use longshot_core::codenoise::{BlendMode, PartitionConfig};
 use longshot_core::denoiser::RgbFrame;
 use longshot_core::job::defaults;
 use longshot_core::plan::WindowPlan;
-use longshot_core::scheduler::{Schedule, Solver};
+use longshot_core::scheduler::Schedule;
 use longshot_models::ProceduralModel;
 use longshot_tests::render_procedural;
 
@@ -31,7 +31,7 @@ fn default_job() -> PartitionConfig {
         channels: info.latent_channels,
         height: 12,
         width: 20,
-        schedule: Schedule::new(defaults::SOLVER.parse::<Solver>().expect("solver"), defaults::STEPS as usize, defaults::SHIFT).expect("schedule"),
+        schedule: Schedule::new(defaults::SOLVER, defaults::STEPS as usize, defaults::SHIFT).expect("schedule"),
         guidance: defaults::GUIDANCE,
         seed: 1,
         mode: BlendMode::CoDenoise,

@@ -1,7 +1,8 @@
 //! MP4 (H.264) output checked with ffprobe and decoded back with ffmpeg.
 
+use longshot_core::output::OutputKind;
 use longshot_media::{
-    open_writer, open_writer_with, MediaError, Mp4Options, OutputFormat, VideoMeta, WriterOptions,
+    open_writer, open_writer_with, MediaError, Mp4Options, VideoMeta, WriterOptions,
 };
 
 use crate::common::{
@@ -24,7 +25,7 @@ fn mp4_probes_as_h264_yuv420p_with_exact_frame_count_rate_and_duration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bars.mp4");
     let summary = write_bars(
-        open_writer(OutputFormat::Mp4, &path, META).unwrap(),
+        open_writer(OutputKind::Mp4, &path, META).unwrap(),
         META,
         FRAMES,
     );
@@ -59,7 +60,7 @@ fn mp4_decodes_back_to_the_input_within_lossy_tolerance() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bars.mp4");
     write_bars(
-        open_writer(OutputFormat::Mp4, &path, META).unwrap(),
+        open_writer(OutputKind::Mp4, &path, META).unwrap(),
         META,
         FRAMES,
     );
@@ -84,7 +85,7 @@ fn keyframe_interval_option_places_idr_frames_for_seeking() {
         },
     };
     write_bars(
-        open_writer_with(OutputFormat::Mp4, &path, META, options).unwrap(),
+        open_writer_with(OutputKind::Mp4, &path, META, options).unwrap(),
         META,
         40,
     );
@@ -117,7 +118,7 @@ fn bitrate_option_controls_the_file_size() {
                 ..Mp4Options::default()
             },
         };
-        let mut writer = open_writer_with(OutputFormat::Mp4, &path, meta, options).unwrap();
+        let mut writer = open_writer_with(OutputKind::Mp4, &path, meta, options).unwrap();
         frames.iter().for_each(|f| writer.write_frame(f).unwrap());
         // 32 frames at 16 fps = 2 s.
         writer.finish().unwrap().bytes as f64 * 8.0 / 2.0
@@ -149,11 +150,11 @@ fn mp4_rejects_odd_sizes_and_wrong_frame_lengths_without_leaving_files() {
         height: 48,
         fps: 16,
     };
-    let err = open_writer(OutputFormat::Mp4, &path, odd).err().unwrap();
+    let err = open_writer(OutputKind::Mp4, &path, odd).err().unwrap();
     assert!(matches!(err, MediaError::InvalidMeta { .. }), "{err}");
     assert!(err.to_string().contains("must be even"), "{err}");
 
-    let mut writer = open_writer(OutputFormat::Mp4, &path, META).unwrap();
+    let mut writer = open_writer(OutputKind::Mp4, &path, META).unwrap();
     let err = writer.write_frame(&[0u8; 10]).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -172,7 +173,7 @@ fn mp4_rejects_odd_sizes_and_wrong_frame_lengths_without_leaving_files() {
         "partial file left behind"
     );
 
-    let err = open_writer(OutputFormat::Mp4, &path, META)
+    let err = open_writer(OutputKind::Mp4, &path, META)
         .unwrap()
         .finish()
         .unwrap_err();
@@ -184,6 +185,6 @@ fn mp4_rejects_odd_sizes_and_wrong_frame_lengths_without_leaving_files() {
 fn mp4_into_a_missing_directory_fails_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no/such/dir/clip.mp4");
-    let err = open_writer(OutputFormat::Mp4, &path, META).err().unwrap();
+    let err = open_writer(OutputKind::Mp4, &path, META).err().unwrap();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }

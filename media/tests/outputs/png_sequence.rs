@@ -1,6 +1,7 @@
 //! PNG sequences must round-trip bit-exactly through an independent decode.
 
-use longshot_media::{open_writer, png_frame_name, OutputFormat, VideoMeta};
+use longshot_core::output::OutputKind;
+use longshot_media::{open_writer, png_frame_name, VideoMeta};
 
 use crate::common::{moving_bars, write_bars};
 
@@ -25,7 +26,7 @@ fn decode_png(path: &std::path::Path) -> (u32, u32, Vec<u8>) {
 fn png_sequence_round_trips_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("frames");
-    let summary = write_bars(open_writer(OutputFormat::Png, &out, META).unwrap(), META, 5);
+    let summary = write_bars(open_writer(OutputKind::Png, &out, META).unwrap(), META, 5);
     assert_eq!(summary.frames, 5);
     assert_eq!(summary.path, out);
 
@@ -55,11 +56,11 @@ fn png_sequence_round_trips_exactly() {
 fn png_writer_refuses_a_directory_with_an_old_sequence() {
     let dir = tempfile::tempdir().unwrap();
     write_bars(
-        open_writer(OutputFormat::Png, dir.path(), META).unwrap(),
+        open_writer(OutputKind::Png, dir.path(), META).unwrap(),
         META,
         2,
     );
-    let err = open_writer(OutputFormat::Png, dir.path(), META)
+    let err = open_writer(OutputKind::Png, dir.path(), META)
         .err()
         .unwrap();
     assert!(
@@ -71,7 +72,7 @@ fn png_writer_refuses_a_directory_with_an_old_sequence() {
 #[test]
 fn png_writer_rejects_wrong_frame_lengths() {
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = open_writer(OutputFormat::Png, dir.path(), META).unwrap();
+    let mut writer = open_writer(OutputKind::Png, dir.path(), META).unwrap();
     let err = writer.write_frame(&vec![0; 9215]).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -1,6 +1,7 @@
 //! ProRes `.mov` output through ffmpeg, checked with ffprobe; ffmpeg failures must surface.
 
-use longshot_media::{ffmpeg_available, open_writer, MediaError, OutputFormat, VideoMeta};
+use longshot_core::output::OutputKind;
+use longshot_media::{ffmpeg_available, open_writer, MediaError, VideoMeta};
 
 use crate::common::{
     decode_rgb, ffprobe, field, moving_bars, number, psnr_vs_bars, require_tool, write_bars,
@@ -21,12 +22,12 @@ fn prores_probes_as_422_hq_10_bit_and_decodes_back_closely() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bars.mov");
     let summary = write_bars(
-        open_writer(OutputFormat::ProRes, &path, META).unwrap(),
+        open_writer(OutputKind::Prores, &path, META).unwrap(),
         META,
         33,
     );
     assert_eq!(summary.frames, 33);
-    assert_eq!(summary.format, OutputFormat::ProRes);
+    assert_eq!(summary.format, OutputKind::Prores);
 
     let (stream, format) = ffprobe(&path);
     assert_eq!(field(&stream, "codec_name"), "prores");
@@ -59,7 +60,7 @@ fn ffmpeg_failure_surfaces_as_an_error_with_its_stderr_and_never_hangs() {
     let path = dir.path().join("blocked.mov");
     // ffmpeg writes `<name>.partial` first; a directory there makes it fail to open its output.
     std::fs::create_dir(dir.path().join("blocked.mov.partial")).unwrap();
-    let mut writer = open_writer(OutputFormat::ProRes, &path, META).unwrap();
+    let mut writer = open_writer(OutputKind::Prores, &path, META).unwrap();
     let mut failure = None;
     // Enough frames to overflow the pipe buffer, so a write (not only finish) sees the death.
     for t in 0..200 {
@@ -88,7 +89,7 @@ fn prores_rejects_wrong_frame_lengths() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = open_writer(OutputFormat::ProRes, &dir.path().join("x.mov"), META).unwrap();
+    let mut writer = open_writer(OutputKind::Prores, &dir.path().join("x.mov"), META).unwrap();
     let err = writer.write_frame(&[1, 2, 3]).unwrap_err();
     assert!(
         matches!(

@@ -8,6 +8,7 @@ use longshot_core::api::{
 };
 use longshot_core::codenoise::BlendMode;
 use longshot_core::job::{defaults, ClipLength, FieldError, JobSpec, OutputKind};
+use longshot_core::scheduler::Solver;
 
 // ---- JobSpec --------------------------------------------------------------------------------
 
@@ -28,35 +29,48 @@ impl From<JobSpec> for pb::JobSpec {
             steps: Some(s.steps),
             guidance: Some(s.guidance),
             shift: Some(s.shift),
-            solver: s.solver,
+            solver: s.solver.to_string(),
             overlap: s.overlap,
-            outputs: s.outputs,
+            outputs: s.outputs.iter().map(|o| o.as_str().to_string()).collect(),
             priority: s.priority,
             disable_exchange: s.blend == BlendMode::Independent,
         }
     }
 }
 
-/// proto3 zero means "unset" for these fields; none of them has a meaningful zero.
-fn or_default<T: PartialEq + Default>(value: T, default: T) -> T {
-    if value == T::default() {
-        default
-    } else {
-        value
-    }
-}
-
-/// Fills the defaults of `longshot_core::job::defaults` for unset fields. Values are not checked
-/// here (`JobSpec::validate` does that and reports every bad field at once); only a missing
-/// duration is an error, since the domain spec cannot represent it.
+/// Fills the defaults of `longshot_core::job::defaults` for unset fields and parses the solver
+/// and output names. Values are checked by `JobSpec::validate`, where the job enters the
+/// coordinator; a message that cannot become a spec (no duration, an unknown solver or output)
+/// is refused here, with every other bad field reported too, so a client fixes its request in
+/// one round trip.
 impl TryFrom<pb::JobSpec> for JobSpec {
     type Error = ApiError;
 
     fn try_from(p: pb::JobSpec) -> Result<Self, ApiError> {
+        let mut errors = Vec::new();
         let length = p.duration.map(|d| match d {
             job_spec::Duration::Seconds(v) => ClipLength::Seconds(v),
             job_spec::Duration::Frames(v) => ClipLength::Frames(v),
         });
+        if length.is_none() {
+            errors.push(FieldError::new("duration", "is required: set seconds or frames"));
+        }
+        let solver = if p.solver.is_empty() {
+            defaults::SOLVER
+        } else {
+            p.solver.parse::<Solver>().unwrap_or_else(|e| {
+                errors.push(FieldError::new("solver", e.to_string()));
+                defaults::SOLVER
+            })
+        };
+        let outputs = if p.outputs.is_empty() {
+            vec![defaults::OUTPUT]
+        } else {
+            p.outputs
+                .iter()
+                .filter_map(|o| o.parse::<OutputKind>().map_err(|m| errors.push(FieldError::new("outputs", m))).ok())
+                .collect()
+        };
         let spec = JobSpec {
             model: p.model,
             prompt: p.prompt,
@@ -70,13 +84,9 @@ impl TryFrom<pb::JobSpec> for JobSpec {
             steps: p.steps.unwrap_or(defaults::STEPS),
             guidance: p.guidance.unwrap_or(defaults::GUIDANCE),
             shift: p.shift.unwrap_or(defaults::SHIFT),
-            solver: or_default(p.solver, defaults::SOLVER.to_string()),
+            solver,
             overlap: p.overlap,
-            outputs: if p.outputs.is_empty() {
-                vec![defaults::OUTPUT.to_string()]
-            } else {
-                p.outputs
-            },
+            outputs,
             priority: p.priority,
             blend: if p.disable_exchange {
                 BlendMode::Independent
@@ -84,16 +94,12 @@ impl TryFrom<pb::JobSpec> for JobSpec {
                 BlendMode::CoDenoise
             },
         };
-        if length.is_some() {
+        if errors.is_empty() {
             return Ok(spec);
         }
-        // Report the missing duration together with every other bad field, so a client fixes
-        // its request in one round trip.
-        let mut errors = vec![FieldError::new(
-            "duration",
-            "is required: set seconds or frames",
-        )];
-        errors.extend(spec.validate());
+        // Unknown output names were reported above; an empty list left behind is no news.
+        let bad_outputs = errors.iter().any(|e| e.field == "outputs");
+        errors.extend(spec.validate().into_iter().filter(|e| !(bad_outputs && e.field == "outputs")));
         Err(ApiError::InvalidArgument(errors))
     }
 }
@@ -175,7 +181,7 @@ impl From<pb::PlanSummary> for PlanSummary {
     }
 }
 
-/// An output format name (`"mp4"`, `"prores"`, `"png"`, `"latents"`).
+/// An output format name, as `OutputKind` spells it.
 pub fn output_kind_from_pb(format: &str, field: &str) -> Result<OutputKind, ApiError> {
     format.parse().map_err(|m: String| invalid(field, m))
 }

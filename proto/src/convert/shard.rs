@@ -10,7 +10,7 @@ use longshot_core::api::{
 };
 use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::Conditioning;
-use longshot_core::plan::WindowPlan;
+use longshot_core::plan::{PlanError, WindowPlan};
 use longshot_core::scheduler::{Schedule, ScheduleError, Solver};
 
 // ---- ShardAssignment ------------------------------------------------------------------------
@@ -122,27 +122,12 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
                 format!("{:#010x} is {guidance}, not a finite f32", a.guidance_bits),
             ));
         }
-        let n = plan.windows();
         let windows =
             to_usize(a.first_window, "first_window")?..to_usize(a.end_window, "end_window")?;
-        if windows.end > n {
-            return Err(invalid(
-                "end_window",
-                format!(
-                    "{} is past the plan's {n} windows: allowed 1..={n}",
-                    windows.end
-                ),
-            ));
-        }
-        if windows.is_empty() {
-            return Err(invalid(
-                "first_window",
-                format!(
-                    "{} is not below end_window {}: a shard runs at least one window",
-                    windows.start, windows.end
-                ),
-            ));
-        }
+        plan.check_windows(&windows).map_err(|e| match e {
+            PlanError::NoWindows { .. } => invalid("first_window", e.to_string()),
+            _ => invalid("end_window", e.to_string()),
+        })?;
         if a.output_frames == 0 {
             return Err(invalid("output_frames", "0: a clip has at least 1 frame"));
         }

@@ -13,6 +13,7 @@ use longshot_core::api::*;
 use longshot_core::denoiser::{ModelInfo, TextEmbeddings};
 use longshot_core::exchange::{OverlapMessage, Payload};
 use longshot_core::job::{ClipLength, JobSpec, OutputKind};
+use longshot_core::scheduler::Solver;
 use longshot_proto::client::{
     GrpcExchangeConnector, GrpcWorkerConnector, JobClient, RegistryClient,
 };
@@ -347,9 +348,9 @@ fn spec() -> JobSpec {
         steps: 2,
         guidance: 0.0,
         shift: 3.0,
-        solver: "euler".into(),
+        solver: Solver::Euler,
         overlap: Some(4),
-        outputs: vec!["mp4".into()],
+        outputs: vec![OutputKind::Mp4],
         priority: 0,
         blend: Default::default(),
     }

@@ -58,9 +58,9 @@ fn spec() -> JobSpec {
         // 0 is a real value (guidance off), not "unset".
         guidance: 0.0,
         shift: 5.0,
-        solver: "euler".into(),
+        solver: Solver::Euler,
         overlap: Some(4),
-        outputs: vec!["mp4".into(), "latents".into()],
+        outputs: vec![OutputKind::Mp4, OutputKind::Latents],
         priority: -3,
         blend: BlendMode::Independent,
     }

@@ -122,10 +122,10 @@ fn unset_spec_fields_get_the_defaults() {
     );
     assert_eq!(spec.guidance.to_bits(), defaults::GUIDANCE.to_bits());
     assert_eq!(
-        (spec.shift, spec.solver.as_str()),
-        (defaults::SHIFT, "unipc")
+        (spec.shift, spec.solver),
+        (defaults::SHIFT, defaults::SOLVER)
     );
-    assert_eq!(spec.outputs, vec!["mp4".to_string()]);
+    assert_eq!(spec.outputs, vec![defaults::OUTPUT]);
     assert_eq!(
         (spec.seed, spec.overlap, spec.blend),
         (None, None, BlendMode::CoDenoise)

@@ -1,0 +1,43 @@
+//! Coordinator settings.
+
+use crate::nccl_gang::OverlapTransport;
+use crate::placement::PlacementConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Coordinator settings.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// Where job outputs are written (`<data_dir>/jobs/<job id>/`).
+    pub data_dir: PathBuf,
+    /// How long a worker waits for a neighbour's overlap before failing its shard.
+    pub exchange_timeout: Duration,
+    /// Overlap hashes are compared every this many steps.
+    pub hash_every: usize,
+    pub heartbeat_interval: Duration,
+    /// At most this many workers per job (0: as many as there are windows).
+    pub max_workers_per_job: usize,
+    /// How long the worker asked to encode a job's prompts may take (a real umT5-XXL on a CPU,
+    /// loaded on first use, takes minutes).
+    pub encode_timeout: Duration,
+    /// How gangs exchange overlap velocities (NCCL only where the whole gang can).
+    pub overlap_transport: OverlapTransport,
+}
+
+impl CoordinatorConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            exchange_timeout: Duration::from_secs(120),
+            hash_every: 5,
+            heartbeat_interval: Duration::from_secs(2),
+            max_workers_per_job: 0,
+            encode_timeout: Duration::from_secs(1800),
+            overlap_transport: OverlapTransport::Tcp,
+        }
+    }
+
+    pub(crate) fn placement(&self) -> PlacementConfig {
+        PlacementConfig { max_workers_per_job: self.max_workers_per_job }
+    }
+}

@@ -1,0 +1,250 @@
+//! The job table: every job the coordinator knows, and the one place a job changes.
+//!
+//! [`JobTable::transition`] moves a job through the state machine ([`crate::lifecycle`]), saves
+//! its record and tells its watchers; [`JobTable::progress`] does the same for steps and frames,
+//! which never change the state except that the first frame moves a job to decoding. Nothing
+//! else writes a job's status.
+
+use crate::job_store::{Change, JobRecord, JobStore};
+use crate::lifecycle::{self, IllegalTransition, Transition};
+use crate::placement::{run_order, QueuedJob};
+use longshot_core::api::{JobEvent, JobState, JobStatus, PlanSummary};
+use longshot_core::denoiser::ModelInfo;
+use longshot_core::job::ResolvedJob;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, watch};
+
+/// How many events a slow watcher may fall behind before it misses some.
+const EVENT_BUFFER: usize = 1024;
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The plan as reported to clients, for a gang of `workers` (0 while queued).
+pub(crate) fn plan_summary(r: &ResolvedJob, m: &ModelInfo, workers: u32) -> PlanSummary {
+    PlanSummary {
+        windows: r.plan.windows() as u32,
+        latent_frames: r.latent_frames as u32,
+        output_frames: r.frames,
+        rendered_frames: r.rendered_frames,
+        workers,
+        overlap: r.plan.overlap() as u32,
+        window: m.window_frames as u32,
+        padded_latent_frames: r.plan.padded_frames() as u32,
+    }
+}
+
+/// One job: its status (written only through [`JobTable`]) and what runs it.
+pub(crate) struct Job {
+    pub seq: u64,
+    status: JobStatus,
+    pub resolved: ResolvedJob,
+    pub model: ModelInfo,
+    events: broadcast::Sender<JobEvent>,
+    pub cancel: watch::Sender<bool>,
+    pub dir: PathBuf,
+}
+
+impl Job {
+    /// A newly accepted job, queued.
+    pub fn queued(seq: u64, job_id: String, resolved: ResolvedJob, model: ModelInfo, dir: PathBuf, now_ms: u64) -> Job {
+        let plan = plan_summary(&resolved, &model, 0);
+        let status = JobStatus {
+            job_id,
+            state: JobState::Queued,
+            spec: resolved.spec.clone(),
+            seed: resolved.seed,
+            plan: Some(plan),
+            queue_position: 0,
+            steps_done: 0,
+            steps_total: plan.windows as u64 * resolved.schedule.steps() as u64,
+            outputs: Vec::new(),
+            error: None,
+            submitted_unix_ms: now_ms,
+            finished_unix_ms: 0,
+        };
+        Job::restore(JobRecord { seq, status, resolved, model, dir })
+    }
+
+    pub fn restore(r: JobRecord) -> Job {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (cancel, _) = watch::channel(false);
+        Job { seq: r.seq, status: r.status, resolved: r.resolved, model: r.model, events, cancel, dir: r.dir }
+    }
+
+    pub fn status(&self) -> &JobStatus {
+        &self.status
+    }
+
+    pub fn id(&self) -> &str {
+        &self.status.job_id
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn record(&self) -> JobRecord {
+        JobRecord {
+            seq: self.seq,
+            status: self.status.clone(),
+            resolved: self.resolved.clone(),
+            model: self.model.clone(),
+            dir: self.dir.clone(),
+        }
+    }
+
+    fn publish(&self, event: JobEvent) {
+        // No watcher is not an error.
+        let _ = self.events.send(event);
+    }
+}
+
+/// Work reported by a running job, which is not a change of state.
+pub(crate) enum Progress {
+    /// One window finished one denoising step.
+    Step { window: u32, step: u32, total_steps: u32, worker_id: String },
+    /// `done` of `total` frames were decoded.
+    Frames { done: u32, total: u32 },
+}
+
+/// The event that describes a job's current state, for a watcher that joins now.
+pub(crate) fn snapshot_event(s: &JobStatus) -> JobEvent {
+    match s.state {
+        JobState::Queued => JobEvent::Queued { position: s.queue_position },
+        JobState::Running | JobState::Decoding => JobEvent::Planned(s.plan.unwrap_or_default()),
+        JobState::Done => JobEvent::Done { outputs: s.outputs.clone() },
+        JobState::Failed => JobEvent::Failed { reason: s.error.clone().unwrap_or_default() },
+        JobState::Cancelled => JobEvent::Cancelled,
+    }
+}
+
+/// Every job, and which workers are running which.
+pub(crate) struct JobTable {
+    jobs: HashMap<String, Job>,
+    store: Arc<dyn JobStore>,
+    /// The last submission sequence number handed out.
+    seq: u64,
+    /// worker id → job id, for workers running a shard.
+    pub busy: HashMap<String, String>,
+    /// Workers that recently refused a shard as busy, and when (see `dispatch`).
+    pub refused: HashMap<String, Instant>,
+    /// The last plan id handed out; a plan id fences one attempt at a job.
+    pub plan_ids: u64,
+}
+
+impl JobTable {
+    /// A table holding `jobs` (restored records), saving changes to `store`.
+    pub fn new(store: Arc<dyn JobStore>, jobs: Vec<JobRecord>, max_seq: u64) -> Self {
+        let jobs = jobs.into_iter().map(|r| (r.status.job_id.clone(), Job::restore(r))).collect();
+        let mut table = JobTable { jobs, store, seq: max_seq, busy: HashMap::new(), refused: HashMap::new(), plan_ids: 0 };
+        table.refresh_positions();
+        table
+    }
+
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    pub fn get(&self, job_id: &str) -> Option<&Job> {
+        self.jobs.get(job_id)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    /// Adds a newly accepted (already stored) job and announces its queue position.
+    pub fn insert(&mut self, job: Job) {
+        let id = job.id().to_string();
+        self.jobs.insert(id.clone(), job);
+        self.refresh_positions();
+        let job = &self.jobs[&id];
+        job.publish(JobEvent::Queued { position: job.status.queue_position });
+    }
+
+    /// Queued jobs in run order: priority (high first), then submission order.
+    pub fn queue(&self) -> Vec<&Job> {
+        let mut q: Vec<&Job> = self.jobs.values().filter(|j| j.status.state == JobState::Queued).collect();
+        q.sort_by_key(|j| run_order(j.status.spec.priority, j.seq));
+        q
+    }
+
+    /// The queue as placement sees it.
+    pub fn queued_jobs(&self) -> Vec<QueuedJob> {
+        self.queue()
+            .into_iter()
+            .map(|j| QueuedJob {
+                job_id: j.id().to_string(),
+                priority: j.status.spec.priority,
+                seq: j.seq,
+                model: j.model.clone(),
+                plan: j.resolved.plan,
+            })
+            .collect()
+    }
+
+    fn refresh_positions(&mut self) {
+        let order: Vec<String> = self.queue().into_iter().map(|j| j.id().to_string()).collect();
+        for (pos, id) in order.into_iter().enumerate() {
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.status.queue_position = pos as u32;
+            }
+        }
+    }
+
+    /// Moves `job_id` through the state machine, saves its record and tells its watchers.
+    pub fn transition(&mut self, job_id: &str, t: Transition) -> Result<(), TableError> {
+        let job = self.jobs.get_mut(job_id).ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
+        let from = job.status.state;
+        lifecycle::apply(&mut job.status, t, now_ms())?;
+        let to = job.status.state;
+        if from == JobState::Queued || to == JobState::Queued {
+            self.refresh_positions();
+        }
+        let job = &self.jobs[job_id];
+        // Decoding is announced by the frame progress that caused it.
+        if to != JobState::Decoding {
+            job.publish(snapshot_event(&job.status));
+        }
+        self.store.save(job_id, Change::State, &|| job.record());
+        Ok(())
+    }
+
+    /// Records work done by a running job and tells its watchers (frames only now and then).
+    pub fn progress(&mut self, job_id: &str, p: Progress) -> Result<(), TableError> {
+        let job = self.jobs.get(job_id).ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
+        if matches!(p, Progress::Frames { .. }) && job.status.state == JobState::Running {
+            self.transition(job_id, Transition::Decode)?;
+        }
+        let job = self.jobs.get_mut(job_id).ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
+        let event = match p {
+            Progress::Step { window, step, total_steps, worker_id } => {
+                job.status.steps_done += 1;
+                Some(JobEvent::StepProgress { window, step, total_steps, worker_id })
+            }
+            Progress::Frames { done, total } => {
+                (done == 1 || done % 8 == 0 || done == total).then_some(JobEvent::Decoding { frames_done: done, frames_total: total })
+            }
+        };
+        if let Some(e) = event {
+            job.publish(e);
+        }
+        let job = &self.jobs[job_id];
+        self.store.save(job_id, Change::Progress, &|| job.record());
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TableError {
+    #[error("no job {0:?} in the job table")]
+    NoJob(String),
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+}

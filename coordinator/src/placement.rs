@@ -1,0 +1,76 @@
+//! Which idle workers render which queued job: gang placement, as a pure function.
+//!
+//! Jobs are served in run order (priority, high first, then submission order). Each job gets the
+//! largest group of idle workers that serve its exact model (name and weights) and share one
+//! build and one device kind and name — bit-identical output needs identical arithmetic, and
+//! GEMM kernels differ between GPU generations and CPU instruction sets — capped at the job's
+//! window count and the per-job limit. The gang's workers, sorted by id, take the plan's
+//! contiguous window ranges in order.
+
+use longshot_core::api::WorkerInfo;
+use longshot_core::denoiser::ModelInfo;
+use longshot_core::plan::WindowPlan;
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// A queued job, as placement sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuedJob {
+    pub job_id: String,
+    pub priority: i32,
+    /// Submission order.
+    pub seq: u64,
+    pub model: ModelInfo,
+    pub plan: WindowPlan,
+}
+
+/// Placement limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlacementConfig {
+    /// At most this many workers per job (0: as many as the job has windows).
+    pub max_workers_per_job: usize,
+}
+
+/// Workers for one job: `workers[i]` renders `windows[i]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gang {
+    pub job_id: String,
+    pub workers: Vec<WorkerInfo>,
+    pub windows: Vec<Range<usize>>,
+}
+
+/// The run-order key: sorting by it puts high priority first, then earlier submissions.
+pub fn run_order(priority: i32, seq: u64) -> (Reverse<i32>, u64) {
+    (Reverse(priority), seq)
+}
+
+/// Places `queue` (any order) on `idle` workers; gangs come back in run order, and a job that
+/// cannot start now is left out. No worker is placed twice.
+pub fn place(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig) -> Vec<Gang> {
+    let mut jobs: Vec<&QueuedJob> = queue.iter().collect();
+    jobs.sort_by_key(|j| run_order(j.priority, j.seq));
+    let mut free: Vec<&WorkerInfo> = idle.iter().collect();
+    let mut gangs = Vec::new();
+    for job in jobs {
+        // Keyed by build, device kind and device name; a BTreeMap so ties go the same way each time.
+        let mut by_build: BTreeMap<(&str, &str, &str), Vec<&WorkerInfo>> = BTreeMap::new();
+        for w in free.iter().filter(|w| w.models.contains(&job.model)) {
+            by_build.entry((w.version.as_str(), w.device_kind.as_str(), w.device_name.as_str())).or_default().push(w);
+        }
+        // The largest group; among equal sizes, the first key.
+        let Some(group) = by_build.into_values().rev().max_by_key(|g| g.len()) else { continue };
+        let windows = job.plan.windows();
+        let cap = match config.max_workers_per_job {
+            0 => windows,
+            n => n.min(windows),
+        };
+        let mut chosen: Vec<WorkerInfo> = group.into_iter().cloned().collect();
+        chosen.sort_by(|a, b| a.id.cmp(&b.id));
+        chosen.truncate(cap);
+        let Ok(ranges) = job.plan.assign(chosen.len()) else { continue };
+        free.retain(|w| !chosen.iter().any(|c| c.id == w.id));
+        gangs.push(Gang { job_id: job.job_id.clone(), workers: chosen, windows: ranges });
+    }
+    gangs
+}

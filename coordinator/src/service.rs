@@ -1,0 +1,226 @@
+//! The coordinator's client-facing API (`JobApi`: submit, status, cancel, watch, fetch) and its
+//! worker-facing registration API (`RegistryApi`).
+
+use crate::config::CoordinatorConfig;
+use crate::context::Inner;
+use crate::job_store::{recover, Change, JobRecord, JobStore, NoJobStore};
+use crate::job_table::{now_ms, snapshot_event, Job, JobTable};
+use crate::lifecycle::Transition;
+use crate::outputs::{file_chunks, output_files};
+use crate::registry::Registry;
+use futures::StreamExt;
+use longshot_core::api::*;
+use longshot_core::denoiser::ModelInfo;
+use longshot_core::job::{FieldError, JobSpec, OutputKind};
+use std::sync::Arc;
+use tokio_stream::wrappers::BroadcastStream;
+
+/// The coordinator service. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Coordinator {
+    /// Starts the coordinator's scheduling loop on the current tokio runtime; jobs live in memory.
+    pub fn start(cfg: CoordinatorConfig, registry: Arc<dyn Registry>, connector: Arc<dyn WorkerConnector>) -> Self {
+        Self::start_with(cfg, registry, connector, Arc::new(NoJobStore), Vec::new())
+    }
+
+    /// Like [`Coordinator::start`], saving job records to `store` and resuming from `records`
+    /// (loaded from it): queued jobs queue again, interrupted ones fail (`job_store::recover`).
+    pub fn start_with(
+        cfg: CoordinatorConfig,
+        registry: Arc<dyn Registry>,
+        connector: Arc<dyn WorkerConnector>,
+        store: Arc<dyn JobStore>,
+        records: Vec<JobRecord>,
+    ) -> Self {
+        let recovery = recover(records, now_ms());
+        let (jobs, queued) = (recovery.jobs.len(), recovery.jobs.iter().filter(|r| r.status.state == JobState::Queued).count());
+        let table = JobTable::new(store.clone(), recovery.jobs, recovery.max_seq);
+        for id in &recovery.interrupted {
+            if let Some(job) = table.get(id) {
+                store.save(id, Change::State, &|| job.record());
+            }
+        }
+        if jobs > 0 {
+            tracing::info!(jobs, queued, interrupted = recovery.interrupted.len(), "restored the job table");
+        }
+        let inner = Arc::new(Inner::new(cfg, registry, connector, store, table));
+        tokio::spawn(crate::dispatch::scheduling_loop(Arc::downgrade(&inner)));
+        Self { inner }
+    }
+
+    /// Models served by live workers (the first worker's description of each name wins).
+    async fn served_models(&self) -> Result<Vec<ModelInfo>, ApiError> {
+        let workers = self.inner.registry.list().await?;
+        let mut models: Vec<ModelInfo> = Vec::new();
+        for m in workers.into_iter().flat_map(|w| w.models) {
+            if !models.iter().any(|x| x.name == m.name) {
+                models.push(m);
+            }
+        }
+        models.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(models)
+    }
+
+    async fn submit_job(&self, spec: JobSpec) -> Result<SubmitResult, ApiError> {
+        // The spec's own fields and what the cluster offers are reported together, so a client
+        // fixes its request in one round trip.
+        let valid = spec.clone().validated();
+        let mut errors = valid.as_ref().err().cloned().unwrap_or_default();
+        if let Some(o) = spec.outputs.iter().find(|o| o.needs_ffmpeg()) {
+            if !longshot_media::ffmpeg_available() {
+                errors.push(FieldError::new("outputs", format!("{o} needs ffmpeg on the coordinator's PATH (mp4, png and latents do not)")));
+            }
+        }
+        let models = self.served_models().await?;
+        let model = models.iter().find(|m| m.name == spec.model).cloned();
+        if model.is_none() && !spec.model.trim().is_empty() {
+            let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+            let allowed = if names.is_empty() { "none: no worker is registered yet".to_string() } else { names.join(", ") };
+            errors.push(FieldError::new("model", format!("{:?} is not served by any worker; available: {allowed}", spec.model)));
+        }
+        let (Ok(valid), Some(model), true) = (valid, model, errors.is_empty()) else {
+            return Err(ApiError::InvalidArgument(errors));
+        };
+        let resolved = valid.resolve(&model, rand::random()).map_err(ApiError::InvalidArgument)?;
+        let seq = self.inner.lock().next_seq();
+        let job_id = format!("job-{seq:04}-{:08x}", rand::random::<u32>());
+        let dir = self.inner.cfg.data_dir.join("jobs").join(&job_id);
+        let job = Job::queued(seq, job_id.clone(), resolved, model, dir, now_ms());
+        let (seed, plan) = (job.status().seed, job.status().plan.unwrap_or_default());
+        // A job the client is told about must survive a coordinator restart: store it first.
+        self.inner.store.create(job.record()).await.map_err(|e| ApiError::Unavailable(format!("job not accepted: {e}")))?;
+        self.inner.lock().insert(job);
+        self.inner.wake.notify_one();
+        Ok(SubmitResult { job_id, seed, plan })
+    }
+
+    fn status_of(&self, job_id: &str) -> Result<JobStatus, ApiError> {
+        let st = self.inner.lock();
+        st.get(job_id).map(|j| j.status().clone()).ok_or_else(|| not_found(job_id))
+    }
+}
+
+fn not_found(job_id: &str) -> ApiError {
+    ApiError::NotFound(format!("no job {job_id:?}"))
+}
+
+impl JobApi for Coordinator {
+    fn submit(&self, spec: JobSpec) -> BoxFuture<'_, Result<SubmitResult, ApiError>> {
+        Box::pin(self.submit_job(spec))
+    }
+
+    fn get(&self, job_id: String) -> BoxFuture<'_, Result<JobStatus, ApiError>> {
+        Box::pin(async move { self.status_of(&job_id) })
+    }
+
+    fn list(&self, state: Option<JobState>, limit: usize) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
+        Box::pin(async move {
+            let st = self.inner.lock();
+            let mut jobs: Vec<&Job> = st.jobs().filter(|j| state.is_none_or(|s| j.status().state == s)).collect();
+            jobs.sort_by_key(|j| std::cmp::Reverse(j.seq));
+            let limit = if limit == 0 { 100 } else { limit };
+            Ok(jobs.into_iter().take(limit).map(|j| j.status().clone()).collect())
+        })
+    }
+
+    fn cancel(&self, job_id: String) -> BoxFuture<'_, Result<JobState, ApiError>> {
+        Box::pin(async move {
+            let mut table = self.inner.lock();
+            let job = table.get(&job_id).ok_or_else(|| not_found(&job_id))?;
+            match job.status().state {
+                JobState::Queued => {
+                    table.transition(&job_id, Transition::Cancel).map_err(|e| ApiError::Internal(e.to_string()))?;
+                    Ok(JobState::Cancelled)
+                }
+                JobState::Running | JobState::Decoding => {
+                    // The job's run task stops its shards and marks it cancelled.
+                    let _ = job.cancel.send(true);
+                    Ok(job.status().state)
+                }
+                terminal => Ok(terminal),
+            }
+        })
+    }
+
+    fn watch(&self, job_id: String) -> BoxFuture<'_, Result<BoxStream<JobEvent>, ApiError>> {
+        Box::pin(async move {
+            let st = self.inner.lock();
+            let job = st.get(&job_id).ok_or_else(|| not_found(&job_id))?;
+            let first = snapshot_event(job.status());
+            if first.is_terminal() {
+                return Ok(Box::pin(futures::stream::iter([first])) as BoxStream<JobEvent>);
+            }
+            let rest = BroadcastStream::new(job.subscribe()).filter_map(|e| async move { e.ok() });
+            // Stop right after the terminal event.
+            let stream = futures::stream::iter([first]).chain(rest).scan(false, |done, e| {
+                let out = if *done { None } else { Some(e.clone()) };
+                *done = *done || e.is_terminal();
+                futures::future::ready(out)
+            });
+            Ok(Box::pin(stream) as BoxStream<JobEvent>)
+        })
+    }
+
+    fn fetch(&self, job_id: String, format: OutputKind) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>> {
+        Box::pin(async move {
+            let (state, outputs, dir) = {
+                let st = self.inner.lock();
+                let job = st.get(&job_id).ok_or_else(|| not_found(&job_id))?;
+                (job.status().state, job.status().outputs.clone(), job.dir.clone())
+            };
+            if state != JobState::Done {
+                return Err(ApiError::FailedPrecondition(format!("job {job_id} is {state}; outputs exist once it is done")));
+            }
+            if !outputs.iter().any(|o| o.format == format) {
+                let have: Vec<&str> = outputs.iter().map(|o| o.format.as_str()).collect();
+                return Err(ApiError::invalid("format", format!("job {job_id} has no {format} output; it has: {}", have.join(", "))));
+            }
+            Ok(file_chunks(output_files(&dir, format)?))
+        })
+    }
+
+    fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, ApiError>> {
+        Box::pin(async move {
+            let mut workers = self.inner.registry.list().await?;
+            let st = self.inner.lock();
+            for w in &mut workers {
+                if st.busy.contains_key(&w.id) {
+                    w.state = WorkerState::Busy;
+                }
+            }
+            Ok(workers)
+        })
+    }
+
+    fn models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ApiError>> {
+        Box::pin(self.served_models())
+    }
+}
+
+impl RegistryApi for Coordinator {
+    fn register(&self, worker: WorkerInfo) -> BoxFuture<'_, Result<RegisterAck, ApiError>> {
+        Box::pin(async move {
+            let id = worker.id.clone();
+            self.inner.registry.register(worker).await?;
+            tracing::info!(worker = %id, "worker registered");
+            self.inner.wake.notify_one();
+            Ok(RegisterAck { worker_id: id, heartbeat_interval: self.inner.cfg.heartbeat_interval })
+        })
+    }
+
+    fn heartbeat(&self, worker_id: String, state: WorkerState, _busy: Option<String>) -> BoxFuture<'_, Result<bool, ApiError>> {
+        Box::pin(async move { Ok(self.inner.registry.heartbeat(&worker_id, state).await?) })
+    }
+
+    fn deregister(&self, worker_id: String) -> BoxFuture<'_, Result<(), ApiError>> {
+        Box::pin(async move {
+            self.inner.registry.deregister(&worker_id).await?;
+            tracing::info!(worker = %worker_id, "worker deregistered");
+            Ok(())
+        })
+    }
+}

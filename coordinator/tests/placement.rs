@@ -1,0 +1,163 @@
+//! Gang placement, alone: properties over random queues and worker pools, and worked examples.
+
+use longshot_coordinator::placement::{place, run_order, Gang, PlacementConfig, QueuedJob};
+use longshot_core::api::{WorkerInfo, WorkerState};
+use longshot_core::denoiser::ModelInfo;
+use longshot_core::plan::WindowPlan;
+use proptest::prelude::*;
+use std::collections::HashSet;
+
+/// Three models: `a`, `a` with other weights (a fine-tune under the same name), and `b`.
+fn model(k: usize) -> ModelInfo {
+    let (name, weights) = [("a", "base"), ("a", "finetune"), ("b", "")][k];
+    ModelInfo {
+        name: name.into(),
+        window_frames: 5,
+        latent_channels: 4,
+        temporal_compression: 4,
+        spatial_compression: 8,
+        default_overlap: 1,
+        weights: weights.into(),
+    }
+}
+
+fn worker(i: usize, build: usize, models: &[usize]) -> WorkerInfo {
+    WorkerInfo {
+        id: format!("w{i:02}"),
+        address: format!("127.0.0.1:{}", 7000 + i),
+        device_kind: ["cpu", "cuda"][build % 2].into(),
+        device_name: ["x86", "H100"][(build / 2) % 2].into(),
+        memory_bytes: 1,
+        models: models.iter().map(|&k| model(k)).collect(),
+        version: ["0.1.0", "0.2.0"][build / 4].into(),
+        state: WorkerState::Idle,
+        nccl_gpu: None,
+    }
+}
+
+fn job(id: &str, priority: i32, seq: u64, model_k: usize, latent_frames: usize) -> QueuedJob {
+    QueuedJob {
+        job_id: id.into(),
+        priority,
+        seq,
+        model: model(model_k),
+        plan: WindowPlan::new(latent_frames, 5, 1).unwrap(),
+    }
+}
+
+fn serves(w: &WorkerInfo, m: &ModelInfo) -> bool {
+    w.models.contains(m)
+}
+
+fn build(w: &WorkerInfo) -> (&str, &str, &str) {
+    (&w.version, &w.device_kind, &w.device_name)
+}
+
+fn check(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig, gangs: &[Gang]) -> Result<(), TestCaseError> {
+    let by_id = |id: &str| queue.iter().find(|j| j.job_id == id).unwrap();
+    let mut placed = HashSet::new();
+    for g in gangs {
+        let job = by_id(&g.job_id);
+        prop_assert!(!g.workers.is_empty());
+        let cap = if config.max_workers_per_job == 0 { job.plan.windows() } else { config.max_workers_per_job };
+        prop_assert!(g.workers.len() <= cap.min(job.plan.windows()), "gang of {} over the cap {cap}", g.workers.len());
+        for w in &g.workers {
+            prop_assert!(placed.insert(w.id.clone()), "worker {} placed twice", w.id);
+            prop_assert!(idle.iter().any(|i| i.id == w.id), "worker {} is not idle", w.id);
+            prop_assert!(serves(w, &job.model), "worker {} does not serve the job's model and weights", w.id);
+            prop_assert_eq!(build(w), build(&g.workers[0]), "one build and device per gang");
+        }
+        prop_assert!(g.workers.windows(2).all(|p| p[0].id < p[1].id), "workers sorted by id");
+        // Contiguous ranges covering every window, one per worker, in order.
+        prop_assert_eq!(g.windows.len(), g.workers.len());
+        prop_assert_eq!(g.windows.first().map(|r| r.start), Some(0));
+        prop_assert_eq!(g.windows.last().map(|r| r.end), Some(job.plan.windows()));
+        prop_assert!(g.windows.iter().all(|r| !r.is_empty()));
+        prop_assert!(g.windows.windows(2).all(|p| p[0].end == p[1].start));
+    }
+    // Gangs in run order: priority first, then submission order.
+    let keys: Vec<_> = gangs.iter().map(|g| by_id(&g.job_id)).map(|j| run_order(j.priority, j.seq)).collect();
+    prop_assert!(keys.windows(2).all(|p| p[0] < p[1]), "gangs out of run order: {keys:?}");
+    // A job left waiting had no eligible worker at its turn: none is left idle now, and no job
+    // after it in run order took one.
+    for j in queue.iter().filter(|j| !gangs.iter().any(|g| g.job_id == j.job_id)) {
+        for w in idle.iter().filter(|w| !placed.contains(&w.id)) {
+            prop_assert!(!serves(w, &j.model), "{} waits while {} idles", j.job_id, w.id);
+        }
+        for g in gangs.iter().filter(|g| {
+            let other = by_id(&g.job_id);
+            run_order(other.priority, other.seq) > run_order(j.priority, j.seq)
+        }) {
+            for w in &g.workers {
+                prop_assert!(!serves(w, &j.model), "{} jumped ahead of {} with {}", g.job_id, j.job_id, w.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn arb_workers() -> impl Strategy<Value = Vec<WorkerInfo>> {
+    prop::collection::vec((0usize..8, prop::collection::vec(0usize..3, 0..3)), 0..10)
+        .prop_map(|ws| ws.into_iter().enumerate().map(|(i, (b, ms))| worker(i, b, &ms)).collect())
+}
+
+fn arb_queue() -> impl Strategy<Value = Vec<QueuedJob>> {
+    prop::collection::vec((-2i32..=2, 0usize..3, 1usize..30), 0..6).prop_flat_map(|js| {
+        let n = js.len();
+        (Just(js), Just((0..n as u64).collect::<Vec<u64>>()).prop_shuffle()).prop_map(|(js, seqs)| {
+            js.into_iter()
+                .zip(seqs)
+                .enumerate()
+                .map(|(i, ((prio, m, frames), seq))| job(&format!("job-{i}"), prio, seq, m, frames))
+                .collect()
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn placement_properties(queue in arb_queue(), idle in arb_workers(), max in 0usize..4) {
+        let config = PlacementConfig { max_workers_per_job: max };
+        let gangs = place(&queue, &idle, config);
+        check(&queue, &idle, config, &gangs)?;
+        // Pure and deterministic: the same inputs in another order give the same gangs.
+        let mut reversed = idle.clone();
+        reversed.reverse();
+        let mut shuffled_queue = queue.clone();
+        shuffled_queue.reverse();
+        prop_assert_eq!(place(&shuffled_queue, &reversed, config), gangs);
+    }
+}
+
+#[test]
+fn higher_priority_first_then_fifo() {
+    let idle: Vec<WorkerInfo> = (0..3).map(|i| worker(i, 0, &[0])).collect();
+    let queue = [job("early", 0, 1, 0, 13), job("late", 0, 2, 0, 13), job("urgent", 5, 3, 0, 5)];
+    let gangs = place(&queue, &idle, PlacementConfig { max_workers_per_job: 2 });
+    let got: Vec<(&str, Vec<&str>)> =
+        gangs.iter().map(|g| (g.job_id.as_str(), g.workers.iter().map(|w| w.id.as_str()).collect())).collect();
+    // "urgent" has one window, so one worker; "early" takes two; "late" waits.
+    assert_eq!(got, vec![("urgent", vec!["w00"]), ("early", vec!["w01", "w02"])]);
+    assert_eq!(gangs[1].windows, vec![0..2, 2..3]);
+}
+
+#[test]
+fn gangs_never_mix_builds_or_weights() {
+    // Two CUDA workers on H100 with the base weights, three CPU workers, one H100 with a fine-tune.
+    let idle = vec![worker(0, 3, &[0]), worker(1, 3, &[0]), worker(2, 0, &[0]), worker(3, 0, &[0]), worker(4, 0, &[0]), worker(5, 3, &[1])];
+    let gangs = place(&[job("j", 0, 1, 0, 29)], &idle, PlacementConfig::default());
+    assert_eq!(gangs.len(), 1);
+    let ids: Vec<&str> = gangs[0].workers.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(ids, ["w02", "w03", "w04"], "the largest same-build group serving the exact weights");
+    // The fine-tune shares the name but not the weights: only w05 may render it.
+    let gangs = place(&[job("f", 0, 1, 1, 29)], &idle, PlacementConfig::default());
+    assert_eq!(gangs[0].workers.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["w05"]);
+}
+
+#[test]
+fn no_workers_no_gangs() {
+    assert!(place(&[job("j", 0, 1, 0, 9)], &[], PlacementConfig::default()).is_empty());
+    assert!(place(&[], &[worker(0, 0, &[0])], PlacementConfig::default()).is_empty());
+}
