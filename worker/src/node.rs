@@ -74,12 +74,6 @@ impl WorkerNode {
             Err(e @ ModelError::NotServed(_)) => return Err(ApiError::invalid("model", e.to_string())),
             Err(e) => return Err(ApiError::invalid("conditioning", e.to_string())),
         }
-        if a.windows.is_empty() || a.windows.end > a.plan.windows() {
-            return Err(ApiError::invalid("windows", format!("{:?} is not a non-empty range inside 0..{}", a.windows, a.plan.windows())));
-        }
-        if a.channels == 0 || a.height == 0 || a.width == 0 {
-            return Err(ApiError::invalid("latent", "channels, height and width must be at least 1"));
-        }
         if a.left_address.is_some() != (a.windows.start > 0) || a.right_address.is_some() != (a.windows.end < a.plan.windows()) {
             return Err(ApiError::invalid("neighbours", "a neighbour address is required exactly where a neighbouring window exists"));
         }
