@@ -33,6 +33,9 @@ pub fn render_local(
 }
 
 /// [`render_local`] over exchanges of the caller's making: `exchanges(n)` returns the `n`
+/// One partition's denoised latents and its decoded frames (global index, frame).
+type PartitionResult = Result<(PartitionOutput, Vec<(usize, RgbFrame)>), CoDenoiseError>;
+
 /// partitions' exchanges, element `i` linked to `i − 1` and `i + 1`.
 pub fn render_local_with<E: Exchange>(
     base: &PartitionConfig,
@@ -47,7 +50,7 @@ pub fn render_local_with<E: Exchange>(
         return Err(CoDenoiseError::Config(format!("{} exchanges for {} partitions", exchanges.len(), ranges.len())));
     }
     let cancel = AtomicBool::new(false);
-    let results: Vec<Result<(PartitionOutput, Vec<(usize, RgbFrame)>), CoDenoiseError>> = std::thread::scope(|s| {
+    let results: Vec<PartitionResult> = std::thread::scope(|s| {
         let handles: Vec<_> = ranges
             .into_iter()
             .zip(exchanges)

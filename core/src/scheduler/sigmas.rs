@@ -217,6 +217,8 @@ fn euler_schedule(steps: usize, shift: f64) -> (Vec<f32>, Vec<f32>) {
     // to f32 first. Only its two ends are used afterwards.
     let (shift32, shift_m1_32) = (shift as f32, (shift - 1.0) as f32);
     let shift_f32 = |s: f32| shift32 * s / (1.0 + shift_m1_32 * s);
+    // diffusers' `timesteps / num_train_timesteps` at its first timestep, kept in its form.
+    #[allow(clippy::eq_op)]
     let sigma_max = shift_f32(1000.0 / 1000.0) as f64;
     let sigma_min = shift_f32(1.0 / 1000.0) as f64;
     // set_timesteps: numpy f64, shifted a second time, then rounded to f32.
@@ -301,7 +303,7 @@ mod tests {
         let s = Schedule::new(Solver::UniPc, 50, 3.0).unwrap();
         assert_eq!(&s.timesteps()[..6], &[999.0, 993.0, 986.0, 979.0, 971.0, 964.0]);
         assert_eq!(&s.timesteps()[44..], &[292.0, 251.0, 208.0, 162.0, 113.0, 60.0]);
-        assert_eq!(&s.sigmas()[..3], &[0.99999899, 0.99325007, 0.98631543]);
+        assert_eq!(&s.sigmas()[..3], &[0.999_999, 0.993_250_1, 0.986_315_4]);
         assert_eq!(&s.sigmas()[49..], &[0.06040539, 0.0]);
         let s = Schedule::new(Solver::UniPc, 50, 5.0).unwrap();
         assert_eq!(&s.timesteps()[..3], &[999.0, 995.0, 991.0]);

@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(out, vec![1.5, 5.0, 2.0]);
         let mut c = a.clone();
         cfg_combine(&mut c, &b, 3.0);
-        assert_eq!(c, vec![0.5 + 3.0 * 0.5, -1.0 + 3.0 * 3.0, 4.0 + 3.0 * -1.0]);
+        assert_eq!(c, vec![0.5 + 3.0 * 0.5, -1.0 + 3.0 * 3.0, 4.0 - 3.0 * 1.0]);
     }
 }
 

@@ -31,7 +31,7 @@ pub fn layer_norm_stats(row: &[f32], eps: f64) -> (f32, f32) {
 pub fn layer_norm(x: &[f32], dim: usize, eps: f64, affine: Option<(&[f32], &[f32])>, out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "layer_norm: length mismatch");
     assert!(
-        dim > 0 && x.len() % dim == 0,
+        dim > 0 && x.len().is_multiple_of(dim),
         "layer_norm: length is not a multiple of dim"
     );
     if let Some((w, b)) = affine {
@@ -63,7 +63,7 @@ pub fn layer_norm(x: &[f32], dim: usize, eps: f64, affine: Option<(&[f32], &[f32
 pub fn layer_norm_modulate(x: &[f32], dim: usize, eps: f64, scale: &[f32], shift: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "layer_norm_modulate: length mismatch");
     assert!(
-        dim > 0 && x.len() % dim == 0,
+        dim > 0 && x.len().is_multiple_of(dim),
         "layer_norm_modulate: length is not a multiple of dim"
     );
     assert!(
@@ -85,7 +85,7 @@ pub fn layer_norm_modulate(x: &[f32], dim: usize, eps: f64, scale: &[f32], shift
 /// RMSNorm over the last axis, in place: `x = (x·r)·weight`, `r = 1/sqrt(mean(x²) + eps)`.
 pub fn rms_norm_in_place(x: &mut [f32], dim: usize, eps: f64, weight: &[f32]) {
     assert!(
-        dim > 0 && x.len() % dim == 0,
+        dim > 0 && x.len().is_multiple_of(dim),
         "rms_norm: length is not a multiple of dim"
     );
     assert_eq!(weight.len(), dim, "rms_norm: weight length");
