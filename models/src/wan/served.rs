@@ -5,15 +5,16 @@
 //! backend ([`WanDenoiser`]) or, with the `cuda` feature and [`WanBackend::Cuda`], on the GPU
 //! (`gpu::GpuWanDenoiser`); the text encoder and the VAE run on the CPU either way.
 
-use super::config::{PipelineDir, TransformerConfig};
-use super::denoiser::{model_info_for, WanDenoiser};
-use super::frame_decoder::WanFrameDecoder;
-use super::t5::TextEncoder;
-use super::t5_config::UMT5Config;
-use super::tokenizer::T5_MAX_LENGTH;
-use super::transformer::WanTransformer;
-use super::vae::{WanVae, WanVaeDecoder};
-use super::WanError;
+use crate::wan::pipeline::PipelineDir;
+use crate::wan::transformer::config::TransformerConfig;
+use crate::wan::transformer::denoiser::{model_info_for, WanDenoiser};
+use crate::wan::vae::frame_decoder::WanFrameDecoder;
+use crate::wan::t5::TextEncoder;
+use crate::wan::t5::config::UMT5Config;
+use crate::wan::t5::tokenizer::T5_MAX_LENGTH;
+use crate::wan::transformer::WanTransformer;
+use crate::wan::vae::{WanVae, WanVaeDecoder};
+use crate::wan::WanError;
 use longshot_core::denoiser::{Denoiser, ModelInfo, TextEmbeddings};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -115,7 +116,7 @@ impl WanModel {
         }
         let name = name.map(str::to_string).unwrap_or_else(|| default_name(dir, tcfg));
         let mut info = model_info_for(&name, tcfg);
-        info.weights = super::fingerprint::pipeline_fingerprint(dir, &["transformer", "vae", "text_encoder", "tokenizer"])?;
+        info.weights = crate::wan::fingerprint::pipeline_fingerprint(dir, &["transformer", "vae", "text_encoder", "tokenizer"])?;
         Ok(Self {
             info,
             root: dir.to_path_buf(),
