@@ -8,8 +8,9 @@
 //!   and the async runtime.
 //! - [`nccl`]: NCCL for the overlap velocities on GPU workers (`WorkerService.CreateNcclId`, the
 //!   shard's NCCL exchange with the TCP one for hashes and halos).
-//! - [`models`]: `ModelSet`, the models this worker serves (procedural, Wan2.1 pipelines loaded
-//!   with `--model`): prompt encoding on request, a denoiser and decoder per shard.
+//! - [`models`]: `ModelSet`, the models this worker serves (the built-in ones, Wan2.1 pipelines
+//!   loaded with `--model`), each a `ServedModel`: prompt encoding on request, a denoiser and
+//!   decoder per shard.
 //! - [`device`]: `--device auto|cpu|cuda`: the GPU when usable, else the CPU with one log line
 //!   (or a refusal when `cuda` was demanded).
 //! - [`membership`]: registration and heartbeats with the coordinator.

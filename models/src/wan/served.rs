@@ -3,7 +3,8 @@
 //! ever needs it; umT5-XXL is 5.7 B parameters), and per job a denoiser bound to the embeddings
 //! the coordinator sent plus a [`WanFrameDecoder`]. The transformer runs on the CPU reference
 //! backend ([`WanDenoiser`]) or, with the `cuda` feature and [`WanBackend::Cuda`], on the GPU
-//! (`gpu::GpuWanDenoiser`); the text encoder and the VAE run on the CPU either way.
+//! (`gpu::GpuWanDenoiser`); the text encoder and the VAE run on the CPU either way. A worker
+//! holds it as a [`ServedModel`].
 
 use crate::wan::pipeline::PipelineDir;
 use crate::wan::transformer::config::TransformerConfig;
@@ -15,7 +16,8 @@ use crate::wan::t5::tokenizer::T5_MAX_LENGTH;
 use crate::wan::transformer::WanTransformer;
 use crate::wan::vae::{WanVae, WanVaeDecoder};
 use crate::wan::WanError;
-use longshot_core::denoiser::{Denoiser, ModelInfo, TextEmbeddings};
+use crate::served::{ConditioningError, ServedModel, ServedModelError, TextConditioning};
+use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -196,5 +198,42 @@ impl WanModel {
 
     pub fn decoder(&self) -> WanFrameDecoder {
         WanFrameDecoder::new(self.vae.clone())
+    }
+}
+
+/// Conditioned on umT5 embeddings that one worker computes per job. The calls below name the
+/// inherent methods, which take precedence over the trait's.
+impl ServedModel for WanModel {
+    fn info(&self) -> ModelInfo {
+        WanModel::info(self).clone()
+    }
+
+    fn origin(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn dir(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
+    fn text_conditioning(&self) -> TextConditioning {
+        TextConditioning::Embeddings
+    }
+
+    fn check_embeddings(&self, e: &TextEmbeddings) -> Result<(), String> {
+        WanModel::check_embeddings(self, e)
+    }
+
+    fn encode_text(&self, prompt: &str, negative_prompt: &str) -> Result<Option<TextEmbeddings>, ServedModelError> {
+        Ok(Some(self.encode(prompt, negative_prompt)?))
+    }
+
+    fn job_denoiser(&self, cond: &Conditioning, _: usize, _: usize) -> Result<Box<dyn Denoiser>, ServedModelError> {
+        let e = cond.embeddings.as_ref().ok_or(ConditioningError::Missing)?;
+        Ok(self.denoiser(e)?)
+    }
+
+    fn frame_decoder(&self) -> Box<dyn FrameDecoder> {
+        Box::new(self.decoder())
     }
 }
