@@ -16,14 +16,22 @@
 //! - [`membership`]: registration and heartbeats with the coordinator.
 //! - [`etcd_membership`]: registration in etcd under a lease kept alive on its own thread
 //!   (`--etcd`), for clusters with several coordinators.
+//! - [`serve()`]: the worker process's life, from loading its models to leaving the cluster;
+//!   [`machine`]: what it advertises about the machine; [`transport`]: the wire it is served over,
+//!   passed in by the binary.
 #![forbid(unsafe_code)]
 
 pub mod device;
 pub mod etcd_membership;
+pub mod machine;
 pub mod membership;
 pub mod models;
 pub mod nccl;
 pub mod net_exchange;
 pub mod node;
+pub mod serve;
+pub mod transport;
 
 pub use node::WorkerNode;
+pub use serve::{serve, Membership, ServeConfig, ServeError};
+pub use transport::WorkerTransport;
