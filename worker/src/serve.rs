@@ -159,3 +159,101 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use longshot_core::api::{
+        ApiError, BoxFuture, BoxStream, ExchangeApi, ExchangeConnector, OverlapEnvelope, RegisterAck, RegistryApi,
+        WorkerApi,
+    };
+    use longshot_models::ProceduralModel;
+    use std::sync::Mutex;
+
+    /// Records what the worker tells its coordinator.
+    #[derive(Default)]
+    struct Registry {
+        registered: Mutex<Vec<WorkerInfo>>,
+        deregistered: Mutex<Vec<String>>,
+    }
+
+    impl RegistryApi for Registry {
+        fn register(&self, worker: WorkerInfo) -> BoxFuture<'_, Result<RegisterAck, ApiError>> {
+            let ack = RegisterAck { worker_id: worker.id.clone(), heartbeat_interval: Duration::from_secs(60) };
+            self.registered.lock().unwrap().push(worker);
+            Box::pin(async move { Ok(ack) })
+        }
+        fn heartbeat(&self, _: String, _: WorkerState, _: Option<String>) -> BoxFuture<'_, Result<bool, ApiError>> {
+            Box::pin(async { Ok(true) })
+        }
+        fn deregister(&self, worker_id: String) -> BoxFuture<'_, Result<(), ApiError>> {
+            self.deregistered.lock().unwrap().push(worker_id);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Serves nothing until shutdown; no neighbour is ever dialled.
+    struct Transport(Arc<Registry>);
+
+    impl ExchangeConnector for Transport {
+        fn open(
+            &self,
+            address: String,
+            _: BoxStream<OverlapEnvelope>,
+        ) -> BoxFuture<'static, Result<BoxStream<Result<OverlapEnvelope, ApiError>>, ApiError>> {
+            Box::pin(async move { Err(ApiError::Unavailable(format!("no exchange at {address} in this test"))) })
+        }
+    }
+
+    impl WorkerTransport for Transport {
+        fn exchange_connector(&self) -> Arc<dyn ExchangeConnector> {
+            Arc::new(Transport(self.0.clone()))
+        }
+        fn registry(&self, _: &str) -> Result<Arc<dyn RegistryApi>, ApiError> {
+            Ok(self.0.clone())
+        }
+        fn serve(
+            &self,
+            _: TcpListener,
+            _: Arc<dyn WorkerApi>,
+            _: Arc<dyn ExchangeApi>,
+            shutdown: BoxFuture<'static, ()>,
+        ) -> BoxFuture<'static, Result<(), crate::transport::ServerError>> {
+            Box::pin(async move {
+                shutdown.await;
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_describes_itself_registers_and_deregisters_on_shutdown() {
+        let registry = Arc::new(Registry::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let config = ServeConfig {
+            id: Some("w-serve".into()),
+            advertise: None,
+            models: Vec::new(),
+            device: DeviceRequest::Cpu,
+            membership: Membership::Coordinator("coordinator".into()),
+            connect_timeout: None,
+            version: "test-version".into(),
+        };
+        let r = registry.clone();
+        let shutdown = async move {
+            while r.registered.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        serve(config, Arc::new(Transport(registry.clone())), listener, shutdown).await.unwrap();
+        let registered = registry.registered.lock().unwrap().clone();
+        assert_eq!(registered.len(), 1);
+        let info = &registered[0];
+        assert_eq!((info.id.as_str(), info.address.as_str()), ("w-serve", address.as_str()));
+        assert_eq!((info.device_kind.as_str(), info.version.as_str()), ("cpu", "test-version"));
+        assert!(!info.device_name.is_empty());
+        assert_eq!(info.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), [ProceduralModel::NAME]);
+        assert_eq!(*registry.deregistered.lock().unwrap(), ["w-serve"]);
+    }
+}
