@@ -15,7 +15,7 @@ pub struct JobArgs {
     pub negative_prompt: String,
     /// Model name (see `longshot models`). `longshot render` also takes a Wan2.1 pipeline
     /// directory here and starts its workers with it.
-    #[arg(long, default_value = "procedural")]
+    #[arg(long, default_value = longshot_models::ProceduralModel::NAME)]
     pub model: String,
     /// Random seed; drawn at random and reported when unset.
     #[arg(long)]

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use longshot_models::wan::tensor_io::{self, Tensor};
 use longshot_core::scheduler::{Schedule, Solver};
 use longshot_core::tensor::{LatentShape, Latents};
-use longshot_models::wan::denoiser::{model_info, WanDenoiser};
+use longshot_models::wan::transformer::denoiser::{model_info, WanDenoiser};
 use longshot_models::wan::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
 use longshot_models::wan::{forward_flops_breakdown, PipelineDir, TextEncoder, TransformerConfig, WanForward, WanTransformer, WanVae, WanVaeDecoder};
 use std::sync::Arc;

@@ -6,13 +6,12 @@ use longshot_coordinator::etcd_connection::CONNECT_PATIENCE;
 use longshot_coordinator::etcd_registry::EtcdRegistry;
 use longshot_coordinator::job_store::{EtcdJobStore, JobRecord, JobStore, NoJobStore};
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, OverlapTransport, Registry};
-use longshot_core::api::{RegistryApi, WorkerInfo, WorkerState};
+use longshot_core::api::{ApiError, BoxFuture, ExchangeApi, ExchangeConnector, RegistryApi, WorkerApi};
 use longshot_proto::client::{GrpcExchangeConnector, GrpcWorkerConnector, RegistryClient};
-use longshot_worker::etcd_membership::{EtcdMembership, EtcdMembershipConfig, StateFn};
-use longshot_worker::device::{self, DeviceRequest};
-use longshot_worker::models::{ModelSet, ModelSource};
-use longshot_worker::nccl::NcclSupport;
-use longshot_worker::{membership, WorkerNode};
+use longshot_worker::device::DeviceRequest;
+use longshot_worker::models::ModelSource;
+use longshot_worker::transport::ServerError;
+use longshot_worker::{Membership, ServeConfig, WorkerTransport};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,20 +189,6 @@ pub struct WorkerArgs {
     pub exit_on_stdin_close: bool,
 }
 
-fn device_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
-
-fn memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
-        .map_or(0, |kb| kb * 1024)
-}
-
 async fn stdin_closed() {
     use tokio::io::AsyncReadExt;
     let mut stdin = tokio::io::stdin();
@@ -215,86 +200,63 @@ async fn stdin_closed() {
     }
 }
 
-pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
-    // Pick the device and load the models before listening: a worker that registers can run
-    // what it advertises.
-    let request = a.device;
-    let dev = tokio::task::spawn_blocking(move || device::select(request)).await.map_err(|e| anyhow!("device probe task: {e}"))??;
-    let sources = a.models.clone();
-    for s in &sources {
-        tracing::info!("loading the model at {}", s.dir.display());
-    }
-    let d = dev.clone();
-    let models = tokio::task::spawn_blocking(move || ModelSet::load(&sources, &d)).await.map_err(|e| anyhow!("model loading task: {e}"))??;
-    let models = Arc::new(models);
-    let listener = TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
-    let address = a.advertise.clone().unwrap_or(listener.local_addr()?.to_string());
-    let id = a.id.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "worker".into());
-        format!("{host}-{}", std::process::id())
-    });
-    let nccl = NcclSupport::detect(&dev);
-    let node = WorkerNode::new(id.clone(), Arc::new(GrpcExchangeConnector::default()), models.clone(), nccl.clone());
-    let info = WorkerInfo {
-        id: id.clone(),
-        address: address.clone(),
-        device_kind: dev.kind().into(),
-        // The CPU still runs the text encoder and VAE on a CUDA worker, so it is part of the name
-        // the coordinator gangs by.
-        device_name: dev.describe().map_or_else(device_name, |(n, _)| format!("{n} with {}", device_name())),
-        memory_bytes: dev.describe().map_or_else(memory_bytes, |(_, m)| m),
-        models: models.served(),
-        version: env!("LONGSHOT_BUILD").into(),
-        state: WorkerState::Idle,
-        nccl_gpu: nccl.gpu().map(Into::into),
-    };
-    let (tx, rx) = watch::channel(false);
-    let n = node.clone();
-    let server = tokio::spawn(async move {
-        longshot_proto::server::serve_worker(listener, Arc::new(n.clone()), Arc::new(n), wait_for(rx)).await.map_err(|e| anyhow!("{e}"))
-    });
-    let patience = |default: f64| Duration::from_secs_f64(a.connect_timeout.unwrap_or(default).clamp(0.1, 3600.0));
-    let joined = if a.etcd.is_empty() {
-        let registry: Arc<dyn RegistryApi> = Arc::new(RegistryClient::connect_lazy(&coordinator).map_err(|e| anyhow!("{e}"))?);
-        let ack = membership::register(registry.as_ref(), &info, patience(30.0))
-            .await
-            .map_err(|e| anyhow!("worker {id} could not register with the coordinator at {coordinator}: {e}"))?;
-        tracing::info!("worker {id} serving on {address}, registered with {coordinator}");
-        Joined::Coordinator(tokio::spawn(membership::heartbeat_loop(registry, info, node.clone(), ack.heartbeat_interval, tx.subscribe())))
-    } else {
-        let cfg = EtcdMembershipConfig { endpoints: a.etcd.clone(), lease_ttl: Duration::from_secs(a.lease_ttl), connect_patience: patience(10.0) };
-        let n = node.clone();
-        let state: StateFn = Arc::new(move || if n.busy_job().is_some() { WorkerState::Busy } else { WorkerState::Idle });
-        let m = EtcdMembership::start(cfg, info, state).await.map_err(|e| anyhow!("worker {id} could not register in etcd: {e}"))?;
-        tracing::info!("worker {id} serving on {address}, registered in etcd at {}", a.etcd.join(","));
-        Joined::Etcd(m)
-    };
-    let stdin_watch = async {
-        if a.exit_on_stdin_close {
-            stdin_closed().await
+impl WorkerArgs {
+    /// What `longshot_worker::serve` runs, registering with `coordinator` unless `--etcd` is given.
+    pub fn config(&self, coordinator: String) -> ServeConfig {
+        let membership = if self.etcd.is_empty() {
+            Membership::Coordinator(coordinator)
         } else {
-            std::future::pending().await
+            Membership::Etcd { endpoints: self.etcd.clone(), lease_ttl: Duration::from_secs(self.lease_ttl) }
+        };
+        ServeConfig {
+            id: self.id.clone(),
+            advertise: self.advertise.clone(),
+            models: self.models.clone(),
+            device: self.device,
+            membership,
+            connect_timeout: self.connect_timeout.map(|s| Duration::from_secs_f64(s.clamp(0.1, 3600.0))),
+            version: env!("LONGSHOT_BUILD").into(),
         }
-    };
-    tokio::select! {
-        _ = interrupted() => {}
-        _ = stdin_watch => {}
-        r = server => return r.map_err(|e| anyhow!("server task: {e}"))?,
     }
-    tracing::info!("worker {id} shutting down");
-    node.cancel_all();
-    let _ = tx.send(true);
-    match joined {
-        Joined::Coordinator(heartbeat) => drop(tokio::time::timeout(Duration::from_secs(5), heartbeat).await),
-        Joined::Etcd(m) => m.shutdown().await,
-    }
-    Ok(())
 }
 
-/// How a worker is a member of its cluster.
-enum Joined {
-    /// Registered with a coordinator; the heartbeat task deregisters on shutdown.
-    Coordinator(tokio::task::JoinHandle<()>),
-    /// Registered in etcd; shutting the membership down revokes its lease.
-    Etcd(EtcdMembership),
+/// The worker over gRPC (`longshot_proto`).
+struct GrpcTransport;
+
+impl WorkerTransport for GrpcTransport {
+    fn exchange_connector(&self) -> Arc<dyn ExchangeConnector> {
+        Arc::new(GrpcExchangeConnector::default())
+    }
+
+    fn registry(&self, endpoint: &str) -> Result<Arc<dyn RegistryApi>, ApiError> {
+        Ok(Arc::new(RegistryClient::connect_lazy(endpoint)?))
+    }
+
+    fn serve(
+        &self,
+        listener: TcpListener,
+        worker: Arc<dyn WorkerApi>,
+        exchange: Arc<dyn ExchangeApi>,
+        shutdown: BoxFuture<'static, ()>,
+    ) -> BoxFuture<'static, Result<(), ServerError>> {
+        Box::pin(async move { Ok(longshot_proto::server::serve_worker(listener, worker, exchange, shutdown).await?) })
+    }
+}
+
+pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
+    let listener = TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
+    let shutdown = async move {
+        let stdin_watch = async {
+            if a.exit_on_stdin_close {
+                stdin_closed().await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            _ = interrupted() => {}
+            _ = stdin_watch => {}
+        }
+    };
+    Ok(longshot_worker::serve(a.config(coordinator), Arc::new(GrpcTransport), listener, shutdown).await?)
 }

@@ -5,20 +5,30 @@
 //! - [`procedural`]: the procedural reference model (an exact denoiser for a Gaussian prior
 //!   derived from the prompt; no weights, no GPU).
 //! - [`wan`]: Wan2.1 text-to-video (CPU reference in f32), served by workers from a pipeline directory.
-//! - [`available_models`]: the registry the CLI and the coordinator list models from.
+//! - [`served`]: [`ServedModel`], a model as a worker serves it (both families implement it).
+//! - [`builtin_models`] / [`available_models`]: the models every worker serves, and the registry
+//!   the CLI and the coordinator list models from.
 #![forbid(unsafe_code)]
 
 pub mod procedural;
+pub mod served;
 pub mod wan;
 
 pub use procedural::ProceduralModel;
+pub use served::{ConditioningError, ServedModel, ServedModelError, TextConditioning};
 
 use longshot_core::denoiser::ModelInfo;
+use std::sync::Arc;
 
 /// The models every worker serves with no weights (the procedural model). Wan2.1 pipelines are
 /// added per worker from a directory (`longshot worker --model DIR`, [`wan::WanModel`]).
+pub fn builtin_models() -> Vec<Arc<dyn ServedModel>> {
+    vec![Arc::new(ProceduralModel::new())]
+}
+
+/// What [`builtin_models`] advertise.
 pub fn available_models() -> Vec<ModelInfo> {
-    vec![ProceduralModel::new().info()]
+    builtin_models().iter().map(|m| m.info()).collect()
 }
 
 #[cfg(test)]

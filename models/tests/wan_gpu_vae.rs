@@ -15,7 +15,7 @@ use common::{fixtures, rel_error, tensor_f32 as tensor};
 use longshot_core::denoiser::{FrameDecoder, RgbFrame};
 use longshot_core::tensor::{LatentShape, Latents};
 use longshot_kernels::cuda::CudaBackend;
-use longshot_models::wan::frame_decoder::WanFrameDecoder;
+use longshot_models::wan::vae::frame_decoder::WanFrameDecoder;
 use longshot_models::wan::gpu::{GpuWanFrameDecoder, GpuWanVaeDecoder};
 use longshot_models::wan::{WanVae, WanVaeDecoder};
 use safetensors::SafeTensors;

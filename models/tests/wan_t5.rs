@@ -13,8 +13,8 @@
 //!
 //! A missing fixture, manifest entry or tensor fails the test.
 
-use longshot_models::wan::t5_layers::relative_position_bucket;
-use longshot_models::wan::t5_prompt::prompt_clean;
+use longshot_models::wan::t5::layers::relative_position_bucket;
+use longshot_models::wan::t5::prompt::prompt_clean;
 mod common;
 
 use common::{assert_names, damaged_dir, fixtures, read_tensors, rel_error, serialize, Tensors};

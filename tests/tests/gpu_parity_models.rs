@@ -1,19 +1,19 @@
 //! GPU parity against models' own code, called rather than restated: patchify through
-//! `wan::embed::PatchEmbedding::forward` (loaded from a checkpoint file whose projection is the
-//! identity, so its output is exactly the gathered patches), `wan::embed::unpatchify`, and the
+//! `wan::transformer::embed::PatchEmbedding::forward` (loaded from a checkpoint file whose projection is the
+//! identity, so its output is exactly the gathered patches), `wan::transformer::embed::unpatchify`, and the
 //! VAE's RGB output `wan::vae::DecodedFrames::rgb_frame`.
 //!
 //! One reference is RESTATED, because it is private: the gated residual is `add_gated` in
-//! models/src/wan/block.rs, reachable only through a whole `WanBlock::forward` (no GPU block
+//! models/src/wan/transformer/block.rs, reachable only through a whole `WanBlock::forward` (no GPU block
 //! exists in this crate's reach yet; the GPU transformer's block-level parity will cover it).
 //!
 //! Needs a GPU (feature `cuda`): without one every test FAILS with the probe's reason. Never run
 //! by CI; `scripts/gpu/pack.sh` builds it for the device machine.
 
 use longshot_kernels::cuda::parity::{assert_bits, down, gpu, poisoned, up, Rng};
-use longshot_models::wan::embed::{unpatchify, PatchEmbedding, TokenGrid};
-use longshot_models::wan::keys::TransformerKeys;
-use longshot_models::wan::layers::Fetch;
+use longshot_models::wan::transformer::embed::{unpatchify, PatchEmbedding, TokenGrid};
+use longshot_models::wan::transformer::keys::TransformerKeys;
+use longshot_models::wan::transformer::layers::Fetch;
 use longshot_models::wan::tensor_io::{self, Tensor};
 use longshot_models::wan::vae::DecodedFrames;
 use longshot_models::wan::{TransformerConfig, WeightStore};
@@ -99,7 +99,7 @@ fn gated_residual_matches_the_restated_block_formula() {
     let mut rng = Rng::new("gated_residual");
     let (rows, dim) = (33, 1536);
     let (x, y, gate) = (rng.vec(rows * dim, 8.0), rng.vec(rows * dim, 2.0), rng.vec(dim, 1.0));
-    // RESTATED from models/src/wan/block.rs `add_gated` (private): `x += y * gate`, the product
+    // RESTATED from models/src/wan/transformer/block.rs `add_gated` (private): `x += y * gate`, the product
     // rounded first.
     let want: Vec<f32> = x.iter().zip(&y).enumerate().map(|(i, (&xv, &yv))| xv + yv * gate[i % dim]).collect();
     let mut d = up(&x);

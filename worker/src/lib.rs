@@ -8,21 +8,30 @@
 //!   and the async runtime.
 //! - [`nccl`]: NCCL for the overlap velocities on GPU workers (`WorkerService.CreateNcclId`, the
 //!   shard's NCCL exchange with the TCP one for hashes and halos).
-//! - [`models`]: `ModelSet`, the models this worker serves (procedural, Wan2.1 pipelines loaded
-//!   with `--model`): prompt encoding on request, a denoiser and decoder per shard.
+//! - [`models`]: `ModelSet`, the models this worker serves (the built-in ones, Wan2.1 pipelines
+//!   loaded with `--model`), each a `ServedModel`: prompt encoding on request, a denoiser and
+//!   decoder per shard.
 //! - [`device`]: `--device auto|cpu|cuda`: the GPU when usable, else the CPU with one log line
 //!   (or a refusal when `cuda` was demanded).
 //! - [`membership`]: registration and heartbeats with the coordinator.
 //! - [`etcd_membership`]: registration in etcd under a lease kept alive on its own thread
 //!   (`--etcd`), for clusters with several coordinators.
+//! - [`serve()`]: the worker process's life, from loading its models to leaving the cluster;
+//!   [`machine`]: what it advertises about the machine; [`transport`]: the wire it is served over,
+//!   passed in by the binary.
 #![forbid(unsafe_code)]
 
 pub mod device;
 pub mod etcd_membership;
+pub mod machine;
 pub mod membership;
 pub mod models;
 pub mod nccl;
 pub mod net_exchange;
 pub mod node;
+pub mod serve;
+pub mod transport;
 
 pub use node::WorkerNode;
+pub use serve::{serve, Membership, ServeConfig, ServeError};
+pub use transport::WorkerTransport;

@@ -1,11 +1,12 @@
-//! The models a worker serves: the built-in procedural model, plus the Wan2.1 pipelines loaded
-//! from directories at start-up (`--model [NAME=]DIR`). Per job it encodes prompts (when asked)
-//! and builds the denoiser and decoder of a shard.
+//! The models a worker serves: the built-in models, plus the Wan2.1 pipelines loaded from
+//! directories at start-up (`--model [NAME=]DIR`), all behind `ServedModel`. Per job it encodes
+//! prompts (when asked) and builds the denoiser and decoder of a shard.
 
-use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
 use crate::device::Device;
+use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
 use longshot_models::wan::WanModel;
-use longshot_models::ProceduralModel;
+use longshot_models::{ConditioningError, ServedModel, ServedModelError};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -63,97 +64,107 @@ pub enum ModelError {
     Failed { name: String, reason: String },
 }
 
-/// Everything one worker serves.
+/// Everything one worker serves, each model behind [`ServedModel`]: the set looks a model up by
+/// name and otherwise goes by what the model declares.
 pub struct ModelSet {
-    wan: Vec<Arc<WanModel>>,
+    /// In the order they are advertised: the built-in models, then the loaded pipelines.
+    models: Vec<Arc<dyn ServedModel>>,
+    /// Name → index into `models`.
+    by_name: HashMap<String, usize>,
 }
 
 impl ModelSet {
-    /// Only the built-in procedural model.
+    /// Only the built-in models (the procedural model).
     pub fn builtin() -> Self {
-        Self { wan: Vec::new() }
+        let mut set = Self { models: Vec::new(), by_name: HashMap::new() };
+        for m in longshot_models::builtin_models() {
+            set.add(m).expect("the built-in models have distinct names");
+        }
+        set
     }
 
-    /// The built-in model plus a Wan2.1 pipeline per source, its transformer on `device`.
+    /// The built-in models plus a Wan2.1 pipeline per source, its transformer on `device`.
     /// Blocking (reads gigabytes for real checkpoints): call it before serving, or off the async
     /// runtime.
     pub fn load(sources: &[ModelSource], device: &Device) -> Result<Self, ModelError> {
-        let mut wan: Vec<Arc<WanModel>> = Vec::new();
+        let mut set = Self::builtin();
         for s in sources {
-            let m = WanModel::load(&s.dir, s.name.as_deref(), &device.wan_backend()).map_err(|e| ModelError::Load { dir: s.dir.clone(), reason: e.to_string() })?;
-            let first = if m.name() == ProceduralModel::NAME {
-                Some("the built-in procedural model".to_string())
-            } else {
-                wan.iter().find(|w| w.name() == m.name()).map(|w| w.root().display().to_string())
-            };
-            if let Some(first) = first {
-                return Err(ModelError::Duplicate { name: m.name().into(), first, second: s.dir.display().to_string() });
-            }
-            tracing::info!("loaded {} from {} (transformer on {})", m.name(), s.dir.display(), m.backend_kind());
-            wan.push(Arc::new(m));
+            let m = WanModel::load(&s.dir, s.name.as_deref(), &device.wan_backend())
+                .map_err(|e| ModelError::Load { dir: s.dir.clone(), reason: e.to_string() })?;
+            let loaded = format!("loaded {} from {} (transformer on {})", m.name(), s.dir.display(), m.backend_kind());
+            set.add(Arc::new(m))?;
+            tracing::info!("{loaded}");
         }
-        Ok(Self { wan })
+        Ok(set)
+    }
+
+    /// Serves one more model; refuses a name already served.
+    pub fn add(&mut self, model: Arc<dyn ServedModel>) -> Result<(), ModelError> {
+        let name = model.name();
+        if let Some(first) = self.get(&name) {
+            return Err(ModelError::Duplicate { name, first: first.origin(), second: model.origin() });
+        }
+        self.by_name.insert(name, self.models.len());
+        self.models.push(model);
+        Ok(())
     }
 
     /// What this worker advertises.
     pub fn served(&self) -> Vec<ModelInfo> {
-        let mut v = longshot_models::available_models();
-        v.extend(self.wan.iter().map(|m| m.info().clone()));
-        v
+        self.models.iter().map(|m| m.info()).collect()
     }
 
     pub fn serves(&self, model: &str) -> bool {
-        model == ProceduralModel::NAME || self.wan(model).is_some()
+        self.by_name.contains_key(model)
     }
 
-    fn wan(&self, model: &str) -> Option<&Arc<WanModel>> {
-        self.wan.iter().find(|m| m.name() == model)
+    fn get(&self, model: &str) -> Option<&Arc<dyn ServedModel>> {
+        self.by_name.get(model).map(|&i| &self.models[i])
+    }
+
+    fn served_model(&self, model: &str) -> Result<&Arc<dyn ServedModel>, ModelError> {
+        self.get(model).ok_or_else(|| ModelError::NotServed(model.into()))
     }
 
     /// The directory `model` was loaded from, if it is a loaded pipeline.
     pub fn dir_of(&self, model: &str) -> Option<&Path> {
-        self.wan(model).map(|m| m.root())
+        self.get(model).and_then(|m| m.dir())
     }
 
     /// Text embeddings of a job's prompts (`None` for models that take the text itself).
     /// Blocking and heavy: call it off the async runtime.
     pub fn encode_text(&self, model: &str, prompt: &str, negative_prompt: &str) -> Result<Option<TextEmbeddings>, ModelError> {
-        if model == ProceduralModel::NAME {
-            return Ok(None);
-        }
-        let m = self.wan(model).ok_or_else(|| ModelError::NotServed(model.into()))?;
-        let e = m.encode(prompt, negative_prompt).map_err(|e| ModelError::Failed { name: model.into(), reason: e.to_string() })?;
-        Ok(Some(e))
+        let m = self.served_model(model)?;
+        m.encode_text(prompt, negative_prompt).map_err(|e| ModelError::Failed { name: model.into(), reason: e.to_string() })
     }
 
     /// Cheap checks of an assignment's conditioning, before any work starts.
     pub fn check_conditioning(&self, model: &str, cond: &Conditioning) -> Result<(), ModelError> {
-        match (self.wan(model), &cond.embeddings) {
-            (None, _) if model != ProceduralModel::NAME => Err(ModelError::NotServed(model.into())),
-            (None, Some(_)) => Err(ModelError::Invalid(format!("model {model:?} takes no text embeddings, but some were sent"))),
-            (None, None) => Ok(()),
-            (Some(_), None) => Err(ModelError::Invalid(format!("model {model:?} needs the job's text embeddings (EncodeText), none were sent"))),
-            (Some(m), Some(e)) => m.check_embeddings(e).map_err(|r| ModelError::Invalid(format!("text embeddings for {model:?}: {r}"))),
-        }
+        self.served_model(model)?.check_conditioning(cond).map_err(|e| match e {
+            ConditioningError::Invalid(r) => ModelError::Invalid(format!("text embeddings for {model:?}: {r}")),
+            e => ModelError::Invalid(format!("model {model:?} {e}")),
+        })
     }
 
     /// A denoiser and decoder for one job. Blocking (Wan precomputes its text K/V).
-    pub fn instantiate(&self, model: &str, cond: &Conditioning, latent_h: usize, latent_w: usize) -> Result<(Box<dyn Denoiser>, Box<dyn FrameDecoder>), ModelError> {
+    pub fn instantiate(
+        &self,
+        model: &str,
+        cond: &Conditioning,
+        latent_h: usize,
+        latent_w: usize,
+    ) -> Result<(Box<dyn Denoiser>, Box<dyn FrameDecoder>), ModelError> {
         self.check_conditioning(model, cond)?;
-        if model == ProceduralModel::NAME {
-            let m = ProceduralModel::new();
-            return Ok((m.denoiser(cond, latent_h, latent_w), m.decoder()));
-        }
-        let m = self.wan(model).ok_or_else(|| ModelError::NotServed(model.into()))?;
-        let e = cond.embeddings.as_ref().ok_or_else(|| ModelError::Invalid("no text embeddings".into()))?;
-        let d = m.denoiser(e).map_err(|e| ModelError::Failed { name: model.into(), reason: e.to_string() })?;
-        Ok((d, Box::new(m.decoder())))
+        let m = self.served_model(model)?;
+        let failed = |e: ServedModelError| ModelError::Failed { name: model.into(), reason: e.to_string() };
+        Ok((m.job_denoiser(cond, latent_h, latent_w).map_err(failed)?, m.frame_decoder()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use longshot_models::ProceduralModel;
 
     #[test]
     fn model_sources_parse_dir_or_name_equals_dir() {
@@ -175,11 +186,69 @@ mod tests {
     #[test]
     fn the_procedural_model_takes_no_embeddings() {
         let set = ModelSet::builtin();
-        assert_eq!(set.encode_text("procedural", "a", "b").unwrap(), None);
+        assert_eq!(set.encode_text(ProceduralModel::NAME, "a", "b").unwrap(), None);
         let mut cond = Conditioning::new("a", "");
-        set.check_conditioning("procedural", &cond).unwrap();
+        set.check_conditioning(ProceduralModel::NAME, &cond).unwrap();
         cond.embeddings = Some(TextEmbeddings { rows: 1, dim: 1, prompt: vec![0.0], negative: vec![0.0] });
-        assert!(set.check_conditioning("procedural", &cond).unwrap_err().to_string().contains("takes no text embeddings"));
+        let e = set.check_conditioning(ProceduralModel::NAME, &cond).unwrap_err().to_string();
+        assert!(e.contains("takes no text embeddings"));
         assert!(matches!(set.encode_text("wan", "a", "b"), Err(ModelError::NotServed(_))));
+    }
+
+    /// Takes `[2, 3]` embeddings; its name is only ever used as a key.
+    struct NeedsEmbeddings(&'static str);
+
+    impl ServedModel for NeedsEmbeddings {
+        fn info(&self) -> ModelInfo {
+            ModelInfo { name: self.0.into(), weights: "w".into(), ..ProceduralModel::new().info() }
+        }
+        fn origin(&self) -> String {
+            format!("the test model {}", self.0)
+        }
+        fn text_conditioning(&self) -> longshot_models::TextConditioning {
+            longshot_models::TextConditioning::Embeddings
+        }
+        fn check_embeddings(&self, e: &TextEmbeddings) -> Result<(), String> {
+            if (e.rows, e.dim) == (2, 3) { Ok(()) } else { Err(format!("shape [{}, {}] is not [2, 3]", e.rows, e.dim)) }
+        }
+        fn encode_text(&self, _: &str, _: &str) -> Result<Option<TextEmbeddings>, ServedModelError> {
+            Ok(Some(TextEmbeddings { rows: 2, dim: 3, prompt: vec![0.0; 6], negative: vec![0.0; 6] }))
+        }
+        fn job_denoiser(&self, c: &Conditioning, h: usize, w: usize) -> Result<Box<dyn Denoiser>, ServedModelError> {
+            ProceduralModel::new().job_denoiser(&Conditioning::new(c.prompt.clone(), ""), h, w)
+        }
+        fn frame_decoder(&self) -> Box<dyn FrameDecoder> {
+            ProceduralModel::new().decoder()
+        }
+    }
+
+    #[test]
+    fn a_model_that_needs_embeddings_gets_them_checked() {
+        let mut set = ModelSet::builtin();
+        set.add(Arc::new(NeedsEmbeddings("needs"))).unwrap();
+        let mut cond = Conditioning::new("a", "");
+        let missing = set.check_conditioning("needs", &cond).unwrap_err().to_string();
+        assert_eq!(missing, r#"model "needs" needs the job's text embeddings (EncodeText), none were sent"#);
+        assert!(set.instantiate("needs", &cond, 2, 2).is_err());
+        cond.embeddings = Some(TextEmbeddings { rows: 1, dim: 3, prompt: vec![0.0; 3], negative: vec![0.0; 3] });
+        let invalid = set.check_conditioning("needs", &cond).unwrap_err().to_string();
+        assert_eq!(invalid, r#"text embeddings for "needs": shape [1, 3] is not [2, 3]"#);
+        cond.embeddings = set.encode_text("needs", "a", "").unwrap();
+        set.check_conditioning("needs", &cond).unwrap();
+        set.instantiate("needs", &cond, 2, 2).unwrap();
+        // The built-in model, for contrast, refuses those same embeddings.
+        let unexpected = set.check_conditioning(ProceduralModel::NAME, &cond).unwrap_err().to_string();
+        assert_eq!(unexpected, format!("model {:?} takes no text embeddings, but some were sent", ProceduralModel::NAME));
+    }
+
+    #[test]
+    fn a_name_is_served_once() {
+        let mut set = ModelSet::builtin();
+        set.add(Arc::new(NeedsEmbeddings("twice"))).unwrap();
+        let e = set.add(Arc::new(NeedsEmbeddings("twice"))).unwrap_err().to_string();
+        assert!(e.starts_with(r#"model "twice" is served twice (the test model twice and the test model twice)"#), "{e}");
+        let e = set.add(Arc::new(NeedsEmbeddings(ProceduralModel::NAME))).unwrap_err().to_string();
+        assert!(e.contains("(the built-in procedural model and "), "{e}");
+        assert_eq!(set.served().len(), 2);
     }
 }

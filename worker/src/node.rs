@@ -380,7 +380,7 @@ mod tests {
         ShardAssignment {
             job_id: "j".into(),
             plan_id: 1,
-            model: "procedural".into(),
+            model: longshot_models::ProceduralModel::NAME.into(),
             conditioning: longshot_core::denoiser::Conditioning::new("a prompt", ""),
             seed: 1,
             channels: 16,

@@ -283,7 +283,7 @@ impl CudaBackend {
         )
     }
 
-    /// `[S, pt·ph·pw·C_out]` → `[C_out, T, H, W]`, as `models::wan::embed::unpatchify`.
+    /// `[S, pt·ph·pw·C_out]` → `[C_out, T, H, W]`, as `models::wan::transformer::embed::unpatchify`.
     pub fn unpatchify(
         &self,
         y: &CudaSlice<f32>,

@@ -2,7 +2,7 @@
 //! `[T, C, H, W]`: causal 3-D convolution (PyTorch weight layout, as `cpu::nn_conv::CausalConv3d`),
 //! channel RMS norm and nearest ×2 upsample (`cpu::nn_vae`), planar → interleaved RGB
 //! (`models::wan::vae::DecodedFrames::rgb_frame`), the residual add, the output clamp and the mid
-//! block's per-frame attention (`models::wan::vae_blocks::AttentionBlock`). SiLU is
+//! block's per-frame attention (`models::wan::vae::blocks::AttentionBlock`). SiLU is
 //! `CudaBackend::silu`.
 
 use super::backend::{as_u32, pointwise_config, CudaBackend};

@@ -27,7 +27,8 @@ pub use decoder::ProceduralDecoder;
 pub use denoiser::ProceduralDenoiser;
 pub use prior::PriorParams;
 
-use longshot_core::denoiser::{Conditioning, DenoiseError, Denoiser, FrameDecoder, ModelInfo};
+use crate::served::{ServedModel, ServedModelError, TextConditioning};
+use longshot_core::denoiser::{Conditioning, DenoiseError, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
 use thiserror::Error;
 
 /// Errors specific to the procedural model; they reach the loop as [`DenoiseError::Model`].
@@ -86,5 +87,38 @@ impl ProceduralModel {
 
     pub fn decoder(&self) -> Box<dyn FrameDecoder> {
         Box::new(ProceduralDecoder::default())
+    }
+}
+
+/// Conditioned on the prompt text itself: no text encoder, no embeddings. The calls below name
+/// the inherent methods, which take precedence over the trait's.
+impl ServedModel for ProceduralModel {
+    fn info(&self) -> ModelInfo {
+        ProceduralModel::info(self)
+    }
+
+    fn origin(&self) -> String {
+        "the built-in procedural model".into()
+    }
+
+    fn text_conditioning(&self) -> TextConditioning {
+        TextConditioning::PromptText
+    }
+
+    fn encode_text(&self, _prompt: &str, _negative_prompt: &str) -> Result<Option<TextEmbeddings>, ServedModelError> {
+        Ok(None)
+    }
+
+    fn job_denoiser(
+        &self,
+        cond: &Conditioning,
+        latent_height: usize,
+        latent_width: usize,
+    ) -> Result<Box<dyn Denoiser>, ServedModelError> {
+        Ok(ProceduralModel::denoiser(self, cond, latent_height, latent_width))
+    }
+
+    fn frame_decoder(&self) -> Box<dyn FrameDecoder> {
+        ProceduralModel::decoder(self)
     }
 }

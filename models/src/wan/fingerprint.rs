@@ -7,7 +7,7 @@
 //! 64 MiB plus the last 64 KiB. A fine-tune changes every tensor, so the samples tell it from its
 //! base while a 28 GB checkpoint is fingerprinted from ~30 MB of reads.
 
-use super::WanError;
+use crate::wan::WanError;
 use longshot_core::hash::Fnv1a;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;

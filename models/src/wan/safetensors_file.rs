@@ -8,7 +8,7 @@
 //! Reading a tensor converts F32 / BF16 / F16 (little-endian) to f32 and rejects NaN and ±inf:
 //! a non-finite weight would otherwise surface much later as a NaN video.
 
-use super::error::WanError;
+use crate::wan::error::WanError;
 use half::{bf16, f16};
 use longshot_kernels::mmap::MappedFile;
 use safetensors::tensor::TensorInfo;

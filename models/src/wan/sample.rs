@@ -4,8 +4,8 @@
 //! Per step, as diffusers does it: the conditional forward, then (if guidance > 1) the
 //! unconditional one, CFG `uncond + g·(cond − uncond)`, then the scheduler step on f32 latents.
 
-use super::denoiser::WanDenoiser;
-use super::WanError;
+use crate::wan::transformer::denoiser::WanDenoiser;
+use crate::wan::WanError;
 use longshot_core::denoiser::{Branch, Denoiser, StepPoint, WindowContext};
 use longshot_core::scheduler::{new_state, Schedule};
 use longshot_core::tensor::Latents;

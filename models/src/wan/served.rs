@@ -3,18 +3,21 @@
 //! ever needs it; umT5-XXL is 5.7 B parameters), and per job a denoiser bound to the embeddings
 //! the coordinator sent plus a [`WanFrameDecoder`]. The transformer runs on the CPU reference
 //! backend ([`WanDenoiser`]) or, with the `cuda` feature and [`WanBackend::Cuda`], on the GPU
-//! (`gpu::GpuWanDenoiser`); the text encoder and the VAE run on the CPU either way.
+//! (`gpu::GpuWanDenoiser`); the text encoder and the VAE run on the CPU either way. A worker
+//! holds it as a [`ServedModel`].
 
-use super::config::{PipelineDir, TransformerConfig};
-use super::denoiser::{model_info_for, WanDenoiser};
-use super::frame_decoder::WanFrameDecoder;
-use super::t5::TextEncoder;
-use super::t5_config::UMT5Config;
-use super::tokenizer::T5_MAX_LENGTH;
-use super::transformer::WanTransformer;
-use super::vae::{WanVae, WanVaeDecoder};
-use super::WanError;
-use longshot_core::denoiser::{Denoiser, ModelInfo, TextEmbeddings};
+use crate::wan::pipeline::PipelineDir;
+use crate::wan::transformer::config::TransformerConfig;
+use crate::wan::transformer::denoiser::{model_info_for, WanDenoiser};
+use crate::wan::vae::frame_decoder::WanFrameDecoder;
+use crate::wan::t5::TextEncoder;
+use crate::wan::t5::config::UMT5Config;
+use crate::wan::t5::tokenizer::T5_MAX_LENGTH;
+use crate::wan::transformer::WanTransformer;
+use crate::wan::vae::{WanVae, WanVaeDecoder};
+use crate::wan::WanError;
+use crate::served::{ConditioningError, ServedModel, ServedModelError, TextConditioning};
+use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -115,7 +118,7 @@ impl WanModel {
         }
         let name = name.map(str::to_string).unwrap_or_else(|| default_name(dir, tcfg));
         let mut info = model_info_for(&name, tcfg);
-        info.weights = super::fingerprint::pipeline_fingerprint(dir, &["transformer", "vae", "text_encoder", "tokenizer"])?;
+        info.weights = crate::wan::fingerprint::pipeline_fingerprint(dir, &["transformer", "vae", "text_encoder", "tokenizer"])?;
         Ok(Self {
             info,
             root: dir.to_path_buf(),
@@ -195,5 +198,42 @@ impl WanModel {
 
     pub fn decoder(&self) -> WanFrameDecoder {
         WanFrameDecoder::new(self.vae.clone())
+    }
+}
+
+/// Conditioned on umT5 embeddings that one worker computes per job. The calls below name the
+/// inherent methods, which take precedence over the trait's.
+impl ServedModel for WanModel {
+    fn info(&self) -> ModelInfo {
+        WanModel::info(self).clone()
+    }
+
+    fn origin(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn dir(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
+    fn text_conditioning(&self) -> TextConditioning {
+        TextConditioning::Embeddings
+    }
+
+    fn check_embeddings(&self, e: &TextEmbeddings) -> Result<(), String> {
+        WanModel::check_embeddings(self, e)
+    }
+
+    fn encode_text(&self, prompt: &str, negative_prompt: &str) -> Result<Option<TextEmbeddings>, ServedModelError> {
+        Ok(Some(self.encode(prompt, negative_prompt)?))
+    }
+
+    fn job_denoiser(&self, cond: &Conditioning, _: usize, _: usize) -> Result<Box<dyn Denoiser>, ServedModelError> {
+        let e = cond.embeddings.as_ref().ok_or(ConditioningError::Missing)?;
+        Ok(self.denoiser(e)?)
+    }
+
+    fn frame_decoder(&self) -> Box<dyn FrameDecoder> {
+        Box::new(self.decoder())
     }
 }

@@ -1,7 +1,7 @@
 //! Named-tensor safetensors files for the `longshot dev` commands: read any of f32 / f64 / bf16 /
 //! f16 / i64 / i32 as f32 (timesteps arrive as int64 from PyTorch), write f32.
 
-use super::WanError;
+use crate::wan::WanError;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::Path;

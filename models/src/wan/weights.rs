@@ -12,8 +12,8 @@
 //! remembers which tensors were taken so a loader can reject checkpoints with weights it does not
 //! understand ([`WeightStore::unused`]) instead of silently running a different model.
 
-use super::error::WanError;
-use super::safetensors_file::SafetensorsFile;
+use crate::wan::error::WanError;
+use crate::wan::safetensors_file::SafetensorsFile;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -101,7 +101,7 @@ impl WeightStore {
 
     /// Opens a sharded checkpoint from its `*.safetensors.index.json`.
     pub fn open_index(index_path: &Path) -> Result<Self, WanError> {
-        let parsed: ShardIndex = super::error::read_json(index_path)?;
+        let parsed: ShardIndex = crate::wan::error::read_json(index_path)?;
         let dir = index_path.parent().unwrap_or(Path::new("."));
         let mut shard_of: BTreeMap<&str, usize> = BTreeMap::new();
         let mut files = Vec::new();

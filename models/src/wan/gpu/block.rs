@@ -1,8 +1,8 @@
-//! One `WanTransformerBlock` on the GPU, the op sequence of `wan::block::WanBlock::forward`:
+//! One `WanTransformerBlock` on the GPU, the op sequence of `wan::transformer::block::WanBlock::forward`:
 //! AdaLN-modulated self-attention (q/k RMSNorm across heads, interleaved 3D RoPE) with a gate,
 //! ungated cross-attention behind the affine `norm2`, and a gated tanh-GELU FFN.
 
-use super::super::config::TransformerConfig;
+use crate::wan::transformer::config::TransformerConfig;
 use super::error::GpuWanError;
 use super::linear::{Gpu, GpuLinear};
 use super::source::{Role, WeightSource};

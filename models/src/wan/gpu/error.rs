@@ -1,6 +1,6 @@
 //! [`GpuWanError`]: a loading or input error of the model ([`WanError`]) or a CUDA failure.
 
-use super::super::error::WanError;
+use crate::wan::error::WanError;
 use cudarc::driver::DriverError;
 use longshot_kernels::cuda::CudaError;
 use thiserror::Error;

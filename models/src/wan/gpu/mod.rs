@@ -21,13 +21,13 @@
 //! - [`transformer`]: [`GpuWanTransformer`] (load from a checkpoint directory or a
 //!   [`WeightStore`](super::WeightStore), or random weights for benchmarks; `encode_text`;
 //!   `forward` / `forward_device`) and [`GpuTextContext`];
-//!   it implements `WanForward`, so [`GpuWanDenoiser`] is `wan::denoiser::WanDenoiser` on it;
+//!   it implements `WanForward`, so [`GpuWanDenoiser`] is `wan::transformer::denoiser::WanDenoiser` on it;
 //! - `block`: one transformer block; `linear`: a bf16 Linear and the device handle the layers
 //!   share; `source`: where weights come from (checkpoint or seeded random); `error`:
 //!   [`GpuWanError`]; `timing`: the optional per-phase timing of a forward ([`ForwardTimings`]);
 //! - `vae`: [`GpuWanVaeDecoder`], the VAE decoder in f32 (no bf16: GPU vs CPU to 1e-4, sharded
 //!   decode bit-identical to the GPU's sequential one), implementing `WanVae`, so
-//!   [`GpuWanFrameDecoder`] is `wan::frame_decoder::WanFrameDecoder` on it.
+//!   [`GpuWanFrameDecoder`] is `wan::vae::frame_decoder::WanFrameDecoder` on it.
 
 mod block;
 mod error;
@@ -43,6 +43,6 @@ pub use transformer::{GpuTextContext, GpuWanTransformer};
 pub use vae::GpuWanVaeDecoder;
 
 /// Wan2.1 behind the `Denoiser` trait with the transformer on the GPU.
-pub type GpuWanDenoiser = super::denoiser::WanDenoiser<GpuWanTransformer>;
+pub type GpuWanDenoiser = super::transformer::denoiser::WanDenoiser<GpuWanTransformer>;
 /// The GPU VAE decoder behind the `FrameDecoder` trait.
-pub type GpuWanFrameDecoder = super::frame_decoder::WanFrameDecoder<GpuWanVaeDecoder>;
+pub type GpuWanFrameDecoder = super::vae::frame_decoder::WanFrameDecoder<GpuWanVaeDecoder>;

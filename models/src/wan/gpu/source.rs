@@ -5,7 +5,7 @@
 //! Weights are fetched one tensor at a time and dropped from the host once uploaded, so loading
 //! never holds more than one tensor in f32 on the host.
 
-use super::super::layers::Fetch;
+use crate::wan::transformer::layers::Fetch;
 use super::error::GpuWanError;
 use super::linear::{bf16_bits, Gpu};
 use cudarc::driver::CudaSlice;

@@ -2,14 +2,14 @@
 //! `wan::transformer::WanTransformer` op for op (see the module doc of `wan::gpu` for the
 //! precision policy). Layout at this edge is the CPU's: `[C, T, H, W]` per batch item.
 
-use super::super::config::TransformerConfig;
-use super::super::embed::{timestep_sinusoid, TokenGrid};
-use super::super::error::WanError;
-use super::super::keys::TransformerKeys;
-use super::super::layers::{Fetch, Linear};
-use super::super::rope::RopeTables;
-use super::super::transformer::IGNORED_SUFFIXES;
-use super::super::weights::WeightStore;
+use crate::wan::transformer::config::TransformerConfig;
+use crate::wan::transformer::embed::{timestep_sinusoid, TokenGrid};
+use crate::wan::error::WanError;
+use crate::wan::transformer::keys::TransformerKeys;
+use crate::wan::transformer::layers::{Fetch, Linear};
+use crate::wan::transformer::rope::RopeTables;
+use crate::wan::transformer::IGNORED_SUFFIXES;
+use crate::wan::weights::WeightStore;
 use super::block::{GpuBlock, GpuCrossKv, Work};
 use super::error::GpuWanError;
 use super::linear::{bf16_bits, Gpu, GpuLinear};
@@ -326,7 +326,7 @@ impl GpuWanTransformer {
     }
 }
 
-impl crate::wan::denoiser::WanForward for GpuWanTransformer {
+impl crate::wan::transformer::denoiser::WanForward for GpuWanTransformer {
     type Text = GpuTextContext;
     type Error = GpuWanError;
 

@@ -1,4 +1,4 @@
-//! The Wan VAE decoder on the GPU (feature `cuda`): [`WanVaeDecoder`](super::super::WanVaeDecoder)'s
+//! The Wan VAE decoder on the GPU (feature `cuda`): [`WanVaeDecoder`](crate::wan::WanVaeDecoder)'s
 //! decode op for op on `longshot_kernels::cuda`'s VAE kernels, **f32 end to end** (f32 weights,
 //! f32 activations; no bf16, no cuBLASLt).
 //!
@@ -19,12 +19,12 @@
 //! for 21 latent frames; a worker's shard (its latents plus the halo) is what is decoded here.
 //! Decoding in frame chunks with caches (diffusers' form) is a later optimisation.
 
-use super::super::vae::{check_window, DecodedFrames, WanVae};
-use super::super::vae_blocks::VaeFetch;
-use super::super::vae_config::{UpBlockPlan, Upsample, VaeConfig};
-use super::super::vae_keys::VaeKeys;
-use super::super::weights::WeightStore;
-use super::super::WanError;
+use crate::wan::vae::{check_window, DecodedFrames, WanVae};
+use crate::wan::vae::blocks::VaeFetch;
+use crate::wan::vae::config::{UpBlockPlan, Upsample, VaeConfig};
+use crate::wan::vae::keys::VaeKeys;
+use crate::wan::weights::WeightStore;
+use crate::wan::WanError;
 use super::error::GpuWanError;
 use cudarc::driver::CudaSlice;
 use longshot_kernels::cuda::{ConvShape, CudaBackend};
@@ -179,7 +179,7 @@ fn clone_video(be: &CudaBackend, x: &GpuVideo) -> Result<GpuVideo, GpuWanError> 
     })
 }
 
-/// `WanResidualBlock`, as `vae_blocks::ResidualBlock`.
+/// `WanResidualBlock`, as `vae::blocks::ResidualBlock`.
 struct GpuResidualBlock {
     norm1: GpuRmsNorm,
     conv1: GpuConv,
@@ -231,7 +231,7 @@ impl GpuResidualBlock {
     }
 }
 
-/// `WanAttentionBlock`, as `vae_blocks::AttentionBlock`: `to_qkv` and `proj` are 1×1 convs.
+/// `WanAttentionBlock`, as `vae::blocks::AttentionBlock`: `to_qkv` and `proj` are 1×1 convs.
 struct GpuAttentionBlock {
     norm: GpuRmsNorm,
     to_qkv: GpuConv,
@@ -275,7 +275,7 @@ impl GpuAttentionBlock {
     }
 }
 
-/// `WanResample` in its decoder modes, as `vae_blocks::Resample`.
+/// `WanResample` in its decoder modes, as `vae::blocks::Resample`.
 struct GpuResample {
     time_conv: Option<GpuConv>,
     conv: GpuConv,
@@ -414,7 +414,7 @@ impl GpuUpBlock {
 }
 
 /// A loaded Wan VAE decoder on one GPU; the same API as
-/// [`WanVaeDecoder`](super::super::WanVaeDecoder), with [`GpuWanError`]s.
+/// [`WanVaeDecoder`](crate::wan::WanVaeDecoder), with [`GpuWanError`]s.
 pub struct GpuWanVaeDecoder {
     backend: Arc<CudaBackend>,
     cfg: VaeConfig,

@@ -9,9 +9,9 @@
 //!
 //! `rms(x) = x·rsqrt(mean(x²) + eps)` has no mean subtraction and no bias.
 
-use super::error::WanError;
-use super::t5_config::UMT5Config;
-use super::weights::WeightStore;
+use crate::wan::error::WanError;
+use super::config::UMT5Config;
+use crate::wan::weights::WeightStore;
 use longshot_kernels::cpu::nn_act::gelu_tanh;
 use longshot_kernels::cpu::nn_attention::AttentionShape;
 use longshot_kernels::cpu::nn_attention_bias::attention_rel_bias;

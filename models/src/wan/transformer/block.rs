@@ -3,7 +3,7 @@
 //! tanh-GELU FFN. All in f32 on `[S, D]` token rows of one batch item.
 
 use super::config::TransformerConfig;
-use super::error::WanError;
+use crate::wan::error::WanError;
 use super::layers::{Fetch, Linear};
 use longshot_kernels::cpu::nn_act::gelu_tanh_in_place;
 use longshot_kernels::cpu::nn_attention::{attention, AttentionShape};

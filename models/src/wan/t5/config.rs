@@ -1,7 +1,7 @@
 //! `text_encoder/config.json` of a Wan2.1 pipeline: transformers' `UMT5Config` (spec §3), the
 //! fields the encoder needs, with transformers' defaults for any that are missing.
 
-use super::error::WanError;
+use crate::wan::error::WanError;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -66,7 +66,7 @@ impl UMT5Config {
 
     /// Reads and validates `path`.
     pub fn from_file(path: &Path) -> Result<Self, WanError> {
-        let cfg: Self = super::error::read_json(path)?;
+        let cfg: Self = crate::wan::error::read_json(path)?;
         cfg.validate().map_err(|reason| WanError::config(path, reason))?;
         Ok(cfg)
     }

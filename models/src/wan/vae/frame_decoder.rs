@@ -3,7 +3,7 @@
 //! post-processes them. Generic over the decoder: the CPU reference [`WanVaeDecoder`] (the
 //! default) or, with the `cuda` feature, `gpu::GpuWanVaeDecoder` (`gpu::GpuWanFrameDecoder`).
 
-use super::vae::{WanVae, WanVaeDecoder};
+use super::{WanVae, WanVaeDecoder};
 use longshot_core::denoiser::{DenoiseError, FrameDecoder, RgbFrame};
 use longshot_core::tensor::Latents;
 use std::sync::Arc;

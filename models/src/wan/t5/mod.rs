@@ -11,13 +11,23 @@
 //! Cost of the real model: 5.68 B parameters, held here as f32 (about 22.7 GB; the embedding table
 //! alone is 4.2 GB, of which a prompt reads a few rows); about 9.3 GFLOP per token
 //! (24 layers × 2·(4·4096² + 3·4096·10240)), so a 100-token prompt is about 0.9 TFLOP.
+//!
+//! - [`config`]: [`UMT5Config`](config::UMT5Config); [`layers`]: one block and the
+//!   relative-position buckets.
+//! - [`tokenizer`]: [`UmT5Tokenizer`] (`tokenizer.json` as transformers 5 builds it, 512 tokens with
+//!   `</s>`); [`prompt`]: WanPipeline's `prompt_clean` (Python's `html.unescape`, no ftfy).
 
-use super::config::PipelineDir;
-use super::error::WanError;
-use super::t5_config::UMT5Config;
-use super::t5_layers::{bucket_table, T5Block};
-use super::tokenizer::{UmT5Tokenizer, T5_MAX_LENGTH};
-use super::weights::WeightStore;
+pub mod config;
+pub mod layers;
+pub mod prompt;
+pub mod tokenizer;
+
+use crate::wan::pipeline::PipelineDir;
+use crate::wan::error::WanError;
+use config::UMT5Config;
+use layers::{bucket_table, T5Block};
+use tokenizer::{UmT5Tokenizer, T5_MAX_LENGTH};
+use crate::wan::weights::WeightStore;
 use longshot_kernels::cpu::nn_norm::rms_norm_in_place;
 use rayon::prelude::*;
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! `sin` are taken in f64, rounded to f32, and each repeated twice (interleaved pairs). Token
 //! `(fi, hi, wi)` uses `concat(T[fi], H[hi], W[wi])`.
 
-use super::error::WanError;
+use crate::wan::error::WanError;
 
 const THETA: f64 = 10000.0;
 

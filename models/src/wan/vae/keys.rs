@@ -7,8 +7,8 @@
 //! (Wan2.1: 0-2, 3, 4-6, 7, 8-10, 11, 12-14). The mapping is written for any `num_res_blocks`, not
 //! only Wan2.1's, so the original names of small test models translate too.
 
-use super::error::WanError;
-use super::weights::WeightStore;
+use crate::wan::error::WanError;
+use crate::wan::weights::WeightStore;
 
 /// Prefixes inside a residual block (diffusers → original `residual` Sequential indices).
 const RESNET_PARTS: &[(&str, &str)] = &[

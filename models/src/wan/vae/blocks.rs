@@ -6,10 +6,10 @@
 //! its level with two zero frames in front), which equals diffusers' chunked decode. Every op
 //! other than the causal convs works frame by frame.
 
-use super::error::WanError;
-use super::vae_config::{UpBlockPlan, Upsample};
-use super::vae_keys::VaeKeys;
-use super::weights::WeightStore;
+use crate::wan::error::WanError;
+use super::config::{UpBlockPlan, Upsample};
+use super::keys::VaeKeys;
+use crate::wan::weights::WeightStore;
 use longshot_kernels::cpu::nn_act::silu_in_place;
 use longshot_kernels::cpu::nn_attention::{attention, AttentionShape};
 use longshot_kernels::cpu::nn_conv::CausalConv3d;

@@ -3,15 +3,33 @@
 //!
 //! Layout at this edge is diffusers' channel-major `[C, T, H, W]` per batch item (`[B, C, T, H, W]`
 //! for `WanForward::forward_batch`); `layout` converts from longshot's frame-major latents.
+//!
+//! - [`config`]: [`TransformerConfig`](config::TransformerConfig), the transformer's `config.json`.
+//! - [`block`]: one transformer block; [`embed`]: patch / time / text embeddings and unpatchify;
+//!   [`rope`]: the 3D RoPE tables; [`layers`]: `Linear` and the named-tensor fetch; [`keys`]:
+//!   original Wan2.1 ↔ diffusers tensor names.
+//! - [`denoiser`]: [`WanDenoiser`](denoiser::WanDenoiser), the transformer behind the `Denoiser`
+//!   trait for one job, generic over the [`WanForward`](denoiser::WanForward) trait the CPU and GPU
+//!   transformers implement.
+//! - [`flops`]: the work of one forward (spec §6).
 
-use super::block::{CrossKv, WanBlock};
-use super::config::TransformerConfig;
-use super::embed::{unpatchify, PatchEmbedding, TextEmbedding, TimeEmbedding, TokenGrid};
-use super::error::WanError;
-use super::keys::TransformerKeys;
-use super::layers::{Fetch, Linear};
-use super::rope::RopeTables;
-use super::weights::WeightStore;
+pub mod block;
+pub mod config;
+pub mod denoiser;
+pub mod embed;
+pub mod flops;
+pub mod keys;
+pub mod layers;
+pub mod rope;
+
+use block::{CrossKv, WanBlock};
+use config::TransformerConfig;
+use embed::{unpatchify, PatchEmbedding, TextEmbedding, TimeEmbedding, TokenGrid};
+use crate::wan::error::WanError;
+use keys::TransformerKeys;
+use layers::{Fetch, Linear};
+use rope::RopeTables;
+use crate::wan::weights::WeightStore;
 use longshot_kernels::cpu::nn_norm::layer_norm_modulate;
 use rayon::prelude::*;
 use std::path::Path;

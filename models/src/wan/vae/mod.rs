@@ -12,13 +12,24 @@
 //! decodes `[s−h, e)` with [`WanVaeDecoder::decode_range`] and keeps only the frames of `s..`,
 //! which are bit-identical to the sequential decode's: every conv computes each output frame as
 //! one GEMM of a fixed shape from its own input frames, and every other op works per frame.
+//!
+//! - [`config`]: [`VaeConfig`], the derived structure and [`VaeConfig::decode_halo`].
+//! - [`blocks`]: residual / attention / up-blocks on frame-major video; [`keys`]: original
+//!   `Wan2.1_VAE.pth` ↔ diffusers tensor names.
+//! - [`frame_decoder`]: [`WanFrameDecoder`](frame_decoder::WanFrameDecoder), the decoder behind the
+//!   `FrameDecoder` trait.
 
-use super::error::WanError;
-use super::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
-use super::vae_blocks::{AttentionBlock, ResidualBlock, UpBlock, VaeFetch, Video};
-use super::vae_config::VaeConfig;
-use super::vae_keys::VaeKeys;
-use super::weights::WeightStore;
+pub mod blocks;
+pub mod config;
+pub mod frame_decoder;
+pub mod keys;
+
+use crate::wan::error::WanError;
+use crate::wan::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
+use blocks::{AttentionBlock, ResidualBlock, UpBlock, VaeFetch, Video};
+use config::VaeConfig;
+use keys::VaeKeys;
+use crate::wan::weights::WeightStore;
 use longshot_core::denoiser::RgbFrame;
 use longshot_kernels::cpu::nn_act::silu_in_place;
 use longshot_kernels::cpu::nn_conv::CausalConv3d;

@@ -2,7 +2,7 @@
 //! timestep sinusoid and time MLP, the text MLP, and unpatchify.
 
 use super::config::TransformerConfig;
-use super::error::WanError;
+use crate::wan::error::WanError;
 use super::layers::{Fetch, Linear};
 use longshot_kernels::cpu::nn_act::{gelu_tanh_in_place, silu_in_place};
 

@@ -1,9 +1,9 @@
 //! Small building blocks shared by the transformer's parts: a tensor fetcher that applies the
 //! checkpoint's naming, and an f32 `Linear` layer.
 
-use super::error::WanError;
+use crate::wan::error::WanError;
 use super::keys::TransformerKeys;
-use super::weights::WeightStore;
+use crate::wan::weights::WeightStore;
 use longshot_kernels::cpu::nn_linear::linear;
 
 /// Fetches diffusers-named tensors from a store whose names may follow another convention.

@@ -1,9 +1,9 @@
 //! Wan2.1 behind the `Denoiser` trait: one job's text conditioning (both CFG branches, K/V
 //! precomputed once) and the transformer, with the layout conversion at the edge.
 
-use super::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
-use super::transformer::{checked_len, TextContext, WanTransformer};
-use super::WanError;
+use crate::wan::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
+use super::{checked_len, TextContext, WanTransformer};
+use crate::wan::WanError;
 use longshot_core::denoiser::{Branch, DenoiseError, Denoiser, ModelInfo, StepPoint, WindowContext};
 use longshot_core::tensor::Latents;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ pub fn model_info(name: &str, transformer: &WanTransformer) -> ModelInfo {
 }
 
 /// `ModelInfo` of a Wan2.1 transformer with config `cfg`, served under `name`.
-pub fn model_info_for(name: &str, cfg: &super::TransformerConfig) -> ModelInfo {
+pub fn model_info_for(name: &str, cfg: &crate::wan::TransformerConfig) -> ModelInfo {
     ModelInfo {
         name: name.to_string(),
         window_frames: WINDOW_FRAMES,

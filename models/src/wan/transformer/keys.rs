@@ -3,8 +3,8 @@
 //! the inverse of diffusers' `TRANSFORMER_KEYS_RENAME_DICT`), possibly behind a prefix such as
 //! ComfyUI's `model.diffusion_model.`.
 
-use super::error::WanError;
-use super::weights::WeightStore;
+use crate::wan::error::WanError;
+use crate::wan::weights::WeightStore;
 
 /// Whole-name prefixes (diffusers → original).
 const PREFIXES: &[(&str, &str)] = &[

@@ -2,7 +2,7 @@
 //! `WanVAE_` argument names are accepted too) and what the decoder's structure follows from it:
 //! channel widths, up-blocks, frame counts, and the warm-up halo of a sharded decode.
 
-use super::error::WanError;
+use crate::wan::error::WanError;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -113,7 +113,7 @@ impl VaeConfig {
 
     /// Reads `path` and validates it.
     pub fn from_file(path: &Path) -> Result<Self, WanError> {
-        let cfg: Self = super::error::read_json(path)?;
+        let cfg: Self = crate::wan::error::read_json(path)?;
         cfg.validate().map_err(|reason| WanError::config(path, reason))?;
         Ok(cfg)
     }

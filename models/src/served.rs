@@ -1,0 +1,158 @@
+//! [`ServedModel`]: a model as a worker serves it, whatever its family. The procedural model and
+//! every loaded Wan2.1 pipeline implement it, so a worker handles them alike and tells them apart
+//! only by what they declare (their name is a lookup key, never a branch).
+
+use crate::wan::WanError;
+use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
+use std::path::Path;
+use thiserror::Error;
+
+/// What a model is conditioned on besides the prompt text every assignment carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextConditioning {
+    /// The prompt text alone; an assignment carries no embeddings.
+    PromptText,
+    /// Text embeddings, computed once per job by one worker's [`ServedModel::encode_text`] and
+    /// sent with every assignment, so every worker conditions on the same bits.
+    Embeddings,
+}
+
+/// Why an assignment's conditioning does not fit a model.
+#[derive(Clone, Debug, Error, PartialEq)]
+pub enum ConditioningError {
+    #[error("takes no text embeddings, but some were sent")]
+    Unexpected,
+    #[error("needs the job's text embeddings (EncodeText), none were sent")]
+    Missing,
+    /// The embeddings' shape or values do not fit the model.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Why a served model could not encode a prompt or build a job's denoiser.
+#[derive(Debug, Error)]
+pub enum ServedModelError {
+    #[error(transparent)]
+    Conditioning(#[from] ConditioningError),
+    #[error(transparent)]
+    Wan(#[from] WanError),
+}
+
+/// A model a worker serves: what it advertises, what it is conditioned on, and per job a
+/// denoiser and a frame decoder. Blocking methods are marked; call them off the async runtime.
+pub trait ServedModel: Send + Sync {
+    /// What workers advertise: the name jobs ask for, the latent geometry, and the weights'
+    /// fingerprint the coordinator gangs by.
+    fn info(&self) -> ModelInfo;
+
+    fn name(&self) -> String {
+        self.info().name
+    }
+
+    /// Identifies the weights behind the name (empty for a model without weights).
+    fn fingerprint(&self) -> String {
+        self.info().weights
+    }
+
+    /// Where the model comes from, for messages (a directory, or that it is built in).
+    fn origin(&self) -> String;
+
+    /// The directory the model was loaded from, if any.
+    fn dir(&self) -> Option<&Path> {
+        None
+    }
+
+    fn text_conditioning(&self) -> TextConditioning;
+
+    /// Checks that embeddings can condition this model (called only for
+    /// [`TextConditioning::Embeddings`]); the message says what does not fit.
+    fn check_embeddings(&self, e: &TextEmbeddings) -> Result<(), String> {
+        e.validate()
+    }
+
+    /// Cheap checks of an assignment's conditioning, before any work starts.
+    fn check_conditioning(&self, cond: &Conditioning) -> Result<(), ConditioningError> {
+        match (self.text_conditioning(), &cond.embeddings) {
+            (TextConditioning::PromptText, None) => Ok(()),
+            (TextConditioning::PromptText, Some(_)) => Err(ConditioningError::Unexpected),
+            (TextConditioning::Embeddings, None) => Err(ConditioningError::Missing),
+            (TextConditioning::Embeddings, Some(e)) => self.check_embeddings(e).map_err(ConditioningError::Invalid),
+        }
+    }
+
+    /// Text embeddings of a job's prompts; `None` for a model conditioned on the text itself.
+    /// Blocking and heavy for a text encoder.
+    fn encode_text(&self, prompt: &str, negative_prompt: &str) -> Result<Option<TextEmbeddings>, ServedModelError>;
+
+    /// A denoiser bound to one job's conditioning; `latent_height` / `latent_width` are LATENT
+    /// sizes. Blocking (a model may precompute per-job work here).
+    fn job_denoiser(
+        &self,
+        cond: &Conditioning,
+        latent_height: usize,
+        latent_width: usize,
+    ) -> Result<Box<dyn Denoiser>, ServedModelError>;
+
+    fn frame_decoder(&self) -> Box<dyn FrameDecoder>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProceduralModel;
+
+    /// A model that takes `[2, 3]` embeddings, to check the provided methods without weights.
+    struct NeedsEmbeddings;
+
+    impl ServedModel for NeedsEmbeddings {
+        fn info(&self) -> ModelInfo {
+            ModelInfo { name: "needs-embeddings".into(), weights: "w".into(), ..ProceduralModel::new().info() }
+        }
+        fn origin(&self) -> String {
+            "a test".into()
+        }
+        fn text_conditioning(&self) -> TextConditioning {
+            TextConditioning::Embeddings
+        }
+        fn check_embeddings(&self, e: &TextEmbeddings) -> Result<(), String> {
+            e.validate()?;
+            if (e.rows, e.dim) == (2, 3) { Ok(()) } else { Err(format!("shape [{}, {}] is not [2, 3]", e.rows, e.dim)) }
+        }
+        fn encode_text(&self, _: &str, _: &str) -> Result<Option<TextEmbeddings>, ServedModelError> {
+            Ok(Some(embeddings(2, 3)))
+        }
+        fn job_denoiser(&self, _: &Conditioning, _: usize, _: usize) -> Result<Box<dyn Denoiser>, ServedModelError> {
+            Err(ConditioningError::Missing.into())
+        }
+        fn frame_decoder(&self) -> Box<dyn FrameDecoder> {
+            ProceduralModel::new().decoder()
+        }
+    }
+
+    fn embeddings(rows: usize, dim: usize) -> TextEmbeddings {
+        TextEmbeddings { rows, dim, prompt: vec![0.0; rows * dim], negative: vec![0.0; rows * dim] }
+    }
+
+    #[test]
+    fn a_prompt_text_model_refuses_embeddings() {
+        let m: &dyn ServedModel = &ProceduralModel::new();
+        assert_eq!(m.text_conditioning(), TextConditioning::PromptText);
+        assert_eq!((m.name(), m.fingerprint()), (ProceduralModel::NAME.to_string(), String::new()));
+        assert_eq!(m.encode_text("a", "b").unwrap(), None);
+        let mut cond = Conditioning::new("a", "");
+        assert_eq!(m.check_conditioning(&cond), Ok(()));
+        cond.embeddings = Some(embeddings(1, 1));
+        assert_eq!(m.check_conditioning(&cond), Err(ConditioningError::Unexpected));
+    }
+
+    #[test]
+    fn an_embeddings_model_requires_fitting_embeddings() {
+        let m: &dyn ServedModel = &NeedsEmbeddings;
+        let mut cond = Conditioning::new("a", "");
+        assert_eq!(m.check_conditioning(&cond), Err(ConditioningError::Missing));
+        cond.embeddings = Some(embeddings(1, 3));
+        assert_eq!(m.check_conditioning(&cond), Err(ConditioningError::Invalid("shape [1, 3] is not [2, 3]".into())));
+        cond.embeddings = m.encode_text("a", "").unwrap();
+        assert_eq!(m.check_conditioning(&cond), Ok(()));
+    }
+}
