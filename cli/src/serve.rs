@@ -2,11 +2,11 @@
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use longshot_coordinator::etcd_connection::CONNECT_PATIENCE;
 use longshot_coordinator::etcd_registry::EtcdRegistry;
 use longshot_coordinator::job_store::{EtcdJobStore, JobRecord, JobStore, NoJobStore};
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, OverlapTransport, Registry};
 use longshot_core::api::{RegistryApi, WorkerInfo, WorkerState};
+use longshot_etcd::CONNECT_PATIENCE;
 use longshot_proto::client::{GrpcExchangeConnector, GrpcWorkerConnector, RegistryClient};
 use longshot_worker::etcd_membership::{EtcdMembership, EtcdMembershipConfig, StateFn};
 use longshot_worker::device::{self, DeviceRequest};

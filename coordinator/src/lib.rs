@@ -7,7 +7,6 @@
 //! - [`etcd_registry`]: membership read from etcd (workers register there under a lease).
 //! - [`job_store`]: durable job records (`JobStore` trait, no-op default, etcd), and what a
 //!   restarted coordinator does with them.
-//! - [`etcd_connection`]: connecting to etcd with bounded retries and per-request deadlines.
 //! - [`jobs`]: the job table: validation on submit, queue order, events, cancellation.
 //! - [`dispatch`]: the scheduling loop and the per-job run (shards, progress, failure handling).
 //! - [`nccl_gang`]: whether a gang exchanges its overlap velocities over NCCL or TCP.
@@ -16,7 +15,6 @@
 
 pub mod assembly;
 pub mod dispatch;
-pub use longshot_etcd as etcd_connection;
 pub mod etcd_registry;
 pub mod job_store;
 pub mod jobs;

@@ -5,11 +5,12 @@
 //! and writes made while etcd is down landing once it is back.
 
 use etcd_client::Client;
-use longshot_coordinator::job_store::{recover, Change, EtcdJobStore, JobRecord, JobStore, NoJobStore, INTERRUPTED, JOBS_PREFIX};
+use longshot_coordinator::job_store::{recover, Change, EtcdJobStore, JobRecord, JobStore, NoJobStore, INTERRUPTED};
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Registry};
 use longshot_core::api::*;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::job::{ClipLength, JobSpec, OutputKind};
+use longshot_etcd::schema::job_key;
 use longshot_tests::etcd_server::{eventually, EtcdServer};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,7 +75,7 @@ async fn store(etcd: &EtcdServer, dir: &Path) -> EtcdJobStore {
 /// How many times the record of `job_id` was written (etcd's per-key version).
 async fn writes(etcd: &EtcdServer, job_id: &str) -> i64 {
     let mut c = Client::connect([etcd.endpoint()], None).await.expect("etcd client");
-    let resp = c.get(format!("{JOBS_PREFIX}{job_id}"), None).await.expect("get");
+    let resp = c.get(job_key(job_id), None).await.expect("get");
     resp.kvs().first().map_or(0, |kv| kv.version())
 }
 
@@ -116,7 +117,7 @@ async fn records_round_trip_exactly_and_only_to_their_data_dir() {
     other.save(&theirs.status.job_id, Change::State, &|| theirs.clone());
     assert!(s.flush(Duration::from_secs(10)).await && other.flush(Duration::from_secs(10)).await);
     let mut c = Client::connect([etcd.endpoint()], None).await.unwrap();
-    c.put(format!("{JOBS_PREFIX}job-9999-garbage"), "{not a record", None).await.unwrap();
+    c.put(job_key("job-9999-garbage"), "{not a record", None).await.unwrap();
     drop(s);
     // A new coordinator with the same data dir reads back exactly what was saved (floats included),
     // over several pages; the other data dir's record and the garbage are left alone.
