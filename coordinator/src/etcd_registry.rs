@@ -269,30 +269,17 @@ fn log_diff(old: &Workers, new: &Workers, revision: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn worker(id: &str) -> WorkerInfo {
-        WorkerInfo {
-            id: id.into(),
-            address: "127.0.0.1:7000".into(),
-            device_kind: "cpu".into(),
-            device_name: "test".into(),
-            memory_bytes: 1,
-            models: vec![],
-            version: "0".into(),
-            state: WorkerState::Idle,
-            nccl_gpu: None,
-        }
-    }
+    use longshot_tests::fixtures::worker_info;
 
     #[test]
     fn only_well_formed_records_are_workers() {
-        let w = worker("w1");
+        let w = worker_info("w1");
         let json = serde_json::to_vec(&w).unwrap();
         assert_eq!(decode(b"/longshot/v1/workers/w1", &json), Some(w));
         assert_eq!(decode(b"/longshot/v1/workers/w2", &json), None, "key and id disagree");
         assert_eq!(decode(b"/longshot/v1/workers/w1", b"{not json"), None);
         assert_eq!(decode(b"/elsewhere/w1", &json), None);
-        let mut bad = worker("w1");
+        let mut bad = worker_info("w1");
         bad.address = "nohost".into();
         assert_eq!(decode(b"/longshot/v1/workers/w1", &serde_json::to_vec(&bad).unwrap()), None);
     }

@@ -9,6 +9,7 @@ use longshot_coordinator::{Registry, RegistryError};
 use longshot_core::api::{WorkerInfo, WorkerState};
 use longshot_etcd::schema::{encode_worker, worker_key};
 use longshot_tests::etcd_server::{eventually, free_port, EtcdServer};
+use longshot_tests::fixtures::worker_info;
 use longshot_worker::etcd_membership::{EtcdMembership, EtcdMembershipConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,17 +18,8 @@ const PATIENCE: Duration = Duration::from_secs(5);
 const CONVERGE: Duration = Duration::from_secs(10);
 
 fn info(id: &str, port: u16) -> WorkerInfo {
-    WorkerInfo {
-        id: id.into(),
-        address: format!("127.0.0.1:{port}"),
-        device_kind: "cpu".into(),
-        device_name: "test cpu".into(),
-        memory_bytes: 1 << 30,
-        models: longshot_worker::models::ModelSet::builtin().served(),
-        version: "0.1.0".into(),
-        state: WorkerState::Idle,
-        nccl_gpu: None,
-    }
+    let models = longshot_worker::models::ModelSet::builtin().served();
+    WorkerInfo { address: format!("127.0.0.1:{port}"), models, ..worker_info(id) }
 }
 
 async fn join(etcd: &EtcdServer, id: &str, port: u16) -> EtcdMembership {

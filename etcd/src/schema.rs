@@ -110,19 +110,11 @@ pub fn decode_worker_at(key: &str, value: &[u8]) -> Result<WorkerInfo, RecordErr
 mod tests {
     use super::*;
     use longshot_core::api::WorkerState;
+    use longshot_tests::fixtures::worker_info;
 
     fn worker(id: &str) -> WorkerInfo {
-        WorkerInfo {
-            id: id.into(),
-            address: "127.0.0.1:7000".into(),
-            device_kind: "cuda".into(),
-            device_name: "test".into(),
-            memory_bytes: 1 << 30,
-            models: vec![],
-            version: "0.1.0".into(),
-            state: WorkerState::Busy,
-            nccl_gpu: Some("GPU-0".into()),
-        }
+        let nccl_gpu = Some("GPU-0".into());
+        WorkerInfo { device_kind: "cuda".into(), state: WorkerState::Busy, nccl_gpu, ..worker_info(id) }
     }
 
     #[test]

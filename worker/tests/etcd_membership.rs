@@ -7,23 +7,15 @@ use longshot_core::api::{WorkerInfo, WorkerState};
 use longshot_etcd::schema::{decode_worker, worker_key};
 use longshot_etcd::EtcdError;
 use longshot_tests::etcd_server::{eventually, free_port, EtcdServer};
+use longshot_tests::fixtures::worker_info;
 use longshot_worker::etcd_membership::{EtcdMembership, EtcdMembershipConfig, MembershipError, StateFn};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn info(id: &str, port: u16) -> WorkerInfo {
-    WorkerInfo {
-        id: id.into(),
-        address: format!("127.0.0.1:{port}"),
-        device_kind: "cpu".into(),
-        device_name: "test cpu".into(),
-        memory_bytes: 1 << 30,
-        models: longshot_worker::models::ModelSet::builtin().served(),
-        version: "0.1.0".into(),
-        state: WorkerState::Idle,
-        nccl_gpu: None,
-    }
+    let models = longshot_worker::models::ModelSet::builtin().served();
+    WorkerInfo { address: format!("127.0.0.1:{port}"), models, ..worker_info(id) }
 }
 
 fn config(etcd: &EtcdServer, ttl_s: u64) -> EtcdMembershipConfig {
