@@ -2,11 +2,11 @@
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use longshot_coordinator::etcd_connection::CONNECT_PATIENCE;
 use longshot_coordinator::etcd_registry::EtcdRegistry;
 use longshot_coordinator::job_store::{EtcdJobStore, JobRecord, JobStore, NoJobStore};
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, OverlapTransport, Registry};
 use longshot_core::api::{ApiError, BoxFuture, ExchangeApi, ExchangeConnector, RegistryApi, WorkerApi};
+use longshot_etcd::CONNECT_PATIENCE;
 use longshot_proto::client::{GrpcExchangeConnector, GrpcWorkerConnector, RegistryClient};
 use longshot_worker::device::DeviceRequest;
 use longshot_worker::models::ModelSource;

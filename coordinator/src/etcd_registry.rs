@@ -1,5 +1,6 @@
 //! Worker membership read from etcd: workers register themselves under
-//! `/longshot/v1/workers/{id}` with a lease (`longshot_worker::etcd_membership`); this registry
+//! `/longshot/v1/workers/{id}` with a lease (`longshot_worker::etcd_membership`; the key and the
+//! record are `longshot_etcd::schema`'s); this registry
 //! lists that prefix, then watches it from the listed revision + 1 in a background task that keeps
 //! an in-memory map, so `list()` never waits on etcd. A worker whose lease expires is deleted by
 //! etcd, the watch removes it, and the job run loop fails whatever it was running.
@@ -10,18 +11,15 @@
 //! same. While etcd is unreachable `list()` serves the last known workers: a running job keeps
 //! going (its workers' own streams report a crash) instead of failing on an etcd hiccup.
 
-use crate::etcd_connection::{connect, connect_once, timed, Backoff, EtcdError};
 use crate::registry::{validate_worker, Registry, RegistryError};
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use longshot_core::api::{BoxFuture, WorkerInfo, WorkerState};
+use longshot_etcd::schema::{decode_worker_at, worker_id, WORKERS_PREFIX};
+use longshot_etcd::{connect, connect_once, timed, Backoff, EtcdError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-
-/// Where workers register (the same prefix as `longshot_worker::etcd_membership`; a cross-crate
-/// test checks that they agree).
-pub const WORKERS_PREFIX: &str = "/longshot/v1/workers/";
 
 type Workers = BTreeMap<String, WorkerInfo>;
 
@@ -129,18 +127,13 @@ impl Registry for EtcdRegistry {
 /// must not be able to break membership by writing garbage.
 fn decode(key: &[u8], value: &[u8]) -> Option<WorkerInfo> {
     let key = String::from_utf8_lossy(key);
-    let id = key.strip_prefix(WORKERS_PREFIX)?;
-    let worker: WorkerInfo = match serde_json::from_slice(value) {
+    let worker = match decode_worker_at(&key, value) {
         Ok(w) => w,
         Err(e) => {
-            tracing::warn!("ignoring {key}: not a worker record ({e})");
+            tracing::warn!("ignoring {key}: {e}");
             return None;
         }
     };
-    if worker.id != id {
-        tracing::warn!("ignoring {key}: it holds worker {:?}", worker.id);
-        return None;
-    }
     if let Err(e) = validate_worker(&worker) {
         tracing::warn!("ignoring {key}: {e}");
         return None;
@@ -221,7 +214,7 @@ impl Follower {
             let resp = match stream.message().await {
                 Ok(Some(r)) => r,
                 Ok(None) => return Err(EtcdError::Request("the watch stream ended".into())),
-                Err(e) => return Err(EtcdError::Request(e.to_string())),
+                Err(e) => return Err(e.into()),
             };
             if resp.created() {
                 self.shared.connected.store(true, Ordering::Relaxed);
@@ -242,7 +235,7 @@ impl Follower {
                 let Some(kv) = event.kv() else { continue };
                 self.next_revision = self.next_revision.max(kv.mod_revision() + 1);
                 let key = String::from_utf8_lossy(kv.key());
-                let Some(id) = key.strip_prefix(WORKERS_PREFIX) else { continue };
+                let Some(id) = worker_id(&key) else { continue };
                 match event.event_type() {
                     EventType::Put => match decode(kv.key(), kv.value()) {
                         Some(w) => {
@@ -276,30 +269,17 @@ fn log_diff(old: &Workers, new: &Workers, revision: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn worker(id: &str) -> WorkerInfo {
-        WorkerInfo {
-            id: id.into(),
-            address: "127.0.0.1:7000".into(),
-            device_kind: "cpu".into(),
-            device_name: "test".into(),
-            memory_bytes: 1,
-            models: vec![],
-            version: "0".into(),
-            state: WorkerState::Idle,
-            nccl_gpu: None,
-        }
-    }
+    use longshot_tests::fixtures::worker_info;
 
     #[test]
     fn only_well_formed_records_are_workers() {
-        let w = worker("w1");
+        let w = worker_info("w1");
         let json = serde_json::to_vec(&w).unwrap();
         assert_eq!(decode(b"/longshot/v1/workers/w1", &json), Some(w));
         assert_eq!(decode(b"/longshot/v1/workers/w2", &json), None, "key and id disagree");
         assert_eq!(decode(b"/longshot/v1/workers/w1", b"{not json"), None);
         assert_eq!(decode(b"/elsewhere/w1", &json), None);
-        let mut bad = worker("w1");
+        let mut bad = worker_info("w1");
         bad.address = "nohost".into();
         assert_eq!(decode(b"/longshot/v1/workers/w1", &serde_json::to_vec(&bad).unwrap()), None);
     }

@@ -12,11 +12,12 @@
 //! loads.
 
 use crate::lifecycle::{self, Transition};
-use crate::etcd_connection::{connect, connect_once, prefix_end, timed, Backoff, EtcdError};
 use etcd_client::{Client, GetOptions};
 use longshot_core::api::{BoxFuture, JobState, JobStatus};
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::job::ResolvedJob;
+use longshot_etcd::schema::{job_key, JOBS_PREFIX};
+use longshot_etcd::{connect, connect_once, prefix_end, timed, Backoff, EtcdError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,8 +25,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
-
-pub const JOBS_PREFIX: &str = "/longshot/v1/jobs/";
 
 /// The reason given to jobs that were running when their coordinator died.
 pub const INTERRUPTED: &str = "interrupted: the coordinator restarted while this job was running";
@@ -358,7 +357,7 @@ impl Writer {
         let ids: Vec<String> = self.pending.keys().cloned().collect();
         for id in ids {
             let Some((value, _)) = self.pending.get(&id) else { continue };
-            timed(client.put(format!("{JOBS_PREFIX}{id}"), value.clone(), None)).await?;
+            timed(client.put(job_key(&id), value.clone(), None)).await?;
             for tx in self.pending.remove(&id).map(|p| p.1).unwrap_or_default() {
                 let _ = tx.send(());
             }

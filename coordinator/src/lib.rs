@@ -28,7 +28,6 @@ pub mod assembly;
 mod config;
 mod context;
 mod dispatch;
-pub use longshot_etcd as etcd_connection;
 pub mod etcd_registry;
 mod job_run;
 pub mod job_store;

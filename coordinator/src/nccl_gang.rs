@@ -57,20 +57,12 @@ pub fn nccl_decision(transport: OverlapTransport, coupled: bool, workers: &[Work
 #[cfg(test)]
 mod tests {
     use super::*;
-    use longshot_core::api::WorkerState;
+    use longshot_tests::fixtures::worker_info;
 
     fn worker(id: &str, gpu: Option<&str>) -> WorkerInfo {
-        WorkerInfo {
-            id: id.into(),
-            address: format!("{id}:1"),
-            device_kind: "cuda".into(),
-            device_name: "NVIDIA H100".into(),
-            memory_bytes: 1,
-            models: Vec::new(),
-            version: "v".into(),
-            state: WorkerState::Idle,
-            nccl_gpu: gpu.map(Into::into),
-        }
+        let (address, nccl_gpu) = (format!("{id}:1"), gpu.map(Into::into));
+        let (device_kind, device_name) = ("cuda".into(), "NVIDIA H100".into());
+        WorkerInfo { address, device_kind, device_name, nccl_gpu, ..worker_info(id) }
     }
 
     #[test]

@@ -138,19 +138,10 @@ impl Registry for InMemoryRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use longshot_tests::fixtures::worker_info;
 
     fn worker(id: &str, address: &str) -> WorkerInfo {
-        WorkerInfo {
-            id: id.into(),
-            address: address.into(),
-            device_kind: "cpu".into(),
-            device_name: "test".into(),
-            memory_bytes: 1,
-            models: vec![],
-            version: "0".into(),
-            state: WorkerState::Idle,
-            nccl_gpu: None,
-        }
+        WorkerInfo { address: address.into(), ..worker_info(id) }
     }
 
     #[tokio::test]

@@ -5,86 +5,25 @@
 
 use longshot_core::scheduler::Solver;
 use longshot_core::job::OutputKind;
-use futures::stream;
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, OverlapTransport, Registry};
 use longshot_core::api::*;
 use longshot_core::codenoise::BlendMode;
-use longshot_core::denoiser::{ModelInfo, TextEmbeddings};
+use longshot_core::denoiser::ModelInfo;
 use longshot_core::job::{ClipLength, JobSpec};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use longshot_tests::fixtures::{worker_info, Answer, FakeConnector, FakeWorker};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A worker that "renders" black frames at once. Its encode answers by prompt: "hang" never
-/// answers, "fail" fails, anything else returns no embeddings.
-#[derive(Default)]
-struct FakeWorker {
-    encodes: Mutex<Vec<String>>,
-    shards: Mutex<Vec<String>>,
-    /// The NCCL group of each shard's assignment.
-    nccl: Mutex<Vec<Option<NcclGroup>>>,
-    /// CreateNcclId calls answered, and whether to refuse them.
-    nccl_ids: Mutex<usize>,
-    refuse_nccl: std::sync::atomic::AtomicBool,
-    /// Refuse this many shards as busy first (a worker still winding down other work).
-    refuse_shards: std::sync::atomic::AtomicUsize,
-}
-
-impl WorkerApi for FakeWorker {
-    fn run_shard(&self, a: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
-        Box::pin(async move {
-            use std::sync::atomic::Ordering::Relaxed;
-            if self.refuse_shards.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
-                return Err(ApiError::FailedPrecondition("worker is busy with job other".into()));
-            }
-            self.shards.lock().unwrap().push(a.job_id.clone());
-            self.nccl.lock().unwrap().push(a.nccl.clone());
-            let first = a.plan.owned_range(a.windows.start).start;
-            let end = a.plan.owned_range(a.windows.end - 1).end.min(a.plan.latent_frames());
-            let (w, h) = (a.width as u32 * 8, a.height as u32 * 8);
-            let frames = |l: usize| if l == 0 { 0..1 } else { (1 + 4 * (l as u32 - 1))..(1 + 4 * l as u32) };
-            let mut events: Vec<ShardEvent> = (first..end)
-                .flat_map(frames)
-                .map(|index| ShardEvent::Frame { index, width: w, height: h, rgb8: vec![0; (w * h * 3) as usize] })
-                .collect();
-            events.push(ShardEvent::Finished);
-            Ok(Box::pin(stream::iter(events)) as BoxStream<ShardEvent>)
+/// answers, "fail" fails, anything else returns no embeddings; its NCCL ids repeat the job id.
+fn fake_worker() -> FakeWorker {
+    FakeWorker::new()
+        .with_encoder(|r| match r.prompt.as_str() {
+            "hang" => Answer::Never,
+            "fail" => Err(ApiError::Internal("the text encoder ran out of memory".into())).into(),
+            _ => Ok(None).into(),
         })
-    }
-
-    fn cancel_shard(&self, _job_id: String, _plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
-        Box::pin(async { Ok(false) })
-    }
-
-    fn nccl_unique_id(&self, job_id: String, _plan_id: u64) -> BoxFuture<'_, Result<Vec<u8>, ApiError>> {
-        Box::pin(async move {
-            if self.refuse_nccl.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(ApiError::FailedPrecondition("libnccl went away".into()));
-            }
-            *self.nccl_ids.lock().unwrap() += 1;
-            Ok(job_id.bytes().cycle().take(NCCL_UNIQUE_ID_BYTES).collect())
-        })
-    }
-
-    fn encode_text(&self, r: EncodeTextRequest) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>> {
-        Box::pin(async move {
-            self.encodes.lock().unwrap().push(r.job_id.clone());
-            match r.prompt.as_str() {
-                "hang" => std::future::pending().await,
-                "fail" => Err(ApiError::Internal("the text encoder ran out of memory".into())),
-                _ => Ok(None),
-            }
-        })
-    }
-}
-
-struct Fakes(HashMap<String, Arc<FakeWorker>>);
-
-impl WorkerConnector for Fakes {
-    fn connect(&self, address: String) -> BoxFuture<'static, Result<Arc<dyn WorkerApi>, ApiError>> {
-        let w = self.0.get(&address).cloned();
-        Box::pin(async move { w.map(|w| w as Arc<dyn WorkerApi>).ok_or_else(|| ApiError::Unavailable(format!("no worker at {address}"))) })
-    }
+        .with_nccl_ids(|job_id, _| Ok(job_id.bytes().cycle().take(NCCL_UNIQUE_ID_BYTES).collect()))
 }
 
 fn procedural(weights: &str) -> ModelInfo {
@@ -95,15 +34,12 @@ fn procedural(weights: &str) -> ModelInfo {
 
 fn worker(i: usize, device_name: &str, weights: &str) -> WorkerInfo {
     WorkerInfo {
-        id: format!("w{i}"),
         address: format!("10.0.0.{i}:7000"),
-        device_kind: "cpu".into(),
         device_name: device_name.into(),
         memory_bytes: 1,
         models: vec![procedural(weights)],
         version: "0.1.0+test".into(),
-        state: WorkerState::Idle,
-        nccl_gpu: None,
+        ..worker_info(&format!("w{i}"))
     }
 }
 
@@ -118,18 +54,18 @@ async fn cluster(workers: Vec<WorkerInfo>, encode_timeout: Duration) -> Cluster 
 
 async fn cluster_with(workers: Vec<WorkerInfo>, configure: impl FnOnce(&mut CoordinatorConfig)) -> Cluster {
     let registry = Arc::new(InMemoryRegistry::new(Duration::from_secs(60)));
-    let mut map = HashMap::new();
+    let mut map = Vec::new();
     let mut fakes = Vec::new();
     for w in workers {
-        let f = Arc::new(FakeWorker::default());
-        map.insert(w.address.clone(), f.clone());
+        let f = Arc::new(fake_worker());
+        map.push((w.address.clone(), f.clone()));
         fakes.push(f);
         registry.register(w).await.unwrap();
     }
     let dir = tempfile::tempdir().unwrap().keep();
     let mut cfg = CoordinatorConfig::new(dir);
     configure(&mut cfg);
-    Cluster { c: Coordinator::start(cfg, registry, Arc::new(Fakes(map))), fakes }
+    Cluster { c: Coordinator::start(cfg, registry, Arc::new(FakeConnector::new(map))), fakes }
 }
 
 /// 53 latent frames = 3 windows.
@@ -181,17 +117,17 @@ async fn finished(c: &Coordinator, job: &str) -> JobStatus {
 async fn a_cancel_while_encoding_cancels_the_job_and_frees_the_gang() {
     let k = cluster(vec![worker(0, "cpu-a", ""), worker(1, "cpu-a", "")], Duration::from_secs(600)).await;
     let job = k.c.submit(spec("hang")).await.unwrap().job_id;
-    wait_until("the encode call", || k.fakes[0].encodes.lock().unwrap().first().cloned()).await;
+    wait_until("the encode call", || k.fakes[0].encodes().first().cloned()).await;
     k.c.cancel(job.clone()).await.unwrap();
     assert_eq!(finished(&k.c, &job).await.state, JobState::Cancelled);
-    assert!(k.fakes.iter().all(|f| f.shards.lock().unwrap().is_empty()), "no shard may start after a cancel during encoding");
+    assert!(k.fakes.iter().all(|f| f.shards().is_empty()), "no shard may start after a cancel during encoding");
     // Both workers are free again: the next job runs on the pair and is encoded once, by w0.
     let next = k.c.submit(spec("a slow red sunset")).await.unwrap().job_id;
     let s = finished(&k.c, &next).await;
     assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
-    assert_eq!(*k.fakes[0].encodes.lock().unwrap(), [job, next.clone()]);
-    assert!(k.fakes[1].encodes.lock().unwrap().is_empty());
-    assert!(k.fakes.iter().all(|f| *f.shards.lock().unwrap() == [next.clone()]));
+    assert_eq!(k.fakes[0].encodes(), [job, next.clone()]);
+    assert!(k.fakes[1].encodes().is_empty());
+    assert!(k.fakes.iter().all(|f| f.shards() == [next.clone()]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +142,7 @@ async fn an_encode_that_fails_or_never_answers_fails_the_job_naming_the_worker()
     let s = finished(&k.c, &job).await;
     let e = s.error.unwrap_or_default();
     assert!(e.starts_with("worker w0 (10.0.0.0:7000) could not encode the prompts: ") && e.contains("ran out of memory"), "{e}");
-    assert!(k.fakes[0].shards.lock().unwrap().is_empty());
+    assert!(k.fakes[0].shards().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +156,7 @@ async fn only_workers_with_equal_device_models_and_weights_are_ganged() {
     let job = k.c.submit(spec("two")).await.unwrap().job_id;
     let s = finished(&k.c, &job).await;
     assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
-    let ran: Vec<bool> = k.fakes.iter().map(|f| !f.shards.lock().unwrap().is_empty()).collect();
+    let ran: Vec<bool> = k.fakes.iter().map(|f| !f.shards().is_empty()).collect();
     assert_eq!(ran, [true, true, false]);
 }
 
@@ -236,16 +172,16 @@ async fn a_gang_on_distinct_nccl_gpus_gets_one_communicator_and_falls_back_to_tc
     let s = finished(&k.c, &job).await;
     assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(3)), "{s:?}");
     // Rank 0 made the id once; every shard carries it with its own rank.
-    assert_eq!(k.fakes.iter().map(|f| *f.nccl_ids.lock().unwrap()).collect::<Vec<_>>(), [1, 0, 0]);
+    assert_eq!(k.fakes.iter().map(|f| f.nccl_id_calls().len()).collect::<Vec<_>>(), [1, 0, 0]);
     let id: Vec<u8> = job.bytes().cycle().take(NCCL_UNIQUE_ID_BYTES).collect();
     for (rank, f) in k.fakes.iter().enumerate() {
-        assert_eq!(*f.nccl.lock().unwrap(), [Some(NcclGroup { unique_id: id.clone(), rank, ranks: 3 })]);
+        assert_eq!(f.nccl_groups(), [Some(NcclGroup { unique_id: id.clone(), rank, ranks: 3 })]);
     }
     // Rank 0 cannot make an id: the job still runs, over TCP.
-    k.fakes[0].refuse_nccl.store(true, std::sync::atomic::Ordering::Relaxed);
+    k.fakes[0].refuse_nccl(true);
     let s = finished(&k.c, &k.c.submit(spec("again")).await.unwrap().job_id).await;
     assert_eq!(s.state, JobState::Done, "{s:?}");
-    assert!(k.fakes.iter().all(|f| f.nccl.lock().unwrap()[1].is_none()));
+    assert!(k.fakes.iter().all(|f| f.nccl_groups()[1].is_none()));
 
     // Two workers on one GPU, a worker without NCCL, or the default transport: TCP, no id asked.
     for (workers, transport) in [
@@ -256,7 +192,7 @@ async fn a_gang_on_distinct_nccl_gpus_gets_one_communicator_and_falls_back_to_tc
         let k = cluster_with(workers, |cfg| cfg.overlap_transport = transport).await;
         let s = finished(&k.c, &k.c.submit(spec("tcp")).await.unwrap().job_id).await;
         assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
-        assert!(k.fakes.iter().all(|f| *f.nccl.lock().unwrap() == [None] && *f.nccl_ids.lock().unwrap() == 0), "{transport:?}");
+        assert!(k.fakes.iter().all(|f| f.nccl_groups() == [None] && f.nccl_id_calls().is_empty()), "{transport:?}");
     }
 }
 
@@ -266,12 +202,12 @@ async fn a_gang_on_distinct_nccl_gpus_gets_one_communicator_and_falls_back_to_tc
 async fn a_refused_shard_requeues_the_job_and_its_outputs_are_written_once() {
     // One window, two idle workers: w0 refuses, the next plan starts on w1 at once.
     let k = cluster(vec![worker(0, "cpu-a", ""), worker(1, "cpu-a", "")], Duration::from_secs(60)).await;
-    k.fakes[0].refuse_shards.store(1, std::sync::atomic::Ordering::Relaxed);
+    k.fakes[0].refuse_shards(1);
     let one_window = JobSpec { outputs: vec![OutputKind::Mp4, OutputKind::Latents], length: ClipLength::Frames(49), ..spec("refused once") };
     let job = k.c.submit(one_window).await.unwrap().job_id;
     let s = finished(&k.c, &job).await;
     assert_eq!(s.state, JobState::Done, "{s:?}");
     assert_eq!(s.outputs.len(), 2, "{s:?}");
-    assert!(k.fakes[0].shards.lock().unwrap().is_empty());
-    assert_eq!(*k.fakes[1].shards.lock().unwrap(), [job]);
+    assert!(k.fakes[0].shards().is_empty());
+    assert_eq!(k.fakes[1].shards(), [job]);
 }

@@ -4,10 +4,12 @@
 //! watch, an etcd restart, and an unreachable etcd at start-up.
 
 use etcd_client::{Client, CompactionOptions, PutOptions};
-use longshot_coordinator::etcd_registry::{EtcdRegistry, WORKERS_PREFIX};
+use longshot_coordinator::etcd_registry::EtcdRegistry;
 use longshot_coordinator::{Registry, RegistryError};
 use longshot_core::api::{WorkerInfo, WorkerState};
+use longshot_etcd::schema::{encode_worker, worker_key};
 use longshot_tests::etcd_server::{eventually, free_port, EtcdServer};
+use longshot_tests::fixtures::worker_info;
 use longshot_worker::etcd_membership::{EtcdMembership, EtcdMembershipConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,17 +18,8 @@ const PATIENCE: Duration = Duration::from_secs(5);
 const CONVERGE: Duration = Duration::from_secs(10);
 
 fn info(id: &str, port: u16) -> WorkerInfo {
-    WorkerInfo {
-        id: id.into(),
-        address: format!("127.0.0.1:{port}"),
-        device_kind: "cpu".into(),
-        device_name: "test cpu".into(),
-        memory_bytes: 1 << 30,
-        models: longshot_worker::models::ModelSet::builtin().served(),
-        version: "0.1.0".into(),
-        state: WorkerState::Idle,
-        nccl_gpu: None,
-    }
+    let models = longshot_worker::models::ModelSet::builtin().served();
+    WorkerInfo { address: format!("127.0.0.1:{port}"), models, ..worker_info(id) }
 }
 
 async fn join(etcd: &EtcdServer, id: &str, port: u16) -> EtcdMembership {
@@ -51,8 +44,8 @@ async fn client(etcd: &EtcdServer) -> Client {
 /// Registers `id` the way a worker does, but under a lease nobody renews.
 async fn register_unrenewed(c: &mut Client, id: &str, port: u16, ttl: i64) {
     let lease = c.lease_grant(ttl, None).await.expect("lease").id();
-    let value = serde_json::to_vec(&info(id, port)).expect("json");
-    c.put(format!("{WORKERS_PREFIX}{id}"), value, Some(PutOptions::new().with_lease(lease))).await.expect("put");
+    let value = encode_worker(&info(id, port)).expect("a worker record");
+    c.put(worker_key(id), value, Some(PutOptions::new().with_lease(lease))).await.expect("put");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,11 +89,13 @@ async fn grpc_registration_is_refused_with_a_clear_error() {
 async fn records_that_are_not_workers_are_ignored() {
     let etcd = EtcdServer::start();
     let mut c = client(&etcd).await;
-    c.put(format!("{WORKERS_PREFIX}junk"), "{not json", None).await.unwrap();
-    c.put(format!("{WORKERS_PREFIX}liar"), serde_json::to_vec(&info("someone-else", 1)).unwrap(), None).await.unwrap();
+    c.put(worker_key("junk"), "{not json", None).await.unwrap();
+    c.put(worker_key("liar"), encode_worker(&info("someone-else", 1)).unwrap(), None).await.unwrap();
+    let future = r#"{"record_version": 2, "id": "future", "address": "127.0.0.1:1"}"#;
+    c.put(worker_key("future"), future, None).await.unwrap();
     let r = EtcdRegistry::start(vec![etcd.endpoint()], PATIENCE).await.expect("registry");
     assert!(ids(&r).await.is_empty());
-    c.put(format!("{WORKERS_PREFIX}junk2"), "[]", None).await.unwrap();
+    c.put(worker_key("junk2"), "[]", None).await.unwrap();
     let w1 = join(&etcd, "w1", 7001).await;
     wait_for(&r, &["w1"]).await;
     w1.shutdown().await;
@@ -117,7 +112,7 @@ async fn the_watch_survives_compaction() {
     let rev = c.put("/longshot/other", "x", None).await.unwrap().header().unwrap().revision();
     c.compact(rev, Some(CompactionOptions::new().with_physical())).await.expect("compact");
     register_unrenewed(&mut c, "w2", 7002, 30).await;
-    c.delete(format!("{WORKERS_PREFIX}w1"), None).await.unwrap();
+    c.delete(worker_key("w1"), None).await.unwrap();
     wait_for(&r, &["w2"]).await;
     // A watch that needs a compacted revision is cancelled by etcd with the compaction revision:
     // the registry lists again, and keeps watching from there.
@@ -145,7 +140,7 @@ async fn the_watch_reconnects_after_an_etcd_restart() {
     register_unrenewed(&mut c, "w2", 7002, 60).await;
     wait_for(&r, &["w1", "w2"]).await;
     assert!(r.connected());
-    c.delete(format!("{WORKERS_PREFIX}w1"), None).await.unwrap();
+    c.delete(worker_key("w1"), None).await.unwrap();
     wait_for(&r, &["w2"]).await;
 }
 

@@ -6,15 +6,16 @@
 
 use longshot_core::scheduler::Solver;
 use etcd_client::Client;
-use longshot_coordinator::job_store::{recover, Change, EtcdJobStore, JobRecord, JobStore, NoJobStore, INTERRUPTED, JOBS_PREFIX};
+use longshot_coordinator::job_store::{recover, Change, EtcdJobStore, JobRecord, JobStore, NoJobStore, INTERRUPTED};
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Registry};
 use longshot_core::api::*;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::job::{ClipLength, JobSpec, OutputKind};
+use longshot_etcd::schema::job_key;
 use longshot_tests::etcd_server::{eventually, EtcdServer};
+use longshot_tests::fixtures::{worker_info, FakeConnector, FakeWorker};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -75,7 +76,7 @@ async fn store(etcd: &EtcdServer, dir: &Path) -> EtcdJobStore {
 /// How many times the record of `job_id` was written (etcd's per-key version).
 async fn writes(etcd: &EtcdServer, job_id: &str) -> i64 {
     let mut c = Client::connect([etcd.endpoint()], None).await.expect("etcd client");
-    let resp = c.get(format!("{JOBS_PREFIX}{job_id}"), None).await.expect("get");
+    let resp = c.get(job_key(job_id), None).await.expect("get");
     resp.kvs().first().map_or(0, |kv| kv.version())
 }
 
@@ -117,7 +118,7 @@ async fn records_round_trip_exactly_and_only_to_their_data_dir() {
     other.save(&theirs.status.job_id, Change::State, &|| theirs.clone());
     assert!(s.flush(Duration::from_secs(10)).await && other.flush(Duration::from_secs(10)).await);
     let mut c = Client::connect([etcd.endpoint()], None).await.unwrap();
-    c.put(format!("{JOBS_PREFIX}job-9999-garbage"), "{not a record", None).await.unwrap();
+    c.put(job_key("job-9999-garbage"), "{not a record", None).await.unwrap();
     drop(s);
     // A new coordinator with the same data dir reads back exactly what was saved (floats included),
     // over several pages; the other data dir's record and the garbage are left alone.
@@ -175,55 +176,15 @@ async fn records_saved_while_etcd_is_down_land_when_it_is_back() {
     assert_eq!(store(&etcd, &dir).await.load().await.unwrap(), [done, second], "the refused job must not appear");
 }
 
-/// A worker that refuses its first `refusals` shards as busy, then "renders" black frames at once;
-/// it records which jobs it ran, in order.
-#[derive(Default)]
-struct FakeWorker {
-    refusals: AtomicUsize,
-    ran: Mutex<Vec<String>>,
-}
-
-impl WorkerApi for FakeWorker {
-    fn run_shard(&self, a: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
-        Box::pin(async move {
-            if self.refusals.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
-                return Err(ApiError::FailedPrecondition("worker f0 is busy with job job-0000-old".into()));
-            }
-            self.ran.lock().unwrap().push(a.job_id.clone());
-            let frames = 1 + 4 * (a.plan.latent_frames() as u32 - 1);
-            let (w, h) = (a.width as u32 * 8, a.height as u32 * 8);
-            let mut events: Vec<ShardEvent> = (0..frames).map(|index| ShardEvent::Frame { index, width: w, height: h, rgb8: vec![0; (w * h * 3) as usize] }).collect();
-            events.push(ShardEvent::Finished);
-            Ok(Box::pin(futures::stream::iter(events)) as BoxStream<ShardEvent>)
-        })
-    }
-
-    fn cancel_shard(&self, _job_id: String, _plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
-        Box::pin(async { Ok(false) })
-    }
-
-    /// Like the procedural model: conditions on the prompt text, no embeddings.
-    fn encode_text(&self, _r: EncodeTextRequest) -> BoxFuture<'_, Result<Option<longshot_core::denoiser::TextEmbeddings>, ApiError>> {
-        Box::pin(async { Ok(None) })
-    }
-}
-
-struct FakeConnector(Arc<FakeWorker>);
-
-impl WorkerConnector for FakeConnector {
-    fn connect(&self, _address: String) -> BoxFuture<'static, Result<Arc<dyn WorkerApi>, ApiError>> {
-        let w: Arc<dyn WorkerApi> = self.0.clone();
-        Box::pin(async move { Ok(w) })
-    }
-}
-
 /// A coordinator with one fake worker, started from `records`.
 async fn coordinator(data: &Path, worker: Arc<FakeWorker>, records: Vec<JobRecord>) -> Coordinator {
     let registry = Arc::new(InMemoryRegistry::new(Duration::from_secs(60)));
-    let model = longshot_worker::models::ModelSet::builtin().served();
-    let info = WorkerInfo { id: "f0".into(), address: "127.0.0.1:9".into(), device_kind: "cpu".into(), device_name: "fake".into(), memory_bytes: 1, models: model, version: "0".into(), state: WorkerState::Idle, nccl_gpu: None };
+    let models = longshot_worker::models::ModelSet::builtin().served();
+    let info = WorkerInfo { address: "127.0.0.1:9".into(), models, ..worker_info("f0") };
+    let workers = Arc::new(FakeConnector::new([(info.address.clone(), worker)]));
     registry.register(info).await.unwrap();
-    Coordinator::start_with(CoordinatorConfig::new(data.to_path_buf()), registry, Arc::new(FakeConnector(worker)), Arc::new(NoJobStore), records)
+    let cfg = CoordinatorConfig::new(data.to_path_buf());
+    Coordinator::start_with(cfg, registry, workers, Arc::new(NoJobStore), records)
 }
 
 async fn wait_done(c: &Coordinator, job: &str) -> JobStatus {
@@ -245,7 +206,7 @@ async fn a_restored_coordinator_runs_the_old_queue_in_order_and_numbers_on() {
         record_of(2, JobState::Running, 0, data, 49, 3),
         record_of(4, JobState::Queued, 9, data, 49, 3),
     ];
-    let worker = Arc::new(FakeWorker::default());
+    let worker = Arc::new(FakeWorker::new());
     let c = coordinator(data, worker.clone(), records).await;
     let interrupted = c.get("job-0002-0000beef".into()).await.unwrap();
     assert_eq!((interrupted.state, interrupted.error.as_deref()), (JobState::Failed, Some(INTERRUPTED)));
@@ -253,7 +214,7 @@ async fn a_restored_coordinator_runs_the_old_queue_in_order_and_numbers_on() {
     for id in ["job-0003-0000beef", "job-0004-0000beef", "job-0005-0000beef"] {
         assert_eq!(wait_done(&c, id).await.state, JobState::Done);
     }
-    assert_eq!(*worker.ran.lock().unwrap(), ["job-0004-0000beef", "job-0003-0000beef", "job-0005-0000beef"]);
+    assert_eq!(worker.shards(), ["job-0004-0000beef", "job-0003-0000beef", "job-0005-0000beef"]);
     let spec = record_of(9, JobState::Queued, 0, data, 49, 3).status.spec;
     let next = c.submit(spec).await.expect("submit");
     assert!(next.job_id.starts_with("job-0006-"), "{}", next.job_id);
@@ -263,12 +224,13 @@ async fn a_restored_coordinator_runs_the_old_queue_in_order_and_numbers_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_refused_as_busy_sends_the_job_back_to_the_queue() {
     let dir = tempfile::tempdir().unwrap();
-    let worker = Arc::new(FakeWorker { refusals: AtomicUsize::new(2), ..FakeWorker::default() });
+    let worker = Arc::new(FakeWorker::new());
+    worker.refuse_shards(2);
     let c = coordinator(dir.path(), worker.clone(), Vec::new()).await;
     let spec = record_of(1, JobState::Queued, 0, dir.path(), 49, 3).status.spec;
     let job = c.submit(spec).await.expect("submit").job_id;
     let s = wait_done(&c, &job).await;
     assert_eq!((s.state, s.error), (JobState::Done, None));
-    assert_eq!(worker.refusals.load(Ordering::Relaxed), 0, "both refusals were retried");
-    assert_eq!(*worker.ran.lock().unwrap(), [job]);
+    assert_eq!(worker.refusals_left(), 0, "both refusals were retried");
+    assert_eq!(worker.shards(), [job]);
 }

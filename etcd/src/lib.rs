@@ -1,12 +1,17 @@
-//! Connecting to etcd, shared by the coordinator (`etcd_registry`, `job_store`) and the worker
-//! (`etcd_membership`): endpoint validation, bounded start-up retries, a deadline on every
-//! request, and reconnect backoff.
+//! Longshot's use of etcd, shared by the coordinator (`etcd_registry`, `job_store`) and the worker
+//! (`etcd_membership`):
+//!
+//! - [`schema`]: the contract: key prefixes and the worker record's encoding and version.
+//! - this module: connecting: endpoint validation, bounded start-up retries, a deadline on every
+//!   request, and reconnect backoff.
 //!
 //! etcd-client connects lazily over a balanced channel: with no reachable member a request waits
 //! forever, and a channel whose member restarted may never recover. So every request here has a
 //! deadline, and the long-lived loops build a fresh client after any failure.
 
 #![forbid(unsafe_code)]
+
+pub mod schema;
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use std::future::Future;
@@ -23,6 +28,8 @@ pub enum EtcdError {
     Unreachable { endpoints: String, waited: Duration, attempts: u32, last: String },
     #[error("etcd request failed: {0}")]
     Request(String),
+    #[error("etcd request failed: {0}")]
+    Client(#[from] etcd_client::Error),
 }
 
 /// One request's deadline.
@@ -34,7 +41,7 @@ pub const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 /// Runs an etcd request with [`REQUEST_TIMEOUT`].
 pub async fn timed<T>(f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, EtcdError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
-        Ok(r) => r.map_err(|e| EtcdError::Request(e.to_string())),
+        Ok(r) => Ok(r?),
         Err(_) => Err(EtcdError::Request(format!("no answer within {REQUEST_TIMEOUT:?}"))),
     }
 }
@@ -59,7 +66,7 @@ pub async fn connect_once(endpoints: &[String]) -> Result<Client, EtcdError> {
     // HTTP/2 pings notice a silently dead connection (and so a stuck watch) within seconds.
     let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_keep_alive(Duration::from_secs(3), Duration::from_secs(2));
     let mut client = timed(Client::connect(endpoints, Some(opts))).await?;
-    timed(client.get("/longshot/", Some(GetOptions::new().with_prefix().with_count_only()))).await?;
+    timed(client.get(schema::ROOT, Some(GetOptions::new().with_prefix().with_count_only()))).await?;
     Ok(client)
 }
 

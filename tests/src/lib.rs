@@ -1,9 +1,11 @@
 //! Shared harness for Longshot's cross-crate tests: the procedural reference model rendered
 //! in-process (partitions on threads) and seam measurements over the result; [`etcd_server`], a
-//! real etcd process for the etcd membership and job-record tests.
+//! real etcd process for the etcd membership and job-record tests; [`fixtures`], a fake worker and
+//! a `WorkerInfo` fixture for the coordinator's, the worker's and the gRPC adapters' tests.
 #![forbid(unsafe_code)]
 
 pub mod etcd_server;
+pub mod fixtures;
 
 use longshot_core::codenoise::{BlendMode, PartitionConfig};
 use longshot_core::denoiser::Conditioning;

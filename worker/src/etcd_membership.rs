@@ -1,7 +1,8 @@
 //! Worker membership in etcd: the worker registers itself under `/longshot/v1/workers/{id}` (its
-//! `WorkerInfo` as JSON) bound to a lease that it keeps alive, so every coordinator watching that
-//! prefix sees it come, change state and go. A worker that stops renewing (crash, freeze, network
-//! partition) disappears when its lease expires; a graceful shutdown revokes the lease at once.
+//! `WorkerInfo` as a worker record of `longshot_etcd::schema`) bound to a lease that it keeps
+//! alive, so every coordinator watching that prefix sees it come, change state and go. A worker
+//! that stops renewing (crash, freeze, network partition) disappears when its lease expires; a
+//! graceful shutdown revokes the lease at once.
 //!
 //! The lease lives on its own OS thread with a current-thread tokio runtime: a worker whose main
 //! runtime is saturated (frames streaming, overlap traffic) must never miss a renewal, or the
@@ -12,7 +13,8 @@
 
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use longshot_core::api::{WorkerInfo, WorkerState};
-use std::future::Future;
+use longshot_etcd::schema::{decode_worker, encode_worker, worker_key, RecordError};
+use longshot_etcd::{connect, timed, validate_endpoints, EtcdError, REQUEST_TIMEOUT};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,31 +24,20 @@ use tokio::sync::oneshot;
 mod keeper;
 use keeper::Keeper;
 
-/// Where workers register; the coordinator's `EtcdRegistry` watches the same prefix.
-pub const WORKERS_PREFIX: &str = "/longshot/v1/workers/";
-
-/// The key of one worker.
-pub fn worker_key(id: &str) -> String {
-    format!("{WORKERS_PREFIX}{id}")
-}
-
 /// Reports the worker's current state, published to etcd when it changes.
 pub type StateFn = Arc<dyn Fn() -> WorkerState + Send + Sync>;
 
 #[derive(Debug, Error)]
 pub enum MembershipError {
-    #[error("no etcd endpoint given; pass --etcd http://host:port")]
-    NoEndpoint,
-    #[error("etcd endpoint {0:?} is not http://host:port")]
-    BadEndpoint(String),
     #[error("lease ttl {0:?} is not in 2..=3600 seconds")]
     BadTtl(Duration),
-    #[error("etcd at {endpoints} is unreachable after {waited:.1?} ({attempts} attempts): {last}")]
-    Unreachable { endpoints: String, waited: Duration, attempts: u32, last: String },
     #[error("worker id {id:?} is already registered in etcd by a live worker at {address}; pick another --id or stop that worker (a crashed worker's registration expires with its lease)")]
     Duplicate { id: String, address: String },
-    #[error("etcd request failed: {0}")]
-    Etcd(String),
+    /// Endpoints, reachability and request failures.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error("cannot start the etcd lease thread: {0}")]
     Thread(String),
 }
@@ -81,47 +72,11 @@ impl EtcdMembershipConfig {
 /// How often the worker's state is checked for a change to publish.
 const STATE_POLL: Duration = Duration::from_millis(250);
 
-use longshot_etcd::{EtcdError, REQUEST_TIMEOUT};
-
-impl From<EtcdError> for MembershipError {
-    fn from(e: EtcdError) -> Self {
-        match e {
-            EtcdError::NoEndpoint => MembershipError::NoEndpoint,
-            EtcdError::BadEndpoint(ep) => MembershipError::BadEndpoint(ep),
-            EtcdError::Unreachable { endpoints, waited, attempts, last } => MembershipError::Unreachable { endpoints, waited, attempts, last },
-            EtcdError::Request(m) => MembershipError::Etcd(m),
-        }
-    }
-}
-
-fn err(e: etcd_client::Error) -> MembershipError {
-    MembershipError::Etcd(e.to_string())
-}
-
-/// Runs an etcd request with the shared per-request deadline (`longshot_etcd::timed`).
-async fn timed<T>(f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, MembershipError> {
-    Ok(longshot_etcd::timed(f).await?)
-}
-
-fn validate_endpoints(endpoints: &[String]) -> Result<(), MembershipError> {
-    Ok(longshot_etcd::validate_endpoints(endpoints)?)
-}
-
-/// A client whose first request was answered (the client itself connects lazily).
-async fn connect_once(endpoints: &[String]) -> Result<Client, MembershipError> {
-    Ok(longshot_etcd::connect_once(endpoints).await?)
-}
-
-/// Connects, retrying with exponential backoff for at most `patience`.
-async fn connect(endpoints: &[String], patience: Duration) -> Result<Client, MembershipError> {
-    Ok(longshot_etcd::connect(endpoints, patience).await?)
-}
-
 /// Grants a lease and puts the worker's key if (and only if) no key of that id exists.
 async fn register_once(client: &mut Client, info: &WorkerInfo, ttl_secs: i64) -> Result<i64, MembershipError> {
     let lease = timed(client.lease_grant(ttl_secs, None)).await?.id();
     let key = worker_key(&info.id);
-    let value = serde_json::to_vec(info).map_err(|e| MembershipError::Etcd(format!("encoding the worker record: {e}")))?;
+    let value = encode_worker(info)?;
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
         .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease)))])
@@ -130,7 +85,7 @@ async fn register_once(client: &mut Client, info: &WorkerInfo, ttl_secs: i64) ->
         Ok(r) => r,
         Err(e) => {
             let _ = timed(client.lease_revoke(lease)).await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     if resp.succeeded() {
@@ -144,7 +99,7 @@ async fn register_once(client: &mut Client, info: &WorkerInfo, ttl_secs: i64) ->
             TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
             _ => None,
         })
-        .and_then(|v| serde_json::from_slice::<WorkerInfo>(&v).ok())
+        .and_then(|v| decode_worker(&v).ok())
         .map_or_else(|| "an unknown address".to_string(), |w| w.address);
     Err(MembershipError::Duplicate { id: info.id.clone(), address })
 }
@@ -181,7 +136,7 @@ impl EtcdMembership {
                 rt.block_on(async move {
                     let mut client = match connect(&cfg.endpoints, cfg.connect_patience).await {
                         Ok(c) => c,
-                        Err(e) => return drop(ready_tx.send(Err(e))),
+                        Err(e) => return drop(ready_tx.send(Err(e.into()))),
                     };
                     let id = match register_once(&mut client, &info, ttl_secs).await {
                         Ok(id) => id,
@@ -234,9 +189,11 @@ mod tests {
     #[test]
     fn endpoints_and_ttl_are_validated() {
         assert!(validate_endpoints(&["http://127.0.0.1:2379".into(), "http://etcd-1:2379/".into()]).is_ok());
-        assert!(matches!(validate_endpoints(&[]), Err(MembershipError::NoEndpoint)));
+        let membership = |e: &[String]| validate_endpoints(e).map_err(MembershipError::from);
+        assert!(matches!(membership(&[]), Err(MembershipError::Etcd(EtcdError::NoEndpoint))));
         for bad in ["127.0.0.1:2379", "https://h:1", "http://:2379", "http://h:0", "http://h"] {
-            assert!(matches!(validate_endpoints(&[bad.into()]), Err(MembershipError::BadEndpoint(_))), "{bad}");
+            let e = membership(&[bad.into()]);
+            assert!(matches!(e, Err(MembershipError::Etcd(EtcdError::BadEndpoint(_)))), "{bad}");
         }
         let mut cfg = EtcdMembershipConfig::new(vec!["http://h:1".into()]);
         assert_eq!(cfg.ttl_secs().ok(), Some(10));

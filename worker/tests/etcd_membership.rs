@@ -4,24 +4,18 @@
 
 use etcd_client::Client;
 use longshot_core::api::{WorkerInfo, WorkerState};
+use longshot_etcd::schema::{decode_worker, worker_key};
+use longshot_etcd::EtcdError;
 use longshot_tests::etcd_server::{eventually, free_port, EtcdServer};
-use longshot_worker::etcd_membership::{worker_key, EtcdMembership, EtcdMembershipConfig, MembershipError, StateFn};
+use longshot_tests::fixtures::worker_info;
+use longshot_worker::etcd_membership::{EtcdMembership, EtcdMembershipConfig, MembershipError, StateFn};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn info(id: &str, port: u16) -> WorkerInfo {
-    WorkerInfo {
-        id: id.into(),
-        address: format!("127.0.0.1:{port}"),
-        device_kind: "cpu".into(),
-        device_name: "test cpu".into(),
-        memory_bytes: 1 << 30,
-        models: longshot_worker::models::ModelSet::builtin().served(),
-        version: "0.1.0".into(),
-        state: WorkerState::Idle,
-        nccl_gpu: None,
-    }
+    let models = longshot_worker::models::ModelSet::builtin().served();
+    WorkerInfo { address: format!("127.0.0.1:{port}"), models, ..worker_info(id) }
 }
 
 fn config(etcd: &EtcdServer, ttl_s: u64) -> EtcdMembershipConfig {
@@ -38,7 +32,7 @@ fn idle() -> StateFn {
 async fn record(client: &mut Client, id: &str) -> Option<(WorkerInfo, i64)> {
     let resp = client.get(worker_key(id), None).await.expect("etcd get");
     let kv = resp.kvs().first()?;
-    Some((serde_json::from_slice(kv.value()).expect("worker json"), kv.lease()))
+    Some((decode_worker(kv.value()).expect("a worker record"), kv.lease()))
 }
 
 async fn client(etcd: &EtcdServer) -> Client {
@@ -147,7 +141,7 @@ async fn an_unreachable_etcd_fails_start_up_within_the_bound() {
     let t = Instant::now();
     let e = EtcdMembership::start(cfg, info("w1", 7001), idle()).await.err().expect("nothing listens there");
     let took = t.elapsed();
-    assert!(matches!(e, MembershipError::Unreachable { .. }), "{e:?}");
+    assert!(matches!(e, MembershipError::Etcd(EtcdError::Unreachable { .. })), "{e:?}");
     assert!(e.to_string().starts_with("etcd at http://127.0.0.1:"), "{e}");
     assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(3), "gave up after {took:?}");
 }

@@ -19,6 +19,7 @@ use longshot_proto::client::{
 };
 use longshot_proto::pb;
 use longshot_proto::server::{serve_coordinator, serve_worker};
+use longshot_tests::fixtures::{worker_info, FakeWorker};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -159,15 +160,8 @@ impl JobApi for FakeCoordinator {
 
 fn worker(id: &str) -> WorkerInfo {
     WorkerInfo {
-        id: id.into(),
-        address: "127.0.0.1:7001".into(),
-        device_kind: "cpu".into(),
-        device_name: "test".into(),
-        memory_bytes: 1 << 30,
         models: vec![model()],
-        version: "0.1.0".into(),
-        state: WorkerState::Idle,
-        nccl_gpu: None,
+        ..worker_info(id)
     }
 }
 
@@ -203,11 +197,9 @@ impl RegistryApi for FakeCoordinator {
     }
 }
 
-/// A worker whose exchange answers every message with its negation (velocity and halo values
-/// negated, hash inverted), and whose shards stream canned events.
-struct FakeWorker {
-    shard_events: Vec<ShardEvent>,
-}
+/// The worker's exchange: answers every message with its negation (velocity and halo values
+/// negated, hash inverted).
+struct MirrorExchange;
 
 fn mirrored(mut env: OverlapEnvelope) -> OverlapEnvelope {
     env.message.payload = match env.message.payload {
@@ -218,7 +210,7 @@ fn mirrored(mut env: OverlapEnvelope) -> OverlapEnvelope {
     env
 }
 
-impl ExchangeApi for FakeWorker {
+impl ExchangeApi for MirrorExchange {
     fn overlap(
         &self,
         mut inbound: BoxStream<Result<OverlapEnvelope, ApiError>>,
@@ -245,48 +237,41 @@ impl ExchangeApi for FakeWorker {
     }
 }
 
-impl WorkerApi for FakeWorker {
-    fn run_shard(
-        &self,
-        assignment: ShardAssignment,
-    ) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
-        Box::pin(async move {
+/// A worker whose shards stream `shard_events` (job `hang`: the first one, then silence, for the
+/// test to cut the connection under it) and which reports plan 3 cancelled.
+///
+/// CreateNcclId: job `gpu`: a 128-byte id; `short`: a malformed 5-byte one; anything else:
+/// refused as a worker without NCCL refuses.
+///
+/// EncodeText: `wan`: 2×3 embeddings derived from the prompt lengths; `procedural`: none; `nan`:
+/// a malformed answer; anything else: not served.
+fn fake_worker(shard_events: Vec<ShardEvent>) -> FakeWorker {
+    FakeWorker::new()
+        .with_shards(move |assignment| {
+            let events = stream::iter(shard_events.clone());
             if assignment.job_id == "hang" {
-                // One event, then silence: the test cuts the connection under it.
-                let events = stream::iter(self.shard_events.clone())
-                    .take(1)
-                    .chain(stream::pending());
-                return Ok(Box::pin(events) as BoxStream<_>);
+                return Ok(Box::pin(events.take(1).chain(stream::pending())) as BoxStream<_>);
             }
-            Ok(Box::pin(stream::iter(self.shard_events.clone())) as BoxStream<_>)
+            Ok(Box::pin(events) as BoxStream<_>)
         })
-    }
-    fn cancel_shard(&self, _job_id: String, plan_id: u64) -> BoxFuture<'_, Result<bool, ApiError>> {
-        Box::pin(async move { Ok(plan_id == 3) })
-    }
-    /// Job `gpu`: a 128-byte id; `short`: a malformed 5-byte one; anything else: refused as a
-    /// worker without NCCL refuses.
-    fn nccl_unique_id(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<Vec<u8>, ApiError>> {
-        Box::pin(async move {
-            match job_id.as_str() {
-                "gpu" => Ok((0..128).map(|i| (i as u64 + plan_id) as u8).collect()),
-                "short" => Ok(vec![1; 5]),
-                _ => Err(ApiError::FailedPrecondition("this worker cannot create NCCL communicators".into())),
-            }
+        .with_cancel(|_job_id, plan_id| plan_id == 3)
+        .with_nccl_ids(|job_id, plan_id| match job_id {
+            "gpu" => Ok((0..128).map(|i| (i as u64 + plan_id) as u8).collect()),
+            "short" => Ok(vec![1; 5]),
+            _ => Err(ApiError::FailedPrecondition(
+                "this worker cannot create NCCL communicators".into(),
+            )),
         })
-    }
-    /// `wan`: 2×3 embeddings derived from the prompt lengths; `procedural`: none; `nan`: a
-    /// malformed answer; anything else: not served.
-    fn encode_text(
-        &self,
-        r: EncodeTextRequest,
-    ) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>> {
-        Box::pin(async move {
+        .with_encoder(|r| {
             match r.model.as_str() {
                 "procedural" => Ok(None),
                 "wan" | "nan" => {
                     let p = r.prompt.len() as f32;
-                    let n = if r.model == "nan" { f32::NAN } else { r.negative_prompt.len() as f32 };
+                    let n = if r.model == "nan" {
+                        f32::NAN
+                    } else {
+                        r.negative_prompt.len() as f32
+                    };
                     Ok(Some(TextEmbeddings {
                         rows: 2,
                         dim: 3,
@@ -294,10 +279,13 @@ impl WorkerApi for FakeWorker {
                         negative: vec![n; 6],
                     }))
                 }
-                m => Err(ApiError::invalid("model", format!("{m:?} is not served by this worker"))),
+                m => Err(ApiError::invalid(
+                    "model",
+                    format!("{m:?} is not served by this worker"),
+                )),
             }
+            .into()
         })
-    }
 }
 
 /// A running server: its address, and the handle that stops it.
@@ -329,7 +317,7 @@ async fn start_worker(fake: Arc<FakeWorker>) -> Result<Running> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve_worker(listener, fake.clone(), fake, async {
+    let task = tokio::spawn(serve_worker(listener, fake, Arc::new(MirrorExchange), async {
         let _ = rx.await;
     }));
     Ok(Running { addr, stop, task })

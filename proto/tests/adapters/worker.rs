@@ -25,10 +25,7 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
         },
         ShardEvent::Finished,
     ];
-    let server = start_worker(Arc::new(FakeWorker {
-        shard_events: shard_events.clone(),
-    }))
-    .await?;
+    let server = start_worker(Arc::new(fake_worker(shard_events.clone()))).await?;
     let address = server.addr.to_string();
 
     // The exchange: messages go out, their mirror images come back, in order.
@@ -108,10 +105,7 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
 
     // A stream that stops without a verdict ends in a Lost that says so (the coordinator's own
     // observation of the worker, which it treats as the root cause of a gang failure).
-    let unfinished = start_worker(Arc::new(FakeWorker {
-        shard_events: shard_events[..2].to_vec(),
-    }))
-    .await?;
+    let unfinished = start_worker(Arc::new(fake_worker(shard_events[..2].to_vec()))).await?;
     let w = GrpcWorkerConnector
         .connect(unfinished.addr.to_string())
         .await?;
@@ -169,10 +163,7 @@ async fn cuttable_proxy(target: SocketAddr) -> Result<(SocketAddr, JoinHandle<()
 
 #[tokio::test]
 async fn encode_text_carries_embeddings_bit_exactly_and_rejects_malformed_ones() -> Result<()> {
-    let server = start_worker(Arc::new(FakeWorker {
-        shard_events: Vec::new(),
-    }))
-    .await?;
+    let server = start_worker(Arc::new(fake_worker(Vec::new()))).await?;
     let worker = GrpcWorkerConnector.connect(server.addr.to_string()).await?;
     let request = |model: &str| EncodeTextRequest {
         job_id: "j-1".into(),

@@ -1,6 +1,7 @@
 //! Every domain value survives domain → pb → domain unchanged, bit for bit where bits matter.
 
 use super::*;
+use longshot_tests::fixtures::worker_info;
 
 #[test]
 fn job_messages_round_trip() {
@@ -144,8 +145,6 @@ fn unset_spec_fields_get_the_defaults() {
 fn cluster_messages_round_trip() {
     round_trip::<ModelInfo, pb::ModelInfo>(model());
     let worker = WorkerInfo {
-        id: "w-0".into(),
-        address: "127.0.0.1:7001".into(),
         device_kind: "cuda".into(),
         device_name: "NVIDIA H100 80GB HBM3".into(),
         memory_bytes: 80 << 30,
@@ -156,9 +155,9 @@ fn cluster_messages_round_trip() {
                 ..model()
             },
         ],
-        version: "0.1.0".into(),
         state: WorkerState::Busy,
         nccl_gpu: Some("GPU-00112233-4455-6677-8899-aabbccddeeff".into()),
+        ..worker_info("w-0")
     };
     round_trip::<WorkerInfo, pb::WorkerInfo>(worker.clone());
     round_trip::<WorkerInfo, pb::WorkerInfo>(WorkerInfo {

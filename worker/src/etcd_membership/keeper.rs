@@ -3,9 +3,11 @@
 //! backoff after any failure, a new registration when etcd reports the lease gone, state changes
 //! published while the registration is still ours, and the revocation at shutdown.
 
-use super::{connect_once, err, register_once, timed, worker_key, EtcdMembershipConfig, MembershipError, StateFn, STATE_POLL};
+use super::{register_once, EtcdMembershipConfig, MembershipError, StateFn, STATE_POLL};
 use etcd_client::{Client, Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp};
 use longshot_core::api::WorkerInfo;
+use longshot_etcd::schema::{encode_worker, worker_key};
+use longshot_etcd::{connect_once, timed, EtcdError};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,21 +88,21 @@ impl Keeper {
         if self.client.is_none() {
             self.client = Some(connect_once(&self.cfg.endpoints).await?);
         }
-        self.client.as_mut().ok_or_else(|| MembershipError::Etcd("no client".into()))
+        self.client.as_mut().ok_or_else(|| EtcdError::Request("no client".into()).into())
     }
 
     async fn renew(&mut self, tick: Duration) -> Renewal {
         let lease = self.lease.load(Ordering::Relaxed);
         if let Some((keeper, stream)) = self.stream.as_mut() {
             if let Err(e) = keeper.keep_alive().await {
-                return Renewal::Failed(err(e));
+                return Renewal::Failed(EtcdError::from(e).into());
             }
             return match tokio::time::timeout(tick, stream.message()).await {
                 Ok(Ok(Some(resp))) if resp.ttl() > 0 => Renewal::Alive,
                 Ok(Ok(Some(_))) => Renewal::Expired,
-                Ok(Ok(None)) => Renewal::Failed(MembershipError::Etcd("the keep-alive stream ended".into())),
-                Ok(Err(e)) => Renewal::Failed(err(e)),
-                Err(_) => Renewal::Failed(MembershipError::Etcd(format!("no keep-alive answer within {tick:?}"))),
+                Ok(Ok(None)) => Renewal::Failed(EtcdError::Request("the keep-alive stream ended".into()).into()),
+                Ok(Err(e)) => Renewal::Failed(EtcdError::from(e).into()),
+                Err(_) => Renewal::Failed(EtcdError::Request(format!("no keep-alive answer within {tick:?}")).into()),
             };
         }
         // A new stream: opening it sends the first renewal and reads its answer.
@@ -116,8 +118,8 @@ impl Keeper {
             // "lease not found" and a broken connection look alike here: ask etcd directly.
             Err(open_err) => match timed(client.lease_time_to_live(lease, None)).await {
                 Ok(ttl) if ttl.ttl() <= 0 => Renewal::Expired,
-                Ok(_) => Renewal::Failed(open_err),
-                Err(e) => Renewal::Failed(e),
+                Ok(_) => Renewal::Failed(open_err.into()),
+                Err(e) => Renewal::Failed(e.into()),
             },
         }
     }
@@ -144,7 +146,7 @@ impl Keeper {
         }
         let mut info = self.info.clone();
         info.state = now;
-        let Ok(value) = serde_json::to_vec(&info) else { return };
+        let Ok(value) = encode_worker(&info) else { return };
         let lease = self.lease.load(Ordering::Relaxed);
         let key = worker_key(&info.id);
         let txn = Txn::new()
@@ -162,7 +164,7 @@ impl Keeper {
         let lease = self.lease.load(Ordering::Relaxed);
         self.stream = None;
         let result = match self.client().await {
-            Ok(client) => timed(client.lease_revoke(lease)).await.map(|_| ()),
+            Ok(client) => timed(client.lease_revoke(lease)).await.map(|_| ()).map_err(MembershipError::from),
             Err(e) => Err(e),
         };
         match result {
