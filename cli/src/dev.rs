@@ -123,7 +123,7 @@ fn flops(a: &FlopsArgs) -> Result<()> {
         "14b" => TransformerConfig::t2v_14b(),
         dir => PipelineDir::open(std::path::Path::new(dir))?.transformer_config()?,
     };
-    if a.width % 16 != 0 || a.height % 16 != 0 || a.frames == 0 || (a.frames - 1) % 4 != 0 {
+    if !a.width.is_multiple_of(16) || !a.height.is_multiple_of(16) || a.frames == 0 || !(a.frames - 1).is_multiple_of(4) {
         bail!("width and height must be multiples of 16 and frames of the form 4k+1, got {}x{}x{}", a.width, a.height, a.frames);
     }
     let (t, h, w) = ((a.frames - 1) / 4 + 1, a.height / 8, a.width / 8);

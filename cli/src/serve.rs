@@ -99,7 +99,7 @@ pub struct Backend {
 /// Starts a coordinator on `listener`; returns it and the server task.
 pub fn start_coordinator(listener: TcpListener, cfg: CoordinatorConfig, backend: Backend, shutdown: watch::Receiver<bool>) -> (Coordinator, tokio::task::JoinHandle<Result<()>>) {
     let Backend { registry, store, records } = backend;
-    let coordinator = Coordinator::start_with(cfg, registry, Arc::new(GrpcWorkerConnector::default()), store, records);
+    let coordinator = Coordinator::start_with(cfg, registry, Arc::new(GrpcWorkerConnector), store, records);
     let c = coordinator.clone();
     let server = tokio::spawn(async move {
         longshot_proto::server::serve_coordinator(listener, Arc::new(c.clone()), Arc::new(c), wait_for(shutdown)).await.map_err(|e| anyhow!("{e}"))
@@ -225,7 +225,7 @@ struct GrpcTransport;
 
 impl WorkerTransport for GrpcTransport {
     fn exchange_connector(&self) -> Arc<dyn ExchangeConnector> {
-        Arc::new(GrpcExchangeConnector::default())
+        Arc::new(GrpcExchangeConnector)
     }
 
     fn registry(&self, endpoint: &str) -> Result<Arc<dyn RegistryApi>, ApiError> {

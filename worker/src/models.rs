@@ -153,13 +153,16 @@ impl ModelSet {
         cond: &Conditioning,
         latent_h: usize,
         latent_w: usize,
-    ) -> Result<(Box<dyn Denoiser>, Box<dyn FrameDecoder>), ModelError> {
+    ) -> Result<JobModel, ModelError> {
         self.check_conditioning(model, cond)?;
         let m = self.served_model(model)?;
         let failed = |e: ServedModelError| ModelError::Failed { name: model.into(), reason: e.to_string() };
         Ok((m.job_denoiser(cond, latent_h, latent_w).map_err(failed)?, m.frame_decoder()))
     }
 }
+
+/// What one job renders with: its denoiser (holding the job's conditioning) and a frame decoder.
+pub type JobModel = (Box<dyn Denoiser>, Box<dyn FrameDecoder>);
 
 #[cfg(test)]
 mod tests {

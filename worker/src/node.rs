@@ -128,10 +128,7 @@ impl WorkerNode {
             });
         }
         let left = a.left_address.is_some().then(|| Link { outbound: left_out_tx, inbound: left_in_rx });
-        let right = match &a.right_address {
-            Some(addr) => Some(self.connect_right(addr.clone(), &a)),
-            None => None,
-        };
+        let right = a.right_address.as_ref().map(|addr| self.connect_right(addr.clone(), &a));
         let (tx, rx) = mpsc::channel(64);
         let exchange = NetExchange { job_id: a.job_id.clone(), plan_id: a.plan_id, left, right, timeout: a.exchange_timeout, cancel: cancel.clone(), bytes_sent: 0 };
         let worker = self.inner.id.clone();

@@ -77,7 +77,7 @@ impl CudaBackend {
         out: &mut CudaSlice<u32>,
     ) -> Result<(), CudaError> {
         const OP: &str = "philox4x32_10";
-        if ctr.len() % 4 != 0 {
+        if !ctr.len().is_multiple_of(4) {
             return Err(shape_error(
                 OP,
                 format!(

@@ -19,7 +19,7 @@ const ATTN_QUERIES: u32 = 64;
 pub const ATTN_MAX_HEAD_DIM: usize = 128;
 
 fn rows_of(op: &'static str, len: usize, dim: usize) -> Result<u32, CudaError> {
-    if dim == 0 || len % dim != 0 {
+    if dim == 0 || !len.is_multiple_of(dim) {
         return Err(shape_error(
             op,
             format!("length {len} is not a multiple of dim {dim}"),
@@ -241,7 +241,7 @@ impl CudaBackend {
         sin: &CudaSlice<f32>,
     ) -> Result<(), CudaError> {
         const OP: &str = "rope_interleaved";
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(shape_error(
                 OP,
                 format!("head_dim {head_dim} is odd; it must be even"),

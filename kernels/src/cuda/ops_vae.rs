@@ -33,7 +33,7 @@ impl CudaBackend {
         out: &mut CudaSlice<f32>,
     ) -> Result<(), CudaError> {
         const OP: &str = "causal_conv3d";
-        if s.kt == 0 || s.ks % 2 == 0 {
+        if s.kt == 0 || s.ks.is_multiple_of(2) {
             return Err(shape_error(
                 OP,
                 format!("kernel ({}, {}) must have kt ≥ 1 and an odd ks", s.kt, s.ks),
@@ -84,7 +84,7 @@ impl CudaBackend {
         if frame == 0 {
             return Ok(());
         }
-        if x.len() % frame != 0 {
+        if !x.len().is_multiple_of(frame) {
             return Err(shape_error(
                 OP,
                 format!("length {} is not whole frames of {frame}", x.len()),
@@ -132,7 +132,7 @@ impl CudaBackend {
         rgb: &mut CudaSlice<f32>,
     ) -> Result<(), CudaError> {
         const OP: &str = "rgb_from_planar";
-        if x.len() % 3 != 0 {
+        if !x.len().is_multiple_of(3) {
             return Err(shape_error(
                 OP,
                 format!("length {} is not 3 planes", x.len()),

@@ -166,7 +166,7 @@ impl GpuWanTransformer {
     /// cross-attention K/V, as `WanTransformer::encode_text`. Padded rows are not masked.
     pub fn encode_text(&self, ctx: &[f32]) -> Result<GpuTextContext, GpuWanError> {
         let (td, d, gpu) = (self.cfg.text_dim, self.cfg.inner_dim(), &self.gpu);
-        if ctx.is_empty() || ctx.len() % td != 0 {
+        if ctx.is_empty() || !ctx.len().is_multiple_of(td) {
             return Err(WanError::Input(format!(
                 "text embeddings of {} values are not N x text_dim {td} with N > 0",
                 ctx.len()

@@ -130,7 +130,7 @@ impl TransformerConfig {
                     format!("model_type '{}' is not supported (only t2v)", o.model_type),
                 ));
             }
-            if o.num_heads == 0 || o.dim % o.num_heads != 0 {
+            if o.num_heads == 0 || !o.dim.is_multiple_of(o.num_heads) {
                 return Err(WanError::config(
                     path,
                     format!("dim {} is not a multiple of num_heads {}", o.dim, o.num_heads),
@@ -168,12 +168,12 @@ impl TransformerConfig {
             return Err(format!("patch_size {:?} has a zero entry", self.patch_size));
         }
         let hd = self.attention_head_dim;
-        if self.num_attention_heads == 0 || hd < 2 || hd % 2 != 0 {
+        if self.num_attention_heads == 0 || hd < 2 || !hd.is_multiple_of(2) {
             return Err(format!(
                 "attention_head_dim {hd} must be even and at least 2, with at least one head"
             ));
         }
-        if self.freq_dim == 0 || self.freq_dim % 2 != 0 {
+        if self.freq_dim == 0 || !self.freq_dim.is_multiple_of(2) {
             return Err(format!("freq_dim {} must be even and positive", self.freq_dim));
         }
         let fields = [

@@ -48,7 +48,7 @@ pub trait WanForward: Send + Sync {
     /// each item's result is the same as a batch of one).
     fn forward_batch(&self, x: &[f32], shape: [usize; 5], timesteps: &[f32], ctx: &[f32]) -> Result<Vec<f32>, Self::Error> {
         let [b, c, t, h, w] = shape;
-        if b == 0 || timesteps.len() != b || Some(x.len()) != checked_len(&shape) || ctx.len() % b != 0 {
+        if b == 0 || timesteps.len() != b || Some(x.len()) != checked_len(&shape) || !ctx.len().is_multiple_of(b) {
             return Err(WanError::Input(format!(
                 "batch {b}: got {} latent values, {} timesteps, {} text values",
                 x.len(),

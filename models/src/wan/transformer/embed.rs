@@ -18,7 +18,7 @@ impl TokenGrid {
     /// The grid of a `t × h × w` latent; every extent must be a positive multiple of its patch.
     pub fn new(cfg: &TransformerConfig, t: usize, h: usize, w: usize) -> Result<Self, WanError> {
         let [pt, ph, pw] = cfg.patch_size;
-        if t == 0 || h == 0 || w == 0 || t % pt != 0 || h % ph != 0 || w % pw != 0 {
+        if t == 0 || h == 0 || w == 0 || !t.is_multiple_of(pt) || !h.is_multiple_of(ph) || !w.is_multiple_of(pw) {
             return Err(WanError::Input(format!(
                 "latent {t}x{h}x{w} (frames x height x width) is not a positive multiple of the patch {pt}x{ph}x{pw}"
             )));

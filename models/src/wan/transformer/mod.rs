@@ -112,7 +112,7 @@ impl WanTransformer {
     /// masked; they take part in the attention (spec §1.3 step 4).
     pub fn encode_text(&self, ctx: &[f32]) -> Result<TextContext, WanError> {
         let td = self.cfg.text_dim;
-        if ctx.is_empty() || ctx.len() % td != 0 {
+        if ctx.is_empty() || !ctx.len().is_multiple_of(td) {
             return Err(WanError::Input(format!(
                 "text embeddings of {} values are not N x text_dim {td} with N > 0",
                 ctx.len()
