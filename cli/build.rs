@@ -6,7 +6,12 @@ use std::process::Command;
 
 fn main() {
     let git = |args: &[&str]| {
-        Command::new("git").args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let version = env!("CARGO_PKG_VERSION");
     let build = match git(&["rev-parse", "--short=12", "HEAD"]) {

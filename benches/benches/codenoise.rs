@@ -40,14 +40,33 @@ fn forward_480p(c: &mut Criterion) {
     let cond = Conditioning::new("a red sunset over a calm ocean", "");
     let mut d = model.denoiser(&cond, 60, 104);
     let shape = LatentShape::new(21, 16, 60, 104);
-    let x = NoiseStream::new(1, 0).expect("stream").latents(0, shape).expect("noise");
+    let x = NoiseStream::new(1, 0)
+        .expect("stream")
+        .latents(0, shape)
+        .expect("noise");
     let mut v = Latents::zeros(shape);
-    let step = StepPoint { index: 0, sigma: 0.5, timestep: 500.0 };
+    let step = StepPoint {
+        index: 0,
+        sigma: 0.5,
+        timestep: 500.0,
+    };
     let mut g = c.benchmark_group("procedural_forward");
     g.sample_size(10);
     g.throughput(Throughput::Elements(21));
     g.bench_function("480x832_window", |b| {
-        b.iter(|| d.predict(&x, WindowContext { index: 0, first_frame: 0 }, step, Branch::Conditional, &mut v).expect("forward"))
+        b.iter(|| {
+            d.predict(
+                &x,
+                WindowContext {
+                    index: 0,
+                    first_frame: 0,
+                },
+                step,
+                Branch::Conditional,
+                &mut v,
+            )
+            .expect("forward")
+        })
     });
     g.finish();
 }

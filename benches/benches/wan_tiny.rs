@@ -47,7 +47,15 @@ fn gemm_gflops() -> f64 {
     let n = 256;
     let (a, b) = (values(n * n, 1), values(n * n, 2));
     let mut c = vec![0f32; n * n];
-    let ms = median_ms(|| gemm(1.0, MatRef::row_major(&a, n, n), MatRef::row_major(&b, n, n), 0.0, MatMut::row_major(&mut c, n, n)));
+    let ms = median_ms(|| {
+        gemm(
+            1.0,
+            MatRef::row_major(&a, n, n),
+            MatRef::row_major(&b, n, n),
+            0.0,
+            MatMut::row_major(&mut c, n, n),
+        )
+    });
     2.0 * (n * n * n) as f64 / (ms * 1e-3) / 1e9
 }
 
@@ -61,8 +69,18 @@ fn main() {
     // pipeline_tiny transformer at the cluster test's window (21 latent frames, 4×6, 512 tokens).
     for (name, dir, [c, t, h, w], tokens) in [
         ("transformer unit_test", "unit_test/transformer", [4, 2, 16, 16], 12),
-        ("transformer pipeline_test", "pipeline_test/transformer", [16, 3, 6, 10], 16),
-        ("transformer pipeline_tiny (window)", "pipeline_tiny/transformer", [16, 21, 4, 6], 512),
+        (
+            "transformer pipeline_test",
+            "pipeline_test/transformer",
+            [16, 3, 6, 10],
+            16,
+        ),
+        (
+            "transformer pipeline_tiny (window)",
+            "pipeline_tiny/transformer",
+            [16, 21, 4, 6],
+            512,
+        ),
     ] {
         let m = WanTransformer::load(&fixtures().join(dir)).expect("fixture transformer");
         let cfg: &TransformerConfig = m.config();
@@ -73,23 +91,39 @@ fn main() {
         });
         let flops = forward_flops(cfg, t, h, w, tokens);
         let gf = flops / (ms * 1e-3) / 1e9;
-        println!("| {name} | {c}×{t}×{h}×{w}, {tokens} tokens | {ms:.3} | {gf:.2} | {:.1}% |", 100.0 * gf / base);
+        println!(
+            "| {name} | {c}×{t}×{h}×{w}, {tokens} tokens | {ms:.3} | {gf:.2} | {:.1}% |",
+            100.0 * gf / base
+        );
     }
     // VAE decoder: whole-clip decode, per output frame.
-    for (name, dir, [c, t, h, w]) in [("VAE vae_small", "vae_small/vae", [16, 5, 3, 4]), ("VAE pipeline_tiny", "pipeline_tiny/vae", [16, 21, 4, 6])] {
+    for (name, dir, [c, t, h, w]) in [
+        ("VAE vae_small", "vae_small/vae", [16, 5, 3, 4]),
+        ("VAE pipeline_tiny", "pipeline_tiny/vae", [16, 21, 4, 6]),
+    ] {
         let vae = WanVaeDecoder::load(&fixtures().join(dir)).expect("fixture VAE");
         let z = values(c * t * h * w, 5);
         let frames = 1 + 4 * (t - 1);
         let ms = median_ms(|| {
             std::hint::black_box(vae.decode(&z, [1, c, t, h, w]).expect("decode"));
         });
-        println!("| {name} (per output frame) | {c}×{t}×{h}×{w} → {frames} frames | {:.3} | | |", ms / frames as f64);
+        println!(
+            "| {name} (per output frame) | {c}×{t}×{h}×{w} → {frames} frames | {:.3} | | |",
+            ms / frames as f64
+        );
     }
     // umT5: one prompt (tokenise, encode, pad to 512).
-    let enc = TextEncoder::from_dirs(&fixtures().join("umt5_tiny/text_encoder"), &fixtures().join("umt5_tiny/tokenizer")).expect("umT5");
+    let enc = TextEncoder::from_dirs(
+        &fixtures().join("umt5_tiny/text_encoder"),
+        &fixtures().join("umt5_tiny/tokenizer"),
+    )
+    .expect("umT5");
     let prompt = "a lighthouse on a cliff at dusk, waves crashing, cinematic lighting";
     let ms = median_ms(|| {
         std::hint::black_box(enc.encode(prompt).expect("encode"));
     });
-    println!("| umT5 umt5_tiny (one prompt) | {} tokens → 512×32 | {ms:.3} | | |", enc.tokenizer().encode(prompt).expect("tokens").seq_len());
+    println!(
+        "| umT5 umt5_tiny (one prompt) | {} tokens → 512×32 | {ms:.3} | | |",
+        enc.tokenizer().encode(prompt).expect("tokens").seq_len()
+    );
 }

@@ -34,6 +34,12 @@ pub fn config(windows: usize, latent_hw: (usize, usize), steps: usize) -> Partit
 pub fn render(cfg: &PartitionConfig, partitions: usize) -> LocalRender {
     let model = ProceduralModel::new();
     let cond = Conditioning::new("a slow red sunset over the sea", "");
-    render_local(cfg, partitions, &|| model.denoiser(&cond, cfg.height, cfg.width), model.decoder().as_ref(), Duration::from_secs(120))
-        .expect("render")
+    render_local(
+        cfg,
+        partitions,
+        &|| model.denoiser(&cond, cfg.height, cfg.width),
+        model.decoder().as_ref(),
+        Duration::from_secs(120),
+    )
+    .expect("render")
 }

@@ -67,7 +67,11 @@ impl JobArgs {
             (Some(s), None) => ClipLength::Seconds(s),
             (None, None) => ClipLength::Seconds(5.0),
         };
-        let outputs = if self.formats.is_empty() { default_formats.to_vec() } else { self.formats.clone() };
+        let outputs = if self.formats.is_empty() {
+            default_formats.to_vec()
+        } else {
+            self.formats.clone()
+        };
         JobSpec {
             model: self.model.clone(),
             prompt: self.prompt.clone(),
@@ -84,7 +88,11 @@ impl JobArgs {
             overlap: self.overlap,
             outputs,
             priority: self.priority,
-            blend: if self.no_exchange { BlendMode::Independent } else { BlendMode::CoDenoise },
+            blend: if self.no_exchange {
+                BlendMode::Independent
+            } else {
+                BlendMode::CoDenoise
+            },
         }
     }
 }

@@ -26,16 +26,27 @@ pub async fn connect(coordinator: &str) -> Result<JobClient> {
 
 pub async fn submit(coordinator: &str, a: SubmitArgs, json: bool) -> Result<()> {
     let client = connect(coordinator).await?;
-    let r = client.submit(a.job.to_spec(&[defaults::OUTPUT])).await.map_err(|e| anyhow!("{e}"))?;
+    let r = client
+        .submit(a.job.to_spec(&[defaults::OUTPUT]))
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     if json {
-        println!("{}", serde_json::json!({"job_id": r.job_id, "seed": r.seed, "plan": r.plan}));
+        println!(
+            "{}",
+            serde_json::json!({"job_id": r.job_id, "seed": r.seed, "plan": r.plan})
+        );
     } else {
         println!("{}", r.job_id);
     }
     if a.wait {
         let status = follow(&client, &r.job_id, json).await?;
         if status.state != JobState::Done {
-            bail!("job {} ended {}{}", r.job_id, status.state, status.error.map(|e| format!(": {e}")).unwrap_or_default());
+            bail!(
+                "job {} ended {}{}",
+                r.job_id,
+                status.state,
+                status.error.map(|e| format!(": {e}")).unwrap_or_default()
+            );
         }
     }
     Ok(())
@@ -46,8 +57,25 @@ pub fn print_status(s: &JobStatus, json: bool) {
         println!("{}", serde_json::to_string(s).unwrap_or_default());
         return;
     }
-    let plan = s.plan.map(|p| format!("{} windows / {} frames ({} rendered) on {} workers", p.windows, p.output_frames, p.rendered_frames, p.workers)).unwrap_or_default();
-    println!("{}  {:<9}  {}/{} steps  {}  seed {}  {:?}", s.job_id, s.state.as_str(), s.steps_done, s.steps_total, plan, s.seed, s.spec.prompt);
+    let plan = s
+        .plan
+        .map(|p| {
+            format!(
+                "{} windows / {} frames ({} rendered) on {} workers",
+                p.windows, p.output_frames, p.rendered_frames, p.workers
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "{}  {:<9}  {}/{} steps  {}  seed {}  {:?}",
+        s.job_id,
+        s.state.as_str(),
+        s.steps_done,
+        s.steps_total,
+        plan,
+        s.seed,
+        s.spec.prompt
+    );
     if let Some(e) = &s.error {
         println!("    error: {e}");
     }
@@ -57,7 +85,11 @@ pub fn print_status(s: &JobStatus, json: bool) {
 }
 
 pub async fn status(coordinator: &str, job_id: &str, json: bool) -> Result<()> {
-    let s = connect(coordinator).await?.get(job_id.to_string()).await.map_err(|e| anyhow!("{e}"))?;
+    let s = connect(coordinator)
+        .await?
+        .get(job_id.to_string())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     print_status(&s, json);
     Ok(())
 }
@@ -76,7 +108,11 @@ pub fn parse_state(s: &str) -> Result<JobState> {
 
 pub async fn list(coordinator: &str, state: Option<&str>, limit: usize, json: bool) -> Result<()> {
     let state = state.map(parse_state).transpose()?;
-    let jobs = connect(coordinator).await?.list(state, limit).await.map_err(|e| anyhow!("{e}"))?;
+    let jobs = connect(coordinator)
+        .await?
+        .list(state, limit)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     for j in &jobs {
         print_status(j, json);
     }
@@ -90,27 +126,43 @@ pub async fn watch(coordinator: &str, job_id: &str, json: bool) -> Result<()> {
     let client = connect(coordinator).await?;
     let s = follow(&client, job_id, json).await?;
     if s.state != JobState::Done {
-        bail!("job {job_id} ended {}{}", s.state, s.error.map(|e| format!(": {e}")).unwrap_or_default());
+        bail!(
+            "job {job_id} ended {}{}",
+            s.state,
+            s.error.map(|e| format!(": {e}")).unwrap_or_default()
+        );
     }
     Ok(())
 }
 
 pub async fn cancel(coordinator: &str, job_id: &str, json: bool) -> Result<()> {
-    let state = connect(coordinator).await?.cancel(job_id.to_string()).await.map_err(|e| anyhow!("{e}"))?;
+    let state = connect(coordinator)
+        .await?
+        .cancel(job_id.to_string())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     if json {
         println!("{}", serde_json::json!({"job_id": job_id, "state": state}));
     } else {
-        println!("{job_id}: {state}{}", if state.is_terminal() { "" } else { " (cancelling)" });
+        println!(
+            "{job_id}: {state}{}",
+            if state.is_terminal() { "" } else { " (cancelling)" }
+        );
     }
     Ok(())
 }
 
 /// Writes output `kind` of a finished job to `output` (a directory for png). Returns bytes written.
 pub async fn fetch_to(client: &JobClient, job_id: &str, kind: OutputKind, output: &Path) -> Result<u64> {
-    let mut stream = client.fetch(job_id.to_string(), kind).await.map_err(|e| anyhow!("{e}"))?;
+    let mut stream = client
+        .fetch(job_id.to_string(), kind)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     let png = kind == OutputKind::Png;
     if png {
-        tokio::fs::create_dir_all(output).await.with_context(|| format!("creating {}", output.display()))?;
+        tokio::fs::create_dir_all(output)
+            .await
+            .with_context(|| format!("creating {}", output.display()))?;
     }
     // Write to a temporary name and rename at the end, so a failed download never looks complete.
     let mut current: Option<(PathBuf, PathBuf, tokio::fs::File)> = None;
@@ -123,16 +175,22 @@ pub async fn fetch_to(client: &JobClient, job_id: &str, kind: OutputKind, output
                 tokio::fs::rename(&tmp, &dst).await?;
             }
             let dst = if png {
-                let name = Path::new(&chunk.name).file_name().ok_or_else(|| anyhow!("server sent a bad file name {:?}", chunk.name))?;
+                let name = Path::new(&chunk.name)
+                    .file_name()
+                    .ok_or_else(|| anyhow!("server sent a bad file name {:?}", chunk.name))?;
                 output.join(name)
             } else {
                 output.to_path_buf()
             };
             let tmp = dst.with_extension("part");
-            let f = tokio::fs::File::create(&tmp).await.with_context(|| format!("creating {}", tmp.display()))?;
+            let f = tokio::fs::File::create(&tmp)
+                .await
+                .with_context(|| format!("creating {}", tmp.display()))?;
             current = Some((tmp, dst, f));
         }
-        let (_, _, f) = current.as_mut().ok_or_else(|| anyhow!("server sent data before the start of a file"))?;
+        let (_, _, f) = current
+            .as_mut()
+            .ok_or_else(|| anyhow!("server sent data before the start of a file"))?;
         f.write_all(&chunk.data).await?;
         total += chunk.data.len() as u64;
     }
@@ -143,15 +201,27 @@ pub async fn fetch_to(client: &JobClient, job_id: &str, kind: OutputKind, output
     Ok(total)
 }
 
-pub async fn fetch(coordinator: &str, job_id: &str, output: &Path, format: Option<OutputKind>, json: bool) -> Result<()> {
+pub async fn fetch(
+    coordinator: &str,
+    job_id: &str,
+    output: &Path,
+    format: Option<OutputKind>,
+    json: bool,
+) -> Result<()> {
     let kind = match format.or_else(|| OutputKind::from_path(output)) {
         Some(kind) => kind,
-        None => bail!("cannot tell the format from {}; pass --format mp4|prores|png|latents", output.display()),
+        None => bail!(
+            "cannot tell the format from {}; pass --format mp4|prores|png|latents",
+            output.display()
+        ),
     };
     let client = connect(coordinator).await?;
     let bytes = fetch_to(&client, job_id, kind, output).await?;
     if json {
-        println!("{}", serde_json::json!({"job_id": job_id, "format": kind, "path": output, "bytes": bytes}));
+        println!(
+            "{}",
+            serde_json::json!({"job_id": job_id, "format": kind, "path": output, "bytes": bytes})
+        );
     } else {
         println!("wrote {} ({bytes} bytes)", output.display());
     }
@@ -159,14 +229,30 @@ pub async fn fetch(coordinator: &str, job_id: &str, output: &Path, format: Optio
 }
 
 pub async fn workers(coordinator: &str, json: bool) -> Result<()> {
-    let ws = connect(coordinator).await?.workers().await.map_err(|e| anyhow!("{e}"))?;
+    let ws = connect(coordinator)
+        .await?
+        .workers()
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     for w in &ws {
         if json {
             println!("{}", serde_json::to_string(w)?);
         } else {
             let models: Vec<&str> = w.models.iter().map(|m| m.name.as_str()).collect();
-            let nccl = w.nccl_gpu.as_deref().map(|g| format!("  nccl: {g}")).unwrap_or_default();
-            println!("{:<16} {:<22} {:?}  {} ({})  models: {}{nccl}", w.id, w.address, w.state, w.device_kind, w.device_name, models.join(", "));
+            let nccl = w
+                .nccl_gpu
+                .as_deref()
+                .map(|g| format!("  nccl: {g}"))
+                .unwrap_or_default();
+            println!(
+                "{:<16} {:<22} {:?}  {} ({})  models: {}{nccl}",
+                w.id,
+                w.address,
+                w.state,
+                w.device_kind,
+                w.device_name,
+                models.join(", ")
+            );
         }
     }
     if ws.is_empty() && !json {

@@ -3,14 +3,17 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use longshot_models::wan::tensor_io::{self, Tensor};
 use longshot_core::scheduler::{Schedule, Solver};
 use longshot_core::tensor::{LatentShape, Latents};
-use longshot_models::wan::transformer::denoiser::{model_info, WanDenoiser};
 use longshot_models::wan::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
-use longshot_models::wan::{forward_flops_breakdown, PipelineDir, TextEncoder, TransformerConfig, WanForward, WanTransformer, WanVae, WanVaeDecoder};
-use std::sync::Arc;
+use longshot_models::wan::tensor_io::{self, Tensor};
+use longshot_models::wan::transformer::denoiser::{model_info, WanDenoiser};
+use longshot_models::wan::{
+    forward_flops_breakdown, PipelineDir, TextEncoder, TransformerConfig, WanForward, WanTransformer, WanVae,
+    WanVaeDecoder,
+};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Subcommand, Debug)]
 pub enum DevCommand {
@@ -92,18 +95,26 @@ pub fn run(cmd: DevCommand) -> Result<()> {
 }
 
 fn dims<const N: usize>(t: &Tensor, name: &str) -> Result<[usize; N]> {
-    t.shape.as_slice().try_into().map_err(|_| anyhow::anyhow!("{name} has shape {:?}, expected {N} dimensions", t.shape))
+    t.shape
+        .as_slice()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{name} has shape {:?}, expected {N} dimensions", t.shape))
 }
 
 fn dit(io: &DevIo) -> Result<()> {
     let pipeline = PipelineDir::open(&io.model)?;
-    let transformer = WanTransformer::load(&pipeline.component_dir("transformer")?).context("loading the transformer")?;
+    let transformer =
+        WanTransformer::load(&pipeline.component_dir("transformer")?).context("loading the transformer")?;
     let t = tensor_io::read(&io.inputs, &["hidden_states", "timestep", "encoder_hidden_states"])?;
     let x = &t["hidden_states"];
     let shape: [usize; 5] = dims(x, "hidden_states")?;
     let ts = &t["timestep"];
     if ts.data.len() != shape[0] {
-        bail!("timestep has {} values, expected one per batch item ({})", ts.data.len(), shape[0]);
+        bail!(
+            "timestep has {} values, expected one per batch item ({})",
+            ts.data.len(),
+            shape[0]
+        );
     }
     let ctx = &t["encoder_hidden_states"];
     let [cb, _, _]: [usize; 3] = dims(ctx, "encoder_hidden_states")?;
@@ -112,7 +123,10 @@ fn dit(io: &DevIo) -> Result<()> {
     }
     let out = transformer.forward_batch(&x.data, shape, &ts.data, &ctx.data)?;
     let c_out = transformer.config().out_channels();
-    let out = Tensor { shape: vec![shape[0], c_out, shape[2], shape[3], shape[4]], data: out };
+    let out = Tensor {
+        shape: vec![shape[0], c_out, shape[2], shape[3], shape[4]],
+        data: out,
+    };
     tensor_io::write(&io.out, &[("output", &out)])?;
     Ok(())
 }
@@ -123,25 +137,44 @@ fn flops(a: &FlopsArgs) -> Result<()> {
         "14b" => TransformerConfig::t2v_14b(),
         dir => PipelineDir::open(std::path::Path::new(dir))?.transformer_config()?,
     };
-    if !a.width.is_multiple_of(16) || !a.height.is_multiple_of(16) || a.frames == 0 || !(a.frames - 1).is_multiple_of(4) {
-        bail!("width and height must be multiples of 16 and frames of the form 4k+1, got {}x{}x{}", a.width, a.height, a.frames);
+    if !a.width.is_multiple_of(16) || !a.height.is_multiple_of(16) || a.frames == 0 || !(a.frames - 1).is_multiple_of(4)
+    {
+        bail!(
+            "width and height must be multiples of 16 and frames of the form 4k+1, got {}x{}x{}",
+            a.width,
+            a.height,
+            a.frames
+        );
     }
     let (t, h, w) = ((a.frames - 1) / 4 + 1, a.height / 8, a.width / 8);
     let f = forward_flops_breakdown(&cfg, t, h, w, 512);
     let total = f.total();
-    println!("one forward of {} at {}x{}x{} (latent {t}x{h}x{w}, 512 text tokens):", a.model, a.height, a.width, a.frames);
+    println!(
+        "one forward of {} at {}x{}x{} (latent {t}x{h}x{w}, 512 text tokens):",
+        a.model, a.height, a.width, a.frames
+    );
     println!("  linears          {:.3e}", f.block_linears + f.text_kv + f.embeddings);
     println!("  self-attention   {:.3e}", f.self_attention);
     println!("  cross-attention  {:.3e}", f.cross_attention);
-    println!("  total            {total:.3e} FLOP ({:.0}% attention)", 100.0 * (f.self_attention + f.cross_attention) / total);
-    println!("  per step with CFG {:.3e}; 50 steps {:.3e}", 2.0 * total, 100.0 * total);
+    println!(
+        "  total            {total:.3e} FLOP ({:.0}% attention)",
+        100.0 * (f.self_attention + f.cross_attention) / total
+    );
+    println!(
+        "  per step with CFG {:.3e}; 50 steps {:.3e}",
+        2.0 * total,
+        100.0 * total
+    );
     Ok(())
 }
 
 fn text_encode(a: &TextEncodeArgs) -> Result<()> {
     let encoder = TextEncoder::load(&a.model).context("loading the text encoder")?;
     let e = encoder.encode(&a.prompt)?;
-    let t = Tensor { shape: vec![1, e.shape[0], e.shape[1]], data: e.data };
+    let t = Tensor {
+        shape: vec![1, e.shape[0], e.shape[1]],
+        data: e.data,
+    };
     tensor_io::write(&a.out, &[("prompt_embeds", &t)])?;
     Ok(())
 }
@@ -154,7 +187,10 @@ fn vae_decode(io: &DevIo) -> Result<()> {
     let out = vae.decode(&t["z"].data, shape)?;
     let [b, _, lt, h, w] = shape;
     let (f, s) = (vae.config().output_frames(lt), vae.config().spatial_factor());
-    let out = Tensor { shape: vec![b, out.len() / (b * f * h * s * w * s), f, h * s, w * s], data: out };
+    let out = Tensor {
+        shape: vec![b, out.len() / (b * f * h * s * w * s), f, h * s, w * s],
+        data: out,
+    };
     tensor_io::write(&io.out, &[("output", &out)])?;
     Ok(())
 }
@@ -163,7 +199,8 @@ fn sample(a: &SampleArgs) -> Result<()> {
     let solver: Solver = a.solver.parse()?;
     let schedule = Schedule::new(solver, a.steps, a.shift)?;
     let pipeline = PipelineDir::open(&a.io.model)?;
-    let transformer = Arc::new(WanTransformer::load(&pipeline.component_dir("transformer")?).context("loading the transformer")?);
+    let transformer =
+        Arc::new(WanTransformer::load(&pipeline.component_dir("transformer")?).context("loading the transformer")?);
     let vae = WanVaeDecoder::load(&pipeline.component_dir("vae")?).context("loading the VAE")?;
     let t = tensor_io::read(&a.io.inputs, &["latents", "prompt_embeds", "negative_prompt_embeds"])?;
     let [b, c, lt, h, w]: [usize; 5] = dims(&t["latents"], "latents")?;
@@ -171,19 +208,36 @@ fn sample(a: &SampleArgs) -> Result<()> {
         bail!("latents have batch {b}; dev sample runs one clip (batch 1)");
     }
     let info = model_info("wan2.1", &transformer);
-    let mut denoiser = WanDenoiser::new(info, transformer, &t["prompt_embeds"].data, &t["negative_prompt_embeds"].data)?;
+    let mut denoiser = WanDenoiser::new(
+        info,
+        transformer,
+        &t["prompt_embeds"].data,
+        &t["negative_prompt_embeds"].data,
+    )?;
     let x = channel_major_to_frame_major(&t["latents"].data, c, lt, h * w);
-    let x = Latents::from_vec(LatentShape::new(lt, c, h, w), x).ok_or_else(|| anyhow::anyhow!("latents do not match their shape"))?;
+    let x = Latents::from_vec(LatentShape::new(lt, c, h, w), x)
+        .ok_or_else(|| anyhow::anyhow!("latents do not match their shape"))?;
     let final_latents = longshot_models::wan::sample::sample(&mut denoiser, x, &schedule, a.guidance)?;
     let mut z = final_latents.as_slice().to_vec();
     vae.denormalize(&mut z, lt, h * w)?;
     let decoded = vae.decode_window(&z, [lt, c, h, w], 0)?;
     let mut video = Vec::with_capacity(decoded.frames * decoded.height * decoded.width * 3);
     for i in 0..decoded.frames {
-        video.extend(decoded.rgb_frame(i).ok_or_else(|| anyhow::anyhow!("the VAE does not decode to RGB"))?.data);
+        video.extend(
+            decoded
+                .rgb_frame(i)
+                .ok_or_else(|| anyhow::anyhow!("the VAE does not decode to RGB"))?
+                .data,
+        );
     }
-    let latents_out = Tensor { shape: vec![1, c, lt, h, w], data: frame_major_to_channel_major(final_latents.as_slice(), lt, c, h * w) };
-    let video = Tensor { shape: vec![decoded.frames, decoded.height, decoded.width, 3], data: video };
+    let latents_out = Tensor {
+        shape: vec![1, c, lt, h, w],
+        data: frame_major_to_channel_major(final_latents.as_slice(), lt, c, h * w),
+    };
+    let video = Tensor {
+        shape: vec![decoded.frames, decoded.height, decoded.width, 3],
+        data: video,
+    };
     tensor_io::write(&a.io.out, &[("latents", &latents_out), ("video", &video)])?;
     Ok(())
 }

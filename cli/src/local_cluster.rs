@@ -69,14 +69,20 @@ impl LocalCluster {
             bail!("--workers {workers} is not in 1..=64");
         }
         let mut cfg = args.config()?;
-        let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        let listener = TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let backend = args.backend(&mut cfg).await?;
         let store = backend.store.clone();
         let (stop, rx) = watch::channel(false);
         let (coordinator, _server) = start_coordinator(listener, cfg, backend, rx);
         // With etcd the workers register there (the coordinator refuses gRPC registration).
-        let etcd: Vec<String> = if args.etcd.is_empty() { Vec::new() } else { vec!["--etcd".into(), args.etcd.join(",")] };
+        let etcd: Vec<String> = if args.etcd.is_empty() {
+            Vec::new()
+        } else {
+            vec!["--etcd".into(), args.etcd.join(",")]
+        };
         std::fs::create_dir_all(logs)?;
         let exe = std::env::current_exe().context("cannot find the longshot executable")?;
         // All workers share this machine: give each an equal share of the cores instead of letting
@@ -87,7 +93,14 @@ impl LocalCluster {
         for i in 0..workers {
             let log = std::fs::File::create(logs.join(format!("worker-{i}.log")))?;
             let child = Command::new(&exe)
-                .args(["--coordinator", &endpoint, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close"])
+                .args([
+                    "--coordinator",
+                    &endpoint,
+                    "worker",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--exit-on-stdin-close",
+                ])
                 .args(["--id", &format!("local-{i}")])
                 .args(&etcd)
                 .args(models.iter().flat_map(|m| ["--model", m.as_str()]))
@@ -100,7 +113,14 @@ impl LocalCluster {
                 .context("cannot start a worker process")?;
             children.push(child);
         }
-        let mut cluster = Self { endpoint, coordinator, store, children, stop, logs: logs.to_path_buf() };
+        let mut cluster = Self {
+            endpoint,
+            coordinator,
+            store,
+            children,
+            stop,
+            logs: logs.to_path_buf(),
+        };
         // Loading real checkpoints takes a while (gigabytes, upcast to f32).
         let patience = if models.is_empty() { 60 } else { 600 };
         cluster.wait_for_workers(workers, Duration::from_secs(patience)).await?;
@@ -121,7 +141,10 @@ impl LocalCluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!("only {up} of {n} workers registered within {timeout:?} (logs in {})", self.logs.display());
+                bail!(
+                    "only {up} of {n} workers registered within {timeout:?} (logs in {})",
+                    self.logs.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -152,18 +175,35 @@ fn tail(s: &str, lines: usize) -> String {
 /// Output formats to fetch and where: the `-o` path for its own format, siblings for the others.
 fn destinations(output: &Path, formats: &[OutputKind]) -> Vec<(OutputKind, PathBuf)> {
     let main = OutputKind::from_path(output);
-    formats.iter().map(|&kind| (kind, if Some(kind) == main { output.to_path_buf() } else { kind.beside(output) })).collect()
+    formats
+        .iter()
+        .map(|&kind| {
+            (
+                kind,
+                if Some(kind) == main {
+                    output.to_path_buf()
+                } else {
+                    kind.beside(output)
+                },
+            )
+        })
+        .collect()
 }
 
 pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
-    let main_format = OutputKind::from_path(&a.output)
-        .ok_or_else(|| anyhow!("cannot tell the format from {}; use .mp4, .mov, .safetensors, a directory, or --format", a.output.display()))?;
+    let main_format = OutputKind::from_path(&a.output).ok_or_else(|| {
+        anyhow!(
+            "cannot tell the format from {}; use .mp4, .mov, .safetensors, a directory, or --format",
+            a.output.display()
+        )
+    })?;
     let mut spec = a.job.to_spec(&[main_format]);
     // `--model DIR`: serve that pipeline on the local workers, under its default name.
     let mut models = Vec::new();
     let model_dir = Path::new(&a.job.model);
     if model_dir.is_dir() {
-        let name = longshot_models::wan::served_name(model_dir).with_context(|| format!("--model {}", model_dir.display()))?;
+        let name =
+            longshot_models::wan::served_name(model_dir).with_context(|| format!("--model {}", model_dir.display()))?;
         models.push(format!("{name}={}", model_dir.display()));
         spec.model = name;
     }
@@ -192,7 +232,14 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
             let p = submitted.plan;
             eprintln!(
                 "job {}: seed {}, {} frames (rendered {} = {} latent frames, in {} windows of {}, overlap {})",
-                submitted.job_id, submitted.seed, p.output_frames, p.rendered_frames, p.latent_frames, p.windows, p.window, p.overlap
+                submitted.job_id,
+                submitted.seed,
+                p.output_frames,
+                p.rendered_frames,
+                p.latent_frames,
+                p.windows,
+                p.window,
+                p.overlap
             );
         }
         let status = tokio::select! {
@@ -203,7 +250,13 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
             }
         };
         if status.state != JobState::Done {
-            bail!("job {} {}: {} (worker logs: {})", status.job_id, status.state, status.error.clone().unwrap_or_default(), logs.display());
+            bail!(
+                "job {} {}: {} (worker logs: {})",
+                status.job_id,
+                status.state,
+                status.error.clone().unwrap_or_default(),
+                logs.display()
+            );
         }
         let mut written = Vec::new();
         for (kind, path) in &targets {
@@ -224,8 +277,14 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
     };
     let secs = started.elapsed().as_secs_f64();
     if json {
-        let outputs: Vec<_> = written.iter().map(|(f, p, b)| serde_json::json!({"format": f, "path": p, "bytes": b})).collect();
-        println!("{}", serde_json::json!({"job_id": status.job_id, "seed": status.seed, "plan": status.plan, "seconds": secs, "outputs": outputs}));
+        let outputs: Vec<_> = written
+            .iter()
+            .map(|(f, p, b)| serde_json::json!({"format": f, "path": p, "bytes": b}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"job_id": status.job_id, "seed": status.seed, "plan": status.plan, "seconds": secs, "outputs": outputs})
+        );
     } else {
         for (f, p, b) in &written {
             eprintln!("wrote {} ({f}, {b} bytes)", p.display());
@@ -239,7 +298,12 @@ pub async fn up(a: UpArgs) -> Result<()> {
     let logs = a.coordinator.data_dir.join("logs");
     let models: Vec<String> = a.models.iter().map(|m| m.to_arg()).collect();
     let cluster = LocalCluster::start(&a.coordinator, a.workers, &logs, &models).await?;
-    println!("local cluster up: coordinator {} with {} workers (logs in {}); Ctrl-C to stop", cluster.endpoint, a.workers, logs.display());
+    println!(
+        "local cluster up: coordinator {} with {} workers (logs in {}); Ctrl-C to stop",
+        cluster.endpoint,
+        a.workers,
+        logs.display()
+    );
     interrupted().await;
     cluster.shutdown().await;
     Ok(())

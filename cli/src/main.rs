@@ -20,10 +20,19 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "longshot", version, about = "Render long AI video clips across a cluster of workers")]
+#[command(
+    name = "longshot",
+    version,
+    about = "Render long AI video clips across a cluster of workers"
+)]
 struct Cli {
     /// Coordinator address for job-control commands.
-    #[arg(long, global = true, env = "LONGSHOT_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "LONGSHOT_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     coordinator: String,
     /// Machine-readable output (one JSON object per line).
     #[arg(long, global = true)]
@@ -78,9 +87,14 @@ enum Command {
 }
 
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LONGSHOT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LONGSHOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[tokio::main]
@@ -98,7 +112,9 @@ async fn main() -> std::process::ExitCode {
         Command::Dev(cmd) => {
             init_logging("warn");
             // Heavy CPU work: keep it off the async runtime.
-            tokio::task::spawn_blocking(move || dev::run(cmd)).await.unwrap_or_else(|e| Err(anyhow::anyhow!("dev command panicked: {e}")))
+            tokio::task::spawn_blocking(move || dev::run(cmd))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("dev command panicked: {e}")))
         }
         command => {
             init_logging("warn");

@@ -76,16 +76,37 @@ impl CoordinatorArgs {
     pub async fn backend(&self, cfg: &mut CoordinatorConfig) -> Result<Backend> {
         if self.etcd.is_empty() {
             let registry = Arc::new(InMemoryRegistry::new(cfg.heartbeat_interval * 3));
-            return Ok(Backend { registry, store: Arc::new(NoJobStore), records: Vec::new() });
+            return Ok(Backend {
+                registry,
+                store: Arc::new(NoJobStore),
+                records: Vec::new(),
+            });
         }
         let dir = &cfg.data_dir;
-        tokio::fs::create_dir_all(dir).await.with_context(|| format!("cannot create the data dir {}", dir.display()))?;
-        cfg.data_dir = tokio::fs::canonicalize(dir).await.with_context(|| format!("cannot resolve the data dir {}", dir.display()))?;
-        let registry = EtcdRegistry::start(self.etcd.clone(), CONNECT_PATIENCE).await.context("cannot use etcd")?;
-        let store = EtcdJobStore::open(self.etcd.clone(), cfg.data_dir.clone(), CONNECT_PATIENCE).await.context("cannot use etcd")?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+        cfg.data_dir = tokio::fs::canonicalize(dir)
+            .await
+            .with_context(|| format!("cannot resolve the data dir {}", dir.display()))?;
+        let registry = EtcdRegistry::start(self.etcd.clone(), CONNECT_PATIENCE)
+            .await
+            .context("cannot use etcd")?;
+        let store = EtcdJobStore::open(self.etcd.clone(), cfg.data_dir.clone(), CONNECT_PATIENCE)
+            .await
+            .context("cannot use etcd")?;
         let records = store.load().await.context("cannot load the job records from etcd")?;
-        tracing::info!("etcd {}: {} job records of data dir {}", self.etcd.join(","), records.len(), cfg.data_dir.display());
-        Ok(Backend { registry: Arc::new(registry), store: Arc::new(store), records })
+        tracing::info!(
+            "etcd {}: {} job records of data dir {}",
+            self.etcd.join(","),
+            records.len(),
+            cfg.data_dir.display()
+        );
+        Ok(Backend {
+            registry: Arc::new(registry),
+            store: Arc::new(store),
+            records,
+        })
     }
 }
 
@@ -97,12 +118,23 @@ pub struct Backend {
 }
 
 /// Starts a coordinator on `listener`; returns it and the server task.
-pub fn start_coordinator(listener: TcpListener, cfg: CoordinatorConfig, backend: Backend, shutdown: watch::Receiver<bool>) -> (Coordinator, tokio::task::JoinHandle<Result<()>>) {
-    let Backend { registry, store, records } = backend;
+pub fn start_coordinator(
+    listener: TcpListener,
+    cfg: CoordinatorConfig,
+    backend: Backend,
+    shutdown: watch::Receiver<bool>,
+) -> (Coordinator, tokio::task::JoinHandle<Result<()>>) {
+    let Backend {
+        registry,
+        store,
+        records,
+    } = backend;
     let coordinator = Coordinator::start_with(cfg, registry, Arc::new(GrpcWorkerConnector), store, records);
     let c = coordinator.clone();
     let server = tokio::spawn(async move {
-        longshot_proto::server::serve_coordinator(listener, Arc::new(c.clone()), Arc::new(c), wait_for(shutdown)).await.map_err(|e| anyhow!("{e}"))
+        longshot_proto::server::serve_coordinator(listener, Arc::new(c.clone()), Arc::new(c), wait_for(shutdown))
+            .await
+            .map_err(|e| anyhow!("{e}"))
     });
     (coordinator, server)
 }
@@ -133,7 +165,9 @@ pub async fn interrupted() {
 
 pub async fn coordinator(a: CoordinatorArgs) -> Result<()> {
     let mut cfg = a.config()?;
-    let listener = TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
+    let listener = TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
     let backend = a.backend(&mut cfg).await?;
     let store = backend.store.clone();
@@ -206,7 +240,10 @@ impl WorkerArgs {
         let membership = if self.etcd.is_empty() {
             Membership::Coordinator(coordinator)
         } else {
-            Membership::Etcd { endpoints: self.etcd.clone(), lease_ttl: Duration::from_secs(self.lease_ttl) }
+            Membership::Etcd {
+                endpoints: self.etcd.clone(),
+                lease_ttl: Duration::from_secs(self.lease_ttl),
+            }
         };
         ServeConfig {
             id: self.id.clone(),
@@ -214,7 +251,9 @@ impl WorkerArgs {
             models: self.models.clone(),
             device: self.device,
             membership,
-            connect_timeout: self.connect_timeout.map(|s| Duration::from_secs_f64(s.clamp(0.1, 3600.0))),
+            connect_timeout: self
+                .connect_timeout
+                .map(|s| Duration::from_secs_f64(s.clamp(0.1, 3600.0))),
             version: env!("LONGSHOT_BUILD").into(),
         }
     }
@@ -244,7 +283,9 @@ impl WorkerTransport for GrpcTransport {
 }
 
 pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
-    let listener = TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
+    let listener = TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
     let shutdown = async move {
         let stdin_watch = async {
             if a.exit_on_stdin_close {

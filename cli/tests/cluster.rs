@@ -11,7 +11,9 @@ const PROMPT: &str = "a slow red sunset over the sea";
 const TERMINAL: &[&str] = &["done", "failed", "cancelled"];
 
 /// 209 frames = 53 latent frames = 3 windows of 21 (overlap 5) at 96×64.
-const JOB: &[&str] = &["--prompt", PROMPT, "--frames", "209", "--width", "96", "--height", "64", "--steps", "6", "--seed", "42"];
+const JOB: &[&str] = &[
+    "--prompt", PROMPT, "--frames", "209", "--width", "96", "--height", "64", "--steps", "6", "--seed", "42",
+];
 
 fn tensor_bytes(path: &std::path::Path) -> Vec<u8> {
     harness::latent_bytes(path, &[53, 16, 8, 12])
@@ -22,7 +24,10 @@ fn three_workers_render_bit_identical_frames_to_one_worker() {
     let mut renders = Vec::new();
     for workers in [1usize, 3] {
         // Asking for NCCL changes nothing on CPU workers: the gang falls back to TCP and says so.
-        let options = harness::ClusterOptions { coordinator_args: vec!["--overlap-transport".into(), "nccl".into()], ..Default::default() };
+        let options = harness::ClusterOptions {
+            coordinator_args: vec!["--overlap-transport".into(), "nccl".into()],
+            ..Default::default()
+        };
         let c = Cluster::start_with(workers, 30.0, options);
         let mut args = JOB.to_vec();
         args.extend(["--format", "png,latents,mp4"]);
@@ -44,7 +49,11 @@ fn three_workers_render_bit_identical_frames_to_one_worker() {
         assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(96), Some(64)));
         assert_eq!(v["r_frame_rate"], "16/1");
         assert_eq!(v["nb_read_frames"], "209");
-        let duration: f64 = probe["format"]["duration"].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+        let duration: f64 = probe["format"]["duration"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0.0);
         assert!((duration - 209.0 / 16.0).abs() < 0.1, "duration {duration}");
         let frames = read_png_dir(&png);
         assert_eq!(frames.len(), 209);
@@ -52,17 +61,29 @@ fn three_workers_render_bit_identical_frames_to_one_worker() {
         renders.push((frames, tensor_bytes(&lat)));
         if workers == 3 {
             let log = std::fs::read_to_string(c.dir.path().join("coordinator.log")).unwrap_or_default();
-            assert!(log.contains("overlaps over TCP: worker") && log.contains("cannot join NCCL (no GPU or no libnccl)"), "no TCP fallback line:\n{log}");
+            assert!(
+                log.contains("overlaps over TCP: worker") && log.contains("cannot join NCCL (no GPU or no libnccl)"),
+                "no TCP fallback line:\n{log}"
+            );
         }
     }
     assert!(renders[0].1 == renders[1].1, "latents differ between 1 and 3 workers");
     let differing = renders[0].0.iter().zip(&renders[1].0).filter(|(a, b)| a != b).count();
-    assert_eq!(differing, 0, "{differing} decoded frames differ between 1 and 3 workers");
+    assert_eq!(
+        differing, 0,
+        "{differing} decoded frames differ between 1 and 3 workers"
+    );
 }
 
 /// A job long enough to interrupt: 1000 steps over 3 windows at 128×128.
 fn long_job(c: &Cluster) -> String {
-    submit(c, &["--prompt", PROMPT, "--frames", "209", "--width", "128", "--height", "128", "--steps", "1000", "--format", "mp4"])
+    submit(
+        c,
+        &[
+            "--prompt", PROMPT, "--frames", "209", "--width", "128", "--height", "128", "--steps", "1000", "--format",
+            "mp4",
+        ],
+    )
 }
 
 fn wait_progress(c: &Cluster, job: &str) {
@@ -85,7 +106,12 @@ fn cancel_mid_job_frees_the_workers() {
     assert!(t.elapsed() < Duration::from_secs(10), "cancel took {:?}", t.elapsed());
     assert!(s["steps_done"].as_u64().unwrap() < s["steps_total"].as_u64().unwrap());
     // The workers take the next job.
-    let next = submit(&c, &["--prompt", PROMPT, "--frames", "49", "--width", "64", "--height", "64", "--steps", "3"]);
+    let next = submit(
+        &c,
+        &[
+            "--prompt", PROMPT, "--frames", "49", "--width", "64", "--height", "64", "--steps", "3",
+        ],
+    );
     let s = c.wait_state(&next, TERMINAL, Duration::from_secs(120));
     assert_eq!(s["state"], "done", "{s}\n{}", c.logs());
 }
@@ -101,10 +127,18 @@ fn a_killed_worker_fails_the_job_clearly_and_the_coordinator_keeps_serving() {
     assert_eq!(s["state"], "failed", "{s}");
     assert!(t.elapsed() < Duration::from_secs(10), "failure took {:?}", t.elapsed());
     let reason = s["error"].as_str().unwrap_or_default();
-    assert!(reason.contains("w1"), "the reason should name the lost worker: {reason}");
+    assert!(
+        reason.contains("w1"),
+        "the reason should name the lost worker: {reason}"
+    );
     // The dead worker's registration expires; the survivors render the next job.
     c.wait_for_workers(2);
-    let next = submit(&c, &["--prompt", PROMPT, "--frames", "129", "--width", "64", "--height", "64", "--steps", "3"]);
+    let next = submit(
+        &c,
+        &[
+            "--prompt", PROMPT, "--frames", "129", "--width", "64", "--height", "64", "--steps", "3",
+        ],
+    );
     let s = c.wait_state(&next, TERMINAL, Duration::from_secs(120));
     assert_eq!(s["state"], "done", "{s}");
     assert_eq!(s["plan"]["workers"], 2);
@@ -113,7 +147,13 @@ fn a_killed_worker_fails_the_job_clearly_and_the_coordinator_keeps_serving() {
 #[test]
 fn bad_inputs_are_rejected_with_the_field_and_what_is_allowed() {
     let c = Cluster::start(1, 30.0);
-    let base: &[(&str, &str)] = &[("--prompt", PROMPT), ("--frames", "49"), ("--width", "64"), ("--height", "64"), ("--steps", "3")];
+    let base: &[(&str, &str)] = &[
+        ("--prompt", PROMPT),
+        ("--frames", "49"),
+        ("--width", "64"),
+        ("--height", "64"),
+        ("--steps", "3"),
+    ];
     let cases: &[((&str, &str), &str)] = &[
         (("--width", "1000"), "width: 1000 is not a multiple of 16"),
         (("--height", "0"), "height: 0 is not a multiple of 16"),
@@ -125,8 +165,14 @@ fn bad_inputs_are_rejected_with_the_field_and_what_is_allowed() {
         (("--shift", "0"), "shift: 0 is not in (0, 100]"),
         (("--solver", "ddim"), "solver"),
         (("--overlap", "15"), "overlap: 15 is not in 0..=10"),
-        (("--model", "nope"), "model: \"nope\" is not served by any worker; available: procedural"),
-        (("--format", "gif"), "output format \"gif\" is not one of: mp4, prores, png, latents"),
+        (
+            ("--model", "nope"),
+            "model: \"nope\" is not served by any worker; available: procedural",
+        ),
+        (
+            ("--format", "gif"),
+            "output format \"gif\" is not one of: mp4, prores, png, latents",
+        ),
         (("--priority", "500"), "priority: 500 is not in -100..=100"),
         (("--prompt", " "), "prompt: must not be empty"),
         (("--frames", "0"), "frames: must be at least 1"),
@@ -134,7 +180,10 @@ fn bad_inputs_are_rejected_with_the_field_and_what_is_allowed() {
     ];
     for ((flag, value), expected) in cases {
         let mut args = vec!["submit".to_string()];
-        for (f, v) in base.iter().filter(|(f, _)| f != flag && !(*flag == "--duration" && *f == "--frames")) {
+        for (f, v) in base
+            .iter()
+            .filter(|(f, _)| f != flag && !(*flag == "--duration" && *f == "--frames"))
+        {
             args.extend([f.to_string(), v.to_string()]);
         }
         args.push(format!("{flag}={value}"));
@@ -142,15 +191,25 @@ fn bad_inputs_are_rejected_with_the_field_and_what_is_allowed() {
         let out = c.cli(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{flag} {value} was accepted");
-        assert!(stderr.contains(expected), "{flag} {value}: expected {expected:?} in {stderr:?}");
+        assert!(
+            stderr.contains(expected),
+            "{flag} {value}: expected {expected:?} in {stderr:?}"
+        );
     }
     // Several bad fields are all reported at once.
-    let out = c.cli(&["submit", "--prompt", PROMPT, "--frames", "49", "--width", "17", "--height", "64", "--fps", "0"]);
+    let out = c.cli(&[
+        "submit", "--prompt", PROMPT, "--frames", "49", "--width", "17", "--height", "64", "--fps", "0",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("width: 17") && stderr.contains("fps: 0"), "{stderr}");
     // Nothing was created, and the coordinator still serves.
     assert_eq!(c.ok(&["--json", "list"]).trim(), "");
-    let job = submit(&c, &["--prompt", PROMPT, "--frames", "49", "--width", "64", "--height", "64", "--steps", "3"]);
+    let job = submit(
+        &c,
+        &[
+            "--prompt", PROMPT, "--frames", "49", "--width", "64", "--height", "64", "--steps", "3",
+        ],
+    );
     assert_eq!(c.wait_state(&job, TERMINAL, Duration::from_secs(120))["state"], "done");
     // Unknown jobs are a clear error too.
     let out = c.cli(&["status", "job-0000-nope"]);
@@ -166,22 +225,56 @@ fn longshot_render_end_to_end() {
     let mut clips = Vec::new();
     for workers in ["1", "3"] {
         let clip = dir.path().join(format!("clip-{workers}.mp4"));
-        let args = ["render", "--prompt", PROMPT, "--duration", "20", "--fps", "16", "--width", "96", "--height", "64", "--steps", "4", "--seed", "5"];
-        let out = Command::new(BIN).args(args).args(["--workers", workers, "-o"]).arg(&clip).output().unwrap();
+        let args = [
+            "render",
+            "--prompt",
+            PROMPT,
+            "--duration",
+            "20",
+            "--fps",
+            "16",
+            "--width",
+            "96",
+            "--height",
+            "64",
+            "--steps",
+            "4",
+            "--seed",
+            "5",
+        ];
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--workers", workers, "-o"])
+            .arg(&clip)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "render failed: {stderr}");
-        assert!(stderr.contains("wrote") && stderr.contains("320 frames (rendered 321 = 81 latent frames"), "{stderr}");
-        assert!(!stderr.contains("OpenH264"), "the encoder's own log reached the terminal:\n{stderr}");
+        assert!(
+            stderr.contains("wrote") && stderr.contains("320 frames (rendered 321 = 81 latent frames"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("OpenH264"),
+            "the encoder's own log reached the terminal:\n{stderr}"
+        );
         let probe = ffprobe(&clip);
         assert_eq!(probe["streams"][0]["nb_read_frames"], "320");
         assert_eq!(probe["streams"][0]["codec_name"], "h264");
-        let duration: f64 = probe["format"]["duration"].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+        let duration: f64 = probe["format"]["duration"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0.0);
         assert!((duration - 20.0).abs() < 0.01, "duration {duration}");
         clips.push(std::fs::read(&clip).unwrap());
     }
     assert!(clips[0] == clips[1], "the MP4 differs between 1 and 3 workers");
     // No worker outlives the render (render's workers are the only ones with `local-` ids).
-    let leftovers = Command::new("pgrep").args(["-f", "worker .*--id local-"]).output().unwrap();
+    let leftovers = Command::new("pgrep")
+        .args(["-f", "worker .*--id local-"])
+        .output()
+        .unwrap();
     let pids = String::from_utf8_lossy(&leftovers.stdout);
     assert!(pids.trim().is_empty(), "left-over worker processes: {pids}");
 }
@@ -190,10 +283,22 @@ fn longshot_render_end_to_end() {
 #[test]
 fn status_reports_requested_and_rendered_frames() {
     let c = Cluster::start(1, 30.0);
-    let job = submit(&c, &["--prompt", PROMPT, "--frames", "50", "--width", "64", "--height", "64", "--steps", "3"]);
+    let job = submit(
+        &c,
+        &[
+            "--prompt", PROMPT, "--frames", "50", "--width", "64", "--height", "64", "--steps", "3",
+        ],
+    );
     let s = c.wait_state(&job, TERMINAL, Duration::from_secs(120));
     assert_eq!(s["state"], "done", "{s}");
-    assert_eq!((s["plan"]["output_frames"].as_u64(), s["plan"]["rendered_frames"].as_u64()), (Some(50), Some(53)), "{s}");
+    assert_eq!(
+        (
+            s["plan"]["output_frames"].as_u64(),
+            s["plan"]["rendered_frames"].as_u64()
+        ),
+        (Some(50), Some(53)),
+        "{s}"
+    );
     let line = c.ok(&["status", &job]);
     assert!(line.contains("50 frames (53 rendered)"), "{line}");
 }
@@ -202,14 +307,30 @@ fn status_reports_requested_and_rendered_frames() {
 fn models_workers_and_watch_report_the_cluster() {
     let c = Cluster::start(2, 30.0);
     let models = c.ok(&["models"]);
-    assert!(models.contains("procedural") && models.contains("window 21 latent frames (81 video frames)"), "{models}");
+    assert!(
+        models.contains("procedural") && models.contains("window 21 latent frames (81 video frames)"),
+        "{models}"
+    );
     let workers = c.workers();
     assert_eq!(workers.len(), 2);
-    assert!(workers.iter().all(|w| w["device_kind"] == "cpu" && w["models"][0]["name"] == "procedural"), "{workers:?}");
-    let job = submit(&c, &["--prompt", PROMPT, "--frames", "129", "--width", "64", "--height", "64", "--steps", "4"]);
+    assert!(
+        workers
+            .iter()
+            .all(|w| w["device_kind"] == "cpu" && w["models"][0]["name"] == "procedural"),
+        "{workers:?}"
+    );
+    let job = submit(
+        &c,
+        &[
+            "--prompt", PROMPT, "--frames", "129", "--width", "64", "--height", "64", "--steps", "4",
+        ],
+    );
     // `watch --json` follows the job to its end: the last event is `done`, with the outputs.
     let out = c.ok(&["--json", "watch", &job]);
-    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
     let last = &events.last().expect("events")["event"];
     assert_eq!(last["event"], "done", "{out}");
     assert_eq!(last["outputs"][0]["format"], "mp4");

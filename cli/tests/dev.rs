@@ -33,8 +33,14 @@ fn rel_error(got: &[f32], want: &[f32]) -> f32 {
 fn tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(name).unwrap_or_else(|_| panic!("{} has no {name}", path.display()));
-    let data = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("{} has no {name}", path.display()));
+    let data = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     (t.shape().to_vec(), data)
 }
 
@@ -45,7 +51,15 @@ fn dev_dit_matches_diffusers() {
         let model = pipeline_with_transformer(case, tmp.path());
         let inputs = fixtures().join("cases").join(format!("{case}.safetensors"));
         let out = tmp.path().join(format!("{case}-out.safetensors"));
-        let run = Command::new(BIN).args(["dev", "dit", "--model"]).arg(&model).arg("--inputs").arg(&inputs).arg("--out").arg(&out).output().unwrap();
+        let run = Command::new(BIN)
+            .args(["dev", "dit", "--model"])
+            .arg(&model)
+            .arg("--inputs")
+            .arg(&inputs)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
         assert!(run.status.success(), "{case}: {}", String::from_utf8_lossy(&run.stderr));
         let (shape, got) = tensor(&out, "output");
         let (want_shape, want) = tensor(&inputs, "expected");
@@ -64,12 +78,28 @@ fn dev_dit_names_what_is_wrong() {
     let hs = vec![0u8; 4 * 4 * 2 * 16 * 16];
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 4, 2, 16, 16], &hs).unwrap();
     safetensors::serialize_to_file(vec![("hidden_states", view)], &None, &bad).unwrap();
-    let run = Command::new(BIN).args(["dev", "dit", "--model"]).arg(&model).arg("--inputs").arg(&bad).arg("--out").arg(tmp.path().join("o")).output().unwrap();
+    let run = Command::new(BIN)
+        .args(["dev", "dit", "--model"])
+        .arg(&model)
+        .arg("--inputs")
+        .arg(&bad)
+        .arg("--out")
+        .arg(tmp.path().join("o"))
+        .output()
+        .unwrap();
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("timestep") && err.contains("bad.safetensors"), "{err}");
     // A directory that is not a pipeline.
-    let run = Command::new(BIN).args(["dev", "dit", "--model"]).arg(tmp.path()).arg("--inputs").arg(&bad).arg("--out").arg(tmp.path().join("o")).output().unwrap();
+    let run = Command::new(BIN)
+        .args(["dev", "dit", "--model"])
+        .arg(tmp.path())
+        .arg("--inputs")
+        .arg(&bad)
+        .arg("--out")
+        .arg(tmp.path().join("o"))
+        .output()
+        .unwrap();
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("model_index.json"));
 }
@@ -77,9 +107,15 @@ fn dev_dit_names_what_is_wrong() {
 #[test]
 fn dev_text_encode_matches_the_pipeline() {
     let tmp = tempfile::tempdir().unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(fixtures().join("manifest.json")).unwrap()).unwrap();
-    let cases = manifest["components"]["t5"].as_array().expect("t5 cases in the manifest");
-    let case = cases.iter().find(|c| c["name"] == "simple").expect("the 'simple' t5 case");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("manifest.json")).unwrap()).unwrap();
+    let cases = manifest["components"]["t5"]
+        .as_array()
+        .expect("t5 cases in the manifest");
+    let case = cases
+        .iter()
+        .find(|c| c["name"] == "simple")
+        .expect("the 'simple' t5 case");
     let prompt = case["prompt"].as_str().unwrap();
     let seq_len = case["seq_len"].as_u64().unwrap() as usize;
     let out = tmp.path().join("embeds.safetensors");
@@ -97,7 +133,10 @@ fn dev_text_encode_matches_the_pipeline() {
     let d = 32;
     let err = rel_error(&got[..seq_len * d], &want[..seq_len * d]);
     assert!(err <= 1e-5, "max error {err:e}");
-    assert!(got[seq_len * d..].iter().all(|&v| v == 0.0), "rows after the prompt must be zero");
+    assert!(
+        got[seq_len * d..].iter().all(|&v| v == 0.0),
+        "rows after the prompt must be zero"
+    );
 }
 
 #[test]
@@ -107,7 +146,15 @@ fn dev_vae_decode_matches_diffusers() {
         let model = pipeline_with(case, "vae", "AutoencoderKLWan", tmp.path());
         let inputs = fixtures().join("cases").join(format!("{case}.safetensors"));
         let out = tmp.path().join(format!("{case}-out.safetensors"));
-        let run = Command::new(BIN).args(["dev", "vae-decode", "--model"]).arg(&model).arg("--inputs").arg(&inputs).arg("--out").arg(&out).output().unwrap();
+        let run = Command::new(BIN)
+            .args(["dev", "vae-decode", "--model"])
+            .arg(&model)
+            .arg("--inputs")
+            .arg(&inputs)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
         assert!(run.status.success(), "{case}: {}", String::from_utf8_lossy(&run.stderr));
         let (shape, got) = tensor(&out, "output");
         let (want_shape, want) = tensor(&inputs, "expected");

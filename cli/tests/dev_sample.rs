@@ -23,9 +23,15 @@ fn rel_error(got: &[f32], want: &[f32]) -> f32 {
 fn tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(name).unwrap_or_else(|_| panic!("{} has no {name}", path.display()));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("{} has no {name}", path.display()));
     assert_eq!(t.dtype(), safetensors::Dtype::F32, "{} {name}", path.display());
-    let data = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     (t.shape().to_vec(), data)
 }
 
@@ -34,8 +40,14 @@ fn case(name: &str) -> serde_json::Value {
     let path = fixtures().join("manifest.json");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    let cases = manifest["components"]["pipeline"].as_array().expect("pipeline cases in the manifest (run scripts/goldens/wan.py --only pipeline)");
-    cases.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no pipeline case {name} in the manifest")).clone()
+    let cases = manifest["components"]["pipeline"]
+        .as_array()
+        .expect("pipeline cases in the manifest (run scripts/goldens/wan.py --only pipeline)");
+    cases
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no pipeline case {name} in the manifest"))
+        .clone()
 }
 
 fn check(name: &str, solver: &str) {
@@ -43,7 +55,11 @@ fn check(name: &str, solver: &str) {
     assert_eq!(c["solver"], solver, "{name}");
     let model = fixtures().join(c["model_dir"].as_str().unwrap());
     let inputs = fixtures().join(c["inputs"].as_str().unwrap());
-    assert!(model.join("model_index.json").is_file(), "{name}: missing {}", model.display());
+    assert!(
+        model.join("model_index.json").is_file(),
+        "{name}: missing {}",
+        model.display()
+    );
     assert!(inputs.is_file(), "{name}: missing {}", inputs.display());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.safetensors");
@@ -71,11 +87,20 @@ fn check(name: &str, solver: &str) {
     let (want_shape, want) = tensor(&inputs, "expected_video");
     assert_eq!(shape, want_shape, "{name} video");
     let video_err = rel_error(&got, &want);
-    assert!(got.iter().all(|v| (0.0..=1.0).contains(v)), "{name}: video outside [0, 1]");
+    assert!(
+        got.iter().all(|v| (0.0..=1.0).contains(v)),
+        "{name}: video outside [0, 1]"
+    );
 
     eprintln!("{name}: latents {latents_err:e}, video {video_err:e}");
-    assert!(latents_err <= TOL, "{name}: final latents max error {latents_err:e} relative to max |diffusers| (video {video_err:e})");
-    assert!(video_err <= TOL, "{name}: video max error {video_err:e} relative to max |diffusers|");
+    assert!(
+        latents_err <= TOL,
+        "{name}: final latents max error {latents_err:e} relative to max |diffusers| (video {video_err:e})"
+    );
+    assert!(
+        video_err <= TOL,
+        "{name}: video max error {video_err:e} relative to max |diffusers|"
+    );
 }
 
 #[test]

@@ -16,19 +16,48 @@ const INTERRUPTED: &str = "interrupted: the coordinator restarted while this job
 fn options(etcd: &EtcdServer, lease_ttl_s: u64) -> ClusterOptions {
     ClusterOptions {
         coordinator_args: vec!["--etcd".into(), etcd.endpoint()],
-        worker_args: vec!["--etcd".into(), etcd.endpoint(), "--lease-ttl".into(), lease_ttl_s.to_string()],
+        worker_args: vec![
+            "--etcd".into(),
+            etcd.endpoint(),
+            "--lease-ttl".into(),
+            lease_ttl_s.to_string(),
+        ],
     }
 }
 
 /// A job of a second or two.
 fn small_job(c: &Cluster, priority: i32) -> String {
     let p = priority.to_string();
-    submit(c, &["--prompt", PROMPT, "--frames", "49", "--width", "64", "--height", "64", "--steps", "3", "--format", "mp4", "--priority", &p])
+    submit(
+        c,
+        &[
+            "--prompt",
+            PROMPT,
+            "--frames",
+            "49",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--steps",
+            "3",
+            "--format",
+            "mp4",
+            "--priority",
+            &p,
+        ],
+    )
 }
 
 /// A job that runs until it is stopped: 1000 steps over 3 windows at 128×128.
 fn long_job(c: &Cluster) -> String {
-    submit(c, &["--prompt", PROMPT, "--frames", "209", "--width", "128", "--height", "128", "--steps", "1000", "--format", "mp4"])
+    submit(
+        c,
+        &[
+            "--prompt", PROMPT, "--frames", "209", "--width", "128", "--height", "128", "--steps", "1000", "--format",
+            "mp4",
+        ],
+    )
 }
 
 fn finished_ms(c: &Cluster, job: &str) -> u64 {
@@ -40,7 +69,12 @@ fn a_restarted_coordinator_keeps_the_queue_and_the_history() {
     let etcd = EtcdServer::start();
     let mut c = Cluster::start_with(1, 30.0, options(&etcd, 3));
     let done = small_job(&c, 0);
-    assert_eq!(c.wait_state(&done, TERMINAL, Duration::from_secs(120))["state"], "done", "{}", c.logs());
+    assert_eq!(
+        c.wait_state(&done, TERMINAL, Duration::from_secs(120))["state"],
+        "done",
+        "{}",
+        c.logs()
+    );
     let out = c.dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     c.ok(&["fetch", &done, "-o", out.join("before.mp4").to_str().unwrap()]);
@@ -56,17 +90,32 @@ fn a_restarted_coordinator_keeps_the_queue_and_the_history() {
 
     assert_eq!(c.status(&done), before_restart, "a done job is reported as it was");
     c.ok(&["fetch", &done, "-o", out.join("after.mp4").to_str().unwrap()]);
-    assert!(std::fs::read(out.join("before.mp4")).unwrap() == std::fs::read(out.join("after.mp4")).unwrap(), "the output changed");
+    assert!(
+        std::fs::read(out.join("before.mp4")).unwrap() == std::fs::read(out.join("after.mp4")).unwrap(),
+        "the output changed"
+    );
     let s = c.status(&running);
-    assert_eq!((s["state"].as_str(), s["error"].as_str()), (Some("failed"), Some(INTERRUPTED)), "{s}");
+    assert_eq!(
+        (s["state"].as_str(), s["error"].as_str()),
+        (Some("failed"), Some(INTERRUPTED)),
+        "{s}"
+    );
     assert_eq!(c.status(&cancelled)["state"], "cancelled");
     for q in [&q1, &q2, &q3] {
         let s = c.wait_state(q, TERMINAL, Duration::from_secs(120));
-        assert_eq!(s["state"], "done", "queued job {q} after the restart: {s}\n{}", c.logs());
+        assert_eq!(
+            s["state"],
+            "done",
+            "queued job {q} after the restart: {s}\n{}",
+            c.logs()
+        );
     }
     // One worker runs them one after another, in the original queue order.
     let order = [finished_ms(&c, &q2), finished_ms(&c, &q1), finished_ms(&c, &q3)];
-    assert!(order[0] < order[1] && order[1] < order[2], "finish times {order:?} (expected q2, q1, q3)");
+    assert!(
+        order[0] < order[1] && order[1] < order[2],
+        "finish times {order:?} (expected q2, q1, q3)"
+    );
     // Numbering continues after the loaded jobs; nothing was lost.
     let next = small_job(&c, 0);
     assert!(next.starts_with("job-0007-"), "{next}");
@@ -78,17 +127,29 @@ fn a_restarted_coordinator_keeps_the_queue_and_the_history() {
 fn a_render_survives_an_etcd_restart() {
     let mut etcd = EtcdServer::start();
     let mut c = Cluster::start_with(2, 30.0, options(&etcd, 10));
-    let job = submit(&c, &["--prompt", PROMPT, "--frames", "209", "--width", "128", "--height", "128", "--steps", "500", "--format", "mp4", "--seed", "7"]);
+    let job = submit(
+        &c,
+        &[
+            "--prompt", PROMPT, "--frames", "209", "--width", "128", "--height", "128", "--steps", "500", "--format",
+            "mp4", "--seed", "7",
+        ],
+    );
     c.wait_steps(&job, 3);
     etcd.stop();
     std::thread::sleep(Duration::from_secs(2));
     // Meanwhile the coordinator still answers and the job runs on: membership is served from the
     // last known state, and records are written once etcd is back.
     let s = c.status(&job);
-    assert!(!TERMINAL.contains(&s["state"].as_str().unwrap_or("")), "the job must outlive the outage: {s}");
+    assert!(
+        !TERMINAL.contains(&s["state"].as_str().unwrap_or("")),
+        "the job must outlive the outage: {s}"
+    );
     etcd.restart();
     let during = c.status(&job);
-    assert!(!TERMINAL.contains(&during["state"].as_str().unwrap_or("")), "the job ended before etcd came back; make it longer: {during}");
+    assert!(
+        !TERMINAL.contains(&during["state"].as_str().unwrap_or("")),
+        "the job ended before etcd came back; make it longer: {during}"
+    );
     let s = c.wait_state(&job, TERMINAL, Duration::from_secs(300));
     assert_eq!(s["state"], "done", "{s}\n{}\n{}", c.logs(), etcd.log_tail());
     // Leases outlive a short etcd restart (etcd extends them when it elects a leader).
@@ -109,14 +170,26 @@ fn a_frozen_worker_expires_fails_its_job_and_registers_again() {
     let s = c.wait_state(&job, TERMINAL, Duration::from_secs(30));
     let reason = s["error"].as_str().unwrap_or_default();
     assert_eq!(s["state"], "failed", "{s}");
-    assert!(reason.contains("worker w1") && reason.contains("left the cluster"), "{reason}");
+    assert!(
+        reason.contains("worker w1") && reason.contains("left the cluster"),
+        "{reason}"
+    );
     // Lease ttl 2 s + the run loop's 1 s tick + at most 5 s trying to cancel the frozen shard.
-    assert!(t.elapsed() < Duration::from_secs(12), "the failure took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(12),
+        "the failure took {:?}",
+        t.elapsed()
+    );
     c.wait_for_workers(1);
     c.signal_worker(1, "CONT");
     // It registers again under a new lease, and reports idle once its orphaned shard has stopped.
     c.wait_for_idle_workers(2);
-    let next = submit(&c, &["--prompt", PROMPT, "--frames", "129", "--width", "64", "--height", "64", "--steps", "3"]);
+    let next = submit(
+        &c,
+        &[
+            "--prompt", PROMPT, "--frames", "129", "--width", "64", "--height", "64", "--steps", "3",
+        ],
+    );
     let s = c.wait_state(&next, TERMINAL, Duration::from_secs(120));
     assert_eq!(s["state"], "done", "{s}\n{}", c.logs());
     assert_eq!(s["plan"]["workers"], 2);
@@ -126,14 +199,34 @@ fn a_frozen_worker_expires_fails_its_job_and_registers_again() {
 fn duplicate_ids_and_grpc_registration_are_refused() {
     let etcd = EtcdServer::start();
     let c = Cluster::start_with(1, 30.0, options(&etcd, 10));
-    let out = Command::new(BIN).args(["worker", "--etcd", &etcd.endpoint(), "--id", "w0"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["worker", "--etcd", &etcd.endpoint(), "--id", "w0"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("worker id \"w0\" is already registered in etcd by a live worker at 127.0.0.1:"), "{stderr}");
-    let out = Command::new(BIN).args(["--coordinator", &c.endpoint, "worker", "--id", "grpc", "--connect-timeout", "5"]).output().unwrap();
+    assert!(
+        stderr.contains("worker id \"w0\" is already registered in etcd by a live worker at 127.0.0.1:"),
+        "{stderr}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "--coordinator",
+            &c.endpoint,
+            "worker",
+            "--id",
+            "grpc",
+            "--connect-timeout",
+            "5",
+        ])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    let expected = format!("this coordinator uses etcd membership; start workers with --etcd {}", etcd.endpoint());
+    let expected = format!(
+        "this coordinator uses etcd membership; start workers with --etcd {}",
+        etcd.endpoint()
+    );
     assert!(stderr.contains(&expected), "{stderr}");
     assert_eq!(c.workers().len(), 1);
 }
@@ -144,17 +237,35 @@ fn an_unreachable_etcd_fails_start_up_within_the_bound() {
     let dir = tempfile::tempdir().unwrap();
     let t = Instant::now();
     let data = dir.path().join("data");
-    let coordinator = Command::new(BIN).args(["coordinator", "--listen", "127.0.0.1:0", "--etcd", &url]).arg("--data-dir").arg(&data).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let worker = Command::new(BIN).args(["worker", "--etcd", &url, "--id", "w0"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let coordinator = Command::new(BIN)
+        .args(["coordinator", "--listen", "127.0.0.1:0", "--etcd", &url])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let worker = Command::new(BIN)
+        .args(["worker", "--etcd", &url, "--id", "w0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     for (name, child) in [("coordinator", coordinator), ("worker", worker)] {
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name} started without etcd");
-        assert!(stderr.contains(&format!("etcd at {url} is unreachable after")), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("etcd at {url} is unreachable after")),
+            "{name}: {stderr}"
+        );
     }
     // Both retry for 10 s (exponential backoff), then give up.
     let took = t.elapsed();
-    assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(13), "gave up after {took:?}");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(13),
+        "gave up after {took:?}"
+    );
 }
 
 #[test]
@@ -163,7 +274,15 @@ fn longshot_up_with_etcd_registers_its_workers_there() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut up = Command::new(BIN)
-        .args(["up", "--workers", "2", "--listen", "127.0.0.1:0", "--etcd", &etcd.endpoint()])
+        .args([
+            "up",
+            "--workers",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--etcd",
+            &etcd.endpoint(),
+        ])
         .arg("--data-dir")
         .arg(&data)
         .stdout(Stdio::piped())
@@ -172,18 +291,42 @@ fn longshot_up_with_etcd_registers_its_workers_there() {
         .unwrap();
     let mut line = String::new();
     BufReader::new(up.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let endpoint = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("unexpected line {line:?}")).to_string();
-    let cli = |args: &[&str]| Command::new(BIN).arg("--coordinator").arg(&endpoint).args(args).output().unwrap();
+    let endpoint = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_string();
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--coordinator")
+            .arg(&endpoint)
+            .args(args)
+            .output()
+            .unwrap()
+    };
     let workers = String::from_utf8_lossy(&cli(&["--json", "workers"]).stdout).into_owned();
     assert_eq!(workers.lines().count(), 2, "{workers}");
-    let out = cli(&["submit", "--wait", "--prompt", PROMPT, "--frames", "49", "--width", "64", "--height", "64", "--steps", "3"]);
+    let out = cli(&[
+        "submit", "--wait", "--prompt", PROMPT, "--frames", "49", "--width", "64", "--height", "64", "--steps", "3",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let pid = up.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert!(up.wait().unwrap().success());
     // Stopped workers revoked their leases; the job record stayed.
-    let c = Cluster::start_with(0, 30.0, ClusterOptions { coordinator_args: vec!["--etcd".into(), etcd.endpoint()], worker_args: vec![] });
+    let c = Cluster::start_with(
+        0,
+        30.0,
+        ClusterOptions {
+            coordinator_args: vec!["--etcd".into(), etcd.endpoint()],
+            worker_args: vec![],
+        },
+    );
     assert!(c.workers().is_empty());
     let listed = c.ok(&["--json", "list"]);
-    assert_eq!(listed.lines().count(), 0, "another data dir's jobs are not loaded: {listed}");
+    assert_eq!(
+        listed.lines().count(),
+        0,
+        "another data dir's jobs are not loaded: {listed}"
+    );
 }

@@ -13,8 +13,22 @@ use std::time::Duration;
 const TERMINAL: &[&str] = &["done", "failed", "cancelled"];
 /// 197 frames = 50 latent frames = 3 windows of 21 (overlap 5) at 48×32 (latent 6×4).
 const JOB: &[&str] = &[
-    "--prompt", "a lighthouse on a cliff at dusk", "--negative-prompt", "blurry", "--frames", "197", "--width", "48",
-    "--height", "32", "--steps", "3", "--guidance", "5", "--seed", "7",
+    "--prompt",
+    "a lighthouse on a cliff at dusk",
+    "--negative-prompt",
+    "blurry",
+    "--frames",
+    "197",
+    "--width",
+    "48",
+    "--height",
+    "32",
+    "--steps",
+    "3",
+    "--guidance",
+    "5",
+    "--seed",
+    "7",
 ];
 
 fn fixtures() -> PathBuf {
@@ -64,18 +78,29 @@ fn a_tiny_wan_renders_bit_identically_on_one_two_and_three_worker_processes() {
     let served = format!("tiny-wan={}", model.display());
     let mut renders = Vec::new();
     for workers in [1usize, 3] {
-        let options = ClusterOptions { worker_args: vec!["--model".into(), served.clone()], ..Default::default() };
+        let options = ClusterOptions {
+            worker_args: vec!["--model".into(), served.clone()],
+            ..Default::default()
+        };
         let c = Cluster::start_with(workers, 30.0, options);
         // Workers advertise the loaded pipeline beside the built-in model.
         let listed = c.ok(&["models"]);
         assert!(listed.contains("tiny-wan") && listed.contains("procedural"), "{listed}");
         for w in c.workers() {
-            let names: Vec<&str> = w["models"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
+            let names: Vec<&str> = w["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|m| m["name"].as_str())
+                .collect();
             assert_eq!(names, ["procedural", "tiny-wan"], "{w}");
             // The harness names worker i `w{i}` and logs it to worker-{i}.log.
             let id = w["id"].as_str().unwrap();
             let log = std::fs::read_to_string(c.dir.path().join(format!("worker-{}.log", &id[1..]))).unwrap();
-            assert!(log.contains(&format!("transformer on {}", w["device_kind"].as_str().unwrap())), "{log}");
+            assert!(
+                log.contains(&format!("transformer on {}", w["device_kind"].as_str().unwrap())),
+                "{log}"
+            );
             // `--device auto` (the default) on a machine or build without a GPU: the CPU, and one
             // log line saying why.
             if w["device_kind"] == "cpu" {
@@ -89,7 +114,10 @@ fn a_tiny_wan_renders_bit_identically_on_one_two_and_three_worker_processes() {
         let job = submit(&c, &args);
         let s = c.wait_state(&job, TERMINAL, Duration::from_secs(300));
         assert_eq!(s["state"], "done", "job failed: {s}\n{}", c.logs());
-        assert_eq!((s["plan"]["windows"].as_u64(), s["plan"]["workers"].as_u64()), (Some(3), Some(workers as u64)));
+        assert_eq!(
+            (s["plan"]["windows"].as_u64(), s["plan"]["workers"].as_u64()),
+            (Some(3), Some(workers as u64))
+        );
         let out = c.dir.path().join("out");
         let (png, lat) = (out.join("frames"), out.join("clip.safetensors"));
         c.ok(&["fetch", &job, "-o", png.to_str().unwrap(), "--format", "png"]);
@@ -99,31 +127,74 @@ fn a_tiny_wan_renders_bit_identically_on_one_two_and_three_worker_processes() {
         assert!(frames.iter().all(|f| f.len() == 48 * 32 * 3));
         // Random weights give no picture, but the frames must not be constant.
         let first = &frames[0];
-        assert!(frames.iter().any(|f| f != first) && first.iter().any(|&b| b != first[0]), "degenerate frames");
+        assert!(
+            frames.iter().any(|f| f != first) && first.iter().any(|&b| b != first[0]),
+            "degenerate frames"
+        );
         // One worker encoded the prompts, once; the others got the embeddings in their assignment.
         let encoded: usize = (0..workers)
-            .map(|i| std::fs::read_to_string(c.dir.path().join(format!("worker-{i}.log"))).unwrap().matches("encoded the prompts").count())
+            .map(|i| {
+                std::fs::read_to_string(c.dir.path().join(format!("worker-{i}.log")))
+                    .unwrap()
+                    .matches("encoded the prompts")
+                    .count()
+            })
             .sum();
-        assert_eq!(encoded, 1, "the prompts must be encoded exactly once per job\n{}", c.logs());
+        assert_eq!(
+            encoded,
+            1,
+            "the prompts must be encoded exactly once per job\n{}",
+            c.logs()
+        );
         renders.push((frames, latents(&lat)));
     }
     assert!(renders[0].1 == renders[1].1, "latents differ between 1 and 3 workers");
     let differing = renders[0].0.iter().zip(&renders[1].0).filter(|(a, b)| a != b).count();
-    assert_eq!(differing, 0, "{differing} decoded frames differ between 1 and 3 workers");
+    assert_eq!(
+        differing, 0,
+        "{differing} decoded frames differ between 1 and 3 workers"
+    );
 
     // `longshot render --model DIR` on 2 local workers: the same bits again.
     let lat = tmp.path().join("render.safetensors");
-    let out = Command::new(BIN).arg("render").args(["--model", model.to_str().unwrap()]).args(JOB).args(["--workers", "2", "-o"]).arg(&lat).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("render")
+        .args(["--model", model.to_str().unwrap()])
+        .args(JOB)
+        .args(["--workers", "2", "-o"])
+        .arg(&lat)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "render failed: {stderr}");
-    assert!(latents(&lat) == renders[0].1, "`longshot render --model DIR` on 2 workers differs from the cluster's render");
+    assert!(
+        latents(&lat) == renders[0].1,
+        "`longshot render --model DIR` on 2 workers differs from the cluster's render"
+    );
 
     // The embeddings reach the transformer: another negative prompt changes the result.
     let other = tmp.path().join("other.safetensors");
-    let job: Vec<&str> = JOB.iter().map(|a| if *a == "blurry" { "oversaturated" } else { a }).collect();
-    let out = Command::new(BIN).arg("render").args(["--model", model.to_str().unwrap()]).args(&job).args(["--workers", "1", "-o"]).arg(&other).output().unwrap();
-    assert!(out.status.success(), "render failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(latents(&other) != renders[0].1, "changing the negative prompt did not change the latents");
+    let job: Vec<&str> = JOB
+        .iter()
+        .map(|a| if *a == "blurry" { "oversaturated" } else { a })
+        .collect();
+    let out = Command::new(BIN)
+        .arg("render")
+        .args(["--model", model.to_str().unwrap()])
+        .args(&job)
+        .args(["--workers", "1", "-o"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "render failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        latents(&other) != renders[0].1,
+        "changing the negative prompt did not change the latents"
+    );
 }
 
 #[test]
@@ -137,20 +208,40 @@ fn a_worker_refuses_to_start_with_a_bad_model_directory() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains(&format!("cannot load the model at {}", missing.display())) && stderr.contains("model_index.json"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot load the model at {}", missing.display()))
+            && stderr.contains("model_index.json"),
+        "{stderr}"
+    );
 
     // A pipeline whose text encoder does not fit its transformer is refused, naming the file.
     let model = tiny_pipeline(tmp.path());
     let cfg = model.join("text_encoder/config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"d_model\": 32", "\"d_model\": 24");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"d_model\": 32", "\"d_model\": 24");
     std::fs::write(&cfg, text).unwrap();
-    let out = Command::new(BIN).args(["--coordinator", "http://127.0.0.1:9", "worker", "--model"]).arg(&model).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--coordinator", "http://127.0.0.1:9", "worker", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("text_encoder/config.json") && stderr.contains("d_model 24 does not match the transformer's text_dim 32"), "{stderr}");
+    assert!(
+        stderr.contains("text_encoder/config.json")
+            && stderr.contains("d_model 24 does not match the transformer's text_dim 32"),
+        "{stderr}"
+    );
 
     // `render --model` with a directory that is not a pipeline says so before starting anything.
-    let out = Command::new(BIN).args(["render", "--prompt", "x", "--model"]).arg(tmp.path()).args(["--frames", "5", "-o"]).arg(tmp.path().join("x.mp4")).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["render", "--prompt", "x", "--model"])
+        .arg(tmp.path())
+        .args(["--frames", "5", "-o"])
+        .arg(tmp.path().join("x.mp4"))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("model_index.json"), "{stderr}");
@@ -158,19 +249,38 @@ fn a_worker_refuses_to_start_with_a_bad_model_directory() {
 
 #[test]
 fn a_worker_demanding_cuda_without_a_gpu_refuses_to_start() {
-    let out = Command::new(BIN).args(["--coordinator", "http://127.0.0.1:9", "worker", "--connect-timeout", "0.5", "--device", "cuda"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--coordinator",
+            "http://127.0.0.1:9",
+            "worker",
+            "--connect-timeout",
+            "0.5",
+            "--device",
+            "cuda",
+        ])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     // Either this build has no CUDA support, or this machine has no usable GPU: both are named.
     // (On a GPU machine with a CUDA build the device is taken and only the registration fails.)
     assert!(
         stderr.contains("could not register with the coordinator at http://127.0.0.1:9")
-            || stderr.contains("--device cuda: this build has no CUDA support (build with `cargo build --release --features cuda`)")
+            || stderr.contains(
+                "--device cuda: this build has no CUDA support (build with `cargo build --release --features cuda`)"
+            )
             || stderr.contains("--device cuda: no CUDA driver")
             || stderr.contains("--device cuda: the CUDA driver found no GPU"),
         "{stderr}"
     );
-    let out = Command::new(BIN).args(["--coordinator", "http://127.0.0.1:9", "worker", "--device", "tpu"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--coordinator", "http://127.0.0.1:9", "worker", "--device", "tpu"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("device \"tpu\" is not one of auto, cpu, cuda"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("device \"tpu\" is not one of auto, cpu, cuda"),
+        "{stderr}"
+    );
 }

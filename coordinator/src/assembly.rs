@@ -18,7 +18,13 @@ pub enum AssemblyError {
     #[error("frame {index} is out of range: the clip has {total} frames")]
     FrameOutOfRange { index: u32, total: u32 },
     #[error("frame {index} has {got} bytes, expected {want} ({width}x{height} RGB)")]
-    FrameSize { index: u32, got: usize, want: usize, width: u32, height: u32 },
+    FrameSize {
+        index: u32,
+        got: usize,
+        want: usize,
+        width: u32,
+        height: u32,
+    },
     #[error("frame {0} arrived twice")]
     DuplicateFrame(u32),
     #[error("latent frames {first}..{end} are outside the clip's {total} latent frames or have the wrong size")]
@@ -59,10 +65,14 @@ pub struct Assembler {
 
 impl Assembler {
     pub fn start(plan: AssemblyPlan) -> Result<Self, AssemblyError> {
-        std::fs::create_dir_all(&plan.dir).map_err(|source| AssemblyError::Io { path: plan.dir.clone(), source })?;
+        std::fs::create_dir_all(&plan.dir).map_err(|source| AssemblyError::Io {
+            path: plan.dir.clone(),
+            source,
+        })?;
         let mut writers = Vec::new();
         for &kind in plan.outputs.iter().filter(|k| k.is_video()) {
-            let w = open_writer(kind, &plan.dir.join(kind.file_name()), plan.meta).map_err(|e| AssemblyError::Media(kind, e))?;
+            let w = open_writer(kind, &plan.dir.join(kind.file_name()), plan.meta)
+                .map_err(|e| AssemblyError::Media(kind, e))?;
             writers.push((kind, w));
         }
         // A small buffer: the encoder thread sets the pace, workers wait on gRPC flow control.
@@ -70,16 +80,25 @@ impl Assembler {
         let thread = std::thread::Builder::new()
             .name("assembly".into())
             .spawn(move || run(plan, writers, rx))
-            .map_err(|source| AssemblyError::Io { path: PathBuf::from("<thread>"), source })?;
+            .map_err(|source| AssemblyError::Io {
+                path: PathBuf::from("<thread>"),
+                source,
+            })?;
         Ok(Self { tx, thread })
     }
 
     pub async fn frame(&self, index: u32, rgb8: Vec<u8>) -> Result<(), AssemblyError> {
-        self.tx.send(Msg::Frame { index, rgb8 }).await.map_err(|_| AssemblyError::Stopped)
+        self.tx
+            .send(Msg::Frame { index, rgb8 })
+            .await
+            .map_err(|_| AssemblyError::Stopped)
     }
 
     pub async fn latents(&self, first: u32, frames: u32, data: Vec<f32>) -> Result<(), AssemblyError> {
-        self.tx.send(Msg::Latents { first, frames, data }).await.map_err(|_| AssemblyError::Stopped)
+        self.tx
+            .send(Msg::Latents { first, frames, data })
+            .await
+            .map_err(|_| AssemblyError::Stopped)
     }
 
     /// Waits for every frame to be encoded and returns the outputs.
@@ -94,17 +113,28 @@ impl Assembler {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AssemblyError + '_ {
-    move |source| AssemblyError::Io { path: path.to_path_buf(), source }
+    move |source| AssemblyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
-fn run(plan: AssemblyPlan, mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>, mut rx: mpsc::Receiver<Msg>) -> Result<Vec<OutputInfo>, AssemblyError> {
+fn run(
+    plan: AssemblyPlan,
+    mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>,
+    mut rx: mpsc::Receiver<Msg>,
+) -> Result<Vec<OutputInfo>, AssemblyError> {
     let spill = plan.dir.join(".spill");
     std::fs::create_dir_all(&spill).map_err(io(&spill))?;
     let frame_len = plan.meta.width as usize * plan.meta.height as usize * 3;
     let [lf, lc, lh, lw] = plan.latent_shape;
     let latent_frame_len = lc * lh * lw;
     let want_latents = plan.outputs.contains(&OutputKind::Latents);
-    let mut latents = if want_latents { vec![0.0f32; lf * latent_frame_len] } else { Vec::new() };
+    let mut latents = if want_latents {
+        vec![0.0f32; lf * latent_frame_len]
+    } else {
+        Vec::new()
+    };
     let mut next = 0u32;
     let mut spilled = BTreeSet::new();
     let mut seen = BTreeMap::new();
@@ -118,11 +148,20 @@ fn run(plan: AssemblyPlan, mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>,
         match msg {
             Msg::Frame { index, rgb8 } => {
                 if index >= plan.total_frames {
-                    return Err(AssemblyError::FrameOutOfRange { index, total: plan.total_frames });
+                    return Err(AssemblyError::FrameOutOfRange {
+                        index,
+                        total: plan.total_frames,
+                    });
                 }
                 if rgb8.len() != frame_len {
                     let (width, height) = (plan.meta.width, plan.meta.height);
-                    return Err(AssemblyError::FrameSize { index, got: rgb8.len(), want: frame_len, width, height });
+                    return Err(AssemblyError::FrameSize {
+                        index,
+                        got: rgb8.len(),
+                        want: frame_len,
+                        width,
+                        height,
+                    });
                 }
                 if index < next || seen.insert(index, ()).is_some() {
                     return Err(AssemblyError::DuplicateFrame(index));
@@ -146,7 +185,11 @@ fn run(plan: AssemblyPlan, mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>,
             Msg::Latents { first, frames, data } => {
                 let end = first.saturating_add(frames);
                 if end as usize > lf || data.len() != frames as usize * latent_frame_len {
-                    return Err(AssemblyError::BadLatents { first, end, total: lf as u32 });
+                    return Err(AssemblyError::BadLatents {
+                        first,
+                        end,
+                        total: lf as u32,
+                    });
                 }
                 if want_latents {
                     let start = first as usize * latent_frame_len;
@@ -156,13 +199,20 @@ fn run(plan: AssemblyPlan, mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>,
         }
     }
     if next != plan.total_frames {
-        return Err(AssemblyError::Missing { got: next + spilled.len() as u32, want: plan.total_frames });
+        return Err(AssemblyError::Missing {
+            got: next + spilled.len() as u32,
+            want: plan.total_frames,
+        });
     }
     let _ = std::fs::remove_dir_all(&spill);
     let mut outputs = Vec::new();
     for (kind, w) in writers {
         let summary = w.finish().map_err(|e| AssemblyError::Media(kind, e))?;
-        outputs.push(OutputInfo { name: kind.file_name().into(), format: kind, size_bytes: summary.bytes });
+        outputs.push(OutputInfo {
+            name: kind.file_name().into(),
+            format: kind,
+            size_bytes: summary.bytes,
+        });
     }
     if want_latents {
         let p = plan.dir.join(OutputKind::Latents.file_name());
@@ -172,8 +222,13 @@ fn run(plan: AssemblyPlan, mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>,
             data: latents,
             metadata: plan.latent_metadata.iter().cloned().collect(),
         };
-        let size = longshot_media::write_latents(&p, &record).map_err(|e| AssemblyError::Media(OutputKind::Latents, e))?;
-        outputs.push(OutputInfo { name: OutputKind::Latents.file_name().into(), format: OutputKind::Latents, size_bytes: size });
+        let size =
+            longshot_media::write_latents(&p, &record).map_err(|e| AssemblyError::Media(OutputKind::Latents, e))?;
+        outputs.push(OutputInfo {
+            name: OutputKind::Latents.file_name().into(),
+            format: OutputKind::Latents,
+            size_bytes: size,
+        });
     }
     Ok(outputs)
 }

@@ -38,6 +38,8 @@ impl CoordinatorConfig {
     }
 
     pub(crate) fn placement(&self) -> PlacementConfig {
-        PlacementConfig { max_workers_per_job: self.max_workers_per_job }
+        PlacementConfig {
+            max_workers_per_job: self.max_workers_per_job,
+        }
     }
 }

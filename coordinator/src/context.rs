@@ -28,7 +28,14 @@ impl Inner {
         store: Arc<dyn JobStore>,
         table: JobTable,
     ) -> Self {
-        Inner { cfg, registry, connector, store, table: Mutex::new(table), wake: Notify::new() }
+        Inner {
+            cfg,
+            registry,
+            connector,
+            store,
+            table: Mutex::new(table),
+            wake: Notify::new(),
+        }
     }
 
     /// The job table. Hold it briefly and never across an await.

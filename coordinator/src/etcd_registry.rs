@@ -57,7 +57,11 @@ impl EtcdRegistry {
     /// Like [`EtcdRegistry::start`], but the first watch starts at `revision` instead of after the
     /// initial list. Tests use it to watch from an already compacted revision.
     #[doc(hidden)]
-    pub async fn start_watching_from(endpoints: Vec<String>, patience: Duration, revision: i64) -> Result<Self, EtcdError> {
+    pub async fn start_watching_from(
+        endpoints: Vec<String>,
+        patience: Duration,
+        revision: i64,
+    ) -> Result<Self, EtcdError> {
         Self::start_inner(endpoints, patience, Some(revision)).await
     }
 
@@ -65,7 +69,10 @@ impl EtcdRegistry {
         let mut client = connect(&endpoints, patience).await?;
         let shared = Arc::new(Shared::default());
         let (workers, revision) = list_workers(&mut client).await?;
-        tracing::info!("etcd membership: {} workers registered at revision {revision}", workers.len());
+        tracing::info!(
+            "etcd membership: {} workers registered at revision {revision}",
+            workers.len()
+        );
         *shared.write() = workers;
         shared.connected.store(true, Ordering::Relaxed);
         let follower = Follower {
@@ -77,7 +84,11 @@ impl EtcdRegistry {
             failures: 0,
         };
         let task = tokio::spawn(follower.run());
-        Ok(Self { endpoints, shared, task })
+        Ok(Self {
+            endpoints,
+            shared,
+            task,
+        })
     }
 
     /// How many times the map was rebuilt from a fresh list after a compaction or a reconnect.
@@ -91,7 +102,9 @@ impl EtcdRegistry {
     }
 
     fn refuse(&self) -> RegistryError {
-        RegistryError::EtcdMembership { endpoints: self.endpoints.join(",") }
+        RegistryError::EtcdMembership {
+            endpoints: self.endpoints.join(","),
+        }
     }
 }
 
@@ -144,7 +157,12 @@ fn decode(key: &[u8], value: &[u8]) -> Option<WorkerInfo> {
 async fn list_workers(client: &mut Client) -> Result<(Workers, i64), EtcdError> {
     let resp = timed(client.get(WORKERS_PREFIX, Some(GetOptions::new().with_prefix()))).await?;
     let revision = resp.header().map_or(0, |h| h.revision());
-    let workers = resp.kvs().iter().filter_map(|kv| decode(kv.key(), kv.value())).map(|w| (w.id.clone(), w)).collect();
+    let workers = resp
+        .kvs()
+        .iter()
+        .filter_map(|kv| decode(kv.key(), kv.value()))
+        .map(|w| (w.id.clone(), w))
+        .collect();
     Ok((workers, revision))
 }
 
@@ -200,7 +218,10 @@ impl Follower {
         if self.client.is_none() {
             self.client = Some(connect_once(&self.endpoints).await?);
         }
-        let client = self.client.as_mut().ok_or_else(|| EtcdError::Request("no client".into()))?;
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| EtcdError::Request("no client".into()))?;
         if self.next_revision == 0 {
             let (fresh, revision) = list_workers(client).await?;
             let old = std::mem::replace(&mut *self.shared.write(), fresh.clone());
@@ -208,7 +229,9 @@ impl Follower {
             self.shared.resyncs.fetch_add(1, Ordering::Relaxed);
             self.next_revision = revision + 1;
         }
-        let opts = WatchOptions::new().with_prefix().with_start_revision(self.next_revision);
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(self.next_revision);
         let mut stream = timed(client.watch(WORKERS_PREFIX, Some(opts))).await?;
         loop {
             let resp = match stream.message().await {
@@ -219,7 +242,11 @@ impl Follower {
             if resp.created() {
                 self.shared.connected.store(true, Ordering::Relaxed);
                 if self.failures > 0 {
-                    tracing::info!("etcd worker watch resumed at revision {} after {} failed attempts", self.next_revision, self.failures);
+                    tracing::info!(
+                        "etcd worker watch resumed at revision {} after {} failed attempts",
+                        self.next_revision,
+                        self.failures
+                    );
                 }
                 self.failures = 0;
                 self.backoff.reset();
@@ -228,7 +255,10 @@ impl Follower {
                 if resp.compact_revision() > 0 {
                     return Ok(WatchEnd::Compacted(resp.compact_revision()));
                 }
-                return Err(EtcdError::Request(format!("etcd cancelled the worker watch: {}", resp.cancel_reason())));
+                return Err(EtcdError::Request(format!(
+                    "etcd cancelled the worker watch: {}",
+                    resp.cancel_reason()
+                )));
             }
             let mut workers = self.shared.write();
             for event in resp.events() {
@@ -260,10 +290,28 @@ impl Follower {
 }
 
 fn log_diff(old: &Workers, new: &Workers, revision: i64) {
-    let joined: Vec<&str> = new.keys().filter(|k| !old.contains_key(*k)).map(String::as_str).collect();
-    let left: Vec<&str> = old.keys().filter(|k| !new.contains_key(*k)).map(String::as_str).collect();
-    let changed: Vec<&str> = new.iter().filter(|(k, w)| old.get(*k).is_some_and(|o| o != *w)).map(|(k, _)| k.as_str()).collect();
-    tracing::info!(?joined, ?left, ?changed, "listed {} workers from etcd at revision {revision}", new.len());
+    let joined: Vec<&str> = new
+        .keys()
+        .filter(|k| !old.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    let left: Vec<&str> = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    let changed: Vec<&str> = new
+        .iter()
+        .filter(|(k, w)| old.get(*k).is_some_and(|o| o != *w))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    tracing::info!(
+        ?joined,
+        ?left,
+        ?changed,
+        "listed {} workers from etcd at revision {revision}",
+        new.len()
+    );
 }
 
 #[cfg(test)]
@@ -281,6 +329,9 @@ mod tests {
         assert_eq!(decode(b"/elsewhere/w1", &json), None);
         let mut bad = worker_info("w1");
         bad.address = "nohost".into();
-        assert_eq!(decode(b"/longshot/v1/workers/w1", &serde_json::to_vec(&bad).unwrap()), None);
+        assert_eq!(
+            decode(b"/longshot/v1/workers/w1", &serde_json::to_vec(&bad).unwrap()),
+            None
+        );
     }
 }

@@ -31,7 +31,10 @@ enum RunError {
     /// A worker turned the shard down as busy (or the plan as stale) before any work started:
     /// it is running something this coordinator did not assign (another coordinator's job, or a
     /// shard of this coordinator's predecessor winding down). The job queues again.
-    Refused { worker: String, reason: String },
+    Refused {
+        worker: String,
+        reason: String,
+    },
 }
 
 /// How long rank 0 may take to create a gang's `ncclUniqueId` (it opens a socket, no more).
@@ -118,7 +121,11 @@ impl JobRun {
             hash_every: self.inner.cfg.hash_every,
             output_frames: r.frames as usize,
             blend: r.spec.blend,
-            nccl: nccl_id.map(|id| NcclGroup { unique_id: id.to_vec(), rank: i, ranks }),
+            nccl: nccl_id.map(|id| NcclGroup {
+                unique_id: id.to_vec(),
+                rank: i,
+                ranks,
+            }),
         }
     }
 
@@ -139,7 +146,10 @@ impl JobRun {
         let assembler = Assembler::start(self.assembly_plan())
             .map_err(|e| RunError::Failed(format!("cannot start output assembly: {e}")))?;
         self.follow(events, &assembler).await?;
-        assembler.finish().await.map_err(|e| RunError::Failed(format!("writing outputs: {e}")))
+        assembler
+            .finish()
+            .await
+            .map_err(|e| RunError::Failed(format!("writing outputs: {e}")))
     }
 
     /// Encodes the prompts, sets up NCCL where the gang can use it, and hands every worker its
@@ -150,14 +160,27 @@ impl JobRun {
         let embeddings = self.encode_prompts(clients[0].clone()).await?;
         let nccl_id = self.nccl_unique_id(clients[0].clone()).await?;
         let spec = &self.resolved.spec;
-        let conditioning = Conditioning { prompt: spec.prompt.clone(), negative_prompt: spec.negative_prompt.clone(), embeddings };
+        let conditioning = Conditioning {
+            prompt: spec.prompt.clone(),
+            negative_prompt: spec.negative_prompt.clone(),
+            embeddings,
+        };
         let mut events: ShardEvents = SelectAll::new();
         for (i, client) in clients.iter().enumerate() {
-            let s = client.run_shard(self.assignment(i, &conditioning, nccl_id.as_deref())).await.map_err(|e| match e {
-                ApiError::FailedPrecondition(reason) => RunError::Refused { worker: self.workers[i].id.clone(), reason },
-                e => RunError::Failed(format!("worker {} refused its shard: {e}", self.workers[i].id)),
-            })?;
-            events.push(Box::pin(s.map(move |e| (i, Some(e))).chain(stream::once(async move { (i, None) }))));
+            let s = client
+                .run_shard(self.assignment(i, &conditioning, nccl_id.as_deref()))
+                .await
+                .map_err(|e| match e {
+                    ApiError::FailedPrecondition(reason) => RunError::Refused {
+                        worker: self.workers[i].id.clone(),
+                        reason,
+                    },
+                    e => RunError::Failed(format!("worker {} refused its shard: {e}", self.workers[i].id)),
+                })?;
+            events.push(Box::pin(
+                s.map(move |e| (i, Some(e)))
+                    .chain(stream::once(async move { (i, None) })),
+            ));
         }
         Ok(events)
     }
@@ -168,9 +191,18 @@ impl JobRun {
         AssemblyPlan {
             dir: self.dir.clone(),
             outputs: r.outputs.clone(),
-            meta: VideoMeta { width: spec.width, height: spec.height, fps: spec.fps },
+            meta: VideoMeta {
+                width: spec.width,
+                height: spec.height,
+                fps: spec.fps,
+            },
             total_frames: r.frames,
-            latent_shape: [r.latent_frames, self.model.latent_channels, r.latent_height, r.latent_width],
+            latent_shape: [
+                r.latent_frames,
+                self.model.latent_channels,
+                r.latent_height,
+                r.latent_width,
+            ],
             latent_metadata: vec![
                 ("model".into(), self.model.name.clone()),
                 ("seed".into(), r.seed.to_string()),
@@ -194,9 +226,16 @@ impl JobRun {
         let steps = self.resolved.schedule.steps() as u32;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut reported: Option<(String, tokio::time::Instant)> = None;
-        let then = |reported: &Option<(String, tokio::time::Instant)>| reported.as_ref().map(|(r, _)| format!(" (then {r})")).unwrap_or_default();
+        let then = |reported: &Option<(String, tokio::time::Instant)>| {
+            reported
+                .as_ref()
+                .map(|(r, _)| format!(" (then {r})"))
+                .unwrap_or_default()
+        };
         loop {
-            let grace_over = reported.as_ref().map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600), |r| r.1);
+            let grace_over = reported
+                .as_ref()
+                .map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600), |r| r.1);
             tokio::select! {
                 ev = events.next() => {
                     let Some((i, ev)) = ev else { break };
@@ -253,12 +292,22 @@ impl JobRun {
 
     /// A worker of this gang that is no longer registered, described for the job's error.
     async fn departed(&self) -> Result<Option<String>, RunError> {
-        let live = self.inner.registry.list().await.map_err(|e| RunError::Failed(e.to_string()))?;
+        let live = self
+            .inner
+            .registry
+            .list()
+            .await
+            .map_err(|e| RunError::Failed(e.to_string()))?;
         Ok(self
             .workers
             .iter()
             .find(|w| !live.iter().any(|l| l.id == w.id))
-            .map(|w| format!("worker {} ({}) left the cluster (registration expired or removed)", w.id, w.address)))
+            .map(|w| {
+                format!(
+                    "worker {} ({}) left the cluster (registration expired or removed)",
+                    w.id, w.address
+                )
+            }))
     }
 
     /// Asks `client` (the gang's first worker) for the job's text embeddings, watching for a
@@ -296,7 +345,12 @@ impl JobRun {
                 }
             }
         };
-        let embeddings = result.map_err(|e| RunError::Failed(format!("worker {} ({}) could not encode the prompts: {e}", w.id, w.address)))?;
+        let embeddings = result.map_err(|e| {
+            RunError::Failed(format!(
+                "worker {} ({}) could not encode the prompts: {e}",
+                w.id, w.address
+            ))
+        })?;
         if let Some(e) = &embeddings {
             tracing::info!(job = %self.job_id, worker = %w.id, rows = e.rows, dim = e.dim, secs = started.elapsed().as_secs_f64(), "prompts encoded");
         }
@@ -316,7 +370,10 @@ impl JobRun {
             return Ok(None);
         }
         let w = &self.workers[0];
-        let call = tokio::time::timeout(NCCL_ID_TIMEOUT, client.nccl_unique_id(self.job_id.clone(), self.plan_id));
+        let call = tokio::time::timeout(
+            NCCL_ID_TIMEOUT,
+            client.nccl_unique_id(self.job_id.clone(), self.plan_id),
+        );
         tokio::select! {
             r = call => Ok(match r {
                 Ok(Ok(id)) => {
@@ -346,4 +403,3 @@ impl JobRun {
         futures::future::join_all(calls).await;
     }
 }
-

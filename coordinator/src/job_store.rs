@@ -125,7 +125,11 @@ pub fn recover(mut records: Vec<JobRecord>, now_unix_ms: u64) -> Recovery {
         }
     }
     let max_seq = records.iter().map(|r| r.seq).max().unwrap_or(0);
-    Recovery { jobs: records, interrupted, max_seq }
+    Recovery {
+        jobs: records,
+        interrupted,
+        max_seq,
+    }
 }
 
 /// A record as stored: the owning coordinator's data dir and the record. Several coordinators
@@ -144,7 +148,11 @@ struct Stored {
 
 enum Write {
     /// `stored` is told once this value (or a newer one of the same job) is in etcd.
-    Put { job_id: String, value: Vec<u8>, stored: Option<oneshot::Sender<()>> },
+    Put {
+        job_id: String,
+        value: Vec<u8>,
+        stored: Option<oneshot::Sender<()>>,
+    },
     /// Drops a job's unwritten value (its submission was refused).
     Forget(String),
     Flush(oneshot::Sender<()>),
@@ -165,15 +173,33 @@ impl EtcdJobStore {
     pub async fn open(endpoints: Vec<String>, data_dir: PathBuf, patience: Duration) -> Result<Self, EtcdError> {
         let client = connect(&endpoints, patience).await?;
         let (writes, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(Writer { endpoints, client: Some(client.clone()), pending: HashMap::new(), flushes: Vec::new() }.run(rx));
-        Ok(Self { data_dir, client, writes, last_write: Mutex::new(HashMap::new()), writer })
+        let writer = tokio::spawn(
+            Writer {
+                endpoints,
+                client: Some(client.clone()),
+                pending: HashMap::new(),
+                flushes: Vec::new(),
+            }
+            .run(rx),
+        );
+        Ok(Self {
+            data_dir,
+            client,
+            writes,
+            last_write: Mutex::new(HashMap::new()),
+            writer,
+        })
     }
 
     /// Whether a change of `job_id` is written now; notes the write.
     fn due(&self, job_id: &str, change: Change) -> bool {
         let mut last = self.last_write.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if change == Change::Progress && last.get(job_id).is_some_and(|t| now.duration_since(*t) < PROGRESS_WRITE_INTERVAL) {
+        if change == Change::Progress
+            && last
+                .get(job_id)
+                .is_some_and(|t| now.duration_since(*t) < PROGRESS_WRITE_INTERVAL)
+        {
             return false;
         }
         last.insert(job_id.to_string(), now);
@@ -181,7 +207,10 @@ impl EtcdJobStore {
     }
 
     fn encode(&self, record: &JobRecord) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&StoredRef { data_dir: &self.data_dir, record })
+        serde_json::to_vec(&StoredRef {
+            data_dir: &self.data_dir,
+            record,
+        })
     }
 
     /// A finished job makes no more progress: forget its last write time.
@@ -200,10 +229,16 @@ impl JobStore for EtcdJobStore {
     fn create(&self, record: JobRecord) -> BoxFuture<'_, Result<(), JobStoreError>> {
         Box::pin(async move {
             let job_id = record.status.job_id.clone();
-            let value = self.encode(&record).map_err(|e| JobStoreError::Etcd(EtcdError::Request(format!("encoding the job record: {e}"))))?;
+            let value = self
+                .encode(&record)
+                .map_err(|e| JobStoreError::Etcd(EtcdError::Request(format!("encoding the job record: {e}"))))?;
             self.due(&job_id, Change::State);
             let (tx, rx) = oneshot::channel();
-            let _ = self.writes.send(Write::Put { job_id: job_id.clone(), value, stored: Some(tx) });
+            let _ = self.writes.send(Write::Put {
+                job_id: job_id.clone(),
+                value,
+                stored: Some(tx),
+            });
             match tokio::time::timeout(CREATE_TIMEOUT, rx).await {
                 Ok(Ok(())) => Ok(()),
                 _ => {
@@ -226,7 +261,11 @@ impl JobStore for EtcdJobStore {
         }
         match self.encode(&record) {
             Ok(value) => {
-                let _ = self.writes.send(Write::Put { job_id: job_id.to_string(), value, stored: None });
+                let _ = self.writes.send(Write::Put {
+                    job_id: job_id.to_string(),
+                    value,
+                    stored: None,
+                });
             }
             Err(e) => tracing::error!(job = %job_id, "cannot encode the job record: {e}"),
         }
@@ -273,10 +312,15 @@ impl JobStore for EtcdJobStore {
                 }
             }
             for (dir, n) in &foreign {
-                tracing::info!("{n} job records in etcd belong to the coordinator with data dir {}; left alone", dir.display());
+                tracing::info!(
+                    "{n} job records in etcd belong to the coordinator with data dir {}; left alone",
+                    dir.display()
+                );
             }
             if broken > 0 {
-                tracing::error!("{broken} job records in etcd could not be used (see above); they are left in etcd untouched");
+                tracing::error!(
+                    "{broken} job records in etcd could not be used (see above); they are left in etcd untouched"
+                );
             }
             records.sort_by_key(|r| r.seq);
             Ok(records)
@@ -328,7 +372,10 @@ impl Writer {
                     failures += 1;
                     self.client = None;
                     let delay = backoff.next_delay();
-                    tracing::warn!("writing {} job records to etcd failed ({e}); retrying in {delay:?} (attempt {failures})", self.pending.len());
+                    tracing::warn!(
+                        "writing {} job records to etcd failed ({e}); retrying in {delay:?} (attempt {failures})",
+                        self.pending.len()
+                    );
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -353,10 +400,15 @@ impl Writer {
         if self.client.is_none() {
             self.client = Some(connect_once(&self.endpoints).await?);
         }
-        let client = self.client.as_mut().ok_or_else(|| EtcdError::Request("no client".into()))?;
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| EtcdError::Request("no client".into()))?;
         let ids: Vec<String> = self.pending.keys().cloned().collect();
         for id in ids {
-            let Some((value, _)) = self.pending.get(&id) else { continue };
+            let Some((value, _)) = self.pending.get(&id) else {
+                continue;
+            };
             timed(client.put(job_key(&id), value.clone(), None)).await?;
             for tx in self.pending.remove(&id).map(|p| p.1).unwrap_or_default() {
                 let _ = tx.send(());
@@ -365,4 +417,3 @@ impl Writer {
         Ok(())
     }
 }
-

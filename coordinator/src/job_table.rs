@@ -21,7 +21,9 @@ use tokio::sync::{broadcast, watch};
 const EVENT_BUFFER: usize = 1024;
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The plan as reported to clients, for a gang of `workers` (0 while queued).
@@ -67,13 +69,27 @@ impl Job {
             submitted_unix_ms: now_ms,
             finished_unix_ms: 0,
         };
-        Job::restore(JobRecord { seq, status, resolved, model, dir })
+        Job::restore(JobRecord {
+            seq,
+            status,
+            resolved,
+            model,
+            dir,
+        })
     }
 
     pub fn restore(r: JobRecord) -> Job {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (cancel, _) = watch::channel(false);
-        Job { seq: r.seq, status: r.status, resolved: r.resolved, model: r.model, events, cancel, dir: r.dir }
+        Job {
+            seq: r.seq,
+            status: r.status,
+            resolved: r.resolved,
+            model: r.model,
+            events,
+            cancel,
+            dir: r.dir,
+        }
     }
 
     pub fn status(&self) -> &JobStatus {
@@ -107,7 +123,12 @@ impl Job {
 /// Work reported by a running job, which is not a change of state.
 pub(crate) enum Progress {
     /// One window finished one denoising step.
-    Step { window: u32, step: u32, total_steps: u32, worker_id: String },
+    Step {
+        window: u32,
+        step: u32,
+        total_steps: u32,
+        worker_id: String,
+    },
     /// `done` of `total` frames were decoded.
     Frames { done: u32, total: u32 },
 }
@@ -115,10 +136,16 @@ pub(crate) enum Progress {
 /// The event that describes a job's current state, for a watcher that joins now.
 pub(crate) fn snapshot_event(s: &JobStatus) -> JobEvent {
     match s.state {
-        JobState::Queued => JobEvent::Queued { position: s.queue_position },
+        JobState::Queued => JobEvent::Queued {
+            position: s.queue_position,
+        },
         JobState::Running | JobState::Decoding => JobEvent::Planned(s.plan.unwrap_or_default()),
-        JobState::Done => JobEvent::Done { outputs: s.outputs.clone() },
-        JobState::Failed => JobEvent::Failed { reason: s.error.clone().unwrap_or_default() },
+        JobState::Done => JobEvent::Done {
+            outputs: s.outputs.clone(),
+        },
+        JobState::Failed => JobEvent::Failed {
+            reason: s.error.clone().unwrap_or_default(),
+        },
         JobState::Cancelled => JobEvent::Cancelled,
     }
 }
@@ -140,8 +167,18 @@ pub(crate) struct JobTable {
 impl JobTable {
     /// A table holding `jobs` (restored records), saving changes to `store`.
     pub fn new(store: Arc<dyn JobStore>, jobs: Vec<JobRecord>, max_seq: u64) -> Self {
-        let jobs = jobs.into_iter().map(|r| (r.status.job_id.clone(), Job::restore(r))).collect();
-        let mut table = JobTable { jobs, store, seq: max_seq, busy: HashMap::new(), refused: HashMap::new(), plan_ids: 0 };
+        let jobs = jobs
+            .into_iter()
+            .map(|r| (r.status.job_id.clone(), Job::restore(r)))
+            .collect();
+        let mut table = JobTable {
+            jobs,
+            store,
+            seq: max_seq,
+            busy: HashMap::new(),
+            refused: HashMap::new(),
+            plan_ids: 0,
+        };
         table.refresh_positions();
         table
     }
@@ -165,12 +202,18 @@ impl JobTable {
         self.jobs.insert(id.clone(), job);
         self.refresh_positions();
         let job = &self.jobs[&id];
-        job.publish(JobEvent::Queued { position: job.status.queue_position });
+        job.publish(JobEvent::Queued {
+            position: job.status.queue_position,
+        });
     }
 
     /// Queued jobs in run order: priority (high first), then submission order.
     pub fn queue(&self) -> Vec<&Job> {
-        let mut q: Vec<&Job> = self.jobs.values().filter(|j| j.status.state == JobState::Queued).collect();
+        let mut q: Vec<&Job> = self
+            .jobs
+            .values()
+            .filter(|j| j.status.state == JobState::Queued)
+            .collect();
         q.sort_by_key(|j| run_order(j.status.spec.priority, j.seq));
         q
     }
@@ -200,7 +243,10 @@ impl JobTable {
 
     /// Moves `job_id` through the state machine, saves its record and tells its watchers.
     pub fn transition(&mut self, job_id: &str, t: Transition) -> Result<(), TableError> {
-        let job = self.jobs.get_mut(job_id).ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
+        let job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
         let from = job.status.state;
         lifecycle::apply(&mut job.status, t, now_ms())?;
         let to = job.status.state;
@@ -218,18 +264,37 @@ impl JobTable {
 
     /// Records work done by a running job and tells its watchers (frames only now and then).
     pub fn progress(&mut self, job_id: &str, p: Progress) -> Result<(), TableError> {
-        let job = self.jobs.get(job_id).ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
+        let job = self
+            .jobs
+            .get(job_id)
+            .ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
         if matches!(p, Progress::Frames { .. }) && job.status.state == JobState::Running {
             self.transition(job_id, Transition::Decode)?;
         }
-        let job = self.jobs.get_mut(job_id).ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
+        let job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
         let event = match p {
-            Progress::Step { window, step, total_steps, worker_id } => {
+            Progress::Step {
+                window,
+                step,
+                total_steps,
+                worker_id,
+            } => {
                 job.status.steps_done += 1;
-                Some(JobEvent::StepProgress { window, step, total_steps, worker_id })
+                Some(JobEvent::StepProgress {
+                    window,
+                    step,
+                    total_steps,
+                    worker_id,
+                })
             }
             Progress::Frames { done, total } => {
-                (done == 1 || done % 8 == 0 || done == total).then_some(JobEvent::Decoding { frames_done: done, frames_total: total })
+                (done == 1 || done % 8 == 0 || done == total).then_some(JobEvent::Decoding {
+                    frames_done: done,
+                    frames_total: total,
+                })
             }
         };
         if let Some(e) = event {

@@ -40,6 +40,6 @@ pub mod registry;
 pub mod service;
 
 pub use config::CoordinatorConfig;
-pub use service::Coordinator;
 pub use nccl_gang::OverlapTransport;
 pub use registry::{InMemoryRegistry, Registry, RegistryError};
+pub use service::Coordinator;

@@ -112,8 +112,14 @@ mod tests {
     use longshot_core::codenoise::BlendMode;
     use longshot_core::job::{defaults, ClipLength, JobSpec, OutputKind};
 
-    const ALL: [JobState; 6] =
-        [JobState::Queued, JobState::Running, JobState::Decoding, JobState::Done, JobState::Failed, JobState::Cancelled];
+    const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Decoding,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
 
     fn status(state: JobState) -> JobStatus {
         let spec = JobSpec {
@@ -151,8 +157,16 @@ mod tests {
     }
 
     fn every_transition() -> Vec<Transition> {
-        let plan = PlanSummary { windows: 3, workers: 2, ..PlanSummary::default() };
-        let output = OutputInfo { name: "clip.mp4".into(), format: OutputKind::Mp4, size_bytes: 1 };
+        let plan = PlanSummary {
+            windows: 3,
+            workers: 2,
+            ..PlanSummary::default()
+        };
+        let output = OutputInfo {
+            name: "clip.mp4".into(),
+            format: OutputKind::Mp4,
+            size_bytes: 1,
+        };
         vec![
             Transition::Start(plan),
             Transition::Requeue(plan),
@@ -190,7 +204,11 @@ mod tests {
                     Some((_, _, to)) => {
                         assert_eq!(result, Ok(()), "{from} --{name}-->");
                         assert_eq!(s.state, *to, "{from} --{name}-->");
-                        assert_eq!(s.finished_unix_ms, if to.is_terminal() { 42 } else { 0 }, "{from} --{name}-->");
+                        assert_eq!(
+                            s.finished_unix_ms,
+                            if to.is_terminal() { 42 } else { 0 },
+                            "{from} --{name}-->"
+                        );
                     }
                     None => {
                         let e = result.expect_err(&format!("{from} --{name}--> must be refused"));
@@ -214,12 +232,22 @@ mod tests {
     #[test]
     fn moves_carry_their_data() {
         let mut s = status(JobState::Queued);
-        let plan = PlanSummary { windows: 4, workers: 2, ..PlanSummary::default() };
+        let plan = PlanSummary {
+            windows: 4,
+            workers: 2,
+            ..PlanSummary::default()
+        };
         apply(&mut s, Transition::Start(plan), 1).unwrap();
         assert_eq!(s.plan, Some(plan));
         apply(&mut s, Transition::Fail("worker w1 was lost".into()), 7).unwrap();
-        assert_eq!((s.error.as_deref(), s.finished_unix_ms), (Some("worker w1 was lost"), 7));
+        assert_eq!(
+            (s.error.as_deref(), s.finished_unix_ms),
+            (Some("worker w1 was lost"), 7)
+        );
         let e = apply(&mut s, Transition::Cancel, 9).unwrap_err();
-        assert_eq!(e.to_string(), "job job-1 is failed: cancel is not allowed (it needs queued or running or decoding)");
+        assert_eq!(
+            e.to_string(),
+            "job job-1 is failed: cancel is not allowed (it needs queued or running or decoding)"
+        );
     }
 }

@@ -62,28 +62,51 @@ mod tests {
     fn worker(id: &str, gpu: Option<&str>) -> WorkerInfo {
         let (address, nccl_gpu) = (format!("{id}:1"), gpu.map(Into::into));
         let (device_kind, device_name) = ("cuda".into(), "NVIDIA H100".into());
-        WorkerInfo { address, device_kind, device_name, nccl_gpu, ..worker_info(id) }
+        WorkerInfo {
+            address,
+            device_kind,
+            device_name,
+            nccl_gpu,
+            ..worker_info(id)
+        }
     }
 
     #[test]
     fn nccl_only_for_whole_gangs_on_distinct_gpus_when_asked() {
-        let gang = [worker("a", Some("GPU-1")), worker("b", Some("GPU-2")), worker("c", Some("GPU-3"))];
+        let gang = [
+            worker("a", Some("GPU-1")),
+            worker("b", Some("GPU-2")),
+            worker("c", Some("GPU-3")),
+        ];
         assert_eq!(nccl_decision(OverlapTransport::Nccl, true, &gang), Ok(()));
         let why = |t, coupled, w: &[WorkerInfo]| nccl_decision(t, coupled, w).unwrap_err();
         assert!(why(OverlapTransport::Tcp, true, &gang).contains("transport is tcp"));
         assert!(why(OverlapTransport::Nccl, false, &gang).contains("exchanges no overlaps"));
         assert!(why(OverlapTransport::Nccl, true, &gang[..1]).contains("single worker"));
         let cpu = [worker("a", Some("GPU-1")), worker("b", None)];
-        assert_eq!(why(OverlapTransport::Nccl, true, &cpu), "worker b cannot join NCCL (no GPU or no libnccl)");
-        let shared = [worker("a", Some("GPU-1")), worker("b", Some("GPU-2")), worker("c", Some("GPU-1"))];
-        assert_eq!(why(OverlapTransport::Nccl, true, &shared), "workers a and c share GPU GPU-1");
+        assert_eq!(
+            why(OverlapTransport::Nccl, true, &cpu),
+            "worker b cannot join NCCL (no GPU or no libnccl)"
+        );
+        let shared = [
+            worker("a", Some("GPU-1")),
+            worker("b", Some("GPU-2")),
+            worker("c", Some("GPU-1")),
+        ];
+        assert_eq!(
+            why(OverlapTransport::Nccl, true, &shared),
+            "workers a and c share GPU GPU-1"
+        );
     }
 
     #[test]
     fn the_transport_parses_with_a_clear_error() {
         assert_eq!("tcp".parse(), Ok(OverlapTransport::Tcp));
         assert_eq!("nccl".parse(), Ok(OverlapTransport::Nccl));
-        assert_eq!("gloo".parse::<OverlapTransport>().unwrap_err(), "overlap transport \"gloo\" is not one of tcp, nccl");
+        assert_eq!(
+            "gloo".parse::<OverlapTransport>().unwrap_err(),
+            "overlap transport \"gloo\" is not one of tcp, nccl"
+        );
         assert_eq!(OverlapTransport::default(), OverlapTransport::Tcp);
     }
 }

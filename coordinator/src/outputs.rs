@@ -42,13 +42,23 @@ pub fn file_chunks(files: Vec<(String, PathBuf)>) -> BoxStream<Result<OutputChun
                 let mut buf = vec![0u8; CHUNK];
                 let n = match f.read(&mut buf).await {
                     Ok(n) => n,
-                    Err(e) => return Some((Err(ApiError::Internal(format!("reading {}: {e}", path.display()))), None)),
+                    Err(e) => {
+                        return Some((
+                            Err(ApiError::Internal(format!("reading {}: {e}", path.display()))),
+                            None,
+                        ))
+                    }
                 };
                 if n == 0 && offset > 0 {
                     return None;
                 }
                 buf.truncate(n);
-                let chunk = OutputChunk { name, offset, total_size: total, data: buf };
+                let chunk = OutputChunk {
+                    name,
+                    offset,
+                    total_size: total,
+                    data: buf,
+                };
                 // An empty file still yields one (empty) chunk so the client creates it.
                 let next = (n > 0).then_some((Some((f, total)), offset + n as u64));
                 Some((Ok(chunk), next))
@@ -59,7 +69,13 @@ pub fn file_chunks(files: Vec<(String, PathBuf)>) -> BoxStream<Result<OutputChun
 }
 
 async fn open(path: &Path) -> Result<(tokio::fs::File, u64), ApiError> {
-    let f = tokio::fs::File::open(path).await.map_err(|e| ApiError::Internal(format!("opening {}: {e}", path.display())))?;
-    let total = f.metadata().await.map_err(|e| ApiError::Internal(format!("reading {}: {e}", path.display())))?.len();
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("opening {}: {e}", path.display())))?;
+    let total = f
+        .metadata()
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading {}: {e}", path.display())))?
+        .len();
     Ok((f, total))
 }

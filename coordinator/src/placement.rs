@@ -56,10 +56,15 @@ pub fn place(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig) 
         // Keyed by build, device kind and device name; a BTreeMap so ties go the same way each time.
         let mut by_build: BTreeMap<(&str, &str, &str), Vec<&WorkerInfo>> = BTreeMap::new();
         for w in free.iter().filter(|w| w.models.contains(&job.model)) {
-            by_build.entry((w.version.as_str(), w.device_kind.as_str(), w.device_name.as_str())).or_default().push(w);
+            by_build
+                .entry((w.version.as_str(), w.device_kind.as_str(), w.device_name.as_str()))
+                .or_default()
+                .push(w);
         }
         // The largest group; among equal sizes, the first key.
-        let Some(group) = by_build.into_values().rev().max_by_key(|g| g.len()) else { continue };
+        let Some(group) = by_build.into_values().rev().max_by_key(|g| g.len()) else {
+            continue;
+        };
         let windows = job.plan.windows();
         let cap = match config.max_workers_per_job {
             0 => windows,
@@ -68,9 +73,15 @@ pub fn place(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig) 
         let mut chosen: Vec<WorkerInfo> = group.into_iter().cloned().collect();
         chosen.sort_by(|a, b| a.id.cmp(&b.id));
         chosen.truncate(cap);
-        let Ok(ranges) = job.plan.assign(chosen.len()) else { continue };
+        let Ok(ranges) = job.plan.assign(chosen.len()) else {
+            continue;
+        };
         free.retain(|w| !chosen.iter().any(|c| c.id == w.id));
-        gangs.push(Gang { job_id: job.job_id.clone(), workers: chosen, windows: ranges });
+        gangs.push(Gang {
+            job_id: job.job_id.clone(),
+            workers: chosen,
+            windows: ranges,
+        });
     }
     gangs
 }

@@ -51,7 +51,8 @@ pub trait Registry: Send + Sync + 'static {
 }
 
 pub fn validate_worker(w: &WorkerInfo) -> Result<(), RegistryError> {
-    let ok_id = !w.id.is_empty() && w.id.len() <= 64 && w.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let ok_id =
+        !w.id.is_empty() && w.id.len() <= 64 && w.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if !ok_id {
         return Err(RegistryError::BadId(w.id.clone()));
     }
@@ -70,7 +71,10 @@ pub struct InMemoryRegistry {
 impl InMemoryRegistry {
     /// Workers that miss heartbeats for `ttl` are dropped.
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, workers: Mutex::new(HashMap::new()) }
+        Self {
+            ttl,
+            workers: Mutex::new(HashMap::new()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (WorkerInfo, Instant)>> {
@@ -87,7 +91,10 @@ impl Registry for InMemoryRegistry {
             let now = Instant::now();
             if let Some((old, seen)) = map.get(&worker.id) {
                 if old.address != worker.address && now.duration_since(*seen) < self.ttl {
-                    return Err(RegistryError::Duplicate { id: worker.id.clone(), address: old.address.clone() });
+                    return Err(RegistryError::Duplicate {
+                        id: worker.id.clone(),
+                        address: old.address.clone(),
+                    });
                 }
             }
             map.insert(worker.id.clone(), (worker, now));
@@ -141,7 +148,10 @@ mod tests {
     use longshot_tests::fixtures::worker_info;
 
     fn worker(id: &str, address: &str) -> WorkerInfo {
-        WorkerInfo { address: address.into(), ..worker_info(id) }
+        WorkerInfo {
+            address: address.into(),
+            ..worker_info(id)
+        }
     }
 
     #[tokio::test]
@@ -150,11 +160,20 @@ mod tests {
         r.register(worker("w1", "127.0.0.1:1")).await.unwrap();
         assert_eq!(
             r.register(worker("w1", "127.0.0.1:2")).await,
-            Err(RegistryError::Duplicate { id: "w1".into(), address: "127.0.0.1:1".into() })
+            Err(RegistryError::Duplicate {
+                id: "w1".into(),
+                address: "127.0.0.1:1".into()
+            })
         );
         r.register(worker("w1", "127.0.0.1:1")).await.unwrap();
-        assert!(matches!(r.register(worker("bad id", "x:1")).await, Err(RegistryError::BadId(_))));
-        assert!(matches!(r.register(worker("w2", "nohost")).await, Err(RegistryError::BadAddress(_))));
+        assert!(matches!(
+            r.register(worker("bad id", "x:1")).await,
+            Err(RegistryError::BadId(_))
+        ));
+        assert!(matches!(
+            r.register(worker("w2", "nohost")).await,
+            Err(RegistryError::BadAddress(_))
+        ));
         assert!(r.heartbeat("w1", WorkerState::Busy).await.unwrap());
         assert_eq!(r.list().await.unwrap()[0].state, WorkerState::Busy);
         tokio::time::sleep(Duration::from_millis(300)).await;

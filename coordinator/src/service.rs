@@ -37,7 +37,14 @@ impl Coordinator {
         records: Vec<JobRecord>,
     ) -> Self {
         let recovery = recover(records, now_ms());
-        let (jobs, queued) = (recovery.jobs.len(), recovery.jobs.iter().filter(|r| r.status.state == JobState::Queued).count());
+        let (jobs, queued) = (
+            recovery.jobs.len(),
+            recovery
+                .jobs
+                .iter()
+                .filter(|r| r.status.state == JobState::Queued)
+                .count(),
+        );
         let table = JobTable::new(store.clone(), recovery.jobs, recovery.max_seq);
         for id in &recovery.interrupted {
             if let Some(job) = table.get(id) {
@@ -45,7 +52,12 @@ impl Coordinator {
             }
         }
         if jobs > 0 {
-            tracing::info!(jobs, queued, interrupted = recovery.interrupted.len(), "restored the job table");
+            tracing::info!(
+                jobs,
+                queued,
+                interrupted = recovery.interrupted.len(),
+                "restored the job table"
+            );
         }
         let inner = Arc::new(Inner::new(cfg, registry, connector, store, table));
         tokio::spawn(crate::dispatch::scheduling_loop(Arc::downgrade(&inner)));
@@ -72,27 +84,43 @@ impl Coordinator {
         let mut errors = valid.as_ref().err().cloned().unwrap_or_default();
         if let Some(o) = spec.outputs.iter().find(|o| o.needs_ffmpeg()) {
             if !longshot_media::ffmpeg_available() {
-                errors.push(FieldError::new("outputs", format!("{o} needs ffmpeg on the coordinator's PATH (mp4, png and latents do not)")));
+                errors.push(FieldError::new(
+                    "outputs",
+                    format!("{o} needs ffmpeg on the coordinator's PATH (mp4, png and latents do not)"),
+                ));
             }
         }
         let models = self.served_models().await?;
         let model = models.iter().find(|m| m.name == spec.model).cloned();
         if model.is_none() && !spec.model.trim().is_empty() {
             let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
-            let allowed = if names.is_empty() { "none: no worker is registered yet".to_string() } else { names.join(", ") };
-            errors.push(FieldError::new("model", format!("{:?} is not served by any worker; available: {allowed}", spec.model)));
+            let allowed = if names.is_empty() {
+                "none: no worker is registered yet".to_string()
+            } else {
+                names.join(", ")
+            };
+            errors.push(FieldError::new(
+                "model",
+                format!("{:?} is not served by any worker; available: {allowed}", spec.model),
+            ));
         }
         let (Ok(valid), Some(model), true) = (valid, model, errors.is_empty()) else {
             return Err(ApiError::InvalidArgument(errors));
         };
-        let resolved = valid.resolve(&model, rand::random()).map_err(ApiError::InvalidArgument)?;
+        let resolved = valid
+            .resolve(&model, rand::random())
+            .map_err(ApiError::InvalidArgument)?;
         let seq = self.inner.lock().next_seq();
         let job_id = format!("job-{seq:04}-{:08x}", rand::random::<u32>());
         let dir = self.inner.cfg.data_dir.join("jobs").join(&job_id);
         let job = Job::queued(seq, job_id.clone(), resolved, model, dir, now_ms());
         let (seed, plan) = (job.status().seed, job.status().plan.unwrap_or_default());
         // A job the client is told about must survive a coordinator restart: store it first.
-        self.inner.store.create(job.record()).await.map_err(|e| ApiError::Unavailable(format!("job not accepted: {e}")))?;
+        self.inner
+            .store
+            .create(job.record())
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("job not accepted: {e}")))?;
         self.inner.lock().insert(job);
         self.inner.wake.notify_one();
         Ok(SubmitResult { job_id, seed, plan })
@@ -100,7 +128,9 @@ impl Coordinator {
 
     fn status_of(&self, job_id: &str) -> Result<JobStatus, ApiError> {
         let st = self.inner.lock();
-        st.get(job_id).map(|j| j.status().clone()).ok_or_else(|| not_found(job_id))
+        st.get(job_id)
+            .map(|j| j.status().clone())
+            .ok_or_else(|| not_found(job_id))
     }
 }
 
@@ -120,7 +150,10 @@ impl JobApi for Coordinator {
     fn list(&self, state: Option<JobState>, limit: usize) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
         Box::pin(async move {
             let st = self.inner.lock();
-            let mut jobs: Vec<&Job> = st.jobs().filter(|j| state.is_none_or(|s| j.status().state == s)).collect();
+            let mut jobs: Vec<&Job> = st
+                .jobs()
+                .filter(|j| state.is_none_or(|s| j.status().state == s))
+                .collect();
             jobs.sort_by_key(|j| std::cmp::Reverse(j.seq));
             let limit = if limit == 0 { 100 } else { limit };
             Ok(jobs.into_iter().take(limit).map(|j| j.status().clone()).collect())
@@ -133,7 +166,9 @@ impl JobApi for Coordinator {
             let job = table.get(&job_id).ok_or_else(|| not_found(&job_id))?;
             match job.status().state {
                 JobState::Queued => {
-                    table.transition(&job_id, Transition::Cancel).map_err(|e| ApiError::Internal(e.to_string()))?;
+                    table
+                        .transition(&job_id, Transition::Cancel)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
                     Ok(JobState::Cancelled)
                 }
                 JobState::Running | JobState::Decoding => {
@@ -165,7 +200,11 @@ impl JobApi for Coordinator {
         })
     }
 
-    fn fetch(&self, job_id: String, format: OutputKind) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>> {
+    fn fetch(
+        &self,
+        job_id: String,
+        format: OutputKind,
+    ) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>> {
         Box::pin(async move {
             let (state, outputs, dir) = {
                 let st = self.inner.lock();
@@ -173,11 +212,16 @@ impl JobApi for Coordinator {
                 (job.status().state, job.status().outputs.clone(), job.dir.clone())
             };
             if state != JobState::Done {
-                return Err(ApiError::FailedPrecondition(format!("job {job_id} is {state}; outputs exist once it is done")));
+                return Err(ApiError::FailedPrecondition(format!(
+                    "job {job_id} is {state}; outputs exist once it is done"
+                )));
             }
             if !outputs.iter().any(|o| o.format == format) {
                 let have: Vec<&str> = outputs.iter().map(|o| o.format.as_str()).collect();
-                return Err(ApiError::invalid("format", format!("job {job_id} has no {format} output; it has: {}", have.join(", "))));
+                return Err(ApiError::invalid(
+                    "format",
+                    format!("job {job_id} has no {format} output; it has: {}", have.join(", ")),
+                ));
             }
             Ok(file_chunks(output_files(&dir, format)?))
         })
@@ -208,11 +252,19 @@ impl RegistryApi for Coordinator {
             self.inner.registry.register(worker).await?;
             tracing::info!(worker = %id, "worker registered");
             self.inner.wake.notify_one();
-            Ok(RegisterAck { worker_id: id, heartbeat_interval: self.inner.cfg.heartbeat_interval })
+            Ok(RegisterAck {
+                worker_id: id,
+                heartbeat_interval: self.inner.cfg.heartbeat_interval,
+            })
         })
     }
 
-    fn heartbeat(&self, worker_id: String, state: WorkerState, _busy: Option<String>) -> BoxFuture<'_, Result<bool, ApiError>> {
+    fn heartbeat(
+        &self,
+        worker_id: String,
+        state: WorkerState,
+        _busy: Option<String>,
+    ) -> BoxFuture<'_, Result<bool, ApiError>> {
         Box::pin(async move { Ok(self.inner.registry.heartbeat(&worker_id, state).await?) })
     }
 

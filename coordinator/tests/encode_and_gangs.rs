@@ -3,13 +3,13 @@
 //! models and model weights render one job together), and the choice of NCCL or TCP for a gang's
 //! overlaps, against in-process fake workers.
 
-use longshot_core::scheduler::Solver;
-use longshot_core::job::OutputKind;
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, OverlapTransport, Registry};
 use longshot_core::api::*;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::ModelInfo;
+use longshot_core::job::OutputKind;
 use longshot_core::job::{ClipLength, JobSpec};
+use longshot_core::scheduler::Solver;
 use longshot_tests::fixtures::{worker_info, Answer, FakeConnector, FakeWorker};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,7 +65,10 @@ async fn cluster_with(workers: Vec<WorkerInfo>, configure: impl FnOnce(&mut Coor
     let dir = tempfile::tempdir().unwrap().keep();
     let mut cfg = CoordinatorConfig::new(dir);
     configure(&mut cfg);
-    Cluster { c: Coordinator::start(cfg, registry, Arc::new(FakeConnector::new(map))), fakes }
+    Cluster {
+        c: Coordinator::start(cfg, registry, Arc::new(FakeConnector::new(map))),
+        fakes,
+    }
 }
 
 /// 53 latent frames = 3 windows.
@@ -115,12 +118,19 @@ async fn finished(c: &Coordinator, job: &str) -> JobStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_while_encoding_cancels_the_job_and_frees_the_gang() {
-    let k = cluster(vec![worker(0, "cpu-a", ""), worker(1, "cpu-a", "")], Duration::from_secs(600)).await;
+    let k = cluster(
+        vec![worker(0, "cpu-a", ""), worker(1, "cpu-a", "")],
+        Duration::from_secs(600),
+    )
+    .await;
     let job = k.c.submit(spec("hang")).await.unwrap().job_id;
     wait_until("the encode call", || k.fakes[0].encodes().first().cloned()).await;
     k.c.cancel(job.clone()).await.unwrap();
     assert_eq!(finished(&k.c, &job).await.state, JobState::Cancelled);
-    assert!(k.fakes.iter().all(|f| f.shards().is_empty()), "no shard may start after a cancel during encoding");
+    assert!(
+        k.fakes.iter().all(|f| f.shards().is_empty()),
+        "no shard may start after a cancel during encoding"
+    );
     // Both workers are free again: the next job runs on the pair and is encoded once, by w0.
     let next = k.c.submit(spec("a slow red sunset")).await.unwrap().job_id;
     let s = finished(&k.c, &next).await;
@@ -137,22 +147,46 @@ async fn an_encode_that_fails_or_never_answers_fails_the_job_naming_the_worker()
     let s = finished(&k.c, &job).await;
     let e = s.error.unwrap_or_default();
     assert_eq!(s.state, JobState::Failed);
-    assert!(e.starts_with("worker w0 (10.0.0.0:7000) did not encode the prompts within 300ms (coordinator --encode-timeout)"), "{e}");
+    assert!(
+        e.starts_with(
+            "worker w0 (10.0.0.0:7000) did not encode the prompts within 300ms (coordinator --encode-timeout)"
+        ),
+        "{e}"
+    );
     let job = k.c.submit(spec("fail")).await.unwrap().job_id;
     let s = finished(&k.c, &job).await;
     let e = s.error.unwrap_or_default();
-    assert!(e.starts_with("worker w0 (10.0.0.0:7000) could not encode the prompts: ") && e.contains("ran out of memory"), "{e}");
+    assert!(
+        e.starts_with("worker w0 (10.0.0.0:7000) could not encode the prompts: ") && e.contains("ran out of memory"),
+        "{e}"
+    );
     assert!(k.fakes[0].shards().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_workers_with_equal_device_models_and_weights_are_ganged() {
     // Three idle workers, but no two share both device model and weights: each job gets one.
-    let k = cluster(vec![worker(0, "cpu-a", ""), worker(1, "cpu-b", ""), worker(2, "cpu-a", "other-weights")], Duration::from_secs(60)).await;
+    let k = cluster(
+        vec![
+            worker(0, "cpu-a", ""),
+            worker(1, "cpu-b", ""),
+            worker(2, "cpu-a", "other-weights"),
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
     let s = finished(&k.c, &k.c.submit(spec("one")).await.unwrap().job_id).await;
     assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(1)), "{s:?}");
     // Two that agree on both are ganged.
-    let k = cluster(vec![worker(0, "cpu-a", "x"), worker(1, "cpu-a", "x"), worker(2, "cpu-b", "x")], Duration::from_secs(60)).await;
+    let k = cluster(
+        vec![
+            worker(0, "cpu-a", "x"),
+            worker(1, "cpu-a", "x"),
+            worker(2, "cpu-b", "x"),
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
     let job = k.c.submit(spec("two")).await.unwrap().job_id;
     let s = finished(&k.c, &job).await;
     assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
@@ -161,21 +195,38 @@ async fn only_workers_with_equal_device_models_and_weights_are_ganged() {
 }
 
 fn gpu_worker(i: usize, gpu: &str) -> WorkerInfo {
-    WorkerInfo { nccl_gpu: Some(gpu.into()), ..worker(i, "gpu-a", "") }
+    WorkerInfo {
+        nccl_gpu: Some(gpu.into()),
+        ..worker(i, "gpu-a", "")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gang_on_distinct_nccl_gpus_gets_one_communicator_and_falls_back_to_tcp_otherwise() {
     let nccl = |cfg: &mut CoordinatorConfig| cfg.overlap_transport = OverlapTransport::Nccl;
-    let k = cluster_with(vec![gpu_worker(0, "GPU-0"), gpu_worker(1, "GPU-1"), gpu_worker(2, "GPU-2")], nccl).await;
+    let k = cluster_with(
+        vec![gpu_worker(0, "GPU-0"), gpu_worker(1, "GPU-1"), gpu_worker(2, "GPU-2")],
+        nccl,
+    )
+    .await;
     let job = k.c.submit(spec("three windows")).await.unwrap().job_id;
     let s = finished(&k.c, &job).await;
     assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(3)), "{s:?}");
     // Rank 0 made the id once; every shard carries it with its own rank.
-    assert_eq!(k.fakes.iter().map(|f| f.nccl_id_calls().len()).collect::<Vec<_>>(), [1, 0, 0]);
+    assert_eq!(
+        k.fakes.iter().map(|f| f.nccl_id_calls().len()).collect::<Vec<_>>(),
+        [1, 0, 0]
+    );
     let id: Vec<u8> = job.bytes().cycle().take(NCCL_UNIQUE_ID_BYTES).collect();
     for (rank, f) in k.fakes.iter().enumerate() {
-        assert_eq!(f.nccl_groups(), [Some(NcclGroup { unique_id: id.clone(), rank, ranks: 3 })]);
+        assert_eq!(
+            f.nccl_groups(),
+            [Some(NcclGroup {
+                unique_id: id.clone(),
+                rank,
+                ranks: 3
+            })]
+        );
     }
     // Rank 0 cannot make an id: the job still runs, over TCP.
     k.fakes[0].refuse_nccl(true);
@@ -185,14 +236,34 @@ async fn a_gang_on_distinct_nccl_gpus_gets_one_communicator_and_falls_back_to_tc
 
     // Two workers on one GPU, a worker without NCCL, or the default transport: TCP, no id asked.
     for (workers, transport) in [
-        (vec![gpu_worker(0, "GPU-0"), gpu_worker(1, "GPU-0")], OverlapTransport::Nccl),
-        (vec![gpu_worker(0, "GPU-0"), WorkerInfo { nccl_gpu: None, ..gpu_worker(1, "GPU-1") }], OverlapTransport::Nccl),
-        (vec![gpu_worker(0, "GPU-0"), gpu_worker(1, "GPU-1")], OverlapTransport::Tcp),
+        (
+            vec![gpu_worker(0, "GPU-0"), gpu_worker(1, "GPU-0")],
+            OverlapTransport::Nccl,
+        ),
+        (
+            vec![
+                gpu_worker(0, "GPU-0"),
+                WorkerInfo {
+                    nccl_gpu: None,
+                    ..gpu_worker(1, "GPU-1")
+                },
+            ],
+            OverlapTransport::Nccl,
+        ),
+        (
+            vec![gpu_worker(0, "GPU-0"), gpu_worker(1, "GPU-1")],
+            OverlapTransport::Tcp,
+        ),
     ] {
         let k = cluster_with(workers, |cfg| cfg.overlap_transport = transport).await;
         let s = finished(&k.c, &k.c.submit(spec("tcp")).await.unwrap().job_id).await;
         assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
-        assert!(k.fakes.iter().all(|f| f.nccl_groups() == [None] && f.nccl_id_calls().is_empty()), "{transport:?}");
+        assert!(
+            k.fakes
+                .iter()
+                .all(|f| f.nccl_groups() == [None] && f.nccl_id_calls().is_empty()),
+            "{transport:?}"
+        );
     }
 }
 
@@ -201,9 +272,17 @@ async fn a_gang_on_distinct_nccl_gpus_gets_one_communicator_and_falls_back_to_tc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_shard_requeues_the_job_and_its_outputs_are_written_once() {
     // One window, two idle workers: w0 refuses, the next plan starts on w1 at once.
-    let k = cluster(vec![worker(0, "cpu-a", ""), worker(1, "cpu-a", "")], Duration::from_secs(60)).await;
+    let k = cluster(
+        vec![worker(0, "cpu-a", ""), worker(1, "cpu-a", "")],
+        Duration::from_secs(60),
+    )
+    .await;
     k.fakes[0].refuse_shards(1);
-    let one_window = JobSpec { outputs: vec![OutputKind::Mp4, OutputKind::Latents], length: ClipLength::Frames(49), ..spec("refused once") };
+    let one_window = JobSpec {
+        outputs: vec![OutputKind::Mp4, OutputKind::Latents],
+        length: ClipLength::Frames(49),
+        ..spec("refused once")
+    };
     let job = k.c.submit(one_window).await.unwrap().job_id;
     let s = finished(&k.c, &job).await;
     assert_eq!(s.state, JobState::Done, "{s:?}");

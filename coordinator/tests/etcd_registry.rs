@@ -19,13 +19,19 @@ const CONVERGE: Duration = Duration::from_secs(10);
 
 fn info(id: &str, port: u16) -> WorkerInfo {
     let models = longshot_worker::models::ModelSet::builtin().served();
-    WorkerInfo { address: format!("127.0.0.1:{port}"), models, ..worker_info(id) }
+    WorkerInfo {
+        address: format!("127.0.0.1:{port}"),
+        models,
+        ..worker_info(id)
+    }
 }
 
 async fn join(etcd: &EtcdServer, id: &str, port: u16) -> EtcdMembership {
     let mut cfg = EtcdMembershipConfig::new(vec![etcd.endpoint()]);
     cfg.lease_ttl = Duration::from_secs(3);
-    EtcdMembership::start(cfg, info(id, port), Arc::new(|| WorkerState::Idle)).await.expect("worker registers")
+    EtcdMembership::start(cfg, info(id, port), Arc::new(|| WorkerState::Idle))
+        .await
+        .expect("worker registers")
 }
 
 async fn ids(r: &EtcdRegistry) -> Vec<String> {
@@ -34,7 +40,10 @@ async fn ids(r: &EtcdRegistry) -> Vec<String> {
 
 /// Waits until the registry lists exactly `want`.
 async fn wait_for(r: &EtcdRegistry, want: &[&str]) {
-    eventually(CONVERGE, &format!("the registry to list {want:?}"), || async { (ids(r).await == want).then_some(()) }).await
+    eventually(CONVERGE, &format!("the registry to list {want:?}"), || async {
+        (ids(r).await == want).then_some(())
+    })
+    .await
 }
 
 async fn client(etcd: &EtcdServer) -> Client {
@@ -45,15 +54,23 @@ async fn client(etcd: &EtcdServer) -> Client {
 async fn register_unrenewed(c: &mut Client, id: &str, port: u16, ttl: i64) {
     let lease = c.lease_grant(ttl, None).await.expect("lease").id();
     let value = encode_worker(&info(id, port)).expect("a worker record");
-    c.put(worker_key(id), value, Some(PutOptions::new().with_lease(lease))).await.expect("put");
+    c.put(worker_key(id), value, Some(PutOptions::new().with_lease(lease)))
+        .await
+        .expect("put");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_joins_leaves_and_lease_expiry() {
     let etcd = EtcdServer::start();
     let early = join(&etcd, "w0", 7000).await;
-    let r = EtcdRegistry::start(vec![etcd.endpoint()], PATIENCE).await.expect("registry");
-    assert_eq!(ids(&r).await, ["w0"], "workers registered before the coordinator are listed at once");
+    let r = EtcdRegistry::start(vec![etcd.endpoint()], PATIENCE)
+        .await
+        .expect("registry");
+    assert_eq!(
+        ids(&r).await,
+        ["w0"],
+        "workers registered before the coordinator are listed at once"
+    );
     let w1 = join(&etcd, "w1", 7001).await;
     wait_for(&r, &["w0", "w1"]).await;
     assert_eq!(r.list().await.unwrap()[1], info("w1", 7001));
@@ -74,7 +91,9 @@ async fn follows_joins_leaves_and_lease_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_registration_is_refused_with_a_clear_error() {
     let etcd = EtcdServer::start();
-    let r = EtcdRegistry::start(vec![etcd.endpoint()], PATIENCE).await.expect("registry");
+    let r = EtcdRegistry::start(vec![etcd.endpoint()], PATIENCE)
+        .await
+        .expect("registry");
     let e = r.register(info("w1", 7001)).await.unwrap_err();
     assert!(matches!(e, RegistryError::EtcdMembership { .. }));
     assert_eq!(
@@ -90,10 +109,18 @@ async fn records_that_are_not_workers_are_ignored() {
     let etcd = EtcdServer::start();
     let mut c = client(&etcd).await;
     c.put(worker_key("junk"), "{not json", None).await.unwrap();
-    c.put(worker_key("liar"), encode_worker(&info("someone-else", 1)).unwrap(), None).await.unwrap();
+    c.put(
+        worker_key("liar"),
+        encode_worker(&info("someone-else", 1)).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     let future = r#"{"record_version": 2, "id": "future", "address": "127.0.0.1:1"}"#;
     c.put(worker_key("future"), future, None).await.unwrap();
-    let r = EtcdRegistry::start(vec![etcd.endpoint()], PATIENCE).await.expect("registry");
+    let r = EtcdRegistry::start(vec![etcd.endpoint()], PATIENCE)
+        .await
+        .expect("registry");
     assert!(ids(&r).await.is_empty());
     c.put(worker_key("junk2"), "[]", None).await.unwrap();
     let w1 = join(&etcd, "w1", 7001).await;
@@ -105,19 +132,34 @@ async fn records_that_are_not_workers_are_ignored() {
 async fn the_watch_survives_compaction() {
     let etcd = EtcdServer::start();
     let mut c = client(&etcd).await;
-    let r = EtcdRegistry::start(vec![etcd.endpoint()], PATIENCE).await.expect("registry");
+    let r = EtcdRegistry::start(vec![etcd.endpoint()], PATIENCE)
+        .await
+        .expect("registry");
     // Compact while the watch runs, then change membership: the watch must still see it all.
     register_unrenewed(&mut c, "w1", 7001, 30).await;
     wait_for(&r, &["w1"]).await;
-    let rev = c.put("/longshot/other", "x", None).await.unwrap().header().unwrap().revision();
-    c.compact(rev, Some(CompactionOptions::new().with_physical())).await.expect("compact");
+    let rev = c
+        .put("/longshot/other", "x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    c.compact(rev, Some(CompactionOptions::new().with_physical()))
+        .await
+        .expect("compact");
     register_unrenewed(&mut c, "w2", 7002, 30).await;
     c.delete(worker_key("w1"), None).await.unwrap();
     wait_for(&r, &["w2"]).await;
     // A watch that needs a compacted revision is cancelled by etcd with the compaction revision:
     // the registry lists again, and keeps watching from there.
-    let behind = EtcdRegistry::start_watching_from(vec![etcd.endpoint()], PATIENCE, 2).await.expect("registry");
-    eventually(CONVERGE, "a resync after the compaction", || async { (behind.resyncs() >= 1).then_some(()) }).await;
+    let behind = EtcdRegistry::start_watching_from(vec![etcd.endpoint()], PATIENCE, 2)
+        .await
+        .expect("registry");
+    eventually(CONVERGE, "a resync after the compaction", || async {
+        (behind.resyncs() >= 1).then_some(())
+    })
+    .await;
     wait_for(&behind, &["w2"]).await;
     register_unrenewed(&mut c, "w3", 7003, 30).await;
     wait_for(&behind, &["w2", "w3"]).await;
@@ -127,7 +169,9 @@ async fn the_watch_survives_compaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_reconnects_after_an_etcd_restart() {
     let mut etcd = EtcdServer::start();
-    let r = EtcdRegistry::start(vec![etcd.endpoint()], PATIENCE).await.expect("registry");
+    let r = EtcdRegistry::start(vec![etcd.endpoint()], PATIENCE)
+        .await
+        .expect("registry");
     let mut c = client(&etcd).await;
     register_unrenewed(&mut c, "w1", 7001, 60).await;
     wait_for(&r, &["w1"]).await;
@@ -148,10 +192,26 @@ async fn the_watch_reconnects_after_an_etcd_restart() {
 async fn an_unreachable_etcd_fails_start_up_within_the_bound() {
     let endpoint = format!("http://127.0.0.1:{}", free_port());
     let t = Instant::now();
-    let e = EtcdRegistry::start(vec![endpoint.clone()], Duration::from_secs(2)).await.err().expect("nothing listens there");
+    let e = EtcdRegistry::start(vec![endpoint.clone()], Duration::from_secs(2))
+        .await
+        .err()
+        .expect("nothing listens there");
     let took = t.elapsed();
-    assert!(e.to_string().starts_with(&format!("etcd at {endpoint} is unreachable after")), "{e}");
-    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(3), "gave up after {took:?}");
-    let e = EtcdRegistry::start(vec!["localhost:2379".into()], Duration::from_secs(2)).await.err().expect("bad endpoint");
-    assert_eq!(e.to_string(), "etcd endpoint \"localhost:2379\" is not http://host:port");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("etcd at {endpoint} is unreachable after")),
+        "{e}"
+    );
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(3),
+        "gave up after {took:?}"
+    );
+    let e = EtcdRegistry::start(vec!["localhost:2379".into()], Duration::from_secs(2))
+        .await
+        .err()
+        .expect("bad endpoint");
+    assert_eq!(
+        e.to_string(),
+        "etcd endpoint \"localhost:2379\" is not http://host:port"
+    );
 }

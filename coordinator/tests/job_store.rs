@@ -4,13 +4,13 @@
 //! a real etcd server: exact round trips, one data dir's records only, paging, progress throttling,
 //! and writes made while etcd is down landing once it is back.
 
-use longshot_core::scheduler::Solver;
 use etcd_client::Client;
 use longshot_coordinator::job_store::{recover, Change, EtcdJobStore, JobRecord, JobStore, NoJobStore, INTERRUPTED};
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Registry};
 use longshot_core::api::*;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::job::{ClipLength, JobSpec, OutputKind};
+use longshot_core::scheduler::Solver;
 use longshot_etcd::schema::job_key;
 use longshot_tests::etcd_server::{eventually, EtcdServer};
 use longshot_tests::fixtures::{worker_info, FakeConnector, FakeWorker};
@@ -26,7 +26,11 @@ fn record(seq: u64, state: JobState, priority: i32, data_dir: &Path) -> JobRecor
 }
 
 fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: u32, steps: u32) -> JobRecord {
-    let model = longshot_worker::models::ModelSet::builtin().served().into_iter().next().expect("the procedural model");
+    let model = longshot_worker::models::ModelSet::builtin()
+        .served()
+        .into_iter()
+        .next()
+        .expect("the procedural model");
     let spec = JobSpec {
         model: model.name.clone(),
         prompt: format!("clip number {seq}, a slow red sunset"),
@@ -57,12 +61,26 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         queue_position: 0,
         steps_done: if done { 3 * steps as u64 } else { 0 },
         steps_total: 3 * steps as u64,
-        outputs: if done { vec![OutputInfo { name: "clip.mp4".into(), format: OutputKind::Mp4, size_bytes: 1234 }] } else { vec![] },
+        outputs: if done {
+            vec![OutputInfo {
+                name: "clip.mp4".into(),
+                format: OutputKind::Mp4,
+                size_bytes: 1234,
+            }]
+        } else {
+            vec![]
+        },
         error: (state == JobState::Failed).then(|| "worker w1 failed".to_string()),
         submitted_unix_ms: 1_700_000_000_000 + seq,
         finished_unix_ms: if state.is_terminal() { 1_700_000_100_000 } else { 0 },
     };
-    JobRecord { seq, status, resolved, model, dir: data_dir.join("jobs").join(job_id) }
+    JobRecord {
+        seq,
+        status,
+        resolved,
+        model,
+        dir: data_dir.join("jobs").join(job_id),
+    }
 }
 
 fn data_dir(name: &str) -> PathBuf {
@@ -70,7 +88,9 @@ fn data_dir(name: &str) -> PathBuf {
 }
 
 async fn store(etcd: &EtcdServer, dir: &Path) -> EtcdJobStore {
-    EtcdJobStore::open(vec![etcd.endpoint()], dir.to_path_buf(), PATIENCE).await.expect("job store")
+    EtcdJobStore::open(vec![etcd.endpoint()], dir.to_path_buf(), PATIENCE)
+        .await
+        .expect("job store")
 }
 
 /// How many times the record of `job_id` was written (etcd's per-key version).
@@ -83,9 +103,22 @@ async fn writes(etcd: &EtcdServer, job_id: &str) -> i64 {
 #[test]
 fn recovery_fails_interrupted_jobs_and_keeps_the_rest() {
     let dir = data_dir("a");
-    let states = [JobState::Done, JobState::Running, JobState::Queued, JobState::Decoding, JobState::Failed, JobState::Cancelled, JobState::Queued];
+    let states = [
+        JobState::Done,
+        JobState::Running,
+        JobState::Queued,
+        JobState::Decoding,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Queued,
+    ];
     // Loaded in key order, not submission order.
-    let records: Vec<JobRecord> = states.iter().enumerate().rev().map(|(i, s)| record(i as u64 + 1, *s, 0, &dir)).collect();
+    let records: Vec<JobRecord> = states
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, s)| record(i as u64 + 1, *s, 0, &dir))
+        .collect();
     let r = recover(records.clone(), 42);
     assert_eq!(r.max_seq, 7);
     assert_eq!(r.jobs.iter().map(|j| j.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7]);
@@ -108,7 +141,16 @@ fn recovery_fails_interrupted_jobs_and_keeps_the_rest() {
 async fn records_round_trip_exactly_and_only_to_their_data_dir() {
     let etcd = EtcdServer::start();
     let (a, b) = (data_dir("a"), data_dir("b"));
-    let mine: Vec<JobRecord> = (1..=70).map(|s| record(s, [JobState::Queued, JobState::Done, JobState::Failed][s as usize % 3], (s % 5) as i32, &a)).collect();
+    let mine: Vec<JobRecord> = (1..=70)
+        .map(|s| {
+            record(
+                s,
+                [JobState::Queued, JobState::Done, JobState::Failed][s as usize % 3],
+                (s % 5) as i32,
+                &a,
+            )
+        })
+        .collect();
     let s = store(&etcd, &a).await;
     for r in &mine {
         s.save(&r.status.job_id, Change::State, &|| r.clone());
@@ -141,14 +183,21 @@ async fn progress_writes_are_throttled_and_state_changes_are_not() {
         s.save(&id, Change::Progress, &|| r.clone());
     }
     assert!(s.flush(Duration::from_secs(5)).await);
-    assert_eq!(writes(&etcd, &id).await, 1, "progress right after a state change is not written");
+    assert_eq!(
+        writes(&etcd, &id).await,
+        1,
+        "progress right after a state change is not written"
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     s.save(&id, Change::Progress, &|| r.clone());
     s.save(&id, Change::Progress, &|| r.clone());
     r.status.state = JobState::Done;
     s.save(&id, Change::State, &|| r.clone());
     assert!(s.flush(Duration::from_secs(5)).await);
-    assert!(matches!(writes(&etcd, &id).await, 2 | 3), "one progress write, then the state change (coalesced or not)");
+    assert!(
+        matches!(writes(&etcd, &id).await, 2 | 3),
+        "one progress write, then the state change (coalesced or not)"
+    );
     assert_eq!(s.load().await.unwrap(), [r]);
 }
 
@@ -166,21 +215,39 @@ async fn records_saved_while_etcd_is_down_land_when_it_is_back() {
     s.save(&done.status.job_id, Change::State, &|| done.clone());
     let second = record(2, JobState::Queued, 0, &dir);
     s.save(&second.status.job_id, Change::State, &|| second.clone());
-    assert!(!s.flush(Duration::from_millis(500)).await, "nothing can be written while etcd is down");
+    assert!(
+        !s.flush(Duration::from_millis(500)).await,
+        "nothing can be written while etcd is down"
+    );
     // A new job cannot be accepted meanwhile: its record must be stored before anyone hears of it.
     let refused = record(3, JobState::Queued, 0, &dir);
     let e = s.create(refused).await.unwrap_err();
-    assert_eq!(e.to_string(), "the job record could not be stored within 5s (is etcd reachable?)");
+    assert_eq!(
+        e.to_string(),
+        "the job record could not be stored within 5s (is etcd reachable?)"
+    );
     etcd.restart();
-    assert!(s.flush(Duration::from_secs(15)).await, "the writes must land once etcd is back\n{}", etcd.log_tail());
-    assert_eq!(store(&etcd, &dir).await.load().await.unwrap(), [done, second], "the refused job must not appear");
+    assert!(
+        s.flush(Duration::from_secs(15)).await,
+        "the writes must land once etcd is back\n{}",
+        etcd.log_tail()
+    );
+    assert_eq!(
+        store(&etcd, &dir).await.load().await.unwrap(),
+        [done, second],
+        "the refused job must not appear"
+    );
 }
 
 /// A coordinator with one fake worker, started from `records`.
 async fn coordinator(data: &Path, worker: Arc<FakeWorker>, records: Vec<JobRecord>) -> Coordinator {
     let registry = Arc::new(InMemoryRegistry::new(Duration::from_secs(60)));
     let models = longshot_worker::models::ModelSet::builtin().served();
-    let info = WorkerInfo { address: "127.0.0.1:9".into(), models, ..worker_info("f0") };
+    let info = WorkerInfo {
+        address: "127.0.0.1:9".into(),
+        models,
+        ..worker_info("f0")
+    };
     let workers = Arc::new(FakeConnector::new([(info.address.clone(), worker)]));
     registry.register(info).await.unwrap();
     let cfg = CoordinatorConfig::new(data.to_path_buf());
@@ -209,12 +276,18 @@ async fn a_restored_coordinator_runs_the_old_queue_in_order_and_numbers_on() {
     let worker = Arc::new(FakeWorker::new());
     let c = coordinator(data, worker.clone(), records).await;
     let interrupted = c.get("job-0002-0000beef".into()).await.unwrap();
-    assert_eq!((interrupted.state, interrupted.error.as_deref()), (JobState::Failed, Some(INTERRUPTED)));
+    assert_eq!(
+        (interrupted.state, interrupted.error.as_deref()),
+        (JobState::Failed, Some(INTERRUPTED))
+    );
     assert_eq!(c.get("job-0001-0000beef".into()).await.unwrap().state, JobState::Done);
     for id in ["job-0003-0000beef", "job-0004-0000beef", "job-0005-0000beef"] {
         assert_eq!(wait_done(&c, id).await.state, JobState::Done);
     }
-    assert_eq!(worker.shards(), ["job-0004-0000beef", "job-0003-0000beef", "job-0005-0000beef"]);
+    assert_eq!(
+        worker.shards(),
+        ["job-0004-0000beef", "job-0003-0000beef", "job-0005-0000beef"]
+    );
     let spec = record_of(9, JobState::Queued, 0, data, 49, 3).status.spec;
     let next = c.submit(spec).await.expect("submit");
     assert!(next.job_id.starts_with("job-0006-"), "{}", next.job_id);

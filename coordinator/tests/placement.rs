@@ -53,18 +53,35 @@ fn build(w: &WorkerInfo) -> (&str, &str, &str) {
     (&w.version, &w.device_kind, &w.device_name)
 }
 
-fn check(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig, gangs: &[Gang]) -> Result<(), TestCaseError> {
+fn check(
+    queue: &[QueuedJob],
+    idle: &[WorkerInfo],
+    config: PlacementConfig,
+    gangs: &[Gang],
+) -> Result<(), TestCaseError> {
     let by_id = |id: &str| queue.iter().find(|j| j.job_id == id).unwrap();
     let mut placed = HashSet::new();
     for g in gangs {
         let job = by_id(&g.job_id);
         prop_assert!(!g.workers.is_empty());
-        let cap = if config.max_workers_per_job == 0 { job.plan.windows() } else { config.max_workers_per_job };
-        prop_assert!(g.workers.len() <= cap.min(job.plan.windows()), "gang of {} over the cap {cap}", g.workers.len());
+        let cap = if config.max_workers_per_job == 0 {
+            job.plan.windows()
+        } else {
+            config.max_workers_per_job
+        };
+        prop_assert!(
+            g.workers.len() <= cap.min(job.plan.windows()),
+            "gang of {} over the cap {cap}",
+            g.workers.len()
+        );
         for w in &g.workers {
             prop_assert!(placed.insert(w.id.clone()), "worker {} placed twice", w.id);
             prop_assert!(idle.iter().any(|i| i.id == w.id), "worker {} is not idle", w.id);
-            prop_assert!(serves(w, &job.model), "worker {} does not serve the job's model and weights", w.id);
+            prop_assert!(
+                serves(w, &job.model),
+                "worker {} does not serve the job's model and weights",
+                w.id
+            );
             prop_assert_eq!(build(w), build(&g.workers[0]), "one build and device per gang");
         }
         prop_assert!(g.workers.windows(2).all(|p| p[0].id < p[1].id), "workers sorted by id");
@@ -76,7 +93,11 @@ fn check(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig, gang
         prop_assert!(g.windows.windows(2).all(|p| p[0].end == p[1].start));
     }
     // Gangs in run order: priority first, then submission order.
-    let keys: Vec<_> = gangs.iter().map(|g| by_id(&g.job_id)).map(|j| run_order(j.priority, j.seq)).collect();
+    let keys: Vec<_> = gangs
+        .iter()
+        .map(|g| by_id(&g.job_id))
+        .map(|j| run_order(j.priority, j.seq))
+        .collect();
     prop_assert!(keys.windows(2).all(|p| p[0] < p[1]), "gangs out of run order: {keys:?}");
     // A job left waiting had no eligible worker at its turn: none is left idle now, and no job
     // after it in run order took one.
@@ -89,7 +110,13 @@ fn check(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig, gang
             run_order(other.priority, other.seq) > run_order(j.priority, j.seq)
         }) {
             for w in &g.workers {
-                prop_assert!(!serves(w, &j.model), "{} jumped ahead of {} with {}", g.job_id, j.job_id, w.id);
+                prop_assert!(
+                    !serves(w, &j.model),
+                    "{} jumped ahead of {} with {}",
+                    g.job_id,
+                    j.job_id,
+                    w.id
+                );
             }
         }
     }
@@ -97,8 +124,12 @@ fn check(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig, gang
 }
 
 fn arb_workers() -> impl Strategy<Value = Vec<WorkerInfo>> {
-    prop::collection::vec((0usize..8, prop::collection::vec(0usize..3, 0..3)), 0..10)
-        .prop_map(|ws| ws.into_iter().enumerate().map(|(i, (b, ms))| worker(i, b, &ms)).collect())
+    prop::collection::vec((0usize..8, prop::collection::vec(0usize..3, 0..3)), 0..10).prop_map(|ws| {
+        ws.into_iter()
+            .enumerate()
+            .map(|(i, (b, ms))| worker(i, b, &ms))
+            .collect()
+    })
 }
 
 fn arb_queue() -> impl Strategy<Value = Vec<QueuedJob>> {
@@ -134,10 +165,16 @@ proptest! {
 #[test]
 fn higher_priority_first_then_fifo() {
     let idle: Vec<WorkerInfo> = (0..3).map(|i| worker(i, 0, &[0])).collect();
-    let queue = [job("early", 0, 1, 0, 13), job("late", 0, 2, 0, 13), job("urgent", 5, 3, 0, 5)];
+    let queue = [
+        job("early", 0, 1, 0, 13),
+        job("late", 0, 2, 0, 13),
+        job("urgent", 5, 3, 0, 5),
+    ];
     let gangs = place(&queue, &idle, PlacementConfig { max_workers_per_job: 2 });
-    let got: Vec<(&str, Vec<&str>)> =
-        gangs.iter().map(|g| (g.job_id.as_str(), g.workers.iter().map(|w| w.id.as_str()).collect())).collect();
+    let got: Vec<(&str, Vec<&str>)> = gangs
+        .iter()
+        .map(|g| (g.job_id.as_str(), g.workers.iter().map(|w| w.id.as_str()).collect()))
+        .collect();
     // "urgent" has one window, so one worker; "early" takes two; "late" waits.
     assert_eq!(got, vec![("urgent", vec!["w00"]), ("early", vec!["w01", "w02"])]);
     assert_eq!(gangs[1].windows, vec![0..2, 2..3]);
@@ -146,14 +183,28 @@ fn higher_priority_first_then_fifo() {
 #[test]
 fn gangs_never_mix_builds_or_weights() {
     // Two CUDA workers on H100 with the base weights, three CPU workers, one H100 with a fine-tune.
-    let idle = vec![worker(0, 3, &[0]), worker(1, 3, &[0]), worker(2, 0, &[0]), worker(3, 0, &[0]), worker(4, 0, &[0]), worker(5, 3, &[1])];
+    let idle = vec![
+        worker(0, 3, &[0]),
+        worker(1, 3, &[0]),
+        worker(2, 0, &[0]),
+        worker(3, 0, &[0]),
+        worker(4, 0, &[0]),
+        worker(5, 3, &[1]),
+    ];
     let gangs = place(&[job("j", 0, 1, 0, 29)], &idle, PlacementConfig::default());
     assert_eq!(gangs.len(), 1);
     let ids: Vec<&str> = gangs[0].workers.iter().map(|w| w.id.as_str()).collect();
-    assert_eq!(ids, ["w02", "w03", "w04"], "the largest same-build group serving the exact weights");
+    assert_eq!(
+        ids,
+        ["w02", "w03", "w04"],
+        "the largest same-build group serving the exact weights"
+    );
     // The fine-tune shares the name but not the weights: only w05 may render it.
     let gangs = place(&[job("f", 0, 1, 1, 29)], &idle, PlacementConfig::default());
-    assert_eq!(gangs[0].workers.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["w05"]);
+    assert_eq!(
+        gangs[0].workers.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        ["w05"]
+    );
 }
 
 #[test]

@@ -89,18 +89,35 @@ pub struct JobStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum JobEvent {
-    Queued { position: u32 },
+    Queued {
+        position: u32,
+    },
     Planned(PlanSummary),
-    StepProgress { window: u32, step: u32, total_steps: u32, worker_id: String },
-    Decoding { frames_done: u32, frames_total: u32 },
-    Done { outputs: Vec<OutputInfo> },
-    Failed { reason: String },
+    StepProgress {
+        window: u32,
+        step: u32,
+        total_steps: u32,
+        worker_id: String,
+    },
+    Decoding {
+        frames_done: u32,
+        frames_total: u32,
+    },
+    Done {
+        outputs: Vec<OutputInfo>,
+    },
+    Failed {
+        reason: String,
+    },
     Cancelled,
 }
 
 impl JobEvent {
     pub fn is_terminal(&self) -> bool {
-        matches!(self, JobEvent::Done { .. } | JobEvent::Failed { .. } | JobEvent::Cancelled)
+        matches!(
+            self,
+            JobEvent::Done { .. } | JobEvent::Failed { .. } | JobEvent::Cancelled
+        )
     }
 }
 
@@ -210,18 +227,34 @@ pub struct EncodeTextRequest {
 /// What a worker streams back while running a shard.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ShardEvent {
-    StepDone { window: u32, step: u32 },
+    StepDone {
+        window: u32,
+        step: u32,
+    },
     /// One decoded output frame (8-bit RGB, row-major).
-    Frame { index: u32, width: u32, height: u32, rgb8: Vec<u8> },
+    Frame {
+        index: u32,
+        width: u32,
+        height: u32,
+        rgb8: Vec<u8>,
+    },
     /// Final latents of owned frames, frame-major f32.
-    Latents { first_frame: u32, frames: u32, data: Vec<f32> },
+    Latents {
+        first_frame: u32,
+        frames: u32,
+        data: Vec<f32>,
+    },
     Finished,
     /// The worker reported a failure (possibly caused by a neighbour).
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// The coordinator lost the worker itself (connection dropped, stream cut): never sent by a
     /// worker, produced by the client that observed the loss. It is the root cause when a
     /// neighbour reports a failure at about the same time.
-    Lost { reason: String },
+    Lost {
+        reason: String,
+    },
 }
 
 /// An overlap message with the routing that the network adds.
@@ -279,7 +312,11 @@ pub trait JobApi: Send + Sync + 'static {
     fn cancel(&self, job_id: String) -> BoxFuture<'_, Result<JobState, ApiError>>;
     /// The current state as a first event, then every event until a terminal one.
     fn watch(&self, job_id: String) -> BoxFuture<'_, Result<BoxStream<JobEvent>, ApiError>>;
-    fn fetch(&self, job_id: String, format: OutputKind) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>>;
+    fn fetch(
+        &self,
+        job_id: String,
+        format: OutputKind,
+    ) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>>;
     fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, ApiError>>;
     fn models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ApiError>>;
 }
@@ -288,7 +325,12 @@ pub trait JobApi: Send + Sync + 'static {
 pub trait RegistryApi: Send + Sync + 'static {
     fn register(&self, worker: WorkerInfo) -> BoxFuture<'_, Result<RegisterAck, ApiError>>;
     /// `Ok(false)` when the worker is unknown (it must register again).
-    fn heartbeat(&self, worker_id: String, state: WorkerState, busy_job: Option<String>) -> BoxFuture<'_, Result<bool, ApiError>>;
+    fn heartbeat(
+        &self,
+        worker_id: String,
+        state: WorkerState,
+        busy_job: Option<String>,
+    ) -> BoxFuture<'_, Result<bool, ApiError>>;
     fn deregister(&self, worker_id: String) -> BoxFuture<'_, Result<(), ApiError>>;
 }
 
@@ -305,7 +347,9 @@ pub trait WorkerApi: Send + Sync + 'static {
     fn nccl_unique_id(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<Vec<u8>, ApiError>> {
         let _ = plan_id;
         Box::pin(async move {
-            Err(ApiError::FailedPrecondition(format!("job {job_id}: this worker cannot create NCCL communicators")))
+            Err(ApiError::FailedPrecondition(format!(
+                "job {job_id}: this worker cannot create NCCL communicators"
+            )))
         })
     }
     /// `Ok(false)` when no shard of that job with that plan id (or older) was running.
@@ -315,7 +359,10 @@ pub trait WorkerApi: Send + Sync + 'static {
 /// What a worker serves to its left neighbour (gRPC `ExchangeService`): the neighbour's messages
 /// come in on `inbound`; the returned stream carries this worker's messages back.
 pub trait ExchangeApi: Send + Sync + 'static {
-    fn overlap(&self, inbound: BoxStream<Result<OverlapEnvelope, ApiError>>) -> BoxFuture<'_, Result<BoxStream<OverlapEnvelope>, ApiError>>;
+    fn overlap(
+        &self,
+        inbound: BoxStream<Result<OverlapEnvelope, ApiError>>,
+    ) -> BoxFuture<'_, Result<BoxStream<OverlapEnvelope>, ApiError>>;
 }
 
 /// Opens a `WorkerApi` to a worker address (the gRPC client in production).

@@ -132,7 +132,9 @@ pub fn denoise_partition(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<PartitionOutput, CoDenoiseError> {
-    cfg.plan.check_windows(&cfg.windows).map_err(|e| CoDenoiseError::Config(e.to_string()))?;
+    cfg.plan
+        .check_windows(&cfg.windows)
+        .map_err(|e| CoDenoiseError::Config(e.to_string()))?;
     let (first, end) = (cfg.windows.start, cfg.windows.end);
     let shape = cfg.window_shape();
     let noise = NoiseStream::new(cfg.seed, 0)?;
@@ -160,12 +162,19 @@ pub fn denoise_partition(
     let mut t = LoopTimings::default();
 
     for i in 0..steps {
-        let point = StepPoint { index: i, sigma: cfg.schedule.sigma(i), timestep: cfg.schedule.timestep(i) };
+        let point = StepPoint {
+            index: i,
+            sigma: cfg.schedule.sigma(i),
+            timestep: cfg.schedule.timestep(i),
+        };
         for &k in &order {
             if cancel.load(Ordering::Relaxed) {
                 return Err(CoDenoiseError::Cancelled);
             }
-            let ctx = WindowContext { index: k, first_frame: cfg.plan.window_range(k).start };
+            let ctx = WindowContext {
+                index: k,
+                first_frame: cfg.plan.window_range(k).start,
+            };
             let j = k - first;
             let t0 = Instant::now();
             denoiser.predict(&x[j], ctx, point, Branch::Conditional, &mut v[j])?;
@@ -218,7 +227,11 @@ pub fn denoise_partition(
         let t0 = Instant::now();
         for (j, k) in cfg.windows.clone().enumerate() {
             states[j].step(&cfg.schedule, i, &v[j], &mut x[j]);
-            progress(Progress::Step { window: k, step: i, steps });
+            progress(Progress::Step {
+                window: k,
+                step: i,
+                steps,
+            });
         }
         t.scheduler += t0.elapsed();
         let check_now = (cfg.hash_every > 0 && (i + 1) % cfg.hash_every == 0) || i + 1 == steps;
@@ -232,7 +245,11 @@ pub fn denoise_partition(
 }
 
 fn velocity_msg(step: usize, boundary: usize, data: &[f32]) -> OverlapMessage {
-    OverlapMessage { step: step as u32, boundary: boundary as u32, payload: Payload::Velocity(data.to_vec()) }
+    OverlapMessage {
+        step: step as u32,
+        boundary: boundary as u32,
+        payload: Payload::Velocity(data.to_vec()),
+    }
 }
 
 fn record(d: &mut [(usize, Vec<f32>)], boundary: usize, left: &[f32], right: &[f32]) {
@@ -269,7 +286,10 @@ fn recv_velocity(
             side,
             reason: format!("overlap has {} values, expected {len}", v.len()),
         }),
-        other => Err(CoDenoiseError::Protocol { side, reason: format!("expected a velocity, got {other:?}") }),
+        other => Err(CoDenoiseError::Protocol {
+            side,
+            reason: format!("expected a velocity, got {other:?}"),
+        }),
     }
 }
 
@@ -283,7 +303,10 @@ fn verify_overlaps(
     let (o, w, first) = (cfg.plan.overlap(), cfg.plan.window(), cfg.windows.start);
     for j in 1..x.len() {
         if x[j - 1].frames(w - o..w) != x[j].frames(0..o) {
-            return Err(CoDenoiseError::Divergence { boundary: first + j - 1, step });
+            return Err(CoDenoiseError::Divergence {
+                boundary: first + j - 1,
+                step,
+            });
         }
     }
     let hash_msg = |b: usize, data: &[f32]| OverlapMessage {
@@ -299,22 +322,38 @@ fn verify_overlaps(
         exchange.send(Side::Right, hash_msg(cfg.windows.end - 1, x[last].frames(w - o..w)))?;
     }
     for (side, b, mine) in [
-        (Side::Left, first.wrapping_sub(1), cfg.has_left().then(|| x[0].frames(0..o))),
-        (Side::Right, cfg.windows.end - 1, cfg.has_right().then(|| x[last].frames(w - o..w))),
+        (
+            Side::Left,
+            first.wrapping_sub(1),
+            cfg.has_left().then(|| x[0].frames(0..o)),
+        ),
+        (
+            Side::Right,
+            cfg.windows.end - 1,
+            cfg.has_right().then(|| x[last].frames(w - o..w)),
+        ),
     ] {
         let Some(mine) = mine else { continue };
         match expect(exchange, side, step, b)? {
             Payload::LatentHash(h) if h == hash_f32(mine) => {}
             Payload::LatentHash(_) => return Err(CoDenoiseError::Divergence { boundary: b, step }),
             other => {
-                return Err(CoDenoiseError::Protocol { side, reason: format!("expected a hash, got {other:?}") })
+                return Err(CoDenoiseError::Protocol {
+                    side,
+                    reason: format!("expected a hash, got {other:?}"),
+                })
             }
         }
     }
     Ok(())
 }
 
-fn assemble_owned(cfg: &PartitionConfig, x: &[Latents], disagreement: Vec<(usize, Vec<f32>)>, timings: LoopTimings) -> PartitionOutput {
+fn assemble_owned(
+    cfg: &PartitionConfig,
+    x: &[Latents],
+    disagreement: Vec<(usize, Vec<f32>)>,
+    timings: LoopTimings,
+) -> PartitionOutput {
     let plan = &cfg.plan;
     let owned_start = plan.owned_range(cfg.windows.start).start;
     let owned_end = plan.owned_range(cfg.windows.end - 1).end;
@@ -324,7 +363,12 @@ fn assemble_owned(cfg: &PartitionConfig, x: &[Latents], disagreement: Vec<(usize
         let ws = plan.window_range(k).start;
         owned.write_frames(r.start - owned_start, x[j].frames(r.start - ws..r.end - ws));
     }
-    PartitionOutput { owned_start, owned, disagreement, timings }
+    PartitionOutput {
+        owned_start,
+        owned,
+        disagreement,
+        timings,
+    }
 }
 
 /// Decodes the frames a partition owns. A causal decoder's warm-up frames are the final latents

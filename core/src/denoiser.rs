@@ -85,7 +85,11 @@ pub struct Conditioning {
 impl Conditioning {
     /// Prompt text only (no embeddings yet).
     pub fn new(prompt: impl Into<String>, negative_prompt: impl Into<String>) -> Self {
-        Self { prompt: prompt.into(), negative_prompt: negative_prompt.into(), embeddings: None }
+        Self {
+            prompt: prompt.into(),
+            negative_prompt: negative_prompt.into(),
+            embeddings: None,
+        }
     }
 }
 
@@ -105,10 +109,21 @@ impl TextEmbeddings {
         if self.rows == 0 || self.dim == 0 {
             return Err(format!("shape [{}, {}] is empty", self.rows, self.dim));
         }
-        let n = self.rows.checked_mul(self.dim).ok_or_else(|| format!("shape [{}, {}] overflows", self.rows, self.dim))?;
-        for (name, t) in [("prompt embedding", &self.prompt), ("negative prompt embedding", &self.negative)] {
+        let n = self
+            .rows
+            .checked_mul(self.dim)
+            .ok_or_else(|| format!("shape [{}, {}] overflows", self.rows, self.dim))?;
+        for (name, t) in [
+            ("prompt embedding", &self.prompt),
+            ("negative prompt embedding", &self.negative),
+        ] {
             if t.len() != n {
-                return Err(format!("{name} holds {} values, not {} × {} = {n}", t.len(), self.rows, self.dim));
+                return Err(format!(
+                    "{name} holds {} values, not {} × {} = {n}",
+                    t.len(),
+                    self.rows,
+                    self.dim
+                ));
             }
             if let Some(i) = t.iter().position(|v| !v.is_finite()) {
                 return Err(format!("{name} value {i} is {} (must be finite)", t[i]));
@@ -121,7 +136,10 @@ impl TextEmbeddings {
 #[derive(Debug, Error)]
 pub enum DenoiseError {
     #[error("input shape {got:?} does not match what the model was prepared for ({want})")]
-    Shape { got: crate::tensor::LatentShape, want: String },
+    Shape {
+        got: crate::tensor::LatentShape,
+        want: String,
+    },
     #[error("model failure: {0}")]
     Model(String),
 }
@@ -153,7 +171,10 @@ pub struct RgbFrame {
 impl RgbFrame {
     /// 8-bit RGB, rounded to nearest.
     pub fn to_rgb8(&self) -> Vec<u8> {
-        self.data.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8).collect()
+        self.data
+            .iter()
+            .map(|&v| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8)
+            .collect()
     }
 }
 

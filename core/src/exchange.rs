@@ -67,7 +67,11 @@ pub enum ExchangeError {
     /// A grouped exchange with both neighbours at once (NCCL) did not complete: which of them
     /// stalled cannot be told apart.
     #[error("the overlap exchange with {peers} did not complete within {timeout:?} (step {step}); a neighbour is lost or stalled")]
-    GroupTimeout { peers: String, step: u32, timeout: Duration },
+    GroupTimeout {
+        peers: String,
+        step: u32,
+        timeout: Duration,
+    },
     #[error("cancelled")]
     Cancelled,
 }
@@ -93,7 +97,13 @@ pub struct ChannelLinks<T> {
 impl<T> ChannelLinks<T> {
     /// The links of `partitions` partitions in a row; element `i` talks to `i−1` and `i+1`.
     pub fn chain(partitions: usize, timeout: Duration) -> Vec<ChannelLinks<T>> {
-        let mut out: Vec<ChannelLinks<T>> = (0..partitions).map(|_| ChannelLinks { left: None, right: None, timeout }).collect();
+        let mut out: Vec<ChannelLinks<T>> = (0..partitions)
+            .map(|_| ChannelLinks {
+                left: None,
+                right: None,
+                timeout,
+            })
+            .collect();
         for i in 1..partitions {
             let (to_right, from_left) = channel();
             let (to_left, from_right) = channel();
@@ -108,11 +118,17 @@ impl<T> ChannelLinks<T> {
             Side::Left => &self.left,
             Side::Right => &self.right,
         };
-        link.as_ref().ok_or_else(|| ExchangeError::Protocol { side, reason: "no neighbour on this side".into() })
+        link.as_ref().ok_or_else(|| ExchangeError::Protocol {
+            side,
+            reason: "no neighbour on this side".into(),
+        })
     }
 
     pub fn send(&self, side: Side, value: T) -> Result<(), ExchangeError> {
-        self.link(side)?.0.send(value).map_err(|_| ExchangeError::Disconnected { side, reason: "channel closed".into() })
+        self.link(side)?.0.send(value).map_err(|_| ExchangeError::Disconnected {
+            side,
+            reason: "channel closed".into(),
+        })
     }
 
     /// The next value from `side`, waiting at most the links' timeout (`step` names the wait).
@@ -120,7 +136,10 @@ impl<T> ChannelLinks<T> {
         let timeout = self.timeout;
         self.link(side)?.1.recv_timeout(timeout).map_err(|e| match e {
             RecvTimeoutError::Timeout => ExchangeError::Timeout { side, step, timeout },
-            RecvTimeoutError::Disconnected => ExchangeError::Disconnected { side, reason: "channel closed".into() },
+            RecvTimeoutError::Disconnected => ExchangeError::Disconnected {
+                side,
+                reason: "channel closed".into(),
+            },
         })
     }
 }
@@ -131,7 +150,10 @@ pub struct ChannelExchange(ChannelLinks<OverlapMessage>);
 impl ChannelExchange {
     /// Builds the exchanges for `partitions` partitions in a row; element `i` talks to `i−1` and `i+1`.
     pub fn chain(partitions: usize, timeout: Duration) -> Vec<ChannelExchange> {
-        ChannelLinks::chain(partitions, timeout).into_iter().map(ChannelExchange).collect()
+        ChannelLinks::chain(partitions, timeout)
+            .into_iter()
+            .map(ChannelExchange)
+            .collect()
     }
 }
 

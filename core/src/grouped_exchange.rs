@@ -57,8 +57,19 @@ impl<T: GroupedTransport, E: Exchange> GroupedExchange<T, E> {
     /// `has_left`/`has_right`: whether the partition has a neighbour on that side (the transport
     /// must be connected to exactly those).
     pub fn new(transport: T, inner: E, has_left: bool, has_right: bool) -> Self {
-        let sides = [(has_left, Side::Left), (has_right, Side::Right)].into_iter().filter(|s| s.0).map(|s| s.1).collect();
-        Self { transport, inner, sides, queued: Vec::new(), in_flight: Vec::new(), velocity_bytes: 0 }
+        let sides = [(has_left, Side::Left), (has_right, Side::Right)]
+            .into_iter()
+            .filter(|s| s.0)
+            .map(|s| s.1)
+            .collect();
+        Self {
+            transport,
+            inner,
+            sides,
+            queued: Vec::new(),
+            in_flight: Vec::new(),
+            velocity_bytes: 0,
+        }
     }
 
     pub fn inner(&self) -> &E {
@@ -66,20 +77,38 @@ impl<T: GroupedTransport, E: Exchange> GroupedExchange<T, E> {
     }
 
     fn protocol(side: Side, reason: impl Into<String>) -> ExchangeError {
-        ExchangeError::Protocol { side, reason: reason.into() }
+        ExchangeError::Protocol {
+            side,
+            reason: reason.into(),
+        }
     }
 }
 
 impl<T: GroupedTransport, E: Exchange> Exchange for GroupedExchange<T, E> {
     fn send(&mut self, side: Side, msg: OverlapMessage) -> Result<(), ExchangeError> {
-        let Payload::Velocity(values) = msg.payload else { return self.inner.send(side, msg) };
+        let Payload::Velocity(values) = msg.payload else {
+            return self.inner.send(side, msg);
+        };
         if !self.sides.contains(&side) {
             return Err(Self::protocol(side, "no neighbour on this side"));
         }
         if self.queued.iter().any(|(s, _)| s.side == side) || self.in_flight.iter().any(|s| s.side == side) {
-            return Err(Self::protocol(side, format!("a second velocity (step {}) before the last one was exchanged", msg.step)));
+            return Err(Self::protocol(
+                side,
+                format!(
+                    "a second velocity (step {}) before the last one was exchanged",
+                    msg.step
+                ),
+            ));
         }
-        self.queued.push((Sent { side, step: msg.step, boundary: msg.boundary }, values));
+        self.queued.push((
+            Sent {
+                side,
+                step: msg.step,
+                boundary: msg.boundary,
+            },
+            values,
+        ));
         if self.queued.len() < self.sides.len() {
             return Ok(());
         }
@@ -94,11 +123,18 @@ impl<T: GroupedTransport, E: Exchange> Exchange for GroupedExchange<T, E> {
         if let Some(i) = self.in_flight.iter().position(|s| s.side == side) {
             let sent = self.in_flight.remove(i);
             let values = self.transport.finish(side, step)?;
-            return Ok(OverlapMessage { step: sent.step, boundary: sent.boundary, payload: Payload::Velocity(values) });
+            return Ok(OverlapMessage {
+                step: sent.step,
+                boundary: sent.boundary,
+                payload: Payload::Velocity(values),
+            });
         }
         if self.queued.iter().any(|(s, _)| s.side == side) {
             // Waiting here would deadlock: the group starts only once every side has its velocity.
-            return Err(Self::protocol(side, format!("receive at step {step} before a velocity was sent to every neighbour")));
+            return Err(Self::protocol(
+                side,
+                format!("receive at step {step} before a velocity was sent to every neighbour"),
+            ));
         }
         self.inner.recv(side, step)
     }
@@ -111,7 +147,10 @@ pub struct ChannelGroup(ChannelLinks<Vec<f32>>);
 impl ChannelGroup {
     /// The transports of `partitions` partitions in a row; element `i` talks to `i−1` and `i+1`.
     pub fn chain(partitions: usize, timeout: Duration) -> Vec<ChannelGroup> {
-        ChannelLinks::chain(partitions, timeout).into_iter().map(ChannelGroup).collect()
+        ChannelLinks::chain(partitions, timeout)
+            .into_iter()
+            .map(ChannelGroup)
+            .collect()
     }
 }
 
@@ -131,7 +170,11 @@ mod tests {
     use crate::exchange::ChannelExchange;
 
     fn velocity(step: u32, boundary: u32, v: &[f32]) -> OverlapMessage {
-        OverlapMessage { step, boundary, payload: Payload::Velocity(v.to_vec()) }
+        OverlapMessage {
+            step,
+            boundary,
+            payload: Payload::Velocity(v.to_vec()),
+        }
     }
 
     #[test]
@@ -147,7 +190,12 @@ mod tests {
         ex[1].send(Side::Left, velocity(4, 0, &[1.0, 2.0])).unwrap();
         assert_eq!(ex[1].velocity_bytes, 0);
         let early = ex[1].recv(Side::Left, 4).unwrap_err();
-        assert!(early.to_string().contains("before a velocity was sent to every neighbour"), "{early}");
+        assert!(
+            early
+                .to_string()
+                .contains("before a velocity was sent to every neighbour"),
+            "{early}"
+        );
         ex[1].send(Side::Right, velocity(4, 1, &[3.0])).unwrap();
         assert_eq!(ex[1].velocity_bytes, 12);
         let dup = ex[1].send(Side::Right, velocity(4, 1, &[3.0])).unwrap_err();
@@ -160,7 +208,11 @@ mod tests {
         assert_eq!(ex[0].recv(Side::Right, 4).unwrap(), velocity(4, 0, &[1.0, 2.0]));
         assert_eq!(ex[2].recv(Side::Left, 4).unwrap(), velocity(4, 1, &[3.0]));
         // Anything else goes over the inner exchange, the group carries nothing more.
-        let hash = OverlapMessage { step: 4, boundary: 0, payload: Payload::LatentHash(9) };
+        let hash = OverlapMessage {
+            step: 4,
+            boundary: 0,
+            payload: Payload::LatentHash(9),
+        };
         ex[0].send(Side::Right, hash.clone()).unwrap();
         assert_eq!(ex[1].recv(Side::Left, 4).unwrap(), hash);
         assert_eq!(ex[0].velocity_bytes, 8);

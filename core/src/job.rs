@@ -55,7 +55,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -113,9 +116,10 @@ impl JobSpec {
                 e.push(bad("duration", format!("{s} seconds is not in (0, {MAX_SECONDS}]")))
             }
             ClipLength::Frames(0) => e.push(bad("frames", "must be at least 1")),
-            ClipLength::Frames(f) if f64::from(f) > MAX_SECONDS * f64::from(MAX_FPS) => {
-                e.push(bad("frames", format!("{f} is more than {}", MAX_SECONDS * f64::from(MAX_FPS))))
-            }
+            ClipLength::Frames(f) if f64::from(f) > MAX_SECONDS * f64::from(MAX_FPS) => e.push(bad(
+                "frames",
+                format!("{f} is more than {}", MAX_SECONDS * f64::from(MAX_FPS)),
+            )),
             _ => {}
         }
         for (field, v) in [("width", self.width), ("height", self.height)] {
@@ -127,7 +131,10 @@ impl JobSpec {
             e.push(bad("steps", format!("{} is not in 1..={MAX_STEPS}", self.steps)));
         }
         if !(self.guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&self.guidance)) {
-            e.push(bad("guidance", format!("{} is not in 0..={MAX_GUIDANCE}", self.guidance)));
+            e.push(bad(
+                "guidance",
+                format!("{} is not in 0..={MAX_GUIDANCE}", self.guidance),
+            ));
         }
         if !(self.shift.is_finite() && self.shift > 0.0 && self.shift <= MAX_SHIFT) {
             e.push(bad("shift", format!("{} is not in (0, {MAX_SHIFT}]", self.shift)));
@@ -183,12 +190,22 @@ impl ValidJobSpec {
         let sc = model.spatial_compression as u32;
         for (field, v) in [("width", spec.width), ("height", spec.height)] {
             if sc > 0 && v % sc != 0 {
-                e.push(bad(field, format!("{v} is not a multiple of {sc}, the model's spatial compression")));
+                e.push(bad(
+                    field,
+                    format!("{v} is not a multiple of {sc}, the model's spatial compression"),
+                ));
             }
         }
         let overlap = spec.overlap.map_or(model.default_overlap, |o| o as usize);
         if overlap > model.window_frames / 2 {
-            e.push(bad("overlap", format!("{overlap} is not in 0..={} (half of the model's {}-frame window)", model.window_frames / 2, model.window_frames)));
+            e.push(bad(
+                "overlap",
+                format!(
+                    "{overlap} is not in 0..={} (half of the model's {}-frame window)",
+                    model.window_frames / 2,
+                    model.window_frames
+                ),
+            ));
         }
         if !e.is_empty() {
             return Err(e);
@@ -197,8 +214,10 @@ impl ValidJobSpec {
         let frames = spec.requested_frames();
         let rendered_frames = rendered_frames(frames, c);
         let latent_frames = model.latent_frames_for(rendered_frames as usize);
-        let schedule = Schedule::new(spec.solver, spec.steps as usize, spec.shift).map_err(|m| vec![bad("steps", m.to_string())])?;
-        let plan = WindowPlan::new(latent_frames, model.window_frames, overlap).map_err(|m| vec![bad("overlap", m.to_string())])?;
+        let schedule = Schedule::new(spec.solver, spec.steps as usize, spec.shift)
+            .map_err(|m| vec![bad("steps", m.to_string())])?;
+        let plan = WindowPlan::new(latent_frames, model.window_frames, overlap)
+            .map_err(|m| vec![bad("overlap", m.to_string())])?;
         let mut outputs = spec.outputs.clone();
         outputs.sort();
         outputs.dedup();

@@ -2,7 +2,9 @@
 //! [`ChannelExchange`]. Used by tests, benchmarks and single-process renders; the worker runs the
 //! same [`denoise_partition`] / [`decode_partition`] with a network exchange.
 
-use crate::codenoise::{decode_partition, denoise_partition, CoDenoiseError, LoopTimings, PartitionConfig, PartitionOutput, Progress};
+use crate::codenoise::{
+    decode_partition, denoise_partition, CoDenoiseError, LoopTimings, PartitionConfig, PartitionOutput, Progress,
+};
 use crate::denoiser::{Denoiser, FrameDecoder, RgbFrame};
 use crate::exchange::{ChannelExchange, Exchange};
 use crate::tensor::Latents;
@@ -29,7 +31,9 @@ pub fn render_local(
     decoder: &dyn FrameDecoder,
     exchange_timeout: Duration,
 ) -> Result<LocalRender, CoDenoiseError> {
-    render_local_with(base, partitions, make_denoiser, decoder, |n| ChannelExchange::chain(n, exchange_timeout))
+    render_local_with(base, partitions, make_denoiser, decoder, |n| {
+        ChannelExchange::chain(n, exchange_timeout)
+    })
 }
 
 /// [`render_local`] over exchanges of the caller's making: `exchanges(n)` returns the `n`
@@ -44,10 +48,17 @@ pub fn render_local_with<E: Exchange>(
     decoder: &dyn FrameDecoder,
     exchanges: impl FnOnce(usize) -> Vec<E>,
 ) -> Result<LocalRender, CoDenoiseError> {
-    let ranges = base.plan.assign(partitions).map_err(|e| CoDenoiseError::Config(e.to_string()))?;
+    let ranges = base
+        .plan
+        .assign(partitions)
+        .map_err(|e| CoDenoiseError::Config(e.to_string()))?;
     let exchanges = exchanges(ranges.len());
     if exchanges.len() != ranges.len() {
-        return Err(CoDenoiseError::Config(format!("{} exchanges for {} partitions", exchanges.len(), ranges.len())));
+        return Err(CoDenoiseError::Config(format!(
+            "{} exchanges for {} partitions",
+            exchanges.len(),
+            ranges.len()
+        )));
     }
     let cancel = AtomicBool::new(false);
     let results: Vec<PartitionResult> = std::thread::scope(|s| {
@@ -55,7 +66,10 @@ pub fn render_local_with<E: Exchange>(
             .into_iter()
             .zip(exchanges)
             .map(|(windows, mut exchange)| {
-                let cfg = PartitionConfig { windows, ..base.clone() };
+                let cfg = PartitionConfig {
+                    windows,
+                    ..base.clone()
+                };
                 let mut denoiser = make_denoiser();
                 let cancel = &cancel;
                 s.spawn(move || {
@@ -66,7 +80,13 @@ pub fn render_local_with<E: Exchange>(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(CoDenoiseError::Config("partition thread panicked".into())))).collect()
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(CoDenoiseError::Config("partition thread panicked".into())))
+            })
+            .collect()
     });
     let mut outputs = Vec::new();
     let mut frames = Vec::new();
@@ -86,7 +106,15 @@ pub fn render_local_with<E: Exchange>(
     disagreement.sort_by_key(|(b, _)| *b);
     frames.sort_by_key(|(i, _)| *i);
     if let Some(gap) = frames.iter().enumerate().find(|(n, (i, _))| n != i) {
-        return Err(CoDenoiseError::Config(format!("decoded frames are not contiguous at output frame {}", gap.0)));
+        return Err(CoDenoiseError::Config(format!(
+            "decoded frames are not contiguous at output frame {}",
+            gap.0
+        )));
     }
-    Ok(LocalRender { latents, frames: frames.into_iter().map(|(_, f)| f).collect(), disagreement, timings })
+    Ok(LocalRender {
+        latents,
+        frames: frames.into_iter().map(|(_, f)| f).collect(),
+        disagreement,
+        timings,
+    })
 }

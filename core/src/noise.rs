@@ -54,7 +54,10 @@ impl NoiseStream {
         if step >= 1 << 16 {
             return Err(NoiseError::Step(step));
         }
-        Ok(Self { key: [seed as u32, (seed >> 32) as u32], step_word: step << 16 })
+        Ok(Self {
+            key: [seed as u32, (seed >> 32) as u32],
+            step_word: step << 16,
+        })
     }
 
     /// Four Gaussians for x = 4·x_block .. 4·x_block+3 at (frame, channel, y).
@@ -122,7 +125,11 @@ mod tests {
     fn philox_known_answers() {
         let cases: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
             ([0; 4], [0; 2], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]),
-            ([u32::MAX; 4], [u32::MAX; 2], [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]),
+            (
+                [u32::MAX; 4],
+                [u32::MAX; 2],
+                [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
+            ),
             (
                 [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
                 [0xa4093822, 0x299f31d0],

@@ -20,7 +20,12 @@ pub enum OutputKind {
 }
 
 impl OutputKind {
-    pub const ALL: [OutputKind; 4] = [OutputKind::Mp4, OutputKind::Prores, OutputKind::Png, OutputKind::Latents];
+    pub const ALL: [OutputKind; 4] = [
+        OutputKind::Mp4,
+        OutputKind::Prores,
+        OutputKind::Png,
+        OutputKind::Latents,
+    ];
 
     /// The name jobs, flags and the wire use.
     pub fn as_str(self) -> &'static str {
@@ -107,16 +112,26 @@ mod tests {
             assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{kind}\""));
         }
         assert_eq!(" MP4 ".parse::<OutputKind>(), Ok(OutputKind::Mp4));
-        assert_eq!("gif".parse::<OutputKind>().unwrap_err(), "output format \"gif\" is not one of: mp4, prores, png, latents");
+        assert_eq!(
+            "gif".parse::<OutputKind>().unwrap_err(),
+            "output format \"gif\" is not one of: mp4, prores, png, latents"
+        );
     }
 
     #[test]
     fn paths_name_their_output() {
-        let cases = [("a/clip.mp4", Some(OutputKind::Mp4)), ("x.MOV", Some(OutputKind::Prores)), ("frames", Some(OutputKind::Png))];
+        let cases = [
+            ("a/clip.mp4", Some(OutputKind::Mp4)),
+            ("x.MOV", Some(OutputKind::Prores)),
+            ("frames", Some(OutputKind::Png)),
+        ];
         for (path, kind) in cases {
             assert_eq!(OutputKind::from_path(Path::new(path)), kind, "{path}");
         }
-        assert_eq!(OutputKind::from_path(Path::new("z.safetensors")), Some(OutputKind::Latents));
+        assert_eq!(
+            OutputKind::from_path(Path::new("z.safetensors")),
+            Some(OutputKind::Latents)
+        );
         assert_eq!(OutputKind::from_path(Path::new("clip.gif")), None);
         for kind in OutputKind::ALL {
             // What `beside` names, `from_path` reads back (a `.frames` directory has an extension,
@@ -126,6 +141,9 @@ mod tests {
                 assert_eq!(OutputKind::from_path(&p), Some(kind), "{}", p.display());
             }
         }
-        assert_eq!(OutputKind::Png.beside(Path::new("out/clip.mp4")), Path::new("out/clip.frames"));
+        assert_eq!(
+            OutputKind::Png.beside(Path::new("out/clip.mp4")),
+            Path::new("out/clip.frames")
+        );
     }
 }

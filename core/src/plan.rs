@@ -43,11 +43,24 @@ impl WindowPlan {
         }
         // O ≤ W/2 keeps every frame in at most two windows.
         if overlap > window / 2 {
-            return Err(PlanError::OverlapTooLarge { overlap, window, max: window / 2 });
+            return Err(PlanError::OverlapTooLarge {
+                overlap,
+                window,
+                max: window / 2,
+            });
         }
         let stride = window - overlap;
-        let windows = if latent_frames <= window { 1 } else { (latent_frames - window).div_ceil(stride) + 1 };
-        Ok(Self { latent_frames, window, overlap, windows })
+        let windows = if latent_frames <= window {
+            1
+        } else {
+            (latent_frames - window).div_ceil(stride) + 1
+        };
+        Ok(Self {
+            latent_frames,
+            window,
+            overlap,
+            windows,
+        })
     }
 
     /// Real latent frames of the clip (before padding).
@@ -87,23 +100,35 @@ impl WindowPlan {
     /// only for a padding-only tail, which the grid never produces).
     pub fn owned_range(&self, k: usize) -> Range<usize> {
         let start = if k == 0 { 0 } else { self.owner_split(k - 1) };
-        let end = if k + 1 == self.windows { self.padded_frames() } else { self.owner_split(k) };
+        let end = if k + 1 == self.windows {
+            self.padded_frames()
+        } else {
+            self.owner_split(k)
+        };
         start.min(self.latent_frames)..end.min(self.latent_frames)
     }
 
     /// The window that owns global latent frame `f`.
     pub fn owner_of(&self, f: usize) -> usize {
-        (0..self.windows).find(|&k| self.owned_range(k).contains(&f)).unwrap_or(self.windows - 1)
+        (0..self.windows)
+            .find(|&k| self.owned_range(k).contains(&f))
+            .unwrap_or(self.windows - 1)
     }
 
     /// Checks that `windows` is a non-empty range of this plan's windows: the one definition of
     /// a valid shard, used where an assignment arrives and by the co-denoising loop.
     pub fn check_windows(&self, windows: &Range<usize>) -> Result<(), PlanError> {
         if windows.end > self.windows {
-            return Err(PlanError::WindowsPastEnd { end: windows.end, windows: self.windows });
+            return Err(PlanError::WindowsPastEnd {
+                end: windows.end,
+                windows: self.windows,
+            });
         }
         if windows.is_empty() {
-            return Err(PlanError::NoWindows { start: windows.start, end: windows.end });
+            return Err(PlanError::NoWindows {
+                start: windows.start,
+                end: windows.end,
+            });
         }
         Ok(())
     }
@@ -153,7 +178,11 @@ mod tests {
         assert_eq!(WindowPlan::new(10, 1, 0), Err(PlanError::WindowTooSmall(1)));
         assert_eq!(
             WindowPlan::new(100, 21, 11),
-            Err(PlanError::OverlapTooLarge { overlap: 11, window: 21, max: 10 })
+            Err(PlanError::OverlapTooLarge {
+                overlap: 11,
+                window: 21,
+                max: 10
+            })
         );
         assert_eq!(WindowPlan::new(10, 4, 2).unwrap().assign(0), Err(PlanError::NoWorkers));
     }

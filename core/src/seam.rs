@@ -42,14 +42,25 @@ pub struct SeamGeometry {
 
 impl SeamGeometry {
     /// The spec's geometry for decoded frames.
-    pub const FRAMES: SeamGeometry = SeamGeometry { margin: 2, ref_near: 8, ref_far: 24 };
+    pub const FRAMES: SeamGeometry = SeamGeometry {
+        margin: 2,
+        ref_near: 8,
+        ref_far: 24,
+    };
     /// The same distances at 4× temporal compression, for latents.
-    pub const LATENTS: SeamGeometry = SeamGeometry { margin: 0, ref_near: 2, ref_far: 6 };
+    pub const LATENTS: SeamGeometry = SeamGeometry {
+        margin: 0,
+        ref_near: 2,
+        ref_far: 6,
+    };
 }
 
 /// `d1[t]` for the pair (t, t+1).
 pub fn d1(clip: &Clip) -> Vec<f64> {
-    clip.frames.windows(2).map(|p| mean_abs(p[0].iter().zip(p[1]).map(|(a, b)| b - a))).collect()
+    clip.frames
+        .windows(2)
+        .map(|p| mean_abs(p[0].iter().zip(p[1]).map(|(a, b)| b - a)))
+        .collect()
 }
 
 /// `d2[t−1]` for the triple centred on t (so index i is centred on frame i+1).
@@ -66,7 +77,11 @@ fn mean_abs(it: impl Iterator<Item = f32>) -> f64 {
         s += f64::from(v.abs());
         n += 1;
     }
-    if n == 0 { 0.0 } else { s / n as f64 }
+    if n == 0 {
+        0.0
+    } else {
+        s / n as f64
+    }
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -75,7 +90,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
 }
 
 /// Reference positions `near..=far` away from `zone` (either side), inside `0..len`.
@@ -135,8 +154,18 @@ pub fn laplacian_variance(frame: &[f32], clip: &Clip) -> f64 {
 pub fn ghosting_ratio(clip: &Clip, zone: Range<usize>, g: SeamGeometry) -> Option<f64> {
     let lv: Vec<f64> = clip.frames.iter().map(|f| laplacian_variance(f, clip)).collect();
     let z: Vec<f64> = zone.clone().filter(|&t| t < lv.len()).map(|t| lv[t]).collect();
-    let zone_mean = if z.is_empty() { return None } else { z.iter().sum::<f64>() / z.len() as f64 };
-    let r = median(reference_positions(&zone, lv.len(), g).into_iter().filter(|p| !zone.contains(p)).map(|p| lv[p]).collect())?;
+    let zone_mean = if z.is_empty() {
+        return None;
+    } else {
+        z.iter().sum::<f64>() / z.len() as f64
+    };
+    let r = median(
+        reference_positions(&zone, lv.len(), g)
+            .into_iter()
+            .filter(|p| !zone.contains(p))
+            .map(|p| lv[p])
+            .collect(),
+    )?;
     (r > 0.0).then_some(zone_mean / r)
 }
 
@@ -174,7 +203,11 @@ pub struct Summary {
 pub fn summarize(values: impl Iterator<Item = Option<f64>>) -> Summary {
     let v: Vec<f64> = values.flatten().collect();
     let max = v.iter().copied().fold(f64::NAN, f64::max);
-    Summary { count: v.len(), max, median: median(v).unwrap_or(f64::NAN) }
+    Summary {
+        count: v.len(),
+        max,
+        median: median(v).unwrap_or(f64::NAN),
+    }
 }
 
 /// Output-frame index range of latent frames `latent` (causal temporal compression `c`: latent 0
@@ -199,8 +232,16 @@ pub fn seam_zones(plan: &WindowPlan, compression: Option<usize>, len: usize, g: 
 
 /// Placebo zones: same width as the seam zones, centred at points strictly inside single windows
 /// (away from every overlap), at deterministic pseudo-random offsets (`seed`).
-pub fn placebo_zones(plan: &WindowPlan, compression: Option<usize>, len: usize, g: SeamGeometry, seed: u64) -> Vec<Range<usize>> {
-    let width = seam_zones(plan, compression, len, g).first().map_or(plan.overlap() + 2 * g.margin, |z| z.len());
+pub fn placebo_zones(
+    plan: &WindowPlan,
+    compression: Option<usize>,
+    len: usize,
+    g: SeamGeometry,
+    seed: u64,
+) -> Vec<Range<usize>> {
+    let width = seam_zones(plan, compression, len, g)
+        .first()
+        .map_or(plan.overlap() + 2 * g.margin, |z| z.len());
     let map = |l: usize| compression.map_or(l, |c| output_frames_of(0..l, c).end);
     let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
     let mut out = Vec::new();
@@ -208,12 +249,18 @@ pub fn placebo_zones(plan: &WindowPlan, compression: Option<usize>, len: usize, 
         // Interior of window k: frames not shared with a neighbour.
         let r = plan.window_range(k);
         let lo = if k == 0 { r.start } else { r.start + plan.overlap() };
-        let hi = if k + 1 == plan.windows() { r.end } else { r.end - plan.overlap() };
+        let hi = if k + 1 == plan.windows() {
+            r.end
+        } else {
+            r.end - plan.overlap()
+        };
         let (lo, hi) = (map(lo) + width / 2, map(hi).min(len).saturating_sub(width - width / 2));
         if lo >= hi {
             continue;
         }
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let centre = lo + ((state >> 33) as usize) % (hi - lo);
         out.push(centre - width / 2..centre - width / 2 + width);
     }
@@ -229,7 +276,11 @@ pub fn overlap_disagreement(a: &[f32], b: &[f32]) -> f64 {
         nb += f64::from(y).powi(2);
     }
     let denom = (na.sqrt() + nb.sqrt()) / 2.0;
-    if denom > 0.0 { diff.sqrt() / denom } else { 0.0 }
+    if denom > 0.0 {
+        diff.sqrt() / denom
+    } else {
+        0.0
+    }
 }
 
 #[cfg(test)]
@@ -237,7 +288,13 @@ mod tests {
     use super::*;
 
     fn clip_of(frames: &[Vec<f32>]) -> Clip<'_> {
-        Clip { frames: frames.iter().map(|f| f.as_slice()).collect(), channels: 1, height: 1, width: frames[0].len(), layout: FrameLayout::Chw }
+        Clip {
+            frames: frames.iter().map(|f| f.as_slice()).collect(),
+            channels: 1,
+            height: 1,
+            width: frames[0].len(),
+            layout: FrameLayout::Chw,
+        }
     }
 
     #[test]
@@ -249,7 +306,11 @@ mod tests {
         assert!((jump_ratio(&s1, 0, 38..44, SeamGeometry::FRAMES).unwrap() - 1.0).abs() < 1e-3);
         assert!(d2(&c).iter().all(|&v| v < 1e-6));
         // Add a cut of 0.2 at frame 40.
-        let cut: Vec<Vec<f32>> = frames.iter().enumerate().map(|(t, f)| f.iter().map(|v| v + if t >= 40 { 0.2 } else { 0.0 }).collect()).collect();
+        let cut: Vec<Vec<f32>> = frames
+            .iter()
+            .enumerate()
+            .map(|(t, f)| f.iter().map(|v| v + if t >= 40 { 0.2 } else { 0.0 }).collect())
+            .collect();
         let r = jump_ratio(&d1(&clip_of(&cut)), 0, 38..44, SeamGeometry::FRAMES).unwrap();
         assert!((r - 21.0).abs() < 2e-2, "ratio {r}");
     }
@@ -266,16 +327,35 @@ mod tests {
         assert_eq!(p.len(), 2);
         for zone in &p {
             assert_eq!(zone.len(), 24);
-            assert!(zone.end <= 61 || zone.start >= 81, "placebo {zone:?} touches the overlap");
+            assert!(
+                zone.end <= 61 || zone.start >= 81,
+                "placebo {zone:?} touches the overlap"
+            );
         }
     }
 
     #[test]
     fn ghosting_sees_blur() {
-        let sharp: Vec<f32> = (0..64).map(|i| if (i / 8 + i % 8) % 2 == 0 { 1.0 } else { 0.0 }).collect();
+        let sharp: Vec<f32> = (0..64)
+            .map(|i| if (i / 8 + i % 8) % 2 == 0 { 1.0 } else { 0.0 })
+            .collect();
         let blurred: Vec<f32> = sharp.iter().map(|v| 0.25 + 0.5 * v).collect();
-        let frames: Vec<Vec<f32>> = (0..60).map(|t| if (28..32).contains(&t) { blurred.clone() } else { sharp.clone() }).collect();
-        let clip = Clip { frames: frames.iter().map(|f| f.as_slice()).collect(), channels: 1, height: 8, width: 8, layout: FrameLayout::Chw };
+        let frames: Vec<Vec<f32>> = (0..60)
+            .map(|t| {
+                if (28..32).contains(&t) {
+                    blurred.clone()
+                } else {
+                    sharp.clone()
+                }
+            })
+            .collect();
+        let clip = Clip {
+            frames: frames.iter().map(|f| f.as_slice()).collect(),
+            channels: 1,
+            height: 8,
+            width: 8,
+            layout: FrameLayout::Chw,
+        };
         let g = ghosting_ratio(&clip, 28..32, SeamGeometry::FRAMES).unwrap();
         assert!((g - 0.25).abs() < 1e-9, "ghosting {g}");
         assert!((overlap_disagreement(&[1.0, 0.0], &[1.0, 0.0])).abs() < 1e-12);

@@ -21,7 +21,12 @@ pub struct LatentShape {
 
 impl LatentShape {
     pub fn new(frames: usize, channels: usize, height: usize, width: usize) -> Self {
-        Self { frames, channels, height, width }
+        Self {
+            frames,
+            channels,
+            height,
+            width,
+        }
     }
     /// Values in one frame (`channels·height·width`).
     pub fn frame_len(&self) -> usize {
@@ -54,12 +59,18 @@ pub struct Latents {
 
 impl Latents {
     pub fn zeros(shape: LatentShape) -> Self {
-        Self { shape, storage: Storage::Cpu(vec![0.0; shape.len()]) }
+        Self {
+            shape,
+            storage: Storage::Cpu(vec![0.0; shape.len()]),
+        }
     }
 
     /// Wraps host data; `None` if the length does not match the shape.
     pub fn from_vec(shape: LatentShape, data: Vec<f32>) -> Option<Self> {
-        (data.len() == shape.len()).then_some(Self { shape, storage: Storage::Cpu(data) })
+        (data.len() == shape.len()).then_some(Self {
+            shape,
+            storage: Storage::Cpu(data),
+        })
     }
 
     pub fn shape(&self) -> LatentShape {
@@ -99,7 +110,10 @@ impl Latents {
     /// A new tensor holding a copy of a run of frames.
     pub fn slice_frames(&self, range: Range<usize>) -> Latents {
         let shape = self.shape.with_frames(range.len());
-        Latents { shape, storage: Storage::Cpu(self.frames(range).to_vec()) }
+        Latents {
+            shape,
+            storage: Storage::Cpu(self.frames(range).to_vec()),
+        }
     }
 
     /// Overwrites frames starting at `start` with `src` (whole frames).

@@ -3,7 +3,9 @@
 //! versions of these tests, with seam metrics, live in the workspace `tests/` crate.)
 
 use longshot_core::codenoise::{denoise_partition, BlendMode, CoDenoiseError, PartitionConfig};
-use longshot_core::denoiser::{Branch, DenoiseError, Denoiser, FrameDecoder, ModelInfo, RgbFrame, StepPoint, WindowContext};
+use longshot_core::denoiser::{
+    Branch, DenoiseError, Denoiser, FrameDecoder, ModelInfo, RgbFrame, StepPoint, WindowContext,
+};
 use longshot_core::exchange::{ChannelExchange, Exchange, ExchangeError, OverlapMessage, Payload, Side};
 use longshot_core::local::render_local;
 use longshot_core::plan::WindowPlan;
@@ -20,7 +22,14 @@ impl Denoiser for WindowMeanModel {
     fn info(&self) -> &ModelInfo {
         &self.0
     }
-    fn predict(&mut self, x: &Latents, _w: WindowContext, step: StepPoint, branch: Branch, out: &mut Latents) -> Result<(), DenoiseError> {
+    fn predict(
+        &mut self,
+        x: &Latents,
+        _w: WindowContext,
+        step: StepPoint,
+        branch: Branch,
+        out: &mut Latents,
+    ) -> Result<(), DenoiseError> {
         let shape = x.shape();
         let (n, fl) = (shape.frames, shape.frame_len());
         let shrink = if branch == Branch::Conditional { 0.9f32 } else { 0.4 };
@@ -44,7 +53,13 @@ impl FrameDecoder for ToyDecoder {
     fn halo(&self) -> usize {
         1
     }
-    fn decode(&self, z: &Latents, first_global: usize, emit_from: usize, sink: &mut dyn FnMut(usize, RgbFrame)) -> Result<(), DenoiseError> {
+    fn decode(
+        &self,
+        z: &Latents,
+        first_global: usize,
+        emit_from: usize,
+        sink: &mut dyn FnMut(usize, RgbFrame),
+    ) -> Result<(), DenoiseError> {
         let fl = z.shape().frame_len();
         for l in emit_from..z.shape().frames {
             let g = first_global + l;
@@ -53,9 +68,18 @@ impl FrameDecoder for ToyDecoder {
             let reps = if g == 0 { 1 } else { 4 };
             for k in 0..reps {
                 let a = (k + 1) as f32 / 4.0;
-                let data: Vec<f32> = (0..fl).map(|i| 1.0 / (1.0 + (-(prev[i] + a * (cur[i] - prev[i]))).exp())).collect();
+                let data: Vec<f32> = (0..fl)
+                    .map(|i| 1.0 / (1.0 + (-(prev[i] + a * (cur[i] - prev[i]))).exp()))
+                    .collect();
                 let idx = if g == 0 { 0 } else { 4 * (g - 1) + 1 + k };
-                sink(idx, RgbFrame { width: fl, height: 1, data });
+                sink(
+                    idx,
+                    RgbFrame {
+                        width: fl,
+                        height: 1,
+                        data,
+                    },
+                );
             }
         }
         Ok(())
@@ -70,21 +94,44 @@ impl FrameDecoder for WideHaloDecoder {
     fn halo(&self) -> usize {
         self.0
     }
-    fn decode(&self, z: &Latents, first_global: usize, emit_from: usize, sink: &mut dyn FnMut(usize, RgbFrame)) -> Result<(), DenoiseError> {
+    fn decode(
+        &self,
+        z: &Latents,
+        first_global: usize,
+        emit_from: usize,
+        sink: &mut dyn FnMut(usize, RgbFrame),
+    ) -> Result<(), DenoiseError> {
         let fl = z.shape().frame_len();
         for l in emit_from..z.shape().frames {
             let g = first_global + l;
             let from = l.saturating_sub(self.0);
             let n = (l + 1 - from) as f32;
-            let data: Vec<f32> = (0..fl).map(|i| (from..=l).map(|k| z.frames(k..k + 1)[i]).sum::<f32>() / n).collect();
-            sink(g, RgbFrame { width: fl, height: 1, data });
+            let data: Vec<f32> = (0..fl)
+                .map(|i| (from..=l).map(|k| z.frames(k..k + 1)[i]).sum::<f32>() / n)
+                .collect();
+            sink(
+                g,
+                RgbFrame {
+                    width: fl,
+                    height: 1,
+                    data,
+                },
+            );
         }
         Ok(())
     }
 }
 
 fn info() -> ModelInfo {
-    ModelInfo { name: "toy".into(), window_frames: 8, latent_channels: 2, temporal_compression: 4, spatial_compression: 1, default_overlap: 2, weights: String::new() }
+    ModelInfo {
+        name: "toy".into(),
+        window_frames: 8,
+        latent_channels: 2,
+        temporal_compression: 4,
+        spatial_compression: 1,
+        default_overlap: 2,
+        weights: String::new(),
+    }
 }
 
 fn config(solver: Solver, mode: BlendMode) -> PartitionConfig {
@@ -107,7 +154,14 @@ fn config(solver: Solver, mode: BlendMode) -> PartitionConfig {
 }
 
 fn render(cfg: &PartitionConfig, parts: usize) -> longshot_core::local::LocalRender {
-    render_local(cfg, parts, &|| Box::new(WindowMeanModel(info())), &ToyDecoder, Duration::from_secs(20)).unwrap()
+    render_local(
+        cfg,
+        parts,
+        &|| Box::new(WindowMeanModel(info())),
+        &ToyDecoder,
+        Duration::from_secs(20),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -119,8 +173,14 @@ fn bit_identical_whatever_the_partition_count() {
             assert_eq!(one.frames.len(), 1 + 4 * 59);
             for parts in 2..=4 {
                 let many = render(&cfg, parts);
-                assert!(one.latents == many.latents, "{solver:?} {mode:?}: latents differ with {parts} partitions");
-                assert!(one.frames == many.frames, "{solver:?} {mode:?}: frames differ with {parts} partitions");
+                assert!(
+                    one.latents == many.latents,
+                    "{solver:?} {mode:?}: latents differ with {parts} partitions"
+                );
+                assert!(
+                    one.frames == many.frames,
+                    "{solver:?} {mode:?}: frames differ with {parts} partitions"
+                );
             }
         }
     }
@@ -131,7 +191,16 @@ fn a_decoder_halo_wider_than_a_partition_is_chained_from_several_neighbours() {
     // Each of 4 partitions owns 12–18 frames; a 25-frame halo spans up to three of them.
     let cfg = config(Solver::Euler, BlendMode::CoDenoise);
     let decoder = WideHaloDecoder(25);
-    let run = |parts| render_local(&cfg, parts, &|| Box::new(WindowMeanModel(info())), &decoder, Duration::from_secs(20)).unwrap();
+    let run = |parts| {
+        render_local(
+            &cfg,
+            parts,
+            &|| Box::new(WindowMeanModel(info())),
+            &decoder,
+            Duration::from_secs(20),
+        )
+        .unwrap()
+    };
     let one = run(1);
     assert_eq!(one.frames.len(), 60);
     for parts in 2..=4 {
@@ -146,7 +215,10 @@ fn coupling_changes_the_result_and_the_overlaps_agree() {
     assert_ne!(coupled.latents, independent.latents);
     // δ is reported once per boundary per step, and the toy windows really disagree.
     assert_eq!(coupled.disagreement.len(), 9);
-    assert!(coupled.disagreement.iter().all(|(_, d)| d.len() == 6 && d.iter().all(|&x| x > 0.0)));
+    assert!(coupled
+        .disagreement
+        .iter()
+        .all(|(_, d)| d.len() == 6 && d.iter().all(|&x| x > 0.0)));
 }
 
 /// Flips one value of one velocity message: the two copies of that overlap then differ, and the
@@ -179,12 +251,21 @@ fn a_corrupted_overlap_is_caught_as_divergence() {
     let cancel = AtomicBool::new(false);
     let (left, right) = std::thread::scope(|s| {
         let l = s.spawn(|| {
-            let cfg = PartitionConfig { windows: 0..5, ..base.clone() };
-            let mut ex = Corrupting { inner: left_ex, at_step: 2 };
+            let cfg = PartitionConfig {
+                windows: 0..5,
+                ..base.clone()
+            };
+            let mut ex = Corrupting {
+                inner: left_ex,
+                at_step: 2,
+            };
             denoise_partition(&cfg, &mut WindowMeanModel(info()), &mut ex, &cancel, &mut |_| {})
         });
         let r = s.spawn(|| {
-            let cfg = PartitionConfig { windows: 5..10, ..base.clone() };
+            let cfg = PartitionConfig {
+                windows: 5..10,
+                ..base.clone()
+            };
             let mut ex = right_ex;
             denoise_partition(&cfg, &mut WindowMeanModel(info()), &mut ex, &cancel, &mut |_| {})
         });
@@ -201,13 +282,33 @@ fn a_corrupted_overlap_is_caught_as_divergence() {
 
 #[test]
 fn a_lost_neighbour_is_a_timeout_not_a_hang() {
-    let cfg = PartitionConfig { windows: 0..5, ..config(Solver::Euler, BlendMode::CoDenoise) };
+    let cfg = PartitionConfig {
+        windows: 0..5,
+        ..config(Solver::Euler, BlendMode::CoDenoise)
+    };
     let mut ex = ChannelExchange::chain(2, Duration::from_millis(300));
     let _right_never_runs = ex.pop().unwrap();
     let mut left = ex.pop().unwrap();
     let t = Instant::now();
-    let err = denoise_partition(&cfg, &mut WindowMeanModel(info()), &mut left, &AtomicBool::new(false), &mut |_| {}).unwrap_err();
-    assert!(matches!(err, CoDenoiseError::Exchange(ExchangeError::Timeout { side: Side::Right, step: 0, .. })), "{err:?}");
+    let err = denoise_partition(
+        &cfg,
+        &mut WindowMeanModel(info()),
+        &mut left,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CoDenoiseError::Exchange(ExchangeError::Timeout {
+                side: Side::Right,
+                step: 0,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(err.to_string().contains("right neighbour"), "{err}");
 }
@@ -216,7 +317,14 @@ fn a_lost_neighbour_is_a_timeout_not_a_hang() {
 fn cancellation_stops_the_loop() {
     let cfg = config(Solver::Euler, BlendMode::CoDenoise);
     let mut ex = ChannelExchange::chain(1, Duration::from_secs(1));
-    let err = denoise_partition(&cfg, &mut WindowMeanModel(info()), &mut ex[0], &AtomicBool::new(true), &mut |_| {}).unwrap_err();
+    let err = denoise_partition(
+        &cfg,
+        &mut WindowMeanModel(info()),
+        &mut ex[0],
+        &AtomicBool::new(true),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(err, CoDenoiseError::Cancelled));
 }
 
@@ -226,7 +334,10 @@ struct NoVelocities(ChannelExchange);
 impl Exchange for NoVelocities {
     fn send(&mut self, side: Side, msg: OverlapMessage) -> Result<(), ExchangeError> {
         if matches!(msg.payload, Payload::Velocity(_)) {
-            return Err(ExchangeError::Protocol { side, reason: "a velocity reached the inner exchange".into() });
+            return Err(ExchangeError::Protocol {
+                side,
+                reason: "a velocity reached the inner exchange".into(),
+            });
         }
         self.0.send(side, msg)
     }

@@ -96,7 +96,10 @@ fn assert_close(what: &str, got: &[f32], want: &[u32]) {
     let want = floats(want);
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let err = got.iter().zip(&want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
-    assert!(err <= TOLERANCE * scale, "{what}: max error {err:e} exceeds {TOLERANCE:e} × {scale}");
+    assert!(
+        err <= TOLERANCE * scale,
+        "{what}: max error {err:e} exceeds {TOLERANCE:e} × {scale}"
+    );
 }
 
 /// Rebuilds the fixture's schedule and replays its trajectory through our scheduler.
@@ -114,7 +117,11 @@ fn check(name: &str) {
     assert_bits(&format!("{name}: sigmas"), schedule.sigmas(), &fx.sigmas);
     assert_bits(&format!("{name}: timesteps"), schedule.timesteps(), &fx.timesteps);
     let received = Schedule::from_parts(fx.solver, floats(&fx.sigmas), floats(&fx.timesteps));
-    assert_eq!(received.as_ref(), Ok(&schedule), "{name}: diffusers' schedule fails validation");
+    assert_eq!(
+        received.as_ref(),
+        Ok(&schedule),
+        "{name}: diffusers' schedule fails validation"
+    );
 
     let Some(traj) = fx.trajectory else { return };
     assert_eq!(traj.steps.len(), fx.steps, "{name}: trajectory length");

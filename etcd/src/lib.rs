@@ -25,7 +25,12 @@ pub enum EtcdError {
     #[error("etcd endpoint {0:?} is not http://host:port")]
     BadEndpoint(String),
     #[error("etcd at {endpoints} is unreachable after {waited:.1?} ({attempts} attempts): {last}")]
-    Unreachable { endpoints: String, waited: Duration, attempts: u32, last: String },
+    Unreachable {
+        endpoints: String,
+        waited: Duration,
+        attempts: u32,
+        last: String,
+    },
     #[error("etcd request failed: {0}")]
     Request(String),
     #[error("etcd request failed: {0}")]
@@ -52,7 +57,9 @@ pub fn validate_endpoints(endpoints: &[String]) -> Result<(), EtcdError> {
         return Err(EtcdError::NoEndpoint);
     }
     for e in endpoints {
-        let rest = e.strip_prefix("http://").ok_or_else(|| EtcdError::BadEndpoint(e.clone()))?;
+        let rest = e
+            .strip_prefix("http://")
+            .ok_or_else(|| EtcdError::BadEndpoint(e.clone()))?;
         match rest.trim_end_matches('/').rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
             _ => return Err(EtcdError::BadEndpoint(e.clone())),
@@ -64,7 +71,9 @@ pub fn validate_endpoints(endpoints: &[String]) -> Result<(), EtcdError> {
 /// A client whose first request was answered.
 pub async fn connect_once(endpoints: &[String]) -> Result<Client, EtcdError> {
     // HTTP/2 pings notice a silently dead connection (and so a stuck watch) within seconds.
-    let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_keep_alive(Duration::from_secs(3), Duration::from_secs(2));
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_keep_alive(Duration::from_secs(3), Duration::from_secs(2));
     let mut client = timed(Client::connect(endpoints, Some(opts))).await?;
     timed(client.get(schema::ROOT, Some(GetOptions::new().with_prefix().with_count_only()))).await?;
     Ok(client)
@@ -87,7 +96,12 @@ pub async fn connect(endpoints: &[String], patience: Duration) -> Result<Client,
         };
         let delay = backoff.next_delay();
         if start.elapsed() + delay >= patience {
-            return Err(EtcdError::Unreachable { endpoints: endpoints.join(","), waited: start.elapsed(), attempts, last });
+            return Err(EtcdError::Unreachable {
+                endpoints: endpoints.join(","),
+                waited: start.elapsed(),
+                attempts,
+                last,
+            });
         }
         tracing::info!("etcd not reachable yet ({last}); retrying in {delay:?}");
         tokio::time::sleep(delay).await;
@@ -137,7 +151,13 @@ mod tests {
     fn endpoints_are_validated() {
         assert!(validate_endpoints(&["http://127.0.0.1:2379".into(), "http://etcd-1:2379/".into()]).is_ok());
         assert!(matches!(validate_endpoints(&[]), Err(EtcdError::NoEndpoint)));
-        for bad in ["127.0.0.1:2379", "https://h:1", "http://:2379", "http://h:0", "http://h"] {
+        for bad in [
+            "127.0.0.1:2379",
+            "https://h:1",
+            "http://:2379",
+            "http://h:0",
+            "http://h",
+        ] {
             let e = validate_endpoints(&[bad.into()]).unwrap_err();
             assert_eq!(e.to_string(), format!("etcd endpoint {bad:?} is not http://host:port"));
         }

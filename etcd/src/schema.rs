@@ -83,14 +83,20 @@ fn first_version() -> u64 {
 
 /// The value a worker puts under its key.
 pub fn encode_worker(worker: &WorkerInfo) -> Result<Vec<u8>, RecordError> {
-    serde_json::to_vec(&RecordRef { record_version: WORKER_RECORD_VERSION, worker }).map_err(RecordError::Encode)
+    serde_json::to_vec(&RecordRef {
+        record_version: WORKER_RECORD_VERSION,
+        worker,
+    })
+    .map_err(RecordError::Encode)
 }
 
 /// The worker a value holds; its version is checked before anything else is read.
 pub fn decode_worker(value: &[u8]) -> Result<WorkerInfo, RecordError> {
     let version: Version = serde_json::from_slice(value).map_err(RecordError::Malformed)?;
     if version.record_version != WORKER_RECORD_VERSION {
-        return Err(RecordError::UnknownVersion { found: version.record_version });
+        return Err(RecordError::UnknownVersion {
+            found: version.record_version,
+        });
     }
     serde_json::from_slice(value).map_err(RecordError::Malformed)
 }
@@ -101,7 +107,10 @@ pub fn decode_worker_at(key: &str, value: &[u8]) -> Result<WorkerInfo, RecordErr
     let id = worker_id(key).ok_or_else(|| RecordError::NotAWorkerKey { key: key.to_string() })?;
     let worker = decode_worker(value)?;
     if worker.id != id {
-        return Err(RecordError::WrongId { key: key.to_string(), found: worker.id });
+        return Err(RecordError::WrongId {
+            key: key.to_string(),
+            found: worker.id,
+        });
     }
     Ok(worker)
 }
@@ -114,7 +123,12 @@ mod tests {
 
     fn worker(id: &str) -> WorkerInfo {
         let nccl_gpu = Some("GPU-0".into());
-        WorkerInfo { device_kind: "cuda".into(), state: WorkerState::Busy, nccl_gpu, ..worker_info(id) }
+        WorkerInfo {
+            device_kind: "cuda".into(),
+            state: WorkerState::Busy,
+            nccl_gpu,
+            ..worker_info(id)
+        }
     }
 
     #[test]
@@ -155,7 +169,9 @@ mod tests {
         json["record_version"] = 2.into();
         let e = decode_worker(&serde_json::to_vec(&json).unwrap()).unwrap_err();
         assert!(matches!(e, RecordError::UnknownVersion { found: 2 }), "{e:?}");
-        assert!(e.to_string().starts_with("worker record version 2 is unknown to this build, which reads version 1"));
+        assert!(e
+            .to_string()
+            .starts_with("worker record version 2 is unknown to this build, which reads version 1"));
         // Whatever else a newer record holds, its version is what the reader reports.
         let e = decode_worker(br#"{"record_version": 7, "shape": "new"}"#).unwrap_err();
         assert!(matches!(e, RecordError::UnknownVersion { found: 7 }), "{e:?}");
@@ -163,9 +179,20 @@ mod tests {
 
     #[test]
     fn malformed_values_are_refused() {
-        for bad in [&b"{not json"[..], b"[]", b"\"w1\"", b"{}", br#"{"record_version": "1"}"#, br#"{"id": "w1"}"#] {
+        for bad in [
+            &b"{not json"[..],
+            b"[]",
+            b"\"w1\"",
+            b"{}",
+            br#"{"record_version": "1"}"#,
+            br#"{"id": "w1"}"#,
+        ] {
             let e = decode_worker(bad).unwrap_err();
-            assert!(matches!(e, RecordError::Malformed(_)), "{}: {e:?}", String::from_utf8_lossy(bad));
+            assert!(
+                matches!(e, RecordError::Malformed(_)),
+                "{}: {e:?}",
+                String::from_utf8_lossy(bad)
+            );
             assert!(e.to_string().starts_with("not a worker record: "), "{e}");
         }
     }

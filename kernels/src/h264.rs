@@ -18,7 +18,9 @@ pub fn silence_encoder_log(encoder: &mut Encoder) -> Result<(), String> {
     // through the "init expected" check) and reads one `int` through the pointer during the call;
     // `level` outlives the call.
     let rc = unsafe {
-        encoder.raw_api().set_option(ENCODER_OPTION_TRACE_LEVEL, std::ptr::from_mut(&mut level).cast())
+        encoder
+            .raw_api()
+            .set_option(ENCODER_OPTION_TRACE_LEVEL, std::ptr::from_mut(&mut level).cast())
     };
     if rc == 0 {
         Ok(())

@@ -14,11 +14,7 @@ use longshot_kernels::cuda::parity::{assert_bits, down, gpu, poisoned, up, Rng};
 fn philox_known_answers() {
     // Random123's kat_vectors, as in core::noise's tests.
     let cases: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
-        (
-            [0; 4],
-            [0; 2],
-            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
-        ),
+        ([0; 4], [0; 2], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]),
         (
             [u32::MAX; 4],
             [u32::MAX; 2],
@@ -34,11 +30,7 @@ fn philox_known_answers() {
         let c = gpu().upload(&ctr).unwrap();
         let mut out = gpu().filled(4, 0u32).unwrap();
         gpu().philox4x32_10(&c, key, &mut out).unwrap();
-        assert_eq!(
-            gpu().download(&out).unwrap(),
-            want,
-            "ctr {ctr:08x?} key {key:08x?}"
-        );
+        assert_eq!(gpu().download(&out).unwrap(), want, "ctr {ctr:08x?} key {key:08x?}");
     }
 }
 
@@ -59,16 +51,11 @@ fn cfg_combine_is_bit_identical() {
 fn blend_overlap_is_bit_identical() {
     let mut rng = Rng::new("blend_overlap");
     for (overlap, frame_len) in [(5, 16 * 60 * 104 / 8), (1, 7), (3, 1001)] {
-        let (a, b) = (
-            rng.vec(overlap * frame_len, 3.0),
-            rng.vec(overlap * frame_len, 3.0),
-        );
+        let (a, b) = (rng.vec(overlap * frame_len, 3.0), rng.vec(overlap * frame_len, 3.0));
         let (mut wl, mut wr) = (a.clone(), b.clone());
         cpu::blend_overlap(&mut wl, &mut wr, overlap, frame_len);
         let (mut l, mut r) = (up(&a), up(&b));
-        gpu()
-            .blend_overlap(&mut l, &mut r, overlap, frame_len)
-            .unwrap();
+        gpu().blend_overlap(&mut l, &mut r, overlap, frame_len).unwrap();
         assert_bits(&format!("blend_overlap left O={overlap}"), &down(&l), &wl);
         assert_bits(&format!("blend_overlap right O={overlap}"), &down(&r), &wr);
     }
@@ -82,8 +69,7 @@ fn lincomb_is_bit_identical() {
     let dev: Vec<_> = srcs.iter().map(|s| up(s)).collect();
     let coefs = rng.vec(4, 2.0);
     for terms in 1..=4 {
-        let cpu_terms: Vec<(f32, &[f32])> =
-            (0..terms).map(|k| (coefs[k], srcs[k].as_slice())).collect();
+        let cpu_terms: Vec<(f32, &[f32])> = (0..terms).map(|k| (coefs[k], srcs[k].as_slice())).collect();
         let mut want = vec![0.0; n];
         cpu::lincomb(&mut want, &cpu_terms);
         let gpu_terms: Vec<_> = (0..terms).map(|k| (coefs[k], &dev[k])).collect();

@@ -23,10 +23,7 @@ fn single_rank() -> NcclExchange {
 
 fn same_bits(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let bad = got
-        .iter()
-        .zip(want)
-        .position(|(g, w)| g.to_bits() != w.to_bits());
+    let bad = got.iter().zip(want).position(|(g, w)| g.to_bits() != w.to_bits());
     assert!(bad.is_none(), "{what}: element {bad:?} differs");
     eprintln!("nccl {what}: {} values bit-identical", got.len());
 }
@@ -48,12 +45,8 @@ fn single_rank_self_send_recv_moves_the_bytes() {
             .expect("grouped self send/recv");
         // Queued on the compute stream after the exchange started: it may overlap the exchange.
         let mut interior = up(&a);
-        gpu()
-            .silu(&mut interior)
-            .expect("interior work on the compute stream");
-        inflight
-            .compute_wait()
-            .expect("compute waits for the exchange");
+        gpu().silu(&mut interior).expect("interior work on the compute stream");
+        inflight.compute_wait().expect("compute waits for the exchange");
     }
     same_bits("self recv (overlap-sized)", &down(&ra), &a);
     same_bits("self recv (1001 values)", &down(&rb), &b);
@@ -76,10 +69,7 @@ fn single_rank_has_no_neighbours_and_says_so() {
         .expect("rank 0 has no left neighbour");
     assert!(e.to_string().contains("left overlap"), "{e}");
     // A peer outside the communicator is refused before NCCL sees it.
-    let e = ex
-        .send_recv(&[(1, &d)], &mut [])
-        .err()
-        .expect("peer 1 of 1");
+    let e = ex.send_recv(&[(1, &d)], &mut []).err().expect("peer 1 of 1");
     assert!(e.to_string().contains("peer 1"), "{e}");
 }
 

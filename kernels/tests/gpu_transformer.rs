@@ -7,12 +7,9 @@
 //! Needs a GPU: without one every test FAILS with the probe's reason. Not run by CI.
 
 use longshot_kernels::cpu::{
-    nn_act, nn_attention, nn_attention::AttentionShape, nn_attention_bias, nn_linear, nn_norm,
-    nn_rope,
+    nn_act, nn_attention, nn_attention::AttentionShape, nn_attention_bias, nn_linear, nn_norm, nn_rope,
 };
-use longshot_kernels::cuda::parity::{
-    assert_bits, assert_close, down, gpu, poisoned, up, Rng, BF16_TOL, F32_TOL,
-};
+use longshot_kernels::cuda::parity::{assert_bits, assert_close, down, gpu, poisoned, up, Rng, BF16_TOL, F32_TOL};
 use longshot_kernels::cuda::BlasLt;
 
 #[test]
@@ -29,9 +26,7 @@ fn norms_match() {
         let mut want = vec![0.0; x.len()];
         let mut out = poisoned(x.len());
         nn_norm::layer_norm(&x, dim, 1e-6, None, &mut want);
-        gpu()
-            .layer_norm(&up(&x), dim, 1e-6, None, &mut out)
-            .unwrap();
+        gpu().layer_norm(&up(&x), dim, 1e-6, None, &mut out).unwrap();
         assert_close("layer_norm", &down(&out), &want, F32_TOL);
         nn_norm::layer_norm(&x, dim, 1e-6, Some((&w, &b)), &mut want);
         let mut out = poisoned(x.len());
@@ -87,9 +82,7 @@ fn rope_is_bit_identical() {
 #[test]
 fn attention_matches_with_and_without_relative_bias() {
     let mut rng = Rng::new("attention");
-    for &(q_tokens, kv_tokens, heads, head_dim) in
-        &[(150, 70, 3, 128), (65, 513, 2, 64), (1, 1, 1, 8)]
-    {
+    for &(q_tokens, kv_tokens, heads, head_dim) in &[(150, 70, 3, 128), (65, 513, 2, 64), (1, 1, 1, 8)] {
         let shape = AttentionShape {
             q_tokens,
             kv_tokens,
@@ -152,8 +145,7 @@ fn bf16_linear_matches_the_f32_reference_on_rounded_inputs() {
         }
         let want = nn_linear::linear_new(&xr, rows, in_f, &wr, Some(&bias), out_f);
         let mut out = poisoned(rows * out_f);
-        lt.linear_bf16(&xb, rows, in_f, &wb, out_f, &mut out)
-            .unwrap();
+        lt.linear_bf16(&xb, rows, in_f, &wb, out_f, &mut out).unwrap();
         gpu().add_bias_rows(&mut out, &up(&bias)).unwrap();
         let op = format!("linear_bf16 {rows}x{in_f}x{out_f}");
         assert_close(&op, &down(&out), &want, BF16_TOL);

@@ -6,9 +6,7 @@
 //! Needs a GPU: without one every test FAILS with the probe's reason. Not run by CI.
 
 use longshot_kernels::cpu::{nn_conv::CausalConv3d, nn_vae};
-use longshot_kernels::cuda::parity::{
-    assert_bits, assert_close, down, gpu, poisoned, up, Rng, F32_TOL,
-};
+use longshot_kernels::cuda::parity::{assert_bits, assert_close, down, gpu, poisoned, up, Rng, F32_TOL};
 use longshot_kernels::cuda::ConvShape;
 
 #[test]
@@ -56,8 +54,6 @@ fn channel_rms_norm_and_upsample_are_bit_identical() {
     let x = rng.vec(planes * h * w, 1.0);
     let want = nn_vae::upsample_nearest2x(&x, planes, h, w);
     let mut out = poisoned(want.len());
-    gpu()
-        .upsample_nearest2x(&up(&x), planes, h, w, &mut out)
-        .unwrap();
+    gpu().upsample_nearest2x(&up(&x), planes, h, w, &mut out).unwrap();
     assert_bits("upsample_nearest2x", &down(&out), &want);
 }

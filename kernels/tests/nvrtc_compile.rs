@@ -32,16 +32,9 @@ fn every_kernel_source_compiles_for_sm_90() {
                     "{}: the CUBIN is not an ELF image",
                     source.file
                 );
-                eprintln!(
-                    "{:<28} {:>8} bytes of sm_90 CUBIN",
-                    source.file,
-                    bytes.len()
-                );
+                eprintln!("{:<28} {:>8} bytes of sm_90 CUBIN", source.file, bytes.len());
             }
-            Ok(ModuleImage::Ptx(_)) => failures.push(format!(
-                "{}: expected CUBIN for {ARCH}, got PTX",
-                source.file
-            )),
+            Ok(ModuleImage::Ptx(_)) => failures.push(format!("{}: expected CUBIN for {ARCH}, got PTX", source.file)),
             Err(e) => failures.push(e.to_string()),
         }
     }
@@ -68,10 +61,7 @@ fn every_source_is_listed_once() {
     on_disk.sort();
     let mut listed: Vec<String> = sources::ALL.iter().map(|s| s.file.to_string()).collect();
     listed.sort();
-    assert_eq!(
-        on_disk, listed,
-        "kernels/cuda/*.cu and sources::ALL disagree"
-    );
+    assert_eq!(on_disk, listed, "kernels/cuda/*.cu and sources::ALL disagree");
 }
 
 #[test]
@@ -96,8 +86,7 @@ fn a_compile_error_names_the_file_and_keeps_the_log() {
 #[test]
 fn the_cache_stores_once_and_serves_the_same_image() {
     require_nvrtc();
-    let dir =
-        std::env::temp_dir().join(format!("longshot-kernel-cache-test-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("longshot-kernel-cache-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cache = KernelCache::new(&dir);
     let source = &sources::DENOISE_UPDATE;
@@ -111,14 +100,8 @@ fn the_cache_stores_once_and_serves_the_same_image() {
     // A different architecture is a different entry; a PTX target gives PTX text.
     let ptx_path = cache.entry_path(source, "compute_90").expect("cache key");
     assert_ne!(ptx_path, path);
-    match cache
-        .get_or_compile(source, "compute_90")
-        .expect("compile PTX")
-    {
-        ModuleImage::Ptx(text) => assert!(
-            text.contains(".entry cfg_combine_f32"),
-            "PTX without the kernel"
-        ),
+    match cache.get_or_compile(source, "compute_90").expect("compile PTX") {
+        ModuleImage::Ptx(text) => assert!(text.contains(".entry cfg_combine_f32"), "PTX without the kernel"),
         other => panic!("expected PTX, got {other:?}"),
     }
     assert!(matches!(

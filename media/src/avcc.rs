@@ -6,10 +6,7 @@
 use openh264::encoder::EncodedBitStream;
 
 /// Length-prefixed NAL units of one frame, and whether it holds an IDR slice (a sync sample).
-pub(crate) fn bitstream_to_avcc(
-    bitstream: &EncodedBitStream<'_>,
-    params: &mut ParameterSets,
-) -> (Vec<u8>, bool) {
+pub(crate) fn bitstream_to_avcc(bitstream: &EncodedBitStream<'_>, params: &mut ParameterSets) -> (Vec<u8>, bool) {
     let mut avcc = Vec::new();
     let mut is_sync = false;
     for layer in (0..bitstream.num_layers()).filter_map(|i| bitstream.layer(i)) {

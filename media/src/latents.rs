@@ -33,8 +33,8 @@ pub fn write_latents(path: &Path, latents: &Latents) -> Result<u64, MediaError> 
     if latents.name.is_empty() {
         return Err(bad("tensor name must not be empty".into()));
     }
-    let elements = checked_product(&latents.shape)
-        .ok_or_else(|| bad(format!("shape {:?} overflows usize", latents.shape)))?;
+    let elements =
+        checked_product(&latents.shape).ok_or_else(|| bad(format!("shape {:?} overflows usize", latents.shape)))?;
     if elements != latents.data.len() {
         return Err(bad(format!(
             "shape {:?} needs {elements} values but {} were given",
@@ -48,27 +48,19 @@ pub fn write_latents(path: &Path, latents: &Latents) -> Result<u64, MediaError> 
         .map_err(|e| bad(format!("cannot build tensor view: {e}")))?;
     let metadata: HashMap<String, String> = latents.metadata.clone().into_iter().collect();
     let mut staged = StagedOutput::new(path)?;
-    safetensors::serialize_to_file(
-        [(latents.name.as_str(), view)],
-        &Some(metadata),
-        staged.partial(),
-    )
-    .map_err(|e| MediaError::Safetensors {
-        path: path.to_path_buf(),
-        message: format!("cannot write: {e}"),
-    })?;
+    safetensors::serialize_to_file([(latents.name.as_str(), view)], &Some(metadata), staged.partial()).map_err(
+        |e| MediaError::Safetensors {
+            path: path.to_path_buf(),
+            message: format!("cannot write: {e}"),
+        },
+    )?;
     staged.commit()
 }
 
 /// Reads tensor `name` from `path`, which must be f32; if `expected_shape` is given the
 /// stored shape must equal it.
-pub fn read_latents(
-    path: &Path,
-    name: &str,
-    expected_shape: Option<&[usize]>,
-) -> Result<Latents, MediaError> {
-    let buffer = std::fs::read(path)
-        .map_err(|e| MediaError::io(format!("cannot read {}", path.display()), e))?;
+pub fn read_latents(path: &Path, name: &str, expected_shape: Option<&[usize]>) -> Result<Latents, MediaError> {
+    let buffer = std::fs::read(path).map_err(|e| MediaError::io(format!("cannot read {}", path.display()), e))?;
     let not_safetensors = |e: safetensors::SafeTensorError| MediaError::Safetensors {
         path: path.to_path_buf(),
         message: format!("not a valid safetensors file ({e})"),
@@ -90,10 +82,7 @@ pub fn read_latents(
     }
     if let Some(expected) = expected_shape {
         if view.shape() != expected {
-            return Err(bad(format!(
-                "shape is {:?}, expected {expected:?}",
-                view.shape()
-            )));
+            return Err(bad(format!("shape is {:?}, expected {expected:?}", view.shape())));
         }
     }
     let data = view

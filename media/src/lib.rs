@@ -71,11 +71,7 @@ pub struct WriterOptions {
 
 /// Opens a streaming writer with default options. For `Png`, `path` is a directory; `Latents`
 /// is not a video ([`write_latents`] writes it).
-pub fn open_writer(
-    format: OutputKind,
-    path: &Path,
-    meta: VideoMeta,
-) -> Result<Box<dyn FrameWriter>, MediaError> {
+pub fn open_writer(format: OutputKind, path: &Path, meta: VideoMeta) -> Result<Box<dyn FrameWriter>, MediaError> {
     open_writer_with(format, path, meta, WriterOptions::default())
 }
 
@@ -100,8 +96,21 @@ mod tests {
 
     #[test]
     fn latents_are_not_a_video() {
-        let err = open_writer(OutputKind::Latents, Path::new("x"), VideoMeta { width: 16, height: 16, fps: 16 }).err().unwrap();
-        assert_eq!(err.to_string(), "latents is not a video format: frame writers write mp4, prores and png");
+        let err = open_writer(
+            OutputKind::Latents,
+            Path::new("x"),
+            VideoMeta {
+                width: 16,
+                height: 16,
+                fps: 16,
+            },
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "latents is not a video format: frame writers write mp4, prores and png"
+        );
     }
 
     #[test]

@@ -99,10 +99,7 @@ mod tests {
                 fps: 0,
             },
         ] {
-            assert!(matches!(
-                meta.frame_len(),
-                Err(MediaError::InvalidMeta { .. })
-            ));
+            assert!(matches!(meta.frame_len(), Err(MediaError::InvalidMeta { .. })));
         }
     }
 

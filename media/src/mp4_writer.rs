@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use openh264::encoder::{
-    BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, RateControlMode, UsageType,
-    VuiConfig,
+    BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, RateControlMode, UsageType, VuiConfig,
 };
 use openh264::{OpenH264API, Timestamp};
 
@@ -48,10 +47,7 @@ pub struct Mp4Options {
 pub fn default_bitrate_bps(meta: &VideoMeta) -> u32 {
     let pixels_per_sec = f64::from(meta.width) * f64::from(meta.height) * f64::from(meta.fps);
     let bps = (pixels_per_sec * DEFAULT_BITS_PER_PIXEL) as u64;
-    bps.clamp(
-        u64::from(MIN_DEFAULT_BITRATE),
-        u64::from(MAX_DEFAULT_BITRATE),
-    ) as u32
+    bps.clamp(u64::from(MIN_DEFAULT_BITRATE), u64::from(MAX_DEFAULT_BITRATE)) as u32
 }
 
 /// Streams RGB frames into an H.264 MP4; see the module doc.
@@ -81,13 +77,9 @@ impl Mp4FrameWriter {
         if meta.fps > 1000 {
             return Err(meta.invalid("mp4 output supports at most 1000 fps"));
         }
-        let bitrate = options
-            .bitrate_bps
-            .unwrap_or_else(|| default_bitrate_bps(&meta));
+        let bitrate = options.bitrate_bps.unwrap_or_else(|| default_bitrate_bps(&meta));
         if bitrate < 10_000 {
-            return Err(meta.invalid(format!(
-                "bitrate {bitrate} bps is below the 10000 bps minimum"
-            )));
+            return Err(meta.invalid(format!("bitrate {bitrate} bps is below the 10000 bps minimum")));
         }
         let keyframe_secs = options.keyframe_interval_secs.unwrap_or(2).max(1);
 
@@ -104,17 +96,15 @@ impl Mp4FrameWriter {
                 meta.fps.saturating_mul(keyframe_secs),
             ))
             .vui(VuiConfig::bt709());
-        let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
-            .map_err(|e| encoder_error(path, e))?;
+        let mut encoder =
+            Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| encoder_error(path, e))?;
         // Before the first frame initialises it: OpenH264 otherwise prints its start-up warnings
         // (one about frame skipping, which we turn off on purpose) to the user's terminal.
-        longshot_kernels::h264::silence_encoder_log(&mut encoder)
-            .map_err(|e| encoder_error(path, e))?;
+        longshot_kernels::h264::silence_encoder_log(&mut encoder).map_err(|e| encoder_error(path, e))?;
 
         let staged = StagedOutput::new(path)?;
-        let file = File::create(staged.partial()).map_err(|e| {
-            MediaError::io(format!("cannot create {}", staged.partial().display()), e)
-        })?;
+        let file = File::create(staged.partial())
+            .map_err(|e| MediaError::io(format!("cannot create {}", staged.partial().display()), e))?;
         let mp4_config = mp4::Mp4Config {
             major_brand: mp4::FourCC::from(*b"isom"),
             minor_version: 512,
@@ -124,8 +114,7 @@ impl Mp4FrameWriter {
                 .collect(),
             timescale: meta.fps * TICKS_PER_FRAME,
         };
-        let muxer = mp4::Mp4Writer::write_start(BufWriter::new(file), &mp4_config)
-            .map_err(|e| mux_error(path, e))?;
+        let muxer = mp4::Mp4Writer::write_start(BufWriter::new(file), &mp4_config).map_err(|e| mux_error(path, e))?;
 
         Ok(Mp4FrameWriter {
             meta,
@@ -146,17 +135,11 @@ impl Mp4FrameWriter {
             return Ok(());
         }
         let (Some(sps), Some(pps)) = (&self.params.sps, &self.params.pps) else {
-            return Err(encoder_error(
-                self.staged.target(),
-                "first frame carried no sps/pps",
-            ));
+            return Err(encoder_error(self.staged.target(), "first frame carried no sps/pps"));
         };
         // `mp4`'s avcC builder reads profile and level from bytes 1..=3 of the SPS.
         if sps.len() < 4 {
-            return Err(encoder_error(
-                self.staged.target(),
-                "sps shorter than 4 bytes",
-            ));
+            return Err(encoder_error(self.staged.target(), "sps shorter than 4 bytes"));
         }
         let track = mp4::TrackConfig {
             track_type: mp4::TrackType::Video,
@@ -170,18 +153,14 @@ impl Mp4FrameWriter {
             }),
         };
         let path = self.staged.target().to_path_buf();
-        self.muxer
-            .add_track(&track)
-            .map_err(|e| mux_error(&path, e))?;
+        self.muxer.add_track(&track).map_err(|e| mux_error(&path, e))?;
         self.track_added = true;
         Ok(())
     }
 
     fn mux(&mut self, sample: &mp4::Mp4Sample) -> Result<(), MediaError> {
         let path = self.staged.target().to_path_buf();
-        self.muxer
-            .write_sample(1, sample)
-            .map_err(|e| mux_error(&path, e))?;
+        self.muxer.write_sample(1, sample).map_err(|e| mux_error(&path, e))?;
         Ok(())
     }
 }
@@ -231,13 +210,10 @@ impl FrameWriter for Mp4FrameWriter {
         self.muxer.write_end().map_err(|e| mux_error(&target, e))?;
         let this = *self;
         let mut staged = this.staged;
-        let flush_err =
-            |e| MediaError::io(format!("cannot write {}", staged.partial().display()), e);
+        let flush_err = |e| MediaError::io(format!("cannot write {}", staged.partial().display()), e);
         let mut buffered = this.muxer.into_writer();
         buffered.flush().map_err(flush_err)?;
-        let file = buffered
-            .into_inner()
-            .map_err(|e| flush_err(e.into_error()))?;
+        let file = buffered.into_inner().map_err(|e| flush_err(e.into_error()))?;
         // The rename publishes the clip; make sure its bytes are on disk first.
         file.sync_all().map_err(flush_err)?;
         drop(file);

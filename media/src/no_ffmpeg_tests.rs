@@ -14,13 +14,7 @@ fn run_child_without_ffmpeg(test_name: &str) -> String {
     let empty_dir = tempfile::tempdir().expect("temp dir");
     let exe = std::env::current_exe().expect("current test binary");
     let output = Command::new(exe)
-        .args([
-            test_name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args([test_name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env("PATH", empty_dir.path())
         .output()
         .expect("re-run test binary");
@@ -29,14 +23,8 @@ fn run_child_without_ffmpeg(test_name: &str) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(
-        output.status.success(),
-        "child test {test_name} failed:\n{text}"
-    );
-    assert!(
-        text.contains("1 passed"),
-        "child test {test_name} did not run:\n{text}"
-    );
+    assert!(output.status.success(), "child test {test_name} failed:\n{text}");
+    assert!(text.contains("1 passed"), "child test {test_name} did not run:\n{text}");
     assert!(
         text.contains("ffmpeg_available=false"),
         "child still saw ffmpeg:\n{text}"
@@ -67,9 +55,7 @@ fn child_encodes_mp4() {
     };
     let mut writer = open_writer(OutputKind::Mp4, &path, meta).expect("open mp4 writer");
     for t in 0..20u8 {
-        let frame: Vec<u8> = (0..64 * 48 * 3)
-            .map(|i| (i as u8).wrapping_add(t * 8))
-            .collect();
+        let frame: Vec<u8> = (0..64 * 48 * 3).map(|i| (i as u8).wrapping_add(t * 8)).collect();
         writer.write_frame(&frame).expect("write frame");
     }
     let summary = writer.finish().expect("finish");
@@ -82,23 +68,13 @@ fn child_encodes_mp4() {
 fn check_with_mp4_reader(path: &Path, frames: u32, meta: VideoMeta) {
     let file = std::fs::File::open(path).expect("open clip");
     let size = file.metadata().expect("stat clip").len();
-    let mut reader =
-        mp4::Mp4Reader::read_header(std::io::BufReader::new(file), size).expect("parse mp4");
+    let mut reader = mp4::Mp4Reader::read_header(std::io::BufReader::new(file), size).expect("parse mp4");
     let track = reader.tracks().get(&1).expect("video track 1");
-    assert_eq!(
-        track.media_type().expect("media type"),
-        mp4::MediaType::H264
-    );
+    assert_eq!(track.media_type().expect("media type"), mp4::MediaType::H264);
     assert_eq!(track.sample_count(), frames);
-    assert_eq!(
-        (track.width(), track.height()),
-        (meta.width as u16, meta.height as u16)
-    );
+    assert_eq!((track.width(), track.height()), (meta.width as u16, meta.height as u16));
     assert!((track.frame_rate() - f64::from(meta.fps)).abs() < 1e-6);
-    let first = reader
-        .read_sample(1, 1)
-        .expect("read sample")
-        .expect("sample 1");
+    let first = reader.read_sample(1, 1).expect("read sample").expect("sample 1");
     assert!(first.is_sync, "the first sample must be a keyframe");
     assert!(!path.with_extension("mp4.partial").exists());
 }

@@ -71,8 +71,7 @@ impl FrameWriter for PngSequenceWriter {
         let mut writer = encoder.write_header().map_err(png_err)?;
         writer.write_image_data(rgb).map_err(png_err)?;
         writer.finish().map_err(png_err)?;
-        std::fs::write(&path, &encoded)
-            .map_err(|e| MediaError::io(format!("cannot write {}", path.display()), e))?;
+        std::fs::write(&path, &encoded).map_err(|e| MediaError::io(format!("cannot write {}", path.display()), e))?;
         let size = encoded.len() as u64;
         self.bytes += size;
         self.frames += 1;

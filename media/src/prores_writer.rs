@@ -129,9 +129,7 @@ impl ProResWriter {
         }
         let tail = String::from_utf8_lossy(&tail);
         let start = tail.len().saturating_sub(STDERR_TAIL_BYTES);
-        let start = (start..tail.len())
-            .find(|&i| tail.is_char_boundary(i))
-            .unwrap_or(0);
+        let start = (start..tail.len()).find(|&i| tail.is_char_boundary(i)).unwrap_or(0);
         Err(MediaError::FfmpegFailed {
             path: self.staged.target().to_path_buf(),
             status: status.to_string(),

@@ -59,11 +59,7 @@ impl StagedOutput {
     pub(crate) fn commit(&mut self) -> Result<u64, MediaError> {
         std::fs::rename(&self.partial, &self.target).map_err(|e| {
             MediaError::io(
-                format!(
-                    "cannot rename {} to {}",
-                    self.partial.display(),
-                    self.target.display()
-                ),
+                format!("cannot rename {} to {}", self.partial.display(), self.target.display()),
                 e,
             )
         })?;

@@ -56,9 +56,7 @@ fn main() {
     };
     cfg.num_layers = env_usize("LONGSHOT_WAN_BENCH_LAYERS", cfg.num_layers).clamp(1, cfg.num_layers);
 
-    let backend = Arc::new(
-        CudaBackend::open(0).unwrap_or_else(|e| panic!("wan_gpu_forward needs a CUDA GPU: {e}")),
-    );
+    let backend = Arc::new(CudaBackend::open(0).unwrap_or_else(|e| panic!("wan_gpu_forward needs a CUDA GPU: {e}")));
     println!("device: {:?}", backend.info());
     let start = Instant::now();
     let gpu = GpuWanTransformer::random(backend.clone(), cfg.clone(), SEED)
@@ -90,7 +88,10 @@ fn main() {
     let out = backend.download(&warm).expect("download");
     let finite = out.iter().all(|v| v.is_finite());
     let max_abs = out.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    println!("output: {} values, all finite: {finite}, max |y| = {max_abs:.3}", out.len());
+    println!(
+        "output: {} values, all finite: {finite}, max |y| = {max_abs:.3}",
+        out.len()
+    );
     assert!(finite, "non-finite output");
     drop(warm);
 
@@ -143,10 +144,25 @@ fn print_phases(
         .forward_device_timed(xd, dims, t, text, &mut timings)
         .expect("timed forward");
     drop(y);
-    println!("per-phase (one forward, synchronised at each phase; {:.1} ms in all):", timings.total() * 1e3);
-    println!("  block linears   {:>9.1} ms  {:>7.1} TFLOP/s", timings.block_linears * 1e3, tf(br.block_linears, timings.block_linears));
-    println!("  self-attention  {:>9.1} ms  {:>7.1} TFLOP/s", timings.self_attention * 1e3, tf(br.self_attention, timings.self_attention));
-    println!("  cross-attention {:>9.1} ms  {:>7.1} TFLOP/s", timings.cross_attention * 1e3, tf(br.cross_attention, timings.cross_attention));
+    println!(
+        "per-phase (one forward, synchronised at each phase; {:.1} ms in all):",
+        timings.total() * 1e3
+    );
+    println!(
+        "  block linears   {:>9.1} ms  {:>7.1} TFLOP/s",
+        timings.block_linears * 1e3,
+        tf(br.block_linears, timings.block_linears)
+    );
+    println!(
+        "  self-attention  {:>9.1} ms  {:>7.1} TFLOP/s",
+        timings.self_attention * 1e3,
+        tf(br.self_attention, timings.self_attention)
+    );
+    println!(
+        "  cross-attention {:>9.1} ms  {:>7.1} TFLOP/s",
+        timings.cross_attention * 1e3,
+        tf(br.cross_attention, timings.cross_attention)
+    );
     println!("  pointwise       {:>9.1} ms", timings.pointwise * 1e3);
     println!("  edges           {:>9.1} ms", timings.edges * 1e3);
 }

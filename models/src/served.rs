@@ -106,7 +106,11 @@ mod tests {
 
     impl ServedModel for NeedsEmbeddings {
         fn info(&self) -> ModelInfo {
-            ModelInfo { name: "needs-embeddings".into(), weights: "w".into(), ..ProceduralModel::new().info() }
+            ModelInfo {
+                name: "needs-embeddings".into(),
+                weights: "w".into(),
+                ..ProceduralModel::new().info()
+            }
         }
         fn origin(&self) -> String {
             "a test".into()
@@ -116,7 +120,11 @@ mod tests {
         }
         fn check_embeddings(&self, e: &TextEmbeddings) -> Result<(), String> {
             e.validate()?;
-            if (e.rows, e.dim) == (2, 3) { Ok(()) } else { Err(format!("shape [{}, {}] is not [2, 3]", e.rows, e.dim)) }
+            if (e.rows, e.dim) == (2, 3) {
+                Ok(())
+            } else {
+                Err(format!("shape [{}, {}] is not [2, 3]", e.rows, e.dim))
+            }
         }
         fn encode_text(&self, _: &str, _: &str) -> Result<Option<TextEmbeddings>, ServedModelError> {
             Ok(Some(embeddings(2, 3)))
@@ -130,14 +138,22 @@ mod tests {
     }
 
     fn embeddings(rows: usize, dim: usize) -> TextEmbeddings {
-        TextEmbeddings { rows, dim, prompt: vec![0.0; rows * dim], negative: vec![0.0; rows * dim] }
+        TextEmbeddings {
+            rows,
+            dim,
+            prompt: vec![0.0; rows * dim],
+            negative: vec![0.0; rows * dim],
+        }
     }
 
     #[test]
     fn a_prompt_text_model_refuses_embeddings() {
         let m: &dyn ServedModel = &ProceduralModel::new();
         assert_eq!(m.text_conditioning(), TextConditioning::PromptText);
-        assert_eq!((m.name(), m.fingerprint()), (ProceduralModel::NAME.to_string(), String::new()));
+        assert_eq!(
+            (m.name(), m.fingerprint()),
+            (ProceduralModel::NAME.to_string(), String::new())
+        );
         assert_eq!(m.encode_text("a", "b").unwrap(), None);
         let mut cond = Conditioning::new("a", "");
         assert_eq!(m.check_conditioning(&cond), Ok(()));
@@ -151,7 +167,10 @@ mod tests {
         let mut cond = Conditioning::new("a", "");
         assert_eq!(m.check_conditioning(&cond), Err(ConditioningError::Missing));
         cond.embeddings = Some(embeddings(1, 3));
-        assert_eq!(m.check_conditioning(&cond), Err(ConditioningError::Invalid("shape [1, 3] is not [2, 3]".into())));
+        assert_eq!(
+            m.check_conditioning(&cond),
+            Err(ConditioningError::Invalid("shape [1, 3] is not [2, 3]".into()))
+        );
         cond.embeddings = m.encode_text("a", "").unwrap();
         assert_eq!(m.check_conditioning(&cond), Ok(()));
     }

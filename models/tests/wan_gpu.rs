@@ -19,9 +19,10 @@ use std::sync::Arc;
 const TOLERANCE: f64 = 1e-2;
 
 fn backend() -> Arc<CudaBackend> {
-    Arc::new(CudaBackend::open(0).unwrap_or_else(|e| {
-        panic!("wan_gpu needs a CUDA GPU with NVRTC and cuBLASLt on LD_LIBRARY_PATH: {e}")
-    }))
+    Arc::new(
+        CudaBackend::open(0)
+            .unwrap_or_else(|e| panic!("wan_gpu needs a CUDA GPU with NVRTC and cuBLASLt on LD_LIBRARY_PATH: {e}")),
+    )
 }
 
 fn models(dir: &Path) -> (WanTransformer, GpuWanTransformer) {
@@ -60,7 +61,10 @@ fn golden_case(name: &str) {
         rel_error(&want, &expected),
         secs * 1e3
     );
-    assert!(err <= TOLERANCE, "{name}: GPU vs CPU relative error {err:.3e} > {TOLERANCE:e}");
+    assert!(
+        err <= TOLERANCE,
+        "{name}: GPU vs CPU relative error {err:.3e} > {TOLERANCE:e}"
+    );
 }
 
 #[test]
@@ -124,8 +128,7 @@ fn pipeline_tiny_transformer_matches_cpu_across_timesteps() {
 
 #[test]
 fn bad_inputs_are_errors_not_panics() {
-    let gpu = GpuWanTransformer::load(backend(), &common::case("transformer", "unit_test").model_dir)
-        .expect("load");
+    let gpu = GpuWanTransformer::load(backend(), &common::case("transformer", "unit_test").model_dir).expect("load");
     let c = gpu.config().clone();
     let text = gpu.encode_text(&values(3, 12 * c.text_dim, 0.5)).expect("text");
     let dims = [c.in_channels, 2, 16, 16];
@@ -137,7 +140,9 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(gpu.forward(&x, dims, f32::NAN, &text).is_err());
     // A latent whose token grid exceeds rope_max_seq_len (32) on an axis.
     let big = [c.in_channels, 1, 2, 2 * 33];
-    assert!(gpu.forward(&values(5, big.iter().product(), 1.0), big, 1.0, &text).is_err());
+    assert!(gpu
+        .forward(&values(5, big.iter().product(), 1.0), big, 1.0, &text)
+        .is_err());
     // Unused tensors are refused as on the CPU: load the unit-test weights under a 1-layer config.
     let dir = common::case("transformer", "unit_test").model_dir;
     let store = WeightStore::open(&dir).expect("store");
@@ -163,6 +168,9 @@ fn random_weights_are_seeded_and_finite() {
     };
     let (a, b, c) = (run(11), run(11), run(12));
     assert!(a.iter().all(|v| v.is_finite()));
-    assert_eq!(a, b, "same seed must give the same weights and the same output bits (run-to-run determinism)");
+    assert_eq!(
+        a, b,
+        "same seed must give the same weights and the same output bits (run-to-run determinism)"
+    );
     assert_ne!(a, c, "another seed gives other weights");
 }

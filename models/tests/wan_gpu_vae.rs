@@ -15,8 +15,8 @@ use common::{fixtures, rel_error, tensor_f32 as tensor};
 use longshot_core::denoiser::{FrameDecoder, RgbFrame};
 use longshot_core::tensor::{LatentShape, Latents};
 use longshot_kernels::cuda::CudaBackend;
-use longshot_models::wan::vae::frame_decoder::WanFrameDecoder;
 use longshot_models::wan::gpu::{GpuWanFrameDecoder, GpuWanVaeDecoder};
+use longshot_models::wan::vae::frame_decoder::WanFrameDecoder;
 use longshot_models::wan::{WanVae, WanVaeDecoder};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
@@ -25,15 +25,15 @@ use std::sync::Arc;
 const TOLERANCE: f64 = 1e-4;
 
 fn backend() -> Arc<CudaBackend> {
-    Arc::new(CudaBackend::open(0).unwrap_or_else(|e| {
-        panic!("wan_gpu_vae needs a CUDA GPU with NVRTC on LD_LIBRARY_PATH: {e}")
-    }))
+    Arc::new(
+        CudaBackend::open(0)
+            .unwrap_or_else(|e| panic!("wan_gpu_vae needs a CUDA GPU with NVRTC on LD_LIBRARY_PATH: {e}")),
+    )
 }
 
 fn models(dir: &Path) -> (WanVaeDecoder, GpuWanVaeDecoder) {
     let cpu = WanVaeDecoder::load(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let gpu =
-        GpuWanVaeDecoder::load(backend(), dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let gpu = GpuWanVaeDecoder::load(backend(), dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     (cpu, gpu)
 }
 
@@ -44,9 +44,7 @@ fn pipeline_tiny_vae() -> PathBuf {
 /// Deterministic latents of plausible scale (as `wan_vae.rs`): `[T, C, H, W]`.
 fn latents(t: usize, c: usize, h: usize, w: usize, seed: f32) -> Vec<f32> {
     (0..t * c * h * w)
-        .map(|i| {
-            ((i as f32 + 1.0) * 0.618_034 * seed).sin() * 2.0 + ((i as f32) * 0.137).cos() * 0.5
-        })
+        .map(|i| ((i as f32 + 1.0) * 0.618_034 * seed).sin() * 2.0 + ((i as f32) * 0.137).cos() * 0.5)
         .collect()
 }
 
@@ -54,8 +52,7 @@ fn latents(t: usize, c: usize, h: usize, w: usize, seed: f32) -> Vec<f32> {
 fn golden_case(name: &str) {
     let case = common::case("vae", name);
     let (cpu, gpu) = models(&case.model_dir);
-    let bytes =
-        std::fs::read(&case.inputs).unwrap_or_else(|e| panic!("{}: {e}", case.inputs.display()));
+    let bytes = std::fs::read(&case.inputs).unwrap_or_else(|e| panic!("{}: {e}", case.inputs.display()));
     let st = SafeTensors::deserialize(&bytes).expect("inputs file");
     let (zs, z) = tensor(&st, "z");
     let (_, expected) = tensor(&st, "expected");
@@ -67,10 +64,7 @@ fn golden_case(name: &str) {
         .unwrap_or_else(|e| panic!("{name}: gpu decode: {e}"));
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(got.len(), want.len(), "{name}: output length");
-    assert!(
-        got.iter().all(|v| v.is_finite()),
-        "{name}: non-finite GPU output"
-    );
+    assert!(got.iter().all(|v| v.is_finite()), "{name}: non-finite GPU output");
     let err = rel_error(&got, &want);
     println!(
         "{name}: gpu vs cpu {err:.3e}, gpu vs diffusers {:.3e}, cpu vs diffusers {:.3e}, gpu decode {:.1} ms \
@@ -87,12 +81,7 @@ fn golden_case(name: &str) {
 
 #[test]
 fn golden_vaes_match_cpu() {
-    for name in [
-        "vae_unit_test",
-        "vae_unit_test_original",
-        "vae_small",
-        "vae_res1",
-    ] {
+    for name in ["vae_unit_test", "vae_unit_test_original", "vae_small", "vae_res1"] {
         golden_case(name);
     }
 }
@@ -106,26 +95,11 @@ fn pipeline_tiny_vae_matches_cpu_on_a_non_square_latent() {
     let want = cpu.decode_range(&z, dims, 0, 0).expect("cpu decode");
     let got = gpu.decode_range(&z, dims, 0, 0).expect("gpu decode");
     assert_eq!(
-        (
-            got.first_frame,
-            got.frames,
-            got.channels,
-            got.height,
-            got.width
-        ),
-        (
-            want.first_frame,
-            want.frames,
-            want.channels,
-            want.height,
-            want.width
-        )
+        (got.first_frame, got.frames, got.channels, got.height, got.width),
+        (want.first_frame, want.frames, want.channels, want.height, want.width)
     );
     let err = rel_error(&got.data, &want.data);
-    println!(
-        "pipeline_tiny/vae: gpu vs cpu {err:.3e} over {} frames",
-        got.frames
-    );
+    println!("pipeline_tiny/vae: gpu vs cpu {err:.3e} over {} frames", got.frames);
     assert!(
         err <= TOLERANCE,
         "pipeline_tiny/vae: GPU vs CPU relative error {err:.3e} > {TOLERANCE:e}"
@@ -135,32 +109,19 @@ fn pipeline_tiny_vae_matches_cpu_on_a_non_square_latent() {
 /// As `wan_vae.rs`'s check_sharding, on the GPU: `[0, s)` from the start and `[s, len)` with the
 /// halo in front concatenate to the GPU's sequential decode bit for bit.
 fn check_sharding(dir: &Path) {
-    let gpu =
-        GpuWanVaeDecoder::load(backend(), dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let gpu = GpuWanVaeDecoder::load(backend(), dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let halo = gpu.halo();
     let (c, h, w) = (gpu.config().z_dim, 1, 2);
     let len = halo + 6;
     let z = latents(len, c, h, w, 1.7);
     let frame_in = c * h * w;
-    let full = gpu
-        .decode_range(&z, [len, c, h, w], 0, 0)
-        .expect("sequential decode");
-    assert_eq!(
-        (full.first_frame, full.frames),
-        (0, gpu.config().output_frames(len))
-    );
+    let full = gpu.decode_range(&z, [len, c, h, w], 0, 0).expect("sequential decode");
+    assert_eq!((full.first_frame, full.frames), (0, gpu.config().output_frames(len)));
     for s in [1, 2, halo - 1, halo, halo + 1, len - 1] {
-        let head = gpu
-            .decode_range(&z[..s * frame_in], [s, c, h, w], 0, 0)
-            .expect("head");
+        let head = gpu.decode_range(&z[..s * frame_in], [s, c, h, w], 0, 0).expect("head");
         let start = s.saturating_sub(halo);
         let tail = gpu
-            .decode_range(
-                &z[start * frame_in..],
-                [len - start, c, h, w],
-                start,
-                s - start,
-            )
+            .decode_range(&z[start * frame_in..], [len - start, c, h, w], start, s - start)
             .expect("tail");
         assert_eq!(
             head.frames + tail.frames,
@@ -176,10 +137,7 @@ fn check_sharding(dir: &Path) {
         );
         let joined: Vec<f32> = head.data.iter().chain(&tail.data).copied().collect();
         assert!(
-            joined
-                .iter()
-                .zip(&full.data)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            joined.iter().zip(&full.data).all(|(a, b)| a.to_bits() == b.to_bits()),
             "{} split {s}: GPU sharded decode differs from the GPU sequential one",
             dir.display()
         );
@@ -208,13 +166,7 @@ fn frame_decoder_matches_the_cpu_frame_decoder() {
     assert_eq!(cpu.halo(), gpu.halo());
     let halo = gpu.halo();
     let shape = LatentShape::new(halo + 2, 16, 2, 3);
-    let data = latents(
-        shape.frames,
-        shape.channels,
-        shape.height,
-        shape.width,
-        0.45,
-    );
+    let data = latents(shape.frames, shape.channels, shape.height, shape.width, 0.45);
     let lat = Latents::from_vec(shape, data).expect("latents");
     let collect = |d: &dyn FrameDecoder, first: usize, emit: usize| {
         let mut frames: Vec<(usize, RgbFrame)> = Vec::new();
@@ -250,12 +202,8 @@ fn input_errors_match_the_cpu() {
         (&z[..3 * c - 1], [3, c, 1, 1], 0, 0),
     ];
     for (zz, dims, first, emit) in cases {
-        let want = cpu
-            .decode_range(zz, dims, first, emit)
-            .expect_err("cpu rejects");
-        let got = gpu
-            .decode_range(zz, dims, first, emit)
-            .expect_err("gpu rejects");
+        let want = cpu.decode_range(zz, dims, first, emit).expect_err("cpu rejects");
+        let got = gpu.decode_range(zz, dims, first, emit).expect_err("gpu rejects");
         assert_eq!(got.to_string(), want.to_string());
     }
 }

@@ -102,10 +102,7 @@ fn parse_args() -> Result<Args> {
             _ => bail!("unknown flag {flag}, expected --steps, --warmup or --reps"),
         }
     }
-    ensure!(
-        args.steps > 0 && args.reps > 0,
-        "--steps and --reps must be at least 1"
-    );
+    ensure!(args.steps > 0 && args.reps > 0, "--steps and --reps must be at least 1");
     Ok(args)
 }
 
@@ -137,11 +134,7 @@ fn check_frame(frame: &OverlapFrame, step: u32, len: usize) -> Result<()> {
         "frame of plan {} in plan {PLAN_ID}",
         frame.plan_id
     );
-    ensure!(
-        frame.step == step,
-        "frame of step {} at step {step}",
-        frame.step
-    );
+    ensure!(frame.step == step, "frame of step {} at step {step}", frame.step);
     match &frame.payload {
         Some(overlap_frame::Payload::Velocity(v)) if v.len() == len => Ok(()),
         Some(overlap_frame::Payload::Velocity(v)) => {
@@ -174,11 +167,7 @@ impl ExchangeService for BenchExchange {
         let (steps, velocity) = (self.steps, self.velocity.clone());
         tokio::spawn(async move {
             for step in 0..steps {
-                if tx
-                    .send(Ok(velocity_frame(step, velocity.clone())))
-                    .await
-                    .is_err()
-                {
+                if tx.send(Ok(velocity_frame(step, velocity.clone()))).await.is_err() {
                     return;
                 }
                 let received = match inbound.message().await {
@@ -296,10 +285,7 @@ async fn read_tcp_frame(r: &mut OwnedReadHalf, step: u32, len: usize) -> Result<
         plan_id == PLAN_ID && frame_step == step && kind == 0,
         "unexpected frame plan {plan_id} step {frame_step} kind {kind}"
     );
-    ensure!(
-        payload_len == len,
-        "velocity of {payload_len} bytes, expected {len}"
-    );
+    ensure!(payload_len == len, "velocity of {payload_len} bytes, expected {len}");
     // read_buf into spare capacity: no zero-fill of the receive buffer.
     let mut buf = BytesMut::with_capacity(payload_len);
     let mut limited = r.take(payload_len as u64);
@@ -353,8 +339,7 @@ fn stats(samples: &[Duration]) -> Stats {
     let mut sorted = samples.to_vec();
     sorted.sort();
     // Nearest-rank percentiles.
-    let rank =
-        |p: f64| sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+    let rank = |p: f64| sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
     let total: Duration = sorted.iter().sum();
     Stats {
         median: rank(0.5),

@@ -61,8 +61,7 @@ pub mod pb {
 
 /// Encoded `google.protobuf.FileDescriptorSet` of every `longshot.v1` file, for server
 /// reflection (and for tools that want to decode the messages dynamically).
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/longshot_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/longshot_descriptor.bin"));
 
 /// Largest message Longshot's clients and servers accept, encoded or decoded.
 ///

@@ -6,8 +6,7 @@
 
 use crate::convert::stream::domain_stream;
 use crate::convert::{
-    job_event_to_pb, job_state_filter_from_pb, output_kind_from_pb, register_refusal_to_pb,
-    worker_state_from_pb,
+    job_event_to_pb, job_state_filter_from_pb, output_kind_from_pb, register_refusal_to_pb, worker_state_from_pb,
 };
 use crate::pb;
 use crate::pb::exchange_service_server::{ExchangeService, ExchangeServiceServer};
@@ -17,8 +16,8 @@ use crate::pb::worker_service_server::{WorkerService, WorkerServiceServer};
 use crate::status::{error_chain, to_status};
 use futures::{Stream, StreamExt};
 use longshot_core::api::{
-    ApiError, EncodeTextRequest, ExchangeApi, JobApi, OverlapEnvelope, RegistryApi,
-    ShardAssignment, WorkerApi, WorkerInfo,
+    ApiError, EncodeTextRequest, ExchangeApi, JobApi, OverlapEnvelope, RegistryApi, ShardAssignment, WorkerApi,
+    WorkerInfo,
 };
 use longshot_core::job::JobSpec;
 use std::future::Future;
@@ -63,29 +62,14 @@ impl JobService for JobServiceAdapter {
         reply(self.0.submit(spec).await.map(Into::into))
     }
 
-    async fn get_job(
-        &self,
-        request: Request<pb::GetJobRequest>,
-    ) -> Result<Response<pb::JobStatus>, Status> {
-        reply(
-            self.0
-                .get(request.into_inner().job_id)
-                .await
-                .map(Into::into),
-        )
+    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::JobStatus>, Status> {
+        reply(self.0.get(request.into_inner().job_id).await.map(Into::into))
     }
 
-    async fn list_jobs(
-        &self,
-        request: Request<pb::ListJobsRequest>,
-    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
         let r = request.into_inner();
         let state = job_state_filter_from_pb(r.state, "state").map_err(to_status)?;
-        let jobs = self
-            .0
-            .list(state, r.limit as usize)
-            .await
-            .map_err(to_status)?;
+        let jobs = self.0.list(state, r.limit as usize).await.map_err(to_status)?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.into_iter().map(Into::into).collect(),
         }))
@@ -95,11 +79,7 @@ impl JobService for JobServiceAdapter {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        let state = self
-            .0
-            .cancel(request.into_inner().job_id)
-            .await
-            .map_err(to_status)?;
+        let state = self.0.cancel(request.into_inner().job_id).await.map_err(to_status)?;
         Ok(Response::new(pb::CancelJobResponse {
             state: pb::JobState::from(state) as i32,
         }))
@@ -107,10 +87,7 @@ impl JobService for JobServiceAdapter {
 
     type WatchJobStream = PbStream<pb::JobEvent>;
 
-    async fn watch_job(
-        &self,
-        request: Request<pb::WatchJobRequest>,
-    ) -> Result<Response<Self::WatchJobStream>, Status> {
+    async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
         let job_id = request.into_inner().job_id;
         let events = self.0.watch(job_id.clone()).await.map_err(to_status)?;
         let events = events.map(move |e| Ok(job_event_to_pb(job_id.clone(), e)));
@@ -158,18 +135,13 @@ pub struct RegistryServiceAdapter(pub Arc<dyn RegistryApi>);
 
 #[tonic::async_trait]
 impl RegistryService for RegistryServiceAdapter {
-    async fn register(
-        &self,
-        request: Request<pb::WorkerInfo>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(&self, request: Request<pb::WorkerInfo>) -> Result<Response<pb::RegisterResponse>, Status> {
         let worker = WorkerInfo::try_from(request.into_inner()).map_err(to_status)?;
         let id = worker.id.clone();
         match self.0.register(worker).await {
             Ok(ack) => Ok(Response::new(ack.into())),
             // The proto's refusal is `accepted = false` with a reason, not an error status.
-            Err(ApiError::FailedPrecondition(reason)) => {
-                Ok(Response::new(register_refusal_to_pb(id, reason)))
-            }
+            Err(ApiError::FailedPrecondition(reason)) => Ok(Response::new(register_refusal_to_pb(id, reason))),
             Err(e) => Err(to_status(e)),
         }
     }
@@ -181,11 +153,7 @@ impl RegistryService for RegistryServiceAdapter {
         let r = request.into_inner();
         let state = worker_state_from_pb(r.state, "state").map_err(to_status)?;
         let busy = (!r.busy_job_id.is_empty()).then_some(r.busy_job_id);
-        let known = self
-            .0
-            .heartbeat(r.worker_id, state, busy)
-            .await
-            .map_err(to_status)?;
+        let known = self.0.heartbeat(r.worker_id, state, busy).await.map_err(to_status)?;
         Ok(Response::new(pb::HeartbeatResponse { known }))
     }
 
@@ -210,15 +178,10 @@ pub struct WorkerServiceAdapter(pub Arc<dyn WorkerApi>);
 impl WorkerService for WorkerServiceAdapter {
     type RunShardStream = PbStream<pb::ShardEvent>;
 
-    async fn run_shard(
-        &self,
-        request: Request<pb::ShardAssignment>,
-    ) -> Result<Response<Self::RunShardStream>, Status> {
+    async fn run_shard(&self, request: Request<pb::ShardAssignment>) -> Result<Response<Self::RunShardStream>, Status> {
         let assignment = ShardAssignment::try_from(request.into_inner()).map_err(to_status)?;
         let events = self.0.run_shard(assignment).await.map_err(to_status)?;
-        Ok(Response::new(Box::pin(
-            events.map(|e| Ok(pb::ShardEvent::from(e))),
-        )))
+        Ok(Response::new(Box::pin(events.map(|e| Ok(pb::ShardEvent::from(e))))))
     }
 
     async fn encode_text(
@@ -235,11 +198,7 @@ impl WorkerService for WorkerServiceAdapter {
         request: Request<pb::CreateNcclIdRequest>,
     ) -> Result<Response<pb::CreateNcclIdResponse>, Status> {
         let r = request.into_inner();
-        let unique_id = self
-            .0
-            .nccl_unique_id(r.job_id, r.plan_id)
-            .await
-            .map_err(to_status)?;
+        let unique_id = self.0.nccl_unique_id(r.job_id, r.plan_id).await.map_err(to_status)?;
         Ok(Response::new(pb::CreateNcclIdResponse {
             unique_id: unique_id.into(),
         }))
@@ -250,11 +209,7 @@ impl WorkerService for WorkerServiceAdapter {
         request: Request<pb::CancelShardRequest>,
     ) -> Result<Response<pb::CancelShardResponse>, Status> {
         let r = request.into_inner();
-        let cancelled = self
-            .0
-            .cancel_shard(r.job_id, r.plan_id)
-            .await
-            .map_err(to_status)?;
+        let cancelled = self.0.cancel_shard(r.job_id, r.plan_id).await.map_err(to_status)?;
         Ok(Response::new(pb::CancelShardResponse { cancelled }))
     }
 
@@ -288,9 +243,7 @@ impl ExchangeService for ExchangeServiceAdapter {
         };
         let inbound = domain_stream(request.into_inner(), peer, OverlapEnvelope::try_from);
         let outbound = self.0.overlap(inbound).await.map_err(to_status)?;
-        Ok(Response::new(Box::pin(
-            outbound.map(|e| Ok(pb::OverlapFrame::from(e))),
-        )))
+        Ok(Response::new(Box::pin(outbound.map(|e| Ok(pb::OverlapFrame::from(e))))))
     }
 }
 
@@ -305,9 +258,7 @@ pub async fn serve_coordinator(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProtoError> {
     let (reporter, health) = crate::health_service();
-    reporter
-        .set_serving::<JobServiceServer<JobServiceAdapter>>()
-        .await;
+    reporter.set_serving::<JobServiceServer<JobServiceAdapter>>().await;
     reporter
         .set_serving::<RegistryServiceServer<RegistryServiceAdapter>>()
         .await;
@@ -316,9 +267,7 @@ pub async fn serve_coordinator(
         .add_service(crate::reflection_service()?)
         .add_service(crate::reflection_service_v1alpha()?)
         .add_service(sized!(JobServiceServer::new(JobServiceAdapter(jobs))))
-        .add_service(sized!(RegistryServiceServer::new(RegistryServiceAdapter(
-            registry
-        ))))
+        .add_service(sized!(RegistryServiceServer::new(RegistryServiceAdapter(registry))))
         .serve_with_incoming_shutdown(crate::incoming(listener), shutdown)
         .await?;
     Ok(())
@@ -343,12 +292,8 @@ pub async fn serve_worker(
         .add_service(health)
         .add_service(crate::reflection_service()?)
         .add_service(crate::reflection_service_v1alpha()?)
-        .add_service(sized!(WorkerServiceServer::new(WorkerServiceAdapter(
-            worker
-        ))))
-        .add_service(sized!(ExchangeServiceServer::new(ExchangeServiceAdapter(
-            exchange
-        ))))
+        .add_service(sized!(WorkerServiceServer::new(WorkerServiceAdapter(worker))))
+        .add_service(sized!(ExchangeServiceServer::new(ExchangeServiceAdapter(exchange))))
         .serve_with_incoming_shutdown(crate::incoming(listener), shutdown)
         .await?;
     Ok(())

@@ -31,8 +31,7 @@ pub fn health_service() -> (HealthReporter, HealthServer<impl Health>) {
 ///
 /// Fails only if the descriptor sets compiled into this crate do not decode, which the tests
 /// rule out; it returns a `Result` rather than panicking so binaries can use `?`.
-pub fn reflection_service(
-) -> Result<v1::ServerReflectionServer<impl v1::ServerReflection>, ReflectionError> {
+pub fn reflection_service() -> Result<v1::ServerReflectionServer<impl v1::ServerReflection>, ReflectionError> {
     reflection_builder().build_v1()
 }
 

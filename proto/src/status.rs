@@ -17,13 +17,9 @@ pub const UNNAMED_FIELD: &str = "request";
 /// The status a service answers with for `err`.
 pub fn to_status(err: ApiError) -> Status {
     match err {
-        ApiError::InvalidArgument(errors) => Status::invalid_argument(
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
+        ApiError::InvalidArgument(errors) => {
+            Status::invalid_argument(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        }
         ApiError::NotFound(m) => Status::not_found(m),
         ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
         ApiError::Unavailable(m) => Status::unavailable(m),
@@ -57,13 +53,8 @@ pub fn from_status_at(status: &Status, peer: &str) -> ApiError {
         return ApiError::Unavailable(format!("cannot reach {peer}: {}", status_cause(status)));
     }
     match status.code() {
-        Code::Unavailable => {
-            ApiError::Unavailable(format!("{peer} is unavailable: {}", status.message()))
-        }
-        Code::DeadlineExceeded => ApiError::Unavailable(format!(
-            "{peer} did not answer in time: {}",
-            status.message()
-        )),
+        Code::Unavailable => ApiError::Unavailable(format!("{peer} is unavailable: {}", status.message())),
+        Code::DeadlineExceeded => ApiError::Unavailable(format!("{peer} did not answer in time: {}", status.message())),
         _ => from_status(status),
     }
 }
@@ -113,9 +104,7 @@ pub fn parse_field_errors(message: &str) -> Vec<FieldError> {
     let mut errors: Vec<FieldError> = Vec::new();
     for part in message.split("; ") {
         match (part.split_once(": "), errors.last_mut()) {
-            (Some((field, msg)), _) if is_field_path(field) => {
-                errors.push(FieldError::new(field, msg))
-            }
+            (Some((field, msg)), _) if is_field_path(field) => errors.push(FieldError::new(field, msg)),
             (_, Some(last)) => {
                 last.message.push_str("; ");
                 last.message.push_str(part);
@@ -172,10 +161,7 @@ mod tests {
                     "outputs",
                     r#"output format "gif" is not one of: mp4, prores, png, latents"#,
                 ),
-                FieldError::new(
-                    "schedule.sigma_bits",
-                    "sigmas[1] = 0.5 is not below sigmas[0] = 0.5",
-                ),
+                FieldError::new("schedule.sigma_bits", "sigmas[1] = 0.5 is not below sigmas[0] = 0.5"),
             ]),
             ApiError::NotFound("no job j-42".into()),
             ApiError::FailedPrecondition("job j-1 is not done".into()),
@@ -220,10 +206,7 @@ mod tests {
     fn peer_statuses_name_the_peer() {
         let peer = "the coordinator at http://127.0.0.1:1";
         let err = from_status_at(&Status::unavailable("draining"), peer);
-        assert_eq!(
-            err,
-            ApiError::Unavailable(format!("{peer} is unavailable: draining"))
-        );
+        assert_eq!(err, ApiError::Unavailable(format!("{peer} is unavailable: draining")));
         let err = from_status_at(&Status::not_found("no job j-1"), peer);
         assert_eq!(err, ApiError::NotFound("no job j-1".into()));
         let err = from_status(&Status::unimplemented("nope"));

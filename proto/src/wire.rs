@@ -97,24 +97,14 @@ mod tests {
 
     #[test]
     fn bad_lengths_are_errors() {
-        assert_eq!(
-            decode_f32_le(&[0; 7]),
-            Err(WireError::NotF32Aligned { len: 7 })
-        );
+        assert_eq!(decode_f32_le(&[0; 7]), Err(WireError::NotF32Aligned { len: 7 }));
         let mut out = [0.0f32; 3];
         assert_eq!(
             decode_f32_le_into(&[0; 8], &mut out),
-            Err(WireError::WrongLength {
-                expected: 3,
-                got: 2
-            })
+            Err(WireError::WrongLength { expected: 3, got: 2 })
         );
         assert_eq!(
-            WireError::WrongLength {
-                expected: 3,
-                got: 2
-            }
-            .to_string(),
+            WireError::WrongLength { expected: 3, got: 2 }.to_string(),
             "f32 payload has 2 values, expected 3"
         );
     }

@@ -59,23 +59,13 @@ fn unset_optionals_differ_from_zero() {
     assert_eq!(round_trip(&unset).overlap, None);
     assert_eq!(round_trip(&zero).seed, Some(0));
     assert_eq!(round_trip(&zero).overlap, Some(0));
-    assert_eq!(
-        round_trip(&unset).duration,
-        Some(job_spec::Duration::Frames(81))
-    );
+    assert_eq!(round_trip(&unset).duration, Some(job_spec::Duration::Frames(81)));
 }
 
 #[test]
 fn shard_assignment_keeps_schedule_bits() {
     // Bit patterns a decimal or re-derived encoding would mangle: -0.0, a subnormal, a NaN payload.
-    let sigmas = [
-        1.0f32,
-        0.999_9,
-        0.5,
-        1e-45,
-        -0.0,
-        f32::from_bits(0x7fc0_0042),
-    ];
+    let sigmas = [1.0f32, 0.999_9, 0.5, 1e-45, -0.0, f32::from_bits(0x7fc0_0042)];
     let assignment = pb::ShardAssignment {
         job_id: "job-7".into(),
         plan_id: u64::MAX - 1,
@@ -133,10 +123,7 @@ fn shard_assignment_keeps_schedule_bits() {
 #[test]
 fn oneofs_round_trip() {
     let events = [
-        shard_event::Event::StepDone(pb::StepDone {
-            window: 4,
-            step: 17,
-        }),
+        shard_event::Event::StepDone(pb::StepDone { window: 4, step: 17 }),
         shard_event::Event::Frame(pb::Frame {
             index: 1200,
             width: 2,
@@ -184,9 +171,7 @@ fn oneofs_round_trip() {
         plan_id: 3,
         step: 12,
         boundary: 4,
-        payload: Some(overlap_frame::Payload::Velocity(wire::encode_f32_le(
-            &velocity,
-        ))),
+        payload: Some(overlap_frame::Payload::Velocity(wire::encode_f32_le(&velocity))),
     };
     let back = round_trip(&frame);
     assert_eq!(back, frame);

@@ -47,9 +47,7 @@ async fn health_check_answers_serving() -> Result<()> {
     let mut health = HealthClient::new(channel);
 
     let overall = health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
+        .check(HealthCheckRequest { service: String::new() })
         .await?
         .into_inner();
     assert_eq!(overall.status(), ServingStatus::Serving);
@@ -60,10 +58,7 @@ async fn health_check_answers_serving() -> Result<()> {
             service: "longshot.v1.Nope".into(),
         })
         .await;
-    assert_eq!(
-        unknown.expect_err("unknown service").code(),
-        tonic::Code::NotFound
-    );
+    assert_eq!(unknown.expect_err("unknown service").code(), tonic::Code::NotFound);
 
     drop(shutdown);
     tokio::time::timeout(Duration::from_secs(5), handle).await??;
@@ -83,14 +78,9 @@ async fn reflection_lists_longshot_services() -> Result<()> {
         .server_reflection_info(tokio_stream::iter([request]))
         .await?
         .into_inner();
-    let response = responses
-        .next()
-        .await
-        .context("reflection answered nothing")??;
+    let response = responses.next().await.context("reflection answered nothing")??;
     let names: Vec<String> = match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
+        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
         other => anyhow::bail!("unexpected reflection answer {other:?}"),
     };
     for expected in [
@@ -100,10 +90,7 @@ async fn reflection_lists_longshot_services() -> Result<()> {
         "longshot.v1.ExchangeService",
         "grpc.health.v1.Health",
     ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
 
     drop(shutdown);

@@ -24,7 +24,10 @@ pub struct EtcdServer {
 
 /// A loopback port that was free a moment ago (the OS picks it; the listener is closed again).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("cannot bind a loopback port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind a loopback port")
 }
 
 /// The etcd binary: `$ETCD_BIN`, else `etcd` on the PATH, else Debian's `/usr/bin/etcd`.
@@ -48,8 +51,16 @@ impl EtcdServer {
         // Another process may take a port between our probe and etcd's bind: retry with new ones.
         let mut last = String::new();
         for _ in 0..3 {
-            let dir = tempfile::Builder::new().prefix("longshot-etcd-").tempdir().expect("tempdir");
-            let mut server = EtcdServer { client_port: free_port(), peer_port: free_port(), dir, child: None };
+            let dir = tempfile::Builder::new()
+                .prefix("longshot-etcd-")
+                .tempdir()
+                .expect("tempdir");
+            let mut server = EtcdServer {
+                client_port: free_port(),
+                peer_port: free_port(),
+                dir,
+                child: None,
+            };
             match server.spawn() {
                 Ok(()) => return server,
                 Err(e) => last = e,
@@ -110,7 +121,12 @@ impl EtcdServer {
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("longshot-test={peer}"), "--initial-cluster-state", "new"])
+            .args([
+                "--initial-cluster",
+                &format!("longshot-test={peer}"),
+                "--initial-cluster-state",
+                "new",
+            ])
             .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(log)
@@ -129,7 +145,10 @@ impl EtcdServer {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("etcd was not healthy within {READY_TIMEOUT:?}:\n{}", self.log_tail()));
+                return Err(format!(
+                    "etcd was not healthy within {READY_TIMEOUT:?}:\n{}",
+                    self.log_tail()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -138,7 +157,9 @@ impl EtcdServer {
 
 /// `GET /health` on the client port answers `{"health":"true"}` once etcd has a leader.
 fn healthy(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
         return false;
@@ -166,7 +187,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -46,8 +46,14 @@ pub fn render_procedural(cfg: &PartitionConfig, partitions: usize, prompt: &str)
     let model = ProceduralModel::new();
     let cond = conditioning(prompt);
     let (h, w) = (cfg.height, cfg.width);
-    render_local(cfg, partitions, &|| model.denoiser(&cond, h, w), model.decoder().as_ref(), Duration::from_secs(60))
-        .expect("local render")
+    render_local(
+        cfg,
+        partitions,
+        &|| model.denoiser(&cond, h, w),
+        model.decoder().as_ref(),
+        Duration::from_secs(60),
+    )
+    .expect("local render")
 }
 
 /// Seam and placebo scores of a render, on decoded frames and on latents.
@@ -60,7 +66,13 @@ pub struct SeamScores {
 
 pub fn seam_scores(cfg: &PartitionConfig, r: &LocalRender) -> SeamScores {
     let f0 = &r.frames[0];
-    let clip = Clip { frames: r.frames.iter().map(|f| f.data.as_slice()).collect(), channels: 3, height: f0.height, width: f0.width, layout: FrameLayout::Hwc };
+    let clip = Clip {
+        frames: r.frames.iter().map(|f| f.data.as_slice()).collect(),
+        channels: 3,
+        height: f0.height,
+        width: f0.width,
+        layout: FrameLayout::Hwc,
+    };
     let n = clip.frames.len();
     let shape = r.latents.shape();
     let lat = Clip {

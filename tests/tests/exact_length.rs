@@ -3,9 +3,9 @@
 //! and its tail is never emitted. Checked over lengths 1…2,000 and fps 8…60, and on real renders of
 //! the procedural model, bit-identical whatever the number of partitions.
 
-use longshot_core::job::OutputKind;
 use longshot_core::codenoise::{BlendMode, PartitionConfig};
 use longshot_core::denoiser::ModelInfo;
+use longshot_core::job::OutputKind;
 use longshot_core::job::{defaults, ClipLength, JobSpec, ResolvedJob};
 use longshot_models::ProceduralModel;
 use longshot_tests::render_procedural;
@@ -66,7 +66,10 @@ fn duration_and_frames_give_exactly_the_requested_count() {
                 let (r, info) = resolve(length, fps);
                 assert_eq!(r.frames, frames, "{length:?} at {fps} fps");
                 assert_eq!(r.rendered_frames % 4, 1, "{length:?} at {fps} fps");
-                assert!(r.rendered_frames >= frames && r.rendered_frames < frames + 4, "{length:?} at {fps} fps");
+                assert!(
+                    r.rendered_frames >= frames && r.rendered_frames < frames + 4,
+                    "{length:?} at {fps} fps"
+                );
                 assert_eq!(info.output_frames_for(r.latent_frames) as u32, r.rendered_frames);
             }
         }

@@ -72,7 +72,16 @@ fn mean_colour(frames: &[RgbFrame], rows: std::ops::Range<usize>) -> [f64; 3] {
 
 /// Mean absolute difference between consecutive frames.
 fn motion(frames: &[RgbFrame]) -> f64 {
-    let sum: f64 = frames.windows(2).map(|p| p[0].data.iter().zip(&p[1].data).map(|(a, b)| f64::from((a - b).abs())).sum::<f64>()).sum();
+    let sum: f64 = frames
+        .windows(2)
+        .map(|p| {
+            p[0].data
+                .iter()
+                .zip(&p[1].data)
+                .map(|(a, b)| f64::from((a - b).abs()))
+                .sum::<f64>()
+        })
+        .sum();
     sum / ((frames.len() - 1) * frames[0].data.len()) as f64
 }
 
@@ -99,7 +108,10 @@ fn default_renders_stay_in_gamut() {
     for prompt in PROMPTS {
         let c = clipped(&render(prompt));
         eprintln!("{prompt:?}: clipped fraction per channel {c:?}");
-        assert!(c.iter().all(|&f| f <= 0.01), "{prompt:?}: {c:?} of pixels clipped at 0 or 255 (at most 1% allowed)");
+        assert!(
+            c.iter().all(|&f| f <= 0.01),
+            "{prompt:?}: {c:?} of pixels clipped at 0 or 255 (at most 1% allowed)"
+        );
     }
 }
 
@@ -107,7 +119,11 @@ fn default_renders_stay_in_gamut() {
 fn the_readme_clip_reads_as_a_slow_warm_horizon() {
     let sunset = render(README_PROMPT);
     let h = sunset[0].height;
-    let (all, top, bottom) = (mean_colour(&sunset, 0..h), mean_colour(&sunset, 0..h / 3), mean_colour(&sunset, h - h / 3..h));
+    let (all, top, bottom) = (
+        mean_colour(&sunset, 0..h),
+        mean_colour(&sunset, 0..h / 3),
+        mean_colour(&sunset, h - h / 3..h),
+    );
     eprintln!("sunset: mean {all:?}, top third {top:?}, bottom third {bottom:?}");
     // Warm overall; red sky above the blue sea ("red sunset over the sea", in that order).
     assert!(all[0] > all[2] + 0.1, "not warm: {all:?}");

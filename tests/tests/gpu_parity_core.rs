@@ -10,9 +10,7 @@
 //! by CI; `scripts/gpu/pack.sh` builds it for the device machine.
 
 use longshot_core::noise::NoiseStream;
-use longshot_core::scheduler::{
-    EulerState, Schedule, SchedulerState, Solver, UniPcState, UniPcStepPlan, UniPcUpdate,
-};
+use longshot_core::scheduler::{EulerState, Schedule, SchedulerState, Solver, UniPcState, UniPcStepPlan, UniPcUpdate};
 use longshot_core::tensor::{LatentShape, Latents};
 use longshot_kernels::cuda::parity::{assert_bits, down, gpu, poisoned, up, Rng};
 use longshot_kernels::cuda::UniPcCoefficients;
@@ -22,7 +20,11 @@ fn philox_gaussian_matches_core_noise_within_one_ulp() {
     let mut rng = Rng::new("philox_gaussian");
     for shape in [[3, 16, 30, 54], [2, 4, 7, 9], [1, 16, 60, 104]] {
         // width 54, 9: not a multiple of 4, the tail block is cut.
-        let (seed, step, first) = (rng.next_u64(), (rng.next_u64() % 50) as u32, (rng.next_u64() % 100) as usize);
+        let (seed, step, first) = (
+            rng.next_u64(),
+            (rng.next_u64() % 50) as u32,
+            (rng.next_u64() % 100) as usize,
+        );
         let [f, c, h, w] = shape;
         let want = NoiseStream::new(seed, step)
             .unwrap()
@@ -37,15 +39,27 @@ fn philox_gaussian_matches_core_noise_within_one_ulp() {
         let mut differ = 0;
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             let ulps = (g.to_bits() as i64 - w.to_bits() as i64).abs();
-            assert!(ulps <= 1, "noise {shape:?} element {i}: gpu {g} vs core {w} ({ulps} ulps)");
+            assert!(
+                ulps <= 1,
+                "noise {shape:?} element {i}: gpu {g} vs core {w} ({ulps} ulps)"
+            );
             differ += usize::from(ulps != 0);
         }
-        eprintln!("philox_gaussian {shape:?}: {} values, {differ} differ by one ulp", got.len());
+        eprintln!(
+            "philox_gaussian {shape:?}: {} values, {differ} differ by one ulp",
+            got.len()
+        );
     }
 }
 
 fn coefficients(u: UniPcUpdate) -> UniPcCoefficients {
-    UniPcCoefficients { cx: u.cx, cm: u.cm, cr: u.cr, hist: u.hist, cur: u.cur }
+    UniPcCoefficients {
+        cx: u.cx,
+        cm: u.cm,
+        cr: u.cr,
+        hist: u.hist,
+        cur: u.cur,
+    }
 }
 
 /// A fresh "model output" per step, so the multistep history matters.
@@ -80,7 +94,9 @@ fn unipc_whole_schedule_is_bit_identical_to_core() {
         for (i, v) in vs.iter().enumerate() {
             let plan = UniPcStepPlan::new(&schedule, i);
             let mut m = poisoned(n);
-            gpu().lincomb(&mut m, &[(1.0, &x), (-schedule.sigma(i), &up(v))]).unwrap();
+            gpu()
+                .lincomb(&mut m, &[(1.0, &x), (-schedule.sigma(i), &up(v))])
+                .unwrap();
             if let Some(c) = plan.corrector {
                 let mut out = poisoned(n);
                 let m0 = m_prev.as_ref().expect("m_{i-1}");
@@ -109,7 +125,10 @@ fn unipc_whole_schedule_is_bit_identical_to_core() {
                     out
                 }
             };
-            let op = format!("unipc {steps} steps (shift {shift}), after step {i} (order {})", plan.order);
+            let op = format!(
+                "unipc {steps} steps (shift {shift}), after step {i} (order {})",
+                plan.order
+            );
             assert_bits(&op, &down(&x), &want_per_step[i]);
         }
     }

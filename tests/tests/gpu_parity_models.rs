@@ -11,10 +11,10 @@
 //! by CI; `scripts/gpu/pack.sh` builds it for the device machine.
 
 use longshot_kernels::cuda::parity::{assert_bits, down, gpu, poisoned, up, Rng};
+use longshot_models::wan::tensor_io::{self, Tensor};
 use longshot_models::wan::transformer::embed::{unpatchify, PatchEmbedding, TokenGrid};
 use longshot_models::wan::transformer::keys::TransformerKeys;
 use longshot_models::wan::transformer::layers::Fetch;
-use longshot_models::wan::tensor_io::{self, Tensor};
 use longshot_models::wan::vae::DecodedFrames;
 use longshot_models::wan::{TransformerConfig, WeightStore};
 
@@ -34,11 +34,20 @@ fn identity_patch_embedding(dir: &std::path::Path, c: usize, patch: [usize; 3]) 
         eye[j * feat + j] = 1.0;
     }
     let [pt, ph, pw] = patch;
-    let weight = Tensor { shape: vec![feat, c, pt, ph, pw], data: eye };
-    let bias = Tensor { shape: vec![feat], data: vec![0.0; feat] };
+    let weight = Tensor {
+        shape: vec![feat, c, pt, ph, pw],
+        data: eye,
+    };
+    let bias = Tensor {
+        shape: vec![feat],
+        data: vec![0.0; feat],
+    };
     let path = dir.join(format!("patch_{c}_{pt}{ph}{pw}.safetensors"));
-    tensor_io::write(&path, &[("patch_embedding.weight", &weight), ("patch_embedding.bias", &bias)])
-        .unwrap();
+    tensor_io::write(
+        &path,
+        &[("patch_embedding.weight", &weight), ("patch_embedding.bias", &bias)],
+    )
+    .unwrap();
     let store = WeightStore::open_files(&[path]).unwrap();
     let keys = TransformerKeys::Diffusers { prefix: String::new() };
     let cfg = TransformerConfig {
@@ -48,7 +57,14 @@ fn identity_patch_embedding(dir: &std::path::Path, c: usize, patch: [usize; 3]) 
         attention_head_dim: feat,
         ..TransformerConfig::default()
     };
-    PatchEmbedding::load(&Fetch { store: &store, keys: &keys }, &cfg).unwrap()
+    PatchEmbedding::load(
+        &Fetch {
+            store: &store,
+            keys: &keys,
+        },
+        &cfg,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -62,7 +78,11 @@ fn patchify_is_the_patch_embeddings_gather() {
         let want = identity_patch_embedding(dir.path(), c, patch).forward(&x, TokenGrid { f: gf, h: gh, w: gw });
         let mut out = poisoned(want.len());
         gpu().patchify(&up(&x), c, [gf, gh, gw], patch, &mut out).unwrap();
-        assert_bits(&format!("patchify C={c} grid {:?} patch {patch:?}", [gf, gh, gw]), &down(&out), &want);
+        assert_bits(
+            &format!("patchify C={c} grid {:?} patch {patch:?}", [gf, gh, gw]),
+            &down(&out),
+            &want,
+        );
     }
 }
 
@@ -75,7 +95,11 @@ fn unpatchify_is_models_unpatchify() {
         let want = unpatchify(&y, TokenGrid { f: gf, h: gh, w: gw }, patch, c);
         let mut out = poisoned(want.len());
         gpu().unpatchify(&up(&y), c, grid, patch, &mut out).unwrap();
-        assert_bits(&format!("unpatchify C={c} grid {grid:?} patch {patch:?}"), &down(&out), &want);
+        assert_bits(
+            &format!("unpatchify C={c} grid {grid:?} patch {patch:?}"),
+            &down(&out),
+            &want,
+        );
     }
 }
 
@@ -85,7 +109,14 @@ fn rgb_output_is_the_decoders_rgb_frame() {
     let (frames, height, width) = (3, 17, 23);
     // Beyond [−1, 1] so the clamp is exercised on both sides.
     let data = rng.vec(frames * 3 * height * width, 1.3);
-    let decoded = DecodedFrames { first_frame: 5, frames, channels: 3, height, width, data };
+    let decoded = DecodedFrames {
+        first_frame: 5,
+        frames,
+        channels: 3,
+        height,
+        width,
+        data,
+    };
     for i in 0..frames {
         let want = decoded.rgb_frame(i).expect("3 channels").data;
         let mut out = poisoned(want.len());
@@ -101,7 +132,12 @@ fn gated_residual_matches_the_restated_block_formula() {
     let (x, y, gate) = (rng.vec(rows * dim, 8.0), rng.vec(rows * dim, 2.0), rng.vec(dim, 1.0));
     // RESTATED from models/src/wan/transformer/block.rs `add_gated` (private): `x += y * gate`, the product
     // rounded first.
-    let want: Vec<f32> = x.iter().zip(&y).enumerate().map(|(i, (&xv, &yv))| xv + yv * gate[i % dim]).collect();
+    let want: Vec<f32> = x
+        .iter()
+        .zip(&y)
+        .enumerate()
+        .map(|(i, (&xv, &yv))| xv + yv * gate[i % dim])
+        .collect();
     let mut d = up(&x);
     gpu().gated_residual(&mut d, &up(&y), &up(&gate)).unwrap();
     assert_bits("gated_residual (restated reference)", &down(&d), &want);

@@ -16,8 +16,14 @@ fn ten_windows_bit_identical_over_1_to_4_partitions() {
         assert_eq!(one.frames.len(), 1 + 4 * (cfg.plan.latent_frames() - 1));
         for parts in 2..=4 {
             let many = render_procedural(&cfg, parts, PROMPT);
-            assert!(one.latents == many.latents, "{mode:?}: latents differ between 1 and {parts} partitions");
-            assert!(one.frames == many.frames, "{mode:?}: decoded frames differ between 1 and {parts} partitions");
+            assert!(
+                one.latents == many.latents,
+                "{mode:?}: latents differ between 1 and {parts} partitions"
+            );
+            assert!(
+                one.frames == many.frames,
+                "{mode:?}: decoded frames differ between 1 and {parts} partitions"
+            );
         }
     }
 }
@@ -60,13 +66,46 @@ fn exchange_makes_seams_like_placebo_and_the_ablation_does_not() {
     // guidance, which made independent windows disagree ~10×; a calm picture makes them agree
     // more, so the ablation bound is 2.5×, still far above the coupled seams' 1.25×.) The bounds
     // leave 25% (median) and 50% (max, a single zone) of head-room over the placebo.
-    for (what, seams, placebo) in [("frames d1", c_f1, c_p1), ("frames d2", c_f2, c_p2), ("latents d1", c_l1, c_lp1)] {
-        assert!(seams.median <= 1.25 * placebo.median, "{what}: seam median {} vs placebo {}", seams.median, placebo.median);
-        assert!(seams.max <= 1.5 * placebo.max, "{what}: seam max {} vs placebo {}", seams.max, placebo.max);
+    for (what, seams, placebo) in [
+        ("frames d1", c_f1, c_p1),
+        ("frames d2", c_f2, c_p2),
+        ("latents d1", c_l1, c_lp1),
+    ] {
+        assert!(
+            seams.median <= 1.25 * placebo.median,
+            "{what}: seam median {} vs placebo {}",
+            seams.median,
+            placebo.median
+        );
+        assert!(
+            seams.max <= 1.5 * placebo.max,
+            "{what}: seam max {} vs placebo {}",
+            seams.max,
+            placebo.max
+        );
     }
-    assert!(a_f1.median >= 2.5 * c_p1.median, "ablation frames d1 median {} is not clearly above placebo {}", a_f1.median, c_p1.median);
-    assert!(a_f2.median >= 2.5 * c_p2.median, "ablation frames d2 median {} is not clearly above placebo {}", a_f2.median, c_p2.median);
-    assert!(a_l1.median >= 2.5 * c_lp1.median, "ablation latents d1 median {} is not clearly above placebo {}", a_l1.median, c_lp1.median);
+    assert!(
+        a_f1.median >= 2.5 * c_p1.median,
+        "ablation frames d1 median {} is not clearly above placebo {}",
+        a_f1.median,
+        c_p1.median
+    );
+    assert!(
+        a_f2.median >= 2.5 * c_p2.median,
+        "ablation frames d2 median {} is not clearly above placebo {}",
+        a_f2.median,
+        c_p2.median
+    );
+    assert!(
+        a_l1.median >= 2.5 * c_lp1.median,
+        "ablation latents d1 median {} is not clearly above placebo {}",
+        a_l1.median,
+        c_lp1.median
+    );
     // Blending must not blur the seams: sharpness there stays within 25% of the reference.
-    assert!((0.75..=1.25).contains(&ghost.median), "ghosting median {}", ghost.median);
+    assert!(
+        (0.75..=1.25).contains(&ghost.median),
+        "ghosting median {}",
+        ghost.median
+    );
 }

@@ -81,7 +81,9 @@ impl Device {
 /// Opens GPU 0, or says why there is none.
 #[cfg(feature = "cuda")]
 fn open_gpu() -> Result<Device, String> {
-    longshot_kernels::cuda::CudaBackend::open(0).map(|b| Device::Cuda(std::sync::Arc::new(b))).map_err(|e| e.to_string())
+    longshot_kernels::cuda::CudaBackend::open(0)
+        .map(|b| Device::Cuda(std::sync::Arc::new(b)))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -109,7 +111,10 @@ mod tests {
     fn requests_parse_and_name_what_is_allowed() {
         assert_eq!("auto".parse(), Ok(DeviceRequest::Auto));
         assert_eq!("cuda".parse(), Ok(DeviceRequest::Cuda));
-        assert_eq!("gpu".parse::<DeviceRequest>().unwrap_err(), "device \"gpu\" is not one of auto, cpu, cuda");
+        assert_eq!(
+            "gpu".parse::<DeviceRequest>().unwrap_err(),
+            "device \"gpu\" is not one of auto, cpu, cuda"
+        );
     }
 
     /// Whatever this machine has: with a usable GPU, `auto` and `cuda` take it; without one (or

@@ -55,7 +55,11 @@ pub struct EtcdMembershipConfig {
 
 impl EtcdMembershipConfig {
     pub fn new(endpoints: Vec<String>) -> Self {
-        Self { endpoints, lease_ttl: Duration::from_secs(10), connect_patience: Duration::from_secs(10) }
+        Self {
+            endpoints,
+            lease_ttl: Duration::from_secs(10),
+            connect_patience: Duration::from_secs(10),
+        }
     }
 
     fn ttl_secs(&self) -> Result<i64, MembershipError> {
@@ -79,7 +83,11 @@ async fn register_once(client: &mut Client, info: &WorkerInfo, ttl_secs: i64) ->
     let value = encode_worker(info)?;
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease)))])
+        .and_then([TxnOp::put(
+            key.clone(),
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        )])
         .or_else([TxnOp::get(key, None)]);
     let resp = match timed(client.txn(txn)).await {
         Ok(r) => r,
@@ -101,7 +109,10 @@ async fn register_once(client: &mut Client, info: &WorkerInfo, ttl_secs: i64) ->
         })
         .and_then(|v| decode_worker(&v).ok())
         .map_or_else(|| "an unknown address".to_string(), |w| w.address);
-    Err(MembershipError::Duplicate { id: info.id.clone(), address })
+    Err(MembershipError::Duplicate {
+        id: info.id.clone(),
+        address,
+    })
 }
 
 /// A worker's registration in etcd. Dropping it stops the renewals and revokes the lease in the
@@ -144,16 +155,30 @@ impl EtcdMembership {
                     };
                     shared.store(id, Ordering::Relaxed);
                     let _ = ready_tx.send(Ok(()));
-                    let keeper = Keeper { cfg, info, state, ttl_secs, lease: shared, client: Some(client), stream: None };
+                    let keeper = Keeper {
+                        cfg,
+                        info,
+                        state,
+                        ttl_secs,
+                        lease: shared,
+                        client: Some(client),
+                        stream: None,
+                    };
                     keeper.run(stop_rx).await;
                     let _ = stopped_tx.send(());
                 });
             })
             .map_err(|e| MembershipError::Thread(e.to_string()))?;
         match ready_rx.await {
-            Ok(Ok(())) => Ok(Self { lease, stop: Some(stop_tx), stopped: Some(stopped_rx) }),
+            Ok(Ok(())) => Ok(Self {
+                lease,
+                stop: Some(stop_tx),
+                stopped: Some(stopped_rx),
+            }),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(MembershipError::Thread("the lease thread stopped during registration".into())),
+            Err(_) => Err(MembershipError::Thread(
+                "the lease thread stopped during registration".into(),
+            )),
         }
     }
 
@@ -190,16 +215,31 @@ mod tests {
     fn endpoints_and_ttl_are_validated() {
         assert!(validate_endpoints(&["http://127.0.0.1:2379".into(), "http://etcd-1:2379/".into()]).is_ok());
         let membership = |e: &[String]| validate_endpoints(e).map_err(MembershipError::from);
-        assert!(matches!(membership(&[]), Err(MembershipError::Etcd(EtcdError::NoEndpoint))));
-        for bad in ["127.0.0.1:2379", "https://h:1", "http://:2379", "http://h:0", "http://h"] {
+        assert!(matches!(
+            membership(&[]),
+            Err(MembershipError::Etcd(EtcdError::NoEndpoint))
+        ));
+        for bad in [
+            "127.0.0.1:2379",
+            "https://h:1",
+            "http://:2379",
+            "http://h:0",
+            "http://h",
+        ] {
             let e = membership(&[bad.into()]);
-            assert!(matches!(e, Err(MembershipError::Etcd(EtcdError::BadEndpoint(_)))), "{bad}");
+            assert!(
+                matches!(e, Err(MembershipError::Etcd(EtcdError::BadEndpoint(_)))),
+                "{bad}"
+            );
         }
         let mut cfg = EtcdMembershipConfig::new(vec!["http://h:1".into()]);
         assert_eq!(cfg.ttl_secs().ok(), Some(10));
         cfg.lease_ttl = Duration::from_millis(2500);
         assert_eq!(cfg.ttl_secs().ok(), Some(3));
         cfg.lease_ttl = Duration::from_secs(1);
-        assert_eq!(cfg.ttl_secs().unwrap_err().to_string(), "lease ttl 1s is not in 2..=3600 seconds");
+        assert_eq!(
+            cfg.ttl_secs().unwrap_err().to_string(),
+            "lease ttl 1s is not in 2..=3600 seconds"
+        );
     }
 }

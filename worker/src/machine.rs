@@ -13,7 +13,9 @@ pub fn default_id() -> String {
 /// The name the coordinator gangs by. The CPU still runs the text encoder and VAE on a CUDA
 /// worker, so it is part of the name there too.
 pub fn device_name(device: &Device) -> String {
-    device.describe().map_or_else(cpu_name, |(n, _)| format!("{n} with {}", cpu_name()))
+    device
+        .describe()
+        .map_or_else(cpu_name, |(n, _)| format!("{n} with {}", cpu_name()))
 }
 
 /// The device's memory: the GPU's, else the machine's.
@@ -35,7 +37,10 @@ fn machine_memory_bytes() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
-            let kb = s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1));
+            let kb = s
+                .lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1));
             kb.and_then(|k| k.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)

@@ -11,7 +11,11 @@ use tokio::sync::watch;
 
 /// Registers, retrying unreachable coordinators with exponential backoff for at most `patience`.
 /// A refusal (duplicate id, bad address) is returned at once: retrying cannot fix it.
-pub async fn register(registry: &dyn RegistryApi, info: &WorkerInfo, patience: Duration) -> Result<RegisterAck, ApiError> {
+pub async fn register(
+    registry: &dyn RegistryApi,
+    info: &WorkerInfo,
+    patience: Duration,
+) -> Result<RegisterAck, ApiError> {
     let deadline = Instant::now() + patience;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -23,7 +27,9 @@ pub async fn register(registry: &dyn RegistryApi, info: &WorkerInfo, patience: D
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
             Err(ApiError::Unavailable(m)) => {
-                return Err(ApiError::Unavailable(format!("coordinator unreachable for {patience:?}: {m}")))
+                return Err(ApiError::Unavailable(format!(
+                    "coordinator unreachable for {patience:?}: {m}"
+                )))
             }
             Err(e) => return Err(e),
         }
@@ -32,13 +38,23 @@ pub async fn register(registry: &dyn RegistryApi, info: &WorkerInfo, patience: D
 
 /// Heartbeats until `shutdown` flips, re-registering if the coordinator forgot this worker
 /// (it restarted); deregisters on shutdown.
-pub async fn heartbeat_loop(registry: Arc<dyn RegistryApi>, info: WorkerInfo, node: WorkerNode, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn heartbeat_loop(
+    registry: Arc<dyn RegistryApi>,
+    info: WorkerInfo,
+    node: WorkerNode,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => break,
         }
-        let state = if node.busy_job().is_some() { WorkerState::Busy } else { WorkerState::Idle };
+        let state = if node.busy_job().is_some() {
+            WorkerState::Busy
+        } else {
+            WorkerState::Idle
+        };
         match registry.heartbeat(info.id.clone(), state, node.busy_job()).await {
             Ok(true) => {}
             Ok(false) => {
@@ -50,7 +66,10 @@ pub async fn heartbeat_loop(registry: Arc<dyn RegistryApi>, info: WorkerInfo, no
             Err(e) => tracing::warn!("heartbeat failed: {e}"),
         }
     }
-    if let Err(e) = tokio::time::timeout(Duration::from_secs(3), registry.deregister(info.id.clone())).await.unwrap_or(Ok(())) {
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(3), registry.deregister(info.id.clone()))
+        .await
+        .unwrap_or(Ok(()))
+    {
         tracing::warn!("deregistration failed: {e}");
     }
 }

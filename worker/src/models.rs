@@ -28,14 +28,23 @@ impl std::str::FromStr for ModelSource {
         };
         if let Some(n) = &name {
             if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                let hint = if n.contains('/') { " (a directory whose path holds '=' needs an explicit NAME=DIR)" } else { "" };
-                return Err(format!("model name {n:?} must be non-empty and use only letters, digits, '.', '_' and '-'{hint}"));
+                let hint = if n.contains('/') {
+                    " (a directory whose path holds '=' needs an explicit NAME=DIR)"
+                } else {
+                    ""
+                };
+                return Err(format!(
+                    "model name {n:?} must be non-empty and use only letters, digits, '.', '_' and '-'{hint}"
+                ));
             }
         }
         if dir.is_empty() {
             return Err("the model directory is empty (expected DIR or NAME=DIR)".into());
         }
-        Ok(Self { name, dir: PathBuf::from(dir) })
+        Ok(Self {
+            name,
+            dir: PathBuf::from(dir),
+        })
     }
 }
 
@@ -55,7 +64,11 @@ pub enum ModelError {
     #[error("cannot load the model at {dir}: {reason}")]
     Load { dir: PathBuf, reason: String },
     #[error("model {name:?} is served twice ({first} and {second}): give one of them another name with NAME=DIR")]
-    Duplicate { name: String, first: String, second: String },
+    Duplicate {
+        name: String,
+        first: String,
+        second: String,
+    },
     #[error("model {0:?} is not served by this worker")]
     NotServed(String),
     #[error("{0}")]
@@ -76,7 +89,10 @@ pub struct ModelSet {
 impl ModelSet {
     /// Only the built-in models (the procedural model).
     pub fn builtin() -> Self {
-        let mut set = Self { models: Vec::new(), by_name: HashMap::new() };
+        let mut set = Self {
+            models: Vec::new(),
+            by_name: HashMap::new(),
+        };
         for m in longshot_models::builtin_models() {
             set.add(m).expect("the built-in models have distinct names");
         }
@@ -89,9 +105,16 @@ impl ModelSet {
     pub fn load(sources: &[ModelSource], device: &Device) -> Result<Self, ModelError> {
         let mut set = Self::builtin();
         for s in sources {
-            let m = WanModel::load(&s.dir, s.name.as_deref(), &device.wan_backend())
-                .map_err(|e| ModelError::Load { dir: s.dir.clone(), reason: e.to_string() })?;
-            let loaded = format!("loaded {} from {} (transformer on {})", m.name(), s.dir.display(), m.backend_kind());
+            let m = WanModel::load(&s.dir, s.name.as_deref(), &device.wan_backend()).map_err(|e| ModelError::Load {
+                dir: s.dir.clone(),
+                reason: e.to_string(),
+            })?;
+            let loaded = format!(
+                "loaded {} from {} (transformer on {})",
+                m.name(),
+                s.dir.display(),
+                m.backend_kind()
+            );
             set.add(Arc::new(m))?;
             tracing::info!("{loaded}");
         }
@@ -102,7 +125,11 @@ impl ModelSet {
     pub fn add(&mut self, model: Arc<dyn ServedModel>) -> Result<(), ModelError> {
         let name = model.name();
         if let Some(first) = self.get(&name) {
-            return Err(ModelError::Duplicate { name, first: first.origin(), second: model.origin() });
+            return Err(ModelError::Duplicate {
+                name,
+                first: first.origin(),
+                second: model.origin(),
+            });
         }
         self.by_name.insert(name, self.models.len());
         self.models.push(model);
@@ -133,9 +160,17 @@ impl ModelSet {
 
     /// Text embeddings of a job's prompts (`None` for models that take the text itself).
     /// Blocking and heavy: call it off the async runtime.
-    pub fn encode_text(&self, model: &str, prompt: &str, negative_prompt: &str) -> Result<Option<TextEmbeddings>, ModelError> {
+    pub fn encode_text(
+        &self,
+        model: &str,
+        prompt: &str,
+        negative_prompt: &str,
+    ) -> Result<Option<TextEmbeddings>, ModelError> {
         let m = self.served_model(model)?;
-        m.encode_text(prompt, negative_prompt).map_err(|e| ModelError::Failed { name: model.into(), reason: e.to_string() })
+        m.encode_text(prompt, negative_prompt).map_err(|e| ModelError::Failed {
+            name: model.into(),
+            reason: e.to_string(),
+        })
     }
 
     /// Cheap checks of an assignment's conditioning, before any work starts.
@@ -156,8 +191,14 @@ impl ModelSet {
     ) -> Result<JobModel, ModelError> {
         self.check_conditioning(model, cond)?;
         let m = self.served_model(model)?;
-        let failed = |e: ServedModelError| ModelError::Failed { name: model.into(), reason: e.to_string() };
-        Ok((m.job_denoiser(cond, latent_h, latent_w).map_err(failed)?, m.frame_decoder()))
+        let failed = |e: ServedModelError| ModelError::Failed {
+            name: model.into(),
+            reason: e.to_string(),
+        };
+        Ok((
+            m.job_denoiser(cond, latent_h, latent_w).map_err(failed)?,
+            m.frame_decoder(),
+        ))
     }
 }
 
@@ -171,19 +212,49 @@ mod tests {
 
     #[test]
     fn model_sources_parse_dir_or_name_equals_dir() {
-        assert_eq!("/m/wan".parse(), Ok(ModelSource { name: None, dir: "/m/wan".into() }));
-        assert_eq!("tiny=/m/wan".parse(), Ok(ModelSource { name: Some("tiny".into()), dir: "/m/wan".into() }));
+        assert_eq!(
+            "/m/wan".parse(),
+            Ok(ModelSource {
+                name: None,
+                dir: "/m/wan".into()
+            })
+        );
+        assert_eq!(
+            "tiny=/m/wan".parse(),
+            Ok(ModelSource {
+                name: Some("tiny".into()),
+                dir: "/m/wan".into()
+            })
+        );
         assert!("=/m".parse::<ModelSource>().unwrap_err().contains("must be non-empty"));
         assert!("a b=/m".parse::<ModelSource>().unwrap_err().contains("only letters"));
-        assert!("tiny=".parse::<ModelSource>().unwrap_err().contains("directory is empty"));
-        assert!("/data/run=1/wan".parse::<ModelSource>().unwrap_err().contains("needs an explicit NAME=DIR"));
+        assert!("tiny="
+            .parse::<ModelSource>()
+            .unwrap_err()
+            .contains("directory is empty"));
+        assert!("/data/run=1/wan"
+            .parse::<ModelSource>()
+            .unwrap_err()
+            .contains("needs an explicit NAME=DIR"));
         assert_eq!("tiny=/m/wan".parse::<ModelSource>().unwrap().to_arg(), "tiny=/m/wan");
     }
 
     #[test]
     fn a_missing_directory_is_a_clear_error() {
-        let e = ModelSet::load(&[ModelSource { name: None, dir: "/nonexistent/wan".into() }], &Device::Cpu).err().expect("must fail").to_string();
-        assert!(e.starts_with("cannot load the model at /nonexistent/wan: ") && e.contains("model_index.json"), "{e}");
+        let e = ModelSet::load(
+            &[ModelSource {
+                name: None,
+                dir: "/nonexistent/wan".into(),
+            }],
+            &Device::Cpu,
+        )
+        .err()
+        .expect("must fail")
+        .to_string();
+        assert!(
+            e.starts_with("cannot load the model at /nonexistent/wan: ") && e.contains("model_index.json"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -192,10 +263,21 @@ mod tests {
         assert_eq!(set.encode_text(ProceduralModel::NAME, "a", "b").unwrap(), None);
         let mut cond = Conditioning::new("a", "");
         set.check_conditioning(ProceduralModel::NAME, &cond).unwrap();
-        cond.embeddings = Some(TextEmbeddings { rows: 1, dim: 1, prompt: vec![0.0], negative: vec![0.0] });
-        let e = set.check_conditioning(ProceduralModel::NAME, &cond).unwrap_err().to_string();
+        cond.embeddings = Some(TextEmbeddings {
+            rows: 1,
+            dim: 1,
+            prompt: vec![0.0],
+            negative: vec![0.0],
+        });
+        let e = set
+            .check_conditioning(ProceduralModel::NAME, &cond)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("takes no text embeddings"));
-        assert!(matches!(set.encode_text("wan", "a", "b"), Err(ModelError::NotServed(_))));
+        assert!(matches!(
+            set.encode_text("wan", "a", "b"),
+            Err(ModelError::NotServed(_))
+        ));
     }
 
     /// Takes `[2, 3]` embeddings; its name is only ever used as a key.
@@ -203,7 +285,11 @@ mod tests {
 
     impl ServedModel for NeedsEmbeddings {
         fn info(&self) -> ModelInfo {
-            ModelInfo { name: self.0.into(), weights: "w".into(), ..ProceduralModel::new().info() }
+            ModelInfo {
+                name: self.0.into(),
+                weights: "w".into(),
+                ..ProceduralModel::new().info()
+            }
         }
         fn origin(&self) -> String {
             format!("the test model {}", self.0)
@@ -212,10 +298,19 @@ mod tests {
             longshot_models::TextConditioning::Embeddings
         }
         fn check_embeddings(&self, e: &TextEmbeddings) -> Result<(), String> {
-            if (e.rows, e.dim) == (2, 3) { Ok(()) } else { Err(format!("shape [{}, {}] is not [2, 3]", e.rows, e.dim)) }
+            if (e.rows, e.dim) == (2, 3) {
+                Ok(())
+            } else {
+                Err(format!("shape [{}, {}] is not [2, 3]", e.rows, e.dim))
+            }
         }
         fn encode_text(&self, _: &str, _: &str) -> Result<Option<TextEmbeddings>, ServedModelError> {
-            Ok(Some(TextEmbeddings { rows: 2, dim: 3, prompt: vec![0.0; 6], negative: vec![0.0; 6] }))
+            Ok(Some(TextEmbeddings {
+                rows: 2,
+                dim: 3,
+                prompt: vec![0.0; 6],
+                negative: vec![0.0; 6],
+            }))
         }
         fn job_denoiser(&self, c: &Conditioning, h: usize, w: usize) -> Result<Box<dyn Denoiser>, ServedModelError> {
             ProceduralModel::new().job_denoiser(&Conditioning::new(c.prompt.clone(), ""), h, w)
@@ -231,17 +326,34 @@ mod tests {
         set.add(Arc::new(NeedsEmbeddings("needs"))).unwrap();
         let mut cond = Conditioning::new("a", "");
         let missing = set.check_conditioning("needs", &cond).unwrap_err().to_string();
-        assert_eq!(missing, r#"model "needs" needs the job's text embeddings (EncodeText), none were sent"#);
+        assert_eq!(
+            missing,
+            r#"model "needs" needs the job's text embeddings (EncodeText), none were sent"#
+        );
         assert!(set.instantiate("needs", &cond, 2, 2).is_err());
-        cond.embeddings = Some(TextEmbeddings { rows: 1, dim: 3, prompt: vec![0.0; 3], negative: vec![0.0; 3] });
+        cond.embeddings = Some(TextEmbeddings {
+            rows: 1,
+            dim: 3,
+            prompt: vec![0.0; 3],
+            negative: vec![0.0; 3],
+        });
         let invalid = set.check_conditioning("needs", &cond).unwrap_err().to_string();
         assert_eq!(invalid, r#"text embeddings for "needs": shape [1, 3] is not [2, 3]"#);
         cond.embeddings = set.encode_text("needs", "a", "").unwrap();
         set.check_conditioning("needs", &cond).unwrap();
         set.instantiate("needs", &cond, 2, 2).unwrap();
         // The built-in model, for contrast, refuses those same embeddings.
-        let unexpected = set.check_conditioning(ProceduralModel::NAME, &cond).unwrap_err().to_string();
-        assert_eq!(unexpected, format!("model {:?} takes no text embeddings, but some were sent", ProceduralModel::NAME));
+        let unexpected = set
+            .check_conditioning(ProceduralModel::NAME, &cond)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            unexpected,
+            format!(
+                "model {:?} takes no text embeddings, but some were sent",
+                ProceduralModel::NAME
+            )
+        );
     }
 
     #[test]
@@ -249,8 +361,14 @@ mod tests {
         let mut set = ModelSet::builtin();
         set.add(Arc::new(NeedsEmbeddings("twice"))).unwrap();
         let e = set.add(Arc::new(NeedsEmbeddings("twice"))).unwrap_err().to_string();
-        assert!(e.starts_with(r#"model "twice" is served twice (the test model twice and the test model twice)"#), "{e}");
-        let e = set.add(Arc::new(NeedsEmbeddings(ProceduralModel::NAME))).unwrap_err().to_string();
+        assert!(
+            e.starts_with(r#"model "twice" is served twice (the test model twice and the test model twice)"#),
+            "{e}"
+        );
+        let e = set
+            .add(Arc::new(NeedsEmbeddings(ProceduralModel::NAME)))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("(the built-in procedural model and "), "{e}");
         assert_eq!(set.served().len(), 2);
     }

@@ -51,7 +51,10 @@ impl NcclSupport {
                 Ok((major, minor, patch)) => {
                     let gpu = backend.info().uuid.clone();
                     tracing::info!("NCCL {major}.{minor}.{patch}: overlaps can go over NCCL on {gpu}");
-                    Self { backend: Some(backend.clone()), gpu: Some(gpu) }
+                    Self {
+                        backend: Some(backend.clone()),
+                        gpu: Some(gpu),
+                    }
                 }
                 Err(e) => {
                     tracing::info!("overlaps go over TCP only: {e}");
@@ -84,7 +87,12 @@ impl NcclSupport {
     /// The shard's exchange: joins `group`'s communicator (waiting at most `timeout` for every
     /// rank, watching `tcp.cancel`), velocities over it and the rest over `tcp`. Blocking: call
     /// it on the shard thread.
-    pub fn exchange(&self, group: &NcclGroup, tcp: NetExchange, timeout: Duration) -> Result<Box<dyn ShardExchange>, String> {
+    pub fn exchange(
+        &self,
+        group: &NcclGroup,
+        tcp: NetExchange,
+        timeout: Duration,
+    ) -> Result<Box<dyn ShardExchange>, String> {
         #[cfg(feature = "cuda")]
         if let Some(backend) = &self.backend {
             return gpu::exchange(backend.clone(), group, tcp, timeout);
@@ -106,7 +114,12 @@ mod gpu {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    pub(super) fn exchange(backend: Arc<CudaBackend>, group: &NcclGroup, tcp: NetExchange, timeout: Duration) -> Result<Box<dyn ShardExchange>, String> {
+    pub(super) fn exchange(
+        backend: Arc<CudaBackend>,
+        group: &NcclGroup,
+        tcp: NetExchange,
+        timeout: Duration,
+    ) -> Result<Box<dyn ShardExchange>, String> {
         let id = NcclUniqueId::from_bytes(&group.unique_id).map_err(|e| e.to_string())?;
         let (rank, ranks) = (group.rank, group.ranks);
         let (has_left, has_right) = (tcp.left.is_some(), tcp.right.is_some());
@@ -119,7 +132,8 @@ mod gpu {
             .name(format!("nccl-join-{rank}"))
             .spawn(move || {
                 // The first exchange sets up the peer connections (a wait on the neighbours too).
-                let joined = HostOverlapExchange::join(&backend, &id, rank, ranks).and_then(|mut ex| ex.connect_neighbours().map(|()| ex));
+                let joined = HostOverlapExchange::join(&backend, &id, rank, ranks)
+                    .and_then(|mut ex| ex.connect_neighbours().map(|()| ex));
                 let _ = tx.send(joined);
             })
             .map_err(|e| format!("cannot start the NCCL join thread: {e}"))?;
@@ -129,12 +143,18 @@ mod gpu {
                 return Err("cancelled while joining the NCCL communicator".into());
             }
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(r) => break r.map_err(|e| format!("joining the NCCL communicator as rank {rank} of {ranks}: {e}"))?,
+                Ok(r) => {
+                    break r.map_err(|e| format!("joining the NCCL communicator as rank {rank} of {ranks}: {e}"))?
+                }
                 Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
-                    return Err(format!("not every rank joined the NCCL communicator within {timeout:?} (rank {rank} of {ranks})"));
+                    return Err(format!(
+                        "not every rank joined the NCCL communicator within {timeout:?} (rank {rank} of {ranks})"
+                    ));
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Err("the NCCL join thread ended without an answer".into()),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err("the NCCL join thread ended without an answer".into())
+                }
             }
         };
         tracing::info!(job = %tcp.job_id, "joined the NCCL communicator as rank {rank} of {ranks}");
@@ -143,7 +163,12 @@ mod gpu {
             (true, false) => format!("rank {} (left)", rank - 1),
             _ => format!("rank {} (right)", rank + 1),
         };
-        let transport = NcclTransport { ex: joined, timeout, cancel: tcp.cancel.clone(), peers };
+        let transport = NcclTransport {
+            ex: joined,
+            timeout,
+            cancel: tcp.cancel.clone(),
+            peers,
+        };
         Ok(Box::new(GroupedExchange::new(transport, tcp, has_left, has_right)))
     }
 
@@ -159,15 +184,20 @@ mod gpu {
     impl GroupedTransport for NcclTransport {
         fn start(&mut self, sends: &[(Side, &[f32])]) -> Result<(), ExchangeError> {
             let pick = |side| sends.iter().find(|(s, _)| *s == side).map(|(_, v)| *v);
-            self.ex.start(pick(Side::Left), pick(Side::Right)).map_err(|e| ExchangeError::Protocol {
-                side: sends.first().map_or(Side::Left, |s| s.0),
-                reason: format!("NCCL: {e}"),
-            })
+            self.ex
+                .start(pick(Side::Left), pick(Side::Right))
+                .map_err(|e| ExchangeError::Protocol {
+                    side: sends.first().map_or(Side::Left, |s| s.0),
+                    reason: format!("NCCL: {e}"),
+                })
         }
 
         fn finish(&mut self, side: Side, step: u32) -> Result<Vec<f32>, ExchangeError> {
             let deadline = Instant::now() + self.timeout;
-            let failed = |e: longshot_kernels::cuda::CudaError| ExchangeError::Disconnected { side, reason: format!("NCCL transfer failed: {e}") };
+            let failed = |e: longshot_kernels::cuda::CudaError| ExchangeError::Disconnected {
+                side,
+                reason: format!("NCCL transfer failed: {e}"),
+            };
             // Polled, not waited on: a neighbour that never sends must end in a timeout (the
             // communicator is then aborted when the exchange drops), and a cancel must be seen.
             while !self.ex.is_received().map_err(failed)? {
@@ -175,7 +205,11 @@ mod gpu {
                     return Err(ExchangeError::Cancelled);
                 }
                 if Instant::now() >= deadline {
-                    return Err(ExchangeError::GroupTimeout { peers: self.peers.clone(), step, timeout: self.timeout });
+                    return Err(ExchangeError::GroupTimeout {
+                        peers: self.peers.clone(),
+                        step,
+                        timeout: self.timeout,
+                    });
                 }
                 std::thread::sleep(Duration::from_micros(50));
             }

@@ -38,7 +38,10 @@ impl NetExchange {
             Side::Left => self.left.as_ref(),
             Side::Right => self.right.as_ref(),
         }
-        .ok_or_else(|| ExchangeError::Protocol { side, reason: "no neighbour on this side".into() })
+        .ok_or_else(|| ExchangeError::Protocol {
+            side,
+            reason: "no neighbour on this side".into(),
+        })
     }
 }
 
@@ -66,11 +69,18 @@ impl Exchange for NetExchange {
             Payload::Velocity(v) | Payload::Halo(v) => 4 * v.len() as u64,
             Payload::LatentHash(_) => 8,
         };
-        let env = OverlapEnvelope { job_id: self.job_id.clone(), plan_id: self.plan_id, message };
+        let env = OverlapEnvelope {
+            job_id: self.job_id.clone(),
+            plan_id: self.plan_id,
+            message,
+        };
         self.link(side)?
             .outbound
             .send(env)
-            .map_err(|_| ExchangeError::Disconnected { side, reason: "connection to the neighbour is closed".into() })
+            .map_err(|_| ExchangeError::Disconnected {
+                side,
+                reason: "connection to the neighbour is closed".into(),
+            })
     }
 
     fn recv(&mut self, side: Side, step: u32) -> Result<OverlapMessage, ExchangeError> {
@@ -82,7 +92,11 @@ impl Exchange for NetExchange {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(ExchangeError::Timeout { side, step, timeout: self.timeout });
+                return Err(ExchangeError::Timeout {
+                    side,
+                    step,
+                    timeout: self.timeout,
+                });
             }
             match self.link(side)?.inbound.recv_timeout(slice.min(deadline - now)) {
                 Ok(m) => return Ok(m),

@@ -40,7 +40,15 @@ pub struct WorkerNode {
 
 impl WorkerNode {
     pub fn new(id: String, connector: Arc<dyn ExchangeConnector>, models: Arc<ModelSet>, nccl: NcclSupport) -> Self {
-        Self { inner: Arc::new(NodeInner { id, connector, models, nccl, slot: Mutex::new(None) }) }
+        Self {
+            inner: Arc::new(NodeInner {
+                id,
+                connector,
+                models,
+                nccl,
+                slot: Mutex::new(None),
+            }),
+        }
     }
 
     /// What this worker serves.
@@ -58,7 +66,10 @@ impl WorkerNode {
 
     /// The job being run, if any.
     pub fn busy_job(&self) -> Option<String> {
-        self.lock().as_ref().filter(|s| !s.done.load(Ordering::Relaxed)).map(|s| s.job_id.clone())
+        self.lock()
+            .as_ref()
+            .filter(|s| !s.done.load(Ordering::Relaxed))
+            .map(|s| s.job_id.clone())
     }
 
     /// Stops whatever runs (shutdown).
@@ -74,8 +85,13 @@ impl WorkerNode {
             Err(e @ ModelError::NotServed(_)) => return Err(ApiError::invalid("model", e.to_string())),
             Err(e) => return Err(ApiError::invalid("conditioning", e.to_string())),
         }
-        if a.left_address.is_some() != (a.windows.start > 0) || a.right_address.is_some() != (a.windows.end < a.plan.windows()) {
-            return Err(ApiError::invalid("neighbours", "a neighbour address is required exactly where a neighbouring window exists"));
+        if a.left_address.is_some() != (a.windows.start > 0)
+            || a.right_address.is_some() != (a.windows.end < a.plan.windows())
+        {
+            return Err(ApiError::invalid(
+                "neighbours",
+                "a neighbour address is required exactly where a neighbouring window exists",
+            ));
         }
         if a.exchange_timeout.is_zero() {
             return Err(ApiError::invalid("exchange_timeout", "must be positive"));
@@ -85,7 +101,10 @@ impl WorkerNode {
                 return Err(ApiError::invalid("nccl", format!("rank {} of {} with a {}-byte id: need 0 ≤ rank < ranks, ranks ≥ 2 and a {NCCL_UNIQUE_ID_BYTES}-byte id", g.rank, g.ranks, g.unique_id.len())));
             }
             if a.blend != BlendMode::CoDenoise || a.plan.overlap() == 0 {
-                return Err(ApiError::invalid("nccl", "only co-denoised windows with an overlap exchange velocities: send no NCCL group"));
+                return Err(ApiError::invalid(
+                    "nccl",
+                    "only co-denoised windows with an overlap exchange velocities: send no NCCL group",
+                ));
             }
             if self.inner.nccl.gpu().is_none() {
                 return Err(ApiError::invalid("nccl", "this worker cannot join NCCL communicators (no GPU, no libnccl, or a build without CUDA): run the gang over TCP"));
@@ -113,7 +132,10 @@ impl WorkerNode {
                     )));
                 }
                 if s.job_id != a.job_id {
-                    return Err(ApiError::FailedPrecondition(format!("worker {} is busy with job {}", self.inner.id, s.job_id)));
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "worker {} is busy with job {}",
+                        self.inner.id, s.job_id
+                    )));
                 }
                 // A newer plan of the same job supersedes the running one.
                 s.cancel.store(true, Ordering::Relaxed);
@@ -127,10 +149,24 @@ impl WorkerNode {
                 done: done.clone(),
             });
         }
-        let left = a.left_address.is_some().then(|| Link { outbound: left_out_tx, inbound: left_in_rx });
-        let right = a.right_address.as_ref().map(|addr| self.connect_right(addr.clone(), &a));
+        let left = a.left_address.is_some().then(|| Link {
+            outbound: left_out_tx,
+            inbound: left_in_rx,
+        });
+        let right = a
+            .right_address
+            .as_ref()
+            .map(|addr| self.connect_right(addr.clone(), &a));
         let (tx, rx) = mpsc::channel(64);
-        let exchange = NetExchange { job_id: a.job_id.clone(), plan_id: a.plan_id, left, right, timeout: a.exchange_timeout, cancel: cancel.clone(), bytes_sent: 0 };
+        let exchange = NetExchange {
+            job_id: a.job_id.clone(),
+            plan_id: a.plan_id,
+            left,
+            right,
+            timeout: a.exchange_timeout,
+            cancel: cancel.clone(),
+            bytes_sent: 0,
+        };
         let worker = self.inner.id.clone();
         let models = self.inner.models.clone();
         let nccl = self.inner.nccl.clone();
@@ -164,7 +200,10 @@ impl WorkerNode {
             };
             pump(&mut inbound, &in_tx, &job, plan, "right").await;
         });
-        Link { outbound: out_tx, inbound: in_rx }
+        Link {
+            outbound: out_tx,
+            inbound: in_rx,
+        }
     }
 }
 
@@ -178,7 +217,13 @@ impl Drop for DoneOnDrop {
 }
 
 /// Forwards a neighbour's messages for (job, plan) to the loop; others are stale and dropped.
-async fn pump(inbound: &mut BoxStream<Result<OverlapEnvelope, ApiError>>, to_loop: &std_mpsc::Sender<OverlapMessage>, job: &str, plan: u64, side: &str) {
+async fn pump(
+    inbound: &mut BoxStream<Result<OverlapEnvelope, ApiError>>,
+    to_loop: &std_mpsc::Sender<OverlapMessage>,
+    job: &str,
+    plan: u64,
+    side: &str,
+) {
     while let Some(item) = inbound.next().await {
         match item {
             Ok(env) if env.job_id == job && env.plan_id == plan => {
@@ -186,7 +231,11 @@ async fn pump(inbound: &mut BoxStream<Result<OverlapEnvelope, ApiError>>, to_loo
                     return; // the loop is over
                 }
             }
-            Ok(env) => tracing::warn!("dropping a {side} overlap message for job {} plan {} (running {job} plan {plan})", env.job_id, env.plan_id),
+            Ok(env) => tracing::warn!(
+                "dropping a {side} overlap message for job {} plan {} (running {job} plan {plan})",
+                env.job_id,
+                env.plan_id
+            ),
             Err(e) => {
                 tracing::warn!("{side} overlap stream failed: {e}");
                 return;
@@ -195,7 +244,14 @@ async fn pump(inbound: &mut BoxStream<Result<OverlapEnvelope, ApiError>>, to_loo
     }
 }
 
-fn run_shard_blocking(models: &ModelSet, nccl: &NcclSupport, a: ShardAssignment, tcp: NetExchange, cancel: Arc<AtomicBool>, tx: &mpsc::Sender<ShardEvent>) {
+fn run_shard_blocking(
+    models: &ModelSet,
+    nccl: &NcclSupport,
+    a: ShardAssignment,
+    tcp: NetExchange,
+    cancel: Arc<AtomicBool>,
+    tx: &mpsc::Sender<ShardEvent>,
+) {
     // If the coordinator stops listening, stop the work too.
     let emit = |e: ShardEvent| {
         if tx.blocking_send(e).is_err() {
@@ -234,7 +290,10 @@ fn run_shard_blocking(models: &ModelSet, nccl: &NcclSupport, a: ShardAssignment,
     };
     let started = Instant::now();
     let mut progress = |p: Progress| match p {
-        Progress::Step { window, step, .. } => emit(ShardEvent::StepDone { window: window as u32, step: step as u32 }),
+        Progress::Step { window, step, .. } => emit(ShardEvent::StepDone {
+            window: window as u32,
+            step: step as u32,
+        }),
     };
     let result = denoise_partition(&cfg, denoiser.as_mut(), exchange.as_mut(), &cancel, &mut progress).and_then(|out| {
         let (t, steps) = (out.timings, cfg.schedule.steps().max(1) as f64);
@@ -276,9 +335,12 @@ impl WorkerApi for WorkerNode {
             let started = Instant::now();
             // The encoder is heavy CPU (GPU later) work: never on the async runtime.
             let (model, job) = (r.model.clone(), r.job_id.clone());
-            let result = tokio::task::spawn_blocking(move || models.encode_text(&r.model, &r.prompt, &r.negative_prompt))
-                .await
-                .map_err(|e| ApiError::Internal(format!("worker {}: the text encoder task failed: {e}", self.inner.id)))?;
+            let result =
+                tokio::task::spawn_blocking(move || models.encode_text(&r.model, &r.prompt, &r.negative_prompt))
+                    .await
+                    .map_err(|e| {
+                        ApiError::Internal(format!("worker {}: the text encoder task failed: {e}", self.inner.id))
+                    })?;
             let e = result.map_err(|e| ApiError::Internal(format!("worker {}: {e}", self.inner.id)))?;
             tracing::info!(job = %job, model = %model, secs = started.elapsed().as_secs_f64(), "encoded the prompts");
             Ok(e)
@@ -315,13 +377,21 @@ impl WorkerApi for WorkerNode {
 const ROUTE_WAIT: Duration = Duration::from_secs(30);
 
 impl ExchangeApi for WorkerNode {
-    fn overlap(&self, mut inbound: BoxStream<Result<OverlapEnvelope, ApiError>>) -> BoxFuture<'_, Result<BoxStream<OverlapEnvelope>, ApiError>> {
+    fn overlap(
+        &self,
+        mut inbound: BoxStream<Result<OverlapEnvelope, ApiError>>,
+    ) -> BoxFuture<'_, Result<BoxStream<OverlapEnvelope>, ApiError>> {
         Box::pin(async move {
             // The first message names the shard this stream belongs to.
             let first = match inbound.next().await {
                 Some(Ok(env)) => env,
                 Some(Err(e)) => return Err(e),
-                None => return Err(ApiError::invalid("overlap", "the stream ended before its first message")),
+                None => {
+                    return Err(ApiError::invalid(
+                        "overlap",
+                        "the stream ended before its first message",
+                    ))
+                }
             };
             let (job, plan) = (first.job_id.clone(), first.plan_id);
             let deadline = Instant::now() + ROUTE_WAIT;
@@ -329,18 +399,30 @@ impl ExchangeApi for WorkerNode {
                 {
                     let mut slot = self.lock();
                     match slot.as_mut() {
-                        Some(s) if s.job_id == job && s.plan_id == plan => match (s.left_in.take(), s.left_out.take()) {
-                            (Some(i), Some(o)) => break (i, o),
-                            _ => return Err(ApiError::FailedPrecondition(format!("job {job} plan {plan} already has a left neighbour stream"))),
-                        },
+                        Some(s) if s.job_id == job && s.plan_id == plan => {
+                            match (s.left_in.take(), s.left_out.take()) {
+                                (Some(i), Some(o)) => break (i, o),
+                                _ => {
+                                    return Err(ApiError::FailedPrecondition(format!(
+                                        "job {job} plan {plan} already has a left neighbour stream"
+                                    )))
+                                }
+                            }
+                        }
                         Some(s) if s.job_id == job && s.plan_id > plan => {
-                            return Err(ApiError::FailedPrecondition(format!("stale overlap stream: plan {plan} of job {job} was superseded by plan {}", s.plan_id)))
+                            return Err(ApiError::FailedPrecondition(format!(
+                                "stale overlap stream: plan {plan} of job {job} was superseded by plan {}",
+                                s.plan_id
+                            )))
                         }
                         _ => {}
                     }
                 }
                 if Instant::now() >= deadline {
-                    return Err(ApiError::FailedPrecondition(format!("no shard of job {job} plan {plan} arrived on worker {} within {ROUTE_WAIT:?}", self.inner.id)));
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "no shard of job {job} plan {plan} arrived on worker {} within {ROUTE_WAIT:?}",
+                        self.inner.id
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
@@ -363,14 +445,23 @@ mod tests {
     struct Unreachable;
 
     impl ExchangeConnector for Unreachable {
-        fn open(&self, address: String, _outbound: BoxStream<OverlapEnvelope>) -> BoxFuture<'static, Result<BoxStream<Result<OverlapEnvelope, ApiError>>, ApiError>> {
+        fn open(
+            &self,
+            address: String,
+            _outbound: BoxStream<OverlapEnvelope>,
+        ) -> BoxFuture<'static, Result<BoxStream<Result<OverlapEnvelope, ApiError>>, ApiError>> {
             Box::pin(async move { Err(ApiError::Unavailable(format!("no exchange at {address} in this test"))) })
         }
     }
 
     fn cpu_node() -> WorkerNode {
         let models = ModelSet::load(&[], &Device::Cpu).expect("the built-in model");
-        WorkerNode::new("w-test".into(), Arc::new(Unreachable), Arc::new(models), NcclSupport::detect(&Device::Cpu))
+        WorkerNode::new(
+            "w-test".into(),
+            Arc::new(Unreachable),
+            Arc::new(models),
+            NcclSupport::detect(&Device::Cpu),
+        )
     }
 
     fn assignment(nccl: Option<NcclGroup>) -> ShardAssignment {
@@ -402,17 +493,59 @@ mod tests {
     async fn a_cpu_worker_refuses_nccl_clearly() {
         let node = cpu_node();
         let refused = node.nccl_unique_id("j".into(), 1).await;
-        assert!(matches!(&refused, Err(ApiError::FailedPrecondition(m)) if m.contains("cannot join NCCL communicators")), "{refused:?}");
-        let group = NcclGroup { unique_id: vec![0; NCCL_UNIQUE_ID_BYTES], rank: 1, ranks: 3 };
+        assert!(
+            matches!(&refused, Err(ApiError::FailedPrecondition(m)) if m.contains("cannot join NCCL communicators")),
+            "{refused:?}"
+        );
+        let group = NcclGroup {
+            unique_id: vec![0; NCCL_UNIQUE_ID_BYTES],
+            rank: 1,
+            ranks: 3,
+        };
         let e = node.run_shard(assignment(Some(group))).await.err().expect("refused");
-        assert!(e.to_string().contains("nccl: this worker cannot join NCCL communicators"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("nccl: this worker cannot join NCCL communicators"),
+            "{e}"
+        );
         // Malformed groups and groups for jobs that exchange nothing are refused before that.
         for (group, blend, says) in [
-            (NcclGroup { unique_id: vec![0; 5], rank: 1, ranks: 3 }, BlendMode::CoDenoise, "need 0 ≤ rank < ranks"),
-            (NcclGroup { unique_id: vec![0; NCCL_UNIQUE_ID_BYTES], rank: 5, ranks: 3 }, BlendMode::CoDenoise, "need 0 ≤ rank < ranks"),
-            (NcclGroup { unique_id: vec![0; NCCL_UNIQUE_ID_BYTES], rank: 1, ranks: 3 }, BlendMode::Independent, "only co-denoised windows"),
+            (
+                NcclGroup {
+                    unique_id: vec![0; 5],
+                    rank: 1,
+                    ranks: 3,
+                },
+                BlendMode::CoDenoise,
+                "need 0 ≤ rank < ranks",
+            ),
+            (
+                NcclGroup {
+                    unique_id: vec![0; NCCL_UNIQUE_ID_BYTES],
+                    rank: 5,
+                    ranks: 3,
+                },
+                BlendMode::CoDenoise,
+                "need 0 ≤ rank < ranks",
+            ),
+            (
+                NcclGroup {
+                    unique_id: vec![0; NCCL_UNIQUE_ID_BYTES],
+                    rank: 1,
+                    ranks: 3,
+                },
+                BlendMode::Independent,
+                "only co-denoised windows",
+            ),
         ] {
-            let e = node.run_shard(ShardAssignment { blend, ..assignment(Some(group)) }).await.err().expect("refused");
+            let e = node
+                .run_shard(ShardAssignment {
+                    blend,
+                    ..assignment(Some(group))
+                })
+                .await
+                .err()
+                .expect("refused");
             assert!(e.to_string().contains(says), "{e}");
         }
         assert_eq!(node.busy_job(), None, "a refused shard leaves nothing behind");

@@ -22,7 +22,10 @@ pub enum Membership {
     /// Registers with the coordinator at this endpoint and heartbeats; deregisters on shutdown.
     Coordinator(String),
     /// Registers in etcd under a lease of `lease_ttl`; revokes it on shutdown.
-    Etcd { endpoints: Vec<String>, lease_ttl: Duration },
+    Etcd {
+        endpoints: Vec<String>,
+        lease_ttl: Duration,
+    },
 }
 
 /// What [`serve`] needs besides its listener.
@@ -55,7 +58,11 @@ pub enum ServeError {
     #[error("{0}")]
     Connect(String),
     #[error("worker {id} could not register with the coordinator at {endpoint}: {reason}")]
-    Register { id: String, endpoint: String, reason: String },
+    Register {
+        id: String,
+        endpoint: String,
+        reason: String,
+    },
     #[error("worker {id} could not register in etcd: {reason}")]
     Etcd { id: String, reason: MembershipError },
     #[error("{0}")]
@@ -71,9 +78,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let task = |what| move |e: tokio::task::JoinError| ServeError::Task { what, reason: e.to_string() };
+    let task = |what| {
+        move |e: tokio::task::JoinError| ServeError::Task {
+            what,
+            reason: e.to_string(),
+        }
+    };
     let request = config.device;
-    let dev = tokio::task::spawn_blocking(move || device::select(request)).await.map_err(task("device probe"))??;
+    let dev = tokio::task::spawn_blocking(move || device::select(request))
+        .await
+        .map_err(task("device probe"))??;
     let sources = config.models.clone();
     for s in &sources {
         tracing::info!("loading the model at {}", s.dir.display());
@@ -101,12 +115,19 @@ pub async fn serve(
         nccl_gpu: nccl.gpu().map(Into::into),
     };
     let (tx, rx) = watch::channel(false);
-    let served = transport.serve(listener, Arc::new(node.clone()), Arc::new(node.clone()), Box::pin(wait_for(rx)));
+    let served = transport.serve(
+        listener,
+        Arc::new(node.clone()),
+        Arc::new(node.clone()),
+        Box::pin(wait_for(rx)),
+    );
     let server = tokio::spawn(served);
     let patience = |default: f64| config.connect_timeout.unwrap_or(Duration::from_secs_f64(default));
     let joined = match &config.membership {
         Membership::Coordinator(endpoint) => {
-            let registry = transport.registry(endpoint).map_err(|e| ServeError::Connect(e.to_string()))?;
+            let registry = transport
+                .registry(endpoint)
+                .map_err(|e| ServeError::Connect(e.to_string()))?;
             let registered = membership::register(registry.as_ref(), &info, patience(30.0)).await;
             let ack = registered.map_err(|e| ServeError::Register {
                 id: id.clone(),
@@ -120,13 +141,25 @@ pub async fn serve(
         }
         Membership::Etcd { endpoints, lease_ttl } => {
             let connect_patience = patience(10.0);
-            let cfg = EtcdMembershipConfig { endpoints: endpoints.clone(), lease_ttl: *lease_ttl, connect_patience };
+            let cfg = EtcdMembershipConfig {
+                endpoints: endpoints.clone(),
+                lease_ttl: *lease_ttl,
+                connect_patience,
+            };
             let n = node.clone();
-            let state: StateFn =
-                Arc::new(move || if n.busy_job().is_some() { WorkerState::Busy } else { WorkerState::Idle });
+            let state: StateFn = Arc::new(move || {
+                if n.busy_job().is_some() {
+                    WorkerState::Busy
+                } else {
+                    WorkerState::Idle
+                }
+            });
             let started = EtcdMembership::start(cfg, info, state).await;
             let m = started.map_err(|reason| ServeError::Etcd { id: id.clone(), reason })?;
-            tracing::info!("worker {id} serving on {address}, registered in etcd at {}", endpoints.join(","));
+            tracing::info!(
+                "worker {id} serving on {address}, registered in etcd at {}",
+                endpoints.join(",")
+            );
             Joined::Etcd(m)
         }
     };
@@ -179,7 +212,10 @@ mod tests {
 
     impl RegistryApi for Registry {
         fn register(&self, worker: WorkerInfo) -> BoxFuture<'_, Result<RegisterAck, ApiError>> {
-            let ack = RegisterAck { worker_id: worker.id.clone(), heartbeat_interval: Duration::from_secs(60) };
+            let ack = RegisterAck {
+                worker_id: worker.id.clone(),
+                heartbeat_interval: Duration::from_secs(60),
+            };
             self.registered.lock().unwrap().push(worker);
             Box::pin(async move { Ok(ack) })
         }
@@ -246,14 +282,22 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
-        serve(config, Arc::new(Transport(registry.clone())), listener, shutdown).await.unwrap();
+        serve(config, Arc::new(Transport(registry.clone())), listener, shutdown)
+            .await
+            .unwrap();
         let registered = registry.registered.lock().unwrap().clone();
         assert_eq!(registered.len(), 1);
         let info = &registered[0];
         assert_eq!((info.id.as_str(), info.address.as_str()), ("w-serve", address.as_str()));
-        assert_eq!((info.device_kind.as_str(), info.version.as_str()), ("cpu", "test-version"));
+        assert_eq!(
+            (info.device_kind.as_str(), info.version.as_str()),
+            ("cpu", "test-version")
+        );
         assert!(!info.device_name.is_empty());
-        assert_eq!(info.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), [ProceduralModel::NAME]);
+        assert_eq!(
+            info.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            [ProceduralModel::NAME]
+        );
         assert_eq!(*registry.deregistered.lock().unwrap(), ["w-serve"]);
     }
 }

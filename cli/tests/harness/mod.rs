@@ -38,8 +38,21 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra coordinator and worker arguments.
     pub fn start_with(workers: usize, exchange_timeout_s: f64, options: ClusterOptions) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (coordinator, endpoint) = spawn_coordinator(dir.path(), exchange_timeout_s, &options.coordinator_args, "coordinator.log");
-        let mut c = Cluster { endpoint, dir, coordinator, workers: Vec::new(), options, exchange_timeout_s, coordinator_starts: 1 };
+        let (coordinator, endpoint) = spawn_coordinator(
+            dir.path(),
+            exchange_timeout_s,
+            &options.coordinator_args,
+            "coordinator.log",
+        );
+        let mut c = Cluster {
+            endpoint,
+            dir,
+            coordinator,
+            workers: Vec::new(),
+            options,
+            exchange_timeout_s,
+            coordinator_starts: 1,
+        };
         for _ in 0..workers {
             c.add_worker();
         }
@@ -54,7 +67,12 @@ impl Cluster {
         let _ = self.coordinator.wait();
         self.coordinator_starts += 1;
         let log = format!("coordinator-{}.log", self.coordinator_starts);
-        let (coordinator, endpoint) = spawn_coordinator(self.dir.path(), self.exchange_timeout_s, &self.options.coordinator_args, &log);
+        let (coordinator, endpoint) = spawn_coordinator(
+            self.dir.path(),
+            self.exchange_timeout_s,
+            &self.options.coordinator_args,
+            &log,
+        );
         self.coordinator = coordinator;
         self.endpoint = endpoint;
     }
@@ -62,14 +80,25 @@ impl Cluster {
     /// Sends a signal (`STOP`, `CONT`, …) to worker `i`.
     pub fn signal_worker(&self, i: usize, signal: &str) {
         let pid = self.workers[i].0.id().to_string();
-        let ok = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("run kill").success();
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("run kill")
+            .success();
         assert!(ok, "kill -{signal} {pid} failed");
     }
 
     pub fn add_worker(&mut self) {
         let i = self.workers.len();
         let mut child = Command::new(BIN)
-            .args(["--coordinator", &self.endpoint, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close"])
+            .args([
+                "--coordinator",
+                &self.endpoint,
+                "worker",
+                "--listen",
+                "127.0.0.1:0",
+                "--exit-on-stdin-close",
+            ])
             .args(["--id", &format!("w{i}")])
             .args(&self.options.worker_args)
             .stdin(Stdio::piped())
@@ -83,26 +112,43 @@ impl Cluster {
 
     /// Runs `longshot --coordinator <this> args…` and returns its output.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN).arg("--coordinator").arg(&self.endpoint).args(args).output().expect("run longshot")
+        Command::new(BIN)
+            .arg("--coordinator")
+            .arg(&self.endpoint)
+            .args(args)
+            .output()
+            .expect("run longshot")
     }
 
     /// Like `cli`, but the command must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(out.status.success(), "longshot {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.logs());
+        assert!(
+            out.status.success(),
+            "longshot {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `longshot workers --json`, one value per worker.
     pub fn workers(&self) -> Vec<serde_json::Value> {
         let out = self.cli(&["--json", "workers"]);
-        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     pub fn wait_for_workers(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.workers().len() != n {
-            assert!(Instant::now() < deadline, "{n} workers did not register\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "{n} workers did not register\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -115,7 +161,11 @@ impl Cluster {
             if w.len() == n && w.iter().all(|w| w["state"] == "idle") {
                 return;
             }
-            assert!(Instant::now() < deadline, "{n} idle workers expected, got {w:?}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "{n} idle workers expected, got {w:?}\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -139,7 +189,11 @@ impl Cluster {
             if states.contains(&s["state"].as_str().unwrap_or("")) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "job {job} did not reach {states:?}: {s}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "job {job} did not reach {states:?}: {s}\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -160,7 +214,11 @@ impl Cluster {
             if p.extension().is_some_and(|e| e == "log") {
                 let text = std::fs::read_to_string(&p).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                out += &format!("--- {} ---\n{}\n", p.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                out += &format!(
+                    "--- {} ---\n{}\n",
+                    p.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
         }
         out
@@ -184,7 +242,12 @@ fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, extra: &[String], log:
     let log = dir.join(log);
     let mut coordinator = Command::new(BIN)
         .args(["coordinator", "--listen", "127.0.0.1:0", "--heartbeat", "1"])
-        .args(["--exchange-timeout", &exchange_timeout_s.to_string(), "--hash-every", "2"])
+        .args([
+            "--exchange-timeout",
+            &exchange_timeout_s.to_string(),
+            "--hash-every",
+            "2",
+        ])
         .arg("--data-dir")
         .arg(dir.join("data"))
         .args(extra)
@@ -193,9 +256,14 @@ fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, extra: &[String], log:
         .spawn()
         .expect("start coordinator");
     let mut line = String::new();
-    BufReader::new(coordinator.stdout.take().expect("stdout")).read_line(&mut line).expect("coordinator prints its address");
+    BufReader::new(coordinator.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("coordinator prints its address");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(line.starts_with("coordinator listening on"), "unexpected first line {line:?}; log:\n{text}");
+    assert!(
+        line.starts_with("coordinator listening on"),
+        "unexpected first line {line:?}; log:\n{text}"
+    );
     let addr = line.trim().rsplit(' ').next().expect("address").to_string();
     (coordinator, format!("http://{addr}"))
 }
@@ -209,7 +277,10 @@ pub fn submit(c: &Cluster, args: &[&str]) -> String {
 
 /// Decodes a PNG sequence directory into raw RGB frames, in order.
 pub fn read_png_dir(dir: &Path) -> Vec<Vec<u8>> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).expect("png dir").map(|e| e.expect("entry").path()).collect();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("png dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
     names.sort();
     names
         .iter()
@@ -228,11 +299,20 @@ pub fn read_png_dir(dir: &Path) -> Vec<Vec<u8>> {
 pub fn ffprobe(path: &Path) -> serde_json::Value {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
-        .args(["-show_entries", "stream=codec_name,width,height,r_frame_rate,nb_read_frames,pix_fmt:format=duration", "-of", "json"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,r_frame_rate,nb_read_frames,pix_fmt:format=duration",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe must be installed (scripts/test.sh installs Debian's ffmpeg)");
-    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("ffprobe json")
 }
 

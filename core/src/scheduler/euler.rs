@@ -16,13 +16,7 @@ pub struct EulerState {
 }
 
 impl SchedulerState for EulerState {
-    fn step(
-        &mut self,
-        schedule: &Schedule,
-        index: usize,
-        model_output: &Latents,
-        sample: &mut Latents,
-    ) {
+    fn step(&mut self, schedule: &Schedule, index: usize, model_output: &Latents, sample: &mut Latents) {
         assert!(index < schedule.steps(), "Euler step {index} is past the last step");
         assert_eq!(
             model_output.shape(),
@@ -34,7 +28,10 @@ impl SchedulerState for EulerState {
         self.scratch.clear();
         self.scratch.extend_from_slice(sample.as_slice());
         // 1·x is exact, so this is torch's `sample + dt * model_output` bit for bit.
-        lincomb(sample.as_mut_slice(), &[(1.0, &self.scratch), (dt, model_output.as_slice())]);
+        lincomb(
+            sample.as_mut_slice(),
+            &[(1.0, &self.scratch), (dt, model_output.as_slice())],
+        );
     }
 }
 

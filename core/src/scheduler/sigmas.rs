@@ -66,7 +66,12 @@ pub enum ScheduleError {
     #[error("{field}[{index}] is not finite")]
     NotFinite { field: &'static str, index: usize },
     #[error("sigmas[{index}] = {value} is not in {allowed} for {solver}")]
-    SigmaRange { index: usize, value: f32, allowed: &'static str, solver: Solver },
+    SigmaRange {
+        index: usize,
+        value: f32,
+        allowed: &'static str,
+        solver: Solver,
+    },
     #[error("sigmas[{index}] = {value} is not below sigmas[{}] = {previous}", index - 1)]
     NotDecreasing { index: usize, value: f32, previous: f32 },
     #[error("the last sigma is {0}, expected 0")]
@@ -115,18 +120,20 @@ impl Schedule {
 
     /// Validates a schedule received from elsewhere: lengths, finiteness, σ strictly decreasing in
     /// (0, 1] ((0, 1) for UniPC, whose λ = ln(1−σ) − ln σ must be finite) and ending in exactly 0.
-    pub fn from_parts(
-        solver: Solver,
-        sigmas: Vec<f32>,
-        timesteps: Vec<f32>,
-    ) -> Result<Schedule, ScheduleError> {
+    pub fn from_parts(solver: Solver, sigmas: Vec<f32>, timesteps: Vec<f32>) -> Result<Schedule, ScheduleError> {
         let steps = timesteps.len();
         check_steps(steps)?;
         if sigmas.len() != steps + 1 {
-            return Err(ScheduleError::SigmasLen { got: sigmas.len(), expected: steps + 1 });
+            return Err(ScheduleError::SigmasLen {
+                got: sigmas.len(),
+                expected: steps + 1,
+            });
         }
         if let Some(index) = timesteps.iter().position(|t| !t.is_finite()) {
-            return Err(ScheduleError::NotFinite { field: "timesteps", index });
+            return Err(ScheduleError::NotFinite {
+                field: "timesteps",
+                index,
+            });
         }
         if let Some(index) = sigmas.iter().position(|s| !s.is_finite()) {
             return Err(ScheduleError::NotFinite { field: "sigmas", index });
@@ -137,7 +144,12 @@ impl Schedule {
         };
         for (index, &value) in sigmas[..steps].iter().enumerate() {
             if !(value > 0.0 && max_ok(value)) {
-                return Err(ScheduleError::SigmaRange { index, value, allowed, solver });
+                return Err(ScheduleError::SigmaRange {
+                    index,
+                    value,
+                    allowed,
+                    solver,
+                });
             }
             if index > 0 && value >= sigmas[index - 1] {
                 let previous = sigmas[index - 1];
@@ -147,7 +159,11 @@ impl Schedule {
         if sigmas[steps] != 0.0 {
             return Err(ScheduleError::LastSigma(sigmas[steps]));
         }
-        Ok(Schedule { solver, sigmas, timesteps })
+        Ok(Schedule {
+            solver,
+            sigmas,
+            timesteps,
+        })
     }
 
     pub fn solver(&self) -> Solver {
@@ -256,8 +272,7 @@ mod tests {
             let err = Schedule::new(Solver::UniPc, steps, 3.0).unwrap_err();
             assert_eq!(err.to_string(), format!("steps {steps} is not in 1..=1000"));
         }
-        for (shift, shown) in [(0.0, "0"), (-1.0, "-1"), (f64::NAN, "NaN"), (f64::INFINITY, "inf")]
-        {
+        for (shift, shown) in [(0.0, "0"), (-1.0, "-1"), (f64::NAN, "NaN"), (f64::INFINITY, "inf")] {
             let err = Schedule::new(Solver::Euler, 10, shift).unwrap_err();
             assert_eq!(
                 err.to_string(),
@@ -274,7 +289,10 @@ mod tests {
         let ok = |s: Vec<f32>, t: Vec<f32>| Schedule::from_parts(Solver::UniPc, s, t);
         assert!(ok(vec![0.9, 0.5, 0.0], vec![900.0, 500.0]).is_ok());
         assert_eq!(ok(vec![0.9, 0.0], vec![]), Err(Steps(0)));
-        assert_eq!(ok(vec![0.9, 0.0], vec![1.0, 2.0]), Err(SigmasLen { got: 2, expected: 3 }));
+        assert_eq!(
+            ok(vec![0.9, 0.0], vec![1.0, 2.0]),
+            Err(SigmasLen { got: 2, expected: 3 })
+        );
         let err = ok(vec![0.9, 0.5, 0.0], vec![900.0, f32::NAN]).unwrap_err();
         assert_eq!(err.to_string(), "timesteps[1] is not finite");
         let err = ok(vec![1.0, 0.5, 0.0], vec![1.0, 2.0]).unwrap_err();

@@ -29,13 +29,7 @@ pub struct UniPcState {
 }
 
 impl SchedulerState for UniPcState {
-    fn step(
-        &mut self,
-        schedule: &Schedule,
-        index: usize,
-        model_output: &Latents,
-        sample: &mut Latents,
-    ) {
+    fn step(&mut self, schedule: &Schedule, index: usize, model_output: &Latents, sample: &mut Latents) {
         let steps = schedule.steps();
         assert!(index < steps, "UniPC step {index} is past the last step {}", steps - 1);
         assert_eq!(index, self.next_index, "UniPC steps must run in order");
@@ -110,7 +104,12 @@ impl UniPcStepPlan {
         let last_order = if index > 0 { order_of(index - 1) } else { 0 };
         let corrector = (index > 0).then(|| Update::corrector(schedule, index, last_order));
         let predictor = (schedule.sigma(index + 1) != 0.0).then(|| Update::predictor(schedule, index, order));
-        Self { corrector, predictor, order, last_order }
+        Self {
+            corrector,
+            predictor,
+            order,
+            last_order,
+        }
     }
 }
 
@@ -187,21 +186,22 @@ impl Update {
     }
 
     /// Writes the update into `out`, each operation rounded to f32 in torch's order.
-    pub fn apply(
-        &self,
-        out: &mut [f32],
-        x: &[f32],
-        m0: &[f32],
-        m1: Option<&[f32]>,
-        mt: Option<&[f32]>,
-    ) {
+    pub fn apply(&self, out: &mut [f32], x: &[f32], m0: &[f32], m1: Option<&[f32]>, mt: Option<&[f32]>) {
         let Update { cx, cm, cr, hist, cur } = *self;
         if hist.is_none() && cur.is_none() {
             lincomb(out, &[(cx, x), (-cm, m0)]);
             return;
         }
-        let m1 = if hist.is_some() { m1.expect("order 2 needs m_{i-1}") } else { m0 };
-        let mt = if cur.is_some() { mt.expect("the corrector needs m_i") } else { m0 };
+        let m1 = if hist.is_some() {
+            m1.expect("order 2 needs m_{i-1}")
+        } else {
+            m0
+        };
+        let mt = if cur.is_some() {
+            mt.expect("the corrector needs m_i")
+        } else {
+            m0
+        };
         for s in [x, m0, m1, mt] {
             assert_eq!(s.len(), out.len(), "UniPC: length mismatch");
         }
@@ -326,7 +326,10 @@ mod tests {
         for k in 1..2000 {
             let a = -(k as f32) * 0.007;
             let exact = (a as f64).exp_m1();
-            assert!(((expm1f(a) as f64 - exact) / exact).abs() < 2.0 * f32::EPSILON as f64, "{a}");
+            assert!(
+                ((expm1f(a) as f64 - exact) / exact).abs() < 2.0 * f32::EPSILON as f64,
+                "{a}"
+            );
         }
     }
 

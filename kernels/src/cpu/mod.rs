@@ -19,8 +19,16 @@ pub fn cfg_combine(cond: &mut [f32], uncond: &[f32], guidance: f32) {
 /// `v = v_left + w_j·(v_right − v_left)` with `w_j = (j+1)/(overlap+1)`. The formula is the same
 /// whichever side evaluates it, which is what keeps the two copies bit-identical.
 pub fn blend_overlap(left: &mut [f32], right: &mut [f32], overlap: usize, frame_len: usize) {
-    assert_eq!(left.len(), overlap * frame_len, "blend_overlap: left has the wrong length");
-    assert_eq!(right.len(), overlap * frame_len, "blend_overlap: right has the wrong length");
+    assert_eq!(
+        left.len(),
+        overlap * frame_len,
+        "blend_overlap: left has the wrong length"
+    );
+    assert_eq!(
+        right.len(),
+        overlap * frame_len,
+        "blend_overlap: right has the wrong length"
+    );
     for j in 0..overlap {
         let w = blend_weight(j, overlap);
         let span = j * frame_len..(j + 1) * frame_len;
@@ -64,19 +72,21 @@ pub fn apply_along_axis(x: &[f32], out: &mut [f32], m: &[f32], outer: usize, n: 
     assert_eq!(x.len(), outer * n * inner, "apply_along_axis: input length");
     assert_eq!(out.len(), x.len(), "apply_along_axis: output length");
     assert_eq!(m.len(), n * n, "apply_along_axis: matrix length");
-    out.par_chunks_mut(n * inner).zip(x.par_chunks(n * inner)).for_each(|(o, xs)| {
-        o.fill(0.0);
-        for i in 0..n {
-            let row = &m[i * n..(i + 1) * n];
-            let dst = &mut o[i * inner..(i + 1) * inner];
-            for (j, &mij) in row.iter().enumerate() {
-                let src = &xs[j * inner..(j + 1) * inner];
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d += mij * s;
+    out.par_chunks_mut(n * inner)
+        .zip(x.par_chunks(n * inner))
+        .for_each(|(o, xs)| {
+            o.fill(0.0);
+            for i in 0..n {
+                let row = &m[i * n..(i + 1) * n];
+                let dst = &mut o[i * inner..(i + 1) * inner];
+                for (j, &mij) in row.iter().enumerate() {
+                    let src = &xs[j * inner..(j + 1) * inner];
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d += mij * s;
+                    }
                 }
             }
-        }
-    });
+        });
 }
 
 /// [`apply_along_axis`] for the last (contiguous) axis: `x` is `[rows, n]` and
@@ -101,7 +111,9 @@ pub fn apply_along_last_axis(x: &[f32], out: &mut [f32], m: &[f32], rows: usize,
     // Blocks of rows per task keep the scheduling overhead negligible; each row's arithmetic is
     // the same whichever block or thread it lands in.
     let rows_per_task = (4096 / n).max(1);
-    let tasks = out.par_chunks_mut(rows_per_task * n).zip(x.par_chunks(rows_per_task * n));
+    let tasks = out
+        .par_chunks_mut(rows_per_task * n)
+        .zip(x.par_chunks(rows_per_task * n));
     tasks.for_each(|(o, xs)| {
         for (dst, src) in o.chunks_exact_mut(n).zip(xs.chunks_exact(n)) {
             dst.fill(0.0);
@@ -119,14 +131,7 @@ pub fn apply_along_last_axis(x: &[f32], out: &mut [f32], m: &[f32], rows: usize,
 /// `inner` axis walked in tiles that stay in cache. Bit-identical to `apply_along_axis` (each
 /// output value is the same sum over `j` in increasing order); use it when `outer` is small, e.g.
 /// the frame axis of a whole window (`outer = 1`), where `apply_along_axis` runs on one thread.
-pub fn apply_along_axis_by_rows(
-    x: &[f32],
-    out: &mut [f32],
-    m: &[f32],
-    outer: usize,
-    n: usize,
-    inner: usize,
-) {
+pub fn apply_along_axis_by_rows(x: &[f32], out: &mut [f32], m: &[f32], outer: usize, n: usize, inner: usize) {
     const TILE: usize = 2048;
     assert_eq!(x.len(), outer * n * inner, "apply_along_axis_by_rows: input length");
     assert_eq!(out.len(), x.len(), "apply_along_axis_by_rows: output length");
@@ -158,7 +163,9 @@ mod tests {
 
     /// Deterministic pseudo-random test data (no RNG dependency in this crate).
     fn test_values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len).map(|i| ((i as f32 + 1.0) * 0.618_034 * (seed as f32 + 1.3)).sin() * 3.0).collect()
+        (0..len)
+            .map(|i| ((i as f32 + 1.0) * 0.618_034 * (seed as f32 + 1.3)).sin() * 3.0)
+            .collect()
     }
 
     #[test]
@@ -235,9 +242,9 @@ mod tests {
 pub mod nn_act;
 pub mod nn_attention;
 pub mod nn_attention_bias;
+pub mod nn_conv;
 pub mod nn_gemm;
 pub mod nn_linear;
 pub mod nn_norm;
 pub mod nn_rope;
-pub mod nn_conv;
 pub mod nn_vae;

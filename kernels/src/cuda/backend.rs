@@ -7,9 +7,7 @@ use super::kernel_cache::KernelCache;
 use super::nvrtc::ModuleImage;
 use super::probe::{self, DeviceInfo};
 use super::sources::KernelSource;
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
-};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -70,11 +68,7 @@ impl CudaBackend {
     }
 
     /// A device buffer of `len` values, all set to `value` (tests poison outputs with NaN).
-    pub fn filled<T: DeviceRepr + Clone>(
-        &self,
-        len: usize,
-        value: T,
-    ) -> Result<CudaSlice<T>, CudaError> {
+    pub fn filled<T: DeviceRepr + Clone>(&self, len: usize, value: T) -> Result<CudaSlice<T>, CudaError> {
         self.upload(&vec![value; len])
     }
 
@@ -83,11 +77,7 @@ impl CudaBackend {
     }
 
     /// Kernel `name` of `source`, loading (and if need be compiling) its module on first use.
-    pub(crate) fn function(
-        &self,
-        source: &KernelSource,
-        name: &str,
-    ) -> Result<CudaFunction, CudaError> {
+    pub(crate) fn function(&self, source: &KernelSource, name: &str) -> Result<CudaFunction, CudaError> {
         let module = {
             // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
             let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
@@ -122,6 +112,5 @@ pub(crate) fn pointwise_config(n: usize) -> LaunchConfig {
 
 /// A `u32` kernel argument, or a shape error naming `what` when it does not fit.
 pub(crate) fn as_u32(op: &'static str, what: &str, v: usize) -> Result<u32, CudaError> {
-    u32::try_from(v)
-        .map_err(|_| super::error::shape_error(op, format!("{what} {v} does not fit in 32 bits")))
+    u32::try_from(v).map_err(|_| super::error::shape_error(op, format!("{what} {v} does not fit in 32 bits")))
 }

@@ -22,25 +22,15 @@ pub enum CudaError {
     #[error("NCCL unique id: {0}")]
     NcclId(String),
     #[error("NVRTC failed while {stage}: {message}")]
-    Nvrtc {
-        stage: &'static str,
-        message: String,
-    },
+    Nvrtc { stage: &'static str, message: String },
     #[error("NVRTC could not compile {file} for {arch}:\n{log}")]
-    Compile {
-        file: String,
-        arch: String,
-        log: String,
-    },
+    Compile { file: String, arch: String, log: String },
     #[error("CUDA driver call failed: {0}")]
     Driver(#[from] cudarc::driver::DriverError),
     #[error("cuBLASLt call failed: {0:?}")]
     Blas(cudarc::cublaslt::result::CublasError),
     #[error("kernel cache {path}: {source}")]
-    Cache {
-        path: String,
-        source: std::io::Error,
-    },
+    Cache { path: String, source: std::io::Error },
     #[error("{op}: {message}")]
     Shape { op: &'static str, message: String },
 }
@@ -68,12 +58,7 @@ pub(crate) fn shape_error(op: &'static str, message: impl Into<String>) -> CudaE
 }
 
 /// Checks that buffer `what` of `op` holds exactly `want` elements.
-pub(crate) fn check_len(
-    op: &'static str,
-    what: &str,
-    got: usize,
-    want: usize,
-) -> Result<(), CudaError> {
+pub(crate) fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<(), CudaError> {
     if got == want {
         Ok(())
     } else {

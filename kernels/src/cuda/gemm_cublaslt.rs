@@ -84,15 +84,8 @@ impl BlasLt {
         // workspace is WORKSPACE_BYTES long, the size the preference announced.
         unsafe {
             let pref = objs.pref;
-            let heuristic = lt::get_matmul_algo_heuristic(
-                self.handle,
-                objs.desc,
-                objs.a,
-                objs.b,
-                objs.d,
-                objs.d,
-                pref,
-            )?;
+            let heuristic =
+                lt::get_matmul_algo_heuristic(self.handle, objs.desc, objs.a, objs.b, objs.d, objs.d, pref)?;
             lt::matmul(
                 self.handle,
                 objs.desc,
@@ -138,16 +131,9 @@ impl LtObjects {
         let a = lt::create_matrix_layout(CUDA_R_16BF, k, m, k as i64)?;
         let b = lt::create_matrix_layout(CUDA_R_16BF, k, n, k as i64)?;
         let d = lt::create_matrix_layout(CUDA_R_32F, m, n, m as i64)?;
-        let desc =
-            lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, CUDA_R_32F)?;
+        let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, CUDA_R_32F)?;
         let pref = lt::create_matmul_pref()?;
-        let objs = Self {
-            a,
-            b,
-            d,
-            desc,
-            pref,
-        };
+        let objs = Self { a, b, d, desc, pref };
         let transpose: i32 = 1; // CUBLAS_OP_T
         let ws = WORKSPACE_BYTES as u64;
         // SAFETY: live descriptors; the attribute buffers have the sizes cuBLASLt expects

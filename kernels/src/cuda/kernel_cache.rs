@@ -50,22 +50,12 @@ impl KernelCache {
         }
         h.write(format!("nvrtc {major}.{minor}").as_bytes());
         let stem = source.file.trim_end_matches(".cu");
-        let ext = if arch.starts_with("sm_") {
-            "cubin"
-        } else {
-            "ptx"
-        };
-        Ok(self
-            .dir
-            .join(format!("{stem}-{arch}-{:016x}.{ext}", h.finish())))
+        let ext = if arch.starts_with("sm_") { "cubin" } else { "ptx" };
+        Ok(self.dir.join(format!("{stem}-{arch}-{:016x}.{ext}", h.finish())))
     }
 
     /// The cached image, or a fresh compile stored for next time.
-    pub fn get_or_compile(
-        &self,
-        source: &KernelSource,
-        arch: &str,
-    ) -> Result<ModuleImage, CudaError> {
+    pub fn get_or_compile(&self, source: &KernelSource, arch: &str) -> Result<ModuleImage, CudaError> {
         nvrtc::check_arch(arch)?;
         let path = self.entry_path(source, arch)?;
         if let Ok(bytes) = std::fs::read(&path) {

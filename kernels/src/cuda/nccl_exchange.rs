@@ -116,12 +116,7 @@ impl NcclExchange {
     /// Joins communicator `id` as `rank` of `nranks` on `backend`'s device. Blocks until all
     /// `nranks` ranks have joined (`ncclCommInitRank`): the caller bounds that wait (the worker
     /// runs it on a helper thread and waits for that at most the exchange timeout).
-    pub fn new(
-        backend: &CudaBackend,
-        id: &NcclUniqueId,
-        rank: usize,
-        nranks: usize,
-    ) -> Result<Self, CudaError> {
+    pub fn new(backend: &CudaBackend, id: &NcclUniqueId, rank: usize, nranks: usize) -> Result<Self, CudaError> {
         if nranks == 0 || rank >= nranks || i32::try_from(nranks).is_err() {
             return Err(shape_error(
                 "nccl communicator",
@@ -196,12 +191,7 @@ impl NcclExchange {
             }
         };
         side("left", has_left, send_left.is_some(), recv_left.is_some())?;
-        side(
-            "right",
-            has_right,
-            send_right.is_some(),
-            recv_right.is_some(),
-        )?;
+        side("right", has_right, send_right.is_some(), recv_right.is_some())?;
         let mut sends = Vec::with_capacity(2);
         let mut recvs = Vec::with_capacity(2);
         if let (Some(s), Some(r)) = (send_left, recv_left) {
@@ -216,11 +206,7 @@ impl NcclExchange {
             if s.len() != r.len() {
                 return Err(shape_error(
                     OP,
-                    format!(
-                        "overlap with rank {peer}: send {} values, receive {}",
-                        s.len(),
-                        r.len()
-                    ),
+                    format!("overlap with rank {peer}: send {} values, receive {}", s.len(), r.len()),
                 ));
             }
         }
@@ -237,18 +223,11 @@ impl NcclExchange {
         recvs: &mut [(usize, &'a mut CudaSlice<f32>)],
     ) -> Result<InFlight<'a>, CudaError> {
         const OP: &str = "nccl send_recv";
-        for &peer in sends
-            .iter()
-            .map(|(p, _)| p)
-            .chain(recvs.iter().map(|(p, _)| p))
-        {
+        for &peer in sends.iter().map(|(p, _)| p).chain(recvs.iter().map(|(p, _)| p)) {
             if peer >= self.nranks {
                 return Err(shape_error(
                     OP,
-                    format!(
-                        "peer {peer} is not a rank of this {}-rank communicator",
-                        self.nranks
-                    ),
+                    format!("peer {peer} is not a rank of this {}-rank communicator", self.nranks),
                 ));
             }
         }

@@ -52,12 +52,7 @@ unsafe impl Send for HostOverlapExchange {}
 impl HostOverlapExchange {
     /// Joins communicator `id` as `rank` of `ranks` on `backend`'s device. Blocks until every
     /// rank has joined (`ncclCommInitRank`).
-    pub fn join(
-        backend: &CudaBackend,
-        id: &NcclUniqueId,
-        rank: usize,
-        ranks: usize,
-    ) -> Result<Self, CudaError> {
+    pub fn join(backend: &CudaBackend, id: &NcclUniqueId, rank: usize, ranks: usize) -> Result<Self, CudaError> {
         let nccl = NcclExchange::new(backend, id, rank, ranks)?;
         Ok(Self {
             nccl,
@@ -175,10 +170,7 @@ impl HostOverlapExchange {
         if !self.pending[i] {
             return Err(shape_error(
                 "nccl overlap exchange",
-                format!(
-                    "no {} overlap is being received",
-                    if left { "left" } else { "right" }
-                ),
+                format!("no {} overlap is being received", if left { "left" } else { "right" }),
             ));
         }
         if let Some(e) = &self.done {

@@ -19,9 +19,7 @@ pub enum ModuleImage {
 
 /// Checks an architecture name: `sm_XX` or `compute_XX` with a numeric XX.
 pub fn check_arch(arch: &str) -> Result<(), CudaError> {
-    let digits = arch
-        .strip_prefix("sm_")
-        .or_else(|| arch.strip_prefix("compute_"));
+    let digits = arch.strip_prefix("sm_").or_else(|| arch.strip_prefix("compute_"));
     match digits {
         Some(d) if !d.is_empty() && d.chars().all(|c| c.is_ascii_digit() || c == 'a') => Ok(()),
         _ => Err(CudaError::Nvrtc {
@@ -112,8 +110,7 @@ pub fn compile(source: &KernelSource, arch: &str) -> Result<ModuleImage, CudaErr
         .collect::<Result<Vec<_>, _>>()?;
     let opt_ptrs: Vec<*const c_char> = opt_c.iter().map(|c| c.as_ptr()).collect();
     // SAFETY: `program.0` is a live program; `opt_ptrs` holds opt_ptrs.len() valid C strings.
-    let r =
-        unsafe { sys::nvrtcCompileProgram(program.0, opt_ptrs.len() as i32, opt_ptrs.as_ptr()) };
+    let r = unsafe { sys::nvrtcCompileProgram(program.0, opt_ptrs.len() as i32, opt_ptrs.as_ptr()) };
     if r != nvrtcResult::NVRTC_SUCCESS {
         let log = program_log(&program).unwrap_or_else(|e| format!("(no log: {e})"));
         return Err(CudaError::Compile {
@@ -137,18 +134,16 @@ pub fn compile(source: &KernelSource, arch: &str) -> Result<ModuleImage, CudaErr
     } else {
         let mut size = 0usize;
         // SAFETY: as above, for the PTX.
-        check("sizing the PTX", unsafe {
-            sys::nvrtcGetPTXSize(program.0, &mut size)
-        })?;
+        check("sizing the PTX", unsafe { sys::nvrtcGetPTXSize(program.0, &mut size) })?;
         let mut buf = vec![0u8; size];
         // SAFETY: as above.
         check("reading the PTX", unsafe {
             sys::nvrtcGetPTX(program.0, buf.as_mut_ptr().cast())
         })?;
         let text = CStr::from_bytes_until_nul(&buf).map(|c| c.to_string_lossy().into_owned());
-        Ok(ModuleImage::Ptx(text.unwrap_or_else(|_| {
-            String::from_utf8_lossy(&buf).into_owned()
-        })))
+        Ok(ModuleImage::Ptx(
+            text.unwrap_or_else(|_| String::from_utf8_lossy(&buf).into_owned()),
+        ))
     }
 }
 

@@ -80,10 +80,7 @@ impl CudaBackend {
         if !ctr.len().is_multiple_of(4) {
             return Err(shape_error(
                 OP,
-                format!(
-                    "counter buffer has {} words, not a multiple of 4",
-                    ctr.len()
-                ),
+                format!("counter buffer has {} words, not a multiple of 4", ctr.len()),
             ));
         }
         check_len(OP, "out", out.len(), ctr.len())?;
@@ -135,11 +132,7 @@ impl CudaBackend {
     }
 
     /// `out = Σ c_k·s_k` (1 to 4 terms), bit-identical to `cpu::lincomb`.
-    pub fn lincomb(
-        &self,
-        out: &mut CudaSlice<f32>,
-        terms: &[(f32, &CudaSlice<f32>)],
-    ) -> Result<(), CudaError> {
+    pub fn lincomb(&self, out: &mut CudaSlice<f32>, terms: &[(f32, &CudaSlice<f32>)]) -> Result<(), CudaError> {
         const OP: &str = "lincomb";
         if terms.is_empty() || terms.len() > 4 {
             return Err(shape_error(

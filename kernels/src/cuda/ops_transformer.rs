@@ -6,8 +6,7 @@
 use super::backend::{as_u32, pointwise_config, CudaBackend};
 use super::error::{check_len, shape_error, CudaError};
 use super::sources::{
-    ATTENTION_FLASH, TRANSFORMER_NORM, TRANSFORMER_PATCHIFY, TRANSFORMER_POINTWISE,
-    TRANSFORMER_ROPE,
+    ATTENTION_FLASH, TRANSFORMER_NORM, TRANSFORMER_PATCHIFY, TRANSFORMER_POINTWISE, TRANSFORMER_ROPE,
 };
 use crate::cpu::nn_attention::AttentionShape;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -20,10 +19,7 @@ pub const ATTN_MAX_HEAD_DIM: usize = 128;
 
 fn rows_of(op: &'static str, len: usize, dim: usize) -> Result<u32, CudaError> {
     if dim == 0 || !len.is_multiple_of(dim) {
-        return Err(shape_error(
-            op,
-            format!("length {len} is not a multiple of dim {dim}"),
-        ));
+        return Err(shape_error(op, format!("length {len} is not a multiple of dim {dim}")));
     }
     let rows = len / dim;
     if rows > i32::MAX as usize {
@@ -190,20 +186,12 @@ impl CudaBackend {
     }
 
     /// `x[r, j] += bias[j]`.
-    pub fn add_bias_rows(
-        &self,
-        x: &mut CudaSlice<f32>,
-        bias: &CudaSlice<f32>,
-    ) -> Result<(), CudaError> {
+    pub fn add_bias_rows(&self, x: &mut CudaSlice<f32>, bias: &CudaSlice<f32>) -> Result<(), CudaError> {
         self.row_broadcast("add_bias_rows", "add_bias_rows_f32", x, None, bias)
     }
 
     /// f32 → bf16 bits (round to nearest even).
-    pub fn f32_to_bf16(
-        &self,
-        x: &CudaSlice<f32>,
-        out: &mut CudaSlice<u16>,
-    ) -> Result<(), CudaError> {
+    pub fn f32_to_bf16(&self, x: &CudaSlice<f32>, out: &mut CudaSlice<u16>) -> Result<(), CudaError> {
         check_len("f32_to_bf16", "out", out.len(), x.len())?;
         let n = x.len() as u64;
         let f = self.function(&TRANSFORMER_POINTWISE, "f32_to_bf16")?;
@@ -215,11 +203,7 @@ impl CudaBackend {
     }
 
     /// bf16 bits → f32 (exact).
-    pub fn bf16_to_f32(
-        &self,
-        x: &CudaSlice<u16>,
-        out: &mut CudaSlice<f32>,
-    ) -> Result<(), CudaError> {
+    pub fn bf16_to_f32(&self, x: &CudaSlice<u16>, out: &mut CudaSlice<f32>) -> Result<(), CudaError> {
         check_len("bf16_to_f32", "out", out.len(), x.len())?;
         let n = x.len() as u64;
         let f = self.function(&TRANSFORMER_POINTWISE, "bf16_to_f32")?;
@@ -242,10 +226,7 @@ impl CudaBackend {
     ) -> Result<(), CudaError> {
         const OP: &str = "rope_interleaved";
         if !head_dim.is_multiple_of(2) {
-            return Err(shape_error(
-                OP,
-                format!("head_dim {head_dim} is odd; it must be even"),
-            ));
+            return Err(shape_error(OP, format!("head_dim {head_dim} is odd; it must be even")));
         }
         check_len(OP, "x", x.len(), tokens * heads * head_dim)?;
         check_len(OP, "cos", cos.len(), tokens * head_dim)?;
@@ -272,15 +253,7 @@ impl CudaBackend {
         patch: [usize; 3],
         patches: &mut CudaSlice<f32>,
     ) -> Result<(), CudaError> {
-        self.patch_op(
-            "patchify",
-            "patchify_f32",
-            x,
-            channels,
-            grid,
-            patch,
-            patches,
-        )
+        self.patch_op("patchify", "patchify_f32", x, channels, grid, patch, patches)
     }
 
     /// `[S, pt·ph·pw·C_out]` → `[C_out, T, H, W]`, as `models::wan::transformer::embed::unpatchify`.
@@ -352,10 +325,7 @@ impl CudaBackend {
         if shape.head_dim == 0 || shape.head_dim > ATTN_MAX_HEAD_DIM {
             return Err(shape_error(
                 OP,
-                format!(
-                    "head_dim {} is not in 1..={ATTN_MAX_HEAD_DIM}",
-                    shape.head_dim
-                ),
+                format!("head_dim {} is not in 1..={ATTN_MAX_HEAD_DIM}", shape.head_dim),
             ));
         }
         if shape.q_tokens == 0 || shape.heads == 0 {

@@ -40,12 +40,7 @@ impl CudaBackend {
             ));
         }
         check_len(OP, "x", x.len(), s.frames * s.cin * s.h * s.w)?;
-        check_len(
-            OP,
-            "weight",
-            weight.len(),
-            s.cout * s.cin * s.kt * s.ks * s.ks,
-        )?;
+        check_len(OP, "weight", weight.len(), s.cout * s.cin * s.kt * s.ks * s.ks)?;
         check_len(OP, "bias", bias.len(), s.cout)?;
         let n = s.frames * s.cout * s.h * s.w;
         check_len(OP, "out", out.len(), n)?;
@@ -112,11 +107,7 @@ impl CudaBackend {
         const OP: &str = "upsample_nearest2x";
         check_len(OP, "x", x.len(), planes * h * w)?;
         check_len(OP, "out", out.len(), 4 * planes * h * w)?;
-        let (p, hh, ww) = (
-            as_u32(OP, "planes", planes)?,
-            as_u32(OP, "h", h)?,
-            as_u32(OP, "w", w)?,
-        );
+        let (p, hh, ww) = (as_u32(OP, "planes", planes)?, as_u32(OP, "h", h)?, as_u32(OP, "w", w)?);
         let f = self.function(&VAE_OPS, "upsample_nearest2x_f32")?;
         let mut b = self.stream().launch_builder(&f);
         b.arg(x).arg(out).arg(&p).arg(&hh).arg(&ww);
@@ -126,17 +117,10 @@ impl CudaBackend {
     }
 
     /// One frame `[3, H, W]` in [−1, 1] → RGB `[H, W, 3]` in [0, 1].
-    pub fn rgb_from_planar(
-        &self,
-        x: &CudaSlice<f32>,
-        rgb: &mut CudaSlice<f32>,
-    ) -> Result<(), CudaError> {
+    pub fn rgb_from_planar(&self, x: &CudaSlice<f32>, rgb: &mut CudaSlice<f32>) -> Result<(), CudaError> {
         const OP: &str = "rgb_from_planar";
         if !x.len().is_multiple_of(3) {
-            return Err(shape_error(
-                OP,
-                format!("length {} is not 3 planes", x.len()),
-            ));
+            return Err(shape_error(OP, format!("length {} is not 3 planes", x.len())));
         }
         check_len(OP, "rgb", rgb.len(), x.len())?;
         let hw = (x.len() / 3) as u64;
@@ -224,27 +208,27 @@ impl CudaBackend {
         );
         {
             let f = self.function(&VAE_OPS, "vae_attn_scores_f32")?;
-        let mut b = self.stream().launch_builder(&f);
-        b.arg(qkv).arg(&mut *scores).arg(&fr).arg(&c).arg(&p).arg(&scale);
-        // SAFETY: matches `vae_attn_scores_f32` (qkv, scores, frame, c, p, scale); qkv holds
-        // `frames`·3·c·p floats with frame < frames, scores p·p.
-        unsafe { b.launch(pointwise_config(pixels * pixels)) }?;
+            let mut b = self.stream().launch_builder(&f);
+            b.arg(qkv).arg(&mut *scores).arg(&fr).arg(&c).arg(&p).arg(&scale);
+            // SAFETY: matches `vae_attn_scores_f32` (qkv, scores, frame, c, p, scale); qkv holds
+            // `frames`·3·c·p floats with frame < frames, scores p·p.
+            unsafe { b.launch(pointwise_config(pixels * pixels)) }?;
         }
         {
             let f = self.function(&VAE_OPS, "vae_attn_softmax_f32")?;
-        let mut b = self.stream().launch_builder(&f);
-        b.arg(&mut *scores).arg(&mut *denom).arg(&p);
-        // SAFETY: matches `vae_attn_softmax_f32` (scores, denom, p); scores holds p·p floats,
-        // denom p, p ≥ 1.
-        unsafe { b.launch(pointwise_config(pixels)) }?;
+            let mut b = self.stream().launch_builder(&f);
+            b.arg(&mut *scores).arg(&mut *denom).arg(&p);
+            // SAFETY: matches `vae_attn_softmax_f32` (scores, denom, p); scores holds p·p floats,
+            // denom p, p ≥ 1.
+            unsafe { b.launch(pointwise_config(pixels)) }?;
         }
         {
             let f = self.function(&VAE_OPS, "vae_attn_apply_f32")?;
-        let mut b = self.stream().launch_builder(&f);
-        b.arg(&*scores).arg(&*denom).arg(qkv).arg(out).arg(&fr).arg(&c).arg(&p);
-        // SAFETY: matches `vae_attn_apply_f32` (scores, denom, qkv, out, frame, c, p); out holds
-        // `frames`·c·p floats, the others as above.
-        unsafe { b.launch(pointwise_config(per_frame)) }?;
+            let mut b = self.stream().launch_builder(&f);
+            b.arg(&*scores).arg(&*denom).arg(qkv).arg(out).arg(&fr).arg(&c).arg(&p);
+            // SAFETY: matches `vae_attn_apply_f32` (scores, denom, qkv, out, frame, c, p); out holds
+            // `frames`·c·p floats, the others as above.
+            unsafe { b.launch(pointwise_config(per_frame)) }?;
         }
         Ok(())
     }

@@ -99,21 +99,13 @@ pub fn assert_close(op: &str, got: &[f32], want: &[f32], tol: f32) {
         want[i],
         worst.0
     );
-    eprintln!(
-        "{op}: {} values, max relative error {:e}",
-        got.len(),
-        worst.0
-    );
+    eprintln!("{op}: {} values, max relative error {:e}", got.len(), worst.0);
 }
 
 /// Bit-identical, element for element.
 pub fn assert_bits(op: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{op}: length");
-    if let Some(i) = got
-        .iter()
-        .zip(want)
-        .position(|(g, w)| g.to_bits() != w.to_bits())
-    {
+    if let Some(i) = got.iter().zip(want).position(|(g, w)| g.to_bits() != w.to_bits()) {
         panic!(
             "{op}: element {i}: gpu {} ({:#010x}) vs cpu {} ({:#010x}), expected bit-identical",
             got[i],

@@ -23,10 +23,7 @@ pub struct DeviceInfo {
 impl DeviceInfo {
     /// The NVRTC architecture of this device's own SASS, e.g. `sm_90`.
     pub fn arch(&self) -> String {
-        format!(
-            "sm_{}{}",
-            self.compute_capability.0, self.compute_capability.1
-        )
+        format!("sm_{}{}", self.compute_capability.0, self.compute_capability.1)
     }
 }
 
@@ -80,7 +77,14 @@ pub fn device(ordinal: usize) -> Result<DeviceInfo, CudaError> {
 /// `GPU-` and the 16 bytes in the 8-4-4-4-12 hex groups of nvidia-smi.
 fn format_uuid(b: &[u8; 16]) -> String {
     let hex = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!("GPU-{}-{}-{}-{}-{}", hex(0..4), hex(4..6), hex(6..8), hex(8..10), hex(10..16))
+    format!(
+        "GPU-{}-{}-{}-{}-{}",
+        hex(0..4),
+        hex(4..6),
+        hex(6..8),
+        hex(8..10),
+        hex(10..16)
+    )
 }
 
 /// NVRTC's version `(major, minor)`, or [`CudaError::NoNvrtc`] when libnvrtc cannot be loaded.
@@ -118,10 +122,7 @@ mod tests {
         match device(0) {
             Ok(info) => assert!(info.arch().starts_with("sm_"), "{info:?}"),
             Err(e) => assert!(
-                matches!(
-                    e,
-                    CudaError::NoDriver | CudaError::NoDevice | CudaError::Driver(_)
-                ),
+                matches!(e, CudaError::NoDriver | CudaError::NoDevice | CudaError::Driver(_)),
                 "{e}"
             ),
         }

@@ -68,9 +68,7 @@ pub fn write_bars(
     frames: u32,
 ) -> longshot_media::OutputSummary {
     for t in 0..frames {
-        writer
-            .write_frame(&moving_bars(meta, t))
-            .expect("write frame");
+        writer.write_frame(&moving_bars(meta, t)).expect("write frame");
     }
     writer.finish().expect("finish writer")
 }
@@ -79,12 +77,7 @@ pub fn write_bars(
 pub fn ffprobe(path: &Path) -> (Value, Value) {
     let output = Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args([
-            "-show_entries",
-            "stream:format=duration,format_name",
-            "-of",
-            "json",
-        ])
+        .args(["-show_entries", "stream:format=duration,format_name", "-of", "json"])
         .arg(path)
         .output()
         .expect("run ffprobe");
@@ -136,16 +129,8 @@ pub fn decode_rgb(path: &Path, meta: VideoMeta) -> Vec<Vec<u8>> {
         String::from_utf8_lossy(&output.stderr)
     );
     let frame_len = (meta.width * meta.height * 3) as usize;
-    assert_eq!(
-        output.stdout.len() % frame_len,
-        0,
-        "decoded size is not whole frames"
-    );
-    output
-        .stdout
-        .chunks_exact(frame_len)
-        .map(<[u8]>::to_vec)
-        .collect()
+    assert_eq!(output.stdout.len() % frame_len, 0, "decoded size is not whole frames");
+    output.stdout.chunks_exact(frame_len).map(<[u8]>::to_vec).collect()
 }
 
 /// Peak signal-to-noise ratio in dB between two 8-bit images.

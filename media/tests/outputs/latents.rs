@@ -64,16 +64,10 @@ fn wrong_shape_or_name_errors_name_the_file_and_tensor() {
         err.contains(&path.display().to_string()) && err.contains("\"latents\""),
         "{err}"
     );
-    assert!(
-        err.contains("shape is [2, 3, 4, 5], expected [2, 3, 20]"),
-        "{err}"
-    );
+    assert!(err.contains("shape is [2, 3, 4, 5], expected [2, 3, 20]"), "{err}");
 
     let err = read_latents(&path, "noise", None).unwrap_err().to_string();
-    assert!(
-        err.contains("\"noise\"") && err.contains("[\"latents\"]"),
-        "{err}"
-    );
+    assert!(err.contains("\"noise\"") && err.contains("[\"latents\"]"), "{err}");
 }
 
 #[test]
@@ -82,14 +76,10 @@ fn non_f32_tensors_are_rejected() {
     let path = dir.path().join("i32.safetensors");
     let raw = [0u8; 16];
     let view = TensorView::new(Dtype::I32, vec![4], &raw).unwrap();
-    safetensors::serialize_to_file([("latents", view)], &None::<HashMap<String, String>>, &path)
-        .unwrap();
+    safetensors::serialize_to_file([("latents", view)], &None::<HashMap<String, String>>, &path).unwrap();
     let err = read_latents(&path, "latents", None).unwrap_err();
     assert!(matches!(err, MediaError::Latents { .. }), "{err}");
-    assert!(
-        err.to_string().contains("dtype is I32, expected F32"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("dtype is I32, expected F32"), "{err}");
 }
 
 #[test]
@@ -105,19 +95,11 @@ fn corrupt_truncated_and_missing_files_are_clear_errors() {
     for path in [&garbage, &truncated] {
         let err = read_latents(path, "latents", None).unwrap_err();
         assert!(matches!(err, MediaError::Safetensors { .. }), "{err}");
-        assert!(
-            err.to_string().contains(&path.display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     }
     let missing = dir.path().join("missing.safetensors");
-    let err = read_latents(&missing, "latents", None)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with(&format!("cannot read {}", missing.display())),
-        "{err}"
-    );
+    let err = read_latents(&missing, "latents", None).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("cannot read {}", missing.display())), "{err}");
 }
 
 #[test]
@@ -127,9 +109,6 @@ fn writing_inconsistent_latents_fails_and_leaves_no_file() {
     let mut latents = sample_latents();
     latents.shape = vec![7, 7];
     let err = write_latents(&path, &latents).unwrap_err().to_string();
-    assert!(
-        err.contains("shape [7, 7] needs 49 values but 120 were given"),
-        "{err}"
-    );
+    assert!(err.contains("shape [7, 7] needs 49 values but 120 were given"), "{err}");
     assert!(!Path::new(&path).exists());
 }

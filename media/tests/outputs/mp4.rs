@@ -1,13 +1,10 @@
 //! MP4 (H.264) output checked with ffprobe and decoded back with ffmpeg.
 
 use longshot_core::output::OutputKind;
-use longshot_media::{
-    open_writer, open_writer_with, MediaError, Mp4Options, VideoMeta, WriterOptions,
-};
+use longshot_media::{open_writer, open_writer_with, MediaError, Mp4Options, VideoMeta, WriterOptions};
 
 use crate::common::{
-    decode_rgb, ffprobe, field, key_frames, moving_bars, number, psnr_vs_bars, require_tool,
-    write_bars,
+    decode_rgb, ffprobe, field, key_frames, moving_bars, number, psnr_vs_bars, require_tool, write_bars,
 };
 
 const META: VideoMeta = VideoMeta {
@@ -24,11 +21,7 @@ fn mp4_probes_as_h264_yuv420p_with_exact_frame_count_rate_and_duration() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bars.mp4");
-    let summary = write_bars(
-        open_writer(OutputKind::Mp4, &path, META).unwrap(),
-        META,
-        FRAMES,
-    );
+    let summary = write_bars(open_writer(OutputKind::Mp4, &path, META).unwrap(), META, FRAMES);
     assert_eq!(summary.frames, 33);
     assert_eq!(summary.path, path);
     assert!((summary.duration_secs - 33.0 / 16.0).abs() < 1e-9);
@@ -59,11 +52,7 @@ fn mp4_decodes_back_to_the_input_within_lossy_tolerance() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bars.mp4");
-    write_bars(
-        open_writer(OutputKind::Mp4, &path, META).unwrap(),
-        META,
-        FRAMES,
-    );
+    write_bars(open_writer(OutputKind::Mp4, &path, META).unwrap(), META, FRAMES);
     let decoded = decode_rgb(&path, META);
     assert_eq!(decoded.len(), 33);
     let (min, mean) = psnr_vs_bars(&decoded, META);
@@ -106,9 +95,7 @@ fn bitrate_option_controls_the_file_size() {
         height: 96,
         fps: 16,
     };
-    let frames: Vec<Vec<u8>> = (0..32)
-        .map(|t| with_grain(moving_bars(meta, t), t))
-        .collect();
+    let frames: Vec<Vec<u8>> = (0..32).map(|t| with_grain(moving_bars(meta, t), t)).collect();
     let dir = tempfile::tempdir().unwrap();
     let size_at = |bps: u32| {
         let path = dir.path().join(format!("rate_{bps}.mp4"));
@@ -156,10 +143,7 @@ fn mp4_rejects_odd_sizes_and_wrong_frame_lengths_without_leaving_files() {
 
     let mut writer = open_writer(OutputKind::Mp4, &path, META).unwrap();
     let err = writer.write_frame(&[0u8; 10]).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "frame 0 has 10 bytes but a 64x48 rgb frame needs 9216"
-    );
+    assert_eq!(err.to_string(), "frame 0 has 10 bytes but a 64x48 rgb frame needs 9216");
     // The writer is still usable after a rejected frame.
     writer.write_frame(&moving_bars(META, 0)).unwrap();
     drop(writer);
@@ -173,10 +157,7 @@ fn mp4_rejects_odd_sizes_and_wrong_frame_lengths_without_leaving_files() {
         "partial file left behind"
     );
 
-    let err = open_writer(OutputKind::Mp4, &path, META)
-        .unwrap()
-        .finish()
-        .unwrap_err();
+    let err = open_writer(OutputKind::Mp4, &path, META).unwrap().finish().unwrap_err();
     assert!(matches!(err, MediaError::NoFrames { .. }), "{err}");
     assert!(!path.exists());
 }

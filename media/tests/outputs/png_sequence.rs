@@ -55,18 +55,9 @@ fn png_sequence_round_trips_exactly() {
 #[test]
 fn png_writer_refuses_a_directory_with_an_old_sequence() {
     let dir = tempfile::tempdir().unwrap();
-    write_bars(
-        open_writer(OutputKind::Png, dir.path(), META).unwrap(),
-        META,
-        2,
-    );
-    let err = open_writer(OutputKind::Png, dir.path(), META)
-        .err()
-        .unwrap();
-    assert!(
-        err.to_string().contains("already holds frame_000000.png"),
-        "{err}"
-    );
+    write_bars(open_writer(OutputKind::Png, dir.path(), META).unwrap(), META, 2);
+    let err = open_writer(OutputKind::Png, dir.path(), META).err().unwrap();
+    assert!(err.to_string().contains("already holds frame_000000.png"), "{err}");
 }
 
 #[test]

@@ -3,9 +3,7 @@
 use longshot_core::output::OutputKind;
 use longshot_media::{ffmpeg_available, open_writer, MediaError, VideoMeta};
 
-use crate::common::{
-    decode_rgb, ffprobe, field, moving_bars, number, psnr_vs_bars, require_tool, write_bars,
-};
+use crate::common::{decode_rgb, ffprobe, field, moving_bars, number, psnr_vs_bars, require_tool, write_bars};
 
 const META: VideoMeta = VideoMeta {
     width: 64,
@@ -21,11 +19,7 @@ fn prores_probes_as_422_hq_10_bit_and_decodes_back_closely() {
     assert!(ffmpeg_available());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bars.mov");
-    let summary = write_bars(
-        open_writer(OutputKind::Prores, &path, META).unwrap(),
-        META,
-        33,
-    );
+    let summary = write_bars(open_writer(OutputKind::Prores, &path, META).unwrap(), META, 33);
     assert_eq!(summary.frames, 33);
     assert_eq!(summary.format, OutputKind::Prores);
 

@@ -14,9 +14,12 @@ pub const JITTER: f64 = 1e-3;
 
 /// `K[i, j] = exp(−(i − j)² / (2ℓ²)) + JITTER·δ_ij` for `n` points one unit apart.
 pub fn se_kernel(n: usize, length: f64) -> DMatrix<f64> {
-    let by_distance: Vec<f64> =
-        (0..n).map(|d| detmath::exp(-((d * d) as f64) / (2.0 * length * length))).collect();
-    DMatrix::from_fn(n, n, |i, j| by_distance[i.abs_diff(j)] + if i == j { JITTER } else { 0.0 })
+    let by_distance: Vec<f64> = (0..n)
+        .map(|d| detmath::exp(-((d * d) as f64) / (2.0 * length * length)))
+        .collect();
+    DMatrix::from_fn(n, n, |i, j| {
+        by_distance[i.abs_diff(j)] + if i == j { JITTER } else { 0.0 }
+    })
 }
 
 /// `K = Q·diag(λ)·Qᵀ` for one axis, with `Q` and `Qᵀ` as row-major f32 matrices ready for
@@ -34,7 +37,12 @@ impl AxisBasis {
     /// The eigenbasis of [`se_kernel`]`(n, length)`.
     pub fn new(n: usize, length: f64) -> Self {
         if n == 0 {
-            return Self { n, q: Vec::new(), qt: Vec::new(), eigenvalues: Vec::new() };
+            return Self {
+                n,
+                q: Vec::new(),
+                qt: Vec::new(),
+                eigenvalues: Vec::new(),
+            };
         }
         let eig = SymmetricEigen::new(se_kernel(n, length));
         let mut q = vec![0.0f32; n * n];
@@ -63,11 +71,7 @@ mod tests {
             for i in 0..n {
                 for j in 0..n {
                     let v: f64 = (0..n)
-                        .map(|m| {
-                            f64::from(b.q[i * n + m])
-                                * b.eigenvalues[m]
-                                * f64::from(b.qt[m * n + j])
-                        })
+                        .map(|m| f64::from(b.q[i * n + m]) * b.eigenvalues[m] * f64::from(b.qt[m * n + j]))
                         .sum();
                     assert!(
                         (v - k[(i, j)]).abs() < 1e-5,

@@ -79,20 +79,27 @@ impl ProceduralDecoder {
         for y in 0..h {
             for (px, &(x0, x1, wx)) in tx.iter().enumerate() {
                 for k in 0..3 {
-                    rows[(y * ow + px) * 3 + k] =
-                        lerp(img[(y * w + x0) * 3 + k], img[(y * w + x1) * 3 + k], wx);
+                    rows[(y * ow + px) * 3 + k] = lerp(img[(y * w + x0) * 3 + k], img[(y * w + x1) * 3 + k], wx);
                 }
             }
         }
         let mut data = vec![0.0f32; oh * ow * 3];
-        data.par_chunks_exact_mut(ow * 3).zip(ty).for_each(|(out_row, &(y0, y1, wy))| {
-            let (r0, r1) =
-                (&rows[y0 * ow * 3..(y0 + 1) * ow * 3], &rows[y1 * ow * 3..(y1 + 1) * ow * 3]);
-            for ((o, &a), &b) in out_row.iter_mut().zip(r0).zip(r1) {
-                *o = lerp(a, b, wy).clamp(0.0, 1.0);
-            }
-        });
-        RgbFrame { width: ow, height: oh, data }
+        data.par_chunks_exact_mut(ow * 3)
+            .zip(ty)
+            .for_each(|(out_row, &(y0, y1, wy))| {
+                let (r0, r1) = (
+                    &rows[y0 * ow * 3..(y0 + 1) * ow * 3],
+                    &rows[y1 * ow * 3..(y1 + 1) * ow * 3],
+                );
+                for ((o, &a), &b) in out_row.iter_mut().zip(r0).zip(r1) {
+                    *o = lerp(a, b, wy).clamp(0.0, 1.0);
+                }
+            });
+        RgbFrame {
+            width: ow,
+            height: oh,
+            data,
+        }
     }
 }
 
@@ -110,10 +117,18 @@ impl FrameDecoder for ProceduralDecoder {
     ) -> Result<(), DenoiseError> {
         let shape = latents.shape();
         if shape.channels != CHANNELS {
-            return Err(ProceduralError::Channels { got: shape.channels, want: CHANNELS }.into());
+            return Err(ProceduralError::Channels {
+                got: shape.channels,
+                want: CHANNELS,
+            }
+            .into());
         }
         if emit_from > shape.frames {
-            return Err(ProceduralError::EmitFrom { emit_from, frames: shape.frames }.into());
+            return Err(ProceduralError::EmitFrom {
+                emit_from,
+                frames: shape.frames,
+            }
+            .into());
         }
         if emit_from == 0 && first_global > 0 && shape.frames > 0 {
             return Err(ProceduralError::MissingHalo { first_global }.into());
@@ -137,8 +152,7 @@ impl FrameDecoder for ProceduralDecoder {
                         // inside each latent step, which makes the d2 seam metric degenerate.
                         let t = k as f32 / TEMPORAL as f32;
                         let wk = t * t * (3.0 - 2.0 * t);
-                        let blended: Vec<f32> =
-                            prev.iter().zip(&current).map(|(&a, &b)| lerp(a, b, wk)).collect();
+                        let blended: Vec<f32> = prev.iter().zip(&current).map(|(&a, &b)| lerp(a, b, wk)).collect();
                         sink(TEMPORAL * (global - 1) + k, self.upsample(&blended, h, w, &ty, &tx));
                     }
                 }
@@ -162,7 +176,8 @@ mod tests {
         emit_from: usize,
     ) -> Vec<(usize, RgbFrame)> {
         let mut out = Vec::new();
-        dec.decode(latents, first_global, emit_from, &mut |i, f| out.push((i, f))).unwrap();
+        dec.decode(latents, first_global, emit_from, &mut |i, f| out.push((i, f)))
+            .unwrap();
         out
     }
 

@@ -9,9 +9,7 @@ use super::colour::CHANNELS;
 use super::posterior::{self, Scratch, WindowBases};
 use super::prior::PriorParams;
 use super::ProceduralError;
-use longshot_core::denoiser::{
-    Branch, Conditioning, DenoiseError, Denoiser, ModelInfo, StepPoint, WindowContext,
-};
+use longshot_core::denoiser::{Branch, Conditioning, DenoiseError, Denoiser, ModelInfo, StepPoint, WindowContext};
 use longshot_core::tensor::{LatentShape, Latents};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -30,12 +28,20 @@ impl BranchPrior {
     fn new(params: PriorParams, height: usize, width: usize) -> Self {
         let y = AxisBasis::new(height, params.spatial_length);
         let x = AxisBasis::new(width, params.spatial_length);
-        Self { variance: params.channel_variance(), params, y, x, temporal: BTreeMap::new() }
+        Self {
+            variance: params.channel_variance(),
+            params,
+            y,
+            x,
+            temporal: BTreeMap::new(),
+        }
     }
 
     fn temporal(&mut self, frames: usize) -> &AxisBasis {
         let length = self.params.temporal_length;
-        self.temporal.entry(frames).or_insert_with(|| AxisBasis::new(frames, length))
+        self.temporal
+            .entry(frames)
+            .or_insert_with(|| AxisBasis::new(frames, length))
     }
 }
 
@@ -90,15 +96,7 @@ impl ProceduralDenoiser {
             return Err(ProceduralError::Sigma(sigma).into());
         }
         self.with_window(x.shape().frames, window, branch, |bases, variance, mean, scratch| {
-            posterior::posterior_mean(
-                bases,
-                variance,
-                mean,
-                x.as_slice(),
-                sigma,
-                scratch,
-                x0.as_mut_slice(),
-            );
+            posterior::posterior_mean(bases, variance, mean, x.as_slice(), sigma, scratch, x0.as_mut_slice());
         });
         Ok(())
     }
@@ -114,34 +112,17 @@ impl ProceduralDenoiser {
         self.check_shape(z.shape())?;
         self.check_shape(out.shape())?;
         self.with_window(z.shape().frames, window, branch, |bases, variance, mean, scratch| {
-            posterior::sample_prior(
-                bases,
-                variance,
-                mean,
-                z.as_slice(),
-                scratch,
-                out.as_mut_slice(),
-            );
+            posterior::sample_prior(bases, variance, mean, z.as_slice(), scratch, out.as_mut_slice());
         });
         Ok(())
     }
 
     /// μ of a branch's prior for the window, into `out`.
-    pub fn prior_mean(
-        &self,
-        window: WindowContext,
-        branch: Branch,
-        out: &mut Latents,
-    ) -> Result<(), DenoiseError> {
+    pub fn prior_mean(&self, window: WindowContext, branch: Branch, out: &mut Latents) -> Result<(), DenoiseError> {
         self.check_shape(out.shape())?;
         let s = out.shape();
-        self.params(branch).mean_window(
-            window.first_frame,
-            s.frames,
-            s.height,
-            s.width,
-            out.as_mut_slice(),
-        );
+        self.params(branch)
+            .mean_window(window.first_frame, s.frames, s.height, s.width, out.as_mut_slice());
         Ok(())
     }
 
@@ -154,24 +135,34 @@ impl ProceduralDenoiser {
         branch: Branch,
         f: impl FnOnce(&WindowBases<'_>, &[f64; CHANNELS], &[f32], &mut Scratch) -> R,
     ) -> R {
-        let Self { conditional, unconditional, mean, scratch, height, width, .. } = self;
+        let Self {
+            conditional,
+            unconditional,
+            mean,
+            scratch,
+            height,
+            width,
+            ..
+        } = self;
         let prior = match branch {
             Branch::Conditional => conditional,
             Branch::Unconditional => unconditional,
         };
         mean.resize(frames * CHANNELS * *height * *width, 0.0);
-        prior.params.mean_window(window.first_frame, frames, *height, *width, mean);
+        prior
+            .params
+            .mean_window(window.first_frame, frames, *height, *width, mean);
         prior.temporal(frames);
-        let bases = WindowBases { t: &prior.temporal[&frames], y: &prior.y, x: &prior.x };
+        let bases = WindowBases {
+            t: &prior.temporal[&frames],
+            y: &prior.y,
+            x: &prior.x,
+        };
         f(&bases, &prior.variance, mean, scratch)
     }
 
     fn check_shape(&self, got: LatentShape) -> Result<(), DenoiseError> {
-        if got.frames == 0
-            || got.channels != CHANNELS
-            || got.height != self.height
-            || got.width != self.width
-        {
+        if got.frames == 0 || got.channels != CHANNELS || got.height != self.height || got.width != self.width {
             let want = format!("[frames ≥ 1, {CHANNELS}, {}, {}]", self.height, self.width);
             return Err(DenoiseError::Shape { got, want });
         }
@@ -205,8 +196,7 @@ impl Denoiser for ProceduralDenoiser {
         }
         let mut buffer = std::mem::take(&mut self.x0);
         buffer.resize(x.shape().len(), 0.0);
-        let mut x0 =
-            Latents::from_vec(x.shape(), buffer).unwrap_or_else(|| Latents::zeros(x.shape()));
+        let mut x0 = Latents::from_vec(x.shape(), buffer).unwrap_or_else(|| Latents::zeros(x.shape()));
         let result = self.posterior_mean(x, window, sigma, branch, &mut x0);
         if result.is_ok() {
             let v = out.as_mut_slice().par_iter_mut();

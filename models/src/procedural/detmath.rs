@@ -37,7 +37,11 @@ pub fn ln(x: f64) -> f64 {
         return f64::NAN;
     }
     // Scale subnormals into the normal range first, so the exponent field is meaningful.
-    let (x, extra) = if x < f64::MIN_POSITIVE { (x * 2f64.powi(60), -60.0) } else { (x, 0.0) };
+    let (x, extra) = if x < f64::MIN_POSITIVE {
+        (x * 2f64.powi(60), -60.0)
+    } else {
+        (x, 0.0)
+    };
     let bits = x.to_bits();
     let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
     let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52)); // in [1, 2)

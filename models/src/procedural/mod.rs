@@ -40,7 +40,9 @@ pub enum ProceduralError {
     Channels { got: usize, want: usize },
     #[error("emit_from {emit_from} is past the {frames} latent frames given")]
     EmitFrom { emit_from: usize, frames: usize },
-    #[error("decoding from global latent frame {first_global} needs the preceding latent frame as warm-up (emit_from >= 1)")]
+    #[error(
+        "decoding from global latent frame {first_global} needs the preceding latent frame as warm-up (emit_from >= 1)"
+    )]
     MissingHalo { first_global: usize },
 }
 
@@ -76,12 +78,7 @@ impl ProceduralModel {
 
     /// A denoiser bound to one job. `latent_height` / `latent_width` are LATENT sizes; the kernels'
     /// eigenbases for them are computed here, once per job.
-    pub fn denoiser(
-        &self,
-        cond: &Conditioning,
-        latent_height: usize,
-        latent_width: usize,
-    ) -> Box<dyn Denoiser> {
+    pub fn denoiser(&self, cond: &Conditioning, latent_height: usize, latent_width: usize) -> Box<dyn Denoiser> {
         Box::new(ProceduralDenoiser::new(self.info(), cond, latent_height, latent_width))
     }
 

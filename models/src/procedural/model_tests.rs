@@ -2,8 +2,8 @@
 //! limits, determinism, the prompt's palette after decoding, and a timing probe.
 
 use super::colour::CHANNELS;
-use super::prompt::gaussian_latents;
 use super::prior::MEAN_SCALE;
+use super::prompt::gaussian_latents;
 use super::{basis, PriorParams, ProceduralDenoiser, ProceduralModel};
 use longshot_core::denoiser::{Branch, Conditioning, Denoiser, RgbFrame, StepPoint, WindowContext};
 use longshot_core::tensor::{LatentShape, Latents};
@@ -18,7 +18,11 @@ fn denoiser(c: &Conditioning, shape: LatentShape) -> ProceduralDenoiser {
 }
 
 fn step(sigma: f32) -> StepPoint {
-    StepPoint { index: 0, sigma, timestep: sigma * 1000.0 }
+    StepPoint {
+        index: 0,
+        sigma,
+        timestep: sigma * 1000.0,
+    }
 }
 
 fn window(first_frame: usize) -> WindowContext {
@@ -26,7 +30,11 @@ fn window(first_frame: usize) -> WindowContext {
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
     let den: f64 = b.iter().map(|&y| f64::from(y).powi(2)).sum();
     (num / den).sqrt()
 }
@@ -42,9 +50,7 @@ fn dense_posterior_mean(p: &PriorParams, first_frame: usize, x: &Latents, sigma:
     let var = p.channel_variance();
     let coords: Vec<(usize, usize, usize, usize)> = (0..s.frames)
         .flat_map(|t| {
-            (0..CHANNELS).flat_map(move |c| {
-                (0..s.height).flat_map(move |y| (0..s.width).map(move |xx| (t, c, y, xx)))
-            })
+            (0..CHANNELS).flat_map(move |c| (0..s.height).flat_map(move |y| (0..s.width).map(move |xx| (t, c, y, xx))))
         })
         .collect();
     let n = coords.len();
@@ -62,7 +68,10 @@ fn dense_posterior_mean(p: &PriorParams, first_frame: usize, x: &Latents, sigma:
     let xt = DVector::from_iterator(n, x.as_slice().iter().map(|&v| f64::from(v)));
     let keep = 1.0 - sigma;
     let system = &sigma_full * (keep * keep) + DMatrix::identity(n, n) * (sigma * sigma);
-    let z = system.lu().solve(&(&xt - &mu * keep)).expect("the system is positive definite");
+    let z = system
+        .lu()
+        .solve(&(&xt - &mu * keep))
+        .expect("the system is positive definite");
     (mu + &sigma_full * z * keep).iter().copied().collect()
 }
 
@@ -106,9 +115,9 @@ fn per_axis_posterior_matches_a_dense_solve() {
 fn small_sigma_keeps_x_t_and_full_noise_gives_the_mean() {
     let shape = LatentShape::new(6, CHANNELS, 8, 10);
     let mut d = denoiser(&cond("a slow green forest", ""), shape);
-    let (mut x0, mut mean, mut out) =
-        (Latents::zeros(shape), Latents::zeros(shape), Latents::zeros(shape));
-    d.sample_prior(&gaussian_latents(shape, 1), window(0), Branch::Conditional, &mut x0).unwrap();
+    let (mut x0, mut mean, mut out) = (Latents::zeros(shape), Latents::zeros(shape), Latents::zeros(shape));
+    d.sample_prior(&gaussian_latents(shape, 1), window(0), Branch::Conditional, &mut x0)
+        .unwrap();
     d.prior_mean(window(0), Branch::Conditional, &mut mean).unwrap();
     let noise = gaussian_latents(shape, 2);
     let noisy = |sigma: f32| {
@@ -121,14 +130,17 @@ fn small_sigma_keeps_x_t_and_full_noise_gives_the_mean() {
         Latents::from_vec(shape, data).unwrap()
     };
     let xt = noisy(1e-3);
-    d.posterior_mean(&xt, window(0), 1e-3, Branch::Conditional, &mut out).unwrap();
+    d.posterior_mean(&xt, window(0), 1e-3, Branch::Conditional, &mut out)
+        .unwrap();
     let near_xt = rel_err(out.as_slice(), xt.as_slice());
     assert!(near_xt < 3e-3, "σ=1e-3: ‖x̂0 − x_t‖/‖x_t‖ = {near_xt}");
-    d.posterior_mean(&noisy(0.999), window(0), 0.999, Branch::Conditional, &mut out).unwrap();
+    d.posterior_mean(&noisy(0.999), window(0), 0.999, Branch::Conditional, &mut out)
+        .unwrap();
     let near_mean = rel_err(out.as_slice(), mean.as_slice());
     assert!(near_mean < 0.05, "σ=0.999: ‖x̂0 − μ‖/‖μ‖ = {near_mean}");
     // At σ = 1 the data term vanishes exactly: x̂0 = μ, bit for bit.
-    d.posterior_mean(&noise, window(0), 1.0, Branch::Conditional, &mut out).unwrap();
+    d.posterior_mean(&noise, window(0), 1.0, Branch::Conditional, &mut out)
+        .unwrap();
     assert_eq!(out, mean);
 }
 
@@ -142,18 +154,24 @@ fn same_prompt_same_bits_whatever_the_thread_count() {
         pool.install(|| {
             let mut d = ProceduralModel::new().denoiser(&c, shape.height, shape.width);
             let mut v = Latents::zeros(shape);
-            d.predict(&x, window(4), step(0.6), Branch::Conditional, &mut v).unwrap();
+            d.predict(&x, window(4), step(0.6), Branch::Conditional, &mut v)
+                .unwrap();
             v
         })
     };
     let one = run(1);
     assert!(one.as_slice().iter().all(|v| v.is_finite()));
-    assert!(one.as_slice().iter().zip(run(3).as_slice()).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(one
+        .as_slice()
+        .iter()
+        .zip(run(3).as_slice())
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
     // A different prompt is a different prior, and a different velocity.
-    let mut other =
-        ProceduralModel::new().denoiser(&cond("a blue ocean", ""), shape.height, shape.width);
+    let mut other = ProceduralModel::new().denoiser(&cond("a blue ocean", ""), shape.height, shape.width);
     let mut v = Latents::zeros(shape);
-    other.predict(&x, window(4), step(0.6), Branch::Conditional, &mut v).unwrap();
+    other
+        .predict(&x, window(4), step(0.6), Branch::Conditional, &mut v)
+        .unwrap();
     assert_ne!(v, one);
 }
 
@@ -166,10 +184,21 @@ fn unconditional_branch_uses_the_negative_prompt() {
     // The negative prompt's mean, the prompt's texture statistics.
     let (negative, neutral) = (PriorParams::from_prompt("dark night"), PriorParams::neutral());
     let u = d.params(Branch::Unconditional);
-    assert_eq!((&u.stops, &u.offset, u.drift, &u.waves), (&negative.stops, &negative.offset, negative.drift, &negative.waves));
-    assert_eq!((u.channel_std, u.temporal_length, u.spatial_length), (prompt.channel_std, prompt.temporal_length, prompt.spatial_length));
-    let u = denoiser(&cond("a red sunset", ""), shape).params(Branch::Unconditional).clone();
-    assert_eq!((&u.stops, &u.offset, u.drift, &u.waves), (&neutral.stops, &neutral.offset, neutral.drift, &neutral.waves));
+    assert_eq!(
+        (&u.stops, &u.offset, u.drift, &u.waves),
+        (&negative.stops, &negative.offset, negative.drift, &negative.waves)
+    );
+    assert_eq!(
+        (u.channel_std, u.temporal_length, u.spatial_length),
+        (prompt.channel_std, prompt.temporal_length, prompt.spatial_length)
+    );
+    let u = denoiser(&cond("a red sunset", ""), shape)
+        .params(Branch::Unconditional)
+        .clone();
+    assert_eq!(
+        (&u.stops, &u.offset, u.drift, &u.waves),
+        (&neutral.stops, &neutral.offset, neutral.drift, &neutral.waves)
+    );
 }
 
 #[test]
@@ -179,11 +208,15 @@ fn bad_inputs_are_errors_not_panics() {
     let x = gaussian_latents(shape, 5);
     let mut out = Latents::zeros(shape);
     for sigma in [0.0, -0.1, 1.5, f32::NAN] {
-        let err = d.predict(&x, window(0), step(sigma), Branch::Conditional, &mut out).unwrap_err();
+        let err = d
+            .predict(&x, window(0), step(sigma), Branch::Conditional, &mut out)
+            .unwrap_err();
         assert!(err.to_string().contains("sigma"), "{err}");
     }
     let wrong = Latents::zeros(LatentShape::new(2, CHANNELS, 3, 4));
-    assert!(d.predict(&wrong, window(0), step(0.5), Branch::Conditional, &mut out).is_err());
+    assert!(d
+        .predict(&wrong, window(0), step(0.5), Branch::Conditional, &mut out)
+        .is_err());
 }
 
 fn mean_colour(frames: &[RgbFrame]) -> [f64; 3] {
@@ -208,7 +241,10 @@ fn decoded_colours(prompt: &str) -> ([f64; 3], [f64; 3]) {
         .unwrap();
     let decode = |l: &Latents| {
         let mut frames = Vec::new();
-        ProceduralModel::new().decoder().decode(l, 0, 0, &mut |_, f| frames.push(f)).unwrap();
+        ProceduralModel::new()
+            .decoder()
+            .decode(l, 0, 0, &mut |_, f| frames.push(f))
+            .unwrap();
         mean_colour(&frames)
     };
     (decode(&mean), decode(&sample))
@@ -231,5 +267,8 @@ fn decoded_prior_follows_the_palette() {
     // The decoded mean is the palette's logit times MEAN_SCALE (the pattern averages out).
     let palette = PriorParams::from_prompt("a red sunset").palette();
     let want = palette.map(|p| 1.0 / (1.0 + (-(p / (1.0 - p)).ln() * MEAN_SCALE).exp()));
-    assert!((0..3).all(|k| (sunset[k] - want[k]).abs() < 0.05), "{sunset:?} vs {want:?}");
+    assert!(
+        (0..3).all(|k| (sunset[k] - want[k]).abs() < 0.05),
+        "{sunset:?} vs {want:?}"
+    );
 }

@@ -44,12 +44,7 @@ impl WindowBases<'_> {
     }
 
     /// Multiplies every eigen coordinate by `f(s_c²·λ_t·λ_y·λ_x)` (product taken in that order, f64).
-    fn scale_by_eigenvalue(
-        &self,
-        b: &mut [f32],
-        variance: &[f64; CHANNELS],
-        f: impl Fn(f64) -> f64 + Sync,
-    ) {
+    fn scale_by_eigenvalue(&self, b: &mut [f32], variance: &[f64; CHANNELS], f: impl Fn(f64) -> f64 + Sync) {
         let (h, w) = (self.y.n, self.x.n);
         if h * w == 0 {
             return;
@@ -94,10 +89,15 @@ pub fn posterior_mean(
     x0: &mut [f32],
 ) {
     let len = bases.len();
-    assert!(mean.len() == len && xt.len() == len && x0.len() == len, "posterior_mean: lengths");
+    assert!(
+        mean.len() == len && xt.len() == len && x0.len() == len,
+        "posterior_mean: lengths"
+    );
     let (a, b) = scratch.buffers(len);
     let keep = 1.0 - sigma;
-    a.par_iter_mut().zip(xt.par_iter().zip(mean)).for_each(|(r, (&x, &m))| *r = x - keep * m);
+    a.par_iter_mut()
+        .zip(xt.par_iter().zip(mean))
+        .for_each(|(r, (&x, &m))| *r = x - keep * m);
     bases.grid_to_eigen(a, b);
     let (keep, s2) = (1.0 - f64::from(sigma), f64::from(sigma) * f64::from(sigma));
     bases.scale_by_eigenvalue(b, variance, |lam| {
@@ -110,7 +110,9 @@ pub fn posterior_mean(
         }
     });
     bases.eigen_to_grid(b, a);
-    x0.par_iter_mut().zip(mean.par_iter().zip(&*a)).for_each(|(o, (&m, &d))| *o = m + d);
+    x0.par_iter_mut()
+        .zip(mean.par_iter().zip(&*a))
+        .for_each(|(o, (&m, &d))| *o = m + d);
 }
 
 /// Writes a prior sample `μ + Q·(√λ ⊙ z)` for white noise `z` into `out`. White noise is white
@@ -124,10 +126,15 @@ pub fn sample_prior(
     out: &mut [f32],
 ) {
     let len = bases.len();
-    assert!(mean.len() == len && z.len() == len && out.len() == len, "sample_prior: lengths");
+    assert!(
+        mean.len() == len && z.len() == len && out.len() == len,
+        "sample_prior: lengths"
+    );
     let (a, b) = scratch.buffers(len);
     b.copy_from_slice(z);
     bases.scale_by_eigenvalue(b, variance, f64::sqrt);
     bases.eigen_to_grid(b, a);
-    out.par_iter_mut().zip(mean.par_iter().zip(&*a)).for_each(|(o, (&m, &d))| *o = m + d);
+    out.par_iter_mut()
+        .zip(mean.par_iter().zip(&*a))
+        .for_each(|(o, (&m, &d))| *o = m + d);
 }

@@ -76,7 +76,9 @@ impl PriorParams {
         // A horizon (sea, desert, sunset, …) lays the picture out in horizontal bands that drift
         // sideways; otherwise the pattern's orientation is hashed.
         let horizontal = words.iter().any(|w| prompt::is_horizon_word(w));
-        let waves = (0..2).map(|_| hashed_wave(&mut s, spatial_length, horizontal)).collect();
+        let waves = (0..2)
+            .map(|_| hashed_wave(&mut s, spatial_length, horizontal))
+            .collect();
 
         let mut stops: Vec<[f64; 3]> = words.iter().filter_map(|w| prompt::colour_of(w)).collect();
         if stops.is_empty() {
@@ -89,11 +91,14 @@ impl PriorParams {
             _ => hashed_temporal,
         };
         let hashed_direction = detmath::sin_cos(drift_angle);
-        let direction = words.iter().find_map(|w| prompt::direction_of(w)).unwrap_or(if horizontal {
-            (0.0, hashed_direction.1.signum())
-        } else {
-            hashed_direction
-        });
+        let direction = words
+            .iter()
+            .find_map(|w| prompt::direction_of(w))
+            .unwrap_or(if horizontal {
+                (0.0, hashed_direction.1.signum())
+            } else {
+                hashed_direction
+            });
         // Faster motion for shorter temporal correlation, so pattern and texture agree on the pace.
         let speed = (1.2 / temporal_length).clamp(0.1, 0.8);
         Self {
@@ -154,7 +159,10 @@ impl PriorParams {
         let i = (u.floor().max(0.0) as usize).min(n - 1);
         let t = (u - i as f64).clamp(0.0, 1.0);
         let w = t * t * (3.0 - 2.0 * t);
-        let (a, b) = (colour::latent_for_rgb(self.stops[i]), colour::latent_for_rgb(self.stops[(i + 1).min(n - 1)]));
+        let (a, b) = (
+            colour::latent_for_rgb(self.stops[i]),
+            colour::latent_for_rgb(self.stops[(i + 1).min(n - 1)]),
+        );
         std::array::from_fn(|c| (1.0 - w) * a[c] + w * b[c])
     }
 
@@ -166,14 +174,7 @@ impl PriorParams {
     /// different mean, the blended velocity would fight itself at every seam, and the drift would
     /// restart in every window. With the global index all windows agree bit for bit on μ of every
     /// frame they share, and the pattern moves continuously over the whole clip.
-    pub fn mean_window(
-        &self,
-        first_frame: usize,
-        frames: usize,
-        height: usize,
-        width: usize,
-        out: &mut [f32],
-    ) {
+    pub fn mean_window(&self, first_frame: usize, frames: usize, height: usize, width: usize, out: &mut [f32]) {
         let plane = height * width;
         assert_eq!(out.len(), frames * CHANNELS * plane, "mean_window: output length");
         if plane == 0 {
@@ -224,7 +225,11 @@ impl PriorParams {
 fn hashed_wave(s: &mut ParamStream, spatial_length: f64, horizontal: bool) -> Wave {
     let wavelength = spatial_length * s.uniform(3.0, 6.0);
     let u = s.uniform(0.0, TAU);
-    let angle = if horizontal { PI / 2.0 + (u / TAU - 0.5) * (2.0 * PI / 9.0) } else { u };
+    let angle = if horizontal {
+        PI / 2.0 + (u / TAU - 0.5) * (2.0 * PI / 9.0)
+    } else {
+        u
+    };
     let (sin_a, cos_a) = detmath::sin_cos(angle);
     let kk = TAU / wavelength;
     let phase = s.uniform(0.0, TAU);
@@ -232,7 +237,11 @@ fn hashed_wave(s: &mut ParamStream, spatial_length: f64, horizontal: bool) -> Wa
     loading.iter_mut().for_each(|v| *v = s.uniform(-1.0, 1.0));
     let norm = loading.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
     loading.iter_mut().for_each(|v| *v *= 0.6 / norm);
-    Wave { k: (kk * sin_a, kk * cos_a), phase, loading }
+    Wave {
+        k: (kk * sin_a, kk * cos_a),
+        phase,
+        loading,
+    }
 }
 
 #[cfg(test)]
@@ -245,9 +254,15 @@ mod tests {
         assert_eq!(p, PriorParams::from_prompt("A red sunset!"));
         assert_eq!(p.stops.len(), 2, "red, then sunset orange below it");
         assert_ne!(p, PriorParams::from_prompt("a blue ocean"));
-        assert_ne!(p.channel_std, PriorParams::from_prompt("a red sunset at noon").channel_std);
+        assert_ne!(
+            p.channel_std,
+            PriorParams::from_prompt("a red sunset at noon").channel_std
+        );
         assert_eq!(PriorParams::from_prompt(" ,. "), PriorParams::neutral());
-        assert_eq!(PriorParams::from_prompt("a slow calm river").temporal_length, SLOW_LENGTH);
+        assert_eq!(
+            PriorParams::from_prompt("a slow calm river").temporal_length,
+            SLOW_LENGTH
+        );
         assert_eq!(PriorParams::from_prompt("a fast storm").temporal_length, FAST_LENGTH);
         let other = PriorParams::from_prompt("a river").temporal_length;
         assert!((2.5..5.0).contains(&other));
@@ -257,7 +272,11 @@ mod tests {
         // A horizon: bands run horizontally (wave vectors near vertical) and drift sideways.
         let sea = PriorParams::from_prompt("a slow red sunset over the sea");
         assert!(sea.drift.0 == 0.0 && sea.drift.1 != 0.0, "{:?}", sea.drift);
-        assert!(sea.waves.iter().all(|w| w.k.0.abs() > 2.0 * w.k.1.abs()), "{:?}", sea.waves);
+        assert!(
+            sea.waves.iter().all(|w| w.k.0.abs() > 2.0 * w.k.1.abs()),
+            "{:?}",
+            sea.waves
+        );
         // An explicit direction word still wins.
         assert!(PriorParams::from_prompt("waves rolling up over the sea").drift.0 < 0.0);
     }

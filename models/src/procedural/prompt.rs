@@ -62,10 +62,7 @@ impl ParamStream {
 
 /// Latents of i.i.d. standard normal values (test data).
 #[cfg(test)]
-pub fn gaussian_latents(
-    shape: longshot_core::tensor::LatentShape,
-    seed: u64,
-) -> longshot_core::tensor::Latents {
+pub fn gaussian_latents(shape: longshot_core::tensor::LatentShape, seed: u64) -> longshot_core::tensor::Latents {
     let mut s = ParamStream::new(seed);
     let data = (0..shape.len()).map(|_| s.gaussian() as f32).collect();
     longshot_core::tensor::Latents::from_vec(shape, data).expect("length matches the shape")
@@ -102,10 +99,10 @@ pub fn colour_of(word: &str) -> Option<[f64; 3]> {
 /// +1 for words that suggest slow, smooth motion, −1 for fast or chaotic motion, 0 otherwise.
 pub fn motion_of(word: &str) -> i32 {
     match word {
-        "slow" | "slowly" | "calm" | "still" | "gentle" | "serene" | "quiet" | "peaceful"
-        | "static" | "drifting" | "tranquil" => 1,
-        "fast" | "quick" | "quickly" | "storm" | "stormy" | "chaos" | "chaotic" | "rapid"
-        | "racing" | "explosion" | "frantic" | "turbulent" => -1,
+        "slow" | "slowly" | "calm" | "still" | "gentle" | "serene" | "quiet" | "peaceful" | "static" | "drifting"
+        | "tranquil" => 1,
+        "fast" | "quick" | "quickly" | "storm" | "stormy" | "chaos" | "chaotic" | "rapid" | "racing" | "explosion"
+        | "frantic" | "turbulent" => -1,
         _ => 0,
     }
 }
@@ -114,9 +111,28 @@ pub fn motion_of(word: &str) -> i32 {
 pub fn is_horizon_word(word: &str) -> bool {
     matches!(
         word,
-        "sea" | "ocean" | "horizon" | "sunset" | "sunrise" | "dusk" | "dawn" | "beach" | "coast"
-            | "shore" | "desert" | "dunes" | "lake" | "landscape" | "plain" | "plains" | "prairie"
-            | "field" | "fields" | "meadow" | "bay" | "skyline"
+        "sea"
+            | "ocean"
+            | "horizon"
+            | "sunset"
+            | "sunrise"
+            | "dusk"
+            | "dawn"
+            | "beach"
+            | "coast"
+            | "shore"
+            | "desert"
+            | "dunes"
+            | "lake"
+            | "landscape"
+            | "plain"
+            | "plains"
+            | "prairie"
+            | "field"
+            | "fields"
+            | "meadow"
+            | "bay"
+            | "skyline"
     )
 }
 

@@ -99,5 +99,8 @@ impl From<WanError> for longshot_core::denoiser::DenoiseError {
 /// Reads and parses a JSON file, with errors naming the file.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, WanError> {
     let text = std::fs::read_to_string(path).map_err(|e| WanError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| WanError::Json { path: path.to_path_buf(), source: e })
+    serde_json::from_str(&text).map_err(|e| WanError::Json {
+        path: path.to_path_buf(),
+        source: e,
+    })
 }

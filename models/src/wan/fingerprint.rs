@@ -22,8 +22,14 @@ pub fn pipeline_fingerprint(root: &Path, components: &[&str]) -> Result<String, 
     file(&mut h, root, Path::new("model_index.json"))?;
     for c in components {
         let dir = root.join(c);
-        let io = |source| WanError::Io { path: dir.clone(), source };
-        let mut names: Vec<_> = std::fs::read_dir(&dir).map_err(io)?.collect::<Result<Vec<_>, _>>().map_err(io)?;
+        let io = |source| WanError::Io {
+            path: dir.clone(),
+            source,
+        };
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(io)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io)?;
         names.sort_by_key(|e| e.file_name());
         for e in names {
             if e.file_type().map_err(io)?.is_file() {
@@ -36,7 +42,10 @@ pub fn pipeline_fingerprint(root: &Path, components: &[&str]) -> Result<String, 
 
 fn file(h: &mut Fnv1a, root: &Path, rel: &Path) -> Result<(), WanError> {
     let path = root.join(rel);
-    let io = |source| WanError::Io { path: path.clone(), source };
+    let io = |source| WanError::Io {
+        path: path.clone(),
+        source,
+    };
     let mut f = std::fs::File::open(&path).map_err(io)?;
     let size = f.metadata().map_err(io)?.len();
     h.write(rel.to_string_lossy().as_bytes());
@@ -81,7 +90,12 @@ mod tests {
     fn equal_files_agree_and_any_sampled_change_differs() {
         let t = tempfile::tempdir().unwrap();
         let big: Vec<u8> = (0..(3 * WHOLE as usize)).map(|i| (i * 7 % 251) as u8).collect();
-        let (a, b, c, d) = (t.path().join("a"), t.path().join("b"), t.path().join("c"), t.path().join("d"));
+        let (a, b, c, d) = (
+            t.path().join("a"),
+            t.path().join("b"),
+            t.path().join("c"),
+            t.path().join("d"),
+        );
         pipeline(&a, &big);
         pipeline(&b, &big);
         let fp = |p: &Path| pipeline_fingerprint(p, &["transformer"]).unwrap();
@@ -96,7 +110,9 @@ mod tests {
         assert_ne!(fp(&a), fp(&c));
         assert_ne!(fp(&a), fp(&d));
         assert_eq!(fp(&a).len(), 16);
-        let e = pipeline_fingerprint(&t.path().join("missing"), &["transformer"]).unwrap_err().to_string();
+        let e = pipeline_fingerprint(&t.path().join("missing"), &["transformer"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing/model_index.json"), "{e}");
     }
 }

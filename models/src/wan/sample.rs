@@ -12,17 +12,33 @@ use longshot_core::tensor::Latents;
 use longshot_kernels::cpu::cfg_combine;
 
 /// Runs every step of `schedule` from `latents` (frame-major); returns the final latents.
-pub fn sample(denoiser: &mut WanDenoiser, mut latents: Latents, schedule: &Schedule, guidance: f32) -> Result<Latents, WanError> {
+pub fn sample(
+    denoiser: &mut WanDenoiser,
+    mut latents: Latents,
+    schedule: &Schedule,
+    guidance: f32,
+) -> Result<Latents, WanError> {
     let shape = latents.shape();
     let mut state = new_state(schedule);
     let mut v = Latents::zeros(shape);
     let mut uncond = Latents::zeros(shape);
-    let window = WindowContext { index: 0, first_frame: 0 };
+    let window = WindowContext {
+        index: 0,
+        first_frame: 0,
+    };
     for i in 0..schedule.steps() {
-        let point = StepPoint { index: i, sigma: schedule.sigma(i), timestep: schedule.timestep(i) };
-        denoiser.predict(&latents, window, point, Branch::Conditional, &mut v).map_err(|e| WanError::Input(e.to_string()))?;
+        let point = StepPoint {
+            index: i,
+            sigma: schedule.sigma(i),
+            timestep: schedule.timestep(i),
+        };
+        denoiser
+            .predict(&latents, window, point, Branch::Conditional, &mut v)
+            .map_err(|e| WanError::Input(e.to_string()))?;
         if guidance > 1.0 {
-            denoiser.predict(&latents, window, point, Branch::Unconditional, &mut uncond).map_err(|e| WanError::Input(e.to_string()))?;
+            denoiser
+                .predict(&latents, window, point, Branch::Unconditional, &mut uncond)
+                .map_err(|e| WanError::Input(e.to_string()))?;
             cfg_combine(v.as_mut_slice(), uncond.as_slice(), guidance);
         }
         state.step(schedule, i, &v, &mut latents);

@@ -6,17 +6,17 @@
 //! (`gpu::GpuWanDenoiser`); the text encoder and the VAE run on the CPU either way. A worker
 //! holds it as a [`ServedModel`].
 
+use crate::served::{ConditioningError, ServedModel, ServedModelError, TextConditioning};
 use crate::wan::pipeline::PipelineDir;
-use crate::wan::transformer::config::TransformerConfig;
-use crate::wan::transformer::denoiser::{model_info_for, WanDenoiser};
-use crate::wan::vae::frame_decoder::WanFrameDecoder;
-use crate::wan::t5::TextEncoder;
 use crate::wan::t5::config::UMT5Config;
 use crate::wan::t5::tokenizer::T5_MAX_LENGTH;
+use crate::wan::t5::TextEncoder;
+use crate::wan::transformer::config::TransformerConfig;
+use crate::wan::transformer::denoiser::{model_info_for, WanDenoiser};
 use crate::wan::transformer::WanTransformer;
+use crate::wan::vae::frame_decoder::WanFrameDecoder;
 use crate::wan::vae::{WanVae, WanVaeDecoder};
 use crate::wan::WanError;
-use crate::served::{ConditioningError, ServedModel, ServedModelError, TextConditioning};
 use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -44,7 +44,8 @@ impl Transformer {
             WanBackend::Cpu => Self::Cpu(Arc::new(WanTransformer::load(dir)?)),
             #[cfg(feature = "cuda")]
             WanBackend::Cuda(b) => Self::Cuda(Arc::new(
-                super::gpu::GpuWanTransformer::load(b.clone(), dir).map_err(|e| WanError::Input(format!("{}: loading onto the GPU: {e}", dir.display())))?,
+                super::gpu::GpuWanTransformer::load(b.clone(), dir)
+                    .map_err(|e| WanError::Input(format!("{}: loading onto the GPU: {e}", dir.display())))?,
             )),
         })
     }
@@ -72,7 +73,16 @@ pub struct WanModel {
 /// The name a pipeline is served under when none is given: `wan2.1-t2v-1.3b` / `wan2.1-t2v-14b`
 /// when the transformer has those shapes, else `wan2.1-` and the directory's name.
 pub fn default_name(dir: &Path, cfg: &TransformerConfig) -> String {
-    let shape = |c: &TransformerConfig| (c.num_layers, c.num_attention_heads, c.attention_head_dim, c.ffn_dim, c.in_channels, c.text_dim);
+    let shape = |c: &TransformerConfig| {
+        (
+            c.num_layers,
+            c.num_attention_heads,
+            c.attention_head_dim,
+            c.ffn_dim,
+            c.in_channels,
+            c.text_dim,
+        )
+    };
     if shape(cfg) == shape(&TransformerConfig::t2v_1_3b()) {
         return "wan2.1-t2v-1.3b".into();
     }
@@ -80,8 +90,20 @@ pub fn default_name(dir: &Path, cfg: &TransformerConfig) -> String {
         return "wan2.1-t2v-14b".into();
     }
     let base = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let base = base.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let clean: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c.to_ascii_lowercase() } else { '-' }).collect();
+    let base = base
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let clean: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
     format!("wan2.1-{}", clean.trim_matches('-'))
 }
 
@@ -106,7 +128,10 @@ impl WanModel {
         if t5.d_model != tcfg.text_dim {
             return Err(WanError::config(
                 text_encoder_dir.join("config.json"),
-                format!("d_model {} does not match the transformer's text_dim {}", t5.d_model, tcfg.text_dim),
+                format!(
+                    "d_model {} does not match the transformer's text_dim {}",
+                    t5.d_model, tcfg.text_dim
+                ),
             ));
         }
         let (vae_z, in_ch) = (vae.config().z_dim, tcfg.in_channels);
@@ -118,7 +143,8 @@ impl WanModel {
         }
         let name = name.map(str::to_string).unwrap_or_else(|| default_name(dir, tcfg));
         let mut info = model_info_for(&name, tcfg);
-        info.weights = crate::wan::fingerprint::pipeline_fingerprint(dir, &["transformer", "vae", "text_encoder", "tokenizer"])?;
+        info.weights =
+            crate::wan::fingerprint::pipeline_fingerprint(dir, &["transformer", "vae", "text_encoder", "tokenizer"])?;
         Ok(Self {
             info,
             root: dir.to_path_buf(),
@@ -160,7 +186,12 @@ impl WanModel {
         let t = self.text_encoder()?;
         let p = t.encode(prompt)?;
         let n = t.encode(negative_prompt)?;
-        Ok(TextEmbeddings { rows: p.shape[0], dim: p.shape[1], prompt: p.data, negative: n.data })
+        Ok(TextEmbeddings {
+            rows: p.shape[0],
+            dim: p.shape[1],
+            prompt: p.data,
+            negative: n.data,
+        })
     }
 
     /// Checks that `e` can condition this transformer: `[512, text_dim]`, finite.
@@ -168,7 +199,10 @@ impl WanModel {
         e.validate()?;
         let want = (T5_MAX_LENGTH, self.transformer.config().text_dim);
         if (e.rows, e.dim) != want {
-            return Err(format!("shape [{}, {}] is not [{}, {}] (512 tokens × the transformer's text_dim)", e.rows, e.dim, want.0, want.1));
+            return Err(format!(
+                "shape [{}, {}] is not [{}, {}] (512 tokens × the transformer's text_dim)",
+                e.rows, e.dim, want.0, want.1
+            ));
         }
         Ok(())
     }
@@ -176,7 +210,8 @@ impl WanModel {
     /// A denoiser for one job. Precomputes every block's cross-attention K/V of both branches:
     /// heavy, call it off the async runtime.
     pub fn denoiser(&self, e: &TextEmbeddings) -> Result<Box<dyn Denoiser>, WanError> {
-        self.check_embeddings(e).map_err(|m| WanError::Input(format!("text embeddings: {m}")))?;
+        self.check_embeddings(e)
+            .map_err(|m| WanError::Input(format!("text embeddings: {m}")))?;
         Ok(match &self.transformer {
             Transformer::Cpu(t) => Box::new(WanDenoiser::new(self.info.clone(), t.clone(), &e.prompt, &e.negative)?),
             #[cfg(feature = "cuda")]

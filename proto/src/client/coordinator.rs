@@ -10,8 +10,8 @@ use crate::pb::registry_service_client::RegistryServiceClient;
 use crate::status::from_status_at;
 use futures::{future, StreamExt};
 use longshot_core::api::{
-    ApiError, BoxFuture, BoxStream, JobApi, JobEvent, JobState, JobStatus, OutputChunk,
-    RegisterAck, RegistryApi, SubmitResult, WorkerInfo, WorkerState,
+    ApiError, BoxFuture, BoxStream, JobApi, JobEvent, JobState, JobStatus, OutputChunk, RegisterAck, RegistryApi,
+    SubmitResult, WorkerInfo, WorkerState,
 };
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::job::{JobSpec, OutputKind};
@@ -61,11 +61,7 @@ impl JobApi for JobClient {
             let request = pb::SubmitJobRequest {
                 spec: Some(spec.into()),
             };
-            let r = self
-                .client()
-                .submit_job(request)
-                .await
-                .map_err(|s| self.failed(s))?;
+            let r = self.client().submit_job(request).await.map_err(|s| self.failed(s))?;
             SubmitResult::try_from(r.into_inner()).map_err(|e| malformed(&self.peer, e))
         })
     }
@@ -78,21 +74,13 @@ impl JobApi for JobClient {
         })
     }
 
-    fn list(
-        &self,
-        state: Option<JobState>,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
+    fn list(&self, state: Option<JobState>, limit: usize) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
         Box::pin(async move {
             let request = pb::ListJobsRequest {
                 state: state.map_or(pb::JobState::Unspecified, Into::into) as i32,
                 limit: u32::try_from(limit).unwrap_or(u32::MAX),
             };
-            let r = self
-                .client()
-                .list_jobs(request)
-                .await
-                .map_err(|s| self.failed(s))?;
+            let r = self.client().list_jobs(request).await.map_err(|s| self.failed(s))?;
             r.into_inner()
                 .jobs
                 .into_iter()
@@ -105,10 +93,7 @@ impl JobApi for JobClient {
 
     fn cancel(&self, job_id: String) -> BoxFuture<'_, Result<JobState, ApiError>> {
         Box::pin(async move {
-            let r = self
-                .client()
-                .cancel_job(pb::CancelJobRequest { job_id })
-                .await;
+            let r = self.client().cancel_job(pb::CancelJobRequest { job_id }).await;
             let state = r.map_err(|s| self.failed(s))?.into_inner().state;
             job_state_from_pb(state, "state").map_err(|e| malformed(&self.peer, e))
         })
@@ -118,10 +103,7 @@ impl JobApi for JobClient {
     /// ends (the error is logged), and the caller asks `get` for the job's final word.
     fn watch(&self, job_id: String) -> BoxFuture<'_, Result<BoxStream<JobEvent>, ApiError>> {
         Box::pin(async move {
-            let r = self
-                .client()
-                .watch_job(pb::WatchJobRequest { job_id })
-                .await;
+            let r = self.client().watch_job(pb::WatchJobRequest { job_id }).await;
             let inbound = r.map_err(|s| self.failed(s))?.into_inner();
             let peer = self.peer.clone();
             let events = domain_stream(inbound, peer.clone(), move |e| {
@@ -192,9 +174,7 @@ impl RegistryClient {
     pub fn connect_lazy(endpoint: &str) -> Result<Self, ApiError> {
         let url = url_of(endpoint);
         let peer = format!("the coordinator at {url}");
-        let channel = endpoint_for(&url, &peer)?
-            .timeout(REGISTRY_CALL_TIMEOUT)
-            .connect_lazy();
+        let channel = endpoint_for(&url, &peer)?.timeout(REGISTRY_CALL_TIMEOUT).connect_lazy();
         Ok(Self {
             client: sized!(RegistryServiceClient::new(channel)),
             peer,
@@ -209,11 +189,7 @@ impl RegistryClient {
 impl RegistryApi for RegistryClient {
     fn register(&self, worker: WorkerInfo) -> BoxFuture<'_, Result<RegisterAck, ApiError>> {
         Box::pin(async move {
-            let r = self
-                .client
-                .clone()
-                .register(pb::WorkerInfo::from(worker))
-                .await;
+            let r = self.client.clone().register(pb::WorkerInfo::from(worker)).await;
             let response = r.map_err(|s| self.failed(s))?.into_inner();
             // A refusal (`accepted = false`) arrives as FailedPrecondition and passes through.
             RegisterAck::try_from(response).map_err(|e| match e {

@@ -60,11 +60,7 @@ async fn connect(endpoint: Endpoint, peer: &str) -> Result<Channel, ApiError> {
 /// A response from `peer` that does not convert: the peer is broken, not the caller's request.
 fn malformed(peer: &str, err: ApiError) -> ApiError {
     let detail = match err {
-        ApiError::InvalidArgument(errors) => errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; "),
+        ApiError::InvalidArgument(errors) => errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
         other => other.to_string(),
     };
     ApiError::Internal(format!("{peer} sent a malformed response: {detail}"))

@@ -9,8 +9,8 @@ use crate::pb::worker_service_client::WorkerServiceClient;
 use crate::status::{from_status_at, status_cause};
 use futures::stream;
 use longshot_core::api::{
-    ApiError, BoxFuture, BoxStream, EncodeTextRequest, ExchangeConnector, OverlapEnvelope,
-    ShardAssignment, ShardEvent, WorkerApi, WorkerConnector,
+    ApiError, BoxFuture, BoxStream, EncodeTextRequest, ExchangeConnector, OverlapEnvelope, ShardAssignment, ShardEvent,
+    WorkerApi, WorkerConnector,
 };
 use longshot_core::denoiser::TextEmbeddings;
 use std::sync::Arc;
@@ -29,11 +29,7 @@ impl WorkerConnector for GrpcWorkerConnector {
             let peer = format!("the worker at {address}");
             let channel = connect(worker_endpoint(&url_of(&address), &peer)?, &peer).await?;
             let client = sized!(WorkerServiceClient::new(channel));
-            Ok(Arc::new(GrpcWorker {
-                client,
-                address,
-                peer,
-            }) as Arc<dyn WorkerApi>)
+            Ok(Arc::new(GrpcWorker { client, address, peer }) as Arc<dyn WorkerApi>)
         })
     }
 }
@@ -46,10 +42,7 @@ struct GrpcWorker {
 }
 
 impl WorkerApi for GrpcWorker {
-    fn run_shard(
-        &self,
-        assignment: ShardAssignment,
-    ) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
+    fn run_shard(&self, assignment: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
         Box::pin(async move {
             let r = self
                 .client
@@ -61,10 +54,7 @@ impl WorkerApi for GrpcWorker {
         })
     }
 
-    fn encode_text(
-        &self,
-        request: EncodeTextRequest,
-    ) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>> {
+    fn encode_text(&self, request: EncodeTextRequest) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>> {
         Box::pin(async move {
             let r = self
                 .client
@@ -72,16 +62,11 @@ impl WorkerApi for GrpcWorker {
                 .encode_text(pb::EncodeTextRequest::from(request))
                 .await;
             let response = r.map_err(|s| from_status_at(&s, &self.peer))?.into_inner();
-            crate::convert::embeddings_from_pb(response)
-                .map_err(|e| malformed(&self.peer, e))
+            crate::convert::embeddings_from_pb(response).map_err(|e| malformed(&self.peer, e))
         })
     }
 
-    fn nccl_unique_id(
-        &self,
-        job_id: String,
-        plan_id: u64,
-    ) -> BoxFuture<'_, Result<Vec<u8>, ApiError>> {
+    fn nccl_unique_id(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<Vec<u8>, ApiError>> {
         Box::pin(async move {
             let r = self
                 .client
@@ -101,9 +86,7 @@ impl WorkerApi for GrpcWorker {
                 .clone()
                 .cancel_shard(pb::CancelShardRequest { job_id, plan_id })
                 .await;
-            Ok(r.map_err(|s| from_status_at(&s, &self.peer))?
-                .into_inner()
-                .cancelled)
+            Ok(r.map_err(|s| from_status_at(&s, &self.peer))?.into_inner().cancelled)
         })
     }
 }
@@ -112,31 +95,27 @@ impl WorkerApi for GrpcWorker {
 /// the gang on `Failed`, so a lost connection, a malformed event or a stream that stops without
 /// a verdict each become a final `Failed` that says so.
 fn shard_events(inbound: Streaming<pb::ShardEvent>, address: String) -> BoxStream<ShardEvent> {
-    Box::pin(stream::unfold(
-        Some((inbound, address)),
-        |state| async move {
-            let (mut inbound, address) = state?;
-            let failed = |reason: String| Some((ShardEvent::Failed { reason }, None));
-            let lost = |reason: String| Some((ShardEvent::Lost { reason }, None));
-            match inbound.message().await {
-                Ok(Some(event)) => match ShardEvent::try_from(event) {
-                    Ok(event) => {
-                        let last =
-                            matches!(event, ShardEvent::Finished | ShardEvent::Failed { .. });
-                        Some((event, (!last).then_some((inbound, address))))
-                    }
-                    Err(e) => failed(malformed(&format!("the worker at {address}"), e).to_string()),
-                },
-                Ok(None) => lost(format!(
-                    "the worker at {address} ended the shard stream without finishing it"
-                )),
-                Err(status) => lost(format!(
-                    "lost the connection to worker at {address}: {}",
-                    status_cause(&status)
-                )),
-            }
-        },
-    ))
+    Box::pin(stream::unfold(Some((inbound, address)), |state| async move {
+        let (mut inbound, address) = state?;
+        let failed = |reason: String| Some((ShardEvent::Failed { reason }, None));
+        let lost = |reason: String| Some((ShardEvent::Lost { reason }, None));
+        match inbound.message().await {
+            Ok(Some(event)) => match ShardEvent::try_from(event) {
+                Ok(event) => {
+                    let last = matches!(event, ShardEvent::Finished | ShardEvent::Failed { .. });
+                    Some((event, (!last).then_some((inbound, address))))
+                }
+                Err(e) => failed(malformed(&format!("the worker at {address}"), e).to_string()),
+            },
+            Ok(None) => lost(format!(
+                "the worker at {address} ended the shard stream without finishing it"
+            )),
+            Err(status) => lost(format!(
+                "lost the connection to worker at {address}: {}",
+                status_cause(&status)
+            )),
+        }
+    }))
 }
 
 // ---- exchange -------------------------------------------------------------------------------
@@ -177,9 +156,6 @@ impl futures::Stream for OutboundFrames {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<pb::OverlapFrame>> {
-        self.0
-            .as_mut()
-            .poll_next(cx)
-            .map(|e| e.map(pb::OverlapFrame::from))
+        self.0.as_mut().poll_next(cx).map(|e| e.map(pb::OverlapFrame::from))
     }
 }

@@ -30,13 +30,8 @@ pub fn worker_state_from_pb(value: i32, field: &str) -> Result<WorkerState, ApiE
         Ok(pb::WorkerState::Busy) => Ok(WorkerState::Busy),
         Ok(pb::WorkerState::Draining) => Ok(WorkerState::Draining),
         Ok(pb::WorkerState::Offline) => Ok(WorkerState::Offline),
-        Ok(pb::WorkerState::Unspecified) => {
-            Err(invalid(field, format!("is unspecified; {ALLOWED}")))
-        }
-        Err(_) => Err(invalid(
-            field,
-            format!("{value} is not a worker state; {ALLOWED}"),
-        )),
+        Ok(pb::WorkerState::Unspecified) => Err(invalid(field, format!("is unspecified; {ALLOWED}"))),
+        Err(_) => Err(invalid(field, format!("{value} is not a worker state; {ALLOWED}"))),
     }
 }
 
@@ -153,10 +148,7 @@ impl TryFrom<pb::WorkerInfo> for WorkerInfo {
 }
 
 /// A list of workers, each error named by its index (`workers[0].state`).
-pub fn workers_from_pb(
-    workers: Vec<pb::WorkerInfo>,
-    field: &str,
-) -> Result<Vec<WorkerInfo>, ApiError> {
+pub fn workers_from_pb(workers: Vec<pb::WorkerInfo>, field: &str) -> Result<Vec<WorkerInfo>, ApiError> {
     workers
         .into_iter()
         .enumerate()

@@ -51,9 +51,8 @@ impl TryFrom<pb::Conditioning> for Conditioning {
                     ),
                 ));
             };
-            let decode = |bytes: &[u8], field: &str| {
-                wire::decode_f32_le(bytes).map_err(|e| invalid(field, e.to_string()))
-            };
+            let decode =
+                |bytes: &[u8], field: &str| wire::decode_f32_le(bytes).map_err(|e| invalid(field, e.to_string()));
             let e = TextEmbeddings {
                 rows: to_usize(rows, "embedding_shape")?,
                 dim: to_usize(dim, "embedding_shape")?,
@@ -106,10 +105,7 @@ pub fn embeddings_from_pb(r: pb::EncodeTextResponse) -> Result<Option<TextEmbedd
 }
 
 /// An `EncodeTextResponse` for `request` carrying `embeddings`.
-pub fn embeddings_to_pb(
-    request: &EncodeTextRequest,
-    embeddings: Option<TextEmbeddings>,
-) -> pb::EncodeTextResponse {
+pub fn embeddings_to_pb(request: &EncodeTextRequest, embeddings: Option<TextEmbeddings>) -> pb::EncodeTextResponse {
     pb::EncodeTextResponse {
         conditioning: Some(
             Conditioning {
@@ -149,7 +145,10 @@ mod tests {
         assert_eq!(bits(&a.negative), bits(&b.negative));
         assert_eq!((b.rows, b.dim), (2, 3));
         let none = Conditioning::new("p", "n");
-        assert_eq!(Conditioning::try_from(pb::Conditioning::from(none.clone())).unwrap(), none);
+        assert_eq!(
+            Conditioning::try_from(pb::Conditioning::from(none.clone())).unwrap(),
+            none
+        );
     }
 
     fn field_of(e: ApiError) -> String {
@@ -163,12 +162,50 @@ mod tests {
     fn bad_embeddings_name_the_field() {
         let good = pb::Conditioning::from(with_embeddings());
         let cases: Vec<(pb::Conditioning, &str)> = vec![
-            (pb::Conditioning { embedding_shape: vec![], ..good.clone() }, "embedding_shape: is empty"),
-            (pb::Conditioning { embedding_shape: vec![6], ..good.clone() }, "embedding_shape: [6] has 1 dimensions"),
-            (pb::Conditioning { embedding_shape: vec![3, 3], ..good.clone() }, "embeddings: prompt embedding holds 6 values, not 3 × 3"),
-            (pb::Conditioning { negative_embedding: good.negative_embedding.slice(0..5), ..good.clone() }, "negative_embedding: f32 payload of 5 bytes"),
-            (pb::Conditioning { negative_embedding: wire::encode_f32_le(&[f32::NAN; 6]), ..good.clone() }, "embeddings: negative prompt embedding value 0 is NaN"),
-            (pb::Conditioning { embedding_shape: vec![0, 3], prompt_embedding: Default::default(), negative_embedding: Default::default(), ..good.clone() }, "embeddings: shape [0, 3] is empty"),
+            (
+                pb::Conditioning {
+                    embedding_shape: vec![],
+                    ..good.clone()
+                },
+                "embedding_shape: is empty",
+            ),
+            (
+                pb::Conditioning {
+                    embedding_shape: vec![6],
+                    ..good.clone()
+                },
+                "embedding_shape: [6] has 1 dimensions",
+            ),
+            (
+                pb::Conditioning {
+                    embedding_shape: vec![3, 3],
+                    ..good.clone()
+                },
+                "embeddings: prompt embedding holds 6 values, not 3 × 3",
+            ),
+            (
+                pb::Conditioning {
+                    negative_embedding: good.negative_embedding.slice(0..5),
+                    ..good.clone()
+                },
+                "negative_embedding: f32 payload of 5 bytes",
+            ),
+            (
+                pb::Conditioning {
+                    negative_embedding: wire::encode_f32_le(&[f32::NAN; 6]),
+                    ..good.clone()
+                },
+                "embeddings: negative prompt embedding value 0 is NaN",
+            ),
+            (
+                pb::Conditioning {
+                    embedding_shape: vec![0, 3],
+                    prompt_embedding: Default::default(),
+                    negative_embedding: Default::default(),
+                    ..good.clone()
+                },
+                "embeddings: shape [0, 3] is empty",
+            ),
         ];
         for (msg, want) in cases {
             let got = field_of(Conditioning::try_from(msg).unwrap_err());

@@ -31,9 +31,9 @@ impl TryFrom<pb::OverlapFrame> for OverlapEnvelope {
 
     fn try_from(f: pb::OverlapFrame) -> Result<Self, ApiError> {
         let payload = match required(f.payload, "payload")? {
-            overlap_frame::Payload::Velocity(b) => Payload::Velocity(
-                wire::decode_f32_le(&b).map_err(|e| invalid("velocity", e.to_string()))?,
-            ),
+            overlap_frame::Payload::Velocity(b) => {
+                Payload::Velocity(wire::decode_f32_le(&b).map_err(|e| invalid("velocity", e.to_string()))?)
+            }
             overlap_frame::Payload::LatentHash(h) => Payload::LatentHash(h),
             overlap_frame::Payload::Halo(b) => {
                 Payload::Halo(wire::decode_f32_le(&b).map_err(|e| invalid("halo", e.to_string()))?)

@@ -3,9 +3,7 @@
 
 use super::{invalid, nest, non_empty, required};
 use crate::pb::{self, job_event, job_spec};
-use longshot_core::api::{
-    ApiError, JobEvent, JobState, JobStatus, OutputChunk, OutputInfo, PlanSummary, SubmitResult,
-};
+use longshot_core::api::{ApiError, JobEvent, JobState, JobStatus, OutputChunk, OutputInfo, PlanSummary, SubmitResult};
 use longshot_core::codenoise::BlendMode;
 use longshot_core::job::{defaults, ClipLength, FieldError, JobSpec, OutputKind};
 use longshot_core::scheduler::Solver;
@@ -68,7 +66,11 @@ impl TryFrom<pb::JobSpec> for JobSpec {
         } else {
             p.outputs
                 .iter()
-                .filter_map(|o| o.parse::<OutputKind>().map_err(|m| errors.push(FieldError::new("outputs", m))).ok())
+                .filter_map(|o| {
+                    o.parse::<OutputKind>()
+                        .map_err(|m| errors.push(FieldError::new("outputs", m)))
+                        .ok()
+                })
                 .collect()
         };
         let spec = JobSpec {
@@ -99,7 +101,11 @@ impl TryFrom<pb::JobSpec> for JobSpec {
         }
         // Unknown output names were reported above; an empty list left behind is no news.
         let bad_outputs = errors.iter().any(|e| e.field == "outputs");
-        errors.extend(spec.validate().into_iter().filter(|e| !(bad_outputs && e.field == "outputs")));
+        errors.extend(
+            spec.validate()
+                .into_iter()
+                .filter(|e| !(bad_outputs && e.field == "outputs")),
+        );
         Err(ApiError::InvalidArgument(errors))
     }
 }
@@ -303,9 +309,7 @@ impl TryFrom<pb::JobEvent> for JobEvent {
     fn try_from(e: pb::JobEvent) -> Result<Self, ApiError> {
         use job_event::Event;
         Ok(match required(e.event, "event")? {
-            Event::Queued(q) => JobEvent::Queued {
-                position: q.position,
-            },
+            Event::Queued(q) => JobEvent::Queued { position: q.position },
             Event::Planned(p) => JobEvent::Planned(p.into()),
             Event::StepProgress(p) => JobEvent::StepProgress {
                 window: p.window,
@@ -369,10 +373,7 @@ impl TryFrom<pb::OutputChunk> for OutputChunk {
     /// `offset` would otherwise turn into a file of the wrong length.
     fn try_from(c: pb::OutputChunk) -> Result<Self, ApiError> {
         let len = c.data.len() as u64;
-        if c.offset
-            .checked_add(len)
-            .is_none_or(|end| end > c.total_size)
-        {
+        if c.offset.checked_add(len).is_none_or(|end| end > c.total_size) {
             return Err(invalid(
                 "data",
                 format!(

@@ -5,9 +5,7 @@
 use super::{duration_to_ms, invalid, ms_to_duration, nest, non_empty, required, to_u32, to_usize};
 use crate::pb::{self, shard_event};
 use crate::wire;
-use longshot_core::api::{
-    ApiError, NcclGroup, ShardAssignment, ShardEvent, NCCL_UNIQUE_ID_BYTES,
-};
+use longshot_core::api::{ApiError, NcclGroup, ShardAssignment, ShardEvent, NCCL_UNIQUE_ID_BYTES};
 use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::Conditioning;
 use longshot_core::plan::{PlanError, WindowPlan};
@@ -65,9 +63,7 @@ fn schedule_field(e: &ScheduleError) -> &'static str {
     match e {
         ScheduleError::UnknownSolver(_) => "solver",
         ScheduleError::Steps(_) | ScheduleError::TimestepsLen { .. } => "timestep_bits",
-        ScheduleError::NotFinite {
-            field: "timesteps", ..
-        } => "timestep_bits",
+        ScheduleError::NotFinite { field: "timesteps", .. } => "timestep_bits",
         _ => "sigma_bits",
     }
 }
@@ -100,8 +96,8 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
     type Error = ApiError;
 
     fn try_from(a: pb::ShardAssignment) -> Result<Self, ApiError> {
-        let conditioning = Conditioning::try_from(required(a.conditioning, "conditioning")?)
-            .map_err(|e| nest("conditioning", e))?;
+        let conditioning =
+            Conditioning::try_from(required(a.conditioning, "conditioning")?).map_err(|e| nest("conditioning", e))?;
         let latent = required(a.latent, "latent")?;
         for (field, v) in [
             ("latent.channels", latent.channels),
@@ -113,8 +109,7 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
             }
         }
         let plan = plan_from_pb(required(a.plan, "plan")?).map_err(|e| nest("plan", e))?;
-        let schedule =
-            schedule_from_pb(required(a.schedule, "schedule")?).map_err(|e| nest("schedule", e))?;
+        let schedule = schedule_from_pb(required(a.schedule, "schedule")?).map_err(|e| nest("schedule", e))?;
         let guidance = f32::from_bits(a.guidance_bits);
         if !guidance.is_finite() {
             return Err(invalid(
@@ -122,8 +117,7 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
                 format!("{:#010x} is {guidance}, not a finite f32", a.guidance_bits),
             ));
         }
-        let windows =
-            to_usize(a.first_window, "first_window")?..to_usize(a.end_window, "end_window")?;
+        let windows = to_usize(a.first_window, "first_window")?..to_usize(a.end_window, "end_window")?;
         plan.check_windows(&windows).map_err(|e| match e {
             PlanError::NoWindows { .. } => invalid("first_window", e.to_string()),
             _ => invalid("end_window", e.to_string()),
@@ -192,11 +186,7 @@ fn nccl_group_from_pb(g: pb::NcclGroup) -> Result<NcclGroup, ApiError> {
             format!("{rank} is not below ranks ({ranks}): allowed 0..{ranks}"),
         ));
     }
-    Ok(NcclGroup {
-        unique_id,
-        rank,
-        ranks,
-    })
+    Ok(NcclGroup { unique_id, rank, ranks })
 }
 
 // ---- ShardEvent -----------------------------------------------------------------------------
@@ -266,8 +256,7 @@ impl TryFrom<pb::ShardEvent> for ShardEvent {
                 }
             }
             Event::Latents(l) => {
-                let data = wire::decode_f32_le(&l.data)
-                    .map_err(|e| invalid("latents.data", e.to_string()))?;
+                let data = wire::decode_f32_le(&l.data).map_err(|e| invalid("latents.data", e.to_string()))?;
                 let whole_frames = if l.frame_count == 0 {
                     data.is_empty()
                 } else {
@@ -276,11 +265,7 @@ impl TryFrom<pb::ShardEvent> for ShardEvent {
                 if !whole_frames {
                     return Err(invalid(
                         "latents.frame_count",
-                        format!(
-                            "{} values do not split into {} equal frames",
-                            data.len(),
-                            l.frame_count
-                        ),
+                        format!("{} values do not split into {} equal frames", data.len(), l.frame_count),
                     ));
                 }
                 ShardEvent::Latents {

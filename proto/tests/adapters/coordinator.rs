@@ -20,17 +20,12 @@ async fn coordinator_round_trips_jobs_and_registrations() -> Result<()> {
     let err = client.submit(bad.clone()).await.expect_err("invalid spec");
     assert_eq!(err, ApiError::InvalidArgument(bad.validate()));
     assert_eq!(
-        bad.validate()
-            .iter()
-            .map(|e| e.field.as_str())
-            .collect::<Vec<_>>(),
+        bad.validate().iter().map(|e| e.field.as_str()).collect::<Vec<_>>(),
         ["width", "steps"]
     );
 
     // A request without a duration is caught at the edge, before the service sees it.
-    let mut raw =
-        pb::job_service_client::JobServiceClient::connect(format!("http://{}", server.addr))
-            .await?;
+    let mut raw = pb::job_service_client::JobServiceClient::connect(format!("http://{}", server.addr)).await?;
     let spec_without_duration = pb::JobSpec {
         duration: None,
         ..pb::JobSpec::from(spec())
@@ -42,10 +37,7 @@ async fn coordinator_round_trips_jobs_and_registrations() -> Result<()> {
         .await
         .expect_err("no duration");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert_eq!(
-        status.message(),
-        "duration: is required: set seconds or frames"
-    );
+    assert_eq!(status.message(), "duration: is required: set seconds or frames");
 
     let submitted = client.submit(spec()).await?;
     assert_eq!(
@@ -65,44 +57,28 @@ async fn coordinator_round_trips_jobs_and_registrations() -> Result<()> {
     let watched: Vec<JobEvent> = client.watch("j-1".into()).await?.collect().await;
     assert_eq!(watched, events());
 
-    let chunks: Vec<Result<OutputChunk, ApiError>> = client
-        .fetch("j-1".into(), OutputKind::Mp4)
-        .await?
-        .collect()
-        .await;
+    let chunks: Vec<Result<OutputChunk, ApiError>> = client.fetch("j-1".into(), OutputKind::Mp4).await?.collect().await;
     let bytes: Vec<u8> = chunks
         .into_iter()
         .map(|c| c.map(|c| c.data))
         .collect::<Result<Vec<_>, _>>()?
         .concat();
     assert_eq!(bytes, OUTPUT);
-    let chunks: Vec<_> = client
-        .fetch("j-1".into(), OutputKind::Latents)
-        .await?
-        .collect()
-        .await;
+    let chunks: Vec<_> = client.fetch("j-1".into(), OutputKind::Latents).await?.collect().await;
     assert_eq!(chunks.len(), 2);
     assert!(chunks[0].is_ok());
-    assert_eq!(
-        chunks[1],
-        Err(ApiError::Internal("the output file vanished".into()))
-    );
+    assert_eq!(chunks[1], Err(ApiError::Internal("the output file vanished".into())));
     let err = client.fetch("j-1".into(), OutputKind::Png).await.err();
     assert_eq!(
         err,
-        Some(ApiError::FailedPrecondition(
-            "job j-1 has no png output".into()
-        ))
+        Some(ApiError::FailedPrecondition("job j-1 has no png output".into()))
     );
 
     assert_eq!(
         client.get("j-9".into()).await,
         Err(ApiError::NotFound("no job j-9".into()))
     );
-    assert_eq!(
-        client.list(Some(JobState::Running), 3).await,
-        Ok(Vec::new())
-    );
+    assert_eq!(client.list(Some(JobState::Running), 3).await, Ok(Vec::new()));
     assert_eq!(client.cancel("j-1".into()).await, Ok(JobState::Cancelled));
     assert_eq!(client.workers().await, Ok(vec![worker("w-1")]));
     assert_eq!(client.models().await, Ok(vec![model()]));
@@ -170,10 +146,7 @@ async fn unreachable_coordinator_is_unavailable_and_named() -> Result<()> {
         "{message}"
     );
     let registry = RegistryClient::connect_lazy(&addr.to_string())?;
-    let err = registry
-        .deregister("w".into())
-        .await
-        .expect_err("nothing listens");
+    let err = registry.deregister("w".into()).await.expect_err("nothing listens");
     ensure!(
         matches!(&err, ApiError::Unavailable(m) if m.contains(&format!("http://{addr}"))),
         "{err:?}"

@@ -14,9 +14,7 @@ use longshot_core::denoiser::{ModelInfo, TextEmbeddings};
 use longshot_core::exchange::{OverlapMessage, Payload};
 use longshot_core::job::{ClipLength, JobSpec, OutputKind};
 use longshot_core::scheduler::Solver;
-use longshot_proto::client::{
-    GrpcExchangeConnector, GrpcWorkerConnector, JobClient, RegistryClient,
-};
+use longshot_proto::client::{GrpcExchangeConnector, GrpcWorkerConnector, JobClient, RegistryClient};
 use longshot_proto::pb;
 use longshot_proto::server::{serve_coordinator, serve_worker};
 use longshot_tests::fixtures::{worker_info, FakeWorker};
@@ -99,16 +97,10 @@ impl JobApi for FakeCoordinator {
     fn get(&self, job_id: String) -> BoxFuture<'_, Result<JobStatus, ApiError>> {
         Box::pin(async move { Err(ApiError::NotFound(format!("no job {job_id}"))) })
     }
-    fn list(
-        &self,
-        state: Option<JobState>,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
+    fn list(&self, state: Option<JobState>, limit: usize) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
         Box::pin(async move {
             if state != Some(JobState::Running) || limit != 3 {
-                return Err(ApiError::Internal(format!(
-                    "unexpected filter {state:?} {limit}"
-                )));
+                return Err(ApiError::Internal(format!("unexpected filter {state:?} {limit}")));
             }
             Ok(Vec::new())
         })
@@ -137,15 +129,8 @@ impl JobApi for FakeCoordinator {
             let items = match format {
                 OutputKind::Mp4 => vec![chunk(0, 10), chunk(10, OUTPUT.len())],
                 // A failure after the first chunk: the client must see it as an error item.
-                OutputKind::Latents => vec![
-                    chunk(0, 10),
-                    Err(ApiError::Internal("the output file vanished".into())),
-                ],
-                _ => {
-                    return Err(ApiError::FailedPrecondition(format!(
-                        "job j-1 has no {format} output"
-                    )))
-                }
+                OutputKind::Latents => vec![chunk(0, 10), Err(ApiError::Internal("the output file vanished".into()))],
+                _ => return Err(ApiError::FailedPrecondition(format!("job j-1 has no {format} output"))),
             };
             Ok(Box::pin(stream::iter(items)) as BoxStream<_>)
         })
@@ -186,11 +171,9 @@ impl RegistryApi for FakeCoordinator {
         state: WorkerState,
         busy_job: Option<String>,
     ) -> BoxFuture<'_, Result<bool, ApiError>> {
-        Box::pin(async move {
-            Ok(worker_id == "w-1"
-                && state == WorkerState::Busy
-                && busy_job.as_deref() == Some("j-1"))
-        })
+        Box::pin(
+            async move { Ok(worker_id == "w-1" && state == WorkerState::Busy && busy_job.as_deref() == Some("j-1")) },
+        )
     }
     fn deregister(&self, _worker_id: String) -> BoxFuture<'_, Result<(), ApiError>> {
         Box::pin(async { Ok(()) })
@@ -229,10 +212,7 @@ impl ExchangeApi for MirrorExchange {
                 }
             };
             let rest = inbound.filter_map(|r| async move { r.ok() });
-            Ok(
-                Box::pin(stream::once(async move { first }).chain(rest).map(mirrored))
-                    as BoxStream<_>,
-            )
+            Ok(Box::pin(stream::once(async move { first }).chain(rest).map(mirrored)) as BoxStream<_>)
         })
     }
 }

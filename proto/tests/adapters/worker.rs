@@ -30,8 +30,7 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
 
     // The exchange: messages go out, their mirror images come back, in order.
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let outbound: BoxStream<OverlapEnvelope> =
-        Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
+    let outbound: BoxStream<OverlapEnvelope> = Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
     let sent = [
         envelope(0, Payload::Velocity(vec![1.0, -2.5, 0.0])),
         envelope(0, Payload::LatentHash(0x0123_4567_89ab_cdef)),
@@ -40,9 +39,7 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
     ];
     // Only the first message is queued before open(): the server answers after receiving it.
     tx.send(sent[0].clone())?;
-    let mut inbound = GrpcExchangeConnector
-        .open(address.clone(), outbound)
-        .await?;
+    let mut inbound = GrpcExchangeConnector.open(address.clone(), outbound).await?;
     for (i, env) in sent.iter().enumerate() {
         if i > 0 {
             tx.send(env.clone())?;
@@ -72,11 +69,7 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
         height: 1,
         width: 2,
         plan: longshot_core::plan::WindowPlan::new(30, 21, 4)?,
-        schedule: longshot_core::scheduler::Schedule::new(
-            longshot_core::scheduler::Solver::UniPc,
-            2,
-            3.0,
-        )?,
+        schedule: longshot_core::scheduler::Schedule::new(longshot_core::scheduler::Solver::UniPc, 2, 3.0)?,
         guidance: 5.0,
         windows: 0..2,
         left_address: None,
@@ -96,7 +89,10 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
     let id = worker.nccl_unique_id("gpu".into(), 3).await?;
     assert_eq!(id, (0..128).map(|i| (i + 3) as u8).collect::<Vec<u8>>());
     let short = worker.nccl_unique_id("short".into(), 3).await.unwrap_err().to_string();
-    ensure!(short.contains("unique_id") && short.contains("5 bytes given"), "{short}");
+    ensure!(
+        short.contains("unique_id") && short.contains("5 bytes given"),
+        "{short}"
+    );
     let refused = worker.nccl_unique_id("cpu".into(), 3).await;
     ensure!(
         matches!(&refused, Err(ApiError::FailedPrecondition(m)) if m.contains("cannot create NCCL communicators")),
@@ -106,9 +102,7 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
     // A stream that stops without a verdict ends in a Lost that says so (the coordinator's own
     // observation of the worker, which it treats as the root cause of a gang failure).
     let unfinished = start_worker(Arc::new(fake_worker(shard_events[..2].to_vec()))).await?;
-    let w = GrpcWorkerConnector
-        .connect(unfinished.addr.to_string())
-        .await?;
+    let w = GrpcWorkerConnector.connect(unfinished.addr.to_string()).await?;
     let events: Vec<ShardEvent> = w.run_shard(assignment.clone()).await?.collect().await;
     let Some(ShardEvent::Lost { reason }) = events.last() else {
         anyhow::bail!("no Lost at the end: {events:?}")
@@ -171,7 +165,10 @@ async fn encode_text_carries_embeddings_bit_exactly_and_rejects_malformed_ones()
         prompt: "a lighthouse".into(),
         negative_prompt: "fog".into(),
     };
-    let e = worker.encode_text(request("wan")).await?.context("wan has embeddings")?;
+    let e = worker
+        .encode_text(request("wan"))
+        .await?
+        .context("wan has embeddings")?;
     assert_eq!((e.rows, e.dim), (2, 3));
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&e.prompt), bits(&[12.0, -0.0, 1e-40, 0.1, 0.2, 0.3]));

@@ -23,7 +23,12 @@ fn malformed_job_messages_are_rejected_by_field() {
     );
     // An explicit 0 is a value, not "unset": it must reach validation (and be refused there)
     // instead of silently becoming the default.
-    let zeros = JobSpec::try_from(pb::JobSpec { height: Some(0), fps: Some(0), ..wire.clone() }).expect("converts");
+    let zeros = JobSpec::try_from(pb::JobSpec {
+        height: Some(0),
+        fps: Some(0),
+        ..wire.clone()
+    })
+    .expect("converts");
     assert_eq!((zeros.height, zeros.fps), (0, 0));
     let fields: Vec<String> = zeros.validate().into_iter().map(|e| e.field).collect();
     assert_eq!(fields, ["fps", "height"]);
@@ -68,10 +73,7 @@ fn malformed_job_messages_are_rejected_by_field() {
         }),
         &["state"],
     );
-    rejected(
-        JobStatus::try_from(pb::JobStatus { state: 0, ..status }),
-        &["state"],
-    );
+    rejected(JobStatus::try_from(pb::JobStatus { state: 0, ..status }), &["state"]);
     rejected(
         JobEvent::try_from(pb::JobEvent {
             job_id: "j".into(),
@@ -139,10 +141,7 @@ fn malformed_cluster_messages_are_rejected_by_field() {
         state: 1,
         ..Default::default()
     };
-    rejected(
-        WorkerInfo::try_from(worker.clone()),
-        &["models[1].spatial_compression"],
-    );
+    rejected(WorkerInfo::try_from(worker.clone()), &["models[1].spatial_compression"]);
     rejected(
         WorkerInfo::try_from(pb::WorkerInfo {
             state: 9,
@@ -159,9 +158,7 @@ fn malformed_cluster_messages_are_rejected_by_field() {
     };
     assert_eq!(
         RegisterAck::try_from(refused),
-        Err(ApiError::FailedPrecondition(
-            "version 0.0 is not 0.1".into()
-        ))
+        Err(ApiError::FailedPrecondition("version 0.0 is not 0.1".into()))
     );
     let zero = pb::RegisterResponse {
         worker_id: "w".into(),
@@ -180,10 +177,7 @@ fn malformed_shard_messages_are_rejected_by_field() {
         f(a.schedule.as_mut().expect("schedule is sent"));
         ShardAssignment::try_from(a)
     };
-    rejected(
-        with_schedule(&|s| s.sigma_bits.swap(1, 2)),
-        &["schedule.sigma_bits"],
-    );
+    rejected(with_schedule(&|s| s.sigma_bits.swap(1, 2)), &["schedule.sigma_bits"]);
     rejected(
         with_schedule(&|s| {
             s.timestep_bits.pop();
@@ -194,10 +188,7 @@ fn malformed_shard_messages_are_rejected_by_field() {
         with_schedule(&|s| s.timestep_bits[3] = f32::NAN.to_bits()),
         &["schedule.timestep_bits"],
     );
-    rejected(
-        with_schedule(&|s| s.solver = "ddim".into()),
-        &["schedule.solver"],
-    );
+    rejected(with_schedule(&|s| s.solver = "ddim".into()), &["schedule.solver"]);
     rejected(
         ShardAssignment::try_from(pb::ShardAssignment {
             guidance_bits: f32::NAN.to_bits(),
@@ -273,10 +264,7 @@ fn malformed_shard_messages_are_rejected_by_field() {
         }),
         &["latent.channels"],
     );
-    rejected(
-        ShardEvent::try_from(pb::ShardEvent { event: None }),
-        &["event"],
-    );
+    rejected(ShardEvent::try_from(pb::ShardEvent { event: None }), &["event"]);
     let frame = pb::Frame {
         index: 0,
         width: 2,
@@ -322,17 +310,12 @@ fn malformed_overlap_frames_are_rejected_by_field() {
         boundary: 0,
         payload,
     };
-    let err = OverlapEnvelope::try_from(frame(Some(overlap_frame::Payload::Velocity(
-        vec![0; 7].into(),
-    ))));
+    let err = OverlapEnvelope::try_from(frame(Some(overlap_frame::Payload::Velocity(vec![0; 7].into()))));
     rejected(err.clone(), &["velocity"]);
     let Err(ApiError::InvalidArgument(errors)) = err else {
         unreachable!()
     };
-    assert_eq!(
-        errors[0].message,
-        "f32 payload of 7 bytes is not a multiple of 4 bytes"
-    );
+    assert_eq!(errors[0].message, "f32 payload of 7 bytes is not a multiple of 4 bytes");
     rejected(
         OverlapEnvelope::try_from(frame(Some(overlap_frame::Payload::Halo(vec![0; 5].into())))),
         &["halo"],

@@ -72,10 +72,7 @@ fn job_messages_round_trip() {
         JobState::Failed,
         JobState::Cancelled,
     ] {
-        assert_eq!(
-            job_state_from_pb(pb::JobState::from(state) as i32, "state"),
-            Ok(state)
-        );
+        assert_eq!(job_state_from_pb(pb::JobState::from(state) as i32, "state"), Ok(state));
     }
     let events = [
         JobEvent::Queued { position: 2 },
@@ -114,18 +111,10 @@ fn unset_spec_fields_get_the_defaults() {
     let spec = JobSpec::try_from(wire.clone()).expect("a minimal spec converts");
     assert_eq!(
         (spec.fps, spec.width, spec.height, spec.steps),
-        (
-            defaults::FPS,
-            defaults::WIDTH,
-            defaults::HEIGHT,
-            defaults::STEPS
-        )
+        (defaults::FPS, defaults::WIDTH, defaults::HEIGHT, defaults::STEPS)
     );
     assert_eq!(spec.guidance.to_bits(), defaults::GUIDANCE.to_bits());
-    assert_eq!(
-        (spec.shift, spec.solver),
-        (defaults::SHIFT, defaults::SOLVER)
-    );
+    assert_eq!((spec.shift, spec.solver), (defaults::SHIFT, defaults::SOLVER));
     assert_eq!(spec.outputs, vec![defaults::OUTPUT]);
     assert_eq!(
         (spec.seed, spec.overlap, spec.blend),
@@ -188,10 +177,7 @@ fn shard_messages_round_trip_bit_for_bit() {
     let a = assignment();
     let wire = pb::ShardAssignment::from(a.clone());
     let schedule = wire.schedule.clone().expect("schedule is sent");
-    assert_eq!(
-        schedule.sigma_bits,
-        longshot_proto::wire::to_bits(a.schedule.sigmas())
-    );
+    assert_eq!(schedule.sigma_bits, longshot_proto::wire::to_bits(a.schedule.sigmas()));
     let back = ShardAssignment::try_from(wire).expect("converts back");
     assert_eq!(
         longshot_proto::wire::to_bits(back.schedule.sigmas()),
@@ -221,10 +207,7 @@ fn shard_messages_round_trip_bit_for_bit() {
         ..assignment()
     });
     let events = [
-        ShardEvent::StepDone {
-            window: 4,
-            step: 49,
-        },
+        ShardEvent::StepDone { window: 4, step: 49 },
         ShardEvent::Frame {
             index: 960,
             width: 2,
@@ -265,8 +248,7 @@ fn overlap_envelopes_round_trip_bit_for_bit() {
                 payload,
             },
         };
-        let back =
-            OverlapEnvelope::try_from(pb::OverlapFrame::from(env.clone())).expect("converts back");
+        let back = OverlapEnvelope::try_from(pb::OverlapFrame::from(env.clone())).expect("converts back");
         // NaN != NaN, so compare payload bits rather than values.
         let bits = |p: &Payload| match p {
             Payload::Velocity(v) | Payload::Halo(v) => longshot_proto::wire::to_bits(v),
@@ -278,12 +260,7 @@ fn overlap_envelopes_round_trip_bit_for_bit() {
             std::mem::discriminant(&env.message.payload)
         );
         assert_eq!(
-            (
-                back.job_id,
-                back.plan_id,
-                back.message.step,
-                back.message.boundary
-            ),
+            (back.job_id, back.plan_id, back.message.step, back.message.boundary),
             ("j-1".into(), 7, 12, 3)
         );
     }

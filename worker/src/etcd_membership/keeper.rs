@@ -88,7 +88,9 @@ impl Keeper {
         if self.client.is_none() {
             self.client = Some(connect_once(&self.cfg.endpoints).await?);
         }
-        self.client.as_mut().ok_or_else(|| EtcdError::Request("no client".into()).into())
+        self.client
+            .as_mut()
+            .ok_or_else(|| EtcdError::Request("no client".into()).into())
     }
 
     async fn renew(&mut self, tick: Duration) -> Renewal {
@@ -155,7 +157,9 @@ impl Keeper {
         let Ok(client) = self.client().await else { return };
         match timed(client.txn(txn)).await {
             Ok(r) if r.succeeded() => self.info = info,
-            Ok(_) => tracing::warn!(worker = %self.info.id, "the etcd record is no longer bound to this worker's lease; state not published"),
+            Ok(_) => {
+                tracing::warn!(worker = %self.info.id, "the etcd record is no longer bound to this worker's lease; state not published")
+            }
             Err(e) => tracing::warn!(worker = %self.info.id, "publishing the worker state to etcd failed: {e}"),
         }
     }
@@ -164,12 +168,17 @@ impl Keeper {
         let lease = self.lease.load(Ordering::Relaxed);
         self.stream = None;
         let result = match self.client().await {
-            Ok(client) => timed(client.lease_revoke(lease)).await.map(|_| ()).map_err(MembershipError::from),
+            Ok(client) => timed(client.lease_revoke(lease))
+                .await
+                .map(|_| ())
+                .map_err(MembershipError::from),
             Err(e) => Err(e),
         };
         match result {
             Ok(()) => tracing::info!(worker = %self.info.id, "etcd lease revoked; deregistered"),
-            Err(e) => tracing::warn!(worker = %self.info.id, "revoking the etcd lease failed ({e}); the registration expires within {} s", self.ttl_secs),
+            Err(e) => {
+                tracing::warn!(worker = %self.info.id, "revoking the etcd lease failed ({e}); the registration expires within {} s", self.ttl_secs)
+            }
         }
     }
 }

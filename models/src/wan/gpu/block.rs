@@ -2,11 +2,11 @@
 //! AdaLN-modulated self-attention (q/k RMSNorm across heads, interleaved 3D RoPE) with a gate,
 //! ungated cross-attention behind the affine `norm2`, and a gated tanh-GELU FFN.
 
-use crate::wan::transformer::config::TransformerConfig;
 use super::error::GpuWanError;
 use super::linear::{Gpu, GpuLinear};
 use super::source::{Role, WeightSource};
 use super::timing::{Laps, Phase};
+use crate::wan::transformer::config::TransformerConfig;
 use cudarc::driver::CudaSlice;
 use longshot_kernels::cpu::nn_attention::AttentionShape;
 

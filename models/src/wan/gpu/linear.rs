@@ -94,8 +94,5 @@ impl GpuLinear {
 
 /// f32 → bf16 bits, round to nearest even (what `f32_to_bf16` in the kernels and PyTorch do).
 pub fn bf16_bits(values: &[f32]) -> Vec<u16> {
-    values
-        .iter()
-        .map(|&v| half::bf16::from_f32(v).to_bits())
-        .collect()
+    values.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect()
 }

@@ -5,9 +5,9 @@
 //! Weights are fetched one tensor at a time and dropped from the host once uploaded, so loading
 //! never holds more than one tensor in f32 on the host.
 
-use crate::wan::transformer::layers::Fetch;
 use super::error::GpuWanError;
 use super::linear::{bf16_bits, Gpu};
+use crate::wan::transformer::layers::Fetch;
 use cudarc::driver::CudaSlice;
 
 /// What a host tensor is for (a random source draws each kind from its own distribution).
@@ -28,12 +28,7 @@ pub trait WeightSource {
     fn host(&mut self, name: &str, shape: &[usize], role: Role) -> Result<Vec<f32>, GpuWanError>;
 
     /// Linear weight `name` with `shape` (`[out, in…]`) as bf16 bits on the device.
-    fn device_bf16(
-        &mut self,
-        gpu: &Gpu,
-        name: &str,
-        shape: &[usize],
-    ) -> Result<CudaSlice<u16>, GpuWanError>;
+    fn device_bf16(&mut self, gpu: &Gpu, name: &str, shape: &[usize]) -> Result<CudaSlice<u16>, GpuWanError>;
 }
 
 /// A checkpoint's tensors (either naming; f32/bf16/f16 upcast by the store, then rounded to bf16
@@ -47,12 +42,7 @@ impl WeightSource for StoreSource<'_> {
         Ok(self.fetch.get(name, shape)?)
     }
 
-    fn device_bf16(
-        &mut self,
-        gpu: &Gpu,
-        name: &str,
-        shape: &[usize],
-    ) -> Result<CudaSlice<u16>, GpuWanError> {
+    fn device_bf16(&mut self, gpu: &Gpu, name: &str, shape: &[usize]) -> Result<CudaSlice<u16>, GpuWanError> {
         let values = self.fetch.get(name, shape)?;
         Ok(gpu.backend.upload(&bf16_bits(&values))?)
     }
@@ -116,12 +106,7 @@ impl WeightSource for RandomSource {
         })
     }
 
-    fn device_bf16(
-        &mut self,
-        gpu: &Gpu,
-        name: &str,
-        shape: &[usize],
-    ) -> Result<CudaSlice<u16>, GpuWanError> {
+    fn device_bf16(&mut self, gpu: &Gpu, name: &str, shape: &[usize]) -> Result<CudaSlice<u16>, GpuWanError> {
         let rows = shape[0];
         let in_f: usize = shape[1..].iter().product();
         let n = rows * in_f;

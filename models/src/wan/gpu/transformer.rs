@@ -2,19 +2,19 @@
 //! `wan::transformer::WanTransformer` op for op (see the module doc of `wan::gpu` for the
 //! precision policy). Layout at this edge is the CPU's: `[C, T, H, W]` per batch item.
 
-use crate::wan::transformer::config::TransformerConfig;
-use crate::wan::transformer::embed::{timestep_sinusoid, TokenGrid};
-use crate::wan::error::WanError;
-use crate::wan::transformer::keys::TransformerKeys;
-use crate::wan::transformer::layers::{Fetch, Linear};
-use crate::wan::transformer::rope::RopeTables;
-use crate::wan::transformer::IGNORED_SUFFIXES;
-use crate::wan::weights::WeightStore;
 use super::block::{GpuBlock, GpuCrossKv, Work};
 use super::error::GpuWanError;
 use super::linear::{bf16_bits, Gpu, GpuLinear};
 use super::source::{RandomSource, Role, StoreSource, WeightSource};
 use super::timing::{ForwardTimings, Laps, Phase};
+use crate::wan::error::WanError;
+use crate::wan::transformer::config::TransformerConfig;
+use crate::wan::transformer::embed::{timestep_sinusoid, TokenGrid};
+use crate::wan::transformer::keys::TransformerKeys;
+use crate::wan::transformer::layers::{Fetch, Linear};
+use crate::wan::transformer::rope::RopeTables;
+use crate::wan::transformer::IGNORED_SUFFIXES;
+use crate::wan::weights::WeightStore;
 use cudarc::driver::CudaSlice;
 use longshot_kernels::cpu::nn_act::silu_in_place;
 use longshot_kernels::cuda::CudaBackend;
@@ -90,11 +90,7 @@ impl GpuWanTransformer {
     /// A model of shape `cfg` with seeded random weights (linear weights drawn on the device,
     /// `N(0, 1/in)` in bf16; norm weights ≈ 1, small biases and tables): for benchmarks at the
     /// real shapes without a checkpoint. Needs no host memory beyond the small tensors.
-    pub fn random(
-        backend: Arc<CudaBackend>,
-        cfg: TransformerConfig,
-        seed: u64,
-    ) -> Result<Self, GpuWanError> {
+    pub fn random(backend: Arc<CudaBackend>, cfg: TransformerConfig, seed: u64) -> Result<Self, GpuWanError> {
         cfg.validate()
             .map_err(|reason| WanError::config(Path::new("<random weights>"), reason))?;
         Self::build(backend, cfg, &mut RandomSource { seed })
@@ -116,8 +112,7 @@ impl GpuWanTransformer {
                 out_f,
             })
         };
-        let patch_embedding =
-            GpuLinear::load_shaped(src, &gpu, "patch_embedding", &[d, cfg.in_channels, pt, ph, pw])?;
+        let patch_embedding = GpuLinear::load_shaped(src, &gpu, "patch_embedding", &[d, cfg.in_channels, pt, ph, pw])?;
         let time_1 = host_linear(src, "condition_embedder.time_embedder.linear_1", cfg.freq_dim, d)?;
         let time_2 = host_linear(src, "condition_embedder.time_embedder.linear_2", d, d)?;
         let time_proj = GpuLinear::load(src, &gpu, "condition_embedder.time_proj", d, 6 * d)?;
@@ -155,10 +150,16 @@ impl GpuWanTransformer {
 
     /// Device memory held by the weights, in bytes.
     pub fn weight_bytes(&self) -> usize {
-        [&self.patch_embedding, &self.time_proj, &self.text_1, &self.text_2, &self.proj_out]
-            .iter()
-            .map(|l| l.device_bytes())
-            .sum::<usize>()
+        [
+            &self.patch_embedding,
+            &self.time_proj,
+            &self.text_1,
+            &self.text_2,
+            &self.proj_out,
+        ]
+        .iter()
+        .map(|l| l.device_bytes())
+        .sum::<usize>()
             + self.blocks.iter().map(GpuBlock::device_bytes).sum::<usize>()
     }
 

@@ -19,13 +19,13 @@
 //! for 21 latent frames; a worker's shard (its latents plus the halo) is what is decoded here.
 //! Decoding in frame chunks with caches (diffusers' form) is a later optimisation.
 
-use crate::wan::vae::{check_window, DecodedFrames, WanVae};
+use super::error::GpuWanError;
 use crate::wan::vae::blocks::VaeFetch;
 use crate::wan::vae::config::{UpBlockPlan, Upsample, VaeConfig};
 use crate::wan::vae::keys::VaeKeys;
+use crate::wan::vae::{check_window, DecodedFrames, WanVae};
 use crate::wan::weights::WeightStore;
 use crate::wan::WanError;
-use super::error::GpuWanError;
 use cudarc::driver::CudaSlice;
 use longshot_kernels::cuda::{ConvShape, CudaBackend};
 use std::path::Path;
@@ -145,13 +145,7 @@ struct GpuRmsNorm {
 }
 
 impl GpuRmsNorm {
-    fn load(
-        be: &CudaBackend,
-        f: &VaeFetch<'_>,
-        prefix: &str,
-        c: usize,
-        video: bool,
-    ) -> Result<Self, GpuWanError> {
+    fn load(be: &CudaBackend, f: &VaeFetch<'_>, prefix: &str, c: usize, video: bool) -> Result<Self, GpuWanError> {
         let shape: &[usize] = if video { &[c, 1, 1, 1] } else { &[c, 1, 1] };
         Ok(Self {
             gamma: be.upload(&f.get(&format!("{prefix}.gamma"), shape)?)?,
@@ -189,13 +183,7 @@ struct GpuResidualBlock {
 }
 
 impl GpuResidualBlock {
-    fn load(
-        be: &CudaBackend,
-        f: &VaeFetch<'_>,
-        prefix: &str,
-        cin: usize,
-        cout: usize,
-    ) -> Result<Self, GpuWanError> {
+    fn load(be: &CudaBackend, f: &VaeFetch<'_>, prefix: &str, cin: usize, cout: usize) -> Result<Self, GpuWanError> {
         Ok(Self {
             norm1: GpuRmsNorm::load(be, f, &format!("{prefix}.norm1"), cin, true)?,
             conv1: GpuConv::conv3d(be, f, &format!("{prefix}.conv1"), cout, cin, 3, 3)?,
@@ -240,12 +228,7 @@ struct GpuAttentionBlock {
 }
 
 impl GpuAttentionBlock {
-    fn load(
-        be: &CudaBackend,
-        f: &VaeFetch<'_>,
-        prefix: &str,
-        c: usize,
-    ) -> Result<Self, GpuWanError> {
+    fn load(be: &CudaBackend, f: &VaeFetch<'_>, prefix: &str, c: usize) -> Result<Self, GpuWanError> {
         Ok(Self {
             norm: GpuRmsNorm::load(be, f, &format!("{prefix}.norm"), c, false)?,
             to_qkv: GpuConv::conv2d(be, f, &format!("{prefix}.to_qkv"), 3 * c, c, 1)?,
@@ -282,36 +265,17 @@ struct GpuResample {
 }
 
 impl GpuResample {
-    fn load(
-        be: &CudaBackend,
-        f: &VaeFetch<'_>,
-        prefix: &str,
-        c: usize,
-        mode: Upsample,
-    ) -> Result<Self, GpuWanError> {
+    fn load(be: &CudaBackend, f: &VaeFetch<'_>, prefix: &str, c: usize, mode: Upsample) -> Result<Self, GpuWanError> {
         Ok(Self {
             time_conv: match mode {
-                Upsample::SpaceTime => Some(GpuConv::conv3d(
-                    be,
-                    f,
-                    &format!("{prefix}.time_conv"),
-                    2 * c,
-                    c,
-                    3,
-                    1,
-                )?),
+                Upsample::SpaceTime => Some(GpuConv::conv3d(be, f, &format!("{prefix}.time_conv"), 2 * c, c, 3, 1)?),
                 Upsample::Spatial => None,
             },
             conv: GpuConv::conv2d(be, f, &format!("{prefix}.resample.1"), c / 2, c, 3)?,
         })
     }
 
-    fn forward(
-        &self,
-        be: &CudaBackend,
-        x: GpuVideo,
-        clip_start: bool,
-    ) -> Result<GpuVideo, GpuWanError> {
+    fn forward(&self, be: &CudaBackend, x: GpuVideo, clip_start: bool) -> Result<GpuVideo, GpuWanError> {
         let stream = be.stream();
         let x = match &self.time_conv {
             Some(tc) => {
@@ -328,10 +292,7 @@ impl GpuResample {
                     let doubled = tc.run(be, &tail, rest, x.height, x.width)?;
                     drop(tail);
                     let mut data = stream.alloc_zeros::<f32>((first + 2 * rest) * frame)?;
-                    stream.memcpy_dtod(
-                        &x.data.slice(..first * frame),
-                        &mut data.slice_mut(..first * frame),
-                    )?;
+                    stream.memcpy_dtod(&x.data.slice(..first * frame), &mut data.slice_mut(..first * frame))?;
                     stream.memcpy_dtod(&doubled, &mut data.slice_mut(first * frame..))?;
                     data
                 };
@@ -366,22 +327,11 @@ struct GpuUpBlock {
 }
 
 impl GpuUpBlock {
-    fn load(
-        be: &CudaBackend,
-        f: &VaeFetch<'_>,
-        i: usize,
-        plan: &UpBlockPlan,
-    ) -> Result<Self, GpuWanError> {
+    fn load(be: &CudaBackend, f: &VaeFetch<'_>, i: usize, plan: &UpBlockPlan) -> Result<Self, GpuWanError> {
         let resnets = (0..plan.resnets)
             .map(|j| {
                 let cin = if j == 0 { plan.in_dim } else { plan.out_dim };
-                GpuResidualBlock::load(
-                    be,
-                    f,
-                    &format!("decoder.up_blocks.{i}.resnets.{j}"),
-                    cin,
-                    plan.out_dim,
-                )
+                GpuResidualBlock::load(be, f, &format!("decoder.up_blocks.{i}.resnets.{j}"), cin, plan.out_dim)
             })
             .collect::<Result<_, _>>()?;
         let upsampler = match plan.upsample {
@@ -397,12 +347,7 @@ impl GpuUpBlock {
         Ok(Self { resnets, upsampler })
     }
 
-    fn forward(
-        &self,
-        be: &CudaBackend,
-        mut x: GpuVideo,
-        clip_start: bool,
-    ) -> Result<GpuVideo, GpuWanError> {
+    fn forward(&self, be: &CudaBackend, mut x: GpuVideo, clip_start: bool) -> Result<GpuVideo, GpuWanError> {
         for r in &self.resnets {
             x = r.forward(be, x)?;
         }
@@ -436,11 +381,7 @@ impl GpuWanVaeDecoder {
 
     /// As `WanVaeDecoder::from_store`, uploading each tensor in f32 as it is read. Encoder-side
     /// tensors are ignored; any other unused tensor is an error.
-    pub fn from_store(
-        backend: Arc<CudaBackend>,
-        cfg: VaeConfig,
-        store: &WeightStore,
-    ) -> Result<Self, GpuWanError> {
+    pub fn from_store(backend: Arc<CudaBackend>, cfg: VaeConfig, store: &WeightStore) -> Result<Self, GpuWanError> {
         cfg.validate()
             .map_err(|reason| WanError::config(store.source(), reason))?;
         let keys = VaeKeys::detect(store, cfg.num_res_blocks)?;
@@ -463,8 +404,7 @@ impl GpuWanVaeDecoder {
             .map(|(i, plan)| GpuUpBlock::load(be, &f, i, plan))
             .collect::<Result<_, _>>()?;
         let norm_out = GpuRmsNorm::load(be, &f, "decoder.norm_out", last_dim, true)?;
-        let conv_out =
-            GpuConv::conv3d(be, &f, "decoder.conv_out", cfg.out_channels, last_dim, 3, 3)?;
+        let conv_out = GpuConv::conv3d(be, &f, "decoder.conv_out", cfg.out_channels, last_dim, 3, 3)?;
         store.check_all_used(|n| keys.is_encoder_side(n))?;
         Ok(Self {
             backend,
@@ -492,12 +432,7 @@ impl WanVae for GpuWanVaeDecoder {
 
     /// As `WanVaeDecoder::decode_window`: every frame of `z [T, z_dim, H, W]` (latents
     /// `[first_latent, first_latent + T)`), as if the latents before were zeros.
-    fn decode_window(
-        &self,
-        z: &[f32],
-        dims: [usize; 4],
-        first_latent: usize,
-    ) -> Result<DecodedFrames, GpuWanError> {
+    fn decode_window(&self, z: &[f32], dims: [usize; 4], first_latent: usize) -> Result<DecodedFrames, GpuWanError> {
         check_window(&self.cfg, z.len(), dims)?;
         let [t, c, h, w] = dims;
         let be: &CudaBackend = &self.backend;

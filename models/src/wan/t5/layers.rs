@@ -9,8 +9,8 @@
 //!
 //! `rms(x) = x·rsqrt(mean(x²) + eps)` has no mean subtraction and no bias.
 
-use crate::wan::error::WanError;
 use super::config::UMT5Config;
+use crate::wan::error::WanError;
 use crate::wan::weights::WeightStore;
 use longshot_kernels::cpu::nn_act::gelu_tanh;
 use longshot_kernels::cpu::nn_attention::AttentionShape;

@@ -22,15 +22,15 @@ pub mod layers;
 pub mod prompt;
 pub mod tokenizer;
 
-use crate::wan::pipeline::PipelineDir;
 use crate::wan::error::WanError;
+use crate::wan::pipeline::PipelineDir;
+use crate::wan::weights::WeightStore;
 use config::UMT5Config;
 use layers::{bucket_table, T5Block};
-use tokenizer::{UmT5Tokenizer, T5_MAX_LENGTH};
-use crate::wan::weights::WeightStore;
 use longshot_kernels::cpu::nn_norm::rms_norm_in_place;
 use rayon::prelude::*;
 use std::path::Path;
+use tokenizer::{UmT5Tokenizer, T5_MAX_LENGTH};
 
 /// The embedding's two names: the encoder's `embed_tokens` is tied to `shared` in transformers,
 /// and `save_pretrained` stores it once, under either name.

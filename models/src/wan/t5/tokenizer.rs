@@ -22,8 +22,8 @@
 //! or a removed control character (e.g. `"a </s> b"`, `"x \u{1}"`: the shipped file emits an
 //! extra `▁` piece there). The goldens record, per prompt, whether the two agree.
 
-use crate::wan::error::WanError;
 use super::prompt::prompt_clean;
+use crate::wan::error::WanError;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};

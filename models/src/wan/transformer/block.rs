@@ -3,8 +3,8 @@
 //! tanh-GELU FFN. All in f32 on `[S, D]` token rows of one batch item.
 
 use super::config::TransformerConfig;
-use crate::wan::error::WanError;
 use super::layers::{Fetch, Linear};
+use crate::wan::error::WanError;
 use longshot_kernels::cpu::nn_act::gelu_tanh_in_place;
 use longshot_kernels::cpu::nn_attention::{attention, AttentionShape};
 use longshot_kernels::cpu::nn_norm::{layer_norm, layer_norm_modulate, rms_norm_in_place};

@@ -1,8 +1,8 @@
 //! Wan2.1 behind the `Denoiser` trait: one job's text conditioning (both CFG branches, K/V
 //! precomputed once) and the transformer, with the layout conversion at the edge.
 
-use crate::wan::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
 use super::{checked_len, TextContext, WanTransformer};
+use crate::wan::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
 use crate::wan::WanError;
 use longshot_core::denoiser::{Branch, DenoiseError, Denoiser, ModelInfo, StepPoint, WindowContext};
 use longshot_core::tensor::Latents;
@@ -46,7 +46,13 @@ pub trait WanForward: Send + Sync {
     /// diffusers' call signature: `x: [B, C, T, H, W]`, `timesteps: [B]`, `ctx: [B, N, text_dim]`
     /// → `[B, C_out, T, H, W]`. Batch items run one after another (never batched together, so
     /// each item's result is the same as a batch of one).
-    fn forward_batch(&self, x: &[f32], shape: [usize; 5], timesteps: &[f32], ctx: &[f32]) -> Result<Vec<f32>, Self::Error> {
+    fn forward_batch(
+        &self,
+        x: &[f32],
+        shape: [usize; 5],
+        timesteps: &[f32],
+        ctx: &[f32],
+    ) -> Result<Vec<f32>, Self::Error> {
         let [b, c, t, h, w] = shape;
         if b == 0 || timesteps.len() != b || Some(x.len()) != checked_len(&shape) || !ctx.len().is_multiple_of(b) {
             return Err(WanError::Input(format!(
@@ -95,7 +101,12 @@ impl<T: WanForward> WanDenoiser<T> {
     pub fn new(info: ModelInfo, transformer: Arc<T>, prompt: &[f32], negative: &[f32]) -> Result<Self, T::Error> {
         let cond = transformer.encode_text(prompt)?;
         let uncond = transformer.encode_text(negative)?;
-        Ok(Self { info, transformer, cond, uncond })
+        Ok(Self {
+            info,
+            transformer,
+            cond,
+            uncond,
+        })
     }
 }
 
@@ -104,10 +115,20 @@ impl<T: WanForward> Denoiser for WanDenoiser<T> {
         &self.info
     }
 
-    fn predict(&mut self, x: &Latents, _window: WindowContext, step: StepPoint, branch: Branch, out: &mut Latents) -> Result<(), DenoiseError> {
+    fn predict(
+        &mut self,
+        x: &Latents,
+        _window: WindowContext,
+        step: StepPoint,
+        branch: Branch,
+        out: &mut Latents,
+    ) -> Result<(), DenoiseError> {
         let s = x.shape();
         if out.shape() != s {
-            return Err(DenoiseError::Shape { got: out.shape(), want: format!("{s:?}") });
+            return Err(DenoiseError::Shape {
+                got: out.shape(),
+                want: format!("{s:?}"),
+            });
         }
         let text = match branch {
             Branch::Conditional => &self.cond,
@@ -119,7 +140,8 @@ impl<T: WanForward> Denoiser for WanDenoiser<T> {
             .transformer
             .forward(&cm, [s.channels, s.frames, s.height, s.width], step.timestep, text)
             .map_err(|e| DenoiseError::Model(e.to_string()))?;
-        out.as_mut_slice().copy_from_slice(&channel_major_to_frame_major(&v, s.channels, s.frames, hw));
+        out.as_mut_slice()
+            .copy_from_slice(&channel_major_to_frame_major(&v, s.channels, s.frames, hw));
         Ok(())
     }
 }

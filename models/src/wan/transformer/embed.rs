@@ -2,8 +2,8 @@
 //! timestep sinusoid and time MLP, the text MLP, and unpatchify.
 
 use super::config::TransformerConfig;
-use crate::wan::error::WanError;
 use super::layers::{Fetch, Linear};
+use crate::wan::error::WanError;
 use longshot_kernels::cpu::nn_act::{gelu_tanh_in_place, silu_in_place};
 
 /// Token grid `(f, h, w)` of a latent `[C, T, H, W]` for a patch `(pt, ph, pw)`.

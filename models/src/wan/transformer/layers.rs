@@ -1,8 +1,8 @@
 //! Small building blocks shared by the transformer's parts: a tensor fetcher that applies the
 //! checkpoint's naming, and an f32 `Linear` layer.
 
-use crate::wan::error::WanError;
 use super::keys::TransformerKeys;
+use crate::wan::error::WanError;
 use crate::wan::weights::WeightStore;
 use longshot_kernels::cpu::nn_linear::linear;
 

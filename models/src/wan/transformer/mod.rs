@@ -22,16 +22,16 @@ pub mod keys;
 pub mod layers;
 pub mod rope;
 
+use crate::wan::error::WanError;
+use crate::wan::weights::WeightStore;
 use block::{CrossKv, WanBlock};
 use config::TransformerConfig;
 use embed::{unpatchify, PatchEmbedding, TextEmbedding, TimeEmbedding, TokenGrid};
-use crate::wan::error::WanError;
 use keys::TransformerKeys;
 use layers::{Fetch, Linear};
-use rope::RopeTables;
-use crate::wan::weights::WeightStore;
 use longshot_kernels::cpu::nn_norm::layer_norm_modulate;
 use rayon::prelude::*;
+use rope::RopeTables;
 use std::path::Path;
 
 /// Tensors a diffusers checkpoint may carry that the model ignores (diffusers'

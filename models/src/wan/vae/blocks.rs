@@ -6,9 +6,9 @@
 //! its level with two zero frames in front), which equals diffusers' chunked decode. Every op
 //! other than the causal convs works frame by frame.
 
-use crate::wan::error::WanError;
 use super::config::{UpBlockPlan, Upsample};
 use super::keys::VaeKeys;
+use crate::wan::error::WanError;
 use crate::wan::weights::WeightStore;
 use longshot_kernels::cpu::nn_act::silu_in_place;
 use longshot_kernels::cpu::nn_attention::{attention, AttentionShape};

@@ -23,14 +23,27 @@ impl<V: WanVae> FrameDecoder for WanFrameDecoder<V> {
         self.vae.halo()
     }
 
-    fn decode(&self, latents: &Latents, first_global: usize, emit_from: usize, sink: &mut dyn FnMut(usize, RgbFrame)) -> Result<(), DenoiseError> {
+    fn decode(
+        &self,
+        latents: &Latents,
+        first_global: usize,
+        emit_from: usize,
+        sink: &mut dyn FnMut(usize, RgbFrame),
+    ) -> Result<(), DenoiseError> {
         let s = latents.shape();
         let mut z = latents.as_slice().to_vec();
         let err = |e: V::Error| DenoiseError::Model(e.to_string());
-        self.vae.denormalize(&mut z, s.frames, s.height * s.width).map_err(err)?;
-        let d = self.vae.decode_range(&z, [s.frames, s.channels, s.height, s.width], first_global, emit_from).map_err(err)?;
+        self.vae
+            .denormalize(&mut z, s.frames, s.height * s.width)
+            .map_err(err)?;
+        let d = self
+            .vae
+            .decode_range(&z, [s.frames, s.channels, s.height, s.width], first_global, emit_from)
+            .map_err(err)?;
         for i in 0..d.frames {
-            let frame = d.rgb_frame(i).ok_or_else(|| DenoiseError::Model(format!("the VAE decodes {} channels, not RGB", d.channels)))?;
+            let frame = d
+                .rgb_frame(i)
+                .ok_or_else(|| DenoiseError::Model(format!("the VAE decodes {} channels, not RGB", d.channels)))?;
             sink(d.first_frame + i, frame);
         }
         Ok(())

@@ -26,10 +26,10 @@ pub mod keys;
 
 use crate::wan::error::WanError;
 use crate::wan::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
+use crate::wan::weights::WeightStore;
 use blocks::{AttentionBlock, ResidualBlock, UpBlock, VaeFetch, Video};
 use config::VaeConfig;
 use keys::VaeKeys;
-use crate::wan::weights::WeightStore;
 use longshot_core::denoiser::RgbFrame;
 use longshot_kernels::cpu::nn_act::silu_in_place;
 use longshot_kernels::cpu::nn_conv::CausalConv3d;
@@ -126,7 +126,6 @@ impl WanVaeDecoder {
         store.check_all_used(|n| keys.is_encoder_side(n))?;
         Ok(model)
     }
-
 }
 
 impl WanVae for WanVaeDecoder {
@@ -219,7 +218,12 @@ pub trait WanVae: Send + Sync {
         for i in 0..b {
             let frames = channel_major_to_frame_major(&z[i * item..(i + 1) * item], c, t, h * w);
             let d = self.decode_window(&frames, [t, c, h, w], 0)?;
-            out.extend(frame_major_to_channel_major(&d.data, d.frames, d.channels, d.height * d.width));
+            out.extend(frame_major_to_channel_major(
+                &d.data,
+                d.frames,
+                d.channels,
+                d.height * d.width,
+            ));
         }
         Ok(out)
     }
@@ -231,7 +235,13 @@ pub trait WanVae: Send + Sync {
     /// `emit_from ≥` [`halo`](Self::halo) whenever `first_latent > 0` (an error otherwise).
     /// Latent 0 yields 1 frame and every later latent R, so the result starts at global output
     /// frame `1 + R·(first_latent + emit_from − 1)` (0 for latent 0).
-    fn decode_range(&self, z: &[f32], dims: [usize; 4], first_latent: usize, emit_from: usize) -> Result<DecodedFrames, Self::Error> {
+    fn decode_range(
+        &self,
+        z: &[f32],
+        dims: [usize; 4],
+        first_latent: usize,
+        emit_from: usize,
+    ) -> Result<DecodedFrames, Self::Error> {
         check_range(self.halo(), dims[0], first_latent, emit_from)?;
         let mut d = self.decode_window(z, dims, first_latent)?;
         drop_warm_up(self.config(), &mut d, first_latent + emit_from);
