@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Longshot's whole test suite on a fresh Debian/Ubuntu machine.
 # Installs what the tests need (scripts/install-deps.sh: protoc and the protobuf well-known types,
-# nasm, etcd, ffmpeg/ffprobe, Prometheus, debootstrap; the NVRTC compiler from PyPI), then builds
+# nasm, etcd, ffmpeg/ffprobe, Prometheus, debootstrap; the NVRTC compiler from PyPI), checks
+# formatting (cargo fmt) and lints (clippy -D warnings, also with the CUDA backend), then builds
 # and runs every test in release mode, and last checks the README's two commands on a clean
 # Debian root (scripts/fresh-machine-check.sh).
 # Usage: scripts/test.sh [--install-only] [extra cargo test args]
@@ -23,10 +24,24 @@ if ! ls "$NVRTC_DIR"/nvidia/cu13/lib/libnvrtc.so.13 >/dev/null 2>&1; then
   python3 -m pip install --quiet --target "$NVRTC_DIR" 'nvidia-cuda-nvrtc==13.0.*'
 fi
 export LD_LIBRARY_PATH="$NVRTC_DIR/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# rustfmt and clippy come with rustup's default profile; a minimal toolchain lacks them.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  echo "==> rustup component add rustfmt clippy"
+  rustup component add rustfmt clippy
+fi
 if $install_only; then
   echo "==> everything the tests need is installed"
   exit 0
 fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+
+# Clippy with and without the CUDA backend: the cuda-gated code is compiled (not run) here too.
+CUDA_FEATURES=longshot-kernels/cuda,longshot-models/cuda,longshot-worker/cuda,longshot-tests/cuda,longshot-cli/cuda
+echo "==> cargo clippy -D warnings (default features, then --features cuda)"
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+cargo clippy --release --locked --workspace --all-targets --features "$CUDA_FEATURES" -- -D warnings
 
 echo "==> cargo test --workspace --release"
 cargo test --workspace --release --locked "$@"
