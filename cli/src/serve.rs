@@ -218,6 +218,10 @@ pub struct WorkerArgs {
     /// else the CPU, saying why in one log line), cpu, or cuda (refuse to start without a GPU).
     #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda")]
     pub device: DeviceRequest,
+    /// Also serve `standin`, a stand-in for a GPU model whose forward waits MS milliseconds and
+    /// computes nothing: measures the cluster's own costs without GPUs (benches/cluster_scaling.sh).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub standin_forward_ms: Option<u64>,
     /// Exit when standard input closes (used by `longshot render` and `up` for their children).
     #[arg(long, hide = true)]
     pub exit_on_stdin_close: bool,
@@ -255,6 +259,7 @@ impl WorkerArgs {
                 .connect_timeout
                 .map(|s| Duration::from_secs_f64(s.clamp(0.1, 3600.0))),
             version: env!("LONGSHOT_BUILD").into(),
+            standin_forward: self.standin_forward_ms.map(Duration::from_millis),
         }
     }
 }

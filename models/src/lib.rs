@@ -5,6 +5,8 @@
 //! - [`procedural`]: the procedural reference model (an exact denoiser for a Gaussian prior
 //!   derived from the prompt; no weights, no GPU).
 //! - [`wan`]: Wan2.1 text-to-video (CPU reference in f32), served by workers from a pipeline directory.
+//! - [`standin`]: a fixed-cost stand-in for a GPU model (its forward waits a set time), for
+//!   measuring the cluster's own costs without GPUs; served only when a worker asks for it.
 //! - [`served`]: [`ServedModel`], a model as a worker serves it (both families implement it).
 //! - [`builtin_models`] / [`available_models`]: the models every worker serves, and the registry
 //!   the CLI and the coordinator list models from.
@@ -12,10 +14,12 @@
 
 pub mod procedural;
 pub mod served;
+pub mod standin;
 pub mod wan;
 
 pub use procedural::ProceduralModel;
 pub use served::{ConditioningError, ServedModel, ServedModelError, TextConditioning};
+pub use standin::StandinModel;
 
 use longshot_core::denoiser::ModelInfo;
 use std::sync::Arc;

@@ -10,6 +10,7 @@ use crate::nccl::NcclSupport;
 use crate::transport::WorkerTransport;
 use crate::{membership, WorkerNode};
 use longshot_core::api::{WorkerInfo, WorkerState};
+use longshot_models::StandinModel;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,8 @@ pub struct ServeConfig {
     pub connect_timeout: Option<Duration>,
     /// The build this worker runs; the coordinator gangs only workers of one version.
     pub version: String,
+    /// Also serve the stand-in model with this forward time (`longshot_models::standin`).
+    pub standin_forward: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +97,14 @@ pub async fn serve(
     }
     let d = dev.clone();
     let models = tokio::task::spawn_blocking(move || ModelSet::load(&sources, &d));
-    let models = models.await.map_err(task("model loading"))??;
+    let mut models = models.await.map_err(task("model loading"))??;
+    if let Some(forward) = config.standin_forward {
+        models.add(Arc::new(StandinModel::new(forward)))?;
+        tracing::info!(
+            "serving the stand-in model {} (forward {forward:?})",
+            StandinModel::NAME
+        );
+    }
     let models = Arc::new(models);
     let address = match config.advertise.clone() {
         Some(a) => a,
@@ -275,6 +285,7 @@ mod tests {
             membership: Membership::Coordinator("coordinator".into()),
             connect_timeout: None,
             version: "test-version".into(),
+            standin_forward: None,
         };
         let r = registry.clone();
         let shutdown = async move {
@@ -299,5 +310,43 @@ mod tests {
             [ProceduralModel::NAME]
         );
         assert_eq!(*registry.deregistered.lock().unwrap(), ["w-serve"]);
+    }
+
+    #[tokio::test]
+    async fn the_stand_in_model_is_served_only_when_asked() {
+        let registry = Arc::new(Registry::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = ServeConfig {
+            id: Some("w-standin".into()),
+            advertise: None,
+            models: Vec::new(),
+            device: DeviceRequest::Cpu,
+            membership: Membership::Coordinator("coordinator".into()),
+            connect_timeout: None,
+            version: "test-version".into(),
+            standin_forward: Some(Duration::from_millis(350)),
+        };
+        let r = registry.clone();
+        let shutdown = async move {
+            while r.registered.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        serve(config, Arc::new(Transport(registry.clone())), listener, shutdown)
+            .await
+            .unwrap();
+        let registered = registry.registered.lock().unwrap().clone();
+        let models: Vec<(&str, &str)> = registered[0]
+            .models
+            .iter()
+            .map(|m| (m.name.as_str(), m.weights.as_str()))
+            .collect();
+        assert_eq!(
+            models,
+            [
+                (ProceduralModel::NAME, ""),
+                (StandinModel::NAME, "standin, forward 350000 µs")
+            ]
+        );
     }
 }
