@@ -167,6 +167,10 @@ fn run(
                     return Err(AssemblyError::DuplicateFrame(index));
                 }
                 if index != next {
+                    if writers.is_empty() {
+                        // No video output: frames are only counted, so their order does not matter.
+                        continue;
+                    }
                     let p = spill.join(format!("{index}.rgb"));
                     std::fs::write(&p, &rgb8).map_err(io(&p))?;
                     spilled.insert(index);
@@ -198,9 +202,12 @@ fn run(
             }
         }
     }
-    if next != plan.total_frames {
+    // Every index in 0..total arrived exactly once (duplicates and out-of-range ones were refused),
+    // so with a video output every frame has also been written, in order.
+    let arrived = seen.len() as u32;
+    if arrived != plan.total_frames {
         return Err(AssemblyError::Missing {
-            got: next + spilled.len() as u32,
+            got: arrived,
             want: plan.total_frames,
         });
     }
@@ -231,4 +238,61 @@ fn run(
         });
     }
     Ok(outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(dir: &Path, outputs: Vec<OutputKind>) -> AssemblyPlan {
+        AssemblyPlan {
+            dir: dir.to_path_buf(),
+            outputs,
+            meta: VideoMeta {
+                width: 16,
+                height: 16,
+                fps: 16,
+            },
+            total_frames: 5,
+            latent_shape: [2, 1, 2, 2],
+            latent_metadata: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_video_output_frames_are_counted_not_spilled() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Assembler::start(plan(dir.path(), vec![OutputKind::Latents])).unwrap();
+        a.latents(0, 2, vec![0.5; 8]).await.unwrap();
+        for index in [4, 3, 2, 1, 0] {
+            a.frame(index, vec![7; 16 * 16 * 3]).await.unwrap();
+        }
+        let outputs = a.finish().await.unwrap();
+        assert_eq!(
+            outputs.iter().map(|o| o.format).collect::<Vec<_>>(),
+            [OutputKind::Latents]
+        );
+        assert!(!dir.path().join(".spill").exists());
+
+        let a = Assembler::start(plan(dir.path(), vec![OutputKind::Latents])).unwrap();
+        for index in [4, 2, 0] {
+            a.frame(index, vec![7; 16 * 16 * 3]).await.unwrap();
+        }
+        let err = a.finish().await.unwrap_err().to_string();
+        assert_eq!(err, "only 3 of 5 frames arrived");
+    }
+
+    #[tokio::test]
+    async fn out_of_order_frames_wait_on_disk_for_a_video_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Assembler::start(plan(dir.path(), vec![OutputKind::Png])).unwrap();
+        for index in [1, 2, 0, 4, 3] {
+            a.frame(index, vec![index as u8; 16 * 16 * 3]).await.unwrap();
+        }
+        a.finish().await.unwrap();
+        let pngs = std::fs::read_dir(dir.path().join(OutputKind::Png.file_name()))
+            .unwrap()
+            .count();
+        assert_eq!(pngs, 5);
+    }
 }
