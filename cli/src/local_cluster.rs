@@ -69,6 +69,7 @@ impl LocalCluster {
             bail!("--workers {workers} is not in 1..=64");
         }
         let mut cfg = args.config()?;
+        let metrics = args.serve_metrics(&cfg).await?;
         let listener = TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -92,6 +93,13 @@ impl LocalCluster {
         let mut children = Vec::new();
         for i in 0..workers {
             let log = std::fs::File::create(logs.join(format!("worker-{i}.log")))?;
+            // Workers' metrics on the ports after the coordinator's (9465, 9466, … by default), or
+            // on any free port when the coordinator's was.
+            let worker_metrics = match (metrics, args.metrics_listen.as_deref()) {
+                (Some(_), Some(l)) if l.ends_with(":0") => l.to_string(),
+                (Some(a), _) => std::net::SocketAddr::new(a.ip(), a.port().saturating_add(1 + i as u16)).to_string(),
+                (None, _) => "off".into(),
+            };
             let child = Command::new(&exe)
                 .args([
                     "--coordinator",
@@ -101,7 +109,7 @@ impl LocalCluster {
                     "127.0.0.1:0",
                     "--exit-on-stdin-close",
                 ])
-                .args(["--id", &format!("local-{i}")])
+                .args(["--id", &format!("local-{i}"), "--metrics-listen", &worker_metrics])
                 .args(&etcd)
                 .args(models.iter().flat_map(|m| ["--model", m.as_str()]))
                 .env("RAYON_NUM_THREADS", &threads)
@@ -218,6 +226,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         overlap_transport: longshot_coordinator::OverlapTransport::Tcp,
         heartbeat: 1.0,
         etcd: Vec::new(),
+        metrics_listen: None,
     };
     let started = Instant::now();
     if !json {

@@ -12,6 +12,7 @@ mod args;
 mod client_cmds;
 mod dev;
 mod local_cluster;
+mod metrics_http;
 mod progress;
 mod serve;
 

@@ -1,5 +1,6 @@
 //! The cluster's processes: `longshot coordinator` and `longshot worker`.
 
+use crate::metrics_http;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use longshot_coordinator::etcd_registry::EtcdRegistry;
@@ -46,6 +47,9 @@ pub struct CoordinatorArgs {
     /// separate with commas for several members). Workers then need --etcd too.
     #[arg(long = "etcd", value_name = "URL", value_delimiter = ',')]
     pub etcd: Vec<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (`off`: none).
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9464", value_parser = metrics_http::parse_listen)]
+    pub metrics_listen: Option<String>,
 }
 
 fn parse_transport(s: &str) -> Result<OverlapTransport, String> {
@@ -67,7 +71,17 @@ impl CoordinatorArgs {
         cfg.encode_timeout = secs("encode-timeout", self.encode_timeout)?;
         cfg.hash_every = self.hash_every;
         cfg.overlap_transport = self.overlap_transport;
+        cfg.version = env!("LONGSHOT_BUILD").into();
+        cfg.metrics = self.metrics_listen.is_some().then(prometheus::Registry::new);
         Ok(cfg)
+    }
+
+    /// Serves the coordinator's metrics when `--metrics-listen` is not `off`.
+    pub async fn serve_metrics(&self, cfg: &CoordinatorConfig) -> Result<Option<std::net::SocketAddr>> {
+        match (&self.metrics_listen, &cfg.metrics) {
+            (Some(listen), Some(registry)) => Ok(Some(metrics_http::serve(listen, registry.clone()).await?)),
+            _ => Ok(None),
+        }
     }
 
     /// Membership and job records: in memory, or in etcd with `--etcd` (retrying an unreachable
@@ -169,6 +183,7 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
+    a.serve_metrics(&cfg).await?;
     let backend = a.backend(&mut cfg).await?;
     let store = backend.store.clone();
     let data_dir = cfg.data_dir.clone();
@@ -222,6 +237,9 @@ pub struct WorkerArgs {
     /// computes nothing: measures the cluster's own costs without GPUs (benches/cluster_scaling.sh).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub standin_forward_ms: Option<u64>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (`off`: none).
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9465", value_parser = metrics_http::parse_listen)]
+    pub metrics_listen: Option<String>,
     /// Exit when standard input closes (used by `longshot render` and `up` for their children).
     #[arg(long, hide = true)]
     pub exit_on_stdin_close: bool,
@@ -260,6 +278,7 @@ impl WorkerArgs {
                 .map(|s| Duration::from_secs_f64(s.clamp(0.1, 3600.0))),
             version: env!("LONGSHOT_BUILD").into(),
             standin_forward: self.standin_forward_ms.map(Duration::from_millis),
+            metrics: self.metrics_listen.is_some().then(prometheus::Registry::new),
         }
     }
 }
@@ -304,5 +323,9 @@ pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
             _ = stdin_watch => {}
         }
     };
-    Ok(longshot_worker::serve(a.config(coordinator), Arc::new(GrpcTransport), listener, shutdown).await?)
+    let config = a.config(coordinator);
+    if let (Some(listen), Some(registry)) = (&a.metrics_listen, &config.metrics) {
+        metrics_http::serve(listen, registry.clone()).await?;
+    }
+    Ok(longshot_worker::serve(config, Arc::new(GrpcTransport), listener, shutdown).await?)
 }

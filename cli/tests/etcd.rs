@@ -200,7 +200,15 @@ fn duplicate_ids_and_grpc_registration_are_refused() {
     let etcd = EtcdServer::start();
     let c = Cluster::start_with(1, 30.0, options(&etcd, 10));
     let out = Command::new(BIN)
-        .args(["worker", "--etcd", &etcd.endpoint(), "--id", "w0"])
+        .args([
+            "worker",
+            "--etcd",
+            &etcd.endpoint(),
+            "--id",
+            "w0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -218,6 +226,8 @@ fn duplicate_ids_and_grpc_registration_are_refused() {
             "grpc",
             "--connect-timeout",
             "5",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ])
         .output()
         .unwrap();
@@ -238,7 +248,15 @@ fn an_unreachable_etcd_fails_start_up_within_the_bound() {
     let t = Instant::now();
     let data = dir.path().join("data");
     let coordinator = Command::new(BIN)
-        .args(["coordinator", "--listen", "127.0.0.1:0", "--etcd", &url])
+        .args([
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--etcd",
+            &url,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(&data)
         .stdout(Stdio::null())
@@ -246,7 +264,15 @@ fn an_unreachable_etcd_fails_start_up_within_the_bound() {
         .spawn()
         .unwrap();
     let worker = Command::new(BIN)
-        .args(["worker", "--etcd", &url, "--id", "w0"])
+        .args([
+            "worker",
+            "--etcd",
+            &url,
+            "--id",
+            "w0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -279,6 +305,8 @@ fn longshot_up_with_etcd_registers_its_workers_there() {
             "--workers",
             "2",
             "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
             "127.0.0.1:0",
             "--etcd",
             &etcd.endpoint(),

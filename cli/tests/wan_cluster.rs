@@ -202,7 +202,14 @@ fn a_worker_refuses_to_start_with_a_bad_model_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no-such-model");
     let out = Command::new(BIN)
-        .args(["--coordinator", "http://127.0.0.1:9", "worker", "--model"])
+        .args([
+            "--coordinator",
+            "http://127.0.0.1:9",
+            "worker",
+            "--metrics-listen",
+            "off",
+            "--model",
+        ])
         .arg(&missing)
         .output()
         .unwrap();
@@ -222,7 +229,14 @@ fn a_worker_refuses_to_start_with_a_bad_model_directory() {
         .replace("\"d_model\": 32", "\"d_model\": 24");
     std::fs::write(&cfg, text).unwrap();
     let out = Command::new(BIN)
-        .args(["--coordinator", "http://127.0.0.1:9", "worker", "--model"])
+        .args([
+            "--coordinator",
+            "http://127.0.0.1:9",
+            "worker",
+            "--metrics-listen",
+            "off",
+            "--model",
+        ])
         .arg(&model)
         .output()
         .unwrap();
@@ -254,6 +268,8 @@ fn a_worker_demanding_cuda_without_a_gpu_refuses_to_start() {
             "--coordinator",
             "http://127.0.0.1:9",
             "worker",
+            "--metrics-listen",
+            "off",
             "--connect-timeout",
             "0.5",
             "--device",
@@ -275,7 +291,15 @@ fn a_worker_demanding_cuda_without_a_gpu_refuses_to_start() {
         "{stderr}"
     );
     let out = Command::new(BIN)
-        .args(["--coordinator", "http://127.0.0.1:9", "worker", "--device", "tpu"])
+        .args([
+            "--coordinator",
+            "http://127.0.0.1:9",
+            "worker",
+            "--metrics-listen",
+            "off",
+            "--device",
+            "tpu",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

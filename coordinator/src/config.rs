@@ -22,6 +22,10 @@ pub struct CoordinatorConfig {
     pub encode_timeout: Duration,
     /// How gangs exchange overlap velocities (NCCL only where the whole gang can).
     pub overlap_transport: OverlapTransport,
+    /// Where the coordinator's metrics are registered (`None`: kept, not exported).
+    pub metrics: Option<prometheus::Registry>,
+    /// The build, reported as `longshot_build_info{version}`.
+    pub version: String,
 }
 
 impl CoordinatorConfig {
@@ -34,6 +38,8 @@ impl CoordinatorConfig {
             max_workers_per_job: 0,
             encode_timeout: Duration::from_secs(1800),
             overlap_transport: OverlapTransport::Tcp,
+            metrics: None,
+            version: env!("CARGO_PKG_VERSION").into(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use crate::job_store::{Change, JobRecord, JobStore};
 use crate::lifecycle::{self, IllegalTransition, Transition};
+use crate::metrics::CoordinatorMetrics;
 use crate::placement::{run_order, QueuedJob};
 use longshot_core::api::{JobEvent, JobState, JobStatus, PlanSummary};
 use longshot_core::denoiser::ModelInfo;
@@ -154,6 +155,7 @@ pub(crate) fn snapshot_event(s: &JobStatus) -> JobEvent {
 pub(crate) struct JobTable {
     jobs: HashMap<String, Job>,
     store: Arc<dyn JobStore>,
+    metrics: CoordinatorMetrics,
     /// The last submission sequence number handed out.
     seq: u64,
     /// worker id → job id, for workers running a shard.
@@ -166,7 +168,7 @@ pub(crate) struct JobTable {
 
 impl JobTable {
     /// A table holding `jobs` (restored records), saving changes to `store`.
-    pub fn new(store: Arc<dyn JobStore>, jobs: Vec<JobRecord>, max_seq: u64) -> Self {
+    pub fn new(store: Arc<dyn JobStore>, metrics: CoordinatorMetrics, jobs: Vec<JobRecord>, max_seq: u64) -> Self {
         let jobs = jobs
             .into_iter()
             .map(|r| (r.status.job_id.clone(), Job::restore(r)))
@@ -174,13 +176,27 @@ impl JobTable {
         let mut table = JobTable {
             jobs,
             store,
+            metrics,
             seq: max_seq,
             busy: HashMap::new(),
             refused: HashMap::new(),
             plan_ids: 0,
         };
         table.refresh_positions();
+        table.count_jobs();
         table
+    }
+
+    pub fn metrics(&self) -> &CoordinatorMetrics {
+        &self.metrics
+    }
+
+    fn count_jobs(&self) {
+        let count = |s: &[JobState]| self.jobs.values().filter(|j| s.contains(&j.status.state)).count();
+        self.metrics.job_counts(
+            count(&[JobState::Queued]),
+            count(&[JobState::Running, JobState::Decoding]),
+        );
     }
 
     pub fn next_seq(&mut self) -> u64 {
@@ -199,8 +215,10 @@ impl JobTable {
     /// Adds a newly accepted (already stored) job and announces its queue position.
     pub fn insert(&mut self, job: Job) {
         let id = job.id().to_string();
+        self.metrics.submitted(&job.model.name);
         self.jobs.insert(id.clone(), job);
         self.refresh_positions();
+        self.count_jobs();
         let job = &self.jobs[&id];
         job.publish(JobEvent::Queued {
             position: job.status.queue_position,
@@ -248,11 +266,14 @@ impl JobTable {
             .get_mut(job_id)
             .ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
         let from = job.status.state;
-        lifecycle::apply(&mut job.status, t, now_ms())?;
+        let now = now_ms();
+        lifecycle::apply(&mut job.status, t.clone(), now)?;
+        self.metrics.transition(&job.status, &job.model.name, &t, now);
         let to = job.status.state;
         if from == JobState::Queued || to == JobState::Queued {
             self.refresh_positions();
         }
+        self.count_jobs();
         let job = &self.jobs[job_id];
         // Decoding is announced by the frame progress that caused it.
         if to != JobState::Decoding {

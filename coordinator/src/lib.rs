@@ -13,6 +13,7 @@
 //! - `dispatch`: the scheduling loop that places the queue and starts runs.
 //! - `job_run`: one job's run on its gang (prompts, shards, progress, failure, cancellation).
 //! - [`outputs`]: a finished job's files, streamed to clients.
+//! - [`metrics`]: the coordinator's Prometheus metrics (recorded by the job table and the loop).
 //! - [`assembly`]: ordering decoded frames and writing MP4 / ProRes / PNG / latents.
 //! - [`registry`]: worker membership (`Registry` trait, in-memory implementation).
 //! - [`etcd_registry`]: membership read from etcd (workers register there under a lease).
@@ -33,6 +34,7 @@ mod job_run;
 pub mod job_store;
 mod job_table;
 pub mod lifecycle;
+pub mod metrics;
 pub mod nccl_gang;
 pub mod outputs;
 pub mod placement;

@@ -6,6 +6,7 @@ use crate::context::Inner;
 use crate::job_store::{recover, Change, JobRecord, JobStore, NoJobStore};
 use crate::job_table::{now_ms, snapshot_event, Job, JobTable};
 use crate::lifecycle::Transition;
+use crate::metrics::CoordinatorMetrics;
 use crate::outputs::{file_chunks, output_files};
 use crate::registry::Registry;
 use futures::StreamExt;
@@ -45,7 +46,14 @@ impl Coordinator {
                 .filter(|r| r.status.state == JobState::Queued)
                 .count(),
         );
-        let table = JobTable::new(store.clone(), recovery.jobs, recovery.max_seq);
+        let metrics = match &cfg.metrics {
+            Some(registry) => CoordinatorMetrics::register(registry, &cfg.version).unwrap_or_else(|e| {
+                tracing::error!("coordinator metrics are not exported: {e}");
+                CoordinatorMetrics::unregistered()
+            }),
+            None => CoordinatorMetrics::unregistered(),
+        };
+        let table = JobTable::new(store.clone(), metrics, recovery.jobs, recovery.max_seq);
         for id in &recovery.interrupted {
             if let Some(job) = table.get(id) {
                 store.save(id, Change::State, &|| job.record());

@@ -14,6 +14,7 @@
 //! - [`device`]: `--device auto|cpu|cuda`: the GPU when usable, else the CPU with one log line
 //!   (or a refusal when `cuda` was demanded).
 //! - [`membership`]: registration and heartbeats with the coordinator.
+//! - [`metrics`]: the worker's Prometheus metrics and the wrappers that record them.
 //! - [`etcd_membership`]: registration in etcd under a lease kept alive on its own thread
 //!   (`--etcd`), for clusters with several coordinators.
 //! - [`serve()`]: the worker process's life, from loading its models to leaving the cluster;
@@ -25,6 +26,7 @@ pub mod device;
 pub mod etcd_membership;
 pub mod machine;
 pub mod membership;
+pub mod metrics;
 pub mod models;
 pub mod nccl;
 pub mod net_exchange;

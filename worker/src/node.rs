@@ -1,5 +1,6 @@
 //! `WorkerNode`: one shard at a time, fenced by plan id; the loop runs on its own thread.
 
+use crate::metrics::WorkerMetrics;
 use crate::models::{ModelError, ModelSet};
 use crate::nccl::NcclSupport;
 use crate::net_exchange::{Link, NetExchange, ShardExchange};
@@ -29,6 +30,7 @@ struct NodeInner {
     connector: Arc<dyn ExchangeConnector>,
     models: Arc<ModelSet>,
     nccl: NcclSupport,
+    metrics: WorkerMetrics,
     slot: Mutex<Option<ShardSlot>>,
 }
 
@@ -40,12 +42,24 @@ pub struct WorkerNode {
 
 impl WorkerNode {
     pub fn new(id: String, connector: Arc<dyn ExchangeConnector>, models: Arc<ModelSet>, nccl: NcclSupport) -> Self {
+        Self::with_metrics(id, connector, models, nccl, WorkerMetrics::unregistered())
+    }
+
+    /// A node that records its shards in `metrics`.
+    pub fn with_metrics(
+        id: String,
+        connector: Arc<dyn ExchangeConnector>,
+        models: Arc<ModelSet>,
+        nccl: NcclSupport,
+        metrics: WorkerMetrics,
+    ) -> Self {
         Self {
             inner: Arc::new(NodeInner {
                 id,
                 connector,
                 models,
                 nccl,
+                metrics,
                 slot: Mutex::new(None),
             }),
         }
@@ -170,13 +184,14 @@ impl WorkerNode {
         let worker = self.inner.id.clone();
         let models = self.inner.models.clone();
         let nccl = self.inner.nccl.clone();
+        let metrics = self.inner.metrics.clone();
         std::thread::Builder::new()
             .name(format!("shard-{}", a.job_id))
             .spawn(move || {
                 // Set even if the shard panics (e.g. a failed NCCL abort in cudarc's drop), so
                 // the worker does not stay busy for good.
                 let _done = DoneOnDrop(done);
-                run_shard_blocking(&models, &nccl, a, exchange, cancel, &tx);
+                run_shard_blocking(&models, &nccl, &metrics, a, exchange, cancel, &tx);
             })
             .map_err(|e| ApiError::Internal(format!("worker {worker}: cannot start the shard thread: {e}")))?;
         Ok(Box::pin(ReceiverStream::new(rx)))
@@ -247,6 +262,7 @@ async fn pump(
 fn run_shard_blocking(
     models: &ModelSet,
     nccl: &NcclSupport,
+    metrics: &WorkerMetrics,
     a: ShardAssignment,
     tcp: NetExchange,
     cancel: Arc<AtomicBool>,
@@ -258,19 +274,22 @@ fn run_shard_blocking(
             cancel.store(true, Ordering::Relaxed);
         }
     };
-    let mut exchange: Box<dyn ShardExchange> = match &a.nccl {
+    let exchange: Box<dyn ShardExchange> = match &a.nccl {
         None => Box::new(tcp),
         Some(group) => match nccl.exchange(group, tcp, a.exchange_timeout) {
             Ok(e) => e,
             Err(reason) => {
+                metrics.shard_ended(&a.model, false);
                 emit(ShardEvent::Failed { reason });
                 return;
             }
         },
     };
+    let mut exchange = metrics.metered_exchange(exchange);
     let (mut denoiser, decoder) = match models.instantiate(&a.model, &a.conditioning, a.height, a.width) {
-        Ok(m) => m,
+        Ok((denoiser, decoder)) => (metrics.timed_denoiser(denoiser), decoder),
         Err(e) => {
+            metrics.shard_ended(&a.model, false);
             emit(ShardEvent::Failed { reason: e.to_string() });
             return;
         }
@@ -289,11 +308,16 @@ fn run_shard_blocking(
         output_frames: a.output_frames,
     };
     let started = Instant::now();
+    metrics.shard_started(exchange.transport());
+    let mut clock = metrics.step_clock(&a.model);
     let mut progress = |p: Progress| match p {
-        Progress::Step { window, step, .. } => emit(ShardEvent::StepDone {
-            window: window as u32,
-            step: step as u32,
-        }),
+        Progress::Step { window, step, .. } => {
+            clock.step_done(window);
+            emit(ShardEvent::StepDone {
+                window: window as u32,
+                step: step as u32,
+            })
+        }
     };
     let result = denoise_partition(&cfg, denoiser.as_mut(), exchange.as_mut(), &cancel, &mut progress).and_then(|out| {
         let (t, steps) = (out.timings, cfg.schedule.steps().max(1) as f64);
@@ -308,10 +332,14 @@ fn run_shard_blocking(
             frames: out.owned.shape().frames as u32,
             data: out.owned.as_slice().to_vec(),
         });
-        decode_partition(&cfg, &out, decoder.as_ref(), exchange.as_mut(), &mut |index, f| {
+        let decoding = Instant::now();
+        let decoded = decode_partition(&cfg, &out, decoder.as_ref(), exchange.as_mut(), &mut |index, f| {
             emit(ShardEvent::Frame { index: index as u32, width: f.width as u32, height: f.height as u32, rgb8: f.to_rgb8() })
-        })
+        });
+        metrics.decoded(&a.model, decoding.elapsed().as_secs_f64());
+        decoded
     });
+    metrics.shard_ended(&a.model, result.is_ok());
     match result {
         Ok(()) => {
             tracing::info!(job = %a.job_id, windows = ?a.windows, secs = started.elapsed().as_secs_f64(), "shard finished");
@@ -342,7 +370,9 @@ impl WorkerApi for WorkerNode {
                         ApiError::Internal(format!("worker {}: the text encoder task failed: {e}", self.inner.id))
                     })?;
             let e = result.map_err(|e| ApiError::Internal(format!("worker {}: {e}", self.inner.id)))?;
-            tracing::info!(job = %job, model = %model, secs = started.elapsed().as_secs_f64(), "encoded the prompts");
+            let secs = started.elapsed().as_secs_f64();
+            self.inner.metrics.text_encoded(&model, secs);
+            tracing::info!(job = %job, model = %model, secs, "encoded the prompts");
             Ok(e)
         })
     }

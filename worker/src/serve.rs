@@ -5,6 +5,7 @@
 use crate::device::{self, DeviceError, DeviceRequest};
 use crate::etcd_membership::{EtcdMembership, EtcdMembershipConfig, MembershipError, StateFn};
 use crate::machine;
+use crate::metrics::WorkerMetrics;
 use crate::models::{ModelError, ModelSet, ModelSource};
 use crate::nccl::NcclSupport;
 use crate::transport::WorkerTransport;
@@ -46,6 +47,8 @@ pub struct ServeConfig {
     pub version: String,
     /// Also serve the stand-in model with this forward time (`longshot_models::standin`).
     pub standin_forward: Option<Duration>,
+    /// Where the worker's metrics are registered (`None`: kept, not exported).
+    pub metrics: Option<prometheus::Registry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,8 @@ pub enum ServeError {
     Etcd { id: String, reason: MembershipError },
     #[error("{0}")]
     Server(String),
+    #[error("worker metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// Runs a worker on `listener` until `shutdown` resolves (or the server fails). The device is
@@ -112,7 +117,17 @@ pub async fn serve(
     };
     let id = config.id.clone().unwrap_or_else(machine::default_id);
     let nccl = NcclSupport::detect(&dev);
-    let node = WorkerNode::new(id.clone(), transport.exchange_connector(), models.clone(), nccl.clone());
+    let metrics = match &config.metrics {
+        Some(registry) => WorkerMetrics::register(registry, &config.version, &id, dev.kind())?,
+        None => WorkerMetrics::unregistered(),
+    };
+    let node = WorkerNode::with_metrics(
+        id.clone(),
+        transport.exchange_connector(),
+        models.clone(),
+        nccl.clone(),
+        metrics,
+    );
     let info = WorkerInfo {
         id: id.clone(),
         address: address.clone(),
@@ -286,6 +301,7 @@ mod tests {
             connect_timeout: None,
             version: "test-version".into(),
             standin_forward: None,
+            metrics: None,
         };
         let r = registry.clone();
         let shutdown = async move {
@@ -325,6 +341,7 @@ mod tests {
             connect_timeout: None,
             version: "test-version".into(),
             standin_forward: Some(Duration::from_millis(350)),
+            metrics: None,
         };
         let r = registry.clone();
         let shutdown = async move {

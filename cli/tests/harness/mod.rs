@@ -99,7 +99,7 @@ impl Cluster {
                 "127.0.0.1:0",
                 "--exit-on-stdin-close",
             ])
-            .args(["--id", &format!("w{i}")])
+            .args(["--id", &format!("w{i}"), "--metrics-listen", "127.0.0.1:0"])
             .args(&self.options.worker_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -241,7 +241,15 @@ impl Drop for Cluster {
 fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, extra: &[String], log: &str) -> (Child, String) {
     let log = dir.join(log);
     let mut coordinator = Command::new(BIN)
-        .args(["coordinator", "--listen", "127.0.0.1:0", "--heartbeat", "1"])
+        .args([
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "1",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .args([
             "--exchange-timeout",
             &exchange_timeout_s.to_string(),
