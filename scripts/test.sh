@@ -49,6 +49,11 @@ cargo test --workspace --release --locked "$@"
 echo "==> NVRTC compile check of every CUDA kernel source (sm_90, no GPU needed)"
 cargo test --release --locked -p longshot-kernels --features cuda --test nvrtc_compile
 
+# The kernel cache's trust rules (corrupt/foreign entries, load failures, racing writers): the
+# compile and load steps are injected, so no GPU and no NVRTC are needed.
+echo "==> kernel cache checks (no GPU needed)"
+cargo test --release --locked -p longshot-kernels --features cuda --test kernel_cache
+
 # The GPU tests need a device to run (scripts/gpu/pack.sh carries them to one), but they must
 # keep compiling: parity against core's and models' references, with the CUDA backend on.
 echo "==> building the GPU parity tests and benchmarks (not run: they need a GPU)"
