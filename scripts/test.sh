@@ -49,6 +49,16 @@ cargo test --workspace --release --locked "$@"
 echo "==> NVRTC compile check of every CUDA kernel source (sm_90, no GPU needed)"
 cargo test --release --locked -p longshot-kernels --features cuda --test nvrtc_compile
 
+# The kernel cache's trust rules (corrupt/foreign entries, load failures, racing writers): the
+# compile and load steps are injected, so no GPU and no NVRTC are needed.
+echo "==> kernel cache checks (no GPU needed)"
+cargo test --release --locked -p longshot-kernels --features cuda --test kernel_cache
+
+# The device harness end to end with its GPU steps skipped, and with stub binaries for a failing,
+# a timed-out and a missing step (scripts/gpu/harness-selftest.sh; seconds, no build).
+echo "==> device harness self-test (no GPU)"
+scripts/gpu/harness-selftest.sh
+
 # The GPU tests need a device to run (scripts/gpu/pack.sh carries them to one), but they must
 # keep compiling: parity against core's and models' references, with the CUDA backend on.
 echo "==> building the GPU parity tests and benchmarks (not run: they need a GPU)"

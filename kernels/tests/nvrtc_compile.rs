@@ -5,7 +5,7 @@
 
 use longshot_kernels::cuda::nvrtc::{self, ModuleImage};
 use longshot_kernels::cuda::sources::{self, KernelSource};
-use longshot_kernels::cuda::{probe, CudaError, KernelCache};
+use longshot_kernels::cuda::{probe, CacheKey, CacheOutcome, CudaError, KernelCache};
 
 const ARCH: &str = "sm_90";
 
@@ -96,7 +96,9 @@ fn the_cache_stores_once_and_serves_the_same_image() {
     let stored = std::fs::read(&path).expect("the entry was written");
     let second = cache.get_or_compile(source, ARCH).expect("cached");
     assert_eq!(first, second);
-    assert_eq!(ModuleImage::Cubin(stored), first);
+    // The entry is a header naming the key, then the image.
+    let key = CacheKey::new(source, ARCH).expect("cache key");
+    assert_eq!(key.decode(&stored), Ok(first.clone()));
     // A different architecture is a different entry; a PTX target gives PTX text.
     let ptx_path = cache.entry_path(source, "compute_90").expect("cache key");
     assert_ne!(ptx_path, path);
@@ -108,5 +110,44 @@ fn the_cache_stores_once_and_serves_the_same_image() {
         cache.get_or_compile(source, "sm90"),
         Err(CudaError::Nvrtc { .. })
     ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_truncated_or_corrupt_entry_of_real_nvrtc_output_is_recompiled() {
+    require_nvrtc();
+    let dir = std::env::temp_dir().join(format!("longshot-kernel-cache-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = KernelCache::new(&dir);
+    let source = &sources::TRANSFORMER_ROPE;
+    let path = cache.entry_path(source, ARCH).expect("cache key");
+    let first = cache.get_or_compile(source, ARCH).expect("compile");
+    let good = std::fs::read(&path).expect("the entry was written");
+    let mut flipped = good.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    for (what, bytes) in [("truncated", good[..good.len() / 2].to_vec()), ("corrupt", flipped)] {
+        std::fs::write(&path, bytes).expect("damage the entry");
+        let fetched = cache
+            .load_or_compile(source, ARCH, |image| Ok(image.clone()))
+            .expect("recompiled");
+        assert!(
+            matches!(fetched.outcome, CacheOutcome::Compiled(_)),
+            "{what}: {:?}",
+            fetched.outcome
+        );
+        match &fetched.module {
+            ModuleImage::Cubin(b) => assert!(b.starts_with(b"\x7fELF"), "{what}: not an ELF image"),
+            other => panic!("{what}: expected CUBIN, got {other:?}"),
+        }
+        let key = CacheKey::new(source, ARCH).expect("cache key");
+        assert_eq!(cache.read(&key).expect("a valid entry again"), fetched.module, "{what}");
+        let again = cache
+            .load_or_compile(source, ARCH, |image| Ok(image.clone()))
+            .expect("hit");
+        assert_eq!(again.outcome, CacheOutcome::Hit, "{what}");
+    }
+    // NVRTC is deterministic: the recompiled image is the first one.
+    assert_eq!(cache.get_or_compile(source, ARCH).expect("hit"), first);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,12 +7,16 @@
 //!
 //! Device-only (harness = false; `cargo bench` runs it, and so does the binary directly). Fails
 //! loudly without a GPU. Environment:
-//! - `LONGSHOT_WAN_BENCH_ITERS` (default 2): timed forwards after one warm-up;
+//! - `LONGSHOT_WAN_BENCH_ITERS` (default 2): timed forwards after one warm-up (0: the warm-up only);
 //! - `LONGSHOT_WAN_BENCH_LAYERS` (default 30): fewer blocks for a quick check (FLOPs are counted
 //!   for the layers run);
 //! - `LONGSHOT_WAN_BENCH_MODEL` = `1.3b` (default) or `14b`.
 //!
-//! - `LONGSHOT_WAN_BENCH_PHASES=0`: skip the per-phase forward.
+//! - `LONGSHOT_WAN_BENCH_PHASES=0`: skip the per-phase forward;
+//! - `LONGSHOT_WAN_BENCH_BUDGET_S` (default: none): wall seconds for the forwards (warm-up
+//!   included). A timed forward, or the per-phase one, is started only when the last forward's
+//!   time says it will end within the budget, so a harness step under `timeout` always gets its
+//!   RESULT line (`timed=0`: only the warm-up fitted, and its time is reported).
 //!
 //! The attention kernel is still the correctness-first one (one query row per thread, f32, no
 //! tensor cores), so self-attention dominates and one full 1.3B forward may take of the order of
@@ -21,7 +25,8 @@
 //! `encode_text` does outside the timed region.
 //!
 //! The last line is machine-readable:
-//! `RESULT wan_gpu_forward model=1.3b layers=30 tokens=32760 ms=… tflops=…`.
+//! `RESULT wan_gpu_forward model=1.3b layers=30 tokens=32760 warmup_ms=… timed=N ms=… median_ms=… tflops=…`
+//! (`ms` the best timed forward, `median_ms` their median; both the warm-up when `timed=0`).
 
 use longshot_kernels::cuda::CudaBackend;
 use longshot_models::wan::gpu::{ForwardTimings, GpuWanTransformer};
@@ -47,7 +52,7 @@ fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
 }
 
 fn main() {
-    let iters = env_usize("LONGSHOT_WAN_BENCH_ITERS", 2).max(1);
+    let iters = env_usize("LONGSHOT_WAN_BENCH_ITERS", 2);
     let model = std::env::var("LONGSHOT_WAN_BENCH_MODEL").unwrap_or_else(|_| "1.3b".into());
     let mut cfg = match model.as_str() {
         "1.3b" => TransformerConfig::t2v_1_3b(),
@@ -81,10 +86,18 @@ fn main() {
     let xd = backend.upload(&x).expect("upload latent");
 
     let t = 999.0f32;
+    let budget = std::env::var("LONGSHOT_WAN_BENCH_BUDGET_S").ok().map(|v| {
+        v.parse::<f64>()
+            .unwrap_or_else(|_| panic!("LONGSHOT_WAN_BENCH_BUDGET_S={v} is not a number"))
+    });
+    let forwards = Instant::now();
+    // Whether one more forward of `last_ms` fits in the budget.
+    let fits = |last_ms: f64| budget.is_none_or(|b| forwards.elapsed().as_secs_f64() + 1.1 * last_ms / 1e3 <= b);
     let start = Instant::now();
     let warm = gpu.forward_device(&xd, dims, t, &text).expect("warm-up forward");
     backend.synchronize().expect("sync");
-    println!("warm-up forward: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+    let warmup_ms = start.elapsed().as_secs_f64() * 1e3;
+    println!("warm-up forward: {warmup_ms:.1} ms");
     let out = backend.download(&warm).expect("download");
     let finite = out.iter().all(|v| v.is_finite());
     let max_abs = out.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -97,6 +110,13 @@ fn main() {
 
     let mut ms = Vec::with_capacity(iters);
     for i in 0..iters {
+        if !fits(ms.last().copied().unwrap_or(warmup_ms)) {
+            println!(
+                "forward {i}: not started, LONGSHOT_WAN_BENCH_BUDGET_S={:?} would be exceeded",
+                budget.unwrap_or(0.0)
+            );
+            break;
+        }
         let start = Instant::now();
         let y = gpu.forward_device(&xd, dims, t, &text).expect("forward");
         backend.synchronize().expect("sync");
@@ -105,6 +125,10 @@ fn main() {
         println!("forward {i}: {dt:.1} ms");
         ms.push(dt);
     }
+    let timed = ms.len();
+    if ms.is_empty() {
+        ms.push(warmup_ms);
+    }
     ms.sort_by(f64::total_cmp);
     let best = ms[0];
     let median = ms[ms.len() / 2];
@@ -112,18 +136,19 @@ fn main() {
     let flops = forward_flops(&cfg, lt, lh, lw, TEXT_TOKENS);
     let br = forward_flops_breakdown(&cfg, lt, lh, lw, TEXT_TOKENS);
     let tf = |f: f64, s: f64| if s > 0.0 { f / s / 1e12 } else { 0.0 };
-    if env_usize("LONGSHOT_WAN_BENCH_PHASES", 1) != 0 {
+    if env_usize("LONGSHOT_WAN_BENCH_PHASES", 1) != 0 && fits(median) {
         print_phases(&gpu, &xd, dims, t, &text, &br, tf);
     }
     println!(
-        "forward ({model}, {} layers, {} tokens, {TEXT_TOKENS} text): best {best:.1} ms, median {median:.1} ms of {iters}; {:.3e} FLOP -> {:.1} TFLOP/s (best)",
+        "forward ({model}, {} layers, {} tokens, {TEXT_TOKENS} text): best {best:.1} ms, median {median:.1} ms of {timed} timed{}; {:.3e} FLOP -> {:.1} TFLOP/s (best)",
         cfg.num_layers,
         lt * (lh / 2) * (lw / 2),
+        if timed == 0 { " (the warm-up's time)" } else { "" },
         flops,
         tf(flops, best / 1e3)
     );
     println!(
-        "RESULT wan_gpu_forward model={model} layers={} tokens={} ms={best:.1} median_ms={median:.1} tflops={:.2}",
+        "RESULT wan_gpu_forward model={model} layers={} tokens={} warmup_ms={warmup_ms:.1} timed={timed} ms={best:.1} median_ms={median:.1} tflops={:.2}",
         cfg.num_layers,
         lt * (lh / 2) * (lw / 2),
         tf(flops, best / 1e3)

@@ -3,8 +3,11 @@
 the same device, in the same run (the device harness runs both and prints the ratio).
 
 Random weights (timing does not depend on values), bf16 parameters and activations, as a studio
-would run diffusers; PyTorch's SDPA picks its flash kernel on Hopper. Prints one JSON line:
-{"config", "latent": [T, H, W], "text_tokens", "dtype", "device", "ms_median", "ms_all", "versions"}.
+would run diffusers. Which SDPA backend PyTorch picked (flash, mem-efficient, cuDNN or math) is
+read from the kernel names of the warm-up forward, run under torch.profiler (untimed), next to
+the torch.backends.cuda flags that allowed it. Prints one JSON line:
+{"config", "latent": [T, H, W], "text_tokens", "dtype", "device", "warmup_ms", "ms_median", "ms_all",
+ "sdpa": {"backend", "kernels", "enabled"}, "versions"}.
 
   python3 scripts/gpu/torch_wan_forward.py --config 1.3b --frames 81 --height 480 --width 832
   python3 scripts/gpu/torch_wan_forward.py --config tiny --device cpu --dtype float32   # smoke test
@@ -37,7 +40,7 @@ def main():
     ap.add_argument("--layers", type=int, help="override num_layers (quick runs)")
     ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed forwards; the first is profiled for the SDPA backend")
     ap.add_argument("--iters", type=int, default=5)
     a = ap.parse_args()
     for name, v, m in [("frames", a.frames - 1, 4), ("height", a.height, 16), ("width", a.width, 16)]:
@@ -63,22 +66,76 @@ def main():
     ctx = torch.randn(1, a.text_tokens, cfg["text_dim"], device=a.device, dtype=dtype)
     step = torch.tensor([500], device=a.device)
     sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
-    times = []
+    forward = lambda: model(hidden_states=x, timestep=step, encoder_hidden_states=ctx, return_dict=False)[0]
+    times, warmup_ms, sdpa = [], [], {"backend": "unknown", "kernels": []}
     with torch.inference_mode():
         for i in range(a.warmup + a.iters):
             sync()
             t0 = time.perf_counter()
-            out = model(hidden_states=x, timestep=step, encoder_hidden_states=ctx, return_dict=False)[0]
+            if i == 0 and a.warmup > 0:
+                out, sdpa = profiled(forward, a.device)
+            else:
+                out = forward()
             sync()
-            if i >= a.warmup:
-                times.append((time.perf_counter() - t0) * 1e3)
+            (times if i >= a.warmup else warmup_ms).append((time.perf_counter() - t0) * 1e3)
     assert out.shape == x.shape and torch.isfinite(out.float()).all(), "bad output"
+    sdpa["enabled"] = sdpa_flags()
     print(json.dumps({
         "config": a.config, "layers": cfg["num_layers"], "latent": [t, h, w], "text_tokens": a.text_tokens, "dtype": a.dtype,
         "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device,
-        "ms_median": statistics.median(times), "ms_all": times,
+        "warmup_ms": warmup_ms, "ms_median": statistics.median(times) if times else None, "ms_all": times,
+        "sdpa": sdpa,
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
     }))
+
+
+# Substrings of the kernel names of each SDPA backend (checked in this order; math has no kernel of
+# its own: it is a matmul + softmax, seen as softmax kernels with no attention kernel).
+# cuDNN also runs the patch embedding's Conv3d, so a cuDNN name counts only with an attention word.
+SDPA_KERNELS = [
+    ("cudnn", ("cudnn_attention", "native_sdpa", "cudnn_generated_fort_native_sdpa")),
+    ("flash", ("flash_fwd", "flash::", "pytorch_flash", "scaled_dot_product_flash")),
+    ("mem_efficient", ("fmha_cutlass", "efficient_attention", "mem_eff")),
+]
+
+
+def classify(names):
+    """The SDPA backend seen in a list of kernel (or CPU op) names."""
+    lower = [n.lower() for n in names]
+    for backend, keys in SDPA_KERNELS:
+        hits = [n for n, l in zip(names, lower) if any(k in l for k in keys)]
+        if hits:
+            return backend, hits
+    soft = [n for n, l in zip(names, lower) if "softmax" in l]
+    return ("math", soft) if soft else ("unknown", [])
+
+
+def profiled(forward, device):
+    """One forward under torch.profiler; returns its output and the SDPA backend it used."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    try:
+        with profile(activities=acts) as prof:
+            out = forward()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+    except Exception as e:  # the profiler is a diagnostic: a failure must not cost the baseline
+        return forward(), {"backend": "unknown", "kernels": [], "error": f"profiler: {e}"}
+    names = sorted({ev.key for ev in prof.key_averages()})
+    backend, hits = classify(names)
+    return out, {"backend": backend, "kernels": sorted(set(hits))[:6]}
+
+
+def sdpa_flags():
+    """Which SDPA backends torch.backends.cuda allows (all on unless something turned them off)."""
+    b = torch.backends.cuda
+    flags = {}
+    for name in ("flash_sdp_enabled", "mem_efficient_sdp_enabled", "cudnn_sdp_enabled", "math_sdp_enabled"):
+        f = getattr(b, name, None)
+        if f is not None:
+            flags[name.replace("_sdp_enabled", "")] = bool(f())
+    return flags
 
 
 if __name__ == "__main__":

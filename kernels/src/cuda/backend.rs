@@ -84,12 +84,17 @@ impl CudaBackend {
             match modules.get(source.file) {
                 Some(m) => m.clone(),
                 None => {
-                    let image = self.cache.get_or_compile(source, &self.info.arch())?;
-                    let ptx = match image {
-                        ModuleImage::Cubin(bytes) => Ptx::from_binary(bytes),
-                        ModuleImage::Ptx(text) => Ptx::from_src(text),
-                    };
-                    let m = self.ctx.load_module(ptx)?;
+                    // A cached image the driver refuses (cuModuleLoadData) is recompiled once.
+                    let m = self
+                        .cache
+                        .load_or_compile(source, &self.info.arch(), |image| {
+                            let ptx = match image {
+                                ModuleImage::Cubin(bytes) => Ptx::from_binary(bytes.clone()),
+                                ModuleImage::Ptx(text) => Ptx::from_src(text.clone()),
+                            };
+                            Ok(self.ctx.load_module(ptx)?)
+                        })?
+                        .module;
                     modules.insert(source.file, m.clone());
                     m
                 }

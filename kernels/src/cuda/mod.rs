@@ -6,7 +6,8 @@
 //!   (cudarc panics on first use of a missing library, so everything asks here first).
 //! - [`sources`]: the embedded `kernels/cuda/*.cu` files, one per op family, and the compile options.
 //! - [`nvrtc`]: compiles one source for one architecture; errors keep NVRTC's log.
-//! - [`kernel_cache`]: compiled modules on disk, keyed by source, options, arch and NVRTC version.
+//! - [`kernel_cache`]: compiled modules on disk, keyed by source, options, arch and NVRTC version;
+//!   an entry is used only when its header's key, length and hash match, and written atomically.
 //! - [`backend`]: [`CudaBackend`] (device, stream, loaded modules) and launch helpers.
 //! - `ops_denoise`, `ops_transformer`, `ops_vae`: the launch wrappers, as `CudaBackend` methods.
 //! - [`gemm_cublaslt`]: bf16 × bf16 → f32 GEMMs through cuBLASLt.
@@ -35,7 +36,7 @@ pub mod sources;
 pub use backend::CudaBackend;
 pub use error::CudaError;
 pub use gemm_cublaslt::BlasLt;
-pub use kernel_cache::KernelCache;
+pub use kernel_cache::{CacheKey, CacheOutcome, KernelCache};
 pub use nccl_exchange::{nccl_version, InFlight, NcclExchange, NcclUniqueId};
 pub use nccl_host::HostOverlapExchange;
 pub use ops_denoise::UniPcCoefficients;
