@@ -16,11 +16,13 @@
 // ISA's layouts and the reference attention in kernels/src/tensor_core/ (fragments.rs,
 // attention_emu.rs); the names there match the helpers here.
 //
-// Layout: q [q_tokens, heads·D], k, v [kv_tokens, heads·D] (bf16 bits), out [q_tokens, heads·D]
-// f32. rel_bias (the *_bias kernels only): [heads, q_tokens + kv_tokens − 1] f32,
-// score(i, j) += bias[h, j − i + q_tokens − 1]. Grid (ceil(q_tokens / 64), heads), block 128
-// threads, dynamic shared memory attention_smem_bytes(D) = 5·64·D·2 bytes (80 KiB for D = 128).
-// Rows (heads·D) must be 16-byte aligned: D is a multiple of 8.
+// Layout: q [q_tokens, heads·D], k, v [kv_tokens, heads·D] (bf16 bits), out [q_tokens,
+// heads·out_dim] f32: the first out_dim ≤ D columns of each head. A smaller head runs zero-padded
+// to the next kernel's D (attention_pack_bf16 below): zero columns add nothing to q·k, and give
+// output columns that are not stored. rel_bias (the *_bias kernels only): [heads, q_tokens +
+// kv_tokens − 1] f32, score(i, j) += bias[h, j − i + q_tokens − 1]. Grid (ceil(q_tokens / 64),
+// heads), block 128 threads, dynamic shared memory 5·64·D·2 bytes (80 KiB for D = 128). Needs
+// sm_80 or newer (cp.async, bf16 mma).
 #include "common.cuh"
 
 #define ATTN_WARPS 4
@@ -137,7 +139,7 @@ template <int D, bool BIAS>
 __device__ __forceinline__ void attention_tiles(const bf16_bits* __restrict__ q, const bf16_bits* __restrict__ k,
                                                 const bf16_bits* __restrict__ v, const float* __restrict__ rel_bias,
                                                 float* __restrict__ out, u32 q_tokens, u32 kv_tokens, u32 heads,
-                                                float scale) {
+                                                u32 out_dim, float scale) {
     static_assert(D % 16 == 0 && D >= 64 && D <= 128, "head size: a multiple of 16 in 64..=128");
     static_assert(ATTN_BLOCK_M == ATTN_BLOCK_N, "the Q tile reuses the K/V tile geometry");
     constexpr u32 CHUNKS = D / 8;
@@ -279,10 +281,17 @@ __device__ __forceinline__ void attention_tiles(const bf16_bits* __restrict__ q,
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
         const u32 query = m0 + warp * 16 + group + 8 * r;
         if (query < q_tokens) {
-            float* row = out + (unsigned long long)query * width + col0 + 2 * quad;
+            float* row = out + ((unsigned long long)query * heads + head) * out_dim + 2 * quad;
 #pragma unroll
             for (u32 nd = 0; nd < D / 8; ++nd) {
-                *reinterpret_cast<float2*>(row + nd * 8) = make_float2(o[nd][2 * r] * inv, o[nd][2 * r + 1] * inv);
+                const float lo = o[nd][2 * r] * inv, hi = o[nd][2 * r + 1] * inv;
+                const u32 c = nd * 8 + 2 * quad;  // the column of `lo` in the head
+                if (out_dim == D) {
+                    *reinterpret_cast<float2*>(row + nd * 8) = make_float2(lo, hi);
+                } else {
+                    if (c < out_dim) row[nd * 8] = lo;
+                    if (c + 1 < out_dim) row[nd * 8 + 1] = hi;
+                }
             }
         }
     }
@@ -291,11 +300,23 @@ __device__ __forceinline__ void attention_tiles(const bf16_bits* __restrict__ q,
 #define ATTENTION_KERNEL(NAME, D, BIAS)                                                                    \
     extern "C" __global__ void __launch_bounds__(ATTN_THREADS)                                             \
         NAME(const bf16_bits* q, const bf16_bits* k, const bf16_bits* v, const float* rel_bias, float* out, \
-             unsigned int q_tokens, unsigned int kv_tokens, unsigned int heads, float scale) {             \
-        attention_tiles<D, BIAS>(q, k, v, rel_bias, out, q_tokens, kv_tokens, heads, scale);               \
+             unsigned int q_tokens, unsigned int kv_tokens, unsigned int heads, unsigned int out_dim,      \
+             float scale) {                                                                                \
+        attention_tiles<D, BIAS>(q, k, v, rel_bias, out, q_tokens, kv_tokens, heads, out_dim, scale);      \
     }
 
 ATTENTION_KERNEL(attention_bf16_d64, 64, false)
 ATTENTION_KERNEL(attention_bf16_d64_bias, 64, true)
 ATTENTION_KERNEL(attention_bf16_d128, 128, false)
 ATTENTION_KERNEL(attention_bf16_d128_bias, 128, true)
+
+// f32 [rows, head_dim] → bf16 [rows, padded] (rows = tokens·heads), columns past head_dim zero:
+// the attention kernels' inputs from f32 activations, for heads smaller than a kernel's D.
+extern "C" __global__ void attention_pack_bf16(const float* x, bf16_bits* out, unsigned long long n_out,
+                                               unsigned int head_dim, unsigned int padded) {
+    FOR_EACH_INDEX(i, n_out) {
+        unsigned long long r = i / padded;
+        unsigned int c = (unsigned int)(i % padded);
+        out[i] = c < head_dim ? f32_to_bf16(x[r * head_dim + c]) : (bf16_bits)0;
+    }
+}

@@ -10,7 +10,9 @@ use super::sources::{
 };
 use crate::cpu::nn_attention::AttentionShape;
 pub use crate::tensor_core::ATTN_HEAD_DIMS;
-use crate::tensor_core::{attention_kernel_name, attention_smem_bytes, ATTN_BLOCK_M, ATTN_THREADS};
+use crate::tensor_core::{
+    attention_kernel_name, attention_padded_head_dim, attention_smem_bytes, ATTN_BLOCK_M, ATTN_THREADS,
+};
 use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -304,9 +306,10 @@ impl CudaBackend {
 
     /// `out = softmax(scale·q·kᵀ [+ rel_bias])·v` per head, as `cpu::nn_attention::attention`
     /// (and `nn_attention_bias::attention_rel_bias` when `rel_bias` is given:
-    /// `[heads, q_tokens + kv_tokens − 1]`), on f32 inputs: q, k and v are rounded to bf16 here
-    /// (scratch buffers on the stream) and the product runs in [`Self::attention_bf16`], so parity
-    /// with the CPU is the bf16 tolerance.
+    /// `[heads, q_tokens + kv_tokens − 1]`), from f32 q, k, v: they are rounded to bf16 into
+    /// scratch buffers on the stream, each head zero-padded to the kernel size that holds it
+    /// ([`attention_padded_head_dim`]; any head_dim up to 128), and the product runs on tensor
+    /// cores as in [`Self::attention_bf16`], so parity with the CPU is the bf16 tolerance.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -323,13 +326,28 @@ impl CudaBackend {
         check_len(OP, "q", q.len(), shape.q_tokens * w)?;
         check_len(OP, "k", k.len(), shape.kv_tokens * w)?;
         check_len(OP, "v", v.len(), shape.kv_tokens * w)?;
-        let bf16 = |x: &CudaSlice<f32>| -> Result<CudaSlice<u16>, CudaError> {
-            let mut b = self.stream().alloc_zeros::<u16>(x.len())?;
-            self.f32_to_bf16(x, &mut b)?;
-            Ok(b)
+        let Some(padded) = attention_padded_head_dim(shape.head_dim) else {
+            return Err(shape_error(
+                OP,
+                format!("head_dim {} is not in 1..={}", shape.head_dim, ATTN_HEAD_DIMS[1]),
+            ));
         };
-        let (qb, kb, vb) = (bf16(q)?, bf16(k)?, bf16(v)?);
-        self.attention_bf16(&qb, &kb, &vb, rel_bias, shape, scale, out)
+        let pack = |x: &CudaSlice<f32>| -> Result<CudaSlice<u16>, CudaError> {
+            let n = (x.len() / shape.head_dim.max(1) * padded) as u64;
+            let mut packed = self.stream().alloc_zeros::<u16>(n as usize)?;
+            if n > 0 {
+                let (hd, pd) = (shape.head_dim as u32, padded as u32);
+                let f = self.function(&ATTENTION_FLASH, "attention_pack_bf16")?;
+                let mut b = self.stream().launch_builder(&f);
+                b.arg(x).arg(&mut packed).arg(&n).arg(&hd).arg(&pd);
+                // SAFETY: matches `attention_pack_bf16`; x holds n / padded rows of head_dim
+                // floats, `packed` the n values written.
+                unsafe { b.launch(pointwise_config(n as usize)) }?;
+            }
+            Ok(packed)
+        };
+        let (qb, kb, vb) = (pack(q)?, pack(k)?, pack(v)?);
+        self.launch_attention(&qb, &kb, &vb, rel_bias, shape, padded, scale, out)
     }
 
     /// `out = softmax(scale·q·kᵀ [+ rel_bias])·v` per head on tensor cores (attention_flash.cu):
@@ -347,18 +365,37 @@ impl CudaBackend {
         scale: f32,
         out: &mut CudaSlice<f32>,
     ) -> Result<(), CudaError> {
-        const OP: &str = "attention";
-        let w = shape.width();
-        check_len(OP, "q", q.len(), shape.q_tokens * w)?;
-        check_len(OP, "k", k.len(), shape.kv_tokens * w)?;
-        check_len(OP, "v", v.len(), shape.kv_tokens * w)?;
-        check_len(OP, "out", out.len(), shape.q_tokens * w)?;
-        let Some(kernel) = attention_kernel_name(shape.head_dim, rel_bias.is_some()) else {
+        if !ATTN_HEAD_DIMS.contains(&shape.head_dim) {
             return Err(shape_error(
-                OP,
+                "attention",
                 format!("head_dim {} is not one of {ATTN_HEAD_DIMS:?}", shape.head_dim),
             ));
-        };
+        }
+        self.launch_attention(q, k, v, rel_bias, shape, shape.head_dim, scale, out)
+    }
+
+    /// The kernel for head size `d` on inputs packed to `[tokens, heads·d]`, writing the first
+    /// `shape.head_dim` columns of each head to `out` (`[q_tokens, heads·head_dim]`).
+    #[allow(clippy::too_many_arguments)]
+    fn launch_attention(
+        &self,
+        q: &CudaSlice<u16>,
+        k: &CudaSlice<u16>,
+        v: &CudaSlice<u16>,
+        rel_bias: Option<&CudaSlice<f32>>,
+        shape: AttentionShape,
+        d: usize,
+        scale: f32,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "attention";
+        let packed_width = shape.heads * d;
+        check_len(OP, "q", q.len(), shape.q_tokens * packed_width)?;
+        check_len(OP, "k", k.len(), shape.kv_tokens * packed_width)?;
+        check_len(OP, "v", v.len(), shape.kv_tokens * packed_width)?;
+        check_len(OP, "out", out.len(), shape.q_tokens * shape.width())?;
+        let kernel = attention_kernel_name(d, rel_bias.is_some())
+            .ok_or_else(|| shape_error(OP, format!("no attention kernel for head size {d}")))?;
         if shape.q_tokens == 0 || shape.heads == 0 {
             return Ok(());
         }
@@ -376,8 +413,9 @@ impl CudaBackend {
         let qt = as_u32(OP, "q_tokens", shape.q_tokens)?;
         let kt = as_u32(OP, "kv_tokens", shape.kv_tokens)?;
         let h = as_u32(OP, "heads", shape.heads)?;
+        let out_dim = shape.head_dim as u32; // ≤ d ≤ 128
         as_u32(OP, "q_tokens + kv_tokens", shape.q_tokens + shape.kv_tokens)?;
-        let smem = attention_smem_bytes(shape.head_dim) as u32;
+        let smem = attention_smem_bytes(d) as u32;
         let f = self.function(&ATTENTION_FLASH, kernel)?;
         // Above 48 KiB of dynamic shared memory a kernel must opt in (sm_90 allows 227 KiB).
         f.set_attribute(
@@ -391,18 +429,19 @@ impl CudaBackend {
             Some(bias) => b.arg(bias),
             None => b.arg(&null),
         };
-        b.arg(out).arg(&qt).arg(&kt).arg(&h).arg(&scale);
+        b.arg(out).arg(&qt).arg(&kt).arg(&h).arg(&out_dim).arg(&scale);
         let cfg = LaunchConfig {
             grid_dim: (qt.div_ceil(ATTN_BLOCK_M as u32), h, 1),
             block_dim: (ATTN_THREADS as u32, 1, 1),
             shared_mem_bytes: smem,
         };
-        // SAFETY: matches `attention_bf16_d{64,128}[_bias]` (the name chosen from head_dim and
-        // the bias); q/out hold q_tokens·width values, k/v kv_tokens·width, the bias (only passed
-        // to the _bias kernels, null otherwise) heads·(q+kv−1); width = heads·head_dim is a
-        // multiple of 8, so every row is 16-byte aligned for cp.async (allocations are 256-byte
-        // aligned); the grid has one block per 64 queries per head and the block the 128 threads
-        // and attention_smem_bytes(head_dim) of shared memory the kernel indexes.
+        // SAFETY: matches `attention_bf16_d{64,128}[_bias]` (the name chosen from d and the
+        // bias); q holds q_tokens·heads·d values, k/v kv_tokens·heads·d, out q_tokens·heads·out_dim
+        // with out_dim ≤ d, the bias (passed only to the _bias kernels, null otherwise)
+        // heads·(q+kv−1); rows of heads·d bf16 are 16-byte aligned (d is a multiple of 8,
+        // allocations 256-byte aligned) as cp.async needs; the grid has one block per 64 queries
+        // per head, the block the 128 threads and attention_smem_bytes(d) of shared memory that
+        // the kernel indexes.
         unsafe { b.launch(cfg) }?;
         Ok(())
     }

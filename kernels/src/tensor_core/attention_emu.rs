@@ -11,13 +11,14 @@ use super::fragments::{
     a_ldm_chunk, a_ldm_row, b_ldm_chunk, b_ldm_row, bf16_bits, c_row_col, ldmatrix_x4, mma_16816, pack_bf16x2, reg,
     shfl_xor, swizzled_offset, WarpRegs, WARP,
 };
-use super::{attention_smem_bytes, ATTN_BLOCK_M, ATTN_BLOCK_N, ATTN_HEAD_DIMS, ATTN_THREADS, ATTN_WARPS};
+use super::{attention_padded_head_dim, attention_smem_bytes, ATTN_BLOCK_M, ATTN_BLOCK_N, ATTN_THREADS, ATTN_WARPS};
 use crate::cpu::nn_attention::AttentionShape;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 
-/// What the kernel writes for `softmax(scale·q·kᵀ [+ rel_bias])·v` given f32 inputs (rounded to
-/// bf16 as the launch wrapper does). Rows the kernel does not write stay NaN.
+/// What the kernel writes for `softmax(scale·q·kᵀ [+ rel_bias])·v` given f32 inputs, packed as the
+/// launch wrapper does (attention_pack_bf16: rounded to bf16, heads zero-padded to the kernel's
+/// size). Elements the kernel does not write stay NaN.
 pub fn emulate_attention(
     q: &[f32],
     k: &[f32],
@@ -32,17 +33,31 @@ pub fn emulate_attention(
         heads,
         head_dim,
     } = shape;
-    assert!(ATTN_HEAD_DIMS.contains(&head_dim), "no kernel for head_dim {head_dim}");
-    let bits = |x: &[f32]| x.iter().map(|&f| bf16_bits(f)).collect::<Vec<u16>>();
+    let d = attention_padded_head_dim(head_dim).unwrap_or_else(|| panic!("no kernel for head_dim {head_dim}"));
+    // attention_pack_bf16: element i of the padded rows.
+    let pack = |x: &[f32]| -> Vec<u16> {
+        (0..x.len() / head_dim * d)
+            .map(|i| {
+                let (r, c) = (i / d, i % d);
+                if c < head_dim {
+                    bf16_bits(x[r * head_dim + c])
+                } else {
+                    0
+                }
+            })
+            .collect()
+    };
     let call = Call {
-        q: bits(q),
-        k: bits(k),
-        v: bits(v),
+        q: pack(q),
+        k: pack(k),
+        v: pack(v),
         rel_bias,
         q_tokens,
         kv_tokens,
-        width: shape.width(),
-        d: head_dim,
+        heads,
+        width: heads * d,
+        d,
+        out_dim: head_dim,
         scale_log2: scale * LOG2E,
     };
     let mut out = vec![f32::NAN; q.len()];
@@ -61,8 +76,13 @@ struct Call<'a> {
     rel_bias: Option<&'a [f32]>,
     q_tokens: usize,
     kv_tokens: usize,
+    heads: usize,
+    /// Row width of the packed inputs, `heads·d`.
     width: usize,
+    /// The kernel's head size.
     d: usize,
+    /// Columns per head of the output (the caller's head size).
+    out_dim: usize,
     scale_log2: f32,
 }
 
@@ -138,7 +158,7 @@ impl Call<'_> {
             }
         }
         for w in &warps {
-            self.finish(w, m0, col0, out);
+            self.finish(w, m0, head, out);
         }
     }
 
@@ -219,7 +239,7 @@ impl Call<'_> {
         }
     }
 
-    fn finish(&self, w: &Warp, m0: usize, col0: usize, out: &mut [f32]) {
+    fn finish(&self, w: &Warp, m0: usize, head: usize, out: &mut [f32]) {
         for r in 0..2 {
             let mut sum: [f32; WARP] = std::array::from_fn(|lane| w.row_sum[lane][r]);
             for mask in [1, 2] {
@@ -231,10 +251,15 @@ impl Call<'_> {
                 let (row, col) = c_row_col(lane, 2 * r);
                 let query = m0 + w.warp * 16 + row;
                 if query < self.q_tokens {
-                    let at = query * self.width + col0 + col;
+                    let row = (query * self.heads + head) * self.out_dim;
                     for (nd, o) in w.o.iter().enumerate() {
-                        out[at + nd * 8] = o[lane][2 * r] * inv;
-                        out[at + nd * 8 + 1] = o[lane][2 * r + 1] * inv;
+                        let c = nd * 8 + col;
+                        if c < self.out_dim {
+                            out[row + c] = o[lane][2 * r] * inv;
+                        }
+                        if c + 1 < self.out_dim {
+                            out[row + c + 1] = o[lane][2 * r + 1] * inv;
+                        }
                     }
                 }
             }
@@ -286,7 +311,8 @@ mod tests {
     }
 
     /// Tails in both lengths (a partial Q block, a partial last K/V tile, fewer keys than one
-    /// tile, a single key and query), both head sizes, self- and cross-attention lengths.
+    /// tile, a single key and query), both kernel head sizes and padded ones (the test
+    /// checkpoints' 12 and 20, and 72), self- and cross-attention lengths.
     const SHAPES: &[(usize, usize, usize, usize)] = &[
         (150, 70, 3, 128),
         (65, 513, 2, 64),
@@ -294,6 +320,9 @@ mod tests {
         (64, 64, 1, 128),
         (17, 200, 2, 128),
         (130, 129, 1, 64),
+        (40, 30, 2, 12),
+        (70, 90, 3, 20),
+        (33, 65, 2, 72),
     ];
 
     #[test]
@@ -320,7 +349,7 @@ mod tests {
     #[test]
     fn the_tile_loop_adds_the_relative_bias_like_the_reference() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for &(qt, kt, h, d) in &SHAPES[..3] {
+        for &(qt, kt, h, d) in SHAPES.iter().step_by(2) {
             let sh = shape(qt, kt, h, d);
             let w = sh.width();
             let (q, k, v) = (rng.vec(qt * w, 1.5), rng.vec(kt * w, 1.5), rng.vec(kt * w, 1.5));

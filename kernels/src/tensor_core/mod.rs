@@ -28,6 +28,12 @@ pub const fn attention_smem_bytes(head_dim: usize) -> usize {
     (1 + 2 * 2) * ATTN_BLOCK_N * head_dim * 2
 }
 
+/// The kernel head size a head of `head_dim` runs with: the smallest of [`ATTN_HEAD_DIMS`] that
+/// holds it (the inputs zero-padded to it), or `None` when none does.
+pub fn attention_padded_head_dim(head_dim: usize) -> Option<usize> {
+    ATTN_HEAD_DIMS.into_iter().find(|&d| head_dim >= 1 && head_dim <= d)
+}
+
 /// The kernel for `head_dim` (with the relative-bias add when `bias`), if one is instantiated.
 pub fn attention_kernel_name(head_dim: usize, bias: bool) -> Option<&'static str> {
     Some(match (head_dim, bias) {
@@ -62,5 +68,7 @@ mod tests {
         }
         assert_eq!(SOURCE.matches("\nATTENTION_KERNEL(").count(), 2 * ATTN_HEAD_DIMS.len());
         assert_eq!(attention_smem_bytes(128), 80 * 1024);
+        let padded: Vec<_> = [0, 1, 12, 64, 65, 128, 129].map(attention_padded_head_dim).into();
+        assert_eq!(padded, [None, Some(64), Some(64), Some(64), Some(128), Some(128), None]);
     }
 }
