@@ -413,6 +413,9 @@ impl CudaBackend {
         let qt = as_u32(OP, "q_tokens", shape.q_tokens)?;
         let kt = as_u32(OP, "kv_tokens", shape.kv_tokens)?;
         let h = as_u32(OP, "heads", shape.heads)?;
+        if h > 65_535 {
+            return Err(shape_error(OP, format!("{h} heads exceed the grid's y limit of 65535")));
+        }
         let out_dim = shape.head_dim as u32; // ≤ d ≤ 128
         as_u32(OP, "q_tokens + kv_tokens", shape.q_tokens + shape.kv_tokens)?;
         let smem = attention_smem_bytes(d) as u32;
