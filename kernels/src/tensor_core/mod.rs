@@ -7,7 +7,8 @@
 //!
 //! The emulation follows the kernel statement by statement (same names, same formulas, same tile
 //! order and rounding points), but it is a second copy: a change to one needs the same change to
-//! the other. `geometry_matches_the_kernel_source` pins the shared constants to the `.cu` text.
+//! the other. `geometry_matches_the_kernel_source` pins the shared constants and index formulas to
+//! the `.cu` text.
 
 pub mod attention_emu;
 pub mod fragments;
@@ -68,6 +69,19 @@ mod tests {
         }
         assert_eq!(SOURCE.matches("\nATTENTION_KERNEL(").count(), 2 * ATTN_HEAD_DIMS.len());
         assert_eq!(attention_smem_bytes(128), 80 * 1024);
+        // The index maps of fragments.rs, as the .cu spells them: editing one side fails here.
+        for body in [
+            "u32 a_ldm_row(u32 lane) { return lane & 15u; }",
+            "u32 a_ldm_chunk(u32 lane) { return lane >> 4; }",
+            "u32 b_ldm_row(u32 lane) { return (lane & 7u) | ((lane >> 4) << 3); }",
+            "u32 b_ldm_chunk(u32 lane) { return (lane >> 3) & 1u; }",
+            "return (row * CHUNKS + (chunk ^ (row & 7u))) * 16u;",
+            "u32 key = key0 + nb * 8 + 2 * quad + (e & 1u);",
+            "u32 query = m0 + warp * 16 + group + 8 * (e >> 1);",
+            "const u32 a[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),",
+        ] {
+            assert!(SOURCE.contains(body), "attention_flash.cu no longer has {body:?}");
+        }
         let padded: Vec<_> = [0, 1, 12, 64, 65, 128, 129].map(attention_padded_head_dim).into();
         assert_eq!(padded, [None, Some(64), Some(64), Some(64), Some(128), Some(128), None]);
     }
