@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Longshot's whole test suite on a fresh Debian/Ubuntu machine.
 # Installs what the tests need (scripts/install-deps.sh: protoc and the protobuf well-known types,
-# nasm, etcd, ffmpeg/ffprobe, Prometheus, debootstrap; the NVRTC compiler from PyPI), checks
+# nasm, etcd, ffmpeg/ffprobe, Prometheus, debootstrap; NVRTC, cuobjdump and nvdisasm from PyPI), checks
 # formatting (cargo fmt) and lints (clippy -D warnings, also with the CUDA backend), then builds
 # and runs every test in release mode, and last checks the README's two commands on a clean
 # Debian root (scripts/fresh-machine-check.sh).
@@ -17,11 +17,16 @@ export PROTOC="${PROTOC:-$(command -v protoc)}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # NVRTC for the kernel compile check, pinned to the CUDA 13.0 line of the device machine's driver,
-# installed into a repo-local, git-ignored directory (never into the system site-packages).
+# and cuobjdump + nvdisasm for the SASS check (13.2 is their oldest CUDA 13 wheel; they read sm_90
+# CUBINs of any 13.x NVRTC), installed into a repo-local, git-ignored directory (never into the
+# system site-packages). One pip call: `pip --target` does not merge into an existing nvidia/.
 NVRTC_DIR="$PWD/.nvrtc"
-if ! ls "$NVRTC_DIR"/nvidia/cu13/lib/libnvrtc.so.13 >/dev/null 2>&1; then
-  echo "==> installing nvidia-cuda-nvrtc==13.0.* (pip) into .nvrtc/"
-  python3 -m pip install --quiet --target "$NVRTC_DIR" 'nvidia-cuda-nvrtc==13.0.*'
+if ! ls "$NVRTC_DIR"/nvidia/cu13/lib/libnvrtc.so.13 "$NVRTC_DIR"/nvidia/cu13/bin/cuobjdump \
+  "$NVRTC_DIR"/nvidia/cu13/bin/nvdisasm >/dev/null 2>&1; then
+  echo "==> installing nvidia-cuda-nvrtc==13.0.*, nvidia-cuda-cuobjdump/nvdisasm==13.2.* (pip) into .nvrtc/"
+  rm -rf "$NVRTC_DIR"
+  python3 -m pip install --quiet --target "$NVRTC_DIR" 'nvidia-cuda-nvrtc==13.0.*' \
+    'nvidia-cuda-cuobjdump==13.2.*' 'nvidia-cuda-nvdisasm==13.2.*'
 fi
 export LD_LIBRARY_PATH="$NVRTC_DIR/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # rustfmt and clippy come with rustup's default profile; a minimal toolchain lacks them.
@@ -58,6 +63,10 @@ cargo test --release --locked -p longshot-kernels --features cuda --test kernel_
 # a timed-out and a missing step (scripts/gpu/harness-selftest.sh; seconds, no build).
 echo "==> device harness self-test (no GPU)"
 scripts/gpu/harness-selftest.sh
+
+# The attention kernels' SASS: tensor cores (HMMA), cp.async and ldmatrix, no stack, no spills.
+echo "==> SASS check of the attention kernels (NVRTC + cuobjdump, no GPU needed)"
+cargo test --release --locked -p longshot-kernels --features cuda --test sass
 
 # The GPU tests need a device to run (scripts/gpu/pack.sh carries them to one), but they must
 # keep compiling: parity against core's and models' references, with the CUDA backend on.

@@ -95,7 +95,7 @@ extern "C" __global__ void clamp_f32(float* x, float lo, float hi, unsigned long
 // The VAE mid block's single-head attention over the pixels of one frame, in three launches
 // (models/src/wan/vae_blocks.rs AttentionBlock; evaluation order of cpu/nn_attention.rs, the
 // sums in a different blocking: parity by tolerance). The head size is the block's width (384 in
-// Wan2.1, above attention_f32's limit), so the P×P score matrix of the frame is materialised
+// Wan2.1, above the 128 of attention_flash.cu), so the P×P score matrix of the frame is materialised
 // (P = H·W latent pixels: 6240 at 480×832, 156 MB). qkv is the to_qkv conv's output for all
 // frames, frame-major [T, 3C, P] (q, k, v are channel-major [C, P] blocks of a frame).
 //

@@ -8,6 +8,9 @@
 //! Every op works on flat slices with explicit shapes so that the tensor type in `longshot-core`
 //! (and later device buffers) can dispatch to it without copying.
 //!
+//! `tensor_core` holds the tensor-core attention kernel's geometry, index maps and tile loop in
+//! plain Rust, checked on the CPU against the PTX ISA's fragment layouts and `cpu`'s attention.
+//!
 //! `mmap` is the safe, read-only file mapping the model loaders read checkpoints through; `h264`
 //! (feature `h264`, for `longshot-media`) the one raw OpenH264 call the MP4 writer needs.
 
@@ -17,3 +20,4 @@ pub mod cuda;
 #[cfg(feature = "h264")]
 pub mod h264;
 pub mod mmap;
+pub mod tensor_core;

@@ -151,3 +151,30 @@ fn a_truncated_or_corrupt_entry_of_real_nvrtc_output_is_recompiled() {
     assert_eq!(cache.get_or_compile(source, ARCH).expect("hit"), first);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_attention_kernels_are_built_from_tensor_core_instructions() {
+    require_nvrtc();
+    let ptx = match nvrtc::compile(&sources::ATTENTION_FLASH, "compute_90").expect("compile PTX") {
+        ModuleImage::Ptx(text) => text,
+        other => panic!("expected PTX, got {other:?}"),
+    };
+    for d in longshot_kernels::tensor_core::ATTN_HEAD_DIMS {
+        for bias in [false, true] {
+            let name = longshot_kernels::tensor_core::attention_kernel_name(d, bias).expect("instantiated");
+            assert!(ptx.contains(&format!(".entry {name}(")), "no entry {name}");
+        }
+    }
+    for instruction in [
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+        "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
+        "cp.async.cg.shared.global",
+        "ex2.approx.ftz.f32",
+    ] {
+        assert!(
+            ptx.contains(instruction),
+            "attention_flash.cu's PTX has no {instruction}"
+        );
+    }
+}

@@ -40,6 +40,6 @@ pub use kernel_cache::{CacheKey, CacheOutcome, KernelCache};
 pub use nccl_exchange::{nccl_version, InFlight, NcclExchange, NcclUniqueId};
 pub use nccl_host::HostOverlapExchange;
 pub use ops_denoise::UniPcCoefficients;
-pub use ops_transformer::ATTN_MAX_HEAD_DIM;
+pub use ops_transformer::ATTN_HEAD_DIMS;
 pub use ops_vae::ConvShape;
 pub use probe::DeviceInfo;

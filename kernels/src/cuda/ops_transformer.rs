@@ -1,6 +1,6 @@
 //! Launch wrappers for the DiT's ops (`kernels/cuda/transformer_*.cu`, `attention_flash.cu`):
 //! LayerNorm (+ AdaLN modulation), RMSNorm, GELU-tanh, SiLU, the gated residual, bias rows,
-//! interleaved RoPE, patchify/unpatchify, bf16 conversion and tiled attention. Argument layouts
+//! interleaved RoPE, patchify/unpatchify, bf16 conversion and tensor-core flash attention. Argument layouts
 //! are those of the CPU references in `cpu::nn_*` and `models::wan`.
 
 use super::backend::{as_u32, pointwise_config, CudaBackend};
@@ -9,13 +9,15 @@ use super::sources::{
     ATTENTION_FLASH, TRANSFORMER_NORM, TRANSFORMER_PATCHIFY, TRANSFORMER_POINTWISE, TRANSFORMER_ROPE,
 };
 use crate::cpu::nn_attention::AttentionShape;
+pub use crate::tensor_core::ATTN_HEAD_DIMS;
+use crate::tensor_core::{
+    attention_kernel_name, attention_padded_head_dim, attention_smem_bytes, ATTN_BLOCK_M, ATTN_THREADS,
+};
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 /// Threads per row of the norm kernels (`NORM_THREADS` in transformer_norm.cu).
 const NORM_THREADS: u32 = 256;
-/// Query rows per block and the largest head size of attention_flash.cu.
-const ATTN_QUERIES: u32 = 64;
-pub const ATTN_MAX_HEAD_DIM: usize = 128;
 
 fn rows_of(op: &'static str, len: usize, dim: usize) -> Result<u32, CudaError> {
     if dim == 0 || !len.is_multiple_of(dim) {
@@ -304,7 +306,10 @@ impl CudaBackend {
 
     /// `out = softmax(scale·q·kᵀ [+ rel_bias])·v` per head, as `cpu::nn_attention::attention`
     /// (and `nn_attention_bias::attention_rel_bias` when `rel_bias` is given:
-    /// `[heads, q_tokens + kv_tokens − 1]`). Never materialises the score matrix.
+    /// `[heads, q_tokens + kv_tokens − 1]`), from f32 q, k, v: they are rounded to bf16 into
+    /// scratch buffers on the stream, each head zero-padded to the kernel size that holds it
+    /// ([`attention_padded_head_dim`]; any head_dim up to 128), and the product runs on tensor
+    /// cores as in [`Self::attention_bf16`], so parity with the CPU is the bf16 tolerance.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -321,13 +326,76 @@ impl CudaBackend {
         check_len(OP, "q", q.len(), shape.q_tokens * w)?;
         check_len(OP, "k", k.len(), shape.kv_tokens * w)?;
         check_len(OP, "v", v.len(), shape.kv_tokens * w)?;
-        check_len(OP, "out", out.len(), shape.q_tokens * w)?;
-        if shape.head_dim == 0 || shape.head_dim > ATTN_MAX_HEAD_DIM {
+        let Some(padded) = attention_padded_head_dim(shape.head_dim) else {
             return Err(shape_error(
                 OP,
-                format!("head_dim {} is not in 1..={ATTN_MAX_HEAD_DIM}", shape.head_dim),
+                format!("head_dim {} is not in 1..={}", shape.head_dim, ATTN_HEAD_DIMS[1]),
+            ));
+        };
+        let pack = |x: &CudaSlice<f32>| -> Result<CudaSlice<u16>, CudaError> {
+            let n = (x.len() / shape.head_dim.max(1) * padded) as u64;
+            let mut packed = self.stream().alloc_zeros::<u16>(n as usize)?;
+            if n > 0 {
+                let (hd, pd) = (shape.head_dim as u32, padded as u32);
+                let f = self.function(&ATTENTION_FLASH, "attention_pack_bf16")?;
+                let mut b = self.stream().launch_builder(&f);
+                b.arg(x).arg(&mut packed).arg(&n).arg(&hd).arg(&pd);
+                // SAFETY: matches `attention_pack_bf16`; x holds n / padded rows of head_dim
+                // floats, `packed` the n values written.
+                unsafe { b.launch(pointwise_config(n as usize)) }?;
+            }
+            Ok(packed)
+        };
+        let (qb, kb, vb) = (pack(q)?, pack(k)?, pack(v)?);
+        self.launch_attention(&qb, &kb, &vb, rel_bias, shape, padded, scale, out)
+    }
+
+    /// `out = softmax(scale·q·kᵀ [+ rel_bias])·v` per head on tensor cores (attention_flash.cu):
+    /// bf16 q, k, v (`[tokens, heads·head_dim]` rows), f32 accumulation and output, never the
+    /// score matrix. `head_dim` must be one of [`ATTN_HEAD_DIMS`]; `kv_tokens` may differ from
+    /// `q_tokens` (cross-attention).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_bf16(
+        &self,
+        q: &CudaSlice<u16>,
+        k: &CudaSlice<u16>,
+        v: &CudaSlice<u16>,
+        rel_bias: Option<&CudaSlice<f32>>,
+        shape: AttentionShape,
+        scale: f32,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        if !ATTN_HEAD_DIMS.contains(&shape.head_dim) {
+            return Err(shape_error(
+                "attention",
+                format!("head_dim {} is not one of {ATTN_HEAD_DIMS:?}", shape.head_dim),
             ));
         }
+        self.launch_attention(q, k, v, rel_bias, shape, shape.head_dim, scale, out)
+    }
+
+    /// The kernel for head size `d` on inputs packed to `[tokens, heads·d]`, writing the first
+    /// `shape.head_dim` columns of each head to `out` (`[q_tokens, heads·head_dim]`).
+    #[allow(clippy::too_many_arguments)]
+    fn launch_attention(
+        &self,
+        q: &CudaSlice<u16>,
+        k: &CudaSlice<u16>,
+        v: &CudaSlice<u16>,
+        rel_bias: Option<&CudaSlice<f32>>,
+        shape: AttentionShape,
+        d: usize,
+        scale: f32,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "attention";
+        let packed_width = shape.heads * d;
+        check_len(OP, "q", q.len(), shape.q_tokens * packed_width)?;
+        check_len(OP, "k", k.len(), shape.kv_tokens * packed_width)?;
+        check_len(OP, "v", v.len(), shape.kv_tokens * packed_width)?;
+        check_len(OP, "out", out.len(), shape.q_tokens * shape.width())?;
+        let kernel = attention_kernel_name(d, rel_bias.is_some())
+            .ok_or_else(|| shape_error(OP, format!("no attention kernel for head size {d}")))?;
         if shape.q_tokens == 0 || shape.heads == 0 {
             return Ok(());
         }
@@ -344,8 +412,19 @@ impl CudaBackend {
         }
         let qt = as_u32(OP, "q_tokens", shape.q_tokens)?;
         let kt = as_u32(OP, "kv_tokens", shape.kv_tokens)?;
-        let (h, d) = (as_u32(OP, "heads", shape.heads)?, shape.head_dim as u32);
-        let f = self.function(&ATTENTION_FLASH, "attention_f32")?;
+        let h = as_u32(OP, "heads", shape.heads)?;
+        if h > 65_535 {
+            return Err(shape_error(OP, format!("{h} heads exceed the grid's y limit of 65535")));
+        }
+        let out_dim = shape.head_dim as u32; // ≤ d ≤ 128
+        as_u32(OP, "q_tokens + kv_tokens", shape.q_tokens + shape.kv_tokens)?;
+        let smem = attention_smem_bytes(d) as u32;
+        let f = self.function(&ATTENTION_FLASH, kernel)?;
+        // Above 48 KiB of dynamic shared memory a kernel must opt in (sm_90 allows 227 KiB).
+        f.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem as i32,
+        )?;
         let null = 0u64;
         let mut b = self.stream().launch_builder(&f);
         b.arg(q).arg(k).arg(v);
@@ -353,15 +432,19 @@ impl CudaBackend {
             Some(bias) => b.arg(bias),
             None => b.arg(&null),
         };
-        b.arg(out).arg(&qt).arg(&kt).arg(&h).arg(&d).arg(&scale);
+        b.arg(out).arg(&qt).arg(&kt).arg(&h).arg(&out_dim).arg(&scale);
         let cfg = LaunchConfig {
-            grid_dim: (qt.div_ceil(ATTN_QUERIES), h, 1),
-            block_dim: (ATTN_QUERIES, 1, 1),
-            shared_mem_bytes: 0,
+            grid_dim: (qt.div_ceil(ATTN_BLOCK_M as u32), h, 1),
+            block_dim: (ATTN_THREADS as u32, 1, 1),
+            shared_mem_bytes: smem,
         };
-        // SAFETY: matches `attention_f32`; q/out hold q_tokens·width floats, k/v kv_tokens·width,
-        // the bias (or null, tested before reading) heads·(q+kv−1); head_dim ≤ the kernel's
-        // register arrays; the grid has one block per 64 queries per head, as the kernel indexes.
+        // SAFETY: matches `attention_bf16_d{64,128}[_bias]` (the name chosen from d and the
+        // bias); q holds q_tokens·heads·d values, k/v kv_tokens·heads·d, out q_tokens·heads·out_dim
+        // with out_dim ≤ d, the bias (passed only to the _bias kernels, null otherwise)
+        // heads·(q+kv−1); rows of heads·d bf16 are 16-byte aligned (d is a multiple of 8,
+        // allocations 256-byte aligned) as cp.async needs; the grid has one block per 64 queries
+        // per head, the block the 128 threads and attention_smem_bytes(d) of shared memory that
+        // the kernel indexes.
         unsafe { b.launch(cfg) }?;
         Ok(())
     }

@@ -8,12 +8,13 @@
 //!   a cuBLASLt GEMM with **bf16 weights and bf16-rounded inputs, f32 accumulation and f32
 //!   output**; biases are f32 and added after the GEMM.
 //! - Norm weights, biases, the modulation tables and the RoPE tables are f32; LayerNorm, RMSNorm,
-//!   modulation, RoPE, GELU, gated residuals and attention (q, k, v, softmax) run in f32.
+//!   modulation, RoPE, GELU and gated residuals run in f32. Attention takes f32 q, k, v and runs
+//!   on tensor cores: q, k, v and P rounded to bf16, scores, softmax and accumulation in f32.
 //! - The time embedder (`time_embedder.linear_1/2`, kept in fp32 by diffusers too) runs on the
 //!   host in f32 with the CPU reference ops: it is one token, and the result is needed on the host
 //!   anyway to form each block's modulation vectors.
 //!
-//! Because of the bf16 GEMMs, GPU vs CPU parity holds to the **bf16 tolerance** (≤ 1e-2 relative,
+//! Because of the bf16 GEMMs and attention, GPU vs CPU parity holds to the **bf16 tolerance** (≤ 1e-2 relative,
 //! `max|Δ| / max|reference|`), not to the f32 one (1e-5): `tests/wan_gpu.rs` checks that on the
 //! tiny fixture checkpoints. There is no f32-GEMM path.
 //!

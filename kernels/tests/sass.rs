@@ -1,0 +1,202 @@
+//! The attention kernels' machine code, checked without a GPU: NVRTC compiles
+//! `attention_flash.cu` to an sm_90 CUBIN, `cuobjdump` lists its SASS and resource usage, and
+//! each attention kernel must run on tensor cores (HMMA), stage its tiles with cp.async (LDGSTS)
+//! and ldmatrix (LDSM), and keep everything in registers: a 0-byte stack frame, no local memory,
+//! no spill loads or stores (LDL/STL).
+//!
+//! Needs libnvrtc, cuobjdump and the nvdisasm it runs for `-sass` (pip `nvidia-cuda-cuobjdump`,
+//! `nvidia-cuda-nvdisasm`; scripts/test.sh installs them into `.nvrtc/`). A missing tool is a failure, never a skip. Run:
+//! `cargo test -p longshot-kernels --features cuda --test sass` with libnvrtc on LD_LIBRARY_PATH.
+//! `LONGSHOT_CUOBJDUMP` names another cuobjdump.
+
+use longshot_kernels::cuda::nvrtc::{self, ModuleImage};
+use longshot_kernels::cuda::{probe, sources};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ARCH: &str = "sm_90";
+const ATTENTION_KERNELS: &[&str] = &[
+    "attention_bf16_d64",
+    "attention_bf16_d64_bias",
+    "attention_bf16_d128",
+    "attention_bf16_d128_bias",
+];
+const INSTALL: &str = "python3 -m pip install --target .nvrtc 'nvidia-cuda-nvrtc==13.0.*' \
+     'nvidia-cuda-cuobjdump==13.2.*' 'nvidia-cuda-nvdisasm==13.2.*' && export LD_LIBRARY_PATH=$PWD/.nvrtc/nvidia/cu13/lib:$LD_LIBRARY_PATH";
+
+fn cuobjdump() -> PathBuf {
+    if let Some(p) = std::env::var_os("LONGSHOT_CUOBJDUMP") {
+        return PathBuf::from(p);
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.nvrtc/nvidia/cu13/bin/cuobjdump");
+    if local.is_file() {
+        return local;
+    }
+    let on_path = PathBuf::from("cuobjdump");
+    match Command::new(&on_path).arg("--version").output() {
+        Ok(o) if o.status.success() => on_path,
+        _ => panic!(
+            "cuobjdump not found (looked at $LONGSHOT_CUOBJDUMP, {}, and PATH)\nto install it: {INSTALL}",
+            local.display()
+        ),
+    }
+}
+
+fn attention_cubin(dir: &Path) -> PathBuf {
+    if let Err(e) = probe::nvrtc_version() {
+        panic!("{e}\nto install it: {INSTALL}");
+    }
+    let bytes = match nvrtc::compile(&sources::ATTENTION_FLASH, ARCH).expect("attention_flash.cu compiles") {
+        ModuleImage::Cubin(b) => b,
+        ModuleImage::Ptx(_) => panic!("expected a CUBIN for {ARCH}"),
+    };
+    let path = dir.join("attention_flash.sm_90.cubin");
+    std::fs::write(&path, bytes).expect("write the CUBIN");
+    path
+}
+
+fn run(tool: &Path, args: &[&str], cubin: &Path) -> String {
+    // `-sass` runs nvdisasm, which cuobjdump looks for on PATH: the pip wheels put both in one bin/.
+    let mut path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(bin) = tool.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut dirs = vec![bin.to_path_buf()];
+        dirs.extend(std::env::split_paths(&path));
+        path = std::env::join_paths(dirs).expect("PATH entries");
+    }
+    let out = Command::new(tool)
+        .env("PATH", path)
+        .args(args)
+        .arg(cubin)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}\nto install it: {INSTALL}", tool.display()));
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed: {}",
+        tool.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("cuobjdump prints UTF-8")
+}
+
+/// `cuobjdump -res-usage`: "Function NAME:" then "REG:n STACK:n SHARED:n LOCAL:n ..." per kernel.
+fn resource_usage(text: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut all = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("Function ").and_then(|l| l.strip_suffix(':')) {
+            current = Some(name.to_string());
+        } else if let (Some(name), true) = (&current, line.starts_with("REG:")) {
+            let fields = line
+                .split_whitespace()
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once(':')?;
+                    Some((k.to_string(), v.parse().ok()?))
+                })
+                .collect();
+            all.insert(name.clone(), fields);
+            current = None;
+        }
+    }
+    all
+}
+
+/// `cuobjdump -sass`: the instruction lines of each "Function : NAME" section.
+fn sass_by_function(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut all: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if let Some(name) = line.trim().strip_prefix("Function : ") {
+            current = Some(name.trim().to_string());
+            all.entry(name.trim().to_string()).or_default();
+        } else if let Some(name) = &current {
+            // Instruction lines look like "        /*0120*/                   HMMA.16816.F32.BF16 R4, ..."
+            if let Some(rest) = line.trim().strip_prefix("/*").and_then(|l| l.split_once("*/")) {
+                let text = rest.1.trim();
+                if !text.is_empty() {
+                    all.get_mut(name).expect("section").push(text.to_string());
+                }
+            }
+        }
+    }
+    all
+}
+
+/// The mnemonic of one SASS line, without a predicate (`@P0 STL ...` → `STL`).
+fn opcode(line: &str) -> &str {
+    let mut words = line.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let op = if first.starts_with('@') {
+        words.next().unwrap_or("")
+    } else {
+        first
+    };
+    op.split('.').next().unwrap_or("")
+}
+
+#[test]
+fn attention_kernels_use_tensor_cores_and_never_spill() {
+    let tool = cuobjdump();
+    let dir = std::env::temp_dir().join(format!("longshot-sass-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cubin = attention_cubin(&dir);
+    let usage = resource_usage(&run(&tool, &["-res-usage"], &cubin));
+    let sass = sass_by_function(&run(&tool, &["-sass"], &cubin));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut failures = Vec::new();
+    for &kernel in ATTENTION_KERNELS {
+        let (Some(res), Some(code)) = (usage.get(kernel), sass.get(kernel)) else {
+            failures.push(format!("{kernel}: not in the CUBIN (have {:?})", usage.keys()));
+            continue;
+        };
+        let count = |op: &str| code.iter().filter(|l| opcode(l) == op).count();
+        let (hmma, ldsm, ldgsts) = (count("HMMA"), count("LDSM"), count("LDGSTS"));
+        let (ldl, stl) = (count("LDL"), count("STL"));
+        let field = |k: &str| res.get(k).copied();
+        eprintln!(
+            "{kernel:<26} REG {:>3} STACK {} LOCAL {} SHARED {} | HMMA {hmma} LDSM {ldsm} LDGSTS {ldgsts} LDL {ldl} STL {stl}",
+            field("REG").unwrap_or(0),
+            field("STACK").unwrap_or(0),
+            field("LOCAL").unwrap_or(0),
+            field("SHARED").unwrap_or(0),
+        );
+        if hmma == 0 {
+            failures.push(format!("{kernel}: no HMMA instruction (not on tensor cores)"));
+        }
+        if ldsm == 0 || ldgsts == 0 {
+            failures.push(format!(
+                "{kernel}: LDSM {ldsm}, LDGSTS {ldgsts}: expected ldmatrix and cp.async"
+            ));
+        }
+        for k in ["STACK", "LOCAL"] {
+            match field(k) {
+                Some(0) => {}
+                other => failures.push(format!("{kernel}: {k} {other:?}, expected 0 bytes")),
+            }
+        }
+        if ldl + stl > 0 {
+            failures.push(format!(
+                "{kernel}: {ldl} LDL and {stl} STL (register spills or local arrays)"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_parsers_read_cuobjdump_output() {
+    let usage = resource_usage(
+        " Function k1:\n  REG:40 STACK:0 SHARED:0 LOCAL:0 CONSTANT[0]:400 TEXTURE:0\n\
+         Function k2:\n  REG:255 STACK:1152 SHARED:32768 LOCAL:8 CONSTANT[0]:380\n",
+    );
+    assert_eq!(usage["k1"]["REG"], 40);
+    assert_eq!((usage["k2"]["STACK"], usage["k2"]["LOCAL"]), (1152, 8));
+    let sass = sass_by_function(
+        "\t\tFunction : k1\n        /*0000*/  HMMA.16816.F32.BF16 R4, R8, R12, R4 ;  /* 0x... */\n\
+         \t\tFunction : k2\n        /*0000*/  @P0 STL [R1], R2 ;\n        /*0010*/  LDL.64 R2, [R1] ;\n",
+    );
+    assert_eq!(opcode(&sass["k1"][0]), "HMMA");
+    let ops: Vec<&str> = sass["k2"].iter().map(|l| opcode(l)).collect();
+    assert_eq!(ops, ["STL", "LDL"]);
+}
