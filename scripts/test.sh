@@ -48,6 +48,12 @@ echo "==> cargo clippy -D warnings (default features, then --features cuda)"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo clippy --release --locked --workspace --all-targets --features "$CUDA_FEATURES" -- -D warnings
 
+# The alert rules and their unit tests (promtool from Debian's prometheus package); the dashboard's
+# and the rules' expressions run against a real Prometheus in cli/tests/metrics.rs.
+echo "==> promtool check rules / test rules (monitoring/)"
+promtool check rules monitoring/longshot-alerts.yml
+promtool test rules monitoring/longshot-alerts.test.yml
+
 echo "==> cargo test --workspace --release"
 cargo test --workspace --release --locked "$@"
 

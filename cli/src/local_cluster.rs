@@ -95,7 +95,7 @@ impl LocalCluster {
             let log = std::fs::File::create(logs.join(format!("worker-{i}.log")))?;
             // Workers' metrics on the ports after the coordinator's (9465, 9466, … by default), or
             // on any free port when the coordinator's was.
-            let worker_metrics = match (metrics, args.metrics_listen.as_deref()) {
+            let worker_metrics = match (metrics, args.metrics_listen.0.as_deref()) {
                 (Some(_), Some(l)) if l.ends_with(":0") => l.to_string(),
                 (Some(a), _) => std::net::SocketAddr::new(a.ip(), a.port().saturating_add(1 + i as u16)).to_string(),
                 (None, _) => "off".into(),
@@ -226,7 +226,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         overlap_transport: longshot_coordinator::OverlapTransport::Tcp,
         heartbeat: 1.0,
         etcd: Vec::new(),
-        metrics_listen: None,
+        metrics_listen: crate::metrics_http::Listen(None),
     };
     let started = Instant::now();
     if !json {

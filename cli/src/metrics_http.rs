@@ -10,15 +10,15 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
-/// `off` or an address to listen on.
-pub fn parse_listen(s: &str) -> Result<Option<String>, String> {
+/// `--metrics-listen`: an address, or `None` for `off`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen(pub Option<String>);
+
+pub fn parse_listen(s: &str) -> Result<Listen, String> {
     match s {
-        "off" => Ok(None),
-        a if a
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
-        {
-            Ok(Some(a.into()))
+        "off" => Ok(Listen(None)),
+        a if a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) => {
+            Ok(Listen(Some(a.into())))
         }
         a => Err(format!("{a:?} is not host:port or off")),
     }

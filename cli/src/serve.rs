@@ -49,7 +49,7 @@ pub struct CoordinatorArgs {
     pub etcd: Vec<String>,
     /// Serve Prometheus metrics on http://ADDR/metrics (`off`: none).
     #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9464", value_parser = metrics_http::parse_listen)]
-    pub metrics_listen: Option<String>,
+    pub metrics_listen: metrics_http::Listen,
 }
 
 fn parse_transport(s: &str) -> Result<OverlapTransport, String> {
@@ -72,13 +72,13 @@ impl CoordinatorArgs {
         cfg.hash_every = self.hash_every;
         cfg.overlap_transport = self.overlap_transport;
         cfg.version = env!("LONGSHOT_BUILD").into();
-        cfg.metrics = self.metrics_listen.is_some().then(prometheus::Registry::new);
+        cfg.metrics = self.metrics_listen.0.is_some().then(prometheus::Registry::new);
         Ok(cfg)
     }
 
     /// Serves the coordinator's metrics when `--metrics-listen` is not `off`.
     pub async fn serve_metrics(&self, cfg: &CoordinatorConfig) -> Result<Option<std::net::SocketAddr>> {
-        match (&self.metrics_listen, &cfg.metrics) {
+        match (&self.metrics_listen.0, &cfg.metrics) {
             (Some(listen), Some(registry)) => Ok(Some(metrics_http::serve(listen, registry.clone()).await?)),
             _ => Ok(None),
         }
@@ -239,7 +239,7 @@ pub struct WorkerArgs {
     pub standin_forward_ms: Option<u64>,
     /// Serve Prometheus metrics on http://ADDR/metrics (`off`: none).
     #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9465", value_parser = metrics_http::parse_listen)]
-    pub metrics_listen: Option<String>,
+    pub metrics_listen: metrics_http::Listen,
     /// Exit when standard input closes (used by `longshot render` and `up` for their children).
     #[arg(long, hide = true)]
     pub exit_on_stdin_close: bool,
@@ -278,7 +278,7 @@ impl WorkerArgs {
                 .map(|s| Duration::from_secs_f64(s.clamp(0.1, 3600.0))),
             version: env!("LONGSHOT_BUILD").into(),
             standin_forward: self.standin_forward_ms.map(Duration::from_millis),
-            metrics: self.metrics_listen.is_some().then(prometheus::Registry::new),
+            metrics: self.metrics_listen.0.is_some().then(prometheus::Registry::new),
         }
     }
 }
@@ -324,7 +324,7 @@ pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
         }
     };
     let config = a.config(coordinator);
-    if let (Some(listen), Some(registry)) = (&a.metrics_listen, &config.metrics) {
+    if let (Some(listen), Some(registry)) = (&a.metrics_listen.0, &config.metrics) {
         metrics_http::serve(listen, registry.clone()).await?;
     }
     Ok(longshot_worker::serve(config, Arc::new(GrpcTransport), listener, shutdown).await?)

@@ -132,6 +132,12 @@ impl CoordinatorMetrics {
 
     pub(crate) fn submitted(&self, model: &str) {
         self.submitted.with_label_values(&[model]).inc();
+        // Series that may stay at zero exist from a model's first job, so rates and ratios over
+        // them have data (a failure ratio of 0 rather than nothing).
+        self.requeues.with_label_values(&[model]).inc_by(0);
+        for outcome in [JobState::Done, JobState::Failed, JobState::Cancelled] {
+            self.finished.with_label_values(&[model, outcome.as_str()]).inc_by(0);
+        }
     }
 
     /// Records what a state change means; `status` is the job after it, `now_ms` the wall clock.
