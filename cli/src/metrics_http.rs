@@ -17,7 +17,10 @@ pub struct Listen(pub Option<String>);
 pub fn parse_listen(s: &str) -> Result<Listen, String> {
     match s {
         "off" => Ok(Listen(None)),
-        a if a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) => {
+        a if a
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+        {
             Ok(Listen(Some(a.into())))
         }
         a => Err(format!("{a:?} is not host:port or off")),
