@@ -5,6 +5,7 @@ use crate::progress::follow;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use futures::StreamExt;
+use longshot_core::api::WorkerState;
 use longshot_core::api::{JobApi, JobState, JobStatus};
 use longshot_core::job::{defaults, OutputKind};
 use longshot_proto::client::JobClient;
@@ -78,6 +79,14 @@ pub fn print_status(s: &JobStatus, json: bool) {
     );
     if let Some(e) = &s.error {
         println!("    error: {e}");
+    }
+    // The figures of longshot_job_duration_seconds and longshot_job_realtime_factor.
+    if let Some(wall) = s.wall_seconds() {
+        let video = s.video_seconds();
+        match s.realtime_factor() {
+            Some(f) => println!("    took {wall:.1} s for {video:.1} s of video (realtime factor {f:.2})"),
+            None => println!("    ended after {wall:.1} s"),
+        }
     }
     for o in &s.outputs {
         println!("    output {} ({}, {} bytes)", o.name, o.format, o.size_bytes);
@@ -257,6 +266,10 @@ pub async fn workers(coordinator: &str, json: bool) -> Result<()> {
     }
     if ws.is_empty() && !json {
         println!("no workers");
+    } else if !json {
+        // The figures of longshot_workers{state}.
+        let busy = ws.iter().filter(|w| w.state == WorkerState::Busy).count();
+        println!("{} workers: {} idle, {busy} busy", ws.len(), ws.len() - busy);
     }
     Ok(())
 }

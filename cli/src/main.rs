@@ -38,6 +38,9 @@ struct Cli {
     /// Machine-readable output (one JSON object per line).
     #[arg(long, global = true)]
     json: bool,
+    /// Log lines on stderr as text or as JSON objects (fields such as `job` as keys).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,15 +90,23 @@ enum Command {
     Dev(dev::DevCommand),
 }
 
-fn init_logging(default: &str) {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LONGSHOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 #[tokio::main]
@@ -103,22 +114,22 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Coordinator(a) => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             serve::coordinator(a).await
         }
         Command::Worker(a) => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             serve::worker_with(a, cli.coordinator.clone()).await
         }
         Command::Dev(cmd) => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             // Heavy CPU work: keep it off the async runtime.
             tokio::task::spawn_blocking(move || dev::run(cmd))
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("dev command panicked: {e}")))
         }
         command => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             run_client(command, &cli.coordinator, cli.json).await
         }
     };

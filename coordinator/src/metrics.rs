@@ -152,17 +152,17 @@ impl CoordinatorMetrics {
             Transition::Decode => {}
             Transition::Finish(_) | Transition::Fail(_) | Transition::Cancel => {
                 let outcome = status.state.as_str();
+                let wall = status.wall_seconds().unwrap_or(since_submit);
                 self.finished.with_label_values(&[model, outcome]).inc();
-                self.duration.with_label_values(&[model, outcome]).observe(since_submit);
+                self.duration.with_label_values(&[model, outcome]).observe(wall);
                 if status.state == JobState::Done {
                     let frames = status.plan.map_or(0, |p| p.output_frames);
-                    let video = f64::from(frames) / f64::from(status.spec.fps.max(1));
                     self.frames.with_label_values(&[model]).inc_by(u64::from(frames));
-                    self.video_seconds.with_label_values(&[model]).inc_by(video);
-                    if video > 0.0 {
-                        self.realtime_factor
-                            .with_label_values(&[model])
-                            .observe(since_submit / video);
+                    self.video_seconds
+                        .with_label_values(&[model])
+                        .inc_by(status.video_seconds());
+                    if let Some(factor) = status.realtime_factor() {
+                        self.realtime_factor.with_label_values(&[model]).observe(factor);
                     }
                 }
             }

@@ -86,6 +86,24 @@ pub struct JobStatus {
     pub finished_unix_ms: u64,
 }
 
+impl JobStatus {
+    /// Wall seconds from submission to the end, for a job that ended.
+    pub fn wall_seconds(&self) -> Option<f64> {
+        (self.finished_unix_ms > 0).then(|| self.finished_unix_ms.saturating_sub(self.submitted_unix_ms) as f64 / 1e3)
+    }
+
+    /// Seconds of video the job renders (its output frames at its fps).
+    pub fn video_seconds(&self) -> f64 {
+        f64::from(self.plan.map_or(0, |p| p.output_frames)) / f64::from(self.spec.fps.max(1))
+    }
+
+    /// Wall seconds per second of video, for a job that is done.
+    pub fn realtime_factor(&self) -> Option<f64> {
+        let video = self.video_seconds();
+        (self.state == JobState::Done && video > 0.0).then_some(self.wall_seconds()? / video)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum JobEvent {
