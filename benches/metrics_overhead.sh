@@ -3,11 +3,11 @@
 # with metrics on while a real Prometheus scrapes all three every second; runs alternate (off, on,
 # off, on, ...) so drift on the machine hits both alike. Prints a Markdown table and the mean
 # ratio (paste into benches/RESULTS.md with the date and machine).
-# Usage: benches/metrics_overhead.sh [repeats] [steps]   (defaults: 3 repeats, 20 steps)
+# Usage: benches/metrics_overhead.sh [repeats] [steps]   (defaults: 3 repeats, 60 steps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats="${1:-3}"
-steps="${2:-20}"
+steps="${2:-60}"
 export PROTOC="${PROTOC:-$(command -v protoc || true)}"
 cargo build --release --locked -q -p longshot-cli
 bin=$PWD/target/release/longshot
@@ -59,8 +59,8 @@ run() { # $1: on|off, $2: run index; prints the job's wall seconds
     sleep 0.1
   done
   local job
-  job=$("$bin" --coordinator "http://127.0.0.1:$port" submit --prompt "a slow red sunset over the sea" --frames 193 \
-    --width 256 --height 256 --steps "$steps" --seed 1 --format latents --wait | head -1 | awk '{print $1}')
+  job=$("$bin" --coordinator "http://127.0.0.1:$port" submit --prompt "a slow red sunset over the sea" --frames 385 \
+    --width 832 --height 480 --steps "$steps" --seed 1 --format latents --wait | head -1 | awk '{print $1}')
   "$bin" --json --coordinator "http://127.0.0.1:$port" status "$job" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
@@ -81,7 +81,7 @@ print((s["finished_unix_ms"] - s["submitted_unix_ms"]) / 1000)'
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "job: procedural model, 193 frames at 256x256, $steps steps, 2 workers; metrics on = /metrics served and scraped every 1 s"
+echo "job: procedural model, 385 frames at 832x480, $steps steps, 2 workers; metrics on = /metrics served and scraped every 1 s"
 echo
 echo "| run | metrics off (s) | metrics on (s) | on / off |"
 echo "|---:|---:|---:|---:|"
