@@ -71,6 +71,7 @@ mod tests {
     /// extractor unchanged (the SDK's propagator is not a dependency here: a minimal one).
     #[test]
     fn traceparent_round_trips_through_metadata() {
+        #[derive(Debug)]
         struct W3c;
         impl TextMapPropagator for W3c {
             fn inject_context(&self, cx: &opentelemetry::Context, injector: &mut dyn Injector) {

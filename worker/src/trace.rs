@@ -13,7 +13,7 @@ pub const DEFAULT_TRACE_STEPS: usize = 10;
 
 /// Whether step `step` gets a span when every `every`th is traced.
 pub fn step_sampled(step: usize, every: usize) -> bool {
-    every > 0 && step % every == 0
+    every > 0 && step.is_multiple_of(every)
 }
 
 /// The current sampled step's span, entered on the shard thread. The loop reports a step as done
