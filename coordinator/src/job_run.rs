@@ -105,7 +105,7 @@ impl JobRun {
             }
         };
         if let Err(e) = table.transition(&self.job_id, transition) {
-            tracing::error!("ending the run of job {}: {e}", self.job_id);
+            tracing::error!(job = %self.job_id, "ending the run of job {}: {e}", self.job_id);
         }
         drop(table);
         self.inner.wake.notify_one();
@@ -144,7 +144,7 @@ impl JobRun {
 
     fn progress(&self, p: Progress) {
         if let Err(e) = self.inner.lock().progress(&self.job_id, p) {
-            tracing::error!("progress of job {}: {e}", self.job_id);
+            tracing::error!(job = %self.job_id, "progress of job {}: {e}", self.job_id);
         }
     }
 

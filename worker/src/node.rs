@@ -230,7 +230,7 @@ impl WorkerNode {
                 Ok(s) => s,
                 Err(e) => {
                     // Dropping in_tx makes the loop report the neighbour as disconnected.
-                    tracing::warn!("cannot open the overlap exchange to {address}: {e}");
+                    tracing::warn!(job = %job, "cannot open the overlap exchange to {address}: {e}");
                     return;
                 }
             };
@@ -268,12 +268,13 @@ async fn pump(
                 }
             }
             Ok(env) => tracing::warn!(
+                job = %job,
                 "dropping a {side} overlap message for job {} plan {} (running {job} plan {plan})",
                 env.job_id,
                 env.plan_id
             ),
             Err(e) => {
-                tracing::warn!("{side} overlap stream failed: {e}");
+                tracing::warn!(job = %job, "{side} overlap stream failed: {e}");
                 return;
             }
         }
