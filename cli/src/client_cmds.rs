@@ -11,6 +11,7 @@ use longshot_core::job::{defaults, OutputKind};
 use longshot_proto::client::JobClient;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
 
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
@@ -26,11 +27,19 @@ pub async fn connect(coordinator: &str) -> Result<JobClient> {
 }
 
 pub async fn submit(coordinator: &str, a: SubmitArgs, json: bool) -> Result<()> {
+    // The root of the job's trace when traces are exported: the coordinator's job span and
+    // everything under it continue it (the client sends it as `traceparent`).
+    let span = tracing::info_span!("submit", job_id = tracing::field::Empty, wait = a.wait);
+    submit_in(coordinator, a, json, &span).instrument(span.clone()).await
+}
+
+async fn submit_in(coordinator: &str, a: SubmitArgs, json: bool, span: &tracing::Span) -> Result<()> {
     let client = connect(coordinator).await?;
     let r = client
         .submit(a.job.to_spec(&[defaults::OUTPUT]))
         .await
         .map_err(|e| anyhow!("{e}"))?;
+    span.record("job_id", r.job_id.as_str());
     if json {
         println!(
             "{}",

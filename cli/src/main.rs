@@ -15,9 +15,11 @@ mod local_cluster;
 mod metrics_http;
 mod progress;
 mod serve;
+mod traces;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -96,43 +98,67 @@ enum LogFormat {
     Json,
 }
 
-fn init_logging(default: &str, format: LogFormat) {
+/// Logs on stderr, filtered by `LONGSHOT_LOG` (else `default`); with `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// set, spans are also exported as `service` ([`traces`]), and the provider returned must be shut
+/// down on exit so the last spans leave.
+fn init_logging(default: &str, format: LogFormat, service: &str) -> Option<SdkTracerProvider> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LONGSHOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(ansi).try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let provider = traces::provider(service).unwrap_or_else(|e| {
+        eprintln!("warning: traces are not exported: {e:#}");
+        None
+    });
+    let Some(provider) = provider else {
+        // The common case stays as it was: one global filter, no span bookkeeping beyond it.
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = match format {
+            LogFormat::Text => builder.with_ansi(ansi).try_init(),
+            LogFormat::Json => builder.json().try_init(),
+        };
+        return None;
     };
+    // Per-layer filters: the log level must not decide which spans are exported.
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.with_ansi(ansi).with_filter(filter).boxed(),
+        LogFormat::Json => logs.json().with_filter(filter).boxed(),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces::layer(&provider))
+        .try_init();
+    Some(provider)
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let (level, service) = match &cli.command {
+        Command::Coordinator(_) => ("info", "longshot-coordinator"),
+        Command::Worker(_) => ("info", "longshot-worker"),
+        _ => ("warn", "longshot-cli"),
+    };
+    let tracer = init_logging(level, cli.log_format, service);
     let result: Result<()> = match cli.command {
-        Command::Coordinator(a) => {
-            init_logging("info", cli.log_format);
-            serve::coordinator(a).await
-        }
-        Command::Worker(a) => {
-            init_logging("info", cli.log_format);
-            serve::worker_with(a, cli.coordinator.clone()).await
-        }
+        Command::Coordinator(a) => serve::coordinator(a).await,
+        Command::Worker(a) => serve::worker_with(a, cli.coordinator.clone()).await,
         Command::Dev(cmd) => {
-            init_logging("warn", cli.log_format);
             // Heavy CPU work: keep it off the async runtime.
             tokio::task::spawn_blocking(move || dev::run(cmd))
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("dev command panicked: {e}")))
         }
-        command => {
-            init_logging("warn", cli.log_format);
-            run_client(command, &cli.coordinator, cli.json).await
-        }
+        command => run_client(command, &cli.coordinator, cli.json).await,
     };
+    if let Some(provider) = tracer {
+        traces::shutdown(provider).await;
+    }
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -240,6 +240,10 @@ pub struct WorkerArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics (`off`: none).
     #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9465", value_parser = metrics_http::parse_listen)]
     pub metrics_listen: metrics_http::Listen,
+    /// With traces exported (OTEL_EXPORTER_OTLP_ENDPOINT): every Nth denoising step of a shard is
+    /// a span, the first included (0: none). One span per step is too many for long jobs.
+    #[arg(long, value_name = "N", env = "LONGSHOT_TRACE_STEPS", default_value_t = longshot_worker::trace::DEFAULT_TRACE_STEPS)]
+    pub trace_steps: usize,
     /// Exit when standard input closes (used by `longshot render` and `up` for their children).
     #[arg(long, hide = true)]
     pub exit_on_stdin_close: bool,
@@ -279,6 +283,7 @@ impl WorkerArgs {
             version: env!("LONGSHOT_BUILD").into(),
             standin_forward: self.standin_forward_ms.map(Duration::from_millis),
             metrics: self.metrics_listen.0.is_some().then(prometheus::Registry::new),
+            trace_steps: self.trace_steps,
         }
     }
 }

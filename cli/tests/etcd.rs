@@ -22,6 +22,7 @@ fn options(etcd: &EtcdServer, lease_ttl_s: u64) -> ClusterOptions {
             "--lease-ttl".into(),
             lease_ttl_s.to_string(),
         ],
+        ..Default::default()
     }
 }
 
@@ -348,6 +349,7 @@ fn longshot_up_with_etcd_registers_its_workers_there() {
         ClusterOptions {
             coordinator_args: vec!["--etcd".into(), etcd.endpoint()],
             worker_args: vec![],
+            ..Default::default()
         },
     );
     assert!(c.workers().is_empty());

@@ -54,7 +54,7 @@ async fn dispatch_once(inner: &Arc<Inner>) -> Result<(), ApiError> {
         let summary = plan_summary(&job.resolved, &job.model, gang.workers.len() as u32);
         let run = JobRun::new(inner.clone(), job, plan_id, gang);
         if let Err(e) = table.transition(&run.job_id, Transition::Start(summary)) {
-            tracing::error!("not starting: {e}");
+            tracing::error!(job = %run.job_id, "not starting: {e}");
             for w in &run.workers {
                 table.busy.remove(&w.id);
             }

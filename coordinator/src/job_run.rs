@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// How long a worker-reported failure waits for a directly observed worker loss (the root cause).
 const FAILURE_GRACE: Duration = Duration::from_secs(1);
@@ -51,10 +52,20 @@ pub(crate) struct JobRun {
     model: ModelInfo,
     dir: PathBuf,
     cancel: watch::Receiver<bool>,
+    /// This run's span (`plan`), a child of the job's: the worker calls are made inside it, so
+    /// their clients carry it to the workers.
+    span: tracing::Span,
 }
 
 impl JobRun {
     pub fn new(inner: Arc<Inner>, job: &Job, plan_id: u64, gang: Gang) -> Self {
+        let span = tracing::info_span!(
+            parent: &job.span,
+            "plan",
+            job_id = %gang.job_id,
+            plan_id,
+            workers = gang.workers.len(),
+        );
         JobRun {
             inner,
             job_id: gang.job_id,
@@ -65,14 +76,16 @@ impl JobRun {
             model: job.model.clone(),
             dir: job.dir.clone(),
             cancel: job.cancel.subscribe(),
+            span,
         }
     }
 
     pub async fn run(mut self) {
         let mut clients = Vec::new();
-        let result = self.execute(&mut clients).await;
+        let span = self.span.clone();
+        let result = self.execute(&mut clients).instrument(span.clone()).await;
         if result.is_err() {
-            self.cancel_shards(&clients).await;
+            self.cancel_shards(&clients).instrument(span).await;
         }
         let mut table = self.inner.lock();
         for w in &self.workers {
@@ -92,7 +105,7 @@ impl JobRun {
             }
         };
         if let Err(e) = table.transition(&self.job_id, transition) {
-            tracing::error!("ending the run of job {}: {e}", self.job_id);
+            tracing::error!(job = %self.job_id, "ending the run of job {}: {e}", self.job_id);
         }
         drop(table);
         self.inner.wake.notify_one();
@@ -131,7 +144,7 @@ impl JobRun {
 
     fn progress(&self, p: Progress) {
         if let Err(e) = self.inner.lock().progress(&self.job_id, p) {
-            tracing::error!("progress of job {}: {e}", self.job_id);
+            tracing::error!(job = %self.job_id, "progress of job {}: {e}", self.job_id);
         }
     }
 

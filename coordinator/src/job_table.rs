@@ -50,6 +50,10 @@ pub(crate) struct Job {
     events: broadcast::Sender<JobEvent>,
     pub cancel: watch::Sender<bool>,
     pub dir: PathBuf,
+    /// The job's trace span, from submission to its end: created inside the submit call, so it
+    /// continues the client's trace; each plan's span is its child. Closed (dropped) when the job
+    /// ends, which is when it is exported. `Span::none()` for jobs restored from a store.
+    pub span: tracing::Span,
 }
 
 impl Job {
@@ -90,6 +94,7 @@ impl Job {
             events,
             cancel,
             dir: r.dir,
+            span: tracing::Span::none(),
         }
     }
 
@@ -274,6 +279,12 @@ impl JobTable {
             self.refresh_positions();
         }
         self.count_jobs();
+        if to.is_terminal() {
+            // Ends the job's span (once the last plan span under it has closed too).
+            if let Some(job) = self.jobs.get_mut(job_id) {
+                job.span = tracing::Span::none();
+            }
+        }
         let job = &self.jobs[job_id];
         // Decoding is announced by the frame progress that caused it.
         if to != JobState::Decoding {

@@ -121,7 +121,16 @@ impl Coordinator {
         let seq = self.inner.lock().next_seq();
         let job_id = format!("job-{seq:04}-{:08x}", rand::random::<u32>());
         let dir = self.inner.cfg.data_dir.join("jobs").join(&job_id);
-        let job = Job::queued(seq, job_id.clone(), resolved, model, dir, now_ms());
+        let mut job = Job::queued(seq, job_id.clone(), resolved, model, dir, now_ms());
+        // Inside the submit call, so its parent is the caller's span (the gRPC adapter's).
+        job.span = tracing::info_span!(
+            "job",
+            job_id = %job_id,
+            model = %job.model.name,
+            frames = job.resolved.frames,
+            steps = job.resolved.schedule.steps(),
+            windows = job.resolved.plan.windows(),
+        );
         let (seed, plan) = (job.status().seed, job.status().plan.unwrap_or_default());
         // A job the client is told about must survive a coordinator restart: store it first.
         self.inner

@@ -41,6 +41,7 @@ pub mod convert;
 pub mod server;
 mod services;
 pub mod status;
+mod trace_context;
 pub mod transport;
 pub mod wire;
 

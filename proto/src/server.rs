@@ -14,6 +14,7 @@ use crate::pb::job_service_server::{JobService, JobServiceServer};
 use crate::pb::registry_service_server::{RegistryService, RegistryServiceServer};
 use crate::pb::worker_service_server::{WorkerService, WorkerServiceServer};
 use crate::status::{error_chain, to_status};
+use crate::trace_context::server_span;
 use futures::{Stream, StreamExt};
 use longshot_core::api::{
     ApiError, EncodeTextRequest, ExchangeApi, JobApi, OverlapEnvelope, RegistryApi, ShardAssignment, WorkerApi,
@@ -25,6 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +59,15 @@ impl JobService for JobServiceAdapter {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let spec = request.into_inner().spec.ok_or_else(|| missing("spec"))?;
-        let spec = JobSpec::try_from(spec).map_err(to_status)?;
-        reply(self.0.submit(spec).await.map(Into::into))
+        // The job's span is created inside `submit`, under this one: the caller's trace goes on.
+        let span = server_span("longshot.v1.JobService/SubmitJob", &request);
+        async move {
+            let spec = request.into_inner().spec.ok_or_else(|| missing("spec"))?;
+            let spec = JobSpec::try_from(spec).map_err(to_status)?;
+            reply(self.0.submit(spec).await.map(Into::into))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::JobStatus>, Status> {
@@ -179,18 +187,30 @@ impl WorkerService for WorkerServiceAdapter {
     type RunShardStream = PbStream<pb::ShardEvent>;
 
     async fn run_shard(&self, request: Request<pb::ShardAssignment>) -> Result<Response<Self::RunShardStream>, Status> {
-        let assignment = ShardAssignment::try_from(request.into_inner()).map_err(to_status)?;
-        let events = self.0.run_shard(assignment).await.map_err(to_status)?;
-        Ok(Response::new(Box::pin(events.map(|e| Ok(pb::ShardEvent::from(e))))))
+        let span = server_span("longshot.v1.WorkerService/RunShard", &request);
+        async move {
+            let assignment = ShardAssignment::try_from(request.into_inner()).map_err(to_status)?;
+            let events = self.0.run_shard(assignment).await.map_err(to_status)?;
+            Ok(Response::new(
+                Box::pin(events.map(|e| Ok(pb::ShardEvent::from(e)))) as Self::RunShardStream
+            ))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn encode_text(
         &self,
         request: Request<pb::EncodeTextRequest>,
     ) -> Result<Response<pb::EncodeTextResponse>, Status> {
-        let r = EncodeTextRequest::try_from(request.into_inner()).map_err(to_status)?;
-        let embeddings = self.0.encode_text(r.clone()).await.map_err(to_status)?;
-        Ok(Response::new(crate::convert::embeddings_to_pb(&r, embeddings)))
+        let span = server_span("longshot.v1.WorkerService/EncodeText", &request);
+        async move {
+            let r = EncodeTextRequest::try_from(request.into_inner()).map_err(to_status)?;
+            let embeddings = self.0.encode_text(r.clone()).await.map_err(to_status)?;
+            Ok(Response::new(crate::convert::embeddings_to_pb(&r, embeddings)))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn create_nccl_id(

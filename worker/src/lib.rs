@@ -32,6 +32,7 @@ pub mod nccl;
 pub mod net_exchange;
 pub mod node;
 pub mod serve;
+pub mod trace;
 pub mod transport;
 
 pub use node::WorkerNode;

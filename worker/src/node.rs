@@ -4,16 +4,18 @@ use crate::metrics::WorkerMetrics;
 use crate::models::{ModelError, ModelSet};
 use crate::nccl::NcclSupport;
 use crate::net_exchange::{Link, NetExchange, ShardExchange};
+use crate::trace::{StepSpans, TracedExchange, DEFAULT_TRACE_STEPS};
 use futures::StreamExt;
 use longshot_core::api::*;
 use longshot_core::codenoise::{decode_partition, denoise_partition, BlendMode, PartitionConfig, Progress};
 use longshot_core::denoiser::TextEmbeddings;
 use longshot_core::exchange::OverlapMessage;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+use tracing::Instrument;
 
 struct ShardSlot {
     job_id: String,
@@ -32,6 +34,8 @@ struct NodeInner {
     nccl: NcclSupport,
     metrics: WorkerMetrics,
     slot: Mutex<Option<ShardSlot>>,
+    /// Every how many steps a shard's step gets a trace span (0: none).
+    trace_steps: AtomicUsize,
 }
 
 /// A worker's shard runner. Cheap to clone.
@@ -61,8 +65,14 @@ impl WorkerNode {
                 nccl,
                 metrics,
                 slot: Mutex::new(None),
+                trace_steps: AtomicUsize::new(DEFAULT_TRACE_STEPS),
             }),
         }
+    }
+
+    /// Traces every `every`th denoising step of later shards (0: none).
+    pub fn set_trace_steps(&self, every: usize) {
+        self.inner.trace_steps.store(every, Ordering::Relaxed);
     }
 
     /// What this worker serves.
@@ -185,13 +195,24 @@ impl WorkerNode {
         let models = self.inner.models.clone();
         let nccl = self.inner.nccl.clone();
         let metrics = self.inner.metrics.clone();
+        let trace_steps = self.inner.trace_steps.load(Ordering::Relaxed);
+        // Created here, under the RunShard call's span (whose parent is the coordinator's plan
+        // span), and entered on the shard's thread.
+        let span = tracing::info_span!(
+            "shard",
+            job_id = %a.job_id,
+            plan_id = a.plan_id,
+            worker = %worker,
+            windows = ?a.windows,
+        );
         std::thread::Builder::new()
             .name(format!("shard-{}", a.job_id))
             .spawn(move || {
+                let _span = span.entered();
                 // Set even if the shard panics (e.g. a failed NCCL abort in cudarc's drop), so
                 // the worker does not stay busy for good.
                 let _done = DoneOnDrop(done);
-                run_shard_blocking(&models, &nccl, &metrics, a, exchange, cancel, &tx);
+                run_shard_blocking(&models, &nccl, &metrics, a, exchange, cancel, &tx, trace_steps);
             })
             .map_err(|e| ApiError::Internal(format!("worker {worker}: cannot start the shard thread: {e}")))?;
         Ok(Box::pin(ReceiverStream::new(rx)))
@@ -209,7 +230,7 @@ impl WorkerNode {
                 Ok(s) => s,
                 Err(e) => {
                     // Dropping in_tx makes the loop report the neighbour as disconnected.
-                    tracing::warn!("cannot open the overlap exchange to {address}: {e}");
+                    tracing::warn!(job = %job, "cannot open the overlap exchange to {address}: {e}");
                     return;
                 }
             };
@@ -247,18 +268,20 @@ async fn pump(
                 }
             }
             Ok(env) => tracing::warn!(
+                job = %job,
                 "dropping a {side} overlap message for job {} plan {} (running {job} plan {plan})",
                 env.job_id,
                 env.plan_id
             ),
             Err(e) => {
-                tracing::warn!("{side} overlap stream failed: {e}");
+                tracing::warn!(job = %job, "{side} overlap stream failed: {e}");
                 return;
             }
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_shard_blocking(
     models: &ModelSet,
     nccl: &NcclSupport,
@@ -267,6 +290,7 @@ fn run_shard_blocking(
     tcp: NetExchange,
     cancel: Arc<AtomicBool>,
     tx: &mpsc::Sender<ShardEvent>,
+    trace_steps: usize,
 ) {
     // If the coordinator stops listening, stop the work too.
     let emit = |e: ShardEvent| {
@@ -285,7 +309,11 @@ fn run_shard_blocking(
             }
         },
     };
-    let mut exchange = metrics.metered_exchange(exchange);
+    let mut steps = StepSpans::start(trace_steps, a.schedule.steps(), a.windows.end.saturating_sub(1));
+    let mut exchange: Box<dyn ShardExchange> = Box::new(TracedExchange::new(
+        metrics.metered_exchange(exchange),
+        steps.sampled_flag(),
+    ));
     let (mut denoiser, decoder) = match models.instantiate(&a.model, &a.conditioning, a.height, a.width) {
         Ok((denoiser, decoder)) => (metrics.timed_denoiser(denoiser), decoder),
         Err(e) => {
@@ -313,13 +341,17 @@ fn run_shard_blocking(
     let mut progress = |p: Progress| match p {
         Progress::Step { window, step, .. } => {
             clock.step_done(window);
+            steps.window_done(window, step);
             emit(ShardEvent::StepDone {
                 window: window as u32,
                 step: step as u32,
             })
         }
     };
-    let result = denoise_partition(&cfg, denoiser.as_mut(), exchange.as_mut(), &cancel, &mut progress).and_then(|out| {
+    let denoised = denoise_partition(&cfg, denoiser.as_mut(), exchange.as_mut(), &cancel, &mut progress);
+    // A step cut short by an error or a cancel ends here.
+    steps.close();
+    let result = denoised.and_then(|out| {
         let (t, steps) = (out.timings, cfg.schedule.steps().max(1) as f64);
         let ms = |d: std::time::Duration| 1e3 * d.as_secs_f64() / steps;
         tracing::info!(
@@ -333,9 +365,10 @@ fn run_shard_blocking(
             data: out.owned.as_slice().to_vec(),
         });
         let decoding = Instant::now();
-        let decoded = decode_partition(&cfg, &out, decoder.as_ref(), exchange.as_mut(), &mut |index, f| {
+        let span = tracing::info_span!("decode", frames = out.owned.shape().frames, first_frame = out.owned_start);
+        let decoded = span.in_scope(|| decode_partition(&cfg, &out, decoder.as_ref(), exchange.as_mut(), &mut |index, f| {
             emit(ShardEvent::Frame { index: index as u32, width: f.width as u32, height: f.height as u32, rgb8: f.to_rgb8() })
-        });
+        }));
         metrics.decoded(&a.model, decoding.elapsed().as_secs_f64());
         decoded
     });
@@ -355,26 +388,30 @@ impl WorkerApi for WorkerNode {
     }
 
     fn encode_text(&self, r: EncodeTextRequest) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>> {
-        Box::pin(async move {
-            let models = self.inner.models.clone();
-            if !models.serves(&r.model) {
-                return Err(ApiError::invalid("model", ModelError::NotServed(r.model).to_string()));
+        let span = tracing::info_span!("encode_text", job_id = %r.job_id, model = %r.model);
+        Box::pin(
+            async move {
+                let models = self.inner.models.clone();
+                if !models.serves(&r.model) {
+                    return Err(ApiError::invalid("model", ModelError::NotServed(r.model).to_string()));
+                }
+                let started = Instant::now();
+                // The encoder is heavy CPU (GPU later) work: never on the async runtime.
+                let (model, job) = (r.model.clone(), r.job_id.clone());
+                let result =
+                    tokio::task::spawn_blocking(move || models.encode_text(&r.model, &r.prompt, &r.negative_prompt))
+                        .await
+                        .map_err(|e| {
+                            ApiError::Internal(format!("worker {}: the text encoder task failed: {e}", self.inner.id))
+                        })?;
+                let e = result.map_err(|e| ApiError::Internal(format!("worker {}: {e}", self.inner.id)))?;
+                let secs = started.elapsed().as_secs_f64();
+                self.inner.metrics.text_encoded(&model, secs);
+                tracing::info!(job = %job, model = %model, secs, "encoded the prompts");
+                Ok(e)
             }
-            let started = Instant::now();
-            // The encoder is heavy CPU (GPU later) work: never on the async runtime.
-            let (model, job) = (r.model.clone(), r.job_id.clone());
-            let result =
-                tokio::task::spawn_blocking(move || models.encode_text(&r.model, &r.prompt, &r.negative_prompt))
-                    .await
-                    .map_err(|e| {
-                        ApiError::Internal(format!("worker {}: the text encoder task failed: {e}", self.inner.id))
-                    })?;
-            let e = result.map_err(|e| ApiError::Internal(format!("worker {}: {e}", self.inner.id)))?;
-            let secs = started.elapsed().as_secs_f64();
-            self.inner.metrics.text_encoded(&model, secs);
-            tracing::info!(job = %job, model = %model, secs, "encoded the prompts");
-            Ok(e)
-        })
+            .instrument(span),
+        )
     }
 
     fn nccl_unique_id(&self, job_id: String, plan_id: u64) -> BoxFuture<'_, Result<Vec<u8>, ApiError>> {

@@ -49,6 +49,9 @@ pub struct ServeConfig {
     pub standin_forward: Option<Duration>,
     /// Where the worker's metrics are registered (`None`: kept, not exported).
     pub metrics: Option<prometheus::Registry>,
+    /// Every how many denoising steps a shard's step is a trace span (0: none;
+    /// [`crate::trace::DEFAULT_TRACE_STEPS`]).
+    pub trace_steps: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +131,7 @@ pub async fn serve(
         nccl.clone(),
         metrics,
     );
+    node.set_trace_steps(config.trace_steps);
     let info = WorkerInfo {
         id: id.clone(),
         address: address.clone(),
@@ -302,6 +306,7 @@ mod tests {
             version: "test-version".into(),
             standin_forward: None,
             metrics: None,
+            trace_steps: 0,
         };
         let r = registry.clone();
         let shutdown = async move {
@@ -342,6 +347,7 @@ mod tests {
             version: "test-version".into(),
             standin_forward: Some(Duration::from_millis(350)),
             metrics: None,
+            trace_steps: 0,
         };
         let r = registry.clone();
         let shutdown = async move {

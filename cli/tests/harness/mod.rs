@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_longshot");
 
-/// Extra arguments for a cluster's processes (`--etcd …` for both, `--lease-ttl` for workers).
+/// Extra arguments for a cluster's processes (`--etcd …` for both, `--lease-ttl` for workers),
+/// and extra environment variables for all of them (`OTEL_…` for the traces test).
 #[derive(Clone, Debug, Default)]
 pub struct ClusterOptions {
     pub coordinator_args: Vec<String>,
     pub worker_args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// A coordinator process and its worker processes. Everything is killed on drop.
@@ -42,6 +44,7 @@ impl Cluster {
             dir.path(),
             exchange_timeout_s,
             &options.coordinator_args,
+            &options.env,
             "coordinator.log",
         );
         let mut c = Cluster {
@@ -71,6 +74,7 @@ impl Cluster {
             self.dir.path(),
             self.exchange_timeout_s,
             &self.options.coordinator_args,
+            &self.options.env,
             &log,
         );
         self.coordinator = coordinator;
@@ -101,6 +105,7 @@ impl Cluster {
             ])
             .args(["--id", &format!("w{i}"), "--metrics-listen", "127.0.0.1:0"])
             .args(&self.options.worker_args)
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join(format!("worker-{i}.log"))).expect("log"))
@@ -238,7 +243,13 @@ impl Drop for Cluster {
 }
 
 /// Starts a coordinator with its data in `dir/data` and waits for its address.
-fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, extra: &[String], log: &str) -> (Child, String) {
+fn spawn_coordinator(
+    dir: &Path,
+    exchange_timeout_s: f64,
+    extra: &[String],
+    env: &[(String, String)],
+    log: &str,
+) -> (Child, String) {
     let log = dir.join(log);
     let mut coordinator = Command::new(BIN)
         .args([
@@ -259,6 +270,7 @@ fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, extra: &[String], log:
         .arg("--data-dir")
         .arg(dir.join("data"))
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()

@@ -8,6 +8,7 @@ use crate::pb;
 use crate::pb::job_service_client::JobServiceClient;
 use crate::pb::registry_service_client::RegistryServiceClient;
 use crate::status::from_status_at;
+use crate::trace_context::traced;
 use futures::{future, StreamExt};
 use longshot_core::api::{
     ApiError, BoxFuture, BoxStream, JobApi, JobEvent, JobState, JobStatus, OutputChunk, RegisterAck, RegistryApi,
@@ -61,7 +62,11 @@ impl JobApi for JobClient {
             let request = pb::SubmitJobRequest {
                 spec: Some(spec.into()),
             };
-            let r = self.client().submit_job(request).await.map_err(|s| self.failed(s))?;
+            let r = self
+                .client()
+                .submit_job(traced(request))
+                .await
+                .map_err(|s| self.failed(s))?;
             SubmitResult::try_from(r.into_inner()).map_err(|e| malformed(&self.peer, e))
         })
     }

@@ -7,6 +7,7 @@ use crate::pb;
 use crate::pb::exchange_service_client::ExchangeServiceClient;
 use crate::pb::worker_service_client::WorkerServiceClient;
 use crate::status::{from_status_at, status_cause};
+use crate::trace_context::traced;
 use futures::stream;
 use longshot_core::api::{
     ApiError, BoxFuture, BoxStream, EncodeTextRequest, ExchangeConnector, OverlapEnvelope, ShardAssignment, ShardEvent,
@@ -47,7 +48,7 @@ impl WorkerApi for GrpcWorker {
             let r = self
                 .client
                 .clone()
-                .run_shard(pb::ShardAssignment::from(assignment))
+                .run_shard(traced(pb::ShardAssignment::from(assignment)))
                 .await;
             let inbound = r.map_err(|s| from_status_at(&s, &self.peer))?.into_inner();
             Ok(shard_events(inbound, self.address.clone()))
@@ -59,7 +60,7 @@ impl WorkerApi for GrpcWorker {
             let r = self
                 .client
                 .clone()
-                .encode_text(pb::EncodeTextRequest::from(request))
+                .encode_text(traced(pb::EncodeTextRequest::from(request)))
                 .await;
             let response = r.map_err(|s| from_status_at(&s, &self.peer))?.into_inner();
             crate::convert::embeddings_from_pb(response).map_err(|e| malformed(&self.peer, e))
