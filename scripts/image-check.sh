@@ -20,7 +20,10 @@ if [ "${1:-}" = --binary ]; then binary_args=(--binary "$2"); shift 2; fi
 step() { printf '==> [image %4ss] %s\n' "$SECONDS" "$*"; }
 fail() { echo "image-check: $*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || fail "needs root (debootstrap, podman, chroot): run it as root"
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || fail "needs root (debootstrap, podman, chroot): run it as root"
+  exec sudo --preserve-env=DEBIAN_MIRROR "$0" "${binary_args[@]}"
+fi
 for tool in podman debootstrap chroot ffprobe objdump strip; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (scripts/install-deps.sh test installs it)"
 done
