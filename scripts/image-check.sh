@@ -51,6 +51,9 @@ fi
 
 step "deploy/build-image.sh --base $base_image --tag $image"
 deploy/build-image.sh --engine podman --base "$base_image" --tag "$image" "${binary_args[@]}" -- --isolation chroot
+# The previous run's image (untagged now) and its own layers; the shared ones (base, ffmpeg) stay
+# as the build cache.
+podman image prune -f >/dev/null
 
 user=$(podman image inspect --format '{{.Config.User}}' "$image")
 entrypoint=$(podman image inspect --format '{{join .Config.Entrypoint " "}}' "$image")
