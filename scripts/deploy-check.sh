@@ -8,8 +8,9 @@
 #  - the Prometheus-operator objects (ServiceMonitor, PrometheusRule) validated against the
 #    schemas generated from the operator's CRDs (@kubernetes-models/prometheus-operator);
 #  - the PrometheusRule's rules through `promtool check rules`;
-#  - assertions on the rendered objects (scripts/deploy_check.py) and on values the schema must
-#    reject, each with its message.
+#  - assertions on the rendered objects (scripts/deploy_check.py), the rendered arguments parsed
+#    by the real binary (LONGSHOT_BIN, default target/release/longshot), and values the schema
+#    must reject, each with its message.
 # The tools are pinned and installed into .deploy-tools/ (scripts/deploy-tools.sh); a missing one
 # fails the check, never skips it. The image is checked by scripts/image-check.sh.
 # Usage: scripts/deploy-check.sh
@@ -17,6 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 chart=helm/longshot
 
+# The binary that parses the rendered arguments (test.sh has built it by now).
+longshot=${LONGSHOT_BIN:-target/release/longshot}
+[ -x "$longshot" ] || { echo "deploy-check: no $longshot: build it first (cargo build --release -p longshot-cli) or set LONGSHOT_BIN" >&2; exit 1; }
 command -v promtool >/dev/null || { echo "deploy-check: promtool is not installed (scripts/install-deps.sh test)" >&2; exit 1; }
 eval "$(scripts/deploy-tools.sh)"
 echo "==> $(helm version --short), kubectl $(kubectl version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), $(promtool --version 2>&1 | head -1)"
@@ -53,7 +57,7 @@ for case in $(printf '%s\n' "${!cases[@]}" | sort); do
   echo "  $case: lint ok; $(grep -c '^kind:' "$out/$case@${versions[0]}.yaml") objects"
 done
 
-python3 scripts/deploy_check.py "$out" "${versions[@]}"
+python3 scripts/deploy_check.py "$longshot" "$out" "${versions[@]}"
 
 echo "==> Prometheus-operator objects against the CRD schemas"
 node scripts/validate-crds.mjs "$NODE_PATH" "$out/crds.json"
