@@ -91,7 +91,8 @@ in_root "cd /root/longshot && $render"
 step "the README's test command, install part: scripts/test.sh --install-only"
 in_root "cd /root/longshot && scripts/test.sh --install-only"
 in_root "etcd --version >/dev/null && promtool --version >/dev/null 2>&1 && ffprobe -version >/dev/null && command -v debootstrap >/dev/null \
-  && ls /root/longshot/.nvrtc/nvidia/cu13/lib/libnvrtc.so.13 >/dev/null"
+  && ls /root/longshot/.nvrtc/nvidia/cu13/lib/libnvrtc.so.13 >/dev/null && command -v podman >/dev/null \
+  && /root/longshot/.deploy-tools/bin/helm version --short | grep -q '^v4'"
 
 # The clip: every output named by the render command's -o, with exactly duration × fps frames.
 out=$(sed -n 's/.* -o \([^ ]*\).*/\1/p' <<<"$render")

