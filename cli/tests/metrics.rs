@@ -232,6 +232,9 @@ fn prometheus_scrapes_the_cluster_and_every_dashboard_and_alert_expression_has_d
     assert_eq!(frames[0]["value"][1], "129", "{frames:?}");
     let sent = prometheus.query(r#"sum(longshot_worker_exchange_bytes_total{direction="sent"}) > 0"#);
     assert!(!sent.is_empty(), "the workers exchanged no overlap bytes");
+    // Each CPU worker reports its resident set (plausible bounds: over 1 MB, under 1 TB).
+    let memory = prometheus.query("longshot_worker_device_memory_used_bytes > 1e6 < 1e12");
+    assert_eq!(memory.len(), 2, "{memory:?}");
 
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(Path::new(CHART_FILES).join("dashboards/longshot.json")).unwrap(),

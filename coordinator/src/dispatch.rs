@@ -33,10 +33,7 @@ async fn dispatch_once(inner: &Arc<Inner>) -> Result<(), ApiError> {
     let workers = inner.registry.list().await?;
     let shared = inner.registry.shared();
     let mut table = inner.lock();
-    let busy = workers
-        .iter()
-        .filter(|w| table.busy.contains_key(&w.id) || w.state == WorkerState::Busy)
-        .count();
+    let busy = workers.iter().filter(|w| table.is_busy(w)).count();
     table.metrics().worker_counts(workers.len() - busy, busy);
     table.refused.retain(|_, at| at.elapsed() < REFUSAL_COOLDOWN);
     let idle: Vec<WorkerInfo> = workers

@@ -9,7 +9,7 @@ use crate::job_store::{Change, JobRecord, JobStore};
 use crate::lifecycle::{self, IllegalTransition, Transition};
 use crate::metrics::CoordinatorMetrics;
 use crate::placement::{run_order, QueuedJob};
-use longshot_core::api::{JobEvent, JobState, JobStatus, PlanSummary};
+use longshot_core::api::{JobEvent, JobState, JobStatus, PlanSummary, WorkerInfo, WorkerState};
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::job::ResolvedJob;
 use std::collections::HashMap;
@@ -169,6 +169,17 @@ pub(crate) struct JobTable {
     pub refused: HashMap<String, Instant>,
     /// The last plan id handed out; a plan id fences one attempt at a job.
     pub plan_ids: u64,
+    /// Jobs queued, and running or decoding: the gauges, kept without scanning the table.
+    counts: [usize; 2],
+}
+
+/// Which job gauge a state counts in.
+fn gauge_slot(s: JobState) -> Option<usize> {
+    match s {
+        JobState::Queued => Some(0),
+        JobState::Running | JobState::Decoding => Some(1),
+        JobState::Done | JobState::Failed | JobState::Cancelled => None,
+    }
 }
 
 impl JobTable {
@@ -186,6 +197,7 @@ impl JobTable {
             busy: HashMap::new(),
             refused: HashMap::new(),
             plan_ids: 0,
+            counts: [0; 2],
         };
         table.refresh_positions();
         table.count_jobs();
@@ -196,12 +208,32 @@ impl JobTable {
         &self.metrics
     }
 
-    fn count_jobs(&self) {
-        let count = |s: &[JobState]| self.jobs.values().filter(|j| s.contains(&j.status.state)).count();
-        self.metrics.job_counts(
-            count(&[JobState::Queued]),
-            count(&[JobState::Running, JobState::Decoding]),
-        );
+    /// Sets the queued/running gauges from the table (a scan: only on restore; later changes
+    /// adjust them by the one job that moved, see [`Self::recount`]).
+    fn count_jobs(&mut self) {
+        self.counts = [0; 2];
+        for j in self.jobs.values() {
+            if let Some(i) = gauge_slot(j.status.state) {
+                self.counts[i] += 1;
+            }
+        }
+        self.metrics.job_counts(self.counts[0], self.counts[1]);
+    }
+
+    /// One job moved from `from` (None: it is new) to `to`.
+    fn recount(&mut self, from: Option<JobState>, to: JobState) {
+        if let Some(i) = from.and_then(gauge_slot) {
+            self.counts[i] -= 1;
+        }
+        if let Some(i) = gauge_slot(to) {
+            self.counts[i] += 1;
+        }
+        self.metrics.job_counts(self.counts[0], self.counts[1]);
+    }
+
+    /// Whether `w` is running a shard: placed by this coordinator, or reporting itself busy.
+    pub fn is_busy(&self, w: &WorkerInfo) -> bool {
+        self.busy.contains_key(&w.id) || w.state == WorkerState::Busy
     }
 
     pub fn next_seq(&mut self) -> u64 {
@@ -223,7 +255,7 @@ impl JobTable {
         self.metrics.submitted(&job.model.name);
         self.jobs.insert(id.clone(), job);
         self.refresh_positions();
-        self.count_jobs();
+        self.recount(None, JobState::Queued);
         let job = &self.jobs[&id];
         job.publish(JobEvent::Queued {
             position: job.status.queue_position,
@@ -278,7 +310,7 @@ impl JobTable {
         if from == JobState::Queued || to == JobState::Queued {
             self.refresh_positions();
         }
-        self.count_jobs();
+        self.recount(Some(from), to);
         if to.is_terminal() {
             // Ends the job's span (once the last plan span under it has closed too).
             if let Some(job) = self.jobs.get_mut(job_id) {

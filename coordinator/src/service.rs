@@ -249,7 +249,7 @@ impl JobApi for Coordinator {
             let mut workers = self.inner.registry.list().await?;
             let st = self.inner.lock();
             for w in &mut workers {
-                if st.busy.contains_key(&w.id) {
+                if st.is_busy(w) {
                     w.state = WorkerState::Busy;
                 }
             }

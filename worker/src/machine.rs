@@ -33,17 +33,26 @@ fn cpu_name() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
+/// Memory in use on the device: the GPU's (every process's), else this process's resident set.
+/// `None` when it cannot be read (a driver error, or no /proc).
+pub fn memory_in_use(device: &Device) -> Option<u64> {
+    match device {
+        Device::Cpu => proc_kib("/proc/self/status", "VmRSS:"),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(b) => b.memory_in_use().ok(),
+    }
+}
+
 fn machine_memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            let kb = s
-                .lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1));
-            kb.and_then(|k| k.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    proc_kib("/proc/meminfo", "MemTotal:").unwrap_or(0)
+}
+
+/// The `KEY   N kB` line of a /proc file, in bytes.
+fn proc_kib(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]
@@ -56,6 +65,11 @@ mod tests {
         assert!(default_id().ends_with(&format!("-{}", std::process::id())));
         if std::path::Path::new("/proc/meminfo").exists() {
             assert!(memory_bytes(&Device::Cpu) > 0);
+            // This test process holds at least the 64 MiB it just touched.
+            let block = vec![1u8; 64 << 20];
+            let rss = memory_in_use(&Device::Cpu).expect("VmRSS in /proc/self/status");
+            assert!(rss >= 64 << 20 && rss < memory_bytes(&Device::Cpu), "{rss}");
+            assert_eq!(block.iter().map(|&b| b as usize).sum::<usize>(), 64 << 20);
         }
     }
 }

@@ -7,6 +7,8 @@ use crate::net_exchange::ShardExchange;
 use longshot_core::denoiser::{Branch, DenoiseError, Denoiser, ModelInfo, StepPoint, WindowContext};
 use longshot_core::exchange::{Exchange, ExchangeError, OverlapMessage, Payload, Side};
 use longshot_core::tensor::Latents;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{exponential_buckets, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge};
 use prometheus::{IntGaugeVec, Opts, Registry};
 use std::collections::HashMap;
@@ -113,6 +115,23 @@ impl WorkerMetrics {
             m.transport.with_label_values(&[t]).set(0);
         }
         Ok(m)
+    }
+
+    /// Exports `longshot_worker_device_memory_used_bytes`, read from `probe` at every scrape (a
+    /// driver query costs microseconds, and nothing on the render path has to update it).
+    pub fn watch_device_memory(
+        registry: &Registry,
+        probe: impl Fn() -> Option<u64> + Send + Sync + 'static,
+    ) -> Result<(), prometheus::Error> {
+        let gauge = IntGauge::with_opts(Opts::new(
+            "longshot_worker_device_memory_used_bytes",
+            "Memory in use on the worker's device: the GPU's (all processes, cuMemGetInfo), or this \
+             process's resident set on a CPU worker.",
+        ))?;
+        registry.register(Box::new(DeviceMemory {
+            gauge,
+            probe: Box::new(probe),
+        }))
     }
 
     /// Metrics kept but not exported (tests, embedded workers).
@@ -248,5 +267,53 @@ impl ShardExchange for MeteredExchange {
 
     fn transport(&self) -> &'static str {
         self.inner.transport()
+    }
+}
+
+/// See [`WorkerMetrics::watch_device_memory`]. A scrape that cannot read the device exports
+/// nothing for it rather than a stale or zero value.
+struct DeviceMemory {
+    gauge: IntGauge,
+    probe: Box<dyn Fn() -> Option<u64> + Send + Sync>,
+}
+
+impl Collector for DeviceMemory {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        match (self.probe)() {
+            Some(bytes) => {
+                self.gauge.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                self.gauge.collect()
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    fn scrape(r: &Registry) -> String {
+        prometheus::TextEncoder::new().encode_to_string(&r.gather()).unwrap()
+    }
+
+    #[test]
+    fn device_memory_is_read_at_each_scrape_and_absent_when_unreadable() {
+        let registry = Registry::new();
+        let bytes = Arc::new(AtomicU64::new(3 << 30));
+        let b = bytes.clone();
+        WorkerMetrics::watch_device_memory(&registry, move || Some(b.load(Ordering::SeqCst)).filter(|&v| v > 0))
+            .unwrap();
+        assert!(scrape(&registry).contains(&format!("longshot_worker_device_memory_used_bytes {}", 3u64 << 30)));
+        bytes.store(5 << 20, Ordering::SeqCst);
+        assert!(scrape(&registry).contains(&format!("longshot_worker_device_memory_used_bytes {}", 5u64 << 20)));
+        bytes.store(0, Ordering::SeqCst);
+        assert!(!scrape(&registry).contains("longshot_worker_device_memory_used_bytes"));
     }
 }

@@ -121,7 +121,11 @@ pub async fn serve(
     let id = config.id.clone().unwrap_or_else(machine::default_id);
     let nccl = NcclSupport::detect(&dev);
     let metrics = match &config.metrics {
-        Some(registry) => WorkerMetrics::register(registry, &config.version, &id, dev.kind())?,
+        Some(registry) => {
+            let probed = dev.clone();
+            WorkerMetrics::watch_device_memory(registry, move || machine::memory_in_use(&probed))?;
+            WorkerMetrics::register(registry, &config.version, &id, dev.kind())?
+        }
         None => WorkerMetrics::unregistered(),
     };
     let node = WorkerNode::with_metrics(

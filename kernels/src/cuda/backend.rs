@@ -76,6 +76,12 @@ impl CudaBackend {
         Ok(self.stream.synchronize()?)
     }
 
+    /// Device memory in use (every process's: total − free, as `cuMemGetInfo` reports it), bytes.
+    pub fn memory_in_use(&self) -> Result<u64, CudaError> {
+        let (free, total) = self.ctx.mem_get_info()?;
+        Ok(total.saturating_sub(free) as u64)
+    }
+
     /// Kernel `name` of `source`, loading (and if need be compiling) its module on first use.
     pub(crate) fn function(&self, source: &KernelSource, name: &str) -> Result<CudaFunction, CudaError> {
         let module = {
