@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# What metrics cost: the same job rendered by a coordinator and 2 workers with metrics off, and
-# with metrics on while a real Prometheus scrapes all three every second; runs alternate (off, on,
-# off, on, ...) so drift on the machine hits both alike. Prints a Markdown table and the mean
-# ratio (paste into benches/RESULTS.md with the date and machine).
+# What metrics cost, two ways in one run (paste the output into benches/RESULTS.md with the date):
+# 1. End to end: the same job rendered by a coordinator and 2 workers with metrics off, and with
+#    metrics on while a real Prometheus scrapes all three every second; runs alternate (off, on,
+#    off, on, ...) so drift on the machine hits both alike. Mean on/off ratio with a 95% interval.
+#    The render-path updates run in both modes (an unexported registry), so this measures serving.
+# 2. Accounted: after each "on" render, the CPU each process spends per scrape (its /proc CPU
+#    time over SCRAPES back-to-back scrapes) times the scrapes the render saw, plus the
+#    render-path updates (how many steps, forwards and overlap messages the workers' counters
+#    say the render did, times each one's cost from worker/benches/metrics_cost.rs), as a share
+#    of the render's wall time: an upper bound, as if every microsecond were on the critical path.
 # Usage: benches/metrics_overhead.sh [repeats] [steps]   (defaults: 3 repeats, 60 steps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +17,9 @@ steps="${2:-60}"
 export PROTOC="${PROTOC:-$(command -v protoc || true)}"
 cargo build --release --locked -q -p longshot-cli
 bin=$PWD/target/release/longshot
+costs=$(cargo bench --locked -q -p longshot-worker --bench metrics_cost 2>/dev/null | grep -E '^[a-z_]+ [0-9.]+$')
+[ -n "$costs" ] || { echo "worker/benches/metrics_cost printed no costs" >&2; exit 1; }
+SCRAPES=${SCRAPES:-3000}
 command -v prometheus >/dev/null || { echo "prometheus is needed (scripts/install-deps.sh test)" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()
@@ -29,6 +38,36 @@ metrics_addr() { # the address a process logged as "metrics on http://ADDR/metri
   done
   echo "no metrics address in $1" >&2
   exit 1
+}
+
+account() { # the render just finished in $1: "CPU s per scrape of coordinator, worker 1, worker 2; update s"
+  python3 - "$SCRAPES" "$costs" "${pids[0]}" "$(metrics_addr "$1/coordinator.log")" \
+    "${pids[1]}" "$(metrics_addr "$1/worker-1.log")" "${pids[2]}" "$(metrics_addr "$1/worker-2.log")" <<'PY'
+import os, sys, urllib.request
+n, costs, procs = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+ns = dict((k, float(v)) for k, v in (l.split() for l in costs.splitlines()))
+tick = os.sysconf("SC_CLK_TCK")
+def cpu(pid):  # utime + stime, seconds
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / tick
+def get(addr):
+    return urllib.request.urlopen(f"http://{addr}/metrics").read().decode()
+def total(text, name):
+    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + "{") or l.startswith(name + " "))
+per_scrape, updates = [], 0.0
+for pid, addr in zip(procs[0::2], procs[1::2]):
+    t0 = cpu(pid)
+    for _ in range(n):
+        body = get(addr)
+    per_scrape.append((cpu(pid) - t0) / n)
+    if "longshot_worker_step_seconds" in body:
+        steps = total(body, "longshot_worker_step_seconds_count")
+        forwards = total(body, "longshot_worker_forward_seconds_count")
+        messages = total(body, "longshot_worker_exchange_wait_seconds_count")
+        updates += 1e-9 * (steps * ns["step_done"] + forwards * ns["forward_timer"]
+                           + messages * (ns["exchange_send"] + ns["exchange_recv"]))
+print(" ".join(f"{c:.6f}" for c in per_scrape), f"{updates:.6f}")
+PY
 }
 
 run() { # $1: on|off, $2: run index; prints the job's wall seconds
@@ -76,6 +115,7 @@ print((s["finished_unix_ms"] - s["submitted_unix_ms"]) / 1000)'
       sleep 0.2
     done
     [ -n "$scraped" ] || { echo "prometheus did not scrape all three exporters" >&2; exit 1; }
+    account "$dir" >"$work/account-$2"
   fi
   stop_all
 }
@@ -83,14 +123,28 @@ print((s["finished_unix_ms"] - s["submitted_unix_ms"]) / 1000)'
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "job: procedural model, 385 frames at 832x480, $steps steps, 2 workers; metrics on = /metrics served and scraped every 1 s"
 echo
-echo "| run | metrics off (s) | metrics on (s) | on / off |"
-echo "|---:|---:|---:|---:|"
-sum=0
+echo "per-operation costs (ns, worker/benches/metrics_cost.rs): $(echo $costs)"
+echo
+echo "| run | metrics off (s) | metrics on (s) | on / off | CPU per scrape: coordinator, worker 1, worker 2 (ms) | accounted cost of the on run |"
+echo "|---:|---:|---:|---:|---|---:|"
+ratios=()
 for r in $(seq 1 "$repeats"); do
   off=$(run off "$r")
   on=$(run on "$r")
-  ratio=$(awk -v a="$on" -v b="$off" 'BEGIN{printf "%.4f", a / b}')
-  sum=$(awk -v s="$sum" -v x="$ratio" 'BEGIN{print s + x}')
-  echo "| $r | $off | $on | $ratio |"
+  ratios+=("$(awk -v a="$on" -v b="$off" 'BEGIN{printf "%.4f", a / b}')")
+  # Scrapes seen: one per second per exporter over the render; updates: as counted.
+  read -r c w1 w2 upd <"$work/account-$r"
+  share=$(awk -v c="$c" -v a="$w1" -v b="$w2" -v u="$upd" -v t="$on" \
+    'BEGIN{printf "%.4f%%", 100 * ((c + a + b) * t + u) / t}')
+  ms=$(awk -v c="$c" -v a="$w1" -v b="$w2" 'BEGIN{printf "%.3f, %.3f, %.3f", 1e3 * c, 1e3 * a, 1e3 * b}')
+  echo "| $r | $off | $on | ${ratios[-1]} | $ms | $share |"
 done
-awk -v s="$sum" -v n="$repeats" 'BEGIN{printf "\nmean on/off: %.4f (%+.2f%%)\n", s / n, 100 * (s / n - 1)}'
+python3 - "${ratios[@]}" <<'PY'
+import statistics as st, sys
+r = [float(x) for x in sys.argv[1:]]
+m = st.mean(r)
+# Student's t, 97.5th percentile, for n − 1 degrees of freedom (n ≤ 10 covered; else normal).
+t = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}.get(len(r) - 1, 1.96)
+half = t * st.stdev(r) / len(r) ** 0.5 if len(r) > 1 else float("inf")
+print(f"\nmean on/off: {m:.4f} ({100 * (m - 1):+.2f}%), 95% interval {100 * (m - half - 1):+.2f}% .. {100 * (m + half - 1):+.2f}%")
+PY
