@@ -17,7 +17,8 @@
 // attention_emu.rs); the names there match the helpers here.
 //
 // Layout: q [q_tokens, heads·D], k, v [kv_tokens, heads·D] (bf16 bits), out [q_tokens,
-// heads·out_dim] f32: the first out_dim ≤ D columns of each head. A smaller head runs zero-padded
+// heads·out_dim] f32 (or bf16, the *_obf16 kernels, rounded to nearest even: the input of the
+// out-projection GEMM): the first out_dim ≤ D columns of each head. A smaller head runs zero-padded
 // to the next kernel's D (attention_pack_bf16 below): zero columns add nothing to q·k, and give
 // output columns that are not stored. rel_bias (the *_bias kernels only): [heads, q_tokens +
 // kv_tokens − 1] f32, score(i, j) += bias[h, j − i + q_tokens − 1]. Grid (ceil(q_tokens / 64),
@@ -133,12 +134,23 @@ __device__ __forceinline__ void copy_tile_async(u32 tile, const bf16_bits* src, 
     }
 }
 
+// ---- Output stores (f32, or bf16 for the *_obf16 kernels) ----------------------------------------
+
+__device__ __forceinline__ void store_pair(float* p, float lo, float hi) {
+    *reinterpret_cast<float2*>(p) = make_float2(lo, hi);
+}
+__device__ __forceinline__ void store_pair(bf16_bits* p, float lo, float hi) {
+    *reinterpret_cast<u32*>(p) = pack_bf16x2(lo, hi);
+}
+__device__ __forceinline__ void store_one(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_one(bf16_bits* p, float v) { *p = f32_to_bf16(v); }
+
 // ---- The kernel ---------------------------------------------------------------------------------
 
-template <int D, bool BIAS>
+template <int D, bool BIAS, typename OutT = float>
 __device__ __forceinline__ void attention_tiles(const bf16_bits* __restrict__ q, const bf16_bits* __restrict__ k,
                                                 const bf16_bits* __restrict__ v, const float* __restrict__ rel_bias,
-                                                float* __restrict__ out, u32 q_tokens, u32 kv_tokens, u32 heads,
+                                                OutT* __restrict__ out, u32 q_tokens, u32 kv_tokens, u32 heads,
                                                 u32 out_dim, float scale) {
     static_assert(D % 16 == 0 && D >= 64 && D <= 128, "head size: a multiple of 16 in 64..=128");
     static_assert(ATTN_BLOCK_M == ATTN_BLOCK_N, "the Q tile reuses the K/V tile geometry");
@@ -281,16 +293,16 @@ __device__ __forceinline__ void attention_tiles(const bf16_bits* __restrict__ q,
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
         const u32 query = m0 + warp * 16 + group + 8 * r;
         if (query < q_tokens) {
-            float* row = out + ((unsigned long long)query * heads + head) * out_dim + 2 * quad;
+            OutT* row = out + ((unsigned long long)query * heads + head) * out_dim + 2 * quad;
 #pragma unroll
             for (u32 nd = 0; nd < D / 8; ++nd) {
                 const float lo = o[nd][2 * r] * inv, hi = o[nd][2 * r + 1] * inv;
                 const u32 c = nd * 8 + 2 * quad;  // the column of `lo` in the head
                 if (out_dim == D) {
-                    *reinterpret_cast<float2*>(row + nd * 8) = make_float2(lo, hi);
+                    store_pair(row + nd * 8, lo, hi);
                 } else {
-                    if (c < out_dim) row[nd * 8] = lo;
-                    if (c + 1 < out_dim) row[nd * 8 + 1] = hi;
+                    if (c < out_dim) store_one(row + nd * 8, lo);
+                    if (c + 1 < out_dim) store_one(row + nd * 8 + 1, hi);
                 }
             }
         }
@@ -309,6 +321,19 @@ ATTENTION_KERNEL(attention_bf16_d64, 64, false)
 ATTENTION_KERNEL(attention_bf16_d64_bias, 64, true)
 ATTENTION_KERNEL(attention_bf16_d128, 128, false)
 ATTENTION_KERNEL(attention_bf16_d128_bias, 128, true)
+
+// bf16 output (the DiT's self- and cross-attention feed the out-projection GEMM in bf16).
+#define ATTENTION_KERNEL_OBF16(NAME, D)                                                                   \
+    extern "C" __global__ void __launch_bounds__(ATTN_THREADS)                                             \
+        NAME(const bf16_bits* q, const bf16_bits* k, const bf16_bits* v, const float* rel_bias,           \
+             bf16_bits* out, unsigned int q_tokens, unsigned int kv_tokens, unsigned int heads,            \
+             unsigned int out_dim, float scale) {                                                         \
+        attention_tiles<D, false, bf16_bits>(q, k, v, rel_bias, out, q_tokens, kv_tokens, heads, out_dim,  \
+                                             scale);                                                      \
+    }
+
+ATTENTION_KERNEL_OBF16(attention_bf16_d64_obf16, 64)
+ATTENTION_KERNEL_OBF16(attention_bf16_d128_obf16, 128)
 
 // f32 [rows, head_dim] → bf16 [rows, padded] (rows = tokens·heads), columns past head_dim zero:
 // the attention kernels' inputs from f32 activations, for heads smaller than a kernel's D.

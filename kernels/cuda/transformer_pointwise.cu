@@ -42,3 +42,30 @@ extern "C" __global__ void f32_to_bf16(const float* x, bf16_bits* out, unsigned 
 extern "C" __global__ void bf16_to_f32(const bf16_bits* x, float* out, unsigned long long n) {
     FOR_EACH_INDEX(i, n) out[i] = bf16_to_f32(x[i]);
 }
+
+// The 16-byte forms (n and dim multiples of 4, buffers 16-byte aligned; the wrappers check):
+// x[r, j] += y[r, j]·gate[j], the same arithmetic as gated_residual_f32, four floats per access.
+extern "C" __global__ void gated_residual_f32x4(float4* x, const float4* __restrict__ y,
+                                                const float4* __restrict__ gate, unsigned int dim4,
+                                                unsigned long long n4) {
+    FOR_EACH_INDEX(i, n4) {
+        float4 a = x[i];
+        const float4 b = y[i], g = gate[i % dim4];
+        a.x += b.x * g.x;
+        a.y += b.y * g.y;
+        a.z += b.z * g.z;
+        a.w += b.w * g.w;
+        x[i] = a;
+    }
+}
+
+// out[r, j] = table[r, j] + v[j]: each block's AdaLN modulation, scale_shift_table [L, 6·D] plus
+// the step's timestep_proj [6·D] (one f32 add, as the CPU's).
+extern "C" __global__ void add_row_vector_f32x4(const float4* __restrict__ table, const float4* __restrict__ v,
+                                                float4* __restrict__ out, unsigned int dim4,
+                                                unsigned long long n4) {
+    FOR_EACH_INDEX(i, n4) {
+        const float4 a = table[i], b = v[i % dim4];
+        out[i] = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+    }
+}

@@ -10,6 +10,7 @@
 //! `LONGSHOT_CUOBJDUMP` names another cuobjdump.
 
 use longshot_kernels::cuda::nvrtc::{self, ModuleImage};
+use longshot_kernels::cuda::sources::KernelSource;
 use longshot_kernels::cuda::{probe, sources};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,26 @@ const ATTENTION_KERNELS: &[&str] = &[
     "attention_bf16_d64_bias",
     "attention_bf16_d128",
     "attention_bf16_d128_bias",
+    "attention_bf16_d64_obf16",
+    "attention_bf16_d128_obf16",
+];
+/// The DiT's memory-bound kernels of the fused bf16 path, by source: each must keep everything
+/// in registers and read its rows with 128-bit global loads (`LDG.E.128`).
+const MEMORY_BOUND_KERNELS: &[(&KernelSource, &[&str])] = &[
+    (
+        &sources::TRANSFORMER_NORM,
+        &[
+            "layer_norm_f32",
+            "layer_norm_modulate_f32",
+            "rms_norm_f32",
+            "layer_norm_bf16",
+            "qkv_rms_rope_bf16",
+        ],
+    ),
+    (
+        &sources::TRANSFORMER_POINTWISE,
+        &["gated_residual_f32x4", "add_row_vector_f32x4"],
+    ),
 ];
 const INSTALL: &str = "python3 -m pip install --target .nvrtc 'nvidia-cuda-nvrtc==13.0.*' \
      'nvidia-cuda-cuobjdump==13.2.*' 'nvidia-cuda-nvdisasm==13.2.*' && export LD_LIBRARY_PATH=$PWD/.nvrtc/nvidia/cu13/lib:$LD_LIBRARY_PATH";
@@ -43,17 +64,21 @@ fn cuobjdump() -> PathBuf {
     }
 }
 
-fn attention_cubin(dir: &Path) -> PathBuf {
+fn cubin(dir: &Path, source: &KernelSource) -> PathBuf {
     if let Err(e) = probe::nvrtc_version() {
         panic!("{e}\nto install it: {INSTALL}");
     }
-    let bytes = match nvrtc::compile(&sources::ATTENTION_FLASH, ARCH).expect("attention_flash.cu compiles") {
+    let bytes = match nvrtc::compile(source, ARCH).unwrap_or_else(|e| panic!("{} compiles: {e}", source.file)) {
         ModuleImage::Cubin(b) => b,
         ModuleImage::Ptx(_) => panic!("expected a CUBIN for {ARCH}"),
     };
-    let path = dir.join("attention_flash.sm_90.cubin");
+    let path = dir.join(format!("{}.sm_90.cubin", source.file));
     std::fs::write(&path, bytes).expect("write the CUBIN");
     path
+}
+
+fn attention_cubin(dir: &Path) -> PathBuf {
+    cubin(dir, &sources::ATTENTION_FLASH)
 }
 
 fn run(tool: &Path, args: &[&str], cubin: &Path) -> String {
@@ -184,6 +209,63 @@ fn attention_kernels_use_tensor_cores_and_never_spill() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A 128-bit global load: `LDG.E.128`, with or without a cache qualifier (`LDG.E.128.CONSTANT`).
+fn is_ldg128(line: &str) -> bool {
+    let mut words = line.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let op = if first.starts_with('@') {
+        words.next().unwrap_or("")
+    } else {
+        first
+    };
+    op.starts_with("LDG.") && op.split('.').any(|m| m == "128")
+}
+
+#[test]
+fn fused_memory_bound_kernels_use_128_bit_loads_and_never_spill() {
+    let tool = cuobjdump();
+    let dir = std::env::temp_dir().join(format!("longshot-sass-mb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut failures = Vec::new();
+    for &(source, kernels) in MEMORY_BOUND_KERNELS {
+        let cubin = cubin(&dir, source);
+        let usage = resource_usage(&run(&tool, &["-res-usage"], &cubin));
+        let sass = sass_by_function(&run(&tool, &["-sass"], &cubin));
+        for &kernel in kernels {
+            let (Some(res), Some(code)) = (usage.get(kernel), sass.get(kernel)) else {
+                failures.push(format!("{kernel}: not in {} (have {:?})", source.file, usage.keys()));
+                continue;
+            };
+            let count = |op: &str| code.iter().filter(|l| opcode(l) == op).count();
+            let (ldl, stl) = (count("LDL"), count("STL"));
+            let ldg128 = code.iter().filter(|l| is_ldg128(l)).count();
+            let field = |k: &str| res.get(k).copied();
+            eprintln!(
+                "{kernel:<26} REG {:>3} STACK {} LOCAL {} | LDG.E.128 {ldg128} LDL {ldl} STL {stl}",
+                field("REG").unwrap_or(0),
+                field("STACK").unwrap_or(0),
+                field("LOCAL").unwrap_or(0),
+            );
+            for k in ["STACK", "LOCAL"] {
+                match field(k) {
+                    Some(0) => {}
+                    other => failures.push(format!("{kernel}: {k} {other:?}, expected 0 bytes")),
+                }
+            }
+            if ldl + stl > 0 {
+                failures.push(format!(
+                    "{kernel}: {ldl} LDL and {stl} STL (register spills or local arrays)"
+                ));
+            }
+            if ldg128 == 0 {
+                failures.push(format!("{kernel}: no 128-bit global load (LDG.E.128)"));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn the_parsers_read_cuobjdump_output() {
     let usage = resource_usage(
@@ -199,4 +281,8 @@ fn the_parsers_read_cuobjdump_output() {
     assert_eq!(opcode(&sass["k1"][0]), "HMMA");
     let ops: Vec<&str> = sass["k2"].iter().map(|l| opcode(l)).collect();
     assert_eq!(ops, ["STL", "LDL"]);
+    assert!(is_ldg128("LDG.E.128 R4, desc[UR4][R2.64] ;"));
+    assert!(is_ldg128("@!P0 LDG.E.128.CONSTANT R8, desc[UR6][R6.64] ;"));
+    assert!(!is_ldg128("LDG.E.64 R4, desc[UR4][R2.64] ;"));
+    assert!(!is_ldg128("STG.E.128 desc[UR4][R2.64], R4 ;"));
 }

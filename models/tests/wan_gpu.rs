@@ -2,7 +2,7 @@
 //! fixture checkpoints (`tests/fixtures/wan`). Device-only: run on the GPU machine through the
 //! device harness, never by CI; with no GPU every test fails loudly (no silent skips).
 //!
-//! Tolerance: the GPU runs every Linear as a bf16 × bf16 → f32 cuBLASLt GEMM, so GPU vs CPU is
+//! Tolerance: the GPU runs every Linear as a bf16 × bf16 cuBLASLt GEMM and attention on bf16, so GPU vs CPU is
 //! held to the bf16 tolerance, `max|gpu − cpu| / max|cpu| ≤ 1e-2`. The error against the diffusers
 //! golden is printed for information.
 
@@ -124,6 +124,40 @@ fn pipeline_tiny_transformer_matches_cpu_across_timesteps() {
         "timed and plain forwards differ: run-to-run nondeterminism (cuBLASLt algorithm choice or split-K atomics?)"
     );
     assert!(timings.total() > 0.0, "{timings:?}");
+}
+
+/// The block stack's CUDA graph: the first forward at a shape runs eagerly, the second captures
+/// and launches, later ones replay; every one equals the eager forward bit for bit (same kernels,
+/// same cached cuBLASLt algorithms), across timesteps and two text contexts (the K/V copy).
+#[test]
+fn graph_replay_matches_the_eager_forward_bit_for_bit() {
+    let dir = PipelineDir::open(&fixtures().join("pipeline_tiny"))
+        .and_then(|p| p.component_dir("transformer"))
+        .expect("pipeline_tiny transformer");
+    let mut eager = GpuWanTransformer::load(backend(), &dir).expect("load");
+    eager.set_cuda_graphs(false);
+    let graphed = GpuWanTransformer::load(backend(), &dir).expect("load");
+    let c = graphed.config().clone();
+    let dims = [c.in_channels, 3, 12, 16];
+    let x = values(11, dims.iter().product(), 1.0);
+    let ctx = [values(12, 512 * c.text_dim, 0.5), values(13, 512 * c.text_dim, 0.5)];
+    let texts_e = ctx.each_ref().map(|t| eager.encode_text(t).expect("text"));
+    let texts_g = ctx.each_ref().map(|t| graphed.encode_text(t).expect("text"));
+    for (i, t) in [999.0f32, 700.0, 500.5, 1.0].into_iter().enumerate() {
+        let which = i % 2;
+        let want = eager.forward(&x, dims, t, &texts_e[which]).expect("eager");
+        let got = graphed.forward(&x, dims, t, &texts_g[which]).expect("graphed");
+        assert_eq!(
+            graphed.has_captured_graph(),
+            i >= 1,
+            "forward {i}: graph captured after the second"
+        );
+        assert!(!eager.has_captured_graph());
+        assert!(
+            got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()),
+            "forward {i} (t={t}): graph replay differs from the eager forward"
+        );
+    }
 }
 
 #[test]

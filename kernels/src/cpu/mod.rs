@@ -243,6 +243,7 @@ pub mod nn_act;
 pub mod nn_attention;
 pub mod nn_attention_bias;
 pub mod nn_conv;
+pub mod nn_fused;
 pub mod nn_gemm;
 pub mod nn_linear;
 pub mod nn_norm;

@@ -1,13 +1,23 @@
 //! [`CudaBackend`]: one device, one stream, and the kernel modules loaded on it (compiled on first
 //! use through the [`KernelCache`]). The typed op wrappers are `impl CudaBackend` blocks in the
-//! `ops_*` modules; this file holds what they share.
+//! `ops_*` modules; this file holds what they share, and the stream capture into CUDA graphs
+//! ([`CapturedGraph`]).
+//!
+//! The stream is a non-blocking stream of its own (not the legacy default stream, which cannot be
+//! captured and synchronises with every other stream), and the context's per-buffer event
+//! tracking is off: every buffer of the backend is used on this one stream, where order is
+//! implicit, and a capture must not wait on events recorded outside it. Work on another stream
+//! (NCCL's communication stream) is ordered with explicit events (`nccl_exchange`).
 
 use super::error::CudaError;
 use super::kernel_cache::KernelCache;
 use super::nvrtc::ModuleImage;
 use super::probe::{self, DeviceInfo};
 use super::sources::KernelSource;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
+};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,7 +45,11 @@ impl CudaBackend {
         let info = probe::device(ordinal)?;
         probe::nvrtc_version()?;
         let ctx = CudaContext::new(ordinal)?;
-        let stream = ctx.default_stream();
+        // SAFETY: called before this context has any buffer, so none is left half-tracked; the
+        // module doc states the ordering rule that replaces the events (one stream, explicit
+        // events across streams).
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream()?;
         Ok(Self {
             info,
             ctx,
@@ -82,6 +96,24 @@ impl CudaBackend {
         Ok(total.saturating_sub(free) as u64)
     }
 
+    /// Starts capturing this thread's work on the stream into a graph (nothing runs until the
+    /// graph is launched). Thread-local mode: other threads' CUDA calls are not affected. Every
+    /// buffer the captured work touches must outlive the graph, and nothing may allocate, free,
+    /// copy from the host or synchronise until [`end_capture`](Self::end_capture).
+    pub fn begin_capture(&self) -> Result<(), CudaError> {
+        Ok(self
+            .stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?)
+    }
+
+    /// Ends the capture begun by [`begin_capture`](Self::begin_capture) and instantiates it.
+    pub fn end_capture(&self) -> Result<CapturedGraph, CudaError> {
+        match self.stream.end_capture(CUgraphInstantiate_flags(0))? {
+            Some(graph) => Ok(CapturedGraph { graph }),
+            None => Err(super::error::shape_error("end_capture", "the capture recorded no work")),
+        }
+    }
+
     /// Kernel `name` of `source`, loading (and if need be compiling) its module on first use.
     pub(crate) fn function(&self, source: &KernelSource, name: &str) -> Result<CudaFunction, CudaError> {
         let module = {
@@ -124,4 +156,22 @@ pub(crate) fn pointwise_config(n: usize) -> LaunchConfig {
 /// A `u32` kernel argument, or a shape error naming `what` when it does not fit.
 pub(crate) fn as_u32(op: &'static str, what: &str, v: usize) -> Result<u32, CudaError> {
     u32::try_from(v).map_err(|_| super::error::shape_error(op, format!("{what} {v} does not fit in 32 bits")))
+}
+
+/// An instantiated CUDA graph of work captured on the backend's stream; [`launch`](Self::launch)
+/// replays it there.
+pub struct CapturedGraph {
+    graph: CudaGraph,
+}
+
+// SAFETY: a CUgraph / CUgraphExec is not bound to the thread that created it; the CUDA rule is
+// only that calls on one graph are not concurrent, which `launch(&mut self)` and the absence of
+// `Sync` guarantee.
+unsafe impl Send for CapturedGraph {}
+
+impl CapturedGraph {
+    /// Enqueues the whole graph on the stream it was captured on.
+    pub fn launch(&mut self) -> Result<(), CudaError> {
+        Ok(self.graph.launch()?)
+    }
 }

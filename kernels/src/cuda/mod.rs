@@ -9,8 +9,10 @@
 //! - [`kernel_cache`]: compiled modules on disk, keyed by source, options, arch and NVRTC version;
 //!   an entry is used only when its header's key, length and hash match, and written atomically.
 //! - [`backend`]: [`CudaBackend`] (device, stream, loaded modules) and launch helpers.
-//! - `ops_denoise`, `ops_transformer`, `ops_vae`: the launch wrappers, as `CudaBackend` methods.
-//! - [`gemm_cublaslt`]: bf16 × bf16 → f32 GEMMs through cuBLASLt.
+//! - `ops_denoise`, `ops_transformer`, `ops_fused` (the DiT's fused bf16 path), `ops_vae`: the
+//!   launch wrappers, as `CudaBackend` methods.
+//! - [`gemm_cublaslt`]: bf16 × bf16 → f32 or bf16 GEMMs through cuBLASLt, bias and GELU fused
+//!   into the epilogue, plans cached per shape.
 //! - [`nccl_exchange`]: the overlap exchange over NCCL on a communication stream (single-rank
 //!   tested on the device; multi-rank NCCL has not been run here).
 //! - [`parity`]: seeded random inputs and comparisons for the GPU parity tests (test support).
@@ -27,19 +29,21 @@ pub mod nccl_exchange;
 pub mod nccl_host;
 pub mod nvrtc;
 mod ops_denoise;
+mod ops_fused;
 mod ops_transformer;
 mod ops_vae;
 pub mod parity;
 pub mod probe;
 pub mod sources;
 
-pub use backend::CudaBackend;
+pub use backend::{CapturedGraph, CudaBackend};
 pub use error::CudaError;
-pub use gemm_cublaslt::BlasLt;
+pub use gemm_cublaslt::{BlasLt, Epilogue, GemmKey, GemmOut, OutType};
 pub use kernel_cache::{CacheKey, CacheOutcome, KernelCache};
 pub use nccl_exchange::{nccl_version, InFlight, NcclExchange, NcclUniqueId};
 pub use nccl_host::HostOverlapExchange;
 pub use ops_denoise::UniPcCoefficients;
+pub use ops_fused::{LnAffine, QkvLayout};
 pub use ops_transformer::ATTN_HEAD_DIMS;
 pub use ops_vae::ConvShape;
 pub use probe::DeviceInfo;

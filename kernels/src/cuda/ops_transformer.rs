@@ -11,15 +11,37 @@ use super::sources::{
 use crate::cpu::nn_attention::AttentionShape;
 pub use crate::tensor_core::ATTN_HEAD_DIMS;
 use crate::tensor_core::{
-    attention_kernel_name, attention_padded_head_dim, attention_smem_bytes, ATTN_BLOCK_M, ATTN_THREADS,
+    attention_kernel_name, attention_kernel_name_obf16, attention_padded_head_dim, attention_smem_bytes, ATTN_BLOCK_M,
+    ATTN_THREADS,
 };
 use cudarc::driver::sys::CUfunction_attribute;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
-/// Threads per row of the norm kernels (`NORM_THREADS` in transformer_norm.cu).
-const NORM_THREADS: u32 = 256;
+/// An attention output element: f32, or bf16 bits (`u16`, the `*_obf16` kernels, no bias).
+pub(crate) trait AttentionOut: DeviceRepr {
+    fn kernel(head_dim: usize, bias: bool) -> Option<&'static str>;
+}
 
-fn rows_of(op: &'static str, len: usize, dim: usize) -> Result<u32, CudaError> {
+impl AttentionOut for f32 {
+    fn kernel(head_dim: usize, bias: bool) -> Option<&'static str> {
+        attention_kernel_name(head_dim, bias)
+    }
+}
+
+impl AttentionOut for u16 {
+    fn kernel(head_dim: usize, bias: bool) -> Option<&'static str> {
+        if bias {
+            None
+        } else {
+            attention_kernel_name_obf16(head_dim)
+        }
+    }
+}
+
+/// Rows (one warp each) per block of the norm kernels (`NORM_WARPS` in transformer_norm.cu).
+pub(crate) const NORM_WARPS: u32 = 8;
+
+pub(crate) fn rows_of(op: &'static str, len: usize, dim: usize) -> Result<u32, CudaError> {
     if dim == 0 || !len.is_multiple_of(dim) {
         return Err(shape_error(op, format!("length {len} is not a multiple of dim {dim}")));
     }
@@ -33,10 +55,11 @@ fn rows_of(op: &'static str, len: usize, dim: usize) -> Result<u32, CudaError> {
     Ok(rows as u32)
 }
 
-fn row_config(rows: u32) -> LaunchConfig {
+/// One warp per row, [`NORM_WARPS`] rows per block, `parts` blocks in y.
+pub(crate) fn row_config(rows: u32, parts: u32) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (rows.max(1), 1, 1),
-        block_dim: (NORM_THREADS, 1, 1),
+        grid_dim: (rows.div_ceil(NORM_WARPS).max(1), parts, 1),
+        block_dim: (NORM_WARPS * 32, 1, 1),
         shared_mem_bytes: 0,
     }
 }
@@ -70,13 +93,14 @@ impl CudaBackend {
                 b.arg(&null).arg(&null);
             }
         }
-        b.arg(&d).arg(&eps);
+        b.arg(&rows).arg(&d).arg(&eps);
         if rows == 0 {
             return Ok(());
         }
         // SAFETY: matches `layer_norm_f32`; x and out hold rows·dim floats, weight and bias dim
-        // (or are null, which the kernel tests before reading).
-        unsafe { b.launch(row_config(rows)) }?;
+        // (or are null, which the kernel tests before reading); one warp per row, rows checked
+        // by the kernel against the grid's tail.
+        unsafe { b.launch(row_config(rows, 1)) }?;
         Ok(())
     }
 
@@ -101,9 +125,9 @@ impl CudaBackend {
         let d = as_u32(OP, "dim", dim)?;
         let f = self.function(&TRANSFORMER_NORM, "layer_norm_modulate_f32")?;
         let mut b = self.stream().launch_builder(&f);
-        b.arg(x).arg(out).arg(scale).arg(shift).arg(&d).arg(&eps);
+        b.arg(x).arg(out).arg(scale).arg(shift).arg(&rows).arg(&d).arg(&eps);
         // SAFETY: matches `layer_norm_modulate_f32`; lengths checked above.
-        unsafe { b.launch(row_config(rows)) }?;
+        unsafe { b.launch(row_config(rows, 1)) }?;
         Ok(())
     }
 
@@ -124,9 +148,9 @@ impl CudaBackend {
         let d = as_u32(OP, "dim", dim)?;
         let f = self.function(&TRANSFORMER_NORM, "rms_norm_f32")?;
         let mut b = self.stream().launch_builder(&f);
-        b.arg(x).arg(weight).arg(&d).arg(&eps);
+        b.arg(x).arg(weight).arg(&rows).arg(&d).arg(&eps);
         // SAFETY: matches `rms_norm_f32`; x holds rows·dim floats, weight dim.
-        unsafe { b.launch(row_config(rows)) }?;
+        unsafe { b.launch(row_config(rows, 1)) }?;
         Ok(())
     }
 
@@ -171,8 +195,9 @@ impl CudaBackend {
             b.arg(y);
         }
         b.arg(v).arg(&d).arg(&n);
-        // SAFETY: matches `gated_residual_f32` (x, y, gate, dim, n) or `add_bias_rows_f32`
-        // (x, bias, dim, n); x (and y) hold n floats, the row vector dim, n a multiple of dim.
+        // SAFETY: matches `add_bias_rows_f32` (x, bias, dim, n) when y is None, or
+        // `gated_residual_f32` (x, y, gate, dim, n); x (and y) hold n floats, the row vector dim,
+        // n a multiple of dim.
         unsafe { b.launch(pointwise_config(n as usize)) }?;
         Ok(())
     }
@@ -184,7 +209,7 @@ impl CudaBackend {
         y: &CudaSlice<f32>,
         gate: &CudaSlice<f32>,
     ) -> Result<(), CudaError> {
-        self.row_broadcast("gated_residual", "gated_residual_f32", x, Some(y), gate)
+        self.gated_residual_rows(x, y, &gate.as_view())
     }
 
     /// `x[r, j] += bias[j]`.
@@ -377,7 +402,7 @@ impl CudaBackend {
     /// The kernel for head size `d` on inputs packed to `[tokens, heads·d]`, writing the first
     /// `shape.head_dim` columns of each head to `out` (`[q_tokens, heads·head_dim]`).
     #[allow(clippy::too_many_arguments)]
-    fn launch_attention(
+    pub(crate) fn launch_attention<O: AttentionOut>(
         &self,
         q: &CudaSlice<u16>,
         k: &CudaSlice<u16>,
@@ -386,7 +411,7 @@ impl CudaBackend {
         shape: AttentionShape,
         d: usize,
         scale: f32,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaSlice<O>,
     ) -> Result<(), CudaError> {
         const OP: &str = "attention";
         let packed_width = shape.heads * d;
@@ -394,7 +419,7 @@ impl CudaBackend {
         check_len(OP, "k", k.len(), shape.kv_tokens * packed_width)?;
         check_len(OP, "v", v.len(), shape.kv_tokens * packed_width)?;
         check_len(OP, "out", out.len(), shape.q_tokens * shape.width())?;
-        let kernel = attention_kernel_name(d, rel_bias.is_some())
+        let kernel = O::kernel(d, rel_bias.is_some())
             .ok_or_else(|| shape_error(OP, format!("no attention kernel for head size {d}")))?;
         if shape.q_tokens == 0 || shape.heads == 0 {
             return Ok(());
@@ -438,8 +463,8 @@ impl CudaBackend {
             block_dim: (ATTN_THREADS as u32, 1, 1),
             shared_mem_bytes: smem,
         };
-        // SAFETY: matches `attention_bf16_d{64,128}[_bias]` (the name chosen from d and the
-        // bias); q holds q_tokens·heads·d values, k/v kv_tokens·heads·d, out q_tokens·heads·out_dim
+        // SAFETY: matches `attention_bf16_d{64,128}[_bias|_obf16]` (the name chosen from d, the
+        // bias and the output type O, f32 or bf16 bits); q holds q_tokens·heads·d values, k/v kv_tokens·heads·d, out q_tokens·heads·out_dim
         // with out_dim ≤ d, the bias (passed only to the _bias kernels, null otherwise)
         // heads·(q+kv−1); rows of heads·d bf16 are 16-byte aligned (d is a multiple of 8,
         // allocations 256-byte aligned) as cp.async needs; the grid has one block per 64 queries

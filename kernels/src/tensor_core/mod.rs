@@ -46,6 +46,15 @@ pub fn attention_kernel_name(head_dim: usize, bias: bool) -> Option<&'static str
     })
 }
 
+/// The bf16-output kernel for `head_dim` (no relative bias), if one is instantiated.
+pub fn attention_kernel_name_obf16(head_dim: usize) -> Option<&'static str> {
+    Some(match head_dim {
+        64 => "attention_bf16_d64_obf16",
+        128 => "attention_bf16_d128_obf16",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +77,16 @@ mod tests {
             }
         }
         assert_eq!(SOURCE.matches("\nATTENTION_KERNEL(").count(), 2 * ATTN_HEAD_DIMS.len());
+        for d in ATTN_HEAD_DIMS {
+            let name = attention_kernel_name_obf16(d).expect("instantiated");
+            let line = format!("ATTENTION_KERNEL_OBF16({name}, {d})\n");
+            assert!(SOURCE.contains(&line), "attention_flash.cu lacks {line:?}");
+        }
+        assert_eq!(
+            SOURCE.matches("\nATTENTION_KERNEL_OBF16(").count(),
+            ATTN_HEAD_DIMS.len()
+        );
+        assert_eq!(attention_kernel_name_obf16(12), None);
         assert_eq!(attention_smem_bytes(128), 80 * 1024);
         // The index maps of fragments.rs, as the .cu spells them: editing one side fails here.
         for body in [

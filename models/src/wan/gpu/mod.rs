@@ -2,17 +2,27 @@
 //! [`WanTransformer`](super::WanTransformer) op for op, on `longshot_kernels::cuda`'s kernels and
 //! cuBLASLt GEMMs; the VAE decoder ([`GpuWanVaeDecoder`]) on the VAE kernels in f32.
 //!
-//! Transformer precision (the dtype policy of diffusers in bf16, spec §1.4, except that activations stay f32
-//! between ops):
-//! - Every Linear of the patch embedding, text MLP, `time_proj`, the blocks and `proj_out` runs as
-//!   a cuBLASLt GEMM with **bf16 weights and bf16-rounded inputs, f32 accumulation and f32
-//!   output**; biases are f32 and added after the GEMM.
-//! - Norm weights, biases, the modulation tables and the RoPE tables are f32; LayerNorm, RMSNorm,
-//!   modulation, RoPE, GELU and gated residuals run in f32. Attention takes f32 q, k, v and runs
-//!   on tensor cores: q, k, v and P rounded to bf16, scores, softmax and accumulation in f32.
+//! Transformer precision (the dtype policy of diffusers in bf16, spec §1.4, except that the
+//! residual stream stays f32):
+//! - Every Linear runs as a cuBLASLt GEMM with **bf16 weights and bf16 inputs, f32
+//!   accumulation**, the bias (and for the FFN's and text MLP's first Linear the tanh-GELU) fused
+//!   into the epilogue. A GEMM writes **bf16 when another GEMM or attention consumes it** (the
+//!   FFN hidden, the text embedding; bias then in bf16 as in diffusers) and **f32 when a norm or
+//!   the residual does** (the fused QKV projection, the out-projections, `ffn_out`,
+//!   `time_proj`, `proj_out`; bias f32).
+//! - to_q/to_k/to_v of self-attention are one `[3D, D]` GEMM, to_k/to_v of cross-attention one
+//!   `[2D, D]` GEMM (weights and biases concatenated at load).
+//! - Norm weights, biases, the modulation tables and the RoPE tables are f32. LayerNorm (+ AdaLN
+//!   modulation or affine) writes bf16; RMSNorm of q, k (across heads) and RoPE run in f32 on the
+//!   fused projection and write bf16 q, k, v in the attention kernel's head layout; attention
+//!   reads those and writes bf16 (tensor cores: scores, softmax and accumulation in f32, P in
+//!   bf16); the gated residuals add into the f32 residual stream.
 //! - The time embedder (`time_embedder.linear_1/2`, kept in fp32 by diffusers too) runs on the
-//!   host in f32 with the CPU reference ops: it is one token, and the result is needed on the host
-//!   anyway to form each block's modulation vectors.
+//!   host in f32 with the CPU reference ops: it is one token computed from `t`, an input; its
+//!   result goes to the device once. `timestep_proj` and every block's modulation stay on the
+//!   device (no host round trip inside a forward), and the block stack runs as a CUDA graph
+//!   from a shape's third forward (`transformer` module doc; `LONGSHOT_CUDA_GRAPHS=0` turns it
+//!   off).
 //!
 //! Because of the bf16 GEMMs and attention, GPU vs CPU parity holds to the **bf16 tolerance** (≤ 1e-2 relative,
 //! `max|Δ| / max|reference|`), not to the f32 one (1e-5): `tests/wan_gpu.rs` checks that on the
@@ -23,7 +33,8 @@
 //!   [`WeightStore`](super::WeightStore), or random weights for benchmarks; `encode_text`;
 //!   `forward` / `forward_device`) and [`GpuTextContext`];
 //!   it implements `WanForward`, so [`GpuWanDenoiser`] is `wan::transformer::denoiser::WanDenoiser` on it;
-//! - `block`: one transformer block; `linear`: a bf16 Linear and the device handle the layers
+//! - `block`: one transformer block (fused QKV, the modulation layout); `linear`: a bf16 Linear
+//!   with epilogue variants and the device handle the layers
 //!   share; `source`: where weights come from (checkpoint or seeded random); `error`:
 //!   [`GpuWanError`]; `timing`: the optional per-phase timing of a forward ([`ForwardTimings`]);
 //! - `vae`: [`GpuWanVaeDecoder`], the VAE decoder in f32 (no bf16: GPU vs CPU to 1e-4, sharded

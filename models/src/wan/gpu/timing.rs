@@ -1,6 +1,7 @@
 //! Optional per-phase wall-clock timing of one forward. When enabled the stream is synchronised
-//! at every phase boundary (which costs a little time itself), so use it to see where the time
-//! goes, and time the unprofiled forward for the headline number.
+//! at every phase boundary (which costs a little time itself), and the block stack runs eagerly,
+//! not as a CUDA graph; so use it to see where the time goes, and time the unprofiled forward
+//! for the headline number.
 
 use super::error::GpuWanError;
 use super::linear::Gpu;
@@ -9,15 +10,15 @@ use std::time::Instant;
 /// Seconds spent per phase of one forward (filled by `forward_device_timed`).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ForwardTimings {
-    /// Every block's Linears (bf16 cuBLASLt GEMM + f32 bias) and their bf16 input conversions.
+    /// Every block's Linears (bf16 cuBLASLt GEMMs, bias and GELU in their epilogues).
     pub block_linears: f64,
     /// Self-attention kernels (the attention itself; RoPE and q/k RMSNorm are in `pointwise`).
     pub self_attention: f64,
     /// Cross-attention over the text tokens.
     pub cross_attention: f64,
-    /// Norms, modulation, RoPE, GELU, residuals, modulation uploads.
+    /// Norms (→ bf16), the modulation add, q/k RMSNorm + RoPE (→ bf16), residuals.
     pub pointwise: f64,
-    /// Time embedding, patch embedding, head, unpatchify, RoPE tables.
+    /// Time embedding, patch embedding, the text K/V copy, head, unpatchify, RoPE tables.
     pub edges: f64,
 }
 
