@@ -43,6 +43,15 @@ impl ModelInfo {
     }
 }
 
+/// The output frames a causal decoder with temporal compression `c` makes from latent frame
+/// `latent` (clip-global): frame 0 from latent 0, then `c` frames from each further latent.
+pub fn causal_frames(latent: usize, c: usize) -> std::ops::Range<usize> {
+    match latent {
+        0 => 0..1,
+        l => 1 + c * (l - 1)..1 + c * l,
+    }
+}
+
 /// Guidance branch of a forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Branch {
@@ -197,4 +206,20 @@ pub trait FrameDecoder: Send + Sync {
         emit_from: usize,
         sink: &mut dyn FnMut(usize, RgbFrame),
     ) -> Result<(), DenoiseError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causal_frames_tile_the_decoded_clip_in_order() {
+        for c in [1, 4] {
+            for latents in 1..8 {
+                let frames: Vec<usize> = (0..latents).flat_map(|l| causal_frames(l, c)).collect();
+                assert_eq!(frames, (0..1 + c * (latents - 1)).collect::<Vec<_>>());
+            }
+        }
+        assert_eq!(causal_frames(3, 4), 9..13);
+    }
 }

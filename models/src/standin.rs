@@ -10,8 +10,8 @@
 
 use crate::served::{ServedModel, ServedModelError, TextConditioning};
 use longshot_core::denoiser::{
-    Branch, Conditioning, DenoiseError, Denoiser, FrameDecoder, ModelInfo, RgbFrame, StepPoint, TextEmbeddings,
-    WindowContext,
+    causal_frames, Branch, Conditioning, DenoiseError, Denoiser, FrameDecoder, ModelInfo, RgbFrame, StepPoint,
+    TextEmbeddings, WindowContext,
 };
 use longshot_core::tensor::Latents;
 use std::time::Duration;
@@ -135,10 +135,7 @@ impl FrameDecoder for StandinDecoder {
             data: vec![0.5; width * height * 3],
         };
         for l in emit_from..shape.frames {
-            match first_global + l {
-                0 => sink(0, frame()),
-                global => (1..=TEMPORAL).for_each(|k| sink(TEMPORAL * (global - 1) + k, frame())),
-            }
+            causal_frames(first_global + l, TEMPORAL).for_each(|i| sink(i, frame()));
         }
         Ok(())
     }

@@ -295,13 +295,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_worker_describes_itself_registers_and_deregisters_on_shutdown() {
-        let registry = Arc::new(Registry::default());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let config = ServeConfig {
-            id: Some("w-serve".into()),
+    fn config(id: &str) -> ServeConfig {
+        ServeConfig {
+            id: Some(id.into()),
             advertise: None,
             models: Vec::new(),
             device: DeviceRequest::Cpu,
@@ -311,7 +307,12 @@ mod tests {
             standin_forward: None,
             metrics: None,
             trace_steps: 0,
-        };
+        }
+    }
+
+    /// Serves `config` on `listener` until the worker has registered, then shuts it down.
+    async fn serve_until_registered(config: ServeConfig, listener: TcpListener) -> Arc<Registry> {
+        let registry = Arc::new(Registry::default());
         let r = registry.clone();
         let shutdown = async move {
             while r.registered.lock().unwrap().is_empty() {
@@ -321,6 +322,14 @@ mod tests {
         serve(config, Arc::new(Transport(registry.clone())), listener, shutdown)
             .await
             .unwrap();
+        registry
+    }
+
+    #[tokio::test]
+    async fn a_worker_describes_itself_registers_and_deregisters_on_shutdown() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let registry = serve_until_registered(config("w-serve"), listener).await;
         let registered = registry.registered.lock().unwrap().clone();
         assert_eq!(registered.len(), 1);
         let info = &registered[0];
@@ -339,29 +348,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_stand_in_model_is_served_only_when_asked() {
-        let registry = Arc::new(Registry::default());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let config = ServeConfig {
-            id: Some("w-standin".into()),
-            advertise: None,
-            models: Vec::new(),
-            device: DeviceRequest::Cpu,
-            membership: Membership::Coordinator("coordinator".into()),
-            connect_timeout: None,
-            version: "test-version".into(),
             standin_forward: Some(Duration::from_millis(350)),
-            metrics: None,
-            trace_steps: 0,
+            ..config("w-standin")
         };
-        let r = registry.clone();
-        let shutdown = async move {
-            while r.registered.lock().unwrap().is_empty() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        serve(config, Arc::new(Transport(registry.clone())), listener, shutdown)
-            .await
-            .unwrap();
+        let registry = serve_until_registered(config, listener).await;
         let registered = registry.registered.lock().unwrap().clone();
         let models: Vec<(&str, &str)> = registered[0]
             .models
@@ -375,5 +367,24 @@ mod tests {
                 (StandinModel::NAME, "standin, forward 350000 µs")
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn an_exporting_worker_reports_its_device_memory() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = prometheus::Registry::new();
+        let config = ServeConfig {
+            metrics: Some(metrics.clone()),
+            ..config("w-metrics")
+        };
+        serve_until_registered(config, listener).await;
+        let text = prometheus::TextEncoder::new().encode_to_string(&metrics.gather()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("longshot_worker_device_memory_used_bytes "))
+            .unwrap_or_else(|| panic!("no device memory gauge in:\n{text}"));
+        let bytes: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(bytes > 1e6, "{line}");
+        assert!(text.contains("longshot_build_info{component=\"worker\",device=\"cpu\""), "{text}");
     }
 }

@@ -9,7 +9,7 @@
 
 use super::colour::{self, CHANNELS};
 use super::{detmath, ProceduralError};
-use longshot_core::denoiser::{DenoiseError, FrameDecoder, RgbFrame};
+use longshot_core::denoiser::{causal_frames, DenoiseError, FrameDecoder, RgbFrame};
 use longshot_core::tensor::Latents;
 use rayon::prelude::*;
 
@@ -147,13 +147,13 @@ impl FrameDecoder for ProceduralDecoder {
             match &previous {
                 None => sink(0, self.upsample(&current, h, w, &ty, &tx)),
                 Some(prev) => {
-                    for k in 1..=TEMPORAL {
+                    for (k, index) in (1..).zip(causal_frames(global, TEMPORAL)) {
                         // Smoothstep rather than linear: a linear ramp has zero second difference
                         // inside each latent step, which makes the d2 seam metric degenerate.
                         let t = k as f32 / TEMPORAL as f32;
                         let wk = t * t * (3.0 - 2.0 * t);
                         let blended: Vec<f32> = prev.iter().zip(&current).map(|(&a, &b)| lerp(a, b, wk)).collect();
-                        sink(TEMPORAL * (global - 1) + k, self.upsample(&blended, h, w, &ty, &tx));
+                        sink(index, self.upsample(&blended, h, w, &ty, &tx));
                     }
                 }
             }
