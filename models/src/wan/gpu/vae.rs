@@ -81,14 +81,59 @@ impl Pre<'_> {
     }
 }
 
-/// One conv's packed input (channels-last bf16): `hist` frames kept from the previous chunk, then
-/// the frames pushed for this one.
+/// A ring's bookkeeping in frames (what [`Ring`] does to device memory, as plain indices, so the
+/// tests check it on the CPU): `hist` frames kept from the previous chunk at the front, then the
+/// frames pushed for the current one, `len` in all, never more than `capacity`.
+#[derive(Clone, Copy, Debug)]
+struct RingFrames {
+    capacity: usize,
+    hist: usize,
+    len: usize,
+}
+
+impl RingFrames {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            hist: 0,
+            len: 0,
+        }
+    }
+
+    /// The slots `n` new frames are written to, right after the history.
+    fn push(&mut self, n: usize) -> std::ops::Range<usize> {
+        assert!(
+            self.hist + n <= self.capacity,
+            "ring of {} frames overflows",
+            self.capacity
+        );
+        self.len = self.hist + n;
+        self.hist..self.len
+    }
+
+    /// Keeps the last `keep` frames as the next chunk's history: the (source, destination) slot
+    /// moves, to be done in order. Each source is behind its destination and every source is read
+    /// before a later move overwrites it, so single-frame copies in this order are safe.
+    fn keep_last(&mut self, keep: usize) -> Vec<(usize, usize)> {
+        let keep = keep.min(self.len);
+        let start = self.len - keep;
+        let moves = if start > 0 {
+            (0..keep).map(|i| (start + i, i)).collect()
+        } else {
+            Vec::new()
+        };
+        self.hist = keep;
+        self.len = keep;
+        moves
+    }
+}
+
+/// One conv's packed input (channels-last bf16) on the device, laid out by [`RingFrames`].
 struct Ring {
     data: CudaSlice<u16>,
     /// Values per packed frame (`pixels · padded_channels`).
     frame: usize,
-    hist: usize,
-    len: usize,
+    at: RingFrames,
 }
 
 impl Ring {
@@ -97,8 +142,7 @@ impl Ring {
         Ok(Self {
             data: be.stream().alloc_zeros::<u16>(frame * capacity)?,
             frame,
-            hist: 0,
-            len: 0,
+            at: RingFrames::new(capacity),
         })
     }
 
@@ -111,36 +155,32 @@ impl Ring {
         pixels: usize,
         pre: Pre<'_>,
     ) -> Result<(), GpuWanError> {
-        let n = src.len() / (channels * pixels);
+        let slots = self.at.push(src.len() / (channels * pixels));
         let silu = matches!(pre, Pre::NormSilu(_));
-        let mut dst = self
-            .data
-            .slice_mut(self.hist * self.frame..(self.hist + n) * self.frame);
+        let mut dst = self.data.slice_mut(slots.start * self.frame..slots.end * self.frame);
         be.pack_channels_last_bf16(src, channels, pixels, pre.gamma(), silu, &mut dst)?;
-        self.len = self.hist + n;
         Ok(())
     }
 
+    /// The packed frames: the history, then the pushed ones.
     fn view(&self) -> CudaView<'_, u16> {
-        self.data.slice(..self.len * self.frame)
+        self.data.slice(..self.at.len * self.frame)
     }
 
-    /// Keeps the last `keep` frames as the next chunk's history, moved to the front one frame at
-    /// a time in increasing order (a source frame is always behind its destination).
+    /// History frames in front of the pushed ones, and the number pushed.
+    fn frames(&self) -> (usize, usize) {
+        (self.at.hist, self.at.len - self.at.hist)
+    }
+
+    /// Keeps the last `keep` frames as the next chunk's history.
     fn keep_last(&mut self, be: &CudaBackend, keep: usize) -> Result<(), GpuWanError> {
-        let keep = keep.min(self.len);
-        let start = self.len - keep;
-        if start > 0 {
-            for i in 0..keep {
-                let (mut front, back) = self.data.split_at_mut((start + i) * self.frame);
-                be.stream().memcpy_dtod(
-                    &back.slice(..self.frame),
-                    &mut front.slice_mut(i * self.frame..(i + 1) * self.frame),
-                )?;
-            }
+        for (src, dst) in self.at.keep_last(keep) {
+            let (mut front, back) = self.data.split_at_mut(src * self.frame);
+            be.stream().memcpy_dtod(
+                &back.slice(..self.frame),
+                &mut front.slice_mut(dst * self.frame..(dst + 1) * self.frame),
+            )?;
         }
-        self.hist = keep;
-        self.len = keep;
         Ok(())
     }
 }
@@ -217,9 +257,10 @@ impl GpuConv {
         residual: bool,
         out: &mut CudaViewMut<'_, f32>,
     ) -> Result<(), GpuWanError> {
+        let (hist, frames) = ring.frames();
         let g = ConvGeometry {
-            frames: ring.len - ring.hist,
-            hist: ring.hist,
+            frames,
+            hist,
             cin: self.cin,
             cout: self.cout,
             h,
@@ -667,5 +708,58 @@ impl WanVae for GpuWanVaeDecoder {
             width: x.width,
             data,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunk_frames, RingFrames, CHUNK_BYTES};
+
+    /// `GpuConv::forward_into`'s loop (and the residual block's, which has the same shape) on
+    /// frame labels: before every conv the ring holds exactly input frames t0 − hist .. t1 with
+    /// hist = min(t0, kt − 1), the history the conv's geometry is given.
+    #[test]
+    fn the_ring_holds_each_chunks_input_frames_with_their_history() {
+        for frames in 1..12 {
+            for chunk in [2, 3, 5, 16] {
+                for kt in [1, 3] {
+                    let chunk = chunk.min(frames); // as `chunk_frames(..).min(frames)`
+                    let mut at = RingFrames::new(chunk + kt - 1);
+                    let mut slots: Vec<Option<usize>> = vec![None; chunk + kt - 1];
+                    for t0 in (0..frames).step_by(chunk) {
+                        let t1 = (t0 + chunk).min(frames);
+                        let written = at.push(t1 - t0);
+                        for (slot, frame) in written.zip(t0..t1) {
+                            slots[slot] = Some(frame);
+                        }
+                        let hist = t0.min(kt - 1);
+                        assert_eq!(
+                            (at.hist, at.len - at.hist),
+                            (hist, t1 - t0),
+                            "{frames} {chunk} {kt} {t0}"
+                        );
+                        let want: Vec<Option<usize>> = (t0 - hist..t1).map(Some).collect();
+                        assert_eq!(
+                            slots[..at.len],
+                            want[..],
+                            "frames {frames} chunk {chunk} kt {kt} t0 {t0}"
+                        );
+                        for (src, dst) in at.keep_last(t1.min(kt - 1)) {
+                            assert!(src > dst);
+                            slots[dst] = slots[src];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_hold_at_least_the_history_and_fit_the_budget() {
+        assert_eq!(chunk_frames(usize::MAX), 2);
+        assert_eq!(chunk_frames(0), CHUNK_BYTES);
+        // Up-block 3 at 480×832 (96 channels): conv1's bf16 input, f32 output and conv2's input.
+        let per_frame = 2 * 96 * 399_360 + 4 * 96 * 399_360 + 2 * 96 * 399_360;
+        assert_eq!(chunk_frames(per_frame), 3);
     }
 }
