@@ -9,7 +9,9 @@
 
 use cudarc::driver::CudaSlice;
 use longshot_kernels::cpu::nn_attention::AttentionShape;
-use longshot_kernels::cuda::{BlasLt, CudaBackend, CudaError, UniPcCoefficients};
+use longshot_kernels::cuda::{
+    pack_conv_weight, BlasLt, ConvGeometry, ConvShape, CudaBackend, CudaError, UniPcCoefficients,
+};
 use std::time::Instant;
 
 const TOKENS: usize = 21 * 30 * 52; // latent 21×60×104 in 1×2×2 patches
@@ -263,6 +265,67 @@ fn run() -> Result<(usize, Vec<String>), CudaError> {
         let (rgb_in, mut rgb) = (rand_f32(be, 3 * 480 * 832, 16)?, be.filled(3 * 480 * 832, 0f32)?);
         let secs = time(be, 100, || be.rgb_from_planar(&rgb_in, &mut rgb))?;
         Ok(Bandwidth(8.0 * (3 * 480 * 832) as f64, secs))
+    });
+    // The decoder's convs at 480×832: a residual conv of up-block 2 (192 → 192, 3×3×3 at 240×416)
+    // over 5 frames, and up-block 3's (96 → 96 at 480×832) over 3, on tensor cores (operands
+    // packed beforehand, as the decoder holds them) and, for the first, the f32 direct kernel.
+    for (name, cin, (h, w), frames) in [
+        ("conv3d 3×3×3 192→192 240×416×5 (bf16 tensor cores)", 192, (240, 416), 5),
+        ("conv3d 3×3×3 96→96 480×832×3 (bf16 tensor cores)", 96, (480, 832), 3),
+    ] {
+        t.row(name, |be| {
+            let g = ConvGeometry {
+                frames,
+                hist: 0,
+                cin,
+                cout: cin,
+                h,
+                w,
+                kt: 3,
+                ks: 3,
+                upsample: false,
+            };
+            let x = rand_f32(be, frames * cin * h * w, 22)?;
+            let mut xb = be.filled(g.input_len(), 0u16)?;
+            be.pack_channels_last_bf16(&x.slice(..), cin, h * w, None, false, &mut xb.slice_mut(..))?;
+            drop(x);
+            let host_w: Vec<f32> = (0..cin * cin * 27)
+                .map(|i| ((i * 7919) % 1000) as f32 * 1e-4 - 0.05)
+                .collect();
+            let wb = be.upload(&pack_conv_weight(&host_w, cin, cin, 3, 3))?;
+            let bias = rand_f32(be, cin, 23)?;
+            let mut o = be.filled(g.output_len(), 0f32)?;
+            let secs = time_samples(be, 2, 1, 5, || {
+                be.causal_conv3d_bf16(&xb.slice(..), &wb, &bias, g, false, &mut o.slice_mut(..))
+            })?;
+            Ok(Flops(g.flops(), secs))
+        });
+    }
+    t.row("conv3d 3×3×3 192→192 240×416×5 (f32 direct, before)", |be| {
+        let s = ConvShape {
+            frames: 5,
+            cin: 192,
+            cout: 192,
+            h: 240,
+            w: 416,
+            kt: 3,
+            ks: 3,
+        };
+        let x = rand_f32(be, s.frames * s.cin * s.h * s.w, 22)?;
+        let (wt, bias) = (rand_f32(be, s.cout * s.cin * 27, 24)?, rand_f32(be, s.cout, 23)?);
+        let mut o = be.filled(s.frames * s.cout * s.h * s.w, 0f32)?;
+        let secs = time_samples(be, 1, 1, 3, || be.causal_conv3d(&x, &wt, &bias, s, &mut o))?;
+        let flops = 2.0 * (s.frames * s.h * s.w * s.cout) as f64 * (s.cin * 27) as f64;
+        Ok(Flops(flops, secs))
+    });
+    t.row("pack f32 → bf16 channels-last, norm + SiLU (96×480×832)", |be| {
+        let (x, g) = (rand_f32(be, planes * 480 * 832, 14)?, rand_f32(be, planes, 15)?);
+        let mut xb = be.filled(planes * 480 * 832, 0u16)?;
+        let secs = time(be, 10, || {
+            be.pack_channels_last_bf16(&x.slice(..), planes, 480 * 832, Some(&g), true, &mut xb.slice_mut(..))
+        })?;
+        // Read twice (the norm's pass, then the values), written once in bf16.
+        Ok(Bandwidth(10.0 * (planes * 480 * 832) as f64, secs))
     });
     // GEMMs: bf16 in, f32 accumulate and out.
     for (name, out_f, in_f) in [

@@ -113,20 +113,29 @@ extern "C" __global__ void vae_attn_scores_f32(const float* qkv, float* scores, 
     }
 }
 
-// Per score row i: m = max_j s_j, s_j ← exp(s_j − m) (unnormalised), denom[i] = Σ_j in double
-// in key order, rounded to float.
+// Per score row i: m = max_j s_j, s_j ← exp(s_j − m) (unnormalised), denom[i] = Σ_j in double,
+// rounded to float. One warp per row (grid-stride over rows, so every lane of a warp holds the same
+// row and the shuffles are convergent): lane l takes keys l, l + 32, ..., each lane sums its keys
+// in key order, and a fixed xor butterfly combines the 32 partial sums (deterministic; the double
+// sum differs from the reference's key-order sum by rounding only, far below float's).
 extern "C" __global__ void vae_attn_softmax_f32(float* scores, float* denom, unsigned int p) {
-    FOR_EACH_INDEX(i, (unsigned long long)p) {
+    const unsigned int lane = threadIdx.x & 31u;
+    const unsigned long long warps = ((unsigned long long)blockDim.x * gridDim.x) >> 5;
+    for (unsigned long long i = ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; i < p; i += warps) {
         float* row = scores + i * p;
         float m = row[0];
-        for (unsigned int j = 1; j < p; ++j) m = fmaxf(m, row[j]);
+        for (unsigned int j = lane; j < p; j += 32) m = fmaxf(m, row[j]);
+#pragma unroll
+        for (unsigned int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
         double l = 0.0;
-        for (unsigned int j = 0; j < p; ++j) {
+        for (unsigned int j = lane; j < p; j += 32) {
             float e = expf(row[j] - m);
             row[j] = e;
             l += (double)e;
         }
-        denom[i] = (float)l;
+#pragma unroll
+        for (unsigned int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
+        if (lane == 0) denom[i] = (float)l;
     }
 }
 

@@ -1,8 +1,8 @@
-//! The attention kernels' machine code, checked without a GPU: NVRTC compiles
-//! `attention_flash.cu` to an sm_90 CUBIN, `cuobjdump` lists its SASS and resource usage, and
-//! each attention kernel must run on tensor cores (HMMA), stage its tiles with cp.async (LDGSTS)
-//! and ldmatrix (LDSM), and keep everything in registers: a 0-byte stack frame, no local memory,
-//! no spill loads or stores (LDL/STL).
+//! The tensor-core kernels' machine code, checked without a GPU: NVRTC compiles
+//! `attention_flash.cu` and `vae_conv_tc.cu` to sm_90 CUBINs, `cuobjdump` lists their SASS and
+//! resource usage, and each attention and conv kernel must run on tensor cores (HMMA), stage its
+//! tiles with cp.async (LDGSTS) and ldmatrix (LDSM), and keep everything in registers: a 0-byte
+//! stack frame, no local memory, no spill loads or stores (LDL/STL).
 //!
 //! Needs libnvrtc, cuobjdump and the nvdisasm it runs for `-sass` (pip `nvidia-cuda-cuobjdump`,
 //! `nvidia-cuda-nvdisasm`; scripts/test.sh installs them into `.nvrtc/`). A missing tool is a failure, never a skip. Run:
@@ -43,6 +43,9 @@ const MEMORY_BOUND_KERNELS: &[(&KernelSource, &[&str])] = &[
         &["gated_residual_f32x4", "add_row_vector_f32x4"],
     ),
 ];
+const CONV_KERNELS: &[&str] = &["causal_conv3d_bf16_tc"];
+/// The conv's K loop: 2 k-steps × 4 × 4 mma tiles per warp per K tile, fully unrolled.
+const CONV_HMMA_PER_K_TILE: usize = 32;
 const INSTALL: &str = "python3 -m pip install --target .nvrtc 'nvidia-cuda-nvrtc==13.0.*' \
      'nvidia-cuda-cuobjdump==13.2.*' 'nvidia-cuda-nvdisasm==13.2.*' && export LD_LIBRARY_PATH=$PWD/.nvrtc/nvidia/cu13/lib:$LD_LIBRARY_PATH";
 
@@ -72,13 +75,9 @@ fn cubin(dir: &Path, source: &KernelSource) -> PathBuf {
         ModuleImage::Cubin(b) => b,
         ModuleImage::Ptx(_) => panic!("expected a CUBIN for {ARCH}"),
     };
-    let path = dir.join(format!("{}.sm_90.cubin", source.file));
+    let path = dir.join(format!("{}.sm_90.cubin", source.file.trim_end_matches(".cu")));
     std::fs::write(&path, bytes).expect("write the CUBIN");
     path
-}
-
-fn attention_cubin(dir: &Path) -> PathBuf {
-    cubin(dir, &sources::ATTENTION_FLASH)
 }
 
 fn run(tool: &Path, args: &[&str], cubin: &Path) -> String {
@@ -159,20 +158,33 @@ fn opcode(line: &str) -> &str {
     op.split('.').next().unwrap_or("")
 }
 
-#[test]
-fn attention_kernels_use_tensor_cores_and_never_spill() {
+/// One kernel's facts from the SASS listing and the resource usage.
+struct Facts {
+    hmma: usize,
+    failures: Vec<String>,
+}
+
+/// Checks every kernel of `kernels` in `source`: HMMA, LDSM and LDGSTS present, a 0-byte stack
+/// frame, no local memory, no LDL/STL. Prints one line of facts per kernel.
+fn check_tensor_core_kernels(source: &KernelSource, kernels: &[&str]) -> BTreeMap<String, Facts> {
     let tool = cuobjdump();
-    let dir = std::env::temp_dir().join(format!("longshot-sass-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "longshot-sass-{}-{}",
+        std::process::id(),
+        source.file.trim_end_matches(".cu")
+    ));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let cubin = attention_cubin(&dir);
+    let cubin = cubin(&dir, source);
     let usage = resource_usage(&run(&tool, &["-res-usage"], &cubin));
     let sass = sass_by_function(&run(&tool, &["-sass"], &cubin));
     let _ = std::fs::remove_dir_all(&dir);
 
-    let mut failures = Vec::new();
-    for &kernel in ATTENTION_KERNELS {
+    let mut all = BTreeMap::new();
+    for &kernel in kernels {
+        let mut failures = Vec::new();
         let (Some(res), Some(code)) = (usage.get(kernel), sass.get(kernel)) else {
             failures.push(format!("{kernel}: not in the CUBIN (have {:?})", usage.keys()));
+            all.insert(kernel.to_string(), Facts { hmma: 0, failures });
             continue;
         };
         let count = |op: &str| code.iter().filter(|l| opcode(l) == op).count();
@@ -205,7 +217,16 @@ fn attention_kernels_use_tensor_cores_and_never_spill() {
                 "{kernel}: {ldl} LDL and {stl} STL (register spills or local arrays)"
             ));
         }
+        all.insert(kernel.to_string(), Facts { hmma, failures });
     }
+    all
+}
+
+fn assert_no_failures(facts: &BTreeMap<String, Facts>) {
+    let failures: Vec<&str> = facts
+        .values()
+        .flat_map(|f| f.failures.iter().map(String::as_str))
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -264,6 +285,26 @@ fn fused_memory_bound_kernels_use_128_bit_loads_and_never_spill() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn attention_kernels_use_tensor_cores_and_never_spill() {
+    assert_no_failures(&check_tensor_core_kernels(&sources::ATTENTION_FLASH, ATTENTION_KERNELS));
+}
+
+#[test]
+fn conv_kernels_use_tensor_cores_and_never_spill() {
+    let facts = check_tensor_core_kernels(&sources::VAE_CONV_TC, CONV_KERNELS);
+    assert_no_failures(&facts);
+    for (kernel, f) in &facts {
+        // The unrolled K-tile body is in the code once (the loop is not unrolled further: a
+        // multiple of it is fine, a partial body means fragments went missing).
+        assert!(
+            f.hmma >= CONV_HMMA_PER_K_TILE && f.hmma % CONV_HMMA_PER_K_TILE == 0,
+            "{kernel}: {} HMMA, expected a multiple of {CONV_HMMA_PER_K_TILE}",
+            f.hmma
+        );
+    }
 }
 
 #[test]

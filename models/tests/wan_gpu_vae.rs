@@ -4,9 +4,9 @@
 //! Device-only: run on the GPU machine through the device harness, never by CI; with no GPU every
 //! test fails loudly (no silent skips).
 //!
-//! Tolerance: the GPU decodes in f32 end to end, but its direct convolutions and its attention sum
-//! in another order than the CPU's GEMMs, so GPU vs CPU is held to `max|gpu − cpu| / max|cpu| ≤
-//! 1e-4`. The sharded decode (halo in front) must reproduce the GPU's sequential decode bit for
+//! Tolerance: the GPU's convolutions run on tensor cores with bf16 operands (f32 accumulation and
+//! activations), so GPU vs CPU is held to the bf16 tolerance, `max|gpu − cpu| / max|cpu| ≤ 1e-2`
+//! (as the GPU transformer, `wan_gpu.rs`). The sharded decode (halo in front) must reproduce the GPU's sequential decode bit for
 //! bit, as on the CPU.
 
 mod common;
@@ -22,7 +22,7 @@ use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const TOLERANCE: f64 = 1e-4;
+const TOLERANCE: f64 = 1e-2;
 
 fn backend() -> Arc<CudaBackend> {
     Arc::new(
@@ -48,7 +48,7 @@ fn latents(t: usize, c: usize, h: usize, w: usize, seed: f32) -> Vec<f32> {
         .collect()
 }
 
-/// A golden case's `z` through both decoders (`decode`, batch and all); GPU vs CPU within 1e-4.
+/// A golden case's `z` through both decoders (`decode`, batch and all); GPU vs CPU within 1e-2.
 fn golden_case(name: &str) {
     let case = common::case("vae", name);
     let (cpu, gpu) = models(&case.model_dir);

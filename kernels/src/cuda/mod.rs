@@ -36,6 +36,7 @@ pub mod parity;
 pub mod probe;
 pub mod sources;
 
+pub use crate::tensor_core::conv::{pack_conv_weight, ConvGeometry};
 pub use backend::{CapturedGraph, CudaBackend};
 pub use error::CudaError;
 pub use gemm_cublaslt::{BlasLt, Epilogue, GemmKey, GemmOut, OutType};

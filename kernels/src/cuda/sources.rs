@@ -26,6 +26,7 @@ cuda_source!(TRANSFORMER_ROPE, "transformer_rope.cu");
 cuda_source!(TRANSFORMER_PATCHIFY, "transformer_patchify.cu");
 cuda_source!(ATTENTION_FLASH, "attention_flash.cu");
 cuda_source!(VAE_OPS, "vae_ops.cu");
+cuda_source!(VAE_CONV_TC, "vae_conv_tc.cu");
 
 /// Every kernel family (what the NVRTC compile test walks).
 pub const ALL: &[KernelSource] = &[
@@ -37,10 +38,14 @@ pub const ALL: &[KernelSource] = &[
     TRANSFORMER_PATCHIFY,
     ATTENTION_FLASH,
     VAE_OPS,
+    VAE_CONV_TC,
 ];
 
 /// In-memory headers `(include name, text)` available to every source.
-pub const HEADERS: &[(&str, &str)] = &[("common.cuh", include_str!("../../cuda/common.cuh"))];
+pub const HEADERS: &[(&str, &str)] = &[
+    ("common.cuh", include_str!("../../cuda/common.cuh")),
+    ("mma_sm80.cuh", include_str!("../../cuda/mma_sm80.cuh")),
+];
 
 /// NVRTC options every module is compiled with. `--fmad=false`: the CPU references round every
 /// product and sum separately, and contracting them into FMAs would change the bits of the

@@ -1,9 +1,10 @@
-//! The tensor-core attention kernel (kernels/cuda/attention_flash.cu) as plain Rust, for checking
-//! it without a GPU: its geometry (the launch wrapper's single source of it), its index maps over
-//! the PTX ISA's `mma.m16n8k16` / `ldmatrix` fragment layouts ([`fragments`], with a warp
-//! emulator of the two instructions), and its whole tile loop ([`attention_emu`]), compared with
-//! the reference attention of [`crate::cpu::nn_attention`]. Not behind the `cuda` feature: these
-//! tests run everywhere.
+//! The tensor-core kernels (kernels/cuda/attention_flash.cu, vae_conv_tc.cu) as plain Rust, for
+//! checking them without a GPU: their geometry (the launch wrappers' single source of it), their
+//! index maps over the PTX ISA's `mma.m16n8k16` / `ldmatrix` fragment layouts ([`fragments`], with
+//! a warp emulator of the two instructions), and their whole tile loops ([`attention_emu`],
+//! compared with [`crate::cpu::nn_attention`]; [`conv`] and [`conv_emu`], the implicit-GEMM causal
+//! conv, compared with [`crate::cpu::nn_conv`]). Not behind the `cuda` feature: these tests run
+//! everywhere.
 //!
 //! The emulation follows the kernel statement by statement (same names, same formulas, same tile
 //! order and rounding points), but it is a second copy: a change to one needs the same change to
@@ -11,6 +12,8 @@
 //! the `.cu` text.
 
 pub mod attention_emu;
+pub mod conv;
+pub mod conv_emu;
 pub mod fragments;
 
 /// Warps per block, one per 16-row query slice (`ATTN_WARPS`).
@@ -60,6 +63,7 @@ mod tests {
     use super::*;
 
     const SOURCE: &str = include_str!("../../cuda/attention_flash.cu");
+    const MMA_HEADER: &str = include_str!("../../cuda/mma_sm80.cuh");
 
     #[test]
     fn geometry_matches_the_kernel_source() {
@@ -95,6 +99,11 @@ mod tests {
             "u32 b_ldm_row(u32 lane) { return (lane & 7u) | ((lane >> 4) << 3); }",
             "u32 b_ldm_chunk(u32 lane) { return (lane >> 3) & 1u; }",
             "return (row * CHUNKS + (chunk ^ (row & 7u))) * 16u;",
+        ] {
+            assert!(MMA_HEADER.contains(body), "mma_sm80.cuh no longer has {body:?}");
+        }
+        assert!(SOURCE.contains("#include \"mma_sm80.cuh\"\n"));
+        for body in [
             "u32 key = key0 + nb * 8 + 2 * quad + (e & 1u);",
             "u32 query = m0 + warp * 16 + group + 8 * (e >> 1);",
             "const u32 a[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),",

@@ -1,6 +1,7 @@
 //! The Wan2.1 transformer and VAE decoder on the GPU (feature `cuda`): the CPU forward of
 //! [`WanTransformer`](super::WanTransformer) op for op, on `longshot_kernels::cuda`'s kernels and
-//! cuBLASLt GEMMs; the VAE decoder ([`GpuWanVaeDecoder`]) on the VAE kernels in f32.
+//! cuBLASLt GEMMs; the VAE decoder ([`GpuWanVaeDecoder`]) on the VAE kernels, its convs on tensor
+//! cores (bf16 operands, f32 accumulation and activations).
 //!
 //! Transformer precision (the dtype policy of diffusers in bf16, spec §1.4, except that the
 //! residual stream stays f32):
@@ -37,8 +38,8 @@
 //!   with epilogue variants and the device handle the layers
 //!   share; `source`: where weights come from (checkpoint or seeded random); `error`:
 //!   [`GpuWanError`]; `timing`: the optional per-phase timing of a forward ([`ForwardTimings`]);
-//! - `vae`: [`GpuWanVaeDecoder`], the VAE decoder in f32 (no bf16: GPU vs CPU to 1e-4, sharded
-//!   decode bit-identical to the GPU's sequential one), implementing `WanVae`, so
+//! - `vae`: [`GpuWanVaeDecoder`], the VAE decoder (bf16 tensor-core convs: GPU vs CPU to the bf16
+//!   tolerance, sharded decode bit-identical to the GPU's sequential one), implementing `WanVae`, so
 //!   [`GpuWanFrameDecoder`] is `wan::vae::frame_decoder::WanFrameDecoder` on it.
 
 mod block;
