@@ -10,6 +10,7 @@
 //!   an entry is used only when its header's key, length and hash match, and written atomically.
 //! - [`backend`]: [`CudaBackend`] (device, stream, loaded modules) and launch helpers.
 //! - `ops_denoise`, `ops_transformer`, `ops_vae`: the launch wrappers, as `CudaBackend` methods.
+//! - [`tensor_map`]: TMA tensor maps (`cuTensorMapEncodeTiled`) for the wgmma attention kernel.
 //! - [`gemm_cublaslt`]: bf16 × bf16 → f32 GEMMs through cuBLASLt.
 //! - [`nccl_exchange`]: the overlap exchange over NCCL on a communication stream (single-rank
 //!   tested on the device; multi-rank NCCL has not been run here).
@@ -32,6 +33,7 @@ mod ops_vae;
 pub mod parity;
 pub mod probe;
 pub mod sources;
+pub mod tensor_map;
 
 pub use backend::CudaBackend;
 pub use error::CudaError;
@@ -40,6 +42,6 @@ pub use kernel_cache::{CacheKey, CacheOutcome, KernelCache};
 pub use nccl_exchange::{nccl_version, InFlight, NcclExchange, NcclUniqueId};
 pub use nccl_host::HostOverlapExchange;
 pub use ops_denoise::UniPcCoefficients;
-pub use ops_transformer::ATTN_HEAD_DIMS;
+pub use ops_transformer::{choose_attention_kernel, AttentionKernel, ATTENTION_ENV, ATTN_HEAD_DIMS};
 pub use ops_vae::ConvShape;
 pub use probe::DeviceInfo;
