@@ -380,7 +380,8 @@ impl CudaBackend {
             Ok(packed)
         };
         let (qb, kb, vb) = (pack(q)?, pack(k)?, pack(v)?);
-        self.launch_attention(&qb, &kb, &vb, rel_bias, shape, padded, scale, out)
+        let kernel = self.attention_kernel(rel_bias.is_some())?;
+        self.launch_attention(kernel, &qb, &kb, &vb, rel_bias, shape, padded, scale, out)
     }
 
     /// `out = softmax(scale·q·kᵀ [+ rel_bias])·v` per head on tensor cores: bf16 q, k, v
@@ -405,7 +406,36 @@ impl CudaBackend {
                 format!("head_dim {} is not one of {ATTN_HEAD_DIMS:?}", shape.head_dim),
             ));
         }
-        self.launch_attention(q, k, v, rel_bias, shape, shape.head_dim, scale, out)
+        let kernel = self.attention_kernel(rel_bias.is_some())?;
+        self.attention_bf16_with(kernel, q, k, v, rel_bias, shape, scale, out)
+    }
+
+    /// [`Self::attention_bf16`] on the kernel named (A/B comparisons, the parity tests): wgmma
+    /// only on compute capability 9.0 and without bias, or an error.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_bf16_with(
+        &self,
+        kernel: AttentionKernel,
+        q: &CudaSlice<u16>,
+        k: &CudaSlice<u16>,
+        v: &CudaSlice<u16>,
+        rel_bias: Option<&CudaSlice<f32>>,
+        shape: AttentionShape,
+        scale: f32,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        if !ATTN_HEAD_DIMS.contains(&shape.head_dim) {
+            return Err(shape_error(
+                "attention",
+                format!("head_dim {} is not one of {ATTN_HEAD_DIMS:?}", shape.head_dim),
+            ));
+        }
+        if kernel == AttentionKernel::Wgmma {
+            let forced = Some("wgmma");
+            choose_attention_kernel(self.info().compute_capability, rel_bias.is_some(), forced)
+                .map_err(|m| shape_error("attention", m))?;
+        }
+        self.launch_attention(kernel, q, k, v, rel_bias, shape, shape.head_dim, scale, out)
     }
 
     /// The kernel for head size `d` on inputs packed to `[tokens, heads·d]`, writing the first
@@ -413,6 +443,7 @@ impl CudaBackend {
     #[allow(clippy::too_many_arguments)]
     fn launch_attention(
         &self,
+        kernel_choice: AttentionKernel,
         q: &CudaSlice<u16>,
         k: &CudaSlice<u16>,
         v: &CudaSlice<u16>,
@@ -452,7 +483,7 @@ impl CudaBackend {
         }
         let out_dim = shape.head_dim as u32; // ≤ d ≤ 128
         as_u32(OP, "q_tokens + kv_tokens", shape.q_tokens + shape.kv_tokens)?;
-        if self.attention_kernel(rel_bias.is_some())? == AttentionKernel::Wgmma {
+        if kernel_choice == AttentionKernel::Wgmma {
             return self.launch_wgmma(q, k, v, shape, d, scale, out, WgmmaOut::F32);
         }
         let smem = attention_smem_bytes(d) as u32;
@@ -513,7 +544,8 @@ impl CudaBackend {
         }
         if self.attention_kernel(false)? == AttentionKernel::MmaSync {
             let mut scratch = self.stream().alloc_zeros::<f32>(out.len())?;
-            self.launch_attention(q, k, v, None, shape, shape.head_dim, scale, &mut scratch)?;
+            let mma = AttentionKernel::MmaSync;
+            self.launch_attention(mma, q, k, v, None, shape, shape.head_dim, scale, &mut scratch)?;
             return self.f32_to_bf16(&scratch, out);
         }
         let w = shape.width();
