@@ -586,6 +586,15 @@ impl CudaBackend {
         const OP: &str = "attention";
         let kernel = wgmma_kernel_name(d, out_kind)
             .ok_or_else(|| shape_error(OP, format!("no wgmma attention kernel for head size {d}")))?;
+        // TMA box coordinates are signed 32-bit.
+        for (what, tokens) in [("q_tokens", shape.q_tokens), ("kv_tokens", shape.kv_tokens)] {
+            if tokens > i32::MAX as usize {
+                return Err(shape_error(
+                    OP,
+                    format!("{what} {tokens} exceeds 2^31 − 1 (TMA coordinates)"),
+                ));
+            }
+        }
         let [mq, mk, mv] = wgmma_tensor_maps(shape, d).map_err(|m| shape_error(OP, m))?;
         let stream = self.stream();
         // The guards keep cudarc's event bookkeeping for buffers the kernel reads through the maps.
