@@ -10,7 +10,7 @@
 use cudarc::driver::CudaSlice;
 use longshot_kernels::cpu::nn_attention::AttentionShape;
 use longshot_kernels::cuda::{
-    pack_conv_weight, BlasLt, ConvGeometry, ConvShape, CudaBackend, CudaError, UniPcCoefficients,
+    pack_conv_weight, AttentionKernel, BlasLt, ConvGeometry, ConvShape, CudaBackend, CudaError, UniPcCoefficients,
 };
 use std::time::Instant;
 
@@ -355,5 +355,38 @@ fn run() -> Result<(usize, Vec<String>), CudaError> {
         })?;
         Ok(Flops(4.0 * (TOKENS * TOKENS * DIM) as f64, secs))
     });
+    // The two attention kernels head to head on bf16 inputs (no packing): mma.sync
+    // (attention_flash.cu) and, on Hopper, wgmma + TMA (attention_wgmma.cu); self-attention and
+    // cross-attention against 512 text tokens.
+    let mut kernels = vec![("mma.sync", AttentionKernel::MmaSync)];
+    if info.compute_capability == (9, 0) {
+        kernels.push(("wgmma+TMA", AttentionKernel::Wgmma));
+    } else {
+        println!("| attention wgmma+TMA | (needs compute capability 9.0) | | |");
+    }
+    for (label, kernel) in kernels {
+        for (what, kv_tokens, reps) in [("self", TOKENS, 1), ("cross", 512, 20)] {
+            let name = format!("{what}-attention 32760×{kv_tokens} × 12 × 128, bf16 in, {label}");
+            t.row(&name, |be| {
+                let shape = AttentionShape {
+                    q_tokens: TOKENS,
+                    kv_tokens,
+                    heads: HEADS,
+                    head_dim: hd,
+                };
+                let (q, k, vv) = (
+                    rand_bf16(be, n, 22)?,
+                    rand_bf16(be, kv_tokens * DIM, 23)?,
+                    rand_bf16(be, kv_tokens * DIM, 24)?,
+                );
+                let mut o = be.filled(n, 0f32)?;
+                let scale = 1.0 / (hd as f32).sqrt();
+                let secs = time_samples(be, reps, 1, 3, || {
+                    be.attention_bf16_with(kernel, &q, &k, &vv, None, shape, scale, &mut o)
+                })?;
+                Ok(Flops(4.0 * (TOKENS * kv_tokens * DIM) as f64, secs))
+            });
+        }
+    }
     Ok((t.rows, t.failed))
 }

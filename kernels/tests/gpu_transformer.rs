@@ -1,10 +1,11 @@
 //! GPU parity of the Wan transformer's ops whose references live in `longshot_kernels::cpu`:
 //! LayerNorm (+ affine, + AdaLN modulate), RMSNorm, GELU-tanh, SiLU, interleaved RoPE, attention
-//! (with and without umT5's relative bias), the bf16 cuBLASLt linear and its fused epilogues (bias,
-//! tanh-GELU + bias; f32 and bf16 output; the plan cache), and the fused bf16 path of
-//! `cpu::nn_fused` (LayerNorm → bf16, QKV RMSNorm + RoPE → bf16, attention bf16 in and out, the
-//! 16-byte gated residual and modulation add). Gated residual and patchify/unpatchify are also
-//! checked against models' own code in longshot-tests (`tests/tests/gpu_parity_models.rs`).
+//! (with and without umT5's relative bias; the mma.sync and, on Hopper, the wgmma kernel), the
+//! bf16 cuBLASLt linear and its fused epilogues (bias, tanh-GELU + bias; f32 and bf16 output; the
+//! plan cache), and the fused bf16 path of `cpu::nn_fused` (LayerNorm → bf16, QKV RMSNorm + RoPE →
+//! bf16, attention bf16 in and out, the 16-byte gated residual and modulation add). Gated residual
+//! and patchify/unpatchify are also checked against models' own code in longshot-tests
+//! (`tests/tests/gpu_parity_models.rs`).
 //!
 //! Needs a GPU: without one every test FAILS with the probe's reason. Not run by CI.
 
@@ -129,6 +130,108 @@ fn attention_matches_with_and_without_relative_bias() {
         let op = format!("attention_rel_bias {shape:?}");
         assert_close(&op, &down(&out), &want, BF16_TOL);
     }
+}
+
+fn bf16(x: &[f32]) -> Vec<u16> {
+    x.iter()
+        .map(|&f| longshot_kernels::tensor_core::fragments::bf16_bits(f))
+        .collect()
+}
+
+/// The Hopper kernel (attention_wgmma.cu: wgmma + TMA) against the CPU reference and against the
+/// mma.sync kernel on the same bf16 inputs, f32 and bf16 output. Needs compute capability 9.0 (the
+/// device machine's H100/H200): elsewhere it FAILS, as every test here does without its device.
+/// Shapes: partial 128-query blocks, a last K/V tile of 1..63 keys (70, 513, 130, 1), a single
+/// key and query, both head sizes, and cross-attention of many queries against Wan's 512 text
+/// tokens (4095 × 512, the 32760 × 512 shape scaled down).
+#[test]
+fn wgmma_attention_matches_the_reference_and_the_mma_kernel() {
+    use longshot_kernels::cuda::AttentionKernel;
+    use longshot_kernels::tensor_core::fragments::bf16_value;
+    let be = gpu();
+    let cc = be.info().compute_capability;
+    assert_eq!(
+        cc,
+        (9, 0),
+        "the wgmma kernel needs compute capability 9.0; this device is {cc:?}"
+    );
+    if std::env::var_os(longshot_kernels::cuda::ATTENTION_ENV).is_none() {
+        assert_eq!(be.attention_kernel(false).unwrap(), AttentionKernel::Wgmma);
+        assert_eq!(be.attention_kernel(true).unwrap(), AttentionKernel::MmaSync);
+    }
+    let mut rng = Rng::new("attention_wgmma");
+    for &(q_tokens, kv_tokens, heads, head_dim) in &[
+        (150, 70, 3, 128),
+        (65, 513, 2, 64),
+        (1, 1, 1, 64),
+        (257, 130, 2, 128),
+        (4095, 512, 2, 128),
+        (300, 1000, 12, 128),
+    ] {
+        let shape = AttentionShape {
+            q_tokens,
+            kv_tokens,
+            heads,
+            head_dim,
+        };
+        let w = shape.width();
+        let (q, k, v) = (
+            rng.vec(q_tokens * w, 1.5),
+            rng.vec(kv_tokens * w, 1.5),
+            rng.vec(kv_tokens * w, 1.5),
+        );
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let mut want = vec![0.0; q.len()];
+        nn_attention::attention(&q, &k, &v, shape, scale, &mut want);
+        let (qb, kb, vb) = (
+            be.upload(&bf16(&q)).unwrap(),
+            be.upload(&bf16(&k)).unwrap(),
+            be.upload(&bf16(&v)).unwrap(),
+        );
+        let mut wgmma = poisoned(q.len());
+        be.attention_bf16_with(AttentionKernel::Wgmma, &qb, &kb, &vb, None, shape, scale, &mut wgmma)
+            .unwrap();
+        let wgmma = down(&wgmma);
+        assert_close(&format!("attention wgmma {shape:?}"), &wgmma, &want, BF16_TOL);
+        let mut mma = poisoned(q.len());
+        be.attention_bf16_with(AttentionKernel::MmaSync, &qb, &kb, &vb, None, shape, scale, &mut mma)
+            .unwrap();
+        // Same inputs, same rounding points (P to bf16): the kernels differ by summation order.
+        assert_close(
+            &format!("attention wgmma vs mma {shape:?}"),
+            &wgmma,
+            &down(&mma),
+            BF16_TOL,
+        );
+        let mut out16 = be.filled(q.len(), 0x7fc0u16).unwrap(); // NaN bits
+        be.attention_bf16_io(&qb, &kb, &vb, shape, scale, &mut out16).unwrap();
+        let out16: Vec<f32> = be.download(&out16).unwrap().into_iter().map(bf16_value).collect();
+        assert_close(&format!("attention wgmma bf16 out {shape:?}"), &out16, &want, BF16_TOL);
+        // The f32-input entry point dispatches to the same kernel on this device.
+        let mut out = poisoned(q.len());
+        be.attention(&up(&q), &up(&k), &up(&v), None, shape, scale, &mut out)
+            .unwrap();
+        assert_close(
+            &format!("attention (dispatched) {shape:?}"),
+            &down(&out),
+            &want,
+            BF16_TOL,
+        );
+    }
+    // The wgmma kernel has no bias variant: asking for it is an error, not a silent fallback.
+    let shape = AttentionShape {
+        q_tokens: 2,
+        kv_tokens: 2,
+        heads: 1,
+        head_dim: 64,
+    };
+    let x = be.upload(&[0u16; 128]).unwrap();
+    let bias = up(&[0.0; 3]);
+    let mut out = poisoned(128);
+    let err = be
+        .attention_bf16_with(AttentionKernel::Wgmma, &x, &x, &x, Some(&bias), shape, 1.0, &mut out)
+        .unwrap_err();
+    assert!(err.to_string().contains("bias"), "{err}");
 }
 
 #[test]

@@ -17,10 +17,12 @@ use std::sync::Arc;
 const SOURCE: KernelSource = KernelSource {
     file: "fake_kernel.cu",
     text: "extern \"C\" __global__ void k(float* x) { x[0] = 1.0f; }",
+    arch_specific: false,
 };
 const OTHER: KernelSource = KernelSource {
     file: "fake_kernel.cu",
     text: "extern \"C\" __global__ void k(float* x) { x[0] = 2.0f; }",
+    arch_specific: false,
 };
 const NVRTC: (i32, i32) = (13, 0);
 

@@ -1,5 +1,6 @@
 //! Every `.cu` source compiles with NVRTC for sm_90 (the H100 of the device machine), with the
-//! options the backend uses. Needs libnvrtc but no GPU; a missing NVRTC is a failure, not a skip.
+//! options the backend uses; an architecture-specific source (attention_wgmma.cu) for sm_90a,
+//! the target the backend gives it there, and never for plain sm_90. Needs libnvrtc but no GPU; a missing NVRTC is a failure, not a skip.
 //! Run: `cargo test -p longshot-kernels --features cuda --test nvrtc_compile` with the directory
 //! of libnvrtc.so.13 on LD_LIBRARY_PATH (scripts/test.sh installs it).
 
@@ -25,16 +26,17 @@ fn every_kernel_source_compiles_for_sm_90() {
     eprintln!("NVRTC {major}.{minor}");
     let mut failures = Vec::new();
     for source in sources::ALL {
-        match nvrtc::compile(source, ARCH) {
+        let arch = source.arch_for(ARCH);
+        match nvrtc::compile(source, &arch) {
             Ok(ModuleImage::Cubin(bytes)) => {
                 assert!(
                     bytes.starts_with(b"\x7fELF"),
                     "{}: the CUBIN is not an ELF image",
                     source.file
                 );
-                eprintln!("{:<28} {:>8} bytes of sm_90 CUBIN", source.file, bytes.len());
+                eprintln!("{:<28} {:>8} bytes of {arch} CUBIN", source.file, bytes.len());
             }
-            Ok(ModuleImage::Ptx(_)) => failures.push(format!("{}: expected CUBIN for {ARCH}, got PTX", source.file)),
+            Ok(ModuleImage::Ptx(_)) => failures.push(format!("{}: expected CUBIN for {arch}, got PTX", source.file)),
             Err(e) => failures.push(e.to_string()),
         }
     }
@@ -70,6 +72,7 @@ fn a_compile_error_names_the_file_and_keeps_the_log() {
     let broken = KernelSource {
         file: "broken_example.cu",
         text: "extern \"C\" __global__ void k(float* x) { x[0] = undefined_name; }",
+        arch_specific: false,
     };
     match nvrtc::compile(&broken, ARCH) {
         Err(CudaError::Compile { file, arch, log }) => {
@@ -177,4 +180,69 @@ fn the_attention_kernels_are_built_from_tensor_core_instructions() {
             "attention_flash.cu's PTX has no {instruction}"
         );
     }
+}
+
+#[test]
+fn the_wgmma_attention_compiles_for_sm_90a_only_and_is_built_from_wgmma_and_tma() {
+    require_nvrtc();
+    let source = &sources::ATTENTION_WGMMA;
+    let specific: Vec<&str> = sources::ALL
+        .iter()
+        .filter(|s| s.arch_specific)
+        .map(|s| s.file)
+        .collect();
+    assert_eq!(specific, ["attention_wgmma.cu"]);
+    assert_eq!(source.arch_for("sm_90"), "sm_90a");
+    assert_eq!(source.arch_for("sm_90a"), "sm_90a");
+    assert_eq!(sources::ATTENTION_FLASH.arch_for("sm_90"), "sm_90");
+    match nvrtc::compile(source, "sm_90a").expect("attention_wgmma.cu compiles for sm_90a") {
+        ModuleImage::Cubin(bytes) => assert!(bytes.starts_with(b"\x7fELF")),
+        other => panic!("expected a CUBIN, got {other:?}"),
+    }
+    // Plain sm_90 has no wgmma: ptxas refuses it, which is why the source asks for the variant.
+    match nvrtc::compile(source, "sm_90") {
+        Err(CudaError::Compile { log, .. }) => assert!(log.contains("wgmma"), "log: {log}"),
+        other => panic!("expected sm_90 to refuse wgmma, got {other:?}"),
+    }
+    let ptx = match nvrtc::compile(source, "compute_90a").expect("compile PTX") {
+        ModuleImage::Ptx(text) => text,
+        other => panic!("expected PTX, got {other:?}"),
+    };
+    use longshot_kernels::tensor_core::wgmma::{wgmma_kernel_name, WgmmaOut, WG_HEAD_DIMS};
+    for d in WG_HEAD_DIMS {
+        for out in [WgmmaOut::F32, WgmmaOut::Bf16] {
+            let name = wgmma_kernel_name(d, out).expect("instantiated");
+            // The tensor maps are 128-byte aligned by-value params (__grid_constant__).
+            let param = format!(".entry {name}(\n\t.param .align 128 .b8 {name}_param_0[128],");
+            assert!(
+                ptx.contains(&param),
+                "no entry {name} taking a tensor map first:\n{param}"
+            );
+        }
+    }
+    for instruction in [
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16",
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16",
+        "wgmma.fence.sync.aligned",
+        "wgmma.commit_group.sync.aligned",
+        "wgmma.wait_group.sync.aligned",
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes",
+        "mbarrier.init.shared::cta.b64",
+        "mbarrier.arrive.expect_tx.shared::cta.b64",
+        "mbarrier.try_wait.parity.shared::cta.b64",
+        "fence.mbarrier_init.release.cluster",
+        "ex2.approx.ftz.f32",
+    ] {
+        assert!(
+            ptx.contains(instruction),
+            "attention_wgmma.cu's PTX has no {instruction}"
+        );
+    }
+    // Its cache entry is its own: the arch (and so the options and file name) differ from sm_90's.
+    let (a, b) = (
+        CacheKey::new(source, "sm_90a").expect("key"),
+        CacheKey::new(source, "sm_90").expect("key"),
+    );
+    assert_ne!(a.file_name(), b.file_name());
+    assert!(a.file_name().contains("-sm_90a-") && a.options.contains(&"--gpu-architecture=sm_90a".to_string()));
 }

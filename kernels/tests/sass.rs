@@ -1,8 +1,11 @@
 //! The tensor-core kernels' machine code, checked without a GPU: NVRTC compiles
-//! `attention_flash.cu` and `vae_conv_tc.cu` to sm_90 CUBINs, `cuobjdump` lists their SASS and
-//! resource usage, and each attention and conv kernel must run on tensor cores (HMMA), stage its
-//! tiles with cp.async (LDGSTS) and ldmatrix (LDSM), and keep everything in registers: a 0-byte
-//! stack frame, no local memory, no spill loads or stores (LDL/STL).
+//! `attention_flash.cu` and `vae_conv_tc.cu` to sm_90 CUBINs and `attention_wgmma.cu` to an sm_90a
+//! one, `cuobjdump` lists their SASS and resource usage. Each mma.sync kernel (attention, conv)
+//! must run on tensor cores (HMMA), stage its tiles with cp.async (LDGSTS) and ldmatrix (LDSM);
+//! each wgmma kernel must run on warpgroup tensor cores (HGMMA, every one of them, each batch in
+//! flight together), load with TMA (UTMALDG) and synchronise through mbarriers (SYNCS.*); all of
+//! them keep everything in registers: a 0-byte stack frame, no local memory, no spill loads or
+//! stores (LDL/STL). The fused memory-bound kernels must also read with 128-bit loads.
 //!
 //! Needs libnvrtc, cuobjdump and the nvdisasm it runs for `-sass` (pip `nvidia-cuda-cuobjdump`,
 //! `nvidia-cuda-nvdisasm`; scripts/test.sh installs them into `.nvrtc/`). A missing tool is a failure, never a skip. Run:
@@ -12,6 +15,7 @@
 use longshot_kernels::cuda::nvrtc::{self, ModuleImage};
 use longshot_kernels::cuda::sources::KernelSource;
 use longshot_kernels::cuda::{probe, sources};
+use longshot_kernels::tensor_core::wgmma::{wgmma_kernel_name, WgmmaOut, WG_BLOCK_N, WG_HEAD_DIMS, WG_SPAN};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,13 +75,45 @@ fn cubin(dir: &Path, source: &KernelSource) -> PathBuf {
     if let Err(e) = probe::nvrtc_version() {
         panic!("{e}\nto install it: {INSTALL}");
     }
-    let bytes = match nvrtc::compile(source, ARCH).unwrap_or_else(|e| panic!("{} compiles: {e}", source.file)) {
+    let arch = source.arch_for(ARCH);
+    let bytes = match nvrtc::compile(source, &arch).unwrap_or_else(|e| panic!("{} compiles: {e}", source.file)) {
         ModuleImage::Cubin(b) => b,
-        ModuleImage::Ptx(_) => panic!("expected a CUBIN for {ARCH}"),
+        ModuleImage::Ptx(_) => panic!("expected a CUBIN for {arch}"),
     };
-    let path = dir.join(format!("{}.sm_90.cubin", source.file.trim_end_matches(".cu")));
+    let path = dir.join(format!("{}.{arch}.cubin", source.file.trim_end_matches(".cu")));
     std::fs::write(&path, bytes).expect("write the CUBIN");
     path
+}
+
+/// The resource usage and SASS of every kernel of `source`, from a temporary CUBIN.
+#[allow(clippy::type_complexity)]
+fn disassemble(source: &KernelSource) -> (BTreeMap<String, BTreeMap<String, u64>>, BTreeMap<String, Vec<String>>) {
+    let tool = cuobjdump();
+    let stem = source.file.trim_end_matches(".cu");
+    let dir = std::env::temp_dir().join(format!("longshot-sass-{}-{stem}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cubin = cubin(&dir, source);
+    let usage = resource_usage(&run(&tool, &["-res-usage"], &cubin));
+    let sass = sass_by_function(&run(&tool, &["-sass"], &cubin));
+    let _ = std::fs::remove_dir_all(&dir);
+    (usage, sass)
+}
+
+/// Failures common to every tensor-core kernel: stack, local memory, spills.
+fn check_registers_only(kernel: &str, res: &BTreeMap<String, u64>, code: &[String], failures: &mut Vec<String>) {
+    let count = |op: &str| code.iter().filter(|l| opcode(l) == op).count();
+    for k in ["STACK", "LOCAL"] {
+        match res.get(k).copied() {
+            Some(0) => {}
+            other => failures.push(format!("{kernel}: {k} {other:?}, expected 0 bytes")),
+        }
+    }
+    let (ldl, stl) = (count("LDL"), count("STL"));
+    if ldl + stl > 0 {
+        failures.push(format!(
+            "{kernel}: {ldl} LDL and {stl} STL (register spills or local arrays)"
+        ));
+    }
 }
 
 fn run(tool: &Path, args: &[&str], cubin: &Path) -> String {
@@ -167,18 +203,7 @@ struct Facts {
 /// Checks every kernel of `kernels` in `source`: HMMA, LDSM and LDGSTS present, a 0-byte stack
 /// frame, no local memory, no LDL/STL. Prints one line of facts per kernel.
 fn check_tensor_core_kernels(source: &KernelSource, kernels: &[&str]) -> BTreeMap<String, Facts> {
-    let tool = cuobjdump();
-    let dir = std::env::temp_dir().join(format!(
-        "longshot-sass-{}-{}",
-        std::process::id(),
-        source.file.trim_end_matches(".cu")
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let cubin = cubin(&dir, source);
-    let usage = resource_usage(&run(&tool, &["-res-usage"], &cubin));
-    let sass = sass_by_function(&run(&tool, &["-sass"], &cubin));
-    let _ = std::fs::remove_dir_all(&dir);
-
+    let (usage, sass) = disassemble(source);
     let mut all = BTreeMap::new();
     for &kernel in kernels {
         let mut failures = Vec::new();
@@ -206,20 +231,69 @@ fn check_tensor_core_kernels(source: &KernelSource, kernels: &[&str]) -> BTreeMa
                 "{kernel}: LDSM {ldsm}, LDGSTS {ldgsts}: expected ldmatrix and cp.async"
             ));
         }
-        for k in ["STACK", "LOCAL"] {
-            match field(k) {
-                Some(0) => {}
-                other => failures.push(format!("{kernel}: {k} {other:?}, expected 0 bytes")),
-            }
-        }
-        if ldl + stl > 0 {
-            failures.push(format!(
-                "{kernel}: {ldl} LDL and {stl} STL (register spills or local arrays)"
-            ));
-        }
+        check_registers_only(kernel, res, code, &mut failures);
         all.insert(kernel.to_string(), Facts { hmma, failures });
     }
     all
+}
+
+#[test]
+fn wgmma_attention_kernels_use_hgmma_tma_and_mbarriers_and_never_spill() {
+    let (usage, sass) = disassemble(&sources::ATTENTION_WGMMA);
+    let mut failures = Vec::new();
+    for d in WG_HEAD_DIMS {
+        for out in [WgmmaOut::F32, WgmmaOut::Bf16] {
+            let kernel = wgmma_kernel_name(d, out).expect("instantiated");
+            let (Some(res), Some(code)) = (usage.get(kernel), sass.get(kernel)) else {
+                failures.push(format!("{kernel}: not in the CUBIN (have {:?})", usage.keys()));
+                continue;
+            };
+            let count = |op: &str| code.iter().filter(|l| opcode(l) == op).count();
+            let lines = |needle: &str| code.iter().filter(|l| l.contains(needle)).count();
+            let (hgmma, utmaldg, syncs, hmma) = (count("HGMMA"), count("UTMALDG"), count("SYNCS"), count("HMMA"));
+            // One HGMMA per wgmma of the unrolled loops: D/16 for S = Q·Kᵀ, 64/16 for O += P·V.
+            let want_hgmma = d / 16 + WG_BLOCK_N / 16;
+            // Q, K and V: one box per 64-column span each.
+            let want_tma = 3 * (d / WG_SPAN);
+            // Each batch of wgmmas is issued back to back and waited for once (gsb0 on its last
+            // HGMMA, one WARPGROUP.DEPBAR): ptxas did not serialise them.
+            let (waits, batch_ends) = (
+                lines("WARPGROUP.DEPBAR"),
+                code.iter()
+                    .filter(|l| opcode(l) == "HGMMA" && l.contains("gsb0"))
+                    .count(),
+            );
+            eprintln!(
+                "{kernel:<30} REG {:>3} STACK {} LOCAL {} | HGMMA {hgmma} UTMALDG {utmaldg} SYNCS {syncs} DEPBAR {waits}",
+                res.get("REG").copied().unwrap_or(0),
+                res.get("STACK").copied().unwrap_or(0),
+                res.get("LOCAL").copied().unwrap_or(0),
+            );
+            if hgmma != want_hgmma {
+                failures.push(format!("{kernel}: {hgmma} HGMMA, expected {want_hgmma}"));
+            }
+            if (waits, batch_ends) != (2, 2) {
+                failures.push(format!(
+                    "{kernel}: {waits} WARPGROUP.DEPBAR and {batch_ends} batch-ending HGMMA, expected 2 and 2 (serialised wgmma?)"
+                ));
+            }
+            if utmaldg != want_tma {
+                failures.push(format!(
+                    "{kernel}: {utmaldg} UTMALDG, expected {want_tma} (TMA tensor loads)"
+                ));
+            }
+            for sync in ["SYNCS.ARRIVE", "SYNCS.PHASECHK"] {
+                if lines(sync) == 0 {
+                    failures.push(format!("{kernel}: no {sync} (mbarrier arrive / wait)"));
+                }
+            }
+            if hmma != 0 {
+                failures.push(format!("{kernel}: {hmma} HMMA: the mma.sync path leaked in"));
+            }
+            check_registers_only(kernel, res, code, &mut failures);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 fn assert_no_failures(facts: &BTreeMap<String, Facts>) {
@@ -244,46 +318,27 @@ fn is_ldg128(line: &str) -> bool {
 
 #[test]
 fn fused_memory_bound_kernels_use_128_bit_loads_and_never_spill() {
-    let tool = cuobjdump();
-    let dir = std::env::temp_dir().join(format!("longshot-sass-mb-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
     let mut failures = Vec::new();
     for &(source, kernels) in MEMORY_BOUND_KERNELS {
-        let cubin = cubin(&dir, source);
-        let usage = resource_usage(&run(&tool, &["-res-usage"], &cubin));
-        let sass = sass_by_function(&run(&tool, &["-sass"], &cubin));
+        let (usage, sass) = disassemble(source);
         for &kernel in kernels {
             let (Some(res), Some(code)) = (usage.get(kernel), sass.get(kernel)) else {
                 failures.push(format!("{kernel}: not in {} (have {:?})", source.file, usage.keys()));
                 continue;
             };
-            let count = |op: &str| code.iter().filter(|l| opcode(l) == op).count();
-            let (ldl, stl) = (count("LDL"), count("STL"));
             let ldg128 = code.iter().filter(|l| is_ldg128(l)).count();
-            let field = |k: &str| res.get(k).copied();
             eprintln!(
-                "{kernel:<26} REG {:>3} STACK {} LOCAL {} | LDG.E.128 {ldg128} LDL {ldl} STL {stl}",
-                field("REG").unwrap_or(0),
-                field("STACK").unwrap_or(0),
-                field("LOCAL").unwrap_or(0),
+                "{kernel:<26} REG {:>3} STACK {} LOCAL {} | LDG.E.128 {ldg128}",
+                res.get("REG").copied().unwrap_or(0),
+                res.get("STACK").copied().unwrap_or(0),
+                res.get("LOCAL").copied().unwrap_or(0),
             );
-            for k in ["STACK", "LOCAL"] {
-                match field(k) {
-                    Some(0) => {}
-                    other => failures.push(format!("{kernel}: {k} {other:?}, expected 0 bytes")),
-                }
-            }
-            if ldl + stl > 0 {
-                failures.push(format!(
-                    "{kernel}: {ldl} LDL and {stl} STL (register spills or local arrays)"
-                ));
-            }
+            check_registers_only(kernel, res, code, &mut failures);
             if ldg128 == 0 {
                 failures.push(format!("{kernel}: no 128-bit global load (LDG.E.128)"));
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

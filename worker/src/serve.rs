@@ -378,13 +378,18 @@ mod tests {
             ..config("w-metrics")
         };
         serve_until_registered(config, listener).await;
-        let text = prometheus::TextEncoder::new().encode_to_string(&metrics.gather()).unwrap();
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&metrics.gather())
+            .unwrap();
         let line = text
             .lines()
             .find(|l| l.starts_with("longshot_worker_device_memory_used_bytes "))
             .unwrap_or_else(|| panic!("no device memory gauge in:\n{text}"));
         let bytes: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!(bytes > 1e6, "{line}");
-        assert!(text.contains("longshot_build_info{component=\"worker\",device=\"cpu\""), "{text}");
+        assert!(
+            text.contains("longshot_build_info{component=\"worker\",device=\"cpu\""),
+            "{text}"
+        );
     }
 }

@@ -123,9 +123,11 @@ impl CudaBackend {
                 Some(m) => m.clone(),
                 None => {
                     // A cached image the driver refuses (cuModuleLoadData) is recompiled once.
+                    // The arch is the device's own, or its `a` variant for a source that needs it.
+                    let arch = source.arch_for(&self.info.arch());
                     let m = self
                         .cache
-                        .load_or_compile(source, &self.info.arch(), |image| {
+                        .load_or_compile(source, &arch, |image| {
                             let ptx = match image {
                                 ModuleImage::Cubin(bytes) => Ptx::from_binary(bytes.clone()),
                                 ModuleImage::Ptx(text) => Ptx::from_src(text.clone()),

@@ -11,6 +11,7 @@
 //! - [`backend`]: [`CudaBackend`] (device, stream, loaded modules) and launch helpers.
 //! - `ops_denoise`, `ops_transformer`, `ops_fused` (the DiT's fused bf16 path), `ops_vae`: the
 //!   launch wrappers, as `CudaBackend` methods.
+//! - [`tensor_map`]: TMA tensor maps (`cuTensorMapEncodeTiled`) for the wgmma attention kernel.
 //! - [`gemm_cublaslt`]: bf16 × bf16 → f32 or bf16 GEMMs through cuBLASLt, bias and GELU fused
 //!   into the epilogue, plans cached per shape.
 //! - [`nccl_exchange`]: the overlap exchange over NCCL on a communication stream (single-rank
@@ -35,6 +36,7 @@ mod ops_vae;
 pub mod parity;
 pub mod probe;
 pub mod sources;
+pub mod tensor_map;
 
 pub use crate::tensor_core::conv::{pack_conv_weight, ConvGeometry};
 pub use backend::{CapturedGraph, CudaBackend};
@@ -45,6 +47,6 @@ pub use nccl_exchange::{nccl_version, InFlight, NcclExchange, NcclUniqueId};
 pub use nccl_host::HostOverlapExchange;
 pub use ops_denoise::UniPcCoefficients;
 pub use ops_fused::{LnAffine, QkvLayout};
-pub use ops_transformer::ATTN_HEAD_DIMS;
+pub use ops_transformer::{choose_attention_kernel, AttentionKernel, ATTENTION_ENV, ATTN_HEAD_DIMS};
 pub use ops_vae::ConvShape;
 pub use probe::DeviceInfo;

@@ -204,7 +204,8 @@ impl CudaBackend {
     /// `out = softmax(scale·q·kᵀ)·v` per head from bf16 inputs already in the kernel's padded
     /// head layout (`[tokens, heads·padded]`, [`QkvLayout::padded_head_dim`], as
     /// [`qkv_rms_rope_bf16`](Self::qkv_rms_rope_bf16) writes them) to bf16 `out`
-    /// `[q_tokens, heads·head_dim]`, on tensor cores: no packing step and no f32 round trip.
+    /// `[q_tokens, heads·head_dim]`, on tensor cores (the kernel `attention_kernel` picks: wgmma on
+    /// Hopper): no packing step and no f32 round trip.
     pub fn attention_bf16_io(
         &self,
         q: &CudaSlice<u16>,
@@ -220,7 +221,8 @@ impl CudaBackend {
                 format!("head_dim {} has no attention kernel", shape.head_dim),
             ));
         };
-        self.launch_attention(q, k, v, None, shape, padded, scale, out)
+        let kernel = self.attention_kernel(false)?;
+        self.launch_attention(kernel, q, k, v, None, shape, padded, scale, out)
     }
 
     /// `x[r, j] += y[r, j]·gate[j]` (`gate`: `[dim]`, a view so it can be one row of a block's

@@ -6,29 +6,66 @@
 use super::backend::{as_u32, pointwise_config, CudaBackend};
 use super::error::{check_len, shape_error, CudaError};
 use super::sources::{
-    ATTENTION_FLASH, TRANSFORMER_NORM, TRANSFORMER_PATCHIFY, TRANSFORMER_POINTWISE, TRANSFORMER_ROPE,
+    ATTENTION_FLASH, ATTENTION_WGMMA, TRANSFORMER_NORM, TRANSFORMER_PATCHIFY, TRANSFORMER_POINTWISE, TRANSFORMER_ROPE,
 };
+use super::tensor_map;
 use crate::cpu::nn_attention::AttentionShape;
+use crate::tensor_core::wgmma::{
+    wgmma_kernel_name, wgmma_smem_bytes, wgmma_tensor_maps, WgmmaOut, WG_BLOCK_M, WG_THREADS,
+};
 pub use crate::tensor_core::ATTN_HEAD_DIMS;
 use crate::tensor_core::{
     attention_kernel_name, attention_kernel_name_obf16, attention_padded_head_dim, attention_smem_bytes, ATTN_BLOCK_M,
     ATTN_THREADS,
 };
 use cudarc::driver::sys::CUfunction_attribute;
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+
+/// The attention kernel a call runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// attention_flash.cu: mma.sync + cp.async, sm_80 and newer, with or without the rel bias.
+    MmaSync,
+    /// attention_wgmma.cu: wgmma + TMA, compute capability 9.0 only, no rel bias.
+    Wgmma,
+}
+
+/// The environment variable that overrides the choice (A/B runs on a device): `mma` or `wgmma`.
+pub const ATTENTION_ENV: &str = "LONGSHOT_ATTENTION";
+
+/// The kernel for a device of compute capability `cc`, with or without the rel bias: wgmma on
+/// Hopper (9.0) without bias, else mma.sync; `forced` (the value of [`ATTENTION_ENV`]) picks one,
+/// and forcing wgmma where it cannot run is an error rather than a silent fallback.
+pub fn choose_attention_kernel(cc: (i32, i32), bias: bool, forced: Option<&str>) -> Result<AttentionKernel, String> {
+    let wgmma_runs = cc == (9, 0) && !bias;
+    match forced.map(str::trim).filter(|f| !f.is_empty()) {
+        None if wgmma_runs => Ok(AttentionKernel::Wgmma),
+        None | Some("mma") => Ok(AttentionKernel::MmaSync),
+        Some("wgmma") if wgmma_runs => Ok(AttentionKernel::Wgmma),
+        Some("wgmma") => Err(format!(
+            "{ATTENTION_ENV}=wgmma needs compute capability 9.0 (this device is {}.{}) and no relative bias (bias: {bias})",
+            cc.0, cc.1
+        )),
+        Some(other) => Err(format!("{ATTENTION_ENV}={other:?}: expected \"mma\" or \"wgmma\"")),
+    }
+}
 
 /// An attention output element: f32, or bf16 bits (`u16`, the `*_obf16` kernels, no bias).
 pub(crate) trait AttentionOut: DeviceRepr {
+    /// The same output type's wgmma instantiation.
+    const WGMMA: WgmmaOut;
     fn kernel(head_dim: usize, bias: bool) -> Option<&'static str>;
 }
 
 impl AttentionOut for f32 {
+    const WGMMA: WgmmaOut = WgmmaOut::F32;
     fn kernel(head_dim: usize, bias: bool) -> Option<&'static str> {
         attention_kernel_name(head_dim, bias)
     }
 }
 
 impl AttentionOut for u16 {
+    const WGMMA: WgmmaOut = WgmmaOut::Bf16;
     fn kernel(head_dim: usize, bias: bool) -> Option<&'static str> {
         if bias {
             None
@@ -372,13 +409,15 @@ impl CudaBackend {
             Ok(packed)
         };
         let (qb, kb, vb) = (pack(q)?, pack(k)?, pack(v)?);
-        self.launch_attention(&qb, &kb, &vb, rel_bias, shape, padded, scale, out)
+        let kernel = self.attention_kernel(rel_bias.is_some())?;
+        self.launch_attention(kernel, &qb, &kb, &vb, rel_bias, shape, padded, scale, out)
     }
 
-    /// `out = softmax(scale·q·kᵀ [+ rel_bias])·v` per head on tensor cores (attention_flash.cu):
-    /// bf16 q, k, v (`[tokens, heads·head_dim]` rows), f32 accumulation and output, never the
-    /// score matrix. `head_dim` must be one of [`ATTN_HEAD_DIMS`]; `kv_tokens` may differ from
-    /// `q_tokens` (cross-attention).
+    /// `out = softmax(scale·q·kᵀ [+ rel_bias])·v` per head on tensor cores: bf16 q, k, v
+    /// (`[tokens, heads·head_dim]` rows), f32 accumulation and output, never the score matrix.
+    /// `head_dim` must be one of [`ATTN_HEAD_DIMS`]; `kv_tokens` may differ from `q_tokens`
+    /// (cross-attention). The kernel is [`choose_attention_kernel`]'s: attention_wgmma.cu on
+    /// Hopper without bias, attention_flash.cu otherwise.
     #[allow(clippy::too_many_arguments)]
     pub fn attention_bf16(
         &self,
@@ -396,7 +435,36 @@ impl CudaBackend {
                 format!("head_dim {} is not one of {ATTN_HEAD_DIMS:?}", shape.head_dim),
             ));
         }
-        self.launch_attention(q, k, v, rel_bias, shape, shape.head_dim, scale, out)
+        let kernel = self.attention_kernel(rel_bias.is_some())?;
+        self.attention_bf16_with(kernel, q, k, v, rel_bias, shape, scale, out)
+    }
+
+    /// [`Self::attention_bf16`] on the kernel named (A/B comparisons, the parity tests): wgmma
+    /// only on compute capability 9.0 and without bias, or an error.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_bf16_with(
+        &self,
+        kernel: AttentionKernel,
+        q: &CudaSlice<u16>,
+        k: &CudaSlice<u16>,
+        v: &CudaSlice<u16>,
+        rel_bias: Option<&CudaSlice<f32>>,
+        shape: AttentionShape,
+        scale: f32,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        if !ATTN_HEAD_DIMS.contains(&shape.head_dim) {
+            return Err(shape_error(
+                "attention",
+                format!("head_dim {} is not one of {ATTN_HEAD_DIMS:?}", shape.head_dim),
+            ));
+        }
+        if kernel == AttentionKernel::Wgmma {
+            let forced = Some("wgmma");
+            choose_attention_kernel(self.info().compute_capability, rel_bias.is_some(), forced)
+                .map_err(|m| shape_error("attention", m))?;
+        }
+        self.launch_attention(kernel, q, k, v, rel_bias, shape, shape.head_dim, scale, out)
     }
 
     /// The kernel for head size `d` on inputs packed to `[tokens, heads·d]`, writing the first
@@ -404,6 +472,7 @@ impl CudaBackend {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch_attention<O: AttentionOut>(
         &self,
+        kernel_choice: AttentionKernel,
         q: &CudaSlice<u16>,
         k: &CudaSlice<u16>,
         v: &CudaSlice<u16>,
@@ -443,6 +512,9 @@ impl CudaBackend {
         }
         let out_dim = shape.head_dim as u32; // ≤ d ≤ 128
         as_u32(OP, "q_tokens + kv_tokens", shape.q_tokens + shape.kv_tokens)?;
+        if kernel_choice == AttentionKernel::Wgmma {
+            return self.launch_wgmma(q, k, v, shape, d, scale, out, O::WGMMA);
+        }
         let smem = attention_smem_bytes(d) as u32;
         let f = self.function(&ATTENTION_FLASH, kernel)?;
         // Above 48 KiB of dynamic shared memory a kernel must opt in (sm_90 allows 227 KiB).
@@ -472,5 +544,100 @@ impl CudaBackend {
         // the kernel indexes.
         unsafe { b.launch(cfg) }?;
         Ok(())
+    }
+    /// [`choose_attention_kernel`] for this device and [`ATTENTION_ENV`].
+    pub fn attention_kernel(&self, bias: bool) -> Result<AttentionKernel, CudaError> {
+        let forced = std::env::var(ATTENTION_ENV).ok();
+        choose_attention_kernel(self.info().compute_capability, bias, forced.as_deref())
+            .map_err(|m| shape_error("attention", m))
+    }
+
+    /// attention_wgmma.cu on inputs packed to head size `d`, writing the first `shape.head_dim`
+    /// columns of each head as `T` (f32 or bf16 bits, as `out_kind` says). Lengths, token counts
+    /// and the head count are checked by the callers.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_wgmma<T: DeviceRepr>(
+        &self,
+        q: &CudaSlice<u16>,
+        k: &CudaSlice<u16>,
+        v: &CudaSlice<u16>,
+        shape: AttentionShape,
+        d: usize,
+        scale: f32,
+        out: &mut CudaSlice<T>,
+        out_kind: WgmmaOut,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "attention";
+        let kernel = wgmma_kernel_name(d, out_kind)
+            .ok_or_else(|| shape_error(OP, format!("no wgmma attention kernel for head size {d}")))?;
+        // TMA box coordinates are signed 32-bit.
+        for (what, tokens) in [("q_tokens", shape.q_tokens), ("kv_tokens", shape.kv_tokens)] {
+            if tokens > i32::MAX as usize {
+                return Err(shape_error(
+                    OP,
+                    format!("{what} {tokens} exceeds 2^31 − 1 (TMA coordinates)"),
+                ));
+            }
+        }
+        let [mq, mk, mv] = wgmma_tensor_maps(shape, d).map_err(|m| shape_error(OP, m))?;
+        let stream = self.stream();
+        // The guards keep cudarc's event bookkeeping for buffers the kernel reads through the maps.
+        let (q_ptr, _q_read) = q.device_ptr(stream);
+        let (k_ptr, _k_read) = k.device_ptr(stream);
+        let (v_ptr, _v_read) = v.device_ptr(stream);
+        let (tq, tk, tv) = (
+            tensor_map::encode_bf16(&mq, q_ptr)?,
+            tensor_map::encode_bf16(&mk, k_ptr)?,
+            tensor_map::encode_bf16(&mv, v_ptr)?,
+        );
+        let (qt, kt, h) = (shape.q_tokens as u32, shape.kv_tokens as u32, shape.heads as u32);
+        let out_dim = shape.head_dim as u32;
+        let smem = wgmma_smem_bytes(d) as u32;
+        let f = self.function(&ATTENTION_WGMMA, kernel)?;
+        f.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem as i32,
+        )?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&tq).arg(&tk).arg(&tv).arg(out);
+        b.arg(&qt).arg(&kt).arg(&h).arg(&out_dim).arg(&scale);
+        let cfg = LaunchConfig {
+            grid_dim: (qt.div_ceil(WG_BLOCK_M as u32), h, 1),
+            block_dim: (WG_THREADS as u32, 1, 1),
+            shared_mem_bytes: smem,
+        };
+        // SAFETY: matches `attention_wgmma_d{64,128}_{f32,bf16}out` (the name chosen from d and
+        // T's kind): three tensor maps by value, then out, q_tokens, kv_tokens, heads, out_dim,
+        // scale. The maps describe q ([q_tokens, heads·d]) and k, v ([kv_tokens, heads·d]) bf16,
+        // whose lengths the callers checked, and the kernel reads nothing else of them (TMA clips
+        // at the extents); out holds q_tokens·heads·out_dim values of T with out_dim ≤ d; the grid
+        // has one block per 128 queries per head, the block WG_THREADS threads and the
+        // wgmma_smem_bytes(d) the kernel lays out (alignment slack included). The device is
+        // compute capability 9.0 (choose_attention_kernel), where the sm_90a image runs.
+        unsafe { b.launch(cfg) }?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hopper_without_bias_runs_wgmma_and_the_override_is_strict() {
+        use AttentionKernel::*;
+        let hopper = (9, 0);
+        assert_eq!(choose_attention_kernel(hopper, false, None), Ok(Wgmma));
+        assert_eq!(choose_attention_kernel(hopper, false, Some("")), Ok(Wgmma));
+        assert_eq!(choose_attention_kernel(hopper, true, None), Ok(MmaSync));
+        for other in [(8, 0), (8, 9), (10, 0), (12, 0)] {
+            assert_eq!(choose_attention_kernel(other, false, None), Ok(MmaSync), "{other:?}");
+            assert!(choose_attention_kernel(other, false, Some("wgmma")).is_err());
+        }
+        assert_eq!(choose_attention_kernel(hopper, false, Some("mma")), Ok(MmaSync));
+        assert_eq!(choose_attention_kernel(hopper, false, Some("wgmma")), Ok(Wgmma));
+        assert!(choose_attention_kernel(hopper, true, Some("wgmma")).is_err());
+        let err = choose_attention_kernel(hopper, false, Some("tma")).unwrap_err();
+        assert!(err.contains(ATTENTION_ENV) && err.contains("tma"), "{err}");
     }
 }

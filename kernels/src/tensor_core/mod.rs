@@ -15,6 +15,7 @@ pub mod attention_emu;
 pub mod conv;
 pub mod conv_emu;
 pub mod fragments;
+pub mod wgmma;
 
 /// Warps per block, one per 16-row query slice (`ATTN_WARPS`).
 pub const ATTN_WARPS: usize = 4;
