@@ -3,8 +3,9 @@
 //! ever needs it; umT5-XXL is 5.7 B parameters), and per job a denoiser bound to the embeddings
 //! the coordinator sent plus a [`WanFrameDecoder`]. The transformer runs on the CPU reference
 //! backend ([`WanDenoiser`]) or, with the `cuda` feature and [`WanBackend::Cuda`], on the GPU
-//! (`gpu::GpuWanDenoiser`); the text encoder and the VAE run on the CPU either way. A worker
-//! holds it as a [`ServedModel`].
+//! (`gpu::GpuWanDenoiser`), where the VAE decoder runs too (`gpu::GpuWanVaeDecoder`; with
+//! `LONGSHOT_GPU_VAE=0` it stays on the CPU); the text encoder runs on the CPU either way. A
+//! worker holds it as a [`ServedModel`].
 
 use crate::served::{ConditioningError, ServedModel, ServedModelError, TextConditioning};
 use crate::wan::pipeline::PipelineDir;
@@ -38,6 +39,37 @@ enum Transformer {
     Cuda(Arc<super::gpu::GpuWanTransformer>),
 }
 
+/// The loaded VAE decoder, on the backend it runs on.
+enum Vae {
+    Cpu(Arc<WanVaeDecoder>),
+    #[cfg(feature = "cuda")]
+    Cuda(Arc<super::gpu::GpuWanVaeDecoder>),
+}
+
+/// Keeps a CUDA worker's VAE on the CPU when set to `0` (a fallback while the GPU decoder is new).
+pub const GPU_VAE_ENV: &str = "LONGSHOT_GPU_VAE";
+
+impl Vae {
+    fn load(dir: &Path, backend: &WanBackend) -> Result<Self, WanError> {
+        Ok(match backend {
+            #[cfg(feature = "cuda")]
+            WanBackend::Cuda(b) if std::env::var(GPU_VAE_ENV).map_or(true, |v| v != "0") => Self::Cuda(Arc::new(
+                super::gpu::GpuWanVaeDecoder::load(b.clone(), dir)
+                    .map_err(|e| WanError::Input(format!("{}: loading onto the GPU: {e}", dir.display())))?,
+            )),
+            _ => Self::Cpu(Arc::new(WanVaeDecoder::load(dir)?)),
+        })
+    }
+
+    fn config(&self) -> &crate::wan::vae::config::VaeConfig {
+        match self {
+            Self::Cpu(v) => v.config(),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(v) => v.config(),
+        }
+    }
+}
+
 impl Transformer {
     fn load(dir: &Path, backend: &WanBackend) -> Result<Self, WanError> {
         Ok(match backend {
@@ -64,7 +96,7 @@ pub struct WanModel {
     info: ModelInfo,
     root: PathBuf,
     transformer: Transformer,
-    vae: Arc<WanVaeDecoder>,
+    vae: Vae,
     text_encoder_dir: PathBuf,
     tokenizer_dir: PathBuf,
     text: Mutex<Option<Arc<TextEncoder>>>,
@@ -120,7 +152,7 @@ impl WanModel {
     pub fn load(dir: &Path, name: Option<&str>, backend: &WanBackend) -> Result<Self, WanError> {
         let pipeline = PipelineDir::open(dir)?;
         let transformer = Transformer::load(&pipeline.component_dir("transformer")?, backend)?;
-        let vae = Arc::new(WanVaeDecoder::load(&pipeline.component_dir("vae")?)?);
+        let vae = Vae::load(&pipeline.component_dir("vae")?, backend)?;
         let text_encoder_dir = pipeline.component_dir("text_encoder")?;
         let tokenizer_dir = pipeline.component_dir("tokenizer")?;
         let t5 = UMT5Config::from_file(&text_encoder_dir.join("config.json"))?;
@@ -231,8 +263,13 @@ impl WanModel {
         }
     }
 
-    pub fn decoder(&self) -> WanFrameDecoder {
-        WanFrameDecoder::new(self.vae.clone())
+    /// The frame decoder, on the VAE's backend.
+    pub fn decoder(&self) -> Box<dyn FrameDecoder> {
+        match &self.vae {
+            Vae::Cpu(v) => Box::new(WanFrameDecoder::new(v.clone())),
+            #[cfg(feature = "cuda")]
+            Vae::Cuda(v) => Box::new(super::gpu::GpuWanFrameDecoder::new(v.clone())),
+        }
     }
 }
 
@@ -269,6 +306,6 @@ impl ServedModel for WanModel {
     }
 
     fn frame_decoder(&self) -> Box<dyn FrameDecoder> {
-        Box::new(self.decoder())
+        self.decoder()
     }
 }
