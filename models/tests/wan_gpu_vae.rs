@@ -106,6 +106,39 @@ fn pipeline_tiny_vae_matches_cpu_on_a_non_square_latent() {
     );
 }
 
+/// `GpuWanVaeDecoder::random` (the benchmark's decoder) at the fixture's config: the frames of
+/// the checkpoint decoder's shape, finite, mostly inside the final clamp (the weight scales keep
+/// activations O(1)), the same for the same seed and different for another.
+#[test]
+fn random_weights_decode_like_a_checkpoint() {
+    let dir = pipeline_tiny_vae();
+    let (_, loaded) = models(&dir);
+    let cfg = loaded.config().clone();
+    let dims = [3, cfg.z_dim, 3, 4];
+    let z = latents(dims[0], cfg.z_dim, dims[2], dims[3], 0.3);
+    let want = loaded.decode_window(&z, dims, 0).expect("checkpoint decode");
+    let decode = |seed| {
+        GpuWanVaeDecoder::random(backend(), cfg.clone(), seed)
+            .unwrap_or_else(|e| panic!("random decoder: {e}"))
+            .decode_window(&z, dims, 0)
+            .expect("random decode")
+    };
+    let (a, b, other) = (decode(5), decode(5), decode(6));
+    assert_eq!(
+        (a.first_frame, a.frames, a.channels, a.height, a.width),
+        (want.first_frame, want.frames, want.channels, want.height, want.width)
+    );
+    assert!(a.data.iter().all(|v| v.is_finite()), "non-finite frames");
+    let clamped = a.data.iter().filter(|v| v.abs() >= 1.0).count();
+    assert!(
+        clamped * 2 < a.data.len(),
+        "{clamped} of {} values clamped",
+        a.data.len()
+    );
+    assert_eq!(a.data, b.data, "same seed, different frames");
+    assert_ne!(a.data, other.data, "another seed, the same frames");
+}
+
 /// As `wan_vae.rs`'s check_sharding, on the GPU: `[0, s)` from the start and `[s, len)` with the
 /// halo in front concatenate to the GPU's sequential decode bit for bit.
 fn check_sharding(dir: &Path) {

@@ -7,6 +7,10 @@
 #   torch_forward     diffusers + PyTorch, Wan2.1-1.3B transformer, random bf16 weights,
 #                     480x832x81: 1 warm-up (profiled: which SDPA backend) + N timed forwards
 #   longshot_forward  Longshot's GpuWanTransformer, same shape: 1 warm-up + N timed
+#   torch_vae_decode  diffusers' AutoencoderKLWan (Wan2.1 config, random f32 weights, as WanPipeline
+#                     keeps its VAE) decoding a [1,16,21,60,104] latent to 81 frames of 480x832:
+#                     a tiny CPU smoke run of the script, then 1 warm-up + N timed decodes
+#   longshot_vae_decode  Longshot's GpuWanVaeDecoder (random weights), same latent: 1 warm-up + N
 #   gpu_kernels       the kernel table (bandwidth vs copy, GEMM and attention TFLOP/s)
 #   nvrtc_compile … worker_device, render_1_vs_2   the parity tests and the 1-vs-2-worker render
 # Without a GPU (or with HARNESS_GPU=none) every GPU step prints "skipped: no GPU" and the table
@@ -19,7 +23,8 @@
 # .device-pack); HARNESS_GPU =
 # auto (default) | none | fake (self-test only: assume a GPU, run whatever the pack holds);
 # HARNESS_FORWARD_ITERS (timed forwards of each model, default 2); HARNESS_FORWARD_PHASES=0 (no
-# per-phase Longshot forward); QUICK=1 (2-layer forwards); HARNESS_TIMEOUT_<step> (seconds);
+# per-phase Longshot forward); HARNESS_VAE_ITERS (timed decodes of each VAE, default 2); QUICK=1
+# (2-layer forwards, 17-frame decodes); HARNESS_TIMEOUT_<step> (seconds);
 # HARNESS_BUDGET_S (default 480).
 #   harness.sh --list-steps   prints the steps and their timeouts
 set -uo pipefail
@@ -28,22 +33,26 @@ set -uo pipefail
 # must leave RESERVE_S for writing the table and the tarball (checked below).
 BUDGET_S=${HARNESS_BUDGET_S:-480}
 RESERVE_S=10
+# The timed steps (torch_*, longshot_*) start a timed run only when it fits their timeout, so they
+# report what fitted rather than time out.
 STEPS=(
   checks:15
-  torch_forward:90
-  longshot_forward:120
-  gpu_kernels:60
+  torch_forward:70
+  longshot_forward:85
+  torch_vae_decode:55
+  longshot_vae_decode:45
+  gpu_kernels:40
   nvrtc_compile:10
   gpu_denoise:15
-  gpu_transformer:20
+  gpu_transformer:15
   gpu_vae:15
   gpu_nccl:10
-  gpu_parity_core:15
-  gpu_parity_models:20
-  wan_gpu:25
+  gpu_parity_core:10
+  gpu_parity_models:15
+  wan_gpu:20
   wan_gpu_vae:20
   worker_device:10
-  render_1_vs_2:25
+  render_1_vs_2:20
 )
 # The test binaries run as parity steps (render_1_vs_2 is a script step).
 PARITY="nvrtc_compile gpu_denoise gpu_transformer gpu_vae gpu_nccl gpu_parity_core gpu_parity_models wan_gpu wan_gpu_vae worker_device"
@@ -84,15 +93,29 @@ step_checks() {
   return $rc
 }
 
-step_torch_forward() {
-  local site="$WORK/py-site" layers=""
-  [ "${QUICK:-0}" = 1 ] && layers=2
-  # diffusers is not on the device machine: pack.sh carries its wheel (and the one dependency it lacks).
-  if ls "$PACK"/wheels/*.whl > /dev/null 2>&1; then
+# diffusers is not on the device machine: pack.sh carries its wheel (and the one dependency it
+# lacks), installed once into $WORK/py-site by the first torch step that runs.
+py_site() {
+  local site="$WORK/py-site"
+  if [ ! -e "$site/.installed" ] && ls "$PACK"/wheels/*.whl > /dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$PACK"/wheels/*.whl \
-      > "$LOGS/torch_forward.pip.log" 2>&1 || { summary "pip install of the packed wheels failed"; return 1; }
+      > "$LOGS/$STEP.pip.log" 2>&1 || { summary "pip install of the packed wheels failed"; return 1; }
+    touch "$site/.installed"
   fi
-  PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" python3 "$SCRIPTS/torch_wan_forward.py" --config 1.3b \
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+# The median of the timed runs on the last (JSON) line of a torch script's log; empty when none.
+torch_median() {
+  python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["ms_median"] or "")' \
+    "$1" 2>/dev/null
+}
+
+step_torch_forward() {
+  local layers=""
+  [ "${QUICK:-0}" = 1 ] && layers=2
+  py_site || return 1
+  python3 "$SCRIPTS/torch_wan_forward.py" --config 1.3b \
     --warmup 1 --iters "$ITERS" ${layers:+--layers $layers} > "$LOGS/torch_forward.log" 2>&1
   local rc=$?
   summary "$(python3 - "$LOGS/torch_forward.log" <<'PY'
@@ -126,6 +149,53 @@ step_longshot_forward() {
     summary "$(echo "$r" | sed -nE 's/.*warmup_ms=([0-9.]+) timed=([0-9]+) ms=([0-9.]+) median_ms=([0-9.]+) tflops=([0-9.]+).*/median \4 ms of \2 timed, warm-up \1 ms, \5 TFLOP\/s (best)/p')"
   else
     summary "no RESULT line: $(tail -1 "$LOGS/longshot_forward.log")"
+  fi
+  return $rc
+}
+
+step_torch_vae_decode() {
+  local t=${HARNESS_STEP_LIMIT:-$(step_timeout torch_vae_decode)} frames=81 smoke=0 rc
+  [ "${QUICK:-0}" = 1 ] && frames=17
+  py_site || return 1
+  # The script's CPU smoke test (a tiny VAE): the development machine has no PyTorch to run it.
+  python3 "$SCRIPTS/torch_wan_vae_decode.py" --config tiny --device cpu --frames 5 --height 32 --width 32 \
+    --iters 1 > "$LOGS/torch_vae_decode.smoke.log" 2>&1 || smoke=1
+  # The budget counts from the script's start, imports included; 5 s kept for the summary.
+  python3 "$SCRIPTS/torch_wan_vae_decode.py" --frames "$frames" --warmup 1 --iters "$VAE_ITERS" \
+    --budget-s "$((t - SECONDS - 5))" > "$LOGS/torch_vae_decode.log" 2>&1
+  rc=$?
+  summary "$(python3 - "$LOGS/torch_vae_decode.log" "$smoke" <<'PY'
+import json, sys
+smoke = "; CPU smoke test FAILED (logs/torch_vae_decode.smoke.log)" if sys.argv[2] == "1" else ""
+try:
+    r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+except Exception:
+    print("no result line" + smoke); raise SystemExit
+med = r.get("ms_median")
+print(f"median {med:.1f} ms of {len(r['ms_all'])} timed" if med is not None else "no timed decode", end="")
+print(f", warm-up {r['warmup_ms'][0]:.1f} ms" if r.get("warmup_ms") else "", end="")
+print(f", {r['dtype']} (TF32 convs {'on' if r.get('tf32_conv') else 'off'}), to host {r['to_host_ms']:.1f} ms", end="")
+print("" if r.get("finite") else ", NON-FINITE frames", end="")
+print(f", torch {r['versions']['torch']}, diffusers {r['versions']['diffusers']}{smoke}")
+PY
+)"
+  [ $rc = 0 ] && return $smoke
+  return $rc
+}
+
+step_longshot_vae_decode() {
+  need_bin wan_gpu_vae_decode
+  local t=${HARNESS_STEP_LIMIT:-$(step_timeout longshot_vae_decode)} rc r
+  [ "${QUICK:-0}" = 1 ] && export LONGSHOT_VAE_BENCH_LATENT_FRAMES=5
+  # Its budget counts from the binary's start (weights and kernel compiles included).
+  LONGSHOT_VAE_BENCH_ITERS="$VAE_ITERS" LONGSHOT_VAE_BENCH_BUDGET_S="$((t > 10 ? t - 3 : t))" \
+    "$PACK/bin/wan_gpu_vae_decode" > "$LOGS/longshot_vae_decode.log" 2>&1
+  rc=$?
+  r=$(grep -E '^RESULT wan_gpu_vae_decode' "$LOGS/longshot_vae_decode.log" | tail -1)
+  if [ -n "$r" ]; then
+    summary "$(echo "$r" | sed -nE 's/.*warmup_ms=([0-9.]+) timed=([0-9]+) ms=([0-9.]+) median_ms=([0-9.]+) download_ms=([0-9.]+).*/median \4 ms of \2 timed, warm-up \1 ms, of which the download to the host \5 ms/p')"
+  else
+    summary "no RESULT line: $(tail -1 "$LOGS/longshot_vae_decode.log")"
   fi
   return $rc
 }
@@ -208,7 +278,8 @@ fi
 if [ "${1:-}" = "--step" ]; then
   STEP=$2
   case "$STEP" in
-    checks | torch_forward | longshot_forward | gpu_kernels | render_1_vs_2) "step_$STEP" ;;
+    checks | torch_forward | longshot_forward | torch_vae_decode | longshot_vae_decode | gpu_kernels | render_1_vs_2)
+      "step_$STEP" ;;
     *) step_parity ;;
   esac
   exit $?
@@ -233,13 +304,14 @@ rm -rf "$LOGS" "$WORK" "$OUT/results.md" "$OUT/harness-logs.tar.gz"
 mkdir -p "$LOGS" "$WORK"
 GPU_MODE=${HARNESS_GPU:-auto}
 ITERS=${HARNESS_FORWARD_ITERS:-2}
+VAE_ITERS=${HARNESS_VAE_ITERS:-2}
 START=$(now)
 if [ -s "$PACK/COMMIT" ]; then
   COMMIT="$(cat "$PACK/COMMIT")$([ -s "$PACK/DIRTY" ] && echo ' (with uncommitted changes)')"
 else
   COMMIT="$(git -C "$SCRIPTS" rev-parse HEAD 2>/dev/null || echo unknown) (not packed)"
 fi
-export SCRIPTS PACK OUT LOGS WORK ITERS COMMIT
+export SCRIPTS PACK OUT LOGS WORK ITERS VAE_ITERS COMMIT
 # The pack travels inside the repository's working tree, which holds the Wan fixtures.
 export LONGSHOT_WAN_FIXTURES="${LONGSHOT_WAN_FIXTURES:-$(cd "$PACK/.." && pwd)/models/tests/fixtures/wan}"
 export LONGSHOT_KERNEL_CACHE="${LONGSHOT_KERNEL_CACHE:-$WORK/kernel-cache}"
@@ -342,6 +414,14 @@ done
 # ---------------------------------------------------------------------------------------------
 # The results table.
 R="$OUT/results.md"
+# A table row with ours / theirs, or n/a unless both ran.
+ratio_row() {
+  if [ -n "$2" ] && [ -n "$3" ]; then
+    echo "| $1 | $(awk -v a="$2" -v b="$3" 'BEGIN { printf "%.2f×", a / b }') |"
+  else
+    echo "| $1 | n/a |"
+  fi
+}
 {
   echo "# Longshot device harness"
   echo
@@ -370,13 +450,22 @@ R="$OUT/results.md"
   echo "| diffusers + PyTorch (bf16, random weights) | $(cat "$LOGS/torch_forward.summary" 2>/dev/null || echo "${STATUS[torch_forward]}") |"
   echo "| Longshot GpuWanTransformer (bf16 GEMMs, f32 elsewhere) | $(cat "$LOGS/longshot_forward.summary" 2>/dev/null || echo "${STATUS[longshot_forward]}") |"
   ours=$(sed -nE 's/^RESULT wan_gpu_forward .* median_ms=([0-9.]+).*/\1/p' "$LOGS/longshot_forward.log" 2>/dev/null | tail -1)
-  theirs=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["ms_median"] or "")' \
-    "$LOGS/torch_forward.log" 2>/dev/null)
-  if [ -n "$ours" ] && [ -n "$theirs" ]; then
-    echo "| Longshot / diffusers (median) | $(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.2f×", a / b }') |"
-  else
-    echo "| Longshot / diffusers (median) | n/a |"
-  fi
+  ratio_row "Longshot / diffusers (median)" "$ours" "$(torch_median "$LOGS/torch_forward.log")"
+  echo
+  echo "## VAE decode, Wan2.1 (latent 16×21×60×104 → 81 frames of 480×832)"
+  echo
+  echo "| implementation | result |"
+  echo "|---|---|"
+  echo "| diffusers AutoencoderKLWan + PyTorch (random weights) | $(cat "$LOGS/torch_vae_decode.summary" 2>/dev/null || echo "${STATUS[torch_vae_decode]}") |"
+  echo "| Longshot GpuWanVaeDecoder (bf16 tensor-core convs, f32 activations; upload and download included) | $(cat "$LOGS/longshot_vae_decode.summary" 2>/dev/null || echo "${STATUS[longshot_vae_decode]}") |"
+  r=$(grep -E '^RESULT wan_gpu_vae_decode' "$LOGS/longshot_vae_decode.log" 2>/dev/null | tail -1)
+  ours=$(echo "$r" | sed -nE 's/.* median_ms=([0-9.]+).*/\1/p')
+  down=$(echo "$r" | sed -nE 's/.* download_ms=([0-9.]+).*/\1/p')
+  theirs=$(torch_median "$LOGS/torch_vae_decode.log")
+  ratio_row "Longshot / diffusers (median)" "$ours" "$theirs"
+  # diffusers leaves its frames on the device: the like-for-like figure drops Longshot's download.
+  ratio_row "Longshot less its download / diffusers (median)" \
+    "$([ -n "$ours" ] && [ -n "$down" ] && awk -v a="$ours" -v d="$down" 'BEGIN { print a - d }')" "$theirs"
   echo
   echo "## Kernels (gpu_kernels)"
   echo

@@ -7,9 +7,9 @@
 #            [".device-pack"] (the pack is git-ignored; it travels inside the repository's tree)
 #            and timeout_s 540; the harness itself stays under 8 minutes.
 # run.sh runs scripts/gpu/harness.sh (copied into the pack): library checks, the diffusers
-# baseline, Longshot's Wan2.1-1.3B forward, the kernel table, the parity tests and a 1-vs-2-worker
-# render, each under its own timeout, and writes $OUT/results.md and $OUT/harness-logs.tar.gz
-# (the device tool copies $OUT back). QUICK=1 on the device: 2-layer forwards.
+# baselines and Longshot's counterparts (the Wan2.1-1.3B forward, the Wan2.1 VAE decode), the
+# kernel table, the parity tests and a 1-vs-2-worker render, each under its own timeout, and writes $OUT/results.md and $OUT/harness-logs.tar.gz
+# (the device tool copies $OUT back). QUICK=1 on the device: 2-layer forwards, 17-frame decodes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PACK=.device-pack
@@ -27,11 +27,11 @@ cargo test --release --locked -p longshot-kernels --features cuda --no-run --mes
 cargo test --release --locked -p longshot-tests --features cuda \
   --test gpu_parity_core --test gpu_parity_models --no-run --message-format=json \
   >> "$PACK/build.json"
-# models: the GPU Wan2.1 transformer and VAE decoder against the CPU ones; benches: kernels and
-# one forward.
+# models: the GPU Wan2.1 transformer and VAE decoder against the CPU ones; benches: kernels, one
+# forward and one VAE decode.
 cargo test --release --locked -p longshot-models --features cuda --test wan_gpu --test wan_gpu_vae --no-run \
   --message-format=json >> "$PACK/build.json"
-cargo bench --locked -p longshot-models --features cuda --bench wan_gpu_forward --no-run \
+cargo bench --locked -p longshot-models --features cuda --bench wan_gpu_forward --bench wan_gpu_vae_decode --no-run \
   --message-format=json >> "$PACK/build.json"
 cargo bench --locked -p longshot-kernels --features cuda --bench gpu_kernels --no-run \
   --message-format=json >> "$PACK/build.json"
@@ -44,7 +44,7 @@ python3 - "$PACK" <<'PY'
 import json, shutil, subprocess, sys, os
 pack = sys.argv[1]
 wanted = {"nvrtc_compile", "gpu_denoise", "gpu_transformer", "gpu_vae", "gpu_nccl",
-          "gpu_parity_core", "gpu_parity_models", "wan_gpu", "wan_gpu_vae", "wan_gpu_forward", "gpu_kernels",
+          "gpu_parity_core", "gpu_parity_models", "wan_gpu", "wan_gpu_vae", "wan_gpu_forward", "wan_gpu_vae_decode", "gpu_kernels",
           "longshot_worker", "longshot"}
 found = set()
 for line in open(os.path.join(pack, "build.json")):
@@ -71,7 +71,7 @@ rm "$PACK/build.json"
 # The sources are embedded in the binaries; the copies are for reading and for diffing on the device.
 cp kernels/cuda/*.cu kernels/cuda/*.cuh "$PACK/kernels/cuda/"
 # diffusers is not on the device machine: carry its wheel (and the one dependency it lacks there).
-cp scripts/gpu/torch_wan_forward.py "$PACK/scripts/"
+cp scripts/gpu/torch_wan_forward.py scripts/gpu/torch_wan_vae_decode.py "$PACK/scripts/"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux2014_x86_64 -d "$PACK/wheels" diffusers==0.42.1 'importlib_metadata<9'
 git rev-parse HEAD > "$PACK/COMMIT" 2>/dev/null || echo unknown > "$PACK/COMMIT"
@@ -81,8 +81,8 @@ git status --porcelain > "$PACK/DIRTY" 2>/dev/null || true
 cp scripts/gpu/harness.sh scripts/gpu/probe_libs.py "$PACK/scripts/"
 cat > "$PACK/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Every device check in one call of at most 8 minutes: start-up checks, the diffusers baseline,
-# Longshot's forward, the kernel table, the parity tests. Writes $OUT/results.md and
+# Every device check in one call of at most 8 minutes: start-up checks, the diffusers baselines
+# and Longshot's forward and VAE decode, the kernel table, the parity tests. Writes $OUT/results.md and
 # $OUT/harness-logs.tar.gz. See scripts/harness.sh for the steps and their timeouts.
 exec bash "$(dirname "$0")/scripts/harness.sh" "$@"
 RUN

@@ -65,7 +65,7 @@ def main():
     x = torch.randn(1, 16, t, h, w, device=a.device, dtype=dtype)
     ctx = torch.randn(1, a.text_tokens, cfg["text_dim"], device=a.device, dtype=dtype)
     step = torch.tensor([500], device=a.device)
-    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
+    sync = synchronizer(a.device)
     forward = lambda: model(hidden_states=x, timestep=step, encoder_hidden_states=ctx, return_dict=False)[0]
     times, warmup_ms, sdpa = [], [], {"backend": "unknown", "kernels": []}
     with torch.inference_mode():
@@ -82,11 +82,25 @@ def main():
     sdpa["enabled"] = sdpa_flags()
     print(json.dumps({
         "config": a.config, "layers": cfg["num_layers"], "latent": [t, h, w], "text_tokens": a.text_tokens, "dtype": a.dtype,
-        "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device,
+        "device": device_label(a.device),
         "warmup_ms": warmup_ms, "ms_median": statistics.median(times) if times else None, "ms_all": times,
         "sdpa": sdpa,
-        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
+        "versions": versions(),
     }))
+
+
+# Shared with torch_wan_vae_decode.py.
+def synchronizer(device):
+    """What waits for the device's queued work (nothing to wait for on a CPU)."""
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+def device_label(device):
+    return torch.cuda.get_device_name() if device.startswith("cuda") else device
+
+
+def versions():
+    return {"torch": torch.__version__, "diffusers": diffusers.__version__}
 
 
 # Substrings of the kernel names of each SDPA backend (checked in this order; math has no kernel of

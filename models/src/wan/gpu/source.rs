@@ -1,6 +1,7 @@
 //! Where the GPU model's weights come from: a checkpoint ([`StoreSource`], through the same
 //! name mapping and shape checks as the CPU loader) or seeded random numbers ([`RandomSource`],
-//! for benchmarks at the real model's shapes without a checkpoint).
+//! for benchmarks at the real model's shapes without a checkpoint). The VAE decoder reads its
+//! tensors through [`VaeSource`], which both a checkpoint (`VaeFetch`) and [`RandomSource`] are.
 //!
 //! Weights are fetched one tensor at a time and dropped from the host once uploaded, so loading
 //! never holds more than one tensor in f32 on the host.
@@ -8,6 +9,7 @@
 use super::error::GpuWanError;
 use super::linear::{bf16_bits, Gpu};
 use crate::wan::transformer::layers::Fetch;
+use crate::wan::vae::blocks::VaeFetch;
 use cudarc::driver::CudaSlice;
 
 /// What a host tensor is for (a random source draws each kind from its own distribution).
@@ -90,12 +92,13 @@ pub fn host_gaussians(key: u64, n: usize) -> Vec<f32> {
     out
 }
 
-impl WeightSource for RandomSource {
-    fn host(&mut self, name: &str, shape: &[usize], role: Role) -> Result<Vec<f32>, GpuWanError> {
+impl RandomSource {
+    /// Host tensor `name` with `shape`, drawn for `role`.
+    fn tensor(&self, name: &str, shape: &[usize], role: Role) -> Vec<f32> {
         let n: usize = shape.iter().product();
         let g = host_gaussians(tensor_key(self.seed, name), n);
         let fan_in = shape.get(1..).map_or(1, |s| s.iter().product::<usize>().max(1));
-        Ok(match role {
+        match role {
             Role::NormWeight => g.iter().map(|v| 1.0 + 0.1 * v).collect(),
             Role::Bias => g.iter().map(|v| 0.02 * v).collect(),
             Role::Table => g.iter().map(|v| 0.1 * v).collect(),
@@ -103,7 +106,13 @@ impl WeightSource for RandomSource {
                 let s = 1.0 / (fan_in as f32).sqrt();
                 g.iter().map(|v| s * v).collect()
             }
-        })
+        }
+    }
+}
+
+impl WeightSource for RandomSource {
+    fn host(&mut self, name: &str, shape: &[usize], role: Role) -> Result<Vec<f32>, GpuWanError> {
+        Ok(self.tensor(name, shape, role))
     }
 
     fn device_bf16(&mut self, gpu: &Gpu, name: &str, shape: &[usize]) -> Result<CudaSlice<u16>, GpuWanError> {
@@ -125,6 +134,34 @@ impl WeightSource for RandomSource {
     }
 }
 
+/// The VAE decoder's tensors by diffusers name, f32 on the host (conv weights are packed for the
+/// tensor cores by the loader, whatever their source).
+pub(crate) trait VaeSource {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, GpuWanError>;
+}
+
+impl VaeSource for VaeFetch<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, GpuWanError> {
+        Ok(VaeFetch::get(self, name, shape)?)
+    }
+}
+
+/// Random VAE tensors, the role read off the name: `gamma` a norm, `bias` a bias, any other a
+/// conv weight `[cout, cin, …]` scaled by `1/√(cin·k…)`, which keeps activations O(1) through
+/// the decoder (every conv but the first follows an RMS norm).
+impl VaeSource for RandomSource {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, GpuWanError> {
+        let role = if name.ends_with(".gamma") {
+            Role::NormWeight
+        } else if name.ends_with(".bias") {
+            Role::Bias
+        } else {
+            Role::HostWeight
+        };
+        Ok(self.tensor(name, shape, role))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +175,23 @@ mod tests {
         let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
         assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
         assert_ne!(tensor_key(1, "a.weight"), tensor_key(1, "b.weight"));
+    }
+
+    #[test]
+    fn random_vae_tensors_take_their_role_from_the_name() {
+        let src = RandomSource { seed: 3 };
+        let gamma = VaeSource::get(&src, "decoder.norm_out.gamma", &[64, 1, 1, 1]).unwrap();
+        assert!(gamma.iter().all(|&v| (v - 1.0).abs() < 0.6), "{gamma:?}");
+        let bias = VaeSource::get(&src, "decoder.conv_in.bias", &[64]).unwrap();
+        assert!(bias.iter().all(|&v| v.abs() < 0.15), "{bias:?}");
+        // A [cout, cin, kt, ks, ks] conv weight: variance 1/(cin·kt·ks·ks).
+        let w = VaeSource::get(&src, "decoder.conv_in.weight", &[64, 16, 3, 3, 3]).unwrap();
+        assert_eq!(w.len(), 64 * 16 * 27);
+        let var = w.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / w.len() as f64;
+        assert!((var * 432.0 - 1.0).abs() < 0.1, "variance {var}");
+        assert_eq!(
+            w,
+            VaeSource::get(&RandomSource { seed: 3 }, "decoder.conv_in.weight", &[64, 16, 3, 3, 3]).unwrap()
+        );
     }
 }

@@ -24,6 +24,7 @@
 //! the GPU's sequential decode bit for bit, as on the CPU.
 
 use super::error::GpuWanError;
+use super::source::{RandomSource, VaeSource};
 use crate::wan::vae::blocks::VaeFetch;
 use crate::wan::vae::config::{UpBlockPlan, Upsample, VaeConfig};
 use crate::wan::vae::keys::VaeKeys;
@@ -201,7 +202,7 @@ impl GpuConv {
     /// which is the same memory as `kt = 1`) and `{prefix}.bias`.
     fn load(
         be: &CudaBackend,
-        f: &VaeFetch<'_>,
+        f: &dyn VaeSource,
         prefix: &str,
         shape: &[usize],
         (cout, cin, kt, ks): (usize, usize, usize, usize),
@@ -220,7 +221,7 @@ impl GpuConv {
 
     fn conv3d(
         be: &CudaBackend,
-        f: &VaeFetch<'_>,
+        f: &dyn VaeSource,
         prefix: &str,
         cout: usize,
         cin: usize,
@@ -232,7 +233,7 @@ impl GpuConv {
 
     fn conv2d(
         be: &CudaBackend,
-        f: &VaeFetch<'_>,
+        f: &dyn VaeSource,
         prefix: &str,
         cout: usize,
         cin: usize,
@@ -340,7 +341,7 @@ struct GpuRmsNorm {
 }
 
 impl GpuRmsNorm {
-    fn load(be: &CudaBackend, f: &VaeFetch<'_>, prefix: &str, c: usize, video: bool) -> Result<Self, GpuWanError> {
+    fn load(be: &CudaBackend, f: &dyn VaeSource, prefix: &str, c: usize, video: bool) -> Result<Self, GpuWanError> {
         let shape: &[usize] = if video { &[c, 1, 1, 1] } else { &[c, 1, 1] };
         Ok(Self {
             gamma: be.upload(&f.get(&format!("{prefix}.gamma"), shape)?)?,
@@ -358,7 +359,7 @@ struct GpuResidualBlock {
 }
 
 impl GpuResidualBlock {
-    fn load(be: &CudaBackend, f: &VaeFetch<'_>, prefix: &str, cin: usize, cout: usize) -> Result<Self, GpuWanError> {
+    fn load(be: &CudaBackend, f: &dyn VaeSource, prefix: &str, cin: usize, cout: usize) -> Result<Self, GpuWanError> {
         Ok(Self {
             norm1: GpuRmsNorm::load(be, f, &format!("{prefix}.norm1"), cin, true)?,
             conv1: GpuConv::conv3d(be, f, &format!("{prefix}.conv1"), cout, cin, 3, 3)?,
@@ -460,7 +461,7 @@ struct GpuAttentionBlock {
 }
 
 impl GpuAttentionBlock {
-    fn load(be: &CudaBackend, f: &VaeFetch<'_>, prefix: &str, c: usize) -> Result<Self, GpuWanError> {
+    fn load(be: &CudaBackend, f: &dyn VaeSource, prefix: &str, c: usize) -> Result<Self, GpuWanError> {
         Ok(Self {
             norm: GpuRmsNorm::load(be, f, &format!("{prefix}.norm"), c, false)?,
             to_qkv: GpuConv::conv2d(be, f, &format!("{prefix}.to_qkv"), 3 * c, c, 1)?,
@@ -504,7 +505,7 @@ struct GpuResample {
 }
 
 impl GpuResample {
-    fn load(be: &CudaBackend, f: &VaeFetch<'_>, prefix: &str, c: usize, mode: Upsample) -> Result<Self, GpuWanError> {
+    fn load(be: &CudaBackend, f: &dyn VaeSource, prefix: &str, c: usize, mode: Upsample) -> Result<Self, GpuWanError> {
         Ok(Self {
             time_conv: match mode {
                 Upsample::SpaceTime => Some(GpuConv::conv3d(be, f, &format!("{prefix}.time_conv"), 2 * c, c, 3, 1)?),
@@ -560,7 +561,7 @@ struct GpuUpBlock {
 }
 
 impl GpuUpBlock {
-    fn load(be: &CudaBackend, f: &VaeFetch<'_>, i: usize, plan: &UpBlockPlan) -> Result<Self, GpuWanError> {
+    fn load(be: &CudaBackend, f: &dyn VaeSource, i: usize, plan: &UpBlockPlan) -> Result<Self, GpuWanError> {
         let resnets = (0..plan.resnets)
             .map(|j| {
                 let cin = if j == 0 { plan.in_dim } else { plan.out_dim };
@@ -619,27 +620,40 @@ impl GpuWanVaeDecoder {
         cfg.validate()
             .map_err(|reason| WanError::config(store.source(), reason))?;
         let keys = VaeKeys::detect(store, cfg.num_res_blocks)?;
-        let f = VaeFetch { store, keys: &keys };
+        let decoder = Self::build(backend, cfg, &VaeFetch { store, keys: &keys })?;
+        store.check_all_used(|n| keys.is_encoder_side(n))?;
+        Ok(decoder)
+    }
+
+    /// The decoder of `cfg` with seeded random weights (benchmarks at the real shapes without a
+    /// checkpoint): the same loader and decode as a checkpoint's, only the values differ.
+    pub fn random(backend: Arc<CudaBackend>, cfg: VaeConfig, seed: u64) -> Result<Self, GpuWanError> {
+        cfg.validate()
+            .map_err(|reason| WanError::Input(format!("VAE config: {reason}")))?;
+        Self::build(backend, cfg, &RandomSource { seed })
+    }
+
+    /// Reads every decoder tensor from `f` (diffusers naming) and uploads it.
+    fn build(backend: Arc<CudaBackend>, cfg: VaeConfig, f: &dyn VaeSource) -> Result<Self, GpuWanError> {
         let be: &CudaBackend = &backend;
         let (z, dims) = (cfg.z_dim, cfg.decoder_dims());
         let mid = "decoder.mid_block";
         let last_dim = *dims.last().unwrap_or(&0);
-        let post_quant_conv = GpuConv::conv3d(be, &f, "post_quant_conv", z, z, 1, 1)?;
-        let conv_in = GpuConv::conv3d(be, &f, "decoder.conv_in", dims[0], z, 3, 3)?;
+        let post_quant_conv = GpuConv::conv3d(be, f, "post_quant_conv", z, z, 1, 1)?;
+        let conv_in = GpuConv::conv3d(be, f, "decoder.conv_in", dims[0], z, 3, 3)?;
         let mid = (
-            GpuResidualBlock::load(be, &f, &format!("{mid}.resnets.0"), dims[0], dims[0])?,
-            GpuAttentionBlock::load(be, &f, &format!("{mid}.attentions.0"), dims[0])?,
-            GpuResidualBlock::load(be, &f, &format!("{mid}.resnets.1"), dims[0], dims[0])?,
+            GpuResidualBlock::load(be, f, &format!("{mid}.resnets.0"), dims[0], dims[0])?,
+            GpuAttentionBlock::load(be, f, &format!("{mid}.attentions.0"), dims[0])?,
+            GpuResidualBlock::load(be, f, &format!("{mid}.resnets.1"), dims[0], dims[0])?,
         );
         let up_blocks = cfg
             .up_blocks()
             .iter()
             .enumerate()
-            .map(|(i, plan)| GpuUpBlock::load(be, &f, i, plan))
+            .map(|(i, plan)| GpuUpBlock::load(be, f, i, plan))
             .collect::<Result<_, _>>()?;
-        let norm_out = GpuRmsNorm::load(be, &f, "decoder.norm_out", last_dim, true)?;
-        let conv_out = GpuConv::conv3d(be, &f, "decoder.conv_out", cfg.out_channels, last_dim, 3, 3)?;
-        store.check_all_used(|n| keys.is_encoder_side(n))?;
+        let norm_out = GpuRmsNorm::load(be, f, "decoder.norm_out", last_dim, true)?;
+        let conv_out = GpuConv::conv3d(be, f, "decoder.conv_out", cfg.out_channels, last_dim, 3, 3)?;
         Ok(Self {
             backend,
             cfg,
