@@ -429,12 +429,6 @@ impl CudaBackend {
         scale: f32,
         out: &mut CudaSlice<f32>,
     ) -> Result<(), CudaError> {
-        if !ATTN_HEAD_DIMS.contains(&shape.head_dim) {
-            return Err(shape_error(
-                "attention",
-                format!("head_dim {} is not one of {ATTN_HEAD_DIMS:?}", shape.head_dim),
-            ));
-        }
         let kernel = self.attention_kernel(rel_bias.is_some())?;
         self.attention_bf16_with(kernel, q, k, v, rel_bias, shape, scale, out)
     }
