@@ -89,6 +89,24 @@ pub fn print_status(s: &JobStatus, json: bool) {
     if let Some(e) = &s.error {
         println!("    error: {e}");
     }
+    let r = &s.recovery;
+    if r.resumes > 0 || r.checkpoint_step > 0 {
+        println!(
+            "    checkpoint at step {}; resumed {} times{}",
+            r.checkpoint_step,
+            r.resumes,
+            r.last_interruption
+                .as_ref()
+                .map(|w| format!(" (last: {w})"))
+                .unwrap_or_default()
+        );
+    }
+    if !r.excluded_workers.is_empty() {
+        println!(
+            "    left out (failed this job twice): {}",
+            r.excluded_workers.join(", ")
+        );
+    }
     // The figures of longshot_job_duration_seconds and longshot_job_realtime_factor.
     if let Some(wall) = s.wall_seconds() {
         let video = s.video_seconds();

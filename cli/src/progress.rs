@@ -41,6 +41,12 @@ pub async fn follow(client: &JobClient, job_id: &str, json: bool) -> Result<JobS
                 steps.finish();
                 decode.finish();
             }
+            JobEvent::Resuming { reason, from_step } => {
+                let windows = status.plan.map_or(0, |p| u64::from(p.windows));
+                steps.set_position(u64::from(*from_step) * windows);
+                decode.set_position(0);
+                steps.set_message(format!("resuming from step {from_step}: {reason}"));
+            }
             JobEvent::Failed { reason } => steps.abandon_with_message(format!("failed: {reason}")),
             JobEvent::Cancelled => steps.abandon_with_message("cancelled"),
         }

@@ -73,6 +73,7 @@ impl Job {
             error: None,
             submitted_unix_ms: now_ms,
             finished_unix_ms: 0,
+            recovery: Default::default(),
         };
         Job::restore(JobRecord {
             seq,
@@ -318,6 +319,12 @@ impl JobTable {
             }
         }
         let job = &self.jobs[job_id];
+        if let Transition::Interrupt(reason) = t {
+            job.publish(JobEvent::Resuming {
+                reason,
+                from_step: job.status.recovery.checkpoint_step,
+            });
+        }
         // Decoding is announced by the frame progress that caused it.
         if to != JobState::Decoding {
             job.publish(snapshot_event(&job.status));

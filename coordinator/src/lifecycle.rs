@@ -4,8 +4,9 @@
 //!            Start                Decode               Finish
 //!   Queued ─────────▶ Running ─────────▶ Decoding ─────────▶ Done
 //!     ▲  │              │  │                 │
-//!     │  │   Requeue    │  │ Finish/Fail/    │ Fail/Cancel
-//!     └──┼──────────────┘  │ Cancel          ▼
+//!     │  │   Requeue,   │  │ Finish/Fail/    │ Fail/Cancel
+//!     │  │   Interrupt  │  │ Cancel          ▼
+//!     └──┼──────────────┘  │  (Decoding ──Interrupt──▶ Queued too)
 //!        │ Cancel          └──────────▶ Failed / Cancelled
 //!        ▼
 //!    Cancelled
@@ -25,6 +26,9 @@ pub enum Transition {
     Start(PlanSummary),
     /// Running → Queued: a worker refused its shard before any work began.
     Requeue(PlanSummary),
+    /// Running | Decoding → Queued: the run was interrupted (a lost worker, a coordinator
+    /// restart); the job resumes from its last complete checkpoint. Counted in `recovery`.
+    Interrupt(String),
     /// Running → Decoding: the first frame arrived.
     Decode,
     /// Running | Decoding → Done (a latents-only job never decodes).
@@ -50,6 +54,7 @@ impl Transition {
         match self {
             Transition::Start(_) => "start",
             Transition::Requeue(_) => "requeue",
+            Transition::Interrupt(_) => "interrupt",
             Transition::Decode => "decode",
             Transition::Finish(_) => "finish",
             Transition::Fail(_) => "fail",
@@ -61,7 +66,7 @@ impl Transition {
     pub fn target(&self) -> JobState {
         match self {
             Transition::Start(_) => JobState::Running,
-            Transition::Requeue(_) => JobState::Queued,
+            Transition::Requeue(_) | Transition::Interrupt(_) => JobState::Queued,
             Transition::Decode => JobState::Decoding,
             Transition::Finish(_) => JobState::Done,
             Transition::Fail(_) => JobState::Failed,
@@ -75,7 +80,7 @@ impl Transition {
         match self {
             Transition::Start(_) => &[Queued],
             Transition::Requeue(_) | Transition::Decode => &[Running],
-            Transition::Finish(_) | Transition::Fail(_) => &[Running, Decoding],
+            Transition::Finish(_) | Transition::Fail(_) | Transition::Interrupt(_) => &[Running, Decoding],
             Transition::Cancel => &[Queued, Running, Decoding],
         }
     }
@@ -101,6 +106,13 @@ pub fn apply(status: &mut JobStatus, t: Transition, now_ms: u64) -> Result<(), I
         Transition::Start(plan) | Transition::Requeue(plan) => status.plan = Some(plan),
         Transition::Finish(outputs) => status.outputs = outputs,
         Transition::Fail(reason) => status.error = Some(reason),
+        Transition::Interrupt(reason) => {
+            status.recovery.resumes += 1;
+            status.recovery.last_interruption = Some(reason);
+            // Work after the checkpoint is lost and done again.
+            let windows = status.plan.map_or(0, |p| u64::from(p.windows));
+            status.steps_done = u64::from(status.recovery.checkpoint_step) * windows;
+        }
         Transition::Decode | Transition::Cancel => {}
     }
     Ok(())
@@ -153,6 +165,7 @@ mod tests {
             error: None,
             submitted_unix_ms: 0,
             finished_unix_ms: 0,
+            recovery: Default::default(),
         }
     }
 
@@ -170,6 +183,7 @@ mod tests {
         vec![
             Transition::Start(plan),
             Transition::Requeue(plan),
+            Transition::Interrupt("worker w1 was lost".into()),
             Transition::Decode,
             Transition::Finish(vec![output]),
             Transition::Fail("boom".into()),
@@ -186,6 +200,8 @@ mod tests {
             (Queued, "start", Running),
             (Queued, "cancel", Cancelled),
             (Running, "requeue", Queued),
+            (Running, "interrupt", Queued),
+            (Decoding, "interrupt", Queued),
             (Running, "decode", Decoding),
             (Running, "finish", Done),
             (Running, "fail", Failed),
@@ -243,6 +259,16 @@ mod tests {
         assert_eq!(
             (s.error.as_deref(), s.finished_unix_ms),
             (Some("worker w1 was lost"), 7)
+        );
+        let mut r = status(JobState::Decoding);
+        apply(&mut r, Transition::Interrupt("the coordinator restarted".into()), 3).unwrap();
+        assert_eq!(
+            (r.state, r.finished_unix_ms, r.recovery.resumes),
+            (JobState::Queued, 0, 1)
+        );
+        assert_eq!(
+            r.recovery.last_interruption.as_deref(),
+            Some("the coordinator restarted")
         );
         let e = apply(&mut s, Transition::Cancel, 9).unwrap_err();
         assert_eq!(

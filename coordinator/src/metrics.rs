@@ -27,6 +27,7 @@ pub struct CoordinatorMetrics {
     workers: GaugeVec,
     gang_size: Histogram,
     requeues: IntCounterVec,
+    resumes: IntCounterVec,
 }
 
 impl CoordinatorMetrics {
@@ -98,6 +99,13 @@ impl CoordinatorMetrics {
                 ),
                 &["model"],
             )?,
+            resumes: IntCounterVec::new(
+                Opts::new(
+                    "longshot_job_resumes_total",
+                    "Runs interrupted (a lost worker, a coordinator restart) whose job went back to the queue to resume from its last checkpoint",
+                ),
+                &["model"],
+            )?,
         };
         let build = Gauge::with_opts(
             Opts::new("longshot_build_info", "Always 1; the build's version in a label.")
@@ -106,7 +114,7 @@ impl CoordinatorMetrics {
         )?;
         build.set(1.0);
         registry.register(Box::new(build))?;
-        for c in [&m.submitted, &m.finished, &m.frames, &m.requeues] {
+        for c in [&m.submitted, &m.finished, &m.frames, &m.requeues, &m.resumes] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(m.jobs.clone()))?;
@@ -135,6 +143,7 @@ impl CoordinatorMetrics {
         // Series that may stay at zero exist from a model's first job, so rates and ratios over
         // them have data (a failure ratio of 0 rather than nothing).
         self.requeues.with_label_values(&[model]).inc_by(0);
+        self.resumes.with_label_values(&[model]).inc_by(0);
         for outcome in [JobState::Done, JobState::Failed, JobState::Cancelled] {
             self.finished.with_label_values(&[model, outcome.as_str()]).inc_by(0);
         }
@@ -149,6 +158,7 @@ impl CoordinatorMetrics {
                 self.gang_size.observe(f64::from(plan.workers));
             }
             Transition::Requeue(_) => self.requeues.with_label_values(&[model]).inc(),
+            Transition::Interrupt(_) => self.resumes.with_label_values(&[model]).inc(),
             Transition::Decode => {}
             Transition::Finish(_) | Transition::Fail(_) | Transition::Cancel => {
                 let outcome = status.state.as_str();

@@ -73,6 +73,7 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         error: (state == JobState::Failed).then(|| "worker w1 failed".to_string()),
         submitted_unix_ms: 1_700_000_000_000 + seq,
         finished_unix_ms: if state.is_terminal() { 1_700_000_100_000 } else { 0 },
+        recovery: Default::default(),
     };
     JobRecord {
         seq,

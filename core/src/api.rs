@@ -84,6 +84,23 @@ pub struct JobStatus {
     pub error: Option<String>,
     pub submitted_unix_ms: u64,
     pub finished_unix_ms: u64,
+    /// Interruptions survived so far (lost workers, coordinator restarts) and what resumes from.
+    #[serde(default)]
+    pub recovery: JobRecovery,
+}
+
+/// How a job has survived faults: it resumes from its last complete checkpoint, on whichever
+/// workers are available, and produces the same bits as an undisturbed run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecovery {
+    /// Times the job went back to the queue after its run was interrupted.
+    pub resumes: u32,
+    /// Why the last interruption happened.
+    pub last_interruption: Option<String>,
+    /// Steps of the last complete checkpoint (every window at that step); 0: none yet.
+    pub checkpoint_step: u32,
+    /// Workers left out of this job because they failed it twice.
+    pub excluded_workers: Vec<String>,
 }
 
 impl JobStatus {
@@ -123,6 +140,12 @@ pub enum JobEvent {
     },
     Done {
         outputs: Vec<OutputInfo>,
+    },
+    /// The run was interrupted; the job is queued again and resumes from step `from_step` (0:
+    /// from the start, no complete checkpoint yet).
+    Resuming {
+        reason: String,
+        from_step: u32,
     },
     Failed {
         reason: String,

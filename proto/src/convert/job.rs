@@ -3,7 +3,9 @@
 
 use super::{invalid, nest, non_empty, required};
 use crate::pb::{self, job_event, job_spec};
-use longshot_core::api::{ApiError, JobEvent, JobState, JobStatus, OutputChunk, OutputInfo, PlanSummary, SubmitResult};
+use longshot_core::api::{
+    ApiError, JobEvent, JobRecovery, JobState, JobStatus, OutputChunk, OutputInfo, PlanSummary, SubmitResult,
+};
 use longshot_core::codenoise::BlendMode;
 use longshot_core::job::{defaults, ClipLength, FieldError, JobSpec, OutputKind};
 use longshot_core::scheduler::Solver;
@@ -239,6 +241,12 @@ impl From<JobStatus> for pb::JobStatus {
             error: s.error.unwrap_or_default(),
             submitted_unix_ms: s.submitted_unix_ms,
             finished_unix_ms: s.finished_unix_ms,
+            recovery: Some(pb::JobRecovery {
+                resumes: s.recovery.resumes,
+                last_interruption: s.recovery.last_interruption.unwrap_or_default(),
+                checkpoint_step: s.recovery.checkpoint_step,
+                excluded_workers: s.recovery.excluded_workers,
+            }),
         }
     }
 }
@@ -261,6 +269,15 @@ impl TryFrom<pb::JobStatus> for JobStatus {
             error: non_empty(s.error),
             submitted_unix_ms: s.submitted_unix_ms,
             finished_unix_ms: s.finished_unix_ms,
+            recovery: s
+                .recovery
+                .map(|r| JobRecovery {
+                    resumes: r.resumes,
+                    last_interruption: non_empty(r.last_interruption),
+                    checkpoint_step: r.checkpoint_step,
+                    excluded_workers: r.excluded_workers,
+                })
+                .unwrap_or_default(),
         })
     }
 }
@@ -294,6 +311,7 @@ pub fn job_event_to_pb(job_id: String, event: JobEvent) -> pb::JobEvent {
         JobEvent::Done { outputs } => Event::Done(pb::Done {
             outputs: outputs.into_iter().map(Into::into).collect(),
         }),
+        JobEvent::Resuming { reason, from_step } => Event::Resuming(pb::Resuming { reason, from_step }),
         JobEvent::Failed { reason } => Event::Failed(pb::JobFailed { reason }),
         JobEvent::Cancelled => Event::Cancelled(pb::Cancelled {}),
     };
@@ -323,6 +341,10 @@ impl TryFrom<pb::JobEvent> for JobEvent {
             },
             Event::Done(d) => JobEvent::Done {
                 outputs: outputs_from_pb(d.outputs, "done.outputs")?,
+            },
+            Event::Resuming(r) => JobEvent::Resuming {
+                reason: r.reason,
+                from_step: r.from_step,
             },
             Event::Failed(f) => JobEvent::Failed { reason: f.reason },
             Event::Cancelled(_) => JobEvent::Cancelled,

@@ -51,6 +51,7 @@ fn malformed_job_messages_are_rejected_by_field() {
         error: None,
         submitted_unix_ms: 0,
         finished_unix_ms: 0,
+        recovery: JobRecovery::default(),
     });
     rejected(
         JobStatus::try_from(pb::JobStatus {

@@ -45,6 +45,12 @@ fn job_messages_round_trip() {
         error: Some("worker w-2 lost".into()),
         submitted_unix_ms: 1_700_000_000_000,
         finished_unix_ms: 1_700_000_060_000,
+        recovery: JobRecovery {
+            resumes: 2,
+            last_interruption: Some("worker w1 was lost".into()),
+            checkpoint_step: 10,
+            excluded_workers: vec!["w1".into()],
+        },
     };
     round_trip::<JobStatus, pb::JobStatus>(status.clone());
     round_trip::<JobStatus, pb::JobStatus>(JobStatus {
@@ -88,6 +94,10 @@ fn job_messages_round_trip() {
             frames_total: 961,
         },
         JobEvent::Done { outputs },
+        JobEvent::Resuming {
+            reason: "worker w1 was lost".into(),
+            from_step: 12,
+        },
         JobEvent::Failed {
             reason: "no worker serves model wan".into(),
         },
