@@ -8,12 +8,13 @@
 //! interior windows compute. After the last step the partition decodes the frames it owns, with a
 //! causal warm-up halo taken from the owner of the preceding frames.
 
+use crate::checkpoint::{check_resume, CheckpointError, Checkpointing, WindowState};
 use crate::denoiser::{Branch, DenoiseError, Denoiser, FrameDecoder, RgbFrame, StepPoint, WindowContext};
 use crate::exchange::{Exchange, ExchangeError, OverlapMessage, Payload, Side};
 use crate::hash::hash_f32;
 use crate::noise::{NoiseError, NoiseStream};
 use crate::plan::WindowPlan;
-use crate::scheduler::{new_state, Schedule, SchedulerState};
+use crate::scheduler::{new_state, restore_state, Schedule, SchedulerState};
 use crate::seam::overlap_disagreement;
 use crate::tensor::{LatentShape, Latents};
 use longshot_kernels::cpu::{blend_overlap, cfg_combine};
@@ -71,6 +72,9 @@ impl PartitionConfig {
 pub enum Progress {
     /// Window `window` finished step `step` (0-based) of `steps`.
     Step { window: usize, step: usize, steps: usize },
+    /// A window's state for a checkpoint ([`Checkpointing::every`]); taken after the step's
+    /// overlap hashes were checked, when that step checks them.
+    Checkpoint(WindowState),
 }
 
 #[derive(Debug, Error)]
@@ -87,6 +91,8 @@ pub enum CoDenoiseError {
     Protocol { side: Side, reason: String },
     #[error("invalid partition: {0}")]
     Config(String),
+    #[error(transparent)]
+    Resume(#[from] CheckpointError),
     #[error("cancelled")]
     Cancelled,
 }
@@ -132,18 +138,46 @@ pub fn denoise_partition(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<PartitionOutput, CoDenoiseError> {
+    denoise_partition_checkpointed(cfg, Checkpointing::default(), denoiser, exchange, cancel, progress)
+}
+
+/// [`denoise_partition`], emitting checkpoints and possibly resuming from one (`ckpt`). A resumed
+/// run takes the same steps from the checkpoint's step on as an undisturbed one, so its result is
+/// bit-identical.
+pub fn denoise_partition_checkpointed(
+    cfg: &PartitionConfig,
+    mut ckpt: Checkpointing,
+    denoiser: &mut dyn Denoiser,
+    exchange: &mut dyn Exchange,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<PartitionOutput, CoDenoiseError> {
     cfg.plan
         .check_windows(&cfg.windows)
         .map_err(|e| CoDenoiseError::Config(e.to_string()))?;
     let (first, end) = (cfg.windows.start, cfg.windows.end);
     let shape = cfg.window_shape();
-    let noise = NoiseStream::new(cfg.seed, 0)?;
-    let mut x: Vec<Latents> = cfg
-        .windows
-        .clone()
-        .map(|k| noise.latents(cfg.plan.window_range(k).start, shape))
-        .collect::<Result<_, _>>()?;
-    let mut states: Vec<Box<dyn SchedulerState>> = cfg.windows.clone().map(|_| new_state(&cfg.schedule)).collect();
+    let (start, mut x, mut states) = match ckpt.resume.take() {
+        Some(resume) => {
+            let step = check_resume(&resume, cfg.windows.clone(), shape, &cfg.schedule)?;
+            let mut x = Vec::with_capacity(resume.len());
+            let mut states: Vec<Box<dyn SchedulerState>> = Vec::with_capacity(resume.len());
+            for w in resume {
+                states.push(restore_state(step, &w.solver));
+                x.push(Latents::from_vec(shape, w.latents).expect("checked size"));
+            }
+            (step, x, states)
+        }
+        None => {
+            let noise = NoiseStream::new(cfg.seed, 0)?;
+            let x: Vec<Latents> = cfg
+                .windows
+                .clone()
+                .map(|k| noise.latents(cfg.plan.window_range(k).start, shape))
+                .collect::<Result<_, _>>()?;
+            (0, x, cfg.windows.clone().map(|_| new_state(&cfg.schedule)).collect())
+        }
+    };
     let mut v: Vec<Latents> = cfg.windows.clone().map(|_| Latents::zeros(shape)).collect();
     let mut uncond = Latents::zeros(shape);
     let last = end - 1;
@@ -161,7 +195,7 @@ pub fn denoise_partition(
     let (o, fl, w) = (cfg.plan.overlap(), shape.frame_len(), cfg.plan.window());
     let mut t = LoopTimings::default();
 
-    for i in 0..steps {
+    for i in start..steps {
         let point = StepPoint {
             index: i,
             sigma: cfg.schedule.sigma(i),
@@ -239,6 +273,16 @@ pub fn denoise_partition(
             let t0 = Instant::now();
             verify_overlaps(cfg, &x, exchange, i)?;
             t.verify += t0.elapsed();
+        }
+        if ckpt.due(i + 1, steps) {
+            for (j, k) in cfg.windows.clone().enumerate() {
+                progress(Progress::Checkpoint(WindowState {
+                    window: k,
+                    step: i + 1,
+                    latents: x[j].as_slice().to_vec(),
+                    solver: states[j].snapshot(),
+                }));
+            }
         }
     }
     Ok(assemble_owned(cfg, &x, disagreement, t))

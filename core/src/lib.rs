@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod checkpoint;
 pub mod codenoise;
 pub mod denoiser;
 pub mod exchange;

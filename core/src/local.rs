@@ -2,13 +2,16 @@
 //! [`ChannelExchange`]. Used by tests, benchmarks and single-process renders; the worker runs the
 //! same [`denoise_partition`] / [`decode_partition`] with a network exchange.
 
+use crate::checkpoint::{Checkpointing, WindowState};
 use crate::codenoise::{
-    decode_partition, denoise_partition, CoDenoiseError, LoopTimings, PartitionConfig, PartitionOutput, Progress,
+    decode_partition, denoise_partition_checkpointed, CoDenoiseError, LoopTimings, PartitionConfig, PartitionOutput,
+    Progress,
 };
 use crate::denoiser::{Denoiser, FrameDecoder, RgbFrame};
 use crate::exchange::{ChannelExchange, Exchange};
 use crate::tensor::Latents;
 use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Result of a local render: the clip's latents (trimmed to L frames) and its decoded frames.
@@ -36,10 +39,37 @@ pub fn render_local(
     })
 }
 
-/// [`render_local`] over exchanges of the caller's making: `exchanges(n)` returns the `n`
 /// One partition's denoised latents and its decoded frames (global index, frame).
 type PartitionResult = Result<(PartitionOutput, Vec<(usize, RgbFrame)>), CoDenoiseError>;
 
+/// [`render_local`] with checkpoints every `every` steps (returned with the render, in emission
+/// order), starting from `resume` (every window's state at one step) when given.
+pub fn render_local_resumable(
+    base: &PartitionConfig,
+    partitions: usize,
+    make_denoiser: &dyn Fn() -> Box<dyn Denoiser>,
+    decoder: &dyn FrameDecoder,
+    exchange_timeout: Duration,
+    every: usize,
+    resume: Option<&[WindowState]>,
+) -> Result<(LocalRender, Vec<WindowState>), CoDenoiseError> {
+    let taken = Mutex::new(Vec::new());
+    let render = render_partitions(
+        base,
+        partitions,
+        make_denoiser,
+        decoder,
+        |n| ChannelExchange::chain(n, exchange_timeout),
+        &|windows| Checkpointing {
+            every,
+            resume: resume.map(|r| r.iter().filter(|w| windows.contains(&w.window)).cloned().collect()),
+        },
+        &|w| taken.lock().unwrap_or_else(|p| p.into_inner()).push(w),
+    )?;
+    Ok((render, taken.into_inner().unwrap_or_else(|p| p.into_inner())))
+}
+
+/// [`render_local`] over exchanges of the caller's making: `exchanges(n)` returns the `n`
 /// partitions' exchanges, element `i` linked to `i − 1` and `i + 1`.
 pub fn render_local_with<E: Exchange>(
     base: &PartitionConfig,
@@ -47,6 +77,26 @@ pub fn render_local_with<E: Exchange>(
     make_denoiser: &dyn Fn() -> Box<dyn Denoiser>,
     decoder: &dyn FrameDecoder,
     exchanges: impl FnOnce(usize) -> Vec<E>,
+) -> Result<LocalRender, CoDenoiseError> {
+    render_partitions(
+        base,
+        partitions,
+        make_denoiser,
+        decoder,
+        exchanges,
+        &|_| Checkpointing::default(),
+        &|_| {},
+    )
+}
+
+fn render_partitions<E: Exchange>(
+    base: &PartitionConfig,
+    partitions: usize,
+    make_denoiser: &dyn Fn() -> Box<dyn Denoiser>,
+    decoder: &dyn FrameDecoder,
+    exchanges: impl FnOnce(usize) -> Vec<E>,
+    checkpointing: &(dyn Fn(std::ops::Range<usize>) -> Checkpointing + Sync),
+    on_checkpoint: &(dyn Fn(WindowState) + Sync),
 ) -> Result<LocalRender, CoDenoiseError> {
     let ranges = base
         .plan
@@ -72,8 +122,15 @@ pub fn render_local_with<E: Exchange>(
                 };
                 let mut denoiser = make_denoiser();
                 let cancel = &cancel;
+                let ckpt = checkpointing(cfg.windows.clone());
                 s.spawn(move || {
-                    let out = denoise_partition(&cfg, denoiser.as_mut(), &mut exchange, cancel, &mut |_: Progress| {})?;
+                    let mut progress = |p: Progress| {
+                        if let Progress::Checkpoint(w) = p {
+                            on_checkpoint(w)
+                        }
+                    };
+                    let out =
+                        denoise_partition_checkpointed(&cfg, ckpt, denoiser.as_mut(), &mut exchange, cancel, &mut progress)?;
                     let mut frames = Vec::new();
                     decode_partition(&cfg, &out, decoder, &mut exchange, &mut |i, f| frames.push((i, f)))?;
                     Ok((out, frames))

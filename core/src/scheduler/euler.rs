@@ -5,6 +5,7 @@
 //! cast is the identity here (a bf16 model must round its output before it reaches the scheduler).
 
 use super::{Schedule, SchedulerState};
+use crate::checkpoint::SolverState;
 use crate::tensor::Latents;
 use longshot_kernels::cpu::lincomb;
 
@@ -32,6 +33,10 @@ impl SchedulerState for EulerState {
             sample.as_mut_slice(),
             &[(1.0, &self.scratch), (dt, model_output.as_slice())],
         );
+    }
+
+    fn snapshot(&self) -> SolverState {
+        SolverState::Euler
     }
 }
 

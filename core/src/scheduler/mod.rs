@@ -14,11 +14,14 @@ pub use euler::EulerState;
 pub use sigmas::{Schedule, ScheduleError, Solver};
 pub use unipc::{UniPcState, UniPcStepPlan, Update as UniPcUpdate};
 
+use crate::checkpoint::SolverState;
 use crate::tensor::Latents;
 
 /// Per-window solver state; `step` advances `sample` from σ_i to σ_{i+1} in place.
 pub trait SchedulerState: Send {
     fn step(&mut self, schedule: &Schedule, index: usize, model_output: &Latents, sample: &mut Latents);
+    /// Everything the next step needs, for a checkpoint.
+    fn snapshot(&self) -> SolverState;
 }
 
 /// A fresh state for `schedule`'s solver.
@@ -26,5 +29,18 @@ pub fn new_state(schedule: &Schedule) -> Box<dyn SchedulerState> {
     match schedule.solver() {
         Solver::Euler => Box::new(EulerState::default()),
         Solver::UniPc => Box::new(UniPcState::default()),
+    }
+}
+
+/// The state a checkpoint taken after `steps_done` steps describes (checked by
+/// [`crate::checkpoint::check_resume`]); `solver` must be `schedule`'s.
+pub fn restore_state(steps_done: usize, solver: &SolverState) -> Box<dyn SchedulerState> {
+    match solver {
+        SolverState::Euler => Box::new(EulerState::default()),
+        SolverState::UniPc {
+            history,
+            last_sample,
+            last_order,
+        } => Box::new(UniPcState::restore(steps_done, history.clone(), last_sample.clone(), *last_order)),
     }
 }

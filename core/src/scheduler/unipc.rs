@@ -13,6 +13,7 @@
 //! - `torch.linalg.solve` on the corrector's 2×2 system is MKL `sgesv`, mirrored in [`solve2`].
 
 use super::{Schedule, SchedulerState};
+use crate::checkpoint::SolverState;
 use crate::tensor::Latents;
 use longshot_kernels::cpu::lincomb;
 use rayon::prelude::*;
@@ -68,6 +69,26 @@ impl SchedulerState for UniPcState {
         }
         self.last_order = plan.order;
         self.next_index += 1;
+    }
+
+    fn snapshot(&self) -> SolverState {
+        SolverState::UniPc {
+            history: self.history.clone(),
+            last_sample: self.last_sample.clone(),
+            last_order: self.last_order,
+        }
+    }
+}
+
+impl UniPcState {
+    /// The state after `steps_done` steps, from a [`Self::snapshot`].
+    pub fn restore(steps_done: usize, history: [Option<Vec<f32>>; 2], last_sample: Vec<f32>, last_order: usize) -> Self {
+        Self {
+            history,
+            last_sample,
+            last_order,
+            next_index: steps_done,
+        }
     }
 }
 
