@@ -22,6 +22,10 @@ pub struct CoordinatorConfig {
     pub encode_timeout: Duration,
     /// How gangs exchange overlap velocities (NCCL only where the whole gang can).
     pub overlap_transport: OverlapTransport,
+    /// Workers stream every window's state to the checkpoint store every this many steps and
+    /// after the last: `None` picks [`longshot_core::checkpoint::default_interval`] per job (an
+    /// interruption then loses ≤ ~2% of the steps), `Some(0)` turns checkpoints off.
+    pub checkpoint_every: Option<usize>,
     /// Where the coordinator's metrics are registered (`None`: kept, not exported).
     pub metrics: Option<prometheus::Registry>,
     /// The build, reported as `longshot_build_info{version}`.
@@ -38,9 +42,16 @@ impl CoordinatorConfig {
             max_workers_per_job: 0,
             encode_timeout: Duration::from_secs(1800),
             overlap_transport: OverlapTransport::Tcp,
+            checkpoint_every: None,
             metrics: None,
             version: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+
+    /// The checkpoint interval of a job of `steps` steps (0: none).
+    pub fn checkpoint_interval(&self, steps: usize) -> usize {
+        self.checkpoint_every
+            .unwrap_or_else(|| longshot_core::checkpoint::default_interval(steps))
     }
 
     pub(crate) fn placement(&self) -> PlacementConfig {

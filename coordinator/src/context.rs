@@ -1,6 +1,7 @@
 //! What the coordinator's tasks share: settings, membership, the worker connector and the job
 //! table.
 
+use crate::checkpoints::CheckpointStore;
 use crate::config::CoordinatorConfig;
 use crate::job_store::JobStore;
 use crate::job_table::JobTable;
@@ -15,6 +16,8 @@ pub(crate) struct Inner {
     pub connector: Arc<dyn WorkerConnector>,
     /// Where job records are kept (the table saves changes there too).
     pub store: Arc<dyn JobStore>,
+    /// Checkpoint blobs, in the data dir.
+    pub checkpoints: CheckpointStore,
     table: Mutex<JobTable>,
     /// Wakes the scheduling loop: a job was queued or workers were freed or registered.
     pub wake: Notify,
@@ -29,6 +32,7 @@ impl Inner {
         table: JobTable,
     ) -> Self {
         Inner {
+            checkpoints: CheckpointStore::new(&cfg.data_dir),
             cfg,
             registry,
             connector,

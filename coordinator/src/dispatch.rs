@@ -12,6 +12,10 @@ use std::time::Duration;
 /// How long a worker that refused a shard is left out of scheduling.
 pub(crate) const REFUSAL_COOLDOWN: Duration = Duration::from_secs(1);
 
+/// How long a registered worker that could not be reached is left out of scheduling (its
+/// registration may outlive it by a heartbeat timeout or an etcd lease).
+pub(crate) const UNREACHABLE_COOLDOWN: Duration = Duration::from_secs(5);
+
 /// How often the loop looks again when nothing woke it.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -36,9 +40,12 @@ async fn dispatch_once(inner: &Arc<Inner>) -> Result<(), ApiError> {
     let busy = workers.iter().filter(|w| table.is_busy(w)).count();
     table.metrics().worker_counts(workers.len() - busy, busy);
     table.refused.retain(|_, at| at.elapsed() < REFUSAL_COOLDOWN);
+    table.unreachable.retain(|_, at| at.elapsed() < UNREACHABLE_COOLDOWN);
     let idle: Vec<WorkerInfo> = workers
         .into_iter()
-        .filter(|w| !table.busy.contains_key(&w.id) && !table.refused.contains_key(&w.id))
+        .filter(|w| {
+            !table.busy.contains_key(&w.id) && !table.refused.contains_key(&w.id) && !table.unreachable.contains_key(&w.id)
+        })
         .filter(|w| w.state == WorkerState::Idle || (w.state == WorkerState::Busy && !shared))
         .collect();
     for gang in place(&table.queued_jobs(), &idle, inner.cfg.placement()) {
@@ -47,6 +54,7 @@ async fn dispatch_once(inner: &Arc<Inner>) -> Result<(), ApiError> {
         }
         table.plan_ids += 1;
         let plan_id = table.plan_ids;
+        table.start_plan(&gang.job_id, plan_id);
         let Some(job) = table.get(&gang.job_id) else { continue };
         let summary = plan_summary(&job.resolved, &job.model, gang.workers.len() as u32);
         let run = JobRun::new(inner.clone(), job, plan_id, gang);

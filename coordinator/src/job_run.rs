@@ -1,7 +1,10 @@
-//! The run of one job on its gang: prompts, shards, progress, output assembly, and how a run
-//! ends (done, failed, cancelled, or queued again when a worker refuses its shard).
+//! The run of one job on its gang: prompts, shards, progress, checkpoints, output assembly, and
+//! how a run ends: done, failed, cancelled, queued again when a worker refuses its shard or cannot
+//! be reached, or interrupted by a lost worker, after which the job resumes from its last complete
+//! checkpoint on whichever workers are available.
 
 use crate::assembly::{Assembler, AssemblyPlan};
+use crate::checkpoints::CheckpointRef;
 use crate::context::Inner;
 use crate::job_table::{plan_summary, Job, Progress};
 use crate::lifecycle::Transition;
@@ -9,10 +12,12 @@ use crate::nccl_gang::{nccl_decision, OverlapTransport};
 use crate::placement::Gang;
 use futures::stream::{self, SelectAll, StreamExt};
 use longshot_core::api::*;
+use longshot_core::checkpoint::WindowState;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::{Conditioning, ModelInfo, TextEmbeddings};
 use longshot_core::job::ResolvedJob;
 use longshot_media::VideoMeta;
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,9 +31,27 @@ const FAILURE_GRACE: Duration = Duration::from_secs(1);
 /// Every shard's events, tagged with the worker's index; `None` marks the end of a stream.
 type ShardEvents = SelectAll<BoxStream<(usize, Option<ShardEvent>)>>;
 
+/// How long connecting to a placed worker may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a worker may take to accept its shard (a resumed shard's states travel with it).
+const SHARD_START_TIMEOUT: Duration = Duration::from_secs(120);
+
 enum RunError {
     Failed(String),
     Cancelled,
+    /// The run broke for a reason outside the job (a lost worker, a broken stream): the job goes
+    /// back to the queue and resumes from its last complete checkpoint. `blame`: the lost worker.
+    Interrupted {
+        reason: String,
+        blame: Option<String>,
+    },
+    /// A placed worker could not be reached before any work started: it is left out of
+    /// scheduling for a while and the job queues again at once.
+    Unreachable {
+        worker: String,
+        reason: String,
+    },
     /// A worker turned the shard down as busy (or the plan as stale) before any work started:
     /// it is running something this coordinator did not assign (another coordinator's job, or a
     /// shard of this coordinator's predecessor winding down). The job queues again.
@@ -51,6 +74,10 @@ pub(crate) struct JobRun {
     resolved: ResolvedJob,
     model: ModelInfo,
     dir: PathBuf,
+    /// The checkpoint this run resumes from.
+    resume: Option<CheckpointRef>,
+    /// Checkpoint interval in steps (0: none).
+    checkpoint_every: usize,
     cancel: watch::Receiver<bool>,
     /// This run's span (`plan`), a child of the job's: the worker calls are made inside it, so
     /// their clients carry it to the workers.
@@ -66,6 +93,7 @@ impl JobRun {
             plan_id,
             workers = gang.workers.len(),
         );
+        let checkpoint_every = inner.cfg.checkpoint_interval(job.resolved.schedule.steps());
         JobRun {
             inner,
             job_id: gang.job_id,
@@ -75,6 +103,8 @@ impl JobRun {
             resolved: job.resolved.clone(),
             model: job.model.clone(),
             dir: job.dir.clone(),
+            resume: job.checkpoint.clone(),
+            checkpoint_every,
             cancel: job.cancel.subscribe(),
             span,
         }
@@ -86,6 +116,18 @@ impl JobRun {
         let result = self.execute(&mut clients).instrument(span.clone()).await;
         if result.is_err() {
             self.cancel_shards(&clients).instrument(span).await;
+        }
+        if let Err(RunError::Interrupted { .. }) = &result {
+            // Partial outputs of this run; the resumed run writes them all again.
+            let dir = self.dir.clone();
+            let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("{}: {e}", dir.display())),
+                _ => Ok(()),
+            })
+            .await;
+            if let Ok(Err(e)) = removed {
+                tracing::warn!(job = %self.job_id, "cannot remove the interrupted run's partial outputs in {e}");
+            }
         }
         let mut table = self.inner.lock();
         for w in &self.workers {
@@ -99,6 +141,19 @@ impl JobRun {
                 table.refused.insert(worker, Instant::now());
                 Transition::Requeue(plan_summary(&self.resolved, &self.model, 0))
             }
+            Err(RunError::Unreachable { worker, reason }) => {
+                tracing::warn!(job = %self.job_id, "worker {worker} cannot be reached ({reason}); it is left out for {:?} and the job queues again", crate::dispatch::UNREACHABLE_COOLDOWN);
+                table.unreachable.insert(worker, Instant::now());
+                Transition::Requeue(plan_summary(&self.resolved, &self.model, 0))
+            }
+            Err(RunError::Interrupted { reason, blame }) => {
+                let t = table.interruption(&self.job_id, reason, blame.as_deref());
+                match &t {
+                    Transition::Interrupt(r) => tracing::warn!(job = %self.job_id, plan_id = self.plan_id, "run interrupted: {r}; the job resumes from its last checkpoint"),
+                    _ => tracing::warn!(job = %self.job_id, "job failed: {t:?}"),
+                }
+                t
+            }
             Err(RunError::Failed(reason)) => {
                 tracing::warn!(job = %self.job_id, "job failed: {reason}");
                 Transition::Fail(reason)
@@ -111,8 +166,15 @@ impl JobRun {
         self.inner.wake.notify_one();
     }
 
-    /// Shard `i` of `ranks`; `nccl_id`: the gang's communicator when it exchanges over NCCL.
-    fn assignment(&self, i: usize, conditioning: &Conditioning, nccl_id: Option<&[u8]>) -> ShardAssignment {
+    /// Shard `i` of `ranks`; `nccl_id`: the gang's communicator when it exchanges over NCCL;
+    /// `resume`: its windows' states when the run resumes from a checkpoint.
+    fn assignment(
+        &self,
+        i: usize,
+        conditioning: &Conditioning,
+        nccl_id: Option<&[u8]>,
+        resume: Option<Vec<WindowState>>,
+    ) -> ShardAssignment {
         let r = &self.resolved;
         let ranks = self.workers.len();
         ShardAssignment {
@@ -139,6 +201,35 @@ impl JobRun {
                 rank: i,
                 ranks,
             }),
+            checkpoint_every: self.checkpoint_every,
+            resume: resume.map(Arc::new),
+        }
+    }
+
+    /// The states of windows `range` in the checkpoint this run resumes from. A checkpoint that
+    /// cannot be read any more is dropped: the job then starts again from noise (the same bits,
+    /// more work).
+    async fn resume_states(&self, range: Range<usize>) -> Result<Option<Vec<WindowState>>, RunError> {
+        let Some(ckpt) = &self.resume else { return Ok(None) };
+        let (store, job) = (self.inner.checkpoints.clone(), self.job_id.clone());
+        let hashes: Vec<String> = ckpt.windows[range.clone()].to_vec();
+        let loaded = tokio::task::spawn_blocking(move || {
+            hashes
+                .iter()
+                .map(|h| store.get(&job, h))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| RunError::Failed(format!("checkpoint loading task: {e}")))?;
+        match loaded {
+            Ok(states) => Ok(Some(states)),
+            Err(e) => {
+                self.inner.lock().drop_checkpoint(&self.job_id);
+                Err(RunError::Interrupted {
+                    reason: format!("cannot read the job's checkpoint ({e}); it resumes from the start"),
+                    blame: None,
+                })
+            }
         }
     }
 
@@ -149,20 +240,29 @@ impl JobRun {
     }
 
     async fn execute(&mut self, clients: &mut Vec<Arc<dyn WorkerApi>>) -> Result<Vec<OutputInfo>, RunError> {
+        // All connections first: a worker still registered but gone is found before any work
+        // starts, and the job is placed again without it.
         for w in &self.workers {
-            let c = self.inner.connector.connect(w.address.clone()).await;
-            clients.push(c.map_err(|e| RunError::Failed(format!("worker {} at {}: {e}", w.id, w.address)))?);
+            let unreachable = |reason: String| RunError::Unreachable {
+                worker: w.id.clone(),
+                reason: format!("{} at {}: {reason}", w.id, w.address),
+            };
+            let c = tokio::time::timeout(CONNECT_TIMEOUT, self.inner.connector.connect(w.address.clone()))
+                .await
+                .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?;
+            clients.push(c.map_err(|e| unreachable(e.to_string()))?);
         }
         let events = self.start_shards(clients).await?;
         // Outputs are opened only once every worker took its shard: a refused plan (the job
         // queues again) must not leave files that the next plan of the job would write too.
         let assembler = Assembler::start(self.assembly_plan())
             .map_err(|e| RunError::Failed(format!("cannot start output assembly: {e}")))?;
-        self.follow(events, &assembler).await?;
-        assembler
-            .finish()
-            .await
-            .map_err(|e| RunError::Failed(format!("writing outputs: {e}")))
+        let followed = self.follow(events, &assembler).await;
+        // Joined whatever happened, so no encoder thread outlives the run (its files are
+        // removed when the run was interrupted).
+        let written = assembler.finish().await;
+        followed?;
+        written.map_err(|e| RunError::Failed(format!("writing outputs: {e}")))
     }
 
     /// Encodes the prompts, sets up NCCL where the gang can use it, and hands every worker its
@@ -179,16 +279,30 @@ impl JobRun {
             embeddings,
         };
         let mut events: ShardEvents = SelectAll::new();
+        if let Some(c) = &self.resume {
+            tracing::info!(job = %self.job_id, plan_id = self.plan_id, step = c.step, workers = clients.len(), "resuming from the checkpoint at step {}", c.step);
+        }
         for (i, client) in clients.iter().enumerate() {
-            let s = client
-                .run_shard(self.assignment(i, &conditioning, nccl_id.as_deref()))
+            let w = &self.workers[i];
+            // One shard's states at a time: the coordinator never holds a whole clip's.
+            let resume = self.resume_states(self.windows[i].clone()).await?;
+            let call = client.run_shard(self.assignment(i, &conditioning, nccl_id.as_deref(), resume));
+            let s = tokio::time::timeout(SHARD_START_TIMEOUT, call)
                 .await
+                .map_err(|_| RunError::Interrupted {
+                    reason: format!("worker {} ({}) did not accept its shard within {SHARD_START_TIMEOUT:?}", w.id, w.address),
+                    blame: Some(w.id.clone()),
+                })?
                 .map_err(|e| match e {
                     ApiError::FailedPrecondition(reason) => RunError::Refused {
-                        worker: self.workers[i].id.clone(),
+                        worker: w.id.clone(),
                         reason,
                     },
-                    e => RunError::Failed(format!("worker {} refused its shard: {e}", self.workers[i].id)),
+                    ApiError::Unavailable(reason) => RunError::Interrupted {
+                        reason: format!("worker {} ({}) could not be reached for its shard: {reason}", w.id, w.address),
+                        blame: Some(w.id.clone()),
+                    },
+                    e => RunError::Failed(format!("worker {} refused its shard: {e}", w.id)),
                 })?;
             events.push(Box::pin(
                 s.map(move |e| (i, Some(e)))
@@ -239,6 +353,8 @@ impl JobRun {
         let steps = self.resolved.schedule.steps() as u32;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut reported: Option<(String, tokio::time::Instant)> = None;
+        // step → blob of each window at that step, until every window has one.
+        let mut partial: BTreeMap<usize, Vec<Option<String>>> = BTreeMap::new();
         let then = |reported: &Option<(String, tokio::time::Instant)>| {
             reported
                 .as_ref()
@@ -265,6 +381,9 @@ impl JobRun {
                         Some(ShardEvent::Latents { first_frame, frames, data }) => {
                             assembler.latents(first_frame, frames, data).await.map_err(|e| RunError::Failed(format!("assembling latents: {e}")))?;
                         }
+                        Some(ShardEvent::Checkpoint(state)) => {
+                            self.checkpoint(&mut partial, i, state).await?;
+                        }
                         Some(ShardEvent::Finished) => finished[i] = true,
                         Some(ShardEvent::Failed { reason }) => {
                             // Its stream ends next: that end is not a disconnection.
@@ -275,12 +394,16 @@ impl JobRun {
                             }
                         }
                         Some(ShardEvent::Lost { reason }) => {
-                            return Err(RunError::Failed(format!("worker {} ({}) was lost: {reason}{}", worker.id, worker.address, then(&reported))));
+                            return Err(RunError::Interrupted {
+                                reason: format!("worker {} ({}) was lost: {reason}{}", worker.id, worker.address, then(&reported)),
+                                blame: Some(worker.id.clone()),
+                            });
                         }
                         None if !finished[i] => {
-                            return Err(RunError::Failed(format!(
-                                "worker {} ({}) disconnected before finishing its shard{}", worker.id, worker.address, then(&reported)
-                            )));
+                            return Err(RunError::Interrupted {
+                                reason: format!("worker {} ({}) disconnected before finishing its shard{}", worker.id, worker.address, then(&reported)),
+                                blame: Some(worker.id.clone()),
+                            });
                         }
                         None => {}
                     }
@@ -290,8 +413,8 @@ impl JobRun {
                 }
                 _ = self.cancel.changed() => return Err(RunError::Cancelled),
                 _ = tick.tick() => {
-                    if let Some(gone) = self.departed().await? {
-                        return Err(RunError::Failed(format!("{gone}{}", then(&reported))));
+                    if let Some((id, gone)) = self.departed().await? {
+                        return Err(RunError::Interrupted { reason: format!("{gone}{}", then(&reported)), blame: Some(id) });
                     }
                 }
             }
@@ -303,8 +426,62 @@ impl JobRun {
         }
     }
 
-    /// A worker of this gang that is no longer registered, described for the job's error.
-    async fn departed(&self) -> Result<Option<String>, RunError> {
+    /// Stores one window's state; once every window has one at a step, that step becomes the
+    /// job's checkpoint (if this plan still runs the job) and older blobs go. A state that cannot
+    /// be stored costs only that checkpoint.
+    async fn checkpoint(
+        &self,
+        partial: &mut BTreeMap<usize, Vec<Option<String>>>,
+        shard: usize,
+        state: WindowState,
+    ) -> Result<(), RunError> {
+        let w = &self.workers[shard];
+        if !self.windows[shard].contains(&state.window) {
+            return Err(RunError::Failed(format!(
+                "worker {} ({}) sent the checkpoint of window {}, outside its windows {:?}",
+                w.id, w.address, state.window, self.windows[shard]
+            )));
+        }
+        let (window, step) = (state.window, state.step);
+        let (store, job) = (self.inner.checkpoints.clone(), self.job_id.clone());
+        let put = tokio::task::spawn_blocking(move || store.put(&job, &state)).await;
+        let hash = match put {
+            Ok(Ok(hash)) => hash,
+            Ok(Err(e)) => {
+                tracing::warn!(job = %self.job_id, "checkpoint at step {step} skipped: {e}");
+                partial.remove(&step);
+                return Ok(());
+            }
+            Err(e) => return Err(RunError::Failed(format!("checkpoint task: {e}"))),
+        };
+        let windows = self.resolved.plan.windows();
+        let slots = partial.entry(step).or_insert_with(|| vec![None; windows]);
+        slots[window] = Some(hash);
+        if slots.iter().any(Option::is_none) {
+            return Ok(());
+        }
+        let blobs: Vec<String> = partial.remove(&step).into_iter().flatten().flatten().collect();
+        // Steps before a complete one can never complete now.
+        partial.retain(|&s, _| s > step);
+        let r = CheckpointRef {
+            plan_id: self.plan_id,
+            step: step as u32,
+            windows: blobs.clone(),
+        };
+        let taken = self.inner.lock().checkpointed(&self.job_id, r);
+        if matches!(taken, Ok(true)) {
+            tracing::debug!(job = %self.job_id, step, "checkpoint complete");
+            let mut keep = blobs;
+            keep.extend(partial.values().flatten().flatten().cloned());
+            let (store, job) = (self.inner.checkpoints.clone(), self.job_id.clone());
+            let _ = tokio::task::spawn_blocking(move || store.retain(&job, &keep)).await;
+        }
+        Ok(())
+    }
+
+    /// A worker of this gang that is no longer registered: its id and a description for the
+    /// job's error.
+    async fn departed(&self) -> Result<Option<(String, String)>, RunError> {
         let live = self
             .inner
             .registry
@@ -316,10 +493,11 @@ impl JobRun {
             .iter()
             .find(|w| !live.iter().any(|l| l.id == w.id))
             .map(|w| {
-                format!(
+                let why = format!(
                     "worker {} ({}) left the cluster (registration expired or removed)",
                     w.id, w.address
-                )
+                );
+                (w.id.clone(), why)
             }))
     }
 
@@ -352,8 +530,8 @@ impl JobRun {
                     )));
                 }
                 _ = tick.tick() => {
-                    if let Some(gone) = self.departed().await? {
-                        return Err(RunError::Failed(format!("{gone} while encoding the prompts")));
+                    if let Some((id, gone)) = self.departed().await? {
+                        return Err(RunError::Interrupted { reason: format!("{gone} while encoding the prompts"), blame: Some(id) });
                     }
                 }
             }

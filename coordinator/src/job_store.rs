@@ -11,6 +11,7 @@
 //! lands once etcd is back. [`recover`] decides what a restarted coordinator does with what it
 //! loads.
 
+use crate::checkpoints::CheckpointRef;
 use crate::lifecycle::{self, Transition};
 use etcd_client::{Client, GetOptions};
 use longshot_core::api::{BoxFuture, JobState, JobStatus};
@@ -48,6 +49,9 @@ pub struct JobRecord {
     pub model: ModelInfo,
     /// Where the job's outputs are written (`<data dir>/jobs/<id>`).
     pub dir: PathBuf,
+    /// The last complete checkpoint, which a resumed run starts from.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointRef>,
 }
 
 /// What changed, which decides whether a save may be skipped.

@@ -5,6 +5,7 @@
 //! which never change the state except that the first frame moves a job to decoding. Nothing
 //! else writes a job's status.
 
+use crate::checkpoints::{CheckpointRef, CheckpointStore};
 use crate::job_store::{Change, JobRecord, JobStore};
 use crate::lifecycle::{self, IllegalTransition, Transition};
 use crate::metrics::CoordinatorMetrics;
@@ -20,6 +21,13 @@ use tokio::sync::{broadcast, watch};
 
 /// How many events a slow watcher may fall behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
+
+/// Resumes from one checkpoint a job gets: the next interruption without a newer checkpoint fails
+/// it, since every gang breaks before it gets further and retrying forever would hide that.
+pub(crate) const MAX_STALLED_RESUMES: u32 = 3;
+
+/// Failures of one job on one worker after which that worker is left out of the job.
+pub(crate) const EXCLUDE_AFTER_FAILURES: u32 = 2;
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -54,6 +62,15 @@ pub(crate) struct Job {
     /// continues the client's trace; each plan's span is its child. Closed (dropped) when the job
     /// ends, which is when it is exported. `Span::none()` for jobs restored from a store.
     pub span: tracing::Span,
+    /// The last complete checkpoint (persisted with the record).
+    pub checkpoint: Option<CheckpointRef>,
+    /// The plan id of the job's current (or last) run: only it may checkpoint.
+    pub plan_id: u64,
+    /// Interruptions blamed on each worker.
+    failures: HashMap<String, u32>,
+    /// Interruptions in a row without a newer checkpoint, and the checkpoint step at the last one.
+    stalled: u32,
+    stalled_at: u32,
 }
 
 impl Job {
@@ -81,6 +98,7 @@ impl Job {
             resolved,
             model,
             dir,
+            checkpoint: None,
         })
     }
 
@@ -96,6 +114,11 @@ impl Job {
             cancel,
             dir: r.dir,
             span: tracing::Span::none(),
+            checkpoint: r.checkpoint,
+            plan_id: 0,
+            failures: HashMap::new(),
+            stalled: 0,
+            stalled_at: 0,
         }
     }
 
@@ -118,6 +141,7 @@ impl Job {
             resolved: self.resolved.clone(),
             model: self.model.clone(),
             dir: self.dir.clone(),
+            checkpoint: self.checkpoint.clone(),
         }
     }
 
@@ -168,8 +192,12 @@ pub(crate) struct JobTable {
     pub busy: HashMap<String, String>,
     /// Workers that recently refused a shard as busy, and when (see `dispatch`).
     pub refused: HashMap<String, Instant>,
+    /// Registered workers that recently could not be reached, and when (see `dispatch`).
+    pub unreachable: HashMap<String, Instant>,
     /// The last plan id handed out; a plan id fences one attempt at a job.
     pub plan_ids: u64,
+    /// Where checkpoint blobs live; a job's are removed when it ends.
+    checkpoints: CheckpointStore,
     /// Jobs queued, and running or decoding: the gauges, kept without scanning the table.
     counts: [usize; 2],
 }
@@ -185,7 +213,13 @@ fn gauge_slot(s: JobState) -> Option<usize> {
 
 impl JobTable {
     /// A table holding `jobs` (restored records), saving changes to `store`.
-    pub fn new(store: Arc<dyn JobStore>, metrics: CoordinatorMetrics, jobs: Vec<JobRecord>, max_seq: u64) -> Self {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        checkpoints: CheckpointStore,
+        metrics: CoordinatorMetrics,
+        jobs: Vec<JobRecord>,
+        max_seq: u64,
+    ) -> Self {
         let jobs = jobs
             .into_iter()
             .map(|r| (r.status.job_id.clone(), Job::restore(r)))
@@ -197,7 +231,9 @@ impl JobTable {
             seq: max_seq,
             busy: HashMap::new(),
             refused: HashMap::new(),
+            unreachable: HashMap::new(),
             plan_ids: 0,
+            checkpoints,
             counts: [0; 2],
         };
         table.refresh_positions();
@@ -284,6 +320,7 @@ impl JobTable {
                 seq: j.seq,
                 model: j.model.clone(),
                 plan: j.resolved.plan,
+                excluded: j.status.recovery.excluded_workers.clone(),
             })
             .collect()
     }
@@ -316,6 +353,9 @@ impl JobTable {
             // Ends the job's span (once the last plan span under it has closed too).
             if let Some(job) = self.jobs.get_mut(job_id) {
                 job.span = tracing::Span::none();
+                if job.checkpoint.take().is_some() || job.status.recovery.checkpoint_step > 0 {
+                    self.remove_checkpoints(job_id);
+                }
             }
         }
         let job = &self.jobs[job_id];
@@ -331,6 +371,80 @@ impl JobTable {
         }
         self.store.save(job_id, Change::State, &|| job.record());
         Ok(())
+    }
+
+    /// Removes a finished job's checkpoint blobs, off the async runtime when there is one.
+    fn remove_checkpoints(&self, job_id: &str) {
+        let (store, id) = (self.checkpoints.clone(), job_id.to_string());
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || store.remove_job(&id))),
+            Err(_) => store.remove_job(&id),
+        }
+    }
+
+    /// Notes that plan `plan_id` runs `job_id` now: only it may checkpoint the job.
+    pub fn start_plan(&mut self, job_id: &str, plan_id: u64) {
+        if let Some(job) = self.jobs.get_mut(job_id) {
+            job.plan_id = plan_id;
+        }
+    }
+
+    /// Makes `r` the job's last complete checkpoint and saves the record; `false` (nothing
+    /// changes) when `r` comes from a plan that no longer runs the job, or is not newer.
+    pub fn checkpointed(&mut self, job_id: &str, r: CheckpointRef) -> Result<bool, TableError> {
+        let job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
+        let running = matches!(job.status.state, JobState::Running | JobState::Decoding);
+        let newer = job.checkpoint.as_ref().is_none_or(|c| r.step > c.step);
+        if !running || r.plan_id != job.plan_id || !newer {
+            return Ok(false);
+        }
+        job.status.recovery.checkpoint_step = r.step;
+        job.checkpoint = Some(r);
+        let job = &self.jobs[job_id];
+        self.store.save(job_id, Change::State, &|| job.record());
+        Ok(true)
+    }
+
+    /// Forgets `job_id`'s checkpoint (it could not be read): the next run starts from noise.
+    pub fn drop_checkpoint(&mut self, job_id: &str) {
+        if let Some(job) = self.jobs.get_mut(job_id) {
+            job.checkpoint = None;
+            job.status.recovery.checkpoint_step = 0;
+            let job = &self.jobs[job_id];
+            self.store.save(job_id, Change::State, &|| job.record());
+        }
+    }
+
+    /// What an interrupted run of `job_id` leads to: back to the queue to resume, or a failure
+    /// when it keeps being interrupted without a newer checkpoint. `blame`: the worker whose loss
+    /// interrupted it; a worker blamed [`EXCLUDE_AFTER_FAILURES`] times is left out of the job.
+    pub fn interruption(&mut self, job_id: &str, reason: String, blame: Option<&str>) -> Transition {
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return Transition::Fail(reason);
+        };
+        if let Some(w) = blame {
+            let n = job.failures.entry(w.to_string()).or_default();
+            *n += 1;
+            let excluded = &mut job.status.recovery.excluded_workers;
+            if *n >= EXCLUDE_AFTER_FAILURES && !excluded.iter().any(|e| e == w) {
+                tracing::warn!(job = %job_id, "worker {w} failed this job {n} times: it is left out of it");
+                excluded.push(w.to_string());
+            }
+        }
+        // Interruptions since the job last reached a newer checkpoint, this one included.
+        let step = job.status.recovery.checkpoint_step;
+        job.stalled = if step > job.stalled_at { 1 } else { job.stalled + 1 };
+        job.stalled_at = step;
+        if job.stalled > MAX_STALLED_RESUMES {
+            return Transition::Fail(format!(
+                "{reason} (interrupted {} times without reaching a newer checkpoint than step {step}; giving up)",
+                job.stalled
+            ));
+        }
+        Transition::Interrupt(reason)
     }
 
     /// Records work done by a running job and tells its watchers (frames only now and then).

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assembly;
+pub mod checkpoints;
 mod config;
 mod context;
 mod dispatch;

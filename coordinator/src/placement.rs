@@ -5,7 +5,8 @@
 //! build and one device kind and name — bit-identical output needs identical arithmetic, and
 //! GEMM kernels differ between GPU generations and CPU instruction sets — capped at the job's
 //! window count and the per-job limit. The gang's workers, sorted by id, take the plan's
-//! contiguous window ranges in order.
+//! contiguous window ranges in order. Workers excluded from a job (they failed it twice) are never
+//! placed on it.
 
 use longshot_core::api::WorkerInfo;
 use longshot_core::denoiser::ModelInfo;
@@ -23,6 +24,8 @@ pub struct QueuedJob {
     pub seq: u64,
     pub model: ModelInfo,
     pub plan: WindowPlan,
+    /// Workers left out of this job (they failed it twice).
+    pub excluded: Vec<String>,
 }
 
 /// Placement limits.
@@ -55,7 +58,10 @@ pub fn place(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig) 
     for job in jobs {
         // Keyed by build, device kind and device name; a BTreeMap so ties go the same way each time.
         let mut by_build: BTreeMap<(&str, &str, &str), Vec<&WorkerInfo>> = BTreeMap::new();
-        for w in free.iter().filter(|w| w.models.contains(&job.model)) {
+        let eligible = free
+            .iter()
+            .filter(|w| w.models.contains(&job.model) && !job.excluded.contains(&w.id));
+        for w in eligible {
             by_build
                 .entry((w.version.as_str(), w.device_kind.as_str(), w.device_name.as_str()))
                 .or_default()

@@ -1,6 +1,7 @@
 //! The coordinator's client-facing API (`JobApi`: submit, status, cancel, watch, fetch) and its
 //! worker-facing registration API (`RegistryApi`).
 
+use crate::checkpoints::CheckpointStore;
 use crate::config::CoordinatorConfig;
 use crate::context::Inner;
 use crate::job_store::{recover, Change, JobRecord, JobStore, NoJobStore};
@@ -53,7 +54,13 @@ impl Coordinator {
             }),
             None => CoordinatorMetrics::unregistered(),
         };
-        let table = JobTable::new(store.clone(), metrics, recovery.jobs, recovery.max_seq);
+        let table = JobTable::new(
+            store.clone(),
+            CheckpointStore::new(&cfg.data_dir),
+            metrics,
+            recovery.jobs,
+            recovery.max_seq,
+        );
         for id in &recovery.interrupted {
             if let Some(job) = table.get(id) {
                 store.save(id, Change::State, &|| job.record());

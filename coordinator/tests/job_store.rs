@@ -81,6 +81,7 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         resolved,
         model,
         dir: data_dir.join("jobs").join(job_id),
+        checkpoint: None,
     }
 }
 

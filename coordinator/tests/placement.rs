@@ -42,11 +42,13 @@ fn job(id: &str, priority: i32, seq: u64, model_k: usize, latent_frames: usize) 
         seq,
         model: model(model_k),
         plan: WindowPlan::new(latent_frames, 5, 1).unwrap(),
+        excluded: Vec::new(),
     }
 }
 
-fn serves(w: &WorkerInfo, m: &ModelInfo) -> bool {
-    w.models.contains(m)
+/// Whether `w` may render `j`: it serves the job's model and weights and was not left out of it.
+fn eligible(w: &WorkerInfo, j: &QueuedJob) -> bool {
+    w.models.contains(&j.model) && !j.excluded.contains(&w.id)
 }
 
 fn build(w: &WorkerInfo) -> (&str, &str, &str) {
@@ -78,8 +80,8 @@ fn check(
             prop_assert!(placed.insert(w.id.clone()), "worker {} placed twice", w.id);
             prop_assert!(idle.iter().any(|i| i.id == w.id), "worker {} is not idle", w.id);
             prop_assert!(
-                serves(w, &job.model),
-                "worker {} does not serve the job's model and weights",
+                eligible(w, job),
+                "worker {} does not serve the job's model and weights, or was left out of it",
                 w.id
             );
             prop_assert_eq!(build(w), build(&g.workers[0]), "one build and device per gang");
@@ -103,7 +105,7 @@ fn check(
     // after it in run order took one.
     for j in queue.iter().filter(|j| !gangs.iter().any(|g| g.job_id == j.job_id)) {
         for w in idle.iter().filter(|w| !placed.contains(&w.id)) {
-            prop_assert!(!serves(w, &j.model), "{} waits while {} idles", j.job_id, w.id);
+            prop_assert!(!eligible(w, j), "{} waits while {} idles", j.job_id, w.id);
         }
         for g in gangs.iter().filter(|g| {
             let other = by_id(&g.job_id);
@@ -111,7 +113,7 @@ fn check(
         }) {
             for w in &g.workers {
                 prop_assert!(
-                    !serves(w, &j.model),
+                    !eligible(w, j),
                     "{} jumped ahead of {} with {}",
                     g.job_id,
                     j.job_id,
@@ -133,13 +135,17 @@ fn arb_workers() -> impl Strategy<Value = Vec<WorkerInfo>> {
 }
 
 fn arb_queue() -> impl Strategy<Value = Vec<QueuedJob>> {
-    prop::collection::vec((-2i32..=2, 0usize..3, 1usize..30), 0..6).prop_flat_map(|js| {
+    let excluded = prop::collection::vec(0usize..10, 0..3);
+    prop::collection::vec((-2i32..=2, 0usize..3, 1usize..30, excluded), 0..6).prop_flat_map(|js| {
         let n = js.len();
         (Just(js), Just((0..n as u64).collect::<Vec<u64>>()).prop_shuffle()).prop_map(|(js, seqs)| {
             js.into_iter()
                 .zip(seqs)
                 .enumerate()
-                .map(|(i, ((prio, m, frames), seq))| job(&format!("job-{i}"), prio, seq, m, frames))
+                .map(|(i, ((prio, m, frames, out), seq))| QueuedJob {
+                    excluded: out.into_iter().map(|w| format!("w{w:02}")).collect(),
+                    ..job(&format!("job-{i}"), prio, seq, m, frames)
+                })
                 .collect()
         })
     })

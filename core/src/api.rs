@@ -3,6 +3,7 @@
 //! The `proto` crate converts these to and from the gRPC messages at its edge; the coordinator,
 //! worker and CLI only ever see these types. Field meanings match `proto/longshot/v1/*.proto`.
 
+use crate::checkpoint::WindowState;
 use crate::codenoise::BlendMode;
 use crate::denoiser::{Conditioning, ModelInfo, TextEmbeddings};
 use crate::exchange::OverlapMessage;
@@ -11,6 +12,7 @@ use crate::plan::WindowPlan;
 use crate::scheduler::Schedule;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -232,6 +234,10 @@ pub struct ShardAssignment {
     /// Overlap velocities over NCCL instead of the exchange addresses (which still carry the
     /// latent hashes and decode halos); `None`: everything over TCP.
     pub nccl: Option<NcclGroup>,
+    /// Stream every window's state every this many steps and after the last (0: never).
+    pub checkpoint_every: usize,
+    /// Resume from these states (the shard's windows, in order, all at one step) instead of noise.
+    pub resume: Option<Arc<Vec<WindowState>>>,
 }
 
 /// One gang's NCCL communicator, as a shard joins it: rank `i` runs the gang's `i`-th window
@@ -285,6 +291,8 @@ pub enum ShardEvent {
         frames: u32,
         data: Vec<f32>,
     },
+    /// One window's state for the job's checkpoint (`ShardAssignment::checkpoint_every`).
+    Checkpoint(WindowState),
     Finished,
     /// The worker reported a failure (possibly caused by a neighbour).
     Failed {

@@ -199,6 +199,24 @@ impl WorkerService for WorkerServiceAdapter {
         .await
     }
 
+    type ResumeShardStream = PbStream<pb::ShardEvent>;
+
+    async fn resume_shard(
+        &self,
+        request: Request<Streaming<pb::ResumeShardRequest>>,
+    ) -> Result<Response<Self::ResumeShardStream>, Status> {
+        let span = server_span("longshot.v1.WorkerService/ResumeShard", &request);
+        async move {
+            let assignment = crate::convert::read_resume(request.into_inner()).await.map_err(to_status)?;
+            let events = self.0.run_shard(assignment).await.map_err(to_status)?;
+            Ok(Response::new(
+                Box::pin(events.map(|e| Ok(pb::ShardEvent::from(e)))) as Self::ResumeShardStream
+            ))
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn encode_text(
         &self,
         request: Request<pb::EncodeTextRequest>,

@@ -109,6 +109,8 @@ fn shard_assignment_keeps_schedule_bits() {
             rank: 1,
             ranks: 4,
         }),
+        checkpoint_every: 2,
+        resume_step: 0,
     };
     let back = round_trip(&assignment);
     assert_eq!(back, assignment);

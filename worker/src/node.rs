@@ -7,7 +7,9 @@ use crate::net_exchange::{Link, NetExchange, ShardExchange};
 use crate::trace::{StepSpans, TracedExchange, DEFAULT_TRACE_STEPS};
 use futures::StreamExt;
 use longshot_core::api::*;
-use longshot_core::codenoise::{decode_partition, denoise_partition, BlendMode, PartitionConfig, Progress};
+use longshot_core::checkpoint::{check_resume, Checkpointing};
+use longshot_core::codenoise::{decode_partition, denoise_partition_checkpointed, BlendMode, PartitionConfig, Progress};
+use longshot_core::tensor::LatentShape;
 use longshot_core::denoiser::TextEmbeddings;
 use longshot_core::exchange::OverlapMessage;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -119,6 +121,11 @@ impl WorkerNode {
         }
         if a.exchange_timeout.is_zero() {
             return Err(ApiError::invalid("exchange_timeout", "must be positive"));
+        }
+        if let Some(states) = &a.resume {
+            let shape = LatentShape::new(a.plan.window(), a.channels, a.height, a.width);
+            check_resume(states, a.windows.clone(), shape, &a.schedule)
+                .map_err(|e| ApiError::invalid("resume", e.to_string()))?;
         }
         if let Some(g) = &a.nccl {
             if g.ranks < 2 || g.rank >= g.ranks || g.unique_id.len() != NCCL_UNIQUE_ID_BYTES {
@@ -347,8 +354,17 @@ fn run_shard_blocking(
                 step: step as u32,
             })
         }
+        Progress::Checkpoint(w) => emit(ShardEvent::Checkpoint(w)),
     };
-    let denoised = denoise_partition(&cfg, denoiser.as_mut(), exchange.as_mut(), &cancel, &mut progress);
+    let ckpt = Checkpointing {
+        every: a.checkpoint_every,
+        resume: a.resume.clone().map(Arc::unwrap_or_clone),
+    };
+    if let Some(r) = &ckpt.resume {
+        tracing::info!(job = %a.job_id, windows = ?a.windows, step = r[0].step, "resuming from the job's checkpoint");
+    }
+    let denoised =
+        denoise_partition_checkpointed(&cfg, ckpt, denoiser.as_mut(), exchange.as_mut(), &cancel, &mut progress);
     // A step cut short by an error or a cancel ends here.
     steps.close();
     let result = denoised.and_then(|out| {
@@ -552,6 +568,8 @@ mod tests {
             output_frames: 205,
             blend: Default::default(),
             nccl,
+            checkpoint_every: 0,
+            resume: None,
         }
     }
 

@@ -8,7 +8,7 @@ use crate::pb::exchange_service_client::ExchangeServiceClient;
 use crate::pb::worker_service_client::WorkerServiceClient;
 use crate::status::{from_status_at, status_cause};
 use crate::trace_context::traced;
-use futures::stream;
+use futures::stream::{self, StreamExt};
 use longshot_core::api::{
     ApiError, BoxFuture, BoxStream, EncodeTextRequest, ExchangeConnector, OverlapEnvelope, ShardAssignment, ShardEvent,
     WorkerApi, WorkerConnector,
@@ -45,11 +45,23 @@ struct GrpcWorker {
 impl WorkerApi for GrpcWorker {
     fn run_shard(&self, assignment: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
         Box::pin(async move {
-            let r = self
-                .client
-                .clone()
-                .run_shard(traced(pb::ShardAssignment::from(assignment)))
-                .await;
+            let r = match assignment.resume.clone() {
+                None => {
+                    self.client
+                        .clone()
+                        .run_shard(traced(pb::ShardAssignment::from(assignment)))
+                        .await
+                }
+                Some(states) => {
+                    use pb::resume_shard_request::Part;
+                    let first = Part::Assignment(pb::ShardAssignment::from(assignment));
+                    // One window's state per message, encoded as the stream is sent.
+                    let windows = (0..states.len()).map(move |i| Part::Window(states[i].clone().into()));
+                    let parts = stream::iter(std::iter::once(first).chain(windows))
+                        .map(|p| pb::ResumeShardRequest { part: Some(p) });
+                    self.client.clone().resume_shard(traced(parts)).await
+                }
+            };
             let inbound = r.map_err(|s| from_status_at(&s, &self.peer))?.into_inner();
             Ok(shard_events(inbound, self.address.clone()))
         })

@@ -27,7 +27,7 @@ pub(crate) mod stream;
 pub use cluster::{models_from_pb, register_refusal_to_pb, worker_state_from_pb, workers_from_pb};
 pub use conditioning::{embeddings_from_pb, embeddings_to_pb};
 pub use job::{job_event_to_pb, job_state_filter_from_pb, job_state_from_pb, output_kind_from_pb};
-pub use shard::nccl_unique_id_from_pb;
+pub use shard::{nccl_unique_id_from_pb, read_resume};
 
 use longshot_core::api::ApiError;
 use longshot_core::job::FieldError;

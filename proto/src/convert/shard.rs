@@ -6,6 +6,7 @@ use super::{duration_to_ms, invalid, ms_to_duration, nest, non_empty, required, 
 use crate::pb::{self, shard_event};
 use crate::wire;
 use longshot_core::api::{ApiError, NcclGroup, ShardAssignment, ShardEvent, NCCL_UNIQUE_ID_BYTES};
+use longshot_core::checkpoint::{SolverState, WindowState};
 use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::Conditioning;
 use longshot_core::plan::{PlanError, WindowPlan};
@@ -54,6 +55,13 @@ impl From<ShardAssignment> for pb::ShardAssignment {
                 rank: to_u32(g.rank),
                 ranks: to_u32(g.ranks),
             }),
+            checkpoint_every: to_u32(a.checkpoint_every),
+            // The states themselves travel as `ResumeShard`'s later messages.
+            resume_step: a
+                .resume
+                .as_ref()
+                .and_then(|r| r.first())
+                .map_or(0, |w| to_u32(w.step)),
         }
     }
 }
@@ -153,6 +161,64 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
                 .map(nccl_group_from_pb)
                 .transpose()
                 .map_err(|e| nest("nccl", e))?,
+            checkpoint_every: to_usize(a.checkpoint_every, "checkpoint_every")?,
+            // Filled from `ResumeShard`'s window messages by the server adapter.
+            resume: None,
+        })
+    }
+}
+
+// ---- WindowCheckpoint -----------------------------------------------------------------------
+
+impl From<WindowState> for pb::WindowCheckpoint {
+    fn from(w: WindowState) -> Self {
+        use pb::window_checkpoint::Solver;
+        let solver = match w.solver {
+            SolverState::Euler => Solver::Euler(pb::EulerState {}),
+            SolverState::UniPc {
+                history: [m0, m1],
+                last_sample,
+                last_order,
+            } => Solver::Unipc(pb::UniPcState {
+                m0: wire::encode_f32_le(m0.as_deref().unwrap_or_default()),
+                m1: m1.as_deref().map(wire::encode_f32_le),
+                last_sample: wire::encode_f32_le(&last_sample),
+                last_order: to_u32(last_order),
+            }),
+        };
+        pb::WindowCheckpoint {
+            window: to_u32(w.window),
+            step: w.step as u32,
+            latents: wire::encode_f32_le(&w.latents),
+            solver: Some(solver),
+        }
+    }
+}
+
+/// Sizes and steps are checked where the state is used (`core::checkpoint::check_resume`, and
+/// the coordinator's checkpoint store); here only the encoding.
+impl TryFrom<pb::WindowCheckpoint> for WindowState {
+    type Error = ApiError;
+
+    fn try_from(w: pb::WindowCheckpoint) -> Result<Self, ApiError> {
+        use pb::window_checkpoint::Solver;
+        let f32s = |b: &[u8], field: &str| wire::decode_f32_le(b).map_err(|e| invalid(field, e.to_string()));
+        let solver = match required(w.solver, "solver")? {
+            Solver::Euler(_) => SolverState::Euler,
+            Solver::Unipc(u) => SolverState::UniPc {
+                history: [
+                    Some(f32s(&u.m0, "unipc.m0")?),
+                    u.m1.as_deref().map(|m| f32s(m, "unipc.m1")).transpose()?,
+                ],
+                last_sample: f32s(&u.last_sample, "unipc.last_sample")?,
+                last_order: to_usize(u.last_order, "unipc.last_order")?,
+            },
+        };
+        Ok(WindowState {
+            window: to_usize(w.window, "window")?,
+            step: to_usize(w.step, "step")?,
+            latents: f32s(&w.latents, "latents")?,
+            solver,
         })
     }
 }
@@ -216,6 +282,7 @@ impl From<ShardEvent> for pb::ShardEvent {
                 frame_count: frames,
                 data: wire::encode_f32_le(&data),
             }),
+            ShardEvent::Checkpoint(w) => Event::Checkpoint(w.into()),
             ShardEvent::Finished => Event::Finished(pb::ShardFinished {}),
             // `Lost` is observed by a client, never sent; if it is forwarded it is a failure.
             ShardEvent::Failed { reason } | ShardEvent::Lost { reason } => Event::Failed(pb::ShardFailed { reason }),
@@ -274,8 +341,54 @@ impl TryFrom<pb::ShardEvent> for ShardEvent {
                     data,
                 }
             }
+            Event::Checkpoint(w) => ShardEvent::Checkpoint(WindowState::try_from(w).map_err(|e| nest("checkpoint", e))?),
             Event::Finished(_) => ShardEvent::Finished,
             Event::Failed(f) => ShardEvent::Failed { reason: f.reason },
         })
     }
+}
+
+/// Reads a `ResumeShard` request stream: the assignment (with `resume_step` set), then exactly one
+/// window state per window of the shard, in order and at that step.
+pub async fn read_resume<S>(mut inbound: S) -> Result<ShardAssignment, ApiError>
+where
+    S: futures::Stream<Item = Result<pb::ResumeShardRequest, tonic::Status>> + Unpin,
+{
+    use futures::StreamExt;
+    use pb::resume_shard_request::Part;
+    let mut next = async || match inbound.next().await {
+        Some(Ok(m)) => required(m.part, "part"),
+        Some(Err(status)) => Err(ApiError::Unavailable(format!(
+            "the resume stream broke: {}",
+            status.message()
+        ))),
+        None => Err(invalid("part", "the stream ended before every window's state arrived")),
+    };
+    let Part::Assignment(a) = next().await? else {
+        return Err(invalid("part", "the first message must be the assignment"));
+    };
+    let step = a.resume_step as usize;
+    if step == 0 {
+        return Err(invalid("assignment.resume_step", "0: ResumeShard needs the checkpoint's step"));
+    }
+    let mut assignment = ShardAssignment::try_from(a).map_err(|e| nest("assignment", e))?;
+    let mut states = Vec::with_capacity(assignment.windows.len());
+    for want in assignment.windows.clone() {
+        let Part::Window(w) = next().await? else {
+            return Err(invalid("part", format!("expected the state of window {want}, got another assignment")));
+        };
+        let w = WindowState::try_from(w).map_err(|e| nest("window", e))?;
+        if w.window != want || w.step != step {
+            return Err(invalid(
+                "window",
+                format!(
+                    "got window {} at step {}, expected window {want} at step {step}",
+                    w.window, w.step
+                ),
+            ));
+        }
+        states.push(w);
+    }
+    assignment.resume = Some(std::sync::Arc::new(states));
+    Ok(assignment)
 }

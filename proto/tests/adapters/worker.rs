@@ -79,6 +79,8 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
         output_frames: 3,
         blend: Default::default(),
         nccl: None,
+        checkpoint_every: 0,
+        resume: None,
     };
     let events: Vec<ShardEvent> = worker.run_shard(assignment.clone()).await?.collect().await;
     assert_eq!(events, shard_events);

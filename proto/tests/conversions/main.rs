@@ -121,5 +121,7 @@ fn assignment() -> ShardAssignment {
         output_frames: 957,
         blend: BlendMode::CoDenoise,
         nccl: None,
+        checkpoint_every: 0,
+        resume: None,
     }
 }
