@@ -222,6 +222,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         data_dir: work.path().join("data"),
         exchange_timeout: a.exchange_timeout,
         hash_every: 5,
+        checkpoint_every: crate::serve::CheckpointEvery(None),
         encode_timeout: 1800.0,
         overlap_transport: longshot_coordinator::OverlapTransport::Tcp,
         heartbeat: 1.0,

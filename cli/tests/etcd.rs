@@ -161,27 +161,35 @@ fn a_render_survives_an_etcd_restart() {
 }
 
 #[test]
-fn a_frozen_worker_expires_fails_its_job_and_registers_again() {
+fn a_frozen_worker_expires_its_job_resumes_and_it_registers_again() {
     let etcd = EtcdServer::start();
     let c = Cluster::start_with(2, 30.0, options(&etcd, 2));
-    let job = long_job(&c);
-    c.wait_steps(&job, 3);
+    let job = submit(
+        &c,
+        &[
+            "--prompt", PROMPT, "--frames", "209", "--width", "96", "--height", "64", "--steps", "300", "--format",
+            "latents",
+        ],
+    );
+    c.wait_steps(&job, 30);
     let t = Instant::now();
     c.signal_worker(1, "STOP");
-    let s = c.wait_state(&job, TERMINAL, Duration::from_secs(30));
-    let reason = s["error"].as_str().unwrap_or_default();
-    assert_eq!(s["state"], "failed", "{s}");
+    // Lease ttl 2 s + the run loop's 1 s tick: the job is back in the queue, then runs on w0.
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while c.status(&job)["recovery"]["resumes"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no resume within 12 s\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let noticed = t.elapsed();
+    let s = c.wait_state(&job, TERMINAL, Duration::from_secs(300));
+    assert_eq!(s["state"], "done", "{s}\n{}", c.logs());
+    let reason = s["recovery"]["last_interruption"].as_str().unwrap_or_default();
     assert!(
         reason.contains("worker w1") && reason.contains("left the cluster"),
         "{reason}"
     );
-    // Lease ttl 2 s + the run loop's 1 s tick + at most 5 s trying to cancel the frozen shard.
-    assert!(
-        t.elapsed() < Duration::from_secs(12),
-        "the failure took {:?}",
-        t.elapsed()
-    );
-    c.wait_for_workers(1);
+    assert_eq!(s["plan"]["workers"], 1, "{s}");
+    println!("the frozen worker's job resumed after {noticed:?}");
     c.signal_worker(1, "CONT");
     // It registers again under a new lease, and reports idle once its orphaned shard has stopped.
     c.wait_for_idle_workers(2);

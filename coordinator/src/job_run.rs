@@ -115,7 +115,13 @@ impl JobRun {
         let span = self.span.clone();
         let result = self.execute(&mut clients).instrument(span.clone()).await;
         if result.is_err() {
-            self.cancel_shards(&clients).instrument(span).await;
+            // A lost worker is not asked: a frozen one would hold the resume up for the whole
+            // cancel timeout, and its shard's plan is fenced off anyway.
+            let lost = match &result {
+                Err(RunError::Interrupted { blame, .. }) => blame.clone(),
+                _ => None,
+            };
+            self.cancel_shards(&clients, lost.as_deref()).instrument(span).await;
         }
         if let Err(RunError::Interrupted { .. }) = &result {
             // Partial outputs of this run; the resumed run writes them all again.
@@ -584,8 +590,12 @@ impl JobRun {
         }
     }
 
-    async fn cancel_shards(&self, clients: &[Arc<dyn WorkerApi>]) {
-        let calls = clients.iter().map(|c| {
+    async fn cancel_shards(&self, clients: &[Arc<dyn WorkerApi>], skip: Option<&str>) {
+        let asked = clients
+            .iter()
+            .zip(&self.workers)
+            .filter(|(_, w)| Some(w.id.as_str()) != skip);
+        let calls = asked.map(|(c, _)| {
             let c = c.clone();
             let job = self.job_id.clone();
             let plan = self.plan_id;

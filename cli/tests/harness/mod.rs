@@ -344,3 +344,13 @@ pub fn latent_bytes(path: &Path, shape: &[usize]) -> Vec<u8> {
     assert_eq!(t.shape(), shape, "{}", path.display());
     t.data().to_vec()
 }
+
+/// A finished job's latents (raw tensor bytes, checked against `shape`) and PNG frames, fetched
+/// through the CLI into `<cluster dir>/<tag>/`: what a bit-identity check compares.
+pub fn fetch_render(c: &Cluster, job: &str, tag: &str, shape: &[usize]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let out = c.dir.path().join(tag);
+    let (png, lat) = (out.join("frames"), out.join("clip.safetensors"));
+    c.ok(&["fetch", job, "-o", png.to_str().unwrap(), "--format", "png"]);
+    c.ok(&["fetch", job, "-o", lat.to_str().unwrap(), "--format", "latents"]);
+    (latent_bytes(&lat, shape), read_png_dir(&png))
+}
