@@ -130,5 +130,9 @@ fn a_frozen_worker_is_left_behind_and_the_job_resumes_without_it() {
     c.wait_for_idle_workers(3);
     let next = submit(&c, JOB);
     let s = c.wait_state(&next, TERMINAL, Duration::from_secs(300));
-    assert_eq!((s["state"].as_str(), s["plan"]["workers"].as_u64()), (Some("done"), Some(3)), "{s}");
+    assert_eq!(
+        (s["state"].as_str(), s["plan"]["workers"].as_u64()),
+        (Some("done"), Some(3)),
+        "{s}"
+    );
 }

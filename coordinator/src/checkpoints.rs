@@ -135,10 +135,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 fn encode(s: &WindowState) -> Vec<u8> {
     let mut tensors: Vec<(&str, Vec<u8>)> = vec![("latents", f32_bytes(&s.latents))];
     // One metadata entry: a map's iteration order would make equal states differ in bytes.
-    let mut fields = vec![
-        ("window", s.window.to_string()),
-        ("step", s.step.to_string()),
-    ];
+    let mut fields = vec![("window", s.window.to_string()), ("step", s.step.to_string())];
     match &s.solver {
         SolverState::Euler => fields.push(("solver", "euler".into())),
         SolverState::UniPc {
@@ -171,9 +168,16 @@ fn encode(s: &WindowState) -> Vec<u8> {
 fn decode(bytes: &[u8]) -> Result<WindowState, String> {
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let line = meta.get(FORMAT).ok_or_else(|| format!("no {FORMAT} entry in its metadata"))?;
+    let line = meta
+        .get(FORMAT)
+        .ok_or_else(|| format!("no {FORMAT} entry in its metadata"))?;
     let fields: HashMap<&str, &str> = line.split(';').filter_map(|kv| kv.split_once('=')).collect();
-    let field = |k: &str| fields.get(k).map(|v| v.to_string()).ok_or_else(|| format!("no {k} in its metadata"));
+    let field = |k: &str| {
+        fields
+            .get(k)
+            .map(|v| v.to_string())
+            .ok_or_else(|| format!("no {k} in its metadata"))
+    };
     let number = |k: &str| field(k)?.parse::<usize>().map_err(|e| format!("{k}: {e}"));
     let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
     let array = |name: &str| -> Result<Option<Vec<f32>>, String> {
@@ -233,7 +237,11 @@ mod tests {
             ..unipc(1)
         };
         let ha = store.put("job-1", &a).unwrap();
-        assert_eq!(store.put("job-1", &a).unwrap(), ha, "content-addressed: same bytes, same name");
+        assert_eq!(
+            store.put("job-1", &a).unwrap(),
+            ha,
+            "content-addressed: same bytes, same name"
+        );
         let he = store.put("job-1", &euler).unwrap();
         assert_ne!(ha, he);
         let back = store.get("job-1", &ha).unwrap();
@@ -257,6 +265,9 @@ mod tests {
         store.remove_job("job-1");
         assert!(!dir.path().join("checkpoints/job-1").exists());
         // No temporary files are left behind by a put.
-        assert!(std::fs::read_dir(dir.path().join("checkpoints")).unwrap().next().is_none());
+        assert!(std::fs::read_dir(dir.path().join("checkpoints"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 }

@@ -44,7 +44,9 @@ async fn dispatch_once(inner: &Arc<Inner>) -> Result<(), ApiError> {
     let idle: Vec<WorkerInfo> = workers
         .into_iter()
         .filter(|w| {
-            !table.busy.contains_key(&w.id) && !table.refused.contains_key(&w.id) && !table.unreachable.contains_key(&w.id)
+            !table.busy.contains_key(&w.id)
+                && !table.refused.contains_key(&w.id)
+                && !table.unreachable.contains_key(&w.id)
         })
         .filter(|w| w.state == WorkerState::Idle || (w.state == WorkerState::Busy && !shared))
         .collect();

@@ -155,7 +155,9 @@ impl JobRun {
             Err(RunError::Interrupted { reason, blame }) => {
                 let t = table.interruption(&self.job_id, reason, blame.as_deref());
                 match &t {
-                    Transition::Interrupt(r) => tracing::warn!(job = %self.job_id, plan_id = self.plan_id, "run interrupted: {r}; the job resumes from its last checkpoint"),
+                    Transition::Interrupt(r) => {
+                        tracing::warn!(job = %self.job_id, plan_id = self.plan_id, "run interrupted: {r}; the job resumes from its last checkpoint")
+                    }
                     _ => tracing::warn!(job = %self.job_id, "job failed: {t:?}"),
                 }
                 t
@@ -220,10 +222,7 @@ impl JobRun {
         let (store, job) = (self.inner.checkpoints.clone(), self.job_id.clone());
         let hashes: Vec<String> = ckpt.windows[range.clone()].to_vec();
         let loaded = tokio::task::spawn_blocking(move || {
-            hashes
-                .iter()
-                .map(|h| store.get(&job, h))
-                .collect::<Result<Vec<_>, _>>()
+            hashes.iter().map(|h| store.get(&job, h)).collect::<Result<Vec<_>, _>>()
         })
         .await
         .map_err(|e| RunError::Failed(format!("checkpoint loading task: {e}")))?;
@@ -296,7 +295,10 @@ impl JobRun {
             let s = tokio::time::timeout(SHARD_START_TIMEOUT, call)
                 .await
                 .map_err(|_| RunError::Interrupted {
-                    reason: format!("worker {} ({}) did not accept its shard within {SHARD_START_TIMEOUT:?}", w.id, w.address),
+                    reason: format!(
+                        "worker {} ({}) did not accept its shard within {SHARD_START_TIMEOUT:?}",
+                        w.id, w.address
+                    ),
                     blame: Some(w.id.clone()),
                 })?
                 .map_err(|e| match e {
@@ -305,7 +307,10 @@ impl JobRun {
                         reason,
                     },
                     ApiError::Unavailable(reason) => RunError::Interrupted {
-                        reason: format!("worker {} ({}) could not be reached for its shard: {reason}", w.id, w.address),
+                        reason: format!(
+                            "worker {} ({}) could not be reached for its shard: {reason}",
+                            w.id, w.address
+                        ),
                         blame: Some(w.id.clone()),
                     },
                     e => RunError::Failed(format!("worker {} refused its shard: {e}", w.id)),

@@ -498,3 +498,125 @@ pub(crate) enum TableError {
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job_store::NoJobStore;
+    use longshot_core::codenoise::BlendMode;
+    use longshot_core::job::{defaults, ClipLength, JobSpec};
+
+    fn table_with_job(dir: &std::path::Path) -> JobTable {
+        let model = longshot_worker::models::ModelSet::builtin().served().remove(0);
+        let spec = JobSpec {
+            model: model.name.clone(),
+            prompt: "p".into(),
+            negative_prompt: String::new(),
+            seed: Some(1),
+            length: ClipLength::Frames(209),
+            fps: defaults::FPS,
+            width: 32,
+            height: 32,
+            steps: 4,
+            guidance: defaults::GUIDANCE,
+            shift: defaults::SHIFT,
+            solver: defaults::SOLVER,
+            overlap: None,
+            outputs: vec![defaults::OUTPUT],
+            priority: 0,
+            blend: BlendMode::CoDenoise,
+        };
+        let resolved = spec.resolve(&model, 1).unwrap();
+        let mut t = JobTable::new(
+            Arc::new(NoJobStore),
+            CheckpointStore::new(dir),
+            CoordinatorMetrics::unregistered(),
+            Vec::new(),
+            0,
+        );
+        t.insert(Job::queued(1, "j".into(), resolved, model, dir.join("jobs/j"), 0));
+        t
+    }
+
+    fn start(t: &mut JobTable, plan_id: u64) {
+        let plan = t.get("j").unwrap().status().plan.unwrap();
+        t.start_plan("j", plan_id);
+        t.transition("j", Transition::Start(plan)).unwrap();
+    }
+
+    fn ckpt(plan_id: u64, step: u32) -> CheckpointRef {
+        CheckpointRef {
+            plan_id,
+            step,
+            windows: vec!["a".into(), "b".into(), "c".into()],
+        }
+    }
+
+    #[test]
+    fn only_the_running_plan_checkpoints_and_only_forwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = table_with_job(dir.path());
+        start(&mut t, 7);
+        assert!(
+            !t.checkpointed("j", ckpt(6, 2)).unwrap(),
+            "a late message of an older plan"
+        );
+        assert!(t.checkpointed("j", ckpt(7, 2)).unwrap());
+        assert!(!t.checkpointed("j", ckpt(7, 1)).unwrap(), "not newer");
+        assert_eq!(t.get("j").unwrap().status().recovery.checkpoint_step, 2);
+        assert_eq!(t.get("j").unwrap().record().checkpoint, Some(ckpt(7, 2)));
+        let back = t.interruption("j", "worker w1 was lost".into(), Some("w1"));
+        t.transition("j", back).unwrap();
+        assert!(
+            !t.checkpointed("j", ckpt(7, 3)).unwrap(),
+            "a queued job takes no checkpoint"
+        );
+        let s = t.get("j").unwrap().status();
+        assert_eq!(
+            (s.state, s.steps_done, s.recovery.resumes),
+            (JobState::Queued, 2 * 3, 1)
+        );
+        start(&mut t, 8);
+        t.transition("j", Transition::Finish(Vec::new())).unwrap();
+        assert_eq!(t.get("j").unwrap().record().checkpoint, None, "gone when the job ends");
+    }
+
+    /// Runs plan `plan_id` and interrupts it (blaming `blame`), after a checkpoint at `step` if given.
+    fn interrupt(t: &mut JobTable, plan_id: u64, blame: &str, step: Option<u32>) -> Transition {
+        start(t, plan_id);
+        if let Some(step) = step {
+            assert!(t.checkpointed("j", ckpt(plan_id, step)).unwrap());
+        }
+        let next = t.interruption("j", format!("worker {blame} was lost"), Some(blame));
+        t.transition("j", next.clone()).unwrap();
+        next
+    }
+
+    #[test]
+    fn a_worker_failing_twice_is_left_out_and_stalled_resumes_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = table_with_job(dir.path());
+        assert!(matches!(interrupt(&mut t, 1, "w1", None), Transition::Interrupt(_)));
+        assert!(t.queued_jobs()[0].excluded.is_empty());
+        assert!(matches!(interrupt(&mut t, 2, "w1", None), Transition::Interrupt(_)));
+        assert_eq!(t.queued_jobs()[0].excluded, vec!["w1".to_string()]);
+        assert_eq!(
+            t.get("j").unwrap().status().recovery.excluded_workers,
+            vec!["w1".to_string()]
+        );
+        // A newer checkpoint starts the count of resumes without progress again.
+        assert!(matches!(interrupt(&mut t, 3, "w2", Some(2)), Transition::Interrupt(_)));
+        assert!(matches!(interrupt(&mut t, 4, "w3", None), Transition::Interrupt(_)));
+        assert!(matches!(interrupt(&mut t, 5, "w4", None), Transition::Interrupt(_)));
+        let last = interrupt(&mut t, 6, "w5", None);
+        let Transition::Fail(reason) = last else {
+            panic!("{last:?}")
+        };
+        assert!(
+            reason.contains("interrupted 4 times without reaching a newer checkpoint than step 2"),
+            "{reason}"
+        );
+        let s = t.get("j").unwrap().status();
+        assert_eq!((s.state, s.recovery.resumes), (JobState::Failed, 5));
+    }
+}

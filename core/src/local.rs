@@ -129,8 +129,14 @@ fn render_partitions<E: Exchange>(
                             on_checkpoint(w)
                         }
                     };
-                    let out =
-                        denoise_partition_checkpointed(&cfg, ckpt, denoiser.as_mut(), &mut exchange, cancel, &mut progress)?;
+                    let out = denoise_partition_checkpointed(
+                        &cfg,
+                        ckpt,
+                        denoiser.as_mut(),
+                        &mut exchange,
+                        cancel,
+                        &mut progress,
+                    )?;
                     let mut frames = Vec::new();
                     decode_partition(&cfg, &out, decoder, &mut exchange, &mut |i, f| frames.push((i, f)))?;
                     Ok((out, frames))

@@ -207,7 +207,9 @@ impl WorkerService for WorkerServiceAdapter {
     ) -> Result<Response<Self::ResumeShardStream>, Status> {
         let span = server_span("longshot.v1.WorkerService/ResumeShard", &request);
         async move {
-            let assignment = crate::convert::read_resume(request.into_inner()).await.map_err(to_status)?;
+            let assignment = crate::convert::read_resume(request.into_inner())
+                .await
+                .map_err(to_status)?;
             let events = self.0.run_shard(assignment).await.map_err(to_status)?;
             Ok(Response::new(
                 Box::pin(events.map(|e| Ok(pb::ShardEvent::from(e)))) as Self::ResumeShardStream

@@ -74,7 +74,13 @@ fn every_checkpoint_resumes_bit_identically_on_any_partition() {
             assert_eq!(ckpt.len(), windows, "{solver}: complete at step {step}");
             assert!(ckpt == at_step(&from_two, step), "{solver}: step {step}");
             if solver == Solver::UniPc {
-                assert!(matches!(&ckpt[0].solver, SolverState::UniPc { history: [Some(_), Some(_)], .. }));
+                assert!(matches!(
+                    &ckpt[0].solver,
+                    SolverState::UniPc {
+                        history: [Some(_), Some(_)],
+                        ..
+                    }
+                ));
             }
             for parts in [1, 2, 4] {
                 let (resumed, _) = resumable(&cfg, parts, 0, Some(&ckpt)).unwrap();
@@ -99,10 +105,15 @@ fn a_resume_state_that_does_not_fit_is_refused_by_name() {
     assert!(err.contains("window 1 has"), "{err}");
 
     let euler = config(Solver::Euler);
-    let err = resumable(&euler, 1, 0, Some(&at_step(&states, 5))).unwrap_err().to_string();
+    let err = resumable(&euler, 1, 0, Some(&at_step(&states, 5)))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("holds unipc state, the schedule uses euler"), "{err}");
 
     let missing = &at_step(&states, 5)[1..];
     let err = resumable(&cfg, 1, 0, Some(missing)).unwrap_err().to_string();
-    assert!(err.contains("windows [1, 2, 3, 4] given, the shard runs [0, 1, 2, 3, 4]"), "{err}");
+    assert!(
+        err.contains("windows [1, 2, 3, 4] given, the shard runs [0, 1, 2, 3, 4]"),
+        "{err}"
+    );
 }

@@ -8,10 +8,12 @@ use crate::trace::{StepSpans, TracedExchange, DEFAULT_TRACE_STEPS};
 use futures::StreamExt;
 use longshot_core::api::*;
 use longshot_core::checkpoint::{check_resume, Checkpointing};
-use longshot_core::codenoise::{decode_partition, denoise_partition_checkpointed, BlendMode, PartitionConfig, Progress};
-use longshot_core::tensor::LatentShape;
+use longshot_core::codenoise::{
+    decode_partition, denoise_partition_checkpointed, BlendMode, PartitionConfig, Progress,
+};
 use longshot_core::denoiser::TextEmbeddings;
 use longshot_core::exchange::OverlapMessage;
+use longshot_core::tensor::LatentShape;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -41,6 +41,11 @@ pub fn restore_state(steps_done: usize, solver: &SolverState) -> Box<dyn Schedul
             history,
             last_sample,
             last_order,
-        } => Box::new(UniPcState::restore(steps_done, history.clone(), last_sample.clone(), *last_order)),
+        } => Box::new(UniPcState::restore(
+            steps_done,
+            history.clone(),
+            last_sample.clone(),
+            *last_order,
+        )),
     }
 }

@@ -82,7 +82,12 @@ impl SchedulerState for UniPcState {
 
 impl UniPcState {
     /// The state after `steps_done` steps, from a [`Self::snapshot`].
-    pub fn restore(steps_done: usize, history: [Option<Vec<f32>>; 2], last_sample: Vec<f32>, last_order: usize) -> Self {
+    pub fn restore(
+        steps_done: usize,
+        history: [Option<Vec<f32>>; 2],
+        last_sample: Vec<f32>,
+        last_order: usize,
+    ) -> Self {
         Self {
             history,
             last_sample,

@@ -57,11 +57,7 @@ impl From<ShardAssignment> for pb::ShardAssignment {
             }),
             checkpoint_every: to_u32(a.checkpoint_every),
             // The states themselves travel as `ResumeShard`'s later messages.
-            resume_step: a
-                .resume
-                .as_ref()
-                .and_then(|r| r.first())
-                .map_or(0, |w| to_u32(w.step)),
+            resume_step: a.resume.as_ref().and_then(|r| r.first()).map_or(0, |w| to_u32(w.step)),
         }
     }
 }
@@ -341,7 +337,9 @@ impl TryFrom<pb::ShardEvent> for ShardEvent {
                     data,
                 }
             }
-            Event::Checkpoint(w) => ShardEvent::Checkpoint(WindowState::try_from(w).map_err(|e| nest("checkpoint", e))?),
+            Event::Checkpoint(w) => {
+                ShardEvent::Checkpoint(WindowState::try_from(w).map_err(|e| nest("checkpoint", e))?)
+            }
             Event::Finished(_) => ShardEvent::Finished,
             Event::Failed(f) => ShardEvent::Failed { reason: f.reason },
         })
@@ -369,13 +367,19 @@ where
     };
     let step = a.resume_step as usize;
     if step == 0 {
-        return Err(invalid("assignment.resume_step", "0: ResumeShard needs the checkpoint's step"));
+        return Err(invalid(
+            "assignment.resume_step",
+            "0: ResumeShard needs the checkpoint's step",
+        ));
     }
     let mut assignment = ShardAssignment::try_from(a).map_err(|e| nest("assignment", e))?;
     let mut states = Vec::with_capacity(assignment.windows.len());
     for want in assignment.windows.clone() {
         let Part::Window(w) = next().await? else {
-            return Err(invalid("part", format!("expected the state of window {want}, got another assignment")));
+            return Err(invalid(
+                "part",
+                format!("expected the state of window {want}, got another assignment"),
+            ));
         };
         let w = WindowState::try_from(w).map_err(|e| nest("window", e))?;
         if w.window != want || w.step != step {

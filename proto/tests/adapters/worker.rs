@@ -186,3 +186,150 @@ async fn encode_text_carries_embeddings_bit_exactly_and_rejects_malformed_ones()
     assert_eq!(err, ApiError::invalid("model", "\"sd15\" is not served by this worker"));
     server.stop().await
 }
+
+/// A shard resumed from a checkpoint: its window states travel one per message through
+/// `ResumeShard` and reach the worker bit for bit; a checkpoint event comes back the same way.
+#[tokio::test]
+async fn resumed_shards_carry_their_window_states_both_ways() -> Result<()> {
+    use longshot_core::checkpoint::{SolverState, WindowState};
+    let echo = FakeWorker::new().with_shards(|a| {
+        let states: Vec<ShardEvent> = a
+            .resume
+            .iter()
+            .flat_map(|r| r.iter().cloned().map(ShardEvent::Checkpoint))
+            .chain(std::iter::once(ShardEvent::Finished))
+            .collect();
+        Ok(Box::pin(stream::iter(states)) as BoxStream<ShardEvent>)
+    });
+    let server = start_worker(Arc::new(echo)).await?;
+    let worker = GrpcWorkerConnector.connect(server.addr.to_string()).await?;
+    let state = |window: usize, m1: Option<Vec<f32>>| WindowState {
+        window,
+        step: 7,
+        latents: vec![-0.0, f32::from_bits(0x7fc0_0042), 1e-45, window as f32],
+        solver: SolverState::UniPc {
+            history: [Some(vec![0.5; 4]), m1],
+            last_sample: vec![3.0; 4],
+            last_order: 2,
+        },
+    };
+    let states = vec![state(1, Some(vec![-1.0; 4])), state(2, None)];
+    let assignment = ShardAssignment {
+        job_id: "j-9".into(),
+        plan_id: 4,
+        model: "procedural".into(),
+        conditioning: Default::default(),
+        seed: 1,
+        channels: 1,
+        height: 1,
+        width: 4,
+        plan: longshot_core::plan::WindowPlan::new(53, 21, 5)?,
+        schedule: longshot_core::scheduler::Schedule::new(Solver::UniPc, 10, 3.0)?,
+        guidance: 5.0,
+        windows: 1..3,
+        left_address: Some("127.0.0.1:1".into()),
+        right_address: None,
+        exchange_timeout: Duration::from_secs(5),
+        hash_every: 1,
+        output_frames: 209,
+        blend: Default::default(),
+        nccl: None,
+        checkpoint_every: 3,
+        resume: Some(Arc::new(states.clone())),
+    };
+    let events: Vec<ShardEvent> = worker.run_shard(assignment).await?.collect().await;
+    let bits = |e: &ShardEvent| match e {
+        ShardEvent::Checkpoint(w) => w.latents.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    let want: Vec<ShardEvent> = states
+        .into_iter()
+        .map(ShardEvent::Checkpoint)
+        .chain([ShardEvent::Finished])
+        .collect();
+    assert_eq!(
+        events.iter().map(bits).collect::<Vec<_>>(),
+        want.iter().map(bits).collect::<Vec<_>>()
+    );
+    // NaN != NaN: the latents are compared as bits above, everything else here.
+    assert_eq!(format!("{events:?}"), format!("{want:?}"));
+    server.stop().await
+}
+
+/// `ResumeShard` streams that do not fit are refused, naming what is wrong.
+#[tokio::test]
+async fn malformed_resume_streams_are_refused_by_name() -> Result<()> {
+    use longshot_proto::convert::read_resume;
+    use pb::resume_shard_request::Part;
+    let (plan, schedule) = (
+        longshot_core::plan::WindowPlan::new(37, 21, 5)?,
+        longshot_core::scheduler::Schedule::new(Solver::Euler, 4, 3.0)?,
+    );
+    let assignment = |resume_step: u32| pb::ShardAssignment {
+        resume_step,
+        ..pb::ShardAssignment::from(ShardAssignment {
+            job_id: "j".into(),
+            plan_id: 1,
+            model: "procedural".into(),
+            conditioning: Default::default(),
+            seed: 1,
+            channels: 1,
+            height: 1,
+            width: 1,
+            plan,
+            schedule: schedule.clone(),
+            guidance: 1.0,
+            windows: 0..2,
+            left_address: None,
+            right_address: None,
+            exchange_timeout: Duration::from_secs(5),
+            hash_every: 1,
+            output_frames: 145,
+            blend: Default::default(),
+            nccl: None,
+            checkpoint_every: 0,
+            resume: None,
+        })
+    };
+    let window = |window: u32, step: u32| pb::WindowCheckpoint {
+        window,
+        step,
+        latents: vec![0u8; 4 * 21].into(),
+        solver: Some(pb::window_checkpoint::Solver::Euler(pb::EulerState {})),
+    };
+    let run = |parts: Vec<Part>| async move {
+        let msgs = parts.into_iter().map(|p| Ok(pb::ResumeShardRequest { part: Some(p) }));
+        read_resume(stream::iter(msgs)).await.map(|a| a.resume.map(|r| r.len()))
+    };
+    let ok = run(vec![
+        Part::Assignment(assignment(2)),
+        Part::Window(window(0, 2)),
+        Part::Window(window(1, 2)),
+    ])
+    .await;
+    assert_eq!(ok, Ok(Some(2)));
+    let cases = [
+        (
+            vec![Part::Window(window(0, 2))],
+            "the first message must be the assignment",
+        ),
+        (vec![Part::Assignment(assignment(0))], "resume_step"),
+        (
+            vec![Part::Assignment(assignment(2)), Part::Window(window(1, 2))],
+            "got window 1 at step 2, expected window 0 at step 2",
+        ),
+        (
+            vec![Part::Assignment(assignment(2)), Part::Window(window(0, 3))],
+            "got window 0 at step 3, expected window 0 at step 2",
+        ),
+        (
+            vec![Part::Assignment(assignment(2)), Part::Window(window(0, 2))],
+            "the stream ended before every window's state arrived",
+        ),
+    ];
+    for (parts, want) in cases {
+        let err = run(parts).await.unwrap_err().to_string();
+        ensure!(err.contains(want), "{err} (want {want})");
+    }
+    Ok(())
+}
