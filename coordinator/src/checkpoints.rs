@@ -1,5 +1,5 @@
 //! The checkpoint store: every window's state at one step, so a job resumes after a lost worker
-//! or a coordinator restart (docs/long-clips.md §7).
+//! or a coordinator restart (docs/long-clips.md §10).
 //!
 //! Each window's state is one safetensors blob under `<data dir>/checkpoints/<job id>/`, named by
 //! the SHA-256 of its bytes: written to a temporary file, synced and renamed, so a blob is either

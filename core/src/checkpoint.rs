@@ -1,4 +1,4 @@
-//! Resumable state of the co-denoising loop (docs/long-clips.md §7).
+//! Resumable state of the co-denoising loop (docs/long-clips.md §10).
 //!
 //! After step `s` a window is fully described by its latents and its solver's state: Euler keeps
 //! nothing between steps, UniPC keeps its last two data predictions, the last corrected sample and

@@ -1,5 +1,5 @@
 //! Checkpoints of the co-denoising loop resume bit-identically on any partition of the windows
-//! (docs/long-clips.md §7), for both solvers.
+//! (docs/long-clips.md §10), for both solvers.
 
 use longshot_core::checkpoint::{SolverState, WindowState};
 use longshot_core::codenoise::{BlendMode, CoDenoiseError, PartitionConfig};
