@@ -17,6 +17,8 @@ pub struct ClusterOptions {
     pub coordinator_args: Vec<String>,
     pub worker_args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The address the coordinator and the workers listen on (default 127.0.0.1).
+    pub host: Option<String>,
 }
 
 /// A coordinator process and its worker processes. Everything is killed on drop.
@@ -40,13 +42,7 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra coordinator and worker arguments.
     pub fn start_with(workers: usize, exchange_timeout_s: f64, options: ClusterOptions) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (coordinator, endpoint) = spawn_coordinator(
-            dir.path(),
-            exchange_timeout_s,
-            &options.coordinator_args,
-            &options.env,
-            "coordinator.log",
-        );
+        let (coordinator, endpoint) = spawn_coordinator(dir.path(), exchange_timeout_s, &options, "coordinator.log");
         let mut c = Cluster {
             endpoint,
             dir,
@@ -70,13 +66,7 @@ impl Cluster {
         let _ = self.coordinator.wait();
         self.coordinator_starts += 1;
         let log = format!("coordinator-{}.log", self.coordinator_starts);
-        let (coordinator, endpoint) = spawn_coordinator(
-            self.dir.path(),
-            self.exchange_timeout_s,
-            &self.options.coordinator_args,
-            &self.options.env,
-            &log,
-        );
+        let (coordinator, endpoint) = spawn_coordinator(self.dir.path(), self.exchange_timeout_s, &self.options, &log);
         self.coordinator = coordinator;
         self.endpoint = endpoint;
     }
@@ -93,14 +83,28 @@ impl Cluster {
     }
 
     pub fn add_worker(&mut self) {
+        let host = self.options.host.clone().unwrap_or("127.0.0.1".into());
+        self.add_worker_in(&[], &host);
+    }
+
+    /// Adds a worker listening on `host`, started through `prefix` (e.g. `ip netns exec NS`).
+    pub fn add_worker_in(&mut self, prefix: &[&str], host: &str) {
         let i = self.workers.len();
-        let mut child = Command::new(BIN)
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .args([
                 "--coordinator",
                 &self.endpoint,
                 "worker",
                 "--listen",
-                "127.0.0.1:0",
+                &format!("{host}:0"),
                 "--exit-on-stdin-close",
             ])
             .args(["--id", &format!("w{i}"), "--metrics-listen", "127.0.0.1:0"])
@@ -243,19 +247,15 @@ impl Drop for Cluster {
 }
 
 /// Starts a coordinator with its data in `dir/data` and waits for its address.
-fn spawn_coordinator(
-    dir: &Path,
-    exchange_timeout_s: f64,
-    extra: &[String],
-    env: &[(String, String)],
-    log: &str,
-) -> (Child, String) {
+fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, options: &ClusterOptions, log: &str) -> (Child, String) {
+    let (extra, env) = (&options.coordinator_args, &options.env);
+    let listen = format!("{}:0", options.host.as_deref().unwrap_or("127.0.0.1"));
     let log = dir.join(log);
     let mut coordinator = Command::new(BIN)
         .args([
             "coordinator",
             "--listen",
-            "127.0.0.1:0",
+            &listen,
             "--heartbeat",
             "1",
             "--metrics-listen",

@@ -1,0 +1,150 @@
+//! A worker cut off the network mid-job, with real processes: the worker runs in its own network
+//! namespace joined to the host by a veth pair (made by the test, which needs root), and the cut
+//! is that link going down. Its job resumes from the last checkpoint on the two workers left and
+//! produces exactly the bits of the same job undisturbed.
+
+mod harness;
+
+use harness::{fetch_render, submit, Cluster, ClusterOptions};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TERMINAL: &[&str] = &["done", "failed", "cancelled"];
+
+/// 3 windows at 96×64, 400 steps (as in faults_workers.rs).
+const JOB: &[&str] = &[
+    "--prompt",
+    "a lighthouse in a storm, waves breaking",
+    "--frames",
+    "209",
+    "--width",
+    "96",
+    "--height",
+    "64",
+    "--steps",
+    "400",
+    "--seed",
+    "31",
+    "--format",
+    "png,latents",
+];
+const LATENTS: &[usize] = &[53, 16, 8, 12];
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {} (this test needs root and iproute2)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace linked to the host by a veth pair: host side `10.231.<n>.1`, namespace
+/// side `10.231.<n>.2`. Removed on drop (which removes the pair too).
+struct Netns {
+    name: String,
+    host_if: String,
+    n: u32,
+}
+
+impl Netns {
+    fn create() -> Netns {
+        let n = std::process::id() % 250 + 1;
+        let ns = Netns {
+            name: format!("longshot-test-{n}"),
+            host_if: format!("lsh{n}"),
+            n,
+        };
+        let peer = format!("lsn{n}");
+        let _ = Command::new("ip").args(["netns", "del", &ns.name]).output();
+        ip(&["netns", "add", &ns.name]);
+        ip(&["link", "add", &ns.host_if, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &ns.name]);
+        ip(&["addr", "add", &format!("{}/24", ns.host_ip()), "dev", &ns.host_if]);
+        ip(&["link", "set", &ns.host_if, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns.name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        inside(&["addr", "add", &format!("{}/24", ns.ns_ip()), "dev", &peer]);
+        inside(&["link", "set", &peer, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn host_ip(&self) -> String {
+        format!("10.231.{}.1", self.n)
+    }
+
+    fn ns_ip(&self) -> String {
+        format!("10.231.{}.2", self.n)
+    }
+
+    /// Takes the link down (or up again).
+    fn set_link(&self, up: bool) {
+        ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).output();
+    }
+}
+
+#[test]
+fn a_worker_cut_off_the_network_is_left_behind_and_the_job_resumes_bit_identically() {
+    let ns = Netns::create();
+    let options = ClusterOptions {
+        coordinator_args: vec!["--checkpoint-every".into(), "10".into()],
+        host: Some(ns.host_ip()),
+        ..Default::default()
+    };
+    let mut c = Cluster::start_with(0, 30.0, options);
+    let exec = ["ip", "netns", "exec", ns.name.as_str()];
+    c.add_worker_in(&[], &ns.host_ip());
+    c.add_worker_in(&exec, &ns.ns_ip());
+    c.add_worker_in(&[], &ns.host_ip());
+    c.wait_for_workers(3);
+
+    let t = Instant::now();
+    let reference = submit(&c, JOB);
+    let s = c.wait_state(&reference, TERMINAL, Duration::from_secs(300));
+    assert_eq!(
+        (s["state"].as_str(), s["plan"]["workers"].as_u64()),
+        (Some("done"), Some(3)),
+        "{s}\n{}",
+        c.logs()
+    );
+    let undisturbed = t.elapsed();
+    let want = fetch_render(&c, &reference, "reference", LATENTS);
+
+    let t = Instant::now();
+    let job = submit(&c, JOB);
+    c.wait_steps(&job, c.status(&job)["steps_total"].as_u64().unwrap() * 2 / 5);
+    ns.set_link(false);
+    let s = c.wait_state(&job, TERMINAL, Duration::from_secs(300));
+    let disturbed = t.elapsed();
+    assert_eq!(s["state"], "done", "{s}\n{}", c.logs());
+    let r = &s["recovery"];
+    assert!(
+        r["resumes"].as_u64().unwrap() >= 1 && r["last_interruption"].as_str().unwrap_or("").contains("w1"),
+        "the cut worker must be named: {s}"
+    );
+    assert_eq!(s["plan"]["workers"], 2, "{s}");
+    let got = fetch_render(&c, &job, "disturbed", LATENTS);
+    assert!(got.0 == want.0, "latents differ from the undisturbed job");
+    assert!(got.1 == want.1, "frames differ from the undisturbed job");
+    println!(
+        "network cut of w1 at 40%: {:.1} s vs {:.1} s undisturbed (+{:.1} s)",
+        disturbed.as_secs_f64(),
+        undisturbed.as_secs_f64(),
+        disturbed.as_secs_f64() - undisturbed.as_secs_f64()
+    );
+    // The link back, the worker registers again.
+    ns.set_link(true);
+    c.wait_for_workers(3);
+}
