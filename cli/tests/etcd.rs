@@ -128,13 +128,19 @@ fn a_restarted_coordinator_keeps_the_queue_and_the_history() {
 fn a_render_survives_an_etcd_restart() {
     let mut etcd = EtcdServer::start();
     let mut c = Cluster::start_with(2, 30.0, options(&etcd, 10));
-    let job = submit(
-        &c,
-        &[
-            "--prompt", PROMPT, "--frames", "209", "--width", "128", "--height", "128", "--steps", "500", "--format",
-            "mp4", "--seed", "7",
-        ],
-    );
+    let args = [
+        "--prompt", PROMPT, "--frames", "209", "--width", "128", "--height", "128", "--steps", "500", "--format",
+        "png,latents", "--seed", "7",
+    ];
+    let t = Instant::now();
+    let reference = submit(&c, &args);
+    let s = c.wait_state(&reference, TERMINAL, Duration::from_secs(300));
+    assert_eq!(s["state"], "done", "{s}\n{}", c.logs());
+    let undisturbed = t.elapsed();
+    let shape = [53, 16, 16, 16];
+    let want = harness::fetch_render(&c, &reference, "reference", &shape);
+    let t = Instant::now();
+    let job = submit(&c, &args);
     c.wait_steps(&job, 3);
     etcd.stop();
     std::thread::sleep(Duration::from_secs(2));
@@ -153,6 +159,15 @@ fn a_render_survives_an_etcd_restart() {
     );
     let s = c.wait_state(&job, TERMINAL, Duration::from_secs(300));
     assert_eq!(s["state"], "done", "{s}\n{}\n{}", c.logs(), etcd.log_tail());
+    let disturbed = t.elapsed();
+    let got = harness::fetch_render(&c, &job, "disturbed", &shape);
+    assert!(got == want, "outputs differ from the same job without the etcd restart");
+    println!(
+        "etcd restart mid-job: {:.1} s vs {:.1} s undisturbed (+{:.1} s)",
+        disturbed.as_secs_f64(),
+        undisturbed.as_secs_f64(),
+        disturbed.as_secs_f64() - undisturbed.as_secs_f64()
+    );
     // Leases outlive a short etcd restart (etcd extends them when it elects a leader).
     assert_eq!(c.workers().len(), 2);
     // The final record reached etcd: a new coordinator reports the job done.
