@@ -57,7 +57,7 @@ pub struct Checkpointing {
 impl Checkpointing {
     /// Whether the states after `steps_done` of `total` steps are emitted.
     pub fn due(&self, steps_done: usize, total: usize) -> bool {
-        self.every > 0 && (steps_done % self.every == 0 || steps_done == total)
+        self.every > 0 && (steps_done.is_multiple_of(self.every) || steps_done == total)
     }
 }
 
