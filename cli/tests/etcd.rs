@@ -129,8 +129,20 @@ fn a_render_survives_an_etcd_restart() {
     let mut etcd = EtcdServer::start();
     let mut c = Cluster::start_with(2, 30.0, options(&etcd, 10));
     let args = [
-        "--prompt", PROMPT, "--frames", "209", "--width", "128", "--height", "128", "--steps", "500", "--format",
-        "png,latents", "--seed", "7",
+        "--prompt",
+        PROMPT,
+        "--frames",
+        "209",
+        "--width",
+        "128",
+        "--height",
+        "128",
+        "--steps",
+        "500",
+        "--format",
+        "png,latents",
+        "--seed",
+        "7",
     ];
     let t = Instant::now();
     let reference = submit(&c, &args);
