@@ -17,6 +17,8 @@ pub struct ClusterOptions {
     pub coordinator_args: Vec<String>,
     pub worker_args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The coordinator's data dir; `dir/data` when `None`.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A coordinator process and its worker processes. Everything is killed on drop.
@@ -40,13 +42,7 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra coordinator and worker arguments.
     pub fn start_with(workers: usize, exchange_timeout_s: f64, options: ClusterOptions) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (coordinator, endpoint) = spawn_coordinator(
-            dir.path(),
-            exchange_timeout_s,
-            &options.coordinator_args,
-            &options.env,
-            "coordinator.log",
-        );
+        let (coordinator, endpoint) = spawn_coordinator(dir.path(), exchange_timeout_s, &options, "coordinator.log");
         let mut c = Cluster {
             endpoint,
             dir,
@@ -70,26 +66,19 @@ impl Cluster {
         let _ = self.coordinator.wait();
         self.coordinator_starts += 1;
         let log = format!("coordinator-{}.log", self.coordinator_starts);
-        let (coordinator, endpoint) = spawn_coordinator(
-            self.dir.path(),
-            self.exchange_timeout_s,
-            &self.options.coordinator_args,
-            &self.options.env,
-            &log,
-        );
+        let (coordinator, endpoint) = spawn_coordinator(self.dir.path(), self.exchange_timeout_s, &self.options, &log);
         self.coordinator = coordinator;
         self.endpoint = endpoint;
     }
 
+    /// Sends a signal (`STOP`, `CONT`, …) to the coordinator.
+    pub fn signal_coordinator(&self, sig: &str) {
+        signal(self.coordinator.id(), sig);
+    }
+
     /// Sends a signal (`STOP`, `CONT`, …) to worker `i`.
-    pub fn signal_worker(&self, i: usize, signal: &str) {
-        let pid = self.workers[i].0.id().to_string();
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -{signal} {pid} failed");
+    pub fn signal_worker(&self, i: usize, sig: &str) {
+        signal(self.workers[i].0.id(), sig);
     }
 
     pub fn add_worker(&mut self) {
@@ -242,14 +231,19 @@ impl Drop for Cluster {
     }
 }
 
-/// Starts a coordinator with its data in `dir/data` and waits for its address.
-fn spawn_coordinator(
-    dir: &Path,
-    exchange_timeout_s: f64,
-    extra: &[String],
-    env: &[(String, String)],
-    log: &str,
-) -> (Child, String) {
+/// `kill -<signal> <pid>`, which must succeed.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
+/// Starts a coordinator with its data in `options.data_dir` or `dir/data` and waits for its
+/// address.
+fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, options: &ClusterOptions, log: &str) -> (Child, String) {
     let log = dir.join(log);
     let mut coordinator = Command::new(BIN)
         .args([
@@ -268,9 +262,9 @@ fn spawn_coordinator(
             "2",
         ])
         .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(extra)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .arg(options.data_dir.clone().unwrap_or_else(|| dir.join("data")))
+        .args(&options.coordinator_args)
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
