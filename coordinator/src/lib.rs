@@ -28,6 +28,7 @@
 pub mod assembly;
 mod config;
 mod context;
+mod disk_space;
 mod dispatch;
 pub mod etcd_registry;
 mod job_run;
