@@ -41,10 +41,10 @@ fn render(pause: Option<Duration>) -> (Vec<u8>, Duration) {
         // The workers kept working meanwhile, but the job cannot have ended without the
         // coordinator: its view of them after the pause decides the job's fate.
         let s = c.status(&job);
-        assert_eq!(s["state"], "running", "{s}");
+        assert!(!TERMINAL.contains(&s["state"].as_str().unwrap_or("")), "{s}");
         println!(
-            "after the pause: {} of {} steps done",
-            s["steps_done"], s["steps_total"]
+            "after the pause: {}, {} of {} steps done",
+            s["state"], s["steps_done"], s["steps_total"]
         );
     }
     let s = c.wait_state(&job, TERMINAL, Duration::from_secs(600));
