@@ -5,6 +5,7 @@
 use crate::args::JobArgs;
 use crate::client_cmds::{connect, fetch_to};
 use crate::progress::follow;
+use crate::render_checks;
 use crate::serve::{interrupted, start_coordinator, CoordinatorArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -206,6 +207,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         )
     })?;
     let mut spec = a.job.to_spec(&[main_format]);
+    // Everything that can be checked here is, before a process starts (`render_checks`).
     // `--model DIR`: serve that pipeline on the local workers, under its default name.
     let mut models = Vec::new();
     let model_dir = Path::new(&a.job.model);
@@ -215,7 +217,10 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         models.push(format!("{name}={}", model_dir.display()));
         spec.model = name;
     }
+    render_checks::check_spec(&spec)?;
     let targets = destinations(&a.output, &spec.outputs);
+    render_checks::check_targets(&targets)?;
+    // Owned for the whole render: every way out of this function removes it.
     let work = tempfile::Builder::new().prefix("longshot-render-").tempdir()?;
     let coord_args = CoordinatorArgs {
         listen: "127.0.0.1:0".into(),
@@ -234,7 +239,10 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         eprintln!("starting a local cluster: coordinator + {} worker processes", a.workers);
     }
     let logs = a.logs.clone().unwrap_or_else(|| work.path().join("logs"));
-    let cluster = LocalCluster::start(&coord_args, a.workers, &logs, &models).await?;
+    let kept_logs = a.logs.is_some();
+    let cluster = LocalCluster::start(&coord_args, a.workers, &logs, &models)
+        .await
+        .map_err(|e| with_worker_logs(e, &logs, kept_logs))?;
     let result = async {
         let client = connect(&cluster.endpoint).await?;
         let submitted = client.submit(spec).await.map_err(|e| anyhow!("{e}"))?;
@@ -261,11 +269,10 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         };
         if status.state != JobState::Done {
             bail!(
-                "job {} {}: {} (worker logs: {})",
+                "job {} {}: {}",
                 status.job_id,
                 status.state,
-                status.error.clone().unwrap_or_default(),
-                logs.display()
+                status.error.clone().unwrap_or_default()
             );
         }
         let mut written = Vec::new();
@@ -277,14 +284,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
     }
     .await;
     cluster.shutdown().await;
-    let (status, written) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            // Keep the logs of a failed render for inspection.
-            let kept = work.keep();
-            return Err(e.context(format!("work directory kept at {}", kept.display())));
-        }
-    };
+    let (status, written) = result.map_err(|e| with_worker_logs(e, &logs, kept_logs))?;
     let secs = started.elapsed().as_secs_f64();
     if json {
         let outputs: Vec<_> = written
@@ -302,6 +302,25 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         eprintln!("done in {secs:.1} s (seed {})", status.seed);
     }
     Ok(())
+}
+
+/// Adds where the worker logs are (`--logs`) or, when they live in the work directory that is
+/// about to be removed, their last lines.
+fn with_worker_logs(e: anyhow::Error, logs: &Path, kept: bool) -> anyhow::Error {
+    if kept {
+        return anyhow!("{e:#} (worker logs in {})", logs.display());
+    }
+    let mut tails = String::new();
+    for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if !text.trim().is_empty() {
+            tails += &format!("\n--- {} ---\n{}", entry.file_name().to_string_lossy(), tail(&text, 10));
+        }
+    }
+    if tails.is_empty() {
+        return e;
+    }
+    anyhow!("{e:#}\nthe last worker log lines (keep them all with --logs DIR):{tails}")
 }
 
 pub async fn up(a: UpArgs) -> Result<()> {

@@ -14,6 +14,7 @@ mod dev;
 mod local_cluster;
 mod metrics_http;
 mod progress;
+mod render_checks;
 mod serve;
 mod traces;
 

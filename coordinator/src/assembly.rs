@@ -4,12 +4,19 @@
 //! next in order go straight to the encoders; the others are spilled to disk until their turn, so
 //! memory stays bounded whatever the clip length. Encoding runs on its own thread, never on the
 //! async runtime.
+//!
+//! Before any file is opened the outputs' estimated size is checked against the space available
+//! (`disk_space`); a full disk met while writing is reported as such. An assembly that does not
+//! complete (any error, or the job ended without it) removes its partial outputs and spill files,
+//! so a failed job leaves nothing that could fill the disk for the next one.
 
+use crate::disk_space::{available_bytes, estimated_bytes, human, is_disk_full};
 use longshot_core::api::OutputInfo;
 use longshot_core::job::OutputKind;
 use longshot_media::{open_writer, FrameWriter, MediaError, VideoMeta};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -35,6 +42,8 @@ pub enum AssemblyError {
     Media(OutputKind, MediaError),
     #[error("output i/o in {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("no space left on device for the outputs in {}: they need about {}, {} available", path.display(), human(*needed), human(*available))]
+    NoSpace { path: PathBuf, needed: u64, available: u64 },
     #[error("the assembly thread stopped unexpectedly")]
     Stopped,
 }
@@ -50,6 +59,8 @@ pub struct AssemblyPlan {
     pub latent_shape: [usize; 4],
     /// Stored with the latents (model, seed, prompt, ...).
     pub latent_metadata: Vec<(String, String)>,
+    /// Workers in the gang: all but the first may deliver frames early, which wait on disk.
+    pub workers: usize,
 }
 
 enum Msg {
@@ -60,56 +71,125 @@ enum Msg {
 /// Handle to a running assembly.
 pub struct Assembler {
     tx: mpsc::Sender<Msg>,
-    thread: std::thread::JoinHandle<Result<Vec<OutputInfo>, AssemblyError>>,
+    /// Why the thread stopped, set before its receiver closes, so a sender that finds the channel
+    /// closed reports the cause.
+    failure: Arc<Mutex<Option<AssemblyError>>>,
+    thread: std::thread::JoinHandle<Option<Vec<OutputInfo>>>,
 }
 
 impl Assembler {
     pub fn start(plan: AssemblyPlan) -> Result<Self, AssemblyError> {
-        std::fs::create_dir_all(&plan.dir).map_err(|source| AssemblyError::Io {
-            path: plan.dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&plan.dir).map_err(io(&plan.dir))?;
+        let needed = estimated_bytes(&plan);
+        let checked = available_bytes(&plan.dir).map_err(io(&plan.dir)).and_then(|available| {
+            if needed > available {
+                return Err(AssemblyError::NoSpace {
+                    path: plan.dir.clone(),
+                    needed,
+                    available,
+                });
+            }
+            Ok(())
+        });
         let mut writers = Vec::new();
-        for &kind in plan.outputs.iter().filter(|k| k.is_video()) {
-            let w = open_writer(kind, &plan.dir.join(kind.file_name()), plan.meta)
-                .map_err(|e| AssemblyError::Media(kind, e))?;
-            writers.push((kind, w));
+        let opened = checked.and_then(|()| {
+            for &kind in plan.outputs.iter().filter(|k| k.is_video()) {
+                let w = open_writer(kind, &plan.dir.join(kind.file_name()), plan.meta)
+                    .map_err(|e| AssemblyError::Media(kind, e))?;
+                writers.push((kind, w));
+            }
+            Ok(())
+        });
+        if let Err(e) = opened {
+            drop(writers);
+            remove_outputs(&plan);
+            return Err(disk_full_named(e, &plan));
         }
         // A small buffer: the encoder thread sets the pace, workers wait on gRPC flow control.
-        let (tx, rx) = mpsc::channel(32);
+        let (tx, mut rx) = mpsc::channel(32);
+        let failure = Arc::new(Mutex::new(None));
+        let slot = failure.clone();
         let thread = std::thread::Builder::new()
             .name("assembly".into())
-            .spawn(move || run(plan, writers, rx))
+            .spawn(move || {
+                let result = run(&plan, writers, &mut rx);
+                let outputs = match result {
+                    Ok(outputs) => Some(outputs),
+                    Err(e) => {
+                        remove_outputs(&plan);
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(disk_full_named(e, &plan));
+                        None
+                    }
+                };
+                drop(rx);
+                outputs
+            })
             .map_err(|source| AssemblyError::Io {
                 path: PathBuf::from("<thread>"),
                 source,
             })?;
-        Ok(Self { tx, thread })
+        Ok(Self { tx, failure, thread })
+    }
+
+    /// Why the assembly thread stopped.
+    fn failure(&self) -> AssemblyError {
+        let taken = self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+        taken.unwrap_or(AssemblyError::Stopped)
     }
 
     pub async fn frame(&self, index: u32, rgb8: Vec<u8>) -> Result<(), AssemblyError> {
-        self.tx
-            .send(Msg::Frame { index, rgb8 })
-            .await
-            .map_err(|_| AssemblyError::Stopped)
+        match self.tx.send(Msg::Frame { index, rgb8 }).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.failure()),
+        }
     }
 
     pub async fn latents(&self, first: u32, frames: u32, data: Vec<f32>) -> Result<(), AssemblyError> {
-        self.tx
-            .send(Msg::Latents { first, frames, data })
-            .await
-            .map_err(|_| AssemblyError::Stopped)
+        match self.tx.send(Msg::Latents { first, frames, data }).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.failure()),
+        }
     }
 
     /// Waits for every frame to be encoded and returns the outputs.
     pub async fn finish(self) -> Result<Vec<OutputInfo>, AssemblyError> {
-        drop(self.tx);
-        let thread = self.thread;
-        tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .map_err(|_| AssemblyError::Stopped)?
-            .map_err(|_| AssemblyError::Stopped)?
+        let Assembler { tx, failure, thread } = self;
+        drop(tx);
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        match joined {
+            Ok(Ok(Some(outputs))) => Ok(outputs),
+            _ => Err(failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or(AssemblyError::Stopped)),
+        }
     }
+}
+
+/// A full disk, whatever error it surfaced as, becomes [`AssemblyError::NoSpace`] naming the job's
+/// directory, what its outputs need and what is left.
+fn disk_full_named(e: AssemblyError, plan: &AssemblyPlan) -> AssemblyError {
+    if matches!(e, AssemblyError::NoSpace { .. }) || !is_disk_full(&e) {
+        return e;
+    }
+    AssemblyError::NoSpace {
+        path: plan.dir.clone(),
+        needed: estimated_bytes(plan),
+        available: available_bytes(&plan.dir).unwrap_or(0),
+    }
+}
+
+/// Removes what an incomplete assembly wrote: the outputs (the writers remove their `.partial`
+/// files when dropped), the spill directory, and the job directory when that leaves it empty.
+fn remove_outputs(plan: &AssemblyPlan) {
+    for kind in &plan.outputs {
+        let p = plan.dir.join(kind.file_name());
+        // Best effort: the job is failing already, and a missing file is the goal.
+        let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+    }
+    let _ = std::fs::remove_dir_all(plan.dir.join(".spill"));
+    let _ = std::fs::remove_dir(&plan.dir);
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AssemblyError + '_ {
@@ -120,9 +200,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AssemblyError + '_ {
 }
 
 fn run(
-    plan: AssemblyPlan,
+    plan: &AssemblyPlan,
     mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>,
-    mut rx: mpsc::Receiver<Msg>,
+    rx: &mut mpsc::Receiver<Msg>,
 ) -> Result<Vec<OutputInfo>, AssemblyError> {
     let spill = plan.dir.join(".spill");
     std::fs::create_dir_all(&spill).map_err(io(&spill))?;
@@ -256,6 +336,7 @@ mod tests {
             total_frames: 5,
             latent_shape: [2, 1, 2, 2],
             latent_metadata: Vec::new(),
+            workers: 2,
         }
     }
 

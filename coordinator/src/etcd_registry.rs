@@ -27,6 +27,7 @@ type Workers = BTreeMap<String, WorkerInfo>;
 struct Shared {
     workers: RwLock<Workers>,
     resyncs: AtomicU64,
+    watch_restarts: AtomicU64,
     connected: AtomicBool,
 }
 
@@ -94,6 +95,12 @@ impl EtcdRegistry {
     /// How many times the map was rebuilt from a fresh list after a compaction or a reconnect.
     pub fn resyncs(&self) -> u64 {
         self.shared.resyncs.load(Ordering::Relaxed)
+    }
+
+    /// How many times the watch broke and was started again (a healthy etcd connection never
+    /// breaks it; a compaction is not counted).
+    pub fn watch_restarts(&self) -> u64 {
+        self.shared.watch_restarts.load(Ordering::Relaxed)
     }
 
     /// Whether the watch is established now (`list()` is current, not the last known state).
@@ -197,6 +204,7 @@ impl Follower {
                 }
                 Err(e) => {
                     self.failures += 1;
+                    self.shared.watch_restarts.fetch_add(1, Ordering::Relaxed);
                     self.shared.connected.store(false, Ordering::Relaxed);
                     self.client = None;
                     self.next_revision = 0;

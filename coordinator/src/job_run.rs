@@ -349,6 +349,7 @@ impl JobRun {
                 ("fps".into(), spec.fps.to_string()),
                 ("job_id".into(), self.job_id.clone()),
             ],
+            workers: self.workers.len(),
         }
     }
 

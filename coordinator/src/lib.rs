@@ -29,6 +29,7 @@ pub mod assembly;
 pub mod checkpoints;
 mod config;
 mod context;
+mod disk_space;
 mod dispatch;
 pub mod etcd_registry;
 mod job_run;

@@ -3,7 +3,7 @@
 
 use longshot_core::api::{ApiError, BoxFuture, WorkerInfo, WorkerState};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -62,24 +62,90 @@ pub fn validate_worker(w: &WorkerInfo) -> Result<(), RegistryError> {
     }
 }
 
-/// In-memory membership with heartbeat expiry.
-pub struct InMemoryRegistry {
+/// How often the registry notes that the coordinator runs (see [`Members::note_awake`]).
+const TICK: Duration = Duration::from_millis(100);
+/// A gap between two of those notes longer than this means the coordinator did not run.
+const STALL: Duration = Duration::from_secs(1);
+
+/// The workers with the time of their last heartbeat, and when the coordinator last ran.
+struct Members {
+    workers: HashMap<String, (WorkerInfo, Instant)>,
+    awake: Instant,
+}
+
+impl Members {
+    /// A worker is expired for silence only while the coordinator could hear it: when the
+    /// coordinator itself did not run for a while (SIGSTOP, a suspended VM, a starved machine),
+    /// the heartbeats sent meanwhile are still queued, so that gap is added to every worker's last
+    /// heartbeat instead of being counted as the worker's silence. Every operation and a ticker
+    /// call this first, so whichever runs first after the gap applies it.
+    fn note_awake(&mut self, now: Instant) {
+        let gap = now.saturating_duration_since(self.awake);
+        if gap > STALL {
+            tracing::warn!(
+                "the coordinator did not run for {gap:.1?}; not counting that time against the {} workers' heartbeats",
+                self.workers.len()
+            );
+            for (_, seen) in self.workers.values_mut() {
+                *seen += gap;
+            }
+        }
+        self.awake = self.awake.max(now);
+    }
+}
+
+struct Shared {
     ttl: Duration,
-    workers: Mutex<HashMap<String, (WorkerInfo, Instant)>>,
+    members: Mutex<Members>,
+}
+
+impl Shared {
+    /// The members, after the time the coordinator did not run was accounted for.
+    fn lock(&self) -> (std::sync::MutexGuard<'_, Members>, Instant) {
+        // A panic while holding this lock cannot leave the map half-updated (single inserts/removes).
+        let mut m = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        m.note_awake(now);
+        (m, now)
+    }
+}
+
+/// In-memory membership with heartbeat expiry that never counts time the coordinator did not run.
+pub struct InMemoryRegistry {
+    shared: Arc<Shared>,
 }
 
 impl InMemoryRegistry {
-    /// Workers that miss heartbeats for `ttl` are dropped.
+    /// Workers that miss heartbeats for `ttl` (of the coordinator's running time) are dropped.
     pub fn new(ttl: Duration) -> Self {
-        Self {
+        let shared = Arc::new(Shared {
             ttl,
-            workers: Mutex::new(HashMap::new()),
+            members: Mutex::new(Members {
+                workers: HashMap::new(),
+                awake: Instant::now(),
+            }),
+        });
+        // A plain thread, so the ticks do not depend on the async runtime's load; it ends with the
+        // registry.
+        let weak = Arc::downgrade(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("registry-tick".into())
+            .spawn(move || loop {
+                std::thread::sleep(TICK);
+                match weak.upgrade() {
+                    Some(s) => drop(s.lock()),
+                    None => return,
+                }
+            });
+        if let Err(e) = spawned {
+            // Without ticks an idle stretch looks like a pause: dead workers expire later, never early.
+            tracing::warn!("cannot start the registry's tick thread: {e}");
         }
+        Self { shared }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (WorkerInfo, Instant)>> {
-        // A panic while holding this lock cannot leave the map half-updated (single inserts/removes).
-        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> (std::sync::MutexGuard<'_, Members>, Instant) {
+        self.shared.lock()
     }
 }
 
@@ -87,17 +153,17 @@ impl Registry for InMemoryRegistry {
     fn register(&self, worker: WorkerInfo) -> BoxFuture<'_, Result<(), RegistryError>> {
         Box::pin(async move {
             validate_worker(&worker)?;
-            let mut map = self.lock();
-            let now = Instant::now();
-            if let Some((old, seen)) = map.get(&worker.id) {
-                if old.address != worker.address && now.duration_since(*seen) < self.ttl {
+            let ttl = self.shared.ttl;
+            let (mut m, now) = self.lock();
+            if let Some((old, seen)) = m.workers.get(&worker.id) {
+                if old.address != worker.address && now.duration_since(*seen) < ttl {
                     return Err(RegistryError::Duplicate {
                         id: worker.id.clone(),
                         address: old.address.clone(),
                     });
                 }
             }
-            map.insert(worker.id.clone(), (worker, now));
+            m.workers.insert(worker.id.clone(), (worker, now));
             Ok(())
         })
     }
@@ -105,16 +171,16 @@ impl Registry for InMemoryRegistry {
     fn heartbeat(&self, id: &str, state: WorkerState) -> BoxFuture<'_, Result<bool, RegistryError>> {
         let id = id.to_string();
         Box::pin(async move {
-            let mut map = self.lock();
-            let now = Instant::now();
-            match map.get_mut(&id) {
-                Some((w, seen)) if now.duration_since(*seen) < self.ttl => {
+            let ttl = self.shared.ttl;
+            let (mut m, now) = self.lock();
+            match m.workers.get_mut(&id) {
+                Some((w, seen)) if now.duration_since(*seen) < ttl => {
                     *seen = now;
                     w.state = state;
                     Ok(true)
                 }
                 Some(_) => {
-                    map.remove(&id);
+                    m.workers.remove(&id);
                     Ok(false)
                 }
                 None => Ok(false),
@@ -125,17 +191,17 @@ impl Registry for InMemoryRegistry {
     fn deregister(&self, id: &str) -> BoxFuture<'_, Result<(), RegistryError>> {
         let id = id.to_string();
         Box::pin(async move {
-            self.lock().remove(&id);
+            self.lock().0.workers.remove(&id);
             Ok(())
         })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, RegistryError>> {
         Box::pin(async move {
-            let mut map = self.lock();
-            let now = Instant::now();
-            map.retain(|_, (_, seen)| now.duration_since(*seen) < self.ttl);
-            let mut v: Vec<WorkerInfo> = map.values().map(|(w, _)| w.clone()).collect();
+            let ttl = self.shared.ttl;
+            let (mut m, now) = self.lock();
+            m.workers.retain(|_, (_, seen)| now.duration_since(*seen) < ttl);
+            let mut v: Vec<WorkerInfo> = m.workers.values().map(|(w, _)| w.clone()).collect();
             v.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(v)
         })
@@ -183,5 +249,51 @@ mod tests {
         r.register(worker("w1", "127.0.0.1:2")).await.unwrap();
         r.deregister("w1").await.unwrap();
         assert!(r.list().await.unwrap().is_empty());
+    }
+
+    fn members(t0: Instant) -> Members {
+        let mut workers = HashMap::new();
+        workers.insert("w1".to_string(), (worker("w1", "127.0.0.1:1"), t0));
+        Members { workers, awake: t0 }
+    }
+
+    fn age(m: &Members, now: Instant) -> Duration {
+        now.duration_since(m.workers["w1"].1)
+    }
+
+    #[test]
+    fn time_the_coordinator_did_not_run_is_not_a_workers_silence() {
+        let t0 = Instant::now();
+        // Regular ticks: the worker's silence counts in full.
+        let mut m = members(t0);
+        for i in 1..=50 {
+            m.note_awake(t0 + TICK * i);
+        }
+        assert_eq!(age(&m, t0 + TICK * 50), TICK * 50);
+        // The coordinator stopped for 25 s right after the heartbeat: on waking, the worker has
+        // been silent for none of the coordinator's running time.
+        let mut m = members(t0);
+        let woke = t0 + Duration::from_secs(25);
+        m.note_awake(woke);
+        assert_eq!(age(&m, woke), Duration::ZERO);
+        assert_eq!(m.awake, woke);
+        // Silence before and after the pause still counts: 2 s before, 1.5 s after.
+        let mut m = members(t0);
+        for i in 1..=20 {
+            m.note_awake(t0 + TICK * i);
+        }
+        let woke = t0 + TICK * 20 + Duration::from_secs(25);
+        m.note_awake(woke);
+        for i in 1..=15 {
+            m.note_awake(woke + TICK * i);
+        }
+        assert_eq!(age(&m, woke + TICK * 15), TICK * 35);
+        // A late tick within STALL (a busy machine) is the worker's silence as usual.
+        let mut m = members(t0);
+        m.note_awake(t0 + STALL);
+        assert_eq!(age(&m, t0 + STALL), STALL);
+        // Clocks read out of order never move `awake` back.
+        m.note_awake(t0);
+        assert_eq!(m.awake, t0 + STALL);
     }
 }

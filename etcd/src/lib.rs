@@ -40,6 +40,9 @@ pub enum EtcdError {
 /// One request's deadline.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The HTTP/2 keepalive ping interval (see [`connect_once`]).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How long start-up retries an unreachable etcd by default.
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -70,10 +73,15 @@ pub fn validate_endpoints(endpoints: &[String]) -> Result<(), EtcdError> {
 
 /// A client whose first request was answered.
 pub async fn connect_once(endpoints: &[String]) -> Result<Client, EtcdError> {
-    // HTTP/2 pings notice a silently dead connection (and so a stuck watch) within seconds.
+    // HTTP/2 pings notice a silently dead connection (and so a stuck watch) within 15 s. They
+    // must fit etcd's ping policy (gRPC's enforcement: at most one ping per
+    // --grpc-keepalive-min-time, 5 s by default, and none without an open stream), or etcd answers
+    // GOAWAY "too_many_pings" and every watch on the connection breaks: so 10 s, twice the default
+    // minimum, and only while a stream (a watch, a lease renewal) is open.
     let opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
-        .with_keep_alive(Duration::from_secs(3), Duration::from_secs(2));
+        .with_keep_alive(KEEPALIVE_INTERVAL, Duration::from_secs(5))
+        .with_keep_alive_while_idle(false);
     let mut client = timed(Client::connect(endpoints, Some(opts))).await?;
     timed(client.get(schema::ROOT, Some(GetOptions::new().with_prefix().with_count_only()))).await?;
     Ok(client)

@@ -31,7 +31,7 @@ pub type StateFn = Arc<dyn Fn() -> WorkerState + Send + Sync>;
 pub enum MembershipError {
     #[error("lease ttl {0:?} is not in 2..=3600 seconds")]
     BadTtl(Duration),
-    #[error("worker id {id:?} is already registered in etcd by a live worker at {address}; pick another --id or stop that worker (a crashed worker's registration expires with its lease)")]
+    #[error("worker id {id:?} is already registered in etcd by a live worker at {address}; pick another --id or stop that worker (a crashed worker restarted at its own address takes its registration over at once; otherwise it expires with its lease)")]
     Duplicate { id: String, address: String },
     /// Endpoints, reachability and request failures.
     #[error(transparent)]
@@ -76,43 +76,76 @@ impl EtcdMembershipConfig {
 /// How often the worker's state is checked for a change to publish.
 const STATE_POLL: Duration = Duration::from_millis(250);
 
-/// Grants a lease and puts the worker's key if (and only if) no key of that id exists.
+/// Grants a lease and puts the worker's key if no key of that id exists, or if the key there
+/// advertises this worker's own address: two live processes cannot listen on one address, so that
+/// record is this worker's previous life (killed before it could revoke its lease), and waiting for
+/// its lease to expire would only keep a healthy worker out. The takeover is a transaction on the
+/// record's revision, bound to the new lease; the old lease is left to expire (it holds nothing
+/// any more). Another address keeps the duplicate refusal.
 async fn register_once(client: &mut Client, info: &WorkerInfo, ttl_secs: i64) -> Result<i64, MembershipError> {
     let lease = timed(client.lease_grant(ttl_secs, None)).await?.id();
+    let mut result = Ok(false);
+    // The record may change between reading and claiming it (a lease expiring): read again.
+    for _ in 0..3 {
+        result = claim(client, info, lease).await;
+        if !matches!(result, Ok(false)) {
+            break;
+        }
+    }
+    match result {
+        Ok(true) => Ok(lease),
+        other => {
+            let _ = timed(client.lease_revoke(lease)).await;
+            Err(other.err().unwrap_or_else(|| {
+                MembershipError::Etcd(EtcdError::Request(format!(
+                    "the record of worker {:?} kept changing during registration",
+                    info.id
+                )))
+            }))
+        }
+    }
+}
+
+/// Puts the record under `lease` if the key is free, or held by this worker's address; `false`
+/// when the record changed meanwhile.
+async fn claim(client: &mut Client, info: &WorkerInfo, lease: i64) -> Result<bool, MembershipError> {
     let key = worker_key(&info.id);
     let value = encode_worker(info)?;
+    let put = TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease)));
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(
-            key.clone(),
-            value,
-            Some(PutOptions::new().with_lease(lease)),
-        )])
-        .or_else([TxnOp::get(key, None)]);
-    let resp = match timed(client.txn(txn)).await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = timed(client.lease_revoke(lease)).await;
-            return Err(e.into());
-        }
-    };
+        .and_then([put.clone()])
+        .or_else([TxnOp::get(key.clone(), None)]);
+    let resp = timed(client.txn(txn)).await?;
     if resp.succeeded() {
-        return Ok(lease);
+        return Ok(true);
     }
-    let _ = timed(client.lease_revoke(lease)).await;
-    let address = resp
-        .op_responses()
-        .into_iter()
-        .find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-            _ => None,
-        })
-        .and_then(|v| decode_worker(&v).ok())
-        .map_or_else(|| "an unknown address".to_string(), |w| w.address);
-    Err(MembershipError::Duplicate {
-        id: info.id.clone(),
-        address,
-    })
+    let held = resp.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| (kv.mod_revision(), kv.value().to_vec())),
+        _ => None,
+    });
+    let Some((revision, value)) = held else {
+        // Deleted between the two reads (its lease just expired): the key is free again.
+        return Ok(false);
+    };
+    let address = decode_worker(&value).map_or_else(|_| "an unknown address".to_string(), |w| w.address);
+    if address != info.address {
+        return Err(MembershipError::Duplicate {
+            id: info.id.clone(),
+            address,
+        });
+    }
+    let takeover = Txn::new()
+        .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
+        .and_then([put]);
+    if timed(client.txn(takeover)).await?.succeeded() {
+        tracing::info!(
+            "took over the registration of worker {} at {address} left by its previous process",
+            info.id
+        );
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// A worker's registration in etcd. Dropping it stops the renewals and revokes the lease in the

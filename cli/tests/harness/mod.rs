@@ -19,6 +19,8 @@ pub struct ClusterOptions {
     pub env: Vec<(String, String)>,
     /// The address the coordinator and the workers listen on (default 127.0.0.1).
     pub host: Option<String>,
+    /// The coordinator's data dir; `dir/data` when `None`.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A coordinator process and its worker processes. Everything is killed on drop.
@@ -71,15 +73,14 @@ impl Cluster {
         self.endpoint = endpoint;
     }
 
+    /// Sends a signal (`STOP`, `CONT`, …) to the coordinator.
+    pub fn signal_coordinator(&self, sig: &str) {
+        signal(self.coordinator.id(), sig);
+    }
+
     /// Sends a signal (`STOP`, `CONT`, …) to worker `i`.
-    pub fn signal_worker(&self, i: usize, signal: &str) {
-        let pid = self.workers[i].0.id().to_string();
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -{signal} {pid} failed");
+    pub fn signal_worker(&self, i: usize, sig: &str) {
+        signal(self.workers[i].0.id(), sig);
     }
 
     pub fn add_worker(&mut self) {
@@ -246,9 +247,19 @@ impl Drop for Cluster {
     }
 }
 
-/// Starts a coordinator with its data in `dir/data` and waits for its address.
+/// `kill -<signal> <pid>`, which must succeed.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
+/// Starts a coordinator with its data in `options.data_dir` or `dir/data` and waits for its
+/// address.
 fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, options: &ClusterOptions, log: &str) -> (Child, String) {
-    let (extra, env) = (&options.coordinator_args, &options.env);
     let listen = format!("{}:0", options.host.as_deref().unwrap_or("127.0.0.1"));
     let log = dir.join(log);
     let mut coordinator = Command::new(BIN)
@@ -268,9 +279,9 @@ fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, options: &ClusterOptio
             "2",
         ])
         .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(extra)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .arg(options.data_dir.clone().unwrap_or_else(|| dir.join("data")))
+        .args(&options.coordinator_args)
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
