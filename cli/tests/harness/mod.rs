@@ -14,6 +14,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_longshot");
 /// and extra environment variables for all of them (`OTEL_…` for the traces test).
 #[derive(Clone, Debug, Default)]
 pub struct ClusterOptions {
+    /// The coordinator's listen address (default `127.0.0.1:0`); a fixed port lets workers
+    /// without etcd find a restarted coordinator.
+    pub listen: Option<String>,
     pub coordinator_args: Vec<String>,
     pub worker_args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -24,6 +27,8 @@ pub struct Cluster {
     pub endpoint: String,
     pub dir: tempfile::TempDir,
     coordinator: Child,
+    /// More coordinators on the same data dir (standbys, with etcd).
+    standbys: Vec<Child>,
     workers: Vec<(Child, Option<ChildStdin>)>,
     options: ClusterOptions,
     exchange_timeout_s: f64,
@@ -40,17 +45,12 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra coordinator and worker arguments.
     pub fn start_with(workers: usize, exchange_timeout_s: f64, options: ClusterOptions) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (coordinator, endpoint) = spawn_coordinator(
-            dir.path(),
-            exchange_timeout_s,
-            &options.coordinator_args,
-            &options.env,
-            "coordinator.log",
-        );
+        let (coordinator, endpoint) = spawn_coordinator(dir.path(), exchange_timeout_s, &options, "coordinator.log");
         let mut c = Cluster {
             endpoint,
             dir,
             coordinator,
+            standbys: Vec::new(),
             workers: Vec::new(),
             options,
             exchange_timeout_s,
@@ -70,15 +70,24 @@ impl Cluster {
         let _ = self.coordinator.wait();
         self.coordinator_starts += 1;
         let log = format!("coordinator-{}.log", self.coordinator_starts);
-        let (coordinator, endpoint) = spawn_coordinator(
-            self.dir.path(),
-            self.exchange_timeout_s,
-            &self.options.coordinator_args,
-            &self.options.env,
-            &log,
-        );
+        let (coordinator, endpoint) = spawn_coordinator(self.dir.path(), self.exchange_timeout_s, &self.options, &log);
         self.coordinator = coordinator;
         self.endpoint = endpoint;
+    }
+
+    /// Starts another coordinator with the same arguments and data dir (a standby with etcd);
+    /// returns its address. The CLI keeps using [`Cluster::endpoint`] (set it to several).
+    pub fn add_coordinator(&mut self) -> String {
+        let log = format!("standby-{}.log", self.standbys.len());
+        let (child, endpoint) = spawn_coordinator(self.dir.path(), self.exchange_timeout_s, &self.options, &log);
+        self.standbys.push(child);
+        endpoint
+    }
+
+    /// Kills the first coordinator (SIGKILL) and starts none.
+    pub fn kill_coordinator(&mut self) {
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
     }
 
     /// Sends a signal (`STOP`, `CONT`, …) to worker `i`.
@@ -239,23 +248,22 @@ impl Drop for Cluster {
         }
         let _ = self.coordinator.kill();
         let _ = self.coordinator.wait();
+        for c in &mut self.standbys {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
 /// Starts a coordinator with its data in `dir/data` and waits for its address.
-fn spawn_coordinator(
-    dir: &Path,
-    exchange_timeout_s: f64,
-    extra: &[String],
-    env: &[(String, String)],
-    log: &str,
-) -> (Child, String) {
+fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, options: &ClusterOptions, log: &str) -> (Child, String) {
+    let (extra, env) = (&options.coordinator_args, &options.env);
     let log = dir.join(log);
     let mut coordinator = Command::new(BIN)
         .args([
             "coordinator",
             "--listen",
-            "127.0.0.1:0",
+            options.listen.as_deref().unwrap_or("127.0.0.1:0"),
             "--heartbeat",
             "1",
             "--metrics-listen",
