@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 const TERMINAL: &[&str] = &["done", "failed", "cancelled"];
 const INTERRUPTED: &str = "the coordinator restarted while this job was running";
 
-/// 3 windows, 40 steps: several seconds on two debug-build workers.
+/// 3 windows, 300 steps: several seconds on two workers of the test build.
 const JOB: &[&str] = &[
     "--prompt",
     "a slow red sunset over the sea",
@@ -24,7 +24,7 @@ const JOB: &[&str] = &[
     "--height",
     "64",
     "--steps",
-    "40",
+    "300",
     "--seed",
     "7",
     "--format",
@@ -82,7 +82,7 @@ fn restart_mid_job(mut c: Cluster, what: &str) {
     let small_before = fetch_latents(&c, &small, "small-before.safetensors");
     let (expected, undisturbed_ms) = reference(&c);
     let job = submit(&c, JOB);
-    c.wait_steps(&job, 20);
+    c.wait_steps(&job, 90);
     let queued = submit(&c, SMALL);
     c.restart_coordinator();
     let restarted = Instant::now();
@@ -158,7 +158,7 @@ fn a_standby_takes_over_from_a_killed_leader_within_15_s() {
         "a CLI pointed at the standby alone follows it to the leader: {err}"
     );
     let job = submit(&c, JOB);
-    c.wait_steps(&job, 20);
+    c.wait_steps(&job, 90);
     // Following the job through both addresses survives the fail-over.
     let watch = Command::new(BIN)
         .args(["--coordinator", &c.endpoint, "--json", "watch", &job])

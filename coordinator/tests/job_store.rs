@@ -72,7 +72,8 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         },
         error: (state == JobState::Failed).then(|| "worker w1 failed".to_string()),
         submitted_unix_ms: 1_700_000_000_000 + seq,
-        finished_unix_ms: if state.is_terminal() { 1_700_000_100_000 } else { 0 },
+        // Recent, so retention (7 days by default) keeps finished jobs.
+        finished_unix_ms: if state.is_terminal() { now_ms() } else { 0 },
         recovery: Default::default(),
     };
     JobRecord {
@@ -82,6 +83,12 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         model,
         dir: data_dir.join("jobs").join(job_id),
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn data_dir(name: &str) -> PathBuf {
