@@ -1,15 +1,15 @@
 //! Job-control commands against a running coordinator.
 
 use crate::args::JobArgs;
-use crate::progress::follow;
+use crate::progress::follow_at;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use futures::StreamExt;
-use longshot_core::api::WorkerState;
-use longshot_core::api::{JobApi, JobState, JobStatus};
+use longshot_core::api::{ApiError, JobApi, JobState, JobStatus, WorkerState};
 use longshot_core::job::{defaults, OutputKind};
 use longshot_proto::client::JobClient;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
@@ -22,8 +22,52 @@ pub struct SubmitArgs {
     pub wait: bool,
 }
 
-pub async fn connect(coordinator: &str) -> Result<JobClient> {
-    JobClient::connect(coordinator).await.map_err(|e| anyhow!("{e}"))
+/// How long a client waits for a leader while coordinators fail over.
+const FAILOVER_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A client of the leading coordinator among `coordinators` (comma-separated addresses). A standby
+/// names the leader, which is tried next; with several addresses, or once a standby answered (an
+/// election under way), every address is tried again for up to [`FAILOVER_PATIENCE`].
+pub async fn connect(coordinators: &str) -> Result<JobClient> {
+    let mut candidates: Vec<String> = coordinators
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect();
+    let deadline = Instant::now() + FAILOVER_PATIENCE;
+    loop {
+        let (mut last, mut standby) = (None, false);
+        let mut i = 0;
+        while i < candidates.len() {
+            let address = candidates[i].clone();
+            i += 1;
+            match leader_client(&address).await {
+                Ok(c) => return Ok(c),
+                Err(ApiError::NotLeader { leader }) => {
+                    standby = true;
+                    if let Some(l) = leader.filter(|l| !candidates.contains(l)) {
+                        candidates.insert(i, l);
+                    }
+                    last = Some(ApiError::NotLeader { leader: None }.to_string());
+                }
+                Err(ApiError::Unavailable(m)) => last = Some(m),
+                Err(e) => return Err(anyhow!("{e}")),
+            }
+        }
+        let last = last.unwrap_or_else(|| "no coordinator address given".into());
+        if !(standby || candidates.len() > 1) || Instant::now() >= deadline {
+            bail!("{last}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A client of `address` if it leads (a cheap call: a standby answers `NotLeader`).
+async fn leader_client(address: &str) -> Result<JobClient, ApiError> {
+    let c = JobClient::connect(address).await?;
+    c.list(None, 1).await?;
+    Ok(c)
 }
 
 pub async fn submit(coordinator: &str, a: SubmitArgs, json: bool) -> Result<()> {
@@ -49,7 +93,7 @@ async fn submit_in(coordinator: &str, a: SubmitArgs, json: bool, span: &tracing:
         println!("{}", r.job_id);
     }
     if a.wait {
-        let status = follow(&client, &r.job_id, json).await?;
+        let status = follow_at(coordinator, &r.job_id, json).await?;
         if status.state != JobState::Done {
             bail!(
                 "job {} ended {}{}",
@@ -159,8 +203,7 @@ pub async fn list(coordinator: &str, state: Option<&str>, limit: usize, json: bo
 }
 
 pub async fn watch(coordinator: &str, job_id: &str, json: bool) -> Result<()> {
-    let client = connect(coordinator).await?;
-    let s = follow(&client, job_id, json).await?;
+    let s = follow_at(coordinator, job_id, json).await?;
     if s.state != JobState::Done {
         bail!(
             "job {job_id} ended {}{}",

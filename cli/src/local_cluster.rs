@@ -75,7 +75,7 @@ impl LocalCluster {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let endpoint = format!("http://{}", listener.local_addr()?);
-        let backend = args.backend(&mut cfg).await?;
+        let backend = args.backend(&mut cfg, false).await?;
         let store = backend.store.clone();
         let (stop, rx) = watch::channel(false);
         let (coordinator, _server) = start_coordinator(listener, cfg, backend, rx);
@@ -233,6 +233,9 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         heartbeat: 1.0,
         etcd: Vec::new(),
         metrics_listen: crate::metrics_http::Listen(None),
+        retain_finished: longshot_coordinator::DEFAULT_RETAIN_FINISHED,
+        advertise: None,
+        leader_ttl: longshot_coordinator::leader::DEFAULT_LEADER_TTL.as_secs(),
     };
     let started = Instant::now();
     if !json {

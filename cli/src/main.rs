@@ -30,7 +30,8 @@ use std::path::PathBuf;
     about = "Render long AI video clips across a cluster of workers"
 )]
 struct Cli {
-    /// Coordinator address for job-control commands.
+    /// Coordinator address for job-control commands; several, comma-separated, for coordinators
+    /// that fail over (the leader is found and followed).
     #[arg(
         long,
         global = true,

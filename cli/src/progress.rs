@@ -1,10 +1,12 @@
 //! Following a job: indicatif progress bars for people, JSON lines for scripts.
 
-use anyhow::{anyhow, Result};
+use crate::client_cmds::connect;
+use anyhow::{anyhow, bail, Result};
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use longshot_core::api::{JobApi, JobEvent, JobStatus};
+use longshot_core::api::{ApiError, JobApi, JobEvent, JobStatus};
 use longshot_proto::client::JobClient;
+use std::time::Duration;
 
 fn bar(m: &MultiProgress, len: u64, what: &str) -> ProgressBar {
     let b = m.add(ProgressBar::new(len));
@@ -16,20 +18,73 @@ fn bar(m: &MultiProgress, len: u64, what: &str) -> ProgressBar {
     b
 }
 
+/// The bars, kept across reconnections.
+struct View {
+    json: bool,
+    m: MultiProgress,
+    bars: Option<(ProgressBar, ProgressBar)>,
+}
+
+impl View {
+    fn new(json: bool) -> Self {
+        let m = MultiProgress::new();
+        if json {
+            m.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        View { json, m, bars: None }
+    }
+}
+
 /// Follows `job_id` until it ends; returns its final status.
 pub async fn follow(client: &JobClient, job_id: &str, json: bool) -> Result<JobStatus> {
-    let mut events = client.watch(job_id.to_string()).await.map_err(|e| anyhow!("{e}"))?;
-    let status = client.get(job_id.to_string()).await.map_err(|e| anyhow!("{e}"))?;
-    let m = MultiProgress::new();
-    if json {
-        m.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    match follow_with(client, job_id, &mut View::new(json)).await? {
+        Some(s) => Ok(s),
+        None => bail!("lost the coordinator while following job {job_id}"),
     }
-    let steps = bar(&m, status.steps_total, "denoising");
+}
+
+/// Like [`follow`], connecting again to the leader among `coordinators` whenever the connection
+/// breaks (a coordinator fail-over or restart), until connecting fails.
+pub async fn follow_at(coordinators: &str, job_id: &str, json: bool) -> Result<JobStatus> {
+    let mut view = View::new(json);
+    loop {
+        let client = connect(coordinators).await?;
+        if let Some(s) = follow_with(&client, job_id, &mut view).await? {
+            return Ok(s);
+        }
+        tracing::warn!("lost the coordinator while following job {job_id}; reconnecting");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `None`: the coordinator went away before the job ended.
+async fn follow_with(client: &JobClient, job_id: &str, view: &mut View) -> Result<Option<JobStatus>> {
+    let gone = |e: ApiError| match e {
+        ApiError::Unavailable(_) | ApiError::NotLeader { .. } => Ok(None),
+        e => Err(anyhow!("{e}")),
+    };
+    let mut events = match client.watch(job_id.to_string()).await {
+        Ok(s) => s,
+        Err(e) => return gone(e),
+    };
+    let status = match client.get(job_id.to_string()).await {
+        Ok(s) => s,
+        Err(e) => return gone(e),
+    };
+    let (steps, decode) = view
+        .bars
+        .get_or_insert_with(|| {
+            let frames_total = status.plan.map_or(0, |p| p.output_frames) as u64;
+            (
+                bar(&view.m, status.steps_total, "denoising"),
+                bar(&view.m, frames_total, "decoding"),
+            )
+        })
+        .clone();
     steps.set_position(status.steps_done);
-    let frames_total = status.plan.map_or(0, |p| p.output_frames) as u64;
-    let decode = bar(&m, frames_total, "decoding");
+    let mut ended = false;
     while let Some(e) = events.next().await {
-        if json {
+        if view.json {
             println!("{}", serde_json::json!({"job_id": job_id, "event": e}));
         }
         match &e {
@@ -51,8 +106,13 @@ pub async fn follow(client: &JobClient, job_id: &str, json: bool) -> Result<JobS
             JobEvent::Cancelled => steps.abandon_with_message("cancelled"),
         }
         if e.is_terminal() {
+            ended = true;
             break;
         }
     }
-    client.get(job_id.to_string()).await.map_err(|e| anyhow!("{e}"))
+    match client.get(job_id.to_string()).await {
+        Ok(s) if ended || s.state.is_terminal() => Ok(Some(s)),
+        Ok(_) => Ok(None),
+        Err(e) => gone(e),
+    }
 }

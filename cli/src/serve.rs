@@ -4,7 +4,9 @@ use crate::metrics_http;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use longshot_coordinator::etcd_registry::EtcdRegistry;
-use longshot_coordinator::job_store::{EtcdJobStore, JobRecord, JobStore, NoJobStore};
+use longshot_coordinator::job_store::{EmbeddedJobStore, EtcdJobStore, JobRecord, JobStore, NoJobStore};
+use longshot_coordinator::leader::{self, Gate, DEFAULT_LEADER_TTL};
+use longshot_coordinator::metrics::leader_gauge;
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, OverlapTransport, Registry};
 use longshot_core::api::{ApiError, BoxFuture, ExchangeApi, ExchangeConnector, RegistryApi, WorkerApi};
 use longshot_etcd::CONNECT_PATIENCE;
@@ -24,9 +26,22 @@ pub struct CoordinatorArgs {
     /// Address to serve the JobService and RegistryService on.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: String,
-    /// Where job outputs are kept.
+    /// Where job outputs (and, without --etcd, the job records: jobs.redb) are kept. Coordinators
+    /// that fail over with --etcd must share it (the same path on a shared volume).
     #[arg(long, default_value = "longshot-data")]
     pub data_dir: PathBuf,
+    /// Finished jobs, their records and their outputs are removed this long after they finished
+    /// (e.g. 7d, 12h, 30m, 90s).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    pub retain_finished: Duration,
+    /// With --etcd: the address clients should use to reach this coordinator, told to them by a
+    /// standby (default: http:// and the bound listen address).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// With --etcd: seconds the leader's lease outlives its last renewal (renewed every third of
+    /// it): a killed leader is replaced within about this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_LEADER_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub leader_ttl: u64,
     /// Seconds a worker waits for a neighbour's overlap before failing its shard.
     #[arg(long, default_value_t = 120.0)]
     pub exchange_timeout: f64,
@@ -75,6 +90,25 @@ fn parse_checkpoint_every(s: &str) -> Result<CheckpointEvery, String> {
     }
 }
 
+/// `7d`, `12h`, `30m`, `90s`, `500ms`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 7d, 12h, 30m or 90s"))?;
+    let scale = match unit {
+        "ms" => 1e-3,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("{s:?}: the unit must be ms, s, m, h or d")),
+    };
+    Duration::try_from_secs_f64(n * scale).map_err(|e| format!("{s:?}: {e}"))
+}
+
 impl CoordinatorArgs {
     pub fn config(&self) -> Result<CoordinatorConfig> {
         let secs = |name: &str, v: f64| {
@@ -91,6 +125,7 @@ impl CoordinatorArgs {
         cfg.hash_every = self.hash_every;
         cfg.checkpoint_every = self.checkpoint_every.0;
         cfg.overlap_transport = self.overlap_transport;
+        cfg.retain_finished = self.retain_finished;
         cfg.version = env!("LONGSHOT_BUILD").into();
         cfg.metrics = self.metrics_listen.0.is_some().then(prometheus::Registry::new);
         Ok(cfg)
@@ -104,11 +139,12 @@ impl CoordinatorArgs {
         }
     }
 
-    /// Membership and job records: in memory, or in etcd with `--etcd` (retrying an unreachable
-    /// etcd for a bounded time). With etcd the data dir is made absolute, because job records name
-    /// their output directories and a restart may run from another working directory.
-    pub async fn backend(&self, cfg: &mut CoordinatorConfig) -> Result<Backend> {
-        if self.etcd.is_empty() {
+    /// Membership and job records: in memory with job records in `<data dir>/jobs.redb` when
+    /// `durable` (else none: local clusters), or in etcd with `--etcd` (retrying an unreachable
+    /// etcd for a bounded time). The data dir is made absolute, because job records name their
+    /// output directories and a restart may run from another working directory.
+    pub async fn backend(&self, cfg: &mut CoordinatorConfig, durable: bool) -> Result<Backend> {
+        if self.etcd.is_empty() && !durable {
             let registry = Arc::new(InMemoryRegistry::new(cfg.heartbeat_interval * 3));
             return Ok(Backend {
                 registry,
@@ -116,13 +152,17 @@ impl CoordinatorArgs {
                 records: Vec::new(),
             });
         }
-        let dir = &cfg.data_dir;
-        tokio::fs::create_dir_all(dir)
-            .await
-            .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
-        cfg.data_dir = tokio::fs::canonicalize(dir)
-            .await
-            .with_context(|| format!("cannot resolve the data dir {}", dir.display()))?;
+        absolute_data_dir(cfg).await?;
+        if self.etcd.is_empty() {
+            let store = EmbeddedJobStore::open(&cfg.data_dir).await?;
+            let records = store.load().await.context("cannot load the job records")?;
+            tracing::info!("{} job records in {}", records.len(), cfg.data_dir.display());
+            return Ok(Backend {
+                registry: Arc::new(InMemoryRegistry::new(cfg.heartbeat_interval * 3)),
+                store: Arc::new(store),
+                records,
+            });
+        }
         let registry = EtcdRegistry::start(self.etcd.clone(), CONNECT_PATIENCE)
             .await
             .context("cannot use etcd")?;
@@ -142,6 +182,17 @@ impl CoordinatorArgs {
             records,
         })
     }
+}
+
+async fn absolute_data_dir(cfg: &mut CoordinatorConfig) -> Result<()> {
+    let dir = &cfg.data_dir;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    cfg.data_dir = tokio::fs::canonicalize(dir)
+        .await
+        .with_context(|| format!("cannot resolve the data dir {}", dir.display()))?;
+    Ok(())
 }
 
 /// Where a coordinator keeps membership and job records (see [`CoordinatorArgs::backend`]).
@@ -204,11 +255,16 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
     a.serve_metrics(&cfg).await?;
-    let backend = a.backend(&mut cfg).await?;
+    let leading = leader_gauge(cfg.metrics.as_ref());
+    if !a.etcd.is_empty() {
+        return coordinator_with_etcd(a, cfg, listener, leading).await;
+    }
+    let backend = a.backend(&mut cfg, true).await?;
     let store = backend.store.clone();
     let data_dir = cfg.data_dir.clone();
     let (tx, rx) = watch::channel(false);
     let (_c, server) = start_coordinator(listener, cfg, backend, rx);
+    leading.set(1);
     tracing::info!("coordinator listening on {addr} (data in {})", data_dir.display());
     println!("coordinator listening on {addr}");
     tokio::select! {
@@ -217,9 +273,82 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<()> {
     }
     let _ = tx.send(true);
     if !store.flush(Duration::from_secs(5)).await {
-        tracing::warn!("some job records did not reach etcd before shutdown");
+        tracing::warn!("some job records were not stored before shutdown");
     }
     Ok(())
+}
+
+/// With etcd: serves at once (a standby's answers), campaigns, and once elected loads the
+/// records and runs the coordinator until shutdown or until the leadership is lost (then it exits
+/// with an error, so a supervisor restarts it as a standby).
+async fn coordinator_with_etcd(
+    a: CoordinatorArgs,
+    mut cfg: CoordinatorConfig,
+    listener: TcpListener,
+    leading: prometheus::IntGauge,
+) -> Result<()> {
+    let addr = listener.local_addr()?;
+    absolute_data_dir(&mut cfg).await?;
+    let registry = EtcdRegistry::start(a.etcd.clone(), CONNECT_PATIENCE)
+        .await
+        .context("cannot use etcd")?;
+    let gate = Arc::new(Gate::new(a.etcd.clone()));
+    let (tx, rx) = watch::channel(false);
+    let g = gate.clone();
+    let mut server = tokio::spawn(async move {
+        longshot_proto::server::serve_coordinator(listener, g.clone(), g, wait_for(rx))
+            .await
+            .map_err(|e| anyhow!("{e}"))
+    });
+    tracing::info!("coordinator listening on {addr} (data in {})", cfg.data_dir.display());
+    println!("coordinator listening on {addr}");
+    let advertise = a.advertise.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let ttl = Duration::from_secs(a.leader_ttl);
+    let mut leadership = tokio::select! {
+        l = leader::campaign(&a.etcd, &advertise, ttl) => l,
+        _ = interrupted() => return Ok(()),
+        r = &mut server => return r.map_err(|e| anyhow!("server task: {e}"))?,
+    };
+    let store = EtcdJobStore::open_guarded(
+        a.etcd.clone(),
+        cfg.data_dir.clone(),
+        CONNECT_PATIENCE,
+        Some(leadership.guard.clone()),
+    )
+    .await
+    .context("cannot use etcd")?;
+    let records = store.load().await.context("cannot load the job records from etcd")?;
+    tracing::info!(
+        "leading: {} job records of data dir {}",
+        records.len(),
+        cfg.data_dir.display()
+    );
+    let mut fenced = store.fenced();
+    let store = Arc::new(store);
+    let coordinator = Coordinator::start_with(
+        cfg,
+        Arc::new(registry),
+        Arc::new(GrpcWorkerConnector),
+        store.clone(),
+        records,
+    );
+    gate.lead(coordinator);
+    leading.set(1);
+    let outcome = tokio::select! {
+        _ = interrupted() => Ok(()),
+        r = server => r.map_err(|e| anyhow!("server task: {e}")).and_then(|r| r),
+        why = leadership.lost() => Err(anyhow!("lost the leadership ({why}); exiting")),
+        _ = fenced.wait_for(|f| f.is_some()) => Err(anyhow!("another coordinator leads now; exiting")),
+    };
+    let _ = tx.send(true);
+    if outcome.is_ok() {
+        tracing::info!("shutting down");
+        if !store.flush(Duration::from_secs(5)).await {
+            tracing::warn!("some job records did not reach etcd before shutdown");
+        }
+        leadership.resign().await;
+    }
+    outcome
 }
 
 #[derive(Args, Debug, Clone)]

@@ -30,7 +30,12 @@ pub struct CoordinatorConfig {
     pub metrics: Option<prometheus::Registry>,
     /// The build, reported as `longshot_build_info{version}`.
     pub version: String,
+    /// Finished jobs (and their outputs) are removed this long after they finished.
+    pub retain_finished: Duration,
 }
+
+/// How long finished jobs are kept by default.
+pub const DEFAULT_RETAIN_FINISHED: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl CoordinatorConfig {
     pub fn new(data_dir: PathBuf) -> Self {
@@ -45,6 +50,7 @@ impl CoordinatorConfig {
             checkpoint_every: None,
             metrics: None,
             version: env!("CARGO_PKG_VERSION").into(),
+            retain_finished: DEFAULT_RETAIN_FINISHED,
         }
     }
 

@@ -13,10 +13,10 @@ use crate::placement::{run_order, QueuedJob};
 use longshot_core::api::{JobEvent, JobState, JobStatus, PlanSummary, WorkerInfo, WorkerState};
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::job::ResolvedJob;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, watch};
 
 /// How many events a slow watcher may fall behind before it misses some.
@@ -198,8 +198,17 @@ pub(crate) struct JobTable {
     pub plan_ids: u64,
     /// Where checkpoint blobs live; a job's are removed when it ends.
     checkpoints: CheckpointStore,
+    /// Finished jobs removed by retention, so `status` can say they expired.
+    expired: HashSet<String>,
     /// Jobs queued, and running or decoding: the gauges, kept without scanning the table.
     counts: [usize; 2],
+}
+
+/// Workers outlive coordinators and refuse a plan older than the one they run, so a restarted or
+/// standby coordinator's plan ids must exceed every earlier coordinator's: they start from the wall
+/// clock in ms, shifted to leave 65,536 plans per ms of the old coordinator's life.
+pub(crate) fn first_plan_id(now_ms: u64) -> u64 {
+    now_ms << 16
 }
 
 /// Which job gauge a state counts in.
@@ -232,8 +241,9 @@ impl JobTable {
             busy: HashMap::new(),
             refused: HashMap::new(),
             unreachable: HashMap::new(),
-            plan_ids: 0,
+            plan_ids: first_plan_id(now_ms()),
             checkpoints,
+            expired: HashSet::new(),
             counts: [0; 2],
         };
         table.refresh_positions();
@@ -284,6 +294,32 @@ impl JobTable {
 
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
         self.jobs.values()
+    }
+
+    /// Whether `job_id` was removed by retention.
+    pub fn is_expired(&self, job_id: &str) -> bool {
+        self.expired.contains(job_id)
+    }
+
+    /// Removes the jobs that finished more than `retain` before `now_ms` from the table and the
+    /// store; returns their output directories, for the caller to delete off the lock.
+    pub fn expire(&mut self, now_ms: u64, retain: Duration) -> Vec<PathBuf> {
+        let cutoff = now_ms.saturating_sub(retain.as_millis() as u64);
+        let old: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| j.status.state.is_terminal() && j.status.finished_unix_ms <= cutoff)
+            .map(|j| j.id().to_string())
+            .collect();
+        let mut dirs = Vec::new();
+        for id in old {
+            if let Some(job) = self.jobs.remove(&id) {
+                self.store.remove(&id);
+                dirs.push(job.dir);
+                self.expired.insert(id);
+            }
+        }
+        dirs
     }
 
     /// Adds a newly accepted (already stored) job and announces its queue position.

@@ -13,12 +13,14 @@
 //! - `dispatch`: the scheduling loop that places the queue and starts runs.
 //! - `job_run`: one job's run on its gang (prompts, shards, progress, failure, cancellation).
 //! - [`outputs`]: a finished job's files, streamed to clients.
+//! - `retention`: removes finished jobs (records and outputs) after `--retain-finished`.
+//! - [`leader`]: with etcd, the election among coordinators and what a standby answers.
 //! - [`metrics`]: the coordinator's Prometheus metrics (recorded by the job table and the loop).
 //! - [`assembly`]: ordering decoded frames and writing MP4 / ProRes / PNG / latents.
 //! - [`registry`]: worker membership (`Registry` trait, in-memory implementation).
 //! - [`etcd_registry`]: membership read from etcd (workers register there under a lease).
-//! - [`job_store`]: durable job records (`JobStore` trait, no-op default, etcd), and what a
-//!   restarted coordinator does with them.
+//! - [`job_store`]: durable job records (`JobStore` trait, no-op default, etcd, embedded redb),
+//!   and what a restarted coordinator does with them.
 //! - [`nccl_gang`]: whether a gang exchanges its overlap velocities over NCCL or TCP.
 //!
 //! No two modules import each other: `service` → `dispatch` → `job_run` → `job_table` →
@@ -35,15 +37,17 @@ pub mod etcd_registry;
 mod job_run;
 pub mod job_store;
 mod job_table;
+pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod nccl_gang;
 pub mod outputs;
 pub mod placement;
 pub mod registry;
+mod retention;
 pub mod service;
 
-pub use config::CoordinatorConfig;
+pub use config::{CoordinatorConfig, DEFAULT_RETAIN_FINISHED};
 pub use nccl_gang::OverlapTransport;
 pub use registry::{InMemoryRegistry, Registry, RegistryError};
 pub use service::Coordinator;

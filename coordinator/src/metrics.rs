@@ -191,3 +191,19 @@ impl CoordinatorMetrics {
         self.jobs.with_label_values(&["running"]).set(running as i64);
     }
 }
+
+/// `longshot_coordinator_leader`: 1 on the coordinator that schedules and writes job records, 0 on
+/// a standby. Registered apart from [`CoordinatorMetrics`], which exists only on the leader.
+pub fn leader_gauge(registry: Option<&Registry>) -> prometheus::IntGauge {
+    let gauge = prometheus::IntGauge::new(
+        "longshot_coordinator_leader",
+        "1 on the coordinator that leads (schedules jobs, writes job records), 0 on a standby.",
+    )
+    .expect("a valid metric name");
+    if let Some(r) = registry {
+        if let Err(e) = r.register(Box::new(gauge.clone())) {
+            tracing::error!("longshot_coordinator_leader is not exported: {e}");
+        }
+    }
+    gauge
+}

@@ -30,7 +30,8 @@ impl Coordinator {
     }
 
     /// Like [`Coordinator::start`], saving job records to `store` and resuming from `records`
-    /// (loaded from it): queued jobs queue again, interrupted ones fail (`job_store::recover`).
+    /// (loaded from it): queued jobs queue again, interrupted ones are queued to resume
+    /// (`job_store::recover`).
     pub fn start_with(
         cfg: CoordinatorConfig,
         registry: Arc<dyn Registry>,
@@ -76,6 +77,7 @@ impl Coordinator {
         }
         let inner = Arc::new(Inner::new(cfg, registry, connector, store, table));
         tokio::spawn(crate::dispatch::scheduling_loop(Arc::downgrade(&inner)));
+        tokio::spawn(crate::retention::retention_loop(Arc::downgrade(&inner)));
         Self { inner }
     }
 
@@ -154,12 +156,20 @@ impl Coordinator {
         let st = self.inner.lock();
         st.get(job_id)
             .map(|j| j.status().clone())
-            .ok_or_else(|| not_found(job_id))
+            .ok_or_else(|| self.not_found(&st, job_id))
     }
-}
 
-fn not_found(job_id: &str) -> ApiError {
-    ApiError::NotFound(format!("no job {job_id:?}"))
+    fn not_found(&self, table: &JobTable, job_id: &str) -> ApiError {
+        if table.is_expired(job_id) {
+            let days = self.inner.cfg.retain_finished.as_secs_f64() / 86_400.0;
+            return ApiError::NotFound(format!(
+                "job {job_id:?} expired: finished jobs and their outputs are kept for {:?} ({days:.2} days, \
+                 --retain-finished)",
+                self.inner.cfg.retain_finished
+            ));
+        }
+        ApiError::NotFound(format!("no job {job_id:?}"))
+    }
 }
 
 impl JobApi for Coordinator {
@@ -187,7 +197,7 @@ impl JobApi for Coordinator {
     fn cancel(&self, job_id: String) -> BoxFuture<'_, Result<JobState, ApiError>> {
         Box::pin(async move {
             let mut table = self.inner.lock();
-            let job = table.get(&job_id).ok_or_else(|| not_found(&job_id))?;
+            let job = table.get(&job_id).ok_or_else(|| self.not_found(&table, &job_id))?;
             match job.status().state {
                 JobState::Queued => {
                     table
@@ -208,7 +218,7 @@ impl JobApi for Coordinator {
     fn watch(&self, job_id: String) -> BoxFuture<'_, Result<BoxStream<JobEvent>, ApiError>> {
         Box::pin(async move {
             let st = self.inner.lock();
-            let job = st.get(&job_id).ok_or_else(|| not_found(&job_id))?;
+            let job = st.get(&job_id).ok_or_else(|| self.not_found(&st, &job_id))?;
             let first = snapshot_event(job.status());
             if first.is_terminal() {
                 return Ok(Box::pin(futures::stream::iter([first])) as BoxStream<JobEvent>);
@@ -232,7 +242,7 @@ impl JobApi for Coordinator {
         Box::pin(async move {
             let (state, outputs, dir) = {
                 let st = self.inner.lock();
-                let job = st.get(&job_id).ok_or_else(|| not_found(&job_id))?;
+                let job = st.get(&job_id).ok_or_else(|| self.not_found(&st, &job_id))?;
                 (job.status().state, job.status().outputs.clone(), job.dir.clone())
             };
             if state != JobState::Done {

@@ -72,7 +72,8 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         },
         error: (state == JobState::Failed).then(|| "worker w1 failed".to_string()),
         submitted_unix_ms: 1_700_000_000_000 + seq,
-        finished_unix_ms: if state.is_terminal() { 1_700_000_100_000 } else { 0 },
+        // Recent, so retention (7 days by default) keeps finished jobs.
+        finished_unix_ms: if state.is_terminal() { now_ms() } else { 0 },
         recovery: Default::default(),
     };
     JobRecord {
@@ -83,6 +84,12 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         dir: data_dir.join("jobs").join(job_id),
         checkpoint: None,
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn data_dir(name: &str) -> PathBuf {
@@ -103,7 +110,7 @@ async fn writes(etcd: &EtcdServer, job_id: &str) -> i64 {
 }
 
 #[test]
-fn recovery_fails_interrupted_jobs_and_keeps_the_rest() {
+fn recovery_requeues_interrupted_jobs_and_keeps_the_rest() {
     let dir = data_dir("a");
     let states = [
         JobState::Done,
@@ -128,9 +135,10 @@ fn recovery_fails_interrupted_jobs_and_keeps_the_rest() {
     for (job, state) in r.jobs.iter().zip(states) {
         let original = records.iter().find(|o| o.seq == job.seq).unwrap();
         if matches!(state, JobState::Running | JobState::Decoding) {
-            assert_eq!(job.status.state, JobState::Failed);
-            assert_eq!(job.status.error.as_deref(), Some(INTERRUPTED));
-            assert_eq!(job.status.finished_unix_ms, 42);
+            assert_eq!(job.status.state, JobState::Queued);
+            assert_eq!(job.status.recovery.resumes, 1);
+            assert_eq!(job.status.recovery.last_interruption.as_deref(), Some(INTERRUPTED));
+            assert_eq!((job.status.error.as_deref(), job.status.finished_unix_ms), (None, 0));
             assert_eq!((&job.resolved, &job.dir), (&original.resolved, &original.dir));
         } else {
             assert_eq!(job, original, "{state} jobs are kept as they were");
@@ -279,16 +287,30 @@ async fn a_restored_coordinator_runs_the_old_queue_in_order_and_numbers_on() {
     let c = coordinator(data, worker.clone(), records).await;
     let interrupted = c.get("job-0002-0000beef".into()).await.unwrap();
     assert_eq!(
-        (interrupted.state, interrupted.error.as_deref()),
-        (JobState::Failed, Some(INTERRUPTED))
+        (
+            interrupted.recovery.resumes,
+            interrupted.recovery.last_interruption.as_deref()
+        ),
+        (1, Some(INTERRUPTED))
     );
     assert_eq!(c.get("job-0001-0000beef".into()).await.unwrap().state, JobState::Done);
-    for id in ["job-0003-0000beef", "job-0004-0000beef", "job-0005-0000beef"] {
+    for id in [
+        "job-0002-0000beef",
+        "job-0003-0000beef",
+        "job-0004-0000beef",
+        "job-0005-0000beef",
+    ] {
         assert_eq!(wait_done(&c, id).await.state, JobState::Done);
     }
+    // The interrupted job kept its place in the queue.
     assert_eq!(
         worker.shards(),
-        ["job-0004-0000beef", "job-0003-0000beef", "job-0005-0000beef"]
+        [
+            "job-0004-0000beef",
+            "job-0002-0000beef",
+            "job-0003-0000beef",
+            "job-0005-0000beef"
+        ]
     );
     let spec = record_of(9, JobState::Queued, 0, data, 49, 3).status.spec;
     let next = c.submit(spec).await.expect("submit");

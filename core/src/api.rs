@@ -327,6 +327,16 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// A standby coordinator: only the leader (at `leader`'s address, if one is elected) serves.
+    #[error("{}", not_leader(.leader))]
+    NotLeader { leader: Option<String> },
+}
+
+fn not_leader(leader: &Option<String>) -> String {
+    match leader {
+        Some(a) => format!("this coordinator is a standby, not the leader; the leader is at {a}"),
+        None => "this coordinator is a standby and no leader is elected yet; retry shortly".into(),
+    }
 }
 
 fn join(errors: &[FieldError]) -> String {

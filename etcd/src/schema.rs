@@ -4,6 +4,8 @@
 //!
 //! - `/longshot/v1/workers/{id}`: a worker's record (below), put by the worker under its lease.
 //! - `/longshot/v1/jobs/{id}`: a coordinator's job record (its encoding is the coordinator's own).
+//! - `/longshot/v1/coordinator-leader/{lease}`: the coordinators' election (etcd's election API:
+//!   the oldest key leads; its value is the leader's advertised address).
 //!
 //! A worker record is the worker's `WorkerInfo` as a JSON object with one more field,
 //! `"record_version": 1`. A reader refuses a version it does not know instead of guessing at it,
@@ -22,6 +24,9 @@ pub const WORKERS_PREFIX: &str = "/longshot/v1/workers/";
 
 /// One key per job record: `{JOBS_PREFIX}{id}`.
 pub const JOBS_PREFIX: &str = "/longshot/v1/jobs/";
+
+/// The election among coordinators; candidates' keys are `{LEADER_ELECTION}/{lease id in hex}`.
+pub const LEADER_ELECTION: &str = "/longshot/v1/coordinator-leader";
 
 /// The version of the worker record this build writes, and the only one it reads.
 pub const WORKER_RECORD_VERSION: u64 = 1;

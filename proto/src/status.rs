@@ -10,6 +10,9 @@ use longshot_core::job::FieldError;
 use std::error::Error;
 use tonic::{Code, Status};
 
+/// The metadata key carrying a standby coordinator's leader address (`ApiError::NotLeader`).
+pub const LEADER_METADATA: &str = "longshot-leader";
+
 /// Field name used when an `INVALID_ARGUMENT` message is not a `field: message` list (a foreign
 /// server, a proxy).
 pub const UNNAMED_FIELD: &str = "request";
@@ -24,11 +27,30 @@ pub fn to_status(err: ApiError) -> Status {
         ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
         ApiError::Unavailable(m) => Status::unavailable(m),
         ApiError::Internal(m) => Status::internal(m),
+        ApiError::NotLeader { leader } => {
+            let mut status = Status::unavailable(ApiError::NotLeader { leader: leader.clone() }.to_string());
+            // An empty value: a standby that knows no leader yet.
+            if let Ok(v) = leader.unwrap_or_default().parse() {
+                status.metadata_mut().insert(LEADER_METADATA, v);
+            }
+            status
+        }
     }
+}
+
+/// The `NotLeader` a standby answered with, if `status` is one.
+fn not_leader(status: &Status) -> Option<ApiError> {
+    let v = status.metadata().get(LEADER_METADATA)?.to_str().ok()?;
+    Some(ApiError::NotLeader {
+        leader: (!v.is_empty()).then(|| v.to_string()),
+    })
 }
 
 /// The domain error for a status a peer answered with.
 pub fn from_status(status: &Status) -> ApiError {
+    if let Some(e) = not_leader(status) {
+        return e;
+    }
     let message = status.message().to_string();
     match status.code() {
         Code::InvalidArgument => ApiError::InvalidArgument(parse_field_errors(&message)),
@@ -51,6 +73,9 @@ pub fn from_status_at(status: &Status, peer: &str) -> ApiError {
     // local transport failure; a status the peer sent has none.
     if status.source().is_some() {
         return ApiError::Unavailable(format!("cannot reach {peer}: {}", status_cause(status)));
+    }
+    if let Some(e) = not_leader(status) {
+        return e;
     }
     match status.code() {
         Code::Unavailable => ApiError::Unavailable(format!("{peer} is unavailable: {}", status.message())),

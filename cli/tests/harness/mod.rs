@@ -14,6 +14,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_longshot");
 /// and extra environment variables for all of them (`OTEL_…` for the traces test).
 #[derive(Clone, Debug, Default)]
 pub struct ClusterOptions {
+    /// The coordinator's listen address (default `127.0.0.1:0`); a fixed port lets workers
+    /// without etcd find a restarted coordinator.
+    pub listen: Option<String>,
     pub coordinator_args: Vec<String>,
     pub worker_args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -28,6 +31,8 @@ pub struct Cluster {
     pub endpoint: String,
     pub dir: tempfile::TempDir,
     coordinator: Child,
+    /// More coordinators on the same data dir (standbys, with etcd).
+    standbys: Vec<Child>,
     workers: Vec<(Child, Option<ChildStdin>)>,
     options: ClusterOptions,
     exchange_timeout_s: f64,
@@ -49,6 +54,7 @@ impl Cluster {
             endpoint,
             dir,
             coordinator,
+            standbys: Vec::new(),
             workers: Vec::new(),
             options,
             exchange_timeout_s,
@@ -76,6 +82,21 @@ impl Cluster {
     /// Sends a signal (`STOP`, `CONT`, …) to the coordinator.
     pub fn signal_coordinator(&self, sig: &str) {
         signal(self.coordinator.id(), sig);
+    }
+
+    /// Starts another coordinator with the same arguments and data dir (a standby with etcd);
+    /// returns its address. The CLI keeps using [`Cluster::endpoint`] (set it to several).
+    pub fn add_coordinator(&mut self) -> String {
+        let log = format!("standby-{}.log", self.standbys.len());
+        let (child, endpoint) = spawn_coordinator(self.dir.path(), self.exchange_timeout_s, &self.options, &log);
+        self.standbys.push(child);
+        endpoint
+    }
+
+    /// Kills the first coordinator (SIGKILL) and starts none.
+    pub fn kill_coordinator(&mut self) {
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
     }
 
     /// Sends a signal (`STOP`, `CONT`, …) to worker `i`.
@@ -244,6 +265,10 @@ impl Drop for Cluster {
         }
         let _ = self.coordinator.kill();
         let _ = self.coordinator.wait();
+        for c in &mut self.standbys {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -260,7 +285,8 @@ pub fn signal(pid: u32, signal: &str) {
 /// Starts a coordinator with its data in `options.data_dir` or `dir/data` and waits for its
 /// address.
 fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, options: &ClusterOptions, log: &str) -> (Child, String) {
-    let listen = format!("{}:0", options.host.as_deref().unwrap_or("127.0.0.1"));
+    let host = options.host.as_deref().unwrap_or("127.0.0.1");
+    let listen = options.listen.clone().unwrap_or_else(|| format!("{host}:0"));
     let log = dir.join(log);
     let mut coordinator = Command::new(BIN)
         .args([
