@@ -89,8 +89,9 @@ fn fs_free(dir: &Path) -> u64 {
         .expect("df prints the available bytes")
 }
 
-/// Every file under `dir`, except `except`.
+/// Every file under `dir`, except `except` and the job store (`jobs.redb`, the coordinator's own).
 fn files_under(dir: &Path, except: &Path) -> Vec<PathBuf> {
+    let store = dir.join("jobs.redb");
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -98,7 +99,7 @@ fn files_under(dir: &Path, except: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 todo.push(p);
-            } else if p != except {
+            } else if p != except && p != store {
                 out.push(p);
             }
         }

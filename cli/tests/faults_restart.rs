@@ -90,6 +90,10 @@ fn restart_mid_job(mut c: Cluster, what: &str) {
     assert_eq!(s["recovery"]["resumes"], 1, "{s}");
     assert_eq!(s["recovery"]["last_interruption"], INTERRUPTED, "{s}");
     assert!(
+        s["recovery"]["checkpoint_step"].as_u64().unwrap_or(0) > 0,
+        "the job resumes from a checkpoint, not from noise: {s}"
+    );
+    assert!(
         ["queued", "running", "decoding", "done"].contains(&s["state"].as_str().unwrap_or("")),
         "{s}"
     );
@@ -176,6 +180,10 @@ fn a_standby_takes_over_from_a_killed_leader_within_15_s() {
         c.logs()
     );
     assert_eq!(s["recovery"]["resumes"], 1, "{s}");
+    assert!(
+        s["recovery"]["checkpoint_step"].as_u64().unwrap_or(0) > 0,
+        "the standby resumes the job from the leader's last checkpoint: {s}"
+    );
     let s = done(&c, &job, Duration::from_secs(300));
     assert!(
         fetch_latents(&c, &job, "failed-over.safetensors") == expected,
