@@ -44,6 +44,7 @@ declare -A cases=(
   [monitoring]="-f $chart/ci/monitoring-values.yaml"
   [mig]="--set workers.gpu.enabled=true --set workers.gpu.resourceName=nvidia.com/mig-3g.40gb"
   [no-metrics]="--set metrics.enabled=false"
+  [standby]="-f $chart/ci/standby-values.yaml"
 )
 echo "==> helm lint --strict and helm template (Kubernetes ${versions[*]})"
 for case in $(printf '%s\n' "${!cases[@]}" | sort); do
@@ -82,7 +83,9 @@ reject() { # reject EXPECTED-MESSAGE HELM-ARGS...
     echo "  ok    $* -> $(grep -F -- "$want" <<<"$msg" | head -1 | sed 's/^ *//')"
   fi
 }
-reject "at '/coordinator/replicas': value must be 1" --set coordinator.replicas=2
+reject "at '/coordinator/replicas': maximum" --set coordinator.replicas=4
+reject "coordinator.replicas > 1 needs etcd" --set coordinator.replicas=2 --set etcd.mode=none
+reject "coordinator.replicas > 1 needs coordinator.persistence.accessModes to include ReadWriteMany" --set coordinator.replicas=2
 reject "at '/workers/device': value must be one of 'auto', 'cpu', 'cuda'" --set workers.device=gpu
 reject "at '/workers': additional properties 'replica' not allowed" --set workers.replica=3
 reject "at '/etcd/external/endpoints': minItems" --set etcd.mode=external

@@ -86,9 +86,18 @@ def common(objs, case, gpu, monitoring, etcd_mode, metrics=True):
     workers = one(objs, "StatefulSet", "worker")
     wspec, wc = container(workers)
     _, cc = container(coord)
-    check(coord["spec"]["replicas"] == 1, f"{case}: one coordinator")
+    replicas = coord["spec"]["replicas"]
+    check(replicas == 1 or (etcd_mode != "none" and coord["spec"]["strategy"]["type"] == "RollingUpdate"),
+          f"{case}: one coordinator, or standbys with etcd ({replicas})")
     check(all(p.get("grpc", {}).get("port") == 50051 for p in (cc["startupProbe"], cc["readinessProbe"], cc["livenessProbe"])),
           f"{case}: coordinator probes are gRPC health checks on 50051")
+    check(cc["readinessProbe"]["grpc"].get("service") == "longshot.v1.Leader"
+          and not cc["livenessProbe"]["grpc"].get("service"),
+          f"{case}: ready only while leading (the Service reaches the leader), alive whenever serving")
+    if etcd_mode != "none":
+        check(arg(coord, "--advertise") == "http://$(POD_IP):50051"
+              and any(e["name"] == "POD_IP" and e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP" for e in cc["env"]),
+              f"{case}: a standby names the leader by its pod address")
     check(any(v["mountPath"] == "/var/lib/longshot" for v in cc["volumeMounts"]) and arg(coord, "--data-dir") == "/var/lib/longshot/data",
           f"{case}: coordinator data volume mounted, --data-dir on it")
     limits = wc.get("resources", {}).get("limits", {})
@@ -247,6 +256,11 @@ def main():
     common(r("etcd-in-chart"), "etcd-in-chart", gpu=None, monitoring=False, etcd_mode="inChart")
     common(r("monitoring"), "monitoring", gpu=None, monitoring=True, etcd_mode="inChart")
     common(r("no-metrics"), "no-metrics", gpu=None, monitoring=False, etcd_mode="inChart", metrics=False)
+    standby = r("standby")
+    common(standby, "standby", gpu=None, monitoring=False, etcd_mode="inChart")
+    pvc = one(standby, "PersistentVolumeClaim", "coordinator")
+    check(one(standby, "Deployment", "coordinator")["spec"]["replicas"] == 2 and pvc["spec"]["accessModes"] == ["ReadWriteMany"],
+          "standby: two coordinators on one ReadWriteMany data volume")
     prod = r("gpu-production")
     common(prod, "gpu-production", gpu="nvidia.com/gpu", monitoring=False, etcd_mode="external")
     w = one(prod, "StatefulSet", "worker")

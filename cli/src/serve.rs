@@ -216,8 +216,11 @@ pub fn start_coordinator(
     } = backend;
     let coordinator = Coordinator::start_with(cfg, registry, Arc::new(GrpcWorkerConnector), store, records);
     let c = coordinator.clone();
+    // Without etcd the only coordinator leads.
+    let (_, leading) = watch::channel(true);
     let server = tokio::spawn(async move {
-        longshot_proto::server::serve_coordinator(listener, Arc::new(c.clone()), Arc::new(c), wait_for(shutdown))
+        let (jobs, registry) = (Arc::new(c.clone()), Arc::new(c));
+        longshot_proto::server::serve_coordinator(listener, jobs, registry, leading, wait_for(shutdown))
             .await
             .map_err(|e| anyhow!("{e}"))
     });
@@ -294,9 +297,10 @@ async fn coordinator_with_etcd(
         .context("cannot use etcd")?;
     let gate = Arc::new(Gate::new(a.etcd.clone()));
     let (tx, rx) = watch::channel(false);
+    let (lead_tx, lead_rx) = watch::channel(false);
     let g = gate.clone();
     let mut server = tokio::spawn(async move {
-        longshot_proto::server::serve_coordinator(listener, g.clone(), g, wait_for(rx))
+        longshot_proto::server::serve_coordinator(listener, g.clone(), g, lead_rx, wait_for(rx))
             .await
             .map_err(|e| anyhow!("{e}"))
     });
@@ -334,6 +338,7 @@ async fn coordinator_with_etcd(
     );
     gate.lead(coordinator);
     leading.set(1);
+    let _ = lead_tx.send(true);
     let outcome = tokio::select! {
         _ = interrupted() => Ok(()),
         r = server => r.map_err(|e| anyhow!("server task: {e}")).and_then(|r| r),

@@ -49,6 +49,42 @@ const SMALL: &[&str] = &[
     "latents",
 ];
 
+/// Polls `endpoint`'s health service `longshot.v1.Leader` (what the Helm chart's readiness probe
+/// checks) until it is `want` ("Serving" or "NotServing"), for up to 5 s.
+fn leader_health_becomes(endpoint: &str, want: &str) {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let got = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = match tonic::transport::Endpoint::from_shared(endpoint.to_string())
+                .expect("endpoint")
+                .connect()
+                .await
+            {
+                Ok(ch) => {
+                    let request = HealthCheckRequest {
+                        service: "longshot.v1.Leader".into(),
+                    };
+                    match HealthClient::new(ch).check(request).await {
+                        Ok(r) => format!("{:?}", r.into_inner().status()),
+                        Err(e) => format!("error {e}"),
+                    }
+                }
+                Err(e) => format!("cannot connect: {e}"),
+            };
+            if got == want || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert_eq!(got, want, "{endpoint}: leader health");
+}
+
 fn wall_ms(s: &serde_json::Value) -> i64 {
     s["finished_unix_ms"].as_i64().unwrap_or(0) - s["submitted_unix_ms"].as_i64().unwrap_or(0)
 }
@@ -161,6 +197,8 @@ fn a_standby_takes_over_from_a_killed_leader_within_15_s() {
         out.status.success() && !err.contains("error"),
         "a CLI pointed at the standby alone follows it to the leader: {err}"
     );
+    leader_health_becomes(&leader, "Serving");
+    leader_health_becomes(&standby, "NotServing");
     let job = submit(&c, JOB);
     c.wait_steps(&job, 90);
     // Following the job through both addresses survives the fail-over.
@@ -179,6 +217,7 @@ fn a_standby_takes_over_from_a_killed_leader_within_15_s() {
         "fail-over took {failover:?}\n{}",
         c.logs()
     );
+    leader_health_becomes(&standby, "Serving");
     assert_eq!(s["recovery"]["resumes"], 1, "{s}");
     assert!(
         s["recovery"]["checkpoint_step"].as_u64().unwrap_or(0) > 0,

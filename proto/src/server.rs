@@ -26,6 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, Streaming};
+use tonic_health::ServingStatus;
 use tracing::Instrument;
 
 /// Why a server could not start or stopped with an error.
@@ -289,12 +290,18 @@ impl ExchangeService for ExchangeServiceAdapter {
 
 // ---- entry points ---------------------------------------------------------------------------
 
-/// Serves `JobService` and `RegistryService` (plus health, with both marked SERVING, and
-/// reflection) on `listener` until `shutdown` completes.
+/// The health service name that is SERVING only while this coordinator leads (always, without
+/// etcd): a Kubernetes readiness probe on it sends the Service's traffic to the leader alone.
+pub const LEADER_HEALTH_SERVICE: &str = "longshot.v1.Leader";
+
+/// Serves `JobService` and `RegistryService` (plus health, with both marked SERVING and
+/// [`LEADER_HEALTH_SERVICE`] following `leading`, and reflection) on `listener` until `shutdown`
+/// completes.
 pub async fn serve_coordinator(
     listener: TcpListener,
     jobs: Arc<dyn JobApi>,
     registry: Arc<dyn RegistryApi>,
+    mut leading: tokio::sync::watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProtoError> {
     let (reporter, health) = crate::health_service();
@@ -302,6 +309,20 @@ pub async fn serve_coordinator(
     reporter
         .set_serving::<RegistryServiceServer<RegistryServiceAdapter>>()
         .await;
+    let leader_health = reporter.clone();
+    tokio::spawn(async move {
+        loop {
+            let status = if *leading.borrow_and_update() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            leader_health.set_service_status(LEADER_HEALTH_SERVICE, status).await;
+            if leading.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     crate::server_builder()
         .add_service(health)
         .add_service(crate::reflection_service()?)

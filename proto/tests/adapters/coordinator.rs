@@ -153,3 +153,49 @@ async fn unreachable_coordinator_is_unavailable_and_named() -> Result<()> {
     );
     Ok(())
 }
+
+/// The health of [`LEADER_HEALTH_SERVICE`] follows leadership (a Kubernetes readiness probe on it
+/// routes the Service to the leader alone); the server's own health stays SERVING throughout.
+#[tokio::test]
+async fn the_leader_health_service_follows_leadership() -> Result<()> {
+    use longshot_proto::server::LEADER_HEALTH_SERVICE;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+    let (lead, leading) = tokio::sync::watch::channel(false);
+    let server = start_coordinator_leading(Arc::new(FakeCoordinator::default()), leading).await?;
+    let channel = longshot_proto::endpoint(format!("http://{}", server.addr))?
+        .connect()
+        .await?;
+    let mut health = HealthClient::new(channel);
+    let status = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    // Polls until `service` reports `want` (the status task runs beside the server).
+    async fn until(
+        health: &mut HealthClient<tonic::transport::Channel>,
+        request: HealthCheckRequest,
+        want: ServingStatus,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = health.check(request.clone()).await.map(|r| r.into_inner().status());
+            if matches!(got, Ok(s) if s == want) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}: {got:?}, want {want:?}",
+                request.service
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    until(&mut health, status(LEADER_HEALTH_SERVICE), ServingStatus::NotServing).await?;
+    until(&mut health, status(""), ServingStatus::Serving).await?;
+    lead.send(true)?;
+    until(&mut health, status(LEADER_HEALTH_SERVICE), ServingStatus::Serving).await?;
+    lead.send(false)?;
+    until(&mut health, status(LEADER_HEALTH_SERVICE), ServingStatus::NotServing).await?;
+    server.stop().await
+}

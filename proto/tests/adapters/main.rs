@@ -284,10 +284,17 @@ impl Running {
 }
 
 async fn start_coordinator(fake: Arc<FakeCoordinator>) -> Result<Running> {
+    start_coordinator_leading(fake, tokio::sync::watch::channel(true).1).await
+}
+
+async fn start_coordinator_leading(
+    fake: Arc<FakeCoordinator>,
+    leading: tokio::sync::watch::Receiver<bool>,
+) -> Result<Running> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve_coordinator(listener, fake.clone(), fake, async {
+    let task = tokio::spawn(serve_coordinator(listener, fake.clone(), fake, leading, async {
         let _ = rx.await;
     }));
     Ok(Running { addr, stop, task })
