@@ -356,7 +356,9 @@ impl JobRun {
     /// Follows the shards until every worker delivered its verdict, feeding progress to the job
     /// table and frames to the assembler. A failure a worker reports is often a consequence (its
     /// neighbour died): it waits briefly for the coordinator's own observation of a lost worker,
-    /// which names the root cause.
+    /// which names the root cause. When every reported failure is a broken exchange and no worker
+    /// was lost (a partition between workers), the run is interrupted, not failed: the job resumes
+    /// from its checkpoint (and fails if that keeps happening, `JobTable::interruption`).
     async fn follow(&mut self, mut events: ShardEvents, assembler: &Assembler) -> Result<(), RunError> {
         // Per worker: its stream delivered a verdict (Finished or Failed), so its end is expected.
         let mut finished = vec![false; self.workers.len()];
@@ -364,14 +366,20 @@ impl JobRun {
         let total_frames = self.resolved.frames;
         let steps = self.resolved.schedule.steps() as u32;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut reported: Option<(String, tokio::time::Instant)> = None;
+        // The first failure a worker reported, when the grace period ends, and whether every
+        // reported failure so far was transient.
+        let mut reported: Option<(String, tokio::time::Instant, bool)> = None;
         // step → blob of each window at that step, until every window has one.
         let mut partial: BTreeMap<usize, Vec<Option<String>>> = BTreeMap::new();
-        let then = |reported: &Option<(String, tokio::time::Instant)>| {
+        let then = |reported: &Option<(String, tokio::time::Instant, bool)>| {
             reported
                 .as_ref()
-                .map(|(r, _)| format!(" (then {r})"))
+                .map(|(r, ..)| format!(" (then {r})"))
                 .unwrap_or_default()
+        };
+        let verdict = |(reason, _, transient): (String, tokio::time::Instant, bool)| match transient {
+            true => RunError::Interrupted { reason, blame: None },
+            false => RunError::Failed(reason),
         };
         loop {
             let grace_over = reported
@@ -397,12 +405,15 @@ impl JobRun {
                             self.checkpoint(&mut partial, i, state).await?;
                         }
                         Some(ShardEvent::Finished) => finished[i] = true,
-                        Some(ShardEvent::Failed { reason }) => {
+                        Some(ShardEvent::Failed { reason, transient }) => {
                             // Its stream ends next: that end is not a disconnection.
                             finished[i] = true;
-                            if reported.is_none() {
-                                let msg = format!("worker {} ({}) failed: {reason}", worker.id, worker.address);
-                                reported = Some((msg, tokio::time::Instant::now() + FAILURE_GRACE));
+                            match &mut reported {
+                                None => {
+                                    let msg = format!("worker {} ({}) failed: {reason}", worker.id, worker.address);
+                                    reported = Some((msg, tokio::time::Instant::now() + FAILURE_GRACE, transient));
+                                }
+                                Some((.., all_transient)) => *all_transient &= transient,
                             }
                         }
                         Some(ShardEvent::Lost { reason }) => {
@@ -421,7 +432,9 @@ impl JobRun {
                     }
                 }
                 _ = tokio::time::sleep_until(grace_over), if reported.is_some() => {
-                    return Err(RunError::Failed(reported.take().map(|(r, _)| r).unwrap_or_default()));
+                    if let Some(r) = reported.take() {
+                        return Err(verdict(r));
+                    }
                 }
                 _ = self.cancel.changed() => return Err(RunError::Cancelled),
                 _ = tick.tick() => {
@@ -433,7 +446,7 @@ impl JobRun {
         }
         match reported {
             // Every stream ended before the grace period ran out: no lost worker was seen.
-            Some((reason, _)) => Err(RunError::Failed(reason)),
+            Some(r) => Err(verdict(r)),
             None => Ok(()),
         }
     }

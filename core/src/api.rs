@@ -297,6 +297,9 @@ pub enum ShardEvent {
     /// The worker reported a failure (possibly caused by a neighbour).
     Failed {
         reason: String,
+        /// The overlap exchange with a neighbour broke (timeout, disconnection): the shard could
+        /// succeed if run again, unlike a model or protocol error.
+        transient: bool,
     },
     /// The coordinator lost the worker itself (connection dropped, stream cut): never sent by a
     /// worker, produced by the client that observed the loss. It is the root cause when a

@@ -97,6 +97,20 @@ pub enum CoDenoiseError {
     Cancelled,
 }
 
+impl CoDenoiseError {
+    /// Whether running the same work again may succeed: the exchange with a neighbour timed out
+    /// or broke off (a network partition, a stalled or lost peer). Protocol errors, divergence,
+    /// model and configuration errors would recur.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CoDenoiseError::Exchange(
+                ExchangeError::Timeout { .. } | ExchangeError::Disconnected { .. } | ExchangeError::GroupTimeout { .. }
+            )
+        )
+    }
+}
+
 /// Wall time spent in each phase of the loop, summed over steps and windows.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LoopTimings {
@@ -471,5 +485,43 @@ fn describe(p: &Payload) -> String {
         Payload::Velocity(v) => format!("a velocity of {} values", v.len()),
         Payload::LatentHash(_) => "a hash".into(),
         Payload::Halo(h) => format!("{} halo values", h.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_broken_exchange_is_transient() {
+        let side = Side::Left;
+        let transient = [
+            CoDenoiseError::Exchange(ExchangeError::Timeout {
+                side,
+                step: 3,
+                timeout: Duration::from_secs(1),
+            }),
+            CoDenoiseError::Exchange(ExchangeError::Disconnected {
+                side,
+                reason: "reset".into(),
+            }),
+            CoDenoiseError::Exchange(ExchangeError::GroupTimeout {
+                peers: "both".into(),
+                step: 3,
+                timeout: Duration::from_secs(1),
+            }),
+        ];
+        let lasting = [
+            CoDenoiseError::Exchange(ExchangeError::Protocol {
+                side,
+                reason: "bad frame".into(),
+            }),
+            CoDenoiseError::Exchange(ExchangeError::Cancelled),
+            CoDenoiseError::Divergence { boundary: 0, step: 1 },
+            CoDenoiseError::Config("no windows".into()),
+            CoDenoiseError::Cancelled,
+        ];
+        assert!(transient.iter().all(CoDenoiseError::is_transient));
+        assert!(!lasting.iter().any(CoDenoiseError::is_transient));
     }
 }

@@ -140,6 +140,7 @@ fn oneofs_round_trip() {
         shard_event::Event::Finished(pb::ShardFinished {}),
         shard_event::Event::Failed(pb::ShardFailed {
             reason: "exchange with 127.0.0.1:7002 timed out after 30000 ms".into(),
+            transient: true,
         }),
     ];
     for event in events {

@@ -313,7 +313,10 @@ fn run_shard_blocking(
             Ok(e) => e,
             Err(reason) => {
                 metrics.shard_ended(&a.model, false);
-                emit(ShardEvent::Failed { reason });
+                emit(ShardEvent::Failed {
+                    reason,
+                    transient: false,
+                });
                 return;
             }
         },
@@ -327,7 +330,10 @@ fn run_shard_blocking(
         Ok((denoiser, decoder)) => (metrics.timed_denoiser(denoiser), decoder),
         Err(e) => {
             metrics.shard_ended(&a.model, false);
-            emit(ShardEvent::Failed { reason: e.to_string() });
+            emit(ShardEvent::Failed {
+                reason: e.to_string(),
+                transient: false,
+            });
             return;
         }
     };
@@ -396,7 +402,10 @@ fn run_shard_blocking(
             tracing::info!(job = %a.job_id, windows = ?a.windows, secs = started.elapsed().as_secs_f64(), "shard finished");
             emit(ShardEvent::Finished)
         }
-        Err(e) => emit(ShardEvent::Failed { reason: e.to_string() }),
+        Err(e) => emit(ShardEvent::Failed {
+            reason: e.to_string(),
+            transient: e.is_transient(),
+        }),
     }
 }
 

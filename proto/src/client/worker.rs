@@ -110,7 +110,15 @@ impl WorkerApi for GrpcWorker {
 fn shard_events(inbound: Streaming<pb::ShardEvent>, address: String) -> BoxStream<ShardEvent> {
     Box::pin(stream::unfold(Some((inbound, address)), |state| async move {
         let (mut inbound, address) = state?;
-        let failed = |reason: String| Some((ShardEvent::Failed { reason }, None));
+        let failed = |reason: String| {
+            Some((
+                ShardEvent::Failed {
+                    reason,
+                    transient: false,
+                },
+                None,
+            ))
+        };
         let lost = |reason: String| Some((ShardEvent::Lost { reason }, None));
         match inbound.message().await {
             Ok(Some(event)) => match ShardEvent::try_from(event) {

@@ -281,7 +281,11 @@ impl From<ShardEvent> for pb::ShardEvent {
             ShardEvent::Checkpoint(w) => Event::Checkpoint(w.into()),
             ShardEvent::Finished => Event::Finished(pb::ShardFinished {}),
             // `Lost` is observed by a client, never sent; if it is forwarded it is a failure.
-            ShardEvent::Failed { reason } | ShardEvent::Lost { reason } => Event::Failed(pb::ShardFailed { reason }),
+            ShardEvent::Failed { reason, transient } => Event::Failed(pb::ShardFailed { reason, transient }),
+            ShardEvent::Lost { reason } => Event::Failed(pb::ShardFailed {
+                reason,
+                transient: true,
+            }),
         };
         pb::ShardEvent { event: Some(event) }
     }
@@ -341,7 +345,10 @@ impl TryFrom<pb::ShardEvent> for ShardEvent {
                 ShardEvent::Checkpoint(WindowState::try_from(w).map_err(|e| nest("checkpoint", e))?)
             }
             Event::Finished(_) => ShardEvent::Finished,
-            Event::Failed(f) => ShardEvent::Failed { reason: f.reason },
+            Event::Failed(f) => ShardEvent::Failed {
+                reason: f.reason,
+                transient: f.transient,
+            },
         })
     }
 }

@@ -232,6 +232,11 @@ fn shard_messages_round_trip_bit_for_bit() {
         ShardEvent::Finished,
         ShardEvent::Failed {
             reason: "model failure: out of memory".into(),
+            transient: false,
+        },
+        ShardEvent::Failed {
+            reason: "the right neighbour disconnected: connection reset".into(),
+            transient: true,
         },
     ];
     for event in events {
