@@ -2,10 +2,11 @@
 //! (`Coordinator::start_with`, in process with a fake worker): queue order, interrupted jobs,
 //! numbering, and a shard refused as busy sending its job back to the queue. `EtcdJobStore` against
 //! a real etcd server: exact round trips, one data dir's records only, paging, progress throttling,
-//! and writes made while etcd is down landing once it is back.
+//! writes made while etcd is down landing once it is back, and a deposed leader's writes refused.
 
 use etcd_client::Client;
 use longshot_coordinator::job_store::{recover, Change, EtcdJobStore, JobRecord, JobStore, NoJobStore, INTERRUPTED};
+use longshot_coordinator::leader;
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Registry};
 use longshot_core::api::*;
 use longshot_core::codenoise::BlendMode;
@@ -330,4 +331,56 @@ async fn a_shard_refused_as_busy_sends_the_job_back_to_the_queue() {
     assert_eq!((s.state, s.error), (JobState::Done, None));
     assert_eq!(worker.refusals_left(), 0, "both refusals were retried");
     assert_eq!(worker.shards(), [job]);
+}
+
+/// Two coordinators on one etcd: once the leader's key is gone (as when its lease expires while it
+/// is paused) and the other is elected, the old leader's writes fail their transaction (the leader
+/// key's create revision no longer matches), nothing of them lands, and its store reports that it
+/// is fenced (the coordinator then exits); the new leader writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_writes_are_refused_and_it_learns_it_is_fenced() {
+    let etcd = EtcdServer::start();
+    let endpoints = vec![etcd.endpoint()];
+    let dir = data_dir("shared");
+    let ttl = Duration::from_secs(5);
+    let old = leader::campaign(&endpoints, "http://old:50051", ttl).await;
+    let guarded = |g: &leader::Leadership| {
+        EtcdJobStore::open_guarded(endpoints.clone(), dir.clone(), PATIENCE, Some(g.guard.clone()))
+    };
+    let old_store = guarded(&old).await.expect("store");
+    let mut r = record(1, JobState::Queued, 0, &dir);
+    let id = r.status.job_id.clone();
+    old_store.create(r.clone()).await.expect("the leader writes");
+    assert_eq!(writes(&etcd, &id).await, 1);
+
+    let mut c = Client::connect([etcd.endpoint()], None).await.expect("etcd client");
+    c.delete(old.guard.key.clone(), None)
+        .await
+        .expect("delete the old leader's key");
+    let new = tokio::time::timeout(
+        Duration::from_secs(10),
+        leader::campaign(&endpoints, "http://new:50051", ttl),
+    )
+    .await
+    .expect("the other candidate is elected once the old key is gone");
+    assert_ne!(new.guard.create_revision, old.guard.create_revision);
+
+    let queued = r.clone();
+    r.status.state = JobState::Cancelled;
+    old_store.save(&id, Change::State, &|| r.clone());
+    let mut fenced = old_store.fenced();
+    let why = tokio::time::timeout(Duration::from_secs(10), fenced.wait_for(|f| f.is_some()))
+        .await
+        .expect("the deposed store learns it is fenced")
+        .expect("fence channel")
+        .clone();
+    println!("fenced: {why:?}");
+    assert_eq!(writes(&etcd, &id).await, 1, "the deposed leader's write must not land");
+    assert_eq!(store(&etcd, &dir).await.load().await.unwrap(), [queued]);
+
+    let new_store = guarded(&new).await.expect("store");
+    new_store.save(&id, Change::State, &|| r.clone());
+    assert!(new_store.flush(Duration::from_secs(5)).await);
+    assert_eq!(writes(&etcd, &id).await, 2, "the new leader writes");
+    assert_eq!(store(&etcd, &dir).await.load().await.unwrap(), [r]);
 }
