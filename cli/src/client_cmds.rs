@@ -233,25 +233,33 @@ pub async fn cancel(coordinator: &str, job_id: &str, json: bool) -> Result<()> {
 
 /// Writes output `kind` of a finished job to `output` (a directory for png). Returns bytes written.
 pub async fn fetch_to(client: &JobClient, job_id: &str, kind: OutputKind, output: &Path) -> Result<u64> {
+    let png = kind == OutputKind::Png;
+    if !png && output.is_dir() {
+        bail!(
+            "{} is a directory; name the file to write (e.g. {}/{job_id}.{})",
+            output.display(),
+            output.display(),
+            kind.extension().unwrap_or_default()
+        );
+    }
     let mut stream = client
         .fetch(job_id.to_string(), kind)
         .await
         .map_err(|e| anyhow!("{e}"))?;
-    let png = kind == OutputKind::Png;
     if png {
         tokio::fs::create_dir_all(output)
             .await
             .with_context(|| format!("creating {}", output.display()))?;
     }
-    // Write to a temporary name and rename at the end, so a failed download never looks complete.
-    let mut current: Option<(PathBuf, PathBuf, tokio::fs::File)> = None;
+    // Each file goes to a hidden temporary file beside it, renamed into place once complete: a
+    // failed download never looks complete, and its temporary file is removed (dropped) on error.
+    let mut current: Option<(tempfile::TempPath, PathBuf, tokio::fs::File)> = None;
     let mut total = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| anyhow!("{e}"))?;
         if chunk.offset == 0 {
-            if let Some((tmp, dst, mut f)) = current.take() {
-                f.flush().await?;
-                tokio::fs::rename(&tmp, &dst).await?;
+            if let Some(file) = current.take() {
+                finish(file).await?;
             }
             let dst = if png {
                 let name = Path::new(&chunk.name)
@@ -261,11 +269,21 @@ pub async fn fetch_to(client: &JobClient, job_id: &str, kind: OutputKind, output
             } else {
                 output.to_path_buf()
             };
-            let tmp = dst.with_extension("part");
-            let f = tokio::fs::File::create(&tmp)
-                .await
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            current = Some((tmp, dst, f));
+            let dir = match dst.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let name = dst
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let (file, tmp) = tempfile::Builder::new()
+                .prefix(&format!(".{name}."))
+                .suffix(".part")
+                .tempfile_in(&dir)
+                .with_context(|| format!("creating a temporary file in {}", dir.display()))?
+                .into_parts();
+            current = Some((tmp, dst, tokio::fs::File::from_std(file)));
         }
         let (_, _, f) = current
             .as_mut()
@@ -273,11 +291,19 @@ pub async fn fetch_to(client: &JobClient, job_id: &str, kind: OutputKind, output
         f.write_all(&chunk.data).await?;
         total += chunk.data.len() as u64;
     }
-    if let Some((tmp, dst, mut f)) = current.take() {
-        f.flush().await?;
-        tokio::fs::rename(&tmp, &dst).await?;
+    if let Some(file) = current.take() {
+        finish(file).await?;
     }
     Ok(total)
+}
+
+/// Flushes a downloaded file and renames it to its destination.
+async fn finish((tmp, dst, mut f): (tempfile::TempPath, PathBuf, tokio::fs::File)) -> Result<()> {
+    f.flush().await?;
+    drop(f);
+    tmp.persist(&dst)
+        .map_err(|e| anyhow!("cannot write {}: {}", dst.display(), e.error))?;
+    Ok(())
 }
 
 pub async fn fetch(

@@ -42,6 +42,22 @@ fn three_workers_render_bit_identical_frames_to_one_worker() {
         c.ok(&["fetch", &job, "-o", png.to_str().unwrap(), "--format", "png"]);
         c.ok(&["fetch", &job, "-o", lat.to_str().unwrap()]);
         c.ok(&["fetch", &job, "-o", mp4.to_str().unwrap()]);
+        if workers == 1 {
+            // A directory or a missing parent as the destination: a clear error, nothing written.
+            let bad = c.cli(&["fetch", &job, "-o", out.to_str().unwrap(), "--format", "mp4"]);
+            let err = String::from_utf8_lossy(&bad.stderr);
+            assert!(!bad.status.success() && err.contains("is a directory"), "{err}");
+            let missing = out.join("no/such/dir/a.mp4");
+            let bad = c.cli(&["fetch", &job, "-o", missing.to_str().unwrap()]);
+            let err = String::from_utf8_lossy(&bad.stderr);
+            assert!(!bad.status.success() && err.contains("no/such/dir"), "{err}");
+            let mut names: Vec<_> = std::fs::read_dir(&out)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["clip.mp4", "clip.safetensors", "frames"], "no partial files");
+        }
         let probe = ffprobe(&mp4);
         let v = &probe["streams"][0];
         assert_eq!(v["codec_name"], "h264");
