@@ -111,6 +111,7 @@ impl LocalCluster {
                     "--exit-on-stdin-close",
                 ])
                 .args(["--id", &format!("local-{i}"), "--metrics-listen", &worker_metrics])
+                .args(["--host-share", &workers.to_string()])
                 .args(&etcd)
                 .args(models.iter().flat_map(|m| ["--model", m.as_str()]))
                 .env("RAYON_NUM_THREADS", &threads)
@@ -236,6 +237,9 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         retain_finished: longshot_coordinator::DEFAULT_RETAIN_FINISHED,
         advertise: None,
         leader_ttl: longshot_coordinator::leader::DEFAULT_LEADER_TTL.as_secs(),
+        max_frames: None,
+        max_steps: None,
+        max_output_bytes: None,
     };
     let started = Instant::now();
     if !json {

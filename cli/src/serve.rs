@@ -3,6 +3,7 @@
 use crate::metrics_http;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
+use longshot_coordinator::admission::AdmissionLimits;
 use longshot_coordinator::etcd_registry::EtcdRegistry;
 use longshot_coordinator::job_store::{EmbeddedJobStore, EtcdJobStore, JobRecord, JobStore, NoJobStore};
 use longshot_coordinator::leader::{self, Gate, DEFAULT_LEADER_TTL};
@@ -34,6 +35,16 @@ pub struct CoordinatorArgs {
     /// (e.g. 7d, 12h, 30m, 90s).
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
     pub retain_finished: Duration,
+    /// Refuse jobs of more frames than this (besides what the workers' memory can hold).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_frames: Option<u32>,
+    /// Refuse jobs of more denoising steps than this.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_steps: Option<u32>,
+    /// Refuse jobs whose outputs would take more than this (besides the data dir's free space):
+    /// bytes, or with a unit (`200G`; powers of 1024).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_output_bytes: Option<u64>,
     /// With --etcd: the address clients should use to reach this coordinator, told to them by a
     /// standby (default: http:// and the bound listen address).
     #[arg(long, value_name = "URL")]
@@ -90,6 +101,27 @@ fn parse_checkpoint_every(s: &str) -> Result<CheckpointEvery, String> {
     }
 }
 
+/// `24G`, `512M`, `64k` (powers of 1024; `GiB`-style units too) or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 24G, 512M or 1048576"))?;
+    let shift = match unit.trim().trim_end_matches("iB").trim_end_matches('B') {
+        "" => 0,
+        "k" | "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{s:?}: the unit must be K, M, G or T (powers of 1024)")),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("{s:?} is not a size in 1 B..16 EiB"))
+}
+
 /// `7d`, `12h`, `30m`, `90s`, `500ms`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -126,6 +158,11 @@ impl CoordinatorArgs {
         cfg.checkpoint_every = self.checkpoint_every.0;
         cfg.overlap_transport = self.overlap_transport;
         cfg.retain_finished = self.retain_finished;
+        cfg.limits = AdmissionLimits {
+            max_frames: self.max_frames,
+            max_steps: self.max_steps,
+            max_output_bytes: self.max_output_bytes,
+        };
         cfg.version = env!("LONGSHOT_BUILD").into();
         cfg.metrics = self.metrics_listen.0.is_some().then(prometheus::Registry::new);
         Ok(cfg)
@@ -401,6 +438,14 @@ pub struct WorkerArgs {
     /// Exit when standard input closes (used by `longshot render` and `up` for their children).
     #[arg(long, hide = true)]
     pub exit_on_stdin_close: bool,
+    /// Memory for job state (the latents of the windows a shard holds): bytes, or with a unit
+    /// (`24G`, `512M`; powers of 1024). Default: three quarters of the device's memory (host
+    /// memory on the CPU). The coordinator never assigns more; the worker refuses more.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_budget: Option<u64>,
+    /// Worker processes sharing this machine's memory (set by `render` and `up`).
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub host_share: usize,
 }
 
 async fn stdin_closed() {
@@ -438,6 +483,8 @@ impl WorkerArgs {
             standin_forward: self.standin_forward_ms.map(Duration::from_millis),
             metrics: self.metrics_listen.0.is_some().then(prometheus::Registry::new),
             trace_steps: self.trace_steps,
+            memory_budget: self.memory_budget,
+            host_share: self.host_share,
         }
     }
 }
@@ -487,4 +534,20 @@ pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
         metrics_http::serve(listen, registry.clone()).await?;
     }
     Ok(longshot_worker::serve(config, Arc::new(GrpcTransport), listener, shutdown).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("24G"), Ok(24 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12X").unwrap_err().contains("unit"));
+        assert!(parse_size("99999999T").is_err(), "overflow is refused");
+    }
 }

@@ -13,7 +13,7 @@
 use crate::disk_space::{available_bytes, estimated_bytes, human, is_disk_full};
 use longshot_core::api::OutputInfo;
 use longshot_core::job::OutputKind;
-use longshot_media::{open_writer, FrameWriter, MediaError, VideoMeta};
+use longshot_media::{open_writer, FrameWriter, LatentsWriter, MediaError, VideoMeta};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -209,11 +209,15 @@ fn run(
     let frame_len = plan.meta.width as usize * plan.meta.height as usize * 3;
     let [lf, lc, lh, lw] = plan.latent_shape;
     let latent_frame_len = lc * lh * lw;
-    let want_latents = plan.outputs.contains(&OutputKind::Latents);
-    let mut latents = if want_latents {
-        vec![0.0f32; lf * latent_frame_len]
+    // Written piece by piece as workers deliver them: the clip's latents are never in memory.
+    let mut latents = if plan.outputs.contains(&OutputKind::Latents) {
+        let p = plan.dir.join(OutputKind::Latents.file_name());
+        let metadata = plan.latent_metadata.iter().cloned().collect();
+        let w = LatentsWriter::create(&p, "latents", &plan.latent_shape, &metadata)
+            .map_err(|e| AssemblyError::Media(OutputKind::Latents, e))?;
+        Some(w)
     } else {
-        Vec::new()
+        None
     };
     let mut next = 0u32;
     let mut spilled = BTreeSet::new();
@@ -275,9 +279,9 @@ fn run(
                         total: lf as u32,
                     });
                 }
-                if want_latents {
-                    let start = first as usize * latent_frame_len;
-                    latents[start..start + data.len()].copy_from_slice(&data);
+                if let Some(w) = latents.as_mut() {
+                    w.write_frames(first as usize, &data)
+                        .map_err(|e| AssemblyError::Media(OutputKind::Latents, e))?;
                 }
             }
         }
@@ -301,16 +305,8 @@ fn run(
             size_bytes: summary.bytes,
         });
     }
-    if want_latents {
-        let p = plan.dir.join(OutputKind::Latents.file_name());
-        let record = longshot_media::Latents {
-            name: "latents".into(),
-            shape: plan.latent_shape.to_vec(),
-            data: latents,
-            metadata: plan.latent_metadata.iter().cloned().collect(),
-        };
-        let size =
-            longshot_media::write_latents(&p, &record).map_err(|e| AssemblyError::Media(OutputKind::Latents, e))?;
+    if let Some(w) = latents {
+        let size = w.finish().map_err(|e| AssemblyError::Media(OutputKind::Latents, e))?;
         outputs.push(OutputInfo {
             name: OutputKind::Latents.file_name().into(),
             format: OutputKind::Latents,

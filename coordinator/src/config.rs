@@ -1,5 +1,6 @@
 //! Coordinator settings.
 
+use crate::admission::AdmissionLimits;
 use crate::nccl_gang::OverlapTransport;
 use crate::placement::PlacementConfig;
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ pub struct CoordinatorConfig {
     pub version: String,
     /// Finished jobs (and their outputs) are removed this long after they finished.
     pub retain_finished: Duration,
+    /// Per-job caps checked at submit, besides what the cluster can hold.
+    pub limits: AdmissionLimits,
 }
 
 /// How long finished jobs are kept by default.
@@ -51,6 +54,7 @@ impl CoordinatorConfig {
             metrics: None,
             version: env!("CARGO_PKG_VERSION").into(),
             retain_finished: DEFAULT_RETAIN_FINISHED,
+            limits: AdmissionLimits::default(),
         }
     }
 

@@ -4,30 +4,52 @@
 
 use crate::assembly::AssemblyPlan;
 use longshot_core::job::OutputKind;
+use longshot_media::VideoMeta;
 use std::path::Path;
 
-/// Bytes the outputs of `plan` take on disk, estimated from the spec: exact for latents and an
-/// upper bound for PNG (uncompressed RGB); MP4 twice its target bitrate, ProRes 422 HQ ~1 byte
-/// per pixel; plus the spill of out-of-order frames, at most a clip's worth of raw RGB.
+/// Bytes the outputs of `plan` take on disk (see [`estimate`]).
 pub fn estimated_bytes(plan: &AssemblyPlan) -> u64 {
-    let frames = u64::from(plan.total_frames);
-    let pixels = u64::from(plan.meta.width) * u64::from(plan.meta.height);
-    let raw = frames * pixels * 3;
-    let mut total = 0;
-    for kind in &plan.outputs {
-        total += match kind {
-            OutputKind::Latents => plan.latent_shape.iter().map(|&d| d as u64).product::<u64>() * 4 + 64 * 1024,
+    estimate(
+        &plan.outputs,
+        &plan.meta,
+        plan.total_frames,
+        plan.latent_shape,
+        plan.workers,
+    )
+}
+
+/// Bytes `outputs` of `frames` frames take on disk, estimated from the spec: exact for latents
+/// and an upper bound for PNG (uncompressed RGB); MP4 twice its target bitrate, ProRes 422 HQ ~1
+/// byte per pixel; plus, with a video output and `workers > 1`, the spill of out-of-order frames,
+/// at most a clip's worth of raw RGB. Saturating: never a wrapped small number.
+pub fn estimate(
+    outputs: &[OutputKind],
+    meta: &VideoMeta,
+    frames: u32,
+    latent_shape: [usize; 4],
+    workers: usize,
+) -> u64 {
+    let frames = u64::from(frames);
+    let pixels = u64::from(meta.width) * u64::from(meta.height);
+    let raw = frames.saturating_mul(pixels).saturating_mul(3);
+    let mut total = 0u64;
+    for kind in outputs {
+        total = total.saturating_add(match kind {
+            OutputKind::Latents => latent_shape
+                .iter()
+                .fold(4u64, |acc, &d| acc.saturating_mul(d as u64))
+                .saturating_add(64 * 1024),
             OutputKind::Png => raw,
             OutputKind::Mp4 => {
-                let bps = u64::from(longshot_media::default_bitrate_bps(&plan.meta));
-                2 * bps * frames / u64::from(plan.meta.fps.max(1)) / 8 + 64 * 1024
+                let bps = u64::from(longshot_media::default_bitrate_bps(meta));
+                (2 * bps).saturating_mul(frames) / u64::from(meta.fps.max(1)) / 8 + 64 * 1024
             }
-            OutputKind::Prores => frames * pixels,
-        };
+            OutputKind::Prores => frames.saturating_mul(pixels),
+        });
     }
     // Workers other than the first deliver frames ahead of their turn, which wait on disk.
-    if plan.outputs.iter().any(|k| k.is_video()) && plan.workers > 1 {
-        total += raw * (plan.workers as u64 - 1) / plan.workers as u64;
+    if outputs.iter().any(|k| k.is_video()) && workers > 1 {
+        total = total.saturating_add(raw.saturating_mul(workers as u64 - 1) / workers as u64);
     }
     total
 }
@@ -57,16 +79,7 @@ pub fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// `bytes` for people: "13.9 MB".
-pub fn human(bytes: u64) -> String {
-    let b = bytes as f64;
-    match bytes {
-        0..1_000 => format!("{bytes} B"),
-        1_000..1_000_000 => format!("{:.1} kB", b / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
-        _ => format!("{:.1} GB", b / 1e9),
-    }
-}
+pub use longshot_core::admission::human_bytes as human;
 
 #[cfg(test)]
 mod tests {
@@ -111,7 +124,5 @@ mod tests {
         };
         assert!(is_disk_full(&text_only));
         assert!(!is_disk_full(&std::io::Error::from_raw_os_error(13)));
-        assert_eq!(human(13_900_000), "13.9 MB");
-        assert_eq!(human(999), "999 B");
     }
 }

@@ -357,6 +357,7 @@ impl JobTable {
                 model: j.model.clone(),
                 plan: j.resolved.plan,
                 excluded: j.status.recovery.excluded_workers.clone(),
+                window_bytes: crate::admission::window_bytes(&j.resolved, &j.model),
             })
             .collect()
     }

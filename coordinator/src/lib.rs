@@ -27,6 +27,7 @@
 //! `lifecycle`, with `placement`, `outputs` and `assembly` as leaves.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod assembly;
 pub mod checkpoints;
 mod config;

@@ -6,8 +6,9 @@
 //! GEMM kernels differ between GPU generations and CPU instruction sets — capped at the job's
 //! window count and the per-job limit. The gang's workers, sorted by id, take the plan's
 //! contiguous window ranges in order. Workers excluded from a job (they failed it twice) are never
-//! placed on it.
+//! placed on it. A gang forms only if every worker's share of windows fits its memory budget.
 
+use longshot_core::admission::budget_of;
 use longshot_core::api::WorkerInfo;
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::plan::WindowPlan;
@@ -26,6 +27,9 @@ pub struct QueuedJob {
     pub plan: WindowPlan,
     /// Workers left out of this job (they failed it twice).
     pub excluded: Vec<String>,
+    /// Bytes a worker holds per window (`longshot_core::admission`): a gang forms only where
+    /// every worker's share fits its budget.
+    pub window_bytes: u64,
 }
 
 /// Placement limits.
@@ -82,6 +86,15 @@ pub fn place(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig) 
         let Ok(ranges) = job.plan.assign(chosen.len()) else {
             continue;
         };
+        // The largest group gives the smallest shares; if they do not fit, the job waits for
+        // more workers rather than overflow one.
+        let fits = chosen
+            .iter()
+            .zip(&ranges)
+            .all(|(w, r)| (r.len() as u64).saturating_mul(job.window_bytes) <= budget_of(w));
+        if !fits {
+            continue;
+        }
         free.retain(|w| !chosen.iter().any(|c| c.id == w.id));
         gangs.push(Gang {
             job_id: job.job_id.clone(),

@@ -1,9 +1,11 @@
 //! The coordinator's client-facing API (`JobApi`: submit, status, cancel, watch, fetch) and its
 //! worker-facing registration API (`RegistryApi`).
 
+use crate::admission;
 use crate::checkpoints::CheckpointStore;
 use crate::config::CoordinatorConfig;
 use crate::context::Inner;
+use crate::disk_space::available_bytes;
 use crate::job_store::{recover, Change, JobRecord, JobStore, NoJobStore};
 use crate::job_table::{now_ms, snapshot_event, Job, JobTable};
 use crate::lifecycle::Transition;
@@ -13,7 +15,7 @@ use crate::registry::Registry;
 use futures::StreamExt;
 use longshot_core::api::*;
 use longshot_core::denoiser::ModelInfo;
-use longshot_core::job::{FieldError, JobSpec, OutputKind};
+use longshot_core::job::{FieldError, JobSpec, OutputKind, ResolvedJob};
 use std::sync::Arc;
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -84,14 +86,7 @@ impl Coordinator {
     /// Models served by live workers (the first worker's description of each name wins).
     async fn served_models(&self) -> Result<Vec<ModelInfo>, ApiError> {
         let workers = self.inner.registry.list().await?;
-        let mut models: Vec<ModelInfo> = Vec::new();
-        for m in workers.into_iter().flat_map(|w| w.models) {
-            if !models.iter().any(|x| x.name == m.name) {
-                models.push(m);
-            }
-        }
-        models.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(models)
+        Ok(models_of(&workers))
     }
 
     async fn submit_job(&self, spec: JobSpec) -> Result<SubmitResult, ApiError> {
@@ -107,7 +102,8 @@ impl Coordinator {
                 ));
             }
         }
-        let models = self.served_models().await?;
+        let workers = self.inner.registry.list().await?;
+        let models = models_of(&workers);
         let model = models.iter().find(|m| m.name == spec.model).cloned();
         if model.is_none() && !spec.model.trim().is_empty() {
             let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
@@ -127,6 +123,19 @@ impl Coordinator {
         let resolved = valid
             .resolve(&model, rand::random())
             .map_err(ApiError::InvalidArgument)?;
+        let serving: Vec<&WorkerInfo> = workers.iter().filter(|w| w.models.contains(&model)).collect();
+        let free = available_bytes(&self.inner.cfg.data_dir)
+            .map_err(|e| tracing::warn!("cannot read the free space of the data dir: {e}"))
+            .ok();
+        let refused = admission::check(&resolved, &model, &serving, &self.inner.cfg.limits, free);
+        if !refused.is_empty() {
+            return Err(ApiError::InvalidArgument(refused));
+        }
+        self.admit(resolved, model).await
+    }
+
+    /// Queues an admitted job: stored first, then in the table.
+    async fn admit(&self, resolved: ResolvedJob, model: ModelInfo) -> Result<SubmitResult, ApiError> {
         let seq = self.inner.lock().next_seq();
         let job_id = format!("job-{seq:04}-{:08x}", rand::random::<u32>());
         let dir = self.inner.cfg.data_dir.join("jobs").join(&job_id);
@@ -309,4 +318,16 @@ impl RegistryApi for Coordinator {
             Ok(())
         })
     }
+}
+
+/// The distinct models `workers` serve, by name.
+fn models_of(workers: &[WorkerInfo]) -> Vec<ModelInfo> {
+    let mut models: Vec<ModelInfo> = Vec::new();
+    for m in workers.iter().flat_map(|w| w.models.iter()) {
+        if !models.iter().any(|x| x.name == m.name) {
+            models.push(m.clone());
+        }
+    }
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    models
 }

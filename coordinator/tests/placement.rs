@@ -28,6 +28,7 @@ fn worker(i: usize, build: usize, models: &[usize]) -> WorkerInfo {
         device_kind: ["cpu", "cuda"][build % 2].into(),
         device_name: ["x86", "H100"][(build / 2) % 2].into(),
         memory_bytes: 1,
+        budget_bytes: 0,
         models: models.iter().map(|&k| model(k)).collect(),
         version: ["0.1.0", "0.2.0"][build / 4].into(),
         state: WorkerState::Idle,
@@ -43,6 +44,7 @@ fn job(id: &str, priority: i32, seq: u64, model_k: usize, latent_frames: usize) 
         model: model(model_k),
         plan: WindowPlan::new(latent_frames, 5, 1).unwrap(),
         excluded: Vec::new(),
+        window_bytes: 0,
     }
 }
 
@@ -217,4 +219,38 @@ fn gangs_never_mix_builds_or_weights() {
 fn no_workers_no_gangs() {
     assert!(place(&[job("j", 0, 1, 0, 9)], &[], PlacementConfig::default()).is_empty());
     assert!(place(&[], &[worker(0, 0, &[0])], PlacementConfig::default()).is_empty());
+}
+
+/// A gang forms only where every worker's share of windows fits its budget: with too few
+/// workers the job waits (and a smaller job behind it may start); with enough, it is placed.
+#[test]
+fn a_gang_forms_only_where_every_share_fits_the_budget() {
+    let budget = |w: WorkerInfo| WorkerInfo {
+        budget_bytes: 3_000,
+        ..w
+    };
+    // 21 latent frames, window 5, overlap 1: 5 windows of 1,000 bytes each.
+    let big = QueuedJob {
+        window_bytes: 1_000,
+        ..job("big", 0, 1, 0, 21)
+    };
+    assert_eq!(big.plan.windows(), 5);
+    let small = QueuedJob {
+        window_bytes: 1_000,
+        ..job("small", 0, 2, 0, 5)
+    };
+    let one = [budget(worker(0, 0, &[0]))];
+    let gangs = place(&[big.clone(), small.clone()], &one, PlacementConfig::default());
+    assert_eq!(gangs.len(), 1, "{gangs:?}");
+    assert_eq!(
+        gangs[0].job_id, "small",
+        "5 windows do not fit a 3-window budget; the small job runs"
+    );
+    let two: Vec<_> = (0..2).map(|i| budget(worker(i, 0, &[0]))).collect();
+    let gangs = place(std::slice::from_ref(&big), &two, PlacementConfig::default());
+    assert_eq!(gangs.len(), 1, "{gangs:?}");
+    assert!(gangs[0].windows.iter().all(|r| r.len() <= 3), "{gangs:?}");
+    // Workers that state no budget (0) are not limited.
+    let unlimited = [worker(0, 0, &[0])];
+    assert_eq!(place(&[big], &unlimited, PlacementConfig::default()).len(), 1);
 }

@@ -198,6 +198,10 @@ pub struct WorkerInfo {
     pub device_kind: String,
     pub device_name: String,
     pub memory_bytes: u64,
+    /// The bytes of job state (windows' latents, `admission`) this worker takes on; 0: not
+    /// stated (no limit).
+    #[serde(default)]
+    pub budget_bytes: u64,
     pub models: Vec<ModelInfo>,
     pub version: String,
     pub state: WorkerState,

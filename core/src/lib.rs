@@ -18,6 +18,7 @@
 //! - [`output`]: the outputs a job can ask for (names, file names, extensions).
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
 pub mod checkpoint;
 pub mod codenoise;

@@ -3,10 +3,11 @@
 //! Saving the final latents next to a clip lets it be re-decoded (another VAE, another
 //! format) without re-running diffusion; the metadata records how they were made.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::staging::StagedOutput;
 use crate::MediaError;
@@ -25,36 +26,134 @@ pub struct Latents {
 
 /// Writes `latents` to `path` (via `path.partial`, renamed when complete); returns bytes written.
 pub fn write_latents(path: &Path, latents: &Latents) -> Result<u64, MediaError> {
-    let bad = |reason: String| MediaError::Latents {
-        path: path.to_path_buf(),
-        tensor: latents.name.clone(),
-        reason,
-    };
-    if latents.name.is_empty() {
-        return Err(bad("tensor name must not be empty".into()));
-    }
-    let elements =
-        checked_product(&latents.shape).ok_or_else(|| bad(format!("shape {:?} overflows usize", latents.shape)))?;
-    if elements != latents.data.len() {
-        return Err(bad(format!(
-            "shape {:?} needs {elements} values but {} were given",
+    let mut w = LatentsWriter::create(path, &latents.name, &latents.shape, &latents.metadata)?;
+    if w.values() != latents.data.len() {
+        return Err(w.bad(format!(
+            "shape {:?} needs {} values but {} were given",
             latents.shape,
+            w.values(),
             latents.data.len()
         )));
     }
-    // safetensors stores little-endian; converting value by value needs no byte reinterpretation.
-    let bytes: Vec<u8> = latents.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = TensorView::new(Dtype::F32, latents.shape.clone(), &bytes)
-        .map_err(|e| bad(format!("cannot build tensor view: {e}")))?;
-    let metadata: HashMap<String, String> = latents.metadata.clone().into_iter().collect();
-    let mut staged = StagedOutput::new(path)?;
-    safetensors::serialize_to_file([(latents.name.as_str(), view)], &Some(metadata), staged.partial()).map_err(
-        |e| MediaError::Safetensors {
+    if !latents.data.is_empty() {
+        w.write_frames(0, &latents.data)?;
+    }
+    w.finish()
+}
+
+/// A latents file written in pieces: the header first (the shape is known up front), then
+/// ranges of the first dimension ("frames") in any order, each at its offset. Whoever assembles a
+/// clip's latents never holds the whole tensor. Not committed (the `.partial` file is removed)
+/// unless [`LatentsWriter::finish`] finds every frame written.
+///
+/// The bytes are those of a safetensors file with one F32 tensor: an 8-byte little-endian
+/// header length, the JSON header (`__metadata__` and the tensor, keys sorted, so equal inputs
+/// give equal bytes) padded with spaces to a multiple of 8, then the values little-endian.
+pub struct LatentsWriter {
+    staged: StagedOutput,
+    file: std::fs::File,
+    name: String,
+    data_start: u64,
+    /// Values per frame (the product of the shape after its first dimension).
+    frame_values: usize,
+    written: Vec<bool>,
+}
+
+impl LatentsWriter {
+    /// Creates the file and writes its header; `shape[0]` counts the frames.
+    pub fn create(
+        path: &Path,
+        name: &str,
+        shape: &[usize],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Self, MediaError> {
+        let bad = |reason: String| MediaError::Latents {
             path: path.to_path_buf(),
-            message: format!("cannot write: {e}"),
-        },
-    )?;
-    staged.commit()
+            tensor: name.to_string(),
+            reason,
+        };
+        if name.is_empty() || name == "__metadata__" {
+            return Err(bad("tensor name must not be empty or __metadata__".into()));
+        }
+        let (&frames, rest) = shape
+            .split_first()
+            .ok_or_else(|| bad("shape must have at least one dimension".into()))?;
+        let frame_values = checked_product(rest).ok_or_else(|| bad(format!("shape {shape:?} overflows usize")))?;
+        let bytes = checked_product(shape)
+            .and_then(|n| n.checked_mul(4))
+            .ok_or_else(|| bad(format!("shape {shape:?} overflows usize")))?;
+        let header = serde_json::json!({
+            "__metadata__": metadata,
+            name: {"dtype": "F32", "shape": shape, "data_offsets": [0, bytes]},
+        });
+        let mut header = serde_json::to_vec(&header).map_err(|e| bad(format!("cannot encode the header: {e}")))?;
+        header.resize(header.len().div_ceil(8) * 8, b' ');
+        let staged = StagedOutput::new(path)?;
+        let io = |what: &str, e| MediaError::io(format!("{what} {}", staged.partial().display()), e);
+        let file = std::fs::File::create(staged.partial()).map_err(|e| io("cannot create", e))?;
+        let data_start = 8 + header.len() as u64;
+        file.write_all_at(&(header.len() as u64).to_le_bytes(), 0)
+            .and_then(|()| file.write_all_at(&header, 8))
+            .and_then(|()| file.set_len(data_start + bytes as u64))
+            .map_err(|e| io("cannot write", e))?;
+        Ok(Self {
+            staged,
+            file,
+            name: name.to_string(),
+            data_start,
+            frame_values,
+            written: vec![false; frames],
+        })
+    }
+
+    /// Values the whole tensor holds.
+    pub fn values(&self) -> usize {
+        self.written.len() * self.frame_values
+    }
+
+    fn bad(&self, reason: String) -> MediaError {
+        MediaError::Latents {
+            path: self.staged.target().to_path_buf(),
+            tensor: self.name.clone(),
+            reason,
+        }
+    }
+
+    /// Writes frames `first..first + data.len() / frame_values`; each frame once.
+    pub fn write_frames(&mut self, first: usize, data: &[f32]) -> Result<(), MediaError> {
+        let fv = self.frame_values.max(1);
+        if !data.len().is_multiple_of(fv) || (self.frame_values == 0 && !data.is_empty()) {
+            return Err(self.bad(format!("{} values are not whole frames of {fv}", data.len())));
+        }
+        let count = data.len() / fv;
+        let range = first..first.saturating_add(count);
+        if range.end > self.written.len() {
+            return Err(self.bad(format!("frames {range:?} are outside 0..{}", self.written.len())));
+        }
+        if let Some(dup) = range.clone().find(|&f| self.written[f]) {
+            return Err(self.bad(format!("frame {dup} was already written")));
+        }
+        // safetensors stores little-endian; converting value by value needs no reinterpretation.
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let offset = self.data_start + (first * self.frame_values * 4) as u64;
+        self.file
+            .write_all_at(&bytes, offset)
+            .map_err(|e| MediaError::io(format!("cannot write {}", self.staged.partial().display()), e))?;
+        self.written[range].iter_mut().for_each(|w| *w = true);
+        Ok(())
+    }
+
+    /// Checks that every frame was written, syncs, and renames the file into place; returns its
+    /// size in bytes.
+    pub fn finish(mut self) -> Result<u64, MediaError> {
+        if let Some(missing) = self.written.iter().position(|w| !w) {
+            return Err(self.bad(format!("frame {missing} was never written")));
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| MediaError::io(format!("cannot sync {}", self.staged.partial().display()), e))?;
+        self.staged.commit()
+    }
 }
 
 /// Reads tensor `name` from `path`, which must be f32; if `expected_shape` is given the

@@ -33,7 +33,7 @@ use longshot_core::output::OutputKind;
 use std::path::{Path, PathBuf};
 
 pub use error::MediaError;
-pub use latents::{read_latents, write_latents, Latents};
+pub use latents::{read_latents, write_latents, Latents, LatentsWriter};
 pub use meta::VideoMeta;
 pub use mp4_writer::{default_bitrate_bps, Mp4FrameWriter, Mp4Options};
 pub use png_writer::{png_frame_name, PngSequenceWriter};

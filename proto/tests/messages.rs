@@ -202,6 +202,7 @@ fn worker_info_round_trips() {
         device_kind: "cuda".into(),
         device_name: "NVIDIA H100 80GB HBM3".into(),
         memory_bytes: 80 << 30,
+        budget_bytes: 60 << 30,
         models: vec![pb::ModelInfo {
             name: "wan2.1-t2v-1.3b".into(),
             window_frames: 21,

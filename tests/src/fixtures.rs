@@ -18,6 +18,7 @@ pub fn worker_info(id: &str) -> WorkerInfo {
         device_kind: "cpu".into(),
         device_name: "test".into(),
         memory_bytes: 1 << 30,
+        budget_bytes: 0,
         models: Vec::new(),
         version: "0.1.0".into(),
         state: WorkerState::Idle,

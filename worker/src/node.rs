@@ -6,6 +6,7 @@ use crate::nccl::NcclSupport;
 use crate::net_exchange::{Link, NetExchange, ShardExchange};
 use crate::trace::{StepSpans, TracedExchange, DEFAULT_TRACE_STEPS};
 use futures::StreamExt;
+use longshot_core::admission::{human_bytes, window_state_bytes};
 use longshot_core::api::*;
 use longshot_core::checkpoint::{check_resume, Checkpointing};
 use longshot_core::codenoise::{
@@ -14,7 +15,7 @@ use longshot_core::codenoise::{
 use longshot_core::denoiser::TextEmbeddings;
 use longshot_core::exchange::OverlapMessage;
 use longshot_core::tensor::LatentShape;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -40,6 +41,8 @@ struct NodeInner {
     slot: Mutex<Option<ShardSlot>>,
     /// Every how many steps a shard's step gets a trace span (0: none).
     trace_steps: AtomicUsize,
+    /// Bytes of window state a shard may hold (`admission`; `u64::MAX`: no limit).
+    budget_bytes: AtomicU64,
 }
 
 /// A worker's shard runner. Cheap to clone.
@@ -70,8 +73,15 @@ impl WorkerNode {
                 metrics,
                 slot: Mutex::new(None),
                 trace_steps: AtomicUsize::new(DEFAULT_TRACE_STEPS),
+                budget_bytes: AtomicU64::new(u64::MAX),
             }),
         }
+    }
+
+    /// Refuses later shards whose windows' state exceeds `bytes` (0: no limit).
+    pub fn set_budget(&self, bytes: u64) {
+        let b = if bytes == 0 { u64::MAX } else { bytes };
+        self.inner.budget_bytes.store(b, Ordering::Relaxed);
     }
 
     /// Traces every `every`th denoising step of later shards (0: none).
@@ -123,6 +133,25 @@ impl WorkerNode {
         }
         if a.exchange_timeout.is_zero() {
             return Err(ApiError::invalid("exchange_timeout", "must be positive"));
+        }
+        // Before anything is allocated: no assignment makes this worker exceed its budget.
+        let window = window_state_bytes(a.plan.window(), a.channels, a.height, a.width);
+        let need = window.saturating_mul(a.windows.len() as u64);
+        let budget = self.inner.budget_bytes.load(Ordering::Relaxed);
+        if need > budget {
+            return Err(ApiError::invalid(
+                "windows",
+                format!(
+                    "{} windows of {}×{}×{}×{} latents need {} of state; this worker's budget is {} (--memory-budget)",
+                    a.windows.len(),
+                    a.plan.window(),
+                    a.channels,
+                    a.height,
+                    a.width,
+                    human_bytes(need),
+                    human_bytes(budget)
+                ),
+            ));
         }
         if let Some(states) = &a.resume {
             let shape = LatentShape::new(a.plan.window(), a.channels, a.height, a.width);
@@ -645,5 +674,41 @@ mod tests {
             assert!(e.to_string().contains(says), "{e}");
         }
         assert_eq!(node.busy_job(), None, "a refused shard leaves nothing behind");
+    }
+
+    /// A shard whose windows' state exceeds the worker's budget is refused before anything is
+    /// allocated, naming the need and the budget; one that fits passes that check.
+    #[tokio::test]
+    async fn a_shard_above_the_budget_is_refused_before_any_allocation() {
+        let node = cpu_node();
+        // A 21×16×512×512 window: 352 MB of latents, 8 copies.
+        let huge = ShardAssignment {
+            height: 512,
+            width: 512,
+            windows: 0..3,
+            left_address: None,
+            right_address: None,
+            ..assignment(None)
+        };
+        node.set_budget(8_000_000_000);
+        let e = node.run_shard(huge.clone()).await.err().expect("refused");
+        let text = e.to_string();
+        assert!(
+            text.contains("windows: 3 windows of 21×16×512×512 latents need 8.5 GB of state")
+                && text.contains("budget is 8.0 GB (--memory-budget)"),
+            "{text}"
+        );
+        assert_eq!(node.busy_job(), None, "a refused shard leaves nothing behind");
+        // Within the budget the same shape gets past the check (and fails later, on purpose, at
+        // its unreachable neighbour: that is not this check).
+        node.set_budget(16 << 30);
+        let small = ShardAssignment {
+            windows: 0..1,
+            right_address: Some("127.0.0.1:9".into()),
+            ..huge
+        };
+        if let Err(e) = node.run_shard(small).await {
+            assert!(!e.to_string().contains("--memory-budget"), "{e}");
+        }
     }
 }

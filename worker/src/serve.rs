@@ -52,6 +52,18 @@ pub struct ServeConfig {
     /// Every how many denoising steps a shard's step is a trace span (0: none;
     /// [`crate::trace::DEFAULT_TRACE_STEPS`]).
     pub trace_steps: usize,
+    /// Bytes of job state (windows' latents) this worker takes on; default
+    /// [`default_budget`] of its device memory.
+    pub memory_budget: Option<u64>,
+    /// Workers on this machine sharing its host memory (`render`/`up`): a CPU worker's default
+    /// budget is its share.
+    pub host_share: usize,
+}
+
+/// Three quarters of `memory_bytes`: the rest is left to the model, its activations and the
+/// process itself.
+pub fn default_budget(memory_bytes: u64) -> u64 {
+    memory_bytes / 4 * 3
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,12 +148,23 @@ pub async fn serve(
         metrics,
     );
     node.set_trace_steps(config.trace_steps);
+    let memory_bytes = machine::memory_bytes(&dev);
+    let share = if dev.kind() == "cpu" {
+        config.host_share.max(1) as u64
+    } else {
+        1
+    };
+    let budget_bytes = config
+        .memory_budget
+        .unwrap_or_else(|| default_budget(memory_bytes) / share);
+    node.set_budget(budget_bytes);
     let info = WorkerInfo {
         id: id.clone(),
         address: address.clone(),
         device_kind: dev.kind().into(),
         device_name: machine::device_name(&dev),
-        memory_bytes: machine::memory_bytes(&dev),
+        memory_bytes,
+        budget_bytes,
         models: models.served(),
         version: config.version.clone(),
         state: WorkerState::Idle,
@@ -307,6 +330,8 @@ mod tests {
             standin_forward: None,
             metrics: None,
             trace_steps: 0,
+            memory_budget: None,
+            host_share: 1,
         }
     }
 

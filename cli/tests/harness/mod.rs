@@ -84,6 +84,17 @@ impl Cluster {
         signal(self.coordinator.id(), sig);
     }
 
+    /// The coordinator's resident memory, in bytes (`VmRSS` in /proc).
+    pub fn coordinator_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.coordinator.id())).expect("proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
     /// Starts another coordinator with the same arguments and data dir (a standby with etcd);
     /// returns its address. The CLI keeps using [`Cluster::endpoint`] (set it to several).
     pub fn add_coordinator(&mut self) -> String {

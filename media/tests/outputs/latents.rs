@@ -1,9 +1,10 @@
-//! Latents safetensors: exact round trip, and errors that name the file and the tensor.
+//! Latents safetensors: exact round trip, written whole or in pieces (`LatentsWriter`), and
+//! errors that name the file and the tensor.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use longshot_media::{read_latents, write_latents, Latents, MediaError};
+use longshot_media::{read_latents, write_latents, Latents, LatentsWriter, MediaError};
 use safetensors::tensor::{Dtype, TensorView};
 
 fn sample_latents() -> Latents {
@@ -111,4 +112,52 @@ fn writing_inconsistent_latents_fails_and_leaves_no_file() {
     let err = write_latents(&path, &latents).unwrap_err().to_string();
     assert!(err.contains("shape [7, 7] needs 49 values but 120 were given"), "{err}");
     assert!(!Path::new(&path).exists());
+}
+
+#[test]
+fn frames_written_in_any_order_give_the_same_file_as_a_whole_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let latents = sample_latents();
+    let whole = dir.path().join("whole.safetensors");
+    write_latents(&whole, &latents).unwrap();
+    // The safetensors crate reads it: header, metadata, offsets.
+    let bytes = std::fs::read(&whole).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("latents").unwrap().shape(), [2, 3, 4, 5]);
+    assert_eq!(bytes.len() % 4, 0);
+
+    let pieces = dir.path().join("pieces.safetensors");
+    let mut w = LatentsWriter::create(&pieces, "latents", &latents.shape, &latents.metadata).unwrap();
+    let frame = 3 * 4 * 5;
+    w.write_frames(1, &latents.data[frame..]).unwrap();
+    assert!(!pieces.exists(), "nothing at the destination before finish");
+    w.write_frames(0, &latents.data[..frame]).unwrap();
+    w.finish().unwrap();
+    assert_eq!(std::fs::read(&pieces).unwrap(), bytes, "same bytes, whatever the order");
+    let again = dir.path().join("again.safetensors");
+    write_latents(&again, &latents).unwrap();
+    assert_eq!(std::fs::read(&again).unwrap(), bytes, "equal inputs give equal bytes");
+}
+
+#[test]
+fn a_piecewise_write_refuses_overlaps_gaps_and_strays_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.safetensors");
+    let latents = sample_latents();
+    let frame = 3 * 4 * 5;
+    let mut w = LatentsWriter::create(&path, "latents", &latents.shape, &latents.metadata).unwrap();
+    w.write_frames(0, &latents.data[..frame]).unwrap();
+    let err = w.write_frames(0, &latents.data[..frame]).unwrap_err().to_string();
+    assert!(err.contains("frame 0 was already written"), "{err}");
+    let err = w.write_frames(2, &latents.data[..frame]).unwrap_err().to_string();
+    assert!(err.contains("outside 0..2"), "{err}");
+    let err = w.write_frames(1, &latents.data[..7]).unwrap_err().to_string();
+    assert!(err.contains("not whole frames of 60"), "{err}");
+    let err = w.finish().unwrap_err().to_string();
+    assert!(
+        err.contains("frame 1 was never written") && err.contains("p.safetensors"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "no file, no .partial: {left:?}");
 }

@@ -121,6 +121,7 @@ impl From<WorkerInfo> for pb::WorkerInfo {
             device_kind: w.device_kind,
             device_name: w.device_name,
             memory_bytes: w.memory_bytes,
+            budget_bytes: w.budget_bytes,
             models: w.models.into_iter().map(Into::into).collect(),
             version: w.version,
             state: pb::WorkerState::from(w.state) as i32,
@@ -141,6 +142,7 @@ impl TryFrom<pb::WorkerInfo> for WorkerInfo {
             device_kind: w.device_kind,
             device_name: w.device_name,
             memory_bytes: w.memory_bytes,
+            budget_bytes: w.budget_bytes,
             version: w.version,
             nccl_gpu: non_empty(w.nccl_gpu),
         })

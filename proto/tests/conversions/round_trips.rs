@@ -147,6 +147,7 @@ fn cluster_messages_round_trip() {
         device_kind: "cuda".into(),
         device_name: "NVIDIA H100 80GB HBM3".into(),
         memory_bytes: 80 << 30,
+        budget_bytes: 60 << 30,
         models: vec![
             model(),
             ModelInfo {

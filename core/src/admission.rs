@@ -1,0 +1,75 @@
+//! What a job needs from the cluster, computed in one place: the coordinator admits and places
+//! jobs with it, and a worker refuses an assignment above its budget with it, so no request can
+//! make a worker allocate without bound.
+//!
+//! A worker keeps every window of its shard resident for the whole denoising loop (the windows
+//! advance in lockstep), so a shard needs its window count times [`window_state_bytes`]. This
+//! covers the latent state only; model weights and activations are the worker's own business
+//! (its budget, `WorkerInfo::budget_bytes`, is what is left for job state).
+
+use crate::api::WorkerInfo;
+
+/// Copies of a window's latents the co-denoising loop keeps: the latents, the step's noise, the
+/// conditional and unconditional model outputs, the guided velocity, the solver's saved model
+/// outputs (UniPC: two), and the overlap buffers to and from the neighbours. An upper estimate.
+pub const WINDOW_STATE_COPIES: u64 = 8;
+
+/// Bytes a worker holds for one window of `frames × channels × height × width` f32 latents.
+/// Saturating: absurd dimensions give `u64::MAX`, never a wrapped small number.
+pub fn window_state_bytes(frames: usize, channels: usize, height: usize, width: usize) -> u64 {
+    [frames, channels, height, width]
+        .iter()
+        .fold(4 * WINDOW_STATE_COPIES, |acc, &d| acc.saturating_mul(d as u64))
+}
+
+/// The bytes `w` offers for job state; a worker that states none (0) is not limited.
+pub fn budget_of(w: &WorkerInfo) -> u64 {
+    match w.budget_bytes {
+        0 => u64::MAX,
+        b => b,
+    }
+}
+
+/// How many windows of `window_bytes` fit in `budget`.
+pub fn windows_within(budget: u64, window_bytes: u64) -> u64 {
+    budget / window_bytes.max(1)
+}
+
+/// `bytes` for people: "13.9 MB" (decimal units, as disk and memory sizes are sold).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_state_saturates_instead_of_wrapping() {
+        assert_eq!(
+            window_state_bytes(21, 16, 60, 104),
+            21 * 16 * 60 * 104 * 4 * WINDOW_STATE_COPIES
+        );
+        assert_eq!(window_state_bytes(usize::MAX, 16, 512, 512), u64::MAX);
+        assert_eq!(windows_within(u64::MAX, 0), u64::MAX);
+        assert_eq!(windows_within(10, 3), 3);
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(13_900_000), "13.9 MB");
+        assert_eq!(human_bytes(1_811_939_328_000), "1.8 TB");
+    }
+}
