@@ -63,9 +63,16 @@ pub async fn connect(coordinators: &str) -> Result<JobClient> {
     }
 }
 
+/// `--timeout`, set once before any client command runs (a process-wide CLI setting).
+static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+pub fn set_timeout(t: Duration) {
+    let _ = TIMEOUT.set(t);
+}
+
 /// A client of `address` if it leads (a cheap call: a standby answers `NotLeader`).
 async fn leader_client(address: &str) -> Result<JobClient, ApiError> {
-    let c = JobClient::connect(address).await?;
+    let c = JobClient::connect_with_timeout(address, TIMEOUT.get().copied()).await?;
     c.list(None, 1).await?;
     Ok(c)
 }

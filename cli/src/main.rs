@@ -39,6 +39,10 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     coordinator: String,
+    /// Seconds a coordinator may take to answer a request (or to start streaming one) before the
+    /// command fails saying so.
+    #[arg(long, global = true, env = "LONGSHOT_TIMEOUT", default_value_t = 30.0, value_parser = parse_timeout)]
+    timeout: f64,
     /// Machine-readable output (one JSON object per line).
     #[arg(long, global = true)]
     json: bool,
@@ -138,6 +142,14 @@ fn init_logging(default: &str, format: LogFormat, service: &str) -> Option<SdkTr
     Some(provider)
 }
 
+/// `--timeout`: seconds in (0, 86400].
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds in (0, 86400]")),
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -156,7 +168,10 @@ async fn main() -> std::process::ExitCode {
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("dev command panicked: {e}")))
         }
-        command => run_client(command, &cli.coordinator, cli.json).await,
+        command => {
+            client_cmds::set_timeout(std::time::Duration::from_secs_f64(cli.timeout));
+            run_client(command, &cli.coordinator, cli.json).await
+        }
     };
     if let Some(provider) = tracer {
         traces::shutdown(provider).await;

@@ -1,7 +1,7 @@
 //! Clients of the coordinator: [`JobClient`] implements `JobApi` for the CLI, [`RegistryClient`]
 //! implements `RegistryApi` for workers.
 
-use super::{connect, endpoint_for, malformed, url_of};
+use super::{connect, endpoint_for, malformed, url_of, CONNECT_TIMEOUT};
 use crate::convert::stream::domain_stream;
 use crate::convert::{job_state_from_pb, models_from_pb, nest, workers_from_pb};
 use crate::pb;
@@ -16,6 +16,7 @@ use longshot_core::api::{
 };
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::job::{JobSpec, OutputKind};
+use std::error::Error as _;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::Status;
@@ -31,18 +32,32 @@ pub struct JobClient {
     client: JobServiceClient<Channel>,
     /// "the coordinator at http://…", for error messages.
     peer: String,
+    /// Every call's bound (until its response starts), if any.
+    timeout: Option<Duration>,
 }
 
 impl JobClient {
     /// Connects now, so a wrong address or a stopped coordinator fails here, clearly, and not at
     /// the first call. `endpoint` is `host:port` or a URL (`http://host:port`).
     pub async fn connect(endpoint: &str) -> Result<Self, ApiError> {
+        Self::connect_with_timeout(endpoint, None).await
+    }
+
+    /// Like [`JobClient::connect`], with every call (until its response starts: a watch or a
+    /// download then streams unbounded) and the connection bounded by `timeout`, so a peer that
+    /// accepts but never answers cannot hang the caller.
+    pub async fn connect_with_timeout(endpoint: &str, timeout: Option<Duration>) -> Result<Self, ApiError> {
         let url = url_of(endpoint);
         let peer = format!("the coordinator at {url}");
-        let channel = connect(endpoint_for(&url, &peer)?, &peer).await?;
+        let mut ep = endpoint_for(&url, &peer)?;
+        if let Some(t) = timeout {
+            ep = ep.connect_timeout(t.min(CONNECT_TIMEOUT)).timeout(t);
+        }
+        let channel = connect(ep, &peer).await?;
         Ok(Self {
             client: sized!(JobServiceClient::new(channel)),
             peer,
+            timeout,
         })
     }
 
@@ -52,8 +67,19 @@ impl JobClient {
     }
 
     fn failed(&self, status: Status) -> ApiError {
-        from_status_at(&status, &self.peer)
+        match self.timeout {
+            // The channel's own deadline (tonic's `TimeoutExpired`), not an answer of the peer.
+            Some(t) if status.source().is_some() && status.message().contains("Timeout expired") => {
+                ApiError::Unavailable(format!("{} did not answer within {}", self.peer, humantime(t)))
+            }
+            _ => from_status_at(&status, &self.peer),
+        }
     }
+}
+
+/// `2s`, `1.5s`.
+fn humantime(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
 }
 
 impl JobApi for JobClient {

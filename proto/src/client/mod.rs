@@ -23,7 +23,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long establishing a TCP + HTTP/2 connection may take before the peer counts as down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 pings on worker links: a worker machine that vanishes without closing its sockets
 /// would otherwise leave the shard stream (and the gang waiting on it) hanging until TCP gives up.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
