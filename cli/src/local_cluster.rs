@@ -78,7 +78,7 @@ impl LocalCluster {
         let backend = args.backend(&mut cfg, false).await?;
         let store = backend.store.clone();
         let (stop, rx) = watch::channel(false);
-        let (coordinator, _server) = start_coordinator(listener, cfg, backend, rx);
+        let (coordinator, _server) = start_coordinator(listener, cfg, backend, args.connection_limits(), rx);
         // With etcd the workers register there (the coordinator refuses gRPC registration).
         let etcd: Vec<String> = if args.etcd.is_empty() {
             Vec::new()
@@ -240,6 +240,9 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         max_frames: None,
         max_steps: None,
         max_output_bytes: None,
+        max_connections: 4096,
+        max_connections_per_client: 256,
+        idle_timeout: 120.0,
     };
     let started = Instant::now();
     if !json {

@@ -12,6 +12,7 @@ use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Ove
 use longshot_core::api::{ApiError, BoxFuture, ExchangeApi, ExchangeConnector, RegistryApi, WorkerApi};
 use longshot_etcd::CONNECT_PATIENCE;
 use longshot_proto::client::{GrpcExchangeConnector, GrpcWorkerConnector, RegistryClient};
+use longshot_proto::connections::ConnectionLimits;
 use longshot_worker::device::DeviceRequest;
 use longshot_worker::models::ModelSource;
 use longshot_worker::transport::ServerError;
@@ -45,6 +46,16 @@ pub struct CoordinatorArgs {
     /// bytes, or with a unit (`200G`; powers of 1024).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_output_bytes: Option<u64>,
+    /// Open client connections at most (more are closed at once).
+    #[arg(long, value_name = "N", default_value_t = ConnectionLimits::default().max_connections, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
+    /// Open connections from one client address at most.
+    #[arg(long, value_name = "N", default_value_t = ConnectionLimits::default().max_per_client, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections_per_client: usize,
+    /// Seconds a client connection may stay silent (a live client answers the coordinator's
+    /// pings every 30 s) before it is closed; a new one must speak within 10 s.
+    #[arg(long, value_name = "SECS", default_value_t = ConnectionLimits::default().idle_timeout.as_secs_f64())]
+    pub idle_timeout: f64,
     /// With --etcd: the address clients should use to reach this coordinator, told to them by a
     /// standby (default: http:// and the bound listen address).
     #[arg(long, value_name = "URL")]
@@ -142,6 +153,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl CoordinatorArgs {
+    /// The client connection limits (`--max-connections`, `--max-connections-per-client`,
+    /// `--idle-timeout`).
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        let idle = Duration::try_from_secs_f64(self.idle_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .unwrap_or(ConnectionLimits::default().idle_timeout);
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            max_per_client: self.max_connections_per_client,
+            handshake_timeout: ConnectionLimits::default().handshake_timeout.min(idle),
+            idle_timeout: idle,
+        }
+    }
+
     pub fn config(&self) -> Result<CoordinatorConfig> {
         let secs = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 && v <= 86_400.0 {
@@ -244,6 +270,7 @@ pub fn start_coordinator(
     listener: TcpListener,
     cfg: CoordinatorConfig,
     backend: Backend,
+    limits: ConnectionLimits,
     shutdown: watch::Receiver<bool>,
 ) -> (Coordinator, tokio::task::JoinHandle<Result<()>>) {
     let Backend {
@@ -257,7 +284,7 @@ pub fn start_coordinator(
     let (_, leading) = watch::channel(true);
     let server = tokio::spawn(async move {
         let (jobs, registry) = (Arc::new(c.clone()), Arc::new(c));
-        longshot_proto::server::serve_coordinator(listener, jobs, registry, leading, wait_for(shutdown))
+        longshot_proto::server::serve_coordinator(listener, jobs, registry, leading, limits, wait_for(shutdown))
             .await
             .map_err(|e| anyhow!("{e}"))
     });
@@ -303,7 +330,7 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<()> {
     let store = backend.store.clone();
     let data_dir = cfg.data_dir.clone();
     let (tx, rx) = watch::channel(false);
-    let (_c, server) = start_coordinator(listener, cfg, backend, rx);
+    let (_c, server) = start_coordinator(listener, cfg, backend, a.connection_limits(), rx);
     leading.set(1);
     tracing::info!("coordinator listening on {addr} (data in {})", data_dir.display());
     println!("coordinator listening on {addr}");
@@ -335,9 +362,10 @@ async fn coordinator_with_etcd(
     let gate = Arc::new(Gate::new(a.etcd.clone()));
     let (tx, rx) = watch::channel(false);
     let (lead_tx, lead_rx) = watch::channel(false);
+    let limits = a.connection_limits();
     let g = gate.clone();
     let mut server = tokio::spawn(async move {
-        longshot_proto::server::serve_coordinator(listener, g.clone(), g, lead_rx, wait_for(rx))
+        longshot_proto::server::serve_coordinator(listener, g.clone(), g, lead_rx, limits, wait_for(rx))
             .await
             .map_err(|e| anyhow!("{e}"))
     });

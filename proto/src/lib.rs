@@ -37,6 +37,7 @@ macro_rules! sized {
 }
 
 pub mod client;
+pub mod connections;
 pub mod convert;
 pub mod server;
 mod services;
@@ -70,3 +71,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// and 4.6 MiB at 720×1280, and a latents or frame message is larger, so every endpoint raises
 /// the limit to this value (`max_decoding_message_size` / `max_encoding_message_size`).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Largest request the coordinator's clients may send (a job spec, a worker registration): far
+/// above any legitimate one (a spec's prompts are at most `MAX_PROMPT_CHARS` characters each) and
+/// far below [`MAX_MESSAGE_BYTES`]; tonic refuses a larger one from its length prefix, before
+/// buffering it.
+pub const MAX_CLIENT_REQUEST_BYTES: usize = 4 << 20;

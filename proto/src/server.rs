@@ -4,6 +4,7 @@
 //! binaries run: an already-bound listener and a shutdown future in, the tuned HTTP/2 settings,
 //! [`crate::MAX_MESSAGE_BYTES`], health and reflection included.
 
+use crate::connections::{limited_incoming, ConnectionLimits};
 use crate::convert::stream::domain_stream;
 use crate::convert::{
     job_event_to_pb, job_state_filter_from_pb, output_kind_from_pb, register_refusal_to_pb, worker_state_from_pb,
@@ -295,13 +296,15 @@ impl ExchangeService for ExchangeServiceAdapter {
 pub const LEADER_HEALTH_SERVICE: &str = "longshot.v1.Leader";
 
 /// Serves `JobService` and `RegistryService` (plus health, with both marked SERVING and
-/// [`LEADER_HEALTH_SERVICE`] following `leading`, and reflection) on `listener` until `shutdown`
-/// completes.
+/// [`LEADER_HEALTH_SERVICE`] following `leading`, and reflection) on `listener`'s connections
+/// within `limits` until `shutdown` completes. Requests are at most
+/// [`crate::MAX_CLIENT_REQUEST_BYTES`].
 pub async fn serve_coordinator(
     listener: TcpListener,
     jobs: Arc<dyn JobApi>,
     registry: Arc<dyn RegistryApi>,
     mut leading: tokio::sync::watch::Receiver<bool>,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProtoError> {
     let (reporter, health) = crate::health_service();
@@ -323,13 +326,19 @@ pub async fn serve_coordinator(
             }
         }
     });
-    crate::server_builder()
+    crate::transport::server_for(&limits)
         .add_service(health)
         .add_service(crate::reflection_service()?)
         .add_service(crate::reflection_service_v1alpha()?)
-        .add_service(sized!(JobServiceServer::new(JobServiceAdapter(jobs))))
-        .add_service(sized!(RegistryServiceServer::new(RegistryServiceAdapter(registry))))
-        .serve_with_incoming_shutdown(crate::incoming(listener), shutdown)
+        .add_service(
+            sized!(JobServiceServer::new(JobServiceAdapter(jobs)))
+                .max_decoding_message_size(crate::MAX_CLIENT_REQUEST_BYTES),
+        )
+        .add_service(
+            sized!(RegistryServiceServer::new(RegistryServiceAdapter(registry)))
+                .max_decoding_message_size(crate::MAX_CLIENT_REQUEST_BYTES),
+        )
+        .serve_with_incoming_shutdown(limited_incoming(listener, limits), shutdown)
         .await?;
     Ok(())
 }
@@ -349,13 +358,14 @@ pub async fn serve_worker(
     reporter
         .set_serving::<ExchangeServiceServer<ExchangeServiceAdapter>>()
         .await;
-    crate::server_builder()
+    let limits = ConnectionLimits::default();
+    crate::transport::server_for(&limits)
         .add_service(health)
         .add_service(crate::reflection_service()?)
         .add_service(crate::reflection_service_v1alpha()?)
         .add_service(sized!(WorkerServiceServer::new(WorkerServiceAdapter(worker))))
         .add_service(sized!(ExchangeServiceServer::new(ExchangeServiceAdapter(exchange))))
-        .serve_with_incoming_shutdown(crate::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(limited_incoming(listener, limits), shutdown)
         .await?;
     Ok(())
 }

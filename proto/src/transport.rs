@@ -4,6 +4,7 @@
 //! and a listener handed to tonic as `TcpIncoming::from(listener)` accepts sockets with Nagle's
 //! algorithm on, which stalls small HTTP/2 frames for tens of milliseconds.
 
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Endpoint, Server};
@@ -17,13 +18,34 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 /// Largest HTTP/2 frame we accept (the protocol maximum), fewer frames per multi-MiB message.
 pub const MAX_FRAME_BYTES: u32 = (1 << 24) - 1;
 
+/// How often a server pings each connection, and how long it waits for the answer.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Concurrent requests on one connection (a CLI uses a few, a worker link a handful).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+
 /// A tonic server builder with Longshot's HTTP/2 settings; add services and serve.
 pub fn server_builder() -> Server {
     Server::builder()
+        // Pings find dead peers, and keep a live but quiet client's connection active
+        // (`connections`: a peer that answers nothing is closed after the idle timeout, which
+        // sets the interval: `server_for`).
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+}
+
+/// [`server_builder`] for connections within `limits`: pings at least three times per idle
+/// timeout, so a quiet client (a `watch` on a queued job) keeps its connection.
+pub fn server_for(limits: &crate::connections::ConnectionLimits) -> Server {
+    let interval = KEEPALIVE_INTERVAL
+        .min(limits.idle_timeout / 3)
+        .max(Duration::from_millis(100));
+    server_builder().http2_keepalive_interval(Some(interval))
 }
 
 /// An already-bound listener as a tonic incoming stream, with `TCP_NODELAY` on the accepted

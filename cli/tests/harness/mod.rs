@@ -84,6 +84,13 @@ impl Cluster {
         signal(self.coordinator.id(), sig);
     }
 
+    /// The coordinator's open file descriptors.
+    pub fn coordinator_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.coordinator.id()))
+            .expect("proc fd")
+            .count()
+    }
+
     /// The coordinator's resident memory, in bytes (`VmRSS` in /proc).
     pub fn coordinator_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.coordinator.id())).expect("proc status");

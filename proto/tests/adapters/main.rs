@@ -294,9 +294,17 @@ async fn start_coordinator_leading(
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve_coordinator(listener, fake.clone(), fake, leading, async {
-        let _ = rx.await;
-    }));
+    let limits = longshot_proto::connections::ConnectionLimits::default();
+    let task = tokio::spawn(serve_coordinator(
+        listener,
+        fake.clone(),
+        fake,
+        leading,
+        limits,
+        async {
+            let _ = rx.await;
+        },
+    ));
     Ok(Running { addr, stop, task })
 }
 

@@ -1,0 +1,157 @@
+//! The coordinator's port under abuse, with real processes: a flood of idle connections from one
+//! address is capped per client (the excess closed at once) and timed out, oversize requests are
+//! refused from their length prefix, and other clients are served throughout without the
+//! coordinator's descriptors or memory growing with the attack.
+
+mod harness;
+
+use harness::{submit, Cluster, ClusterOptions};
+use longshot_proto::pb;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+const TERMINAL: &[&str] = &["done", "failed", "cancelled"];
+
+/// Whether the peer closed `s` (a read returns end of file or an error), waiting up to `wait`.
+async fn closed(s: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(wait, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // The server's HTTP/2 preface: keep reading.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[test]
+fn idle_floods_and_oversize_requests_leave_the_coordinator_serving() {
+    let options = ClusterOptions {
+        coordinator_args: ["--max-connections-per-client", "50", "--idle-timeout", "3"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
+    let c = Cluster::start_with(1, 30.0, options);
+    let addr: SocketAddr = c.endpoint.trim_start_matches("http://").parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fds_before = c.coordinator_fds();
+
+    // 300 silent connections from 127.0.0.2 (the CLI below comes from 127.0.0.1).
+    let mut flood = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..300 {
+            let s = TcpSocket::new_v4().unwrap();
+            s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            v.push(s.connect(addr).await.expect("connect"));
+        }
+        v
+    });
+    let started = Instant::now();
+    let open_now = rt.block_on(async {
+        let mut open = 0;
+        for s in flood.iter_mut() {
+            if !closed(s, Duration::from_millis(20)).await {
+                open += 1;
+            }
+        }
+        open
+    });
+    assert_eq!(open_now, 50, "connections over the per-client cap are closed at once");
+    let fds = c.coordinator_fds();
+    assert!(
+        fds < fds_before + 60,
+        "{fds} descriptors open (before the flood: {fds_before})"
+    );
+    // Other clients are served meanwhile.
+    let t = Instant::now();
+    c.ok(&["list"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "list took {:?}", t.elapsed());
+
+    // Oversize requests are refused from their length prefix, eight at once.
+    let rss_before = c.coordinator_rss();
+    let codes = rt.block_on(async {
+        let mut calls = Vec::new();
+        for _ in 0..8 {
+            let endpoint = c.endpoint.clone();
+            calls.push(tokio::spawn(async move {
+                let mut client = pb::job_service_client::JobServiceClient::connect(endpoint)
+                    .await
+                    .unwrap()
+                    .max_encoding_message_size(64 << 20);
+                let spec = pb::JobSpec {
+                    prompt: "x".repeat(30 << 20),
+                    ..Default::default()
+                };
+                let r = client.submit_job(pb::SubmitJobRequest { spec: Some(spec) }).await;
+                r.expect_err("a 30 MiB request must be refused")
+            }));
+        }
+        let mut out = Vec::new();
+        for call in calls {
+            out.push(call.await.unwrap());
+        }
+        out
+    });
+    for status in &codes {
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+        assert!(status.message().contains("message length too large"), "{status:?}");
+    }
+    let grown = c.coordinator_rss().saturating_sub(rss_before);
+    assert!(
+        grown < 100 << 20,
+        "eight refused 30 MiB requests grew the coordinator by {grown} bytes"
+    );
+
+    // The silent connections are closed after the idle timeout (3 s here).
+    let still_open = rt.block_on(async {
+        let mut open = 0;
+        for s in flood.iter_mut() {
+            let left = Duration::from_secs(8).saturating_sub(started.elapsed());
+            if !closed(s, left.max(Duration::from_millis(10))).await {
+                open += 1;
+            }
+        }
+        open
+    });
+    assert_eq!(still_open, 0, "silent connections outlived the idle timeout");
+    // Jobs still run, and a quiet client keeps its connection: `watch` of a job queued behind a
+    // longer one gets no events for a while, but answers the coordinator's pings (every second
+    // with a 3 s idle timeout) and follows the job to its end.
+    let long = submit(
+        &c,
+        &[
+            "--prompt",
+            "a harbour",
+            "--frames",
+            "209",
+            "--width",
+            "96",
+            "--height",
+            "64",
+            "--steps",
+            "600",
+        ],
+    );
+    let small = [
+        "--prompt",
+        "a harbour",
+        "--frames",
+        "49",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "3",
+    ];
+    let queued = submit(&c, &small);
+    let t = Instant::now();
+    c.ok(&["watch", &queued]);
+    println!("watch followed a queued job for {:.1} s", t.elapsed().as_secs_f64());
+    assert_eq!(c.wait_state(&long, TERMINAL, Duration::from_secs(120))["state"], "done");
+    assert_eq!(c.status(&queued)["state"], "done");
+}
