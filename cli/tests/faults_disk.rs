@@ -130,17 +130,19 @@ fn a_full_disk_fails_the_job_clearly_leaves_nothing_and_the_next_job_runs() {
     let c = Cluster::start_with(1, 30.0, options);
     let filler = data.join("filler");
 
-    // Too big to start: 209 PNG frames at 192×128 are ~15 MB; refused before any file is opened.
-    let big = submit(
-        &c,
-        &[
-            "--prompt", PROMPT, "--frames", "209", "--width", "192", "--height", "128", "--steps", "2", "--format",
-            "png",
-        ],
+    // Too big for the free space: 209 PNG frames at 192×128 are ~15 MB; refused at submit
+    // (admission), naming what the outputs need and what is free, and nothing is created.
+    let out = c.cli(&[
+        "submit", "--prompt", PROMPT, "--frames", "209", "--width", "192", "--height", "128", "--steps", "2",
+        "--format", "png",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a job larger than the free space was accepted");
+    assert!(
+        err.contains("outputs: need about 15.4 MB;") && err.contains("is free in the coordinator's data dir"),
+        "{err}"
     );
-    let s = c.wait_state(&big, TERMINAL, Duration::from_secs(120));
-    assert_eq!(s["state"], "failed", "{s}");
-    assert_names_the_full_disk(s["error"].as_str().unwrap_or(""), &data.join("jobs").join(&big));
+    assert_eq!(c.ok(&["--json", "list"]).trim(), "", "nothing was created");
     assert_eq!(files_under(&data, &filler), Vec::<PathBuf>::new(), "files left behind");
 
     // Fits at the start, but the disk fills up while the job runs: writing the frames fails.

@@ -1,14 +1,17 @@
 //! Job records in an embedded database, `<data dir>/jobs.redb`, for a coordinator without etcd.
 //! One JSON record per job (the same [`JobRecord`] etcd holds), written by the shared writer
 //! ([`super::writer`]) in one transaction per batch on a blocking thread. redb locks the file, so
-//! a second coordinator on the same data dir is refused.
+//! a second coordinator on the same data dir is refused. After an I/O error (a full disk) redb
+//! refuses every later transaction until the database is reopened, so the writer reopens it
+//! before its next attempt: a full disk costs the writes made while it was full, not every later
+//! one.
 
 use super::writer::{Batch, Sink, SinkError, WriteQueue};
 use super::{Change, JobRecord, JobStore, JobStoreError};
 use longshot_core::api::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The file in the data dir.
@@ -19,9 +22,36 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 
 /// Job records in `<data dir>/jobs.redb` (see the module doc).
 pub struct EmbeddedJobStore {
-    db: Arc<Database>,
+    db: Arc<Handle>,
     path: PathBuf,
     queue: WriteQueue,
+}
+
+/// The open database, reopened after an I/O error.
+struct Handle {
+    path: PathBuf,
+    db: Mutex<Option<Arc<Database>>>,
+}
+
+impl Handle {
+    /// The open database, opening it again if an I/O error closed it. Blocking.
+    fn get(&self) -> Result<Arc<Database>, redb::Error> {
+        let mut slot = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        let db = Arc::new(Database::create(&self.path)?);
+        tracing::info!("reopened {} after an i/o error", self.path.display());
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Closes the database after `e` if redb needs it reopened to go on.
+    fn after(&self, e: &redb::Error) {
+        if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            *self.db.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
 }
 
 impl EmbeddedJobStore {
@@ -40,7 +70,10 @@ impl EmbeddedJobStore {
         .await
         .map_err(|e| JobStoreError::Embedded(format!("the open task failed: {e}")))?
         .map_err(|e| JobStoreError::Embedded(format!("cannot open {}: {e}", path.display())))?;
-        let db = Arc::new(db);
+        let db = Arc::new(Handle {
+            path: path.clone(),
+            db: Mutex::new(Some(Arc::new(db))),
+        });
         let queue = WriteQueue::start(RedbSink { db: db.clone() }, "is the data dir writable?");
         Ok(Self { db, path, queue })
     }
@@ -72,7 +105,7 @@ impl JobStore for EmbeddedJobStore {
         let (db, path) = (self.db.clone(), self.path.clone());
         Box::pin(async move {
             let read = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
-                let tx = db.begin_read()?;
+                let tx = db.get()?.begin_read()?;
                 let table = tx.open_table(JOBS)?;
                 let mut out = Vec::new();
                 for item in table.iter()? {
@@ -103,7 +136,7 @@ impl JobStore for EmbeddedJobStore {
 }
 
 struct RedbSink {
-    db: Arc<Database>,
+    db: Arc<Handle>,
 }
 
 impl Sink for RedbSink {
@@ -111,19 +144,22 @@ impl Sink for RedbSink {
         let db = self.db.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
-                let tx = db.begin_write()?;
-                {
-                    let mut table = tx.open_table(JOBS)?;
-                    for (id, value) in &batch {
-                        if let Some(v) = value {
-                            table.insert(id.as_str(), v.as_slice())?;
-                        } else {
-                            table.remove(id.as_str())?;
+                let write = || -> Result<(), redb::Error> {
+                    let tx = db.get()?.begin_write()?;
+                    {
+                        let mut table = tx.open_table(JOBS)?;
+                        for (id, value) in &batch {
+                            if let Some(v) = value {
+                                table.insert(id.as_str(), v.as_slice())?;
+                            } else {
+                                table.remove(id.as_str())?;
+                            }
                         }
                     }
-                }
-                tx.commit()?;
-                Ok(())
+                    tx.commit()?;
+                    Ok(())
+                };
+                write().inspect_err(|e| db.after(e))
             })
             .await
             .map_err(|e| SinkError::Retry(format!("the write task failed: {e}")))?
