@@ -5,7 +5,8 @@
 # from PyPI; helm, kubectl and the manifest validators into .deploy-tools/), checks formatting (cargo
 # fmt) and lints (clippy -D warnings, also with the CUDA backend), then builds and runs every test
 # in release mode, checks the Helm chart (scripts/deploy-check.sh) and the container image
-# (scripts/image-check.sh), and last checks the README's two commands on a clean Debian root
+# (scripts/image-check.sh), fuzzes every parser of untrusted bytes briefly (scripts/fuzz.sh), and
+# last checks the README's two commands on a clean Debian root
 # (scripts/fresh-machine-check.sh).
 # Usage: scripts/test.sh [--install-only] [extra cargo test args]
 set -euo pipefail
@@ -93,6 +94,10 @@ cargo test --release --locked -p longshot-worker --features cuda --lib device
 # The Helm chart, rendered and checked with the real helm, the Kubernetes schemas and promtool.
 echo "==> the Helm chart (scripts/deploy-check.sh)"
 scripts/deploy-check.sh
+
+# Every parser of untrusted bytes under libFuzzer for a short while (longer runs: scripts/fuzz.sh 600).
+echo "==> fuzzing every parser of untrusted bytes, 20 s each (scripts/fuzz.sh)"
+scripts/fuzz.sh 20
 
 # The container image, built with the CUDA-enabled binary (most of it is built by the steps
 # above) and run in its exported filesystem with chroot.
