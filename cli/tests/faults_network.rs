@@ -10,30 +10,11 @@
 
 mod harness;
 
-use harness::{fetch_render, submit, Cluster, ClusterOptions};
+use harness::{fetch_render, submit, Cluster, ClusterOptions, FAULT_JOB, FAULT_JOB_LATENTS};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TERMINAL: &[&str] = &["done", "failed", "cancelled"];
-
-/// 3 windows at 96×64, 400 steps (as in faults_workers.rs).
-const JOB: &[&str] = &[
-    "--prompt",
-    "a lighthouse in a storm, waves breaking",
-    "--frames",
-    "209",
-    "--width",
-    "96",
-    "--height",
-    "64",
-    "--steps",
-    "400",
-    "--seed",
-    "31",
-    "--format",
-    "png,latents",
-];
-const LATENTS: &[usize] = &[53, 16, 8, 12];
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip (iproute2)");
@@ -161,7 +142,7 @@ fn a_worker_cut_off_the_network_is_left_behind_and_the_job_resumes_bit_identical
     c.wait_for_workers(3);
 
     let t = Instant::now();
-    let reference = submit(&c, JOB);
+    let reference = submit(&c, FAULT_JOB);
     let s = c.wait_state(&reference, TERMINAL, Duration::from_secs(300));
     assert_eq!(
         (s["state"].as_str(), s["plan"]["workers"].as_u64()),
@@ -170,10 +151,10 @@ fn a_worker_cut_off_the_network_is_left_behind_and_the_job_resumes_bit_identical
         c.logs()
     );
     let undisturbed = t.elapsed();
-    let want = fetch_render(&c, &reference, "reference", LATENTS);
+    let want = fetch_render(&c, &reference, "reference", FAULT_JOB_LATENTS);
 
     let t = Instant::now();
-    let job = submit(&c, JOB);
+    let job = submit(&c, FAULT_JOB);
     c.wait_steps(&job, c.status(&job)["steps_total"].as_u64().unwrap() * 2 / 5);
     ns.set_link(false);
     let s = c.wait_state(&job, TERMINAL, Duration::from_secs(300));
@@ -185,7 +166,7 @@ fn a_worker_cut_off_the_network_is_left_behind_and_the_job_resumes_bit_identical
         "the cut worker must be named: {s}"
     );
     assert_eq!(s["plan"]["workers"], 2, "{s}");
-    let got = fetch_render(&c, &job, "disturbed", LATENTS);
+    let got = fetch_render(&c, &job, "disturbed", FAULT_JOB_LATENTS);
     assert!(got.0 == want.0, "latents differ from the undisturbed job");
     assert!(got.1 == want.1, "frames differ from the undisturbed job");
     println!(
@@ -215,14 +196,14 @@ fn a_partition_between_two_workers_interrupts_the_job_and_it_resumes_when_healed
     c.wait_for_workers(2);
 
     let t = Instant::now();
-    let reference = submit(&c, JOB);
+    let reference = submit(&c, FAULT_JOB);
     let s = c.wait_state(&reference, TERMINAL, Duration::from_secs(300));
     assert_eq!(s["state"], "done", "{s}\n{}", c.logs());
     let undisturbed = t.elapsed();
-    let want = fetch_render(&c, &reference, "reference", LATENTS);
+    let want = fetch_render(&c, &reference, "reference", FAULT_JOB_LATENTS);
 
     let t = Instant::now();
-    let job = submit(&c, JOB);
+    let job = submit(&c, FAULT_JOB);
     c.wait_steps(&job, c.status(&job)["steps_total"].as_u64().unwrap() * 2 / 5);
     net.connect(false);
     std::thread::sleep(Duration::from_secs(4));
@@ -246,7 +227,7 @@ fn a_partition_between_two_workers_interrupts_the_job_and_it_resumes_when_healed
         "nobody is to blame: {s}"
     );
     assert_eq!(s["plan"]["workers"], 2, "{s}");
-    let got = fetch_render(&c, &job, "disturbed", LATENTS);
+    let got = fetch_render(&c, &job, "disturbed", FAULT_JOB_LATENTS);
     assert!(got.0 == want.0, "latents differ from the undisturbed job");
     assert!(got.1 == want.1, "frames differ from the undisturbed job");
     println!(

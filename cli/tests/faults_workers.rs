@@ -4,30 +4,10 @@
 
 mod harness;
 
-use harness::{fetch_render, submit, Cluster, ClusterOptions};
+use harness::{fetch_render, submit, Cluster, ClusterOptions, FAULT_JOB, FAULT_JOB_LATENTS};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const TERMINAL: &[&str] = &["done", "failed", "cancelled"];
-
-/// 209 frames = 53 latent frames = 3 windows at 96×64, 400 steps: a few seconds on 3 debug
-/// workers, long enough to interrupt at a chosen step.
-const JOB: &[&str] = &[
-    "--prompt",
-    "a lighthouse in a storm, waves breaking",
-    "--frames",
-    "209",
-    "--width",
-    "96",
-    "--height",
-    "64",
-    "--steps",
-    "400",
-    "--seed",
-    "31",
-    "--format",
-    "png,latents",
-];
-const LATENTS: &[usize] = &[53, 16, 8, 12];
 
 fn cluster(workers: usize) -> Cluster {
     // Checkpoints every 10 steps; neighbours wait 30 s for a frozen worker, far longer than the
@@ -39,14 +19,14 @@ fn cluster(workers: usize) -> Cluster {
     Cluster::start_with(workers, 30.0, options)
 }
 
-/// Runs `JOB` undisturbed: its outputs and wall time.
+/// Runs `FAULT_JOB` undisturbed: its outputs and wall time.
 fn reference(c: &Cluster) -> ((Vec<u8>, Vec<Vec<u8>>), Duration) {
     let t = Instant::now();
-    let job = submit(c, JOB);
+    let job = submit(c, FAULT_JOB);
     let s = c.wait_state(&job, TERMINAL, Duration::from_secs(300));
     assert_eq!(s["state"], "done", "{s}\n{}", c.logs());
     let wall = t.elapsed();
-    (fetch_render(c, &job, "reference", LATENTS), wall)
+    (fetch_render(c, &job, "reference", FAULT_JOB_LATENTS), wall)
 }
 
 /// A step in the middle 20–70% of the job, different from run to run (printed, to reproduce).
@@ -72,7 +52,7 @@ fn assert_resumed_identically(c: &Cluster, job: &str, want: &(Vec<u8>, Vec<Vec<u
         r["last_interruption"].as_str().unwrap_or("").contains("w1"),
         "{fault}: the interruption must name the lost worker: {s}"
     );
-    let got = fetch_render(c, job, "disturbed", LATENTS);
+    let got = fetch_render(c, job, "disturbed", FAULT_JOB_LATENTS);
     assert!(got.0 == want.0, "{fault}: latents differ from the undisturbed job");
     let differing = got.1.iter().zip(&want.1).filter(|(a, b)| a != b).count();
     assert_eq!((got.1.len(), differing), (want.1.len(), 0), "{fault}: frames differ");
@@ -84,7 +64,7 @@ fn a_worker_killed_at_a_random_step_costs_only_the_steps_since_the_checkpoint() 
     let (want, undisturbed) = reference(&c);
     let fraction = random_fraction();
     let t = Instant::now();
-    let job = submit(&c, JOB);
+    let job = submit(&c, FAULT_JOB);
     let at = wait_fraction(&c, &job, fraction);
     c.kill_worker(1);
     assert_resumed_identically(&c, &job, &want, "SIGKILL");
@@ -114,7 +94,7 @@ fn a_frozen_worker_is_left_behind_and_the_job_resumes_without_it() {
     let c = cluster(3);
     let (want, undisturbed) = reference(&c);
     let t = Instant::now();
-    let job = submit(&c, JOB);
+    let job = submit(&c, FAULT_JOB);
     wait_fraction(&c, &job, 0.4);
     c.signal_worker(1, "STOP");
     assert_resumed_identically(&c, &job, &want, "SIGSTOP");
@@ -128,7 +108,7 @@ fn a_frozen_worker_is_left_behind_and_the_job_resumes_without_it() {
     // Thawed, it registers again and takes work.
     c.signal_worker(1, "CONT");
     c.wait_for_idle_workers(3);
-    let next = submit(&c, JOB);
+    let next = submit(&c, FAULT_JOB);
     let s = c.wait_state(&next, TERMINAL, Duration::from_secs(300));
     assert_eq!(
         (s["state"].as_str(), s["plan"]["workers"].as_u64()),

@@ -400,6 +400,26 @@ pub fn latent_bytes(path: &Path, shape: &[usize]) -> Vec<u8> {
     t.data().to_vec()
 }
 
+/// The job the fault tests interrupt: 209 frames = 53 latent frames = 3 windows at 96×64, 400
+/// steps, a few seconds on 3 debug workers; its latents' shape is [`FAULT_JOB_LATENTS`].
+pub const FAULT_JOB: &[&str] = &[
+    "--prompt",
+    "a lighthouse in a storm, waves breaking",
+    "--frames",
+    "209",
+    "--width",
+    "96",
+    "--height",
+    "64",
+    "--steps",
+    "400",
+    "--seed",
+    "31",
+    "--format",
+    "png,latents",
+];
+pub const FAULT_JOB_LATENTS: &[usize] = &[53, 16, 8, 12];
+
 /// A finished job's latents (raw tensor bytes, checked against `shape`) and PNG frames, fetched
 /// through the CLI into `<cluster dir>/<tag>/`: what a bit-identity check compares.
 pub fn fetch_render(c: &Cluster, job: &str, tag: &str, shape: &[usize]) -> (Vec<u8>, Vec<Vec<u8>>) {
