@@ -28,14 +28,14 @@ trap 'stop_all; rm -rf "$work"' EXIT
 render() { # mode -> wall seconds of one job
   local mode=$1 dir="$work/$1-$RANDOM"
   mkdir -p "$dir"
-  "$bin" coordinator --listen 127.0.0.1:0 --data-dir "$dir/data" --metrics-listen off \
+  "$bin" coordinator --insecure --listen 127.0.0.1:0 --data-dir "$dir/data" --metrics-listen off \
     --checkpoint-every "$mode" >"$dir/c.out" 2>"$dir/c.log" &
   pids+=($!)
   for _ in $(seq 1 100); do grep -q listening "$dir/c.out" 2>/dev/null && break; sleep 0.1; done
   local ep
   ep="http://$(head -1 "$dir/c.out" | awk '{print $NF}')"
   for i in 0 1; do
-    "$bin" --coordinator "$ep" worker --listen 127.0.0.1:0 --id "w$i" --metrics-listen off 2>"$dir/w$i.log" &
+    "$bin" --coordinator "$ep" worker --insecure --listen 127.0.0.1:0 --id "w$i" --metrics-listen off 2>"$dir/w$i.log" &
     pids+=($!)
   done
   for _ in $(seq 1 100); do

@@ -43,10 +43,10 @@ for n in "${counts[@]}"; do
   dir="$work/run-$n"
   mkdir -p "$dir"
   endpoint="http://127.0.0.1:$port"
-  "$bin" coordinator --listen "127.0.0.1:$port" --data-dir "$dir/data" --heartbeat 1 --metrics-listen 127.0.0.1:0 >"$dir/coordinator.log" 2>&1 &
+  "$bin" coordinator --insecure --listen "127.0.0.1:$port" --data-dir "$dir/data" --heartbeat 1 --metrics-listen 127.0.0.1:0 >"$dir/coordinator.log" 2>&1 &
   pids+=($!)
   for i in $(seq 1 "$n"); do
-    "$bin" --coordinator "$endpoint" worker --id "w$i" --device cpu --standin-forward-ms "$forward_ms" --metrics-listen 127.0.0.1:0 \
+    "$bin" --coordinator "$endpoint" worker --insecure --id "w$i" --device cpu --standin-forward-ms "$forward_ms" --metrics-listen 127.0.0.1:0 \
       >"$dir/worker-$i.log" 2>&1 &
     pids+=($!)
   done

@@ -77,11 +77,11 @@ run() { # $1: on|off, $2: run index; prints the job's wall seconds
   mkdir -p "$dir"
   local flag=off
   [ "$mode" = on ] && flag=127.0.0.1:0
-  "$bin" coordinator --listen "127.0.0.1:$port" --data-dir "$dir/data" --metrics-listen "$flag" \
+  "$bin" coordinator --insecure --listen "127.0.0.1:$port" --data-dir "$dir/data" --metrics-listen "$flag" \
     >"$dir/coordinator.log" 2>&1 &
   pids+=($!)
   for i in 1 2; do
-    "$bin" --coordinator "http://127.0.0.1:$port" worker --id "w$i" --metrics-listen "$flag" >"$dir/worker-$i.log" 2>&1 &
+    "$bin" --coordinator "http://127.0.0.1:$port" worker --insecure --id "w$i" --metrics-listen "$flag" >"$dir/worker-$i.log" 2>&1 &
     pids+=($!)
   done
   if [ "$mode" = on ]; then

@@ -45,6 +45,8 @@ declare -A cases=(
   [mig]="--set workers.gpu.enabled=true --set workers.gpu.resourceName=nvidia.com/mig-3g.40gb"
   [no-metrics]="--set metrics.enabled=false"
   [standby]="-f $chart/ci/standby-values.yaml"
+  [insecure]="--set tls.enabled=false"
+  [tls-secret]="--set tls.existingSecret=studio-certs"
 )
 echo "==> helm lint --strict and helm template (Kubernetes ${versions[*]})"
 for case in $(printf '%s\n' "${!cases[@]}" | sort); do

@@ -81,7 +81,7 @@ def pod_security(objs, case):
         check(sa.get("automountServiceAccountToken") is False, f"{case}: ServiceAccount mounts no token")
 
 
-def common(objs, case, gpu, monitoring, etcd_mode, metrics=True):
+def common(objs, case, gpu, monitoring, etcd_mode, metrics=True, tls=True):
     coord = one(objs, "Deployment", "coordinator")
     workers = one(objs, "StatefulSet", "worker")
     wspec, wc = container(workers)
@@ -89,15 +89,34 @@ def common(objs, case, gpu, monitoring, etcd_mode, metrics=True):
     replicas = coord["spec"]["replicas"]
     check(replicas == 1 or (etcd_mode != "none" and coord["spec"]["strategy"]["type"] == "RollingUpdate"),
           f"{case}: one coordinator, or standbys with etcd ({replicas})")
-    check(all(p.get("grpc", {}).get("port") == 50051 for p in (cc["startupProbe"], cc["readinessProbe"], cc["livenessProbe"])),
-          f"{case}: coordinator probes are gRPC health checks on 50051")
+    check(all(p.get("grpc", {}).get("port") == 8081 for p in (cc["startupProbe"], cc["readinessProbe"], cc["livenessProbe"]))
+          and arg(coord, "--health-listen") == "0.0.0.0:8081"
+          and all(p.get("grpc", {}).get("port") == 8081 for p in (wc["startupProbe"], wc["readinessProbe"], wc["livenessProbe"]))
+          and arg(workers, "--health-listen") == "0.0.0.0:8081",
+          f"{case}: probes are gRPC health checks on the plaintext health port 8081 (--health-listen)")
+    secret = [o for o in find(objs, "Secret") if o["metadata"]["name"].endswith("-tls")]
+    for w, c in ((coord, cc), (workers, wc)):
+        a = args_of(w)
+        if tls:
+            mounted = any(m["name"] == "tls" and m["mountPath"] == "/etc/longshot/tls" for m in c["volumeMounts"])
+            check(mounted and arg(w, "--ca") == "/etc/longshot/tls/ca.crt" and arg(w, "--cert") == "/etc/longshot/tls/tls.crt"
+                  and arg(w, "--key") == "/etc/longshot/tls/tls.key" and "--insecure" not in a,
+                  f"{case}: {w['kind']} runs TLS with the mounted Secret's ca.crt, tls.crt, tls.key")
+        else:
+            check("--insecure" in a and arg(w, "--cert") is None, f"{case}: {w['kind']} runs --insecure (tls.enabled=false)")
+    if not tls:
+        check(not secret, f"{case}: no TLS Secret without TLS")
     check(cc["readinessProbe"]["grpc"].get("service") == "longshot.v1.Leader"
           and not cc["livenessProbe"]["grpc"].get("service"),
           f"{case}: ready only while leading (the Service reaches the leader), alive whenever serving")
     if etcd_mode != "none":
-        check(arg(coord, "--advertise") == "http://$(POD_IP):50051"
-              and any(e["name"] == "POD_IP" and e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP" for e in cc["env"]),
-              f"{case}: a standby names the leader by its pod address")
+        if tls:
+            check(arg(coord, "--advertise") == "https://longshot-coordinator.longshot.svc.cluster.local:50051",
+                  f"{case}: with TLS a standby names the Service, which reaches the leader (pod IPs are not in the certificate)")
+        else:
+            check(arg(coord, "--advertise") == "http://$(POD_IP):50051"
+                  and any(e["name"] == "POD_IP" and e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP" for e in cc["env"]),
+                  f"{case}: a standby names the leader by its pod address")
     check(any(v["mountPath"] == "/var/lib/longshot" for v in cc["volumeMounts"]) and arg(coord, "--data-dir") == "/var/lib/longshot/data",
           f"{case}: coordinator data volume mounted, --data-dir on it")
     limits = wc.get("resources", {}).get("limits", {})
@@ -116,8 +135,8 @@ def common(objs, case, gpu, monitoring, etcd_mode, metrics=True):
     check(arg(workers, "--advertise") == f"$(POD_NAME).{headless[0]['metadata']['name']}.{ns}.svc.cluster.local:7000"
           and arg(workers, "--id") == "$(POD_NAME)", f"{case}: each worker advertises POD.HEADLESS.NS.svc:7000")
     sp = wc["startupProbe"]
-    check(sp.get("grpc", {}).get("port") == 7000 and sp["periodSeconds"] * sp["failureThreshold"] >= 1800,
-          f"{case}: worker startupProbe (gRPC) allows >= 30 min to load a checkpoint ({sp['periodSeconds'] * sp['failureThreshold']} s)")
+    check(sp.get("grpc", {}).get("port") == 8081 and sp["periodSeconds"] * sp["failureThreshold"] >= 1800,
+          f"{case}: worker startupProbe (gRPC, health port: it answers once the models are loaded) allows >= 30 min to load a checkpoint ({sp['periodSeconds'] * sp['failureThreshold']} s)")
     check(len(find(objs, "PodDisruptionBudget", "worker")) == 1, f"{case}: workers have a PodDisruptionBudget")
     env = {e["name"]: e.get("value") for e in wc.get("env", [])}
     check("NCCL_SOCKET_IFNAME" in env, f"{case}: NCCL environment on the workers")
@@ -140,7 +159,7 @@ def common(objs, case, gpu, monitoring, etcd_mode, metrics=True):
     endpoints = arg(coord, "--etcd")
     if etcd_mode == "none":
         check(not etcd_sts and endpoints is None and arg(workers, "--etcd") is None
-              and (arg(workers, "--coordinator") or "").startswith("http://"),
+              and (arg(workers, "--coordinator") or "").startswith("https://" if tls else "http://"),
               f"{case}: without etcd, workers register with the coordinator")
     else:
         check(endpoints and arg(workers, "--etcd") == endpoints and arg(workers, "--coordinator") is None,
@@ -170,9 +189,41 @@ def common(objs, case, gpu, monitoring, etcd_mode, metrics=True):
     test = [p for p in find(objs, "Pod") if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
     a = args_of(test[0]) if test else []
     check(len(test) == 1 and "submit" in a and "--wait" in a and "--duration=2" in a and "--width=64" in a
-          and "--steps=2" in a and any(x.startswith("--coordinator=http://") for x in a),
+          and "--steps=2" in a and any(x.startswith(f"--coordinator={'https' if tls else 'http'}://") for x in a)
+          and (("--ca=/etc/longshot/tls/ca.crt" in a) == tls),
           f"{case}: helm test Pod submits a 2-second 64x64 job and waits")
     pod_security(objs, case)
+
+
+def generated_certificates_serve(binary, objs, case):
+    """The chart's generated CA and member certificate (Helm's genCA / genSignedCert, RSA) load in a
+    real coordinator, which then serves TLS."""
+    import base64, tempfile, time
+    secret = [o for o in find(objs, "Secret") if o["metadata"]["name"].endswith("-tls")]
+    check(len(secret) == 1 and secret[0]["type"] == "kubernetes.io/tls"
+          and set(secret[0]["data"]) == {"ca.crt", "tls.crt", "tls.key"},
+          f"{case}: the chart makes a kubernetes.io/tls Secret with ca.crt, tls.crt, tls.key")
+    if not secret:
+        return
+    with tempfile.TemporaryDirectory() as d:
+        for k, v in secret[0]["data"].items():
+            with open(os.path.join(d, k), "wb") as f:
+                f.write(base64.b64decode(v))
+        p = subprocess.Popen([binary, "--ca", f"{d}/ca.crt", "coordinator", "--cert", f"{d}/tls.crt", "--key", f"{d}/tls.key",
+                              "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data-dir", f"{d}/data"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = p.stdout.readline()
+            addr = line.strip().rsplit(" ", 1)[-1]
+            ok = line.startswith("coordinator listening on")
+            r = subprocess.run([binary, "--ca", f"{d}/ca.crt", "--coordinator", f"https://localhost:{addr.rsplit(':', 1)[-1]}",
+                                "workers"], capture_output=True, text=True, timeout=60) if ok else None
+        finally:
+            p.kill()
+            err = p.communicate()[1]
+        check(ok and r is not None and r.returncode == 0,
+              f"{case}: a coordinator serves TLS with the generated certificate and a client with ca.crt reaches it"
+              + ("" if ok and r is not None and r.returncode == 0 else f"\n        {err.strip()} {r.stderr.strip() if r else ''}"))
 
 
 def cli_accepts(binary, objs, case):
@@ -279,6 +330,15 @@ def main():
     check(tsc == "longshot", f"gpu-production: topologySpreadConstraints are templated (instance: {tsc})")
     for case in cases:
         cli_accepts(binary, r(case), case)
+    generated_certificates_serve(binary, r("default"), "default")
+    plain = r("insecure")
+    common(plain, "insecure", gpu=None, monitoring=False, etcd_mode="inChart", tls=False)
+    own = r("tls-secret")
+    common(own, "tls-secret", gpu=None, monitoring=False, etcd_mode="inChart")
+    vols = container(one(own, "StatefulSet", "worker"))[0]["volumes"]
+    check(not [o for o in find(own, "Secret") if o["metadata"]["name"].endswith("-tls")]
+          and any(v["name"] == "tls" and v["secret"]["secretName"] == "studio-certs" for v in vols),
+          "tls-secret: tls.existingSecret is mounted and no Secret is made")
     mig = r("mig")
     check(container(one(mig, "StatefulSet", "worker"))[1]["resources"]["limits"].get("nvidia.com/mig-3g.40gb") == 1,
           "mig: the GPU resource name is configurable (nvidia.com/mig-3g.40gb)")

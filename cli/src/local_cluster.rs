@@ -6,13 +6,14 @@ use crate::args::JobArgs;
 use crate::client_cmds::{connect, fetch_to};
 use crate::progress::follow;
 use crate::render_checks;
-use crate::serve::{interrupted, start_coordinator, CoordinatorArgs};
+use crate::serve::{interrupted, scheme, start_coordinator, CoordinatorArgs, MemberTlsArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use longshot_coordinator::job_store::JobStore;
 use longshot_coordinator::Coordinator;
 use longshot_core::api::{JobApi, JobState};
 use longshot_core::job::OutputKind;
+use longshot_proto::tls::MemberTls;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub struct RenderArgs {
     /// Keep the worker logs (per-step timings, exchange bytes) in this directory.
     #[arg(long)]
     pub logs: Option<PathBuf>,
+    /// Run the local cluster in plaintext instead of TLS with a CA made for this render.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +56,48 @@ pub struct UpArgs {
     pub models: Vec<longshot_worker::models::ModelSource>,
 }
 
+/// How a local cluster's processes talk to each other.
+pub enum LocalTls {
+    /// Plaintext (`--insecure`).
+    Insecure,
+    /// TLS with these CA, certificate and key files (one certificate for every member).
+    Files { ca: PathBuf, cert: PathBuf, key: PathBuf },
+}
+
+impl LocalTls {
+    /// Plaintext with `--insecure`, the given files with `--ca`, `--cert` and `--key`, else a CA
+    /// made for this run, its files written to `dir`.
+    pub fn choose(args: &MemberTlsArgs, ca: Option<&Path>, dir: &Path) -> Result<Self> {
+        if args.insecure {
+            return Ok(LocalTls::Insecure);
+        }
+        match (ca, &args.cert, &args.key) {
+            (Some(ca), Some(cert), Some(key)) => Ok(LocalTls::Files {
+                ca: ca.to_path_buf(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None, None) => {
+                let (ca, cert, key) = crate::certs::ephemeral(dir)
+                    .with_context(|| format!("cannot make the local cluster's CA in {}", dir.display()))?;
+                Ok(LocalTls::Files { ca, cert, key })
+            }
+            _ => bail!("give all of --ca, --cert and --key, none of them (a CA made for this run), or --insecure"),
+        }
+    }
+
+    /// The flags that give a worker process the same setting.
+    fn worker_args(&self) -> Vec<String> {
+        match self {
+            LocalTls::Insecure => vec!["--insecure".into()],
+            LocalTls::Files { ca, cert, key } => [("--ca", ca), ("--cert", cert), ("--key", key)]
+                .into_iter()
+                .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+                .collect(),
+        }
+    }
+}
+
 /// A running local cluster.
 pub struct LocalCluster {
     pub endpoint: String,
@@ -65,20 +111,35 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts the coordinator and `workers` worker processes, each serving `models` (`[NAME=]DIR`
     /// values of `longshot worker --model`) besides the built-in model.
-    pub async fn start(args: &CoordinatorArgs, workers: usize, logs: &Path, models: &[String]) -> Result<Self> {
+    pub async fn start(
+        args: &CoordinatorArgs,
+        tls: &LocalTls,
+        workers: usize,
+        logs: &Path,
+        models: &[String],
+    ) -> Result<Self> {
         if !(1..=64).contains(&workers) {
             bail!("--workers {workers} is not in 1..=64");
         }
+        let member = match tls {
+            LocalTls::Insecure => None,
+            LocalTls::Files { ca, cert, key } => {
+                let member = MemberTls::load(ca, cert, key)?;
+                longshot_proto::tls::use_member_tls(&member);
+                Some(member)
+            }
+        };
         let mut cfg = args.config()?;
         let metrics = args.serve_metrics(&cfg).await?;
         let listener = TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let endpoint = format!("http://{}", listener.local_addr()?);
+        let endpoint = format!("{}://{}", scheme(&member), listener.local_addr()?);
         let backend = args.backend(&mut cfg, false).await?;
         let store = backend.store.clone();
         let (stop, rx) = watch::channel(false);
-        let (coordinator, _server) = start_coordinator(listener, cfg, backend, args.connection_limits(), rx);
+        let (coordinator, _server) =
+            start_coordinator(listener, cfg, backend, args.connection_limits(), member, None, rx);
         // With etcd the workers register there (the coordinator refuses gRPC registration).
         let etcd: Vec<String> = if args.etcd.is_empty() {
             Vec::new()
@@ -112,6 +173,10 @@ impl LocalCluster {
                 ])
                 .args(["--id", &format!("local-{i}"), "--metrics-listen", &worker_metrics])
                 .args(["--host-share", &workers.to_string()])
+                .args(tls.worker_args())
+                .env_remove("LONGSHOT_CERT")
+                .env_remove("LONGSHOT_KEY")
+                .env_remove("LONGSHOT_CA")
                 .args(&etcd)
                 .args(models.iter().flat_map(|m| ["--model", m.as_str()]))
                 .env("RAYON_NUM_THREADS", &threads)
@@ -224,6 +289,8 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
     // Owned for the whole render: every way out of this function removes it.
     let work = tempfile::Builder::new().prefix("longshot-render-").tempdir()?;
     let coord_args = CoordinatorArgs {
+        tls: MemberTlsArgs::default(),
+        health_listen: None,
         listen: "127.0.0.1:0".into(),
         data_dir: work.path().join("data"),
         exchange_timeout: a.exchange_timeout,
@@ -250,7 +317,12 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
     }
     let logs = a.logs.clone().unwrap_or_else(|| work.path().join("logs"));
     let kept_logs = a.logs.is_some();
-    let cluster = LocalCluster::start(&coord_args, a.workers, &logs, &models)
+    let tls = if a.insecure {
+        LocalTls::Insecure
+    } else {
+        LocalTls::choose(&coord_args.tls, None, &work.path().join("tls"))?
+    };
+    let cluster = LocalCluster::start(&coord_args, &tls, a.workers, &logs, &models)
         .await
         .map_err(|e| with_worker_logs(e, &logs, kept_logs))?;
     let result = async {
@@ -333,16 +405,29 @@ fn with_worker_logs(e: anyhow::Error, logs: &Path, kept: bool) -> anyhow::Error 
     anyhow!("{e:#}\nthe last worker log lines (keep them all with --logs DIR):{tails}")
 }
 
-pub async fn up(a: UpArgs) -> Result<()> {
+pub async fn up(a: UpArgs, ca: Option<&Path>) -> Result<()> {
     let logs = a.coordinator.data_dir.join("logs");
     let models: Vec<String> = a.models.iter().map(|m| m.to_arg()).collect();
-    let cluster = LocalCluster::start(&a.coordinator, a.workers, &logs, &models).await?;
-    println!(
-        "local cluster up: coordinator {} with {} workers (logs in {}); Ctrl-C to stop",
+    let tls = LocalTls::choose(&a.coordinator.tls, ca, &a.coordinator.data_dir.join("tls"))?;
+    let cluster = LocalCluster::start(&a.coordinator, &tls, a.workers, &logs, &models).await?;
+    // One write (stdout flushes at each newline of a formatted print): a reader that takes the
+    // first line and closes the pipe must not make a second write fail.
+    let clients = match &tls {
+        LocalTls::Files { ca, .. } => format!(
+            "\nclients: export LONGSHOT_COORDINATOR={} LONGSHOT_CA={}",
+            cluster.endpoint,
+            std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone()).display()
+        ),
+        LocalTls::Insecure => String::new(),
+    };
+    let banner = format!(
+        "local cluster up: coordinator {} with {} workers (logs in {}); Ctrl-C to stop{clients}\n",
         cluster.endpoint,
         a.workers,
         logs.display()
     );
+    // A reader gone already is no reason to stop the cluster.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes());
     interrupted().await;
     cluster.shutdown().await;
     Ok(())

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod certs;
 mod client_cmds;
 mod dev;
 mod local_cluster;
@@ -32,13 +33,13 @@ use std::path::PathBuf;
 struct Cli {
     /// Coordinator address for job-control commands; several, comma-separated, for coordinators
     /// that fail over (the leader is found and followed).
-    #[arg(
-        long,
-        global = true,
-        env = "LONGSHOT_COORDINATOR",
-        default_value = "http://127.0.0.1:50051"
-    )]
+    #[arg(long, global = true, env = "LONGSHOT_COORDINATOR", default_value = "127.0.0.1:50051")]
     coordinator: String,
+    /// The cluster's CA certificate (PEM): clients verify the coordinator by it, and with it an
+    /// address without a scheme means https://. Members (coordinator, worker) need it with
+    /// --cert and --key.
+    #[arg(long, global = true, env = "LONGSHOT_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Seconds a coordinator may take to answer a request (or to start streaming one) before the
     /// command fails saying so.
     #[arg(long, global = true, env = "LONGSHOT_TIMEOUT", default_value_t = 30.0, value_parser = parse_timeout)]
@@ -93,6 +94,9 @@ enum Command {
     Workers,
     /// List the models the cluster serves.
     Models,
+    /// Make a cluster CA and member certificates (TLS between coordinators, workers and clients).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Single-component entry points for numerical checks against diffusers.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -160,8 +164,9 @@ async fn main() -> std::process::ExitCode {
     };
     let tracer = init_logging(level, cli.log_format, service);
     let result: Result<()> = match cli.command {
-        Command::Coordinator(a) => serve::coordinator(a).await,
-        Command::Worker(a) => serve::worker_with(a, cli.coordinator.clone()).await,
+        Command::Coordinator(a) => serve::coordinator(a, cli.ca.clone()).await,
+        Command::Worker(a) => serve::worker_with(a, cli.coordinator.clone(), cli.ca.clone()).await,
+        Command::Certs(cmd) => certs::run(cmd),
         Command::Dev(cmd) => {
             // Heavy CPU work: keep it off the async runtime.
             tokio::task::spawn_blocking(move || dev::run(cmd))
@@ -170,7 +175,7 @@ async fn main() -> std::process::ExitCode {
         }
         command => {
             client_cmds::set_timeout(std::time::Duration::from_secs_f64(cli.timeout));
-            run_client(command, &cli.coordinator, cli.json).await
+            run_client(command, &cli.coordinator, cli.ca.as_deref(), cli.json).await
         }
     };
     if let Some(provider) = tracer {
@@ -185,11 +190,14 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run_client(command: Command, coordinator: &str, json: bool) -> Result<()> {
+async fn run_client(command: Command, coordinator: &str, ca: Option<&std::path::Path>, json: bool) -> Result<()> {
     use client_cmds as c;
+    if let (Some(ca), false) = (ca, matches!(command, Command::Render(_) | Command::Up(_))) {
+        longshot_proto::tls::use_ca(ca)?;
+    }
     match command {
         Command::Render(a) => local_cluster::render(a, json).await,
-        Command::Up(a) => local_cluster::up(a).await,
+        Command::Up(a) => local_cluster::up(a, ca).await,
         Command::Submit(a) => c::submit(coordinator, a, json).await,
         Command::Status { job_id } => c::status(coordinator, &job_id, json).await,
         Command::List { state, limit } => c::list(coordinator, state.as_deref(), limit, json).await,
@@ -198,6 +206,8 @@ async fn run_client(command: Command, coordinator: &str, json: bool) -> Result<(
         Command::Fetch { job_id, output, format } => c::fetch(coordinator, &job_id, &output, format, json).await,
         Command::Workers => c::workers(coordinator, json).await,
         Command::Models => c::models(coordinator, json).await,
-        Command::Coordinator(_) | Command::Worker(_) | Command::Dev(_) => unreachable!("handled in main"),
+        Command::Coordinator(_) | Command::Worker(_) | Command::Dev(_) | Command::Certs(_) => {
+            unreachable!("handled in main")
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The cluster's processes: `longshot coordinator` and `longshot worker`.
 
 use crate::metrics_http;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use longshot_coordinator::admission::AdmissionLimits;
 use longshot_coordinator::etcd_registry::EtcdRegistry;
@@ -13,18 +13,72 @@ use longshot_core::api::{ApiError, BoxFuture, ExchangeApi, ExchangeConnector, Re
 use longshot_etcd::CONNECT_PATIENCE;
 use longshot_proto::client::{GrpcExchangeConnector, GrpcWorkerConnector, RegistryClient};
 use longshot_proto::connections::ConnectionLimits;
+use longshot_proto::server::ServeOptions;
+use longshot_proto::tls::{self, MemberTls};
 use longshot_worker::device::DeviceRequest;
 use longshot_worker::models::ModelSource;
 use longshot_worker::transport::ServerError;
 use longshot_worker::{Membership, ServeConfig, WorkerTransport};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// A member's TLS flags (the CA is the global `--ca`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct MemberTlsArgs {
+    /// This member's certificate (PEM), signed by the cluster's CA (--ca): `longshot certs issue`.
+    #[arg(long, value_name = "FILE", env = "LONGSHOT_CERT")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, value_name = "FILE", env = "LONGSHOT_KEY")]
+    pub key: Option<PathBuf>,
+    /// Serve and connect in plaintext, without certificates. Only on a network you trust: any
+    /// process that reaches the ports can then register workers, run and cancel shards, and read
+    /// every job.
+    #[arg(long, conflicts_with_all = ["cert", "key"])]
+    pub insecure: bool,
+}
+
+impl MemberTlsArgs {
+    /// The member's TLS material (installed for its outgoing connections too), or `None` with
+    /// `--insecure`; without either, an error naming what is missing.
+    pub fn load(&self, ca: Option<&Path>, role: &str) -> Result<Option<MemberTls>> {
+        if self.insecure {
+            tracing::warn!("--insecure: this {role} serves and connects in plaintext, without certificates");
+            return Ok(None);
+        }
+        let (Some(ca), Some(cert), Some(key)) = (ca, &self.cert, &self.key) else {
+            let missing: Vec<&str> = [
+                ("--ca", ca.is_none()),
+                ("--cert", self.cert.is_none()),
+                ("--key", self.key.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, absent)| absent.then_some(flag))
+            .collect();
+            bail!(
+                "a {role} uses TLS with a certificate of the cluster's CA: {} missing (make them with \
+                 `longshot certs init` and `longshot certs issue`), or pass --insecure to use plaintext on a \
+                 trusted network",
+                missing.join(", ")
+            );
+        };
+        let tls = MemberTls::load(ca, cert, key)?;
+        tls::use_member_tls(&tls);
+        Ok(Some(tls))
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub tls: MemberTlsArgs,
+    /// Also serve the gRPC health service alone, in plaintext, on this address (for probes that
+    /// cannot speak TLS, such as Kubernetes' gRPC probes).
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<String>,
     /// Address to serve the JobService and RegistryService on.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: String,
@@ -271,6 +325,8 @@ pub fn start_coordinator(
     cfg: CoordinatorConfig,
     backend: Backend,
     limits: ConnectionLimits,
+    tls: Option<MemberTls>,
+    health: Option<TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> (Coordinator, tokio::task::JoinHandle<Result<()>>) {
     let Backend {
@@ -284,11 +340,39 @@ pub fn start_coordinator(
     let (_, leading) = watch::channel(true);
     let server = tokio::spawn(async move {
         let (jobs, registry) = (Arc::new(c.clone()), Arc::new(c));
-        longshot_proto::server::serve_coordinator(listener, jobs, registry, leading, limits, wait_for(shutdown))
-            .await
-            .map_err(|e| anyhow!("{e}"))
+        longshot_proto::server::serve_coordinator(
+            listener,
+            jobs,
+            registry,
+            leading,
+            ServeOptions { limits, tls, health },
+            wait_for(shutdown),
+        )
+        .await
+        .map_err(|e| anyhow!("{e}"))
     });
     (coordinator, server)
+}
+
+/// Binds `--health-listen`, if given.
+async fn health_listener(addr: &Option<String>) -> Result<Option<TcpListener>> {
+    match addr {
+        None => Ok(None),
+        Some(a) => {
+            Ok(Some(TcpListener::bind(a).await.with_context(|| {
+                format!("--health-listen {a}: cannot listen there")
+            })?))
+        }
+    }
+}
+
+/// `https` with TLS, `http` without.
+pub fn scheme(tls: &Option<MemberTls>) -> &'static str {
+    if tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {
@@ -315,7 +399,8 @@ pub async fn interrupted() {
     }
 }
 
-pub async fn coordinator(a: CoordinatorArgs) -> Result<()> {
+pub async fn coordinator(a: CoordinatorArgs, ca: Option<PathBuf>) -> Result<()> {
+    let tls = a.tls.load(ca.as_deref(), "coordinator")?;
     let mut cfg = a.config()?;
     let listener = TcpListener::bind(&a.listen)
         .await
@@ -324,15 +409,20 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<()> {
     a.serve_metrics(&cfg).await?;
     let leading = leader_gauge(cfg.metrics.as_ref());
     if !a.etcd.is_empty() {
-        return coordinator_with_etcd(a, cfg, listener, leading).await;
+        return coordinator_with_etcd(a, cfg, listener, tls, leading).await;
     }
     let backend = a.backend(&mut cfg, true).await?;
     let store = backend.store.clone();
     let data_dir = cfg.data_dir.clone();
     let (tx, rx) = watch::channel(false);
-    let (_c, server) = start_coordinator(listener, cfg, backend, a.connection_limits(), rx);
+    let scheme = scheme(&tls);
+    let health = health_listener(&a.health_listen).await?;
+    let (_c, server) = start_coordinator(listener, cfg, backend, a.connection_limits(), tls, health, rx);
     leading.set(1);
-    tracing::info!("coordinator listening on {addr} (data in {})", data_dir.display());
+    tracing::info!(
+        "coordinator listening on {scheme}://{addr} (data in {})",
+        data_dir.display()
+    );
     println!("coordinator listening on {addr}");
     tokio::select! {
         _ = interrupted() => tracing::info!("shutting down"),
@@ -352,9 +442,11 @@ async fn coordinator_with_etcd(
     a: CoordinatorArgs,
     mut cfg: CoordinatorConfig,
     listener: TcpListener,
+    tls: Option<MemberTls>,
     leading: prometheus::IntGauge,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
+    let scheme = scheme(&tls);
     absolute_data_dir(&mut cfg).await?;
     let registry = EtcdRegistry::start(a.etcd.clone(), CONNECT_PATIENCE)
         .await
@@ -363,15 +455,26 @@ async fn coordinator_with_etcd(
     let (tx, rx) = watch::channel(false);
     let (lead_tx, lead_rx) = watch::channel(false);
     let limits = a.connection_limits();
+    let health = health_listener(&a.health_listen).await?;
     let g = gate.clone();
     let mut server = tokio::spawn(async move {
-        longshot_proto::server::serve_coordinator(listener, g.clone(), g, lead_rx, limits, wait_for(rx))
-            .await
-            .map_err(|e| anyhow!("{e}"))
+        longshot_proto::server::serve_coordinator(
+            listener,
+            g.clone(),
+            g,
+            lead_rx,
+            ServeOptions { limits, tls, health },
+            wait_for(rx),
+        )
+        .await
+        .map_err(|e| anyhow!("{e}"))
     });
-    tracing::info!("coordinator listening on {addr} (data in {})", cfg.data_dir.display());
+    tracing::info!(
+        "coordinator listening on {scheme}://{addr} (data in {})",
+        cfg.data_dir.display()
+    );
     println!("coordinator listening on {addr}");
-    let advertise = a.advertise.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let advertise = a.advertise.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let ttl = Duration::from_secs(a.leader_ttl);
     let mut leadership = tokio::select! {
         l = leader::campaign(&a.etcd, &advertise, ttl) => l,
@@ -423,6 +526,12 @@ async fn coordinator_with_etcd(
 
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
+    #[command(flatten)]
+    pub tls: MemberTlsArgs,
+    /// Also serve the gRPC health service alone, in plaintext, on this address (for probes that
+    /// cannot speak TLS, such as Kubernetes' gRPC probes).
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<String>,
     /// Address to serve the WorkerService and ExchangeService on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
@@ -517,8 +626,12 @@ impl WorkerArgs {
     }
 }
 
-/// The worker over gRPC (`longshot_proto`).
-struct GrpcTransport;
+/// The worker over gRPC (`longshot_proto`), with TLS when it has a member certificate.
+struct GrpcTransport {
+    tls: Option<MemberTls>,
+    /// `--health-listen`, taken by the first (only) serve.
+    health: std::sync::Mutex<Option<TcpListener>>,
+}
 
 impl WorkerTransport for GrpcTransport {
     fn exchange_connector(&self) -> Arc<dyn ExchangeConnector> {
@@ -536,11 +649,21 @@ impl WorkerTransport for GrpcTransport {
         exchange: Arc<dyn ExchangeApi>,
         shutdown: BoxFuture<'static, ()>,
     ) -> BoxFuture<'static, Result<(), ServerError>> {
-        Box::pin(async move { Ok(longshot_proto::server::serve_worker(listener, worker, exchange, shutdown).await?) })
+        let tls = self.tls.clone();
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Box::pin(async move {
+            let options = ServeOptions {
+                tls,
+                health,
+                ..Default::default()
+            };
+            Ok(longshot_proto::server::serve_worker(listener, worker, exchange, options, shutdown).await?)
+        })
     }
 }
 
-pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
+pub async fn worker_with(a: WorkerArgs, coordinator: String, ca: Option<PathBuf>) -> Result<()> {
+    let tls = a.tls.load(ca.as_deref(), "worker")?;
     let listener = TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
@@ -561,7 +684,8 @@ pub async fn worker_with(a: WorkerArgs, coordinator: String) -> Result<()> {
     if let (Some(listen), Some(registry)) = (&a.metrics_listen.0, &config.metrics) {
         metrics_http::serve(listen, registry.clone()).await?;
     }
-    Ok(longshot_worker::serve(config, Arc::new(GrpcTransport), listener, shutdown).await?)
+    let health = std::sync::Mutex::new(health_listener(&a.health_listen).await?);
+    Ok(longshot_worker::serve(config, Arc::new(GrpcTransport { tls, health }), listener, shutdown).await?)
 }
 
 #[cfg(test)]

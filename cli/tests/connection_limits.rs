@@ -33,10 +33,12 @@ fn idle_floods_and_oversize_requests_leave_the_coordinator_serving() {
         coordinator_args: ["--max-connections-per-client", "50", "--idle-timeout", "3"]
             .map(String::from)
             .to_vec(),
+        // The oversize requests below come from a bare tonic client, without TLS.
+        insecure: true,
         ..Default::default()
     };
     let c = Cluster::start_with(1, 30.0, options);
-    let addr: SocketAddr = c.endpoint.trim_start_matches("http://").parse().unwrap();
+    let addr: SocketAddr = c.address().parse().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fds_before = c.coordinator_fds();
 

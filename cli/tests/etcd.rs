@@ -250,6 +250,7 @@ fn duplicate_ids_and_grpc_registration_are_refused() {
             "--metrics-listen",
             "127.0.0.1:0",
         ])
+        .args(c.member_args())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -270,6 +271,7 @@ fn duplicate_ids_and_grpc_registration_are_refused() {
             "--metrics-listen",
             "127.0.0.1:0",
         ])
+        .args(c.member_args())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -297,6 +299,7 @@ fn an_unreachable_etcd_fails_start_up_within_the_bound() {
             &url,
             "--metrics-listen",
             "127.0.0.1:0",
+            "--insecure",
         ])
         .arg("--data-dir")
         .arg(&data)
@@ -313,6 +316,7 @@ fn an_unreachable_etcd_fails_start_up_within_the_bound() {
             "w0",
             "--metrics-listen",
             "127.0.0.1:0",
+            "--insecure",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -355,20 +359,23 @@ fn longshot_up_with_etcd_registers_its_workers_there() {
         .arg("--data-dir")
         .arg(&data)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(up.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    // A CA made for this cluster, in the data dir.
     let endpoint = line
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
+        .find(|w| w.starts_with("https://"))
         .unwrap_or_else(|| panic!("unexpected line {line:?}"))
         .to_string();
     let cli = |args: &[&str]| {
         Command::new(BIN)
             .arg("--coordinator")
             .arg(&endpoint)
+            .arg("--ca")
+            .arg(data.join("tls/ca.pem"))
             .args(args)
             .output()
             .unwrap()
@@ -381,7 +388,9 @@ fn longshot_up_with_etcd_registers_its_workers_there() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let pid = up.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    assert!(up.wait().unwrap().success());
+    let status = up.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+    assert!(status.success(), "longshot up exited with {status}:\n{log}");
     // Stopped workers revoked their leases; the job record stayed.
     let c = Cluster::start_with(
         0,

@@ -51,7 +51,10 @@ const SMALL: &[&str] = &[
 
 /// Polls `endpoint`'s health service `longshot.v1.Leader` (what the Helm chart's readiness probe
 /// checks) until it is `want` ("Serving" or "NotServing"), for up to 5 s.
-fn leader_health_becomes(endpoint: &str, want: &str) {
+fn leader_health_becomes(c: &Cluster, endpoint: &str, want: &str) {
+    // The coordinator serves TLS with the cluster's CA (the harness's default).
+    let ca = std::fs::read_to_string(c.dir.path().join("certs/ca.pem")).expect("the cluster's CA");
+    let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -62,6 +65,8 @@ fn leader_health_becomes(endpoint: &str, want: &str) {
         loop {
             let got = match tonic::transport::Endpoint::from_shared(endpoint.to_string())
                 .expect("endpoint")
+                .tls_config(tls.clone())
+                .expect("tls")
                 .connect()
                 .await
             {
@@ -190,6 +195,7 @@ fn a_standby_takes_over_from_a_killed_leader_within_15_s() {
     // The standby names the leader.
     let out = Command::new(BIN)
         .args(["--coordinator", &standby, "list"])
+        .args(c.client_args())
         .output()
         .expect("run longshot");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -197,13 +203,14 @@ fn a_standby_takes_over_from_a_killed_leader_within_15_s() {
         out.status.success() && !err.contains("error"),
         "a CLI pointed at the standby alone follows it to the leader: {err}"
     );
-    leader_health_becomes(&leader, "Serving");
-    leader_health_becomes(&standby, "NotServing");
+    leader_health_becomes(&c, &leader, "Serving");
+    leader_health_becomes(&c, &standby, "NotServing");
     let job = submit(&c, JOB);
     c.wait_steps(&job, 90);
     // Following the job through both addresses survives the fail-over.
     let watch = Command::new(BIN)
         .args(["--coordinator", &c.endpoint, "--json", "watch", &job])
+        .args(c.client_args())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -217,7 +224,7 @@ fn a_standby_takes_over_from_a_killed_leader_within_15_s() {
         "fail-over took {failover:?}\n{}",
         c.logs()
     );
-    leader_health_becomes(&standby, "Serving");
+    leader_health_becomes(&c, &standby, "Serving");
     assert_eq!(s["recovery"]["resumes"], 1, "{s}");
     assert!(
         s["recovery"]["checkpoint_step"].as_u64().unwrap_or(0) > 0,

@@ -16,6 +16,7 @@ const LEASE_TTL_S: u64 = 30;
 fn spawn_worker(c: &Cluster, id: &str, port: u16, extra: &[String], log: &str) -> Child {
     Command::new(BIN)
         .args(["--coordinator", &c.endpoint, "worker", "--exit-on-stdin-close"])
+        .args(c.member_args())
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),

@@ -163,15 +163,9 @@ fn one_job_is_one_trace_across_cli_coordinator_and_workers() {
     );
     let out = Command::new(BIN)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .args([
-            "--coordinator",
-            &c.endpoint,
-            "submit",
-            "--prompt",
-            "x",
-            "--frames",
-            "129",
-        ])
+        .args(["--coordinator", &c.endpoint])
+        .args(c.client_args())
+        .args(["submit", "--prompt", "x", "--frames", "129"])
         .args(["--width", "64", "--height", "64", "--steps", "4", "--wait"])
         .output()
         .expect("run longshot submit");

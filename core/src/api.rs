@@ -334,6 +334,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// The caller is not allowed this call (a client without a cluster member's certificate).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A standby coordinator: only the leader (at `leader`'s address, if one is elected) serves.
     #[error("{}", not_leader(.leader))]
     NotLeader { leader: Option<String> },

@@ -15,6 +15,7 @@ use crate::pb::job_service_server::{JobService, JobServiceServer};
 use crate::pb::registry_service_server::{RegistryService, RegistryServiceServer};
 use crate::pb::worker_service_server::{WorkerService, WorkerServiceServer};
 use crate::status::{error_chain, to_status};
+use crate::tls::MemberTls;
 use crate::trace_context::server_span;
 use futures::{Stream, StreamExt};
 use longshot_core::api::{
@@ -27,6 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, Streaming};
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::ServingStatus;
 use tracing::Instrument;
 
@@ -141,14 +143,33 @@ impl JobService for JobServiceAdapter {
 // ---- RegistryService ------------------------------------------------------------------------
 
 /// `RegistryService` over a [`RegistryApi`] (the coordinator's worker registry).
-pub struct RegistryServiceAdapter(pub Arc<dyn RegistryApi>);
+pub struct RegistryServiceAdapter {
+    pub registry: Arc<dyn RegistryApi>,
+    /// Answer only callers with a certificate the cluster CA signed (the coordinator serves TLS
+    /// with client certificates optional, and rustls has verified any certificate it shows).
+    pub members_only: bool,
+}
+
+impl RegistryServiceAdapter {
+    fn check_member<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.members_only && request.peer_certs().is_none_or(|certs| certs.is_empty()) {
+            return Err(to_status(ApiError::PermissionDenied(
+                "only cluster members may register, heartbeat or deregister workers: connect with a certificate \
+                 signed by the cluster's CA (`longshot certs issue`, then --ca, --cert and --key)"
+                    .into(),
+            )));
+        }
+        Ok(())
+    }
+}
 
 #[tonic::async_trait]
 impl RegistryService for RegistryServiceAdapter {
     async fn register(&self, request: Request<pb::WorkerInfo>) -> Result<Response<pb::RegisterResponse>, Status> {
+        self.check_member(&request)?;
         let worker = WorkerInfo::try_from(request.into_inner()).map_err(to_status)?;
         let id = worker.id.clone();
-        match self.0.register(worker).await {
+        match self.registry.register(worker).await {
             Ok(ack) => Ok(Response::new(ack.into())),
             // The proto's refusal is `accepted = false` with a reason, not an error status.
             Err(ApiError::FailedPrecondition(reason)) => Ok(Response::new(register_refusal_to_pb(id, reason))),
@@ -160,10 +181,15 @@ impl RegistryService for RegistryServiceAdapter {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.check_member(&request)?;
         let r = request.into_inner();
         let state = worker_state_from_pb(r.state, "state").map_err(to_status)?;
         let busy = (!r.busy_job_id.is_empty()).then_some(r.busy_job_id);
-        let known = self.0.heartbeat(r.worker_id, state, busy).await.map_err(to_status)?;
+        let known = self
+            .registry
+            .heartbeat(r.worker_id, state, busy)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::HeartbeatResponse { known }))
     }
 
@@ -171,7 +197,8 @@ impl RegistryService for RegistryServiceAdapter {
         &self,
         request: Request<pb::DeregisterRequest>,
     ) -> Result<Response<pb::DeregisterResponse>, Status> {
-        self.0
+        self.check_member(&request)?;
+        self.registry
             .deregister(request.into_inner().worker_id)
             .await
             .map_err(to_status)?;
@@ -295,18 +322,52 @@ impl ExchangeService for ExchangeServiceAdapter {
 /// etcd): a Kubernetes readiness probe on it sends the Service's traffic to the leader alone.
 pub const LEADER_HEALTH_SERVICE: &str = "longshot.v1.Leader";
 
+/// How a server takes connections.
+#[derive(Debug, Default)]
+pub struct ServeOptions {
+    /// Connection caps and timeouts.
+    pub limits: ConnectionLimits,
+    /// TLS with this member's certificate (`None`: plaintext, `--insecure`).
+    pub tls: Option<MemberTls>,
+    /// A listener for the health service alone, in plaintext (`--health-listen`).
+    pub health: Option<TcpListener>,
+}
+
+/// Serves only `grpc.health.v1` (the same statuses as the main port) in plaintext on `listener`,
+/// for probes that cannot speak TLS (Kubernetes' gRPC probes). Health says nothing secret; the
+/// task ends with the process.
+fn spawn_plain_health<H: Health>(listener: Option<TcpListener>, health: HealthServer<H>) {
+    let Some(listener) = listener else { return };
+    tokio::spawn(async move {
+        let limits = ConnectionLimits::default();
+        let served = crate::transport::server_for(&limits)
+            .add_service(health)
+            .serve_with_incoming(limited_incoming(listener, limits))
+            .await;
+        if let Err(e) = served {
+            tracing::error!("the health port stopped: {}", error_chain(&e));
+        }
+    });
+}
+
 /// Serves `JobService` and `RegistryService` (plus health, with both marked SERVING and
 /// [`LEADER_HEALTH_SERVICE`] following `leading`, and reflection) on `listener`'s connections
 /// within `limits` until `shutdown` completes. Requests are at most
-/// [`crate::MAX_CLIENT_REQUEST_BYTES`].
+/// [`crate::MAX_CLIENT_REQUEST_BYTES`]. With `tls`, connections are TLS and the RegistryService
+/// answers only callers showing a member certificate.
 pub async fn serve_coordinator(
     listener: TcpListener,
     jobs: Arc<dyn JobApi>,
     registry: Arc<dyn RegistryApi>,
     mut leading: tokio::sync::watch::Receiver<bool>,
-    limits: ConnectionLimits,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProtoError> {
+    let ServeOptions {
+        limits,
+        tls,
+        health: health_listener,
+    } = options;
     let (reporter, health) = crate::health_service();
     reporter.set_serving::<JobServiceServer<JobServiceAdapter>>().await;
     reporter
@@ -326,7 +387,16 @@ pub async fn serve_coordinator(
             }
         }
     });
-    crate::transport::server_for(&limits)
+    let mut server = crate::transport::server_for(&limits);
+    if let Some(tls) = &tls {
+        server = server.tls_config(tls.server_config(true))?;
+    }
+    let registry = RegistryServiceAdapter {
+        registry,
+        members_only: tls.is_some(),
+    };
+    spawn_plain_health(health_listener, health.clone());
+    server
         .add_service(health)
         .add_service(crate::reflection_service()?)
         .add_service(crate::reflection_service_v1alpha()?)
@@ -335,8 +405,7 @@ pub async fn serve_coordinator(
                 .max_decoding_message_size(crate::MAX_CLIENT_REQUEST_BYTES),
         )
         .add_service(
-            sized!(RegistryServiceServer::new(RegistryServiceAdapter(registry)))
-                .max_decoding_message_size(crate::MAX_CLIENT_REQUEST_BYTES),
+            sized!(RegistryServiceServer::new(registry)).max_decoding_message_size(crate::MAX_CLIENT_REQUEST_BYTES),
         )
         .serve_with_incoming_shutdown(limited_incoming(listener, limits), shutdown)
         .await?;
@@ -344,13 +413,20 @@ pub async fn serve_coordinator(
 }
 
 /// Serves `WorkerService` and `ExchangeService` (plus health, with both marked SERVING, and
-/// reflection) on `listener` until `shutdown` completes.
+/// reflection) on `listener` until `shutdown` completes. With `tls`, only callers showing a
+/// member certificate connect.
 pub async fn serve_worker(
     listener: TcpListener,
     worker: Arc<dyn WorkerApi>,
     exchange: Arc<dyn ExchangeApi>,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProtoError> {
+    let ServeOptions {
+        limits,
+        tls,
+        health: health_listener,
+    } = options;
     let (reporter, health) = crate::health_service();
     reporter
         .set_serving::<WorkerServiceServer<WorkerServiceAdapter>>()
@@ -358,8 +434,14 @@ pub async fn serve_worker(
     reporter
         .set_serving::<ExchangeServiceServer<ExchangeServiceAdapter>>()
         .await;
-    let limits = ConnectionLimits::default();
-    crate::transport::server_for(&limits)
+    let mut server = crate::transport::server_for(&limits);
+    if let Some(tls) = &tls {
+        // Only members reach a worker: a client without a certificate the CA signed fails the
+        // handshake.
+        server = server.tls_config(tls.server_config(false))?;
+    }
+    spawn_plain_health(health_listener, health.clone());
+    server
         .add_service(health)
         .add_service(crate::reflection_service()?)
         .add_service(crate::reflection_service_v1alpha()?)

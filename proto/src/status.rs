@@ -27,6 +27,7 @@ pub fn to_status(err: ApiError) -> Status {
         ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
         ApiError::Unavailable(m) => Status::unavailable(m),
         ApiError::Internal(m) => Status::internal(m),
+        ApiError::PermissionDenied(m) => Status::permission_denied(m),
         ApiError::NotLeader { leader } => {
             let mut status = Status::unavailable(ApiError::NotLeader { leader: leader.clone() }.to_string());
             // An empty value: a standby that knows no leader yet.
@@ -61,6 +62,7 @@ pub fn from_status(status: &Status) -> ApiError {
         Code::Unavailable => ApiError::Unavailable(message),
         Code::DeadlineExceeded => ApiError::Unavailable(format!("deadline exceeded: {message}")),
         Code::Internal => ApiError::Internal(message),
+        Code::PermissionDenied | Code::Unauthenticated => ApiError::PermissionDenied(message),
         other => ApiError::Internal(format!("{}: {message}", code_name(other))),
     }
 }
@@ -72,7 +74,8 @@ pub fn from_status_at(status: &Status, peer: &str) -> ApiError {
     // tonic attaches the underlying error as the source only to statuses it synthesises from a
     // local transport failure; a status the peer sent has none.
     if status.source().is_some() {
-        return ApiError::Unavailable(format!("cannot reach {peer}: {}", status_cause(status)));
+        let cause = status_cause(status);
+        return ApiError::Unavailable(format!("cannot reach {peer}: {cause}{}", tls_hint(peer, &cause)));
     }
     if let Some(e) = not_leader(status) {
         return e;
@@ -86,7 +89,46 @@ pub fn from_status_at(status: &Status, peer: &str) -> ApiError {
 
 /// A failed connect to `peer` (for example a refused TCP connection).
 pub fn unreachable(peer: &str, err: &tonic::transport::Error) -> ApiError {
-    ApiError::Unavailable(format!("cannot reach {peer}: {}", error_chain(err)))
+    let cause = error_chain(err);
+    ApiError::Unavailable(format!("cannot reach {peer}: {cause}{}", tls_hint(peer, &cause)))
+}
+
+/// Advice for a transport failure that TLS explains: rustls and hyper name the symptom (an
+/// unknown issuer, a corrupt record, a reset), not the setting to change.
+fn tls_hint(peer: &str, cause: &str) -> &'static str {
+    let c = cause.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| c.contains(n));
+    if has(&["unknownissuer", "unknown issuer", "badsignature"]) {
+        " (its certificate is not signed by the CA this process trusts: check --ca)"
+    } else if has(&["expired"]) {
+        " (a certificate has expired: issue a new one with `longshot certs issue`)"
+    } else if has(&["notvalidforname", "not valid for name"]) {
+        " (its certificate does not name this address: issue it with --host for every name clients use)"
+    } else if has(&[
+        "unknownca",
+        "badcertificate",
+        "bad certificate",
+        "certificaterequired",
+        "certificate required",
+    ]) {
+        " (it refused this process's certificate: cluster members need one signed by the cluster's CA)"
+    } else if peer.contains("https://") && has(&["corrupt message", "invalidcontenttype", "invalid content type"]) {
+        " (it does not speak TLS: for a server run with --insecure, use http://)"
+    } else if peer.contains("http://")
+        && has(&[
+            "connection reset",
+            "broken pipe",
+            "protocol error",
+            "frame with invalid size",
+            "connection closed",
+            "unexpected eof",
+            "bytes remaining on stream",
+        ])
+    {
+        " (if it serves TLS, use https:// and its CA: --ca or LONGSHOT_CA)"
+    } else {
+        ""
+    }
 }
 
 /// `err` and its sources, joined by `: `, skipping a source whose text the chain already shows

@@ -24,6 +24,8 @@ pub struct ClusterOptions {
     pub host: Option<String>,
     /// The coordinator's data dir; `dir/data` when `None`.
     pub data_dir: Option<PathBuf>,
+    /// Plaintext (`--insecure`) instead of TLS with a CA made for the cluster in `dir/certs`.
+    pub insecure: bool,
 }
 
 /// A coordinator process and its worker processes. Everything is killed on drop.
@@ -49,6 +51,12 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra coordinator and worker arguments.
     pub fn start_with(workers: usize, exchange_timeout_s: f64, options: ClusterOptions) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        if !options.insecure {
+            // The CLI verifies the coordinator by the host it dials.
+            let mut hosts = vec!["localhost", "127.0.0.1"];
+            hosts.extend(options.host.as_deref());
+            make_certs(&dir.path().join("certs"), "member", &hosts);
+        }
         let (coordinator, endpoint) = spawn_coordinator(dir.path(), exchange_timeout_s, &options, "coordinator.log");
         let mut c = Cluster {
             endpoint,
@@ -148,6 +156,7 @@ impl Cluster {
                 "--exit-on-stdin-close",
             ])
             .args(["--id", &format!("w{i}"), "--metrics-listen", "127.0.0.1:0"])
+            .args(self.member_args())
             .args(&self.options.worker_args)
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
@@ -159,11 +168,35 @@ impl Cluster {
         self.workers.push((child, stdin));
     }
 
+    /// The flags that make a process a member of this cluster: `--ca`, `--cert` and `--key`
+    /// with TLS, `--insecure` without.
+    pub fn member_args(&self) -> Vec<String> {
+        member_args(self.dir.path(), &self.options)
+    }
+
+    /// The flags a client of this cluster needs: `--ca` with TLS, none without.
+    pub fn client_args(&self) -> Vec<String> {
+        if self.options.insecure {
+            Vec::new()
+        } else {
+            vec![
+                "--ca".into(),
+                self.dir.path().join("certs/ca.pem").display().to_string(),
+            ]
+        }
+    }
+
+    /// The coordinator's `host:port`, without the scheme.
+    pub fn address(&self) -> String {
+        self.endpoint.rsplit("://").next().unwrap_or_default().to_string()
+    }
+
     /// Runs `longshot --coordinator <this> args…` and returns its output.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .arg("--coordinator")
             .arg(&self.endpoint)
+            .args(self.client_args())
             .args(args)
             .output()
             .expect("run longshot")
@@ -324,6 +357,7 @@ fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, options: &ClusterOptio
         ])
         .arg("--data-dir")
         .arg(options.data_dir.clone().unwrap_or_else(|| dir.join("data")))
+        .args(member_args(dir, options))
         .args(&options.coordinator_args)
         .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
@@ -340,7 +374,46 @@ fn spawn_coordinator(dir: &Path, exchange_timeout_s: f64, options: &ClusterOptio
         "unexpected first line {line:?}; log:\n{text}"
     );
     let addr = line.trim().rsplit(' ').next().expect("address").to_string();
-    (coordinator, format!("http://{addr}"))
+    let scheme = if options.insecure { "http" } else { "https" };
+    (coordinator, format!("{scheme}://{addr}"))
+}
+
+/// See [`Cluster::member_args`].
+fn member_args(dir: &Path, options: &ClusterOptions) -> Vec<String> {
+    if options.insecure {
+        return vec!["--insecure".into()];
+    }
+    let certs = dir.join("certs");
+    [("--ca", "ca.pem"), ("--cert", "member.pem"), ("--key", "member.key")]
+        .into_iter()
+        .flat_map(|(flag, file)| [flag.to_string(), certs.join(file).display().to_string()])
+        .collect()
+}
+
+/// `longshot certs init` in `dir` (unless it has a CA) and `longshot certs issue NAME` for
+/// `hosts` (none: the default, loopback).
+pub fn make_certs(dir: &Path, name: &str, hosts: &[&str]) {
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["certs"])
+            .args(args)
+            .args(["--dir", dir.to_str().expect("utf-8 path")])
+            .output()
+            .expect("run longshot certs");
+        assert!(
+            out.status.success(),
+            "longshot certs {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    if !dir.join("ca.pem").exists() {
+        run(&["init"]);
+    }
+    let mut issue = vec!["issue", name];
+    for h in hosts {
+        issue.extend(["--host", h]);
+    }
+    run(&issue);
 }
 
 /// Submits a job with `args` and returns its id.

@@ -56,7 +56,40 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "longshot.etcd" -}}{{ include "longshot.fullname" . }}-etcd{{- end }}
 
 {{- define "longshot.coordinatorURL" -}}
-{{- printf "http://%s.%s.svc.%s:%d" (include "longshot.coordinator" .) .Release.Namespace .Values.clusterDomain (int .Values.coordinator.port) }}
+{{- printf "%s://%s.%s.svc.%s:%d" (include "longshot.scheme" .) (include "longshot.coordinator" .) .Release.Namespace .Values.clusterDomain (int .Values.coordinator.port) }}
+{{- end }}
+
+{{- define "longshot.scheme" -}}{{ if .Values.tls.enabled }}https{{ else }}http{{ end }}{{- end }}
+
+{{/* The Secret with ca.crt, tls.crt and tls.key. */}}
+{{- define "longshot.tlsSecret" -}}{{ default (printf "%s-tls" (include "longshot.fullname" .)) .Values.tls.existingSecret }}{{- end }}
+
+{{/* A member's TLS flags: the mounted Secret, or --insecure. */}}
+{{- define "longshot.tlsArgs" -}}
+{{- if .Values.tls.enabled }}
+- --ca=/etc/longshot/tls/ca.crt
+- --cert=/etc/longshot/tls/tls.crt
+- --key=/etc/longshot/tls/tls.key
+{{- else }}
+- --insecure
+{{- end }}
+{{- end }}
+
+{{- define "longshot.tlsMount" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/longshot/tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "longshot.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "longshot.tlsSecret" . }}
+    defaultMode: 0440
+{{- end }}
 {{- end }}
 
 {{/* etcd's client URLs, comma-separated ("" with etcd.mode none). */}}

@@ -8,6 +8,7 @@ use crate::pb;
 use crate::pb::job_service_client::JobServiceClient;
 use crate::pb::registry_service_client::RegistryServiceClient;
 use crate::status::from_status_at;
+use crate::tls::Peer;
 use crate::trace_context::traced;
 use futures::{future, StreamExt};
 use longshot_core::api::{
@@ -49,7 +50,7 @@ impl JobClient {
     pub async fn connect_with_timeout(endpoint: &str, timeout: Option<Duration>) -> Result<Self, ApiError> {
         let url = url_of(endpoint);
         let peer = format!("the coordinator at {url}");
-        let mut ep = endpoint_for(&url, &peer)?;
+        let mut ep = endpoint_for(&url, &peer, Peer::Server)?;
         if let Some(t) = timeout {
             ep = ep.connect_timeout(t.min(CONNECT_TIMEOUT)).timeout(t);
         }
@@ -205,7 +206,9 @@ impl RegistryClient {
     pub fn connect_lazy(endpoint: &str) -> Result<Self, ApiError> {
         let url = url_of(endpoint);
         let peer = format!("the coordinator at {url}");
-        let channel = endpoint_for(&url, &peer)?.timeout(REGISTRY_CALL_TIMEOUT).connect_lazy();
+        let channel = endpoint_for(&url, &peer, Peer::Member)?
+            .timeout(REGISTRY_CALL_TIMEOUT)
+            .connect_lazy();
         Ok(Self {
             client: sized!(RegistryServiceClient::new(channel)),
             peer,

@@ -18,6 +18,7 @@ pub use coordinator::{JobClient, RegistryClient};
 pub use worker::{GrpcExchangeConnector, GrpcWorkerConnector};
 
 use crate::status::unreachable;
+use crate::tls::Peer;
 use longshot_core::api::ApiError;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -29,24 +30,41 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// `http://` in front of `address` unless it already names a scheme.
+/// `address` as a URL: unchanged if it names a scheme, else with `https://` in a process that
+/// uses TLS ([`crate::tls`]) and `http://` in one that does not.
 fn url_of(address: &str) -> String {
     let address = address.trim();
     if address.contains("://") {
         address.to_string()
+    } else if crate::tls::tls_by_default() {
+        format!("https://{address}")
     } else {
         format!("http://{address}")
     }
 }
 
-fn endpoint_for(url: &str, peer: &str) -> Result<Endpoint, ApiError> {
-    let endpoint = crate::endpoint(url.to_string()).map_err(|e| unreachable(peer, &e))?;
+/// An endpoint for `url`: TLS for `https://` (verifying `kind` of peer), plaintext for
+/// `http://`; any other scheme is refused.
+fn endpoint_for(url: &str, peer: &str, kind: Peer) -> Result<Endpoint, ApiError> {
+    let scheme = url.split("://").next().unwrap_or_default();
+    if scheme != "http" && scheme != "https" {
+        return Err(ApiError::Unavailable(format!(
+            "cannot reach {peer}: the address must start with https:// (TLS) or http:// (a server run with --insecure), not {scheme}://"
+        )));
+    }
+    let mut endpoint = crate::endpoint(url.to_string()).map_err(|e| unreachable(peer, &e))?;
+    if scheme == "https" {
+        endpoint = endpoint
+            .tls_config(crate::tls::client_config(kind))
+            .map_err(|e| unreachable(peer, &e))?;
+    }
     Ok(endpoint.connect_timeout(CONNECT_TIMEOUT))
 }
 
-/// An endpoint for a worker link, with keep-alive pings.
+/// An endpoint for a link between members (a worker's shard or exchange stream), with
+/// keep-alive pings.
 fn worker_endpoint(url: &str, peer: &str) -> Result<Endpoint, ApiError> {
-    Ok(endpoint_for(url, peer)?
+    Ok(endpoint_for(url, peer, Peer::Member)?
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true))

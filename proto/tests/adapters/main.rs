@@ -300,7 +300,10 @@ async fn start_coordinator_leading(
         fake.clone(),
         fake,
         leading,
-        limits,
+        longshot_proto::server::ServeOptions {
+            limits,
+            ..Default::default()
+        },
         async {
             let _ = rx.await;
         },
@@ -312,9 +315,15 @@ async fn start_worker(fake: Arc<FakeWorker>) -> Result<Running> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve_worker(listener, fake, Arc::new(MirrorExchange), async {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(serve_worker(
+        listener,
+        fake,
+        Arc::new(MirrorExchange),
+        Default::default(),
+        async {
+            let _ = rx.await;
+        },
+    ));
     Ok(Running { addr, stop, task })
 }
 
