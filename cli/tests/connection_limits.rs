@@ -157,3 +157,84 @@ fn idle_floods_and_oversize_requests_leave_the_coordinator_serving() {
     assert_eq!(c.wait_state(&long, TERMINAL, Duration::from_secs(120))["state"], "done");
     assert_eq!(c.status(&queued)["state"], "done");
 }
+
+/// A process that opens `count` TCP connections to `addr` from the loopback addresses
+/// 127.0.1.x (250 per address), keeps them silent, prints `open N` and holds them until its
+/// standard input closes. Two of them hold 20,000 between them, more than one process may open.
+fn flood_process(addr: &str, count: usize, first_host: usize) -> std::process::Child {
+    let script = r#"
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+count, first = int(sys.argv[2]), int(sys.argv[3])
+held, failed = [], 0
+for i in range(count):
+    s = socket.socket()
+    s.bind((f"127.0.{1 + (first + i // 250) // 250}.{1 + (first + i // 250) % 250}", 0))
+    try:
+        s.connect((host, int(port)))
+        held.append(s)
+    except OSError:
+        failed += 1
+        s.close()
+print(f"open {len(held)} failed {failed}", flush=True)
+sys.stdin.read()
+"#;
+    std::process::Command::new("python3")
+        .args(["-c", script, addr, &count.to_string(), &first_host.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the flood")
+}
+
+#[test]
+fn twenty_thousand_idle_connections_leave_the_coordinator_serving() {
+    let options = ClusterOptions {
+        coordinator_args: ["--max-connections", "2048", "--idle-timeout", "30"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
+    let c = Cluster::start_with(1, 30.0, options);
+    let rss_before = c.coordinator_rss();
+    let fds_before = c.coordinator_fds();
+    let started = Instant::now();
+    let mut floods: Vec<_> = (0..2).map(|k| flood_process(&c.address(), 10_000, k * 40)).collect();
+    // While the flood goes on, other clients are served: a list, and a job from submit to done.
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    c.ok(&["list"]);
+    let job = submit(
+        &c,
+        &[
+            "--prompt", "x", "--frames", "49", "--width", "64", "--height", "64", "--steps", "3",
+        ],
+    );
+    let s = c.wait_state(&job, TERMINAL, Duration::from_secs(60));
+    assert_eq!(s["state"], "done", "{s}");
+    let served = t.elapsed();
+    for f in &mut floods {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(f.stdout.take().unwrap()), &mut line).unwrap();
+        // Connections over the caps are accepted and closed, so every connect succeeds.
+        assert_eq!(line.trim(), "open 10000 failed 0", "{line}");
+    }
+    let flooded = started.elapsed();
+    // The coordinator holds at most --max-connections of them (silent ones go after 10 s).
+    let fds = c.coordinator_fds();
+    assert!(fds < fds_before + 2048 + 64, "{fds} descriptors (before: {fds_before})");
+    c.ok(&["list"]);
+    let grown = c.coordinator_rss().saturating_sub(rss_before);
+    assert!(
+        grown < 200 << 20,
+        "20,000 idle connections grew the coordinator by {grown} bytes"
+    );
+    eprintln!(
+        "20,000 connections opened in {flooded:?}; {fds} descriptors then; during the flood a list and a job took {served:?}; RSS +{} MiB",
+        grown >> 20
+    );
+    for mut f in floods {
+        drop(f.stdin.take());
+        let _ = f.wait();
+    }
+}
