@@ -13,6 +13,7 @@ use longshot_coordinator::job_store::JobStore;
 use longshot_coordinator::Coordinator;
 use longshot_core::api::{JobApi, JobState};
 use longshot_core::job::OutputKind;
+use longshot_proto::server::ServeOptions;
 use longshot_proto::tls::MemberTls;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -138,8 +139,18 @@ impl LocalCluster {
         let backend = args.backend(&mut cfg, false).await?;
         let store = backend.store.clone();
         let (stop, rx) = watch::channel(false);
-        let (coordinator, _server) =
-            start_coordinator(listener, cfg, backend, args.connection_limits(), member, None, rx);
+        let (coordinator, _server) = start_coordinator(
+            listener,
+            cfg,
+            backend,
+            ServeOptions {
+                limits: args.connection_limits(),
+                tls: member,
+                health: None,
+                submit_rate: args.submit_rate(),
+            },
+            rx,
+        );
         // With etcd the workers register there (the coordinator refuses gRPC registration).
         let etcd: Vec<String> = if args.etcd.is_empty() {
             Vec::new()
@@ -291,6 +302,8 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
     let coord_args = CoordinatorArgs {
         tls: MemberTlsArgs::default(),
         health_listen: None,
+        max_submits_per_minute: 0,
+        submit_burst: 1,
         listen: "127.0.0.1:0".into(),
         data_dir: work.path().join("data"),
         exchange_timeout: a.exchange_timeout,

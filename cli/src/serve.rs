@@ -14,6 +14,7 @@ use longshot_etcd::CONNECT_PATIENCE;
 use longshot_proto::client::{GrpcExchangeConnector, GrpcWorkerConnector, RegistryClient};
 use longshot_proto::connections::ConnectionLimits;
 use longshot_proto::server::ServeOptions;
+use longshot_proto::submit_rate::SubmitRate;
 use longshot_proto::tls::{self, MemberTls};
 use longshot_worker::device::DeviceRequest;
 use longshot_worker::models::ModelSource;
@@ -100,6 +101,13 @@ pub struct CoordinatorArgs {
     /// bytes, or with a unit (`200G`; powers of 1024).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_output_bytes: Option<u64>,
+    /// Jobs one client address may submit a minute (0: no limit); more are refused, saying when
+    /// to retry.
+    #[arg(long, value_name = "N", default_value_t = 600)]
+    pub max_submits_per_minute: u32,
+    /// Jobs one client address may submit at once within --max-submits-per-minute.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub submit_burst: u32,
     /// Open client connections at most (more are closed at once).
     #[arg(long, value_name = "N", default_value_t = ConnectionLimits::default().max_connections, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
@@ -222,6 +230,14 @@ impl CoordinatorArgs {
         }
     }
 
+    /// `--max-submits-per-minute` and `--submit-burst` (`None`: no limit).
+    pub fn submit_rate(&self) -> Option<SubmitRate> {
+        Some(SubmitRate {
+            per_minute: std::num::NonZeroU32::new(self.max_submits_per_minute)?,
+            burst: std::num::NonZeroU32::new(self.submit_burst)?,
+        })
+    }
+
     pub fn config(&self) -> Result<CoordinatorConfig> {
         let secs = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 && v <= 86_400.0 {
@@ -324,9 +340,7 @@ pub fn start_coordinator(
     listener: TcpListener,
     cfg: CoordinatorConfig,
     backend: Backend,
-    limits: ConnectionLimits,
-    tls: Option<MemberTls>,
-    health: Option<TcpListener>,
+    options: ServeOptions,
     shutdown: watch::Receiver<bool>,
 ) -> (Coordinator, tokio::task::JoinHandle<Result<()>>) {
     let Backend {
@@ -340,16 +354,9 @@ pub fn start_coordinator(
     let (_, leading) = watch::channel(true);
     let server = tokio::spawn(async move {
         let (jobs, registry) = (Arc::new(c.clone()), Arc::new(c));
-        longshot_proto::server::serve_coordinator(
-            listener,
-            jobs,
-            registry,
-            leading,
-            ServeOptions { limits, tls, health },
-            wait_for(shutdown),
-        )
-        .await
-        .map_err(|e| anyhow!("{e}"))
+        longshot_proto::server::serve_coordinator(listener, jobs, registry, leading, options, wait_for(shutdown))
+            .await
+            .map_err(|e| anyhow!("{e}"))
     });
     (coordinator, server)
 }
@@ -416,8 +423,13 @@ pub async fn coordinator(a: CoordinatorArgs, ca: Option<PathBuf>) -> Result<()> 
     let data_dir = cfg.data_dir.clone();
     let (tx, rx) = watch::channel(false);
     let scheme = scheme(&tls);
-    let health = health_listener(&a.health_listen).await?;
-    let (_c, server) = start_coordinator(listener, cfg, backend, a.connection_limits(), tls, health, rx);
+    let options = ServeOptions {
+        limits: a.connection_limits(),
+        tls,
+        health: health_listener(&a.health_listen).await?,
+        submit_rate: a.submit_rate(),
+    };
+    let (_c, server) = start_coordinator(listener, cfg, backend, options, rx);
     leading.set(1);
     tracing::info!(
         "coordinator listening on {scheme}://{addr} (data in {})",
@@ -456,6 +468,7 @@ async fn coordinator_with_etcd(
     let (lead_tx, lead_rx) = watch::channel(false);
     let limits = a.connection_limits();
     let health = health_listener(&a.health_listen).await?;
+    let submit_rate = a.submit_rate();
     let g = gate.clone();
     let mut server = tokio::spawn(async move {
         longshot_proto::server::serve_coordinator(
@@ -463,7 +476,12 @@ async fn coordinator_with_etcd(
             g.clone(),
             g,
             lead_rx,
-            ServeOptions { limits, tls, health },
+            ServeOptions {
+                limits,
+                tls,
+                health,
+                submit_rate,
+            },
             wait_for(rx),
         )
         .await

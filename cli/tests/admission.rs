@@ -121,3 +121,31 @@ fn jobs_beyond_what_the_cluster_holds_are_refused_at_submit_naming_the_limit() {
     let s = c.wait_state(&job, TERMINAL, Duration::from_secs(120));
     assert_eq!(s["state"], "done", "{s}\n{}", c.logs());
 }
+
+#[test]
+fn a_client_submitting_too_fast_is_refused_saying_when_to_retry_and_others_are_not() {
+    let options = ClusterOptions {
+        coordinator_args: ["--max-submits-per-minute", "6", "--submit-burst", "2"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
+    let c = Cluster::start_with(1, 30.0, options);
+    let job = ["--prompt", "x", "--frames", "49", "--width", "64", "--height", "64", "--steps", "2"];
+    let first = submit(&c, &job);
+    submit(&c, &job);
+    let mut args = vec!["submit"];
+    args.extend_from_slice(&job);
+    let out = c.cli(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a third submit within the burst of 2 succeeded");
+    assert!(
+        err.contains("too many jobs submitted from 127.0.0.1: at most 6 a minute in bursts of 2")
+            && err.contains("retry in"),
+        "{err}"
+    );
+    // Nothing was created by the refused submit; reads are not limited.
+    let listed = c.ok(&["--json", "list"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert_eq!(c.wait_state(&first, TERMINAL, Duration::from_secs(60))["state"], "done");
+}

@@ -42,6 +42,7 @@ pub mod convert;
 pub mod server;
 mod services;
 pub mod status;
+pub mod submit_rate;
 pub mod tls;
 mod trace_context;
 pub mod transport;

@@ -15,6 +15,7 @@ use crate::pb::job_service_server::{JobService, JobServiceServer};
 use crate::pb::registry_service_server::{RegistryService, RegistryServiceServer};
 use crate::pb::worker_service_server::{WorkerService, WorkerServiceServer};
 use crate::status::{error_chain, to_status};
+use crate::submit_rate::{SubmitLimiter, SubmitRate};
 use crate::tls::MemberTls;
 use crate::trace_context::server_span;
 use futures::{Stream, StreamExt};
@@ -55,7 +56,7 @@ fn missing(field: &str) -> Status {
 // ---- JobService -----------------------------------------------------------------------------
 
 /// `JobService` over a [`JobApi`] (the coordinator).
-pub struct JobServiceAdapter(pub Arc<dyn JobApi>);
+pub struct JobServiceAdapter(pub Arc<dyn JobApi>, Option<SubmitLimiter>);
 
 #[tonic::async_trait]
 impl JobService for JobServiceAdapter {
@@ -64,6 +65,11 @@ impl JobService for JobServiceAdapter {
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         // The job's span is created inside `submit`, under this one: the caller's trace goes on.
+        if let (Some(limiter), Some(addr)) = (&self.1, request.remote_addr()) {
+            if let Err(wait) = limiter.check(addr.ip()) {
+                return Err(Status::resource_exhausted(limiter.refusal(addr.ip(), wait)));
+            }
+        }
         let span = server_span("longshot.v1.JobService/SubmitJob", &request);
         async move {
             let spec = request.into_inner().spec.ok_or_else(|| missing("spec"))?;
@@ -331,6 +337,8 @@ pub struct ServeOptions {
     pub tls: Option<MemberTls>,
     /// A listener for the health service alone, in plaintext (`--health-listen`).
     pub health: Option<TcpListener>,
+    /// Jobs a client address may submit (a coordinator's; `None`: unlimited).
+    pub submit_rate: Option<SubmitRate>,
 }
 
 /// Serves only `grpc.health.v1` (the same statuses as the main port) in plaintext on `listener`,
@@ -367,6 +375,7 @@ pub async fn serve_coordinator(
         limits,
         tls,
         health: health_listener,
+        submit_rate,
     } = options;
     let (reporter, health) = crate::health_service();
     reporter.set_serving::<JobServiceServer<JobServiceAdapter>>().await;
@@ -401,8 +410,11 @@ pub async fn serve_coordinator(
         .add_service(crate::reflection_service()?)
         .add_service(crate::reflection_service_v1alpha()?)
         .add_service(
-            sized!(JobServiceServer::new(JobServiceAdapter(jobs)))
-                .max_decoding_message_size(crate::MAX_CLIENT_REQUEST_BYTES),
+            sized!(JobServiceServer::new(JobServiceAdapter(
+                jobs,
+                submit_rate.map(SubmitLimiter::new)
+            )))
+            .max_decoding_message_size(crate::MAX_CLIENT_REQUEST_BYTES),
         )
         .add_service(
             sized!(RegistryServiceServer::new(registry)).max_decoding_message_size(crate::MAX_CLIENT_REQUEST_BYTES),
@@ -426,6 +438,7 @@ pub async fn serve_worker(
         limits,
         tls,
         health: health_listener,
+        submit_rate: _,
     } = options;
     let (reporter, health) = crate::health_service();
     reporter

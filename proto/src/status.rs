@@ -56,7 +56,7 @@ pub fn from_status(status: &Status) -> ApiError {
     match status.code() {
         Code::InvalidArgument => ApiError::InvalidArgument(parse_field_errors(&message)),
         Code::NotFound => ApiError::NotFound(message),
-        Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted | Code::OutOfRange => {
+        Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted | Code::OutOfRange | Code::ResourceExhausted => {
             ApiError::FailedPrecondition(message)
         }
         Code::Unavailable => ApiError::Unavailable(message),
