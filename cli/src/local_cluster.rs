@@ -130,6 +130,7 @@ impl LocalCluster {
                 Some(member)
             }
         };
+        args.etcd_access.install()?;
         let mut cfg = args.config()?;
         let metrics = args.serve_metrics(&cfg).await?;
         let listener = TcpListener::bind(&args.listen)
@@ -155,7 +156,9 @@ impl LocalCluster {
         let etcd: Vec<String> = if args.etcd.is_empty() {
             Vec::new()
         } else {
-            vec!["--etcd".into(), args.etcd.join(",")]
+            let mut v = vec!["--etcd".into(), args.etcd.join(",")];
+            v.extend(args.etcd_access.to_args());
+            v
         };
         std::fs::create_dir_all(logs)?;
         let exe = std::env::current_exe().context("cannot find the longshot executable")?;
@@ -301,6 +304,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
     let work = tempfile::Builder::new().prefix("longshot-render-").tempdir()?;
     let coord_args = CoordinatorArgs {
         tls: MemberTlsArgs::default(),
+        etcd_access: Default::default(),
         health_listen: None,
         max_submits_per_minute: 0,
         submit_burst: 1,

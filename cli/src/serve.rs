@@ -72,10 +72,72 @@ impl MemberTlsArgs {
     }
 }
 
+/// How a member reaches a secured etcd (TLS, client certificates, etcd's auth).
+#[derive(Args, Debug, Clone, Default)]
+pub struct EtcdAccessArgs {
+    /// With --etcd https://…: the CA certificate (PEM) that signed etcd's certificate (default:
+    /// the system's roots).
+    #[arg(long, value_name = "FILE", env = "LONGSHOT_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for an etcd run with --client-cert-auth.
+    #[arg(long, value_name = "FILE", env = "LONGSHOT_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The private key of --etcd-cert (PEM).
+    #[arg(long, value_name = "FILE", env = "LONGSHOT_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// An etcd user (etcd's authentication); the password comes from LONGSHOT_ETCD_PASSWORD, so
+    /// it never shows in a process list.
+    #[arg(long, value_name = "NAME", env = "LONGSHOT_ETCD_USER")]
+    pub etcd_user: Option<String>,
+}
+
+impl EtcdAccessArgs {
+    /// Makes every etcd client of this process use these settings.
+    pub fn install(&self) -> Result<()> {
+        let read =
+            |flag: &str, p: &Path| std::fs::read(p).with_context(|| format!("{flag} {}: cannot read it", p.display()));
+        let ca_pem = self.etcd_ca.as_deref().map(|p| read("--etcd-ca", p)).transpose()?;
+        let identity = match (&self.etcd_cert, &self.etcd_key) {
+            (Some(c), Some(k)) => Some((read("--etcd-cert", c)?, read("--etcd-key", k)?)),
+            _ => None,
+        };
+        let user = match &self.etcd_user {
+            None => None,
+            Some(u) => Some((
+                u.clone(),
+                std::env::var("LONGSHOT_ETCD_PASSWORD")
+                    .map_err(|_| anyhow!("--etcd-user {u}: set its password in LONGSHOT_ETCD_PASSWORD"))?,
+            )),
+        };
+        longshot_etcd::set_access(longshot_etcd::EtcdAccess { ca_pem, identity, user });
+        Ok(())
+    }
+
+    /// The same settings as flags, for a child process.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, path) in [
+            ("--etcd-ca", &self.etcd_ca),
+            ("--etcd-cert", &self.etcd_cert),
+            ("--etcd-key", &self.etcd_key),
+        ] {
+            if let Some(p) = path {
+                args.extend([flag.to_string(), p.display().to_string()]);
+            }
+        }
+        if let Some(u) = &self.etcd_user {
+            args.extend(["--etcd-user".to_string(), u.clone()]);
+        }
+        args
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct CoordinatorArgs {
     #[command(flatten)]
     pub tls: MemberTlsArgs,
+    #[command(flatten)]
+    pub etcd_access: EtcdAccessArgs,
     /// Also serve the gRPC health service alone, in plaintext, on this address (for probes that
     /// cannot speak TLS, such as Kubernetes' gRPC probes).
     #[arg(long, value_name = "ADDR")]
@@ -408,6 +470,7 @@ pub async fn interrupted() {
 
 pub async fn coordinator(a: CoordinatorArgs, ca: Option<PathBuf>) -> Result<()> {
     let tls = a.tls.load(ca.as_deref(), "coordinator")?;
+    a.etcd_access.install()?;
     let mut cfg = a.config()?;
     let listener = TcpListener::bind(&a.listen)
         .await
@@ -546,6 +609,8 @@ async fn coordinator_with_etcd(
 pub struct WorkerArgs {
     #[command(flatten)]
     pub tls: MemberTlsArgs,
+    #[command(flatten)]
+    pub etcd_access: EtcdAccessArgs,
     /// Also serve the gRPC health service alone, in plaintext, on this address (for probes that
     /// cannot speak TLS, such as Kubernetes' gRPC probes).
     #[arg(long, value_name = "ADDR")]
@@ -682,6 +747,7 @@ impl WorkerTransport for GrpcTransport {
 
 pub async fn worker_with(a: WorkerArgs, coordinator: String, ca: Option<PathBuf>) -> Result<()> {
     let tls = a.tls.load(ca.as_deref(), "worker")?;
+    a.etcd_access.install()?;
     let listener = TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;

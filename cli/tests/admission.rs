@@ -131,7 +131,9 @@ fn a_client_submitting_too_fast_is_refused_saying_when_to_retry_and_others_are_n
         ..Default::default()
     };
     let c = Cluster::start_with(1, 30.0, options);
-    let job = ["--prompt", "x", "--frames", "49", "--width", "64", "--height", "64", "--steps", "2"];
+    let job = [
+        "--prompt", "x", "--frames", "49", "--width", "64", "--height", "64", "--steps", "2",
+    ];
     let first = submit(&c, &job);
     submit(&c, &job);
     let mut args = vec!["submit"];

@@ -4,7 +4,7 @@
 mod harness;
 
 use harness::{submit, Cluster, ClusterOptions, BIN};
-use longshot_tests::etcd_server::{free_port, EtcdServer};
+use longshot_tests::etcd_server::{free_port, EtcdServer, EtcdTls};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -408,4 +408,90 @@ fn longshot_up_with_etcd_registers_its_workers_there() {
         0,
         "another data dir's jobs are not loaded: {listed}"
     );
+}
+
+#[test]
+fn a_cluster_uses_an_etcd_with_tls_client_certificates_and_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path();
+    harness::make_certs(certs, "etcd", &["127.0.0.1"]);
+    harness::make_certs(certs, "member", &[]);
+    let path = |f: &str| certs.join(f).display().to_string();
+    let etcd = EtcdServer::start_tls(EtcdTls {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("etcd.pem"),
+        key: certs.join("etcd.key"),
+    });
+    // etcd's authentication: root, and a `longshot` user with the root role.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read("ca.pem")))
+            .identity(etcd_client::Identity::from_pem(read("member.pem"), read("member.key")));
+        let opts = etcd_client::ConnectOptions::new().with_tls(tls);
+        let mut c = etcd_client::Client::connect([etcd.endpoint()], Some(opts))
+            .await
+            .expect("etcd over TLS");
+        c.user_add("root", "root-password", None).await.unwrap();
+        c.user_grant_role("root", "root").await.unwrap();
+        c.user_add("longshot", "s3cret", None).await.unwrap();
+        c.user_grant_role("longshot", "root").await.unwrap();
+        c.auth_enable().await.unwrap();
+    });
+    let access: Vec<String> = [
+        "--etcd",
+        &etcd.endpoint(),
+        "--etcd-ca",
+        &path("ca.pem"),
+        "--etcd-cert",
+        &path("member.pem"),
+        "--etcd-key",
+        &path("member.key"),
+        "--etcd-user",
+        "longshot",
+    ]
+    .map(String::from)
+    .to_vec();
+    let password = ("LONGSHOT_ETCD_PASSWORD".to_string(), "s3cret".to_string());
+    let c = Cluster::start_with(
+        2,
+        30.0,
+        ClusterOptions {
+            coordinator_args: access.clone(),
+            worker_args: access
+                .iter()
+                .cloned()
+                .chain(["--lease-ttl".into(), "10".into()])
+                .collect(),
+            env: vec![password],
+            ..Default::default()
+        },
+    );
+    let job = small_job(&c, 0);
+    let s = c.wait_state(&job, TERMINAL, Duration::from_secs(60));
+    assert_eq!(s["state"], "done", "{s}\n{}", c.logs());
+    // A wrong password, or no client certificate, and the coordinator refuses to start, saying why.
+    for (env, args, expect) in [
+        ("wrong", &access[..], "authentication failed"),
+        ("s3cret", &access[..4], "etcd at https://"),
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                "coordinator",
+                "--insecure",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "off",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(args)
+            .env("LONGSHOT_ETCD_PASSWORD", env)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(expect), "{args:?}: {err}");
+    }
 }

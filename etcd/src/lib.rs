@@ -13,17 +13,20 @@
 
 pub mod schema;
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 use std::future::Future;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum EtcdError {
-    #[error("no etcd endpoint given; pass --etcd http://host:port")]
+    #[error("no etcd endpoint given; pass --etcd http://host:port (or https://)")]
     NoEndpoint,
-    #[error("etcd endpoint {0:?} is not http://host:port")]
+    #[error("etcd endpoint {0:?} is not http://host:port or https://host:port")]
     BadEndpoint(String),
+    #[error("{0}")]
+    Access(String),
     #[error("etcd at {endpoints} is unreachable after {waited:.1?} ({attempts} attempts): {last}")]
     Unreachable {
         endpoints: String,
@@ -54,14 +57,79 @@ pub async fn timed<T>(f: impl Future<Output = Result<T, etcd_client::Error>>) ->
     }
 }
 
-/// Checks that every endpoint is `http://host:port` (TLS is not built in).
+/// How this process authenticates to etcd: TLS (the CA that signed etcd's certificate, and a
+/// client certificate for `--client-cert-auth`) and a user for etcd's auth. Set once at start-up
+/// ([`set_access`]); every client made here uses it.
+#[derive(Clone, Default)]
+pub struct EtcdAccess {
+    /// The CA certificate (PEM) etcd's certificate is verified by; `https://` endpoints need it
+    /// unless etcd's certificate is publicly trusted.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate and key (PEM).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// A user and password for etcd's authentication.
+    pub user: Option<(String, String)>,
+}
+
+static ACCESS: RwLock<Option<EtcdAccess>> = RwLock::new(None);
+
+/// Sets how every etcd client of this process authenticates.
+pub fn set_access(access: EtcdAccess) {
+    *ACCESS.write().unwrap_or_else(|p| p.into_inner()) = Some(access);
+}
+
+/// The connect options for `endpoints` with this process's [`EtcdAccess`].
+fn access_options(endpoints: &[String], mut opts: ConnectOptions) -> ConnectOptions {
+    let access = ACCESS
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_default();
+    if endpoints.iter().any(|e| e.starts_with("https://")) {
+        let mut tls = TlsOptions::new();
+        tls = match &access.ca_pem {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
+            None => tls.with_native_roots(),
+        };
+        if let Some((cert, key)) = &access.identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        opts = opts.with_tls(tls);
+    }
+    if let Some((user, password)) = access.user {
+        opts = opts.with_user(user, password);
+    }
+    opts
+}
+
+/// Checks that every endpoint is `http://host:port` or `https://host:port`, and that TLS settings
+/// go with `https://`.
 pub fn validate_endpoints(endpoints: &[String]) -> Result<(), EtcdError> {
     if endpoints.is_empty() {
         return Err(EtcdError::NoEndpoint);
     }
+    let tls = endpoints.iter().filter(|e| e.starts_with("https://")).count();
+    if tls != 0 && tls != endpoints.len() {
+        return Err(EtcdError::Access(format!(
+            "--etcd {}: all endpoints must use one scheme, http:// or https://",
+            endpoints.join(",")
+        )));
+    }
+    let access = ACCESS
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_default();
+    if tls == 0 && (access.ca_pem.is_some() || access.identity.is_some()) {
+        return Err(EtcdError::Access(format!(
+            "--etcd-ca/--etcd-cert are given but --etcd {} is not https://",
+            endpoints.join(",")
+        )));
+    }
     for e in endpoints {
         let rest = e
             .strip_prefix("http://")
+            .or_else(|| e.strip_prefix("https://"))
             .ok_or_else(|| EtcdError::BadEndpoint(e.clone()))?;
         match rest.trim_end_matches('/').rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
@@ -82,6 +150,7 @@ pub async fn connect_once(endpoints: &[String]) -> Result<Client, EtcdError> {
         .with_connect_timeout(Duration::from_secs(2))
         .with_keep_alive(KEEPALIVE_INTERVAL, Duration::from_secs(5))
         .with_keep_alive_while_idle(false);
+    let opts = access_options(endpoints, opts);
     let mut client = timed(Client::connect(endpoints, Some(opts))).await?;
     timed(client.get(schema::ROOT, Some(GetOptions::new().with_prefix().with_count_only()))).await?;
     Ok(client)

@@ -18,8 +18,20 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
+    /// TLS on the client port with client certificates required (`start_tls`); health is then
+    /// read from the plaintext metrics port.
+    tls: Option<EtcdTls>,
+    metrics_port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+}
+
+/// The PEM files of an etcd that serves TLS and requires client certificates signed by `ca`.
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A loopback port that was free a moment ago (the OS picks it; the listener is closed again).
@@ -48,6 +60,15 @@ fn etcd_binary() -> PathBuf {
 impl EtcdServer {
     /// Starts etcd on free ports and waits until it serves requests.
     pub fn start() -> EtcdServer {
+        Self::start_with(None)
+    }
+
+    /// Starts etcd serving TLS with `tls` and requiring client certificates of its CA.
+    pub fn start_tls(tls: EtcdTls) -> EtcdServer {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<EtcdTls>) -> EtcdServer {
         // Another process may take a port between our probe and etcd's bind: retry with new ones.
         let mut last = String::new();
         for _ in 0..3 {
@@ -58,6 +79,8 @@ impl EtcdServer {
             let mut server = EtcdServer {
                 client_port: free_port(),
                 peer_port: free_port(),
+                tls: tls.clone(),
+                metrics_port: free_port(),
                 dir,
                 child: None,
             };
@@ -69,9 +92,10 @@ impl EtcdServer {
         panic!("etcd did not start: {last}");
     }
 
-    /// `http://127.0.0.1:<client port>`, as `--etcd` takes it.
+    /// `http://127.0.0.1:<client port>` (`https://` with TLS), as `--etcd` takes it.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// Where etcd keeps its data and its log (`etcd.log`).
@@ -107,7 +131,21 @@ impl EtcdServer {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint();
+        let tls_args: Vec<String> = match &self.tls {
+            None => Vec::new(),
+            Some(t) => vec![
+                "--cert-file".into(),
+                t.cert.display().to_string(),
+                "--key-file".into(),
+                t.key.display().to_string(),
+                "--trusted-ca-file".into(),
+                t.ca.display().to_string(),
+                "--client-cert-auth".into(),
+                "--listen-metrics-urls".into(),
+                format!("http://127.0.0.1:{}", self.metrics_port),
+            ],
+        };
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -128,6 +166,7 @@ impl EtcdServer {
                 "new",
             ])
             .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"])
+            .args(&tls_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -138,7 +177,12 @@ impl EtcdServer {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("etcd exited at start-up ({status}):\n{}", self.log_tail()));
             }
-            if healthy(self.client_port) {
+            let health_port = if self.tls.is_some() {
+                self.metrics_port
+            } else {
+                self.client_port
+            };
+            if healthy(health_port) {
                 self.child = Some(child);
                 return Ok(());
             }
