@@ -100,7 +100,7 @@ fn tls_hint(peer: &str, cause: &str) -> &'static str {
     let has = |needles: &[&str]| needles.iter().any(|n| c.contains(n));
     if has(&["unknownissuer", "unknown issuer", "badsignature"]) {
         " (its certificate is not signed by the CA this process trusts: check --ca)"
-    } else if has(&["expired"]) {
+    } else if has(&["certificateexpired", "certificate expired", "peer certificate: expired"]) {
         " (a certificate has expired: issue a new one with `longshot certs issue`)"
     } else if has(&["notvalidforname", "not valid for name"]) {
         " (its certificate does not name this address: issue it with --host for every name clients use)"
@@ -220,6 +220,23 @@ mod tests {
     }
 
     #[test]
+    fn tls_failures_say_what_to_change() {
+        let https = "the coordinator at https://10.0.0.1:50051";
+        let http = "the coordinator at http://10.0.0.1:50051";
+        assert!(tls_hint(https, "invalid peer certificate: UnknownIssuer").contains("check --ca"));
+        assert!(tls_hint(https, "received fatal alert: CertificateExpired").contains("expired"));
+        assert!(tls_hint(https, "received corrupt message of type InvalidContentType").contains("does not speak TLS"));
+        assert!(tls_hint(http, "connection error: connection reset").contains("use https://"));
+        assert!(tls_hint(https, "received fatal alert: UnknownCA").contains("refused this process's certificate"));
+        // Nothing TLS-shaped: no advice, even where a word matches.
+        assert_eq!(
+            tls_hint(http, "tcp connect error: Connection refused (os error 111)"),
+            ""
+        );
+        assert_eq!(tls_hint(https, "Timeout expired"), "");
+    }
+
+    #[test]
     fn every_error_kind_round_trips() {
         let errors = [
             ApiError::InvalidArgument(vec![
@@ -234,6 +251,7 @@ mod tests {
             ApiError::FailedPrecondition("job j-1 is not done".into()),
             ApiError::Unavailable("no worker serves model wan".into()),
             ApiError::Internal("assembly failed".into()),
+            ApiError::PermissionDenied("only cluster members may register".into()),
         ];
         for err in errors {
             assert_eq!(round_trip(err.clone()), err);
