@@ -212,6 +212,6 @@ async fn an_unreachable_etcd_fails_start_up_within_the_bound() {
         .expect("bad endpoint");
     assert_eq!(
         e.to_string(),
-        "etcd endpoint \"localhost:2379\" is not http://host:port"
+        "etcd endpoint \"localhost:2379\" is not http://host:port or https://host:port"
     );
 }

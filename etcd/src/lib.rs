@@ -227,17 +227,20 @@ mod tests {
     #[test]
     fn endpoints_are_validated() {
         assert!(validate_endpoints(&["http://127.0.0.1:2379".into(), "http://etcd-1:2379/".into()]).is_ok());
+        assert!(validate_endpoints(&["https://etcd-1:2379".into(), "https://etcd-2:2379".into()]).is_ok());
         assert!(matches!(validate_endpoints(&[]), Err(EtcdError::NoEndpoint)));
-        for bad in [
-            "127.0.0.1:2379",
-            "https://h:1",
-            "http://:2379",
-            "http://h:0",
-            "http://h",
-        ] {
+        for bad in ["127.0.0.1:2379", "ftp://h:1", "http://:2379", "http://h:0", "https://h"] {
             let e = validate_endpoints(&[bad.into()]).unwrap_err();
-            assert_eq!(e.to_string(), format!("etcd endpoint {bad:?} is not http://host:port"));
+            assert_eq!(
+                e.to_string(),
+                format!("etcd endpoint {bad:?} is not http://host:port or https://host:port")
+            );
         }
+        let mixed = validate_endpoints(&["http://a:1".into(), "https://b:1".into()]).unwrap_err();
+        assert!(
+            mixed.to_string().contains("all endpoints must use one scheme"),
+            "{mixed}"
+        );
     }
 
     #[test]
