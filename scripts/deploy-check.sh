@@ -47,6 +47,7 @@ declare -A cases=(
   [standby]="-f $chart/ci/standby-values.yaml"
   [insecure]="--set tls.enabled=false"
   [tls-secret]="--set tls.existingSecret=studio-certs"
+  [tokens]="--set auth.tokensSecret=studio-tokens --set auth.testTokenSecret=studio-test-token"
 )
 echo "==> helm lint --strict and helm template (Kubernetes ${versions[*]})"
 for case in $(printf '%s\n' "${!cases[@]}" | sort); do
@@ -88,6 +89,7 @@ reject() { # reject EXPECTED-MESSAGE HELM-ARGS...
 reject "at '/coordinator/replicas': maximum" --set coordinator.replicas=4
 reject "coordinator.replicas > 1 needs etcd" --set coordinator.replicas=2 --set etcd.mode=none
 reject "coordinator.replicas > 1 needs coordinator.persistence.accessModes to include ReadWriteMany" --set coordinator.replicas=2
+reject "auth.tokensSecret needs auth.testTokenSecret" --set auth.tokensSecret=studio-tokens
 reject "at '/workers/device': value must be one of 'auto', 'cpu', 'cuda'" --set workers.device=gpu
 reject "at '/workers': additional properties 'replica' not allowed" --set workers.replica=3
 reject "at '/etcd/external/endpoints': minItems" --set etcd.mode=external

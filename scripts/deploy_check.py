@@ -339,6 +339,19 @@ def main():
     check(not [o for o in find(own, "Secret") if o["metadata"]["name"].endswith("-tls")]
           and any(v["name"] == "tls" and v["secret"]["secretName"] == "studio-certs" for v in vols),
           "tls-secret: tls.existingSecret is mounted and no Secret is made")
+    tokens = r("tokens")
+    common(tokens, "tokens", gpu=None, monitoring=False, etcd_mode="inChart")
+    coord = one(tokens, "Deployment", "coordinator")
+    spec, c = container(coord)
+    check(arg(coord, "--tokens") == "/etc/longshot/tokens/tokens"
+          and any(v["name"] == "tokens" and v["secret"]["secretName"] == "studio-tokens" for v in spec["volumes"])
+          and any(m["name"] == "tokens" and m["mountPath"] == "/etc/longshot/tokens" and "subPath" not in m
+                  for m in c["volumeMounts"])
+          and arg(one(r("default"), "Deployment", "coordinator"), "--tokens") is None,
+          "tokens: auth.tokensSecret is mounted (no subPath, so updates reach the file) and passed as --tokens")
+    test_env = container(one(tokens, "Pod"))[1].get("env", [])
+    check(test_env == [{"name": "LONGSHOT_TOKEN", "valueFrom": {"secretKeyRef": {"name": "studio-test-token", "key": "token"}}}],
+          f"tokens: the helm test Pod sends the token of auth.testTokenSecret ({test_env})")
     mig = r("mig")
     check(container(one(mig, "StatefulSet", "worker"))[1]["resources"]["limits"].get("nvidia.com/mig-3g.40gb") == 1,
           "mig: the GPU resource name is configurable (nvidia.com/mig-3g.40gb)")

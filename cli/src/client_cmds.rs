@@ -5,7 +5,7 @@ use crate::progress::follow_at;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use futures::StreamExt;
-use longshot_core::api::{ApiError, JobApi, JobState, JobStatus, WorkerState};
+use longshot_core::api::{ApiError, JobApi, JobFilter, JobState, JobStatus, WorkerState};
 use longshot_core::job::{defaults, OutputKind};
 use longshot_proto::client::JobClient;
 use std::path::{Path, PathBuf};
@@ -63,17 +63,30 @@ pub async fn connect(coordinators: &str) -> Result<JobClient> {
     }
 }
 
-/// `--timeout`, set once before any client command runs (a process-wide CLI setting).
+/// `--timeout` and `--token`, set once before any client command runs (process-wide CLI
+/// settings).
 static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-pub fn set_timeout(t: Duration) {
-    let _ = TIMEOUT.set(t);
+pub fn set_client_options(timeout: Duration, token: Option<String>) {
+    let _ = TIMEOUT.set(timeout);
+    if let Some(t) = token {
+        let _ = TOKEN.set(t);
+    }
 }
 
-/// A client of `address` if it leads (a cheap call: a standby answers `NotLeader`).
+/// A client of `address` if it leads (a cheap call: a standby answers `NotLeader`, a coordinator
+/// that requires tokens checks this one).
 async fn leader_client(address: &str) -> Result<JobClient, ApiError> {
-    let c = JobClient::connect_with_timeout(address, TIMEOUT.get().copied()).await?;
-    c.list(None, 1).await?;
+    let mut c = JobClient::connect_with_timeout(address, TIMEOUT.get().copied()).await?;
+    if let Some(token) = TOKEN.get() {
+        c = c.with_token(token)?;
+    }
+    c.list(JobFilter {
+        limit: 1,
+        ..Default::default()
+    })
+    .await?;
     Ok(c)
 }
 
@@ -87,7 +100,7 @@ pub async fn submit(coordinator: &str, a: SubmitArgs, json: bool) -> Result<()> 
 async fn submit_in(coordinator: &str, a: SubmitArgs, json: bool, span: &tracing::Span) -> Result<()> {
     let client = connect(coordinator).await?;
     let r = client
-        .submit(a.job.to_spec(&[defaults::OUTPUT]))
+        .submit(a.job.to_spec(&[defaults::OUTPUT]), String::new())
         .await
         .map_err(|e| anyhow!("{e}"))?;
     span.record("job_id", r.job_id.as_str());
@@ -127,8 +140,13 @@ pub fn print_status(s: &JobStatus, json: bool) {
             )
         })
         .unwrap_or_default();
+    let owner = if s.owner.is_empty() {
+        String::new()
+    } else {
+        format!("  owner {}", s.owner)
+    };
     println!(
-        "{}  {:<9}  {}/{} steps  {}  seed {}  {:?}",
+        "{}  {:<9}  {}/{} steps  {}  seed {}{owner}  {:?}",
         s.job_id,
         s.state.as_str(),
         s.steps_done,
@@ -193,11 +211,17 @@ pub fn parse_state(s: &str) -> Result<JobState> {
     })
 }
 
-pub async fn list(coordinator: &str, state: Option<&str>, limit: usize, json: bool) -> Result<()> {
+pub async fn list(
+    coordinator: &str,
+    state: Option<&str>,
+    owner: Option<String>,
+    limit: usize,
+    json: bool,
+) -> Result<()> {
     let state = state.map(parse_state).transpose()?;
     let jobs = connect(coordinator)
         .await?
-        .list(state, limit)
+        .list(JobFilter { state, owner, limit })
         .await
         .map_err(|e| anyhow!("{e}"))?;
     for j in &jobs {
@@ -336,6 +360,25 @@ pub async fn fetch(
         );
     } else {
         println!("wrote {} ({bytes} bytes)", output.display());
+    }
+    Ok(())
+}
+
+pub async fn drain(coordinator: &str, worker_id: &str, undo: bool, json: bool) -> Result<()> {
+    let state = connect(coordinator)
+        .await?
+        .drain(worker_id.to_string(), !undo)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    if json {
+        println!("{}", serde_json::json!({"worker_id": worker_id, "state": state}));
+    } else {
+        let s = format!("{state:?}").to_lowercase();
+        if undo {
+            println!("{worker_id}: {s}: takes new jobs again");
+        } else {
+            println!("{worker_id}: {s}: no new jobs are placed on it; a job running there finishes");
+        }
     }
     Ok(())
 }

@@ -149,6 +149,7 @@ impl LocalCluster {
                 tls: member,
                 health: None,
                 submit_rate: args.submit_rate(),
+                tokens: args.client_tokens()?,
             },
             rx,
         );
@@ -306,6 +307,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         tls: MemberTlsArgs::default(),
         etcd_access: Default::default(),
         health_listen: None,
+        tokens: None,
         max_submits_per_minute: 0,
         submit_burst: 1,
         listen: "127.0.0.1:0".into(),
@@ -344,7 +346,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         .map_err(|e| with_worker_logs(e, &logs, kept_logs))?;
     let result = async {
         let client = connect(&cluster.endpoint).await?;
-        let submitted = client.submit(spec).await.map_err(|e| anyhow!("{e}"))?;
+        let submitted = client.submit(spec, String::new()).await.map_err(|e| anyhow!("{e}"))?;
         if !json {
             let p = submitted.plan;
             eprintln!(

@@ -17,6 +17,7 @@ mod metrics_http;
 mod progress;
 mod render_checks;
 mod serve;
+mod tokens;
 mod traces;
 
 use anyhow::Result;
@@ -40,6 +41,16 @@ struct Cli {
     /// --cert and --key.
     #[arg(long, global = true, env = "LONGSHOT_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// Client token for a coordinator that requires one (`lst_…`, from `longshot tokens new`);
+    /// prefer the environment variable, which other users cannot see in the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "LONGSHOT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
     /// Seconds a coordinator may take to answer a request (or to start streaming one) before the
     /// command fails saying so.
     #[arg(long, global = true, env = "LONGSHOT_TIMEOUT", default_value_t = 30.0, value_parser = parse_timeout)]
@@ -73,6 +84,9 @@ enum Command {
         /// Only jobs in this state (queued, running, decoding, done, failed, cancelled).
         #[arg(long)]
         state: Option<String>,
+        /// Only jobs submitted with this token name (a `submit` token sees only its own).
+        #[arg(long)]
+        owner: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
@@ -92,11 +106,21 @@ enum Command {
     },
     /// List the cluster's workers.
     Workers,
+    /// Stop placing new jobs on a worker (a job running there finishes), e.g. before
+    /// maintenance; `--undo` lets it take jobs again. Needs an admin token where tokens are on.
+    Drain {
+        worker_id: String,
+        #[arg(long)]
+        undo: bool,
+    },
     /// List the models the cluster serves.
     Models,
     /// Make a cluster CA and member certificates (TLS between coordinators, workers and clients).
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Make client tokens for a coordinator run with --tokens.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Single-component entry points for numerical checks against diffusers.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -167,6 +191,7 @@ async fn main() -> std::process::ExitCode {
         Command::Coordinator(a) => serve::coordinator(a, cli.ca.clone()).await,
         Command::Worker(a) => serve::worker_with(a, cli.coordinator.clone(), cli.ca.clone()).await,
         Command::Certs(cmd) => certs::run(cmd),
+        Command::Tokens(cmd) => tokens::run(cmd, cli.json),
         Command::Dev(cmd) => {
             // Heavy CPU work: keep it off the async runtime.
             tokio::task::spawn_blocking(move || dev::run(cmd))
@@ -174,7 +199,7 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("dev command panicked: {e}")))
         }
         command => {
-            client_cmds::set_timeout(std::time::Duration::from_secs_f64(cli.timeout));
+            client_cmds::set_client_options(std::time::Duration::from_secs_f64(cli.timeout), cli.token.clone());
             run_client(command, &cli.coordinator, cli.ca.as_deref(), cli.json).await
         }
     };
@@ -200,13 +225,14 @@ async fn run_client(command: Command, coordinator: &str, ca: Option<&std::path::
         Command::Up(a) => local_cluster::up(a, ca).await,
         Command::Submit(a) => c::submit(coordinator, a, json).await,
         Command::Status { job_id } => c::status(coordinator, &job_id, json).await,
-        Command::List { state, limit } => c::list(coordinator, state.as_deref(), limit, json).await,
+        Command::List { state, owner, limit } => c::list(coordinator, state.as_deref(), owner, limit, json).await,
         Command::Watch { job_id } => c::watch(coordinator, &job_id, json).await,
         Command::Cancel { job_id } => c::cancel(coordinator, &job_id, json).await,
         Command::Fetch { job_id, output, format } => c::fetch(coordinator, &job_id, &output, format, json).await,
         Command::Workers => c::workers(coordinator, json).await,
+        Command::Drain { worker_id, undo } => c::drain(coordinator, &worker_id, undo, json).await,
         Command::Models => c::models(coordinator, json).await,
-        Command::Coordinator(_) | Command::Worker(_) | Command::Dev(_) | Command::Certs(_) => {
+        Command::Coordinator(_) | Command::Worker(_) | Command::Dev(_) | Command::Certs(_) | Command::Tokens(_) => {
             unreachable!("handled in main")
         }
     }

@@ -11,6 +11,7 @@ use longshot_coordinator::metrics::leader_gauge;
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, OverlapTransport, Registry};
 use longshot_core::api::{ApiError, BoxFuture, ExchangeApi, ExchangeConnector, RegistryApi, WorkerApi};
 use longshot_etcd::CONNECT_PATIENCE;
+use longshot_proto::auth::Tokens;
 use longshot_proto::client::{GrpcExchangeConnector, GrpcWorkerConnector, RegistryClient};
 use longshot_proto::connections::ConnectionLimits;
 use longshot_proto::server::ServeOptions;
@@ -145,6 +146,11 @@ pub struct CoordinatorArgs {
     /// Address to serve the JobService and RegistryService on.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: String,
+    /// Require a client token on every job-control call, checked against this file of token
+    /// hashes and roles (`longshot tokens new` makes its lines; edits apply within 2 s, no
+    /// restart). Without it any client that reaches the port may do anything.
+    #[arg(long, env = "LONGSHOT_TOKENS_FILE", value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
     /// Where job outputs (and, without --etcd, the job records: jobs.redb) are kept. Coordinators
     /// that fail over with --etcd must share it (the same path on a shared volume).
     #[arg(long, default_value = "longshot-data")]
@@ -290,6 +296,24 @@ impl CoordinatorArgs {
             handshake_timeout: ConnectionLimits::default().handshake_timeout.min(idle),
             idle_timeout: idle,
         }
+    }
+
+    /// `--tokens`, loaded (a bad file stops startup) and re-read while the process runs.
+    pub fn client_tokens(&self) -> Result<Option<Arc<Tokens>>> {
+        let Some(path) = &self.tokens else {
+            return Ok(None);
+        };
+        let tokens = Tokens::load(path).context("--tokens")?;
+        let n = tokens.set().len();
+        if n == 0 {
+            tracing::warn!(
+                "{} lists no tokens: every job-control call will be refused",
+                path.display()
+            );
+        }
+        tracing::info!(path = %path.display(), tokens = n, "job-control calls need a client token");
+        tokens.watch();
+        Ok(Some(tokens))
     }
 
     /// `--max-submits-per-minute` and `--submit-burst` (`None`: no limit).
@@ -491,6 +515,7 @@ pub async fn coordinator(a: CoordinatorArgs, ca: Option<PathBuf>) -> Result<()> 
         tls,
         health: health_listener(&a.health_listen).await?,
         submit_rate: a.submit_rate(),
+        tokens: a.client_tokens()?,
     };
     let (_c, server) = start_coordinator(listener, cfg, backend, options, rx);
     leading.set(1);
@@ -532,6 +557,7 @@ async fn coordinator_with_etcd(
     let limits = a.connection_limits();
     let health = health_listener(&a.health_listen).await?;
     let submit_rate = a.submit_rate();
+    let tokens = a.client_tokens()?;
     let g = gate.clone();
     let mut server = tokio::spawn(async move {
         longshot_proto::server::serve_coordinator(
@@ -544,6 +570,7 @@ async fn coordinator_with_etcd(
                 tls,
                 health,
                 submit_rate,
+                tokens,
             },
             wait_for(rx),
         )

@@ -269,3 +269,160 @@ fn certs_refuse_bad_names_and_overwrites() {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("w0.key")).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "a private key is readable by its owner only");
 }
+
+/// `longshot tokens new NAME --role ROLE --file FILE`; returns the token.
+fn new_token(file: &Path, name: &str, role: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["tokens", "new", name, "--role", role, "--file"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn tokens_and_roles_decide_what_each_client_sees_and_touches() {
+    let keys = tempfile::tempdir().unwrap();
+    let file = keys.path().join("tokens");
+    let admin = new_token(&file, "ops", "admin");
+    let alice = new_token(&file, "alice", "submit");
+    let bob = new_token(&file, "bob", "submit");
+    let ci = new_token(&file, "ci", "read");
+    let text = read(&file);
+    assert!(
+        !text.contains(&alice) && text.contains("alice submit sha256:"),
+        "only hashes at rest: {text}"
+    );
+    let c = Cluster::start_with(
+        1,
+        30.0,
+        harness::ClusterOptions {
+            coordinator_args: vec!["--tokens".into(), file.display().to_string()],
+            token: Some(admin.clone()),
+            ..Default::default()
+        },
+    );
+    // Runs the CLI as `token`: Ok(stdout) or Err(stderr).
+    let run = |token: Option<&str>, args: &[&str]| {
+        let out = c.cli_as(token, args);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        }
+    };
+    let mut submit = vec!["submit"];
+    submit.extend_from_slice(FAULT_JOB);
+    let job = run(Some(&alice), &submit).expect("alice submits").trim().to_string();
+    c.wait_steps(&job, 10);
+
+    // Nobody without a known token gets in.
+    let err = run(None, &["list"]).unwrap_err();
+    assert!(
+        err.contains("requires a client token") && err.contains("LONGSHOT_TOKEN"),
+        "{err}"
+    );
+    let err = run(Some("lst_0123"), &["status", &job]).unwrap_err();
+    assert!(err.contains("not valid on this coordinator"), "{err}");
+
+    // Alice sees her job, recorded as hers; bob (also `submit`) cannot see, cancel or fetch it.
+    let mine = run(Some(&alice), &["--json", "list"]).unwrap();
+    let s: serde_json::Value = serde_json::from_str(mine.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (s["job_id"].as_str(), s["owner"].as_str()),
+        (Some(job.as_str()), Some("alice"))
+    );
+    for args in [
+        vec!["status", job.as_str()],
+        vec!["cancel", job.as_str()],
+        vec!["fetch", job.as_str(), "-o", "/tmp/never.safetensors"],
+    ] {
+        let err = run(Some(&bob), &args).unwrap_err();
+        assert!(err.contains("among those token \"bob\" may see"), "{args:?}: {err}");
+    }
+    assert_eq!(run(Some(&bob), &["list"]).unwrap().trim(), "no jobs");
+    let err = run(Some(&bob), &["list", "--owner", "alice"]).unwrap_err();
+    assert!(err.contains("lists only its own jobs"), "{err}");
+
+    // A `read` token sees every job but cannot submit or cancel.
+    let seen = run(Some(&ci), &["status", &job]).unwrap();
+    assert!(seen.contains(&job) && seen.contains("owner alice"), "{seen}");
+    assert!(run(Some(&ci), &["list", "--owner", "alice"]).unwrap().contains(&job));
+    let err = run(Some(&ci), &["cancel", &job]).unwrap_err();
+    assert!(err.contains("has role read, which cannot cancel jobs"), "{err}");
+    let err = run(Some(&ci), &submit).unwrap_err();
+    assert!(err.contains("has role read, which cannot submit jobs"), "{err}");
+
+    // The file is re-read while the coordinator runs: a revoked token stops working, a new one
+    // starts, without a restart.
+    let out = Command::new(BIN)
+        .args(["tokens", "revoke", "bob", "--file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let carol = new_token(&file, "carol", "submit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (bob_out, carol_in) = (
+            run(Some(&bob), &["list"]).is_err(),
+            run(Some(&carol), &["list"]).is_ok(),
+        );
+        if bob_out && carol_in {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tokens file was not reloaded\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A broken file leaves the tokens in force (and is logged).
+    std::fs::write(&file, format!("{text}garbage\n")).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        run(Some(&carol), &["list"]).is_ok(),
+        "a malformed file must not drop the tokens in force"
+    );
+    let log = read(&c.dir.path().join("coordinator.log"));
+    assert!(
+        log.contains("client tokens not reloaded") && log.contains(":5: expected"),
+        "{log}"
+    );
+
+    // The job ran on undisturbed and its owner fetches it; she may also cancel her own jobs.
+    let s = c.wait_state(&job, &["done", "failed", "cancelled"], Duration::from_secs(240));
+    assert_eq!(
+        (s["state"].as_str(), s["recovery"]["resumes"].as_u64()),
+        (Some("done"), Some(0)),
+        "{s}"
+    );
+    let out = c.dir.path().join("alice.safetensors");
+    run(Some(&alice), &["fetch", &job, "-o", out.to_str().unwrap()]).expect("alice fetches her job");
+    assert!(std::fs::metadata(&out).unwrap().len() > 0);
+    // Only an admin drains a worker; a drained worker takes no new job until it is undrained.
+    let worker = c.workers()[0]["id"].as_str().unwrap().to_string();
+    let err = run(Some(&alice), &["drain", &worker]).unwrap_err();
+    assert!(err.contains("cannot drain workers: that needs role admin"), "{err}");
+    assert!(run(None, &["drain", &worker]).is_err());
+    let err = run(Some(&admin), &["drain", "w-nope"]).unwrap_err();
+    assert!(err.contains("no worker \"w-nope\" is registered"), "{err}");
+    let drained = run(Some(&admin), &["drain", &worker]).unwrap();
+    assert!(drained.contains("draining"), "{drained}");
+    assert_eq!(c.workers()[0]["state"], "draining");
+    let long: Vec<&str> = submit.iter().map(|a| if *a == "400" { "1000" } else { a }).collect();
+    let second = run(Some(&alice), &long).expect("alice submits").trim().to_string();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.status(&second)["state"], "queued", "a drained worker took a job");
+    run(Some(&admin), &["drain", "--undo", &worker]).unwrap();
+    c.wait_steps(&second, 1);
+    let state = run(Some(&alice), &["cancel", &second]).unwrap();
+    assert!(state.contains("cancel"), "{state}");
+    assert_eq!(
+        c.wait_state(&second, &["cancelled"], Duration::from_secs(60))["state"],
+        "cancelled"
+    );
+}

@@ -47,6 +47,7 @@ async fn dispatch_once(inner: &Arc<Inner>) -> Result<(), ApiError> {
             !table.busy.contains_key(&w.id)
                 && !table.refused.contains_key(&w.id)
                 && !table.unreachable.contains_key(&w.id)
+                && !table.drained.contains(&w.id)
         })
         .filter(|w| w.state == WorkerState::Idle || (w.state == WorkerState::Busy && !shared))
         .collect();

@@ -75,7 +75,15 @@ pub(crate) struct Job {
 
 impl Job {
     /// A newly accepted job, queued.
-    pub fn queued(seq: u64, job_id: String, resolved: ResolvedJob, model: ModelInfo, dir: PathBuf, now_ms: u64) -> Job {
+    pub fn queued(
+        seq: u64,
+        job_id: String,
+        owner: String,
+        resolved: ResolvedJob,
+        model: ModelInfo,
+        dir: PathBuf,
+        now_ms: u64,
+    ) -> Job {
         let plan = plan_summary(&resolved, &model, 0);
         let status = JobStatus {
             job_id,
@@ -91,6 +99,7 @@ impl Job {
             submitted_unix_ms: now_ms,
             finished_unix_ms: 0,
             recovery: Default::default(),
+            owner,
         };
         Job::restore(JobRecord {
             seq,
@@ -194,6 +203,8 @@ pub(crate) struct JobTable {
     pub refused: HashMap<String, Instant>,
     /// Registered workers that recently could not be reached, and when (see `dispatch`).
     pub unreachable: HashMap<String, Instant>,
+    /// Workers an admin drained: no new job is placed on them (kept in this process only).
+    pub drained: HashSet<String>,
     /// The last plan id handed out; a plan id fences one attempt at a job.
     pub plan_ids: u64,
     /// Where checkpoint blobs live; a job's are removed when it ends.
@@ -241,6 +252,7 @@ impl JobTable {
             busy: HashMap::new(),
             refused: HashMap::new(),
             unreachable: HashMap::new(),
+            drained: HashSet::new(),
             plan_ids: first_plan_id(now_ms()),
             checkpoints,
             expired: HashSet::new(),
@@ -571,7 +583,15 @@ mod tests {
             Vec::new(),
             0,
         );
-        t.insert(Job::queued(1, "j".into(), resolved, model, dir.join("jobs/j"), 0));
+        t.insert(Job::queued(
+            1,
+            "j".into(),
+            String::new(),
+            resolved,
+            model,
+            dir.join("jobs/j"),
+            0,
+        ));
         t
     }
 

@@ -201,9 +201,9 @@ impl Gate {
 }
 
 impl JobApi for Gate {
-    fn submit(&self, spec: JobSpec) -> BoxFuture<'_, Result<SubmitResult, ApiError>> {
+    fn submit(&self, spec: JobSpec, owner: String) -> BoxFuture<'_, Result<SubmitResult, ApiError>> {
         match self.leader.get() {
-            Some(c) => c.submit(spec),
+            Some(c) => c.submit(spec, owner),
             None => self.standby(),
         }
     }
@@ -215,9 +215,9 @@ impl JobApi for Gate {
         }
     }
 
-    fn list(&self, state: Option<JobState>, limit: usize) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
+    fn list(&self, filter: JobFilter) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
         match self.leader.get() {
-            Some(c) => c.list(state, limit),
+            Some(c) => c.list(filter),
             None => self.standby(),
         }
     }
@@ -225,6 +225,13 @@ impl JobApi for Gate {
     fn cancel(&self, job_id: String) -> BoxFuture<'_, Result<JobState, ApiError>> {
         match self.leader.get() {
             Some(c) => c.cancel(job_id),
+            None => self.standby(),
+        }
+    }
+
+    fn drain(&self, worker_id: String, drain: bool) -> BoxFuture<'_, Result<WorkerState, ApiError>> {
+        match self.leader.get() {
+            Some(c) => c.drain(worker_id, drain),
             None => self.standby(),
         }
     }

@@ -166,6 +166,7 @@ mod tests {
             submitted_unix_ms: 0,
             finished_unix_ms: 0,
             recovery: Default::default(),
+            owner: String::new(),
         }
     }
 

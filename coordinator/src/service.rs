@@ -89,7 +89,7 @@ impl Coordinator {
         Ok(models_of(&workers))
     }
 
-    async fn submit_job(&self, spec: JobSpec) -> Result<SubmitResult, ApiError> {
+    async fn submit_job(&self, spec: JobSpec, owner: String) -> Result<SubmitResult, ApiError> {
         // The spec's own fields and what the cluster offers are reported together, so a client
         // fixes its request in one round trip.
         let valid = spec.clone().validated();
@@ -131,15 +131,15 @@ impl Coordinator {
         if !refused.is_empty() {
             return Err(ApiError::InvalidArgument(refused));
         }
-        self.admit(resolved, model).await
+        self.admit(resolved, model, owner).await
     }
 
     /// Queues an admitted job: stored first, then in the table.
-    async fn admit(&self, resolved: ResolvedJob, model: ModelInfo) -> Result<SubmitResult, ApiError> {
+    async fn admit(&self, resolved: ResolvedJob, model: ModelInfo, owner: String) -> Result<SubmitResult, ApiError> {
         let seq = self.inner.lock().next_seq();
         let job_id = format!("job-{seq:04}-{:08x}", rand::random::<u32>());
         let dir = self.inner.cfg.data_dir.join("jobs").join(&job_id);
-        let mut job = Job::queued(seq, job_id.clone(), resolved, model, dir, now_ms());
+        let mut job = Job::queued(seq, job_id.clone(), owner, resolved, model, dir, now_ms());
         // Inside the submit call, so its parent is the caller's span (the gRPC adapter's).
         job.span = tracing::info_span!(
             "job",
@@ -182,23 +182,24 @@ impl Coordinator {
 }
 
 impl JobApi for Coordinator {
-    fn submit(&self, spec: JobSpec) -> BoxFuture<'_, Result<SubmitResult, ApiError>> {
-        Box::pin(self.submit_job(spec))
+    fn submit(&self, spec: JobSpec, owner: String) -> BoxFuture<'_, Result<SubmitResult, ApiError>> {
+        Box::pin(self.submit_job(spec, owner))
     }
 
     fn get(&self, job_id: String) -> BoxFuture<'_, Result<JobStatus, ApiError>> {
         Box::pin(async move { self.status_of(&job_id) })
     }
 
-    fn list(&self, state: Option<JobState>, limit: usize) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
+    fn list(&self, filter: JobFilter) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
         Box::pin(async move {
             let st = self.inner.lock();
             let mut jobs: Vec<&Job> = st
                 .jobs()
-                .filter(|j| state.is_none_or(|s| j.status().state == s))
+                .filter(|j| filter.state.is_none_or(|s| j.status().state == s))
+                .filter(|j| filter.owner.as_ref().is_none_or(|o| j.status().owner == *o))
                 .collect();
             jobs.sort_by_key(|j| std::cmp::Reverse(j.seq));
-            let limit = if limit == 0 { 100 } else { limit };
+            let limit = if filter.limit == 0 { 100 } else { filter.limit };
             Ok(jobs.into_iter().take(limit).map(|j| j.status().clone()).collect())
         })
     }
@@ -275,11 +276,38 @@ impl JobApi for Coordinator {
             let mut workers = self.inner.registry.list().await?;
             let st = self.inner.lock();
             for w in &mut workers {
-                if st.is_busy(w) {
-                    w.state = WorkerState::Busy;
-                }
+                w.state = reported_state(&st, w);
             }
             Ok(workers)
+        })
+    }
+
+    fn drain(&self, worker_id: String, drain: bool) -> BoxFuture<'_, Result<WorkerState, ApiError>> {
+        Box::pin(async move {
+            let workers = self.inner.registry.list().await?;
+            let Some(worker) = workers.iter().find(|w| w.id == worker_id) else {
+                let ids: Vec<&str> = workers.iter().map(|w| w.id.as_str()).collect();
+                return Err(ApiError::NotFound(format!(
+                    "no worker {worker_id:?} is registered; workers: {}",
+                    if ids.is_empty() {
+                        "none".to_string()
+                    } else {
+                        ids.join(", ")
+                    }
+                )));
+            };
+            let state = {
+                let mut st = self.inner.lock();
+                if drain {
+                    st.drained.insert(worker_id.clone());
+                } else {
+                    st.drained.remove(&worker_id);
+                }
+                reported_state(&st, worker)
+            };
+            tracing::info!(worker = %worker_id, drained = drain, "worker {}", if drain { "drained" } else { "takes jobs again" });
+            self.inner.wake.notify_one();
+            Ok(state)
         })
     }
 
@@ -321,6 +349,18 @@ impl RegistryApi for Coordinator {
 }
 
 /// The distinct models `workers` serve, by name.
+/// A worker's state as clients see it: drained by an admin, running one of this coordinator's
+/// shards, or as it last reported.
+fn reported_state(table: &JobTable, w: &WorkerInfo) -> WorkerState {
+    if table.drained.contains(&w.id) {
+        WorkerState::Draining
+    } else if table.is_busy(w) {
+        WorkerState::Busy
+    } else {
+        w.state
+    }
+}
+
 fn models_of(workers: &[WorkerInfo]) -> Vec<ModelInfo> {
     let mut models: Vec<ModelInfo> = Vec::new();
     for m in workers.iter().flat_map(|w| w.models.iter()) {

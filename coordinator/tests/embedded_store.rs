@@ -76,7 +76,7 @@ async fn jobs_survive_a_restart_and_the_file_has_one_owner() {
         "a second coordinator on the same data dir must be refused"
     );
     let c = coordinator(CoordinatorConfig::new(data.to_path_buf()), store.clone()).await;
-    let job = c.submit(spec(1)).await.expect("submit").job_id;
+    let job = c.submit(spec(1), String::new()).await.expect("submit").job_id;
     let finished = wait_done(&c, &job).await;
     assert_eq!(finished.state, JobState::Done);
     assert!(store.flush(Duration::from_secs(5)).await);
@@ -87,7 +87,7 @@ async fn jobs_survive_a_restart_and_the_file_has_one_owner() {
     assert_eq!(loaded[0].status, finished, "the record comes back exactly");
     let c = coordinator(CoordinatorConfig::new(data.to_path_buf()), store).await;
     assert_eq!(c.get(job.clone()).await.expect("restored"), finished);
-    let next = c.submit(spec(2)).await.expect("submit").job_id;
+    let next = c.submit(spec(2), String::new()).await.expect("submit").job_id;
     assert!(next.starts_with("job-0002-"), "{next}");
 }
 
@@ -99,7 +99,7 @@ async fn retention_removes_finished_jobs_their_records_and_outputs() {
     let mut cfg = CoordinatorConfig::new(data.to_path_buf());
     cfg.retain_finished = Duration::from_millis(1500);
     let c = coordinator(cfg, store.clone()).await;
-    let job = c.submit(spec(1)).await.expect("submit").job_id;
+    let job = c.submit(spec(1), String::new()).await.expect("submit").job_id;
     assert_eq!(wait_done(&c, &job).await.state, JobState::Done);
     let outputs = data.join("jobs").join(&job);
     std::fs::create_dir_all(&outputs).unwrap();
@@ -115,7 +115,7 @@ async fn retention_removes_finished_jobs_their_records_and_outputs() {
         "{e}"
     );
     assert!(!outputs.exists(), "the outputs must be removed");
-    assert!(c.list(None, 0).await.unwrap().is_empty());
+    assert!(c.list(JobFilter::default()).await.unwrap().is_empty());
     assert!(store.flush(Duration::from_secs(5)).await);
     assert!(store.load().await.unwrap().is_empty(), "the record must be removed");
 }

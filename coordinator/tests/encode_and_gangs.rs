@@ -123,7 +123,7 @@ async fn a_cancel_while_encoding_cancels_the_job_and_frees_the_gang() {
         Duration::from_secs(600),
     )
     .await;
-    let job = k.c.submit(spec("hang")).await.unwrap().job_id;
+    let job = k.c.submit(spec("hang"), String::new()).await.unwrap().job_id;
     wait_until("the encode call", || k.fakes[0].encodes().first().cloned()).await;
     k.c.cancel(job.clone()).await.unwrap();
     assert_eq!(finished(&k.c, &job).await.state, JobState::Cancelled);
@@ -132,7 +132,11 @@ async fn a_cancel_while_encoding_cancels_the_job_and_frees_the_gang() {
         "no shard may start after a cancel during encoding"
     );
     // Both workers are free again: the next job runs on the pair and is encoded once, by w0.
-    let next = k.c.submit(spec("a slow red sunset")).await.unwrap().job_id;
+    let next =
+        k.c.submit(spec("a slow red sunset"), String::new())
+            .await
+            .unwrap()
+            .job_id;
     let s = finished(&k.c, &next).await;
     assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
     assert_eq!(k.fakes[0].encodes(), [job, next.clone()]);
@@ -143,7 +147,7 @@ async fn a_cancel_while_encoding_cancels_the_job_and_frees_the_gang() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encode_that_fails_or_never_answers_fails_the_job_naming_the_worker() {
     let k = cluster(vec![worker(0, "cpu-a", "")], Duration::from_millis(300)).await;
-    let job = k.c.submit(spec("hang")).await.unwrap().job_id;
+    let job = k.c.submit(spec("hang"), String::new()).await.unwrap().job_id;
     let s = finished(&k.c, &job).await;
     let e = s.error.unwrap_or_default();
     assert_eq!(s.state, JobState::Failed);
@@ -153,7 +157,7 @@ async fn an_encode_that_fails_or_never_answers_fails_the_job_naming_the_worker()
         ),
         "{e}"
     );
-    let job = k.c.submit(spec("fail")).await.unwrap().job_id;
+    let job = k.c.submit(spec("fail"), String::new()).await.unwrap().job_id;
     let s = finished(&k.c, &job).await;
     let e = s.error.unwrap_or_default();
     assert!(
@@ -175,7 +179,7 @@ async fn only_workers_with_equal_device_models_and_weights_are_ganged() {
         Duration::from_secs(60),
     )
     .await;
-    let s = finished(&k.c, &k.c.submit(spec("one")).await.unwrap().job_id).await;
+    let s = finished(&k.c, &k.c.submit(spec("one"), String::new()).await.unwrap().job_id).await;
     assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(1)), "{s:?}");
     // Two that agree on both are ganged.
     let k = cluster(
@@ -187,7 +191,7 @@ async fn only_workers_with_equal_device_models_and_weights_are_ganged() {
         Duration::from_secs(60),
     )
     .await;
-    let job = k.c.submit(spec("two")).await.unwrap().job_id;
+    let job = k.c.submit(spec("two"), String::new()).await.unwrap().job_id;
     let s = finished(&k.c, &job).await;
     assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
     let ran: Vec<bool> = k.fakes.iter().map(|f| !f.shards().is_empty()).collect();
@@ -209,7 +213,7 @@ async fn a_gang_on_distinct_nccl_gpus_gets_one_communicator_and_falls_back_to_tc
         nccl,
     )
     .await;
-    let job = k.c.submit(spec("three windows")).await.unwrap().job_id;
+    let job = k.c.submit(spec("three windows"), String::new()).await.unwrap().job_id;
     let s = finished(&k.c, &job).await;
     assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(3)), "{s:?}");
     // Rank 0 made the id once; every shard carries it with its own rank.
@@ -230,7 +234,7 @@ async fn a_gang_on_distinct_nccl_gpus_gets_one_communicator_and_falls_back_to_tc
     }
     // Rank 0 cannot make an id: the job still runs, over TCP.
     k.fakes[0].refuse_nccl(true);
-    let s = finished(&k.c, &k.c.submit(spec("again")).await.unwrap().job_id).await;
+    let s = finished(&k.c, &k.c.submit(spec("again"), String::new()).await.unwrap().job_id).await;
     assert_eq!(s.state, JobState::Done, "{s:?}");
     assert!(k.fakes.iter().all(|f| f.nccl_groups()[1].is_none()));
 
@@ -256,7 +260,7 @@ async fn a_gang_on_distinct_nccl_gpus_gets_one_communicator_and_falls_back_to_tc
         ),
     ] {
         let k = cluster_with(workers, |cfg| cfg.overlap_transport = transport).await;
-        let s = finished(&k.c, &k.c.submit(spec("tcp")).await.unwrap().job_id).await;
+        let s = finished(&k.c, &k.c.submit(spec("tcp"), String::new()).await.unwrap().job_id).await;
         assert_eq!((s.state, s.plan.map(|p| p.workers)), (JobState::Done, Some(2)), "{s:?}");
         assert!(
             k.fakes
@@ -283,7 +287,7 @@ async fn a_refused_shard_requeues_the_job_and_its_outputs_are_written_once() {
         length: ClipLength::Frames(49),
         ..spec("refused once")
     };
-    let job = k.c.submit(one_window).await.unwrap().job_id;
+    let job = k.c.submit(one_window, String::new()).await.unwrap().job_id;
     let s = finished(&k.c, &job).await;
     assert_eq!(s.state, JobState::Done, "{s:?}");
     assert_eq!(s.outputs.len(), 2, "{s:?}");

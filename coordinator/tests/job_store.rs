@@ -73,6 +73,7 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         },
         error: (state == JobState::Failed).then(|| "worker w1 failed".to_string()),
         submitted_unix_ms: 1_700_000_000_000 + seq,
+        owner: format!("user-{}", seq % 2),
         // Recent, so retention (7 days by default) keeps finished jobs.
         finished_unix_ms: if state.is_terminal() { now_ms() } else { 0 },
         recovery: Default::default(),
@@ -314,9 +315,9 @@ async fn a_restored_coordinator_runs_the_old_queue_in_order_and_numbers_on() {
         ]
     );
     let spec = record_of(9, JobState::Queued, 0, data, 49, 3).status.spec;
-    let next = c.submit(spec).await.expect("submit");
+    let next = c.submit(spec, String::new()).await.expect("submit");
     assert!(next.job_id.starts_with("job-0006-"), "{}", next.job_id);
-    assert_eq!(c.list(None, 0).await.unwrap().len(), 6);
+    assert_eq!(c.list(JobFilter::default()).await.unwrap().len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,7 +327,7 @@ async fn a_shard_refused_as_busy_sends_the_job_back_to_the_queue() {
     worker.refuse_shards(2);
     let c = coordinator(dir.path(), worker.clone(), Vec::new()).await;
     let spec = record_of(1, JobState::Queued, 0, dir.path(), 49, 3).status.spec;
-    let job = c.submit(spec).await.expect("submit").job_id;
+    let job = c.submit(spec, String::new()).await.expect("submit").job_id;
     let s = wait_done(&c, &job).await;
     assert_eq!((s.state, s.error), (JobState::Done, None));
     assert_eq!(worker.refusals_left(), 0, "both refusals were retried");

@@ -89,6 +89,9 @@ pub struct JobStatus {
     /// Interruptions survived so far (lost workers, coordinator restarts) and what resumes from.
     #[serde(default)]
     pub recovery: JobRecovery,
+    /// Who submitted the job: its client token's name ("" on a coordinator without tokens).
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// How a job has survived faults: it resumes from its last complete checkpoint, on whichever
@@ -334,9 +337,13 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
-    /// The caller is not allowed this call (a client without a cluster member's certificate).
+    /// The caller is not allowed this call (a client without a cluster member's certificate, a
+    /// token whose role does not cover it).
     #[error("{0}")]
     PermissionDenied(String),
+    /// The caller did not prove who it is (no client token, or one the server does not know).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// A standby coordinator: only the leader (at `leader`'s address, if one is elected) serves.
     #[error("{}", not_leader(.leader))]
     NotLeader { leader: Option<String> },
@@ -373,10 +380,12 @@ pub struct RegisterAck {
 
 /// What the coordinator serves to clients (gRPC `JobService`).
 pub trait JobApi: Send + Sync + 'static {
-    fn submit(&self, spec: JobSpec) -> BoxFuture<'_, Result<SubmitResult, ApiError>>;
+    /// Queues `spec`. `owner` is who the serving side authenticated (a client token's name; "" with
+    /// no tokens): a remote client's is set by the coordinator from its token, not sent.
+    fn submit(&self, spec: JobSpec, owner: String) -> BoxFuture<'_, Result<SubmitResult, ApiError>>;
     fn get(&self, job_id: String) -> BoxFuture<'_, Result<JobStatus, ApiError>>;
-    /// Newest first; `limit` 0 means the server's default.
-    fn list(&self, state: Option<JobState>, limit: usize) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>>;
+    /// Newest first.
+    fn list(&self, filter: JobFilter) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>>;
     /// The job's state after the cancel.
     fn cancel(&self, job_id: String) -> BoxFuture<'_, Result<JobState, ApiError>>;
     /// The current state as a first event, then every event until a terminal one.
@@ -388,6 +397,20 @@ pub trait JobApi: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>>;
     fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, ApiError>>;
     fn models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ApiError>>;
+    /// Stops placing new jobs on a worker (`drain`), or lets it take them again; a job running
+    /// there runs on. The worker's state as `workers` now reports it.
+    fn drain(&self, worker_id: String, drain: bool) -> BoxFuture<'_, Result<WorkerState, ApiError>>;
+}
+
+/// Which jobs [`JobApi::list`] answers with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs this token name submitted.
+    pub owner: Option<String>,
+    /// At most this many; 0 means the server's default.
+    pub limit: usize,
 }
 
 /// What the coordinator serves to workers (gRPC `RegistryService`).

@@ -36,6 +36,7 @@ macro_rules! sized {
     };
 }
 
+pub mod auth;
 pub mod client;
 pub mod connections;
 pub mod convert;

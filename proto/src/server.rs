@@ -4,6 +4,7 @@
 //! binaries run: an already-bound listener and a shutdown future in, the tuned HTTP/2 settings,
 //! [`crate::MAX_MESSAGE_BYTES`], health and reflection included.
 
+use crate::auth::{Principal, Role, Tokens};
 use crate::connections::{limited_incoming, ConnectionLimits};
 use crate::convert::stream::domain_stream;
 use crate::convert::{
@@ -20,8 +21,8 @@ use crate::tls::MemberTls;
 use crate::trace_context::server_span;
 use futures::{Stream, StreamExt};
 use longshot_core::api::{
-    ApiError, EncodeTextRequest, ExchangeApi, JobApi, OverlapEnvelope, RegistryApi, ShardAssignment, WorkerApi,
-    WorkerInfo,
+    ApiError, EncodeTextRequest, ExchangeApi, JobApi, JobFilter, JobStatus, OverlapEnvelope, RegistryApi,
+    ShardAssignment, WorkerApi, WorkerInfo,
 };
 use longshot_core::job::JobSpec;
 use std::future::Future;
@@ -55,8 +56,35 @@ fn missing(field: &str) -> Status {
 
 // ---- JobService -----------------------------------------------------------------------------
 
-/// `JobService` over a [`JobApi`] (the coordinator).
-pub struct JobServiceAdapter(pub Arc<dyn JobApi>, Option<SubmitLimiter>);
+/// `JobService` over a [`JobApi`] (the coordinator). With `tokens`, every call needs a client
+/// token, and what it shows and touches follows the token's role ([`crate::auth::Role`]).
+pub struct JobServiceAdapter {
+    jobs: Arc<dyn JobApi>,
+    submit_limiter: Option<SubmitLimiter>,
+    tokens: Option<Arc<Tokens>>,
+}
+
+impl JobServiceAdapter {
+    /// The caller, or `None` on a coordinator without client tokens (everyone may do everything).
+    fn caller<T>(&self, request: &Request<T>) -> Result<Option<Principal>, Status> {
+        match &self.tokens {
+            None => Ok(None),
+            Some(tokens) => tokens.authenticate(request.metadata()).map(Some).map_err(to_status),
+        }
+    }
+
+    /// The job if `caller` may see it; a job it may not see is reported as not found.
+    async fn visible_job(&self, caller: &Option<Principal>, job_id: String) -> Result<JobStatus, ApiError> {
+        let status = self.jobs.get(job_id.clone()).await;
+        let Some(p) = caller else { return status };
+        match status {
+            Ok(s) => p.visible(s),
+            // A missing job reads the same as another token's, so ids reveal nothing.
+            Err(ApiError::NotFound(_)) if p.role == Role::Submit => Err(p.hidden(&job_id)),
+            Err(e) => Err(e),
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl JobService for JobServiceAdapter {
@@ -64,8 +92,12 @@ impl JobService for JobServiceAdapter {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let caller = self.caller(&request)?;
+        if let Some(p) = &caller {
+            p.check_submit().map_err(to_status)?;
+        }
         // The job's span is created inside `submit`, under this one: the caller's trace goes on.
-        if let (Some(limiter), Some(addr)) = (&self.1, request.remote_addr()) {
+        if let (Some(limiter), Some(addr)) = (&self.submit_limiter, request.remote_addr()) {
             if let Err(wait) = limiter.check(addr.ip()) {
                 return Err(Status::resource_exhausted(limiter.refusal(addr.ip(), wait)));
             }
@@ -74,20 +106,43 @@ impl JobService for JobServiceAdapter {
         async move {
             let spec = request.into_inner().spec.ok_or_else(|| missing("spec"))?;
             let spec = JobSpec::try_from(spec).map_err(to_status)?;
-            reply(self.0.submit(spec).await.map(Into::into))
+            let owner = caller.map(|p| p.name).unwrap_or_default();
+            reply(self.jobs.submit(spec, owner).await.map(Into::into))
         }
         .instrument(span)
         .await
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::JobStatus>, Status> {
-        reply(self.0.get(request.into_inner().job_id).await.map(Into::into))
+        let caller = self.caller(&request)?;
+        reply(
+            self.visible_job(&caller, request.into_inner().job_id)
+                .await
+                .map(Into::into),
+        )
     }
 
     async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let state = job_state_filter_from_pb(r.state, "state").map_err(to_status)?;
-        let jobs = self.0.list(state, r.limit as usize).await.map_err(to_status)?;
+        let mut owner = (!r.owner.is_empty()).then_some(r.owner);
+        if let Some(p) = caller.filter(|p| p.role == Role::Submit) {
+            if owner.as_ref().is_some_and(|o| *o != p.name) {
+                return Err(to_status(ApiError::PermissionDenied(format!(
+                    "token {:?} has role submit, which lists only its own jobs: leave out --owner, or use a \
+                     read or admin token",
+                    p.name
+                ))));
+            }
+            owner = Some(p.name);
+        }
+        let filter = JobFilter {
+            state,
+            owner,
+            limit: r.limit as usize,
+        };
+        let jobs = self.jobs.list(filter).await.map_err(to_status)?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.into_iter().map(Into::into).collect(),
         }))
@@ -97,7 +152,13 @@ impl JobService for JobServiceAdapter {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        let state = self.0.cancel(request.into_inner().job_id).await.map_err(to_status)?;
+        let caller = self.caller(&request)?;
+        let job_id = request.into_inner().job_id;
+        if let Some(p) = &caller {
+            let job = self.visible_job(&caller, job_id.clone()).await.map_err(to_status)?;
+            p.check_cancel(&job.owner).map_err(to_status)?;
+        }
+        let state = self.jobs.cancel(job_id).await.map_err(to_status)?;
         Ok(Response::new(pb::CancelJobResponse {
             state: pb::JobState::from(state) as i32,
         }))
@@ -106,8 +167,12 @@ impl JobService for JobServiceAdapter {
     type WatchJobStream = PbStream<pb::JobEvent>;
 
     async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+        let caller = self.caller(&request)?;
         let job_id = request.into_inner().job_id;
-        let events = self.0.watch(job_id.clone()).await.map_err(to_status)?;
+        if caller.is_some() {
+            self.visible_job(&caller, job_id.clone()).await.map_err(to_status)?;
+        }
+        let events = self.jobs.watch(job_id.clone()).await.map_err(to_status)?;
         let events = events.map(move |e| Ok(job_event_to_pb(job_id.clone(), e)));
         Ok(Response::new(Box::pin(events)))
     }
@@ -118,18 +183,23 @@ impl JobService for JobServiceAdapter {
         &self,
         request: Request<pb::FetchOutputRequest>,
     ) -> Result<Response<Self::FetchOutputStream>, Status> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let format = output_kind_from_pb(&r.format, "format").map_err(to_status)?;
-        let chunks = self.0.fetch(r.job_id, format).await.map_err(to_status)?;
+        if caller.is_some() {
+            self.visible_job(&caller, r.job_id.clone()).await.map_err(to_status)?;
+        }
+        let chunks = self.jobs.fetch(r.job_id, format).await.map_err(to_status)?;
         let chunks = chunks.map(|c| c.map(pb::OutputChunk::from).map_err(to_status));
         Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn list_workers(
         &self,
-        _request: Request<pb::ListWorkersRequest>,
+        request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        let workers = self.0.workers().await.map_err(to_status)?;
+        self.caller(&request)?;
+        let workers = self.jobs.workers().await.map_err(to_status)?;
         Ok(Response::new(pb::ListWorkersResponse {
             workers: workers.into_iter().map(Into::into).collect(),
         }))
@@ -137,11 +207,26 @@ impl JobService for JobServiceAdapter {
 
     async fn list_models(
         &self,
-        _request: Request<pb::ListModelsRequest>,
+        request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        let models = self.0.models().await.map_err(to_status)?;
+        self.caller(&request)?;
+        let models = self.jobs.models().await.map_err(to_status)?;
         Ok(Response::new(pb::ListModelsResponse {
             models: models.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn drain_worker(
+        &self,
+        request: Request<pb::DrainWorkerRequest>,
+    ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
+        if let Some(p) = self.caller(&request)? {
+            p.check_drain().map_err(to_status)?;
+        }
+        let r = request.into_inner();
+        let state = self.jobs.drain(r.worker_id, !r.undo).await.map_err(to_status)?;
+        Ok(Response::new(pb::DrainWorkerResponse {
+            state: pb::WorkerState::from(state) as i32,
         }))
     }
 }
@@ -339,6 +424,8 @@ pub struct ServeOptions {
     pub health: Option<TcpListener>,
     /// Jobs a client address may submit (a coordinator's; `None`: unlimited).
     pub submit_rate: Option<SubmitRate>,
+    /// Client tokens the coordinator's JobService requires (`None`: open to every client).
+    pub tokens: Option<Arc<Tokens>>,
 }
 
 /// Serves only `grpc.health.v1` (the same statuses as the main port) in plaintext on `listener`,
@@ -376,6 +463,7 @@ pub async fn serve_coordinator(
         tls,
         health: health_listener,
         submit_rate,
+        tokens,
     } = options;
     let (reporter, health) = crate::health_service();
     reporter.set_serving::<JobServiceServer<JobServiceAdapter>>().await;
@@ -410,10 +498,11 @@ pub async fn serve_coordinator(
         .add_service(crate::reflection_service()?)
         .add_service(crate::reflection_service_v1alpha()?)
         .add_service(
-            sized!(JobServiceServer::new(JobServiceAdapter(
+            sized!(JobServiceServer::new(JobServiceAdapter {
                 jobs,
-                submit_rate.map(SubmitLimiter::new)
-            )))
+                submit_limiter: submit_rate.map(SubmitLimiter::new),
+                tokens,
+            }))
             .max_decoding_message_size(crate::MAX_CLIENT_REQUEST_BYTES),
         )
         .add_service(
@@ -439,6 +528,7 @@ pub async fn serve_worker(
         tls,
         health: health_listener,
         submit_rate: _,
+        tokens: _,
     } = options;
     let (reporter, health) = crate::health_service();
     reporter

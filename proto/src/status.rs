@@ -28,6 +28,7 @@ pub fn to_status(err: ApiError) -> Status {
         ApiError::Unavailable(m) => Status::unavailable(m),
         ApiError::Internal(m) => Status::internal(m),
         ApiError::PermissionDenied(m) => Status::permission_denied(m),
+        ApiError::Unauthenticated(m) => Status::unauthenticated(m),
         ApiError::NotLeader { leader } => {
             let mut status = Status::unavailable(ApiError::NotLeader { leader: leader.clone() }.to_string());
             // An empty value: a standby that knows no leader yet.
@@ -62,7 +63,8 @@ pub fn from_status(status: &Status) -> ApiError {
         Code::Unavailable => ApiError::Unavailable(message),
         Code::DeadlineExceeded => ApiError::Unavailable(format!("deadline exceeded: {message}")),
         Code::Internal => ApiError::Internal(message),
-        Code::PermissionDenied | Code::Unauthenticated => ApiError::PermissionDenied(message),
+        Code::PermissionDenied => ApiError::PermissionDenied(message),
+        Code::Unauthenticated => ApiError::Unauthenticated(message),
         other => ApiError::Internal(format!("{}: {message}", code_name(other))),
     }
 }
@@ -252,6 +254,7 @@ mod tests {
             ApiError::Unavailable("no worker serves model wan".into()),
             ApiError::Internal("assembly failed".into()),
             ApiError::PermissionDenied("only cluster members may register".into()),
+            ApiError::Unauthenticated("this coordinator requires a client token".into()),
         ];
         for err in errors {
             assert_eq!(round_trip(err.clone()), err);

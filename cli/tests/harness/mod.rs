@@ -26,6 +26,9 @@ pub struct ClusterOptions {
     pub data_dir: Option<PathBuf>,
     /// Plaintext (`--insecure`) instead of TLS with a CA made for the cluster in `dir/certs`.
     pub insecure: bool,
+    /// The client token [`Cluster::cli`] sends (`LONGSHOT_TOKEN`), for a coordinator run with
+    /// `--tokens`.
+    pub token: Option<String>,
 }
 
 /// A coordinator process and its worker processes. Everything is killed on drop.
@@ -193,7 +196,17 @@ impl Cluster {
 
     /// Runs `longshot --coordinator <this> args…` and returns its output.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+        self.cli_as(self.options.token.as_deref(), args)
+    }
+
+    /// Like `cli`, sending `token` (none: no token).
+    pub fn cli_as(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let mut command = Command::new(BIN);
+        command.env_remove("LONGSHOT_TOKEN");
+        if let Some(t) = token {
+            command.env("LONGSHOT_TOKEN", t);
+        }
+        command
             .arg("--coordinator")
             .arg(&self.endpoint)
             .args(self.client_args())

@@ -3,7 +3,7 @@
 
 use super::{connect, endpoint_for, malformed, url_of, CONNECT_TIMEOUT};
 use crate::convert::stream::domain_stream;
-use crate::convert::{job_state_from_pb, models_from_pb, nest, workers_from_pb};
+use crate::convert::{job_state_from_pb, models_from_pb, nest, worker_state_from_pb, workers_from_pb};
 use crate::pb;
 use crate::pb::job_service_client::JobServiceClient;
 use crate::pb::registry_service_client::RegistryServiceClient;
@@ -12,15 +12,16 @@ use crate::tls::Peer;
 use crate::trace_context::traced;
 use futures::{future, StreamExt};
 use longshot_core::api::{
-    ApiError, BoxFuture, BoxStream, JobApi, JobEvent, JobState, JobStatus, OutputChunk, RegisterAck, RegistryApi,
-    SubmitResult, WorkerInfo, WorkerState,
+    ApiError, BoxFuture, BoxStream, JobApi, JobEvent, JobFilter, JobState, JobStatus, OutputChunk, RegisterAck,
+    RegistryApi, SubmitResult, WorkerInfo, WorkerState,
 };
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::job::{JobSpec, OutputKind};
 use std::error::Error as _;
 use std::time::Duration;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
-use tonic::Status;
+use tonic::{Request, Status};
 
 /// Per-call limit on registry calls: a hung coordinator must not stall a worker's heartbeat loop.
 const REGISTRY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +36,8 @@ pub struct JobClient {
     peer: String,
     /// Every call's bound (until its response starts), if any.
     timeout: Option<Duration>,
+    /// `Bearer <token>`, sent with every call when the coordinator requires client tokens.
+    authorization: Option<AsciiMetadataValue>,
 }
 
 impl JobClient {
@@ -59,7 +62,32 @@ impl JobClient {
             client: sized!(JobServiceClient::new(channel)),
             peer,
             timeout,
+            authorization: None,
         })
+    }
+
+    /// Sends `token` (a client token, `lst_…`) with every call.
+    pub fn with_token(mut self, token: &str) -> Result<Self, ApiError> {
+        let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+            ApiError::invalid(
+                "token",
+                "must be printable ASCII without spaces, as `longshot tokens new` prints it",
+            )
+        })?;
+        self.authorization = Some(value);
+        Ok(self)
+    }
+
+    /// `request` with the client token, if any.
+    fn authorized<T>(&self, mut request: Request<T>) -> Request<T> {
+        if let Some(v) = &self.authorization {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        request
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        self.authorized(Request::new(message))
     }
 
     /// tonic clients take `&mut self`; clones share the channel, so one per call is cheap.
@@ -84,14 +112,15 @@ fn humantime(d: Duration) -> String {
 }
 
 impl JobApi for JobClient {
-    fn submit(&self, spec: JobSpec) -> BoxFuture<'_, Result<SubmitResult, ApiError>> {
+    /// `owner` is not sent: the coordinator records the name of the client's token.
+    fn submit(&self, spec: JobSpec, _owner: String) -> BoxFuture<'_, Result<SubmitResult, ApiError>> {
         Box::pin(async move {
             let request = pb::SubmitJobRequest {
                 spec: Some(spec.into()),
             };
             let r = self
                 .client()
-                .submit_job(traced(request))
+                .submit_job(self.authorized(traced(request)))
                 .await
                 .map_err(|s| self.failed(s))?;
             SubmitResult::try_from(r.into_inner()).map_err(|e| malformed(&self.peer, e))
@@ -100,19 +129,24 @@ impl JobApi for JobClient {
 
     fn get(&self, job_id: String) -> BoxFuture<'_, Result<JobStatus, ApiError>> {
         Box::pin(async move {
-            let r = self.client().get_job(pb::GetJobRequest { job_id }).await;
+            let r = self.client().get_job(self.request(pb::GetJobRequest { job_id })).await;
             let status = r.map_err(|s| self.failed(s))?.into_inner();
             JobStatus::try_from(status).map_err(|e| malformed(&self.peer, e))
         })
     }
 
-    fn list(&self, state: Option<JobState>, limit: usize) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
+    fn list(&self, filter: JobFilter) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
         Box::pin(async move {
             let request = pb::ListJobsRequest {
-                state: state.map_or(pb::JobState::Unspecified, Into::into) as i32,
-                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                state: filter.state.map_or(pb::JobState::Unspecified, Into::into) as i32,
+                limit: u32::try_from(filter.limit).unwrap_or(u32::MAX),
+                owner: filter.owner.unwrap_or_default(),
             };
-            let r = self.client().list_jobs(request).await.map_err(|s| self.failed(s))?;
+            let r = self
+                .client()
+                .list_jobs(self.request(request))
+                .await
+                .map_err(|s| self.failed(s))?;
             r.into_inner()
                 .jobs
                 .into_iter()
@@ -125,7 +159,10 @@ impl JobApi for JobClient {
 
     fn cancel(&self, job_id: String) -> BoxFuture<'_, Result<JobState, ApiError>> {
         Box::pin(async move {
-            let r = self.client().cancel_job(pb::CancelJobRequest { job_id }).await;
+            let r = self
+                .client()
+                .cancel_job(self.request(pb::CancelJobRequest { job_id }))
+                .await;
             let state = r.map_err(|s| self.failed(s))?.into_inner().state;
             job_state_from_pb(state, "state").map_err(|e| malformed(&self.peer, e))
         })
@@ -135,7 +172,10 @@ impl JobApi for JobClient {
     /// ends (the error is logged), and the caller asks `get` for the job's final word.
     fn watch(&self, job_id: String) -> BoxFuture<'_, Result<BoxStream<JobEvent>, ApiError>> {
         Box::pin(async move {
-            let r = self.client().watch_job(pb::WatchJobRequest { job_id }).await;
+            let r = self
+                .client()
+                .watch_job(self.request(pb::WatchJobRequest { job_id }))
+                .await;
             let inbound = r.map_err(|s| self.failed(s))?.into_inner();
             let peer = self.peer.clone();
             let events = domain_stream(inbound, peer.clone(), move |e| {
@@ -164,7 +204,7 @@ impl JobApi for JobClient {
                 job_id,
                 format: format.as_str().to_string(),
             };
-            let r = self.client().fetch_output(request).await;
+            let r = self.client().fetch_output(self.request(request)).await;
             let inbound = r.map_err(|s| self.failed(s))?.into_inner();
             let peer = self.peer.clone();
             Ok(domain_stream(inbound, peer.clone(), move |c| {
@@ -175,7 +215,10 @@ impl JobApi for JobClient {
 
     fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, ApiError>> {
         Box::pin(async move {
-            let r = self.client().list_workers(pb::ListWorkersRequest {}).await;
+            let r = self
+                .client()
+                .list_workers(self.request(pb::ListWorkersRequest {}))
+                .await;
             let workers = r.map_err(|s| self.failed(s))?.into_inner().workers;
             workers_from_pb(workers, "workers").map_err(|e| malformed(&self.peer, e))
         })
@@ -183,9 +226,21 @@ impl JobApi for JobClient {
 
     fn models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ApiError>> {
         Box::pin(async move {
-            let r = self.client().list_models(pb::ListModelsRequest {}).await;
+            let r = self.client().list_models(self.request(pb::ListModelsRequest {})).await;
             let models = r.map_err(|s| self.failed(s))?.into_inner().models;
             models_from_pb(models, "models").map_err(|e| malformed(&self.peer, e))
+        })
+    }
+
+    fn drain(&self, worker_id: String, drain: bool) -> BoxFuture<'_, Result<WorkerState, ApiError>> {
+        Box::pin(async move {
+            let request = pb::DrainWorkerRequest {
+                worker_id,
+                undo: !drain,
+            };
+            let r = self.client().drain_worker(self.request(request)).await;
+            let state = r.map_err(|s| self.failed(s))?.into_inner().state;
+            worker_state_from_pb(state, "state").map_err(|e| malformed(&self.peer, e))
         })
     }
 }

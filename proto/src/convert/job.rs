@@ -247,6 +247,7 @@ impl From<JobStatus> for pb::JobStatus {
                 checkpoint_step: s.recovery.checkpoint_step,
                 excluded_workers: s.recovery.excluded_workers,
             }),
+            owner: s.owner,
         }
     }
 }
@@ -278,6 +279,7 @@ impl TryFrom<pb::JobStatus> for JobStatus {
                     excluded_workers: r.excluded_workers,
                 })
                 .unwrap_or_default(),
+            owner: s.owner,
         })
     }
 }

@@ -17,7 +17,10 @@ async fn coordinator_round_trips_jobs_and_registrations() -> Result<()> {
         steps: 5000,
         ..spec()
     };
-    let err = client.submit(bad.clone()).await.expect_err("invalid spec");
+    let err = client
+        .submit(bad.clone(), String::new())
+        .await
+        .expect_err("invalid spec");
     assert_eq!(err, ApiError::InvalidArgument(bad.validate()));
     assert_eq!(
         bad.validate().iter().map(|e| e.field.as_str()).collect::<Vec<_>>(),
@@ -39,7 +42,7 @@ async fn coordinator_round_trips_jobs_and_registrations() -> Result<()> {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(status.message(), "duration: is required: set seconds or frames");
 
-    let submitted = client.submit(spec()).await?;
+    let submitted = client.submit(spec(), String::new()).await?;
     assert_eq!(
         submitted,
         SubmitResult {
@@ -78,7 +81,22 @@ async fn coordinator_round_trips_jobs_and_registrations() -> Result<()> {
         client.get("j-9".into()).await,
         Err(ApiError::NotFound("no job j-9".into()))
     );
-    assert_eq!(client.list(Some(JobState::Running), 3).await, Ok(Vec::new()));
+    assert_eq!(
+        client
+            .list(JobFilter {
+                state: Some(JobState::Running),
+                owner: Some("alice".into()),
+                limit: 3
+            })
+            .await,
+        Ok(Vec::new())
+    );
+    assert_eq!(client.drain("w1".into(), true).await, Ok(WorkerState::Draining));
+    assert_eq!(client.drain("w1".into(), false).await, Ok(WorkerState::Idle));
+    assert_eq!(
+        client.drain("w9".into(), true).await,
+        Err(ApiError::NotFound("no worker \"w9\" is registered".into()))
+    );
     assert_eq!(client.cancel("j-1".into()).await, Ok(JobState::Cancelled));
     assert_eq!(client.workers().await, Ok(vec![worker("w-1")]));
     assert_eq!(client.models().await, Ok(vec![model()]));

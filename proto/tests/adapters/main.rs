@@ -79,7 +79,7 @@ fn model() -> ModelInfo {
 }
 
 impl JobApi for FakeCoordinator {
-    fn submit(&self, spec: JobSpec) -> BoxFuture<'_, Result<SubmitResult, ApiError>> {
+    fn submit(&self, spec: JobSpec, _owner: String) -> BoxFuture<'_, Result<SubmitResult, ApiError>> {
         Box::pin(async move {
             let errors = spec.validate();
             if !errors.is_empty() {
@@ -97,10 +97,15 @@ impl JobApi for FakeCoordinator {
     fn get(&self, job_id: String) -> BoxFuture<'_, Result<JobStatus, ApiError>> {
         Box::pin(async move { Err(ApiError::NotFound(format!("no job {job_id}"))) })
     }
-    fn list(&self, state: Option<JobState>, limit: usize) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
+    fn list(&self, filter: JobFilter) -> BoxFuture<'_, Result<Vec<JobStatus>, ApiError>> {
         Box::pin(async move {
-            if state != Some(JobState::Running) || limit != 3 {
-                return Err(ApiError::Internal(format!("unexpected filter {state:?} {limit}")));
+            let want = JobFilter {
+                state: Some(JobState::Running),
+                owner: Some("alice".into()),
+                limit: 3,
+            };
+            if filter != want {
+                return Err(ApiError::Internal(format!("unexpected filter {filter:?}")));
             }
             Ok(Vec::new())
         })
@@ -140,6 +145,15 @@ impl JobApi for FakeCoordinator {
     }
     fn models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ApiError>> {
         Box::pin(async { Ok(vec![model()]) })
+    }
+    fn drain(&self, worker_id: String, drain: bool) -> BoxFuture<'_, Result<WorkerState, ApiError>> {
+        Box::pin(async move {
+            match (worker_id.as_str(), drain) {
+                ("w1", true) => Ok(WorkerState::Draining),
+                ("w1", false) => Ok(WorkerState::Idle),
+                _ => Err(ApiError::NotFound(format!("no worker {worker_id:?} is registered"))),
+            }
+        })
     }
 }
 

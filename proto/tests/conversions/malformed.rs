@@ -52,6 +52,7 @@ fn malformed_job_messages_are_rejected_by_field() {
         submitted_unix_ms: 0,
         finished_unix_ms: 0,
         recovery: JobRecovery::default(),
+        owner: String::new(),
     });
     rejected(
         JobStatus::try_from(pb::JobStatus {

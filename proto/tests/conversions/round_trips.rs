@@ -51,6 +51,7 @@ fn job_messages_round_trip() {
             checkpoint_step: 10,
             excluded_workers: vec!["w1".into()],
         },
+        owner: "alice".into(),
     };
     round_trip::<JobStatus, pb::JobStatus>(status.clone());
     round_trip::<JobStatus, pb::JobStatus>(JobStatus {

@@ -17,6 +17,7 @@
 //! - [`tokenizer`]: [`UmT5Tokenizer`] (`tokenizer.json` as transformers 5 builds it, 512 tokens with
 //!   `</s>`); [`prompt`]: WanPipeline's `prompt_clean` (Python's `html.unescape`, no ftfy).
 
+mod charsmap;
 pub mod config;
 pub mod layers;
 pub mod prompt;

@@ -180,6 +180,16 @@ fn as_transformers_t5(json: &mut Value) -> Result<(), String> {
         Some(n) if is_precompiled(n) => Some(n.clone()),
         _ => None,
     };
+    // tokenizers panics on a charsmap it cannot parse or whose trie points outside itself: check
+    // it here so a damaged file is an error naming it (found by fuzz/fuzz_targets/tokenizer_files.rs).
+    if let Some(p) = &precompiled {
+        let charsmap = p
+            .get("precompiled_charsmap")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        super::charsmap::check(charsmap)
+            .map_err(|e| format!("its Precompiled normalizer's precompiled_charsmap is unusable: {e}"))?;
+    }
     json["normalizer"] = precompiled.unwrap_or(Value::Null);
     Ok(())
 }
@@ -218,10 +228,14 @@ mod tests {
 
     #[test]
     fn normaliser_is_reduced_to_its_precompiled_part() {
+        // A trie of 256 empty units and no replacements: valid, maps nothing.
+        let mut blob = 1024u32.to_le_bytes().to_vec();
+        blob.resize(4 + 1024, 0);
+        let charsmap = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, blob);
         let mut j: Value = serde_json::json!({
             "model": {"type": "Unigram", "unk_id": 2, "vocab": [], "byte_fallback": true},
             "normalizer": {"type": "Sequence", "normalizers": [
-                {"type": "Precompiled", "precompiled_charsmap": "AA=="},
+                {"type": "Precompiled", "precompiled_charsmap": charsmap},
                 {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}
             ]}
         });
@@ -233,5 +247,31 @@ mod tests {
         assert!(j["normalizer"].is_null());
         j["model"]["unk_id"] = 0.into();
         assert!(as_transformers_t5(&mut j).is_err());
+    }
+
+    /// The fuzzer's first find: an empty charsmap made `tokenizers` panic while loading.
+    #[test]
+    fn an_unparsable_charsmap_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"tokenizer_class": "T5Tokenizer"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer.json"),
+            r#"{"version": "1.0", "normalizer": {"type": "Sequence", "normalizers": [{"type": "Precompiled",
+              "precompiled_charsmap": ""}]}, "model": {"type": "Unigram", "unk_id": 2,
+              "vocab": [["<pad>", 0.0], ["</s>", 0.0], ["<unk>", 0.0]]}}"#,
+        )
+        .unwrap();
+        let Err(err) = UmT5Tokenizer::load(dir.path()) else {
+            panic!("a tokenizer with an unusable charsmap loaded");
+        };
+        let err = err.to_string();
+        assert!(
+            err.contains("tokenizer.json") && err.contains("precompiled_charsmap is unusable"),
+            "{err}"
+        );
     }
 }
