@@ -10,7 +10,7 @@ use longshot_models::wan::tensor_io::{self, Tensor};
 use longshot_models::wan::transformer::denoiser::{model_info, WanDenoiser};
 use longshot_models::wan::{
     forward_flops_breakdown, PipelineDir, TextEncoder, TransformerConfig, WanForward, WanTransformer, WanVae,
-    WanVaeDecoder,
+    WanVaeDecoder, WanVaeEncoder,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +20,9 @@ pub enum DevCommand {
     /// One transformer forward: IN holds hidden_states [B,C,T,H,W] f32, timestep [B] (f32 or
     /// i64), encoder_hidden_states [B,N,text_dim] f32; OUT holds output f32.
     Dit(DevIo),
+    /// VAE encode: IN holds video [B,3,F,H,W] in [−1, 1]; OUT holds output [B,16,1+⌊(F−1)/4⌋,H/8,W/8],
+    /// the posterior mean (`vae.encode(video).latent_dist.mean`, not normalised).
+    VaeEncode(DevIo),
     /// VAE decode: IN holds z [B,16,T,H,W] (already denormalised, as passed to vae.decode); OUT
     /// holds output [B,3,1+4(T−1),8H,8W] clamped to [−1, 1].
     VaeDecode(DevIo),
@@ -87,6 +90,7 @@ pub struct DevIo {
 pub fn run(cmd: DevCommand) -> Result<()> {
     match cmd {
         DevCommand::Dit(io) => dit(&io),
+        DevCommand::VaeEncode(io) => vae_encode(&io),
         DevCommand::VaeDecode(io) => vae_decode(&io),
         DevCommand::Sample(a) => sample(&a),
         DevCommand::TextEncode(a) => text_encode(&a),
@@ -176,6 +180,19 @@ fn text_encode(a: &TextEncodeArgs) -> Result<()> {
         data: e.data,
     };
     tensor_io::write(&a.out, &[("prompt_embeds", &t)])?;
+    Ok(())
+}
+
+fn vae_encode(io: &DevIo) -> Result<()> {
+    let pipeline = PipelineDir::open(&io.model)?;
+    let vae = WanVaeEncoder::load(&pipeline.component_dir("vae")?).context("loading the VAE")?;
+    let t = tensor_io::read(&io.inputs, &["video"])?;
+    let (data, shape) = vae.encode(&t["video"].data, dims(&t["video"], "video")?)?;
+    let out = Tensor {
+        shape: shape.to_vec(),
+        data,
+    };
+    tensor_io::write(&io.out, &[("output", &out)])?;
     Ok(())
 }
 

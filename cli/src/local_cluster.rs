@@ -150,6 +150,7 @@ impl LocalCluster {
                 health: None,
                 submit_rate: args.submit_rate(),
                 tokens: args.client_tokens()?,
+                max_request_bytes: None,
             },
             rx,
         );
@@ -306,7 +307,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
     let coord_args = CoordinatorArgs {
         tls: MemberTlsArgs::default(),
         etcd_access: Default::default(),
-        health_listen: None,
+        health_listen: Default::default(),
         tokens: None,
         max_submits_per_minute: 0,
         submit_burst: 1,

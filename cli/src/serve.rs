@@ -43,6 +43,30 @@ pub struct MemberTlsArgs {
     pub insecure: bool,
 }
 
+/// `--health-listen`, a coordinator's and a worker's.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HealthListenArgs {
+    /// Also serve the gRPC health service alone, in plaintext, on this address (for probes that
+    /// cannot speak TLS, such as Kubernetes' gRPC probes).
+    #[arg(long = "health-listen", value_name = "ADDR")]
+    pub addr: Option<String>,
+}
+
+impl HealthListenArgs {
+    /// Binds the address, if given.
+    async fn bind(&self) -> Result<Option<TcpListener>> {
+        match &self.addr {
+            None => Ok(None),
+            Some(a) => {
+                let listener = TcpListener::bind(a).await;
+                Ok(Some(listener.with_context(|| {
+                    format!("--health-listen {a}: cannot listen there")
+                })?))
+            }
+        }
+    }
+}
+
 impl MemberTlsArgs {
     /// The member's TLS material (installed for its outgoing connections too), or `None` with
     /// `--insecure`; without either, an error naming what is missing.
@@ -139,10 +163,8 @@ pub struct CoordinatorArgs {
     pub tls: MemberTlsArgs,
     #[command(flatten)]
     pub etcd_access: EtcdAccessArgs,
-    /// Also serve the gRPC health service alone, in plaintext, on this address (for probes that
-    /// cannot speak TLS, such as Kubernetes' gRPC probes).
-    #[arg(long, value_name = "ADDR")]
-    pub health_listen: Option<String>,
+    #[command(flatten)]
+    pub health_listen: HealthListenArgs,
     /// Address to serve the JobService and RegistryService on.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: String,
@@ -447,18 +469,6 @@ pub fn start_coordinator(
     (coordinator, server)
 }
 
-/// Binds `--health-listen`, if given.
-async fn health_listener(addr: &Option<String>) -> Result<Option<TcpListener>> {
-    match addr {
-        None => Ok(None),
-        Some(a) => {
-            Ok(Some(TcpListener::bind(a).await.with_context(|| {
-                format!("--health-listen {a}: cannot listen there")
-            })?))
-        }
-    }
-}
-
 /// `https` with TLS, `http` without.
 pub fn scheme(tls: &Option<MemberTls>) -> &'static str {
     if tls.is_some() {
@@ -513,9 +523,10 @@ pub async fn coordinator(a: CoordinatorArgs, ca: Option<PathBuf>) -> Result<()> 
     let options = ServeOptions {
         limits: a.connection_limits(),
         tls,
-        health: health_listener(&a.health_listen).await?,
+        health: a.health_listen.bind().await?,
         submit_rate: a.submit_rate(),
         tokens: a.client_tokens()?,
+        max_request_bytes: None,
     };
     let (_c, server) = start_coordinator(listener, cfg, backend, options, rx);
     leading.set(1);
@@ -555,7 +566,7 @@ async fn coordinator_with_etcd(
     let (tx, rx) = watch::channel(false);
     let (lead_tx, lead_rx) = watch::channel(false);
     let limits = a.connection_limits();
-    let health = health_listener(&a.health_listen).await?;
+    let health = a.health_listen.bind().await?;
     let submit_rate = a.submit_rate();
     let tokens = a.client_tokens()?;
     let g = gate.clone();
@@ -571,6 +582,7 @@ async fn coordinator_with_etcd(
                 health,
                 submit_rate,
                 tokens,
+                max_request_bytes: None,
             },
             wait_for(rx),
         )
@@ -638,10 +650,8 @@ pub struct WorkerArgs {
     pub tls: MemberTlsArgs,
     #[command(flatten)]
     pub etcd_access: EtcdAccessArgs,
-    /// Also serve the gRPC health service alone, in plaintext, on this address (for probes that
-    /// cannot speak TLS, such as Kubernetes' gRPC probes).
-    #[arg(long, value_name = "ADDR")]
-    pub health_listen: Option<String>,
+    #[command(flatten)]
+    pub health_listen: HealthListenArgs,
     /// Address to serve the WorkerService and ExchangeService on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
@@ -755,6 +765,7 @@ impl WorkerTransport for GrpcTransport {
     fn serve(
         &self,
         listener: TcpListener,
+        max_request_bytes: u64,
         worker: Arc<dyn WorkerApi>,
         exchange: Arc<dyn ExchangeApi>,
         shutdown: BoxFuture<'static, ()>,
@@ -765,6 +776,7 @@ impl WorkerTransport for GrpcTransport {
             let options = ServeOptions {
                 tls,
                 health,
+                max_request_bytes: Some(usize::try_from(max_request_bytes).unwrap_or(usize::MAX)),
                 ..Default::default()
             };
             Ok(longshot_proto::server::serve_worker(listener, worker, exchange, options, shutdown).await?)
@@ -795,7 +807,7 @@ pub async fn worker_with(a: WorkerArgs, coordinator: String, ca: Option<PathBuf>
     if let (Some(listen), Some(registry)) = (&a.metrics_listen.0, &config.metrics) {
         metrics_http::serve(listen, registry.clone()).await?;
     }
-    let health = std::sync::Mutex::new(health_listener(&a.health_listen).await?);
+    let health = std::sync::Mutex::new(a.health_listen.bind().await?);
     Ok(longshot_worker::serve(config, Arc::new(GrpcTransport { tls, health }), listener, shutdown).await?)
 }
 

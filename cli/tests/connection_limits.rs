@@ -243,3 +243,56 @@ fn twenty_thousand_idle_connections_leave_the_coordinator_serving() {
         let _ = f.wait();
     }
 }
+
+/// A worker's port refuses a request above the largest one its budget makes legitimate (from the
+/// length prefix, before buffering it) and decodes one below it, and the worker goes on running
+/// jobs.
+#[test]
+fn a_worker_port_refuses_messages_above_what_its_budget_admits() {
+    let options = ClusterOptions {
+        // 64 MiB of job state: windows of up to 8 MiB of latents, checkpoints of up to 32 MiB, so
+        // requests up to 33 MiB.
+        worker_args: ["--memory-budget", "64M"].map(String::from).to_vec(),
+        // The requests below come from a bare tonic client, without TLS.
+        insecure: true,
+        ..Default::default()
+    };
+    let c = Cluster::start_with(1, 30.0, options);
+    let worker = c.workers()[0]["address"].as_str().expect("worker address").to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let run_shard = |embedding_bytes: usize| {
+        let endpoint = format!("http://{worker}");
+        rt.block_on(async move {
+            let mut client = pb::worker_service_client::WorkerServiceClient::connect(endpoint)
+                .await
+                .unwrap()
+                .max_encoding_message_size(64 << 20);
+            let assignment = pb::ShardAssignment {
+                job_id: "oversize".into(),
+                conditioning: Some(pb::Conditioning {
+                    prompt_embedding: vec![0; embedding_bytes].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            client
+                .run_shard(assignment)
+                .await
+                .expect_err("a malformed assignment is refused")
+        })
+    };
+    let over = run_shard(40 << 20);
+    assert_eq!(over.code(), tonic::Code::OutOfRange, "{over:?}");
+    assert!(over.message().contains("message length too large"), "{over:?}");
+    // Below the cap the message is decoded, and refused for what it says.
+    let under = run_shard(30 << 20);
+    assert_ne!(under.code(), tonic::Code::OutOfRange, "{under:?}");
+    assert_eq!(under.code(), tonic::Code::InvalidArgument, "{under:?}");
+    let job = submit(
+        &c,
+        &[
+            "--prompt", "x", "--frames", "49", "--width", "64", "--height", "64", "--steps", "3",
+        ],
+    );
+    assert_eq!(c.wait_state(&job, TERMINAL, Duration::from_secs(60))["state"], "done");
+}

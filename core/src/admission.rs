@@ -30,6 +30,20 @@ pub fn budget_of(w: &WorkerInfo) -> u64 {
     }
 }
 
+/// Bytes of one prompt's text conditioning at most: UMT5-XXL's 512 tokens of 4096 f32 (Wan2.1's
+/// text encoder, the largest any served model has).
+pub const MAX_TEXT_CONDITIONING_BYTES: u64 = 512 * 4096 * 4;
+
+/// The largest message a worker with `budget` bytes of job state is sent by a legitimate peer:
+/// a resumed window's checkpoint (its latents and the solver's three saved copies: 4 of the
+/// [`WINDOW_STATE_COPIES`] copies the budget covers), a shard's conditioning (a prompt and a
+/// negative prompt), or an overlap frame (smaller than either), plus 1 MiB for the rest of the
+/// message. The worker's port refuses anything larger from its length prefix.
+pub fn largest_worker_message(budget: u64) -> u64 {
+    let checkpoint = (budget / WINDOW_STATE_COPIES).saturating_mul(4);
+    checkpoint.max(2 * MAX_TEXT_CONDITIONING_BYTES).saturating_add(1 << 20)
+}
+
 /// How many windows of `window_bytes` fit in `budget`.
 pub fn windows_within(budget: u64, window_bytes: u64) -> u64 {
     budget / window_bytes.max(1)
@@ -64,6 +78,19 @@ mod tests {
         assert_eq!(window_state_bytes(usize::MAX, 16, 512, 512), u64::MAX);
         assert_eq!(windows_within(u64::MAX, 0), u64::MAX);
         assert_eq!(windows_within(10, 3), 3);
+    }
+
+    #[test]
+    fn a_worker_message_fits_the_largest_window_checkpoint_its_budget_admits() {
+        // A budget of exactly one 480×832 Wan2.1 window: its checkpoint (4 latent copies) fits.
+        let window = window_state_bytes(21, 16, 60, 104);
+        let latents = 21 * 16 * 60 * 104 * 4;
+        assert!(largest_worker_message(window) >= 4 * latents);
+        assert!(largest_worker_message(window) < 5 * latents);
+        // Small budgets still take a full prompt and negative prompt.
+        assert_eq!(largest_worker_message(0), 2 * MAX_TEXT_CONDITIONING_BYTES + (1 << 20));
+        // No budget: no overflow, and no cap below the transport's own.
+        assert!(largest_worker_message(u64::MAX) >= u64::MAX / 2);
     }
 
     #[test]

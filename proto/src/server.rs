@@ -426,6 +426,10 @@ pub struct ServeOptions {
     pub submit_rate: Option<SubmitRate>,
     /// Client tokens the coordinator's JobService requires (`None`: open to every client).
     pub tokens: Option<Arc<Tokens>>,
+    /// Largest request a worker's port decodes (`None`: [`crate::MAX_MESSAGE_BYTES`]); never
+    /// above that. A worker sets it from its budget
+    /// (`longshot_core::admission::largest_worker_message`).
+    pub max_request_bytes: Option<usize>,
 }
 
 /// Serves only `grpc.health.v1` (the same statuses as the main port) in plaintext on `listener`,
@@ -464,6 +468,7 @@ pub async fn serve_coordinator(
         health: health_listener,
         submit_rate,
         tokens,
+        max_request_bytes: _,
     } = options;
     let (reporter, health) = crate::health_service();
     reporter.set_serving::<JobServiceServer<JobServiceAdapter>>().await;
@@ -529,7 +534,9 @@ pub async fn serve_worker(
         health: health_listener,
         submit_rate: _,
         tokens: _,
+        max_request_bytes,
     } = options;
+    let max_request = max_request_bytes.map_or(crate::MAX_MESSAGE_BYTES, |b| b.min(crate::MAX_MESSAGE_BYTES));
     let (reporter, health) = crate::health_service();
     reporter
         .set_serving::<WorkerServiceServer<WorkerServiceAdapter>>()
@@ -548,8 +555,12 @@ pub async fn serve_worker(
         .add_service(health)
         .add_service(crate::reflection_service()?)
         .add_service(crate::reflection_service_v1alpha()?)
-        .add_service(sized!(WorkerServiceServer::new(WorkerServiceAdapter(worker))))
-        .add_service(sized!(ExchangeServiceServer::new(ExchangeServiceAdapter(exchange))))
+        .add_service(
+            sized!(WorkerServiceServer::new(WorkerServiceAdapter(worker))).max_decoding_message_size(max_request),
+        )
+        .add_service(
+            sized!(ExchangeServiceServer::new(ExchangeServiceAdapter(exchange))).max_decoding_message_size(max_request),
+        )
         .serve_with_incoming_shutdown(limited_incoming(listener, limits), shutdown)
         .await?;
     Ok(())

@@ -354,6 +354,20 @@ def original_vae_name(name, num_res_blocks):
             return resnet(f"decoder.upsamples.{block * per_block + int(parts[4])}.", ".".join(parts[5:]))
         if parts[3] == "upsamplers":
             return f"decoder.upsamples.{block * per_block + num_res_blocks + 1}." + ".".join(parts[5:])
+    # Encoder side (convert_vae() maps encoder.downsamples.N to the flat encoder.down_blocks.N).
+    for new, old in [("quant_conv.", "conv1."), ("encoder.conv_in.", "encoder.conv1."),
+                     ("encoder.norm_out.", "encoder.head.0."), ("encoder.conv_out.", "encoder.head.2.")]:
+        if name.startswith(new):
+            return old + name[len(new):]
+    if name.startswith("encoder.mid_block.resnets."):
+        return resnet(f"encoder.middle.{2 * int(parts[3])}.", ".".join(parts[4:]))
+    if name.startswith("encoder.mid_block.attentions.0."):
+        return "encoder.middle.1." + ".".join(parts[4:])
+    if name.startswith("encoder.down_blocks."):
+        prefix, rest = f"encoder.downsamples.{parts[2]}.", ".".join(parts[3:])
+        if rest.startswith("resample.") or rest.startswith("time_conv."):
+            return prefix + rest
+        return resnet(prefix, rest)
     raise ValueError(f"no original name for {name}")
 
 
@@ -441,6 +455,67 @@ def vae_fixtures(seed):
     res1.save_pretrained(str(OUT / "vae_res1" / "vae"))
     decode_case("vae_res1", "vae_res1/vae", "num_res_blocks 1, dim_mult [1,2,2,2], H != W, 4 latent frames",
                 VAE_RES1, res1, vae_case_inputs(res1, (1, 16, 4, 2, 3), seed + 21))
+    return cases
+
+
+def vae_encode(vae, video):
+    """diffusers' `vae.encode(video).latent_dist.mean` in f32, and in f64 on a float64 copy."""
+    with torch.no_grad():
+        out = vae.encode(video).latent_dist.mean
+        exact = copy.deepcopy(vae).double().encode(video.double()).latent_dist.mean
+    assert out.dtype == torch.float32 and exact.dtype == torch.float64
+    return out, exact
+
+
+def vae_encoder_fixtures(seed):
+    """AutoencoderKLWan encoders (checked by models/tests/wan_vae_encode.rs). Each case file holds
+    `video` ([B,3,F,H,W] f32 in [-1, 1]), `expected` (diffusers' f32 posterior mean, not normalised)
+    and `expected_f64` (the same on a float64 copy of the weights)."""
+    cases = []
+
+    def encode_case(name, model_dir, what, cfg, vae, shape, video_seed):
+        gen = torch.Generator().manual_seed(video_seed)
+        video = torch.rand(shape, generator=gen, dtype=torch.float32) * 2 - 1
+        expected, exact = vae_encode(vae, video)
+        f32_error = float((expected.double() - exact).abs().max() / exact.abs().max())
+        f = save_case(name, {"video": video, "expected_f64": exact}, expected)
+        cases.append({
+            "name": name, "model_dir": model_dir, "inputs": f, "what": what,
+            "video": list(video.shape), "expected": list(expected.shape),
+            "diffusers_f32_vs_f64": float(f"{f32_error:.3e}"), "config": cfg,
+        })
+
+    # 1. diffusers' unit-test VAE and its test's sample shape (2,3,9,16,16): batch 2, 9 frames.
+    unit = build_vae(VAE_UNIT_TEST, seed)
+    unit.save_pretrained(str(OUT / "vae_enc_unit_test" / "vae"))
+    encode_case("vae_enc_unit_test", "vae_enc_unit_test/vae", "diffusers unit-test VAE, batch 2, 9 frames",
+                VAE_UNIT_TEST, unit, (2, 3, 9, 16, 16), seed + 1)
+
+    # 2. The same weights, encoder half only, under the original Wan2.1_VAE.pth names.
+    orig = OUT / "vae_enc_unit_test_original"
+    orig.mkdir(parents=True, exist_ok=True)
+    encoder_side = {k: v for k, v in unit.state_dict().items()
+                    if k.startswith("encoder.") or k.startswith("quant_conv.")}
+    tensors = {original_vae_name(k, VAE_UNIT_TEST["num_res_blocks"]): v.contiguous()
+               for k, v in encoder_side.items()}
+    assert len(tensors) == len(encoder_side)
+    # The decoder's input conv is what names the convention; a checkpoint always has both halves.
+    tensors.update({original_vae_name(k, VAE_UNIT_TEST["num_res_blocks"]): v.contiguous()
+                    for k, v in unit.state_dict().items() if k.startswith("decoder.conv_in.")})
+    save_file(tensors, str(orig / "Wan2.1_VAE.safetensors"))
+    original_cfg = dict(dim=VAE_UNIT_TEST["base_dim"], z_dim=16, dim_mult=VAE_UNIT_TEST["dim_mult"],
+                        num_res_blocks=VAE_UNIT_TEST["num_res_blocks"], attn_scales=[],
+                        temperal_downsample=VAE_UNIT_TEST["temperal_downsample"], dropout=0.0)
+    (orig / "config.json").write_text(json.dumps(original_cfg, indent=2) + "\n")
+    cases.append(dict(cases[0], name="vae_enc_unit_test_original", model_dir="vae_enc_unit_test_original",
+                      what="original Wan2.1 VAE key names and config (video and expected of vae_enc_unit_test)"))
+
+    # 3. Wan2.1's structure at 1/24 width, H != W, 11 frames (the last 2 dropped, as diffusers does).
+    small = build_vae(VAE_SMALL, seed + 10)
+    small.save_pretrained(str(OUT / "vae_enc_small" / "vae"))
+    encode_case("vae_enc_small", "vae_enc_small/vae",
+                "Wan2.1 VAE structure at base_dim 4, 11 frames (9 used), 24x32", VAE_SMALL, small,
+                (1, 3, 11, 24, 32), seed + 11)
     return cases
 
 
@@ -749,7 +824,7 @@ def pipeline_fixtures(seed):
 
 # Seeds follow this order (SEED + 1000·position), so new components go at the end.
 COMPONENTS = {"transformer": transformer_fixtures, "vae": vae_fixtures, "t5": t5_fixtures,
-              "pipeline": pipeline_fixtures}
+              "pipeline": pipeline_fixtures, "vae_encoder": vae_encoder_fixtures}
 
 
 def main():

@@ -173,6 +173,7 @@ pub async fn serve(
     let (tx, rx) = watch::channel(false);
     let served = transport.serve(
         listener,
+        longshot_core::admission::largest_worker_message(budget_bytes),
         Arc::new(node.clone()),
         Arc::new(node.clone()),
         Box::pin(wait_for(rx)),
@@ -307,6 +308,7 @@ mod tests {
         fn serve(
             &self,
             _: TcpListener,
+            _: u64,
             _: Arc<dyn WorkerApi>,
             _: Arc<dyn ExchangeApi>,
             shutdown: BoxFuture<'static, ()>,

@@ -16,10 +16,12 @@ pub trait WorkerTransport: Send + Sync {
     /// The coordinator's registry at `endpoint`; connects lazily (registration retries).
     fn registry(&self, endpoint: &str) -> Result<Arc<dyn RegistryApi>, ApiError>;
 
-    /// Serves `worker` and `exchange` on `listener` until `shutdown` resolves.
+    /// Serves `worker` and `exchange` on `listener` until `shutdown` resolves, refusing requests
+    /// over `max_request_bytes`.
     fn serve(
         &self,
         listener: TcpListener,
+        max_request_bytes: u64,
         worker: Arc<dyn WorkerApi>,
         exchange: Arc<dyn ExchangeApi>,
         shutdown: BoxFuture<'static, ()>,

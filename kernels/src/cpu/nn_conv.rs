@@ -89,22 +89,66 @@ impl CausalConv3d {
 
     /// `x: [frames, cin, h, w]` → `[frames, cout, h, w]`.
     pub fn forward(&self, x: &[f32], frames: usize, h: usize, w: usize) -> Vec<f32> {
-        let hw = h * w;
-        assert_eq!(x.len(), frames * self.cin * hw, "causal_conv3d: input length");
-        let mut out = vec![0.0f32; frames * self.cout * hw];
+        let all: Vec<usize> = (0..frames).collect();
+        self.run(x, frames, &all, Geometry::same(h, w, self.ks))
+    }
+
+    /// Only output frames `outputs` (each computed exactly as [`forward`](Self::forward) computes
+    /// it), in that order: `[outputs.len(), cout, h, w]`. A temporal stride is this with every
+    /// other frame: the encoder's `time_conv` (kernel (3,1,1), stride (2,1,1), no padding) reads
+    /// frames `2j, 2j+1, 2j+2`, which is causal output frame `2j + 2`.
+    pub fn forward_frames(&self, x: &[f32], frames: usize, h: usize, w: usize, outputs: &[usize]) -> Vec<f32> {
+        assert!(
+            outputs.iter().all(|&t| t < frames),
+            "causal_conv3d: output frame out of range"
+        );
+        self.run(x, frames, outputs, Geometry::same(h, w, self.ks))
+    }
+
+    /// The encoder's spatial downsample (diffusers' `ZeroPad2d((0, 1, 0, 1))` then a `ks×ks` conv
+    /// with stride 2 and no padding) on every frame: `[frames, cin, h, w]` →
+    /// `[frames, cout, h', w']` with `h' = ⌊(h + 1 − ks) / 2⌋ + 1`, which is
+    /// `h / 2` for even `h` and `ks` 3. Returns the data and `(h', w')`.
+    pub fn forward_down2(&self, x: &[f32], frames: usize, h: usize, w: usize) -> (Vec<f32>, (usize, usize)) {
+        assert!(
+            h + 1 >= self.ks && w + 1 >= self.ks,
+            "conv_down2: {h}×{w} is smaller than the kernel"
+        );
+        let geo = Geometry {
+            h,
+            w,
+            out_h: (h + 1 - self.ks) / 2 + 1,
+            out_w: (w + 1 - self.ks) / 2 + 1,
+            stride: 2,
+            pad: 0,
+        };
+        let all: Vec<usize> = (0..frames).collect();
+        (self.run(x, frames, &all, geo), (geo.out_h, geo.out_w))
+    }
+
+    fn run(&self, x: &[f32], frames: usize, outputs: &[usize], geo: Geometry) -> Vec<f32> {
+        let out_hw = geo.out_h * geo.out_w;
+        assert_eq!(
+            x.len(),
+            frames * self.cin * geo.h * geo.w,
+            "causal_conv3d: input length"
+        );
+        let mut out = vec![0.0f32; outputs.len() * self.cout * out_hw];
         if out.is_empty() {
             return out;
         }
-        out.par_chunks_mut(self.cout * hw).enumerate().for_each(|(t, dst)| {
-            self.forward_frame(x, t, h, w, dst);
-        });
+        out.par_chunks_mut(self.cout * out_hw)
+            .zip(outputs.par_iter())
+            .for_each(|(dst, &t)| {
+                self.forward_frame(x, t, geo, dst);
+            });
         out
     }
 
-    /// Output frame `t` into `dst` (`[cout, h, w]`).
-    fn forward_frame(&self, x: &[f32], t: usize, h: usize, w: usize, dst: &mut [f32]) {
-        let hw = h * w;
-        let frame_len = self.cin * hw;
+    /// Output frame `t` into `dst` (`[cout, out_h, out_w]`).
+    fn forward_frame(&self, x: &[f32], t: usize, geo: Geometry, dst: &mut [f32]) {
+        let hw = geo.out_h * geo.out_w;
+        let frame_len = self.cin * geo.h * geo.w;
         let k = self.kt * self.cin * self.ks * self.ks;
         // The input frames feeding output frame t, oldest first; None stands for causal zeros.
         let taps: Vec<Option<&[f32]>> = (0..self.kt)
@@ -114,7 +158,7 @@ impl CausalConv3d {
                     .map(|s| &x[s * frame_len..(s + 1) * frame_len])
             })
             .collect();
-        if self.kt == 1 && self.ks == 1 {
+        if self.kt == 1 && self.ks == 1 && geo.stride == 1 {
             // A 1×1×1 conv is a plain matrix product with the frame: no im2col copy.
             let src = taps[0].unwrap_or(&[]);
             gemm(
@@ -139,8 +183,7 @@ impl CausalConv3d {
                         im2col(
                             frame,
                             self.cin,
-                            h,
-                            w,
+                            geo,
                             self.ks,
                             p0,
                             n,
@@ -178,28 +221,53 @@ impl CausalConv3d {
     }
 }
 
-/// The 2-D im2col of pixels `p0..p0+n` of one frame `[cin, h, w]`: row `(c, kh, kw)` holds
-/// `frame[c, y+kh−pad, x+kw−pad]` (0 outside the frame) for each pixel `p = y·w + x`.
-#[allow(clippy::too_many_arguments)]
-fn im2col(frame: &[f32], cin: usize, h: usize, w: usize, ks: usize, p0: usize, n: usize, col: &mut [f32]) {
-    let pad = (ks / 2) as isize;
-    let (hi, wi) = (h as isize, w as isize);
+/// Input and output sizes of one frame's 2-D convolution: output pixel `(oy, ox)` reads input
+/// `(oy·stride + kh − pad, ox·stride + kw − pad)`, zero outside the frame.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Geometry {
+    /// Stride 1 with "same" padding: the output has the input's size.
+    fn same(h: usize, w: usize, ks: usize) -> Self {
+        Self {
+            h,
+            w,
+            out_h: h,
+            out_w: w,
+            stride: 1,
+            pad: ks / 2,
+        }
+    }
+}
+
+/// The 2-D im2col of output pixels `p0..p0+n` of one frame `[cin, h, w]`: row `(c, kh, kw)` holds
+/// the input pixel output pixel `p = oy·out_w + ox` reads through tap `(kh, kw)` (0 outside).
+fn im2col(frame: &[f32], cin: usize, geo: Geometry, ks: usize, p0: usize, n: usize, col: &mut [f32]) {
+    let (hi, wi) = (geo.h as isize, geo.w as isize);
+    let (stride, pad) = (geo.stride as isize, geo.pad as isize);
     for c in 0..cin {
-        let plane = &frame[c * h * w..(c + 1) * h * w];
+        let plane = &frame[c * geo.h * geo.w..(c + 1) * geo.h * geo.w];
         for kh in 0..ks {
             for kw in 0..ks {
                 let row = &mut col[((c * ks + kh) * ks + kw) * n..][..n];
                 let (dy, dx) = (kh as isize - pad, kw as isize - pad);
-                let (mut y, mut x) = ((p0 / w) as isize, (p0 % w) as isize);
+                let (mut y, mut x) = (p0 / geo.out_w, p0 % geo.out_w);
                 for v in row.iter_mut() {
-                    let (sy, sx) = (y + dy, x + dx);
+                    let (sy, sx) = (y as isize * stride + dy, x as isize * stride + dx);
                     *v = if sy >= 0 && sy < hi && sx >= 0 && sx < wi {
                         plane[(sy * wi + sx) as usize]
                     } else {
                         0.0
                     };
                     x += 1;
-                    if x == wi {
+                    if x == geo.out_w {
                         x = 0;
                         y += 1;
                     }
@@ -316,5 +384,64 @@ mod tests {
         let both = conv.forward(&x, 2, h, w);
         let second = conv.forward(&x[cin * h * w..], 1, h, w);
         assert_eq!(both[cout * h * w..], second[..]);
+    }
+
+    #[test]
+    fn selected_frames_are_the_full_forward_s_frames_bit_for_bit() {
+        let (cin, cout, frames, h, w) = (3, 2, 7, 5, 4);
+        let weight = values(cout * cin * 3 * 9, 0.8);
+        let bias = values(cout, 0.2);
+        let conv = CausalConv3d::new(&weight, &bias, cout, cin, 3, 3);
+        let x = values(frames * cin * h * w, 1.1);
+        let full = conv.forward(&x, frames, h, w);
+        let picked = conv.forward_frames(&x, frames, h, w, &[2, 4, 6]);
+        let len = cout * h * w;
+        for (i, t) in [2, 4, 6].into_iter().enumerate() {
+            assert_eq!(
+                picked[i * len..(i + 1) * len],
+                full[t * len..(t + 1) * len],
+                "frame {t}"
+            );
+        }
+    }
+
+    /// `ZeroPad2d((0, 1, 0, 1))` then a stride-2 conv, written out in f64, for even and odd sizes.
+    #[test]
+    fn down2_matches_zero_pad_right_bottom_then_stride_two() {
+        let (cin, cout, frames) = (2, 3, 2);
+        let weight = values(cout * cin * 9, 0.6);
+        let bias = values(cout, 0.3);
+        let conv = CausalConv3d::conv2d(&weight, &bias, cout, cin, 3);
+        for (h, w) in [(6, 8), (5, 7), (2, 2)] {
+            let x = values(frames * cin * h * w, 0.9);
+            let (out, (oh, ow)) = conv.forward_down2(&x, frames, h, w);
+            assert_eq!((oh, ow), ((h - 2) / 2 + 1, (w - 2) / 2 + 1));
+            let at = |t: usize, c: usize, y: usize, xx: usize| -> f64 {
+                if y < h && xx < w {
+                    x[((t * cin + c) * h + y) * w + xx] as f64
+                } else {
+                    0.0
+                }
+            };
+            for t in 0..frames {
+                for o in 0..cout {
+                    for y in 0..oh {
+                        for xx in 0..ow {
+                            let mut acc = bias[o] as f64;
+                            for c in 0..cin {
+                                for kh in 0..3 {
+                                    for kw in 0..3 {
+                                        let wv = weight[((o * cin + c) * 3 + kh) * 3 + kw] as f64;
+                                        acc += wv * at(t, c, 2 * y + kh, 2 * xx + kw);
+                                    }
+                                }
+                            }
+                            let got = out[((t * cout + o) * oh + y) * ow + xx] as f64;
+                            assert!((got - acc).abs() < 1e-5, "{h}×{w} t{t} o{o} ({y},{xx}): {got} vs {acc}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

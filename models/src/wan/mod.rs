@@ -15,7 +15,8 @@
 //! - [`transformer`]: `WanTransformer3DModel` (spec §1): [`WanTransformer`], its config, blocks,
 //!   embeddings, RoPE, tensor names, FLOPs, and [`transformer::denoiser::WanDenoiser`], Wan2.1
 //!   behind the `Denoiser` trait for one job.
-//! - [`vae`]: the decoder half of `AutoencoderKLWan` (spec §2): [`WanVaeDecoder`] (whole-clip
+//! - [`vae`]: `AutoencoderKLWan` (spec §2): [`WanVaeEncoder`] (`encode`'s posterior mean) and
+//!   [`WanVaeDecoder`] (whole-clip
 //!   `decode`, and `decode_range`: a shard with a causal warm-up halo, bit-identical to the
 //!   sequential decode), its config, blocks and tensor names, and
 //!   [`vae::frame_decoder::WanFrameDecoder`] behind the `FrameDecoder` trait.
@@ -62,5 +63,6 @@ pub use transformer::denoiser::WanForward;
 pub use transformer::flops::{forward_flops, forward_flops_breakdown, ForwardFlops};
 pub use transformer::{TextContext, WanTransformer};
 pub use vae::config::{VaeConfig, WAN21_DECODE_HALO};
+pub use vae::encoder::WanVaeEncoder;
 pub use vae::{DecodedFrames, WanVae, WanVaeDecoder};
 pub use weights::WeightStore;

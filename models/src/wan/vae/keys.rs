@@ -1,10 +1,11 @@
-//! VAE tensor names: the decoder asks for diffusers names; [`VaeKeys`] translates them to what
+//! VAE tensor names: the decoder and the encoder ask for diffusers names; [`VaeKeys`] translates them to what
 //! the checkpoint uses — diffusers' `AutoencoderKLWan` names, or the original `Wan2.1_VAE.pth`
 //! names (spec §2.3, diffusers' `convert_vae()`), possibly behind a prefix such as `vae.`.
 //!
 //! The original decoder keeps its up-path in one flat list, `decoder.upsamples.N`: for each
 //! up-block, `num_res_blocks + 1` residual blocks, then the upsampler of every block but the last
-//! (Wan2.1: 0-2, 3, 4-6, 7, 8-10, 11, 12-14). The mapping is written for any `num_res_blocks`, not
+//! (Wan2.1: 0-2, 3, 4-6, 7, 8-10, 11, 12-14). The original encoder's `encoder.downsamples.N` is
+//! diffusers' flat `encoder.down_blocks.N` under another name. The mapping is written for any `num_res_blocks`, not
 //! only Wan2.1's, so the original names of small test models translate too.
 
 use crate::wan::error::WanError;
@@ -26,6 +27,11 @@ const PREFIXES: &[(&str, &str)] = &[
     ("decoder.norm_out.", "decoder.head.0."),
     ("decoder.conv_out.", "decoder.head.2."),
     ("decoder.mid_block.attentions.0.", "decoder.middle.1."),
+    ("quant_conv.", "conv1."),
+    ("encoder.conv_in.", "encoder.conv1."),
+    ("encoder.norm_out.", "encoder.head.0."),
+    ("encoder.conv_out.", "encoder.head.2."),
+    ("encoder.mid_block.attentions.0.", "encoder.middle.1."),
 ];
 
 /// `"N.rest"` → `(N, "rest")`.
@@ -40,19 +46,28 @@ fn resnet_part(prefix: &str, rest: &str) -> Option<String> {
         .find_map(|(new, old)| rest.strip_prefix(new).map(|tail| format!("{prefix}{old}{tail}")))
 }
 
-/// The original name of a diffusers decoder-side tensor name; names outside the decoder's
-/// vocabulary are returned unchanged.
+/// The original name of a diffusers VAE tensor name; names outside the VAE's vocabulary are
+/// returned unchanged.
 pub fn original_name(diffusers: &str, num_res_blocks: usize) -> String {
     for (new, old) in PREFIXES {
         if let Some(rest) = diffusers.strip_prefix(new) {
             return format!("{old}{rest}");
         }
     }
-    if let Some((i, rest)) = diffusers.strip_prefix("decoder.mid_block.resnets.").and_then(parse) {
-        // middle = [resnet, attention, resnet].
-        if let Some(name) = resnet_part(&format!("decoder.middle.{}.", 2 * i), rest) {
-            return name;
+    for half in ["decoder", "encoder"] {
+        if let Some((i, rest)) = diffusers
+            .strip_prefix(&format!("{half}.mid_block.resnets."))
+            .and_then(parse)
+        {
+            // middle = [resnet, attention, resnet].
+            if let Some(name) = resnet_part(&format!("{half}.middle.{}.", 2 * i), rest) {
+                return name;
+            }
         }
+    }
+    if let Some((n, rest)) = diffusers.strip_prefix("encoder.down_blocks.").and_then(parse) {
+        let prefix = format!("encoder.downsamples.{n}.");
+        return resnet_part(&prefix, rest).unwrap_or_else(|| format!("{prefix}{rest}"));
     }
     if let Some((block, rest)) = diffusers.strip_prefix("decoder.up_blocks.").and_then(parse) {
         let per_block = num_res_blocks + 2;
@@ -119,6 +134,18 @@ impl VaeKeys {
             .strip_prefix(prefix.as_str())
             .is_some_and(|rest| rest.starts_with("encoder.") || rest.starts_with(quant))
     }
+
+    /// Whether a stored tensor belongs to the decoder's half (the decoder and the conv after the
+    /// latent), which the encoder leaves unread.
+    pub fn is_decoder_side(&self, stored: &str) -> bool {
+        let (prefix, post_quant) = match self {
+            Self::Diffusers { prefix } => (prefix, "post_quant_conv."),
+            Self::Original { prefix, .. } => (prefix, "conv2."),
+        };
+        stored
+            .strip_prefix(prefix.as_str())
+            .is_some_and(|rest| rest.starts_with("decoder.") || rest.starts_with(post_quant))
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +207,37 @@ mod tests {
         for (d, o) in cases {
             assert_eq!(original_name(d, 2), o, "{d}");
         }
+        // The encoder (diffusers' convert_vae, read backwards).
+        let encoder = [
+            ("quant_conv.bias", "conv1.bias"),
+            ("encoder.conv_in.weight", "encoder.conv1.weight"),
+            (
+                "encoder.down_blocks.0.norm1.gamma",
+                "encoder.downsamples.0.residual.0.gamma",
+            ),
+            (
+                "encoder.down_blocks.3.conv_shortcut.weight",
+                "encoder.downsamples.3.shortcut.weight",
+            ),
+            (
+                "encoder.down_blocks.5.time_conv.weight",
+                "encoder.downsamples.5.time_conv.weight",
+            ),
+            (
+                "encoder.down_blocks.2.resample.1.bias",
+                "encoder.downsamples.2.resample.1.bias",
+            ),
+            (
+                "encoder.mid_block.resnets.1.conv1.weight",
+                "encoder.middle.2.residual.2.weight",
+            ),
+            ("encoder.mid_block.attentions.0.proj.bias", "encoder.middle.1.proj.bias"),
+            ("encoder.norm_out.gamma", "encoder.head.0.gamma"),
+            ("encoder.conv_out.weight", "encoder.head.2.weight"),
+        ];
+        for (d, o) in encoder {
+            assert_eq!(original_name(d, 2), o, "{d}");
+        }
         // num_res_blocks 1: two resnets and an upsampler per block.
         assert_eq!(
             original_name("decoder.up_blocks.3.resnets.1.norm1.gamma", 1),
@@ -192,5 +250,7 @@ mod tests {
         assert_eq!(k.stored_name("decoder.conv_out.bias"), "vae.decoder.head.2.bias");
         assert!(k.is_encoder_side("vae.conv1.weight") && k.is_encoder_side("vae.encoder.conv1.weight"));
         assert!(!k.is_encoder_side("vae.conv2.weight") && !k.is_encoder_side("decoder.conv1.weight"));
+        assert!(k.is_decoder_side("vae.conv2.weight") && k.is_decoder_side("vae.decoder.conv1.weight"));
+        assert!(!k.is_decoder_side("vae.conv1.weight") && !k.is_decoder_side("vae.encoder.head.2.bias"));
     }
 }

@@ -16,11 +16,14 @@
 //! - [`config`]: [`VaeConfig`], the derived structure and [`VaeConfig::decode_halo`].
 //! - [`blocks`]: residual / attention / up-blocks on frame-major video; [`keys`]: original
 //!   `Wan2.1_VAE.pth` ↔ diffusers tensor names.
+//! - [`encoder`]: [`WanVaeEncoder`](encoder::WanVaeEncoder), the encoder half (`vae.encode`'s
+//!   posterior mean), for video-to-video and image-to-video.
 //! - [`frame_decoder`]: [`WanFrameDecoder`](frame_decoder::WanFrameDecoder), the decoder behind the
 //!   `FrameDecoder` trait.
 
 pub mod blocks;
 pub mod config;
+pub mod encoder;
 pub mod frame_decoder;
 pub mod keys;
 

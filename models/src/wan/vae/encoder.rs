@@ -1,0 +1,234 @@
+//! The encoder half of diffusers' `AutoencoderKLWan` on the CPU in f32: `vae.encode(x)`'s
+//! posterior mean (`latent_dist.mean`, not normalised), for video-to-video and image-to-video.
+//!
+//! Graph: `conv_in` → down path (per stage `num_res_blocks` residual blocks, then a resampler on
+//! every stage but the last: `downsample2d` = zero pad right/bottom + 3×3 conv with stride 2, and
+//! `downsample3d` = the same followed by `time_conv`, a (3,1,1) conv with stride 2 in time) → mid
+//! block (resnet, per-frame attention, resnet) → RMS norm → SiLU → `conv_out` (2·z_dim channels)
+//! → `quant_conv` → the first z_dim channels.
+//!
+//! Full-sequence form: diffusers encodes frame 0 alone, then chunks of 4 frames, carrying the
+//! last two frames of each causal conv's input to the next chunk. Every causal conv then sees the
+//! whole sequence with two zero frames in front, as here. The chunking shows in `time_conv`
+//! only: the first chunk skips it (frame 0 passes through), and each later chunk runs it on the
+//! previous chunk's last frame followed by its own, so output frame `1 + j` reads input frames
+//! `2j, 2j+1, 2j+2`: causal output frame `2j + 2` ([`CausalConv3d::forward_frames`]). Frames after
+//! the last whole chunk (`F − 1` not a multiple of 4) are dropped, as diffusers drops them.
+
+use super::blocks::{AttentionBlock, ResidualBlock, VaeFetch, Video};
+use super::config::VaeConfig;
+use super::keys::VaeKeys;
+use crate::wan::error::WanError;
+use crate::wan::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
+use crate::wan::weights::WeightStore;
+use longshot_kernels::cpu::nn_act::silu_in_place;
+use longshot_kernels::cpu::nn_conv::CausalConv3d;
+use longshot_kernels::cpu::nn_vae::channel_rms_norm;
+use std::path::Path;
+
+/// A loaded Wan VAE encoder.
+#[derive(Clone, Debug)]
+pub struct WanVaeEncoder {
+    cfg: VaeConfig,
+    conv_in: CausalConv3d,
+    down: Vec<DownLayer>,
+    mid: (ResidualBlock, AttentionBlock, ResidualBlock),
+    norm_out_gamma: Vec<f32>,
+    conv_out: CausalConv3d,
+    quant_conv: CausalConv3d,
+}
+
+/// One entry of diffusers' flat `encoder.down_blocks` list.
+#[derive(Clone, Debug)]
+enum DownLayer {
+    Residual(ResidualBlock),
+    Downsample(Downsample),
+}
+
+/// `WanResample` in its encoder modes.
+#[derive(Clone, Debug)]
+struct Downsample {
+    /// `resample.1`: the 3×3 stride-2 conv after the right/bottom zero pad.
+    conv: CausalConv3d,
+    /// `time_conv` of `downsample3d`.
+    time_conv: Option<CausalConv3d>,
+}
+
+impl Downsample {
+    fn forward(&self, x: Video) -> Video {
+        let (data, (height, width)) = self.conv.forward_down2(&x.data, x.frames, x.height, x.width);
+        let y = Video {
+            channels: self.conv.out_channels(),
+            height,
+            width,
+            data,
+            ..x
+        };
+        let Some(tc) = &self.time_conv else { return y };
+        // Frame 0 passes through; frame 1 + j is causal output 2j + 2 (module doc).
+        let outputs: Vec<usize> = (1..=(y.frames - 1) / 2).map(|j| 2 * j).collect();
+        let frame = y.channels * y.pixels();
+        let mut data = y.data[..frame.min(y.data.len())].to_vec();
+        data.extend(tc.forward_frames(&y.data, y.frames, y.height, y.width, &outputs));
+        Video {
+            frames: y.frames.min(1) + outputs.len(),
+            data,
+            ..y
+        }
+    }
+}
+
+/// The encoder's stage plan: `dims = base_dim·[1] + base_dim·dim_mult`, stage `i` from
+/// `dims[i]` to `dims[i+1]`.
+fn encoder_dims(cfg: &VaeConfig) -> Vec<usize> {
+    std::iter::once(1)
+        .chain(cfg.dim_mult.iter().copied())
+        .map(|m| cfg.base_dim * m)
+        .collect()
+}
+
+impl WanVaeEncoder {
+    /// Loads `dir/config.json` and the weights in `dir` (a diffusers `vae/` directory, or the
+    /// original `Wan2.1_VAE` weights as safetensors), like the decoder.
+    pub fn load(dir: &Path) -> Result<Self, WanError> {
+        let store = WeightStore::open(dir)?;
+        Self::from_store(VaeConfig::for_dir(dir)?, &store)
+    }
+
+    /// Builds the encoder from `store`, whichever naming it uses; decoder-side tensors are
+    /// ignored, any other tensor left unused is an error.
+    pub fn from_store(cfg: VaeConfig, store: &WeightStore) -> Result<Self, WanError> {
+        cfg.validate()
+            .map_err(|reason| WanError::config(store.source(), reason))?;
+        let keys = VaeKeys::detect(store, cfg.num_res_blocks)?;
+        let f = VaeFetch { store, keys: &keys };
+        let dims = encoder_dims(&cfg);
+        let stages = cfg.dim_mult.len();
+        let mut down = Vec::new();
+        for i in 0..stages {
+            let mut cin = dims[i];
+            for _ in 0..cfg.num_res_blocks {
+                let prefix = format!("encoder.down_blocks.{}", down.len());
+                down.push(DownLayer::Residual(ResidualBlock::load(&f, &prefix, cin, dims[i + 1])?));
+                cin = dims[i + 1];
+            }
+            if i + 1 != stages {
+                let prefix = format!("encoder.down_blocks.{}", down.len());
+                let c = dims[i + 1];
+                down.push(DownLayer::Downsample(Downsample {
+                    conv: f.conv2d(&format!("{prefix}.resample.1"), c, c, 3)?,
+                    time_conv: match cfg.temperal_downsample[i] {
+                        true => Some(f.conv3d(&format!("{prefix}.time_conv"), c, c, 3, 1)?),
+                        false => None,
+                    },
+                }));
+            }
+        }
+        let last = dims[stages];
+        let z2 = 2 * cfg.z_dim;
+        let mid = "encoder.mid_block";
+        let model = Self {
+            conv_in: f.conv3d("encoder.conv_in", dims[0], cfg.in_channels, 3, 3)?,
+            down,
+            mid: (
+                ResidualBlock::load(&f, &format!("{mid}.resnets.0"), last, last)?,
+                AttentionBlock::load(&f, &format!("{mid}.attentions.0"), last)?,
+                ResidualBlock::load(&f, &format!("{mid}.resnets.1"), last, last)?,
+            ),
+            norm_out_gamma: f.get("encoder.norm_out.gamma", &[last, 1, 1, 1])?,
+            conv_out: f.conv3d("encoder.conv_out", z2, last, 3, 3)?,
+            quant_conv: f.conv3d("quant_conv", z2, z2, 1, 1)?,
+            cfg,
+        };
+        store.check_all_used(|n| keys.is_decoder_side(n))?;
+        Ok(model)
+    }
+
+    pub fn config(&self) -> &VaeConfig {
+        &self.cfg
+    }
+
+    /// Input frames the encoder uses of `frames` given: `1 + 4·⌊(frames − 1)/4⌋` (Wan2.1), as
+    /// diffusers drops a trailing partial chunk.
+    pub fn used_frames(&self, frames: usize) -> usize {
+        let r = self.cfg.temporal_factor();
+        if frames == 0 {
+            0
+        } else {
+            1 + r * ((frames - 1) / r)
+        }
+    }
+
+    /// The posterior mean of `x: [F, in_channels, H, W]` (frame-major, values in [−1, 1]):
+    /// `[1 + ⌊(F−1)/R⌋, z_dim, H/8, W/8]` frame-major (Wan2.1: R = 4).
+    pub fn encode_frames(&self, x: &[f32], dims: [usize; 4]) -> Result<Video, WanError> {
+        let [f, c, h, w] = dims;
+        let s = self.cfg.spatial_factor();
+        if c != self.cfg.in_channels || f == 0 || h == 0 || w == 0 || h % s != 0 || w % s != 0 {
+            return Err(WanError::Input(format!(
+                "video {dims:?} ([F, C, H, W]) must have C = {} channels, at least one frame, and a height and \
+                 width that are multiples of {s}",
+                self.cfg.in_channels
+            )));
+        }
+        if x.len() != f * c * h * w {
+            return Err(WanError::Input(format!("video holds {} values, not {dims:?}", x.len())));
+        }
+        let used = self.used_frames(f);
+        let x = Video {
+            frames: used,
+            channels: c,
+            height: h,
+            width: w,
+            data: x[..used * c * h * w].to_vec(),
+        };
+        let mut x = x.conv(&self.conv_in);
+        for layer in &self.down {
+            x = match layer {
+                DownLayer::Residual(r) => r.forward(x),
+                DownLayer::Downsample(d) => d.forward(x),
+            };
+        }
+        let x = self.mid.0.forward(x);
+        let x = self.mid.1.forward(x);
+        let mut x = self.mid.2.forward(x);
+        let (channels, pixels) = (x.channels, x.pixels());
+        channel_rms_norm(&mut x.data, channels, pixels, &self.norm_out_gamma);
+        silu_in_place(&mut x.data);
+        let moments = x.conv(&self.conv_out).conv(&self.quant_conv);
+        // The mean is the first z_dim channels of every frame.
+        let (z, frame) = (self.cfg.z_dim, moments.channels * pixels);
+        let data = moments
+            .data
+            .chunks_exact(frame)
+            .flat_map(|fr| fr[..z * pixels].iter().copied())
+            .collect();
+        Ok(Video {
+            channels: z,
+            data,
+            ..moments
+        })
+    }
+
+    /// diffusers' `vae.encode(x).latent_dist.mean`: `x` is `[B, C, F, H, W]`; the result is
+    /// `[B, z_dim, 1 + ⌊(F−1)/R⌋, H/8, W/8]`, with its shape.
+    pub fn encode(&self, x: &[f32], shape: [usize; 5]) -> Result<(Vec<f32>, [usize; 5]), WanError> {
+        let [b, c, f, h, w] = shape;
+        if x.len() != shape.iter().product::<usize>() || b == 0 {
+            return Err(WanError::Input(format!(
+                "video holds {} values, not {shape:?}",
+                x.len()
+            )));
+        }
+        let item = c * f * h * w;
+        let mut out = Vec::new();
+        let mut out_shape = [b, self.cfg.z_dim, 0, 0, 0];
+        for i in 0..b {
+            let frames = channel_major_to_frame_major(&x[i * item..(i + 1) * item], c, f, h * w);
+            let m = self.encode_frames(&frames, [f, c, h, w])?;
+            out_shape[2..].copy_from_slice(&[m.frames, m.height, m.width]);
+            out.extend(frame_major_to_channel_major(&m.data, m.frames, m.channels, m.pixels()));
+        }
+        Ok((out, out_shape))
+    }
+}

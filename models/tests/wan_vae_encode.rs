@@ -1,0 +1,102 @@
+//! The Wan VAE encoder against diffusers goldens (`scripts/goldens/wan.py`, component
+//! `vae_encoder`; fixtures in `tests/fixtures/wan/`): `vae.encode(video).latent_dist.mean`.
+//!
+//! Error metric as in `wan_vae.rs`: `max|ours − diffusers| / max|diffusers|`, tolerance 1e-5,
+//! against diffusers in f32 and in f64 on the same weights (`expected_f64`). diffusers encodes
+//! frame 0 alone and then chunks of 4 frames with caches; this port runs whole sequences (the
+//! module doc of `vae::encoder` shows why they are equal), so agreement is to rounding only.
+
+mod common;
+
+use common::{rel_error, tensor_f32 as tensor, tensor_f64};
+use longshot_models::wan::{WanError, WanVaeEncoder};
+use safetensors::SafeTensors;
+
+const TOLERANCE: f64 = 1e-5;
+
+/// Every encoder case the manifest must list.
+const CASES: &[&str] = &["vae_enc_unit_test", "vae_enc_unit_test_original", "vae_enc_small"];
+
+fn case(name: &str) -> common::Case {
+    common::case("vae_encoder", name)
+}
+
+fn load(name: &str) -> WanVaeEncoder {
+    WanVaeEncoder::load(&case(name).model_dir).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Encodes a case, checks it against diffusers and prints the errors; returns the output.
+fn check(name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(case(name).inputs).expect("case file");
+    let st = SafeTensors::deserialize(&bytes).expect("case file is safetensors");
+    let (vs, video) = tensor(&st, "video");
+    let (es, expected) = tensor(&st, "expected");
+    let (_, exact) = tensor_f64(&st, "expected_f64");
+    let vae = load(name);
+    let start = std::time::Instant::now();
+    let (got, shape) = vae
+        .encode(&video, vs.clone().try_into().expect("video is 5-D"))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let seconds = start.elapsed().as_secs_f64();
+    assert_eq!(shape.to_vec(), es, "{name}: output shape");
+    let err = rel_error(&got, &expected);
+    let err_exact = rel_error(&got, &exact);
+    let diffusers_exact = rel_error(&expected, &exact);
+    println!(
+        "{name}: video {vs:?} -> {es:?}; max|a-b|/max|b| vs diffusers f32 {err:.3e}, vs f64 {err_exact:.3e} \
+         (diffusers f32 vs f64 {diffusers_exact:.3e}); {:.1} ms",
+        seconds * 1e3
+    );
+    assert!(err <= TOLERANCE, "{name}: relative error {err:.3e} > {TOLERANCE:e}");
+    assert!(
+        err_exact <= TOLERANCE,
+        "{name}: relative error to f64 {err_exact:.3e} > {TOLERANCE:e}"
+    );
+    got
+}
+
+#[test]
+fn manifest_lists_every_expected_case_and_its_files_exist() {
+    for name in CASES {
+        let c = case(name);
+        assert!(c.model_dir.is_dir(), "{name}: {} missing", c.model_dir.display());
+        assert!(c.inputs.is_file(), "{name}: {} missing", c.inputs.display());
+    }
+}
+
+#[test]
+fn diffusers_unit_test_vae_encodes_a_batch_of_two_as_diffusers_does() {
+    check("vae_enc_unit_test");
+}
+
+#[test]
+fn wan21_structure_drops_a_trailing_partial_chunk_as_diffusers_does() {
+    check("vae_enc_small");
+}
+
+#[test]
+fn original_names_give_bit_identical_output() {
+    let reference = check("vae_enc_unit_test");
+    let original = check("vae_enc_unit_test_original");
+    assert!(
+        original.iter().zip(&reference).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "original-name checkpoint differs from the diffusers one"
+    );
+}
+
+#[test]
+fn bad_videos_are_refused_naming_what_is_wrong() {
+    let vae = load("vae_enc_small");
+    let refused = |shape: [usize; 5]| -> String {
+        let x = vec![0.0f32; shape.iter().product()];
+        match vae.encode(&x, shape) {
+            Err(e @ WanError::Input(_)) => e.to_string(),
+            other => panic!("{shape:?}: expected an input error, got {:?}", other.map(|(_, s)| s)),
+        }
+    };
+    assert!(refused([1, 4, 5, 16, 16]).contains("3 channels"));
+    assert!(refused([1, 3, 5, 20, 16]).contains("multiples of 8"));
+    assert!(refused([1, 3, 0, 16, 16]).contains("at least one frame"));
+    let e = vae.encode(&[0.0; 7], [1, 3, 1, 8, 8]).expect_err("wrong length");
+    assert!(e.to_string().contains("holds 7 values"), "{e}");
+}
