@@ -9,7 +9,7 @@
 mod common;
 
 use common::{rel_error, tensor_f32 as tensor, tensor_f64};
-use longshot_models::wan::{WanError, WanVaeEncoder};
+use longshot_models::wan::{WanError, WanVaeEncoder, WAN21_ENCODE_HALO};
 use safetensors::SafeTensors;
 
 const TOLERANCE: f64 = 1e-5;
@@ -99,4 +99,63 @@ fn bad_videos_are_refused_naming_what_is_wrong() {
     assert!(refused([1, 3, 0, 16, 16]).contains("at least one frame"));
     let e = vae.encode(&[0.0; 7], [1, 3, 1, 8, 8]).expect_err("wrong length");
     assert!(e.to_string().contains("holds 7 values"), "{e}");
+}
+
+#[test]
+fn wan21_encode_halo_is_28_latents() {
+    assert_eq!(
+        longshot_models::wan::vae::encoder::encode_halo(&longshot_models::wan::VaeConfig::wan2_1()),
+        WAN21_ENCODE_HALO
+    );
+    assert_eq!(WAN21_ENCODE_HALO, 28);
+}
+
+/// Input frames in [−1, 1], frame-major `[frames, 3, h, w]`, deterministic.
+fn video(frames: usize, h: usize, w: usize) -> Vec<f32> {
+    (0..frames * 3 * h * w)
+        .map(|i| ((i as f32 * 0.618_034).fract() * 2.0 - 1.0) * 0.9)
+        .collect()
+}
+
+/// A shard owning latents `s..` encodes from the first frame of latent `s − halo` and gets the
+/// sequential encode's bits; with one latent less of warm-up latent `s` is refused as inexact.
+#[test]
+fn a_sharded_encode_with_the_halo_is_bit_identical_to_the_sequential_one() {
+    let vae = load("vae_enc_small"); // Wan2.1's structure: halo 28
+    let halo = vae.encode_halo();
+    assert_eq!(halo, WAN21_ENCODE_HALO);
+    let (h, w, latents) = (16, 16, halo + 8);
+    let frames = vae.first_frame_of_latent(latents - 1) + 4; // through the last latent's last frame
+    let x = video(frames, h, w);
+    let full = vae.encode_frames(&x, [frames, 3, h, w]).expect("sequential encode");
+    assert_eq!(full.frames, latents);
+    let len = full.channels * full.pixels();
+    let frame_len = 3 * h * w;
+    for s in [halo + 1, halo + 4, latents - 1] {
+        let start = vae.first_frame_of_latent(s - halo);
+        let (shard, first) = vae
+            .encode_range(&x[start * frame_len..], [frames - start, 3, h, w], start, s)
+            .expect("shard encode");
+        assert_eq!((first, shard.frames), (s, latents - s));
+        let same = shard
+            .data
+            .iter()
+            .zip(&full.data[s * len..])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "latents {s}.. of a shard from frame {start} differ from the sequential encode"
+        );
+        // With one latent less of warm-up, latent s is refused.
+        let late = vae.first_frame_of_latent(s - halo + 1);
+        let e = vae
+            .encode_range(&x[late * frame_len..], [frames - late, 3, h, w], late, s)
+            .expect_err("too little warm-up");
+        assert!(e.to_string().contains("not exact"), "{e}");
+    }
+    // A segment must start and end on whole latents.
+    let e = vae
+        .encode_range(&x[2 * frame_len..], [frames - 2, 3, h, w], 2, halo + 2)
+        .unwrap_err();
+    assert!(e.to_string().contains("whole latents"), "{e}");
 }

@@ -63,6 +63,6 @@ pub use transformer::denoiser::WanForward;
 pub use transformer::flops::{forward_flops, forward_flops_breakdown, ForwardFlops};
 pub use transformer::{TextContext, WanTransformer};
 pub use vae::config::{VaeConfig, WAN21_DECODE_HALO};
-pub use vae::encoder::WanVaeEncoder;
+pub use vae::encoder::{WanVaeEncoder, WAN21_ENCODE_HALO};
 pub use vae::{DecodedFrames, WanVae, WanVaeDecoder};
 pub use weights::WeightStore;

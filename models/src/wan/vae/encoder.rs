@@ -14,6 +14,12 @@
 //! previous chunk's last frame followed by its own, so output frame `1 + j` reads input frames
 //! `2j, 2j+1, 2j+2`: causal output frame `2j + 2` ([`CausalConv3d::forward_frames`]). Frames after
 //! the last whole chunk (`F − 1` not a multiple of 4) are dropped, as diffusers drops them.
+//!
+//! Sharding: the encoder is causal in time with a finite reach ([`WanVaeEncoder::encode_halo`]
+//! latents: [`WAN21_ENCODE_HALO`] for Wan2.1). A worker owning latents `[s, e)` encodes the input
+//! frames of latents `[s − halo, e)` with [`WanVaeEncoder::encode_range`] and keeps latents `s..`,
+//! bit-identical to the sequential encode's, for the same reason as the sharded decode: every conv
+//! computes each output frame as one GEMM of a fixed shape from its own input frames.
 
 use super::blocks::{AttentionBlock, ResidualBlock, VaeFetch, Video};
 use super::config::VaeConfig;
@@ -25,6 +31,10 @@ use longshot_kernels::cpu::nn_act::silu_in_place;
 use longshot_kernels::cpu::nn_conv::CausalConv3d;
 use longshot_kernels::cpu::nn_vae::channel_rms_norm;
 use std::path::Path;
+
+/// Latents of warm-up a Wan2.1 VAE encode needs in front of a shard to reproduce the sequential
+/// encode bit for bit: [`WanVaeEncoder::encode_halo`] of the Wan2.1 config.
+pub const WAN21_ENCODE_HALO: usize = 28;
 
 /// A loaded Wan VAE encoder.
 #[derive(Clone, Debug)]
@@ -55,7 +65,11 @@ struct Downsample {
 }
 
 impl Downsample {
-    fn forward(&self, x: Video) -> Video {
+    /// `x` holds frames `first, first + 1, …` of its level (global indices); returns the next
+    /// level's frames and the global index of the first. At the clip's start (`first` 0) frame 0
+    /// passes through; global output `1 + j` reads input frames `2j, 2j+1, 2j+2` and is computed
+    /// only when all three are in `x` (module doc).
+    fn forward(&self, x: Video, first: usize) -> (Video, usize) {
         let (data, (height, width)) = self.conv.forward_down2(&x.data, x.frames, x.height, x.width);
         let y = Video {
             channels: self.conv.out_channels(),
@@ -64,18 +78,63 @@ impl Downsample {
             data,
             ..x
         };
-        let Some(tc) = &self.time_conv else { return y };
-        // Frame 0 passes through; frame 1 + j is causal output 2j + 2 (module doc).
-        let outputs: Vec<usize> = (1..=(y.frames - 1) / 2).map(|j| 2 * j).collect();
+        let Some(tc) = &self.time_conv else { return (y, first) };
+        let (j0, end) = (first.div_ceil(2), first + y.frames);
+        // Causal output frame `2j + 2 − first` (local) reads local frames `2j − first ..= 2j + 2 − first`.
+        let outputs: Vec<usize> = (j0..)
+            .map(|j| 2 * j + 2 - first)
+            .take_while(|&t| first + t < end)
+            .collect();
         let frame = y.channels * y.pixels();
-        let mut data = y.data[..frame.min(y.data.len())].to_vec();
+        let mut data = match first {
+            0 => y.data[..frame.min(y.data.len())].to_vec(),
+            _ => Vec::new(),
+        };
+        let passed = data.len() / frame.max(1);
         data.extend(tc.forward_frames(&y.data, y.frames, y.height, y.width, &outputs));
-        Video {
-            frames: y.frames.min(1) + outputs.len(),
+        let next_first = if first == 0 { 0 } else { 1 + j0 };
+        let video = Video {
+            frames: passed + outputs.len(),
             data,
             ..y
+        };
+        (video, next_first)
+    }
+}
+
+/// [`WanVaeEncoder::encode_halo`] of `cfg`.
+pub fn encode_halo(cfg: &VaeConfig) -> usize {
+    // The trace depends on where the shard starts only through rounding; take the worst case
+    // over a whole period of it.
+    (1..=2 * cfg.temporal_factor())
+        .map(|a| first_exact_latent(cfg, first_frame_of_latent(cfg, a)) - a)
+        .max()
+        .unwrap_or(0)
+}
+
+fn first_frame_of_latent(cfg: &VaeConfig, l: usize) -> usize {
+    match l {
+        0 => 0,
+        l => cfg.temporal_factor() * (l - 1) + 1,
+    }
+}
+
+fn first_exact_latent(cfg: &VaeConfig, first_frame: usize) -> usize {
+    if first_frame == 0 {
+        return 0;
+    }
+    // Each causal 3-tap conv moves the first exact frame of its level on by 2 (a residual block
+    // has two); each strided time_conv maps level frame `e` to `1 + ⌈e/2⌉` (output `1 + j` reads
+    // `2j..=2j+2`).
+    let mut exact = first_frame + 2; // conv_in
+    let stages = cfg.dim_mult.len();
+    for i in 0..stages {
+        exact += 4 * cfg.num_res_blocks;
+        if i + 1 != stages && cfg.temperal_downsample[i] {
+            exact = 1 + exact.div_ceil(2);
         }
     }
+    exact + 4 * 2 + 2 // the mid block's two residual blocks, then conv_out
 }
 
 /// The encoder's stage plan: `dims = base_dim·[1] + base_dim·dim_mult`, stage `i` from
@@ -162,6 +221,82 @@ impl WanVaeEncoder {
     /// The posterior mean of `x: [F, in_channels, H, W]` (frame-major, values in [−1, 1]):
     /// `[1 + ⌊(F−1)/R⌋, z_dim, H/8, W/8]` frame-major (Wan2.1: R = 4).
     pub fn encode_frames(&self, x: &[f32], dims: [usize; 4]) -> Result<Video, WanError> {
+        self.check_video(x, dims)?;
+        let used = self.used_frames(dims[0]);
+        let frame = dims[1] * dims[2] * dims[3];
+        Ok(self
+            .encode_segment(&x[..used * frame], [used, dims[1], dims[2], dims[3]], 0)
+            .0)
+    }
+
+    /// Latents of warm-up in front of a shard: a shard owning latents from `s` encodes the input
+    /// frames from the first frame of latent `s − halo` (frame 0 when that is the clip's start)
+    /// and gets latents `s..` bit-identical to the sequential encode. Wan2.1:
+    /// [`WAN21_ENCODE_HALO`] latents (112 input frames).
+    ///
+    /// Why it is finite: as in the decode (`VaeConfig::decode_halo`), only the causal 3-tap convs
+    /// and the strided `time_conv`s mix frames; tracing the first exact frame of each level
+    /// through the graph ([`Self::first_exact_latent`]) gives it.
+    pub fn encode_halo(&self) -> usize {
+        encode_halo(&self.cfg)
+    }
+
+    /// The first input frame of latent `l` (latent 0 is frame 0, latent `l ≥ 1` frames
+    /// `R(l−1)+1 ..= Rl`).
+    pub fn first_frame_of_latent(&self, l: usize) -> usize {
+        first_frame_of_latent(&self.cfg, l)
+    }
+
+    /// The first latent that an encode of input frames from `first_frame` on (zeros before it)
+    /// computes exactly as the sequential encode does.
+    pub fn first_exact_latent(&self, first_frame: usize) -> usize {
+        first_exact_latent(&self.cfg, first_frame)
+    }
+
+    /// Encodes input frames `[first_frame, first_frame + F)` of a clip, `x: [F, C, H, W]`, and
+    /// returns latents `[emit_from, last]` with the global index of the first, bit-identical to
+    /// the sequential encode's. `first_frame` must be 0 or a latent's first frame; the segment
+    /// must end at a latent's last frame; `emit_from` must be at least
+    /// [`first_exact_latent`](Self::first_exact_latent)`(first_frame)`. A sharded encode gives
+    /// each worker the frames from [`first_frame_of_latent`](Self::first_frame_of_latent)`(s −
+    /// halo)` with `halo` = [`encode_halo`](Self::encode_halo).
+    pub fn encode_range(
+        &self,
+        x: &[f32],
+        dims: [usize; 4],
+        first_frame: usize,
+        emit_from: usize,
+    ) -> Result<(Video, usize), WanError> {
+        self.check_video(x, dims)?;
+        let r = self.cfg.temporal_factor();
+        let end = first_frame + dims[0];
+        if (first_frame != 0 && first_frame % r != 1) || (end - 1) % r != 0 {
+            return Err(WanError::Input(format!(
+                "frames [{first_frame}, {end}) do not start and end on whole latents (a segment starts at frame 0 \
+                 or {r}k+1 and ends at frame {r}k)"
+            )));
+        }
+        let exact = self.first_exact_latent(first_frame);
+        if emit_from < exact {
+            return Err(WanError::Input(format!(
+                "latents from {emit_from} are not exact from frames starting at {first_frame}: the first exact \
+                 latent is {exact}"
+            )));
+        }
+        let (mut v, first) = self.encode_segment(x, dims, first_frame);
+        let last = first + v.frames - 1;
+        if emit_from > last {
+            return Err(WanError::Input(format!(
+                "emit_from {emit_from} is past the last latent ({last}) of frames [{first_frame}, {end})"
+            )));
+        }
+        let len = v.channels * v.pixels();
+        v.data.drain(..(emit_from - first) * len);
+        v.frames -= emit_from - first;
+        Ok((v, emit_from))
+    }
+
+    fn check_video(&self, x: &[f32], dims: [usize; 4]) -> Result<(), WanError> {
         let [f, c, h, w] = dims;
         let s = self.cfg.spatial_factor();
         if c != self.cfg.in_channels || f == 0 || h == 0 || w == 0 || h % s != 0 || w % s != 0 {
@@ -174,19 +309,30 @@ impl WanVaeEncoder {
         if x.len() != f * c * h * w {
             return Err(WanError::Input(format!("video holds {} values, not {dims:?}", x.len())));
         }
-        let used = self.used_frames(f);
+        Ok(())
+    }
+
+    /// The graph on frames `first_frame..` of the clip (zeros before them); returns the latents
+    /// it computes and the global index of the first.
+    fn encode_segment(&self, x: &[f32], dims: [usize; 4], first_frame: usize) -> (Video, usize) {
+        let [f, c, h, w] = dims;
         let x = Video {
-            frames: used,
+            frames: f,
             channels: c,
             height: h,
             width: w,
-            data: x[..used * c * h * w].to_vec(),
+            data: x.to_vec(),
         };
         let mut x = x.conv(&self.conv_in);
+        let mut first = first_frame;
         for layer in &self.down {
             x = match layer {
                 DownLayer::Residual(r) => r.forward(x),
-                DownLayer::Downsample(d) => d.forward(x),
+                DownLayer::Downsample(d) => {
+                    let (y, next) = d.forward(x, first);
+                    first = next;
+                    y
+                }
             };
         }
         let x = self.mid.0.forward(x);
@@ -203,11 +349,12 @@ impl WanVaeEncoder {
             .chunks_exact(frame)
             .flat_map(|fr| fr[..z * pixels].iter().copied())
             .collect();
-        Ok(Video {
+        let mean = Video {
             channels: z,
             data,
             ..moments
-        })
+        };
+        (mean, first)
     }
 
     /// diffusers' `vae.encode(x).latent_dist.mean`: `x` is `[B, C, F, H, W]`; the result is
