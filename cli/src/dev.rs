@@ -3,9 +3,11 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use longshot_core::scheduler::{Schedule, Solver};
+use longshot_core::scheduler::{strength, Schedule, Solver};
 use longshot_core::tensor::{LatentShape, Latents};
-use longshot_models::wan::layout::{channel_major_to_frame_major, frame_major_to_channel_major};
+use longshot_models::wan::layout::{
+    channel_major_to_frame_major, frame_major_to_channel_major, unit_rgb_to_signed_frames,
+};
 use longshot_models::wan::tensor_io::{self, Tensor};
 use longshot_models::wan::transformer::denoiser::{model_info, WanDenoiser};
 use longshot_models::wan::{
@@ -28,6 +30,8 @@ pub enum DevCommand {
     VaeDecode(DevIo),
     /// The whole sampler: IN holds latents [1,16,T,H,W], prompt_embeds and negative_prompt_embeds
     /// [1,512,text_dim]; OUT holds the final latents and the decoded video [F,H,W,3] in [0, 1].
+    /// With --strength (video-to-video), IN also holds video [F,H,W,3] in [0, 1], and latents is
+    /// the noise it is mixed with at the first step run.
     Sample(SampleArgs),
     /// umT5 prompt embeddings as the pipeline makes them: OUT holds prompt_embeds [1,512,text_dim],
     /// zero-padded after the prompt's tokens.
@@ -49,6 +53,10 @@ pub struct SampleArgs {
     /// unipc or euler.
     #[arg(long, default_value = "unipc")]
     pub solver: String,
+    /// Video-to-video: how much of the schedule runs, in (0, 1] (steps from
+    /// `steps − ⌊steps·strength⌋` on), starting from IN's `video`.
+    #[arg(long)]
+    pub strength: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +204,25 @@ fn vae_encode(io: &DevIo) -> Result<()> {
     Ok(())
 }
 
+/// IN's `video` [F,H,W,3] in [0, 1] through the VAE encoder and the pipeline's normalisation:
+/// frame-major latents of `dims` [T, C, H, W].
+fn encode_video(pipeline: &PipelineDir, inputs: &std::path::Path, want: [usize; 4]) -> Result<Vec<f32>> {
+    let encoder = WanVaeEncoder::load(&pipeline.component_dir("vae")?).context("loading the VAE encoder")?;
+    let t = tensor_io::read(inputs, &["video"])?;
+    let [f, vh, vw, rgb]: [usize; 4] = dims(&t["video"], "video")?;
+    if rgb != 3 {
+        bail!("video is [F, H, W, {rgb}]; video-to-video takes [F, H, W, 3] RGB in [0, 1]");
+    }
+    let frames = unit_rgb_to_signed_frames(&t["video"].data, f, vh, vw);
+    let mut mean = encoder.encode_frames(&frames, [f, 3, vh, vw])?;
+    let got = [mean.frames, mean.channels, mean.height, mean.width];
+    if got != want {
+        bail!("the video encodes to latents {got:?} ([T, C, H, W]) but latents are {want:?}");
+    }
+    encoder.normalize(&mut mean.data, want[0], want[2] * want[3])?;
+    Ok(mean.data)
+}
+
 fn vae_decode(io: &DevIo) -> Result<()> {
     let pipeline = PipelineDir::open(&io.model)?;
     let vae = WanVaeDecoder::load(&pipeline.component_dir("vae")?).context("loading the VAE")?;
@@ -231,10 +258,20 @@ fn sample(a: &SampleArgs) -> Result<()> {
         &t["prompt_embeds"].data,
         &t["negative_prompt_embeds"].data,
     )?;
-    let x = channel_major_to_frame_major(&t["latents"].data, c, lt, h * w);
+    let noise = channel_major_to_frame_major(&t["latents"].data, c, lt, h * w);
+    let (x, first) = match a.strength {
+        None => (noise, 0),
+        Some(strength) => {
+            let first = strength::first_step(a.steps, strength)?;
+            let clean = encode_video(&pipeline, &a.io.inputs, [lt, c, h, w])?;
+            let mut x = vec![0.0f32; noise.len()];
+            strength::noise_to(schedule.sigma(first), &clean, &noise, &mut x);
+            (x, first)
+        }
+    };
     let x = Latents::from_vec(LatentShape::new(lt, c, h, w), x)
         .ok_or_else(|| anyhow::anyhow!("latents do not match their shape"))?;
-    let final_latents = longshot_models::wan::sample::sample(&mut denoiser, x, &schedule, a.guidance)?;
+    let final_latents = longshot_models::wan::sample::sample_from(&mut denoiser, x, &schedule, a.guidance, first)?;
     let mut z = final_latents.as_slice().to_vec();
     vae.denormalize(&mut z, lt, h * w)?;
     let decoded = vae.decode_window(&z, [lt, c, h, w], 0)?;

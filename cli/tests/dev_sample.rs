@@ -1,7 +1,9 @@
 //! `longshot dev sample` against the real diffusers `WanPipeline` (f32, CPU) on the tiny pipeline
 //! fixture `models/tests/fixtures/wan/pipeline_tiny` (made by `scripts/goldens/wan.py`, component
 //! `pipeline`): the same latents, prompt embeddings, steps, guidance and shift; the final latents
-//! and the decoded video [F,H,W,3] must agree.
+//! and the decoded video [F,H,W,3] must agree. Likewise video-to-video against the real
+//! `WanVideoToVideoPipeline` (`pipeline_v2v`, component `video2video`): the same input video,
+//! noise and strength.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,23 +37,23 @@ fn tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     (t.shape().to_vec(), data)
 }
 
-/// The manifest's entry for `name` under `components.pipeline`; missing is a failure.
-fn case(name: &str) -> serde_json::Value {
+/// The manifest's entry for `name` under `components.<component>`; missing is a failure.
+fn case(component: &str, name: &str) -> serde_json::Value {
     let path = fixtures().join("manifest.json");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    let cases = manifest["components"]["pipeline"]
+    let cases = manifest["components"][component]
         .as_array()
-        .expect("pipeline cases in the manifest (run scripts/goldens/wan.py --only pipeline)");
+        .unwrap_or_else(|| panic!("{component} cases in the manifest (run scripts/goldens/wan.py --only {component})"));
     cases
         .iter()
         .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no pipeline case {name} in the manifest"))
+        .unwrap_or_else(|| panic!("no {component} case {name} in the manifest"))
         .clone()
 }
 
-fn check(name: &str, solver: &str) {
-    let c = case(name);
+fn check(component: &str, name: &str, solver: &str) {
+    let c = case(component, name);
     assert_eq!(c["solver"], solver, "{name}");
     let model = fixtures().join(c["model_dir"].as_str().unwrap());
     let inputs = fixtures().join(c["inputs"].as_str().unwrap());
@@ -63,6 +65,10 @@ fn check(name: &str, solver: &str) {
     assert!(inputs.is_file(), "{name}: missing {}", inputs.display());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.safetensors");
+    let strength: Vec<String> = match c["strength"].as_f64() {
+        Some(s) => vec!["--strength".into(), s.to_string()],
+        None => Vec::new(),
+    };
     let run = Command::new(BIN)
         .args(["dev", "sample", "--model"])
         .arg(&model)
@@ -72,6 +78,7 @@ fn check(name: &str, solver: &str) {
         .args(["--guidance", &c["guidance"].as_f64().unwrap().to_string()])
         .args(["--shift", &c["shift"].as_f64().unwrap().to_string()])
         .args(["--solver", solver])
+        .args(&strength)
         .arg("--out")
         .arg(&out)
         .output()
@@ -105,10 +112,20 @@ fn check(name: &str, solver: &str) {
 
 #[test]
 fn dev_sample_unipc_matches_wan_pipeline() {
-    check("pipeline_tiny_unipc", "unipc");
+    check("pipeline", "pipeline_tiny_unipc", "unipc");
 }
 
 #[test]
 fn dev_sample_euler_matches_wan_pipeline() {
-    check("pipeline_tiny_euler", "euler");
+    check("pipeline", "pipeline_tiny_euler", "euler");
+}
+
+#[test]
+fn dev_sample_video_to_video_unipc_matches_wan_video_to_video_pipeline() {
+    check("video2video", "v2v_unipc", "unipc");
+}
+
+#[test]
+fn dev_sample_video_to_video_euler_matches_wan_video_to_video_pipeline() {
+    check("video2video", "v2v_euler", "euler");
 }

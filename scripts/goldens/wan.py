@@ -823,8 +823,87 @@ def pipeline_fixtures(seed):
 
 
 # Seeds follow this order (SEED + 1000·position), so new components go at the end.
+V2V_SETTINGS = dict(num_inference_steps=6, strength=0.7, guidance_scale=5.0, shift=3.0)
+
+
+def video2video_fixtures(seed):
+    """pipeline_v2v/: a WanVideoToVideoPipeline directory (PIPELINE_TEST transformer, VAE_SMALL vae,
+    perturbed random weights; no text encoder). cases/v2v_{unipc,euler}.safetensors: inputs `video`
+    [F,H,W,3] f32 in [0, 1], `latents` (the noise the pipeline draws from its generator, [1,16,T,h,w]),
+    `prompt_embeds` and `negative_prompt_embeds`, and the pipeline's f32 CPU results
+    `expected_latents` (after the last step) and `expected_video` [F,H,W,3] in [0, 1]."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanVideoToVideoPipeline
+
+    root = OUT / "pipeline_v2v"
+    transformer = build_transformer(PIPELINE_TEST, seed)
+    vae = build_vae(VAE_SMALL, seed + 10)
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
+        flow_shift=V2V_SETTINGS["shift"], solver_order=2, solver_type="bh2", predict_x0=True,
+        lower_order_final=True, final_sigmas_type="zero")
+    pipe = WanVideoToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler,
+                                   transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(str(root))
+
+    gen = torch.Generator().manual_seed(seed + 20)
+    _, _, lt, lh, lw = PIPELINE_LATENTS
+    num_frames, height, width = 4 * (lt - 1) + 1, 8 * lh, 8 * lw
+    video = torch.rand((num_frames, height, width, 3), generator=gen, dtype=torch.float32)
+    n_tokens, (n_pos, n_neg) = PIPELINE_TOKENS
+    prompt_embeds = torch.randn((1, n_tokens, PIPELINE_TEST["text_dim"]), generator=gen, dtype=torch.float32)
+    negative_prompt_embeds = torch.randn((1, n_tokens, PIPELINE_TEST["text_dim"]), generator=gen,
+                                         dtype=torch.float32)
+    prompt_embeds[:, n_pos:] = 0.0
+    negative_prompt_embeds[:, n_neg:] = 0.0
+    noise_seed = seed + 30
+    # The only random draw of the pipeline (the encode takes the posterior's mode).
+    noise = torch.randn(PIPELINE_LATENTS, generator=torch.Generator().manual_seed(noise_seed), dtype=torch.float32)
+
+    cases = []
+    for name, what in [("unipc", "UniPC from the saved scheduler/, strength 0.7 of 6 steps (4 run)"),
+                       ("euler", "FlowMatchEulerDiscreteScheduler(shift=3.0), strength 0.7 of 6 steps")]:
+        if name == "unipc":
+            pipe.scheduler = UniPCMultistepScheduler.from_config(scheduler.config)
+        else:
+            pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=V2V_SETTINGS["shift"])
+        seen = {"timesteps": []}
+
+        def on_step_end(_pipe, i, t, kwargs):
+            seen["timesteps"].append(t.item())
+            seen["latents"] = kwargs["latents"].clone()
+            return {}
+
+        with torch.no_grad():
+            out = pipe(
+                video=video.numpy(), prompt=None, negative_prompt=None, prompt_embeds=prompt_embeds.clone(),
+                negative_prompt_embeds=negative_prompt_embeds.clone(), height=height, width=width,
+                num_inference_steps=V2V_SETTINGS["num_inference_steps"], strength=V2V_SETTINGS["strength"],
+                guidance_scale=V2V_SETTINGS["guidance_scale"], output_type="np",
+                generator=torch.Generator().manual_seed(noise_seed),
+                callback_on_step_end=on_step_end, return_dict=False,
+            )[0]
+        out = torch.from_numpy(np.asarray(out[0])).float()
+        assert out.shape == (num_frames, height, width, 3), out.shape
+        f = OUT / "cases" / f"v2v_{name}.safetensors"
+        save_file({
+            "video": video.contiguous(), "latents": noise.contiguous(),
+            "prompt_embeds": prompt_embeds.contiguous(),
+            "negative_prompt_embeds": negative_prompt_embeds.contiguous(),
+            "expected_latents": seen["latents"].contiguous(), "expected_video": out.contiguous(),
+        }, str(f))
+        cases.append({
+            "name": f"v2v_{name}", "model_dir": "pipeline_v2v", "inputs": f"cases/{f.name}", "what": what,
+            "solver": name, "steps": V2V_SETTINGS["num_inference_steps"], "strength": V2V_SETTINGS["strength"],
+            "guidance": V2V_SETTINGS["guidance_scale"], "shift": V2V_SETTINGS["shift"],
+            "timesteps": seen["timesteps"], "video": list(video.shape),
+        })
+    return cases
+
+
 COMPONENTS = {"transformer": transformer_fixtures, "vae": vae_fixtures, "t5": t5_fixtures,
-              "pipeline": pipeline_fixtures, "vae_encoder": vae_encoder_fixtures}
+              "pipeline": pipeline_fixtures, "vae_encoder": vae_encoder_fixtures,
+              "video2video": video2video_fixtures}
 
 
 def main():

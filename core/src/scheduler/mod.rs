@@ -8,6 +8,7 @@
 
 mod euler;
 mod sigmas;
+pub mod strength;
 mod unipc;
 
 pub use euler::EulerState;
@@ -26,9 +27,15 @@ pub trait SchedulerState: Send {
 
 /// A fresh state for `schedule`'s solver.
 pub fn new_state(schedule: &Schedule) -> Box<dyn SchedulerState> {
+    new_state_at(schedule, 0)
+}
+
+/// A fresh state for a run of `schedule` that starts at step `first` (video-to-video skips the
+/// first steps; Euler needs nothing for it, UniPC warms up again from there).
+pub fn new_state_at(schedule: &Schedule, first: usize) -> Box<dyn SchedulerState> {
     match schedule.solver() {
         Solver::Euler => Box::new(EulerState::default()),
-        Solver::UniPc => Box::new(UniPcState::default()),
+        Solver::UniPc => Box::new(UniPcState::starting_at(first)),
     }
 }
 

@@ -76,6 +76,10 @@ pub enum ScheduleError {
     NotDecreasing { index: usize, value: f32, previous: f32 },
     #[error("the last sigma is {0}, expected 0")]
     LastSigma(f32),
+    #[error("strength {0} is not in (0, 1]")]
+    Strength(f64),
+    #[error("strength {strength} runs no step of {steps} (⌊steps·strength⌋ = 0): raise the strength or the steps")]
+    NoStepAtStrength { strength: f64, steps: usize },
 }
 
 /// σ levels (`steps + 1`, ending in 0) and the timestep the model receives at each step.

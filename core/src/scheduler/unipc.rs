@@ -19,7 +19,8 @@ use longshot_kernels::cpu::lincomb;
 use rayon::prelude::*;
 
 /// UniPC state of one window: converted outputs m_{i−1}, m_{i−2}, the last corrected sample and the
-/// previous predictor order. Steps must arrive as i = 0, 1, …, N−1.
+/// previous predictor order. Steps must arrive as i = first, first + 1, …, N−1 (`first` 0 unless
+/// the run starts part-way, as video-to-video does).
 #[derive(Default)]
 pub struct UniPcState {
     /// Newest first.
@@ -27,6 +28,8 @@ pub struct UniPcState {
     last_sample: Vec<f32>,
     last_order: usize,
     next_index: usize,
+    /// The step the run started at: the solver warms up from there.
+    first: usize,
 }
 
 impl SchedulerState for UniPcState {
@@ -45,8 +48,8 @@ impl SchedulerState for UniPcState {
         let sigma = schedule.sigma(index);
         lincomb(&mut m, &[(1.0, sample.as_slice()), (-sigma, model_output.as_slice())]);
 
-        let plan = UniPcStepPlan::new(schedule, index);
-        debug_assert!(index == 0 || plan.last_order == self.last_order);
+        let plan = UniPcStepPlan::starting_at(schedule, self.first, index);
+        debug_assert!(index == self.first || plan.last_order == self.last_order);
         if let Some(update) = plan.corrector {
             let (m0, m1) = (stored(&self.history[0]), self.history[1].as_deref());
             update.apply(sample.as_mut_slice(), &self.last_sample, m0, m1, Some(&m));
@@ -81,6 +84,17 @@ impl SchedulerState for UniPcState {
 }
 
 impl UniPcState {
+    /// A fresh state for a run that starts at step `first` of its schedule (diffusers'
+    /// video-to-video: the scheduler's timesteps stay whole, the loop starts part-way, and the
+    /// solver starts over there, at order 1 and without a corrector).
+    pub fn starting_at(first: usize) -> Self {
+        Self {
+            next_index: first,
+            first,
+            ..Self::default()
+        }
+    }
+
     /// The state after `steps_done` steps, from a [`Self::snapshot`].
     pub fn restore(
         steps_done: usize,
@@ -93,6 +107,7 @@ impl UniPcState {
             last_sample,
             last_order,
             next_index: steps_done,
+            first: 0,
         }
     }
 }
@@ -109,13 +124,13 @@ fn stored(m: &Option<Vec<f32>>) -> &[f32] {
 /// sample is `m_i + 0.0`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct UniPcStepPlan {
-    /// `Update::apply(out, x_{i−1}, m_{i−1}, m_{i−2}, Some(m_i))`; none at step 0.
+    /// `Update::apply(out, x_{i−1}, m_{i−1}, m_{i−2}, Some(m_i))`; none at the run's first step.
     pub corrector: Option<Update>,
     /// `Update::apply(out, x, m_i, m_{i−1}, None)`; none when σ_{i+1} = 0.
     pub predictor: Option<Update>,
     /// The predictor order of this step (1 or 2).
     pub order: usize,
-    /// The predictor order of step `index − 1` (the corrector's order); 0 at step 0.
+    /// The predictor order of step `index − 1` (the corrector's order); 0 at the run's first step.
     pub last_order: usize,
 }
 
@@ -123,12 +138,23 @@ impl UniPcStepPlan {
     /// The plan of step `index` of `schedule` (steps run in order, so the previous step's order
     /// follows from the index).
     pub fn new(schedule: &Schedule, index: usize) -> Self {
+        Self::starting_at(schedule, 0, index)
+    }
+
+    /// The plan of step `index` of a run that started at step `first` (`index ≥ first`): the
+    /// order ramps up from `first` (diffusers' `lower_order_nums` counts the steps run) and the
+    /// first step has no corrector.
+    pub fn starting_at(schedule: &Schedule, first: usize, index: usize) -> Self {
         let steps = schedule.steps();
         assert!(index < steps, "UniPC step {index} is past the last step {}", steps - 1);
-        let order_of = |i: usize| 2.min(steps - i).min(i + 1);
+        assert!(
+            index >= first,
+            "UniPC step {index} is before the run's first step {first}"
+        );
+        let order_of = |i: usize| 2.min(steps - i).min(i - first + 1);
         let order = order_of(index);
-        let last_order = if index > 0 { order_of(index - 1) } else { 0 };
-        let corrector = (index > 0).then(|| Update::corrector(schedule, index, last_order));
+        let last_order = if index > first { order_of(index - 1) } else { 0 };
+        let corrector = (index > first).then(|| Update::corrector(schedule, index, last_order));
         let predictor = (schedule.sigma(index + 1) != 0.0).then(|| Update::predictor(schedule, index, order));
         Self {
             corrector,
@@ -342,6 +368,27 @@ fn expk2f(a: f32) -> Df {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::Solver;
+
+    /// A run from step 2 of 6 (video-to-video at strength 0.7) warms up again: order 1 and no
+    /// corrector at step 2, order 2 after, and `lower_order_final` at the end as for a whole run.
+    #[test]
+    fn a_run_that_starts_part_way_warms_the_solver_up_again() {
+        let schedule = Schedule::new(Solver::UniPc, 6, 3.0).unwrap();
+        for i in 0..6 {
+            assert_eq!(
+                UniPcStepPlan::starting_at(&schedule, 0, i),
+                UniPcStepPlan::new(&schedule, i)
+            );
+        }
+        let orders: Vec<(usize, usize, bool)> = (2..6)
+            .map(|i| {
+                let p = UniPcStepPlan::starting_at(&schedule, 2, i);
+                (p.order, p.last_order, p.corrector.is_some())
+            })
+            .collect();
+        assert_eq!(orders, [(1, 0, false), (2, 1, true), (2, 2, true), (1, 2, true)]);
+    }
 
     #[test]
     fn expm1f_special_values_and_accuracy() {

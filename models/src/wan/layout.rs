@@ -24,6 +24,27 @@ fn swap_outer_axes(x: &[f32], a: usize, b: usize, inner: usize) -> Vec<f32> {
     out
 }
 
+/// A video as the pipelines take it, `[F, H, W, 3]` in [0, 1], to what the VAE encoder takes:
+/// frame-major `[F, 3, H, W]` in [−1, 1], each value `2·x − 1` rounded twice as diffusers'
+/// `VideoProcessor.normalize` computes it.
+pub fn unit_rgb_to_signed_frames(x: &[f32], frames: usize, height: usize, width: usize) -> Vec<f32> {
+    assert_eq!(
+        x.len(),
+        frames * height * width * 3,
+        "unit_rgb_to_signed_frames: length"
+    );
+    let hw = height * width;
+    let mut out = vec![0.0f32; x.len()];
+    for (src, dst) in x.chunks_exact(hw * 3).zip(out.chunks_exact_mut(hw * 3)) {
+        for p in 0..hw {
+            for c in 0..3 {
+                dst[c * hw + p] = 2.0 * src[p * 3 + c] - 1.0;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,26 +7,38 @@
 use crate::wan::transformer::denoiser::WanDenoiser;
 use crate::wan::WanError;
 use longshot_core::denoiser::{Branch, Denoiser, StepPoint, WindowContext};
-use longshot_core::scheduler::{new_state, Schedule};
+use longshot_core::scheduler::{new_state_at, Schedule};
 use longshot_core::tensor::Latents;
 use longshot_kernels::cpu::cfg_combine;
 
 /// Runs every step of `schedule` from `latents` (frame-major); returns the final latents.
 pub fn sample(
     denoiser: &mut WanDenoiser,
-    mut latents: Latents,
+    latents: Latents,
     schedule: &Schedule,
     guidance: f32,
 ) -> Result<Latents, WanError> {
+    sample_from(denoiser, latents, schedule, guidance, 0)
+}
+
+/// Runs steps `first..` of `schedule` from `latents` (already at σ_first; video-to-video);
+/// returns the final latents.
+pub fn sample_from(
+    denoiser: &mut WanDenoiser,
+    mut latents: Latents,
+    schedule: &Schedule,
+    guidance: f32,
+    first: usize,
+) -> Result<Latents, WanError> {
     let shape = latents.shape();
-    let mut state = new_state(schedule);
+    let mut state = new_state_at(schedule, first);
     let mut v = Latents::zeros(shape);
     let mut uncond = Latents::zeros(shape);
     let window = WindowContext {
         index: 0,
         first_frame: 0,
     };
-    for i in 0..schedule.steps() {
+    for i in first..schedule.steps() {
         let point = StepPoint {
             index: i,
             sigma: schedule.sigma(i),

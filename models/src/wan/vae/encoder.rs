@@ -270,7 +270,7 @@ impl WanVaeEncoder {
         self.check_video(x, dims)?;
         let r = self.cfg.temporal_factor();
         let end = first_frame + dims[0];
-        if (first_frame != 0 && first_frame % r != 1) || (end - 1) % r != 0 {
+        if (first_frame != 0 && first_frame % r != 1) || !(end - 1).is_multiple_of(r) {
             return Err(WanError::Input(format!(
                 "frames [{first_frame}, {end}) do not start and end on whole latents (a segment starts at frame 0 \
                  or {r}k+1 and ends at frame {r}k)"
@@ -299,7 +299,7 @@ impl WanVaeEncoder {
     fn check_video(&self, x: &[f32], dims: [usize; 4]) -> Result<(), WanError> {
         let [f, c, h, w] = dims;
         let s = self.cfg.spatial_factor();
-        if c != self.cfg.in_channels || f == 0 || h == 0 || w == 0 || h % s != 0 || w % s != 0 {
+        if c != self.cfg.in_channels || f == 0 || h == 0 || w == 0 || !h.is_multiple_of(s) || !w.is_multiple_of(s) {
             return Err(WanError::Input(format!(
                 "video {dims:?} ([F, C, H, W]) must have C = {} channels, at least one frame, and a height and \
                  width that are multiples of {s}",
@@ -355,6 +355,28 @@ impl WanVaeEncoder {
             ..moments
         };
         (mean, first)
+    }
+
+    /// The pipelines' step after `vae.encode` (video-to-video, image-to-video), in place on
+    /// `x: [outer, z_dim, inner]`: `(x − mean)·(1/std)` per channel in f32, with `1/std` an f32
+    /// division, as WanVideoToVideoPipeline evaluates it.
+    pub fn normalize(&self, x: &mut [f32], outer: usize, inner: usize) -> Result<(), WanError> {
+        let z = self.cfg.z_dim;
+        if x.len() != outer * z * inner {
+            return Err(WanError::Input(format!(
+                "latents hold {} values, not {outer}·{z}·{inner}",
+                x.len()
+            )));
+        }
+        let mean: Vec<f32> = self.cfg.latents_mean.iter().map(|&m| m as f32).collect();
+        let inv_std: Vec<f32> = self.cfg.latents_std.iter().map(|&s| 1.0f32 / s as f32).collect();
+        for (i, plane) in x.chunks_exact_mut(inner.max(1)).enumerate() {
+            let (m, inv) = (mean[i % z], inv_std[i % z]);
+            for v in plane {
+                *v = (*v - m) * inv;
+            }
+        }
+        Ok(())
     }
 
     /// diffusers' `vae.encode(x).latent_dist.mean`: `x` is `[B, C, F, H, W]`; the result is
