@@ -11,8 +11,8 @@ use longshot_models::wan::layout::{
 use longshot_models::wan::tensor_io::{self, Tensor};
 use longshot_models::wan::transformer::denoiser::{model_info, WanDenoiser};
 use longshot_models::wan::{
-    forward_flops_breakdown, PipelineDir, TextEncoder, TransformerConfig, WanForward, WanTransformer, WanVae,
-    WanVaeDecoder, WanVaeEncoder,
+    forward_flops_breakdown, PipelineDir, TextEncoder, TransformerConfig, WanTransformer, WanVae, WanVaeDecoder,
+    WanVaeEncoder,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +20,9 @@ use std::sync::Arc;
 #[derive(Subcommand, Debug)]
 pub enum DevCommand {
     /// One transformer forward: IN holds hidden_states [B,C,T,H,W] f32, timestep [B] (f32 or
-    /// i64), encoder_hidden_states [B,N,text_dim] f32; OUT holds output f32.
+    /// i64), encoder_hidden_states [B,N,text_dim] f32, and for an image-to-video transformer
+    /// encoder_hidden_states_image [B·images,M,image_dim] (images: 2 for first-and-last-frame);
+    /// OUT holds output f32.
     Dit(DevIo),
     /// VAE encode: IN holds video [B,3,F,H,W] in [−1, 1]; OUT holds output [B,16,1+⌊(F−1)/4⌋,H/8,W/8],
     /// the posterior mean (`vae.encode(video).latent_dist.mean`, not normalised).
@@ -133,7 +135,12 @@ fn dit(io: &DevIo) -> Result<()> {
     if cb != shape[0] {
         bail!("encoder_hidden_states has batch {cb}, hidden_states has {}", shape[0]);
     }
-    let out = transformer.forward_batch(&x.data, shape, &ts.data, &ctx.data)?;
+    let image = match transformer.config().has_image_path() {
+        true => Some(tensor_io::read(&io.inputs, &["encoder_hidden_states_image"])?),
+        false => None,
+    };
+    let image = image.as_ref().map(|t| t["encoder_hidden_states_image"].data.as_slice());
+    let out = transformer.forward_batch_with_image(&x.data, shape, &ts.data, &ctx.data, image)?;
     let c_out = transformer.config().out_channels();
     let out = Tensor {
         shape: vec![shape[0], c_out, shape[2], shape[3], shape[4]],

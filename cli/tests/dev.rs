@@ -47,7 +47,7 @@ fn tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
 #[test]
 fn dev_dit_matches_diffusers() {
     let tmp = tempfile::tempdir().unwrap();
-    for case in ["unit_test", "pipeline_test"] {
+    for case in ["unit_test", "pipeline_test", "i2v_test", "flf2v_test"] {
         let model = pipeline_with_transformer(case, tmp.path());
         let inputs = fixtures().join("cases").join(format!("{case}.safetensors"));
         let out = tmp.path().join(format!("{case}-out.safetensors"));

@@ -325,9 +325,11 @@ fn config_problems_name_the_config_file() {
         r#"{"num_attention_heads": 2, "attention_head_dim": 12, "image_dim": 1280}"#,
     )
     .expect("write");
-    let err = WanTransformer::load(dir.path()).expect_err("i2v config");
+    let err = WanTransformer::load(dir.path()).expect_err("image_dim without added_kv_proj_dim");
     assert!(
-        matches!(err, WanError::Config { .. }) && err.to_string().contains("config.json"),
+        matches!(err, WanError::Config { .. })
+            && err.to_string().contains("config.json")
+            && err.to_string().contains("added_kv_proj_dim"),
         "{err}"
     );
     std::fs::write(&cfg, "{ not json").expect("write");

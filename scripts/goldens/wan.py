@@ -112,6 +112,10 @@ ORIGINAL_PREFIXES = [
     ("condition_embedder.text_embedder.linear_1.", "text_embedding.0."),
     ("condition_embedder.text_embedder.linear_2.", "text_embedding.2."),
     ("proj_out.", "head.head."),
+    ("condition_embedder.image_embedder.norm1.", "img_emb.proj.0."),
+    ("condition_embedder.image_embedder.ff.net.0.proj.", "img_emb.proj.1."),
+    ("condition_embedder.image_embedder.ff.net.2.", "img_emb.proj.3."),
+    ("condition_embedder.image_embedder.norm2.", "img_emb.proj.4."),
 ]
 ORIGINAL_BLOCK_PARTS = [
     ("attn1.to_q.", "self_attn.q."), ("attn1.to_k.", "self_attn.k."), ("attn1.to_v.", "self_attn.v."),
@@ -120,6 +124,8 @@ ORIGINAL_BLOCK_PARTS = [
     ("attn2.to_q.", "cross_attn.q."), ("attn2.to_k.", "cross_attn.k."), ("attn2.to_v.", "cross_attn.v."),
     ("attn2.to_out.0.", "cross_attn.o."), ("attn2.norm_q.", "cross_attn.norm_q."),
     ("attn2.norm_k.", "cross_attn.norm_k."),
+    ("attn2.add_k_proj.", "cross_attn.k_img."), ("attn2.add_v_proj.", "cross_attn.v_img."),
+    ("attn2.norm_added_k.", "cross_attn.norm_k_img."),
     ("ffn.net.0.proj.", "ffn.0."), ("ffn.net.2.", "ffn.2."),
     ("norm2.", "norm3."),  # the affine cross-attention norm is norm3 in the original
     ("scale_shift_table", "modulation"),
@@ -129,6 +135,8 @@ ORIGINAL_BLOCK_PARTS = [
 def original_name(name):
     if name == "scale_shift_table":
         return "head.modulation"
+    if name == "condition_embedder.image_embedder.pos_embed":
+        return "img_emb.emb_pos"
     for new, old in ORIGINAL_PREFIXES:
         if name.startswith(new):
             return old + name[len(new):]
@@ -823,6 +831,61 @@ def pipeline_fixtures(seed):
 
 
 # Seeds follow this order (SEED + 1000·position), so new components go at the end.
+# diffusers' image-to-video pipeline test transformer (tests/pipelines/wan/test_wan_image_to_video.py):
+# 36 input channels (noise + mask + image latents), image_dim 4, added K/V from the inner dim (24).
+I2V_TEST = dict(PIPELINE_TEST, in_channels=36, out_channels=16, image_dim=4, added_kv_proj_dim=24)
+# First-and-last-frame: both images' tokens (2 x 5 here) with a learned position embedding.
+FLF2V_TEST = dict(I2V_TEST, pos_embed_seq_len=10)
+
+
+def transformer_i2v_fixtures(seed):
+    """Image-to-video transformers (checked by models/tests/wan_transformer_i2v.rs). Each case file
+    holds hidden_states [B,36,T,H,W], timestep [B], encoder_hidden_states [B,512,32] (diffusers takes
+    the last 512 rows as text, the rest as image), encoder_hidden_states_image [B,M,4] and expected."""
+    cases = []
+
+    def run(model, inputs):
+        with torch.no_grad():
+            out = model(hidden_states=inputs["hidden_states"], timestep=inputs["timestep"],
+                        encoder_hidden_states=inputs["encoder_hidden_states"],
+                        encoder_hidden_states_image=inputs["encoder_hidden_states_image"], return_dict=False)[0]
+        assert out.dtype == torch.float32
+        return out
+
+    def add(name, model_dir, what, cfg, model, shape, images, image_tokens, t, case_seed):
+        """`images` per batch item (2 for first-and-last-frame: diffusers takes [2B, M, image_dim])."""
+        inputs = make_inputs(cfg, shape, 512, [7] * shape[0], t, case_seed)
+        gen = torch.Generator().manual_seed(case_seed + 1)
+        inputs["encoder_hidden_states_image"] = torch.randn((images * shape[0], image_tokens, cfg["image_dim"]),
+                                                            generator=gen, dtype=torch.float32)
+        f = save_case(name, inputs, run(model, inputs))
+        cases.append({
+            "name": name, "model_dir": model_dir, "inputs": f, "what": what,
+            "hidden_states": list(inputs["hidden_states"].shape),
+            "encoder_hidden_states_image": list(inputs["encoder_hidden_states_image"].shape),
+            "timestep": inputs["timestep"].tolist(),
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+        })
+
+    i2v = build_transformer(I2V_TEST, seed)
+    i2v.save_pretrained(str(OUT / "i2v_test" / "transformer"))
+    add("i2v_test", "i2v_test/transformer", "I2V pipeline-test transformer, batch 2, 5 image tokens", I2V_TEST,
+        i2v, (2, 36, 2, 4, 6), 1, 5, torch.tensor([999, 421]), seed + 1)
+    orig = OUT / "i2v_test_original"
+    orig.mkdir(parents=True, exist_ok=True)
+    save_file({original_name(k): v.contiguous() for k, v in i2v.state_dict().items()},
+              str(orig / "diffusion_pytorch_model.safetensors"))
+    (orig / "config.json").write_text(json.dumps({k: (list(v) if isinstance(v, tuple) else v)
+                                                  for k, v in I2V_TEST.items()}, indent=2) + "\n")
+    cases.append(dict(cases[0], name="i2v_test_original", model_dir="i2v_test_original",
+                      what="original Wan2.1 I2V key names (diffusers config; inputs and expected of i2v_test)"))
+    flf = build_transformer(FLF2V_TEST, seed + 10)
+    flf.save_pretrained(str(OUT / "flf2v_test" / "transformer"))
+    add("flf2v_test", "flf2v_test/transformer", "first-and-last-frame transformer: 2 x 5 image tokens + pos_embed",
+        FLF2V_TEST, flf, (1, 36, 3, 4, 4), 2, 5, torch.tensor([500]), seed + 11)
+    return cases
+
+
 V2V_SETTINGS = dict(num_inference_steps=6, strength=0.7, guidance_scale=5.0, shift=3.0)
 
 
@@ -903,7 +966,7 @@ def video2video_fixtures(seed):
 
 COMPONENTS = {"transformer": transformer_fixtures, "vae": vae_fixtures, "t5": t5_fixtures,
               "pipeline": pipeline_fixtures, "vae_encoder": vae_encoder_fixtures,
-              "video2video": video2video_fixtures}
+              "video2video": video2video_fixtures, "transformer_i2v": transformer_i2v_fixtures}
 
 
 def main():

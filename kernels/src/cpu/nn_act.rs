@@ -4,6 +4,7 @@
 //! - `gelu_tanh(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, with `x³ = x·x·x` and the
 //!   product `0.5·x` taken first — PyTorch's `F.gelu(approximate="tanh")` formula.
 //! - `silu(x) = x / (1 + exp(−x))`.
+//! - `gelu_erf(x) = x·0.5·(1 + erf(x·√½))`, PyTorch's exact `F.gelu` (CLIP, Wan's image embedder).
 //!
 //! PyTorch evaluates `tanh`/`exp` with vectorised (SLEEF) approximations whose last bit can
 //! differ from libm's; comparisons are by tolerance.
@@ -23,6 +24,18 @@ const CHUNK: usize = 1 << 14;
 pub fn gelu_tanh(x: f32) -> f32 {
     let inner = GELU_TANH_BETA * (x + GELU_TANH_KAPPA * (x * x * x));
     0.5 * x * (1.0 + inner.tanh())
+}
+
+/// One exact (erf) GELU value.
+#[inline]
+pub fn gelu_erf(x: f32) -> f32 {
+    x * 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// [`gelu_erf`] applied to every element.
+pub fn gelu_erf_in_place(x: &mut [f32]) {
+    x.par_chunks_mut(CHUNK)
+        .for_each(|c| c.iter_mut().for_each(|v| *v = gelu_erf(*v)));
 }
 
 /// One SiLU value.
@@ -63,6 +76,26 @@ mod tests {
         assert_eq!(gelu_tanh(0.0), 0.0);
         assert!((gelu_tanh(1.0) - 0.841_192).abs() < 1e-6);
         assert!((GELU_TANH_BETA as f64 - (2.0 / std::f64::consts::PI).sqrt()).abs() < 1e-7);
+    }
+
+    /// Against values of x·Φ(x) (the standard normal CDF) computed in f64 elsewhere.
+    #[test]
+    fn gelu_erf_matches_x_times_the_normal_cdf() {
+        let known = [
+            (-3.0f32, -0.004_049_7),
+            (-1.0, -0.158_655_25),
+            (0.0, 0.0),
+            (0.5, 0.345_731_13),
+            (1.0, 0.841_344_8),
+            (2.5, 2.484_475_8),
+        ];
+        let mut xs: Vec<f32> = known.iter().map(|k| k.0).collect();
+        gelu_erf_in_place(&mut xs);
+        for ((x, want), got) in known.iter().zip(&xs) {
+            assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{x}: {got} vs {want}");
+        }
+        assert_eq!(gelu_erf(-40.0), -0.0);
+        assert_eq!(gelu_erf(40.0), 40.0);
     }
 
     #[test]

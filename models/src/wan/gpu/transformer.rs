@@ -128,6 +128,13 @@ impl GpuWanTransformer {
     ) -> Result<Self, GpuWanError> {
         cfg.validate()
             .map_err(|reason| WanError::config(store.source(), reason))?;
+        if cfg.has_image_path() {
+            return Err(WanError::config(
+                store.source(),
+                "image-to-video transformers run on the CPU reference only in this build (no CUDA image path yet)",
+            )
+            .into());
+        }
         let keys = TransformerKeys::detect(store)?;
         let mut src = StoreSource {
             fetch: Fetch { store, keys: &keys },

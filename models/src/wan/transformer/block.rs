@@ -1,6 +1,8 @@
 //! One `WanTransformerBlock` (spec §1.3 step 5): AdaLN-modulated self-attention with RoPE and a
-//! gate, ungated cross-attention over the text tokens behind an affine LayerNorm, and a gated
-//! tanh-GELU FFN. All in f32 on `[S, D]` token rows of one batch item.
+//! gate, ungated cross-attention over the text tokens behind an affine LayerNorm (image-to-video:
+//! plus a second attention over the image tokens with their own K/V, the two outputs summed
+//! before `to_out`), and a gated tanh-GELU FFN. All in f32 on `[S, D]` token rows of one batch
+//! item.
 
 use super::config::TransformerConfig;
 use super::layers::{Fetch, Linear};
@@ -41,11 +43,21 @@ impl Attention {
 }
 
 /// The cross-attention keys and values of one block for one prompt: `RMSNorm(to_k(ctx))` and
-/// `to_v(ctx)`, each `[N, D]`. They depend only on the text, so they are computed once per job.
+/// `to_v(ctx)`, each `[N, D]`, and for image-to-video the image tokens' `norm_added_k(add_k_proj)`
+/// and `add_v_proj`. They depend only on the conditioning, so they are computed once per job.
 #[derive(Clone, Debug)]
 pub struct CrossKv {
     pub k: Vec<f32>,
     pub v: Vec<f32>,
+    pub image: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// `attn2`'s image projections (`add_k_proj`, `add_v_proj`, `norm_added_k`).
+#[derive(Clone, Debug)]
+struct ImageKv {
+    add_k: Linear,
+    add_v: Linear,
+    norm_added_k: Vec<f32>,
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +73,7 @@ pub struct WanBlock {
     norm2: Option<(Vec<f32>, Vec<f32>)>,
     ffn_in: Linear,
     ffn_out: Linear,
+    image_kv: Option<ImageKv>,
 }
 
 impl WanBlock {
@@ -85,16 +98,35 @@ impl WanBlock {
             norm2,
             ffn_in: f.linear(&format!("{p}.ffn.net.0.proj"), d, cfg.ffn_dim)?,
             ffn_out: f.linear(&format!("{p}.ffn.net.2"), cfg.ffn_dim, d)?,
+            image_kv: match cfg.added_kv_proj_dim {
+                Some(a) => Some(ImageKv {
+                    add_k: f.linear(&format!("{p}.attn2.add_k_proj"), a, d)?,
+                    add_v: f.linear(&format!("{p}.attn2.add_v_proj"), a, d)?,
+                    norm_added_k: f.get(&format!("{p}.attn2.norm_added_k.weight"), &[d])?,
+                }),
+                None => None,
+            },
         })
     }
 
-    /// Cross-attention K/V for the embedded text `ctx: [N, D]`.
-    pub fn cross_kv(&self, ctx: &[f32]) -> CrossKv {
+    /// Cross-attention K/V for the embedded text `ctx: [N, D]` and, on an image-to-video model,
+    /// the embedded image tokens `image: [M, D]` (the caller checks that they are given exactly
+    /// when the model has an image path).
+    pub fn cross_kv(&self, ctx: &[f32], image: Option<&[f32]>) -> CrossKv {
         let mut k = self.attn2.to_k.forward(ctx);
         rms_norm_in_place(&mut k, self.dim, self.eps, &self.attn2.norm_k);
+        let image = match (&self.image_kv, image) {
+            (Some(p), Some(img)) => {
+                let mut k = p.add_k.forward(img);
+                rms_norm_in_place(&mut k, self.dim, self.eps, &p.norm_added_k);
+                Some((k, p.add_v.forward(img)))
+            }
+            _ => None,
+        };
         CrossKv {
             k,
             v: self.attn2.to_v.forward(ctx),
+            image,
         }
     }
 
@@ -153,6 +185,16 @@ impl WanBlock {
             head_dim,
         };
         attention(&q, &text.k, &text.v, shape, scale, &mut n);
+        if let Some((k, v)) = &text.image {
+            // The image attention's output is added to the text attention's, then to_out.
+            let shape = AttentionShape {
+                kv_tokens: k.len() / d,
+                ..shape
+            };
+            let mut img = vec![0.0f32; n.len()];
+            attention(&q, k, v, shape, scale, &mut img);
+            n.par_iter_mut().zip(&img).for_each(|(a, b)| *a += b);
+        }
         drop(q);
         let o = a.to_out.forward(&n);
         x.par_iter_mut().zip(&o).for_each(|(xv, ov)| *xv += ov);

@@ -22,11 +22,15 @@ pub struct TransformerConfig {
     /// Accepted and ignored, as diffusers does: q/k always use RMSNorm across all heads.
     pub qk_norm: Option<String>,
     pub eps: f64,
-    /// I2V only; must be null for text-to-video.
+    /// Image-to-video: the width of the image encoder's tokens (CLIP ViT-H/14: 1280); null for
+    /// text-to-video.
     pub image_dim: Option<usize>,
-    /// I2V only; must be null for text-to-video.
+    /// Image-to-video: the input width of the cross-attention's image K/V projections (the
+    /// model's inner dim); set exactly when `image_dim` is.
     pub added_kv_proj_dim: Option<usize>,
     pub rope_max_seq_len: usize,
+    /// First-and-last-frame: image tokens of both images (2·257), with a learned position
+    /// embedding; only with `image_dim`.
     pub pos_embed_seq_len: Option<usize>,
 }
 
@@ -159,10 +163,23 @@ impl TransformerConfig {
 
     /// Checks what the CPU implementation relies on; the message says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
-        if self.image_dim.is_some() || self.added_kv_proj_dim.is_some() || self.pos_embed_seq_len.is_some() {
-            return Err(
-                "image-to-video configs (image_dim / added_kv_proj_dim / pos_embed_seq_len) are not supported".into(),
-            );
+        match (self.image_dim, self.added_kv_proj_dim) {
+            (None, None) if self.pos_embed_seq_len.is_some() => {
+                return Err("pos_embed_seq_len is set without image_dim (it belongs to image-to-video)".into())
+            }
+            (None, None) => {}
+            (Some(i), Some(a)) if i > 0 && a == self.inner_dim() => {
+                if self.pos_embed_seq_len.is_some_and(|p| p == 0 || p % 2 != 0) {
+                    return Err("pos_embed_seq_len must be even (two images' tokens) and positive".into());
+                }
+            }
+            (i, a) => {
+                return Err(format!(
+                    "image_dim {i:?} and added_kv_proj_dim {a:?} must both be set (added_kv_proj_dim = heads · \
+                     head_dim = {}) or both be null",
+                    self.inner_dim()
+                ))
+            }
         }
         if self.patch_size.contains(&0) {
             return Err(format!("patch_size {:?} has a zero entry", self.patch_size));
@@ -190,6 +207,11 @@ impl TransformerConfig {
             return Err(format!("eps {} must be positive", self.eps));
         }
         Ok(())
+    }
+
+    /// Whether the model conditions on an image (Wan2.1 I2V / FLF2V).
+    pub fn has_image_path(&self) -> bool {
+        self.image_dim.is_some()
     }
 
     /// `D = heads · head_dim`.

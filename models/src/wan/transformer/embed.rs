@@ -1,10 +1,11 @@
 //! The transformer's input and output edges (spec §1.3 steps 2–4 and 7): patch embedding, the
-//! timestep sinusoid and time MLP, the text MLP, and unpatchify.
+//! timestep sinusoid and time MLP, the text MLP, the image MLP (image-to-video), and unpatchify.
 
 use super::config::TransformerConfig;
 use super::layers::{Fetch, Linear};
 use crate::wan::error::WanError;
-use longshot_kernels::cpu::nn_act::{gelu_tanh_in_place, silu_in_place};
+use longshot_kernels::cpu::nn_act::{gelu_erf_in_place, gelu_tanh_in_place, silu_in_place};
+use longshot_kernels::cpu::nn_norm::layer_norm;
 
 /// Token grid `(f, h, w)` of a latent `[C, T, H, W]` for a patch `(pt, ph, pw)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,6 +192,83 @@ impl TextEmbedding {
         let mut h = self.linear_1.forward(ctx);
         gelu_tanh_in_place(&mut h);
         self.linear_2.forward(&h)
+    }
+}
+
+/// `condition_embedder.image_embedder` (`WanImageEmbedding`): an optional learned position
+/// embedding (first-and-last-frame), then LayerNorm(image_dim) – Linear(image_dim → image_dim) –
+/// GELU (exact) – Linear(image_dim → D) – LayerNorm(D), both norms affine with eps 1e-5
+/// (`FP32LayerNorm`'s default).
+#[derive(Clone, Debug)]
+pub struct ImageEmbedding {
+    image_dim: usize,
+    pos_embed: Option<Vec<f32>>,
+    norm1: (Vec<f32>, Vec<f32>),
+    ff_in: Linear,
+    ff_out: Linear,
+    norm2: (Vec<f32>, Vec<f32>),
+}
+
+/// `FP32LayerNorm`'s epsilon (torch's LayerNorm default), not the transformer's.
+const IMAGE_NORM_EPS: f64 = 1e-5;
+
+impl ImageEmbedding {
+    /// `None` for a text-to-video model.
+    pub fn load(f: &Fetch<'_>, cfg: &TransformerConfig) -> Result<Option<Self>, WanError> {
+        let Some(i) = cfg.image_dim else { return Ok(None) };
+        let d = cfg.inner_dim();
+        let p = "condition_embedder.image_embedder";
+        let norm = |name: &str, n: usize| -> Result<(Vec<f32>, Vec<f32>), WanError> {
+            Ok((
+                f.get(&format!("{p}.{name}.weight"), &[n])?,
+                f.get(&format!("{p}.{name}.bias"), &[n])?,
+            ))
+        };
+        Ok(Some(Self {
+            image_dim: i,
+            pos_embed: match cfg.pos_embed_seq_len {
+                Some(n) => Some(f.get(&format!("{p}.pos_embed"), &[1, n, i])?),
+                None => None,
+            },
+            norm1: norm("norm1", i)?,
+            ff_in: f.linear(&format!("{p}.ff.net.0.proj"), i, i)?,
+            ff_out: f.linear(&format!("{p}.ff.net.2"), i, d)?,
+            norm2: norm("norm2", d)?,
+        }))
+    }
+
+    /// `img: [N, image_dim]` (first-and-last-frame: both images' tokens, first image first) →
+    /// `[N, D]`.
+    pub fn forward(&self, img: &[f32]) -> Result<Vec<f32>, WanError> {
+        let i = self.image_dim;
+        if img.is_empty() || !img.len().is_multiple_of(i) {
+            return Err(WanError::Input(format!(
+                "image embeddings of {} values are not N x image_dim {i} with N > 0",
+                img.len()
+            )));
+        }
+        let mut x = img.to_vec();
+        if let Some(pos) = &self.pos_embed {
+            if pos.len() != x.len() {
+                return Err(WanError::Input(format!(
+                    "image embeddings have {} tokens; this first-and-last-frame model takes {} (two images)",
+                    x.len() / i,
+                    pos.len() / i
+                )));
+            }
+            for (v, p) in x.iter_mut().zip(pos) {
+                *v += p;
+            }
+        }
+        let mut n = vec![0.0f32; x.len()];
+        layer_norm(&x, i, IMAGE_NORM_EPS, Some((&self.norm1.0, &self.norm1.1)), &mut n);
+        let mut h = self.ff_in.forward(&n);
+        gelu_erf_in_place(&mut h);
+        let y = self.ff_out.forward(&h);
+        let d = y.len() / (x.len() / i);
+        let mut out = vec![0.0f32; y.len()];
+        layer_norm(&y, d, IMAGE_NORM_EPS, Some((&self.norm2.0, &self.norm2.1)), &mut out);
+        Ok(out)
     }
 }
 

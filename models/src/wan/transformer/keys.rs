@@ -14,6 +14,11 @@ const PREFIXES: &[(&str, &str)] = &[
     ("condition_embedder.text_embedder.linear_1.", "text_embedding.0."),
     ("condition_embedder.text_embedder.linear_2.", "text_embedding.2."),
     ("proj_out.", "head.head."),
+    // Image-to-video (the original `img_emb` MLP: LayerNorm, Linear, GELU, Linear, LayerNorm).
+    ("condition_embedder.image_embedder.norm1.", "img_emb.proj.0."),
+    ("condition_embedder.image_embedder.ff.net.0.proj.", "img_emb.proj.1."),
+    ("condition_embedder.image_embedder.ff.net.2.", "img_emb.proj.3."),
+    ("condition_embedder.image_embedder.norm2.", "img_emb.proj.4."),
 ];
 
 /// Prefixes inside `blocks.N.` (diffusers → original).
@@ -30,6 +35,9 @@ const BLOCK_PARTS: &[(&str, &str)] = &[
     ("attn2.to_out.0.", "cross_attn.o."),
     ("attn2.norm_q.", "cross_attn.norm_q."),
     ("attn2.norm_k.", "cross_attn.norm_k."),
+    ("attn2.add_k_proj.", "cross_attn.k_img."),
+    ("attn2.add_v_proj.", "cross_attn.v_img."),
+    ("attn2.norm_added_k.", "cross_attn.norm_k_img."),
     ("ffn.net.0.proj.", "ffn.0."),
     ("ffn.net.2.", "ffn.2."),
     // The affine cross-attention LayerNorm is `norm3` in the original (its `norm2` has no weights).
@@ -42,6 +50,9 @@ const BLOCK_PARTS: &[(&str, &str)] = &[
 pub fn original_name(diffusers: &str) -> String {
     if diffusers == "scale_shift_table" {
         return "head.modulation".to_string();
+    }
+    if diffusers == "condition_embedder.image_embedder.pos_embed" {
+        return "img_emb.emb_pos".to_string();
     }
     for (new, old) in PREFIXES {
         if let Some(rest) = diffusers.strip_prefix(new) {

@@ -26,7 +26,7 @@ use crate::wan::error::WanError;
 use crate::wan::weights::WeightStore;
 use block::{CrossKv, WanBlock};
 use config::TransformerConfig;
-use embed::{unpatchify, PatchEmbedding, TextEmbedding, TimeEmbedding, TokenGrid};
+use embed::{unpatchify, ImageEmbedding, PatchEmbedding, TextEmbedding, TimeEmbedding, TokenGrid};
 use keys::TransformerKeys;
 use layers::{Fetch, Linear};
 use longshot_kernels::cpu::nn_norm::layer_norm_modulate;
@@ -45,6 +45,8 @@ pub struct WanTransformer {
     patch_embedding: PatchEmbedding,
     time: TimeEmbedding,
     text: TextEmbedding,
+    /// Image-to-video models only.
+    image: Option<ImageEmbedding>,
     blocks: Vec<WanBlock>,
     /// `[2, D]`: shift, scale of the output head.
     head_table: Vec<f32>,
@@ -93,6 +95,7 @@ impl WanTransformer {
             patch_embedding: PatchEmbedding::load(&f, &cfg)?,
             time: TimeEmbedding::load(&f, &cfg)?,
             text: TextEmbedding::load(&f, &cfg)?,
+            image: ImageEmbedding::load(&f, &cfg)?,
             blocks,
             head_table: f.get("scale_shift_table", &[1, 2, d])?,
             proj_out: f.linear("proj_out", d, cfg.patch_volume() * cfg.out_channels())?,
@@ -111,6 +114,31 @@ impl WanTransformer {
     /// pipeline passes: the encoder's output zero-padded to 512 rows. The padded rows are not
     /// masked; they take part in the attention (spec §1.3 step 4).
     pub fn encode_text(&self, ctx: &[f32]) -> Result<TextContext, WanError> {
+        self.encode_conditioning(ctx, None)
+    }
+
+    /// [`encode_text`](Self::encode_text) plus, for an image-to-video model, the image encoder's
+    /// tokens `image: [M, image_dim]` (CLIP's penultimate hidden states; first-and-last-frame:
+    /// both images', first image first). An image-to-video model needs them; a text-to-video
+    /// model refuses them.
+    pub fn encode_conditioning(&self, ctx: &[f32], image: Option<&[f32]>) -> Result<TextContext, WanError> {
+        let embedded_image = match (&self.image, image) {
+            (Some(e), Some(img)) => Some(e.forward(img)?),
+            (Some(_), None) => {
+                return Err(WanError::Input(
+                    "this is an image-to-video model: it needs the image encoder's embeddings of a reference image"
+                        .into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(WanError::Input(
+                    "this is a text-to-video model: it takes no image (use an image-to-video model such as \
+                     Wan2.1-I2V-14B-480P)"
+                        .into(),
+                ))
+            }
+            (None, None) => None,
+        };
         let td = self.cfg.text_dim;
         if ctx.is_empty() || !ctx.len().is_multiple_of(td) {
             return Err(WanError::Input(format!(
@@ -119,7 +147,11 @@ impl WanTransformer {
             )));
         }
         let embedded = self.text.forward(ctx);
-        let per_block = self.blocks.iter().map(|b| b.cross_kv(&embedded)).collect();
+        let per_block = self
+            .blocks
+            .iter()
+            .map(|b| b.cross_kv(&embedded, embedded_image.as_deref()))
+            .collect();
         Ok(TextContext {
             tokens: ctx.len() / td,
             per_block,
@@ -168,6 +200,48 @@ impl WanTransformer {
         drop(h);
         let y = self.proj_out.forward(&n);
         Ok(unpatchify(&y, grid, self.cfg.patch_size, self.cfg.out_channels()))
+    }
+}
+
+impl WanTransformer {
+    /// diffusers' call with `encoder_hidden_states_image`: [`WanForward::forward_batch`] with
+    /// `image: [B, M, image_dim]` for an image-to-video model (`None`: text-to-video).
+    pub fn forward_batch_with_image(
+        &self,
+        x: &[f32],
+        shape: [usize; 5],
+        timesteps: &[f32],
+        ctx: &[f32],
+        image: Option<&[f32]>,
+    ) -> Result<Vec<f32>, WanError> {
+        let [b, c, t, h, w] = shape;
+        let Some(image) = image else {
+            return denoiser::WanForward::forward_batch(self, x, shape, timesteps, ctx);
+        };
+        if b == 0
+            || timesteps.len() != b
+            || Some(x.len()) != checked_len(&shape)
+            || !ctx.len().is_multiple_of(b)
+            || !image.len().is_multiple_of(b)
+        {
+            return Err(WanError::Input(format!(
+                "batch {b}: got {} latent values, {} timesteps, {} text values, {} image values",
+                x.len(),
+                timesteps.len(),
+                ctx.len(),
+                image.len()
+            )));
+        }
+        let (per_x, per_ctx, per_img) = (x.len() / b, ctx.len() / b, image.len() / b);
+        let mut out = Vec::new();
+        for i in 0..b {
+            let cond = self.encode_conditioning(
+                &ctx[i * per_ctx..(i + 1) * per_ctx],
+                Some(&image[i * per_img..(i + 1) * per_img]),
+            )?;
+            out.extend(self.forward(&x[i * per_x..(i + 1) * per_x], [c, t, h, w], timesteps[i], &cond)?);
+        }
+        Ok(out)
     }
 }
 

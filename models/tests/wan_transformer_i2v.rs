@@ -1,0 +1,109 @@
+//! The Wan2.1 image-to-video transformer (the image embedder and `attn2`'s image K/V) against
+//! diffusers goldens (`scripts/goldens/wan.py`, component `transformer_i2v`): tolerance 1e-5 of
+//! `max|ours − diffusers| / max|diffusers|`, as for text-to-video (`wan_transformer.rs`).
+
+mod common;
+
+use common::rel_error;
+use longshot_models::wan::{WanError, WanTransformer};
+use safetensors::SafeTensors;
+
+const TOLERANCE: f64 = 1e-5;
+const CASES: &[&str] = &["i2v_test", "i2v_test_original", "flf2v_test"];
+
+fn case(name: &str) -> common::Case {
+    common::case("transformer_i2v", name)
+}
+
+struct Inputs {
+    x: Vec<f32>,
+    shape: [usize; 5],
+    t: Vec<f32>,
+    /// diffusers' `encoder_hidden_states` holds only the 512 text rows here.
+    text: Vec<f32>,
+    image: Vec<f32>,
+    expected: Vec<f32>,
+}
+
+fn inputs(name: &str) -> Inputs {
+    let bytes = std::fs::read(case(name).inputs).expect("case file");
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let (xs, x) = common::tensor_f32(&st, "hidden_states");
+    let (_, t) = common::tensor_f32_or_i64(&st, "timestep");
+    let (_, text) = common::tensor_f32(&st, "encoder_hidden_states");
+    let (_, image) = common::tensor_f32(&st, "encoder_hidden_states_image");
+    let (_, expected) = common::tensor_f32(&st, "expected");
+    Inputs {
+        x,
+        shape: xs.try_into().expect("5-D"),
+        t,
+        text,
+        image,
+        expected,
+    }
+}
+
+fn check(name: &str) -> Vec<f32> {
+    let model = WanTransformer::load(&case(name).model_dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(model.config().has_image_path(), "{name}");
+    let i = inputs(name);
+    let got = model
+        .forward_batch_with_image(&i.x, i.shape, &i.t, &i.text, Some(&i.image))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let err = rel_error(&got, &i.expected);
+    println!("{name}: max|a-b|/max|b| = {err:.3e}");
+    assert!(err <= TOLERANCE, "{name}: relative error {err:.3e} > {TOLERANCE:e}");
+    got
+}
+
+#[test]
+fn manifest_lists_every_expected_case_and_its_files_exist() {
+    for name in CASES {
+        let c = case(name);
+        assert!(c.model_dir.is_dir(), "{name}: {} missing", c.model_dir.display());
+        assert!(c.inputs.is_file(), "{name}: {} missing", c.inputs.display());
+    }
+}
+
+#[test]
+fn image_to_video_transformer_matches_diffusers_on_a_batch_of_two() {
+    check("i2v_test");
+}
+
+#[test]
+fn first_and_last_frame_transformer_matches_diffusers() {
+    check("flf2v_test");
+}
+
+#[test]
+fn original_i2v_names_give_bit_identical_output() {
+    let a = check("i2v_test");
+    let b = check("i2v_test_original");
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+}
+
+#[test]
+fn an_image_model_needs_an_image_and_a_text_model_refuses_one() {
+    let i2v = WanTransformer::load(&case("i2v_test").model_dir).unwrap();
+    let i = inputs("i2v_test");
+    let per_text = i.text.len() / i.shape[0];
+    let e = i2v.encode_text(&i.text[..per_text]).expect_err("no image");
+    assert!(
+        matches!(e, WanError::Input(_)) && e.to_string().contains("needs the image encoder"),
+        "{e}"
+    );
+    let e = i2v
+        .encode_conditioning(&i.text[..per_text], Some(&[1.0; 3]))
+        .expect_err("3 values");
+    assert!(e.to_string().contains("image_dim 4"), "{e}");
+    let flf = WanTransformer::load(&case("flf2v_test").model_dir).unwrap();
+    let e = flf
+        .encode_conditioning(&i.text[..per_text], Some(&[0.5; 20]))
+        .expect_err("one image");
+    assert!(e.to_string().contains("takes 10 (two images)"), "{e}");
+    let t2v = WanTransformer::load(&common::case("transformer", "pipeline_test").model_dir).unwrap();
+    let e = t2v
+        .encode_conditioning(&vec![0.0; 512 * 32], Some(&[0.0; 4]))
+        .expect_err("t2v + image");
+    assert!(e.to_string().contains("text-to-video model: it takes no image"), "{e}");
+}
