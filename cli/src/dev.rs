@@ -11,8 +11,8 @@ use longshot_models::wan::layout::{
 use longshot_models::wan::tensor_io::{self, Tensor};
 use longshot_models::wan::transformer::denoiser::{model_info, WanDenoiser};
 use longshot_models::wan::{
-    forward_flops_breakdown, PipelineDir, TextEncoder, TransformerConfig, WanTransformer, WanVae, WanVaeDecoder,
-    WanVaeEncoder,
+    forward_flops_breakdown, ClipVisionEncoder, PipelineDir, TextEncoder, TransformerConfig, WanTransformer, WanVae,
+    WanVaeDecoder, WanVaeEncoder,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +27,10 @@ pub enum DevCommand {
     /// VAE encode: IN holds video [B,3,F,H,W] in [−1, 1]; OUT holds output [B,16,1+⌊(F−1)/4⌋,H/8,W/8],
     /// the posterior mean (`vae.encode(video).latent_dist.mean`, not normalised).
     VaeEncode(DevIo),
+    /// Image encoder (image-to-video): IN holds pixel_values [B,3,S,S] (already preprocessed:
+    /// CLIPImageProcessor's resize, crop and normalisation); OUT holds output [B,tokens,hidden],
+    /// the penultimate hidden states.
+    ImageEncode(DevIo),
     /// VAE decode: IN holds z [B,16,T,H,W] (already denormalised, as passed to vae.decode); OUT
     /// holds output [B,3,1+4(T−1),8H,8W] clamped to [−1, 1].
     VaeDecode(DevIo),
@@ -101,6 +105,7 @@ pub fn run(cmd: DevCommand) -> Result<()> {
     match cmd {
         DevCommand::Dit(io) => dit(&io),
         DevCommand::VaeEncode(io) => vae_encode(&io),
+        DevCommand::ImageEncode(io) => image_encode(&io),
         DevCommand::VaeDecode(io) => vae_decode(&io),
         DevCommand::Sample(a) => sample(&a),
         DevCommand::TextEncode(a) => text_encode(&a),
@@ -195,6 +200,22 @@ fn text_encode(a: &TextEncodeArgs) -> Result<()> {
         data: e.data,
     };
     tensor_io::write(&a.out, &[("prompt_embeds", &t)])?;
+    Ok(())
+}
+
+fn image_encode(io: &DevIo) -> Result<()> {
+    let pipeline = PipelineDir::open(&io.model)?;
+    let encoder =
+        ClipVisionEncoder::load(&pipeline.component_dir("image_encoder")?).context("loading the image encoder")?;
+    let t = tensor_io::read(&io.inputs, &["pixel_values"])?;
+    let shape: [usize; 4] = dims(&t["pixel_values"], "pixel_values")?;
+    let data = encoder.penultimate(&t["pixel_values"].data, shape)?;
+    let cfg = encoder.config();
+    let out = Tensor {
+        shape: vec![shape[0], cfg.tokens(), cfg.hidden_size],
+        data,
+    };
+    tensor_io::write(&io.out, &[("output", &out)])?;
     Ok(())
 }
 

@@ -188,3 +188,28 @@ fn dev_vae_encode_matches_diffusers() {
         assert!(err <= 1e-5, "{case}: max error {err:e}");
     }
 }
+
+#[test]
+fn dev_image_encode_matches_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in ["clip_test", "clip_vit_h_small"] {
+        let model = pipeline_with(case, "image_encoder", "CLIPVisionModel", tmp.path());
+        let inputs = fixtures().join("cases").join(format!("{case}.safetensors"));
+        let out = tmp.path().join(format!("{case}-out.safetensors"));
+        let run = Command::new(BIN)
+            .args(["dev", "image-encode", "--model"])
+            .arg(&model)
+            .arg("--inputs")
+            .arg(&inputs)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{case}: {}", String::from_utf8_lossy(&run.stderr));
+        let (shape, got) = tensor(&out, "output");
+        let (want_shape, want) = tensor(&inputs, "expected");
+        assert_eq!(shape, want_shape, "{case}");
+        let err = rel_error(&got, &want);
+        assert!(err <= 1e-5, "{case}: max error {err:e}");
+    }
+}

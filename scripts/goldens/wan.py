@@ -886,6 +886,50 @@ def transformer_i2v_fixtures(seed):
     return cases
 
 
+# diffusers' image-to-video pipeline test's image encoder (CLIPVisionConfig defaults: quick_gelu), and
+# ViT-H/14's structure (exact GELU, patch 14) at a small width.
+CLIP_TEST = dict(hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                 intermediate_size=16, patch_size=1)
+CLIP_VIT_H_SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                        image_size=56, patch_size=14, hidden_act="gelu", layer_norm_eps=1e-5, projection_dim=16)
+
+
+def image_encoder_fixtures(seed):
+    """CLIPVisionModel image encoders (checked by models/tests/wan_clip.rs): `pixel_values` [B,3,S,S]
+    (as CLIPImageProcessor leaves them) and `expected`, the penultimate hidden states that
+    WanImageToVideoPipeline.encode_image keeps (`hidden_states[-2]`)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    cases = []
+    for name, cfg, batch in [("clip_test", CLIP_TEST, 1), ("clip_vit_h_small", CLIP_VIT_H_SMALL, 2)]:
+        torch.manual_seed(seed)
+        model = CLIPVisionModel(CLIPVisionConfig(**cfg)).eval()
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for prm in model.parameters():
+                prm.add_(torch.randn(prm.shape, generator=gen, dtype=prm.dtype) * PERTURB_STD)
+        model.save_pretrained(str(OUT / name / "image_encoder"))
+        s = cfg["image_size"]
+        pixels = torch.randn((batch, 3, s, s), generator=gen, dtype=torch.float32)
+        with torch.no_grad():
+            out = model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+        f = save_case(name, {"pixel_values": pixels}, out)
+        cases.append({"name": name, "model_dir": f"{name}/image_encoder", "inputs": f,
+                      "what": f"CLIPVisionModel {cfg}", "pixel_values": list(pixels.shape),
+                      "expected": list(out.shape)})
+        seed += 10
+    # The real Wan2.1 I2V image_encoder/ was saved by transformers 4: names under `vision_model.`.
+    v4 = OUT / "clip_test_v4_names" / "image_encoder"
+    v4.mkdir(parents=True, exist_ok=True)
+    shutil.copy(OUT / "clip_test" / "image_encoder" / "config.json", v4 / "config.json")
+    src = OUT / "clip_test" / "image_encoder" / "model.safetensors"
+    with safetensors.safe_open(str(src), "pt") as fh:
+        save_file({f"vision_model.{k}": fh.get_tensor(k) for k in fh.keys()}, str(v4 / "model.safetensors"))
+    cases.append(dict(cases[0], name="clip_test_v4_names", model_dir="clip_test_v4_names/image_encoder",
+                      what="clip_test's weights under transformers 4's vision_model. names"))
+    return cases
+
+
 V2V_SETTINGS = dict(num_inference_steps=6, strength=0.7, guidance_scale=5.0, shift=3.0)
 
 
@@ -966,7 +1010,8 @@ def video2video_fixtures(seed):
 
 COMPONENTS = {"transformer": transformer_fixtures, "vae": vae_fixtures, "t5": t5_fixtures,
               "pipeline": pipeline_fixtures, "vae_encoder": vae_encoder_fixtures,
-              "video2video": video2video_fixtures, "transformer_i2v": transformer_i2v_fixtures}
+              "video2video": video2video_fixtures, "transformer_i2v": transformer_i2v_fixtures,
+              "image_encoder": image_encoder_fixtures}
 
 
 def main():

@@ -20,6 +20,8 @@
 //!   `decode`, and `decode_range`: a shard with a causal warm-up halo, bit-identical to the
 //!   sequential decode), its config, blocks and tensor names, and
 //!   [`vae::frame_decoder::WanFrameDecoder`] behind the `FrameDecoder` trait.
+//! - [`clip`]: the image encoder of image-to-video (`CLIPVisionModel`'s penultimate hidden
+//!   states): [`ClipVisionEncoder`].
 //! - [`t5`]: the umT5 text encoder and tokenizer (`UMT5EncoderModel`, spec §3), run once per job:
 //!   [`TextEncoder`] (`load(pipeline_dir)`, `encode(prompt)` → [`PromptEmbeds`] `[512, d]`),
 //!   [`UMT5Encoder`], [`UMT5Config`], [`UmT5Tokenizer`] and WanPipeline's prompt cleaning.
@@ -37,6 +39,7 @@
 //!
 //! Not here yet: bf16 execution on the CPU (weights are upcast to f32).
 
+pub mod clip;
 pub mod error;
 pub mod fingerprint;
 #[cfg(feature = "cuda")]
@@ -52,6 +55,7 @@ pub mod transformer;
 pub mod vae;
 pub mod weights;
 
+pub use clip::{ClipVisionConfig, ClipVisionEncoder};
 pub use error::WanError;
 pub use pipeline::{PipelineDir, SchedulerConfig, SchedulerKind};
 pub use served::{served_name, WanBackend, WanModel};
