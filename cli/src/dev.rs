@@ -5,14 +5,16 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use longshot_core::scheduler::{strength, Schedule, Solver};
 use longshot_core::tensor::{LatentShape, Latents};
+use longshot_models::wan::image2video::{self, ReferenceImages};
 use longshot_models::wan::layout::{
     channel_major_to_frame_major, frame_major_to_channel_major, unit_rgb_to_signed_frames,
 };
+use longshot_models::wan::sample::sample_with_condition;
 use longshot_models::wan::tensor_io::{self, Tensor};
 use longshot_models::wan::transformer::denoiser::{model_info, WanDenoiser};
 use longshot_models::wan::{
-    forward_flops_breakdown, ClipVisionEncoder, PipelineDir, TextEncoder, TransformerConfig, WanTransformer, WanVae,
-    WanVaeDecoder, WanVaeEncoder,
+    forward_flops_breakdown, ClipImageProcessor, ClipVisionEncoder, PipelineDir, TextEncoder, TransformerConfig,
+    WanTransformer, WanVae, WanVaeDecoder, WanVaeEncoder,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -279,6 +281,18 @@ fn sample(a: &SampleArgs) -> Result<()> {
     if b != 1 {
         bail!("latents have batch {b}; dev sample runs one clip (batch 1)");
     }
+    if transformer.config().has_image_path() {
+        if a.strength.is_some() {
+            bail!("--strength is for video-to-video; this is an image-to-video pipeline (it takes `image`)");
+        }
+        let x = Latents::from_vec(
+            LatentShape::new(lt, c, h, w),
+            channel_major_to_frame_major(&t["latents"].data, c, lt, h * w),
+        )
+        .ok_or_else(|| anyhow::anyhow!("latents do not match their shape"))?;
+        let final_latents = image_to_video(&pipeline, &transformer, &a.io.inputs, &t, x, &schedule, a.guidance)?;
+        return write_sample(&a.io.out, &vae, final_latents);
+    }
     let info = model_info("wan2.1", &transformer);
     let mut denoiser = WanDenoiser::new(
         info,
@@ -300,6 +314,80 @@ fn sample(a: &SampleArgs) -> Result<()> {
     let x = Latents::from_vec(LatentShape::new(lt, c, h, w), x)
         .ok_or_else(|| anyhow::anyhow!("latents do not match their shape"))?;
     let final_latents = longshot_models::wan::sample::sample_from(&mut denoiser, x, &schedule, a.guidance, first)?;
+    write_sample(&a.io.out, &vae, final_latents)
+}
+
+/// The image-to-video sample: IN's `image` (and `last_image`) through the image encoder and the
+/// VAE condition, then the conditioned loop from `x`.
+fn image_to_video(
+    pipeline: &PipelineDir,
+    transformer: &WanTransformer,
+    inputs: &std::path::Path,
+    t: &std::collections::BTreeMap<String, Tensor>,
+    x: Latents,
+    schedule: &Schedule,
+    guidance: f32,
+) -> Result<Latents> {
+    let shape = x.shape();
+    let image = tensor_io::read(inputs, &["image"])?;
+    let [ih, iw, rgb]: [usize; 3] = dims(&image["image"], "image")?;
+    if rgb != 3 {
+        bail!("image is [H, W, {rgb}]; image-to-video takes [H, W, 3] RGB in [0, 1]");
+    }
+    let two = transformer.config().pos_embed_seq_len.is_some();
+    let last = match two {
+        true => Some(tensor_io::read(inputs, &["last_image"])?),
+        false => None,
+    };
+    let last = last.as_ref().map(|l| &l["last_image"]);
+    if let Some(l) = last {
+        if l.shape != image["image"].shape {
+            bail!(
+                "last_image is {:?}; it must have image's shape {:?}",
+                l.shape,
+                image["image"].shape
+            );
+        }
+    }
+    let processor = ClipImageProcessor::load(&pipeline.component_dir("image_processor")?)?;
+    let clip =
+        ClipVisionEncoder::load(&pipeline.component_dir("image_encoder")?).context("loading the image encoder")?;
+    let (cs, cw) = (processor.crop_size.height, processor.crop_size.width);
+    let mut pixels = processor.preprocess(&image["image"].data, ih, iw)?;
+    if let Some(l) = last {
+        pixels.extend(processor.preprocess(&l.data, ih, iw)?);
+    }
+    let embeds = clip.penultimate(&pixels, [1 + usize::from(two), 3, cs, cw])?;
+    let cond = transformer.encode_conditioning(&t["prompt_embeds"].data, Some(&embeds))?;
+    let uncond = transformer.encode_conditioning(&t["negative_prompt_embeds"].data, Some(&embeds))?;
+    let encoder = WanVaeEncoder::load(&pipeline.component_dir("vae")?).context("loading the VAE encoder")?;
+    let frames = encoder.config().output_frames(shape.frames);
+    let refs = ReferenceImages {
+        first: &image["image"].data,
+        last: last.map(|l| l.data.as_slice()),
+        height: ih,
+        width: iw,
+    };
+    let condition = image2video::condition(&encoder, &refs, frames)?;
+    Ok(sample_with_condition(
+        transformer,
+        x,
+        &condition,
+        &cond,
+        &uncond,
+        schedule,
+        guidance,
+    )?)
+}
+
+/// Decodes `final_latents` and writes OUT: `latents` [1,C,T,H,W] and `video` [F,H,W,3].
+fn write_sample(out: &std::path::Path, vae: &WanVaeDecoder, final_latents: Latents) -> Result<()> {
+    let LatentShape {
+        frames: lt,
+        channels: c,
+        height: h,
+        width: w,
+    } = final_latents.shape();
     let mut z = final_latents.as_slice().to_vec();
     vae.denormalize(&mut z, lt, h * w)?;
     let decoded = vae.decode_window(&z, [lt, c, h, w], 0)?;
@@ -320,6 +408,6 @@ fn sample(a: &SampleArgs) -> Result<()> {
         shape: vec![decoded.frames, decoded.height, decoded.width, 3],
         data: video,
     };
-    tensor_io::write(&a.io.out, &[("latents", &latents_out), ("video", &video)])?;
+    tensor_io::write(out, &[("latents", &latents_out), ("video", &video)])?;
     Ok(())
 }

@@ -129,3 +129,17 @@ fn dev_sample_video_to_video_unipc_matches_wan_video_to_video_pipeline() {
 fn dev_sample_video_to_video_euler_matches_wan_video_to_video_pipeline() {
     check("video2video", "v2v_euler", "euler");
 }
+
+/// Image-to-video against the real `WanImageToVideoPipeline` (`pipeline_i2v`, component
+/// `image2video`): the image through CLIP and the VAE condition, 36 input channels. The image is
+/// sized so that CLIPImageProcessor's resize is the identity (see the golden script), so the
+/// tolerance is the same 1e-4.
+#[test]
+fn dev_sample_image_to_video_matches_wan_image_to_video_pipeline() {
+    check("image2video", "i2v", "unipc");
+}
+
+#[test]
+fn dev_sample_first_and_last_frame_matches_wan_image_to_video_pipeline() {
+    check("image2video", "flf2v", "unipc");
+}

@@ -54,3 +54,26 @@ fn pixel_values_of_the_wrong_size_are_refused_naming_the_size() {
         "{e}"
     );
 }
+
+#[test]
+fn the_image_processor_crops_the_centre_and_refuses_a_resize_it_cannot_do_yet() {
+    let dir = common::fixtures().join("pipeline_i2v/image_processor");
+    let p = longshot_models::wan::ClipImageProcessor::load(&dir).unwrap();
+    assert_eq!(
+        (p.crop_size.height, p.crop_size.width, p.size.shortest_edge),
+        (32, 32, 32)
+    );
+    // 32×48: the middle 32 columns (8..40), normalised per channel.
+    let image: Vec<f32> = (0..32 * 48 * 3).map(|i| (i % 251) as f32 / 250.0).collect();
+    let out = p.preprocess(&image, 32, 48).unwrap();
+    assert_eq!(out.len(), 3 * 32 * 32);
+    let (y, x, c) = (5, 0, 2);
+    let want = (image[(y * 48 + 8 + x) * 3 + c] - p.image_mean[c]) / p.image_std[c];
+    assert_eq!(out[(c * 32 + y) * 32 + x], want);
+    let e = p.preprocess(&vec![0.5; 480 * 832 * 3], 480, 832).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not implemented yet: give an image whose shorter side is 32"),
+        "{e}"
+    );
+}

@@ -930,6 +930,95 @@ def image_encoder_fixtures(seed):
     return cases
 
 
+I2V_SETTINGS = dict(num_inference_steps=4, guidance_scale=5.0, shift=3.0)
+
+
+def image2video_fixtures(seed):
+    """pipeline_i2v/ and pipeline_flf2v/: WanImageToVideoPipeline directories (I2V_TEST transformer;
+    FLF2V with pos_embed_seq_len for two images' 1025 tokens), VAE_SMALL vae, CLIP_TEST image encoder
+    with CLIPImageProcessor(crop_size=32, size=32), perturbed random weights, no text encoder.
+    cases/{i2v,flf2v}.safetensors: `image` (and `last_image`) [H,W,3] f32 = uint8/255 (the pipeline
+    gets the same pixels as PIL images), `latents` (the initial noise), prompt embeddings (512 rows), and the
+    pipeline's f32 CPU `expected_latents` and `expected_video` [F,H,W,3]. The images are 32x48, so
+    CLIPImageProcessor's resize (shortest edge 32) leaves them as they are and its centre crop takes
+    the middle 32x32: no interpolation is on the path."""
+    from diffusers import WanImageToVideoPipeline
+    from PIL import Image
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    cases = []
+    _, _, lt, lh, lw = PIPELINE_LATENTS
+    num_frames, height, width = 4 * (lt - 1) + 1, 8 * lh, 8 * lw
+    # 512 text rows, as the pipeline's text encoder always pads to: diffusers' attention takes the
+    # last 512 rows of the concatenated context as text and the rest as image.
+    _, (n_pos, n_neg) = PIPELINE_TOKENS
+    n_tokens = 512
+    clip_tokens = 1 + (CLIP_TEST["image_size"] // CLIP_TEST["patch_size"]) ** 2
+    for name, tcfg, two in [("i2v", I2V_TEST, False),
+                            ("flf2v", dict(I2V_TEST, pos_embed_seq_len=2 * clip_tokens), True)]:
+        root = OUT / f"pipeline_{name}"
+        transformer = build_transformer(tcfg, seed)
+        vae = build_vae(VAE_SMALL, seed + 10)
+        torch.manual_seed(seed + 20)
+        encoder = CLIPVisionModel(CLIPVisionConfig(**CLIP_TEST)).eval()
+        gen = torch.Generator().manual_seed(seed + 21)
+        with torch.no_grad():
+            for prm in encoder.parameters():
+                prm.add_(torch.randn(prm.shape, generator=gen, dtype=prm.dtype) * PERTURB_STD)
+        scheduler = UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
+            flow_shift=I2V_SETTINGS["shift"], solver_order=2, solver_type="bh2", predict_x0=True,
+            lower_order_final=True, final_sigmas_type="zero")
+        pipe = WanImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler,
+                                       image_processor=CLIPImageProcessor(crop_size=32, size=32),
+                                       image_encoder=encoder, transformer=transformer)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.save_pretrained(str(root))
+
+        gen = torch.Generator().manual_seed(seed + 30)
+        pixels = [torch.randint(0, 256, (height, width, 3), generator=gen, dtype=torch.uint8) for _ in range(2)]
+        images = [Image.fromarray(p.numpy()) for p in pixels]
+        latents = torch.randn(PIPELINE_LATENTS, generator=gen, dtype=torch.float32)
+        prompt_embeds = torch.randn((1, n_tokens, PIPELINE_TEST["text_dim"]), generator=gen, dtype=torch.float32)
+        negative_prompt_embeds = torch.randn((1, n_tokens, PIPELINE_TEST["text_dim"]), generator=gen,
+                                             dtype=torch.float32)
+        prompt_embeds[:, n_pos:] = 0.0
+        negative_prompt_embeds[:, n_neg:] = 0.0
+        seen = {}
+
+        def on_step_end(_pipe, i, t, kwargs):
+            seen["latents"] = kwargs["latents"].clone()
+            return {}
+
+        with torch.no_grad():
+            video = pipe(
+                image=images[0], last_image=images[1] if two else None, prompt=None, negative_prompt=None,
+                prompt_embeds=prompt_embeds.clone(), negative_prompt_embeds=negative_prompt_embeds.clone(),
+                latents=latents.clone(), height=height, width=width, num_frames=num_frames,
+                num_inference_steps=I2V_SETTINGS["num_inference_steps"],
+                guidance_scale=I2V_SETTINGS["guidance_scale"], output_type="np",
+                callback_on_step_end=on_step_end, return_dict=False,
+            )[0]
+        video = torch.from_numpy(np.asarray(video[0])).float()
+        tensors = {
+            "image": pixels[0].float() / 255.0, "latents": latents, "prompt_embeds": prompt_embeds,
+            "negative_prompt_embeds": negative_prompt_embeds, "expected_latents": seen["latents"],
+            "expected_video": video,
+        }
+        if two:
+            tensors["last_image"] = pixels[1].float() / 255.0
+        f = OUT / "cases" / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(f))
+        cases.append({
+            "name": name, "model_dir": f"pipeline_{name}", "inputs": f"cases/{f.name}",
+            "what": "WanImageToVideoPipeline" + (", first and last frame" if two else ""), "solver": "unipc",
+            "steps": I2V_SETTINGS["num_inference_steps"], "guidance": I2V_SETTINGS["guidance_scale"],
+            "shift": I2V_SETTINGS["shift"], "video": list(video.shape),
+        })
+        seed += 100
+    return cases
+
+
 V2V_SETTINGS = dict(num_inference_steps=6, strength=0.7, guidance_scale=5.0, shift=3.0)
 
 
@@ -1011,7 +1100,7 @@ def video2video_fixtures(seed):
 COMPONENTS = {"transformer": transformer_fixtures, "vae": vae_fixtures, "t5": t5_fixtures,
               "pipeline": pipeline_fixtures, "vae_encoder": vae_encoder_fixtures,
               "video2video": video2video_fixtures, "transformer_i2v": transformer_i2v_fixtures,
-              "image_encoder": image_encoder_fixtures}
+              "image_encoder": image_encoder_fixtures, "image2video": image2video_fixtures}
 
 
 def main():

@@ -265,3 +265,79 @@ impl ClipVisionEncoder {
         x
     }
 }
+
+/// `CLIPImageProcessor`'s `preprocessor_config.json` (the fields this port reads).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ClipImageProcessor {
+    pub crop_size: CropSize,
+    pub size: ShortestEdge,
+    pub image_mean: [f32; 3],
+    pub image_std: [f32; 3],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+pub struct CropSize {
+    pub height: usize,
+    pub width: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+pub struct ShortestEdge {
+    pub shortest_edge: usize,
+}
+
+impl ClipImageProcessor {
+    /// Reads `dir/preprocessor_config.json` (a pipeline's `image_processor/`).
+    pub fn load(dir: &Path) -> Result<Self, WanError> {
+        let path = dir.join("preprocessor_config.json");
+        let p: Self = read_json(&path)?;
+        if p.image_std.contains(&0.0) || p.crop_size.height == 0 || p.crop_size.width == 0 {
+            return Err(WanError::config(
+                &path,
+                "image_std must be non-zero and crop_size positive",
+            ));
+        }
+        Ok(p)
+    }
+
+    /// `image: [H, W, 3]` in [0, 1] → `pixel_values` `[3, crop_h, crop_w]`: resize so the
+    /// shorter side is `size.shortest_edge`, centre crop, `(x − mean) / std` per channel.
+    ///
+    /// The resize (bicubic, with antialiasing when shrinking, in PIL or torchvision depending on
+    /// what transformers finds installed) is not ported yet: an image whose shorter side is not
+    /// already `shortest_edge` is refused, naming the size to bring it to.
+    pub fn preprocess(&self, image: &[f32], height: usize, width: usize) -> Result<Vec<f32>, WanError> {
+        if image.len() != height * width * 3 {
+            return Err(WanError::Input(format!(
+                "image holds {} values, not [{height}, {width}, 3]",
+                image.len()
+            )));
+        }
+        let edge = self.size.shortest_edge;
+        if height.min(width) != edge {
+            return Err(WanError::Input(format!(
+                "the image is {width}×{height}; the image encoder's preprocessing would resize its shorter side to \
+                 {edge}, and that resize is not implemented yet: give an image whose shorter side is {edge}"
+            )));
+        }
+        let CropSize { height: ch, width: cw } = self.crop_size;
+        if ch > height || cw > width {
+            return Err(WanError::Input(format!(
+                "the image is {width}×{height}, smaller than the encoder's {cw}×{ch} crop"
+            )));
+        }
+        // transformers' centre crop: offsets rounded down.
+        let (top, left) = ((height - ch) / 2, (width - cw) / 2);
+        let mut out = vec![0.0f32; 3 * ch * cw];
+        for c in 0..3 {
+            let (mean, std) = (self.image_mean[c], self.image_std[c]);
+            for y in 0..ch {
+                for x in 0..cw {
+                    let v = image[((top + y) * width + left + x) * 3 + c];
+                    out[(c * ch + y) * cw + x] = (v - mean) / std;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

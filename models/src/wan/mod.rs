@@ -22,6 +22,7 @@
 //!   [`vae::frame_decoder::WanFrameDecoder`] behind the `FrameDecoder` trait.
 //! - [`clip`]: the image encoder of image-to-video (`CLIPVisionModel`'s penultimate hidden
 //!   states): [`ClipVisionEncoder`].
+//! - [`image2video`]: the mask and VAE condition image-to-video adds to the transformer's input.
 //! - [`t5`]: the umT5 text encoder and tokenizer (`UMT5EncoderModel`, spec §3), run once per job:
 //!   [`TextEncoder`] (`load(pipeline_dir)`, `encode(prompt)` → [`PromptEmbeds`] `[512, d]`),
 //!   [`UMT5Encoder`], [`UMT5Config`], [`UmT5Tokenizer`] and WanPipeline's prompt cleaning.
@@ -44,6 +45,7 @@ pub mod error;
 pub mod fingerprint;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod image2video;
 pub mod layout;
 pub mod pipeline;
 pub mod safetensors_file;
@@ -55,7 +57,7 @@ pub mod transformer;
 pub mod vae;
 pub mod weights;
 
-pub use clip::{ClipVisionConfig, ClipVisionEncoder};
+pub use clip::{ClipImageProcessor, ClipVisionConfig, ClipVisionEncoder};
 pub use error::WanError;
 pub use pipeline::{PipelineDir, SchedulerConfig, SchedulerKind};
 pub use served::{served_name, WanBackend, WanModel};
