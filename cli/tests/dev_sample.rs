@@ -131,9 +131,8 @@ fn dev_sample_video_to_video_euler_matches_wan_video_to_video_pipeline() {
 }
 
 /// Image-to-video against the real `WanImageToVideoPipeline` (`pipeline_i2v`, component
-/// `image2video`): the image through CLIP and the VAE condition, 36 input channels. The image is
-/// sized so that CLIPImageProcessor's resize is the identity (see the golden script), so the
-/// tolerance is the same 1e-4.
+/// `image2video`): the image through CLIP and the VAE condition, 36 input channels. CLIP's
+/// resize is Pillow's, ported exactly, so the tolerance stays 1e-4 with it on the path.
 #[test]
 fn dev_sample_image_to_video_matches_wan_image_to_video_pipeline() {
     check("image2video", "i2v", "unipc");
@@ -142,4 +141,9 @@ fn dev_sample_image_to_video_matches_wan_image_to_video_pipeline() {
 #[test]
 fn dev_sample_first_and_last_frame_matches_wan_image_to_video_pipeline() {
     check("image2video", "flf2v", "unipc");
+}
+
+#[test]
+fn dev_sample_image_to_video_with_clip_resize_matches_wan_image_to_video_pipeline() {
+    check("image2video", "i2v_resized", "unipc");
 }

@@ -55,25 +55,68 @@ fn pixel_values_of_the_wrong_size_are_refused_naming_the_size() {
     );
 }
 
+/// Pillow's bicubic resize, bit for bit (shrinking with antialiasing, enlarging, one side only).
 #[test]
-fn the_image_processor_crops_the_centre_and_refuses_a_resize_it_cannot_do_yet() {
+fn pillow_bicubic_resize_is_reproduced_bit_for_bit() {
+    let entry = common::manifest_entry("pil_resize", "pil_resize");
+    let bytes = std::fs::read(common::fixture_path(&entry, "inputs")).expect("case file");
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let (shape, image) = tensor_f32(&st, "image");
+    let levels: Vec<u8> = image.iter().map(|&v| v as u8).collect();
+    let sizes = entry["sizes"].as_array().expect("sizes");
+    assert!(sizes.len() >= 5);
+    for size in sizes {
+        let (h, w) = (size[0].as_u64().unwrap() as usize, size[1].as_u64().unwrap() as usize);
+        let (_, want) = tensor_f32(&st, &format!("out_{h}x{w}"));
+        let got = longshot_models::wan::pil_resize::resize_bicubic(&levels, (shape[0], shape[1]), 3, (h, w));
+        let differ = got.iter().zip(&want).filter(|(a, b)| f32::from(**a) != **b).count();
+        assert_eq!(
+            differ,
+            0,
+            "{h}x{w}: {differ} of {} levels differ from Pillow",
+            got.len()
+        );
+    }
+}
+
+/// The processor's `pixel_values` for each image-to-video case, resized or not, as transformers'
+/// PIL backend makes them.
+#[test]
+fn the_image_processor_matches_transformers_pil_backend() {
+    for name in ["i2v", "flf2v", "i2v_resized"] {
+        let c = common::case("image2video", name);
+        let p = longshot_models::wan::ClipImageProcessor::load(&c.model_dir.join("image_processor")).unwrap();
+        let bytes = std::fs::read(&c.inputs).expect("case file");
+        let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+        let (shape, image) = tensor_f32(&st, "image");
+        let (ps, want) = tensor_f32(&st, "pixel_values");
+        let mut got = p.preprocess(&image, shape[0], shape[1]).unwrap();
+        if ps[0] == 2 {
+            let (_, last) = tensor_f32(&st, "last_image");
+            got.extend(p.preprocess(&last, shape[0], shape[1]).unwrap());
+        }
+        let err = rel_error(&got, &want);
+        println!("{name}: image {shape:?} -> pixel_values {ps:?}, max|a-b|/max|b| = {err:.3e}");
+        assert!(err <= 1e-6, "{name}: {err:e}");
+    }
+}
+
+#[test]
+fn the_image_processor_crops_the_centre_of_the_resized_image() {
     let dir = common::fixtures().join("pipeline_i2v/image_processor");
     let p = longshot_models::wan::ClipImageProcessor::load(&dir).unwrap();
     assert_eq!(
         (p.crop_size.height, p.crop_size.width, p.size.shortest_edge),
         (32, 32, 32)
     );
-    // 32×48: the middle 32 columns (8..40), normalised per channel.
-    let image: Vec<f32> = (0..32 * 48 * 3).map(|i| (i % 251) as f32 / 250.0).collect();
+    // 32×48 needs no resize: the middle 32 columns (8..40), normalised per channel.
+    let image: Vec<f32> = (0..32 * 48 * 3).map(|i| (i % 256) as f32 / 255.0).collect();
     let out = p.preprocess(&image, 32, 48).unwrap();
     assert_eq!(out.len(), 3 * 32 * 32);
     let (y, x, c) = (5, 0, 2);
-    let want = (image[(y * 48 + 8 + x) * 3 + c] - p.image_mean[c]) / p.image_std[c];
-    assert_eq!(out[(c * 32 + y) * 32 + x], want);
-    let e = p.preprocess(&vec![0.5; 480 * 832 * 3], 480, 832).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("not implemented yet: give an image whose shorter side is 32"),
-        "{e}"
-    );
+    let level = (5 * 48 + 8) * 3 + 2;
+    let v = ((level % 256) as f64 * p.rescale_factor) as f32;
+    assert_eq!(out[(c * 32 + y) * 32 + x], (v - p.image_mean[c]) / p.image_std[c]);
+    let e = p.preprocess(&[0.5; 7], 2, 2).unwrap_err();
+    assert!(e.to_string().contains("not [2, 2, 3]"), "{e}");
 }

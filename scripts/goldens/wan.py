@@ -930,6 +930,27 @@ def image_encoder_fixtures(seed):
     return cases
 
 
+PIL_RESIZES = [(16, 23), (64, 91), (37, 20), (5, 53), (224, 388)]
+
+
+def pil_resize_fixtures(seed):
+    """cases/pil_resize.safetensors: a random 37x53 RGB image (`image`, levels as f32) and Pillow's
+    bicubic resize of it to each size in PIL_RESIZES (`out_HxW`), checked bit for bit by
+    models/tests/wan_clip.rs."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (37, 53, 3), generator=gen, dtype=torch.uint8)
+    img = Image.fromarray(pixels.numpy())
+    tensors = {"image": pixels.float()}
+    for h, w in PIL_RESIZES:
+        tensors[f"out_{h}x{w}"] = torch.from_numpy(np.asarray(img.resize((w, h), Image.BICUBIC))).float()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(OUT / "cases" / "pil_resize.safetensors"))
+    import PIL
+    return [{"name": "pil_resize", "inputs": "cases/pil_resize.safetensors", "pillow": PIL.__version__,
+             "sizes": [list(s) for s in PIL_RESIZES]}]
+
+
 I2V_SETTINGS = dict(num_inference_steps=4, guidance_scale=5.0, shift=3.0)
 
 
@@ -941,7 +962,8 @@ def image2video_fixtures(seed):
     gets the same pixels as PIL images), `latents` (the initial noise), prompt embeddings (512 rows), and the
     pipeline's f32 CPU `expected_latents` and `expected_video` [F,H,W,3]. The images are 32x48, so
     CLIPImageProcessor's resize (shortest edge 32) leaves them as they are and its centre crop takes
-    the middle 32x32: no interpolation is on the path."""
+    the middle 32x32: no interpolation is on the path; i2v_resized's 48x64 images are shrunk first.
+    Each case also holds the processor's `pixel_values`."""
     from diffusers import WanImageToVideoPipeline
     from PIL import Image
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
@@ -954,8 +976,13 @@ def image2video_fixtures(seed):
     _, (n_pos, n_neg) = PIPELINE_TOKENS
     n_tokens = 512
     clip_tokens = 1 + (CLIP_TEST["image_size"] // CLIP_TEST["patch_size"]) ** 2
-    for name, tcfg, two in [("i2v", I2V_TEST, False),
-                            ("flf2v", dict(I2V_TEST, pos_embed_seq_len=2 * clip_tokens), True)]:
+    for name, tcfg, two, latent_shape in [
+            ("i2v", I2V_TEST, False, PIPELINE_LATENTS),
+            ("flf2v", dict(I2V_TEST, pos_embed_seq_len=2 * clip_tokens), True, PIPELINE_LATENTS),
+            # 48x64: CLIP's processor shrinks it to 32x42 (Pillow bicubic) before the crop.
+            ("i2v_resized", I2V_TEST, False, (1, 16, 3, 6, 8))]:
+        _, _, lt, lh, lw = latent_shape
+        num_frames, height, width = 4 * (lt - 1) + 1, 8 * lh, 8 * lw
         root = OUT / f"pipeline_{name}"
         transformer = build_transformer(tcfg, seed)
         vae = build_vae(VAE_SMALL, seed + 10)
@@ -978,12 +1005,13 @@ def image2video_fixtures(seed):
         gen = torch.Generator().manual_seed(seed + 30)
         pixels = [torch.randint(0, 256, (height, width, 3), generator=gen, dtype=torch.uint8) for _ in range(2)]
         images = [Image.fromarray(p.numpy()) for p in pixels]
-        latents = torch.randn(PIPELINE_LATENTS, generator=gen, dtype=torch.float32)
+        latents = torch.randn(latent_shape, generator=gen, dtype=torch.float32)
         prompt_embeds = torch.randn((1, n_tokens, PIPELINE_TEST["text_dim"]), generator=gen, dtype=torch.float32)
         negative_prompt_embeds = torch.randn((1, n_tokens, PIPELINE_TEST["text_dim"]), generator=gen,
                                              dtype=torch.float32)
         prompt_embeds[:, n_pos:] = 0.0
         negative_prompt_embeds[:, n_neg:] = 0.0
+        pixel_values = pipe.image_processor(images=images[:1 + int(two)], return_tensors="pt")["pixel_values"]
         seen = {}
 
         def on_step_end(_pipe, i, t, kwargs):
@@ -1003,7 +1031,7 @@ def image2video_fixtures(seed):
         tensors = {
             "image": pixels[0].float() / 255.0, "latents": latents, "prompt_embeds": prompt_embeds,
             "negative_prompt_embeds": negative_prompt_embeds, "expected_latents": seen["latents"],
-            "expected_video": video,
+            "expected_video": video, "pixel_values": pixel_values,
         }
         if two:
             tensors["last_image"] = pixels[1].float() / 255.0
@@ -1011,7 +1039,8 @@ def image2video_fixtures(seed):
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(f))
         cases.append({
             "name": name, "model_dir": f"pipeline_{name}", "inputs": f"cases/{f.name}",
-            "what": "WanImageToVideoPipeline" + (", first and last frame" if two else ""), "solver": "unipc",
+            "what": "WanImageToVideoPipeline" + (", first and last frame" if two else "")
+                    + (", CLIP's resize on the path" if name == "i2v_resized" else ""), "solver": "unipc",
             "steps": I2V_SETTINGS["num_inference_steps"], "guidance": I2V_SETTINGS["guidance_scale"],
             "shift": I2V_SETTINGS["shift"], "video": list(video.shape),
         })
@@ -1100,7 +1129,8 @@ def video2video_fixtures(seed):
 COMPONENTS = {"transformer": transformer_fixtures, "vae": vae_fixtures, "t5": t5_fixtures,
               "pipeline": pipeline_fixtures, "vae_encoder": vae_encoder_fixtures,
               "video2video": video2video_fixtures, "transformer_i2v": transformer_i2v_fixtures,
-              "image_encoder": image_encoder_fixtures, "image2video": image2video_fixtures}
+              "image_encoder": image_encoder_fixtures, "image2video": image2video_fixtures,
+              "pil_resize": pil_resize_fixtures}
 
 
 def main():
@@ -1124,6 +1154,8 @@ def main():
             continue
         # Model directories are rewritten from scratch so stale shards cannot linger.
         for old in components.get(name, []):
+            if "model_dir" not in old:
+                continue
             top = OUT / Path(old["model_dir"]).parts[0]
             if top.exists():
                 shutil.rmtree(top)

@@ -273,6 +273,12 @@ pub struct ClipImageProcessor {
     pub size: ShortestEdge,
     pub image_mean: [f32; 3],
     pub image_std: [f32; 3],
+    #[serde(default = "default_rescale")]
+    pub rescale_factor: f64,
+}
+
+fn default_rescale() -> f64 {
+    1.0 / 255.0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
@@ -300,40 +306,47 @@ impl ClipImageProcessor {
         Ok(p)
     }
 
-    /// `image: [H, W, 3]` in [0, 1] → `pixel_values` `[3, crop_h, crop_w]`: resize so the
-    /// shorter side is `size.shortest_edge`, centre crop, `(x − mean) / std` per channel.
-    ///
-    /// The resize (bicubic, with antialiasing when shrinking, in PIL or torchvision depending on
-    /// what transformers finds installed) is not ported yet: an image whose shorter side is not
-    /// already `shortest_edge` is refused, naming the size to bring it to.
+    /// `image: [H, W, 3]` in [0, 1], 8-bit levels (`v/255`, as images are) → `pixel_values`
+    /// `[3, crop_h, crop_w]`, as transformers' PIL backend computes them: the levels resized
+    /// so the shorter side is `size.shortest_edge` (the longer one `⌊edge·long/short⌋`) with
+    /// Pillow's bicubic ([`crate::wan::pil_resize`]), centre cropped (offsets rounded down),
+    /// rescaled (`level·rescale_factor` in f64, rounded to f32) and normalised
+    /// (`(x − mean) / std` in f32). transformers' torchvision backend, used instead when
+    /// torchvision is installed, resizes differently (by up to a few levels).
     pub fn preprocess(&self, image: &[f32], height: usize, width: usize) -> Result<Vec<f32>, WanError> {
-        if image.len() != height * width * 3 {
+        if image.len() != height * width * 3 || height == 0 || width == 0 {
             return Err(WanError::Input(format!(
                 "image holds {} values, not [{height}, {width}, 3]",
                 image.len()
             )));
         }
+        let levels: Vec<u8> = image
+            .iter()
+            .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+            .collect();
         let edge = self.size.shortest_edge;
-        if height.min(width) != edge {
-            return Err(WanError::Input(format!(
-                "the image is {width}×{height}; the image encoder's preprocessing would resize its shorter side to \
-                 {edge}, and that resize is not implemented yet: give an image whose shorter side is {edge}"
-            )));
-        }
+        let (short, long) = (height.min(width), height.max(width));
+        let new_long = (edge as f64 * long as f64 / short as f64) as usize;
+        let (rh, rw) = if width <= height {
+            (new_long, edge)
+        } else {
+            (edge, new_long)
+        };
+        let resized = crate::wan::pil_resize::resize_bicubic(&levels, (height, width), 3, (rh, rw));
         let CropSize { height: ch, width: cw } = self.crop_size;
-        if ch > height || cw > width {
+        if ch > rh || cw > rw {
             return Err(WanError::Input(format!(
-                "the image is {width}×{height}, smaller than the encoder's {cw}×{ch} crop"
+                "the image resized to {rw}×{rh} is smaller than the encoder's {cw}×{ch} crop"
             )));
         }
-        // transformers' centre crop: offsets rounded down.
-        let (top, left) = ((height - ch) / 2, (width - cw) / 2);
+        let (top, left) = ((rh - ch) / 2, (rw - cw) / 2);
         let mut out = vec![0.0f32; 3 * ch * cw];
         for c in 0..3 {
             let (mean, std) = (self.image_mean[c], self.image_std[c]);
             for y in 0..ch {
                 for x in 0..cw {
-                    let v = image[((top + y) * width + left + x) * 3 + c];
+                    let level = resized[((top + y) * rw + left + x) * 3 + c];
+                    let v = (f64::from(level) * self.rescale_factor) as f32;
                     out[(c * ch + y) * cw + x] = (v - mean) / std;
                 }
             }

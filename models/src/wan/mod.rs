@@ -47,6 +47,7 @@ pub mod fingerprint;
 pub mod gpu;
 pub mod image2video;
 pub mod layout;
+pub mod pil_resize;
 pub mod pipeline;
 pub mod safetensors_file;
 pub mod sample;
