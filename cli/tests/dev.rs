@@ -44,15 +44,17 @@ fn tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     (t.shape().to_vec(), data)
 }
 
-#[test]
-fn dev_dit_matches_diffusers() {
+/// Runs `longshot dev <command>` on each case's `<component>` (a pipeline directory made around
+/// the fixture) with the case file as IN, and checks OUT's `output` against the case's `expected`
+/// (max error 1e-5 relative to max |reference|).
+fn check_component(command: &str, component: &str, class: &str, cases: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
-    for case in ["unit_test", "pipeline_test", "i2v_test", "flf2v_test"] {
-        let model = pipeline_with_transformer(case, tmp.path());
+    for case in cases {
+        let model = pipeline_with(case, component, class, tmp.path());
         let inputs = fixtures().join("cases").join(format!("{case}.safetensors"));
         let out = tmp.path().join(format!("{case}-out.safetensors"));
         let run = Command::new(BIN)
-            .args(["dev", "dit", "--model"])
+            .args(["dev", command, "--model"])
             .arg(&model)
             .arg("--inputs")
             .arg(&inputs)
@@ -65,8 +67,18 @@ fn dev_dit_matches_diffusers() {
         let (want_shape, want) = tensor(&inputs, "expected");
         assert_eq!(shape, want_shape, "{case}");
         let err = rel_error(&got, &want);
-        assert!(err <= 1e-5, "{case}: max error {err:e} relative to max |diffusers|");
+        assert!(err <= 1e-5, "{case}: max error {err:e} relative to max |reference|");
     }
+}
+
+#[test]
+fn dev_dit_matches_diffusers() {
+    check_component(
+        "dit",
+        "transformer",
+        "WanTransformer3DModel",
+        &["unit_test", "pipeline_test", "i2v_test", "flf2v_test"],
+    );
 }
 
 #[test]
@@ -141,75 +153,25 @@ fn dev_text_encode_matches_the_pipeline() {
 
 #[test]
 fn dev_vae_decode_matches_diffusers() {
-    let tmp = tempfile::tempdir().unwrap();
-    for case in ["vae_unit_test", "vae_small"] {
-        let model = pipeline_with(case, "vae", "AutoencoderKLWan", tmp.path());
-        let inputs = fixtures().join("cases").join(format!("{case}.safetensors"));
-        let out = tmp.path().join(format!("{case}-out.safetensors"));
-        let run = Command::new(BIN)
-            .args(["dev", "vae-decode", "--model"])
-            .arg(&model)
-            .arg("--inputs")
-            .arg(&inputs)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "{case}: {}", String::from_utf8_lossy(&run.stderr));
-        let (shape, got) = tensor(&out, "output");
-        let (want_shape, want) = tensor(&inputs, "expected");
-        assert_eq!(shape, want_shape, "{case}");
-        let err = rel_error(&got, &want);
-        assert!(err <= 1e-5, "{case}: max error {err:e}");
-    }
+    check_component("vae-decode", "vae", "AutoencoderKLWan", &["vae_unit_test", "vae_small"]);
 }
 
 #[test]
 fn dev_vae_encode_matches_diffusers() {
-    let tmp = tempfile::tempdir().unwrap();
-    for case in ["vae_enc_unit_test", "vae_enc_small"] {
-        let model = pipeline_with(case, "vae", "AutoencoderKLWan", tmp.path());
-        let inputs = fixtures().join("cases").join(format!("{case}.safetensors"));
-        let out = tmp.path().join(format!("{case}-out.safetensors"));
-        let run = Command::new(BIN)
-            .args(["dev", "vae-encode", "--model"])
-            .arg(&model)
-            .arg("--inputs")
-            .arg(&inputs)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "{case}: {}", String::from_utf8_lossy(&run.stderr));
-        let (shape, got) = tensor(&out, "output");
-        let (want_shape, want) = tensor(&inputs, "expected");
-        assert_eq!(shape, want_shape, "{case}");
-        let err = rel_error(&got, &want);
-        assert!(err <= 1e-5, "{case}: max error {err:e}");
-    }
+    check_component(
+        "vae-encode",
+        "vae",
+        "AutoencoderKLWan",
+        &["vae_enc_unit_test", "vae_enc_small"],
+    );
 }
 
 #[test]
 fn dev_image_encode_matches_transformers() {
-    let tmp = tempfile::tempdir().unwrap();
-    for case in ["clip_test", "clip_vit_h_small"] {
-        let model = pipeline_with(case, "image_encoder", "CLIPVisionModel", tmp.path());
-        let inputs = fixtures().join("cases").join(format!("{case}.safetensors"));
-        let out = tmp.path().join(format!("{case}-out.safetensors"));
-        let run = Command::new(BIN)
-            .args(["dev", "image-encode", "--model"])
-            .arg(&model)
-            .arg("--inputs")
-            .arg(&inputs)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "{case}: {}", String::from_utf8_lossy(&run.stderr));
-        let (shape, got) = tensor(&out, "output");
-        let (want_shape, want) = tensor(&inputs, "expected");
-        assert_eq!(shape, want_shape, "{case}");
-        let err = rel_error(&got, &want);
-        assert!(err <= 1e-5, "{case}: max error {err:e}");
-    }
+    check_component(
+        "image-encode",
+        "image_encoder",
+        "CLIPVisionModel",
+        &["clip_test", "clip_vit_h_small"],
+    );
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{rel_error, tensor_f32};
+use common::{assert_rel_error, tensor_f32};
 use longshot_models::wan::{ClipVisionEncoder, WanError};
 use safetensors::SafeTensors;
 
@@ -25,9 +25,7 @@ fn check(name: &str) {
         .penultimate(&pixels, ps.try_into().expect("4-D"))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(got.len(), es.iter().product::<usize>(), "{name}: output length");
-    let err = rel_error(&got, &expected);
-    println!("{name}: {es:?}, max|a-b|/max|b| = {err:.3e}");
-    assert!(err <= TOLERANCE, "{name}: relative error {err:.3e} > {TOLERANCE:e}");
+    assert_rel_error(&format!("{name} {es:?}"), &got, &expected, TOLERANCE);
 }
 
 #[test]
@@ -95,9 +93,12 @@ fn the_image_processor_matches_transformers_pil_backend() {
             let (_, last) = tensor_f32(&st, "last_image");
             got.extend(p.preprocess(&last, shape[0], shape[1]).unwrap());
         }
-        let err = rel_error(&got, &want);
-        println!("{name}: image {shape:?} -> pixel_values {ps:?}, max|a-b|/max|b| = {err:.3e}");
-        assert!(err <= 1e-6, "{name}: {err:e}");
+        assert_rel_error(
+            &format!("{name}: image {shape:?} -> pixel_values {ps:?}"),
+            &got,
+            &want,
+            1e-6,
+        );
     }
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::rel_error;
+use common::assert_rel_error;
 use longshot_models::wan::{WanError, WanTransformer};
 use safetensors::SafeTensors;
 
@@ -50,9 +50,7 @@ fn check(name: &str) -> Vec<f32> {
     let got = model
         .forward_batch_with_image(&i.x, i.shape, &i.t, &i.text, Some(&i.image))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let err = rel_error(&got, &i.expected);
-    println!("{name}: max|a-b|/max|b| = {err:.3e}");
-    assert!(err <= TOLERANCE, "{name}: relative error {err:.3e} > {TOLERANCE:e}");
+    assert_rel_error(name, &got, &i.expected, TOLERANCE);
     got
 }
 

@@ -161,6 +161,13 @@ def original_config(cfg):
     }
 
 
+def wan_unipc(shift):
+    """The scheduler Wan2.1's diffusers pipelines ship (spec §4.2)."""
+    return UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=shift,
+        solver_order=2, solver_type="bh2", predict_x0=True, lower_order_final=True, final_sigmas_type="zero")
+
+
 def build_transformer(cfg, seed):
     torch.manual_seed(seed)
     model = WanTransformer3DModel(**cfg).eval()
@@ -764,10 +771,7 @@ def pipeline_fixtures(seed):
     root = OUT / "pipeline_tiny"
     transformer = build_transformer(PIPELINE_TEST, seed)
     vae = build_vae(VAE_SMALL, seed + 10)
-    scheduler = UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
-        flow_shift=PIPELINE_SETTINGS["shift"], solver_order=2, solver_type="bh2", predict_x0=True,
-        lower_order_final=True, final_sigmas_type="zero")
+    scheduler = wan_unipc(PIPELINE_SETTINGS["shift"])
     pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler, transformer=transformer)
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(str(root))
@@ -992,10 +996,7 @@ def image2video_fixtures(seed):
         with torch.no_grad():
             for prm in encoder.parameters():
                 prm.add_(torch.randn(prm.shape, generator=gen, dtype=prm.dtype) * PERTURB_STD)
-        scheduler = UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
-            flow_shift=I2V_SETTINGS["shift"], solver_order=2, solver_type="bh2", predict_x0=True,
-            lower_order_final=True, final_sigmas_type="zero")
+        scheduler = wan_unipc(I2V_SETTINGS["shift"])
         pipe = WanImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler,
                                        image_processor=CLIPImageProcessor(crop_size=32, size=32),
                                        image_encoder=encoder, transformer=transformer)
@@ -1062,10 +1063,7 @@ def video2video_fixtures(seed):
     root = OUT / "pipeline_v2v"
     transformer = build_transformer(PIPELINE_TEST, seed)
     vae = build_vae(VAE_SMALL, seed + 10)
-    scheduler = UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
-        flow_shift=V2V_SETTINGS["shift"], solver_order=2, solver_type="bh2", predict_x0=True,
-        lower_order_final=True, final_sigmas_type="zero")
+    scheduler = wan_unipc(V2V_SETTINGS["shift"])
     pipe = WanVideoToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler,
                                    transformer=transformer)
     pipe.set_progress_bar_config(disable=True)

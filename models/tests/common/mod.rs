@@ -142,6 +142,15 @@ pub fn rel_error<W: Copy + Into<f64>>(got: &[f32], want: &[W]) -> f64 {
     diff / scale
 }
 
+/// [`rel_error`] of `got` against `want`, printed after `what` and asserted to be at most
+/// `tolerance`; returns it.
+pub fn assert_rel_error<W: Copy + Into<f64>>(what: &str, got: &[f32], want: &[W], tolerance: f64) -> f64 {
+    let err = rel_error(got, want);
+    println!("{what}: max|a-b|/max|b| = {err:.3e}");
+    assert!(err <= tolerance, "{what}: relative error {err:.3e} > {tolerance:e}");
+    err
+}
+
 // ---------------------------------------------------------------------------------------------
 // Damaged checkpoint copies.
 // ---------------------------------------------------------------------------------------------
