@@ -105,3 +105,15 @@ fn an_image_model_needs_an_image_and_a_text_model_refuses_one() {
         .expect_err("t2v + image");
     assert!(e.to_string().contains("text-to-video model: it takes no image"), "{e}");
 }
+
+#[test]
+fn a_worker_refuses_to_serve_an_image_to_video_pipeline_by_name() {
+    let dir = common::fixtures().join("pipeline_i2v");
+    let e = longshot_models::wan::WanModel::load(&dir, None, &longshot_models::wan::WanBackend::Cpu)
+        .err()
+        .expect("an I2V pipeline is not served yet");
+    assert!(
+        e.to_string().contains("an image-to-video pipeline: workers do not serve these yet"),
+        "{e}"
+    );
+}

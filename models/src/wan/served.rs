@@ -152,6 +152,13 @@ impl WanModel {
     pub fn load(dir: &Path, name: Option<&str>, backend: &WanBackend) -> Result<Self, WanError> {
         let pipeline = PipelineDir::open(dir)?;
         let transformer = Transformer::load(&pipeline.component_dir("transformer")?, backend)?;
+        if transformer.config().has_image_path() {
+            return Err(WanError::config(
+                pipeline.component_dir("transformer")?.join("config.json"),
+                "an image-to-video pipeline: workers do not serve these yet (jobs take no --image so far); \
+                 `longshot dev sample` runs one on the CPU",
+            ));
+        }
         let vae = Vae::load(&pipeline.component_dir("vae")?, backend)?;
         let text_encoder_dir = pipeline.component_dir("text_encoder")?;
         let tokenizer_dir = pipeline.component_dir("tokenizer")?;
