@@ -56,11 +56,7 @@ fn check(name: &str) -> Vec<f32> {
 
 #[test]
 fn manifest_lists_every_expected_case_and_its_files_exist() {
-    for name in CASES {
-        let c = case(name);
-        assert!(c.model_dir.is_dir(), "{name}: {} missing", c.model_dir.display());
-        assert!(c.inputs.is_file(), "{name}: {} missing", c.inputs.display());
-    }
+    common::assert_cases_exist("transformer_i2v", CASES);
 }
 
 #[test]
@@ -113,7 +109,8 @@ fn a_worker_refuses_to_serve_an_image_to_video_pipeline_by_name() {
         .err()
         .expect("an I2V pipeline is not served yet");
     assert!(
-        e.to_string().contains("an image-to-video pipeline: workers do not serve these yet"),
+        e.to_string()
+            .contains("an image-to-video pipeline: workers do not serve these yet"),
         "{e}"
     );
 }

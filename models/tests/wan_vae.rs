@@ -96,11 +96,7 @@ fn check(name: &str) -> Vec<f32> {
 
 #[test]
 fn manifest_lists_every_expected_case_and_its_files_exist() {
-    for name in CASES {
-        let c = case(name);
-        assert!(c.model_dir.is_dir(), "{name}: {} missing", c.model_dir.display());
-        assert!(c.inputs.is_file(), "{name}: {} missing", c.inputs.display());
-    }
+    common::assert_cases_exist("vae", CASES);
 }
 
 #[test]

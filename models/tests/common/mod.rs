@@ -67,6 +67,16 @@ pub fn case(component: &str, name: &str) -> Case {
     }
 }
 
+/// Every one of `names` is listed under `components.<component>` and its model directory and
+/// inputs file exist (so a dropped case fails rather than vanishes).
+pub fn assert_cases_exist(component: &str, names: &[&str]) {
+    for name in names {
+        let c = case(component, name);
+        assert!(c.model_dir.is_dir(), "{name}: {} missing", c.model_dir.display());
+        assert!(c.inputs.is_file(), "{name}: {} missing", c.inputs.display());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tensor readers (little-endian payloads, shape alongside).
 // ---------------------------------------------------------------------------------------------
