@@ -1,9 +1,11 @@
 //! Job-spec flags shared by `render` and `submit`.
 
+use crate::inputs::LocalImage;
 use clap::Args;
 use longshot_core::codenoise::BlendMode;
-use longshot_core::job::{defaults, ClipLength, JobSpec, OutputKind};
+use longshot_core::job::{defaults, ClipLength, JobInputs, JobSpec, OutputKind};
 use longshot_core::scheduler::Solver;
+use std::path::PathBuf;
 
 #[derive(Args, Clone, Debug)]
 pub struct JobArgs {
@@ -28,12 +30,21 @@ pub struct JobArgs {
     pub frames: Option<u32>,
     #[arg(long, default_value_t = defaults::FPS)]
     pub fps: u32,
-    /// Width in pixels, a multiple of 16.
-    #[arg(long, default_value_t = defaults::WIDTH)]
-    pub width: u32,
-    /// Height in pixels, a multiple of 16.
-    #[arg(long, default_value_t = defaults::HEIGHT)]
-    pub height: u32,
+    /// Width in pixels, a multiple of 16 [default: --image's width, else 832].
+    #[arg(long)]
+    pub width: Option<u32>,
+    /// Height in pixels, a multiple of 16 [default: --image's height, else 480].
+    #[arg(long)]
+    pub height: Option<u32>,
+    /// Image-to-video: the clip's first frame, a PNG or JPEG of the clip's size (an
+    /// image-to-video model, such as Wan2.1-I2V-14B-480P, is needed). Uploaded to the
+    /// coordinator once, by content.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// First-and-last-frame: the clip's last frame, as --image (a first-and-last-frame model,
+    /// such as Wan2.1-FLF2V-14B-720P, is needed).
+    #[arg(long, requires = "image")]
+    pub last_image: Option<PathBuf>,
     /// Denoising steps.
     #[arg(long, default_value_t = defaults::STEPS)]
     pub steps: u32,
@@ -61,7 +72,17 @@ pub struct JobArgs {
 }
 
 impl JobArgs {
-    pub fn to_spec(&self, default_formats: &[OutputKind]) -> JobSpec {
+    /// The job's reference images, read and checked (decodable PNG or JPEG).
+    pub fn reference_images(&self) -> anyhow::Result<Vec<LocalImage>> {
+        [("--image", &self.image), ("--last-image", &self.last_image)]
+            .into_iter()
+            .filter_map(|(flag, p)| p.as_ref().map(|p| LocalImage::read(p, flag)))
+            .collect()
+    }
+
+    /// The spec, naming `images` (from [`Self::reference_images`]) by digest; the size defaults
+    /// to the first image's.
+    pub fn to_spec(&self, default_formats: &[OutputKind], images: &[LocalImage]) -> JobSpec {
         let length = match (self.duration, self.frames) {
             (_, Some(f)) => ClipLength::Frames(f),
             (Some(s), None) => ClipLength::Seconds(s),
@@ -79,8 +100,14 @@ impl JobArgs {
             seed: self.seed,
             length,
             fps: self.fps,
-            width: self.width,
-            height: self.height,
+            width: self
+                .width
+                .or(images.first().map(|i| i.width))
+                .unwrap_or(defaults::WIDTH),
+            height: self
+                .height
+                .or(images.first().map(|i| i.height))
+                .unwrap_or(defaults::HEIGHT),
             steps: self.steps,
             guidance: self.guidance,
             shift: self.shift,
@@ -92,6 +119,10 @@ impl JobArgs {
                 BlendMode::Independent
             } else {
                 BlendMode::CoDenoise
+            },
+            inputs: JobInputs {
+                image: images.first().map(|i| i.digest.clone()),
+                last_image: images.get(1).map(|i| i.digest.clone()),
             },
         }
     }

@@ -98,9 +98,11 @@ pub async fn submit(coordinator: &str, a: SubmitArgs, json: bool) -> Result<()> 
 }
 
 async fn submit_in(coordinator: &str, a: SubmitArgs, json: bool, span: &tracing::Span) -> Result<()> {
+    let images = a.job.reference_images()?;
     let client = connect(coordinator).await?;
+    crate::inputs::upload(&client, &images).await?;
     let r = client
-        .submit(a.job.to_spec(&[defaults::OUTPUT]), String::new())
+        .submit(a.job.to_spec(&[defaults::OUTPUT], &images), String::new())
         .await
         .map_err(|e| anyhow!("{e}"))?;
     span.record("job_id", r.job_id.as_str());
@@ -157,6 +159,14 @@ pub fn print_status(s: &JobStatus, json: bool) {
     );
     if let Some(e) = &s.error {
         println!("    error: {e}");
+    }
+    for (name, d) in [
+        ("image", &s.spec.inputs.image),
+        ("last image", &s.spec.inputs.last_image),
+    ] {
+        if let Some(d) = d {
+            println!("    {name} sha256:{d}");
+        }
     }
     let r = &s.recovery;
     if r.resumes > 0 || r.checkpoint_step > 0 {
@@ -425,8 +435,13 @@ pub async fn models(coordinator: &str, json: bool) -> Result<()> {
         if json {
             println!("{}", serde_json::to_string(&m)?);
         } else {
+            let takes = match m.reference_images {
+                0 => "text-to-video",
+                1 => "image-to-video (--image)",
+                _ => "first-and-last-frame (--image, --last-image)",
+            };
             println!(
-                "{:<20} window {} latent frames ({} video frames), overlap {}, {} channels, {}x spatial / {}x temporal compression",
+                "{:<20} {takes}, window {} latent frames ({} video frames), overlap {}, {} channels, {}x spatial / {}x temporal compression",
                 m.name,
                 m.window_frames,
                 m.output_frames_for(m.window_frames),

@@ -5,13 +5,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use longshot_core::scheduler::{strength, Schedule, Solver};
 use longshot_core::tensor::{LatentShape, Latents};
-use longshot_models::wan::image2video::{self, ReferenceImages};
+use longshot_models::wan::image2video::{ImageCondition, ReferenceImages};
 use longshot_models::wan::layout::{
     channel_major_to_frame_major, frame_major_to_channel_major, unit_rgb_to_signed_frames,
 };
-use longshot_models::wan::sample::sample_with_condition;
+use longshot_models::wan::sample;
 use longshot_models::wan::tensor_io::{self, Tensor};
-use longshot_models::wan::transformer::denoiser::{model_info, WanDenoiser};
+use longshot_models::wan::transformer::denoiser::{model_info, ImageConditioning, WanDenoiser, WanForward};
 use longshot_models::wan::{
     forward_flops_breakdown, ClipImageProcessor, ClipVisionEncoder, PipelineDir, TextEncoder, TransformerConfig,
     WanTransformer, WanVae, WanVaeDecoder, WanVaeEncoder,
@@ -147,7 +147,7 @@ fn dit(io: &DevIo) -> Result<()> {
         false => None,
     };
     let image = image.as_ref().map(|t| t["encoder_hidden_states_image"].data.as_slice());
-    let out = transformer.forward_batch_with_image(&x.data, shape, &ts.data, &ctx.data, image)?;
+    let out = transformer.forward_batch(&x.data, shape, &ts.data, &ctx.data, image)?;
     let c_out = transformer.config().out_channels();
     let out = Tensor {
         shape: vec![shape[0], c_out, shape[2], shape[3], shape[4]],
@@ -235,7 +235,7 @@ fn vae_encode(io: &DevIo) -> Result<()> {
 }
 
 /// IN's `video` [F,H,W,3] in [0, 1] through the VAE encoder and the pipeline's normalisation:
-/// frame-major latents of `dims` [T, C, H, W].
+/// frame-major latents of shape `want` [T, C, H, W].
 fn encode_video(pipeline: &PipelineDir, inputs: &std::path::Path, want: [usize; 4]) -> Result<Vec<f32>> {
     let encoder = WanVaeEncoder::load(&pipeline.component_dir("vae")?).context("loading the VAE encoder")?;
     let t = tensor_io::read(inputs, &["video"])?;
@@ -290,7 +290,7 @@ fn sample(a: &SampleArgs) -> Result<()> {
             channel_major_to_frame_major(&t["latents"].data, c, lt, h * w),
         )
         .ok_or_else(|| anyhow::anyhow!("latents do not match their shape"))?;
-        let final_latents = image_to_video(&pipeline, &transformer, &a.io.inputs, &t, x, &schedule, a.guidance)?;
+        let final_latents = image_to_video(&pipeline, transformer, &a.io.inputs, &t, x, &schedule, a.guidance)?;
         return write_sample(&a.io.out, &vae, final_latents);
     }
     let info = model_info("wan2.1", &transformer);
@@ -321,7 +321,7 @@ fn sample(a: &SampleArgs) -> Result<()> {
 /// VAE condition, then the conditioned loop from `x`.
 fn image_to_video(
     pipeline: &PipelineDir,
-    transformer: &WanTransformer,
+    transformer: Arc<WanTransformer>,
     inputs: &std::path::Path,
     t: &std::collections::BTreeMap<String, Tensor>,
     x: Latents,
@@ -358,8 +358,6 @@ fn image_to_video(
         pixels.extend(processor.preprocess(&l.data, ih, iw)?);
     }
     let embeds = clip.penultimate(&pixels, [1 + usize::from(two), 3, cs, cw])?;
-    let cond = transformer.encode_conditioning(&t["prompt_embeds"].data, Some(&embeds))?;
-    let uncond = transformer.encode_conditioning(&t["negative_prompt_embeds"].data, Some(&embeds))?;
     let encoder = WanVaeEncoder::load(&pipeline.component_dir("vae")?).context("loading the VAE encoder")?;
     let frames = encoder.config().output_frames(shape.frames);
     let refs = ReferenceImages {
@@ -368,16 +366,19 @@ fn image_to_video(
         height: ih,
         width: iw,
     };
-    let condition = image2video::condition(&encoder, &refs, frames)?;
-    Ok(sample_with_condition(
+    let condition = ImageCondition::new(Arc::new(encoder), &refs, frames)?;
+    let info = model_info("wan2.1", &transformer);
+    let mut denoiser = WanDenoiser::conditioned(
+        info,
         transformer,
-        x,
-        &condition,
-        &cond,
-        &uncond,
-        schedule,
-        guidance,
-    )?)
+        &t["prompt_embeds"].data,
+        &t["negative_prompt_embeds"].data,
+        Some(ImageConditioning {
+            tokens: &embeds,
+            condition,
+        }),
+    )?;
+    Ok(sample::sample(&mut denoiser, x, schedule, guidance)?)
 }
 
 /// Decodes `final_latents` and writes OUT: `latents` [1,C,T,H,W] and `video` [F,H,W,3].

@@ -288,7 +288,8 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
             a.output.display()
         )
     })?;
-    let mut spec = a.job.to_spec(&[main_format]);
+    let images = a.job.reference_images()?;
+    let mut spec = a.job.to_spec(&[main_format], &images);
     // Everything that can be checked here is, before a process starts (`render_checks`).
     // `--model DIR`: serve that pipeline on the local workers, under its default name.
     let mut models = Vec::new();
@@ -327,6 +328,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         max_frames: None,
         max_steps: None,
         max_output_bytes: None,
+        max_input_bytes: longshot_core::inputs::DEFAULT_MAX_INPUT_BYTES,
         max_connections: 4096,
         max_connections_per_client: 256,
         idle_timeout: 120.0,
@@ -347,6 +349,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         .map_err(|e| with_worker_logs(e, &logs, kept_logs))?;
     let result = async {
         let client = connect(&cluster.endpoint).await?;
+        crate::inputs::upload(&client, &images).await?;
         let submitted = client.submit(spec, String::new()).await.map_err(|e| anyhow!("{e}"))?;
         if !json {
             let p = submitted.plan;

@@ -12,6 +12,7 @@ mod args;
 mod certs;
 mod client_cmds;
 mod dev;
+mod inputs;
 mod local_cluster;
 mod metrics_http;
 mod progress;

@@ -191,6 +191,10 @@ pub struct CoordinatorArgs {
     /// bytes, or with a unit (`200G`; powers of 1024).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_output_bytes: Option<u64>,
+    /// The largest input a client may upload (a reference image): bytes, or with a unit (`64M`;
+    /// powers of 1024).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64M")]
+    pub max_input_bytes: u64,
     /// Jobs one client address may submit a minute (0: no limit); more are refused, saying when
     /// to retry.
     #[arg(long, value_name = "N", default_value_t = 600)]
@@ -366,6 +370,7 @@ impl CoordinatorArgs {
             max_frames: self.max_frames,
             max_steps: self.max_steps,
             max_output_bytes: self.max_output_bytes,
+            max_input_bytes: self.max_input_bytes,
         };
         cfg.version = env!("LONGSHOT_BUILD").into();
         cfg.metrics = self.metrics_listen.0.is_some().then(prometheus::Registry::new);

@@ -250,8 +250,9 @@ fn twenty_thousand_idle_connections_leave_the_coordinator_serving() {
 #[test]
 fn a_worker_port_refuses_messages_above_what_its_budget_admits() {
     let options = ClusterOptions {
-        // 64 MiB of job state: windows of up to 8 MiB of latents, checkpoints of up to 32 MiB, so
-        // requests up to 33 MiB.
+        // 64 MiB of job state: windows of up to 8 MiB of latents, checkpoints of up to 32 MiB; a
+        // shard's conditioning (prompts, reference images, their embeddings) may take up to
+        // 114.5 MiB, so requests up to 115.5 MiB.
         worker_args: ["--memory-budget", "64M"].map(String::from).to_vec(),
         // The requests below come from a bare tonic client, without TLS.
         insecure: true,
@@ -266,7 +267,7 @@ fn a_worker_port_refuses_messages_above_what_its_budget_admits() {
             let mut client = pb::worker_service_client::WorkerServiceClient::connect(endpoint)
                 .await
                 .unwrap()
-                .max_encoding_message_size(64 << 20);
+                .max_encoding_message_size(256 << 20);
             let assignment = pb::ShardAssignment {
                 job_id: "oversize".into(),
                 conditioning: Some(pb::Conditioning {
@@ -281,11 +282,11 @@ fn a_worker_port_refuses_messages_above_what_its_budget_admits() {
                 .expect_err("a malformed assignment is refused")
         })
     };
-    let over = run_shard(40 << 20);
+    let over = run_shard(130 << 20);
     assert_eq!(over.code(), tonic::Code::OutOfRange, "{over:?}");
     assert!(over.message().contains("message length too large"), "{over:?}");
     // Below the cap the message is decoded, and refused for what it says.
-    let under = run_shard(30 << 20);
+    let under = run_shard(100 << 20);
     assert_ne!(under.code(), tonic::Code::OutOfRange, "{under:?}");
     assert_eq!(under.code(), tonic::Code::InvalidArgument, "{under:?}");
     let job = submit(

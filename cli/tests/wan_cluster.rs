@@ -312,3 +312,161 @@ fn a_worker_demanding_cuda_without_a_gpu_refuses_to_start() {
         "{stderr}"
     );
 }
+
+/// A whole WanImageToVideoPipeline directory: `pipeline_i2v`'s transformer, VAE, scheduler, CLIP
+/// image encoder and processor with `umt5_tiny`'s text encoder and tokenizer.
+fn tiny_i2v_pipeline(root: &Path) -> PathBuf {
+    let dir = root.join("wan-tiny-i2v");
+    let f = fixtures();
+    for c in ["transformer", "vae", "scheduler", "image_encoder", "image_processor"] {
+        copy_dir(&f.join("pipeline_i2v").join(c), &dir.join(c));
+    }
+    for c in ["text_encoder", "tokenizer"] {
+        copy_dir(&f.join("umt5_tiny").join(c), &dir.join(c));
+    }
+    let index = serde_json::json!({
+        "_class_name": "WanImageToVideoPipeline",
+        "_diffusers_version": "0.42.1",
+        "image_encoder": ["transformers", "CLIPVisionModel"],
+        "image_processor": ["transformers", "CLIPImageProcessor"],
+        "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+        "text_encoder": ["transformers", "UMT5EncoderModel"],
+        "tokenizer": ["transformers", "T5TokenizerFast"],
+        "transformer": ["diffusers", "WanTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLWan"],
+    });
+    std::fs::write(dir.join("model_index.json"), serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+    dir
+}
+
+/// An RGB PNG of `width × height` whose pixels depend on `seed`.
+fn write_png(path: &Path, width: u32, height: u32, seed: u32) {
+    let data: Vec<u8> = (0..width * height * 3)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(0x85eb_ca6b)) >> 24) as u8)
+        .collect();
+    let file = std::fs::File::create(path).unwrap();
+    let mut e = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    e.set_color(png::ColorType::Rgb);
+    e.write_header().unwrap().write_image_data(&data).unwrap();
+}
+
+/// Image-to-video on real worker processes: a three-window clip from a reference image (its size
+/// is the clip's), uploaded once by content, bit-identical on one and three workers; the image
+/// reaches the model (another image changes the result); and bad inputs are refused at submit,
+/// naming the field, with no job created.
+#[test]
+fn a_tiny_wan_i2v_clip_renders_bit_identically_on_one_and_three_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_i2v_pipeline(tmp.path());
+    let served = format!("tiny-i2v={}", model.display());
+    let (image, other, wrong_size, not_image) = (
+        tmp.path().join("first.png"),
+        tmp.path().join("other.png"),
+        tmp.path().join("wide.png"),
+        tmp.path().join("notes.png"),
+    );
+    write_png(&image, 48, 32, 1);
+    write_png(&other, 48, 32, 2);
+    write_png(&wrong_size, 64, 32, 1);
+    std::fs::write(&not_image, b"not a picture").unwrap();
+    // JOB without --width/--height: the image gives the size.
+    let job: Vec<&str> = JOB
+        .chunks(2)
+        .filter(|kv| !matches!(kv[0], "--width" | "--height"))
+        .flatten()
+        .copied()
+        .collect();
+    let mut renders = Vec::new();
+    for workers in [1usize, 3] {
+        let options = ClusterOptions {
+            worker_args: vec!["--model".into(), served.clone()],
+            ..Default::default()
+        };
+        let c = Cluster::start_with(workers, 30.0, options);
+        let models = c.ok(&["--json", "models"]);
+        assert!(models.contains("\"reference_images\":1"), "{models}");
+        let mut args = vec!["--model", "tiny-i2v", "--image", image.to_str().unwrap()];
+        args.extend(&job);
+        args.extend(["--format", "latents"]);
+        let id = submit(&c, &args);
+        let s = c.wait_state(&id, TERMINAL, Duration::from_secs(300));
+        assert_eq!(s["state"], "done", "job failed: {s}\n{}", c.logs());
+        assert_eq!(
+            (s["plan"]["windows"].as_u64(), s["spec"]["width"].as_u64()),
+            (Some(3), Some(48))
+        );
+        let lat = c.dir.path().join("clip.safetensors");
+        c.ok(&["fetch", &id, "-o", lat.to_str().unwrap()]);
+        renders.push(latents(&lat));
+        let encoded: usize = (0..workers)
+            .map(|i| {
+                std::fs::read_to_string(c.dir.path().join(format!("worker-{i}.log")))
+                    .unwrap()
+                    .matches("encoded the prompts")
+                    .count()
+            })
+            .sum();
+        assert_eq!(encoded, 1, "conditioning is encoded once per job\n{}", c.logs());
+        if workers == 3 {
+            // Each refusal names the field and creates no job.
+            let jobs_before = c.ok(&["--json", "list"]).lines().count();
+            let refused = |extra: &[&str], want: &str| {
+                let mut args = vec!["submit"];
+                args.extend(extra);
+                args.extend(&job);
+                let out = c.cli(&args);
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+            };
+            let img = image.to_str().unwrap();
+            refused(
+                &["--model", "procedural", "--image", img],
+                r#"image: model "procedural" is text-to-video: it takes no image"#,
+            );
+            refused(
+                &["--model", "tiny-i2v"],
+                r#"image: model "tiny-i2v" is image-to-video: it needs the clip's first frame (--image)"#,
+            );
+            refused(
+                &["--model", "tiny-i2v", "--image", img, "--last-image", img],
+                r#"last_image: model "tiny-i2v" takes one image, the first frame"#,
+            );
+            refused(
+                &[
+                    "--model",
+                    "tiny-i2v",
+                    "--image",
+                    wrong_size.to_str().unwrap(),
+                    "--width",
+                    "48",
+                    "--height",
+                    "32",
+                ],
+                "image: is 64x32, but the clip is 48x32",
+            );
+            refused(
+                &["--model", "tiny-i2v", "--image", not_image.to_str().unwrap()],
+                "--image",
+            );
+            assert_eq!(
+                c.ok(&["--json", "list"]).lines().count(),
+                jobs_before,
+                "a refused job was created"
+            );
+            // Another image changes the clip: the image conditions it.
+            let mut args = vec!["--model", "tiny-i2v", "--image", other.to_str().unwrap()];
+            args.extend(&job);
+            args.extend(["--format", "latents"]);
+            let id = submit(&c, &args);
+            let s = c.wait_state(&id, TERMINAL, Duration::from_secs(300));
+            assert_eq!(s["state"], "done", "job failed: {s}\n{}", c.logs());
+            let lat = c.dir.path().join("other.safetensors");
+            c.ok(&["fetch", &id, "-o", lat.to_str().unwrap()]);
+            assert!(
+                latents(&lat) != renders[0],
+                "another reference image did not change the clip"
+            );
+        }
+    }
+    assert!(renders[0] == renders[1], "I2V latents differ between 1 and 3 workers");
+}

@@ -14,11 +14,24 @@ use longshot_core::job::{ClipLength, FieldError, ResolvedJob};
 use longshot_media::VideoMeta;
 
 /// Per-job caps (`None`: only what the cluster can hold limits the job).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdmissionLimits {
     pub max_frames: Option<u32>,
     pub max_steps: Option<u32>,
     pub max_output_bytes: Option<u64>,
+    /// The largest uploaded input (`--max-input-bytes`).
+    pub max_input_bytes: u64,
+}
+
+impl Default for AdmissionLimits {
+    fn default() -> Self {
+        Self {
+            max_frames: None,
+            max_steps: None,
+            max_output_bytes: None,
+            max_input_bytes: longshot_core::inputs::DEFAULT_MAX_INPUT_BYTES,
+        }
+    }
 }
 
 /// Bytes a worker holds per window of `job`.

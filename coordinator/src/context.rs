@@ -24,6 +24,11 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The uploaded inputs.
+    pub fn inputs(&self) -> crate::inputs::InputStore {
+        crate::inputs::InputStore::new(&self.cfg.data_dir, self.cfg.limits.max_input_bytes)
+    }
+
     pub fn new(
         cfg: CoordinatorConfig,
         registry: Arc<dyn Registry>,

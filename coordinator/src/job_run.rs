@@ -14,7 +14,8 @@ use futures::stream::{self, SelectAll, StreamExt};
 use longshot_core::api::*;
 use longshot_core::checkpoint::WindowState;
 use longshot_core::codenoise::BlendMode;
-use longshot_core::denoiser::{Conditioning, ModelInfo, TextEmbeddings};
+use longshot_core::denoiser::{Conditioning, ModelInfo};
+use longshot_core::inputs::ReferenceImages;
 use longshot_core::job::ResolvedJob;
 use longshot_media::VideoMeta;
 use std::collections::BTreeMap;
@@ -274,14 +275,18 @@ impl JobRun {
     /// shard. Each event stream ends with `None`, so a worker that vanishes without `Finished`
     /// is noticed.
     async fn start_shards(&mut self, clients: &[Arc<dyn WorkerApi>]) -> Result<ShardEvents, RunError> {
-        // Text embeddings once per job, on the first worker; every assignment carries them.
-        let embeddings = self.encode_prompts(clients[0].clone()).await?;
+        // Text (and image) embeddings once per job, on the first worker; every assignment
+        // carries them, and the reference images.
+        let reference = self.reference_images().await?;
+        let encoded = self.encode_prompts(clients[0].clone(), reference.clone()).await?;
         let nccl_id = self.nccl_unique_id(clients[0].clone()).await?;
         let spec = &self.resolved.spec;
         let conditioning = Conditioning {
             prompt: spec.prompt.clone(),
             negative_prompt: spec.negative_prompt.clone(),
-            embeddings,
+            embeddings: encoded.text,
+            reference,
+            image_embeddings: encoded.image,
         };
         let mut events: ShardEvents = SelectAll::new();
         if let Some(c) = &self.resume {
@@ -526,15 +531,34 @@ impl JobRun {
             }))
     }
 
-    /// Asks `client` (the gang's first worker) for the job's text embeddings, watching for a
-    /// cancel and for the worker leaving the cluster meanwhile (a frozen worker never answers).
-    async fn encode_prompts(&mut self, client: Arc<dyn WorkerApi>) -> Result<Option<TextEmbeddings>, RunError> {
+    /// The job's reference images, read and decoded from the input store (checked at submit;
+    /// a failure now means the store lost them).
+    async fn reference_images(&self) -> Result<Option<ReferenceImages>, RunError> {
+        let (store, spec) = (self.inner.inputs(), self.resolved.spec.clone());
+        tokio::task::spawn_blocking(move || store.reference_images(&spec.inputs, spec.width, spec.height))
+            .await
+            .map_err(|e| RunError::Failed(format!("reading the job's inputs: {e}")))?
+            .map_err(|errors| {
+                let why: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                RunError::Failed(format!("the job's inputs: {}", why.join("; ")))
+            })
+    }
+
+    /// Asks `client` (the gang's first worker) for the job's text (and image) embeddings,
+    /// watching for a cancel and for the worker leaving the cluster meanwhile (a frozen worker
+    /// never answers).
+    async fn encode_prompts(
+        &mut self,
+        client: Arc<dyn WorkerApi>,
+        reference: Option<ReferenceImages>,
+    ) -> Result<EncodedConditioning, RunError> {
         let spec = &self.resolved.spec;
         let request = EncodeTextRequest {
             job_id: self.job_id.clone(),
             model: self.model.name.clone(),
             prompt: spec.prompt.clone(),
             negative_prompt: spec.negative_prompt.clone(),
+            reference,
         };
         let w = self.workers[0].clone();
         let started = std::time::Instant::now();
@@ -567,8 +591,11 @@ impl JobRun {
                 w.id, w.address
             ))
         })?;
-        if let Some(e) = &embeddings {
+        if let Some(e) = &embeddings.text {
             tracing::info!(job = %self.job_id, worker = %w.id, rows = e.rows, dim = e.dim, secs = started.elapsed().as_secs_f64(), "prompts encoded");
+        }
+        if let Some(e) = &embeddings.image {
+            tracing::info!(job = %self.job_id, worker = %w.id, rows = e.rows, dim = e.dim, "reference images encoded");
         }
         Ok(embeddings)
     }

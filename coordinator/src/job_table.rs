@@ -574,6 +574,7 @@ mod tests {
             outputs: vec![defaults::OUTPUT],
             priority: 0,
             blend: BlendMode::CoDenoise,
+            inputs: Default::default(),
         };
         let resolved = spec.resolve(&model, 1).unwrap();
         let mut t = JobTable::new(

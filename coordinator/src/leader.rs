@@ -13,6 +13,7 @@ use crate::service::Coordinator;
 use etcd_client::{Client, LeaderKey};
 use longshot_core::api::*;
 use longshot_core::denoiser::ModelInfo;
+use longshot_core::inputs::{InputDigest, InputInfo};
 use longshot_core::job::{JobSpec, OutputKind};
 use longshot_etcd::schema::LEADER_ELECTION;
 use longshot_etcd::{connect_once, timed, Backoff, EtcdError};
@@ -232,6 +233,17 @@ impl JobApi for Gate {
     fn drain(&self, worker_id: String, drain: bool) -> BoxFuture<'_, Result<WorkerState, ApiError>> {
         match self.leader.get() {
             Some(c) => c.drain(worker_id, drain),
+            None => self.standby(),
+        }
+    }
+
+    fn upload_input(
+        &self,
+        chunks: BoxStream<Result<Vec<u8>, ApiError>>,
+        expected: Option<InputDigest>,
+    ) -> BoxFuture<'_, Result<InputInfo, ApiError>> {
+        match self.leader.get() {
+            Some(c) => c.upload_input(chunks, expected),
             None => self.standby(),
         }
     }

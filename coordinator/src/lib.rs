@@ -13,6 +13,7 @@
 //! - `dispatch`: the scheduling loop that places the queue and starts runs.
 //! - `job_run`: one job's run on its gang (prompts, shards, progress, failure, cancellation).
 //! - [`outputs`]: a finished job's files, streamed to clients.
+//! - [`inputs`]: uploaded inputs (reference images) by content address, decoded and checked.
 //! - `retention`: removes finished jobs (records and outputs) after `--retain-finished`.
 //! - [`leader`]: with etcd, the election among coordinators and what a standby answers.
 //! - [`metrics`]: the coordinator's Prometheus metrics (recorded by the job table and the loop).
@@ -35,6 +36,7 @@ mod context;
 mod disk_space;
 mod dispatch;
 pub mod etcd_registry;
+pub mod inputs;
 mod job_run;
 pub mod job_store;
 mod job_table;

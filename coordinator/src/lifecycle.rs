@@ -151,6 +151,7 @@ mod tests {
             outputs: vec![defaults::OUTPUT],
             priority: 0,
             blend: BlendMode::CoDenoise,
+            inputs: Default::default(),
         };
         JobStatus {
             job_id: "job-1".into(),

@@ -16,7 +16,22 @@ pub(crate) async fn retention_loop(weak: Weak<Inner>) {
         let Some(inner) = weak.upgrade() else { return };
         let retain = inner.cfg.retain_finished;
         let dirs = inner.lock().expire(now_ms(), retain);
+        // Inputs no job refers to go once they are as old as finished jobs may be.
+        let keep: std::collections::HashSet<_> = inner
+            .lock()
+            .jobs()
+            .flat_map(|j| {
+                let i = &j.resolved.spec.inputs;
+                i.image.iter().chain(&i.last_image).cloned().collect::<Vec<_>>()
+            })
+            .collect();
+        let inputs = inner.inputs();
         drop(inner);
+        match tokio::task::spawn_blocking(move || inputs.sweep(&keep, retain)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} unused inputs"),
+            Err(e) => tracing::warn!("the input sweep failed: {e}"),
+        }
         for dir in dirs {
             match tokio::fs::remove_dir_all(&dir).await {
                 Ok(()) => tracing::info!("removed the expired outputs {}", dir.display()),

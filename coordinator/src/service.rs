@@ -15,6 +15,7 @@ use crate::registry::Registry;
 use futures::StreamExt;
 use longshot_core::api::*;
 use longshot_core::denoiser::ModelInfo;
+use longshot_core::inputs::{InputDigest, InputInfo};
 use longshot_core::job::{FieldError, JobSpec, OutputKind, ResolvedJob};
 use std::sync::Arc;
 use tokio_stream::wrappers::BroadcastStream;
@@ -122,6 +123,13 @@ impl Coordinator {
         };
         let resolved = valid
             .resolve(&model, rand::random())
+            .map_err(ApiError::InvalidArgument)?;
+        // Reference images are read and decoded off the runtime; only their checks matter here
+        // (a run decodes them again from the store: nothing decoded is persisted).
+        let (store, spec) = (self.inner.inputs(), resolved.spec.clone());
+        tokio::task::spawn_blocking(move || store.reference_images(&spec.inputs, spec.width, spec.height))
+            .await
+            .map_err(|e| ApiError::Internal(format!("checking the job's inputs: {e}")))?
             .map_err(ApiError::InvalidArgument)?;
         let serving: Vec<&WorkerInfo> = workers.iter().filter(|w| w.models.contains(&model)).collect();
         let free = available_bytes(&self.inner.cfg.data_dir)
@@ -308,6 +316,18 @@ impl JobApi for Coordinator {
             tracing::info!(worker = %worker_id, drained = drain, "worker {}", if drain { "drained" } else { "takes jobs again" });
             self.inner.wake.notify_one();
             Ok(state)
+        })
+    }
+
+    fn upload_input(
+        &self,
+        chunks: BoxStream<Result<Vec<u8>, ApiError>>,
+        expected: Option<InputDigest>,
+    ) -> BoxFuture<'_, Result<InputInfo, ApiError>> {
+        Box::pin(async move {
+            let info = self.inner.inputs().put(chunks, expected).await?;
+            tracing::info!(digest = %info.digest, bytes = info.size_bytes, "stored an input");
+            Ok(info)
         })
     }
 

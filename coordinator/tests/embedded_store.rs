@@ -32,6 +32,7 @@ fn spec(seed: u64) -> JobSpec {
         outputs: vec![OutputKind::Latents],
         priority: 0,
         blend: BlendMode::CoDenoise,
+        inputs: Default::default(),
     }
 }
 

@@ -90,6 +90,7 @@ fn spec(prompt: &str) -> JobSpec {
         outputs: vec![OutputKind::Png],
         priority: 0,
         blend: BlendMode::CoDenoise,
+        inputs: Default::default(),
     }
 }
 

@@ -49,6 +49,7 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         outputs: vec![OutputKind::Mp4],
         priority,
         blend: BlendMode::CoDenoise,
+        inputs: Default::default(),
     };
     let resolved = spec.resolve(&model, seq * 7919).expect("a valid job");
     let job_id = format!("job-{seq:04}-0000beef");

@@ -18,6 +18,7 @@ fn model(k: usize) -> ModelInfo {
         spatial_compression: 8,
         default_overlap: 1,
         weights: weights.into(),
+        reference_images: 0,
     }
 }
 

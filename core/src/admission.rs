@@ -34,14 +34,28 @@ pub fn budget_of(w: &WorkerInfo) -> u64 {
 /// text encoder, the largest any served model has).
 pub const MAX_TEXT_CONDITIONING_BYTES: u64 = 512 * 4096 * 4;
 
+/// Bytes of an image-to-video job's reference images at most: first and last frame, 8-bit RGB at
+/// the largest clip side (`job::MAX_SIDE`).
+pub const MAX_REFERENCE_IMAGES_BYTES: u64 = 2 * 3 * (crate::job::MAX_SIDE as u64 * crate::job::MAX_SIDE as u64);
+
+/// Bytes of the image encoder's output at most: two images of CLIP ViT-H/14's 257 tokens of 1280
+/// f32 (Wan2.1 I2V's image encoder).
+pub const MAX_IMAGE_CONDITIONING_BYTES: u64 = 2 * 257 * 1280 * 4;
+
+/// Bytes of a shard's conditioning at most: a prompt and a negative prompt, reference images and
+/// their embeddings.
+pub const MAX_CONDITIONING_BYTES: u64 =
+    2 * MAX_TEXT_CONDITIONING_BYTES + MAX_REFERENCE_IMAGES_BYTES + MAX_IMAGE_CONDITIONING_BYTES;
+
 /// The largest message a worker with `budget` bytes of job state is sent by a legitimate peer:
 /// a resumed window's checkpoint (its latents and the solver's three saved copies: 4 of the
-/// [`WINDOW_STATE_COPIES`] copies the budget covers), a shard's conditioning (a prompt and a
-/// negative prompt), or an overlap frame (smaller than either), plus 1 MiB for the rest of the
-/// message. The worker's port refuses anything larger from its length prefix.
+/// [`WINDOW_STATE_COPIES`] copies the budget covers), a shard's conditioning
+/// ([`MAX_CONDITIONING_BYTES`], about 115 MiB), or an overlap frame (smaller than either), plus
+/// 1 MiB for the rest of the message. The worker's port refuses anything larger from its length
+/// prefix.
 pub fn largest_worker_message(budget: u64) -> u64 {
     let checkpoint = (budget / WINDOW_STATE_COPIES).saturating_mul(4);
-    checkpoint.max(2 * MAX_TEXT_CONDITIONING_BYTES).saturating_add(1 << 20)
+    checkpoint.max(MAX_CONDITIONING_BYTES).saturating_add(1 << 20)
 }
 
 /// How many windows of `window_bytes` fit in `budget`.
@@ -86,9 +100,11 @@ mod tests {
         let window = window_state_bytes(21, 16, 60, 104);
         let latents = 21 * 16 * 60 * 104 * 4;
         assert!(largest_worker_message(window) >= 4 * latents);
-        assert!(largest_worker_message(window) < 5 * latents);
-        // Small budgets still take a full prompt and negative prompt.
-        assert_eq!(largest_worker_message(0), 2 * MAX_TEXT_CONDITIONING_BYTES + (1 << 20));
+        // A budget of sixteen: exactly half of it, the checkpoint of all sixteen's latents.
+        assert_eq!(largest_worker_message(16 * window), 64 * latents + (1 << 20));
+        // Small budgets still take the largest conditioning: prompts, images and their embeddings.
+        assert_eq!(largest_worker_message(0), MAX_CONDITIONING_BYTES + (1 << 20));
+        assert_eq!(MAX_CONDITIONING_BYTES, 16 * (1 << 20) + 96 * (1 << 20) + 2_631_680);
         // No budget: no overflow, and no cap below the transport's own.
         assert!(largest_worker_message(u64::MAX) >= u64::MAX / 2);
     }

@@ -7,6 +7,7 @@ use crate::checkpoint::WindowState;
 use crate::codenoise::BlendMode;
 use crate::denoiser::{Conditioning, ModelInfo, TextEmbeddings};
 use crate::exchange::OverlapMessage;
+use crate::inputs::{ImageEmbeddings, InputInfo, ReferenceImages};
 use crate::job::{FieldError, JobSpec, OutputKind};
 use crate::plan::WindowPlan;
 use crate::scheduler::Schedule;
@@ -276,6 +277,15 @@ pub struct EncodeTextRequest {
     pub model: String,
     pub prompt: String,
     pub negative_prompt: String,
+    /// Image-to-video: the reference images, for the model's image encoder.
+    pub reference: Option<ReferenceImages>,
+}
+
+/// What a worker's encoders made of a job's conditioning: `None` where the model takes none.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EncodedConditioning {
+    pub text: Option<TextEmbeddings>,
+    pub image: Option<ImageEmbeddings>,
 }
 
 /// What a worker streams back while running a shard.
@@ -344,6 +354,9 @@ pub enum ApiError {
     /// The caller did not prove who it is (no client token, or one the server does not know).
     #[error("{0}")]
     Unauthenticated(String),
+    /// Bytes arrived damaged (an upload whose content does not hash to the digest the client sent).
+    #[error("{0}")]
+    DataLoss(String),
     /// A standby coordinator: only the leader (at `leader`'s address, if one is elected) serves.
     #[error("{}", not_leader(.leader))]
     NotLeader { leader: Option<String> },
@@ -400,6 +413,13 @@ pub trait JobApi: Send + Sync + 'static {
     /// Stops placing new jobs on a worker (`drain`), or lets it take them again; a job running
     /// there runs on. The worker's state as `workers` now reports it.
     fn drain(&self, worker_id: String, drain: bool) -> BoxFuture<'_, Result<WorkerState, ApiError>>;
+    /// Stores an input's bytes (chunks of at most [`crate::inputs::UPLOAD_CHUNK_BYTES`]) under
+    /// their SHA-256; `expected`, when given, must be that digest. Jobs then name it by digest.
+    fn upload_input(
+        &self,
+        chunks: BoxStream<Result<Vec<u8>, ApiError>>,
+        expected: Option<crate::inputs::InputDigest>,
+    ) -> BoxFuture<'_, Result<InputInfo, ApiError>>;
 }
 
 /// Which jobs [`JobApi::list`] answers with.
@@ -429,10 +449,11 @@ pub trait RegistryApi: Send + Sync + 'static {
 /// What a worker serves to the coordinator (gRPC `WorkerService`).
 pub trait WorkerApi: Send + Sync + 'static {
     fn run_shard(&self, assignment: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>>;
-    /// Encodes a job's prompt and negative prompt with `model`'s text encoder, once per job on
-    /// one worker; the coordinator sends the result with every assignment. `Ok(None)` when the
-    /// model takes no embeddings (it conditions on the prompt text itself).
-    fn encode_text(&self, request: EncodeTextRequest) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>>;
+    /// Encodes a job's prompt and negative prompt with `model`'s text encoder (and its reference
+    /// images with the image encoder), once per job on one worker; the coordinator sends the
+    /// result with every assignment. Text `None` when the model takes no embeddings (it
+    /// conditions on the prompt text itself).
+    fn encode_text(&self, request: EncodeTextRequest) -> BoxFuture<'_, Result<EncodedConditioning, ApiError>>;
     /// Creates the `ncclUniqueId` of a gang's communicator (asked of the gang's rank 0, whose
     /// process then hosts NCCL's bootstrap root). Workers that cannot join NCCL communicators
     /// (their `WorkerInfo::nccl_gpu` is `None`) refuse.

@@ -6,6 +6,7 @@
 //! forwards (never batched: batching changes GEMM shapes and therefore rounding) and combines them.
 //! A [`FrameDecoder`] turns owned latent frames into RGB frames.
 
+use crate::inputs::{ImageEmbeddings, ReferenceImages};
 use crate::tensor::Latents;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -30,6 +31,10 @@ pub struct ModelInfo {
     /// served under one name (a fine-tune and its base) never render one job together.
     #[serde(default)]
     pub weights: String,
+    /// Reference images a job must give: 0 (text-to-video), 1 (image-to-video: the first frame)
+    /// or 2 (first-and-last-frame).
+    #[serde(default)]
+    pub reference_images: u32,
 }
 
 impl ModelInfo {
@@ -89,6 +94,13 @@ pub struct Conditioning {
     /// prompt text themselves (the procedural model). Never persisted: megabytes per job.
     #[serde(skip)]
     pub embeddings: Option<TextEmbeddings>,
+    /// Image-to-video: the reference images, decoded by the coordinator. Never persisted.
+    #[serde(skip)]
+    pub reference: Option<ReferenceImages>,
+    /// Image-to-video: the image encoder's output for `reference`, computed once per job like
+    /// `embeddings`. Never persisted.
+    #[serde(skip)]
+    pub image_embeddings: Option<ImageEmbeddings>,
 }
 
 impl Conditioning {
@@ -97,7 +109,7 @@ impl Conditioning {
         Self {
             prompt: prompt.into(),
             negative_prompt: negative_prompt.into(),
-            embeddings: None,
+            ..Self::default()
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use crate::codenoise::BlendMode;
 use crate::denoiser::ModelInfo;
+use crate::inputs::InputDigest;
 use crate::plan::WindowPlan;
 use crate::scheduler::{Schedule, Solver};
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,27 @@ pub struct JobSpec {
     pub outputs: Vec<OutputKind>,
     pub priority: i32,
     pub blend: BlendMode,
+    /// Uploaded inputs the job is conditioned on (image-to-video).
+    #[serde(default)]
+    pub inputs: JobInputs,
+}
+
+/// A job's uploaded inputs, by content address ([`crate::inputs`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInputs {
+    /// The clip's first frame (image-to-video).
+    #[serde(default)]
+    pub image: Option<InputDigest>,
+    /// The clip's last frame (first-and-last-frame models; needs `image`).
+    #[serde(default)]
+    pub last_image: Option<InputDigest>,
+}
+
+impl JobInputs {
+    /// Reference images the job gives: 0, 1 or 2.
+    pub fn reference_images(&self) -> u32 {
+        u32::from(self.image.is_some()) + u32::from(self.last_image.is_some())
+    }
 }
 
 /// One invalid field.
@@ -145,6 +167,12 @@ impl JobSpec {
         if !PRIORITY_RANGE.contains(&self.priority) {
             e.push(bad("priority", format!("{} is not in -100..=100", self.priority)));
         }
+        if self.inputs.last_image.is_some() && self.inputs.image.is_none() {
+            e.push(bad(
+                "last_image",
+                "needs image too: first-and-last-frame takes the first frame and the last",
+            ));
+        }
         e
     }
 
@@ -196,6 +224,9 @@ impl ValidJobSpec {
                 ));
             }
         }
+        if let Some(m) = reference_image_mismatch(&spec.inputs, model) {
+            e.push(m);
+        }
         let overlap = spec.overlap.map_or(model.default_overlap, |o| o as usize);
         if overlap > model.window_frames / 2 {
             e.push(bad(
@@ -236,6 +267,31 @@ impl ValidJobSpec {
     }
 }
 
+/// Whether the job gives the reference images the model takes (none for text-to-video, the first
+/// frame for image-to-video, first and last for first-and-last-frame).
+fn reference_image_mismatch(inputs: &JobInputs, model: &ModelInfo) -> Option<FieldError> {
+    let (given, takes, name) = (inputs.reference_images(), model.reference_images, &model.name);
+    Some(match (takes, given) {
+        (t, g) if t == g => return None,
+        (0, _) => bad(
+            "image",
+            format!("model {name:?} is text-to-video: it takes no image (use an image-to-video model)"),
+        ),
+        (1, 0) => bad(
+            "image",
+            format!("model {name:?} is image-to-video: it needs the clip's first frame (--image)"),
+        ),
+        (1, _) => bad(
+            "last_image",
+            format!("model {name:?} takes one image, the first frame (first-and-last-frame models take a last one)"),
+        ),
+        _ => bad(
+            if given == 0 { "image" } else { "last_image" },
+            format!("model {name:?} is first-and-last-frame: it needs --image and --last-image"),
+        ),
+    })
+}
+
 /// The smallest `c·k + 1` that is at least `frames`: a causal video model with temporal
 /// compression `c` renders one frame for its first latent frame and `c` for each further one.
 pub fn rendered_frames(frames: u32, c: u32) -> u32 {
@@ -253,4 +309,84 @@ pub mod defaults {
     pub const SHIFT: f64 = 3.0;
     pub const SOLVER: crate::scheduler::Solver = crate::scheduler::Solver::UniPc;
     pub const OUTPUT: crate::output::OutputKind = crate::output::OutputKind::Mp4;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(inputs: JobInputs) -> JobSpec {
+        JobSpec {
+            model: "m".into(),
+            prompt: "a lighthouse".into(),
+            negative_prompt: String::new(),
+            seed: Some(1),
+            length: ClipLength::Frames(81),
+            fps: defaults::FPS,
+            width: 64,
+            height: 32,
+            steps: 2,
+            guidance: defaults::GUIDANCE,
+            shift: defaults::SHIFT,
+            solver: defaults::SOLVER,
+            overlap: None,
+            outputs: vec![OutputKind::Mp4],
+            priority: 0,
+            blend: BlendMode::CoDenoise,
+            inputs,
+        }
+    }
+
+    fn model(reference_images: u32) -> ModelInfo {
+        ModelInfo {
+            name: "m".into(),
+            window_frames: 21,
+            latent_channels: 16,
+            temporal_compression: 4,
+            spatial_compression: 8,
+            default_overlap: 5,
+            weights: String::new(),
+            reference_images,
+        }
+    }
+
+    #[test]
+    fn reference_images_must_be_what_the_model_takes() {
+        let d = |b: &[u8]| Some(InputDigest::of(b));
+        let none = JobInputs::default();
+        let first = JobInputs {
+            image: d(b"a"),
+            last_image: None,
+        };
+        let both = JobInputs {
+            image: d(b"a"),
+            last_image: d(b"b"),
+        };
+        let only_last = JobInputs {
+            image: None,
+            last_image: d(b"b"),
+        };
+        let field = |inputs: &JobInputs, takes: u32| -> Option<String> {
+            match spec(inputs.clone()).resolve(&model(takes), 0) {
+                Ok(_) => None,
+                Err(e) => Some(format!("{}: {}", e[0].field, e[0].message)),
+            }
+        };
+        assert_eq!(field(&none, 0), None);
+        assert_eq!(field(&first, 1), None);
+        assert_eq!(field(&both, 2), None);
+        let starts = |got: Option<String>, want: &str| {
+            let got = got.expect("refused");
+            assert!(got.starts_with(want), "{got:?} does not start with {want:?}");
+        };
+        starts(field(&first, 0), r#"image: model "m" is text-to-video"#);
+        starts(field(&none, 1), r#"image: model "m" is image-to-video: it needs"#);
+        starts(field(&both, 1), r#"last_image: model "m" takes one image"#);
+        starts(field(&none, 2), r#"image: model "m" is first-and-last-frame"#);
+        starts(field(&first, 2), r#"last_image: model "m" is first-and-last-frame"#);
+        // A last image without a first one is refused before any model is looked at.
+        let e = spec(only_last).validate();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].field == "last_image" && e[0].message.contains("needs image too"));
+    }
 }

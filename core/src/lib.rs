@@ -15,6 +15,7 @@
 //! - [`seam`]: model-free seam metrics (seam jump ratio, placebo, ghosting, overlap disagreement).
 //! - [`hash`]: stable hashes used to prove overlap copies are bit-identical.
 //! - [`job`]: the job spec and its validation (every bad field named, with what is allowed).
+//! - [`inputs`]: uploaded inputs (reference images), their content addresses and checks.
 //! - [`output`]: the outputs a job can ask for (names, file names, extensions).
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod denoiser;
 pub mod exchange;
 pub mod grouped_exchange;
 pub mod hash;
+pub mod inputs;
 pub mod job;
 pub mod local;
 pub mod noise;

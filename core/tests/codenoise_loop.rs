@@ -131,6 +131,7 @@ fn info() -> ModelInfo {
         spatial_compression: 1,
         default_overlap: 2,
         weights: String::new(),
+        reference_images: 0,
     }
 }
 

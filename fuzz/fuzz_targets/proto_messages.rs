@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use longshot_core::api::{OverlapEnvelope, ShardAssignment, ShardEvent, WorkerInfo};
+use longshot_core::api::{EncodeTextRequest, OverlapEnvelope, ShardAssignment, ShardEvent, WorkerInfo};
 use longshot_core::checkpoint::WindowState;
 use longshot_core::denoiser::Conditioning;
 use longshot_core::job::JobSpec;
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 7 {
+    match which % 8 {
         0 => {
             if let Ok(m) = pb::SubmitJobRequest::decode(bytes) {
                 if let Some(spec) = m.spec {
@@ -48,6 +48,11 @@ fuzz_target!(|data: &[u8]| {
         5 => {
             if let Ok(m) = pb::WorkerInfo::decode(bytes) {
                 let _ = WorkerInfo::try_from(m);
+            }
+        }
+        6 => {
+            if let Ok(m) = pb::EncodeTextRequest::decode(bytes) {
+                let _ = EncodeTextRequest::try_from(m);
             }
         }
         _ => {

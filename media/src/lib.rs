@@ -8,6 +8,7 @@
 //!   ffmpeg. `yuv` does the BT.709 RGB→I420 conversion, `avcc` the Annex B → MP4 framing.
 //! - `prores_writer`: ProRes 422 HQ `.mov` through an `ffmpeg` child process (optional tool).
 //! - `png_writer`: lossless `frame_000000.png` sequences.
+//! - `image_input`: reference images for image-to-video (PNG, JPEG) decoded to RGB, bounded.
 //! - `latents`: final latents as a safetensors f32 tensor with provenance metadata.
 //! - `staging`: single files are written as `<name>.partial` and renamed when complete, so a
 //!   file at the requested path is always a finished one.
@@ -18,6 +19,7 @@
 
 mod avcc;
 mod error;
+mod image_input;
 mod latents;
 mod meta;
 mod mp4_writer;
@@ -33,6 +35,7 @@ use longshot_core::output::OutputKind;
 use std::path::{Path, PathBuf};
 
 pub use error::MediaError;
+pub use image_input::{decode_rgb8, ImageInputError, RgbImage, MAX_IMAGE_SIDE};
 pub use latents::{read_latents, write_latents, Latents, LatentsWriter};
 pub use meta::VideoMeta;
 pub use mp4_writer::{default_bitrate_bps, Mp4FrameWriter, Mp4Options};

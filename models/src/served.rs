@@ -4,6 +4,7 @@
 
 use crate::wan::WanError;
 use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
+use longshot_core::inputs::{ImageEmbeddings, ReferenceImages};
 use std::path::Path;
 use thiserror::Error;
 
@@ -24,6 +25,8 @@ pub enum ConditioningError {
     Unexpected,
     #[error("needs the job's text embeddings (EncodeText), none were sent")]
     Missing,
+    #[error("takes {takes} reference image(s), the job gives {given}")]
+    ReferenceImages { takes: u32, given: u32 },
     /// The embeddings' shape or values do not fit the model.
     #[error("{0}")]
     Invalid(String),
@@ -70,28 +73,56 @@ pub trait ServedModel: Send + Sync {
         e.validate()
     }
 
+    /// Checks that reference images and their embeddings can condition this model (called only
+    /// when the model takes reference images and both are present).
+    fn check_images(&self, images: &ReferenceImages, e: &ImageEmbeddings) -> Result<(), String> {
+        images.validate()?;
+        e.validate()
+    }
+
     /// Cheap checks of an assignment's conditioning, before any work starts.
     fn check_conditioning(&self, cond: &Conditioning) -> Result<(), ConditioningError> {
         match (self.text_conditioning(), &cond.embeddings) {
-            (TextConditioning::PromptText, None) => Ok(()),
-            (TextConditioning::PromptText, Some(_)) => Err(ConditioningError::Unexpected),
-            (TextConditioning::Embeddings, None) => Err(ConditioningError::Missing),
-            (TextConditioning::Embeddings, Some(e)) => self.check_embeddings(e).map_err(ConditioningError::Invalid),
+            (TextConditioning::PromptText, None) => {}
+            (TextConditioning::PromptText, Some(_)) => return Err(ConditioningError::Unexpected),
+            (TextConditioning::Embeddings, None) => return Err(ConditioningError::Missing),
+            (TextConditioning::Embeddings, Some(e)) => self.check_embeddings(e).map_err(ConditioningError::Invalid)?,
         }
+        let takes = self.info().reference_images;
+        let given = cond.reference.as_ref().map_or(0, ReferenceImages::count);
+        if takes != given {
+            return Err(ConditioningError::ReferenceImages { takes, given });
+        }
+        match (&cond.reference, &cond.image_embeddings) {
+            (None, None) => Ok(()),
+            (Some(_), None) => Err(ConditioningError::Invalid(
+                "the reference images' embeddings (EncodeText) are missing".into(),
+            )),
+            (None, Some(_)) => Err(ConditioningError::Invalid(
+                "image embeddings were sent without reference images".into(),
+            )),
+            (Some(r), Some(e)) => self.check_images(r, e).map_err(ConditioningError::Invalid),
+        }
+    }
+
+    /// The image encoder's embeddings of a job's reference images, for a model that takes them.
+    /// Blocking and heavy.
+    fn encode_images(&self, images: &ReferenceImages) -> Result<ImageEmbeddings, ServedModelError> {
+        Err(ConditioningError::ReferenceImages {
+            takes: self.info().reference_images,
+            given: images.count(),
+        }
+        .into())
     }
 
     /// Text embeddings of a job's prompts; `None` for a model conditioned on the text itself.
     /// Blocking and heavy for a text encoder.
     fn encode_text(&self, prompt: &str, negative_prompt: &str) -> Result<Option<TextEmbeddings>, ServedModelError>;
 
-    /// A denoiser bound to one job's conditioning; `latent_height` / `latent_width` are LATENT
-    /// sizes. Blocking (a model may precompute per-job work here).
-    fn job_denoiser(
-        &self,
-        cond: &Conditioning,
-        latent_height: usize,
-        latent_width: usize,
-    ) -> Result<Box<dyn Denoiser>, ServedModelError>;
+    /// A denoiser bound to one job's conditioning, for a clip of `latent: [frames, height,
+    /// width]` LATENT frames and cells (the plan's, padding included). Blocking (a model may
+    /// precompute per-job work here).
+    fn job_denoiser(&self, cond: &Conditioning, latent: [usize; 3]) -> Result<Box<dyn Denoiser>, ServedModelError>;
 
     fn frame_decoder(&self) -> Box<dyn FrameDecoder>;
 }
@@ -129,7 +160,7 @@ mod tests {
         fn encode_text(&self, _: &str, _: &str) -> Result<Option<TextEmbeddings>, ServedModelError> {
             Ok(Some(embeddings(2, 3)))
         }
-        fn job_denoiser(&self, _: &Conditioning, _: usize, _: usize) -> Result<Box<dyn Denoiser>, ServedModelError> {
+        fn job_denoiser(&self, _: &Conditioning, _: [usize; 3]) -> Result<Box<dyn Denoiser>, ServedModelError> {
             Err(ConditioningError::Missing.into())
         }
         fn frame_decoder(&self) -> Box<dyn FrameDecoder> {
@@ -173,5 +204,27 @@ mod tests {
         );
         cond.embeddings = m.encode_text("a", "").unwrap();
         assert_eq!(m.check_conditioning(&cond), Ok(()));
+    }
+
+    #[test]
+    fn reference_images_must_match_what_the_model_takes() {
+        let m: &dyn ServedModel = &ProceduralModel::new();
+        let mut cond = Conditioning::new("a", "");
+        let images = ReferenceImages {
+            width: 1,
+            height: 1,
+            first: vec![0; 3],
+            last: None,
+        };
+        cond.reference = Some(images.clone());
+        assert_eq!(
+            m.check_conditioning(&cond),
+            Err(ConditioningError::ReferenceImages { takes: 0, given: 1 })
+        );
+        assert!(m
+            .encode_images(&images)
+            .unwrap_err()
+            .to_string()
+            .contains("takes 0 reference image(s)"));
     }
 }

@@ -49,6 +49,7 @@ impl ServedModel for StandinModel {
             default_overlap: 5,
             // Workers with different forward times must not be ganged as if they were one model.
             weights: format!("standin, forward {} µs", self.forward.as_micros()),
+            reference_images: 0,
         }
     }
 
@@ -64,12 +65,7 @@ impl ServedModel for StandinModel {
         Ok(None)
     }
 
-    fn job_denoiser(
-        &self,
-        _cond: &Conditioning,
-        _latent_height: usize,
-        _latent_width: usize,
-    ) -> Result<Box<dyn Denoiser>, ServedModelError> {
+    fn job_denoiser(&self, _cond: &Conditioning, _latent: [usize; 3]) -> Result<Box<dyn Denoiser>, ServedModelError> {
         Ok(Box::new(StandinDenoiser {
             info: self.info(),
             forward: self.forward,
@@ -159,7 +155,7 @@ mod tests {
             info.weights,
             StandinModel::new(Duration::from_millis(31)).info().weights
         );
-        let mut d = model.job_denoiser(&Conditioning::default(), 2, 3).unwrap();
+        let mut d = model.job_denoiser(&Conditioning::default(), [21, 2, 3]).unwrap();
         let shape = LatentShape::new(21, 16, 2, 3);
         let (x, mut out) = (Latents::zeros(shape), Latents::zeros(shape));
         let started = Instant::now();

@@ -47,10 +47,10 @@ fn golden_case(name: &str) {
     let (_, ctx) = tensor_f32_or_i64(&st, "encoder_hidden_states");
     let (_, expected) = tensor_f32_or_i64(&st, "expected");
     let shape: [usize; 5] = xs.try_into().expect("hidden_states is 5-D");
-    let want = cpu.forward_batch(&x, shape, &t, &ctx).expect("cpu forward");
+    let want = cpu.forward_batch(&x, shape, &t, &ctx, None).expect("cpu forward");
     let start = std::time::Instant::now();
     let got = gpu
-        .forward_batch(&x, shape, &t, &ctx)
+        .forward_batch(&x, shape, &t, &ctx, None)
         .unwrap_or_else(|e| panic!("{name}: gpu forward: {e}"));
     let secs = start.elapsed().as_secs_f64();
     assert!(got.iter().all(|v| v.is_finite()), "{name}: non-finite GPU output");

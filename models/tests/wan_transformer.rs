@@ -59,7 +59,7 @@ fn run(name: &str) -> Run {
     for _ in 0..3 {
         let start = std::time::Instant::now();
         got = model
-            .forward_batch(&x, shape, &t, &ctx)
+            .forward_batch(&x, shape, &t, &ctx, None)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         seconds = seconds.min(start.elapsed().as_secs_f64());
     }
@@ -133,7 +133,7 @@ fn text_context_is_reusable_across_timesteps() {
     for t in [999.0f32, 3.0] {
         let once = model.forward(&x, dims, t, &text).expect("forward");
         let fresh = model
-            .forward_batch(&x, [1, dims[0], dims[1], dims[2], dims[3]], &[t], &ctx)
+            .forward_batch(&x, [1, dims[0], dims[1], dims[2], dims[3]], &[t], &ctx, None)
             .expect("batch");
         assert_eq!(once, fresh);
     }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::assert_rel_error;
+use longshot_models::wan::transformer::denoiser::WanForward;
 use longshot_models::wan::{WanError, WanTransformer};
 use safetensors::SafeTensors;
 
@@ -48,7 +49,7 @@ fn check(name: &str) -> Vec<f32> {
     assert!(model.config().has_image_path(), "{name}");
     let i = inputs(name);
     let got = model
-        .forward_batch_with_image(&i.x, i.shape, &i.t, &i.text, Some(&i.image))
+        .forward_batch(&i.x, i.shape, &i.t, &i.text, Some(&i.image))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_rel_error(name, &got, &i.expected, TOLERANCE);
     got

@@ -149,3 +149,57 @@ fn a_sharded_encode_with_the_halo_is_bit_identical_to_the_sequential_one() {
         .unwrap_err();
     assert!(e.to_string().contains("whole latents"), "{e}");
 }
+
+/// Image-to-video's condition channels cut per window (each window encodes only its own frames
+/// with the warm-up) are bit-identical to the whole clip's, for the first image alone and with a
+/// last image, and a range past the clip (a plan's padding) goes on with grey.
+#[test]
+fn image_conditions_per_window_equal_the_whole_clips() {
+    use longshot_models::wan::image2video::{condition, ImageCondition, ReferenceImages};
+    use std::sync::Arc;
+    let dir = common::fixtures().join("pipeline_i2v").join("vae");
+    let enc = Arc::new(WanVaeEncoder::load(&dir).expect("the I2V fixture's VAE"));
+    let (h, w) = (16, 24);
+    let pixels = |seed: u32| -> Vec<f32> {
+        (0..h * w * 3)
+            .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(0x85eb_ca6b)) >> 24) as f32 / 255.0)
+            .collect()
+    };
+    let (first, last) = (pixels(1), pixels(7));
+    // 50 latents: three windows of 21 with overlap 5, as the cluster plans them.
+    let frames = 1 + 4 * 49;
+    let windows = [0..21, 16..37, 29..50];
+    for last in [None, Some(last.as_slice())] {
+        let refs = ReferenceImages {
+            first: &first,
+            last,
+            height: h,
+            width: w,
+        };
+        let whole = condition(enc.clone(), &refs, frames).expect("whole clip");
+        let c = ImageCondition::new(enc.clone(), &refs, frames).expect("condition");
+        let per_latent = c.channels() * (h / 8) * (w / 8);
+        assert_eq!(whole.len(), 50 * per_latent);
+        for r in windows.clone() {
+            let got = c.latents(r.clone()).expect("window");
+            let want = &whole[r.start * per_latent..r.end * per_latent];
+            assert!(
+                got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "window {r:?} (last image: {}) differs from the whole clip's",
+                last.is_some()
+            );
+        }
+        // The mask: 1 on frame 0 (latent 0's four channels), and on the last frame when given
+        // (the last latent's fourth channel), 0 elsewhere.
+        let cells = (h / 8) * (w / 8);
+        let mask = |l: usize, j: usize| whole[l * per_latent + j * cells];
+        assert_eq!((0..4).map(|j| mask(0, j)).collect::<Vec<_>>(), [1.0; 4]);
+        assert_eq!(mask(1, 0), 0.0);
+        assert_eq!(mask(49, 3), if last.is_some() { 1.0 } else { 0.0 });
+        assert_eq!(mask(49, 2), 0.0);
+        // Past the clip: still defined (grey, no mask), equal to itself however it is cut.
+        let past = c.latents(45..55).expect("padding");
+        assert_eq!(past[..5 * per_latent], whole[45 * per_latent..]);
+        assert_eq!(past[5 * per_latent..], c.latents(50..55).expect("padding only")[..]);
+    }
+}

@@ -8,7 +8,8 @@ use crate::auth::{Principal, Role, Tokens};
 use crate::connections::{limited_incoming, ConnectionLimits};
 use crate::convert::stream::domain_stream;
 use crate::convert::{
-    job_event_to_pb, job_state_filter_from_pb, output_kind_from_pb, register_refusal_to_pb, worker_state_from_pb,
+    invalid, job_event_to_pb, job_state_filter_from_pb, non_empty, output_kind_from_pb, register_refusal_to_pb,
+    worker_state_from_pb,
 };
 use crate::pb;
 use crate::pb::exchange_service_server::{ExchangeService, ExchangeServiceServer};
@@ -24,6 +25,7 @@ use longshot_core::api::{
     ApiError, EncodeTextRequest, ExchangeApi, JobApi, JobFilter, JobStatus, OverlapEnvelope, RegistryApi,
     ShardAssignment, WorkerApi, WorkerInfo,
 };
+use longshot_core::inputs::{InputDigest, UPLOAD_CHUNK_BYTES};
 use longshot_core::job::JobSpec;
 use std::future::Future;
 use std::pin::Pin;
@@ -229,6 +231,54 @@ impl JobService for JobServiceAdapter {
             state: pb::WorkerState::from(state) as i32,
         }))
     }
+
+    async fn upload_input(
+        &self,
+        request: Request<Streaming<pb::InputChunk>>,
+    ) -> Result<Response<pb::UploadInputResponse>, Status> {
+        if let Some(p) = self.caller(&request)? {
+            p.check_submit().map_err(to_status)?;
+        }
+        let span = server_span("longshot.v1.JobService/UploadInput", &request);
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "the client".to_string(), |a| format!("the client at {a}"));
+        async move {
+            let mut inbound = request.into_inner();
+            let first = inbound
+                .message()
+                .await?
+                .ok_or_else(|| to_status(invalid("data", "the upload ended before its first chunk")))?;
+            let expected = non_empty(first.sha256)
+                .map(InputDigest::try_from)
+                .transpose()
+                .map_err(|m| to_status(invalid("sha256", m)))?;
+            let head = upload_chunk(first.data, "").map_err(to_status)?;
+            let rest = domain_stream(inbound, peer, |c: pb::InputChunk| upload_chunk(c.data, &c.sha256));
+            let chunks = futures::stream::once(futures::future::ready(Ok(head))).chain(rest);
+            let info = self.jobs.upload_input(Box::pin(chunks), expected).await;
+            reply(info.map(|i| pb::UploadInputResponse {
+                sha256: i.digest.into(),
+                size_bytes: i.size_bytes,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// One upload chunk's bytes: at most `UPLOAD_CHUNK_BYTES`, and only the first names the digest.
+fn upload_chunk(data: bytes::Bytes, sha256: &str) -> Result<Vec<u8>, ApiError> {
+    if data.len() > UPLOAD_CHUNK_BYTES {
+        return Err(invalid(
+            "data",
+            format!("a chunk of {} bytes is larger than {UPLOAD_CHUNK_BYTES}", data.len()),
+        ));
+    }
+    if !sha256.is_empty() {
+        return Err(invalid("sha256", "only the first chunk may carry the digest"));
+    }
+    Ok(data.to_vec())
 }
 
 // ---- RegistryService ------------------------------------------------------------------------

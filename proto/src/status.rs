@@ -29,6 +29,7 @@ pub fn to_status(err: ApiError) -> Status {
         ApiError::Internal(m) => Status::internal(m),
         ApiError::PermissionDenied(m) => Status::permission_denied(m),
         ApiError::Unauthenticated(m) => Status::unauthenticated(m),
+        ApiError::DataLoss(m) => Status::data_loss(m),
         ApiError::NotLeader { leader } => {
             let mut status = Status::unavailable(ApiError::NotLeader { leader: leader.clone() }.to_string());
             // An empty value: a standby that knows no leader yet.
@@ -65,6 +66,7 @@ pub fn from_status(status: &Status) -> ApiError {
         Code::Internal => ApiError::Internal(message),
         Code::PermissionDenied => ApiError::PermissionDenied(message),
         Code::Unauthenticated => ApiError::Unauthenticated(message),
+        Code::DataLoss => ApiError::DataLoss(message),
         other => ApiError::Internal(format!("{}: {message}", code_name(other))),
     }
 }
@@ -254,6 +256,7 @@ mod tests {
             ApiError::Unavailable("no worker serves model wan".into()),
             ApiError::Internal("assembly failed".into()),
             ApiError::PermissionDenied("only cluster members may register".into()),
+            ApiError::DataLoss("the bytes received hash to something else".into()),
             ApiError::Unauthenticated("this coordinator requires a client token".into()),
         ];
         for err in errors {

@@ -30,6 +30,8 @@ fn spec() -> pb::JobSpec {
         outputs: vec!["mp4".into(), "latents".into()],
         priority: -3,
         disable_exchange: false,
+        image: String::new(),
+        last_image: String::new(),
     }
 }
 
@@ -76,6 +78,7 @@ fn shard_assignment_keeps_schedule_bits() {
             prompt_embedding: wire::encode_f32_le(&[0.25, -3.0]),
             negative_embedding: Bytes::new(),
             embedding_shape: vec![1, 2],
+            ..Default::default()
         }),
         seed: 0xdead_beef_cafe_f00d,
         latent: Some(pb::LatentShape {
@@ -211,6 +214,7 @@ fn worker_info_round_trips() {
             spatial_compression: 8,
             default_overlap: 5,
             weights: String::new(),
+            reference_images: 0,
         }],
         version: "0.1.0".into(),
         state: pb::WorkerState::Idle as i32,

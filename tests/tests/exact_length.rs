@@ -29,6 +29,7 @@ fn spec(length: ClipLength, fps: u32) -> JobSpec {
         outputs: vec![OutputKind::Mp4],
         priority: 0,
         blend: BlendMode::CoDenoise,
+        inputs: Default::default(),
     }
 }
 

@@ -3,7 +3,9 @@
 //! prompts (when asked) and builds the denoiser and decoder of a shard.
 
 use crate::device::Device;
-use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
+use longshot_core::api::EncodedConditioning;
+use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo};
+use longshot_core::inputs::ReferenceImages;
 use longshot_models::wan::WanModel;
 use longshot_models::{ConditioningError, ServedModel, ServedModelError};
 use std::collections::HashMap;
@@ -158,47 +160,52 @@ impl ModelSet {
         self.get(model).and_then(|m| m.dir())
     }
 
-    /// Text embeddings of a job's prompts (`None` for models that take the text itself).
-    /// Blocking and heavy: call it off the async runtime.
+    /// Text embeddings of a job's prompts (`None` for models that take the text itself) and
+    /// image embeddings of its reference images (for models that take them). Blocking and heavy:
+    /// call it off the async runtime.
     pub fn encode_text(
         &self,
         model: &str,
         prompt: &str,
         negative_prompt: &str,
-    ) -> Result<Option<TextEmbeddings>, ModelError> {
+        reference: Option<&ReferenceImages>,
+    ) -> Result<EncodedConditioning, ModelError> {
         let m = self.served_model(model)?;
-        m.encode_text(prompt, negative_prompt).map_err(|e| ModelError::Failed {
+        let failed = |e: ServedModelError| ModelError::Failed {
             name: model.into(),
             reason: e.to_string(),
+        };
+        let (takes, given) = (m.info().reference_images, reference.map_or(0, ReferenceImages::count));
+        if takes != given {
+            return Err(ModelError::Invalid(format!(
+                "model {model:?} {}",
+                ConditioningError::ReferenceImages { takes, given }
+            )));
+        }
+        Ok(EncodedConditioning {
+            text: m.encode_text(prompt, negative_prompt).map_err(failed)?,
+            image: reference.map(|r| m.encode_images(r)).transpose().map_err(failed)?,
         })
     }
 
     /// Cheap checks of an assignment's conditioning, before any work starts.
     pub fn check_conditioning(&self, model: &str, cond: &Conditioning) -> Result<(), ModelError> {
         self.served_model(model)?.check_conditioning(cond).map_err(|e| match e {
-            ConditioningError::Invalid(r) => ModelError::Invalid(format!("text embeddings for {model:?}: {r}")),
+            ConditioningError::Invalid(r) => ModelError::Invalid(format!("conditioning for {model:?}: {r}")),
             e => ModelError::Invalid(format!("model {model:?} {e}")),
         })
     }
 
-    /// A denoiser and decoder for one job. Blocking (Wan precomputes its text K/V).
-    pub fn instantiate(
-        &self,
-        model: &str,
-        cond: &Conditioning,
-        latent_h: usize,
-        latent_w: usize,
-    ) -> Result<JobModel, ModelError> {
+    /// A denoiser and decoder for one job of `latent: [frames, height, width]` latent frames
+    /// and cells. Blocking (Wan precomputes its text K/V).
+    pub fn instantiate(&self, model: &str, cond: &Conditioning, latent: [usize; 3]) -> Result<JobModel, ModelError> {
         self.check_conditioning(model, cond)?;
         let m = self.served_model(model)?;
         let failed = |e: ServedModelError| ModelError::Failed {
             name: model.into(),
             reason: e.to_string(),
         };
-        Ok((
-            m.job_denoiser(cond, latent_h, latent_w).map_err(failed)?,
-            m.frame_decoder(),
-        ))
+        Ok((m.job_denoiser(cond, latent).map_err(failed)?, m.frame_decoder()))
     }
 }
 
@@ -208,6 +215,7 @@ pub type JobModel = (Box<dyn Denoiser>, Box<dyn FrameDecoder>);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use longshot_core::denoiser::TextEmbeddings;
     use longshot_models::ProceduralModel;
 
     #[test]
@@ -260,7 +268,10 @@ mod tests {
     #[test]
     fn the_procedural_model_takes_no_embeddings() {
         let set = ModelSet::builtin();
-        assert_eq!(set.encode_text(ProceduralModel::NAME, "a", "b").unwrap(), None);
+        assert_eq!(
+            set.encode_text(ProceduralModel::NAME, "a", "b", None).unwrap(),
+            EncodedConditioning::default()
+        );
         let mut cond = Conditioning::new("a", "");
         set.check_conditioning(ProceduralModel::NAME, &cond).unwrap();
         cond.embeddings = Some(TextEmbeddings {
@@ -275,7 +286,7 @@ mod tests {
             .to_string();
         assert!(e.contains("takes no text embeddings"));
         assert!(matches!(
-            set.encode_text("wan", "a", "b"),
+            set.encode_text("wan", "a", "b", None),
             Err(ModelError::NotServed(_))
         ));
     }
@@ -312,8 +323,8 @@ mod tests {
                 negative: vec![0.0; 6],
             }))
         }
-        fn job_denoiser(&self, c: &Conditioning, h: usize, w: usize) -> Result<Box<dyn Denoiser>, ServedModelError> {
-            ProceduralModel::new().job_denoiser(&Conditioning::new(c.prompt.clone(), ""), h, w)
+        fn job_denoiser(&self, c: &Conditioning, latent: [usize; 3]) -> Result<Box<dyn Denoiser>, ServedModelError> {
+            ProceduralModel::new().job_denoiser(&Conditioning::new(c.prompt.clone(), ""), latent)
         }
         fn frame_decoder(&self) -> Box<dyn FrameDecoder> {
             ProceduralModel::new().decoder()
@@ -330,7 +341,7 @@ mod tests {
             missing,
             r#"model "needs" needs the job's text embeddings (EncodeText), none were sent"#
         );
-        assert!(set.instantiate("needs", &cond, 2, 2).is_err());
+        assert!(set.instantiate("needs", &cond, [3, 2, 2]).is_err());
         cond.embeddings = Some(TextEmbeddings {
             rows: 1,
             dim: 3,
@@ -338,10 +349,19 @@ mod tests {
             negative: vec![0.0; 3],
         });
         let invalid = set.check_conditioning("needs", &cond).unwrap_err().to_string();
-        assert_eq!(invalid, r#"text embeddings for "needs": shape [1, 3] is not [2, 3]"#);
-        cond.embeddings = set.encode_text("needs", "a", "").unwrap();
+        assert_eq!(invalid, r#"conditioning for "needs": shape [1, 3] is not [2, 3]"#);
+        cond.embeddings = set.encode_text("needs", "a", "", None).unwrap().text;
         set.check_conditioning("needs", &cond).unwrap();
-        set.instantiate("needs", &cond, 2, 2).unwrap();
+        set.instantiate("needs", &cond, [3, 2, 2]).unwrap();
+        // A reference image for a model that takes none is refused before any encoder runs.
+        let image = ReferenceImages {
+            width: 1,
+            height: 1,
+            first: vec![0; 3],
+            last: None,
+        };
+        let refused = set.encode_text("needs", "a", "", Some(&image)).unwrap_err().to_string();
+        assert_eq!(refused, r#"model "needs" takes 0 reference image(s), the job gives 1"#);
         // The built-in model, for contrast, refuses those same embeddings.
         let unexpected = set
             .check_conditioning(ProceduralModel::NAME, &cond)

@@ -12,7 +12,6 @@ use longshot_core::checkpoint::{check_resume, Checkpointing};
 use longshot_core::codenoise::{
     decode_partition, denoise_partition_checkpointed, BlendMode, PartitionConfig, Progress,
 };
-use longshot_core::denoiser::TextEmbeddings;
 use longshot_core::exchange::OverlapMessage;
 use longshot_core::tensor::LatentShape;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -355,17 +354,18 @@ fn run_shard_blocking(
         metrics.metered_exchange(exchange),
         steps.sampled_flag(),
     ));
-    let (mut denoiser, decoder) = match models.instantiate(&a.model, &a.conditioning, a.height, a.width) {
-        Ok((denoiser, decoder)) => (metrics.timed_denoiser(denoiser), decoder),
-        Err(e) => {
-            metrics.shard_ended(&a.model, false);
-            emit(ShardEvent::Failed {
-                reason: e.to_string(),
-                transient: false,
-            });
-            return;
-        }
-    };
+    let (mut denoiser, decoder) =
+        match models.instantiate(&a.model, &a.conditioning, [a.plan.latent_frames(), a.height, a.width]) {
+            Ok((denoiser, decoder)) => (metrics.timed_denoiser(denoiser), decoder),
+            Err(e) => {
+                metrics.shard_ended(&a.model, false);
+                emit(ShardEvent::Failed {
+                    reason: e.to_string(),
+                    transient: false,
+                });
+                return;
+            }
+        };
     let cfg = PartitionConfig {
         plan: a.plan,
         windows: a.windows.clone(),
@@ -443,7 +443,7 @@ impl WorkerApi for WorkerNode {
         Box::pin(self.start_shard(assignment))
     }
 
-    fn encode_text(&self, r: EncodeTextRequest) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>> {
+    fn encode_text(&self, r: EncodeTextRequest) -> BoxFuture<'_, Result<EncodedConditioning, ApiError>> {
         let span = tracing::info_span!("encode_text", job_id = %r.job_id, model = %r.model);
         Box::pin(
             async move {
@@ -454,13 +454,17 @@ impl WorkerApi for WorkerNode {
                 let started = Instant::now();
                 // The encoder is heavy CPU (GPU later) work: never on the async runtime.
                 let (model, job) = (r.model.clone(), r.job_id.clone());
-                let result =
-                    tokio::task::spawn_blocking(move || models.encode_text(&r.model, &r.prompt, &r.negative_prompt))
-                        .await
-                        .map_err(|e| {
-                            ApiError::Internal(format!("worker {}: the text encoder task failed: {e}", self.inner.id))
-                        })?;
-                let e = result.map_err(|e| ApiError::Internal(format!("worker {}: {e}", self.inner.id)))?;
+                let result = tokio::task::spawn_blocking(move || {
+                    models.encode_text(&r.model, &r.prompt, &r.negative_prompt, r.reference.as_ref())
+                })
+                .await
+                .map_err(|e| {
+                    ApiError::Internal(format!("worker {}: the text encoder task failed: {e}", self.inner.id))
+                })?;
+                let e = result.map_err(|e| match e {
+                    ModelError::Invalid(m) => ApiError::invalid("reference", m),
+                    e => ApiError::Internal(format!("worker {}: {e}", self.inner.id)),
+                })?;
                 let secs = started.elapsed().as_secs_f64();
                 self.inner.metrics.text_encoded(&model, secs);
                 tracing::info!(job = %job, model = %model, secs, "encoded the prompts");

@@ -5,6 +5,8 @@
 //!   product `0.5·x` taken first — PyTorch's `F.gelu(approximate="tanh")` formula.
 //! - `silu(x) = x / (1 + exp(−x))`.
 //! - `gelu_erf(x) = x·0.5·(1 + erf(x·√½))`, PyTorch's exact `F.gelu` (CLIP, Wan's image embedder).
+//! - `quick_gelu(x) = x·(1 / (1 + exp(−1.702·x)))`, transformers' `QuickGELUActivation` (OpenAI
+//!   CLIP checkpoints).
 //!
 //! PyTorch evaluates `tanh`/`exp` with vectorised (SLEEF) approximations whose last bit can
 //! differ from libm's; comparisons are by tolerance.
@@ -36,6 +38,18 @@ pub fn gelu_erf(x: f32) -> f32 {
 pub fn gelu_erf_in_place(x: &mut [f32]) {
     x.par_chunks_mut(CHUNK)
         .for_each(|c| c.iter_mut().for_each(|v| *v = gelu_erf(*v)));
+}
+
+/// [`quick_gelu`] applied to every element.
+pub fn quick_gelu_in_place(x: &mut [f32]) {
+    x.par_chunks_mut(CHUNK)
+        .for_each(|c| c.iter_mut().for_each(|v| *v = quick_gelu(*v)));
+}
+
+/// One quick-GELU value: `x · sigmoid(1.702 x)`, the sigmoid as transformers writes it.
+#[inline]
+pub fn quick_gelu(x: f32) -> f32 {
+    x * (1.0 / (1.0 + (-1.702 * x).exp()))
 }
 
 /// One SiLU value.

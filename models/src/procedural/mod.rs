@@ -73,6 +73,7 @@ impl ProceduralModel {
             spatial_compression: decoder::SPATIAL,
             default_overlap: 5,
             weights: String::new(),
+            reference_images: 0,
         }
     }
 
@@ -106,13 +107,8 @@ impl ServedModel for ProceduralModel {
         Ok(None)
     }
 
-    fn job_denoiser(
-        &self,
-        cond: &Conditioning,
-        latent_height: usize,
-        latent_width: usize,
-    ) -> Result<Box<dyn Denoiser>, ServedModelError> {
-        Ok(ProceduralModel::denoiser(self, cond, latent_height, latent_width))
+    fn job_denoiser(&self, cond: &Conditioning, [_, h, w]: [usize; 3]) -> Result<Box<dyn Denoiser>, ServedModelError> {
+        Ok(ProceduralModel::denoiser(self, cond, h, w))
     }
 
     fn frame_decoder(&self) -> Box<dyn FrameDecoder> {

@@ -14,7 +14,7 @@
 use crate::wan::error::{read_json, WanError};
 use crate::wan::transformer::layers::Linear;
 use crate::wan::weights::WeightStore;
-use longshot_kernels::cpu::nn_act::gelu_erf_in_place;
+use longshot_kernels::cpu::nn_act::{gelu_erf_in_place, quick_gelu_in_place};
 use longshot_kernels::cpu::nn_attention::{attention, AttentionShape};
 use longshot_kernels::cpu::nn_norm::layer_norm;
 use serde::Deserialize;
@@ -53,6 +53,14 @@ impl Default for ClipVisionConfig {
 }
 
 impl ClipVisionConfig {
+    /// `dir/config.json` (an `image_encoder/` directory), checked.
+    pub fn load(dir: &Path) -> Result<Self, WanError> {
+        let path = dir.join("config.json");
+        let cfg: ClipVisionConfig = read_json(&path)?;
+        cfg.validate().map_err(|reason| WanError::config(&path, reason))?;
+        Ok(cfg)
+    }
+
     fn validate(&self) -> Result<(), String> {
         let heads = self.num_attention_heads;
         if heads == 0 || self.hidden_size == 0 || !self.hidden_size.is_multiple_of(heads) {
@@ -119,9 +127,7 @@ impl ClipVisionEncoder {
     /// Loads `dir/config.json` and the weights in `dir` (an `image_encoder/` directory). Tensor
     /// names may carry transformers 4's `vision_model.` prefix or not.
     pub fn load(dir: &Path) -> Result<Self, WanError> {
-        let path = dir.join("config.json");
-        let cfg: ClipVisionConfig = read_json(&path)?;
-        cfg.validate().map_err(|reason| WanError::config(&path, reason))?;
+        let cfg = ClipVisionConfig::load(dir)?;
         let store = WeightStore::open(dir)?;
         const ANCHOR: &str = "embeddings.patch_embedding.weight";
         let prefix = store
@@ -256,7 +262,7 @@ impl ClipVisionEncoder {
             let mut a = l.fc1.forward(&n);
             match cfg.hidden_act.as_str() {
                 "gelu" => gelu_erf_in_place(&mut a),
-                _ => a.iter_mut().for_each(|v| *v *= 1.0 / (1.0 + (-1.702 * *v).exp())),
+                _ => quick_gelu_in_place(&mut a),
             }
             for (xv, o) in x.iter_mut().zip(l.fc2.forward(&a)) {
                 *xv += o;

@@ -11,9 +11,18 @@
 //!
 //! The result is frame-major `[T, 4 + 16, h, w]`: mask channels first, as diffusers concatenates.
 
+//!
+//! A long clip is the same construction on its whole timeline, cut per window:
+//! [`ImageCondition::latents`] gives the condition channels of any latent range, computed with the
+//! sharded encode's warm-up ([`WanVaeEncoder::encode_range`]) so that they are bit-identical to
+//! the whole clip's, whichever worker asks: the first window carries the image latent, the last
+//! one the last frame, and every window the mask and the encoded grey between.
+
 use crate::wan::layout::unit_rgb_to_signed_frames;
 use crate::wan::vae::encoder::WanVaeEncoder;
 use crate::wan::WanError;
+use std::ops::Range;
+use std::sync::Arc;
 
 /// The reference frames of an image-to-video clip, `[H, W, 3]` in [0, 1].
 pub struct ReferenceImages<'a> {
@@ -24,39 +33,109 @@ pub struct ReferenceImages<'a> {
     pub width: usize,
 }
 
-/// The condition channels of a clip of `frames` output frames (`1 + 4k`), frame-major
-/// `[T, 20, h, w]`.
-pub fn condition(encoder: &WanVaeEncoder, images: &ReferenceImages<'_>, frames: usize) -> Result<Vec<f32>, WanError> {
-    let (h, w) = (images.height, images.width);
-    let r = encoder.config().temporal_factor();
-    let min_frames = if images.last.is_some() { 2 } else { 1 };
-    if frames < min_frames || !(frames - 1).is_multiple_of(r) {
-        return Err(WanError::Input(format!(
-            "an image-to-video clip of {frames} frames: the frame count must be {r}k + 1 and at least {min_frames}"
-        )));
-    }
-    let plane = 3 * h * w;
-    let mut video = vec![0.0f32; frames * plane];
-    video[..plane].copy_from_slice(&unit_rgb_to_signed_frames(images.first, 1, h, w));
-    if let Some(last) = images.last {
-        video[(frames - 1) * plane..].copy_from_slice(&unit_rgb_to_signed_frames(last, 1, h, w));
-    }
-    let mut cond = encoder.encode_frames(&video, [frames, 3, h, w])?;
-    let (t, z, pixels) = (cond.frames, cond.channels, cond.pixels());
-    encoder.normalize(&mut cond.data, t, pixels)?;
-    // The mask at the video's rate, frame 0 repeated r times.
-    let given = |f: usize| f == 0 || (images.last.is_some() && f == frames - 1);
-    let extended: Vec<bool> = std::iter::repeat_n(given(0), r - 1)
-        .chain((0..frames).map(given))
-        .collect();
-    debug_assert_eq!(extended.len(), r * t);
-    let mut out = Vec::with_capacity(t * (r + z) * pixels);
-    for (ti, latents) in cond.data.chunks_exact(z * pixels).enumerate() {
-        for j in 0..r {
-            let m = if extended[ti * r + j] { 1.0 } else { 0.0 };
-            out.extend(std::iter::repeat_n(m, pixels));
+/// The condition video of one image-to-video clip (the image as frame 0, grey after it, the
+/// last image as the clip's last frame) and its encoder.
+pub struct ImageCondition {
+    encoder: Arc<WanVaeEncoder>,
+    /// `[3, H, W]` in [−1, 1].
+    first: Vec<f32>,
+    last: Option<Vec<f32>>,
+    height: usize,
+    width: usize,
+    /// Output frames of the clip (`1 + R·k`): the last image is its last frame.
+    frames: usize,
+}
+
+impl ImageCondition {
+    /// The condition of a clip of `frames` output frames (`R·k + 1`, at least 2 with a last
+    /// image).
+    pub fn new(encoder: Arc<WanVaeEncoder>, images: &ReferenceImages<'_>, frames: usize) -> Result<Self, WanError> {
+        let (h, w) = (images.height, images.width);
+        let r = encoder.config().temporal_factor();
+        let min_frames = if images.last.is_some() { 2 } else { 1 };
+        if frames < min_frames || !(frames - 1).is_multiple_of(r) {
+            return Err(WanError::Input(format!(
+                "an image-to-video clip of {frames} frames: the frame count must be {r}k + 1 and at least {min_frames}"
+            )));
         }
-        out.extend_from_slice(latents);
+        for (name, img) in [("image", Some(images.first)), ("last_image", images.last)] {
+            if img.is_some_and(|i| i.len() != h * w * 3) {
+                return Err(WanError::Input(format!("{name} is not [{h}, {w}, 3]")));
+            }
+        }
+        Ok(Self {
+            first: unit_rgb_to_signed_frames(images.first, 1, h, w),
+            last: images.last.map(|l| unit_rgb_to_signed_frames(l, 1, h, w)),
+            encoder,
+            height: h,
+            width: w,
+            frames,
+        })
     }
-    Ok(out)
+
+    /// Latent frames of the clip.
+    pub fn latent_frames(&self) -> usize {
+        (self.frames - 1) / self.encoder.config().temporal_factor() + 1
+    }
+
+    /// Channels per latent frame: the mask's R, then the encoder's z_dim.
+    pub fn channels(&self) -> usize {
+        let cfg = self.encoder.config();
+        cfg.temporal_factor() + cfg.z_dim
+    }
+
+    /// Whether output frame `f` is given (the first, and the last with a last image).
+    fn given(&self, f: usize) -> bool {
+        f == 0 || (self.last.is_some() && f == self.frames - 1)
+    }
+
+    /// The condition channels of latent frames `range`, frame-major `[len, R + z, h, w]`,
+    /// bit-identical to the same frames of the whole clip's. A range may run past the clip (a
+    /// plan's padding): the video goes on grey there.
+    pub fn latents(&self, range: Range<usize>) -> Result<Vec<f32>, WanError> {
+        if range.is_empty() {
+            return Err(WanError::Input(format!("an empty latent range {range:?}")));
+        }
+        let enc = &self.encoder;
+        let r = enc.config().temporal_factor();
+        let warm = range.start.saturating_sub(enc.encode_halo());
+        let first_frame = enc.first_frame_of_latent(warm);
+        let end_frame = enc.first_frame_of_latent(range.end - 1) + if range.end == 1 { 1 } else { r };
+        let plane = 3 * self.height * self.width;
+        let mut video = vec![0.0f32; (end_frame - first_frame) * plane];
+        for (f, img) in [(0, Some(&self.first)), (self.frames - 1, self.last.as_ref())] {
+            if let Some(img) = img.filter(|_| (first_frame..end_frame).contains(&f)) {
+                video[(f - first_frame) * plane..][..plane].copy_from_slice(img);
+            }
+        }
+        let dims = [end_frame - first_frame, 3, self.height, self.width];
+        let (mut cond, _) = enc.encode_range(&video, dims, first_frame, range.start)?;
+        let (t, z, pixels) = (cond.frames, cond.channels, cond.pixels());
+        debug_assert_eq!(t, range.len());
+        enc.normalize(&mut cond.data, t, pixels)?;
+        // The mask at the video's rate with frame 0 repeated R times: latent `l` takes entries
+        // `R·l .. R·l + R` of that sequence, entry `e` being frame 0 for `e < R` and frame
+        // `e − (R − 1)` after.
+        let mut out = Vec::with_capacity(t * (r + z) * pixels);
+        for (l, latents) in range.zip(cond.data.chunks_exact(z * pixels)) {
+            for j in 0..r {
+                let e = l * r + j;
+                let m = if self.given(e.saturating_sub(r - 1)) { 1.0 } else { 0.0 };
+                out.extend(std::iter::repeat_n(m, pixels));
+            }
+            out.extend_from_slice(latents);
+        }
+        Ok(out)
+    }
+}
+
+/// The condition channels of a whole clip of `frames` output frames (`1 + 4k`), frame-major
+/// `[T, 20, h, w]`.
+pub fn condition(
+    encoder: Arc<WanVaeEncoder>,
+    images: &ReferenceImages<'_>,
+    frames: usize,
+) -> Result<Vec<f32>, WanError> {
+    let c = ImageCondition::new(encoder, images, frames)?;
+    c.latents(0..c.latent_frames())
 }

@@ -1,24 +1,31 @@
 //! A Wan2.1 pipeline as a worker serves it: the transformer and VAE loaded at start-up, the text
 //! encoder loaded on first use (only the worker the coordinator asks to encode a job's prompts
 //! ever needs it; umT5-XXL is 5.7 B parameters), and per job a denoiser bound to the embeddings
-//! the coordinator sent plus a [`WanFrameDecoder`]. The transformer runs on the CPU reference
+//! the coordinator sent plus a [`WanFrameDecoder`]. An image-to-video pipeline also loads the
+//! VAE encoder (each worker encodes its windows' condition) and, on first use like the text
+//! encoder, the CLIP image encoder. The transformer runs on the CPU reference
 //! backend ([`WanDenoiser`]) or, with the `cuda` feature and [`WanBackend::Cuda`], on the GPU
 //! (`gpu::GpuWanDenoiser`), where the VAE decoder runs too (`gpu::GpuWanVaeDecoder`; with
 //! `LONGSHOT_GPU_VAE=0` it stays on the CPU); the text encoder runs on the CPU either way. A
 //! worker holds it as a [`ServedModel`].
 
 use crate::served::{ConditioningError, ServedModel, ServedModelError, TextConditioning};
+use crate::wan::clip::{ClipImageProcessor, ClipVisionConfig, ClipVisionEncoder};
+use crate::wan::image2video::{ImageCondition, ReferenceImages as ImageRefs};
 use crate::wan::pipeline::PipelineDir;
 use crate::wan::t5::config::UMT5Config;
 use crate::wan::t5::tokenizer::T5_MAX_LENGTH;
 use crate::wan::t5::TextEncoder;
 use crate::wan::transformer::config::TransformerConfig;
+use crate::wan::transformer::denoiser::ImageConditioning;
 use crate::wan::transformer::denoiser::{model_info_for, WanDenoiser};
 use crate::wan::transformer::WanTransformer;
+use crate::wan::vae::encoder::WanVaeEncoder;
 use crate::wan::vae::frame_decoder::WanFrameDecoder;
 use crate::wan::vae::{WanVae, WanVaeDecoder};
 use crate::wan::WanError;
 use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
+use longshot_core::inputs::{ImageEmbeddings, ReferenceImages};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -100,6 +107,55 @@ pub struct WanModel {
     text_encoder_dir: PathBuf,
     tokenizer_dir: PathBuf,
     text: Mutex<Option<Arc<TextEncoder>>>,
+    image: Option<ImagePath>,
+}
+
+/// An image-to-video pipeline's image side (CPU reference).
+struct ImagePath {
+    vae_encoder: Arc<WanVaeEncoder>,
+    image_encoder_dir: PathBuf,
+    clip_config: ClipVisionConfig,
+    processor: ClipImageProcessor,
+    clip: Mutex<Option<Arc<ClipVisionEncoder>>>,
+}
+
+impl ImagePath {
+    fn load(pipeline: &PipelineDir, tcfg: &TransformerConfig) -> Result<Self, WanError> {
+        let image_encoder_dir = pipeline.component_dir("image_encoder")?;
+        let clip_config = ClipVisionConfig::load(&image_encoder_dir)?;
+        if Some(clip_config.hidden_size) != tcfg.image_dim {
+            return Err(WanError::config(
+                image_encoder_dir.join("config.json"),
+                format!(
+                    "hidden_size {} does not match the transformer's image_dim {:?}",
+                    clip_config.hidden_size, tcfg.image_dim
+                ),
+            ));
+        }
+        Ok(Self {
+            vae_encoder: Arc::new(WanVaeEncoder::load(&pipeline.component_dir("vae")?)?),
+            processor: ClipImageProcessor::load(&pipeline.component_dir("image_processor")?)?,
+            image_encoder_dir,
+            clip_config,
+            clip: Mutex::new(None),
+        })
+    }
+
+    /// The CLIP image encoder, loaded on the first call.
+    fn clip(&self) -> Result<Arc<ClipVisionEncoder>, WanError> {
+        let mut slot = self.clip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(ClipVisionEncoder::load(&self.image_encoder_dir)?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+}
+
+/// 8-bit RGB to the pipelines' `[H, W, 3]` in [0, 1].
+fn unit_rgb(rgb8: &[u8]) -> Vec<f32> {
+    rgb8.iter().map(|&v| f32::from(v) / 255.0).collect()
 }
 
 /// The name a pipeline is served under when none is given: `wan2.1-t2v-1.3b` / `wan2.1-t2v-14b`
@@ -152,13 +208,6 @@ impl WanModel {
     pub fn load(dir: &Path, name: Option<&str>, backend: &WanBackend) -> Result<Self, WanError> {
         let pipeline = PipelineDir::open(dir)?;
         let transformer = Transformer::load(&pipeline.component_dir("transformer")?, backend)?;
-        if transformer.config().has_image_path() {
-            return Err(WanError::config(
-                pipeline.component_dir("transformer")?.join("config.json"),
-                "an image-to-video pipeline: workers do not serve these yet (jobs take no --image so far); \
-                 `longshot dev sample` runs one on the CPU",
-            ));
-        }
         let vae = Vae::load(&pipeline.component_dir("vae")?, backend)?;
         let text_encoder_dir = pipeline.component_dir("text_encoder")?;
         let tokenizer_dir = pipeline.component_dir("tokenizer")?;
@@ -173,17 +222,32 @@ impl WanModel {
                 ),
             ));
         }
-        let (vae_z, in_ch) = (vae.config().z_dim, tcfg.in_channels);
-        if vae_z != in_ch {
+        // Text-to-video reads the latents; image-to-video also the mask and the condition latents.
+        let (z, r) = (vae.config().z_dim, vae.config().temporal_factor());
+        let want_in = if tcfg.has_image_path() { z + r + z } else { z };
+        if tcfg.in_channels != want_in || tcfg.out_channels() != z {
             return Err(WanError::config(
                 pipeline.component_dir("vae")?.join("config.json"),
-                format!("z_dim {vae_z} does not match the transformer's in_channels {in_ch}"),
+                format!(
+                    "z_dim {z} does not fit the transformer's in_channels {} and out_channels {} (want {want_in} \
+                     and {z})",
+                    tcfg.in_channels,
+                    tcfg.out_channels()
+                ),
             ));
         }
+        let image = if tcfg.has_image_path() {
+            Some(ImagePath::load(&pipeline, tcfg)?)
+        } else {
+            None
+        };
         let name = name.map(str::to_string).unwrap_or_else(|| default_name(dir, tcfg));
         let mut info = model_info_for(&name, tcfg);
-        info.weights =
-            crate::wan::fingerprint::pipeline_fingerprint(dir, &["transformer", "vae", "text_encoder", "tokenizer"])?;
+        let mut components = vec!["transformer", "vae", "text_encoder", "tokenizer"];
+        if image.is_some() {
+            components.extend(["image_encoder", "image_processor"]);
+        }
+        info.weights = crate::wan::fingerprint::pipeline_fingerprint(dir, &components)?;
         Ok(Self {
             info,
             root: dir.to_path_buf(),
@@ -192,6 +256,7 @@ impl WanModel {
             text_encoder_dir,
             tokenizer_dir,
             text: Mutex::new(None),
+            image,
         })
     }
 
@@ -246,18 +311,124 @@ impl WanModel {
         Ok(())
     }
 
-    /// A denoiser for one job. Precomputes every block's cross-attention K/V of both branches:
-    /// heavy, call it off the async runtime.
-    pub fn denoiser(&self, e: &TextEmbeddings) -> Result<Box<dyn Denoiser>, WanError> {
+    /// The CLIP embeddings of a job's reference images as WanImageToVideoPipeline computes them:
+    /// each image preprocessed (`CLIPImageProcessor`), the penultimate hidden states of all of
+    /// them in one batch, `[images · tokens, hidden]`. Heavy: call it off the async runtime.
+    pub fn encode_images(&self, images: &ReferenceImages) -> Result<ImageEmbeddings, WanError> {
+        let ip = self.image_path()?;
+        images.validate().map_err(WanError::Input)?;
+        let (h, w) = (images.height as usize, images.width as usize);
+        let mut pixels = Vec::new();
+        for img in std::iter::once(&images.first).chain(&images.last) {
+            pixels.extend(ip.processor.preprocess(&unit_rgb(img), h, w)?);
+        }
+        let n = images.count() as usize;
+        let (ch, cw) = (ip.processor.crop_size.height, ip.processor.crop_size.width);
+        let data = ip.clip()?.penultimate(&pixels, [n, 3, ch, cw])?;
+        Ok(ImageEmbeddings {
+            rows: n * ip.clip_config.tokens(),
+            dim: ip.clip_config.hidden_size,
+            data,
+        })
+    }
+
+    fn image_path(&self) -> Result<&ImagePath, WanError> {
+        self.image.as_ref().ok_or_else(|| {
+            WanError::Input(format!(
+                "{} is a text-to-video pipeline: it takes no reference image",
+                self.root.display()
+            ))
+        })
+    }
+
+    /// Checks that reference images and their embeddings fit this pipeline.
+    pub fn check_images(&self, images: &ReferenceImages, e: &ImageEmbeddings) -> Result<(), String> {
+        let ip = self.image_path().map_err(|e| e.to_string())?;
+        images.validate()?;
+        e.validate()?;
+        let want = (
+            images.count() as usize * ip.clip_config.tokens(),
+            ip.clip_config.hidden_size,
+        );
+        if (e.rows, e.dim) != want {
+            return Err(format!(
+                "image embedding [{}, {}] is not [{}, {}] ({} image(s) × the image encoder's tokens, its hidden size)",
+                e.rows,
+                e.dim,
+                want.0,
+                want.1,
+                images.count()
+            ));
+        }
+        Ok(())
+    }
+
+    /// A denoiser for one job of `latent: [frames, height, width]` latent frames and cells.
+    /// Precomputes every block's cross-attention K/V of both branches: heavy, call it off the
+    /// async runtime.
+    pub fn denoiser(&self, cond: &Conditioning, latent: [usize; 3]) -> Result<Box<dyn Denoiser>, WanError> {
+        let e = cond
+            .embeddings
+            .as_ref()
+            .ok_or_else(|| WanError::Input("the job's text embeddings are missing".into()))?;
         self.check_embeddings(e)
             .map_err(|m| WanError::Input(format!("text embeddings: {m}")))?;
+        let image_inputs = match (&self.image, &cond.reference, &cond.image_embeddings) {
+            (None, None, None) => None,
+            (Some(ip), Some(r), Some(ie)) => {
+                self.check_images(r, ie).map_err(WanError::Input)?;
+                let [frames, lh, lw] = latent;
+                let s = ip.vae_encoder.config().spatial_factor();
+                if (r.height as usize, r.width as usize) != (lh * s, lw * s) {
+                    return Err(WanError::Input(format!(
+                        "reference images are {}x{}, the clip's latents {lw}x{lh} decode to {}x{}",
+                        r.width,
+                        r.height,
+                        lw * s,
+                        lh * s
+                    )));
+                }
+                let (first, last) = (unit_rgb(&r.first), r.last.as_deref().map(unit_rgb));
+                let refs = ImageRefs {
+                    first: &first,
+                    last: last.as_deref(),
+                    height: r.height as usize,
+                    width: r.width as usize,
+                };
+                let frames = ip.vae_encoder.config().output_frames(frames);
+                Some((ImageCondition::new(ip.vae_encoder.clone(), &refs, frames)?, ie))
+            }
+            _ => {
+                return Err(WanError::Input(format!(
+                    "this pipeline takes {} reference image(s); the job's conditioning does not match",
+                    self.info.reference_images
+                )))
+            }
+        };
         Ok(match &self.transformer {
-            Transformer::Cpu(t) => Box::new(WanDenoiser::new(self.info.clone(), t.clone(), &e.prompt, &e.negative)?),
+            Transformer::Cpu(t) => {
+                let image = image_inputs.map(|(condition, ie)| ImageConditioning {
+                    tokens: &ie.data,
+                    condition,
+                });
+                Box::new(WanDenoiser::conditioned(
+                    self.info.clone(),
+                    t.clone(),
+                    &e.prompt,
+                    &e.negative,
+                    image,
+                )?)
+            }
             #[cfg(feature = "cuda")]
-            Transformer::Cuda(t) => Box::new(
-                super::gpu::GpuWanDenoiser::new(self.info.clone(), t.clone(), &e.prompt, &e.negative)
-                    .map_err(|err| WanError::Input(format!("GPU text conditioning: {err}")))?,
-            ),
+            Transformer::Cuda(t) => {
+                if image_inputs.is_some() {
+                    return Err(WanError::Input("the GPU transformer has no image path yet".into()));
+                }
+                Box::new(
+                    super::gpu::GpuWanDenoiser::new(self.info.clone(), t.clone(), &e.prompt, &e.negative)
+                        .map_err(|err| WanError::Input(format!("GPU text conditioning: {err}")))?,
+                )
+            }
         })
     }
 
@@ -307,9 +478,17 @@ impl ServedModel for WanModel {
         Ok(Some(self.encode(prompt, negative_prompt)?))
     }
 
-    fn job_denoiser(&self, cond: &Conditioning, _: usize, _: usize) -> Result<Box<dyn Denoiser>, ServedModelError> {
-        let e = cond.embeddings.as_ref().ok_or(ConditioningError::Missing)?;
-        Ok(self.denoiser(e)?)
+    fn check_images(&self, images: &ReferenceImages, e: &ImageEmbeddings) -> Result<(), String> {
+        WanModel::check_images(self, images, e)
+    }
+
+    fn encode_images(&self, images: &ReferenceImages) -> Result<ImageEmbeddings, ServedModelError> {
+        Ok(WanModel::encode_images(self, images)?)
+    }
+
+    fn job_denoiser(&self, cond: &Conditioning, latent: [usize; 3]) -> Result<Box<dyn Denoiser>, ServedModelError> {
+        cond.embeddings.as_ref().ok_or(ConditioningError::Missing)?;
+        Ok(self.denoiser(cond, latent)?)
     }
 
     fn frame_decoder(&self) -> Box<dyn FrameDecoder> {

@@ -16,6 +16,7 @@ use longshot_core::api::{
     RegistryApi, SubmitResult, WorkerInfo, WorkerState,
 };
 use longshot_core::denoiser::ModelInfo;
+use longshot_core::inputs::{InputDigest, InputInfo};
 use longshot_core::job::{JobSpec, OutputKind};
 use std::error::Error as _;
 use std::time::Duration;
@@ -242,6 +243,61 @@ impl JobApi for JobClient {
             let state = r.map_err(|s| self.failed(s))?.into_inner().state;
             worker_state_from_pb(state, "state").map_err(|e| malformed(&self.peer, e))
         })
+    }
+
+    /// Sends the chunks until the first error, which then fails the upload here, whatever the
+    /// coordinator made of the bytes before it.
+    fn upload_input(
+        &self,
+        chunks: BoxStream<Result<Vec<u8>, ApiError>>,
+        expected: Option<InputDigest>,
+    ) -> BoxFuture<'_, Result<InputInfo, ApiError>> {
+        Box::pin(async move {
+            let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
+            // Sent from a task through a channel: tonic needs a 'static stream of messages.
+            let (tx, messages) = futures::channel::mpsc::channel(2);
+            tokio::spawn(forward_upload(chunks, expected, tx, failure.clone()));
+            let r = self.client().upload_input(self.request(messages)).await;
+            if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(e);
+            }
+            let r = r.map_err(|s| self.failed(s))?.into_inner();
+            let digest = InputDigest::try_from(r.sha256)
+                .map_err(|m| malformed(&self.peer, crate::convert::invalid("sha256", m)))?;
+            Ok(InputInfo {
+                digest,
+                size_bytes: r.size_bytes,
+            })
+        })
+    }
+}
+
+/// Sends `chunks` as `InputChunk`s (the first with the digest) until the first error, which is
+/// kept in `failure` for the caller and ends the upload.
+async fn forward_upload(
+    mut chunks: BoxStream<Result<Vec<u8>, ApiError>>,
+    expected: Option<InputDigest>,
+    mut tx: futures::channel::mpsc::Sender<pb::InputChunk>,
+    failure: std::sync::Arc<std::sync::Mutex<Option<ApiError>>>,
+) {
+    use futures::SinkExt;
+    let mut sha256 = expected.map(String::from).unwrap_or_default();
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(data) => {
+                let message = pb::InputChunk {
+                    data: data.into(),
+                    sha256: std::mem::take(&mut sha256),
+                };
+                if tx.send(message).await.is_err() {
+                    return; // the call ended: its status says why
+                }
+            }
+            Err(e) => {
+                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                return;
+            }
+        }
     }
 }
 

@@ -10,10 +10,9 @@ use crate::status::{from_status_at, status_cause};
 use crate::trace_context::traced;
 use futures::stream::{self, StreamExt};
 use longshot_core::api::{
-    ApiError, BoxFuture, BoxStream, EncodeTextRequest, ExchangeConnector, OverlapEnvelope, ShardAssignment, ShardEvent,
-    WorkerApi, WorkerConnector,
+    ApiError, BoxFuture, BoxStream, EncodeTextRequest, EncodedConditioning, ExchangeConnector, OverlapEnvelope,
+    ShardAssignment, ShardEvent, WorkerApi, WorkerConnector,
 };
-use longshot_core::denoiser::TextEmbeddings;
 use std::sync::Arc;
 use tonic::transport::Channel;
 use tonic::Streaming;
@@ -67,7 +66,7 @@ impl WorkerApi for GrpcWorker {
         })
     }
 
-    fn encode_text(&self, request: EncodeTextRequest) -> BoxFuture<'_, Result<Option<TextEmbeddings>, ApiError>> {
+    fn encode_text(&self, request: EncodeTextRequest) -> BoxFuture<'_, Result<EncodedConditioning, ApiError>> {
         Box::pin(async move {
             let r = self
                 .client

@@ -47,6 +47,7 @@ impl From<ModelInfo> for pb::ModelInfo {
             spatial_compression: to_u32(m.spatial_compression),
             default_overlap: to_u32(m.default_overlap),
             weights: m.weights,
+            reference_images: m.reference_images,
         }
     }
 }
@@ -87,6 +88,12 @@ impl TryFrom<pb::ModelInfo> for ModelInfo {
                 ),
             ));
         }
+        if m.reference_images > 2 {
+            errors.push(FieldError::new(
+                "reference_images",
+                format!("{} is not 0, 1 or 2", m.reference_images),
+            ));
+        }
         if !errors.is_empty() {
             return Err(ApiError::InvalidArgument(errors));
         }
@@ -98,6 +105,7 @@ impl TryFrom<pb::ModelInfo> for ModelInfo {
             spatial_compression: to_usize(m.spatial_compression, "spatial_compression")?,
             default_overlap: to_usize(m.default_overlap, "default_overlap")?,
             weights: m.weights,
+            reference_images: m.reference_images,
         })
     }
 }

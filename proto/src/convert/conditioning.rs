@@ -2,11 +2,12 @@
 //! their embeddings as exact f32 bits. Embeddings from the wire are checked (shape, length,
 //! finiteness) before any worker conditions on them.
 
-use super::{invalid, required, to_u32, to_usize};
+use super::{invalid, nest, required, to_u32, to_usize};
 use crate::pb;
 use crate::wire;
-use longshot_core::api::{ApiError, EncodeTextRequest};
+use longshot_core::api::{ApiError, EncodeTextRequest, EncodedConditioning};
 use longshot_core::denoiser::{Conditioning, TextEmbeddings};
+use longshot_core::inputs::{ImageEmbeddings, ReferenceImages};
 
 impl From<Conditioning> for pb::Conditioning {
     fn from(c: Conditioning) -> Self {
@@ -18,14 +19,36 @@ impl From<Conditioning> for pb::Conditioning {
             ),
             None => Default::default(),
         };
+        let (image_embedding, image_embedding_shape) = match c.image_embeddings {
+            Some(e) => (wire::encode_f32_le(&e.data), vec![to_u32(e.rows), to_u32(e.dim)]),
+            None => Default::default(),
+        };
         pb::Conditioning {
             prompt: c.prompt,
             negative_prompt: c.negative_prompt,
             prompt_embedding,
             negative_embedding,
             embedding_shape,
+            reference: c.reference.map(Into::into),
+            image_embedding,
+            image_embedding_shape,
         }
     }
+}
+
+/// `[rows, dim]` from a shape field.
+fn shape2(shape: &[u32], field: &str) -> Result<(usize, usize), ApiError> {
+    let [rows, dim] = shape[..] else {
+        return Err(invalid(
+            field,
+            format!("{shape:?} has {} dimensions, expected 2 ([rows, dim])", shape.len()),
+        ));
+    };
+    Ok((to_usize(rows, field)?, to_usize(dim, field)?))
+}
+
+fn decode(bytes: &[u8], field: &str) -> Result<Vec<f32>, ApiError> {
+    wire::decode_f32_le(bytes).map_err(|e| invalid(field, e.to_string()))
 }
 
 impl TryFrom<pb::Conditioning> for Conditioning {
@@ -41,32 +64,72 @@ impl TryFrom<pb::Conditioning> for Conditioning {
             }
             None
         } else {
-            let [rows, dim] = c.embedding_shape[..] else {
-                return Err(invalid(
-                    "embedding_shape",
-                    format!(
-                        "{:?} has {} dimensions, expected 2 ([rows, dim])",
-                        c.embedding_shape,
-                        c.embedding_shape.len()
-                    ),
-                ));
-            };
-            let decode =
-                |bytes: &[u8], field: &str| wire::decode_f32_le(bytes).map_err(|e| invalid(field, e.to_string()));
+            let (rows, dim) = shape2(&c.embedding_shape, "embedding_shape")?;
             let e = TextEmbeddings {
-                rows: to_usize(rows, "embedding_shape")?,
-                dim: to_usize(dim, "embedding_shape")?,
+                rows,
+                dim,
                 prompt: decode(&c.prompt_embedding, "prompt_embedding")?,
                 negative: decode(&c.negative_embedding, "negative_embedding")?,
             };
             e.validate().map_err(|m| invalid("embeddings", m))?;
             Some(e)
         };
+        let image_embeddings = if c.image_embedding_shape.is_empty() {
+            if !c.image_embedding.is_empty() {
+                return Err(invalid(
+                    "image_embedding_shape",
+                    "is empty but an image embedding was sent: give [rows, dim]",
+                ));
+            }
+            None
+        } else {
+            let (rows, dim) = shape2(&c.image_embedding_shape, "image_embedding_shape")?;
+            let e = ImageEmbeddings {
+                rows,
+                dim,
+                data: decode(&c.image_embedding, "image_embedding")?,
+            };
+            e.validate().map_err(|m| invalid("image_embedding", m))?;
+            Some(e)
+        };
+        let reference = c
+            .reference
+            .map(ReferenceImages::try_from)
+            .transpose()
+            .map_err(|e| nest("reference", e))?;
         Ok(Conditioning {
             prompt: c.prompt,
             negative_prompt: c.negative_prompt,
             embeddings,
+            reference,
+            image_embeddings,
         })
+    }
+}
+
+impl From<ReferenceImages> for pb::ReferenceImages {
+    fn from(r: ReferenceImages) -> Self {
+        pb::ReferenceImages {
+            width: r.width,
+            height: r.height,
+            first: r.first.into(),
+            last: r.last.unwrap_or_default().into(),
+        }
+    }
+}
+
+impl TryFrom<pb::ReferenceImages> for ReferenceImages {
+    type Error = ApiError;
+
+    fn try_from(r: pb::ReferenceImages) -> Result<Self, ApiError> {
+        let images = ReferenceImages {
+            width: r.width,
+            height: r.height,
+            first: r.first.to_vec(),
+            last: (!r.last.is_empty()).then(|| r.last.to_vec()),
+        };
+        images.validate().map_err(|m| invalid("", m))?;
+        Ok(images)
     }
 }
 
@@ -77,6 +140,7 @@ impl From<EncodeTextRequest> for pb::EncodeTextRequest {
             model: r.model,
             prompt: r.prompt,
             negative_prompt: r.negative_prompt,
+            reference: r.reference.map(Into::into),
         }
     }
 }
@@ -93,25 +157,35 @@ impl TryFrom<pb::EncodeTextRequest> for EncodeTextRequest {
             model: r.model,
             prompt: r.prompt,
             negative_prompt: r.negative_prompt,
+            reference: r
+                .reference
+                .map(ReferenceImages::try_from)
+                .transpose()
+                .map_err(|e| nest("reference", e))?,
         })
     }
 }
 
-/// The embeddings of an `EncodeTextResponse` (`None` when the model takes none).
-pub fn embeddings_from_pb(r: pb::EncodeTextResponse) -> Result<Option<TextEmbeddings>, ApiError> {
-    let c = Conditioning::try_from(required(r.conditioning, "conditioning")?)
-        .map_err(|e| super::nest("conditioning", e))?;
-    Ok(c.embeddings)
+/// The embeddings of an `EncodeTextResponse` (each `None` when the model takes none).
+pub fn embeddings_from_pb(r: pb::EncodeTextResponse) -> Result<EncodedConditioning, ApiError> {
+    let c = Conditioning::try_from(required(r.conditioning, "conditioning")?).map_err(|e| nest("conditioning", e))?;
+    Ok(EncodedConditioning {
+        text: c.embeddings,
+        image: c.image_embeddings,
+    })
 }
 
-/// An `EncodeTextResponse` for `request` carrying `embeddings`.
-pub fn embeddings_to_pb(request: &EncodeTextRequest, embeddings: Option<TextEmbeddings>) -> pb::EncodeTextResponse {
+/// An `EncodeTextResponse` for `request` carrying `encoded` (the reference images are not sent
+/// back).
+pub fn embeddings_to_pb(request: &EncodeTextRequest, encoded: EncodedConditioning) -> pb::EncodeTextResponse {
     pb::EncodeTextResponse {
         conditioning: Some(
             Conditioning {
                 prompt: request.prompt.clone(),
                 negative_prompt: request.negative_prompt.clone(),
-                embeddings,
+                embeddings: encoded.text,
+                image_embeddings: encoded.image,
+                reference: None,
             }
             .into(),
         ),
@@ -132,6 +206,17 @@ mod tests {
                 prompt: vec![0.5, -0.0, 1e-40, f32::MAX, -1.0, 3.25],
                 negative: vec![0.0; 6],
             }),
+            reference: Some(ReferenceImages {
+                width: 2,
+                height: 1,
+                first: vec![1, 2, 3, 4, 5, 6],
+                last: Some(vec![6, 5, 4, 3, 2, 1]),
+            }),
+            image_embeddings: Some(ImageEmbeddings {
+                rows: 1,
+                dim: 2,
+                data: vec![-0.0, 1e-40],
+            }),
         }
     }
 
@@ -144,6 +229,9 @@ mod tests {
         assert_eq!(bits(&a.prompt), bits(&b.prompt));
         assert_eq!(bits(&a.negative), bits(&b.negative));
         assert_eq!((b.rows, b.dim), (2, 3));
+        assert_eq!(back.reference, c.reference);
+        let (a, b) = (c.image_embeddings.unwrap(), back.image_embeddings.unwrap());
+        assert_eq!((bits(&a.data), b.rows, b.dim), (bits(&b.data), 1, 2));
         let none = Conditioning::new("p", "n");
         assert_eq!(
             Conditioning::try_from(pb::Conditioning::from(none.clone())).unwrap(),
@@ -205,6 +293,30 @@ mod tests {
                     ..good.clone()
                 },
                 "embeddings: shape [0, 3] is empty",
+            ),
+            (
+                pb::Conditioning {
+                    image_embedding_shape: vec![],
+                    ..good.clone()
+                },
+                "image_embedding_shape: is empty but an image embedding was sent",
+            ),
+            (
+                pb::Conditioning {
+                    image_embedding: wire::encode_f32_le(&[f32::INFINITY, 0.0]),
+                    ..good.clone()
+                },
+                "image_embedding: image embedding value 0 is inf",
+            ),
+            (
+                pb::Conditioning {
+                    reference: Some(pb::ReferenceImages {
+                        first: vec![0u8; 5].into(),
+                        ..good.reference.clone().unwrap()
+                    }),
+                    ..good.clone()
+                },
+                "reference: first image holds 5 bytes, not 2x1x3 = 6",
             ),
         ];
         for (msg, want) in cases {

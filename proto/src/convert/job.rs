@@ -7,7 +7,8 @@ use longshot_core::api::{
     ApiError, JobEvent, JobRecovery, JobState, JobStatus, OutputChunk, OutputInfo, PlanSummary, SubmitResult,
 };
 use longshot_core::codenoise::BlendMode;
-use longshot_core::job::{defaults, ClipLength, FieldError, JobSpec, OutputKind};
+use longshot_core::inputs::InputDigest;
+use longshot_core::job::{defaults, ClipLength, FieldError, JobInputs, JobSpec, OutputKind};
 use longshot_core::scheduler::Solver;
 
 // ---- JobSpec --------------------------------------------------------------------------------
@@ -34,6 +35,8 @@ impl From<JobSpec> for pb::JobSpec {
             outputs: s.outputs.iter().map(|o| o.as_str().to_string()).collect(),
             priority: s.priority,
             disable_exchange: s.blend == BlendMode::Independent,
+            image: s.inputs.image.map(String::from).unwrap_or_default(),
+            last_image: s.inputs.last_image.map(String::from).unwrap_or_default(),
         }
     }
 }
@@ -75,6 +78,17 @@ impl TryFrom<pb::JobSpec> for JobSpec {
                 })
                 .collect()
         };
+        let mut digest = |field: &str, s: String| {
+            non_empty(s).and_then(|s| {
+                InputDigest::try_from(s)
+                    .map_err(|m| errors.push(FieldError::new(field, m)))
+                    .ok()
+            })
+        };
+        let inputs = JobInputs {
+            image: digest("image", p.image),
+            last_image: digest("last_image", p.last_image),
+        };
         let spec = JobSpec {
             model: p.model,
             prompt: p.prompt,
@@ -97,6 +111,7 @@ impl TryFrom<pb::JobSpec> for JobSpec {
             } else {
                 BlendMode::CoDenoise
             },
+            inputs,
         };
         if errors.is_empty() {
             return Ok(spec);

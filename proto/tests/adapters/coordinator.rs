@@ -217,3 +217,68 @@ async fn the_leader_health_service_follows_leadership() -> Result<()> {
     until(&mut health, status(LEADER_HEALTH_SERVICE), ServingStatus::NotServing).await?;
     server.stop().await
 }
+
+/// `UploadInput`: chunks arrive in order and whole, the digest comes back, and the edge refuses
+/// an oversized chunk, a malformed digest and a second digest; DATA_LOSS survives the trip.
+#[tokio::test]
+async fn uploads_stream_in_chunks_and_bad_ones_are_refused_at_the_edge() -> Result<()> {
+    use longshot_core::inputs::{InputDigest, UPLOAD_CHUNK_BYTES};
+    let fake = Arc::new(FakeCoordinator::default());
+    let server = start_coordinator(fake.clone()).await?;
+    let client = JobClient::connect(&server.addr.to_string()).await?;
+    let bytes: Vec<u8> = (0..UPLOAD_CHUNK_BYTES + 10).map(|i| (i % 251) as u8).collect();
+    let chunks: Vec<_> = bytes.chunks(UPLOAD_CHUNK_BYTES).map(|c| Ok(c.to_vec())).collect();
+    let digest = InputDigest::of(&bytes);
+    let info = client
+        .upload_input(Box::pin(stream::iter(chunks.clone())), Some(digest.clone()))
+        .await?;
+    assert_eq!((info.digest, info.size_bytes), (digest, bytes.len() as u64));
+    assert_eq!(
+        fake.uploads.lock().expect("lock")[0],
+        (vec![UPLOAD_CHUNK_BYTES, 10], bytes.clone())
+    );
+    let wrong = client
+        .upload_input(Box::pin(stream::iter(chunks)), Some(InputDigest::of(b"other")))
+        .await
+        .unwrap_err();
+    assert!(matches!(wrong, ApiError::DataLoss(_)), "{wrong:?}");
+    // A client-side failure fails the upload on the client, whatever the server made of it.
+    let broken = vec![Ok(vec![1u8]), Err(ApiError::Unavailable("disk gone".into()))];
+    let err = client
+        .upload_input(Box::pin(stream::iter(broken)), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err, ApiError::Unavailable("disk gone".into()));
+
+    let mut raw = pb::job_service_client::JobServiceClient::connect(format!("http://{}", server.addr)).await?;
+    let chunk = |data: Vec<u8>, sha256: &str| pb::InputChunk {
+        data: data.into(),
+        sha256: sha256.into(),
+    };
+    let cases = [
+        (
+            vec![chunk(vec![0; UPLOAD_CHUNK_BYTES + 1], "")],
+            "data: a chunk of 1048577 bytes is larger than 1048576",
+        ),
+        (vec![chunk(vec![1], "abc")], "is not a SHA-256 digest"),
+        (
+            vec![chunk(vec![1], ""), chunk(vec![2], "abc")],
+            "sha256: only the first chunk may carry the digest",
+        ),
+        (vec![], "data: the upload ended before its first chunk"),
+    ];
+    let before = fake.uploads.lock().expect("lock").len();
+    for (messages, want) in cases {
+        let status = raw.upload_input(stream::iter(messages)).await.expect_err(want);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{want}");
+        assert!(
+            status.message().contains(want),
+            "{} does not say {want}",
+            status.message()
+        );
+    }
+    // The third case reached the service, whose stream then ended in the edge's error: nothing
+    // was kept.
+    assert_eq!(fake.uploads.lock().expect("lock").len(), before);
+    server.stop().await
+}

@@ -31,6 +31,8 @@ const OUTPUT: &[u8] = b"not really an mp4, but bytes all the same";
 #[derive(Default)]
 struct FakeCoordinator {
     submitted: Mutex<Vec<JobSpec>>,
+    /// Every upload's chunk sizes and whole bytes.
+    uploads: Mutex<Vec<(Vec<usize>, Vec<u8>)>>,
 }
 
 fn plan() -> PlanSummary {
@@ -75,6 +77,7 @@ fn model() -> ModelInfo {
         spatial_compression: 8,
         default_overlap: 4,
         weights: String::new(),
+        reference_images: 0,
     }
 }
 
@@ -153,6 +156,30 @@ impl JobApi for FakeCoordinator {
                 ("w1", false) => Ok(WorkerState::Idle),
                 _ => Err(ApiError::NotFound(format!("no worker {worker_id:?} is registered"))),
             }
+        })
+    }
+
+    /// Keeps what arrived and answers as the coordinator's store does (digest of the bytes,
+    /// DATA_LOSS when it is not the one the client named).
+    fn upload_input(
+        &self,
+        mut chunks: BoxStream<Result<Vec<u8>, ApiError>>,
+        expected: Option<longshot_core::inputs::InputDigest>,
+    ) -> BoxFuture<'_, Result<longshot_core::inputs::InputInfo, ApiError>> {
+        Box::pin(async move {
+            let (mut sizes, mut bytes) = (Vec::new(), Vec::new());
+            while let Some(c) = chunks.next().await {
+                let c = c?;
+                sizes.push(c.len());
+                bytes.extend(c);
+            }
+            let digest = longshot_core::inputs::InputDigest::of(&bytes);
+            let size_bytes = bytes.len() as u64;
+            self.uploads.lock().expect("lock").push((sizes, bytes));
+            if expected.is_some_and(|e| e != digest) {
+                return Err(ApiError::DataLoss("the bytes hash to something else".into()));
+            }
+            Ok(longshot_core::inputs::InputInfo { digest, size_bytes })
         })
     }
 }
@@ -359,5 +386,6 @@ fn spec() -> JobSpec {
         outputs: vec![OutputKind::Mp4],
         priority: 0,
         blend: Default::default(),
+        inputs: Default::default(),
     }
 }

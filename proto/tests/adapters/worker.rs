@@ -166,16 +166,21 @@ async fn encode_text_carries_embeddings_bit_exactly_and_rejects_malformed_ones()
         model: model.into(),
         prompt: "a lighthouse".into(),
         negative_prompt: "fog".into(),
+        reference: None,
     };
     let e = worker
         .encode_text(request("wan"))
         .await?
+        .text
         .context("wan has embeddings")?;
     assert_eq!((e.rows, e.dim), (2, 3));
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&e.prompt), bits(&[12.0, -0.0, 1e-40, 0.1, 0.2, 0.3]));
     assert_eq!(e.negative, vec![3.0; 6]);
-    assert_eq!(worker.encode_text(request("procedural")).await?, None);
+    assert_eq!(
+        worker.encode_text(request("procedural")).await?,
+        EncodedConditioning::default()
+    );
     // A NaN from the peer is refused at the client's edge, naming the field.
     let err = worker.encode_text(request("nan")).await.unwrap_err().to_string();
     ensure!(

@@ -63,6 +63,7 @@ fn spec() -> JobSpec {
         outputs: vec![OutputKind::Mp4, OutputKind::Latents],
         priority: -3,
         blend: BlendMode::Independent,
+        inputs: Default::default(),
     }
 }
 
@@ -75,6 +76,7 @@ fn model() -> ModelInfo {
         spatial_compression: 8,
         default_overlap: 5,
         weights: String::new(),
+        reference_images: 0,
     }
 }
 
@@ -105,6 +107,7 @@ fn assignment() -> ShardAssignment {
                 prompt: vec![0.25, -0.0, 1e-42, -7.5],
                 negative: vec![0.0, 1.0, 2.0, 3.0],
             }),
+            ..Conditioning::default()
         },
         seed: u64::MAX,
         channels: 16,

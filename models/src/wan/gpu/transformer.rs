@@ -482,7 +482,12 @@ impl crate::wan::transformer::denoiser::WanForward for GpuWanTransformer {
     type Text = GpuTextContext;
     type Error = GpuWanError;
 
-    fn encode_text(&self, ctx: &[f32]) -> Result<GpuTextContext, GpuWanError> {
+    /// The GPU transformer has no image path yet: its loader refuses image-to-video checkpoints,
+    /// so `image` is always `None` here.
+    fn encode_conditioning(&self, ctx: &[f32], image: Option<&[f32]>) -> Result<GpuTextContext, GpuWanError> {
+        if image.is_some() {
+            return Err(crate::wan::WanError::Input("the GPU transformer takes no image tokens yet".into()).into());
+        }
         GpuWanTransformer::encode_text(self, ctx)
     }
 

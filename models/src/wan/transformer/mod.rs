@@ -203,48 +203,6 @@ impl WanTransformer {
     }
 }
 
-impl WanTransformer {
-    /// diffusers' call with `encoder_hidden_states_image`: [`WanForward::forward_batch`] with
-    /// `image: [B, M, image_dim]` for an image-to-video model (`None`: text-to-video).
-    pub fn forward_batch_with_image(
-        &self,
-        x: &[f32],
-        shape: [usize; 5],
-        timesteps: &[f32],
-        ctx: &[f32],
-        image: Option<&[f32]>,
-    ) -> Result<Vec<f32>, WanError> {
-        let [b, c, t, h, w] = shape;
-        let Some(image) = image else {
-            return denoiser::WanForward::forward_batch(self, x, shape, timesteps, ctx);
-        };
-        if b == 0
-            || timesteps.len() != b
-            || Some(x.len()) != checked_len(&shape)
-            || !ctx.len().is_multiple_of(b)
-            || !image.len().is_multiple_of(b)
-        {
-            return Err(WanError::Input(format!(
-                "batch {b}: got {} latent values, {} timesteps, {} text values, {} image values",
-                x.len(),
-                timesteps.len(),
-                ctx.len(),
-                image.len()
-            )));
-        }
-        let (per_x, per_ctx, per_img) = (x.len() / b, ctx.len() / b, image.len() / b);
-        let mut out = Vec::new();
-        for i in 0..b {
-            let cond = self.encode_conditioning(
-                &ctx[i * per_ctx..(i + 1) * per_ctx],
-                Some(&image[i * per_img..(i + 1) * per_img]),
-            )?;
-            out.extend(self.forward(&x[i * per_x..(i + 1) * per_x], [c, t, h, w], timesteps[i], &cond)?);
-        }
-        Ok(out)
-    }
-}
-
 /// The product of `dims`, or `None` on overflow (dims come from callers; never panic on them).
 pub(crate) fn checked_len(dims: &[usize]) -> Option<usize> {
     dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
