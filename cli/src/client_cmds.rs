@@ -99,12 +99,11 @@ pub async fn submit(coordinator: &str, a: SubmitArgs, json: bool) -> Result<()> 
 
 async fn submit_in(coordinator: &str, a: SubmitArgs, json: bool, span: &tracing::Span) -> Result<()> {
     let images = a.job.reference_images()?;
+    let spec = a.job.to_spec(&[defaults::OUTPUT], &images);
+    crate::inputs::check_sizes(&images, spec.width, spec.height)?;
     let client = connect(coordinator).await?;
     crate::inputs::upload(&client, &images).await?;
-    let r = client
-        .submit(a.job.to_spec(&[defaults::OUTPUT], &images), String::new())
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let r = client.submit(spec, String::new()).await.map_err(|e| anyhow!("{e}"))?;
     span.record("job_id", r.job_id.as_str());
     if json {
         println!(

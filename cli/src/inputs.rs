@@ -31,6 +31,23 @@ impl LocalImage {
     }
 }
 
+/// Checks that every image has the clip's size (the coordinator checks again; this fails before
+/// anything is sent).
+pub fn check_sizes(images: &[LocalImage], width: u32, height: u32) -> Result<()> {
+    for (flag, img) in ["--image", "--last-image"].iter().zip(images) {
+        if (img.width, img.height) != (width, height) {
+            anyhow::bail!(
+                "{flag} {}: the image is {}x{}, but the clip is {width}x{height}: give the image's size as --width \
+                 and --height (multiples of 16), or resize the image to the clip's",
+                img.path.display(),
+                img.width,
+                img.height
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Uploads `images` to the coordinator behind `client`.
 pub async fn upload(client: &dyn JobApi, images: &[LocalImage]) -> Result<()> {
     for img in images {

@@ -294,13 +294,16 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
     // `--model DIR`: serve that pipeline on the local workers, under its default name.
     let mut models = Vec::new();
     let model_dir = Path::new(&a.job.model);
+    let mut served = None;
     if model_dir.is_dir() {
-        let name =
-            longshot_models::wan::served_name(model_dir).with_context(|| format!("--model {}", model_dir.display()))?;
-        models.push(format!("{name}={}", model_dir.display()));
-        spec.model = name;
+        let info =
+            longshot_models::wan::served_info(model_dir).with_context(|| format!("--model {}", model_dir.display()))?;
+        models.push(format!("{}={}", info.name, model_dir.display()));
+        spec.model = info.name.clone();
+        served = Some(info);
     }
-    render_checks::check_spec(&spec)?;
+    render_checks::check_spec(&spec, served.as_ref())?;
+    crate::inputs::check_sizes(&images, spec.width, spec.height)?;
     let targets = destinations(&a.output, &spec.outputs);
     render_checks::check_targets(&targets)?;
     // Owned for the whole render: every way out of this function removes it.

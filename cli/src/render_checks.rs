@@ -3,15 +3,18 @@
 //! at once, naming it, instead of after a cluster started and a render ran.
 
 use anyhow::{bail, Result};
+use longshot_core::denoiser::ModelInfo;
 use longshot_core::job::{FieldError, JobSpec, OutputKind};
 use std::path::{Path, PathBuf};
 
 /// Validates `spec`, and resolves it against the model when it is a built-in one (a pipeline
 /// directory's own limits are checked by the coordinator once its workers serve it).
-pub fn check_spec(spec: &JobSpec) -> Result<()> {
+/// `extra`: the model of a pipeline directory the render serves, besides the built-in ones.
+pub fn check_spec(spec: &JobSpec, extra: Option<&ModelInfo>) -> Result<()> {
     let valid = spec.clone().validated().map_err(invalid)?;
     if let Some(model) = longshot_models::available_models()
         .into_iter()
+        .chain(extra.cloned())
         .find(|m| m.name == spec.model)
     {
         valid.resolve(&model, spec.seed.unwrap_or(0)).map_err(invalid)?;

@@ -380,6 +380,8 @@ fn a_tiny_wan_i2v_clip_renders_bit_identically_on_one_and_three_workers() {
     for workers in [1usize, 3] {
         let options = ClusterOptions {
             worker_args: vec!["--model".into(), served.clone()],
+            // Plaintext, for the raw gRPC client below.
+            insecure: true,
             ..Default::default()
         };
         let c = Cluster::start_with(workers, 30.0, options);
@@ -442,12 +444,34 @@ fn a_tiny_wan_i2v_clip_renders_bit_identically_on_one_and_three_workers() {
                     "--height",
                     "32",
                 ],
-                "image: is 64x32, but the clip is 48x32",
+                "the image is 64x32, but the clip is 48x32",
             );
             refused(
                 &["--model", "tiny-i2v", "--image", not_image.to_str().unwrap()],
                 "--image",
             );
+            // The coordinator checks uploads itself, whatever the client checked.
+            for (bytes, digest, want) in [
+                (
+                    Some(std::fs::read(&wrong_size).unwrap()),
+                    None,
+                    "image: is 64x32, but the clip is 48x32",
+                ),
+                (
+                    Some(b"not a picture".to_vec()),
+                    None,
+                    "the input is not a PNG or JPEG image",
+                ),
+                (None, Some("ab".repeat(32)), "no such input on this coordinator"),
+            ] {
+                let status = raw_i2v_submit(&c.endpoint, bytes, digest);
+                assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+                assert!(
+                    status.message().contains(want),
+                    "{} does not say {want}",
+                    status.message()
+                );
+            }
             assert_eq!(
                 c.ok(&["--json", "list"]).lines().count(),
                 jobs_before,
@@ -469,4 +493,42 @@ fn a_tiny_wan_i2v_clip_renders_bit_identically_on_one_and_three_workers() {
         }
     }
     assert!(renders[0] == renders[1], "I2V latents differ between 1 and 3 workers");
+}
+
+/// Uploads `bytes` (if any) over raw gRPC and submits a 48x32 `tiny-i2v` job naming them (or
+/// `digest`); returns the refusal.
+fn raw_i2v_submit(endpoint: &str, bytes: Option<Vec<u8>>, digest: Option<String>) -> tonic::Status {
+    use longshot_proto::pb;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut client = pb::job_service_client::JobServiceClient::connect(endpoint.to_string())
+            .await
+            .unwrap();
+        let image = match (bytes, digest) {
+            (Some(data), _) => {
+                let chunk = pb::InputChunk {
+                    data: data.into(),
+                    sha256: String::new(),
+                };
+                let r = client.upload_input(futures::stream::iter(vec![chunk])).await;
+                r.expect("upload").into_inner().sha256
+            }
+            (None, Some(d)) => d,
+            (None, None) => String::new(),
+        };
+        let spec = pb::JobSpec {
+            model: "tiny-i2v".into(),
+            prompt: "a lighthouse".into(),
+            duration: Some(pb::job_spec::Duration::Frames(197)),
+            width: Some(48),
+            height: Some(32),
+            steps: Some(3),
+            image,
+            ..Default::default()
+        };
+        client
+            .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
+            .await
+            .expect_err("a bad reference image is refused")
+    })
 }

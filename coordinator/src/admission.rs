@@ -7,7 +7,7 @@
 //! - frames and steps must be within the configured caps.
 
 use crate::disk_space::{estimate, human};
-use longshot_core::admission::{budget_of, window_state_bytes, windows_within};
+use longshot_core::admission::{budget_of, model_window_bytes, windows_within};
 use longshot_core::api::WorkerInfo;
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::job::{ClipLength, FieldError, ResolvedJob};
@@ -36,12 +36,7 @@ impl Default for AdmissionLimits {
 
 /// Bytes a worker holds per window of `job`.
 pub fn window_bytes(job: &ResolvedJob, model: &ModelInfo) -> u64 {
-    window_state_bytes(
-        job.plan.window(),
-        model.latent_channels,
-        job.latent_height,
-        job.latent_width,
-    )
+    model_window_bytes(model, job.plan.window(), job.latent_height, job.latent_width)
 }
 
 /// The estimated bytes of `job`'s outputs with `workers` in its gang.

@@ -3,11 +3,13 @@
 //! make a worker allocate without bound.
 //!
 //! A worker keeps every window of its shard resident for the whole denoising loop (the windows
-//! advance in lockstep), so a shard needs its window count times [`window_state_bytes`]. This
+//! advance in lockstep), so a shard needs its window count times [`model_window_bytes`] (the
+//! latent state, and an image-to-video window's condition channels). This
 //! covers the latent state only; model weights and activations are the worker's own business
 //! (its budget, `WorkerInfo::budget_bytes`, is what is left for job state).
 
 use crate::api::WorkerInfo;
+use crate::denoiser::ModelInfo;
 
 /// Copies of a window's latents the co-denoising loop keeps: the latents, the step's noise, the
 /// conditional and unconditional model outputs, the guided velocity, the solver's saved model
@@ -20,6 +22,22 @@ pub fn window_state_bytes(frames: usize, channels: usize, height: usize, width: 
     [frames, channels, height, width]
         .iter()
         .fold(4 * WINDOW_STATE_COPIES, |acc, &d| acc.saturating_mul(d as u64))
+}
+
+/// Bytes a worker holds for one window of `frames` latent frames of `height × width` cells of
+/// `model`: its [`window_state_bytes`], and for a model that takes reference images the window's
+/// condition channels too (kept for the job: a mask channel per frame of the video rate, the
+/// temporal compression, and the condition's latents).
+pub fn model_window_bytes(model: &ModelInfo, frames: usize, height: usize, width: usize) -> u64 {
+    let state = window_state_bytes(frames, model.latent_channels, height, width);
+    if model.reference_images == 0 {
+        return state;
+    }
+    let condition_channels = model.temporal_compression.saturating_add(model.latent_channels);
+    let condition = [frames, condition_channels, height, width]
+        .iter()
+        .fold(4u64, |acc, &d| acc.saturating_mul(d as u64));
+    state.saturating_add(condition)
 }
 
 /// The bytes `w` offers for job state; a worker that states none (0) is not limited.
@@ -92,6 +110,26 @@ mod tests {
         assert_eq!(window_state_bytes(usize::MAX, 16, 512, 512), u64::MAX);
         assert_eq!(windows_within(u64::MAX, 0), u64::MAX);
         assert_eq!(windows_within(10, 3), 3);
+    }
+
+    #[test]
+    fn image_to_video_windows_also_hold_their_condition() {
+        let mut m = ModelInfo {
+            name: "m".into(),
+            window_frames: 21,
+            latent_channels: 16,
+            temporal_compression: 4,
+            spatial_compression: 8,
+            default_overlap: 5,
+            weights: String::new(),
+            reference_images: 0,
+        };
+        let state = window_state_bytes(21, 16, 60, 104);
+        assert_eq!(model_window_bytes(&m, 21, 60, 104), state);
+        m.reference_images = 1;
+        // 20 condition channels beside 8 copies of 16: 5/32 more.
+        assert_eq!(model_window_bytes(&m, 21, 60, 104), state + state * 20 / 128);
+        assert_eq!(model_window_bytes(&m, usize::MAX, 60, 104), u64::MAX);
     }
 
     #[test]

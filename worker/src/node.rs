@@ -6,7 +6,7 @@ use crate::nccl::NcclSupport;
 use crate::net_exchange::{Link, NetExchange, ShardExchange};
 use crate::trace::{StepSpans, TracedExchange, DEFAULT_TRACE_STEPS};
 use futures::StreamExt;
-use longshot_core::admission::{human_bytes, window_state_bytes};
+use longshot_core::admission::{human_bytes, model_window_bytes, window_state_bytes};
 use longshot_core::api::*;
 use longshot_core::checkpoint::{check_resume, Checkpointing};
 use longshot_core::codenoise::{
@@ -134,7 +134,10 @@ impl WorkerNode {
             return Err(ApiError::invalid("exchange_timeout", "must be positive"));
         }
         // Before anything is allocated: no assignment makes this worker exceed its budget.
-        let window = window_state_bytes(a.plan.window(), a.channels, a.height, a.width);
+        let window = match self.inner.models.served().into_iter().find(|m| m.name == a.model) {
+            Some(m) if m.latent_channels == a.channels => model_window_bytes(&m, a.plan.window(), a.height, a.width),
+            _ => window_state_bytes(a.plan.window(), a.channels, a.height, a.width),
+        };
         let need = window.saturating_mul(a.windows.len() as u64);
         let budget = self.inner.budget_bytes.load(Ordering::Relaxed);
         if need > budget {

@@ -61,7 +61,7 @@ pub mod weights;
 pub use clip::{ClipImageProcessor, ClipVisionConfig, ClipVisionEncoder};
 pub use error::WanError;
 pub use pipeline::{PipelineDir, SchedulerConfig, SchedulerKind};
-pub use served::{served_name, WanBackend, WanModel};
+pub use served::{served_info, served_name, WanBackend, WanModel};
 pub use t5::config::UMT5Config;
 pub use t5::tokenizer::{TokenizedPrompt, UmT5Tokenizer, T5_MAX_LENGTH};
 pub use t5::{PromptEmbeds, TextEncoder, UMT5Encoder};

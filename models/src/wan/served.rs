@@ -198,7 +198,14 @@ pub fn default_name(dir: &Path, cfg: &TransformerConfig) -> String {
 /// The model name `dir` would be served under (reads only `model_index.json` and the
 /// transformer's `config.json`).
 pub fn served_name(dir: &Path) -> Result<String, WanError> {
-    Ok(default_name(dir, &PipelineDir::open(dir)?.transformer_config()?))
+    Ok(served_info(dir)?.name)
+}
+
+/// What `dir` would be served as, without its weights' fingerprint (reads only
+/// `model_index.json` and the transformer's `config.json`): enough to check a job against it.
+pub fn served_info(dir: &Path) -> Result<ModelInfo, WanError> {
+    let cfg = PipelineDir::open(dir)?.transformer_config()?;
+    Ok(model_info_for(&default_name(dir, &cfg), &cfg))
 }
 
 impl WanModel {
@@ -451,8 +458,8 @@ impl WanModel {
     }
 }
 
-/// Conditioned on umT5 embeddings that one worker computes per job. The calls below name the
-/// inherent methods, which take precedence over the trait's.
+/// Conditioned on umT5 (and for image-to-video CLIP) embeddings that one worker computes per
+/// job. The calls below name the inherent methods, which take precedence over the trait's.
 impl ServedModel for WanModel {
     fn info(&self) -> ModelInfo {
         WanModel::info(self).clone()
