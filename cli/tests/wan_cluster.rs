@@ -313,13 +313,14 @@ fn a_worker_demanding_cuda_without_a_gpu_refuses_to_start() {
     );
 }
 
-/// A whole WanImageToVideoPipeline directory: `pipeline_i2v`'s transformer, VAE, scheduler, CLIP
-/// image encoder and processor with `umt5_tiny`'s text encoder and tokenizer.
-fn tiny_i2v_pipeline(root: &Path) -> PathBuf {
-    let dir = root.join("wan-tiny-i2v");
+/// A whole WanImageToVideoPipeline directory: the transformer, VAE, scheduler, CLIP image
+/// encoder and processor of `fixture` (`pipeline_i2v`, or `pipeline_flf2v` for
+/// first-and-last-frame) with `umt5_tiny`'s text encoder and tokenizer.
+fn tiny_i2v_pipeline(root: &Path, fixture: &str) -> PathBuf {
+    let dir = root.join(fixture);
     let f = fixtures();
     for c in ["transformer", "vae", "scheduler", "image_encoder", "image_processor"] {
-        copy_dir(&f.join("pipeline_i2v").join(c), &dir.join(c));
+        copy_dir(&f.join(fixture).join(c), &dir.join(c));
     }
     for c in ["text_encoder", "tokenizer"] {
         copy_dir(&f.join("umt5_tiny").join(c), &dir.join(c));
@@ -351,14 +352,14 @@ fn write_png(path: &Path, width: u32, height: u32, seed: u32) {
 }
 
 /// Image-to-video on real worker processes: a three-window clip from a reference image (its size
-/// is the clip's), uploaded once by content, bit-identical on one and three workers; the image
-/// reaches the model (another image changes the result); and bad inputs are refused at submit,
-/// naming the field, with no job created.
+/// is the clip's), uploaded once by content, bit-identical on one and three workers, and the same
+/// for first-and-last-frame; the image reaches the model (another image changes the result); and
+/// bad inputs are refused at submit, naming the field, with no job created.
 #[test]
 fn a_tiny_wan_i2v_clip_renders_bit_identically_on_one_and_three_workers() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tiny_i2v_pipeline(tmp.path());
-    let served = format!("tiny-i2v={}", model.display());
+    let i2v = tiny_i2v_pipeline(tmp.path(), "pipeline_i2v");
+    let flf2v = tiny_i2v_pipeline(tmp.path(), "pipeline_flf2v");
     let (image, other, wrong_size, not_image) = (
         tmp.path().join("first.png"),
         tmp.path().join("other.png"),
@@ -376,17 +377,25 @@ fn a_tiny_wan_i2v_clip_renders_bit_identically_on_one_and_three_workers() {
         .flatten()
         .copied()
         .collect();
-    let mut renders = Vec::new();
+    let (mut renders, mut flf2v_renders) = (Vec::new(), Vec::new());
     for workers in [1usize, 3] {
         let options = ClusterOptions {
-            worker_args: vec!["--model".into(), served.clone()],
+            worker_args: vec![
+                "--model".into(),
+                format!("tiny-i2v={}", i2v.display()),
+                "--model".into(),
+                format!("tiny-flf2v={}", flf2v.display()),
+            ],
             // Plaintext, for the raw gRPC client below.
             insecure: true,
             ..Default::default()
         };
         let c = Cluster::start_with(workers, 30.0, options);
         let models = c.ok(&["--json", "models"]);
-        assert!(models.contains("\"reference_images\":1"), "{models}");
+        assert!(
+            models.contains("\"reference_images\":1") && models.contains("\"reference_images\":2"),
+            "{models}"
+        );
         let mut args = vec!["--model", "tiny-i2v", "--image", image.to_str().unwrap()];
         args.extend(&job);
         args.extend(["--format", "latents"]);
@@ -409,6 +418,16 @@ fn a_tiny_wan_i2v_clip_renders_bit_identically_on_one_and_three_workers() {
             })
             .sum();
         assert_eq!(encoded, 1, "conditioning is encoded once per job\n{}", c.logs());
+        let (first, last) = (image.to_str().unwrap(), other.to_str().unwrap());
+        let mut args = vec!["--model", "tiny-flf2v", "--image", first, "--last-image", last];
+        args.extend(&job);
+        args.extend(["--format", "latents"]);
+        let id = submit(&c, &args);
+        let s = c.wait_state(&id, TERMINAL, Duration::from_secs(300));
+        assert_eq!(s["state"], "done", "job failed: {s}\n{}", c.logs());
+        let lat = c.dir.path().join("flf2v.safetensors");
+        c.ok(&["fetch", &id, "-o", lat.to_str().unwrap()]);
+        flf2v_renders.push(latents(&lat));
         if workers == 3 {
             // Each refusal names the field and creates no job.
             let jobs_before = c.ok(&["--json", "list"]).lines().count();
@@ -432,6 +451,10 @@ fn a_tiny_wan_i2v_clip_renders_bit_identically_on_one_and_three_workers() {
             refused(
                 &["--model", "tiny-i2v", "--image", img, "--last-image", img],
                 r#"last_image: model "tiny-i2v" takes one image, the first frame"#,
+            );
+            refused(
+                &["--model", "tiny-flf2v", "--image", img],
+                r#"last_image: model "tiny-flf2v" is first-and-last-frame: it needs --image and --last-image"#,
             );
             refused(
                 &[
@@ -493,6 +516,10 @@ fn a_tiny_wan_i2v_clip_renders_bit_identically_on_one_and_three_workers() {
         }
     }
     assert!(renders[0] == renders[1], "I2V latents differ between 1 and 3 workers");
+    assert!(
+        flf2v_renders[0] == flf2v_renders[1],
+        "FLF2V latents differ between 1 and 3 workers"
+    );
 }
 
 /// Uploads `bytes` (if any) over raw gRPC and submits a 48x32 `tiny-i2v` job naming them (or
