@@ -28,6 +28,8 @@ pub struct CoordinatorMetrics {
     gang_size: Histogram,
     requeues: IntCounterVec,
     resumes: IntCounterVec,
+    uploads: IntCounterVec,
+    upload_bytes: prometheus::IntCounter,
 }
 
 impl CoordinatorMetrics {
@@ -106,6 +108,17 @@ impl CoordinatorMetrics {
                 ),
                 &["model"],
             )?,
+            uploads: IntCounterVec::new(
+                Opts::new(
+                    "longshot_inputs_uploaded_total",
+                    "Uploads of job inputs (reference images), by outcome (stored, refused).",
+                ),
+                &["outcome"],
+            )?,
+            upload_bytes: prometheus::IntCounter::with_opts(Opts::new(
+                "longshot_input_bytes_stored_total",
+                "Bytes of job inputs stored.",
+            ))?,
         };
         let build = Gauge::with_opts(
             Opts::new("longshot_build_info", "Always 1; the build's version in a label.")
@@ -114,9 +127,17 @@ impl CoordinatorMetrics {
         )?;
         build.set(1.0);
         registry.register(Box::new(build))?;
-        for c in [&m.submitted, &m.finished, &m.frames, &m.requeues, &m.resumes] {
+        for c in [
+            &m.submitted,
+            &m.finished,
+            &m.frames,
+            &m.requeues,
+            &m.resumes,
+            &m.uploads,
+        ] {
             registry.register(Box::new(c.clone()))?;
         }
+        registry.register(Box::new(m.upload_bytes.clone()))?;
         registry.register(Box::new(m.jobs.clone()))?;
         registry.register(Box::new(m.video_seconds.clone()))?;
         for h in [&m.queue_wait, &m.duration, &m.realtime_factor] {
@@ -136,6 +157,13 @@ impl CoordinatorMetrics {
     /// Metrics that are not exported anywhere (tests, embedded coordinators).
     pub fn unregistered() -> Self {
         Self::register(&Registry::new(), "unregistered").expect("fresh registry")
+    }
+
+    /// An upload ended: stored (`Some(bytes)`) or refused.
+    pub(crate) fn uploaded(&self, stored: Option<u64>) {
+        let outcome = if stored.is_some() { "stored" } else { "refused" };
+        self.uploads.with_label_values(&[outcome]).inc();
+        self.upload_bytes.inc_by(stored.unwrap_or(0));
     }
 
     pub(crate) fn submitted(&self, model: &str) {
@@ -206,4 +234,30 @@ pub fn leader_gauge(registry: Option<&Registry>) -> prometheus::IntGauge {
         }
     }
     gauge
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_are_counted_by_outcome_with_the_bytes_stored() {
+        let registry = Registry::new();
+        let m = CoordinatorMetrics::register(&registry, "test").unwrap();
+        m.uploaded(Some(100));
+        m.uploaded(Some(20));
+        m.uploaded(None);
+        let value = |name: &str, outcome: Option<&str>| -> f64 {
+            let families = registry.gather();
+            let f = families.iter().find(|f| f.name() == name).expect(name);
+            f.get_metric()
+                .iter()
+                .find(|m| outcome.is_none_or(|o| m.get_label().iter().any(|l| l.value() == o)))
+                .map(|m| m.get_counter().get_value())
+                .expect("series")
+        };
+        assert_eq!(value("longshot_inputs_uploaded_total", Some("stored")), 2.0);
+        assert_eq!(value("longshot_inputs_uploaded_total", Some("refused")), 1.0);
+        assert_eq!(value("longshot_input_bytes_stored_total", None), 120.0);
+    }
 }

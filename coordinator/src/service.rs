@@ -325,7 +325,10 @@ impl JobApi for Coordinator {
         expected: Option<InputDigest>,
     ) -> BoxFuture<'_, Result<InputInfo, ApiError>> {
         Box::pin(async move {
-            let info = self.inner.inputs().put(chunks, expected).await?;
+            let stored = self.inner.inputs().put(chunks, expected).await;
+            let metrics = self.inner.lock().metrics().clone();
+            metrics.uploaded(stored.as_ref().ok().map(|i| i.size_bytes));
+            let info = stored?;
             tracing::info!(digest = %info.digest, bytes = info.size_bytes, "stored an input");
             Ok(info)
         })
