@@ -49,6 +49,19 @@ impl InputStore {
         tokio::fs::create_dir_all(&self.root)
             .await
             .map_err(|e| io(&self.root.display().to_string(), e))?;
+        // An upload may take up to the cap: refuse it up front when the disk cannot hold that,
+        // rather than fill the disk the outputs of running jobs need.
+        if let Ok(free) = crate::disk_space::available_bytes(&self.root) {
+            if free < self.max_bytes {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "the coordinator's data dir {} has {} free, less than one input may take ({}, \
+                     --max-input-bytes); free some space and upload again",
+                    self.root.display(),
+                    longshot_core::admission::human_bytes(free),
+                    longshot_core::admission::human_bytes(self.max_bytes)
+                )));
+            }
+        }
         let tmp = self.root.join(format!(".upload-{:016x}", rand::random::<u64>()));
         let result = async {
             let mut file = tokio::fs::File::create(&tmp)
@@ -250,6 +263,12 @@ mod tests {
             .contains("damaged"));
         let missing = store.get(&InputDigest::of(b"x"), "last_image").unwrap_err();
         assert!(missing.field == "last_image" && missing.message.contains("upload it first"));
+        // A cap no disk holds: every upload is refused up front, naming the free space.
+        let huge = InputStore::new(dir.path(), u64::MAX / 2);
+        match huge.put(chunks(vec![Ok(b"a".to_vec())]), None).await {
+            Err(ApiError::FailedPrecondition(m)) => assert!(m.contains("free, less than one input may take"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
