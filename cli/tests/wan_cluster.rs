@@ -43,19 +43,26 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A whole WanPipeline directory: transformer, VAE and scheduler of `pipeline_tiny` with the
-/// text encoder and tokenizer of `umt5_tiny` (its d_model 32 is the transformer's text_dim).
-fn tiny_pipeline(root: &Path) -> PathBuf {
-    let dir = root.join("wan-tiny");
+/// A pipeline directory `root/fixture`: `components` of the `fixture` directory, the text encoder
+/// and tokenizer of `umt5_tiny` (its d_model 32 is the tiny transformers' text_dim), and a
+/// `model_index.json` of class `class` naming them all (plus `extra` entries).
+fn assemble_pipeline(
+    root: &Path,
+    fixture: &str,
+    components: &[&str],
+    class: &str,
+    extra: serde_json::Value,
+) -> PathBuf {
+    let dir = root.join(fixture);
     let f = fixtures();
-    for c in ["transformer", "vae", "scheduler"] {
-        copy_dir(&f.join("pipeline_tiny").join(c), &dir.join(c));
+    for c in components {
+        copy_dir(&f.join(fixture).join(c), &dir.join(c));
     }
     for c in ["text_encoder", "tokenizer"] {
         copy_dir(&f.join("umt5_tiny").join(c), &dir.join(c));
     }
-    let index = serde_json::json!({
-        "_class_name": "WanPipeline",
+    let mut index = serde_json::json!({
+        "_class_name": class,
         "_diffusers_version": "0.42.1",
         "scheduler": ["diffusers", "UniPCMultistepScheduler"],
         "text_encoder": ["transformers", "UMT5EncoderModel"],
@@ -63,8 +70,17 @@ fn tiny_pipeline(root: &Path) -> PathBuf {
         "transformer": ["diffusers", "WanTransformer3DModel"],
         "vae": ["diffusers", "AutoencoderKLWan"],
     });
+    if let (Some(index), Some(extra)) = (index.as_object_mut(), extra.as_object()) {
+        index.extend(extra.clone());
+    }
     std::fs::write(dir.join("model_index.json"), serde_json::to_vec_pretty(&index).unwrap()).unwrap();
     dir
+}
+
+/// A whole WanPipeline directory: transformer, VAE and scheduler of `pipeline_tiny` with umT5.
+fn tiny_pipeline(root: &Path) -> PathBuf {
+    let parts = ["transformer", "vae", "scheduler"];
+    assemble_pipeline(root, "pipeline_tiny", &parts, "WanPipeline", serde_json::json!({}))
 }
 
 fn latents(path: &Path) -> Vec<u8> {
@@ -315,29 +331,14 @@ fn a_worker_demanding_cuda_without_a_gpu_refuses_to_start() {
 
 /// A whole WanImageToVideoPipeline directory: the transformer, VAE, scheduler, CLIP image
 /// encoder and processor of `fixture` (`pipeline_i2v`, or `pipeline_flf2v` for
-/// first-and-last-frame) with `umt5_tiny`'s text encoder and tokenizer.
+/// first-and-last-frame) with umT5.
 fn tiny_i2v_pipeline(root: &Path, fixture: &str) -> PathBuf {
-    let dir = root.join(fixture);
-    let f = fixtures();
-    for c in ["transformer", "vae", "scheduler", "image_encoder", "image_processor"] {
-        copy_dir(&f.join(fixture).join(c), &dir.join(c));
-    }
-    for c in ["text_encoder", "tokenizer"] {
-        copy_dir(&f.join("umt5_tiny").join(c), &dir.join(c));
-    }
-    let index = serde_json::json!({
-        "_class_name": "WanImageToVideoPipeline",
-        "_diffusers_version": "0.42.1",
+    let parts = ["transformer", "vae", "scheduler", "image_encoder", "image_processor"];
+    let extra = serde_json::json!({
         "image_encoder": ["transformers", "CLIPVisionModel"],
         "image_processor": ["transformers", "CLIPImageProcessor"],
-        "scheduler": ["diffusers", "UniPCMultistepScheduler"],
-        "text_encoder": ["transformers", "UMT5EncoderModel"],
-        "tokenizer": ["transformers", "T5TokenizerFast"],
-        "transformer": ["diffusers", "WanTransformer3DModel"],
-        "vae": ["diffusers", "AutoencoderKLWan"],
     });
-    std::fs::write(dir.join("model_index.json"), serde_json::to_vec_pretty(&index).unwrap()).unwrap();
-    dir
+    assemble_pipeline(root, fixture, &parts, "WanImageToVideoPipeline", extra)
 }
 
 /// An RGB PNG of `width × height` whose pixels depend on `seed`.

@@ -103,15 +103,63 @@ fn an_image_model_needs_an_image_and_a_text_model_refuses_one() {
     assert!(e.to_string().contains("text-to-video model: it takes no image"), "{e}");
 }
 
+/// `fixture`'s pipeline with `umt5_tiny`'s text encoder and tokenizer, as a worker loads it.
+fn served_pipeline(root: &std::path::Path, fixture: &str) -> std::path::PathBuf {
+    let (from, dir) = (common::fixtures(), root.join(fixture));
+    let copy = |src: std::path::PathBuf, dst: std::path::PathBuf| {
+        std::fs::create_dir_all(&dst).unwrap();
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    };
+    for c in ["transformer", "vae", "scheduler", "image_encoder", "image_processor"] {
+        copy(from.join(fixture).join(c), dir.join(c));
+    }
+    for c in ["text_encoder", "tokenizer"] {
+        copy(from.join("umt5_tiny").join(c), dir.join(c));
+    }
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(from.join(fixture).join("model_index.json")).unwrap()).unwrap();
+    index["text_encoder"] = serde_json::json!(["transformers", "UMT5EncoderModel"]);
+    index["tokenizer"] = serde_json::json!(["transformers", "T5TokenizerFast"]);
+    std::fs::write(dir.join("model_index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    dir
+}
+
+/// Workers serve image-to-video pipelines: one reference image for I2V, two for FLF2V, 16 latent
+/// channels denoised (the transformer's 36 inputs are latents, mask and condition), and the
+/// image encoder's output shape checked against what the pipeline's CLIP makes.
 #[test]
-fn a_worker_refuses_to_serve_an_image_to_video_pipeline_by_name() {
-    let dir = common::fixtures().join("pipeline_i2v");
-    let e = longshot_models::wan::WanModel::load(&dir, None, &longshot_models::wan::WanBackend::Cpu)
-        .err()
-        .expect("an I2V pipeline is not served yet");
-    assert!(
-        e.to_string()
-            .contains("an image-to-video pipeline: workers do not serve these yet"),
-        "{e}"
-    );
+fn workers_serve_image_to_video_pipelines_and_say_how_many_images_they_take() {
+    use longshot_core::inputs::{ImageEmbeddings, ReferenceImages};
+    use longshot_models::wan::{WanBackend, WanModel};
+    let tmp = tempfile::tempdir().unwrap();
+    for (fixture, images) in [("pipeline_i2v", 1), ("pipeline_flf2v", 2)] {
+        let dir = served_pipeline(tmp.path(), fixture);
+        let m = WanModel::load(&dir, Some("tiny"), &WanBackend::Cpu).unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        assert_eq!(
+            (m.info().reference_images, m.info().latent_channels),
+            (images, 16),
+            "{fixture}"
+        );
+        let refs = ReferenceImages {
+            width: 16,
+            height: 16,
+            first: vec![128; 16 * 16 * 3],
+            last: (images == 2).then(|| vec![64; 16 * 16 * 3]),
+        };
+        let e = m.encode_images(&refs).unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        assert_eq!(m.check_images(&refs, &e), Ok(()));
+        assert_eq!(e.dim, 4, "{fixture}: the tiny CLIP's hidden size");
+        let wrong = ImageEmbeddings {
+            rows: e.rows + 1,
+            dim: e.dim,
+            data: vec![0.0; (e.rows + 1) * e.dim],
+        };
+        assert!(m
+            .check_images(&refs, &wrong)
+            .unwrap_err()
+            .contains("image(s) × the image encoder's tokens"));
+    }
 }
