@@ -17,6 +17,7 @@ pub fn config(windows: usize, latent_hw: (usize, usize), steps: usize) -> Partit
     let latent_frames = w + (windows - 1) * (w - o);
     let plan = WindowPlan::new(latent_frames, w, o).expect("valid plan");
     PartitionConfig {
+        first_step: 0,
         plan,
         windows: 0..plan.windows(),
         channels: info.latent_channels,

@@ -1,6 +1,6 @@
 //! Job-spec flags shared by `render` and `submit`.
 
-use crate::inputs::LocalImage;
+use crate::inputs::{LocalImage, LocalInputs, LocalVideo};
 use clap::Args;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::job::{defaults, ClipLength, JobInputs, JobSpec, OutputKind};
@@ -30,10 +30,10 @@ pub struct JobArgs {
     pub frames: Option<u32>,
     #[arg(long, default_value_t = defaults::FPS)]
     pub fps: u32,
-    /// Width in pixels, a multiple of 16 [default: --image's width, else 832].
+    /// Width in pixels, a multiple of 16 [default: --image's or --video's width, else 832].
     #[arg(long)]
     pub width: Option<u32>,
-    /// Height in pixels, a multiple of 16 [default: --image's height, else 480].
+    /// Height in pixels, a multiple of 16 [default: --image's or --video's height, else 480].
     #[arg(long)]
     pub height: Option<u32>,
     /// Image-to-video: the clip's first frame, a PNG or JPEG of the clip's size (an
@@ -45,6 +45,15 @@ pub struct JobArgs {
     /// such as Wan2.1-FLF2V-14B-720P, is needed).
     #[arg(long, requires = "image")]
     pub last_image: Option<PathBuf>,
+    /// Video-to-video: the video the clip starts from, a file ffmpeg reads (MP4, MOV, …) or a
+    /// directory of PNG frames (in name order). The clip keeps its size and frame count; a
+    /// Wan2.1 text-to-video model is needed. Decoded here, uploaded once by content.
+    #[arg(long, conflicts_with = "image")]
+    pub video: Option<PathBuf>,
+    /// Video-to-video: how much of the schedule runs, in (0, 1]: low keeps the video, 1 starts
+    /// from pure noise [default: 0.8].
+    #[arg(long, requires = "video")]
+    pub strength: Option<f64>,
     /// Denoising steps.
     #[arg(long, default_value_t = defaults::STEPS)]
     pub steps: u32,
@@ -72,21 +81,30 @@ pub struct JobArgs {
 }
 
 impl JobArgs {
-    /// The job's reference images, read and checked (decodable PNG or JPEG).
-    pub fn reference_images(&self) -> anyhow::Result<Vec<LocalImage>> {
-        [("--image", &self.image), ("--last-image", &self.last_image)]
+    /// The job's inputs, read and checked: reference images (decodable PNG or JPEG), the input
+    /// video (decoded).
+    pub fn inputs(&self) -> anyhow::Result<LocalInputs> {
+        let images = [("--image", &self.image), ("--last-image", &self.last_image)]
             .into_iter()
             .filter_map(|(flag, p)| p.as_ref().map(|p| LocalImage::read(p, flag)))
-            .collect()
+            .collect::<anyhow::Result<_>>()?;
+        let video = self.video.as_deref().map(LocalVideo::read).transpose()?;
+        Ok(LocalInputs { images, video })
     }
 
-    /// The spec, naming `images` (from [`Self::reference_images`]) by digest; the size defaults
-    /// to the first image's.
-    pub fn to_spec(&self, default_formats: &[OutputKind], images: &[LocalImage]) -> JobSpec {
-        let length = match (self.duration, self.frames) {
-            (_, Some(f)) => ClipLength::Frames(f),
-            (Some(s), None) => ClipLength::Seconds(s),
-            (None, None) => ClipLength::Seconds(5.0),
+    /// The spec, naming `inputs` (from [`Self::inputs`]) by digest; the size defaults to the
+    /// first image's or the video's, the length to the video's frame count.
+    pub fn to_spec(&self, default_formats: &[OutputKind], inputs: &LocalInputs) -> JobSpec {
+        let (images, video) = (&inputs.images, inputs.video.as_ref().map(|v| &v.header));
+        let size = images
+            .first()
+            .map(|i| (i.width, i.height))
+            .or(video.map(|v| (v.width, v.height)));
+        let length = match (self.duration, self.frames, video) {
+            (_, Some(f), _) => ClipLength::Frames(f),
+            (Some(s), None, _) => ClipLength::Seconds(s),
+            (None, None, Some(v)) => ClipLength::Frames(v.frames),
+            (None, None, None) => ClipLength::Seconds(5.0),
         };
         let outputs = if self.formats.is_empty() {
             default_formats.to_vec()
@@ -94,20 +112,15 @@ impl JobArgs {
             self.formats.clone()
         };
         JobSpec {
+            strength: self.strength,
             model: self.model.clone(),
             prompt: self.prompt.clone(),
             negative_prompt: self.negative_prompt.clone(),
             seed: self.seed,
             length,
             fps: self.fps,
-            width: self
-                .width
-                .or(images.first().map(|i| i.width))
-                .unwrap_or(defaults::WIDTH),
-            height: self
-                .height
-                .or(images.first().map(|i| i.height))
-                .unwrap_or(defaults::HEIGHT),
+            width: self.width.or(size.map(|s| s.0)).unwrap_or(defaults::WIDTH),
+            height: self.height.or(size.map(|s| s.1)).unwrap_or(defaults::HEIGHT),
             steps: self.steps,
             guidance: self.guidance,
             shift: self.shift,
@@ -123,6 +136,7 @@ impl JobArgs {
             inputs: JobInputs {
                 image: images.first().map(|i| i.digest.clone()),
                 last_image: images.get(1).map(|i| i.digest.clone()),
+                video: inputs.video.as_ref().map(|v| v.digest.clone()),
             },
         }
     }

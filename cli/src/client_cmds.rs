@@ -98,11 +98,11 @@ pub async fn submit(coordinator: &str, a: SubmitArgs, json: bool) -> Result<()> 
 }
 
 async fn submit_in(coordinator: &str, a: SubmitArgs, json: bool, span: &tracing::Span) -> Result<()> {
-    let images = a.job.reference_images()?;
-    let spec = a.job.to_spec(&[defaults::OUTPUT], &images);
-    crate::inputs::check_sizes(&images, spec.width, spec.height)?;
+    let inputs = a.job.inputs()?;
+    let spec = a.job.to_spec(&[defaults::OUTPUT], &inputs);
+    inputs.check(spec.width, spec.height, spec.requested_frames())?;
     let client = connect(coordinator).await?;
-    crate::inputs::upload(&client, &images).await?;
+    inputs.upload(&client).await?;
     let r = client.submit(spec, String::new()).await.map_err(|e| anyhow!("{e}"))?;
     span.record("job_id", r.job_id.as_str());
     if json {
@@ -162,6 +162,7 @@ pub fn print_status(s: &JobStatus, json: bool) {
     for (name, d) in [
         ("image", &s.spec.inputs.image),
         ("last image", &s.spec.inputs.last_image),
+        ("video", &s.spec.inputs.video),
     ] {
         if let Some(d) = d {
             println!("    {name} sha256:{d}");
@@ -434,9 +435,10 @@ pub async fn models(coordinator: &str, json: bool) -> Result<()> {
         if json {
             println!("{}", serde_json::to_string(&m)?);
         } else {
-            let takes = match m.reference_images {
-                0 => "text-to-video",
-                1 => "image-to-video (--image)",
+            let takes = match (m.reference_images, m.video_warmup) {
+                (0, Some(_)) => "text-to-video, video-to-video (--video)",
+                (0, None) => "text-to-video",
+                (1, _) => "image-to-video (--image)",
                 _ => "first-and-last-frame (--image, --last-image)",
             };
             println!(

@@ -1,10 +1,212 @@
-//! A job's reference images on the client: read and checked before anything is sent, then
-//! uploaded to the coordinator by content (`JobService.UploadInput`), once per job.
+//! A job's inputs on the client (reference images, an input video): read and checked before
+//! anything is sent, then uploaded to the coordinator by content (`JobService.UploadInput`),
+//! once per job. A video is decoded here (PNG frames directly, anything else with ffmpeg) into
+//! one canonical frames file, so the coordinator and the workers never run a decoder on it.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
 use longshot_core::api::JobApi;
-use longshot_core::inputs::{InputDigest, UPLOAD_CHUNK_BYTES};
+use longshot_core::inputs::{InputDigest, VideoHeader, MAX_VIDEO_SIDE, UPLOAD_CHUNK_BYTES};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Everything a job uploads.
+#[derive(Default)]
+pub struct LocalInputs {
+    /// `--image`, then `--last-image`.
+    pub images: Vec<LocalImage>,
+    pub video: Option<LocalVideo>,
+}
+
+impl LocalInputs {
+    /// Checks sizes and frame count against the spec (the coordinator checks again; this fails
+    /// before anything is sent).
+    pub fn check(&self, width: u32, height: u32, frames: u32) -> Result<()> {
+        check_sizes(&self.images, width, height)?;
+        if let Some(v) = &self.video {
+            v.check(width, height, frames)?;
+        }
+        Ok(())
+    }
+
+    /// Uploads every input to the coordinator behind `client`.
+    pub async fn upload(&self, client: &dyn JobApi) -> Result<()> {
+        upload(client, &self.images).await?;
+        if let Some(v) = &self.video {
+            upload_bytes(client, &v.bytes, &v.digest, &v.path).await?;
+            tracing::info!(path = %v.path.display(), digest = %v.digest, frames = v.header.frames, "uploaded the input video");
+        }
+        Ok(())
+    }
+
+    /// The largest input, in bytes.
+    pub fn largest(&self) -> u64 {
+        let images = self.images.iter().map(|i| i.bytes.len() as u64);
+        images
+            .chain(self.video.as_ref().map(|v| v.bytes.len() as u64))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// An input video, decoded into a canonical frames file (`longshot_core::inputs::VideoHeader`).
+pub struct LocalVideo {
+    pub path: PathBuf,
+    pub header: VideoHeader,
+    /// The whole frames file.
+    pub bytes: Vec<u8>,
+    pub digest: InputDigest,
+}
+
+impl LocalVideo {
+    /// Reads `path`: a directory of PNG frames (in name order), or a video file ffmpeg decodes
+    /// (MP4, MOV, …; every frame, no frame-rate conversion).
+    pub fn read(path: &Path) -> Result<Self> {
+        let (header, frames) = if path.is_dir() {
+            read_png_dir(path)?
+        } else {
+            read_with_ffmpeg(path)?
+        };
+        let mut bytes = Vec::with_capacity(header.file_bytes() as usize);
+        bytes.extend_from_slice(&header.encode());
+        bytes.extend_from_slice(&frames);
+        Ok(Self {
+            path: path.to_path_buf(),
+            digest: InputDigest::of(&bytes),
+            header,
+            bytes,
+        })
+    }
+
+    fn check(&self, width: u32, height: u32, frames: u32) -> Result<()> {
+        let (h, p) = (&self.header, self.path.display());
+        if (h.width, h.height) != (width, height) {
+            bail!(
+                "--video {p}: the video is {}x{}, but the clip is {width}x{height}: video-to-video keeps the video's \
+                 size (leave out --width and --height, or resize the video)",
+                h.width,
+                h.height
+            );
+        }
+        if h.frames != frames {
+            bail!(
+                "--video {p}: the video has {} frames, but the clip asks for {frames}: video-to-video renders as many \
+                 frames as the video has (leave out --frames and --duration, or cut the video)",
+                h.frames
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The PNG files of `dir` in name order, decoded; all one size.
+fn read_png_dir(dir: &Path) -> Result<(VideoHeader, Vec<u8>)> {
+    let flag = format!("--video {}", dir.display());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{flag}: cannot list it"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{flag}: the directory holds no .png frames");
+    }
+    let mut rgb = Vec::new();
+    let mut size = None;
+    for f in &files {
+        let bytes = std::fs::read(f).with_context(|| format!("{flag}: cannot read {}", f.display()))?;
+        let img = longshot_media::decode_rgb8(&bytes).map_err(|e| anyhow!("{flag}: {}: the file {e}", f.display()))?;
+        match size {
+            None => size = Some((img.width, img.height)),
+            Some(s) if s != (img.width, img.height) => bail!(
+                "{flag}: {} is {}x{}, but the first frame is {}x{}: every frame must have one size",
+                f.display(),
+                img.width,
+                img.height,
+                s.0,
+                s.1
+            ),
+            Some(_) => {}
+        }
+        rgb.extend_from_slice(&img.data);
+    }
+    let (width, height) = size.expect("at least one frame");
+    Ok((
+        VideoHeader {
+            width,
+            height,
+            frames: files.len() as u32,
+        },
+        rgb,
+    ))
+}
+
+/// Every frame of a video file as 8-bit RGB, decoded by ffmpeg (size from ffprobe).
+fn read_with_ffmpeg(path: &Path) -> Result<(VideoHeader, Vec<u8>)> {
+    let flag = format!("--video {}", path.display());
+    if !path.is_file() {
+        bail!("{flag}: no such file (give a video file, or a directory of PNG frames)");
+    }
+    let missing = |tool: &str, e: std::io::Error| {
+        anyhow!("{flag}: reading a video file needs {tool} on PATH ({e}); install ffmpeg, or give a directory of PNG frames")
+    };
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .map_err(|e| missing("ffprobe", e))?;
+    let text = String::from_utf8_lossy(&probe.stdout);
+    let dims: Vec<u32> = text.trim().split(',').filter_map(|v| v.trim().parse().ok()).collect();
+    let [width, height] = dims[..] else {
+        bail!(
+            "{flag}: not a video ffmpeg can read: {}",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        );
+    };
+    if !(1..=MAX_VIDEO_SIDE).contains(&width) || !(1..=MAX_VIDEO_SIDE).contains(&height) {
+        bail!("{flag}: the video is {width}x{height}; sides must be in 1..={MAX_VIDEO_SIDE}");
+    }
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args([
+            "-map",
+            "0:v:0",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .output()
+        .map_err(|e| missing("ffmpeg", e))?;
+    if !out.status.success() {
+        bail!(
+            "{flag}: ffmpeg could not decode it: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let fb = width as usize * height as usize * 3;
+    if out.stdout.is_empty() || out.stdout.len() % fb != 0 {
+        bail!(
+            "{flag}: ffmpeg gave {} bytes, not whole {width}x{height} RGB frames",
+            out.stdout.len()
+        );
+    }
+    let frames = (out.stdout.len() / fb) as u32;
+    Ok((VideoHeader { width, height, frames }, out.stdout))
+}
 
 /// A reference image read from disk.
 pub struct LocalImage {
@@ -31,9 +233,8 @@ impl LocalImage {
     }
 }
 
-/// Checks that every image has the clip's size (the coordinator checks again; this fails before
-/// anything is sent).
-pub fn check_sizes(images: &[LocalImage], width: u32, height: u32) -> Result<()> {
+/// Checks that every image has the clip's size.
+fn check_sizes(images: &[LocalImage], width: u32, height: u32) -> Result<()> {
     for (flag, img) in ["--image", "--last-image"].iter().zip(images) {
         if (img.width, img.height) != (width, height) {
             anyhow::bail!(
@@ -49,14 +250,25 @@ pub fn check_sizes(images: &[LocalImage], width: u32, height: u32) -> Result<()>
 }
 
 /// Uploads `images` to the coordinator behind `client`.
-pub async fn upload(client: &dyn JobApi, images: &[LocalImage]) -> Result<()> {
+async fn upload(client: &dyn JobApi, images: &[LocalImage]) -> Result<()> {
     for img in images {
-        let chunks: Vec<_> = img.bytes.chunks(UPLOAD_CHUNK_BYTES).map(|c| Ok(c.to_vec())).collect();
-        let info = client
-            .upload_input(Box::pin(futures::stream::iter(chunks)), Some(img.digest.clone()))
-            .await
-            .map_err(|e| anyhow!("uploading {}: {e}", img.path.display()))?;
-        tracing::info!(path = %img.path.display(), digest = %info.digest, bytes = info.size_bytes, "uploaded a reference image");
+        upload_bytes(client, &img.bytes, &img.digest, &img.path).await?;
+        tracing::info!(path = %img.path.display(), digest = %img.digest, "uploaded a reference image");
     }
+    Ok(())
+}
+
+async fn upload_bytes(client: &dyn JobApi, bytes: &[u8], digest: &InputDigest, path: &Path) -> Result<()> {
+    // Chunks are copied as the stream is sent, not all at once.
+    let owned = bytes.to_vec();
+    let n = owned.len().div_ceil(UPLOAD_CHUNK_BYTES);
+    let chunks = futures::stream::iter(0..n).map(move |i| {
+        let end = ((i + 1) * UPLOAD_CHUNK_BYTES).min(owned.len());
+        Ok(owned[i * UPLOAD_CHUNK_BYTES..end].to_vec())
+    });
+    client
+        .upload_input(Box::pin(chunks), Some(digest.clone()))
+        .await
+        .map_err(|e| anyhow!("uploading {}: {e}", path.display()))?;
     Ok(())
 }

@@ -288,8 +288,8 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
             a.output.display()
         )
     })?;
-    let images = a.job.reference_images()?;
-    let mut spec = a.job.to_spec(&[main_format], &images);
+    let inputs = a.job.inputs()?;
+    let mut spec = a.job.to_spec(&[main_format], &inputs);
     // Everything that can be checked here is, before a process starts (`render_checks`).
     // `--model DIR`: serve that pipeline on the local workers, under its default name.
     let mut models = Vec::new();
@@ -303,7 +303,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         served = Some(info);
     }
     render_checks::check_spec(&spec, served.as_ref())?;
-    crate::inputs::check_sizes(&images, spec.width, spec.height)?;
+    inputs.check(spec.width, spec.height, spec.requested_frames())?;
     let targets = destinations(&a.output, &spec.outputs);
     render_checks::check_targets(&targets)?;
     // Owned for the whole render: every way out of this function removes it.
@@ -331,7 +331,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         max_frames: None,
         max_steps: None,
         max_output_bytes: None,
-        max_input_bytes: longshot_core::inputs::DEFAULT_MAX_INPUT_BYTES,
+        max_input_bytes: longshot_core::inputs::DEFAULT_MAX_INPUT_BYTES.max(inputs.largest()),
         max_connections: 4096,
         max_connections_per_client: 256,
         idle_timeout: 120.0,
@@ -352,7 +352,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         .map_err(|e| with_worker_logs(e, &logs, kept_logs))?;
     let result = async {
         let client = connect(&cluster.endpoint).await?;
-        crate::inputs::upload(&client, &images).await?;
+        inputs.upload(&client).await?;
         let submitted = client.submit(spec, String::new()).await.map_err(|e| anyhow!("{e}"))?;
         if !json {
             let p = submitted.plan;

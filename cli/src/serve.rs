@@ -191,9 +191,9 @@ pub struct CoordinatorArgs {
     /// bytes, or with a unit (`200G`; powers of 1024).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_output_bytes: Option<u64>,
-    /// The largest input a client may upload (a reference image): bytes, or with a unit (`64M`;
-    /// powers of 1024).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64M")]
+    /// The largest input a client may upload (a reference image, a decoded input video: ~1.2 MB
+    /// a frame at 832x480): bytes, or with a unit (`64M`; powers of 1024).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "2G")]
     pub max_input_bytes: u64,
     /// Jobs one client address may submit a minute (0: no limit); more are refused, saying when
     /// to retry.

@@ -6,6 +6,7 @@
 mod harness;
 
 use harness::{read_png_dir, submit, Cluster, ClusterOptions, BIN};
+use longshot_proto::pb;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -85,6 +86,32 @@ fn tiny_pipeline(root: &Path) -> PathBuf {
 
 fn latents(path: &Path) -> Vec<u8> {
     harness::latent_bytes(path, &[50, 16, 4, 6])
+}
+
+/// Submits `args` with `--format latents`, waits for the job to finish, and returns its latents;
+/// `tag` names the fetched file.
+fn render_latents(c: &Cluster, args: &[&str], tag: &str) -> Vec<u8> {
+    let mut args = args.to_vec();
+    args.extend(["--format", "latents"]);
+    let id = submit(c, &args);
+    let s = c.wait_state(&id, TERMINAL, Duration::from_secs(300));
+    assert_eq!(s["state"], "done", "job failed: {s}\n{}", c.logs());
+    assert_eq!(s["plan"]["windows"].as_u64(), Some(3), "{s}");
+    let lat = c.dir.path().join(format!("{tag}.safetensors"));
+    c.ok(&["fetch", &id, "-o", lat.to_str().unwrap()]);
+    latents(&lat)
+}
+
+/// How many times the workers' logs say `what`.
+fn logged(c: &Cluster, workers: usize, what: &str) -> usize {
+    (0..workers)
+        .map(|i| {
+            std::fs::read_to_string(c.dir.path().join(format!("worker-{i}.log")))
+                .unwrap()
+                .matches(what)
+                .count()
+        })
+        .sum()
 }
 
 #[test]
@@ -397,38 +424,16 @@ fn a_tiny_wan_i2v_clip_renders_bit_identically_on_one_and_three_workers() {
             models.contains("\"reference_images\":1") && models.contains("\"reference_images\":2"),
             "{models}"
         );
+        // The clip takes the image's size (48x32: the latents' 6x4).
         let mut args = vec!["--model", "tiny-i2v", "--image", image.to_str().unwrap()];
         args.extend(&job);
-        args.extend(["--format", "latents"]);
-        let id = submit(&c, &args);
-        let s = c.wait_state(&id, TERMINAL, Duration::from_secs(300));
-        assert_eq!(s["state"], "done", "job failed: {s}\n{}", c.logs());
-        assert_eq!(
-            (s["plan"]["windows"].as_u64(), s["spec"]["width"].as_u64()),
-            (Some(3), Some(48))
-        );
-        let lat = c.dir.path().join("clip.safetensors");
-        c.ok(&["fetch", &id, "-o", lat.to_str().unwrap()]);
-        renders.push(latents(&lat));
-        let encoded: usize = (0..workers)
-            .map(|i| {
-                std::fs::read_to_string(c.dir.path().join(format!("worker-{i}.log")))
-                    .unwrap()
-                    .matches("encoded the prompts")
-                    .count()
-            })
-            .sum();
+        renders.push(render_latents(&c, &args, "clip"));
+        let encoded = logged(&c, workers, "encoded the prompts");
         assert_eq!(encoded, 1, "conditioning is encoded once per job\n{}", c.logs());
         let (first, last) = (image.to_str().unwrap(), other.to_str().unwrap());
         let mut args = vec!["--model", "tiny-flf2v", "--image", first, "--last-image", last];
         args.extend(&job);
-        args.extend(["--format", "latents"]);
-        let id = submit(&c, &args);
-        let s = c.wait_state(&id, TERMINAL, Duration::from_secs(300));
-        assert_eq!(s["state"], "done", "job failed: {s}\n{}", c.logs());
-        let lat = c.dir.path().join("flf2v.safetensors");
-        c.ok(&["fetch", &id, "-o", lat.to_str().unwrap()]);
-        flf2v_renders.push(latents(&lat));
+        flf2v_renders.push(render_latents(&c, &args, "flf2v"));
         if workers == 3 {
             // Each refusal names the field and creates no job.
             let jobs_before = c.ok(&["--json", "list"]).lines().count();
@@ -504,14 +509,8 @@ fn a_tiny_wan_i2v_clip_renders_bit_identically_on_one_and_three_workers() {
             // Another image changes the clip: the image conditions it.
             let mut args = vec!["--model", "tiny-i2v", "--image", other.to_str().unwrap()];
             args.extend(&job);
-            args.extend(["--format", "latents"]);
-            let id = submit(&c, &args);
-            let s = c.wait_state(&id, TERMINAL, Duration::from_secs(300));
-            assert_eq!(s["state"], "done", "job failed: {s}\n{}", c.logs());
-            let lat = c.dir.path().join("other.safetensors");
-            c.ok(&["fetch", &id, "-o", lat.to_str().unwrap()]);
             assert!(
-                latents(&lat) != renders[0],
+                render_latents(&c, &args, "other") != renders[0],
                 "another reference image did not change the clip"
             );
         }
@@ -526,7 +525,21 @@ fn a_tiny_wan_i2v_clip_renders_bit_identically_on_one_and_three_workers() {
 /// Uploads `bytes` (if any) over raw gRPC and submits a 48x32 `tiny-i2v` job naming them (or
 /// `digest`); returns the refusal.
 fn raw_i2v_submit(endpoint: &str, bytes: Option<Vec<u8>>, digest: Option<String>) -> tonic::Status {
-    use longshot_proto::pb;
+    raw_submit(endpoint, bytes, digest, |spec, d| pb::JobSpec {
+        model: "tiny-i2v".into(),
+        image: d,
+        ..spec
+    })
+}
+
+/// Uploads `bytes` (if any) over raw gRPC and submits a 48x32, 197-frame job that `name` makes
+/// from a base spec and the upload's digest (or `digest`); returns the refusal.
+fn raw_submit(
+    endpoint: &str,
+    bytes: Option<Vec<u8>>,
+    digest: Option<String>,
+    name: impl FnOnce(pb::JobSpec, String) -> pb::JobSpec,
+) -> tonic::Status {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut client = pb::job_service_client::JobServiceClient::connect(endpoint.to_string())
@@ -534,29 +547,220 @@ fn raw_i2v_submit(endpoint: &str, bytes: Option<Vec<u8>>, digest: Option<String>
             .unwrap();
         let image = match (bytes, digest) {
             (Some(data), _) => {
-                let chunk = pb::InputChunk {
-                    data: data.into(),
-                    sha256: String::new(),
-                };
-                let r = client.upload_input(futures::stream::iter(vec![chunk])).await;
+                let chunks: Vec<pb::InputChunk> = data
+                    .chunks(longshot_core::inputs::UPLOAD_CHUNK_BYTES)
+                    .map(|c| pb::InputChunk {
+                        data: c.to_vec().into(),
+                        sha256: String::new(),
+                    })
+                    .collect();
+                let r = client.upload_input(futures::stream::iter(chunks)).await;
                 r.expect("upload").into_inner().sha256
             }
             (None, Some(d)) => d,
             (None, None) => String::new(),
         };
-        let spec = pb::JobSpec {
-            model: "tiny-i2v".into(),
+        let base = pb::JobSpec {
             prompt: "a lighthouse".into(),
             duration: Some(pb::job_spec::Duration::Frames(197)),
             width: Some(48),
             height: Some(32),
             steps: Some(3),
-            image,
             ..Default::default()
         };
+        let spec = name(base, image);
         client
             .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
             .await
-            .expect_err("a bad reference image is refused")
+            .expect_err("a bad input is refused")
     })
+}
+
+/// Writes `frames` PNG frames of `width × height` into `dir` (`0000.png`, …): a moving gradient,
+/// so neighbouring frames are alike as in real footage.
+fn write_frames(dir: &Path, frames: usize, width: u32, height: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in 0..frames {
+        let data: Vec<u8> = (0..height)
+            .flat_map(|y| (0..width).flat_map(move |x| [(x * 5 + f as u32) as u8, (y * 7) as u8, (f * 3) as u8]))
+            .collect();
+        let file = std::fs::File::create(dir.join(format!("{f:04}.png"))).unwrap();
+        let mut e = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+        e.set_color(png::ColorType::Rgb);
+        e.write_header().unwrap().write_image_data(&data).unwrap();
+    }
+}
+
+/// Video-to-video on real worker processes: a three-window clip from a 197-frame input video (a
+/// directory of PNG frames: the clip takes its size and frame count), uploaded once by content,
+/// bit-identical on one and three workers; each worker encodes its own windows; the video
+/// changes the clip (against text-to-video with the same seed). Bad inputs are refused before any shard starts, naming
+/// the field, with no job created; and `longshot render --video` reads an MP4 through ffmpeg.
+#[test]
+fn a_tiny_wan_v2v_clip_renders_bit_identically_on_one_and_three_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_pipeline(tmp.path());
+    let video = tmp.path().join("video");
+    write_frames(&video, 197, 48, 32);
+    let wide = tmp.path().join("wide");
+    write_frames(&wide, 197, 64, 32);
+    let v = video.to_str().unwrap();
+    // JOB without the size and length: the video gives them.
+    let job: Vec<&str> = JOB
+        .chunks(2)
+        .filter(|kv| !matches!(kv[0], "--width" | "--height" | "--frames"))
+        .flatten()
+        .copied()
+        .collect();
+    let mut renders = Vec::new();
+    for workers in [1usize, 3] {
+        let options = ClusterOptions {
+            worker_args: vec!["--model".into(), format!("tiny-wan={}", model.display())],
+            insecure: true,
+            ..Default::default()
+        };
+        let c = Cluster::start_with(workers, 30.0, options);
+        let listed = c.ok(&["models"]);
+        assert!(listed.contains("video-to-video (--video)"), "{listed}");
+        let mut args = vec!["--model", "tiny-wan", "--video", v, "--strength", "0.7"];
+        args.extend(&job);
+        renders.push(render_latents(&c, &args, "v2v"));
+        assert_eq!(logged(&c, workers, "encoded the input video"), workers, "{}", c.logs());
+        if workers == 3 {
+            // The video conditions the clip: the same job without it (text-to-video) differs.
+            let mut args = vec!["--model", "tiny-wan"];
+            args.extend(JOB);
+            let t2v = render_latents(&c, &args, "t2v");
+            assert!(renders[1] != t2v, "the video did not change the clip at strength 0.7");
+
+            let jobs_before = c.ok(&["--json", "list"]).lines().count();
+            let refused = |extra: &[&str], want: &str| {
+                let mut args = vec!["submit"];
+                args.extend(extra);
+                args.extend(&job);
+                let out = c.cli(&args);
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+            };
+            refused(
+                &["--model", "procedural", "--video", v],
+                r#"video: model "procedural" does not render from a video"#,
+            );
+            refused(
+                &["--model", "tiny-wan", "--video", v, "--strength", "0"],
+                "strength 0 is not in (0, 1]",
+            );
+            refused(
+                &["--model", "tiny-wan", "--video", v, "--strength", "1.5"],
+                "strength 1.5 is not in (0, 1]",
+            );
+            refused(
+                &["--model", "tiny-wan", "--video", v, "--strength", "0.2"],
+                "strength 0.2 runs no step of 3",
+            );
+            refused(
+                &["--model", "tiny-wan", "--video", v, "--frames", "81"],
+                "the video has 197 frames, but the clip asks for 81",
+            );
+            refused(
+                &[
+                    "--model",
+                    "tiny-wan",
+                    "--video",
+                    wide.to_str().unwrap(),
+                    "--width",
+                    "48",
+                ],
+                "the video is 64x32, but the clip is 48x32",
+            );
+            refused(
+                &["--model", "tiny-wan", "--video", "/nonexistent.mp4"],
+                "--video /nonexistent.mp4: no such file",
+            );
+            refused(&["--model", "tiny-wan", "--strength", "0.5"], "--video");
+            // The coordinator checks uploads itself, whatever the client checked.
+            let frames_file = |w: u32, h: u32, n: u32| {
+                let mut b = longshot_core::inputs::VideoHeader {
+                    width: w,
+                    height: h,
+                    frames: n,
+                }
+                .encode()
+                .to_vec();
+                b.resize(b.len() + (w * h * 3 * n) as usize, 128);
+                b
+            };
+            for (bytes, want) in [
+                (
+                    std::fs::read(video.join("0000.png")).unwrap(),
+                    "the input is not a Longshot frames file",
+                ),
+                (frames_file(48, 32, 9), "has 9 frames, but the clip asks for 197"),
+                (frames_file(64, 32, 197), "is 64x32, but the clip is 48x32"),
+                (
+                    frames_file(48, 32, 197)[..1000].to_vec(),
+                    "1000 bytes, but 197 frames of 48x32 RGB take",
+                ),
+            ] {
+                let status = raw_submit(&c.endpoint, Some(bytes), None, |spec, d| pb::JobSpec {
+                    model: "tiny-wan".into(),
+                    video: d,
+                    ..spec
+                });
+                assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+                assert!(
+                    status.message().contains(want),
+                    "{} does not say {want}",
+                    status.message()
+                );
+            }
+            assert_eq!(
+                c.ok(&["--json", "list"]).lines().count(),
+                jobs_before,
+                "a refused job was created"
+            );
+        }
+    }
+    assert!(renders[0] == renders[1], "V2V latents differ between 1 and 3 workers");
+
+    // `longshot render --video` on an MP4 (decoded by ffmpeg; lossless, so its frames are the
+    // PNGs'): the same clip as from the PNG directory.
+    let mp4 = tmp.path().join("input.mp4");
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-framerate", "16", "-i"])
+        .arg(video.join("%04d.png"))
+        .args(["-c:v", "libx264rgb", "-qp", "0", "-pix_fmt", "rgb24"])
+        .arg(&mp4)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let lat = tmp.path().join("render.safetensors");
+    let out = Command::new(BIN)
+        .arg("render")
+        .args([
+            "--model",
+            model.to_str().unwrap(),
+            "--video",
+            mp4.to_str().unwrap(),
+            "--strength",
+            "0.7",
+        ])
+        .args(&job)
+        .args(["--workers", "2", "-o"])
+        .arg(&lat)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "render failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        latents(&lat) == renders[0],
+        "render --video input.mp4 differs from the PNG frames' clip"
+    );
 }

@@ -1,21 +1,26 @@
-//! Uploaded inputs (reference images), kept under `<data dir>/inputs/<sha256>`.
+//! Uploaded inputs (reference images, input videos), kept under `<data dir>/inputs/<sha256>`.
 //!
 //! An upload streams to a temporary file while it is hashed, is capped at `--max-input-bytes`,
 //! and is renamed to its digest only when whole (and, when the client named a digest, only when
 //! the bytes hash to it): a name in the store is always a complete input. Reads check the bytes
 //! against the name again. Jobs name inputs by digest; the coordinator decodes and checks them at
 //! submit ([`InputStore::reference_images`]) and again, from the store, when a run encodes the
-//! job's conditioning (nothing decoded is persisted). Inputs no job refers to are removed once
+//! job's conditioning (nothing decoded is persisted). An input video is a canonical frames file
+//! (`longshot_core::inputs::VideoHeader`): checked whole, hash and header, at submit and again
+//! when a run starts ([`InputStore::video`]), then read a span at a time for each shard
+//! ([`InputStore::video_span`]), never whole into memory. Inputs no job refers to are removed once
 //! they are older than the retention period. The blocking calls are marked; call them off the
 //! async runtime.
 
 use futures::StreamExt;
 use longshot_core::api::{ApiError, BoxStream};
-use longshot_core::inputs::{InputDigest, InputInfo, ReferenceImages};
+use longshot_core::inputs::{InputDigest, InputInfo, ReferenceImages, VideoHeader, VideoSpan, VIDEO_HEADER_BYTES};
 use longshot_core::job::{FieldError, JobInputs};
 use longshot_media::decode_rgb8;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
@@ -174,6 +179,94 @@ impl InputStore {
         }
     }
 
+    /// The job's input video, checked: stored whole (its bytes, streamed, hash to its name), a
+    /// frames file, `width × height` with `frames` frames; `None` for a job without one. Blocking
+    /// (reads the whole file once).
+    pub fn video(
+        &self,
+        inputs: &JobInputs,
+        width: u32,
+        height: u32,
+        frames: u32,
+    ) -> Result<Option<VideoHeader>, FieldError> {
+        let Some(digest) = &inputs.video else { return Ok(None) };
+        let field = "video";
+        let fail = |why: String| FieldError::new(field, format!("{}…: {why}", digest.short()));
+        let path = self.path(digest);
+        let mut file = std::fs::File::open(&path).map_err(|e| {
+            fail(if e.kind() == std::io::ErrorKind::NotFound {
+                "no such input on this coordinator: upload it first (UploadInput; `longshot submit --video` does)"
+                    .into()
+            } else {
+                format!("cannot read {}: {e}", path.display())
+            })
+        })?;
+        let mut hasher = Sha256::new();
+        let (mut head, mut total, mut buf) = (Vec::new(), 0u64, vec![0u8; 1 << 20]);
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+            if n == 0 {
+                break;
+            }
+            if head.len() < VIDEO_HEADER_BYTES {
+                let take = (VIDEO_HEADER_BYTES - head.len()).min(n);
+                head.extend_from_slice(&buf[..take]);
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+        }
+        if InputDigest::from_hasher(hasher) != *digest {
+            return Err(fail(
+                "the stored input is damaged (its bytes no longer hash to its name); upload it again".into(),
+            ));
+        }
+        let h = VideoHeader::parse(&head, total).map_err(|m| fail(format!("the input is {m}")))?;
+        if (h.width, h.height) != (width, height) {
+            return Err(fail(format!(
+                "is {}x{}, but the clip is {width}x{height}: video-to-video keeps the video's size (give it as \
+                 --width and --height, or leave them out)",
+                h.width, h.height
+            )));
+        }
+        if h.frames != frames {
+            return Err(fail(format!(
+                "has {} frames, but the clip asks for {frames}: video-to-video renders as many frames as the video has",
+                h.frames
+            )));
+        }
+        Ok(Some(h))
+    }
+
+    /// Frames `frames` of the stored video `digest` (checked by [`Self::video`]), with
+    /// `video_frames` set from `header`. Blocking (reads just those frames).
+    pub fn video_span(
+        &self,
+        digest: &InputDigest,
+        header: &VideoHeader,
+        frames: Range<usize>,
+    ) -> Result<VideoSpan, FieldError> {
+        let fail = |e: std::io::Error| {
+            FieldError::new(
+                "video",
+                format!("{}…: cannot read frames {frames:?}: {e}", digest.short()),
+            )
+        };
+        let mut file = std::fs::File::open(self.path(digest)).map_err(fail)?;
+        file.seek(SeekFrom::Start(header.frame_offset(frames.start)))
+            .map_err(fail)?;
+        let mut rgb = vec![0u8; frames.len() * header.frame_bytes()];
+        file.read_exact(&mut rgb).map_err(fail)?;
+        Ok(VideoSpan {
+            first_frame: frames.start,
+            width: header.width,
+            height: header.height,
+            video_frames: header.frames as usize,
+            rgb,
+        })
+    }
+
     /// Removes inputs older than `older_than` that are not in `keep`, and upload leftovers
     /// (temporary files) as old. Blocking. Returns how many files it removed.
     pub fn sweep(&self, keep: &HashSet<InputDigest>, older_than: Duration) -> usize {
@@ -272,6 +365,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_video_is_checked_whole_and_read_a_span_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = InputStore::new(dir.path(), 1 << 20);
+        let header = VideoHeader {
+            width: 2,
+            height: 1,
+            frames: 5,
+        };
+        let mut file = header.encode().to_vec();
+        file.extend((0..30u8).collect::<Vec<_>>());
+        let digest = store.put(chunks(vec![Ok(file.clone())]), None).await.unwrap().digest;
+        let inputs = JobInputs {
+            video: Some(digest.clone()),
+            ..Default::default()
+        };
+        assert_eq!(store.video(&JobInputs::default(), 2, 1, 5), Ok(None));
+        assert_eq!(store.video(&inputs, 2, 1, 5), Ok(Some(header)));
+        let span = store.video_span(&digest, &header, 1..3).unwrap();
+        assert_eq!((span.first_frame, span.video_frames, span.frames()), (1, 5, 2));
+        assert_eq!(span.frame(2), Some(&[12u8, 13, 14, 15, 16, 17][..]));
+        let refusal = |w, h, n| store.video(&inputs, w, h, n).unwrap_err().to_string();
+        assert!(
+            refusal(4, 1, 5).contains("is 2x1, but the clip is 4x1"),
+            "{}",
+            refusal(4, 1, 5)
+        );
+        assert!(refusal(2, 1, 9).contains("has 5 frames, but the clip asks for 9"));
+        // Not a frames file, a truncated one, a damaged one, a missing one.
+        for (bytes, want) in [
+            (b"\x89PNG....".to_vec(), "not a Longshot frames file"),
+            (file[..40].to_vec(), "40 bytes, but 5 frames of 2x1 RGB take 50"),
+        ] {
+            let d = store.put(chunks(vec![Ok(bytes)]), None).await.unwrap().digest;
+            let e = store
+                .video(
+                    &JobInputs {
+                        video: Some(d),
+                        ..Default::default()
+                    },
+                    2,
+                    1,
+                    5,
+                )
+                .unwrap_err();
+            assert!(e.field == "video" && e.message.contains(want), "{e}");
+        }
+        file[25] ^= 1;
+        std::fs::write(dir.path().join("inputs").join(digest.as_str()), &file).unwrap();
+        assert!(refusal(2, 1, 5).contains("damaged"));
+        std::fs::remove_file(dir.path().join("inputs").join(digest.as_str())).unwrap();
+        assert!(refusal(2, 1, 5).contains("no such input"));
+    }
+
+    #[tokio::test]
     async fn reference_images_decode_and_must_have_the_clip_size() {
         let dir = tempfile::tempdir().unwrap();
         let store = InputStore::new(dir.path(), 1 << 20);
@@ -285,6 +432,7 @@ mod tests {
             put(b"not an image".to_vec()).await,
         );
         let inputs = JobInputs {
+            video: None,
             image: Some(small.clone()),
             last_image: None,
         };
@@ -293,6 +441,7 @@ mod tests {
         assert_eq!(r.first[..6], [0, 1, 2, 3, 4, 5]);
         assert_eq!(store.reference_images(&JobInputs::default(), 32, 16).unwrap(), None);
         let both_bad = JobInputs {
+            video: None,
             image: Some(big),
             last_image: Some(text),
         };

@@ -15,7 +15,7 @@ use longshot_core::api::*;
 use longshot_core::checkpoint::WindowState;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::{Conditioning, ModelInfo};
-use longshot_core::inputs::ReferenceImages;
+use longshot_core::inputs::{video_frames_for, ReferenceImages, VideoHeader, VideoSpan};
 use longshot_core::job::ResolvedJob;
 use longshot_media::VideoMeta;
 use std::collections::BTreeMap;
@@ -35,7 +35,8 @@ type ShardEvents = SelectAll<BoxStream<(usize, Option<ShardEvent>)>>;
 /// How long connecting to a placed worker may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a worker may take to accept its shard (a resumed shard's states travel with it).
+/// How long a worker may take to accept its shard (a resumed shard's states, a video-to-video
+/// shard's frames travel with it).
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(120);
 
 enum RunError {
@@ -176,17 +177,21 @@ impl JobRun {
     }
 
     /// Shard `i` of `ranks`; `nccl_id`: the gang's communicator when it exchanges over NCCL;
-    /// `resume`: its windows' states when the run resumes from a checkpoint.
+    /// `resume`: its windows' states when the run resumes from a checkpoint; `video`: the input
+    /// video's frames its windows encode (video-to-video, unless it resumes).
     fn assignment(
         &self,
         i: usize,
         conditioning: &Conditioning,
         nccl_id: Option<&[u8]>,
         resume: Option<Vec<WindowState>>,
+        video: Option<VideoSpan>,
     ) -> ShardAssignment {
         let r = &self.resolved;
         let ranks = self.workers.len();
         ShardAssignment {
+            first_step: r.first_step,
+            video: video.map(Arc::new),
             job_id: self.job_id.clone(),
             plan_id: self.plan_id,
             model: self.model.name.clone(),
@@ -288,6 +293,13 @@ impl JobRun {
             reference,
             image_embeddings: encoded.image,
         };
+        // Video-to-video: checked whole again (the store may have lost or damaged it since the
+        // submit), then each shard gets just the frames its windows encode. A resumed run starts
+        // from the checkpoint's latents and needs none.
+        let video = match &self.resume {
+            None => self.video_header().await?,
+            Some(_) => None,
+        };
         let mut events: ShardEvents = SelectAll::new();
         if let Some(c) = &self.resume {
             tracing::info!(job = %self.job_id, plan_id = self.plan_id, step = c.step, workers = clients.len(), "resuming from the checkpoint at step {}", c.step);
@@ -296,7 +308,11 @@ impl JobRun {
             let w = &self.workers[i];
             // One shard's states at a time: the coordinator never holds a whole clip's.
             let resume = self.resume_states(self.windows[i].clone()).await?;
-            let call = client.run_shard(self.assignment(i, &conditioning, nccl_id.as_deref(), resume));
+            let span = match &video {
+                Some(h) if resume.is_none() => Some(self.video_span(i, h).await?),
+                _ => None,
+            };
+            let call = client.run_shard(self.assignment(i, &conditioning, nccl_id.as_deref(), resume, span));
             let s = tokio::time::timeout(SHARD_START_TIMEOUT, call)
                 .await
                 .map_err(|_| RunError::Interrupted {
@@ -542,6 +558,35 @@ impl JobRun {
                 let why: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 RunError::Failed(format!("the job's inputs: {}", why.join("; ")))
             })
+    }
+
+    /// The job's input video's header (video-to-video), checked whole in the input store.
+    async fn video_header(&self) -> Result<Option<VideoHeader>, RunError> {
+        let (store, spec, frames) = (self.inner.inputs(), self.resolved.spec.clone(), self.resolved.frames);
+        tokio::task::spawn_blocking(move || store.video(&spec.inputs, spec.width, spec.height, frames))
+            .await
+            .map_err(|e| RunError::Failed(format!("reading the job's input video: {e}")))?
+            .map_err(|e| RunError::Failed(format!("the job's inputs: {e}")))
+    }
+
+    /// The input video's frames shard `i`'s windows encode, with the model's warm-up before them.
+    async fn video_span(&self, i: usize, header: &VideoHeader) -> Result<VideoSpan, RunError> {
+        let (plan, windows) = (&self.resolved.plan, &self.windows[i]);
+        let latents = plan.window_range(windows.start).start..plan.window_range(windows.end - 1).end;
+        let warmup = self.model.video_warmup.unwrap_or(0) as usize;
+        let frames = video_frames_for(latents, warmup, self.model.temporal_compression, header.frames as usize);
+        let (store, header) = (self.inner.inputs(), *header);
+        let digest = self
+            .resolved
+            .spec
+            .inputs
+            .video
+            .clone()
+            .expect("a video job names its video");
+        tokio::task::spawn_blocking(move || store.video_span(&digest, &header, frames))
+            .await
+            .map_err(|e| RunError::Failed(format!("reading the job's input video: {e}")))?
+            .map_err(|e| RunError::Failed(format!("the job's inputs: {e}")))
     }
 
     /// Asks `client` (the gang's first worker) for the job's text (and image) embeddings,

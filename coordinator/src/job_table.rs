@@ -92,7 +92,8 @@ impl Job {
             seed: resolved.seed,
             plan: Some(plan),
             queue_position: 0,
-            steps_done: 0,
+            // Video-to-video skips the schedule's first steps: they count as done.
+            steps_done: plan.windows as u64 * resolved.first_step as u64,
             steps_total: plan.windows as u64 * resolved.schedule.steps() as u64,
             outputs: Vec::new(),
             error: None,
@@ -558,6 +559,7 @@ mod tests {
     fn table_with_job(dir: &std::path::Path) -> JobTable {
         let model = longshot_worker::models::ModelSet::builtin().served().remove(0);
         let spec = JobSpec {
+            strength: None,
             model: model.name.clone(),
             prompt: "p".into(),
             negative_prompt: String::new(),

@@ -109,9 +109,11 @@ pub fn apply(status: &mut JobStatus, t: Transition, now_ms: u64) -> Result<(), I
         Transition::Interrupt(reason) => {
             status.recovery.resumes += 1;
             status.recovery.last_interruption = Some(reason);
-            // Work after the checkpoint is lost and done again.
+            // Work after the checkpoint is lost and done again (video-to-video's skipped steps
+            // count as done).
             let windows = status.plan.map_or(0, |p| u64::from(p.windows));
-            status.steps_done = u64::from(status.recovery.checkpoint_step) * windows;
+            let first = status.spec.first_step().unwrap_or(0) as u64;
+            status.steps_done = u64::from(status.recovery.checkpoint_step).max(first) * windows;
         }
         Transition::Decode | Transition::Cancel => {}
     }
@@ -135,6 +137,7 @@ mod tests {
 
     fn status(state: JobState) -> JobStatus {
         let spec = JobSpec {
+            strength: None,
             model: "m".into(),
             prompt: "p".into(),
             negative_prompt: String::new(),

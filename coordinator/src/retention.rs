@@ -22,7 +22,12 @@ pub(crate) async fn retention_loop(weak: Weak<Inner>) {
             .jobs()
             .flat_map(|j| {
                 let i = &j.resolved.spec.inputs;
-                i.image.iter().chain(&i.last_image).cloned().collect::<Vec<_>>()
+                i.image
+                    .iter()
+                    .chain(&i.last_image)
+                    .chain(&i.video)
+                    .cloned()
+                    .collect::<Vec<_>>()
             })
             .collect();
         let inputs = inner.inputs();

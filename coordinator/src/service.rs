@@ -126,11 +126,16 @@ impl Coordinator {
             .map_err(ApiError::InvalidArgument)?;
         // Reference images are read and decoded off the runtime; only their checks matter here
         // (a run decodes them again from the store: nothing decoded is persisted).
-        let (store, spec) = (self.inner.inputs(), resolved.spec.clone());
-        tokio::task::spawn_blocking(move || store.reference_images(&spec.inputs, spec.width, spec.height))
-            .await
-            .map_err(|e| ApiError::Internal(format!("checking the job's inputs: {e}")))?
-            .map_err(ApiError::InvalidArgument)?;
+        let (store, spec, frames) = (self.inner.inputs(), resolved.spec.clone(), resolved.frames);
+        tokio::task::spawn_blocking(move || {
+            store.reference_images(&spec.inputs, spec.width, spec.height)?;
+            store
+                .video(&spec.inputs, spec.width, spec.height, frames)
+                .map_err(|e| vec![e])
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("checking the job's inputs: {e}")))?
+        .map_err(ApiError::InvalidArgument)?;
         let serving: Vec<&WorkerInfo> = workers.iter().filter(|w| w.models.contains(&model)).collect();
         let free = available_bytes(&self.inner.cfg.data_dir)
             .map_err(|e| tracing::warn!("cannot read the free space of the data dir: {e}"))

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 fn spec(seed: u64) -> JobSpec {
     JobSpec {
+        strength: None,
         model: "procedural".into(),
         prompt: "a slow red sunset".into(),
         negative_prompt: String::new(),

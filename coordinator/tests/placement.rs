@@ -11,6 +11,7 @@ use std::collections::HashSet;
 fn model(k: usize) -> ModelInfo {
     let (name, weights) = [("a", "base"), ("a", "finetune"), ("b", "")][k];
     ModelInfo {
+        video_warmup: None,
         name: name.into(),
         window_frames: 5,
         latent_channels: 4,

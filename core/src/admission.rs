@@ -115,6 +115,7 @@ mod tests {
     #[test]
     fn image_to_video_windows_also_hold_their_condition() {
         let mut m = ModelInfo {
+            video_warmup: None,
             name: "m".into(),
             window_frames: 21,
             latent_channels: 16,

@@ -7,7 +7,7 @@ use crate::checkpoint::WindowState;
 use crate::codenoise::BlendMode;
 use crate::denoiser::{Conditioning, ModelInfo, TextEmbeddings};
 use crate::exchange::OverlapMessage;
-use crate::inputs::{ImageEmbeddings, InputInfo, ReferenceImages};
+use crate::inputs::{ImageEmbeddings, InputInfo, ReferenceImages, VideoSpan};
 use crate::job::{FieldError, JobSpec, OutputKind};
 use crate::plan::WindowPlan;
 use crate::scheduler::Schedule;
@@ -246,6 +246,11 @@ pub struct ShardAssignment {
     pub checkpoint_every: usize,
     /// Resume from these states (the shard's windows, in order, all at one step) instead of noise.
     pub resume: Option<Arc<Vec<WindowState>>>,
+    /// The first step that runs (video-to-video; 0 otherwise).
+    pub first_step: usize,
+    /// Video-to-video: the input video's frames this shard's windows encode
+    /// ([`crate::inputs::video_frames_for`]); sent unless the shard resumes from a checkpoint.
+    pub video: Option<Arc<VideoSpan>>,
 }
 
 /// One gang's NCCL communicator, as a shard joins it: rank `i` runs the gang's `i`-th window

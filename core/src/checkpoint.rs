@@ -79,14 +79,16 @@ fn invalid(msg: impl Into<String>) -> CheckpointError {
     CheckpointError::Invalid(msg.into())
 }
 
-/// Checks that `states` resume `windows` of a clip with window shape `shape` under `schedule`:
-/// one state per window in order, all at one step within the schedule, of the right sizes and
-/// solver. Returns the step they are at.
+/// Checks that `states` resume `windows` of a clip with window shape `shape` under `schedule`,
+/// in a run that starts at step `first_step` (video-to-video; 0 otherwise): one state per window
+/// in order, all at one step the run takes, of the right sizes and solver. Returns the step they
+/// are at.
 pub fn check_resume(
     states: &[WindowState],
     windows: std::ops::Range<usize>,
     shape: LatentShape,
     schedule: &Schedule,
+    first_step: usize,
 ) -> Result<usize, CheckpointError> {
     let want: Vec<usize> = windows.clone().collect();
     let got: Vec<usize> = states.iter().map(|s| s.window).collect();
@@ -94,9 +96,11 @@ pub fn check_resume(
         return Err(invalid(format!("windows {got:?} given, the shard runs {want:?}")));
     }
     let step = states[0].step;
-    if step == 0 || step > schedule.steps() {
+    if step <= first_step || step > schedule.steps() {
         return Err(invalid(format!(
-            "step {step} is outside 1..={} (the schedule's steps)",
+            "step {step} is outside {}..={} (the steps done by a run of {} steps from step {first_step})",
+            first_step + 1,
+            schedule.steps(),
             schedule.steps()
         )));
     }
@@ -131,7 +135,7 @@ pub fn check_resume(
                 && history[0].as_ref().is_some_and(|m| m.len() == len)
                 && match &history[1] {
                     Some(m) => m.len() == len,
-                    None => step == 1,
+                    None => step == first_step + 1,
                 };
             if !sizes_ok {
                 return Err(invalid(format!(

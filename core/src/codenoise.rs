@@ -14,7 +14,8 @@ use crate::exchange::{Exchange, ExchangeError, OverlapMessage, Payload, Side};
 use crate::hash::hash_f32;
 use crate::noise::{NoiseError, NoiseStream};
 use crate::plan::WindowPlan;
-use crate::scheduler::{new_state, restore_state, Schedule, SchedulerState};
+use crate::scheduler::strength::noise_to;
+use crate::scheduler::{new_state_at, restore_state, Schedule, SchedulerState};
 use crate::seam::overlap_disagreement;
 use crate::tensor::{LatentShape, Latents};
 use longshot_kernels::cpu::{blend_overlap, cfg_combine};
@@ -53,6 +54,8 @@ pub struct PartitionConfig {
     /// Output frames of the clip. The model renders the smallest `c·k + 1` frames covering them;
     /// decoded frames from this index on are that grid's tail and are dropped, never emitted.
     pub output_frames: usize,
+    /// The first step that runs (video-to-video skips the steps before it; 0 otherwise).
+    pub first_step: usize,
 }
 
 impl PartitionConfig {
@@ -152,15 +155,30 @@ pub fn denoise_partition(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<PartitionOutput, CoDenoiseError> {
-    denoise_partition_checkpointed(cfg, Checkpointing::default(), denoiser, exchange, cancel, progress)
+    denoise_partition_checkpointed(
+        cfg,
+        Checkpointing::default(),
+        None,
+        denoiser,
+        exchange,
+        cancel,
+        progress,
+    )
 }
 
 /// [`denoise_partition`], emitting checkpoints and possibly resuming from one (`ckpt`). A resumed
 /// run takes the same steps from the checkpoint's step on as an undisturbed one, so its result is
 /// bit-identical.
+///
+/// Video-to-video starts from `clean`, the partition's windows' latents of the input video, in
+/// window order (needed when `cfg.first_step > 0`; ignored on resume): window `k` starts at step
+/// `first_step` from `noise_to(σ_first, clean_k, noise_k)`, `noise_k` being the same Philox noise,
+/// keyed by global latent frame, that a text-to-video window starts from. So overlapping windows
+/// start from identical copies of their shared frames, as in text-to-video.
 pub fn denoise_partition_checkpointed(
     cfg: &PartitionConfig,
     mut ckpt: Checkpointing,
+    clean: Option<Vec<Latents>>,
     denoiser: &mut dyn Denoiser,
     exchange: &mut dyn Exchange,
     cancel: &AtomicBool,
@@ -171,25 +189,59 @@ pub fn denoise_partition_checkpointed(
         .map_err(|e| CoDenoiseError::Config(e.to_string()))?;
     let (first, end) = (cfg.windows.start, cfg.windows.end);
     let shape = cfg.window_shape();
+    let first_step = cfg.first_step;
+    if first_step >= cfg.schedule.steps() {
+        return Err(CoDenoiseError::Config(format!(
+            "first step {first_step} is not below the schedule's {} steps",
+            cfg.schedule.steps()
+        )));
+    }
     let (start, mut x, mut states) = match ckpt.resume.take() {
         Some(resume) => {
-            let step = check_resume(&resume, cfg.windows.clone(), shape, &cfg.schedule)?;
+            let step = check_resume(&resume, cfg.windows.clone(), shape, &cfg.schedule, first_step)?;
             let mut x = Vec::with_capacity(resume.len());
             let mut states: Vec<Box<dyn SchedulerState>> = Vec::with_capacity(resume.len());
             for w in resume {
-                states.push(restore_state(step, &w.solver));
+                states.push(restore_state(first_step, step, &w.solver));
                 x.push(Latents::from_vec(shape, w.latents).expect("checked size"));
             }
             (step, x, states)
         }
         None => {
             let noise = NoiseStream::new(cfg.seed, 0)?;
-            let x: Vec<Latents> = cfg
+            let mut x: Vec<Latents> = cfg
                 .windows
                 .clone()
                 .map(|k| noise.latents(cfg.plan.window_range(k).start, shape))
                 .collect::<Result<_, _>>()?;
-            (0, x, cfg.windows.clone().map(|_| new_state(&cfg.schedule)).collect())
+            match (first_step, clean) {
+                (0, None) => {}
+                (_, None) => {
+                    return Err(CoDenoiseError::Config(format!(
+                        "a run from step {first_step} needs its windows' clean latents"
+                    )))
+                }
+                (_, Some(clean)) => {
+                    if clean.len() != x.len() || clean.iter().any(|c| c.shape() != shape) {
+                        return Err(CoDenoiseError::Config(format!(
+                            "clean latents: {} windows, expected {} of {shape:?}",
+                            clean.len(),
+                            x.len()
+                        )));
+                    }
+                    let sigma = cfg.schedule.sigma(first_step);
+                    for (xk, ck) in x.iter_mut().zip(&clean) {
+                        let noise = xk.as_slice().to_vec();
+                        noise_to(sigma, ck.as_slice(), &noise, xk.as_mut_slice());
+                    }
+                }
+            }
+            let states = cfg
+                .windows
+                .clone()
+                .map(|_| new_state_at(&cfg.schedule, first_step))
+                .collect();
+            (first_step, x, states)
         }
     };
     let mut v: Vec<Latents> = cfg.windows.clone().map(|_| Latents::zeros(shape)).collect();

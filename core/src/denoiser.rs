@@ -35,6 +35,12 @@ pub struct ModelInfo {
     /// or 2 (first-and-last-frame).
     #[serde(default)]
     pub reference_images: u32,
+    /// Video-to-video: `Some(h)` when the model renders from an input video, encoding each
+    /// window's latents with the `h` latent frames before it as causal warm-up (Wan2.1's VAE
+    /// encoder: 28), so every window's are bit-identical to a whole-video encode; `None` when it
+    /// takes no video.
+    #[serde(default)]
+    pub video_warmup: Option<u32>,
 }
 
 impl ModelInfo {

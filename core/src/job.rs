@@ -44,10 +44,17 @@ pub struct JobSpec {
     pub outputs: Vec<OutputKind>,
     pub priority: i32,
     pub blend: BlendMode,
-    /// Uploaded inputs the job is conditioned on (image-to-video).
+    /// Uploaded inputs the job is conditioned on (image-to-video, video-to-video).
     #[serde(default)]
     pub inputs: JobInputs,
+    /// Video-to-video: how much of the schedule runs, in (0, 1]; [`DEFAULT_STRENGTH`] when a
+    /// video is given and this is unset.
+    #[serde(default)]
+    pub strength: Option<f64>,
 }
+
+/// Video-to-video's strength when a job gives none (diffusers' `WanVideoToVideoPipeline` default).
+pub const DEFAULT_STRENGTH: f64 = 0.8;
 
 /// A job's uploaded inputs, by content address ([`crate::inputs`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +65,10 @@ pub struct JobInputs {
     /// The clip's last frame (first-and-last-frame models; needs `image`).
     #[serde(default)]
     pub last_image: Option<InputDigest>,
+    /// The video a video-to-video job starts from (a canonical frames file,
+    /// [`crate::inputs::VideoHeader`]); the clip has its frame count and size.
+    #[serde(default)]
+    pub video: Option<InputDigest>,
 }
 
 impl JobInputs {
@@ -113,6 +124,9 @@ pub struct ResolvedJob {
     pub latent_width: usize,
     pub plan: WindowPlan,
     pub schedule: Schedule,
+    /// The first step that runs: 0, or for video-to-video `steps − ⌊steps·strength⌋`, where the
+    /// loop starts from the video's latents noised to that step's σ.
+    pub first_step: usize,
 }
 
 impl JobSpec {
@@ -173,7 +187,33 @@ impl JobSpec {
                 "needs image too: first-and-last-frame takes the first frame and the last",
             ));
         }
+        if self.inputs.video.is_some() && self.inputs.image.is_some() {
+            e.push(bad(
+                "video",
+                "a job starts from a video (video-to-video) or from reference images (image-to-video), not both",
+            ));
+        }
+        match (self.strength, &self.inputs.video) {
+            (Some(_), None) => e.push(bad("strength", "is for video-to-video: give a video too (--video)")),
+            (Some(s), Some(_)) => {
+                if let Err(m) = crate::scheduler::strength::first_step(self.steps as usize, s) {
+                    e.push(bad("strength", m.to_string()));
+                }
+            }
+            _ => {}
+        }
         e
+    }
+
+    /// The first step that runs: 0, or for video-to-video `steps − ⌊steps·strength⌋`
+    /// ([`DEFAULT_STRENGTH`] when unset). Errs on a strength [`JobSpec::validate`] refuses.
+    pub fn first_step(&self) -> Result<usize, crate::scheduler::ScheduleError> {
+        match self.inputs.video {
+            None => Ok(0),
+            Some(_) => {
+                crate::scheduler::strength::first_step(self.steps as usize, self.strength.unwrap_or(DEFAULT_STRENGTH))
+            }
+        }
     }
 
     /// Output frames the job asks for: the clip has exactly this many.
@@ -227,6 +267,15 @@ impl ValidJobSpec {
         if let Some(m) = reference_image_mismatch(&spec.inputs, model) {
             e.push(m);
         }
+        if spec.inputs.video.is_some() && model.video_warmup.is_none() {
+            e.push(bad(
+                "video",
+                format!(
+                    "model {:?} does not render from a video (video-to-video takes a Wan2.1 text-to-video pipeline)",
+                    model.name
+                ),
+            ));
+        }
         let overlap = spec.overlap.map_or(model.default_overlap, |o| o as usize);
         if overlap > model.window_frames / 2 {
             e.push(bad(
@@ -249,10 +298,12 @@ impl ValidJobSpec {
             .map_err(|m| vec![bad("steps", m.to_string())])?;
         let plan = WindowPlan::new(latent_frames, model.window_frames, overlap)
             .map_err(|m| vec![bad("overlap", m.to_string())])?;
+        let first_step = spec.first_step().map_err(|m| vec![bad("strength", m.to_string())])?;
         let mut outputs = spec.outputs.clone();
         outputs.sort();
         outputs.dedup();
         Ok(ResolvedJob {
+            first_step,
             seed: spec.seed.unwrap_or(seed),
             outputs,
             frames,
@@ -317,6 +368,7 @@ mod tests {
 
     fn spec(inputs: JobInputs) -> JobSpec {
         JobSpec {
+            strength: None,
             model: "m".into(),
             prompt: "a lighthouse".into(),
             negative_prompt: String::new(),
@@ -339,6 +391,7 @@ mod tests {
 
     fn model(reference_images: u32) -> ModelInfo {
         ModelInfo {
+            video_warmup: None,
             name: "m".into(),
             window_frames: 21,
             latent_channels: 16,
@@ -355,14 +408,17 @@ mod tests {
         let d = |b: &[u8]| Some(InputDigest::of(b));
         let none = JobInputs::default();
         let first = JobInputs {
+            video: None,
             image: d(b"a"),
             last_image: None,
         };
         let both = JobInputs {
+            video: None,
             image: d(b"a"),
             last_image: d(b"b"),
         };
         let only_last = JobInputs {
+            video: None,
             image: None,
             last_image: d(b"b"),
         };
@@ -388,5 +444,49 @@ mod tests {
         let e = spec(only_last).validate();
         assert_eq!(e.len(), 1);
         assert!(e[0].field == "last_image" && e[0].message.contains("needs image too"));
+    }
+
+    #[test]
+    fn a_video_job_needs_a_video_model_and_a_strength_that_runs_a_step() {
+        let video = JobInputs {
+            video: Some(InputDigest::of(b"v")),
+            ..JobInputs::default()
+        };
+        let with = |inputs: JobInputs, strength: Option<f64>| JobSpec {
+            strength,
+            steps: 10,
+            ..spec(inputs)
+        };
+        let v2v = ModelInfo {
+            video_warmup: Some(28),
+            ..model(0)
+        };
+        // The default strength 0.8 runs 8 of 10 steps: from step 2.
+        let r = with(video.clone(), None).resolve(&v2v, 0).unwrap();
+        assert_eq!(r.first_step, 2);
+        assert_eq!(with(video.clone(), Some(0.35)).resolve(&v2v, 0).unwrap().first_step, 7);
+        assert_eq!(with(JobInputs::default(), None).resolve(&v2v, 0).unwrap().first_step, 0);
+        let message = |s: JobSpec, m: &ModelInfo| {
+            let e = s.resolve(m, 0).unwrap_err();
+            format!("{}: {}", e[0].field, e[0].message)
+        };
+        assert_eq!(
+            message(with(video.clone(), None), &model(0)),
+            r#"video: model "m" does not render from a video (video-to-video takes a Wan2.1 text-to-video pipeline)"#
+        );
+        assert_eq!(
+            message(with(video.clone(), Some(0.0)), &v2v),
+            "strength: strength 0 is not in (0, 1]"
+        );
+        assert!(message(with(video.clone(), Some(0.05)), &v2v).contains("strength 0.05 runs no step of 10"));
+        assert_eq!(
+            message(with(JobInputs::default(), Some(0.5)), &v2v),
+            "strength: is for video-to-video: give a video too (--video)"
+        );
+        let both = JobInputs {
+            image: Some(InputDigest::of(b"i")),
+            ..video
+        };
+        assert!(message(with(both, None), &v2v).starts_with("video: a job starts from a video"));
     }
 }

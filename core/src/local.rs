@@ -60,9 +60,53 @@ pub fn render_local_resumable(
         make_denoiser,
         decoder,
         |n| ChannelExchange::chain(n, exchange_timeout),
-        &|windows| Checkpointing {
-            every,
-            resume: resume.map(|r| r.iter().filter(|w| windows.contains(&w.window)).cloned().collect()),
+        &|windows| {
+            let ckpt = Checkpointing {
+                every,
+                resume: resume.map(|r| r.iter().filter(|w| windows.contains(&w.window)).cloned().collect()),
+            };
+            (ckpt, None)
+        },
+        &|w| taken.lock().unwrap_or_else(|p| p.into_inner()).push(w),
+    )?;
+    Ok((render, taken.into_inner().unwrap_or_else(|p| p.into_inner())))
+}
+
+/// [`render_local_resumable`] of a video-to-video job (`base.first_step > 0`): `clean(k)` gives
+/// window `k`'s latents of the input video; a resumed run needs none.
+#[allow(clippy::too_many_arguments)]
+pub fn render_local_from_video(
+    base: &PartitionConfig,
+    partitions: usize,
+    make_denoiser: &dyn Fn() -> Box<dyn Denoiser>,
+    decoder: &dyn FrameDecoder,
+    exchange_timeout: Duration,
+    every: usize,
+    resume: Option<&[WindowState]>,
+    clean: &(dyn Fn(usize) -> Latents + Sync),
+) -> Result<(LocalRender, Vec<WindowState>), CoDenoiseError> {
+    let taken = Mutex::new(Vec::new());
+    let render = render_partitions(
+        base,
+        partitions,
+        make_denoiser,
+        decoder,
+        |n| ChannelExchange::chain(n, exchange_timeout),
+        &|windows| match resume {
+            Some(r) => {
+                let resume = r.iter().filter(|w| windows.contains(&w.window)).cloned().collect();
+                (
+                    Checkpointing {
+                        every,
+                        resume: Some(resume),
+                    },
+                    None,
+                )
+            }
+            None => (
+                Checkpointing { every, resume: None },
+                Some(windows.map(clean).collect()),
+            ),
         },
         &|w| taken.lock().unwrap_or_else(|p| p.into_inner()).push(w),
     )?;
@@ -84,7 +128,7 @@ pub fn render_local_with<E: Exchange>(
         make_denoiser,
         decoder,
         exchanges,
-        &|_| Checkpointing::default(),
+        &|_| (Checkpointing::default(), None),
         &|_| {},
     )
 }
@@ -95,7 +139,8 @@ fn render_partitions<E: Exchange>(
     make_denoiser: &dyn Fn() -> Box<dyn Denoiser>,
     decoder: &dyn FrameDecoder,
     exchanges: impl FnOnce(usize) -> Vec<E>,
-    checkpointing: &(dyn Fn(std::ops::Range<usize>) -> Checkpointing + Sync),
+    // How each partition (by its windows) starts: checkpoints and resume, clean latents.
+    start: &(dyn Fn(std::ops::Range<usize>) -> (Checkpointing, Option<Vec<Latents>>) + Sync),
     on_checkpoint: &(dyn Fn(WindowState) + Sync),
 ) -> Result<LocalRender, CoDenoiseError> {
     let ranges = base
@@ -122,7 +167,7 @@ fn render_partitions<E: Exchange>(
                 };
                 let mut denoiser = make_denoiser();
                 let cancel = &cancel;
-                let ckpt = checkpointing(cfg.windows.clone());
+                let (ckpt, clean) = start(cfg.windows.clone());
                 s.spawn(move || {
                     let mut progress = |p: Progress| {
                         if let Progress::Checkpoint(w) = p {
@@ -132,6 +177,7 @@ fn render_partitions<E: Exchange>(
                     let out = denoise_partition_checkpointed(
                         &cfg,
                         ckpt,
+                        clean,
                         denoiser.as_mut(),
                         &mut exchange,
                         cancel,

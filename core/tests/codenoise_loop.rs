@@ -124,6 +124,7 @@ impl FrameDecoder for WideHaloDecoder {
 
 fn info() -> ModelInfo {
     ModelInfo {
+        video_warmup: None,
         name: "toy".into(),
         window_frames: 8,
         latent_channels: 2,
@@ -140,6 +141,7 @@ fn config(solver: Solver, mode: BlendMode) -> PartitionConfig {
     let plan = WindowPlan::new(60, 8, 2).unwrap();
     assert_eq!(plan.windows(), 10);
     PartitionConfig {
+        first_step: 0,
         plan,
         windows: 0..plan.windows(),
         channels: 2,

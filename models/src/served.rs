@@ -4,7 +4,8 @@
 
 use crate::wan::WanError;
 use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
-use longshot_core::inputs::{ImageEmbeddings, ReferenceImages};
+use longshot_core::inputs::{ImageEmbeddings, ReferenceImages, VideoSpan};
+use std::ops::Range;
 use std::path::Path;
 use thiserror::Error;
 
@@ -27,6 +28,8 @@ pub enum ConditioningError {
     Missing,
     #[error("takes {takes} reference image(s), the job gives {given}")]
     ReferenceImages { takes: u32, given: u32 },
+    #[error("renders from no input video (video-to-video takes a Wan2.1 text-to-video pipeline)")]
+    TakesNoVideo,
     /// The embeddings' shape or values do not fit the model.
     #[error("{0}")]
     Invalid(String),
@@ -113,6 +116,15 @@ pub trait ServedModel: Send + Sync {
             given: images.count(),
         }
         .into())
+    }
+
+    /// Video-to-video: the clean latents of latent frames `latents` of the job's input video,
+    /// frame-major `[len, C, h, w]`, bit-identical to the same frames of a whole-video encode.
+    /// `video` holds the frames [`longshot_core::inputs::video_frames_for`] names with the
+    /// model's `video_warmup`. Blocking and heavy.
+    fn encode_video(&self, video: &VideoSpan, latents: Range<usize>) -> Result<Vec<f32>, ServedModelError> {
+        let _ = (video, latents);
+        Err(ConditioningError::TakesNoVideo.into())
     }
 
     /// Text embeddings of a job's prompts; `None` for a model conditioned on the text itself.

@@ -50,6 +50,7 @@ impl ServedModel for StandinModel {
             // Workers with different forward times must not be ganged as if they were one model.
             weights: format!("standin, forward {} µs", self.forward.as_micros()),
             reference_images: 0,
+            video_warmup: None,
         }
     }
 

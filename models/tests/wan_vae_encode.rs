@@ -203,3 +203,60 @@ fn image_conditions_per_window_equal_the_whole_clips() {
         assert_eq!(past[5 * per_latent..], c.latents(50..55).expect("padding only")[..]);
     }
 }
+
+/// Video-to-video's clean latents cut per window, each from only the frames its shard receives
+/// (`video_frames_for` with the encoder's warm-up), are bit-identical to the whole video's
+/// normalised encode; past the video (the plan's padding) the frames are grey, however the range
+/// is cut; and a span missing a frame the encode reads is refused, naming it.
+#[test]
+fn video_latents_per_window_equal_the_whole_videos() {
+    use longshot_core::inputs::{video_frames_for, VideoSpan};
+    use longshot_models::wan::layout::unit_rgb_to_signed_frames;
+    use longshot_models::wan::video2video::window_latents;
+    let dir = common::fixtures().join("pipeline_tiny").join("vae");
+    let enc = WanVaeEncoder::load(&dir).expect("the tiny pipeline's VAE");
+    let (h, w) = (16, 24);
+    // 50 latents: three windows of 21 with overlap 5, as the cluster plans them.
+    let frames = 1 + 4 * 49;
+    let rgb: Vec<u8> = (0..frames * h * w * 3)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let unit: Vec<f32> = rgb.iter().map(|&v| f32::from(v) / 255.0).collect();
+    let mut whole = enc
+        .encode_frames(&unit_rgb_to_signed_frames(&unit, frames, h, w), [frames, 3, h, w])
+        .expect("whole video");
+    let per_latent = whole.channels * whole.pixels();
+    let (t, pixels) = (whole.frames, whole.pixels());
+    enc.normalize(&mut whole.data, t, pixels).unwrap();
+    assert_eq!(whole.frames, 50);
+    let span_for = |latents: std::ops::Range<usize>| {
+        let f = video_frames_for(latents, enc.encode_halo(), 4, frames);
+        VideoSpan {
+            first_frame: f.start,
+            width: w as u32,
+            height: h as u32,
+            video_frames: frames,
+            rgb: rgb[f.start * h * w * 3..f.end * h * w * 3].to_vec(),
+        }
+    };
+    for r in [0..21, 16..37, 29..50] {
+        let got = window_latents(&enc, &span_for(r.clone()), r.clone()).expect("window");
+        let want = &whole.data[r.start * per_latent..r.end * per_latent];
+        assert!(
+            got.data.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "window {r:?} differs from the whole video's encode"
+        );
+    }
+    // Past the video: grey, the same however it is cut.
+    let past = window_latents(&enc, &span_for(45..55), 45..55).expect("padding");
+    assert_eq!(past.data[..5 * per_latent], whole.data[45 * per_latent..]);
+    let tail = window_latents(&enc, &span_for(50..55), 50..55).expect("padding only");
+    assert_eq!(past.data[5 * per_latent..], tail.data[..]);
+    // A span that starts too late for the warm-up.
+    let mut short = span_for(29..50);
+    let fb = h * w * 3;
+    short.first_frame += 4;
+    short.rgb.drain(..4 * fb);
+    let e = window_latents(&enc, &short, 29..50).unwrap_err();
+    assert!(e.to_string().contains("the encode reads frame 1,"), "{e}");
+}

@@ -32,6 +32,8 @@ fn spec() -> pb::JobSpec {
         disable_exchange: false,
         image: String::new(),
         last_image: String::new(),
+        video: String::new(),
+        strength: None,
     }
 }
 
@@ -69,6 +71,8 @@ fn shard_assignment_keeps_schedule_bits() {
     // Bit patterns a decimal or re-derived encoding would mangle: -0.0, a subnormal, a NaN payload.
     let sigmas = [1.0f32, 0.999_9, 0.5, 1e-45, -0.0, f32::from_bits(0x7fc0_0042)];
     let assignment = pb::ShardAssignment {
+        first_step: 0,
+        video: None,
         job_id: "job-7".into(),
         plan_id: u64::MAX - 1,
         model: "procedural".into(),
@@ -207,6 +211,7 @@ fn worker_info_round_trips() {
         memory_bytes: 80 << 30,
         budget_bytes: 60 << 30,
         models: vec![pb::ModelInfo {
+            video_warmup: None,
             name: "wan2.1-t2v-1.3b".into(),
             window_frames: 21,
             latent_channels: 16,

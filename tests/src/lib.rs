@@ -34,6 +34,7 @@ pub fn procedural_config(windows: usize, latent_hw: (usize, usize), steps: usize
         mode,
         hash_every: 5,
         output_frames: model.output_frames_for(latent_frames),
+        first_step: 0,
     }
 }
 

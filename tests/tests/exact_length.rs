@@ -13,6 +13,7 @@ use proptest::prelude::*;
 
 fn spec(length: ClipLength, fps: u32) -> JobSpec {
     JobSpec {
+        strength: None,
         model: ProceduralModel::NAME.into(),
         prompt: "a slow red sunset over the sea".into(),
         negative_prompt: String::new(),
@@ -42,6 +43,7 @@ fn resolve(length: ClipLength, fps: u32) -> (ResolvedJob, ModelInfo) {
 /// The partition a worker would run for `r`, as the coordinator assigns it.
 fn partition(r: &ResolvedJob, info: &ModelInfo) -> PartitionConfig {
     PartitionConfig {
+        first_step: 0,
         plan: r.plan,
         windows: 0..r.plan.windows(),
         channels: info.latent_channels,

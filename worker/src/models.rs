@@ -5,10 +5,11 @@
 use crate::device::Device;
 use longshot_core::api::EncodedConditioning;
 use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo};
-use longshot_core::inputs::ReferenceImages;
+use longshot_core::inputs::{ReferenceImages, VideoSpan};
 use longshot_models::wan::WanModel;
 use longshot_models::{ConditioningError, ServedModel, ServedModelError};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -186,6 +187,17 @@ impl ModelSet {
             text: m.encode_text(prompt, negative_prompt).map_err(failed)?,
             image: reference.map(|r| m.encode_images(r)).transpose().map_err(failed)?,
         })
+    }
+
+    /// Video-to-video: the clean latents of latent frames `latents` of a job's input video.
+    /// Blocking and heavy: call it off the async runtime.
+    pub fn encode_video(&self, model: &str, video: &VideoSpan, latents: Range<usize>) -> Result<Vec<f32>, ModelError> {
+        self.served_model(model)?
+            .encode_video(video, latents)
+            .map_err(|e| ModelError::Failed {
+                name: model.into(),
+                reason: e.to_string(),
+            })
     }
 
     /// Cheap checks of an assignment's conditioning, before any work starts.

@@ -13,7 +13,8 @@ use longshot_core::codenoise::{
     decode_partition, denoise_partition_checkpointed, BlendMode, PartitionConfig, Progress,
 };
 use longshot_core::exchange::OverlapMessage;
-use longshot_core::tensor::LatentShape;
+use longshot_core::inputs::{video_frames_for, VideoSpan};
+use longshot_core::tensor::{LatentShape, Latents};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -157,9 +158,10 @@ impl WorkerNode {
         }
         if let Some(states) = &a.resume {
             let shape = LatentShape::new(a.plan.window(), a.channels, a.height, a.width);
-            check_resume(states, a.windows.clone(), shape, &a.schedule)
+            check_resume(states, a.windows.clone(), shape, &a.schedule, a.first_step)
                 .map_err(|e| ApiError::invalid("resume", e.to_string()))?;
         }
+        self.validate_video(a)?;
         if let Some(g) = &a.nccl {
             if g.ranks < 2 || g.rank >= g.ranks || g.unique_id.len() != NCCL_UNIQUE_ID_BYTES {
                 return Err(ApiError::invalid("nccl", format!("rank {} of {} with a {}-byte id: need 0 ≤ rank < ranks, ranks ≥ 2 and a {NCCL_UNIQUE_ID_BYTES}-byte id", g.rank, g.ranks, g.unique_id.len())));
@@ -176,6 +178,68 @@ impl WorkerNode {
             if (g.rank > 0) != a.left_address.is_some() || (g.rank + 1 < g.ranks) != a.right_address.is_some() {
                 return Err(ApiError::invalid("nccl.rank", format!("rank {} of {} does not match the neighbours of windows {:?}: ranks ± 1 must be exactly the left and right neighbours", g.rank, g.ranks, a.windows)));
             }
+        }
+        Ok(())
+    }
+
+    /// A video-to-video shard: a first step inside the schedule, and (unless it resumes) the
+    /// frames its windows encode, at the clip's size, from a model that takes a video.
+    fn validate_video(&self, a: &ShardAssignment) -> Result<(), ApiError> {
+        if a.first_step >= a.schedule.steps() {
+            return Err(ApiError::invalid(
+                "first_step",
+                format!(
+                    "{} is not below the schedule's {} steps",
+                    a.first_step,
+                    a.schedule.steps()
+                ),
+            ));
+        }
+        let needs_video = a.first_step > 0 && a.resume.is_none();
+        let Some(video) = a.video.as_deref() else {
+            return match needs_video {
+                true => Err(ApiError::invalid(
+                    "video",
+                    format!("a shard from step {} needs the input video's frames", a.first_step),
+                )),
+                false => Ok(()),
+            };
+        };
+        let info = self.inner.models.served().into_iter().find(|m| m.name == a.model);
+        let Some(info) = info else { return Ok(()) }; // refused as not served above
+        let Some(warmup) = info.video_warmup else {
+            return Err(ApiError::invalid(
+                "video",
+                format!("model {:?} renders from no input video", a.model),
+            ));
+        };
+        video.validate().map_err(|m| ApiError::invalid("video", m))?;
+        let s = info.spatial_compression;
+        if (video.width as usize, video.height as usize) != (a.width * s, a.height * s) {
+            return Err(ApiError::invalid(
+                "video",
+                format!(
+                    "frames are {}x{}, the clip's latents {}x{} decode to {}x{}",
+                    video.width,
+                    video.height,
+                    a.width,
+                    a.height,
+                    a.width * s,
+                    a.height * s
+                ),
+            ));
+        }
+        let latents = a.plan.window_range(a.windows.start).start..a.plan.window_range(a.windows.end - 1).end;
+        let want = video_frames_for(latents, warmup as usize, info.temporal_compression, video.video_frames);
+        let got = video.first_frame..video.first_frame + video.frames();
+        if got != want {
+            return Err(ApiError::invalid(
+                "video",
+                format!(
+                    "frames {got:?} were sent; windows {:?} encode frames {want:?}",
+                    a.windows
+                ),
+            ));
         }
         Ok(())
     }
@@ -321,6 +385,35 @@ async fn pump(
     }
 }
 
+/// Video-to-video: each window's clean latents, encoded from the frames the shard received.
+fn encode_windows(
+    models: &ModelSet,
+    a: &ShardAssignment,
+    cfg: &PartitionConfig,
+    video: &VideoSpan,
+) -> Result<Vec<Latents>, String> {
+    let shape = LatentShape::new(cfg.plan.window(), cfg.channels, cfg.height, cfg.width);
+    let started = Instant::now();
+    let clean = a
+        .windows
+        .clone()
+        .map(|k| {
+            let data = models
+                .encode_video(&a.model, video, cfg.plan.window_range(k))
+                .map_err(|e| e.to_string())?;
+            let got = data.len();
+            Latents::from_vec(shape, data).ok_or_else(|| {
+                format!(
+                    "the video encode of window {k} gave {got} values, the window holds {}",
+                    shape.len()
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    tracing::info!(job = %a.job_id, windows = ?a.windows, frames = ?(video.first_frame..video.first_frame + video.frames()), secs = started.elapsed().as_secs_f64(), "encoded the input video");
+    Ok(clean)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_shard_blocking(
     models: &ModelSet,
@@ -381,8 +474,23 @@ fn run_shard_blocking(
         mode: a.blend,
         hash_every: a.hash_every,
         output_frames: a.output_frames,
+        first_step: a.first_step,
     };
     let started = Instant::now();
+    let clean = match (&a.video, &a.resume) {
+        (Some(video), None) => match encode_windows(models, &a, &cfg, video) {
+            Ok(c) => Some(c),
+            Err(reason) => {
+                metrics.shard_ended(&a.model, false);
+                emit(ShardEvent::Failed {
+                    reason,
+                    transient: false,
+                });
+                return;
+            }
+        },
+        _ => None,
+    };
     metrics.shard_started(exchange.transport());
     let mut clock = metrics.step_clock(&a.model);
     let mut progress = |p: Progress| match p {
@@ -403,8 +511,15 @@ fn run_shard_blocking(
     if let Some(r) = &ckpt.resume {
         tracing::info!(job = %a.job_id, windows = ?a.windows, step = r[0].step, "resuming from the job's checkpoint");
     }
-    let denoised =
-        denoise_partition_checkpointed(&cfg, ckpt, denoiser.as_mut(), exchange.as_mut(), &cancel, &mut progress);
+    let denoised = denoise_partition_checkpointed(
+        &cfg,
+        ckpt,
+        clean,
+        denoiser.as_mut(),
+        exchange.as_mut(),
+        &cancel,
+        &mut progress,
+    );
     // A step cut short by an error or a cancel ends here.
     steps.close();
     let result = denoised.and_then(|out| {
@@ -596,6 +711,8 @@ mod tests {
 
     fn assignment(nccl: Option<NcclGroup>) -> ShardAssignment {
         ShardAssignment {
+            first_step: 0,
+            video: None,
             job_id: "j".into(),
             plan_id: 1,
             model: longshot_models::ProceduralModel::NAME.into(),
@@ -618,6 +735,40 @@ mod tests {
             checkpoint_every: 0,
             resume: None,
         }
+    }
+
+    /// Video-to-video shards that cannot run are refused before anything starts, naming why.
+    #[tokio::test]
+    async fn video_shards_are_checked_before_they_start() {
+        let node = cpu_node();
+        let span = longshot_core::inputs::VideoSpan {
+            first_frame: 0,
+            width: 16,
+            height: 16,
+            video_frames: 205,
+            rgb: vec![0; 16 * 16 * 3],
+        };
+        for (first_step, video, says) in [
+            (2, None, "first_step: 2 is not below the schedule's 2 steps"),
+            (1, None, "video: a shard from step 1 needs the input video's frames"),
+            (
+                1,
+                Some(span),
+                r#"video: model "procedural" renders from no input video"#,
+            ),
+        ] {
+            let e = node
+                .run_shard(ShardAssignment {
+                    first_step,
+                    video: video.map(Arc::new),
+                    ..assignment(None)
+                })
+                .await
+                .err()
+                .expect("refused");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        assert_eq!(node.busy_job(), None, "a refused shard leaves nothing behind");
     }
 
     /// A CPU worker neither makes NCCL ids nor accepts an NCCL assignment, and says why.

@@ -39,9 +39,9 @@ pub fn new_state_at(schedule: &Schedule, first: usize) -> Box<dyn SchedulerState
     }
 }
 
-/// The state a checkpoint taken after `steps_done` steps describes (checked by
-/// [`crate::checkpoint::check_resume`]); `solver` must be `schedule`'s.
-pub fn restore_state(steps_done: usize, solver: &SolverState) -> Box<dyn SchedulerState> {
+/// The state a checkpoint taken after `steps_done` steps of a run that started at step `first`
+/// describes (checked by [`crate::checkpoint::check_resume`]); `solver` must be `schedule`'s.
+pub fn restore_state(first: usize, steps_done: usize, solver: &SolverState) -> Box<dyn SchedulerState> {
     match solver {
         SolverState::Euler => Box::new(EulerState::default()),
         SolverState::UniPc {
@@ -49,6 +49,7 @@ pub fn restore_state(steps_done: usize, solver: &SolverState) -> Box<dyn Schedul
             last_sample,
             last_order,
         } => Box::new(UniPcState::restore(
+            first,
             steps_done,
             history.clone(),
             last_sample.clone(),

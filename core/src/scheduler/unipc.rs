@@ -95,8 +95,10 @@ impl UniPcState {
         }
     }
 
-    /// The state after `steps_done` steps, from a [`Self::snapshot`].
+    /// The state after `steps_done` steps of a run that started at step `first`, from a
+    /// [`Self::snapshot`].
     pub fn restore(
+        first: usize,
         steps_done: usize,
         history: [Option<Vec<f32>>; 2],
         last_sample: Vec<f32>,
@@ -107,7 +109,7 @@ impl UniPcState {
             last_sample,
             last_order,
             next_index: steps_done,
-            first: 0,
+            first,
         }
     }
 }

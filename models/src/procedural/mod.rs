@@ -74,6 +74,7 @@ impl ProceduralModel {
             default_overlap: 5,
             weights: String::new(),
             reference_images: 0,
+            video_warmup: None,
         }
     }
 

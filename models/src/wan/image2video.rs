@@ -93,26 +93,16 @@ impl ImageCondition {
     /// bit-identical to the same frames of the whole clip's. A range may run past the clip (a
     /// plan's padding): the video goes on grey there.
     pub fn latents(&self, range: Range<usize>) -> Result<Vec<f32>, WanError> {
-        if range.is_empty() {
-            return Err(WanError::Input(format!("an empty latent range {range:?}")));
-        }
         let enc = &self.encoder;
         let r = enc.config().temporal_factor();
-        let warm = range.start.saturating_sub(enc.encode_halo());
-        let first_frame = enc.first_frame_of_latent(warm);
-        let end_frame = enc.first_frame_of_latent(range.end - 1) + if range.end == 1 { 1 } else { r };
-        let plane = 3 * self.height * self.width;
-        let mut video = vec![0.0f32; (end_frame - first_frame) * plane];
-        for (f, img) in [(0, Some(&self.first)), (self.frames - 1, self.last.as_ref())] {
-            if let Some(img) = img.filter(|_| (first_frame..end_frame).contains(&f)) {
-                video[(f - first_frame) * plane..][..plane].copy_from_slice(img);
+        let given = [(0, Some(&self.first)), (self.frames - 1, self.last.as_ref())];
+        let cond = enc.encode_latents(range.clone(), self.height, self.width, |f, slot| {
+            if let Some((_, Some(img))) = given.iter().find(|(g, img)| *g == f && img.is_some()) {
+                slot.copy_from_slice(img);
             }
-        }
-        let dims = [end_frame - first_frame, 3, self.height, self.width];
-        let (mut cond, _) = enc.encode_range(&video, dims, first_frame, range.start)?;
+            Ok(())
+        })?;
         let (t, z, pixels) = (cond.frames, cond.channels, cond.pixels());
-        debug_assert_eq!(t, range.len());
-        enc.normalize(&mut cond.data, t, pixels)?;
         // The mask at the video's rate with frame 0 repeated R times: latent `l` takes entries
         // `R·l .. R·l + R` of that sequence, entry `e` being frame 0 for `e < R` and frame
         // `e − (R − 1)` after.

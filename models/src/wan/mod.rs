@@ -56,6 +56,7 @@ pub mod t5;
 pub mod tensor_io;
 pub mod transformer;
 pub mod vae;
+pub mod video2video;
 pub mod weights;
 
 pub use clip::{ClipImageProcessor, ClipVisionConfig, ClipVisionEncoder};

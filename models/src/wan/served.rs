@@ -23,9 +23,11 @@ use crate::wan::transformer::WanTransformer;
 use crate::wan::vae::encoder::WanVaeEncoder;
 use crate::wan::vae::frame_decoder::WanFrameDecoder;
 use crate::wan::vae::{WanVae, WanVaeDecoder};
+use crate::wan::video2video;
 use crate::wan::WanError;
 use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
-use longshot_core::inputs::{ImageEmbeddings, ReferenceImages};
+use longshot_core::inputs::{ImageEmbeddings, ReferenceImages, VideoSpan};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -108,6 +110,25 @@ pub struct WanModel {
     tokenizer_dir: PathBuf,
     text: Mutex<Option<Arc<TextEncoder>>>,
     image: Option<ImagePath>,
+    /// Text-to-video pipelines serve video-to-video too: the VAE encoder, loaded on first use.
+    video_encoder: Option<LazyVideoEncoder>,
+}
+
+struct LazyVideoEncoder {
+    vae_dir: PathBuf,
+    encoder: Mutex<Option<Arc<WanVaeEncoder>>>,
+}
+
+impl LazyVideoEncoder {
+    fn get(&self) -> Result<Arc<WanVaeEncoder>, WanError> {
+        let mut slot = self.encoder.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = slot.as_ref() {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(WanVaeEncoder::load(&self.vae_dir)?);
+        *slot = Some(e.clone());
+        Ok(e)
+    }
 }
 
 /// An image-to-video pipeline's image side (CPU reference).
@@ -250,6 +271,16 @@ impl WanModel {
         };
         let name = name.map(str::to_string).unwrap_or_else(|| default_name(dir, tcfg));
         let mut info = model_info_for(&name, tcfg);
+        let video_encoder = match image {
+            Some(_) => None,
+            None => {
+                info.video_warmup = Some(crate::wan::vae::encoder::encode_halo(vae.config()) as u32);
+                Some(LazyVideoEncoder {
+                    vae_dir: pipeline.component_dir("vae")?,
+                    encoder: Mutex::new(None),
+                })
+            }
+        };
         let mut components = vec!["transformer", "vae", "text_encoder", "tokenizer"];
         if image.is_some() {
             components.extend(["image_encoder", "image_processor"]);
@@ -264,6 +295,7 @@ impl WanModel {
             tokenizer_dir,
             text: Mutex::new(None),
             image,
+            video_encoder,
         })
     }
 
@@ -346,6 +378,19 @@ impl WanModel {
                 self.root.display()
             ))
         })
+    }
+
+    /// Video-to-video: the clean latents of latent frames `latents` of the video `span` is part
+    /// of ([`video2video::window_latents`]), for a clip of `latent: [height, width]` cells.
+    /// Heavy: call it off the async runtime.
+    pub fn encode_video(&self, span: &VideoSpan, latents: Range<usize>) -> Result<Vec<f32>, WanError> {
+        let lazy = self.video_encoder.as_ref().ok_or_else(|| {
+            WanError::Input(format!(
+                "{} is an image-to-video pipeline: it renders from no input video",
+                self.root.display()
+            ))
+        })?;
+        Ok(video2video::window_latents(lazy.get()?.as_ref(), span, latents)?.data)
     }
 
     /// Checks that reference images and their embeddings fit this pipeline.
@@ -491,6 +536,10 @@ impl ServedModel for WanModel {
 
     fn encode_images(&self, images: &ReferenceImages) -> Result<ImageEmbeddings, ServedModelError> {
         Ok(WanModel::encode_images(self, images)?)
+    }
+
+    fn encode_video(&self, video: &VideoSpan, latents: Range<usize>) -> Result<Vec<f32>, ServedModelError> {
+        Ok(WanModel::encode_video(self, video, latents)?)
     }
 
     fn job_denoiser(&self, cond: &Conditioning, latent: [usize; 3]) -> Result<Box<dyn Denoiser>, ServedModelError> {

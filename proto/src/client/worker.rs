@@ -44,22 +44,29 @@ struct GrpcWorker {
 impl WorkerApi for GrpcWorker {
     fn run_shard(&self, assignment: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
         Box::pin(async move {
-            let r = match assignment.resume.clone() {
-                None => {
-                    self.client
-                        .clone()
-                        .run_shard(traced(pb::ShardAssignment::from(assignment)))
-                        .await
-                }
-                Some(states) => {
-                    use pb::resume_shard_request::Part;
-                    let first = Part::Assignment(pb::ShardAssignment::from(assignment));
-                    // One window's state per message, encoded as the stream is sent.
-                    let windows = (0..states.len()).map(move |i| Part::Window(states[i].clone().into()));
-                    let parts = stream::iter(std::iter::once(first).chain(windows))
-                        .map(|p| pb::ResumeShardRequest { part: Some(p) });
-                    self.client.clone().resume_shard(traced(parts)).await
-                }
+            let (resume, video) = (assignment.resume.clone(), assignment.video.clone());
+            let r = if resume.is_none() && video.is_none() {
+                self.client
+                    .clone()
+                    .run_shard(traced(pb::ShardAssignment::from(assignment)))
+                    .await
+            } else {
+                use pb::resume_shard_request::Part;
+                let first = Part::Assignment(pb::ShardAssignment::from(assignment));
+                // One frame, then one window's state, per message, encoded as the stream is sent.
+                let frames = video.into_iter().flat_map(|v| {
+                    let fb = v.frame_bytes();
+                    (0..v.frames()).map(move |i| {
+                        Part::VideoFrame(pb::VideoFrame {
+                            rgb: v.rgb[i * fb..(i + 1) * fb].to_vec().into(),
+                        })
+                    })
+                });
+                let states = resume.unwrap_or_default();
+                let windows = (0..states.len()).map(move |i| Part::Window(states[i].clone().into()));
+                let parts = stream::iter(std::iter::once(first).chain(frames).chain(windows))
+                    .map(|p| pb::ResumeShardRequest { part: Some(p) });
+                self.client.clone().resume_shard(traced(parts)).await
             };
             let inbound = r.map_err(|s| from_status_at(&s, &self.peer))?.into_inner();
             Ok(shard_events(inbound, self.address.clone()))

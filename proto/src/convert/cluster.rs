@@ -48,6 +48,7 @@ impl From<ModelInfo> for pb::ModelInfo {
             default_overlap: to_u32(m.default_overlap),
             weights: m.weights,
             reference_images: m.reference_images,
+            video_warmup: m.video_warmup,
         }
     }
 }
@@ -98,6 +99,7 @@ impl TryFrom<pb::ModelInfo> for ModelInfo {
             return Err(ApiError::InvalidArgument(errors));
         }
         Ok(ModelInfo {
+            video_warmup: m.video_warmup,
             name: m.name,
             window_frames: to_usize(m.window_frames, "window_frames")?,
             latent_channels: to_usize(m.latent_channels, "latent_channels")?,

@@ -37,6 +37,8 @@ impl From<JobSpec> for pb::JobSpec {
             disable_exchange: s.blend == BlendMode::Independent,
             image: s.inputs.image.map(String::from).unwrap_or_default(),
             last_image: s.inputs.last_image.map(String::from).unwrap_or_default(),
+            video: s.inputs.video.map(String::from).unwrap_or_default(),
+            strength: s.strength,
         }
     }
 }
@@ -88,8 +90,10 @@ impl TryFrom<pb::JobSpec> for JobSpec {
         let inputs = JobInputs {
             image: digest("image", p.image),
             last_image: digest("last_image", p.last_image),
+            video: digest("video", p.video),
         };
         let spec = JobSpec {
+            strength: p.strength,
             model: p.model,
             prompt: p.prompt,
             negative_prompt: p.negative_prompt,

@@ -9,6 +9,7 @@ use longshot_core::api::{ApiError, NcclGroup, ShardAssignment, ShardEvent, NCCL_
 use longshot_core::checkpoint::{SolverState, WindowState};
 use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::Conditioning;
+use longshot_core::inputs::{VideoSpan, MAX_VIDEO_SIDE};
 use longshot_core::plan::{PlanError, WindowPlan};
 use longshot_core::scheduler::{Schedule, ScheduleError, Solver};
 
@@ -58,6 +59,15 @@ impl From<ShardAssignment> for pb::ShardAssignment {
             checkpoint_every: to_u32(a.checkpoint_every),
             // The states themselves travel as `ResumeShard`'s later messages.
             resume_step: a.resume.as_ref().and_then(|r| r.first()).map_or(0, |w| to_u32(w.step)),
+            first_step: to_u32(a.first_step),
+            // So do the frames.
+            video: a.video.as_deref().map(|v| pb::VideoSpan {
+                first_frame: to_u32(v.first_frame),
+                frames: to_u32(v.frames()),
+                video_frames: to_u32(v.video_frames),
+                width: v.width,
+                height: v.height,
+            }),
         }
     }
 }
@@ -129,7 +139,13 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
         if a.output_frames == 0 {
             return Err(invalid("output_frames", "0: a clip has at least 1 frame"));
         }
+        if a.video.is_some() {
+            return Err(invalid("video", "a video's frames travel only on ResumeShard"));
+        }
         Ok(ShardAssignment {
+            first_step: to_usize(a.first_step, "first_step")?,
+            // Filled from `ResumeShard`'s frame messages by the server adapter.
+            video: None,
             job_id: a.job_id,
             plan_id: a.plan_id,
             model: a.model,
@@ -353,8 +369,9 @@ impl TryFrom<pb::ShardEvent> for ShardEvent {
     }
 }
 
-/// Reads a `ResumeShard` request stream: the assignment (with `resume_step` set), then exactly one
-/// window state per window of the shard, in order and at that step.
+/// Reads a `ResumeShard` request stream: the assignment, then one frame per frame of its video
+/// span (if it has one), then (with `resume_step` set) exactly one window state per window of the
+/// shard, in order and at that step.
 pub async fn read_resume<S>(mut inbound: S) -> Result<ShardAssignment, ApiError>
 where
     S: futures::Stream<Item = Result<pb::ResumeShardRequest, tonic::Status>> + Unpin,
@@ -364,28 +381,62 @@ where
     let mut next = async || match inbound.next().await {
         Some(Ok(m)) => required(m.part, "part"),
         Some(Err(status)) => Err(ApiError::Unavailable(format!(
-            "the resume stream broke: {}",
+            "the shard's input stream broke: {}",
             status.message()
         ))),
-        None => Err(invalid("part", "the stream ended before every window's state arrived")),
+        None => Err(invalid(
+            "part",
+            "the stream ended before every frame and window state arrived",
+        )),
     };
-    let Part::Assignment(a) = next().await? else {
+    let Part::Assignment(mut a) = next().await? else {
         return Err(invalid("part", "the first message must be the assignment"));
     };
     let step = a.resume_step as usize;
-    if step == 0 {
+    let video = a.video.take();
+    if step == 0 && video.is_none() {
         return Err(invalid(
             "assignment.resume_step",
-            "0: ResumeShard needs the checkpoint's step",
+            "0 and no video: ResumeShard carries a checkpoint or a video (else use RunShard)",
         ));
     }
     let mut assignment = ShardAssignment::try_from(a).map_err(|e| nest("assignment", e))?;
+    if let Some(v) = video {
+        let span = video_span_header(&v).map_err(|e| nest("assignment.video", e))?;
+        let (fb, frames) = (span.frame_bytes(), v.frames as usize);
+        let mut span = VideoSpan {
+            // Grows as frames arrive: a header alone never reserves memory.
+            rgb: Vec::with_capacity(fb * frames.min(16)),
+            ..span
+        };
+        for i in 0..frames {
+            let Part::VideoFrame(f) = next().await? else {
+                return Err(invalid("part", format!("expected video frame {i} of {frames}")));
+            };
+            if f.rgb.len() != fb {
+                return Err(invalid(
+                    "video_frame.rgb",
+                    format!(
+                        "frame {i} holds {} bytes, not {}x{}x3 = {fb}",
+                        f.rgb.len(),
+                        span.width,
+                        span.height
+                    ),
+                ));
+            }
+            span.rgb.extend_from_slice(&f.rgb);
+        }
+        assignment.video = Some(std::sync::Arc::new(span));
+    }
+    if step == 0 {
+        return Ok(assignment);
+    }
     let mut states = Vec::with_capacity(assignment.windows.len());
     for want in assignment.windows.clone() {
         let Part::Window(w) = next().await? else {
             return Err(invalid(
                 "part",
-                format!("expected the state of window {want}, got another assignment"),
+                format!("expected the state of window {want}, got another part"),
             ));
         };
         let w = WindowState::try_from(w).map_err(|e| nest("window", e))?;
@@ -402,4 +453,31 @@ where
     }
     assignment.resume = Some(std::sync::Arc::new(states));
     Ok(assignment)
+}
+
+/// A video span's geometry (no frames yet), checked so that no size computed from it overflows.
+fn video_span_header(v: &pb::VideoSpan) -> Result<VideoSpan, ApiError> {
+    for (field, side) in [("width", v.width), ("height", v.height)] {
+        if !(1..=MAX_VIDEO_SIDE).contains(&side) {
+            return Err(invalid(field, format!("{side} is not in 1..={MAX_VIDEO_SIDE}")));
+        }
+    }
+    if u64::from(v.first_frame) + u64::from(v.frames) > u64::from(v.video_frames) {
+        return Err(invalid(
+            "frames",
+            format!(
+                "frames {}..{} are past the video's {} frames",
+                v.first_frame,
+                u64::from(v.first_frame) + u64::from(v.frames),
+                v.video_frames
+            ),
+        ));
+    }
+    Ok(VideoSpan {
+        first_frame: to_usize(v.first_frame, "first_frame")?,
+        width: v.width,
+        height: v.height,
+        video_frames: to_usize(v.video_frames, "video_frames")?,
+        rgb: Vec::new(),
+    })
 }

@@ -70,6 +70,7 @@ fn events() -> Vec<JobEvent> {
 
 fn model() -> ModelInfo {
     ModelInfo {
+        video_warmup: None,
         name: "procedural".into(),
         window_frames: 21,
         latent_channels: 4,
@@ -370,6 +371,7 @@ async fn start_worker(fake: Arc<FakeWorker>) -> Result<Running> {
 
 fn spec() -> JobSpec {
     JobSpec {
+        strength: None,
         model: "procedural".into(),
         prompt: "a lighthouse at dusk".into(),
         negative_prompt: String::new(),

@@ -60,6 +60,8 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
     // The shard stream, and a cancel.
     let worker = GrpcWorkerConnector.connect(address.clone()).await?;
     let assignment = ShardAssignment {
+        first_step: 0,
+        video: None,
         job_id: "j-1".into(),
         plan_id: 3,
         model: "procedural".into(),
@@ -220,6 +222,8 @@ async fn resumed_shards_carry_their_window_states_both_ways() -> Result<()> {
     };
     let states = vec![state(1, Some(vec![-1.0; 4])), state(2, None)];
     let assignment = ShardAssignment {
+        first_step: 0,
+        video: None,
         job_id: "j-9".into(),
         plan_id: 4,
         model: "procedural".into(),
@@ -273,6 +277,8 @@ async fn malformed_resume_streams_are_refused_by_name() -> Result<()> {
     let assignment = |resume_step: u32| pb::ShardAssignment {
         resume_step,
         ..pb::ShardAssignment::from(ShardAssignment {
+            first_step: 0,
+            video: None,
             job_id: "j".into(),
             plan_id: 1,
             model: "procedural".into(),
@@ -329,12 +335,147 @@ async fn malformed_resume_streams_are_refused_by_name() -> Result<()> {
         ),
         (
             vec![Part::Assignment(assignment(2)), Part::Window(window(0, 2))],
-            "the stream ended before every window's state arrived",
+            "the stream ended before every frame and window state arrived",
         ),
     ];
     for (parts, want) in cases {
         let err = run(parts).await.unwrap_err().to_string();
         ensure!(err.contains(want), "{err} (want {want})");
     }
+    // Video-to-video: the span's frames follow the assignment, one per message.
+    let with_video = |resume_step: u32, first_frame: u32, frames: u32, width: u32| pb::ShardAssignment {
+        first_step: 1,
+        video: Some(pb::VideoSpan {
+            first_frame,
+            frames,
+            video_frames: 145,
+            width,
+            height: 1,
+        }),
+        ..assignment(resume_step)
+    };
+    let frame = |len: usize| {
+        Part::VideoFrame(pb::VideoFrame {
+            rgb: vec![7u8; len].into(),
+        })
+    };
+    let run_video = |parts: Vec<Part>| async move {
+        let msgs = parts.into_iter().map(|p| Ok(pb::ResumeShardRequest { part: Some(p) }));
+        read_resume(stream::iter(msgs))
+            .await
+            .map(|a| (a.video.map(|v| (v.first_frame, v.frames())), a.resume.map(|r| r.len())))
+    };
+    let ok = run_video(vec![Part::Assignment(with_video(0, 3, 2, 2)), frame(6), frame(6)]).await;
+    assert_eq!(ok, Ok((Some((3, 2)), None)));
+    // Frames, then a checkpoint's windows.
+    let both = run_video(vec![
+        Part::Assignment(with_video(2, 0, 1, 1)),
+        frame(3),
+        Part::Window(window(0, 2)),
+        Part::Window(window(1, 2)),
+    ])
+    .await;
+    assert_eq!(both, Ok((Some((0, 1)), Some(2))));
+    let cases = [
+        (
+            vec![Part::Assignment(with_video(0, 0, 2, 1)), frame(3)],
+            "the stream ended before every frame",
+        ),
+        (
+            vec![Part::Assignment(with_video(0, 0, 1, 2)), frame(5)],
+            "frame 0 holds 5 bytes, not 2x1x3 = 6",
+        ),
+        (
+            vec![Part::Assignment(with_video(0, 0, 1, 0))],
+            "assignment.video.width: 0 is not in 1..=4096",
+        ),
+        (
+            vec![Part::Assignment(with_video(0, 144, 2, 1))],
+            "frames 144..146 are past the video's 145 frames",
+        ),
+        (
+            vec![Part::Assignment(with_video(0, 0, 1, 1)), Part::Window(window(0, 2))],
+            "expected video frame 0 of 1",
+        ),
+    ];
+    for (parts, want) in cases {
+        let err = run_video(parts).await.unwrap_err().to_string();
+        ensure!(err.contains(want), "{err} (want {want})");
+    }
+    // RunShard cannot carry frames.
+    let err = ShardAssignment::try_from(with_video(0, 0, 1, 1))
+        .unwrap_err()
+        .to_string();
+    ensure!(
+        err.contains("video: a video's frames travel only on ResumeShard"),
+        "{err}"
+    );
     Ok(())
+}
+
+/// A video-to-video shard: its span of the input video travels one frame per message through
+/// `ResumeShard` and reaches the worker bit for bit, with the first step.
+#[tokio::test]
+async fn video_shards_carry_their_frames() -> Result<()> {
+    use longshot_core::inputs::VideoSpan;
+    let echo = FakeWorker::new().with_shards(|a| {
+        let video = a.video.clone().expect("the span arrived");
+        let frames: Vec<ShardEvent> = (0..video.frames())
+            .map(|i| ShardEvent::Frame {
+                // The first step rides along in the index.
+                index: (1000 * a.first_step + video.first_frame + i) as u32,
+                width: video.width,
+                height: video.height,
+                rgb8: video.frame(video.first_frame + i).unwrap().to_vec(),
+            })
+            .chain(std::iter::once(ShardEvent::Finished))
+            .collect();
+        Ok(Box::pin(stream::iter(frames)) as BoxStream<ShardEvent>)
+    });
+    let server = start_worker(Arc::new(echo)).await?;
+    let worker = GrpcWorkerConnector.connect(server.addr.to_string()).await?;
+    let span = VideoSpan {
+        first_frame: 5,
+        width: 2,
+        height: 1,
+        video_frames: 209,
+        rgb: (0..18).collect(),
+    };
+    let assignment = ShardAssignment {
+        first_step: 3,
+        video: Some(Arc::new(span.clone())),
+        job_id: "j-v".into(),
+        plan_id: 1,
+        model: "procedural".into(),
+        conditioning: Default::default(),
+        seed: 1,
+        channels: 1,
+        height: 1,
+        width: 4,
+        plan: longshot_core::plan::WindowPlan::new(53, 21, 5)?,
+        schedule: longshot_core::scheduler::Schedule::new(Solver::UniPc, 10, 3.0)?,
+        guidance: 5.0,
+        windows: 1..3,
+        left_address: Some("127.0.0.1:1".into()),
+        right_address: None,
+        exchange_timeout: Duration::from_secs(5),
+        hash_every: 1,
+        output_frames: 209,
+        blend: Default::default(),
+        nccl: None,
+        checkpoint_every: 0,
+        resume: None,
+    };
+    let events: Vec<ShardEvent> = worker.run_shard(assignment).await?.collect().await;
+    let want: Vec<ShardEvent> = (0..3)
+        .map(|i| ShardEvent::Frame {
+            index: 3005 + i as u32,
+            width: 2,
+            height: 1,
+            rgb8: span.rgb[i * 6..(i + 1) * 6].to_vec(),
+        })
+        .chain([ShardEvent::Finished])
+        .collect();
+    assert_eq!(events, want);
+    server.stop().await
 }

@@ -46,6 +46,7 @@ fn rejected<T: Debug>(result: Result<T, ApiError>, fields: &[&str]) {
 
 fn spec() -> JobSpec {
     JobSpec {
+        strength: None,
         model: "procedural".into(),
         prompt: "a lighthouse at dusk".into(),
         negative_prompt: "blur".into(),
@@ -69,6 +70,7 @@ fn spec() -> JobSpec {
 
 fn model() -> ModelInfo {
     ModelInfo {
+        video_warmup: None,
         name: "wan2.1-t2v-1.3b".into(),
         window_frames: 21,
         latent_channels: 16,
@@ -95,6 +97,8 @@ fn plan() -> PlanSummary {
 
 fn assignment() -> ShardAssignment {
     ShardAssignment {
+        first_step: 0,
+        video: None,
         job_id: "j-1".into(),
         plan_id: 3,
         model: "procedural".into(),

@@ -13,6 +13,14 @@ fn job_messages_round_trip() {
         blend: BlendMode::CoDenoise,
         ..spec()
     });
+    round_trip::<JobSpec, pb::JobSpec>(JobSpec {
+        strength: Some(0.35),
+        inputs: longshot_core::job::JobInputs {
+            video: Some(longshot_core::inputs::InputDigest::of(b"frames")),
+            ..Default::default()
+        },
+        ..spec()
+    });
     let outputs = vec![
         OutputInfo {
             name: "clip.mp4".into(),
@@ -144,6 +152,10 @@ fn unset_spec_fields_get_the_defaults() {
 #[test]
 fn cluster_messages_round_trip() {
     round_trip::<ModelInfo, pb::ModelInfo>(model());
+    round_trip::<ModelInfo, pb::ModelInfo>(ModelInfo {
+        video_warmup: Some(28),
+        ..model()
+    });
     let worker = WorkerInfo {
         device_kind: "cuda".into(),
         device_name: "NVIDIA H100 80GB HBM3".into(),
@@ -208,6 +220,10 @@ fn shard_messages_round_trip_bit_for_bit() {
         left_address: None,
         right_address: Some("w-9:7001".into()),
         blend: BlendMode::Independent,
+        ..assignment()
+    });
+    round_trip::<ShardAssignment, pb::ShardAssignment>(ShardAssignment {
+        first_step: 4,
         ..assignment()
     });
     round_trip::<ShardAssignment, pb::ShardAssignment>(ShardAssignment {

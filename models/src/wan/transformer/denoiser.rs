@@ -36,6 +36,9 @@ pub fn model_info_for(name: &str, cfg: &crate::wan::TransformerConfig) -> ModelI
             (true, None) => 1,
             (true, Some(_)) => 2,
         },
+        // Video-to-video runs text-to-video transformers (WanVideoToVideoPipeline); the warm-up
+        // is Wan2.1's VAE's, and `WanModel::load` sets it from the VAE it loads.
+        video_warmup: (!cfg.has_image_path()).then_some(crate::wan::vae::encoder::WAN21_ENCODE_HALO as u32),
     }
 }
 

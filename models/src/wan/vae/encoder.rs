@@ -357,6 +357,37 @@ impl WanVaeEncoder {
         (mean, first)
     }
 
+    /// The normalised latents of latent frames `range` of a clip of `height × width` frames,
+    /// frame-major `[len, z_dim, h, w]`, bit-identical to the same frames of a whole-clip encode:
+    /// the frames from the warm-up's first ([`Self::encode_halo`] latents before `range`) to
+    /// `range`'s last are encoded, each filled by `fill(global frame, [3, H, W] in [−1, 1])` or
+    /// left grey (zeros) where `fill` writes nothing.
+    pub fn encode_latents(
+        &self,
+        range: std::ops::Range<usize>,
+        height: usize,
+        width: usize,
+        mut fill: impl FnMut(usize, &mut [f32]) -> Result<(), WanError>,
+    ) -> Result<Video, WanError> {
+        if range.is_empty() {
+            return Err(WanError::Input(format!("an empty latent range {range:?}")));
+        }
+        let r = self.cfg.temporal_factor();
+        let first_frame = self.first_frame_of_latent(range.start.saturating_sub(self.encode_halo()));
+        let end_frame = self.first_frame_of_latent(range.end - 1) + if range.end == 1 { 1 } else { r };
+        let plane = 3 * height * width;
+        let mut video = vec![0.0f32; (end_frame - first_frame) * plane];
+        for (f, slot) in (first_frame..end_frame).zip(video.chunks_exact_mut(plane)) {
+            fill(f, slot)?;
+        }
+        let dims = [end_frame - first_frame, 3, height, width];
+        let (mut v, _) = self.encode_range(&video, dims, first_frame, range.start)?;
+        let (t, pixels) = (v.frames, v.pixels());
+        debug_assert_eq!(t, range.len());
+        self.normalize(&mut v.data, t, pixels)?;
+        Ok(v)
+    }
+
     /// The pipelines' step after `vae.encode` (video-to-video, image-to-video), in place on
     /// `x: [outer, z_dim, inner]`: `(x − mean)·(1/std)` per channel in f32, with `1/std` an f32
     /// division, as WanVideoToVideoPipeline evaluates it.
