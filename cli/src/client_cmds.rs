@@ -168,6 +168,14 @@ pub fn print_status(s: &JobStatus, json: bool) {
             println!("    {name} sha256:{d}");
         }
     }
+    if s.spec.inputs.video.is_some() {
+        let strength = s.spec.strength.unwrap_or(longshot_core::job::DEFAULT_STRENGTH);
+        let first = s.spec.first_step().unwrap_or(0);
+        println!(
+            "    video-to-video at strength {strength}: steps {first}..{} of {} run",
+            s.spec.steps, s.spec.steps
+        );
+    }
     let r = &s.recovery;
     if r.resumes > 0 || r.checkpoint_step > 0 {
         println!(

@@ -9,6 +9,7 @@ use longshot_core::api::JobApi;
 use longshot_core::inputs::{InputDigest, VideoHeader, MAX_VIDEO_SIDE, UPLOAD_CHUNK_BYTES};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 /// Everything a job uploads.
 #[derive(Default)]
@@ -53,8 +54,8 @@ impl LocalInputs {
 pub struct LocalVideo {
     pub path: PathBuf,
     pub header: VideoHeader,
-    /// The whole frames file.
-    pub bytes: Vec<u8>,
+    /// The whole frames file (shared with the upload stream, never copied).
+    pub bytes: Arc<Vec<u8>>,
     pub digest: InputDigest,
 }
 
@@ -67,14 +68,14 @@ impl LocalVideo {
         } else {
             read_with_ffmpeg(path)?
         };
-        let mut bytes = Vec::with_capacity(header.file_bytes() as usize);
-        bytes.extend_from_slice(&header.encode());
-        bytes.extend_from_slice(&frames);
+        // The header in front of the decoded frames, in place (a long video is gigabytes).
+        let mut bytes = frames;
+        bytes.splice(0..0, header.encode());
         Ok(Self {
             path: path.to_path_buf(),
             digest: InputDigest::of(&bytes),
             header,
-            bytes,
+            bytes: Arc::new(bytes),
         })
     }
 
@@ -211,7 +212,7 @@ fn read_with_ffmpeg(path: &Path) -> Result<(VideoHeader, Vec<u8>)> {
 /// A reference image read from disk.
 pub struct LocalImage {
     pub path: PathBuf,
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<Vec<u8>>,
     pub digest: InputDigest,
     pub width: u32,
     pub height: u32,
@@ -226,7 +227,7 @@ impl LocalImage {
         Ok(Self {
             path: path.to_path_buf(),
             digest: InputDigest::of(&bytes),
-            bytes,
+            bytes: Arc::new(bytes),
             width: img.width,
             height: img.height,
         })
@@ -258,9 +259,9 @@ async fn upload(client: &dyn JobApi, images: &[LocalImage]) -> Result<()> {
     Ok(())
 }
 
-async fn upload_bytes(client: &dyn JobApi, bytes: &[u8], digest: &InputDigest, path: &Path) -> Result<()> {
+async fn upload_bytes(client: &dyn JobApi, bytes: &Arc<Vec<u8>>, digest: &InputDigest, path: &Path) -> Result<()> {
     // Chunks are copied as the stream is sent, not all at once.
-    let owned = bytes.to_vec();
+    let owned = bytes.clone();
     let n = owned.len().div_ceil(UPLOAD_CHUNK_BYTES);
     let chunks = futures::stream::iter(0..n).map(move |i| {
         let end = ((i + 1) * UPLOAD_CHUNK_BYTES).min(owned.len());

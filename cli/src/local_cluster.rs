@@ -263,15 +263,15 @@ fn tail(s: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Output formats to fetch and where: the `-o` path for its own format, siblings for the others.
-fn destinations(output: &Path, formats: &[OutputKind]) -> Vec<(OutputKind, PathBuf)> {
-    let main = OutputKind::from_path(output);
+/// Output formats to fetch and where: the `-o` path for `main` (its extension's format, else the
+/// first `--format`), siblings for the others.
+fn destinations(output: &Path, main: OutputKind, formats: &[OutputKind]) -> Vec<(OutputKind, PathBuf)> {
     formats
         .iter()
         .map(|&kind| {
             (
                 kind,
-                if Some(kind) == main {
+                if kind == main {
                     output.to_path_buf()
                 } else {
                     kind.beside(output)
@@ -282,7 +282,9 @@ fn destinations(output: &Path, formats: &[OutputKind]) -> Vec<(OutputKind, PathB
 }
 
 pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
-    let main_format = OutputKind::from_path(&a.output).ok_or_else(|| {
+    // `--format` decides when given; else -o's extension (or a directory: PNG frames).
+    let named = OutputKind::from_path(&a.output).or(a.job.formats.first().copied());
+    let main_format = named.ok_or_else(|| {
         anyhow!(
             "cannot tell the format from {}; use .mp4, .mov, .safetensors, a directory, or --format",
             a.output.display()
@@ -304,7 +306,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
     }
     render_checks::check_spec(&spec, served.as_ref())?;
     inputs.check(spec.width, spec.height, spec.requested_frames())?;
-    let targets = destinations(&a.output, &spec.outputs);
+    let targets = destinations(&a.output, main_format, &spec.outputs);
     render_checks::check_targets(&targets)?;
     // Owned for the whole render: every way out of this function removes it.
     let work = tempfile::Builder::new().prefix("longshot-render-").tempdir()?;

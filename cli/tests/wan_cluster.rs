@@ -632,6 +632,19 @@ fn a_tiny_wan_v2v_clip_renders_bit_identically_on_one_and_three_workers() {
             args.extend(JOB);
             let t2v = render_latents(&c, &args, "t2v");
             assert!(renders[1] != t2v, "the video did not change the clip at strength 0.7");
+            // `status` names the video and what the strength runs: int(3·0.7) = 2 steps, from 1.
+            let list = c.ok(&["--json", "list"]);
+            let v2v_job: serde_json::Value = list
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .find(|j: &serde_json::Value| j["spec"]["inputs"]["video"].is_string())
+                .expect("the V2V job is listed");
+            let status = c.ok(&["status", v2v_job["job_id"].as_str().unwrap()]);
+            assert!(status.contains("    video sha256:"), "{status}");
+            assert!(
+                status.contains("video-to-video at strength 0.7: steps 1..3 of 3 run"),
+                "{status}"
+            );
 
             let jobs_before = c.ok(&["--json", "list"]).lines().count();
             let refused = |extra: &[&str], want: &str| {
@@ -642,9 +655,10 @@ fn a_tiny_wan_v2v_clip_renders_bit_identically_on_one_and_three_workers() {
                 let err = String::from_utf8_lossy(&out.stderr);
                 assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
             };
+            let image = video.join("0000.png");
             refused(
-                &["--model", "procedural", "--video", v],
-                r#"video: model "procedural" does not render from a video"#,
+                &["--model", "tiny-wan", "--video", v, "--image", image.to_str().unwrap()],
+                "cannot be used with",
             );
             refused(
                 &["--model", "tiny-wan", "--video", v, "--strength", "0"],

@@ -15,7 +15,7 @@ use longshot_core::api::*;
 use longshot_core::checkpoint::WindowState;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::{Conditioning, ModelInfo};
-use longshot_core::inputs::{video_frames_for, ReferenceImages, VideoHeader, VideoSpan};
+use longshot_core::inputs::{video_frames_for, InputDigest, ReferenceImages, VideoHeader, VideoSpan};
 use longshot_core::job::ResolvedJob;
 use longshot_media::VideoMeta;
 use std::collections::BTreeMap;
@@ -560,29 +560,27 @@ impl JobRun {
             })
     }
 
-    /// The job's input video's header (video-to-video), checked whole in the input store.
-    async fn video_header(&self) -> Result<Option<VideoHeader>, RunError> {
+    /// The job's input video (video-to-video), checked whole in the input store: its digest and
+    /// header.
+    async fn video_header(&self) -> Result<Option<(InputDigest, VideoHeader)>, RunError> {
         let (store, spec, frames) = (self.inner.inputs(), self.resolved.spec.clone(), self.resolved.frames);
-        tokio::task::spawn_blocking(move || store.video(&spec.inputs, spec.width, spec.height, frames))
+        let checked = tokio::task::spawn_blocking(move || {
+            let header = store.video(&spec.inputs, spec.width, spec.height, frames)?;
+            Ok(spec.inputs.video.zip(header))
+        });
+        checked
             .await
             .map_err(|e| RunError::Failed(format!("reading the job's input video: {e}")))?
-            .map_err(|e| RunError::Failed(format!("the job's inputs: {e}")))
+            .map_err(|e: longshot_core::job::FieldError| RunError::Failed(format!("the job's inputs: {e}")))
     }
 
     /// The input video's frames shard `i`'s windows encode, with the model's warm-up before them.
-    async fn video_span(&self, i: usize, header: &VideoHeader) -> Result<VideoSpan, RunError> {
+    async fn video_span(&self, i: usize, (digest, header): &(InputDigest, VideoHeader)) -> Result<VideoSpan, RunError> {
         let (plan, windows) = (&self.resolved.plan, &self.windows[i]);
         let latents = plan.window_range(windows.start).start..plan.window_range(windows.end - 1).end;
         let warmup = self.model.video_warmup.unwrap_or(0) as usize;
         let frames = video_frames_for(latents, warmup, self.model.temporal_compression, header.frames as usize);
-        let (store, header) = (self.inner.inputs(), *header);
-        let digest = self
-            .resolved
-            .spec
-            .inputs
-            .video
-            .clone()
-            .expect("a video job names its video");
+        let (store, digest, header) = (self.inner.inputs(), digest.clone(), *header);
         tokio::task::spawn_blocking(move || store.video_span(&digest, &header, frames))
             .await
             .map_err(|e| RunError::Failed(format!("reading the job's input video: {e}")))?

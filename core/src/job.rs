@@ -271,7 +271,7 @@ impl ValidJobSpec {
             e.push(bad(
                 "video",
                 format!(
-                    "model {:?} does not render from a video (video-to-video takes a Wan2.1 text-to-video pipeline)",
+                    "model {:?} does not render from a video (video-to-video takes a text-to-video model: a Wan2.1 T2V pipeline or the procedural model)",
                     model.name
                 ),
             ));
@@ -472,7 +472,7 @@ mod tests {
         };
         assert_eq!(
             message(with(video.clone(), None), &model(0)),
-            r#"video: model "m" does not render from a video (video-to-video takes a Wan2.1 text-to-video pipeline)"#
+            r#"video: model "m" does not render from a video (video-to-video takes a text-to-video model: a Wan2.1 T2V pipeline or the procedural model)"#
         );
         assert_eq!(
             message(with(video.clone(), Some(0.0)), &v2v),

@@ -28,7 +28,7 @@ pub enum ConditioningError {
     Missing,
     #[error("takes {takes} reference image(s), the job gives {given}")]
     ReferenceImages { takes: u32, given: u32 },
-    #[error("renders from no input video (video-to-video takes a Wan2.1 text-to-video pipeline)")]
+    #[error("renders from no input video (video-to-video takes a text-to-video model: a Wan2.1 T2V pipeline or the procedural model)")]
     TakesNoVideo,
     /// The embeddings' shape or values do not fit the model.
     #[error("{0}")]

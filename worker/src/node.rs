@@ -754,7 +754,7 @@ mod tests {
             (
                 1,
                 Some(span),
-                r#"video: model "procedural" renders from no input video"#,
+                "video: frames 0..1 were sent; windows 1..2 encode frames 61..145",
             ),
         ] {
             let e = node

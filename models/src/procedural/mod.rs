@@ -8,7 +8,7 @@
 //! - [`basis`]: squared-exponential kernels and their per-axis eigenbases.
 //! - [`posterior`]: the posterior mean `E[x0 | x_t]`, applied axis by axis in the eigenbasis.
 //! - [`denoiser`]: the `Denoiser` (velocity, CFG branches).
-//! - [`decoder`]: the `FrameDecoder`.
+//! - [`decoder`]: the `FrameDecoder`; [`encoder`]: its inverse on block means (video-to-video).
 //! - [`colour`]: the latent → colour map shared by prior and decoder; [`detmath`]: libm-free maths.
 
 pub mod basis;
@@ -16,6 +16,7 @@ pub mod colour;
 pub mod decoder;
 pub mod denoiser;
 pub mod detmath;
+pub mod encoder;
 pub mod posterior;
 pub mod prior;
 pub mod prompt;
@@ -27,8 +28,10 @@ pub use decoder::ProceduralDecoder;
 pub use denoiser::ProceduralDenoiser;
 pub use prior::PriorParams;
 
-use crate::served::{ServedModel, ServedModelError, TextConditioning};
+use crate::served::{ConditioningError, ServedModel, ServedModelError, TextConditioning};
 use longshot_core::denoiser::{Conditioning, DenoiseError, Denoiser, FrameDecoder, ModelInfo, TextEmbeddings};
+use longshot_core::inputs::VideoSpan;
+use std::ops::Range;
 use thiserror::Error;
 
 /// Errors specific to the procedural model; they reach the loop as [`DenoiseError::Model`].
@@ -74,7 +77,8 @@ impl ProceduralModel {
             default_overlap: 5,
             weights: String::new(),
             reference_images: 0,
-            video_warmup: None,
+            // Video-to-video: each latent reads one frame (`encoder`), no warm-up.
+            video_warmup: Some(0),
         }
     }
 
@@ -106,6 +110,10 @@ impl ServedModel for ProceduralModel {
 
     fn encode_text(&self, _prompt: &str, _negative_prompt: &str) -> Result<Option<TextEmbeddings>, ServedModelError> {
         Ok(None)
+    }
+
+    fn encode_video(&self, video: &VideoSpan, latents: Range<usize>) -> Result<Vec<f32>, ServedModelError> {
+        encoder::encode(video, latents).map_err(|m| ConditioningError::Invalid(format!("input video: {m}")).into())
     }
 
     fn job_denoiser(&self, cond: &Conditioning, [_, h, w]: [usize; 3]) -> Result<Box<dyn Denoiser>, ServedModelError> {

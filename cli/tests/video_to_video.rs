@@ -1,0 +1,177 @@
+//! Video-to-video on the built-in procedural model (`longshot render --video`), the laptop path:
+//! the clip keeps the input's frame count and size, is bit-identical on 1 and 3 worker processes,
+//! and stays closer to the input at a lower strength; bad inputs fail before any process starts.
+
+mod harness;
+
+use harness::{ffprobe, latent_bytes, read_png_dir, BIN};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Writes `frames` PNG frames of `width × height` into `dir`: a gradient drifting to the right.
+fn write_frames(dir: &Path, frames: usize, width: u32, height: u32) -> Vec<Vec<u8>> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..frames)
+        .map(|f| {
+            let data: Vec<u8> = (0..height)
+                .flat_map(|y| (0..width).flat_map(move |x| [((x * 4 + f as u32 * 2) % 256) as u8, (y * 5) as u8, 200]))
+                .collect();
+            let file = std::fs::File::create(dir.join(format!("{f:04}.png"))).unwrap();
+            let mut e = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+            e.set_color(png::ColorType::Rgb);
+            e.write_header().unwrap().write_image_data(&data).unwrap();
+            data
+        })
+        .collect()
+}
+
+fn render(args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = Command::new(BIN)
+        .arg("render")
+        .args(["--prompt", "a calm green meadow", "--steps", "4", "--seed", "11"])
+        .args(args)
+        .output()
+        .expect("run longshot");
+    (out, start.elapsed())
+}
+
+fn ok(args: &[&str]) {
+    let (out, _) = render(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Mean absolute difference of two clips' pixels, in [0, 255].
+fn distance(a: &[Vec<u8>], b: &[Vec<u8>]) -> f64 {
+    let (sum, n) = a.iter().zip(b).fold((0u64, 0u64), |(s, n), (x, y)| {
+        let d: u64 = x.iter().zip(y).map(|(p, q)| u64::from(p.abs_diff(*q))).sum();
+        (s + d, n + x.len() as u64)
+    });
+    sum as f64 / n as f64
+}
+
+#[test]
+fn a_procedural_v2v_render_keeps_the_input_and_is_bit_identical_on_any_worker_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // 161 frames = 41 latents: three windows of 21 (overlap 5).
+    let long = t.join("long");
+    write_frames(&long, 161, 64, 48);
+    let lat = |n: usize| t.join(format!("w{n}.safetensors"));
+    for workers in ["1", "3"] {
+        let out = lat(workers.parse().unwrap());
+        ok(&[
+            "--video",
+            long.to_str().unwrap(),
+            "--strength",
+            "0.6",
+            "--workers",
+            workers,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+    }
+    let shape = [41, 16, 6, 8];
+    assert!(
+        latent_bytes(&lat(1), &shape) == latent_bytes(&lat(3), &shape),
+        "video-to-video latents differ between 1 and 3 workers"
+    );
+
+    // 50 frames (not 4k + 1): the clip has exactly the input's frame count and size.
+    let short = t.join("short");
+    let input = write_frames(&short, 50, 64, 48);
+    let mp4 = t.join("clip.mp4");
+    ok(&[
+        "--video",
+        short.to_str().unwrap(),
+        "--workers",
+        "1",
+        "-o",
+        mp4.to_str().unwrap(),
+    ]);
+    let probe = ffprobe(&mp4);
+    let s = &probe["streams"][0];
+    assert_eq!(
+        (s["nb_read_frames"].as_str(), s["width"].as_u64(), s["height"].as_u64()),
+        (Some("50"), Some(64), Some(48)),
+        "{probe}"
+    );
+    // A lower strength keeps more of the input.
+    let frames_at = |strength: &str| {
+        let dir = t.join(format!("png-{strength}"));
+        ok(&[
+            "--video",
+            short.to_str().unwrap(),
+            "--strength",
+            strength,
+            "--workers",
+            "1",
+            "--format",
+            "png",
+            "-o",
+            dir.to_str().unwrap(),
+        ]);
+        read_png_dir(&dir)
+    };
+    let (light, full) = (distance(&frames_at("0.25"), &input), distance(&frames_at("1"), &input));
+    assert!(
+        light < 0.7 * full,
+        "strength 0.25 is {light} from the input, strength 1 {full}"
+    );
+}
+
+#[test]
+fn bad_video_inputs_fail_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let frames = t.join("frames");
+    write_frames(&frames, 9, 64, 48);
+    let v = frames.to_str().unwrap();
+    let out = t.join("a.mp4");
+    let o = out.to_str().unwrap();
+    let empty = t.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let text = t.join("notes.txt");
+    std::fs::write(&text, "not a video").unwrap();
+    for (args, want) in [
+        (
+            vec!["--video", v, "--strength", "0"],
+            "strength: strength 0 is not in (0, 1]",
+        ),
+        (
+            vec!["--video", v, "--strength", "0.1"],
+            "strength 0.1 runs no step of 4",
+        ),
+        (
+            vec!["--video", v, "--frames", "17"],
+            "the video has 9 frames, but the clip asks for 17",
+        ),
+        (
+            vec!["--video", v, "--width", "96"],
+            "the video is 64x48, but the clip is 96x48",
+        ),
+        (
+            vec!["--video", empty.to_str().unwrap()],
+            "the directory holds no .png frames",
+        ),
+        (vec!["--video", text.to_str().unwrap()], "not a video ffmpeg can read"),
+        (vec!["--strength", "0.5"], "--video"),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--workers", "1", "-o", o]);
+        let (res, took) = render(&all);
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        assert!(!res.status.success() && stderr.contains(want), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("starting a local cluster"),
+            "{args:?} started a cluster: {stderr}"
+        );
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+    }
+    assert!(!out.exists());
+}
