@@ -4,7 +4,7 @@
 
 mod harness;
 
-use harness::{ffprobe, latent_bytes, read_png_dir, BIN};
+use harness::{ffprobe, latent_bytes, read_png_dir, write_rgb_png, BIN};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -17,10 +17,7 @@ fn write_frames(dir: &Path, frames: usize, width: u32, height: u32) -> Vec<Vec<u
             let data: Vec<u8> = (0..height)
                 .flat_map(|y| (0..width).flat_map(move |x| [((x * 4 + f as u32 * 2) % 256) as u8, (y * 5) as u8, 200]))
                 .collect();
-            let file = std::fs::File::create(dir.join(format!("{f:04}.png"))).unwrap();
-            let mut e = png::Encoder::new(std::io::BufWriter::new(file), width, height);
-            e.set_color(png::ColorType::Rgb);
-            e.write_header().unwrap().write_image_data(&data).unwrap();
+            write_rgb_png(&dir.join(format!("{f:04}.png")), width, height, &data);
             data
         })
         .collect()

@@ -5,7 +5,7 @@
 
 mod harness;
 
-use harness::{read_png_dir, submit, Cluster, ClusterOptions, BIN};
+use harness::{read_png_dir, submit, write_rgb_png, Cluster, ClusterOptions, BIN};
 use longshot_proto::pb;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -373,10 +373,7 @@ fn write_png(path: &Path, width: u32, height: u32, seed: u32) {
     let data: Vec<u8> = (0..width * height * 3)
         .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(0x85eb_ca6b)) >> 24) as u8)
         .collect();
-    let file = std::fs::File::create(path).unwrap();
-    let mut e = png::Encoder::new(std::io::BufWriter::new(file), width, height);
-    e.set_color(png::ColorType::Rgb);
-    e.write_header().unwrap().write_image_data(&data).unwrap();
+    write_rgb_png(path, width, height, &data);
 }
 
 /// Image-to-video on real worker processes: a three-window clip from a reference image (its size
@@ -584,10 +581,7 @@ fn write_frames(dir: &Path, frames: usize, width: u32, height: u32) {
         let data: Vec<u8> = (0..height)
             .flat_map(|y| (0..width).flat_map(move |x| [(x * 5 + f as u32) as u8, (y * 7) as u8, (f * 3) as u8]))
             .collect();
-        let file = std::fs::File::create(dir.join(format!("{f:04}.png"))).unwrap();
-        let mut e = png::Encoder::new(std::io::BufWriter::new(file), width, height);
-        e.set_color(png::ColorType::Rgb);
-        e.write_header().unwrap().write_image_data(&data).unwrap();
+        write_rgb_png(&dir.join(format!("{f:04}.png")), width, height, &data);
     }
 }
 

@@ -53,27 +53,20 @@ pub fn render_local_resumable(
     every: usize,
     resume: Option<&[WindowState]>,
 ) -> Result<(LocalRender, Vec<WindowState>), CoDenoiseError> {
-    let taken = Mutex::new(Vec::new());
-    let render = render_partitions(
+    render_local_from_video(
         base,
         partitions,
         make_denoiser,
         decoder,
-        |n| ChannelExchange::chain(n, exchange_timeout),
-        &|windows| {
-            let ckpt = Checkpointing {
-                every,
-                resume: resume.map(|r| r.iter().filter(|w| windows.contains(&w.window)).cloned().collect()),
-            };
-            (ckpt, None)
-        },
-        &|w| taken.lock().unwrap_or_else(|p| p.into_inner()).push(w),
-    )?;
-    Ok((render, taken.into_inner().unwrap_or_else(|p| p.into_inner())))
+        exchange_timeout,
+        every,
+        resume,
+        None,
+    )
 }
 
-/// [`render_local_resumable`] of a video-to-video job (`base.first_step > 0`): `clean(k)` gives
-/// window `k`'s latents of the input video; a resumed run needs none.
+/// [`render_local_resumable`], and for a video-to-video job (`base.first_step > 0`) `clean(k)`
+/// gives window `k`'s latents of the input video (a resumed run needs none).
 #[allow(clippy::too_many_arguments)]
 pub fn render_local_from_video(
     base: &PartitionConfig,
@@ -83,7 +76,7 @@ pub fn render_local_from_video(
     exchange_timeout: Duration,
     every: usize,
     resume: Option<&[WindowState]>,
-    clean: &(dyn Fn(usize) -> Latents + Sync),
+    clean: Option<&(dyn Fn(usize) -> Latents + Sync)>,
 ) -> Result<(LocalRender, Vec<WindowState>), CoDenoiseError> {
     let taken = Mutex::new(Vec::new());
     let render = render_partitions(
@@ -92,21 +85,14 @@ pub fn render_local_from_video(
         make_denoiser,
         decoder,
         |n| ChannelExchange::chain(n, exchange_timeout),
-        &|windows| match resume {
-            Some(r) => {
-                let resume = r.iter().filter(|w| windows.contains(&w.window)).cloned().collect();
-                (
-                    Checkpointing {
-                        every,
-                        resume: Some(resume),
-                    },
-                    None,
-                )
-            }
-            None => (
-                Checkpointing { every, resume: None },
-                Some(windows.map(clean).collect()),
-            ),
+        &|windows| {
+            let resume: Option<Vec<WindowState>> =
+                resume.map(|r| r.iter().filter(|w| windows.contains(&w.window)).cloned().collect());
+            let clean = match (&resume, clean) {
+                (None, Some(c)) => Some(windows.clone().map(c).collect()),
+                _ => None,
+            };
+            (Checkpointing { every, resume }, clean)
         },
         &|w| taken.lock().unwrap_or_else(|p| p.into_inner()).push(w),
     )?;

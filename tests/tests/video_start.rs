@@ -63,7 +63,7 @@ fn render(
         Duration::from_secs(30),
         every,
         resume,
-        &|k| clean_window(cfg, k),
+        Some(&|k| clean_window(cfg, k)),
     )
     .unwrap()
 }
@@ -112,7 +112,7 @@ fn a_checkpoint_from_before_the_first_step_is_refused() {
         Duration::from_secs(30),
         0,
         Some(&early),
-        &|k| clean_window(&cfg, k),
+        Some(&|k| clean_window(&cfg, k)),
     )
     .unwrap_err();
     assert!(

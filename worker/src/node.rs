@@ -431,18 +431,19 @@ fn run_shard_blocking(
             cancel.store(true, Ordering::Relaxed);
         }
     };
+    // A shard that cannot start: counted, reported, and the caller returns.
+    let refuse = |reason: String| {
+        metrics.shard_ended(&a.model, false);
+        emit(ShardEvent::Failed {
+            reason,
+            transient: false,
+        });
+    };
     let exchange: Box<dyn ShardExchange> = match &a.nccl {
         None => Box::new(tcp),
         Some(group) => match nccl.exchange(group, tcp, a.exchange_timeout) {
             Ok(e) => e,
-            Err(reason) => {
-                metrics.shard_ended(&a.model, false);
-                emit(ShardEvent::Failed {
-                    reason,
-                    transient: false,
-                });
-                return;
-            }
+            Err(reason) => return refuse(reason),
         },
     };
     let mut steps = StepSpans::start(trace_steps, a.schedule.steps(), a.windows.end.saturating_sub(1));
@@ -453,14 +454,7 @@ fn run_shard_blocking(
     let (mut denoiser, decoder) =
         match models.instantiate(&a.model, &a.conditioning, [a.plan.latent_frames(), a.height, a.width]) {
             Ok((denoiser, decoder)) => (metrics.timed_denoiser(denoiser), decoder),
-            Err(e) => {
-                metrics.shard_ended(&a.model, false);
-                emit(ShardEvent::Failed {
-                    reason: e.to_string(),
-                    transient: false,
-                });
-                return;
-            }
+            Err(e) => return refuse(e.to_string()),
         };
     let cfg = PartitionConfig {
         plan: a.plan,
@@ -480,14 +474,7 @@ fn run_shard_blocking(
     let clean = match (&a.video, &a.resume) {
         (Some(video), None) => match encode_windows(models, &a, &cfg, video) {
             Ok(c) => Some(c),
-            Err(reason) => {
-                metrics.shard_ended(&a.model, false);
-                emit(ShardEvent::Failed {
-                    reason,
-                    transient: false,
-                });
-                return;
-            }
+            Err(reason) => return refuse(reason),
         },
         _ => None,
     };

@@ -436,6 +436,14 @@ pub fn submit(c: &Cluster, args: &[&str]) -> String {
     c.ok(&all).trim().to_string()
 }
 
+/// Writes `rgb` (`[height, width, 3]` 8-bit) as an RGB PNG.
+pub fn write_rgb_png(path: &Path, width: u32, height: u32, rgb: &[u8]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut e = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    e.set_color(png::ColorType::Rgb);
+    e.write_header().unwrap().write_image_data(rgb).unwrap();
+}
+
 /// Decodes a PNG sequence directory into raw RGB frames, in order.
 pub fn read_png_dir(dir: &Path) -> Vec<Vec<u8>> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
