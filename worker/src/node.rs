@@ -446,11 +446,7 @@ fn run_shard_blocking(
             Err(reason) => return refuse(reason),
         },
     };
-    let mut steps = StepSpans::start(trace_steps, a.schedule.steps(), a.windows.end.saturating_sub(1));
-    let mut exchange: Box<dyn ShardExchange> = Box::new(TracedExchange::new(
-        metrics.metered_exchange(exchange),
-        steps.sampled_flag(),
-    ));
+    let started = Instant::now();
     let (mut denoiser, decoder) =
         match models.instantiate(&a.model, &a.conditioning, [a.plan.latent_frames(), a.height, a.width]) {
             Ok((denoiser, decoder)) => (metrics.timed_denoiser(denoiser), decoder),
@@ -470,14 +466,28 @@ fn run_shard_blocking(
         output_frames: a.output_frames,
         first_step: a.first_step,
     };
-    let started = Instant::now();
     let clean = match (&a.video, &a.resume) {
-        (Some(video), None) => match encode_windows(models, &a, &cfg, video) {
-            Ok(c) => Some(c),
-            Err(reason) => return refuse(reason),
-        },
+        (Some(video), None) => {
+            let span = tracing::info_span!("encode_video", frames = video.frames(), first_frame = video.first_frame);
+            match span.in_scope(|| encode_windows(models, &a, &cfg, video)) {
+                Ok(c) => Some(c),
+                Err(reason) => return refuse(reason),
+            }
+        }
         _ => None,
     };
+    // Step spans start with the first step: the model's set-up and the video encode come before.
+    let first = a
+        .resume
+        .as_ref()
+        .and_then(|r| r.first())
+        .map_or(a.first_step, |w| w.step);
+    let last_window = a.windows.end.saturating_sub(1);
+    let mut steps = StepSpans::start(trace_steps, a.schedule.steps(), last_window, first);
+    let mut exchange: Box<dyn ShardExchange> = Box::new(TracedExchange::new(
+        metrics.metered_exchange(exchange),
+        steps.sampled_flag(),
+    ));
     metrics.shard_started(exchange.transport());
     let mut clock = metrics.step_clock(&a.model);
     let mut progress = |p: Progress| match p {

@@ -29,8 +29,9 @@ pub struct StepSpans {
 }
 
 impl StepSpans {
-    /// Opens step 0's span when it is sampled; `last_window`: the shard's last window.
-    pub fn start(every: usize, steps: usize, last_window: usize) -> Self {
+    /// Opens the span of step `first` (the loop's first: 0, a resumed checkpoint's step, or
+    /// video-to-video's first step) when it is sampled; `last_window`: the shard's last window.
+    pub fn start(every: usize, steps: usize, last_window: usize, first: usize) -> Self {
         let mut spans = StepSpans {
             every,
             steps,
@@ -38,7 +39,7 @@ impl StepSpans {
             current: None,
             sampled: Arc::new(AtomicBool::new(false)),
         };
-        spans.open(0);
+        spans.open(first);
         spans
     }
 
@@ -122,7 +123,7 @@ mod tests {
     #[test]
     fn the_flag_follows_the_sampled_steps() {
         // Windows 3..5 (last 4), 4 steps, every 2nd traced.
-        let mut spans = StepSpans::start(2, 4, 4);
+        let mut spans = StepSpans::start(2, 4, 4, 0);
         let flag = spans.sampled_flag();
         let mut seen = Vec::new();
         for step in 0..4 {
@@ -132,5 +133,11 @@ mod tests {
         }
         assert_eq!(seen, vec![true, false, true, false]);
         assert!(!flag.load(Ordering::Relaxed), "no step span after the last step");
+        // A loop that starts at step 2 (a resume, video-to-video) opens step 2's span first.
+        let mut spans = StepSpans::start(2, 4, 4, 2);
+        let flag = spans.sampled_flag();
+        assert!(flag.load(Ordering::Relaxed));
+        spans.window_done(4, 2);
+        assert!(!flag.load(Ordering::Relaxed), "step 3 is not sampled");
     }
 }
