@@ -24,7 +24,7 @@ run() { # label, extra args... -> one line
   t0=$(date +%s.%N)
   "$bin" render "${job[@]}" "$@" --logs "$logs" -o "$work/out.mp4" >/dev/null 2>&1
   t1=$(date +%s.%N)
-  enc=$(grep -h 'encoded the input video' "$logs"/worker-*.log 2>/dev/null | grep -o 'secs=[0-9.]*' | cut -d= -f2 | paste -sd/ -)
+  enc=$(grep -h 'encoded the input video' "$logs"/worker-*.log 2>/dev/null | grep -o 'secs=[0-9.]*' | cut -d= -f2 | paste -sd/ - || true)
   printf '%-22s wall %6.2f s   worker encode %s s\n' "$label" "$(echo "$t1 - $t0" | bc -l)" "${enc:--}"
 }
 for _ in $(seq 1 "$repeats"); do
