@@ -47,7 +47,8 @@ pub struct JobArgs {
     pub last_image: Option<PathBuf>,
     /// Video-to-video: the video the clip starts from, a file ffmpeg reads (MP4, MOV, …) or a
     /// directory of PNG frames (in name order). The clip keeps its size and frame count; a
-    /// Wan2.1 text-to-video model is needed. Decoded here, uploaded once by content.
+    /// text-to-video model is needed (a Wan2.1 T2V pipeline, or the built-in model). Decoded
+    /// here, uploaded once by content.
     #[arg(long, conflicts_with = "image")]
     pub video: Option<PathBuf>,
     /// Video-to-video: how much of the schedule runs, in (0, 1]: low keeps the video, 1 starts

@@ -282,7 +282,8 @@ fn destinations(output: &Path, main: OutputKind, formats: &[OutputKind]) -> Vec<
 }
 
 pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
-    // `--format` decides when given; else -o's extension (or a directory: PNG frames).
+    // -o's extension (a directory: PNG frames) names its format; without a known one, the first
+    // --format does.
     let named = OutputKind::from_path(&a.output).or(a.job.formats.first().copied());
     let main_format = named.ok_or_else(|| {
         anyhow!(

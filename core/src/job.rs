@@ -193,14 +193,10 @@ impl JobSpec {
                 "a job starts from a video (video-to-video) or from reference images (image-to-video), not both",
             ));
         }
-        match (self.strength, &self.inputs.video) {
-            (Some(_), None) => e.push(bad("strength", "is for video-to-video: give a video too (--video)")),
-            (Some(s), Some(_)) => {
-                if let Err(m) = crate::scheduler::strength::first_step(self.steps as usize, s) {
-                    e.push(bad("strength", m.to_string()));
-                }
-            }
-            _ => {}
+        if self.strength.is_some() && self.inputs.video.is_none() {
+            e.push(bad("strength", "is for video-to-video: give a video too (--video)"));
+        } else if let Err(m) = self.first_step() {
+            e.push(bad("strength", m.to_string()));
         }
         e
     }
