@@ -25,7 +25,7 @@ pub fn config(windows: usize, latent_hw: (usize, usize), steps: usize) -> Partit
         width: latent_hw.1,
         schedule: Schedule::new(Solver::UniPc, steps, 3.0).expect("valid schedule"),
         guidance: 5.0,
-        seed: 7,
+        noise: longshot_core::noise::NoiseKeys::single(7),
         mode: BlendMode::CoDenoise,
         hash_every: 5,
         output_frames: info.output_frames_for(latent_frames),

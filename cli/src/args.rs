@@ -1,17 +1,23 @@
 //! Job-spec flags shared by `render` and `submit`.
 
-use crate::inputs::{LocalImage, LocalInputs, LocalVideo};
+use crate::inputs::{read_shots, LocalImage, LocalInputs, LocalVideo};
 use clap::Args;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::job::{defaults, ClipLength, JobInputs, JobSpec, OutputKind};
 use longshot_core::scheduler::Solver;
+use longshot_core::shots::total_frames;
 use std::path::PathBuf;
 
 #[derive(Args, Clone, Debug)]
 pub struct JobArgs {
     /// What to render.
-    #[arg(long, short = 'p')]
-    pub prompt: String,
+    #[arg(long, short = 'p', required_unless_present = "shots")]
+    pub prompt: Option<String>,
+    /// A shot list instead of --prompt: a YAML or JSON file of shots, each with its prompt and
+    /// length, whose prompts blend into each other along one take (see the README's "Shot
+    /// lists"). The clip's length is the shots' total.
+    #[arg(long, conflicts_with_all = ["prompt", "duration", "frames", "video"])]
+    pub shots: Option<PathBuf>,
     /// What to steer away from (the unconditional branch of classifier-free guidance).
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
@@ -90,7 +96,8 @@ impl JobArgs {
             .filter_map(|(flag, p)| p.as_ref().map(|p| LocalImage::read(p, flag)))
             .collect::<anyhow::Result<_>>()?;
         let video = self.video.as_deref().map(LocalVideo::read).transpose()?;
-        Ok(LocalInputs { images, video })
+        let shots = self.shots.as_deref().map(read_shots).transpose()?.unwrap_or_default();
+        Ok(LocalInputs { images, video, shots })
     }
 
     /// The spec, naming `inputs` (from [`Self::inputs`]) by digest; the size defaults to the
@@ -101,7 +108,10 @@ impl JobArgs {
             .first()
             .map(|i| (i.width, i.height))
             .or(video.map(|v| (v.width, v.height)));
+        let shots = &inputs.shots;
         let length = match (self.duration, self.frames, video) {
+            // The shots' total; 1 when a shot's length is bad (validation names it).
+            _ if !shots.is_empty() => ClipLength::Frames(total_frames(shots, self.fps).unwrap_or(1)),
             (_, Some(f), _) => ClipLength::Frames(f),
             (Some(s), None, _) => ClipLength::Seconds(s),
             (None, None, Some(v)) => ClipLength::Frames(v.frames),
@@ -113,9 +123,10 @@ impl JobArgs {
             self.formats.clone()
         };
         JobSpec {
+            shots: shots.clone(),
             strength: self.strength,
             model: self.model.clone(),
-            prompt: self.prompt.clone(),
+            prompt: self.prompt.clone().unwrap_or_default(),
             negative_prompt: self.negative_prompt.clone(),
             seed: self.seed,
             length,

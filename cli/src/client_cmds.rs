@@ -154,7 +154,11 @@ pub fn print_status(s: &JobStatus, json: bool) {
         s.steps_total,
         plan,
         s.seed,
-        s.spec.prompt
+        if s.spec.shots.is_empty() {
+            s.spec.prompt.clone()
+        } else {
+            format!("{} shots", s.spec.shots.len())
+        }
     );
     if let Some(e) = &s.error {
         println!("    error: {e}");
@@ -166,6 +170,18 @@ pub fn print_status(s: &JobStatus, json: bool) {
     ] {
         if let Some(d) = d {
             println!("    {name} sha256:{d}");
+        }
+    }
+    if let Some(t) = s.spec.shot_timeline(s.seed) {
+        for (i, (shot, span)) in s.spec.shots.iter().zip(&t.shots).enumerate() {
+            let blend = match &span.blend_out {
+                b if b.is_empty() => String::new(),
+                b => format!(", blends into shot {} over frames {}..{}", i + 1, b.start, b.end),
+            };
+            println!(
+                "    shot {i}: frames {}..{}  seed {}{blend}  {:?}",
+                span.frames.start, span.frames.end, span.seed, shot.prompt
+            );
         }
     }
     if s.spec.inputs.video.is_some() {

@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use longshot_core::api::JobApi;
 use longshot_core::inputs::{InputDigest, VideoHeader, MAX_VIDEO_SIDE, UPLOAD_CHUNK_BYTES};
+use longshot_core::shots::Shot;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -17,6 +18,30 @@ pub struct LocalInputs {
     /// `--image`, then `--last-image`.
     pub images: Vec<LocalImage>,
     pub video: Option<LocalVideo>,
+    /// `--shots`, parsed (checked with the rest of the spec).
+    pub shots: Vec<Shot>,
+}
+
+/// A shot list file (`--shots`): `{"shots": [...]}` in JSON (`.json`) or YAML (anything else).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShotFile {
+    shots: Vec<Shot>,
+}
+
+/// Reads a shot list; a syntax error or an unknown key names the file and where.
+pub fn read_shots(path: &Path) -> Result<Vec<Shot>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--shots: cannot read {}", path.display()))?;
+    let json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let file: ShotFile = if json {
+        serde_json::from_str(&text).map_err(|e| anyhow!("--shots {}: {e}", path.display()))?
+    } else {
+        serde_yaml_ng::from_str(&text).map_err(|e| anyhow!("--shots {}: {e}", path.display()))?
+    };
+    if file.shots.is_empty() {
+        bail!("--shots {}: shots: list at least one shot", path.display());
+    }
+    Ok(file.shots)
 }
 
 impl LocalInputs {

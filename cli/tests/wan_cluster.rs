@@ -772,3 +772,62 @@ fn a_tiny_wan_v2v_clip_renders_bit_identically_on_one_and_three_workers() {
         "render --video input.mp4 differs from the PNG frames' clip"
     );
 }
+
+/// A two-shot list on the tiny T2V pipeline (`longshot render --shots`): the middle window
+/// conditions on the mix of both prompts' embeddings; the take is bit-identical on 1 and 3
+/// workers, the second shot changes it, and a one-shot list is exactly the `--prompt` job.
+#[test]
+fn a_tiny_wan_shot_list_renders_bit_identically_on_one_and_three_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_pipeline(tmp.path());
+    let two = tmp.path().join("two.yaml");
+    std::fs::write(
+        &two,
+        "shots:\n  - prompt: a lighthouse on a cliff at dusk\n    frames: 100\n    transition: {blend: 6}\n  - prompt: a harbour at night\n    negative_prompt: fog\n    frames: 97\n",
+    )
+    .unwrap();
+    let one = tmp.path().join("one.yaml");
+    std::fs::write(
+        &one,
+        "shots:\n  - prompt: a lighthouse on a cliff at dusk\n    frames: 197\n",
+    )
+    .unwrap();
+    let render = |args: &[&str], workers: &str, tag: &str| {
+        let lat = tmp.path().join(format!("{tag}.safetensors"));
+        let out = Command::new(BIN)
+            .arg("render")
+            .args(["--model", model.to_str().unwrap()])
+            .args([
+                "--width",
+                "48",
+                "--height",
+                "32",
+                "--steps",
+                "3",
+                "--guidance",
+                "5",
+                "--seed",
+                "7",
+            ])
+            .args(["--negative-prompt", "blurry", "--workers", workers, "-o"])
+            .arg(&lat)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{tag}: {}", String::from_utf8_lossy(&out.stderr));
+        latents(&lat)
+    };
+    let shots = render(&["--shots", two.to_str().unwrap()], "1", "shots-1");
+    assert!(
+        shots == render(&["--shots", two.to_str().unwrap()], "3", "shots-3"),
+        "shot-list latents differ between 1 and 3 workers"
+    );
+    let single = render(&["--shots", one.to_str().unwrap()], "2", "single");
+    let plain = render(
+        &["--prompt", "a lighthouse on a cliff at dusk", "--frames", "197"],
+        "2",
+        "plain",
+    );
+    assert!(single == plain, "a one-shot list differs from --prompt");
+    assert!(shots != single, "the second shot changed nothing");
+}

@@ -17,6 +17,7 @@ use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::{Conditioning, ModelInfo};
 use longshot_core::inputs::{video_frames_for, InputDigest, ReferenceImages, VideoHeader, VideoSpan};
 use longshot_core::job::ResolvedJob;
+use longshot_core::prompt_schedule::PromptSchedule;
 use longshot_media::VideoMeta;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -183,6 +184,7 @@ impl JobRun {
         &self,
         i: usize,
         conditioning: &Conditioning,
+        prompts: &Option<Arc<PromptSchedule>>,
         nccl_id: Option<&[u8]>,
         resume: Option<Vec<WindowState>>,
         video: Option<VideoSpan>,
@@ -196,7 +198,8 @@ impl JobRun {
             plan_id: self.plan_id,
             model: self.model.name.clone(),
             conditioning: conditioning.clone(),
-            seed: r.seed,
+            prompts: prompts.clone(),
+            noise: r.noise_keys(self.model.temporal_compression),
             channels: self.model.latent_channels,
             height: r.latent_height,
             width: r.latent_width,
@@ -280,19 +283,11 @@ impl JobRun {
     /// shard. Each event stream ends with `None`, so a worker that vanishes without `Finished`
     /// is noticed.
     async fn start_shards(&mut self, clients: &[Arc<dyn WorkerApi>]) -> Result<ShardEvents, RunError> {
-        // Text (and image) embeddings once per job, on the first worker; every assignment
-        // carries them, and the reference images.
+        // Text (and image) embeddings once per job (once per distinct prompt of a shot list), on
+        // the first worker; every assignment carries them, and the reference images.
         let reference = self.reference_images().await?;
-        let encoded = self.encode_prompts(clients[0].clone(), reference.clone()).await?;
+        let (conditioning, prompts) = self.encode_conditioning(clients[0].clone(), reference).await?;
         let nccl_id = self.nccl_unique_id(clients[0].clone()).await?;
-        let spec = &self.resolved.spec;
-        let conditioning = Conditioning {
-            prompt: spec.prompt.clone(),
-            negative_prompt: spec.negative_prompt.clone(),
-            embeddings: encoded.text,
-            reference,
-            image_embeddings: encoded.image,
-        };
         // Video-to-video: checked whole again (the store may have lost or damaged it since the
         // submit), then each shard gets just the frames its windows encode. A resumed run starts
         // from the checkpoint's latents and needs none.
@@ -312,7 +307,7 @@ impl JobRun {
                 Some(h) if resume.is_none() => Some(self.video_span(i, h).await?),
                 _ => None,
             };
-            let call = client.run_shard(self.assignment(i, &conditioning, nccl_id.as_deref(), resume, span));
+            let call = client.run_shard(self.assignment(i, &conditioning, &prompts, nccl_id.as_deref(), resume, span));
             let s = tokio::time::timeout(SHARD_START_TIMEOUT, call)
                 .await
                 .map_err(|_| RunError::Interrupted {
@@ -587,20 +582,55 @@ impl JobRun {
             .map_err(|e| RunError::Failed(format!("the job's inputs: {e}")))
     }
 
-    /// Asks `client` (the gang's first worker) for the job's text (and image) embeddings,
+    /// The job's conditioning: one prompt's, or for a shot list the reference images' with
+    /// every distinct prompt encoded once in a [`PromptSchedule`] (the images with the first).
+    async fn encode_conditioning(
+        &mut self,
+        client: Arc<dyn WorkerApi>,
+        reference: Option<ReferenceImages>,
+    ) -> Result<(Conditioning, Option<Arc<PromptSchedule>>), RunError> {
+        let spec = &self.resolved.spec;
+        let Some(mut schedule) = self.resolved.prompt_schedule(self.model.temporal_compression) else {
+            let pair = (spec.prompt.clone(), spec.negative_prompt.clone());
+            let encoded = self.encode_prompts(client, pair.clone(), reference.clone()).await?;
+            let conditioning = Conditioning {
+                embeddings: encoded.text,
+                image_embeddings: encoded.image,
+                reference,
+                ..Conditioning::new(pair.0, pair.1)
+            };
+            return Ok((conditioning, None));
+        };
+        let mut image_embeddings = None;
+        for (i, p) in schedule.prompts.iter_mut().enumerate() {
+            let images = if i == 0 { reference.clone() } else { None };
+            let pair = (p.prompt.clone(), p.negative_prompt.clone());
+            let encoded = self.encode_prompts(client.clone(), pair, images).await?;
+            image_embeddings = image_embeddings.or(encoded.image);
+            p.embeddings = encoded.text;
+        }
+        let conditioning = Conditioning {
+            reference,
+            image_embeddings,
+            ..Conditioning::default()
+        };
+        Ok((conditioning, Some(Arc::new(schedule))))
+    }
+
+    /// Asks `client` (the gang's first worker) for one prompt's text (and image) embeddings,
     /// watching for a cancel and for the worker leaving the cluster meanwhile (a frozen worker
     /// never answers).
     async fn encode_prompts(
         &mut self,
         client: Arc<dyn WorkerApi>,
+        (prompt, negative_prompt): (String, String),
         reference: Option<ReferenceImages>,
     ) -> Result<EncodedConditioning, RunError> {
-        let spec = &self.resolved.spec;
         let request = EncodeTextRequest {
             job_id: self.job_id.clone(),
             model: self.model.name.clone(),
-            prompt: spec.prompt.clone(),
-            negative_prompt: spec.negative_prompt.clone(),
+            prompt,
+            negative_prompt,
             reference,
         };
         let w = self.workers[0].clone();

@@ -559,6 +559,7 @@ mod tests {
     fn table_with_job(dir: &std::path::Path) -> JobTable {
         let model = longshot_worker::models::ModelSet::builtin().served().remove(0);
         let spec = JobSpec {
+            shots: Vec::new(),
             strength: None,
             model: model.name.clone(),
             prompt: "p".into(),

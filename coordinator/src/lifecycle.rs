@@ -137,6 +137,7 @@ mod tests {
 
     fn status(state: JobState) -> JobStatus {
         let spec = JobSpec {
+            shots: Vec::new(),
             strength: None,
             model: "m".into(),
             prompt: "p".into(),

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 fn spec(seed: u64) -> JobSpec {
     JobSpec {
+        shots: Vec::new(),
         strength: None,
         model: "procedural".into(),
         prompt: "a slow red sunset".into(),

@@ -74,6 +74,7 @@ async fn cluster_with(workers: Vec<WorkerInfo>, configure: impl FnOnce(&mut Coor
 /// 53 latent frames = 3 windows.
 fn spec(prompt: &str) -> JobSpec {
     JobSpec {
+        shots: Vec::new(),
         strength: None,
         model: "procedural".into(),
         prompt: prompt.into(),

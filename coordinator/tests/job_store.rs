@@ -33,6 +33,7 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         .next()
         .expect("the procedural model");
     let spec = JobSpec {
+        shots: Vec::new(),
         strength: None,
         model: model.name.clone(),
         prompt: format!("clip number {seq}, a slow red sunset"),

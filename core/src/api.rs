@@ -9,7 +9,9 @@ use crate::denoiser::{Conditioning, ModelInfo, TextEmbeddings};
 use crate::exchange::OverlapMessage;
 use crate::inputs::{ImageEmbeddings, InputInfo, ReferenceImages, VideoSpan};
 use crate::job::{FieldError, JobSpec, OutputKind};
+use crate::noise::NoiseKeys;
 use crate::plan::WindowPlan;
+use crate::prompt_schedule::PromptSchedule;
 use crate::scheduler::Schedule;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -221,8 +223,13 @@ pub struct ShardAssignment {
     /// Fencing token: increases per job; a stale plan never disturbs a newer one.
     pub plan_id: u64,
     pub model: String,
+    /// The job's conditioning; with a shot list, its reference images only (the prompts are in
+    /// `prompts`).
     pub conditioning: Conditioning,
-    pub seed: u64,
+    /// Shot lists: every prompt and each window's mix of them.
+    pub prompts: Option<Arc<PromptSchedule>>,
+    /// The initial noise's keys (the job's seed, or per shot).
+    pub noise: NoiseKeys,
     pub channels: usize,
     pub height: usize,
     pub width: usize,

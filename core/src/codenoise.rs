@@ -12,7 +12,7 @@ use crate::checkpoint::{check_resume, CheckpointError, Checkpointing, WindowStat
 use crate::denoiser::{Branch, DenoiseError, Denoiser, FrameDecoder, RgbFrame, StepPoint, WindowContext};
 use crate::exchange::{Exchange, ExchangeError, OverlapMessage, Payload, Side};
 use crate::hash::hash_f32;
-use crate::noise::{NoiseError, NoiseStream};
+use crate::noise::{NoiseError, NoiseKeys};
 use crate::plan::WindowPlan;
 use crate::scheduler::strength::noise_to;
 use crate::scheduler::{new_state_at, restore_state, Schedule, SchedulerState};
@@ -47,7 +47,8 @@ pub struct PartitionConfig {
     pub schedule: Schedule,
     /// CFG scale; CFG runs iff `guidance > 1` (as in diffusers).
     pub guidance: f32,
-    pub seed: u64,
+    /// The initial noise's keys: the job's seed, or per shot ([`crate::shots`]).
+    pub noise: NoiseKeys,
     pub mode: BlendMode,
     /// Compare overlap-latent hashes with the neighbours every this many steps (0: only at the end).
     pub hash_every: usize,
@@ -208,11 +209,10 @@ pub fn denoise_partition_checkpointed(
             (step, x, states)
         }
         None => {
-            let noise = NoiseStream::new(cfg.seed, 0)?;
             let mut x: Vec<Latents> = cfg
                 .windows
                 .clone()
-                .map(|k| noise.latents(cfg.plan.window_range(k).start, shape))
+                .map(|k| cfg.noise.latents(cfg.plan.window_range(k).start, shape))
                 .collect::<Result<_, _>>()?;
             match (first_step, clean) {
                 (0, None) => {}

@@ -107,6 +107,19 @@ pub struct Conditioning {
     /// `embeddings`. Never persisted.
     #[serde(skip)]
     pub image_embeddings: Option<ImageEmbeddings>,
+    /// Shot lists: inside a blend, the prompt this window's conditioning moves toward and how
+    /// far (`embeddings` are then already the mix; a prompt-text model mixes its own way).
+    #[serde(default)]
+    pub blend: Option<PromptBlend>,
+}
+
+/// The second prompt of a window inside a blend ([`crate::prompt_schedule`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PromptBlend {
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// In (0, 1]: the weight of this prompt against the window's own.
+    pub weight: f32,
 }
 
 impl Conditioning {

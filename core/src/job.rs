@@ -8,8 +8,11 @@
 use crate::codenoise::BlendMode;
 use crate::denoiser::ModelInfo;
 use crate::inputs::InputDigest;
+use crate::noise::NoiseKeys;
 use crate::plan::WindowPlan;
+use crate::prompt_schedule::{PromptSchedule, ScheduledPrompt};
 use crate::scheduler::{Schedule, Solver};
+use crate::shots::{Shot, ShotTimeline};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -51,6 +54,10 @@ pub struct JobSpec {
     /// video is given and this is unset.
     #[serde(default)]
     pub strength: Option<f64>,
+    /// A shot list instead of one prompt ([`crate::shots`]): `prompt` is then empty,
+    /// `negative_prompt` and `seed` are the shots' defaults, and the length is the shots' total.
+    #[serde(default)]
+    pub shots: Vec<Shot>,
 }
 
 /// Video-to-video's strength when a job gives none (diffusers' `WanVideoToVideoPipeline` default).
@@ -136,8 +143,31 @@ impl JobSpec {
         if self.model.trim().is_empty() {
             e.push(bad("model", "must not be empty"));
         }
-        if self.prompt.trim().is_empty() {
-            e.push(bad("prompt", "must not be empty"));
+        if self.shots.is_empty() {
+            if self.prompt.trim().is_empty() {
+                e.push(bad("prompt", "must not be empty"));
+            }
+        } else {
+            if !self.prompt.is_empty() {
+                e.push(bad("prompt", "give the prompt in the shots, not both"));
+            }
+            if self.inputs.video.is_some() {
+                e.push(bad(
+                    "shots",
+                    "not supported with video-to-video yet: give one prompt with --video",
+                ));
+            }
+            match crate::shots::timeline(&self.shots, self.fps.max(1), &self.negative_prompt, 0, MAX_PROMPT_CHARS) {
+                Err(errors) => e.extend(errors),
+                Ok(t) if self.length != ClipLength::Frames(t.total_frames()) => e.push(bad(
+                    "duration",
+                    format!(
+                        "the shots add up to {} frames: give that many frames, or no length",
+                        t.total_frames()
+                    ),
+                )),
+                Ok(_) => {}
+            }
         }
         for (field, text) in [("prompt", &self.prompt), ("negative_prompt", &self.negative_prompt)] {
             if text.chars().count() > MAX_PROMPT_CHARS {
@@ -212,6 +242,15 @@ impl JobSpec {
         }
     }
 
+    /// The shot list laid out at the job's fps with `seed` ([`crate::shots::timeline`]); `None`
+    /// for a plain prompt job or shots [`JobSpec::validate`] refuses.
+    pub fn shot_timeline(&self, seed: u64) -> Option<ShotTimeline> {
+        if self.shots.is_empty() {
+            return None;
+        }
+        crate::shots::timeline(&self.shots, self.fps, &self.negative_prompt, seed, MAX_PROMPT_CHARS).ok()
+    }
+
     /// Output frames the job asks for: the clip has exactly this many.
     pub fn requested_frames(&self) -> u32 {
         match self.length {
@@ -233,6 +272,34 @@ impl JobSpec {
     /// [`JobSpec::validated`], then [`ValidJobSpec::resolve`].
     pub fn resolve(self, model: &ModelInfo, seed: u64) -> Result<ResolvedJob, Vec<FieldError>> {
         self.validated()?.resolve(model, seed)
+    }
+}
+
+impl ResolvedJob {
+    /// The initial noise's keys for a model of temporal compression `c`: per shot for a shot
+    /// list, else the job's seed from latent frame 0.
+    pub fn noise_keys(&self, c: usize) -> NoiseKeys {
+        match self.spec.shot_timeline(self.seed) {
+            Some(t) => t.noise_keys(c),
+            None => NoiseKeys::single(self.seed),
+        }
+    }
+
+    /// A shot list's prompts (not encoded yet) and each window's mix of them, for a model of
+    /// temporal compression `c`; `None` for a plain prompt job.
+    pub fn prompt_schedule(&self, c: usize) -> Option<PromptSchedule> {
+        let t = self.spec.shot_timeline(self.seed)?;
+        let windows = t.window_prompts(&self.plan, c);
+        let prompts = t
+            .prompts
+            .into_iter()
+            .map(|(prompt, negative_prompt)| ScheduledPrompt {
+                prompt,
+                negative_prompt,
+                embeddings: None,
+            })
+            .collect();
+        Some(PromptSchedule { prompts, windows })
     }
 }
 
@@ -364,6 +431,7 @@ mod tests {
 
     fn spec(inputs: JobInputs) -> JobSpec {
         JobSpec {
+            shots: Vec::new(),
             strength: None,
             model: "m".into(),
             prompt: "a lighthouse".into(),
@@ -397,6 +465,68 @@ mod tests {
             weights: String::new(),
             reference_images,
         }
+    }
+
+    #[test]
+    fn a_shot_list_replaces_the_prompt_and_gives_the_length() {
+        use crate::shots::Transition;
+        let shot = |p: &str, frames: u32, t: Option<Transition>| Shot {
+            prompt: p.into(),
+            negative_prompt: None,
+            duration: None,
+            frames: Some(frames),
+            seed: None,
+            transition: t,
+        };
+        let shots = vec![shot("a", 40, Some(Transition::Blend(1.0))), shot("b", 41, None)];
+        let spec = JobSpec {
+            prompt: String::new(),
+            shots: shots.clone(),
+            ..spec(JobInputs::default())
+        };
+        let r = spec.clone().resolve(&model(0), 9).unwrap();
+        assert_eq!(r.frames, 81);
+        let s = r.prompt_schedule(4).unwrap();
+        assert_eq!((s.prompts.len(), s.windows.len()), (2, r.plan.windows()));
+        s.validate(r.plan.windows()).unwrap();
+        assert_eq!(
+            r.noise_keys(4).segments[0].seed,
+            1,
+            "the spec's seed is the first shot's"
+        );
+        let fields = |s: JobSpec| s.validate().into_iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        let both = fields(JobSpec {
+            prompt: "c".into(),
+            ..spec.clone()
+        });
+        assert_eq!(both, ["prompt: give the prompt in the shots, not both"]);
+        let long = fields(JobSpec {
+            length: ClipLength::Frames(90),
+            ..spec.clone()
+        });
+        assert_eq!(
+            long,
+            ["duration: the shots add up to 81 frames: give that many frames, or no length"]
+        );
+        let video = fields(JobSpec {
+            inputs: JobInputs {
+                video: Some(InputDigest::of(b"v")),
+                ..JobInputs::default()
+            },
+            ..spec.clone()
+        });
+        assert!(video.contains(&"shots: not supported with video-to-video yet: give one prompt with --video".into()));
+        let bad = fields(JobSpec {
+            shots: vec![shot("", 81, None)],
+            ..spec
+        });
+        assert_eq!(bad, ["shots[0].prompt: must not be empty"]);
+        // A plain job has neither.
+        let plain = super::tests::spec(JobInputs::default()).resolve(&model(0), 9).unwrap();
+        assert_eq!(
+            (plain.prompt_schedule(4), plain.noise_keys(4)),
+            (None, NoiseKeys::single(1))
+        );
     }
 
     #[test]

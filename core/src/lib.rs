@@ -12,6 +12,8 @@
 //! - [`grouped_exchange`]: velocities over a grouped transport (NCCL), the rest over an inner exchange.
 //! - [`codenoise`]: the lockstep co-denoising loop of one partition (a contiguous window range).
 //! - [`local`]: an in-process cluster (partitions on threads) built on the same loop.
+//! - [`prompt_schedule`]: a shot list's per-window text conditioning and the shard's denoisers.
+//! - [`shots`]: shot lists: prompts that change along one take, per-shot noise.
 //! - [`seam`]: model-free seam metrics (seam jump ratio, placebo, ghosting, overlap disagreement).
 //! - [`hash`]: stable hashes used to prove overlap copies are bit-identical.
 //! - [`job`]: the job spec and its validation (every bad field named, with what is allowed).
@@ -33,6 +35,8 @@ pub mod local;
 pub mod noise;
 pub mod output;
 pub mod plan;
+pub mod prompt_schedule;
 pub mod scheduler;
 pub mod seam;
+pub mod shots;
 pub mod tensor;

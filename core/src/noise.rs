@@ -9,6 +9,8 @@
 
 use crate::tensor::{LatentShape, Latents};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use thiserror::Error;
 
 const M0: u32 = 0xD251_1F53;
@@ -94,6 +96,87 @@ impl NoiseStream {
     }
 }
 
+/// Latent frames from `first_latent` on (up to the next segment) take their noise from `seed`
+/// at frame index `l − first_latent`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoiseSegment {
+    pub first_latent: usize,
+    pub seed: u64,
+}
+
+/// How latent frames map to noise streams; one segment from frame 0 is a plain job's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoiseKeys {
+    pub segments: Vec<NoiseSegment>,
+}
+
+impl NoiseKeys {
+    pub fn single(seed: u64) -> Self {
+        Self {
+            segments: vec![NoiseSegment { first_latent: 0, seed }],
+        }
+    }
+
+    /// Checks the segments start at 0 and increase.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.segments.first() {
+            None => return Err("no noise segment".into()),
+            Some(s) if s.first_latent != 0 => {
+                return Err(format!(
+                    "the first noise segment starts at latent frame {}, not 0",
+                    s.first_latent
+                ))
+            }
+            _ => {}
+        }
+        if let Some(w) = self
+            .segments
+            .windows(2)
+            .find(|w| w[1].first_latent <= w[0].first_latent)
+        {
+            return Err(format!(
+                "noise segments must start at increasing latent frames ({} then {})",
+                w[0].first_latent, w[1].first_latent
+            ));
+        }
+        Ok(())
+    }
+
+    /// The segments covering latent frames `frames`, each with its part of the range.
+    pub fn split(&self, frames: Range<usize>) -> Vec<(NoiseSegment, Range<usize>)> {
+        let mut out = Vec::new();
+        for (i, s) in self.segments.iter().enumerate() {
+            let end = self.segments.get(i + 1).map_or(usize::MAX, |n| n.first_latent);
+            let (a, b) = (frames.start.max(s.first_latent), frames.end.min(end));
+            if a < b {
+                out.push((*s, a..b));
+            }
+        }
+        out
+    }
+}
+
+impl NoiseKeys {
+    /// [`NoiseStream::latents`] of step 0 for global latent frames `first_frame..`, each frame
+    /// from its segment's seed at its index within the segment.
+    pub fn latents(&self, first_frame: usize, shape: LatentShape) -> Result<Latents, NoiseError> {
+        let mut out = Vec::with_capacity(shape.len());
+        let frame_len = shape.len() / shape.frames.max(1);
+        for (s, r) in self.split(first_frame..first_frame + shape.frames) {
+            let part = LatentShape::new(r.len(), shape.channels, shape.height, shape.width);
+            let noise = NoiseStream::new(s.seed, 0)?.latents(r.start - s.first_latent, part)?;
+            out.extend_from_slice(noise.as_slice());
+        }
+        if out.len() != shape.frames * frame_len {
+            return Err(NoiseError::Coordinate {
+                axis: "frame (no noise segment covers it)",
+                value: first_frame,
+            });
+        }
+        Ok(Latents::from_vec(shape, out).expect("length checked"))
+    }
+}
+
 fn check_coords(frame_end: usize, shape: LatentShape) -> Result<(), NoiseError> {
     if shape.channels > 1 << 16 {
         return Err(NoiseError::Channel(shape.channels - 1));
@@ -119,6 +202,34 @@ fn box_muller(a: u32, b: u32) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_noise_takes_each_frame_from_its_segment() {
+        let shape = LatentShape::new(6, 2, 3, 5);
+        let one = NoiseKeys::single(9).latents(4, shape).unwrap();
+        assert_eq!(one, NoiseStream::new(9, 0).unwrap().latents(4, shape).unwrap());
+        let keys = NoiseKeys {
+            segments: vec![
+                NoiseSegment {
+                    first_latent: 0,
+                    seed: 9,
+                },
+                NoiseSegment {
+                    first_latent: 7,
+                    seed: 3,
+                },
+            ],
+        };
+        let x = keys.latents(4, shape).unwrap();
+        let plane = 2 * 3 * 5;
+        // Frames 4..7 from seed 9 at 4..7, frames 7..10 from seed 3 at 0..3.
+        assert_eq!(&x.as_slice()[..3 * plane], &one.as_slice()[..3 * plane]);
+        let second = NoiseStream::new(3, 0)
+            .unwrap()
+            .latents(0, LatentShape::new(3, 2, 3, 5))
+            .unwrap();
+        assert_eq!(&x.as_slice()[3 * plane..], second.as_slice());
+    }
 
     /// Known-answer vectors published with Random123 (kat_vectors: counter, key → output).
     #[test]

@@ -149,7 +149,7 @@ fn config(solver: Solver, mode: BlendMode) -> PartitionConfig {
         width: 4,
         schedule: Schedule::new(solver, 6, 3.0).unwrap(),
         guidance: 3.0,
-        seed: 1234,
+        noise: longshot_core::noise::NoiseKeys::single(1234),
         mode,
         hash_every: 2,
         output_frames: 1 + 4 * 59,

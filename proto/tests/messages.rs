@@ -14,6 +14,7 @@ fn round_trip<M: Message + Default + PartialEq + std::fmt::Debug>(msg: &M) -> M 
 
 fn spec() -> pb::JobSpec {
     pb::JobSpec {
+        shots: Vec::new(),
         model: "wan2.1-t2v-1.3b".into(),
         prompt: "a lighthouse in a storm, one long take".into(),
         negative_prompt: "blurry".into(),
@@ -71,6 +72,8 @@ fn shard_assignment_keeps_schedule_bits() {
     // Bit patterns a decimal or re-derived encoding would mangle: -0.0, a subnormal, a NaN payload.
     let sigmas = [1.0f32, 0.999_9, 0.5, 1e-45, -0.0, f32::from_bits(0x7fc0_0042)];
     let assignment = pb::ShardAssignment {
+        prompts: None,
+        noise: Vec::new(),
         first_step: 0,
         video: None,
         job_id: "job-7".into(),

@@ -30,7 +30,7 @@ pub fn procedural_config(windows: usize, latent_hw: (usize, usize), steps: usize
         width: latent_hw.1,
         schedule: Schedule::new(Solver::UniPc, steps, 3.0).expect("valid schedule"),
         guidance: 3.0,
-        seed: 2026,
+        noise: longshot_core::noise::NoiseKeys::single(2026),
         mode,
         hash_every: 5,
         output_frames: model.output_frames_for(latent_frames),

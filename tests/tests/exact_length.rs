@@ -13,6 +13,7 @@ use proptest::prelude::*;
 
 fn spec(length: ClipLength, fps: u32) -> JobSpec {
     JobSpec {
+        shots: Vec::new(),
         strength: None,
         model: ProceduralModel::NAME.into(),
         prompt: "a slow red sunset over the sea".into(),
@@ -51,7 +52,7 @@ fn partition(r: &ResolvedJob, info: &ModelInfo) -> PartitionConfig {
         width: r.latent_width,
         schedule: r.schedule.clone(),
         guidance: r.spec.guidance,
-        seed: r.seed,
+        noise: longshot_core::noise::NoiseKeys::single(r.seed),
         mode: r.spec.blend,
         hash_every: 1,
         output_frames: r.frames as usize,

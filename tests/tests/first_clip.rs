@@ -34,7 +34,7 @@ fn default_job() -> PartitionConfig {
         width: 20,
         schedule: Schedule::new(defaults::SOLVER, defaults::STEPS as usize, defaults::SHIFT).expect("schedule"),
         guidance: defaults::GUIDANCE,
-        seed: 1,
+        noise: longshot_core::noise::NoiseKeys::single(1),
         mode: BlendMode::CoDenoise,
         hash_every: 5,
         output_frames: info.output_frames_for(37),

@@ -8,7 +8,6 @@ use longshot_core::checkpoint::WindowState;
 use longshot_core::codenoise::{BlendMode, PartitionConfig};
 use longshot_core::denoiser::{Branch, StepPoint, WindowContext};
 use longshot_core::local::{render_local_from_video, LocalRender};
-use longshot_core::noise::NoiseStream;
 use longshot_core::scheduler::strength::{first_step, noise_to};
 use longshot_core::scheduler::{new_state_at, Schedule, Solver};
 use longshot_core::tensor::{LatentShape, Latents};
@@ -156,7 +155,7 @@ fn one_window_is_the_sequential_sampler() {
     let model = ProceduralModel::new();
     let mut denoiser = model.denoiser(&conditioning(PROMPT), cfg.height, cfg.width);
     let shape = LatentShape::new(cfg.plan.window(), cfg.channels, cfg.height, cfg.width);
-    let noise = NoiseStream::new(cfg.seed, 0).unwrap().latents(0, shape).unwrap();
+    let noise = cfg.noise.latents(0, shape).unwrap();
     let clean = clean_window(&cfg, 0);
     let mut x = Latents::zeros(shape);
     let sigma = cfg.schedule.sigma(cfg.first_step);

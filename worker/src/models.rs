@@ -6,6 +6,8 @@ use crate::device::Device;
 use longshot_core::api::EncodedConditioning;
 use longshot_core::denoiser::{Conditioning, Denoiser, FrameDecoder, ModelInfo};
 use longshot_core::inputs::{ReferenceImages, VideoSpan};
+use longshot_core::plan::WindowPlan;
+use longshot_core::prompt_schedule::{PromptSchedule, WindowDenoisers};
 use longshot_models::wan::WanModel;
 use longshot_models::{ConditioningError, ServedModel, ServedModelError};
 use std::collections::HashMap;
@@ -218,6 +220,50 @@ impl ModelSet {
             reason: e.to_string(),
         };
         Ok((m.job_denoiser(cond, latent).map_err(failed)?, m.frame_decoder()))
+    }
+
+    /// [`ModelSet::check_conditioning`] for a shot list: the schedule fits the plan, and each
+    /// distinct conditioning of the shard's windows fits the model.
+    pub fn check_scheduled(
+        &self,
+        model: &str,
+        schedule: &PromptSchedule,
+        base: &Conditioning,
+        plan: &WindowPlan,
+        windows: Range<usize>,
+    ) -> Result<(), ModelError> {
+        schedule
+            .validate(plan.windows())
+            .map_err(|m| ModelError::Invalid(format!("prompt schedule: {m}")))?;
+        schedule
+            .groups(windows)
+            .iter()
+            .try_for_each(|(_, ks)| self.check_conditioning(model, &schedule.conditioning(ks[0], base)))
+    }
+
+    /// [`ModelSet::instantiate`] for a shot list: one denoiser per distinct window
+    /// conditioning among `windows` (each holds its own text state, e.g. Wan's K/V), behind one
+    /// [`WindowDenoisers`].
+    pub fn instantiate_scheduled(
+        &self,
+        model: &str,
+        schedule: &PromptSchedule,
+        base: &Conditioning,
+        plan: &WindowPlan,
+        windows: Range<usize>,
+        latent: [usize; 3],
+    ) -> Result<JobModel, ModelError> {
+        self.check_scheduled(model, schedule, base, plan, windows.clone())?;
+        let mut groups = Vec::new();
+        let mut decoder = None;
+        for (_, ks) in schedule.groups(windows.clone()) {
+            let (d, dec) = self.instantiate(model, &schedule.conditioning(ks[0], base), latent)?;
+            decoder.get_or_insert(dec);
+            groups.push((d, ks));
+        }
+        let denoisers = WindowDenoisers::new(windows, groups).map_err(ModelError::Invalid)?;
+        let decoder = decoder.ok_or_else(|| ModelError::Invalid("a shard with no windows".into()))?;
+        Ok((Box::new(denoisers), decoder))
     }
 }
 

@@ -118,7 +118,12 @@ impl WorkerNode {
     }
 
     fn validate(&self, a: &ShardAssignment) -> Result<(), ApiError> {
-        match self.inner.models.check_conditioning(&a.model, &a.conditioning) {
+        let models = &self.inner.models;
+        let checked = match &a.prompts {
+            None => models.check_conditioning(&a.model, &a.conditioning),
+            Some(s) => models.check_scheduled(&a.model, s, &a.conditioning, &a.plan, a.windows.clone()),
+        };
+        match checked {
             Ok(()) => {}
             Err(e @ ModelError::NotServed(_)) => return Err(ApiError::invalid("model", e.to_string())),
             Err(e) => return Err(ApiError::invalid("conditioning", e.to_string())),
@@ -447,11 +452,15 @@ fn run_shard_blocking(
         },
     };
     let started = Instant::now();
-    let (mut denoiser, decoder) =
-        match models.instantiate(&a.model, &a.conditioning, [a.plan.latent_frames(), a.height, a.width]) {
-            Ok((denoiser, decoder)) => (metrics.timed_denoiser(denoiser), decoder),
-            Err(e) => return refuse(e.to_string()),
-        };
+    let latent = [a.plan.latent_frames(), a.height, a.width];
+    let instantiated = match &a.prompts {
+        None => models.instantiate(&a.model, &a.conditioning, latent),
+        Some(s) => models.instantiate_scheduled(&a.model, s, &a.conditioning, &a.plan, a.windows.clone(), latent),
+    };
+    let (mut denoiser, decoder) = match instantiated {
+        Ok((denoiser, decoder)) => (metrics.timed_denoiser(denoiser), decoder),
+        Err(e) => return refuse(e.to_string()),
+    };
     let cfg = PartitionConfig {
         plan: a.plan,
         windows: a.windows.clone(),
@@ -460,7 +469,7 @@ fn run_shard_blocking(
         width: a.width,
         schedule: a.schedule.clone(),
         guidance: a.guidance,
-        seed: a.seed,
+        noise: a.noise.clone(),
         mode: a.blend,
         hash_every: a.hash_every,
         output_frames: a.output_frames,
@@ -708,13 +717,14 @@ mod tests {
 
     fn assignment(nccl: Option<NcclGroup>) -> ShardAssignment {
         ShardAssignment {
+            prompts: None,
             first_step: 0,
             video: None,
             job_id: "j".into(),
             plan_id: 1,
             model: longshot_models::ProceduralModel::NAME.into(),
             conditioning: longshot_core::denoiser::Conditioning::new("a prompt", ""),
-            seed: 1,
+            noise: longshot_core::noise::NoiseKeys::single(1),
             channels: 16,
             height: 2,
             width: 2,

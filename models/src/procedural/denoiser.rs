@@ -17,6 +17,10 @@ use std::collections::BTreeMap;
 /// One guidance branch: its prior and the eigenbases of its kernels.
 struct BranchPrior {
     params: PriorParams,
+    /// Inside a shot list's blend: the next prompt's prior and its weight. The mean is then
+    /// `(1 − w)·μ + w·μ_next` and the texture statistics of `params` are already interpolated
+    /// ([`PriorParams::blend_statistics`]).
+    toward: Option<(PriorParams, f32)>,
     variance: [f64; CHANNELS],
     y: AxisBasis,
     x: AxisBasis,
@@ -25,15 +29,26 @@ struct BranchPrior {
 }
 
 impl BranchPrior {
-    fn new(params: PriorParams, height: usize, width: usize) -> Self {
+    fn new(params: PriorParams, toward: Option<(PriorParams, f32)>, height: usize, width: usize) -> Self {
         let y = AxisBasis::new(height, params.spatial_length);
         let x = AxisBasis::new(width, params.spatial_length);
         Self {
             variance: params.channel_variance(),
             params,
+            toward,
             y,
             x,
             temporal: BTreeMap::new(),
+        }
+    }
+
+    /// The prior mean of a window (see `toward`).
+    fn mean_window(&self, first_frame: usize, frames: usize, height: usize, width: usize, out: &mut [f32]) {
+        self.params.mean_window(first_frame, frames, height, width, out);
+        if let Some((next, w)) = &self.toward {
+            let mut b = vec![0.0f32; out.len()];
+            next.mean_window(first_frame, frames, height, width, &mut b);
+            out.iter_mut().zip(&b).for_each(|(a, &b)| *a = (1.0 - w) * *a + w * b);
         }
     }
 
@@ -59,14 +74,23 @@ pub struct ProceduralDenoiser {
 
 impl ProceduralDenoiser {
     pub fn new(info: ModelInfo, cond: &Conditioning, height: usize, width: usize) -> Self {
-        let conditional = PriorParams::from_prompt(&cond.prompt);
-        let unconditional = PriorParams::unconditional(&cond.negative_prompt, &conditional);
+        let mut conditional = PriorParams::from_prompt(&cond.prompt);
+        let mut unconditional = PriorParams::unconditional(&cond.negative_prompt, &conditional);
+        let (mut toward, mut toward_unconditional) = (None, None);
+        if let Some(b) = &cond.blend {
+            let next = PriorParams::from_prompt(&b.prompt);
+            let next_unconditional = PriorParams::unconditional(&b.negative_prompt, &next);
+            conditional.blend_statistics(&next, b.weight);
+            unconditional.blend_statistics(&next, b.weight);
+            toward = Some((next, b.weight));
+            toward_unconditional = Some((next_unconditional, b.weight));
+        }
         Self {
             info,
             height,
             width,
-            conditional: BranchPrior::new(conditional, height, width),
-            unconditional: BranchPrior::new(unconditional, height, width),
+            conditional: BranchPrior::new(conditional, toward, height, width),
+            unconditional: BranchPrior::new(unconditional, toward_unconditional, height, width),
             mean: Vec::new(),
             x0: Vec::new(),
             scratch: Scratch::default(),
@@ -121,8 +145,11 @@ impl ProceduralDenoiser {
     pub fn prior_mean(&self, window: WindowContext, branch: Branch, out: &mut Latents) -> Result<(), DenoiseError> {
         self.check_shape(out.shape())?;
         let s = out.shape();
-        self.params(branch)
-            .mean_window(window.first_frame, s.frames, s.height, s.width, out.as_mut_slice());
+        let prior = match branch {
+            Branch::Conditional => &self.conditional,
+            Branch::Unconditional => &self.unconditional,
+        };
+        prior.mean_window(window.first_frame, s.frames, s.height, s.width, out.as_mut_slice());
         Ok(())
     }
 
@@ -149,9 +176,7 @@ impl ProceduralDenoiser {
             Branch::Unconditional => unconditional,
         };
         mean.resize(frames * CHANNELS * *height * *width, 0.0);
-        prior
-            .params
-            .mean_window(window.first_frame, frames, *height, *width, mean);
+        prior.mean_window(window.first_frame, frames, *height, *width, mean);
         prior.temporal(frames);
         let bases = WindowBases {
             t: &prior.temporal[&frames],

@@ -176,6 +176,43 @@ fn same_prompt_same_bits_whatever_the_thread_count() {
 }
 
 #[test]
+fn a_blend_mixes_the_two_prompts_priors() {
+    let shape = LatentShape::new(3, CHANNELS, 4, 6);
+    let (red, blue) = (cond("a red sunset", "fog"), cond("a blue ocean", ""));
+    let mixed = Conditioning {
+        blend: Some(longshot_core::denoiser::PromptBlend {
+            prompt: blue.prompt.clone(),
+            negative_prompt: blue.negative_prompt.clone(),
+            weight: 0.25,
+        }),
+        ..red.clone()
+    };
+    let mean = |c: &Conditioning, branch| {
+        let mut out = Latents::zeros(shape);
+        denoiser(c, shape).prior_mean(window(5), branch, &mut out).unwrap();
+        out.into_vec()
+    };
+    for branch in [Branch::Conditional, Branch::Unconditional] {
+        let (a, b, m) = (mean(&red, branch), mean(&blue, branch), mean(&mixed, branch));
+        let want: Vec<f32> = a.iter().zip(&b).map(|(&a, &b)| 0.75 * a + 0.25 * b).collect();
+        assert_eq!(m, want, "{branch:?}: the mean is the weighted mix");
+    }
+    // The texture statistics move a quarter of the way too, in both branches.
+    let d = denoiser(&mixed, shape);
+    let (r, bl) = (
+        PriorParams::from_prompt("a red sunset"),
+        PriorParams::from_prompt("a blue ocean"),
+    );
+    let lerp = |a: f64, b: f64| 0.75 * a + 0.25 * b;
+    for branch in [Branch::Conditional, Branch::Unconditional] {
+        let p = d.params(branch);
+        assert_eq!(p.temporal_length, lerp(r.temporal_length, bl.temporal_length));
+        assert_eq!(p.spatial_length, lerp(r.spatial_length, bl.spatial_length));
+        assert_eq!(p.channel_std[0], lerp(r.channel_std[0], bl.channel_std[0]));
+    }
+}
+
+#[test]
 fn unconditional_branch_uses_the_negative_prompt() {
     let shape = LatentShape::new(2, CHANNELS, 2, 2);
     let d = denoiser(&cond("a red sunset", "dark night"), shape);

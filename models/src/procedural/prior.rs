@@ -139,6 +139,18 @@ impl PriorParams {
         }
     }
 
+    /// Inside a shot list's blend: moves the texture statistics (channel spread, temporal and
+    /// spatial correlation lengths) toward `next`'s by `w`; the mean is mixed by the denoiser.
+    pub fn blend_statistics(&mut self, next: &PriorParams, w: f32) {
+        let w = f64::from(w);
+        let lerp = |a: f64, b: f64| (1.0 - w) * a + w * b;
+        for (s, n) in self.channel_std.iter_mut().zip(next.channel_std) {
+            *s = lerp(*s, n);
+        }
+        self.temporal_length = lerp(self.temporal_length, next.temporal_length);
+        self.spatial_length = lerp(self.spatial_length, next.spatial_length);
+    }
+
     /// The average colour of the stops, the palette the clip reads as (what the tests compare).
     #[cfg(test)]
     pub fn palette(&self) -> [f64; 3] {

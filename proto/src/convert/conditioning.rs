@@ -98,6 +98,7 @@ impl TryFrom<pb::Conditioning> for Conditioning {
             .transpose()
             .map_err(|e| nest("reference", e))?;
         Ok(Conditioning {
+            blend: None,
             prompt: c.prompt,
             negative_prompt: c.negative_prompt,
             embeddings,
@@ -181,6 +182,7 @@ pub fn embeddings_to_pb(request: &EncodeTextRequest, encoded: EncodedConditionin
     pb::EncodeTextResponse {
         conditioning: Some(
             Conditioning {
+                blend: None,
                 prompt: request.prompt.clone(),
                 negative_prompt: request.negative_prompt.clone(),
                 embeddings: encoded.text,
@@ -198,6 +200,7 @@ mod tests {
 
     fn with_embeddings() -> Conditioning {
         Conditioning {
+            blend: None,
             prompt: "a lighthouse".into(),
             negative_prompt: "blurry".into(),
             embeddings: Some(TextEmbeddings {

@@ -2,7 +2,7 @@
 //! plan summary, outputs, events, submit result and output chunks.
 
 use super::{invalid, nest, non_empty, required};
-use crate::pb::{self, job_event, job_spec};
+use crate::pb::{self, job_event, job_spec, shot};
 use longshot_core::api::{
     ApiError, JobEvent, JobRecovery, JobState, JobStatus, OutputChunk, OutputInfo, PlanSummary, SubmitResult,
 };
@@ -10,6 +10,7 @@ use longshot_core::codenoise::BlendMode;
 use longshot_core::inputs::InputDigest;
 use longshot_core::job::{defaults, ClipLength, FieldError, JobInputs, JobSpec, OutputKind};
 use longshot_core::scheduler::Solver;
+use longshot_core::shots::{self, Shot, Transition};
 
 // ---- JobSpec --------------------------------------------------------------------------------
 
@@ -39,6 +40,39 @@ impl From<JobSpec> for pb::JobSpec {
             last_image: s.inputs.last_image.map(String::from).unwrap_or_default(),
             video: s.inputs.video.map(String::from).unwrap_or_default(),
             strength: s.strength,
+            shots: s.shots.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<Shot> for pb::Shot {
+    fn from(s: Shot) -> Self {
+        pb::Shot {
+            prompt: s.prompt,
+            negative_prompt: s.negative_prompt,
+            seconds: s.duration,
+            frames: s.frames,
+            seed: s.seed,
+            transition: s.transition.map(|t| match t {
+                Transition::Cut => shot::Transition::Cut(true),
+                Transition::Blend(d) => shot::Transition::BlendSeconds(d),
+            }),
+        }
+    }
+}
+
+impl From<pb::Shot> for Shot {
+    fn from(s: pb::Shot) -> Self {
+        Shot {
+            prompt: s.prompt,
+            negative_prompt: s.negative_prompt,
+            duration: s.seconds,
+            frames: s.frames,
+            seed: s.seed,
+            transition: s.transition.map(|t| match t {
+                shot::Transition::Cut(_) => Transition::Cut,
+                shot::Transition::BlendSeconds(d) => Transition::Blend(d),
+            }),
         }
     }
 }
@@ -57,7 +91,14 @@ impl TryFrom<pb::JobSpec> for JobSpec {
             job_spec::Duration::Seconds(v) => ClipLength::Seconds(v),
             job_spec::Duration::Frames(v) => ClipLength::Frames(v),
         });
-        if length.is_none() {
+        let shots: Vec<Shot> = p.shots.into_iter().map(Into::into).collect();
+        let fps = p.fps.unwrap_or(defaults::FPS);
+        // A shot list gives the length; a length given too must agree (JobSpec::validate).
+        let length = match (length, shots.is_empty()) {
+            (None, false) => shots::total_frames(&shots, fps).map(ClipLength::Frames),
+            (l, _) => l,
+        };
+        if length.is_none() && shots.is_empty() {
             errors.push(FieldError::new("duration", "is required: set seconds or frames"));
         }
         let solver = if p.solver.is_empty() {
@@ -100,7 +141,7 @@ impl TryFrom<pb::JobSpec> for JobSpec {
             seed: p.seed,
             // A placeholder that passes validation, only used to report the other errors below.
             length: length.unwrap_or(ClipLength::Frames(1)),
-            fps: p.fps.unwrap_or(defaults::FPS),
+            fps,
             width: p.width.unwrap_or(defaults::WIDTH),
             height: p.height.unwrap_or(defaults::HEIGHT),
             steps: p.steps.unwrap_or(defaults::STEPS),
@@ -116,6 +157,7 @@ impl TryFrom<pb::JobSpec> for JobSpec {
                 BlendMode::CoDenoise
             },
             inputs,
+            shots,
         };
         if errors.is_empty() {
             return Ok(spec);

@@ -10,8 +10,12 @@ use longshot_core::checkpoint::{SolverState, WindowState};
 use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::Conditioning;
 use longshot_core::inputs::{VideoSpan, MAX_VIDEO_SIDE};
+use longshot_core::noise::{NoiseKeys, NoiseSegment};
 use longshot_core::plan::{PlanError, WindowPlan};
+use longshot_core::prompt_schedule::{PromptSchedule, ScheduledPrompt};
 use longshot_core::scheduler::{Schedule, ScheduleError, Solver};
+use longshot_core::shots::WindowPrompt;
+use std::sync::Arc;
 
 // ---- ShardAssignment ------------------------------------------------------------------------
 
@@ -24,7 +28,21 @@ impl From<ShardAssignment> for pb::ShardAssignment {
             plan_id: a.plan_id,
             model: a.model,
             conditioning: Some(a.conditioning.into()),
-            seed: a.seed,
+            seed: a.noise.segments.first().map_or(0, |s| s.seed),
+            // One segment from frame 0 is the plain seed.
+            noise: match a.noise.segments[..] {
+                [NoiseSegment { first_latent: 0, .. }] => Vec::new(),
+                _ => a
+                    .noise
+                    .segments
+                    .iter()
+                    .map(|s| pb::NoiseSegment {
+                        first_latent: s.first_latent as u64,
+                        seed: s.seed,
+                    })
+                    .collect(),
+            },
+            prompts: a.prompts.map(|s| prompt_schedule_to_pb(&s)),
             latent: Some(pb::LatentShape {
                 channels: to_u32(a.channels),
                 height: to_u32(a.height),
@@ -142,6 +160,13 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
         if a.video.is_some() {
             return Err(invalid("video", "a video's frames travel only on ResumeShard"));
         }
+        let noise = noise_keys_from_pb(a.seed, &a.noise)?;
+        let prompts = a
+            .prompts
+            .map(|s| prompt_schedule_from_pb(s, plan.windows()))
+            .transpose()
+            .map_err(|e| nest("prompts", e))?
+            .map(Arc::new);
         Ok(ShardAssignment {
             first_step: to_usize(a.first_step, "first_step")?,
             // Filled from `ResumeShard`'s frame messages by the server adapter.
@@ -150,7 +175,8 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
             plan_id: a.plan_id,
             model: a.model,
             conditioning,
-            seed: a.seed,
+            noise,
+            prompts,
             channels: to_usize(latent.channels, "latent.channels")?,
             height: to_usize(latent.height, "latent.height")?,
             width: to_usize(latent.width, "latent.width")?,
@@ -178,6 +204,92 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
             resume: None,
         })
     }
+}
+
+fn noise_keys_from_pb(seed: u64, segments: &[pb::NoiseSegment]) -> Result<NoiseKeys, ApiError> {
+    if segments.is_empty() {
+        return Ok(NoiseKeys::single(seed));
+    }
+    let keys = NoiseKeys {
+        segments: segments
+            .iter()
+            .map(|s| {
+                Ok(NoiseSegment {
+                    first_latent: usize::try_from(s.first_latent)
+                        .map_err(|_| invalid("noise", format!("first_latent {} is out of range", s.first_latent)))?,
+                    seed: s.seed,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?,
+    };
+    keys.validate().map_err(|m| invalid("noise", m))?;
+    if keys.segments[0].seed != seed {
+        return Err(invalid(
+            "seed",
+            format!("{seed} is not the first noise segment's seed {}", keys.segments[0].seed),
+        ));
+    }
+    Ok(keys)
+}
+
+fn prompt_schedule_to_pb(s: &PromptSchedule) -> pb::PromptSchedule {
+    pb::PromptSchedule {
+        prompts: s
+            .prompts
+            .iter()
+            .map(|p| {
+                Conditioning {
+                    embeddings: p.embeddings.clone(),
+                    ..Conditioning::new(p.prompt.clone(), p.negative_prompt.clone())
+                }
+                .into()
+            })
+            .collect(),
+        windows: s
+            .windows
+            .iter()
+            .map(|w| pb::WindowPrompt {
+                from: w.from,
+                to: w.to,
+                weight: w.weight,
+            })
+            .collect(),
+    }
+}
+
+/// Checked whole ([`PromptSchedule::validate`]) against a plan of `windows` windows.
+fn prompt_schedule_from_pb(s: pb::PromptSchedule, windows: usize) -> Result<PromptSchedule, ApiError> {
+    let prompts = s
+        .prompts
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let field = format!("prompts[{i}]");
+            let c = Conditioning::try_from(c).map_err(|e| nest(&field, e))?;
+            if c.reference.is_some() || c.image_embeddings.is_some() {
+                return Err(invalid(&field, "carries images: only the job's conditioning does"));
+            }
+            Ok(ScheduledPrompt {
+                prompt: c.prompt,
+                negative_prompt: c.negative_prompt,
+                embeddings: c.embeddings,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let s = PromptSchedule {
+        prompts,
+        windows: s
+            .windows
+            .into_iter()
+            .map(|w| WindowPrompt {
+                from: w.from,
+                to: w.to,
+                weight: w.weight,
+            })
+            .collect(),
+    };
+    s.validate(windows).map_err(|m| invalid("windows", m))?;
+    Ok(s)
 }
 
 // ---- WindowCheckpoint -----------------------------------------------------------------------

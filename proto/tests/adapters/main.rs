@@ -371,6 +371,7 @@ async fn start_worker(fake: Arc<FakeWorker>) -> Result<Running> {
 
 fn spec() -> JobSpec {
     JobSpec {
+        shots: Vec::new(),
         strength: None,
         model: "procedural".into(),
         prompt: "a lighthouse at dusk".into(),

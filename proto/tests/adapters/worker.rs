@@ -60,13 +60,14 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
     // The shard stream, and a cancel.
     let worker = GrpcWorkerConnector.connect(address.clone()).await?;
     let assignment = ShardAssignment {
+        prompts: None,
         first_step: 0,
         video: None,
         job_id: "j-1".into(),
         plan_id: 3,
         model: "procedural".into(),
         conditioning: Default::default(),
-        seed: 1,
+        noise: longshot_core::noise::NoiseKeys::single(1),
         channels: 1,
         height: 1,
         width: 2,
@@ -222,13 +223,14 @@ async fn resumed_shards_carry_their_window_states_both_ways() -> Result<()> {
     };
     let states = vec![state(1, Some(vec![-1.0; 4])), state(2, None)];
     let assignment = ShardAssignment {
+        prompts: None,
         first_step: 0,
         video: None,
         job_id: "j-9".into(),
         plan_id: 4,
         model: "procedural".into(),
         conditioning: Default::default(),
-        seed: 1,
+        noise: longshot_core::noise::NoiseKeys::single(1),
         channels: 1,
         height: 1,
         width: 4,
@@ -277,13 +279,14 @@ async fn malformed_resume_streams_are_refused_by_name() -> Result<()> {
     let assignment = |resume_step: u32| pb::ShardAssignment {
         resume_step,
         ..pb::ShardAssignment::from(ShardAssignment {
+            prompts: None,
             first_step: 0,
             video: None,
             job_id: "j".into(),
             plan_id: 1,
             model: "procedural".into(),
             conditioning: Default::default(),
-            seed: 1,
+            noise: longshot_core::noise::NoiseKeys::single(1),
             channels: 1,
             height: 1,
             width: 1,
@@ -442,13 +445,14 @@ async fn video_shards_carry_their_frames() -> Result<()> {
         rgb: (0..18).collect(),
     };
     let assignment = ShardAssignment {
+        prompts: None,
         first_step: 3,
         video: Some(Arc::new(span.clone())),
         job_id: "j-v".into(),
         plan_id: 1,
         model: "procedural".into(),
         conditioning: Default::default(),
-        seed: 1,
+        noise: longshot_core::noise::NoiseKeys::single(1),
         channels: 1,
         height: 1,
         width: 4,

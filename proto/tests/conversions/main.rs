@@ -46,6 +46,7 @@ fn rejected<T: Debug>(result: Result<T, ApiError>, fields: &[&str]) {
 
 fn spec() -> JobSpec {
     JobSpec {
+        shots: Vec::new(),
         strength: None,
         model: "procedural".into(),
         prompt: "a lighthouse at dusk".into(),
@@ -95,8 +96,40 @@ fn plan() -> PlanSummary {
     }
 }
 
+/// A two-prompt schedule over `a`'s plan: window 5 halfway between them, 6 on from the second.
+fn prompt_schedule(a: &ShardAssignment) -> longshot_core::prompt_schedule::PromptSchedule {
+    use longshot_core::prompt_schedule::ScheduledPrompt;
+    use longshot_core::shots::WindowPrompt;
+    let prompt = |p: &str, v: f32| ScheduledPrompt {
+        prompt: p.into(),
+        negative_prompt: "fog".into(),
+        embeddings: Some(TextEmbeddings {
+            rows: 1,
+            dim: 2,
+            prompt: vec![v, -0.0],
+            negative: vec![1e-42, v],
+        }),
+    };
+    let windows = (0..a.plan.windows())
+        .map(|k| match k {
+            0..=4 => WindowPrompt::single(0),
+            5 => WindowPrompt {
+                from: 0,
+                to: 1,
+                weight: 0.5,
+            },
+            _ => WindowPrompt::single(1),
+        })
+        .collect();
+    longshot_core::prompt_schedule::PromptSchedule {
+        prompts: vec![prompt("a red fox", 0.25), prompt("a blue sea", 7.5)],
+        windows,
+    }
+}
+
 fn assignment() -> ShardAssignment {
     ShardAssignment {
+        prompts: None,
         first_step: 0,
         video: None,
         job_id: "j-1".into(),
@@ -113,7 +146,7 @@ fn assignment() -> ShardAssignment {
             }),
             ..Conditioning::default()
         },
-        seed: u64::MAX,
+        noise: longshot_core::noise::NoiseKeys::single(u64::MAX),
         channels: 16,
         height: 60,
         width: 104,

@@ -191,6 +191,57 @@ fn malformed_shard_messages_are_rejected_by_field() {
         &["schedule.timestep_bits"],
     );
     rejected(with_schedule(&|s| s.solver = "ddim".into()), &["schedule.solver"]);
+    // Noise segments: out of order, or a first segment that is not the seed's.
+    let segments = |v: &[(u64, u64)]| {
+        v.iter()
+            .map(|&(first_latent, seed)| pb::NoiseSegment { first_latent, seed })
+            .collect()
+    };
+    let with_noise = |seed: u64, noise: Vec<pb::NoiseSegment>| {
+        ShardAssignment::try_from(pb::ShardAssignment {
+            seed,
+            noise,
+            ..good.clone()
+        })
+    };
+    rejected(with_noise(1, segments(&[(0, 1), (9, 2), (9, 3)])), &["noise"]);
+    rejected(with_noise(1, segments(&[(5, 1)])), &["noise"]);
+    rejected(with_noise(2, segments(&[(0, 1), (9, 2)])), &["seed"]);
+    // A prompt schedule that does not fit the plan, or whose prompts carry images.
+    let scheduled = pb::ShardAssignment::from(ShardAssignment {
+        prompts: Some(std::sync::Arc::new(prompt_schedule(&assignment()))),
+        ..assignment()
+    });
+    let with_prompts = |f: &dyn Fn(&mut pb::PromptSchedule)| {
+        let mut a = scheduled.clone();
+        f(a.prompts.as_mut().expect("prompts are sent"));
+        ShardAssignment::try_from(a)
+    };
+    rejected(
+        with_prompts(&|s| {
+            s.windows.pop();
+        }),
+        &["prompts.windows"],
+    );
+    rejected(with_prompts(&|s| s.windows[2].to = 2), &["prompts.windows"]);
+    rejected(with_prompts(&|s| s.windows[5].weight = 1.5), &["prompts.windows"]);
+    rejected(
+        with_prompts(&|s| {
+            s.prompts[1].embedding_shape = vec![1, 1];
+        }),
+        &["prompts.prompts[1].embeddings"],
+    );
+    rejected(
+        with_prompts(&|s| {
+            s.prompts[0].reference = Some(pb::ReferenceImages {
+                width: 1,
+                height: 1,
+                first: vec![0, 0, 0].into(),
+                last: Vec::new().into(),
+            })
+        }),
+        &["prompts.prompts[0]"],
+    );
     rejected(
         ShardAssignment::try_from(pb::ShardAssignment {
             guidance_bits: f32::NAN.to_bits(),

@@ -1,6 +1,8 @@
 //! Every domain value survives domain → pb → domain unchanged, bit for bit where bits matter.
 
 use super::*;
+use longshot_core::noise::{NoiseKeys, NoiseSegment};
+use longshot_core::shots::{Shot, Transition};
 use longshot_tests::fixtures::worker_info;
 
 #[test]
@@ -21,6 +23,46 @@ fn job_messages_round_trip() {
         },
         ..spec()
     });
+    let shots = vec![
+        Shot {
+            prompt: "a red fox".into(),
+            negative_prompt: Some("fog".into()),
+            duration: Some(2.5),
+            frames: None,
+            seed: Some(u64::MAX),
+            transition: Some(Transition::Blend(0.75)),
+        },
+        Shot {
+            prompt: "a blue sea".into(),
+            negative_prompt: None,
+            duration: None,
+            frames: Some(40),
+            seed: None,
+            transition: Some(Transition::Cut),
+        },
+        Shot {
+            prompt: "dusk".into(),
+            negative_prompt: None,
+            duration: None,
+            frames: Some(1),
+            seed: None,
+            transition: None,
+        },
+    ];
+    round_trip::<JobSpec, pb::JobSpec>(JobSpec {
+        prompt: String::new(),
+        shots: shots.clone(),
+        ..spec()
+    });
+    // A shot list with no duration takes the shots' total (2.5 s at 24 fps + 40 + 1).
+    let wire = pb::JobSpec {
+        duration: None,
+        prompt: String::new(),
+        shots: shots.into_iter().map(Into::into).collect(),
+        ..pb::JobSpec::from(spec())
+    };
+    let back = JobSpec::try_from(wire).expect("converts");
+    assert_eq!(back.length, ClipLength::Frames(101));
     let outputs = vec![
         OutputInfo {
             name: "clip.mp4".into(),
@@ -224,6 +266,23 @@ fn shard_messages_round_trip_bit_for_bit() {
     });
     round_trip::<ShardAssignment, pb::ShardAssignment>(ShardAssignment {
         first_step: 4,
+        ..assignment()
+    });
+    round_trip::<ShardAssignment, pb::ShardAssignment>(ShardAssignment {
+        noise: NoiseKeys {
+            segments: vec![
+                NoiseSegment {
+                    first_latent: 0,
+                    seed: u64::MAX,
+                },
+                NoiseSegment {
+                    first_latent: 100,
+                    seed: 3,
+                },
+            ],
+        },
+        prompts: Some(std::sync::Arc::new(prompt_schedule(&assignment()))),
+        conditioning: Conditioning::default(),
         ..assignment()
     });
     round_trip::<ShardAssignment, pb::ShardAssignment>(ShardAssignment {
