@@ -5,10 +5,10 @@
 
 mod harness;
 
-use harness::{latent_bytes, submit, Cluster, BIN};
+use harness::{latent_bytes, render_ok, render_timed, submit, Cluster};
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 /// 161 frames = 41 latent frames: three windows of 21 (overlap 5), 64×48.
 const SHAPE: [usize; 4] = [41, 16, 6, 8];
@@ -24,24 +24,15 @@ shots:
     seed: 77
 ";
 
+/// Every render's flags before its own.
+const BASE: &[&str] = &["--steps", "4", "--seed", "11", "--width", "64", "--height", "48"];
+
 fn render(args: &[&str]) -> (Output, Duration) {
-    let start = Instant::now();
-    let out = Command::new(BIN)
-        .arg("render")
-        .args(["--steps", "4", "--seed", "11", "--width", "64", "--height", "48"])
-        .args(args)
-        .output()
-        .expect("run longshot");
-    (out, start.elapsed())
+    render_timed(BASE, args)
 }
 
 fn ok(args: &[&str]) {
-    let (out, _) = render(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    render_ok(BASE, args)
 }
 
 fn write(path: &Path, text: &str) -> String {

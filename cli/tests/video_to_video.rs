@@ -4,10 +4,10 @@
 
 mod harness;
 
-use harness::{ffprobe, latent_bytes, read_png_dir, write_rgb_png, BIN};
+use harness::{ffprobe, latent_bytes, read_png_dir, render_ok, render_timed, write_rgb_png};
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 /// Writes `frames` PNG frames of `width × height` into `dir`: a gradient drifting to the right.
 fn write_frames(dir: &Path, frames: usize, width: u32, height: u32) -> Vec<Vec<u8>> {
@@ -23,24 +23,15 @@ fn write_frames(dir: &Path, frames: usize, width: u32, height: u32) -> Vec<Vec<u
         .collect()
 }
 
+/// Every render's flags before its own.
+const BASE: &[&str] = &["--prompt", "a calm green meadow", "--steps", "4", "--seed", "11"];
+
 fn render(args: &[&str]) -> (Output, Duration) {
-    let start = Instant::now();
-    let out = Command::new(BIN)
-        .arg("render")
-        .args(["--prompt", "a calm green meadow", "--steps", "4", "--seed", "11"])
-        .args(args)
-        .output()
-        .expect("run longshot");
-    (out, start.elapsed())
+    render_timed(BASE, args)
 }
 
 fn ok(args: &[&str]) {
-    let (out, _) = render(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    render_ok(BASE, args)
 }
 
 /// Mean absolute difference of two clips' pixels, in [0, 255].

@@ -792,24 +792,20 @@ fn a_tiny_wan_shot_list_renders_bit_identically_on_one_and_three_workers() {
         "shots:\n  - prompt: a lighthouse on a cliff at dusk\n    frames: 197\n",
     )
     .unwrap();
+    // JOB without its prompt and length: the shots give those.
+    let base: Vec<&str> = JOB
+        .chunks(2)
+        .filter(|kv| !["--prompt", "--frames"].contains(&kv[0]))
+        .flatten()
+        .copied()
+        .collect();
     let render = |args: &[&str], workers: &str, tag: &str| {
         let lat = tmp.path().join(format!("{tag}.safetensors"));
         let out = Command::new(BIN)
             .arg("render")
             .args(["--model", model.to_str().unwrap()])
-            .args([
-                "--width",
-                "48",
-                "--height",
-                "32",
-                "--steps",
-                "3",
-                "--guidance",
-                "5",
-                "--seed",
-                "7",
-            ])
-            .args(["--negative-prompt", "blurry", "--workers", workers, "-o"])
+            .args(&base)
+            .args(["--workers", workers, "-o"])
             .arg(&lat)
             .args(args)
             .output()

@@ -12,7 +12,9 @@ use longshot_core::denoiser::Conditioning;
 use longshot_core::local::{render_local, LocalRender};
 use longshot_core::plan::WindowPlan;
 use longshot_core::scheduler::{Schedule, Solver};
-use longshot_core::seam::{placebo_zones, score_zones, seam_zones, Clip, FrameLayout, SeamGeometry, ZoneScore};
+use longshot_core::seam::{
+    placebo_zones, score_zones, seam_zones, Clip, FrameLayout, SeamGeometry, Summary, ZoneScore,
+};
 use longshot_models::ProceduralModel;
 use std::time::Duration;
 
@@ -63,6 +65,24 @@ pub struct SeamScores {
     pub frames_placebo: Vec<ZoneScore>,
     pub latent_seams: Vec<ZoneScore>,
     pub latent_placebo: Vec<ZoneScore>,
+}
+
+/// The seam bounds of the project (docs/long-clips.md §6): seams at the placebo level are within
+/// 1.25× its median and 1.5× its max (a single zone).
+#[track_caller]
+pub fn assert_seams_like_placebo(what: &str, seams: &Summary, placebo: &Summary) {
+    assert!(
+        seams.median <= 1.25 * placebo.median,
+        "{what}: seam median {} vs placebo {}",
+        seams.median,
+        placebo.median
+    );
+    assert!(
+        seams.max <= 1.5 * placebo.max,
+        "{what}: seam max {} vs placebo {}",
+        seams.max,
+        placebo.max
+    );
 }
 
 pub fn seam_scores(cfg: &PartitionConfig, r: &LocalRender) -> SeamScores {

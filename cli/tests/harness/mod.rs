@@ -429,6 +429,29 @@ pub fn make_certs(dir: &Path, name: &str, hosts: &[&str]) {
     run(&issue);
 }
 
+/// Runs `longshot render` with `base` then `args`; returns its output and how long it took.
+pub fn render_timed(base: &[&str], args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = Command::new(BIN)
+        .arg("render")
+        .args(base)
+        .args(args)
+        .output()
+        .expect("run longshot");
+    (out, start.elapsed())
+}
+
+/// [`render_timed`], which must succeed.
+#[track_caller]
+pub fn render_ok(base: &[&str], args: &[&str]) {
+    let (out, _) = render_timed(base, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Submits a job with `args` and returns its id.
 pub fn submit(c: &Cluster, args: &[&str]) -> String {
     let mut all = vec!["submit"];
