@@ -582,8 +582,8 @@ impl JobRun {
             .map_err(|e| RunError::Failed(format!("the job's inputs: {e}")))
     }
 
-    /// The job's conditioning: one prompt's, or for a shot list the reference images' with
-    /// every distinct prompt encoded once in a [`PromptSchedule`] (the images with the first).
+    /// The job's conditioning: one prompt's, or for a shot list every distinct prompt encoded
+    /// once in a [`PromptSchedule`] (shot lists take no reference images yet: `JobSpec::validate`).
     async fn encode_conditioning(
         &mut self,
         client: Arc<dyn WorkerApi>,
@@ -601,17 +601,12 @@ impl JobRun {
             };
             return Ok((conditioning, None));
         };
-        let mut image_embeddings = None;
-        for (i, p) in schedule.prompts.iter_mut().enumerate() {
-            let images = if i == 0 { reference.clone() } else { None };
+        for p in schedule.prompts.iter_mut() {
             let pair = (p.prompt.clone(), p.negative_prompt.clone());
-            let encoded = self.encode_prompts(client.clone(), pair, images).await?;
-            image_embeddings = image_embeddings.or(encoded.image);
-            p.embeddings = encoded.text;
+            p.embeddings = self.encode_prompts(client.clone(), pair, None).await?.text;
         }
         let conditioning = Conditioning {
             reference,
-            image_embeddings,
             ..Conditioning::default()
         };
         Ok((conditioning, Some(Arc::new(schedule))))

@@ -157,6 +157,12 @@ impl JobSpec {
                     "not supported with video-to-video yet: give one prompt with --video",
                 ));
             }
+            if self.inputs.image.is_some() {
+                e.push(bad(
+                    "shots",
+                    "not supported with image-to-video yet: give one prompt with --image",
+                ));
+            }
             match crate::shots::timeline(&self.shots, self.fps.max(1), &self.negative_prompt, 0, MAX_PROMPT_CHARS) {
                 Err(errors) => e.extend(errors),
                 Ok(t) if self.length != ClipLength::Frames(t.total_frames()) => e.push(bad(
@@ -516,6 +522,14 @@ mod tests {
             ..spec.clone()
         });
         assert!(video.contains(&"shots: not supported with video-to-video yet: give one prompt with --video".into()));
+        let image = fields(JobSpec {
+            inputs: JobInputs {
+                image: Some(InputDigest::of(b"i")),
+                ..JobInputs::default()
+            },
+            ..spec.clone()
+        });
+        assert!(image.contains(&"shots: not supported with image-to-video yet: give one prompt with --image".into()));
         let bad = fields(JobSpec {
             shots: vec![shot("", 81, None)],
             ..spec
