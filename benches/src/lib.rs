@@ -18,6 +18,7 @@ pub fn config(windows: usize, latent_hw: (usize, usize), steps: usize) -> Partit
     let plan = WindowPlan::new(latent_frames, w, o).expect("valid plan");
     PartitionConfig {
         first_step: 0,
+        repaint: None,
         plan,
         windows: 0..plan.windows(),
         channels: info.latent_channels,

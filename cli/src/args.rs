@@ -124,6 +124,7 @@ impl JobArgs {
         };
         JobSpec {
             shots: shots.clone(),
+            rerender: None,
             strength: self.strength,
             model: self.model.clone(),
             prompt: self.prompt.clone().unwrap_or_default(),

@@ -184,6 +184,12 @@ pub fn print_status(s: &JobStatus, json: bool) {
             );
         }
     }
+    if let Some(r) = &s.spec.rerender {
+        println!(
+            "    rerender of {}: frames {}..{} re-rendered, the rest kept from it",
+            r.source, r.from_frame, r.to_frame
+        );
+    }
     if s.spec.inputs.video.is_some() {
         let strength = s.spec.strength.unwrap_or(longshot_core::job::DEFAULT_STRENGTH);
         let first = s.spec.first_step().unwrap_or(0);

@@ -17,6 +17,7 @@ mod local_cluster;
 mod metrics_http;
 mod progress;
 mod render_checks;
+mod rerender_cmd;
 mod serve;
 mod tokens;
 mod traces;
@@ -78,6 +79,9 @@ enum Command {
     Worker(serve::WorkerArgs),
     /// Submit a job; prints its id (`--wait` follows it to the end).
     Submit(client_cmds::SubmitArgs),
+    /// Re-render a time range of a finished job in place (a new job; the rest is kept bit for
+    /// bit). The job must have kept its latents (`--format mp4,latents`).
+    Rerender(rerender_cmd::RerenderArgs),
     /// Show one job.
     Status { job_id: String },
     /// List jobs, newest first.
@@ -225,6 +229,7 @@ async fn run_client(command: Command, coordinator: &str, ca: Option<&std::path::
         Command::Render(a) => local_cluster::render(a, json).await,
         Command::Up(a) => local_cluster::up(a, ca).await,
         Command::Submit(a) => c::submit(coordinator, a, json).await,
+        Command::Rerender(a) => rerender_cmd::rerender(coordinator, a, json).await,
         Command::Status { job_id } => c::status(coordinator, &job_id, json).await,
         Command::List { state, owner, limit } => c::list(coordinator, state.as_deref(), owner, limit, json).await,
         Command::Watch { job_id } => c::watch(coordinator, &job_id, json).await,

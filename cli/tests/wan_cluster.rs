@@ -827,3 +827,47 @@ fn a_tiny_wan_shot_list_renders_bit_identically_on_one_and_three_workers() {
     assert!(single == plain, "a one-shot list differs from --prompt");
     assert!(shots != single, "the second shot changed nothing");
 }
+
+/// `longshot rerender` on the tiny Wan2.1 pipeline, end to end on two worker processes: frames
+/// 90..110 (latents 23..29) re-rolled with another seed; with the default margin of three overlaps
+/// (15 latent frames) latents 8..44 may change, and every other latent is the source's bit for bit.
+#[test]
+fn a_tiny_wan_rerender_keeps_the_latents_outside_its_range_and_margin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_pipeline(tmp.path());
+    let options = ClusterOptions {
+        worker_args: vec!["--model".into(), format!("tiny-wan={}", model.display())],
+        ..Default::default()
+    };
+    let c = Cluster::start_with(2, 30.0, options);
+    c.wait_for_workers(2);
+    let mut args = vec!["--model", "tiny-wan", "--format", "latents"];
+    args.extend_from_slice(JOB);
+    let source_id = submit(&c, &args);
+    let s = c.wait_state(&source_id, TERMINAL, Duration::from_secs(300));
+    assert_eq!(s["state"], "done", "job failed: {s}\n{}", c.logs());
+    let src = c.dir.path().join("source.safetensors");
+    c.ok(&["fetch", &source_id, "-o", src.to_str().unwrap()]);
+    let source = latents(&src);
+    let job = c.ok(&[
+        "rerender", &source_id, "--from", "5.625", "--to", "6.875", "--seed", "99",
+    ]);
+    let job = job.trim();
+    let s = c.wait_state(job, TERMINAL, Duration::from_secs(300));
+    assert_eq!(s["state"], "done", "rerender failed: {s}\n{}", c.logs());
+    let lat = c.dir.path().join("edit.safetensors");
+    c.ok(&["fetch", job, "-o", lat.to_str().unwrap()]);
+    let edit = latents(&lat);
+    let fl = 16 * 4 * 6 * 4;
+    let changed: Vec<usize> = (0..50)
+        .filter(|l| source[l * fl..(l + 1) * fl] != edit[l * fl..(l + 1) * fl])
+        .collect();
+    assert!(
+        !changed.is_empty() && changed.iter().all(|l| (8..44).contains(l)),
+        "changed latent frames: {changed:?}"
+    );
+    assert!(
+        (23..29).all(|l| changed.contains(&l)),
+        "the range is re-rolled: {changed:?}"
+    );
+}

@@ -13,6 +13,7 @@
 use crate::disk_space::{available_bytes, estimated_bytes, human, is_disk_full};
 use longshot_core::api::OutputInfo;
 use longshot_core::job::OutputKind;
+use longshot_core::output::LATENTS_TENSOR;
 use longshot_media::{open_writer, FrameWriter, LatentsWriter, MediaError, VideoMeta};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -213,7 +214,7 @@ fn run(
     let mut latents = if plan.outputs.contains(&OutputKind::Latents) {
         let p = plan.dir.join(OutputKind::Latents.file_name());
         let metadata = plan.latent_metadata.iter().cloned().collect();
-        let w = LatentsWriter::create(&p, "latents", &plan.latent_shape, &metadata)
+        let w = LatentsWriter::create(&p, LATENTS_TENSOR, &plan.latent_shape, &metadata)
             .map_err(|e| AssemblyError::Media(OutputKind::Latents, e))?;
         Some(w)
     } else {

@@ -16,8 +16,11 @@ use longshot_core::checkpoint::WindowState;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::denoiser::{Conditioning, ModelInfo};
 use longshot_core::inputs::{video_frames_for, InputDigest, ReferenceImages, VideoHeader, VideoSpan};
-use longshot_core::job::ResolvedJob;
+use longshot_core::job::{OutputKind, ResolvedJob};
+use longshot_core::output::LATENTS_TENSOR;
 use longshot_core::prompt_schedule::PromptSchedule;
+use longshot_core::repaint::KnownLatents;
+use longshot_core::tensor::{LatentShape, Latents};
 use longshot_media::VideoMeta;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -178,22 +181,20 @@ impl JobRun {
     }
 
     /// Shard `i` of `ranks`; `nccl_id`: the gang's communicator when it exchanges over NCCL;
-    /// `resume`: its windows' states when the run resumes from a checkpoint; `video`: the input
-    /// video's frames its windows encode (video-to-video, unless it resumes).
+    /// `inputs`: what streams to it after the assignment.
     fn assignment(
         &self,
         i: usize,
         conditioning: &Conditioning,
         prompts: &Option<Arc<PromptSchedule>>,
         nccl_id: Option<&[u8]>,
-        resume: Option<Vec<WindowState>>,
-        video: Option<VideoSpan>,
+        inputs: ShardInputs,
     ) -> ShardAssignment {
         let r = &self.resolved;
         let ranks = self.workers.len();
         ShardAssignment {
             first_step: r.first_step,
-            video: video.map(Arc::new),
+            video: inputs.video.map(Arc::new),
             job_id: self.job_id.clone(),
             plan_id: self.plan_id,
             model: self.model.name.clone(),
@@ -219,7 +220,9 @@ impl JobRun {
                 ranks,
             }),
             checkpoint_every: self.checkpoint_every,
-            resume: resume.map(Arc::new),
+            resume: inputs.resume.map(Arc::new),
+            repaint: r.repaint_mask(self.model.temporal_compression),
+            known: inputs.known.map(Arc::new),
         }
     }
 
@@ -307,7 +310,17 @@ impl JobRun {
                 Some(h) if resume.is_none() => Some(self.video_span(i, h).await?),
                 _ => None,
             };
-            let call = client.run_shard(self.assignment(i, &conditioning, &prompts, nccl_id.as_deref(), resume, span));
+            let known = match &self.resolved.spec.rerender {
+                Some(r) => Some(self.known_latents(i, &r.source).await?),
+                None => None,
+            };
+            let inputs = ShardInputs {
+                resume,
+                video: span,
+                known,
+            };
+            let assignment = self.assignment(i, &conditioning, &prompts, nccl_id.as_deref(), inputs);
+            let call = client.run_shard(assignment);
             let s = tokio::time::timeout(SHARD_START_TIMEOUT, call)
                 .await
                 .map_err(|_| RunError::Interrupted {
@@ -351,12 +364,7 @@ impl JobRun {
                 fps: spec.fps,
             },
             total_frames: r.frames,
-            latent_shape: [
-                r.latent_frames,
-                self.model.latent_channels,
-                r.latent_height,
-                r.latent_width,
-            ],
+            latent_shape: r.latent_shape(self.model.latent_channels),
             latent_metadata: vec![
                 ("model".into(), self.model.name.clone()),
                 ("seed".into(), r.seed.to_string()),
@@ -582,6 +590,33 @@ impl JobRun {
             .map_err(|e| RunError::Failed(format!("the job's inputs: {e}")))
     }
 
+    /// A rerender's source latents of shard `i`'s windows, read from the source job's latents
+    /// output (checked at submit; a failure now means the source expired or its file was lost).
+    async fn known_latents(&self, i: usize, source: &str) -> Result<KnownLatents, RunError> {
+        let (plan, r) = (&self.resolved.plan, &self.resolved);
+        let span = KnownLatents::span(plan, &self.windows[i]);
+        let dir = self.inner.lock().get(source).map(|j| j.dir.clone()).ok_or_else(|| {
+            RunError::Failed(format!(
+                "rerender.source: job {source:?} expired and its latents are gone; render the clip again"
+            ))
+        })?;
+        let path = dir.join(OutputKind::Latents.file_name());
+        let shape = r.latent_shape(self.model.latent_channels);
+        let frames = span.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            longshot_media::read_latent_frames(&path, LATENTS_TENSOR, &shape, frames)
+        })
+        .await
+        .map_err(|e| RunError::Failed(format!("reading the source job's latents: {e}")))?
+        .map_err(|e| RunError::Failed(format!("rerender.source: job {source:?}'s latents: {e}")))?;
+        let shape = LatentShape::new(span.len(), self.model.latent_channels, r.latent_height, r.latent_width);
+        let latents = Latents::from_vec(shape, data).expect("read whole frames");
+        Ok(KnownLatents {
+            first: span.start,
+            latents,
+        })
+    }
+
     /// The job's conditioning: one prompt's, or for a shot list every distinct prompt encoded
     /// once in a [`PromptSchedule`] (shot lists take no reference images yet: `JobSpec::validate`).
     async fn encode_conditioning(
@@ -717,4 +752,14 @@ impl JobRun {
         });
         futures::future::join_all(calls).await;
     }
+}
+
+/// What a shard receives after its assignment (`ResumeShard`'s later messages).
+struct ShardInputs {
+    /// Its windows' states when the run resumes from a checkpoint.
+    resume: Option<Vec<WindowState>>,
+    /// The input video's frames its windows encode (video-to-video, unless it resumes).
+    video: Option<VideoSpan>,
+    /// A rerender's source latents of its windows (every run).
+    known: Option<KnownLatents>,
 }

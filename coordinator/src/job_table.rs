@@ -560,6 +560,7 @@ mod tests {
         let model = longshot_worker::models::ModelSet::builtin().served().remove(0);
         let spec = JobSpec {
             shots: Vec::new(),
+            rerender: None,
             strength: None,
             model: model.name.clone(),
             prompt: "p".into(),

@@ -138,6 +138,7 @@ mod tests {
     fn status(state: JobState) -> JobStatus {
         let spec = JobSpec {
             shots: Vec::new(),
+            rerender: None,
             strength: None,
             model: "m".into(),
             prompt: "p".into(),

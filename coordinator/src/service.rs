@@ -17,6 +17,8 @@ use longshot_core::api::*;
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::inputs::{InputDigest, InputInfo};
 use longshot_core::job::{FieldError, JobSpec, OutputKind, ResolvedJob};
+use longshot_core::output::LATENTS_TENSOR;
+use longshot_media::read_latent_frames;
 use std::sync::Arc;
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -136,6 +138,22 @@ impl Coordinator {
         .await
         .map_err(|e| ApiError::Internal(format!("checking the job's inputs: {e}")))?
         .map_err(ApiError::InvalidArgument)?;
+        if let Some(r) = &resolved.spec.rerender {
+            let path = self
+                .rerender_source(&resolved.spec, &r.source)
+                .map_err(|e| ApiError::InvalidArgument(vec![e]))?;
+            let shape = resolved.latent_shape(model.latent_channels);
+            let source = r.source.clone();
+            tokio::task::spawn_blocking(move || read_latent_frames(&path, LATENTS_TENSOR, &shape, 0..0))
+                .await
+                .map_err(|e| ApiError::Internal(format!("checking the source job's latents: {e}")))?
+                .map_err(|e| {
+                    ApiError::InvalidArgument(vec![FieldError::new(
+                        "rerender.source",
+                        format!("job {source:?}'s latents cannot be read: {e}"),
+                    )])
+                })?;
+        }
         let serving: Vec<&WorkerInfo> = workers.iter().filter(|w| w.models.contains(&model)).collect();
         let free = available_bytes(&self.inner.cfg.data_dir)
             .map_err(|e| tracing::warn!("cannot read the free space of the data dir: {e}"))
@@ -172,6 +190,40 @@ impl Coordinator {
         self.inner.lock().insert(job);
         self.inner.wake.notify_one();
         Ok(SubmitResult { job_id, seed, plan })
+    }
+
+    /// The latents file of a rerender's source: a finished job of the same clip (model, length,
+    /// size, steps, …) that kept its latents.
+    fn rerender_source(&self, spec: &JobSpec, source: &str) -> Result<std::path::PathBuf, FieldError> {
+        let field = "rerender.source";
+        let st = self.inner.lock();
+        let Some(job) = st.get(source) else {
+            let why = match self.not_found(&st, source) {
+                ApiError::NotFound(m) => m,
+                e => e.to_string(),
+            };
+            return Err(FieldError::new(field, why));
+        };
+        let status = job.status();
+        if status.state != JobState::Done {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "job {source:?} is {}: only a finished job can be re-rendered",
+                    status.state
+                ),
+            ));
+        }
+        if let Some(e) = spec.rerender_mismatch(&status.spec) {
+            return Err(e);
+        }
+        if !status.spec.outputs.contains(&OutputKind::Latents) {
+            return Err(FieldError::new(
+                field,
+                format!("job {source:?} did not keep its latents: render with the latents output (--format latents) to re-render ranges of it later"),
+            ));
+        }
+        Ok(job.dir.join(OutputKind::Latents.file_name()))
     }
 
     fn status_of(&self, job_id: &str) -> Result<JobStatus, ApiError> {

@@ -17,6 +17,7 @@ use std::time::Duration;
 fn spec(seed: u64) -> JobSpec {
     JobSpec {
         shots: Vec::new(),
+        rerender: None,
         strength: None,
         model: "procedural".into(),
         prompt: "a slow red sunset".into(),

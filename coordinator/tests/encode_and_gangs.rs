@@ -75,6 +75,7 @@ async fn cluster_with(workers: Vec<WorkerInfo>, configure: impl FnOnce(&mut Coor
 fn spec(prompt: &str) -> JobSpec {
     JobSpec {
         shots: Vec::new(),
+        rerender: None,
         strength: None,
         model: "procedural".into(),
         prompt: prompt.into(),

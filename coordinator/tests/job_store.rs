@@ -34,6 +34,7 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         .expect("the procedural model");
     let spec = JobSpec {
         shots: Vec::new(),
+        rerender: None,
         strength: None,
         model: model.name.clone(),
         prompt: format!("clip number {seq}, a slow red sunset"),

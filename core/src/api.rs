@@ -12,6 +12,7 @@ use crate::job::{FieldError, JobSpec, OutputKind};
 use crate::noise::NoiseKeys;
 use crate::plan::WindowPlan;
 use crate::prompt_schedule::PromptSchedule;
+use crate::repaint::{KnownLatents, RepaintMask};
 use crate::scheduler::Schedule;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -258,6 +259,11 @@ pub struct ShardAssignment {
     /// Video-to-video: the input video's frames this shard's windows encode
     /// ([`crate::inputs::video_frames_for`]); sent unless the shard resumes from a checkpoint.
     pub video: Option<Arc<VideoSpan>>,
+    /// A rerender: the frames regenerated and how they join the kept ones.
+    pub repaint: Option<RepaintMask>,
+    /// A rerender: the source job's final latents of this shard's windows
+    /// ([`KnownLatents::span`]); sent with every run of the shard, resumed or not.
+    pub known: Option<Arc<KnownLatents>>,
 }
 
 /// One gang's NCCL communicator, as a shard joins it: rank `i` runs the gang's `i`-th window

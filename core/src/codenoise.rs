@@ -14,6 +14,7 @@ use crate::exchange::{Exchange, ExchangeError, OverlapMessage, Payload, Side};
 use crate::hash::hash_f32;
 use crate::noise::{NoiseError, NoiseKeys};
 use crate::plan::WindowPlan;
+use crate::repaint::RepaintMask;
 use crate::scheduler::strength::noise_to;
 use crate::scheduler::{new_state_at, restore_state, Schedule, SchedulerState};
 use crate::seam::overlap_disagreement;
@@ -57,6 +58,9 @@ pub struct PartitionConfig {
     pub output_frames: usize,
     /// The first step that runs (video-to-video skips the steps before it; 0 otherwise).
     pub first_step: usize,
+    /// A rerender: the frames kept from the original job and how the new ones join them
+    /// ([`crate::repaint`]); the loop then needs every window's known latents.
+    pub repaint: Option<RepaintMask>,
 }
 
 impl PartitionConfig {
@@ -175,7 +179,9 @@ pub fn denoise_partition(
 /// window order (needed when `cfg.first_step > 0`; ignored on resume): window `k` starts at step
 /// `first_step` from `noise_to(σ_first, clean_k, noise_k)`, `noise_k` being the same Philox noise,
 /// keyed by global latent frame, that a text-to-video window starts from. So overlapping windows
-/// start from identical copies of their shared frames, as in text-to-video.
+/// start from identical copies of their shared frames, as in text-to-video. A rerender
+/// (`cfg.repaint`) takes the original job's final latents as `clean`, on resume too, and holds
+/// its kept frames to them at every step.
 pub fn denoise_partition_checkpointed(
     cfg: &PartitionConfig,
     mut ckpt: Checkpointing,
@@ -197,6 +203,30 @@ pub fn denoise_partition_checkpointed(
             cfg.schedule.steps()
         )));
     }
+    if let Some(clean) = &clean {
+        if clean.len() != cfg.windows.len() || clean.iter().any(|c| c.shape() != shape) {
+            return Err(CoDenoiseError::Config(format!(
+                "clean latents: {} windows, expected {} of {shape:?}",
+                clean.len(),
+                cfg.windows.len()
+            )));
+        }
+    }
+    let noise_of = |k: usize| cfg.noise.latents(cfg.plan.window_range(k).start, shape);
+    // A rerender replaces the kept frames after every step: it needs the known latents always,
+    // also on resume, and each window's noise to re-noise them.
+    let repaint = match (&cfg.repaint, &clean) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(CoDenoiseError::Config(
+                "a rerender needs its windows' known latents".into(),
+            ))
+        }
+        (Some(mask), Some(known)) => {
+            let noise: Vec<Latents> = cfg.windows.clone().map(noise_of).collect::<Result<_, _>>()?;
+            Some((mask, known, noise))
+        }
+    };
     let (start, mut x, mut states) = match ckpt.resume.take() {
         Some(resume) => {
             let step = check_resume(&resume, cfg.windows.clone(), shape, &cfg.schedule, first_step)?;
@@ -209,31 +239,34 @@ pub fn denoise_partition_checkpointed(
             (step, x, states)
         }
         None => {
-            let mut x: Vec<Latents> = cfg
-                .windows
-                .clone()
-                .map(|k| cfg.noise.latents(cfg.plan.window_range(k).start, shape))
-                .collect::<Result<_, _>>()?;
-            match (first_step, clean) {
-                (0, None) => {}
+            let mut x: Vec<Latents> = cfg.windows.clone().map(noise_of).collect::<Result<_, _>>()?;
+            match (first_step, &clean) {
+                (0, _) => {}
                 (_, None) => {
                     return Err(CoDenoiseError::Config(format!(
                         "a run from step {first_step} needs its windows' clean latents"
                     )))
                 }
                 (_, Some(clean)) => {
-                    if clean.len() != x.len() || clean.iter().any(|c| c.shape() != shape) {
-                        return Err(CoDenoiseError::Config(format!(
-                            "clean latents: {} windows, expected {} of {shape:?}",
-                            clean.len(),
-                            x.len()
-                        )));
-                    }
                     let sigma = cfg.schedule.sigma(first_step);
-                    for (xk, ck) in x.iter_mut().zip(&clean) {
+                    for (xk, ck) in x.iter_mut().zip(clean) {
                         let noise = xk.as_slice().to_vec();
                         noise_to(sigma, ck.as_slice(), &noise, xk.as_mut_slice());
                     }
+                }
+            }
+            if let Some((mask, known, noise)) = &repaint {
+                let sigma = cfg.schedule.sigma(first_step);
+                for (j, k) in cfg.windows.clone().enumerate() {
+                    let start = cfg.plan.window_range(k).start;
+                    mask.apply(
+                        start,
+                        shape.frame_len(),
+                        sigma,
+                        known[j].as_slice(),
+                        noise[j].as_slice(),
+                        x[j].as_mut_slice(),
+                    );
                 }
             }
             let states = cfg
@@ -244,6 +277,12 @@ pub fn denoise_partition_checkpointed(
             (first_step, x, states)
         }
     };
+    // Held windows of a rerender run no model: their frames are all replaced after each step.
+    let runs: Vec<bool> = cfg
+        .windows
+        .clone()
+        .map(|k| cfg.repaint.as_ref().is_none_or(|m| m.runs(&cfg.plan.window_range(k))))
+        .collect();
     let mut v: Vec<Latents> = cfg.windows.clone().map(|_| Latents::zeros(shape)).collect();
     let mut uncond = Latents::zeros(shape);
     let last = end - 1;
@@ -277,10 +316,14 @@ pub fn denoise_partition_checkpointed(
             };
             let j = k - first;
             let t0 = Instant::now();
-            denoiser.predict(&x[j], ctx, point, Branch::Conditional, &mut v[j])?;
-            if cfg.guidance > 1.0 {
-                denoiser.predict(&x[j], ctx, point, Branch::Unconditional, &mut uncond)?;
-                cfg_combine(v[j].as_mut_slice(), uncond.as_slice(), cfg.guidance);
+            if !runs[j] {
+                v[j].as_mut_slice().fill(0.0);
+            } else {
+                denoiser.predict(&x[j], ctx, point, Branch::Conditional, &mut v[j])?;
+                if cfg.guidance > 1.0 {
+                    denoiser.predict(&x[j], ctx, point, Branch::Unconditional, &mut uncond)?;
+                    cfg_combine(v[j].as_mut_slice(), uncond.as_slice(), cfg.guidance);
+                }
             }
             let t1 = Instant::now();
             t.model += t1 - t0;
@@ -327,6 +370,18 @@ pub fn denoise_partition_checkpointed(
         let t0 = Instant::now();
         for (j, k) in cfg.windows.clone().enumerate() {
             states[j].step(&cfg.schedule, i, &v[j], &mut x[j]);
+            if let Some((mask, known, noise)) = &repaint {
+                let start = cfg.plan.window_range(k).start;
+                let sigma = cfg.schedule.sigma(i + 1);
+                mask.apply(
+                    start,
+                    fl,
+                    sigma,
+                    known[j].as_slice(),
+                    noise[j].as_slice(),
+                    x[j].as_mut_slice(),
+                );
+            }
             progress(Progress::Step {
                 window: k,
                 step: i,

@@ -11,6 +11,7 @@ use crate::inputs::InputDigest;
 use crate::noise::NoiseKeys;
 use crate::plan::WindowPlan;
 use crate::prompt_schedule::{PromptSchedule, ScheduledPrompt};
+use crate::repaint::{latents_of_output, RepaintMask, MARGIN_OVERLAPS};
 use crate::scheduler::{Schedule, Solver};
 use crate::shots::{Shot, ShotTimeline};
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,19 @@ pub struct JobSpec {
     /// `negative_prompt` and `seed` are the shots' defaults, and the length is the shots' total.
     #[serde(default)]
     pub shots: Vec<Shot>,
+    /// Re-render a time range of another job in place ([`crate::repaint`]).
+    #[serde(default)]
+    pub rerender: Option<Rerender>,
+}
+
+/// A job that re-renders output frames `from_frame..to_frame` of job `source` in place: the
+/// same plan and schedule, the frames outside the range plus a margin held to `source`'s final
+/// latents. Prompt, negative prompt, seed, shots and guidance may differ from `source`'s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rerender {
+    pub source: String,
+    pub from_frame: u32,
+    pub to_frame: u32,
 }
 
 /// Video-to-video's strength when a job gives none (diffusers' `WanVideoToVideoPipeline` default).
@@ -229,6 +243,27 @@ impl JobSpec {
                 "a job starts from a video (video-to-video) or from reference images (image-to-video), not both",
             ));
         }
+        if let Some(r) = &self.rerender {
+            if r.source.trim().is_empty() {
+                e.push(bad("rerender.source", "must name the job to re-render"));
+            }
+            let frames = self.requested_frames();
+            if !(r.from_frame < r.to_frame && r.to_frame <= frames) {
+                e.push(bad(
+                    "rerender",
+                    format!(
+                        "frames {}..{} are not a non-empty range inside the clip's {frames} frames",
+                        r.from_frame, r.to_frame
+                    ),
+                ));
+            }
+            if self.inputs.video.is_some() {
+                e.push(bad(
+                    "video",
+                    "a rerender starts from its source job's latents, not from a video",
+                ));
+            }
+        }
         if self.strength.is_some() && self.inputs.video.is_none() {
             e.push(bad("strength", "is for video-to-video: give a video too (--video)"));
         } else if let Err(m) = self.first_step() {
@@ -246,6 +281,31 @@ impl JobSpec {
                 crate::scheduler::strength::first_step(self.steps as usize, self.strength.unwrap_or(DEFAULT_STRENGTH))
             }
         }
+    }
+
+    /// For a rerender of `source`: the first field that must equal `source`'s and does not
+    /// (they shape the plan, the schedule and the latents). `None` when they all agree.
+    pub fn rerender_mismatch(&self, source: &JobSpec) -> Option<FieldError> {
+        let differs: [(&str, bool); 9] = [
+            ("model", self.model != source.model),
+            ("frames", self.requested_frames() != source.requested_frames()),
+            ("fps", self.fps != source.fps),
+            ("width", self.width != source.width),
+            ("height", self.height != source.height),
+            ("steps", self.steps != source.steps),
+            ("shift", self.shift != source.shift),
+            ("solver", self.solver != source.solver),
+            ("overlap", self.overlap != source.overlap),
+        ];
+        differs.into_iter().find(|(_, d)| *d).map(|(field, _)| {
+            bad(
+                field,
+                format!(
+                    "a rerender keeps its source job's {field}; job {} has another",
+                    self.rerender.as_ref().map_or("?", |r| r.source.as_str())
+                ),
+            )
+        })
     }
 
     /// The shot list laid out at the job's fps with `seed` ([`crate::shots::timeline`]); `None`
@@ -289,6 +349,19 @@ impl ResolvedJob {
             Some(t) => t.noise_keys(c),
             None => NoiseKeys::single(self.seed),
         }
+    }
+
+    /// `[latent frames, channels, height, width]` of the clip's final latents (the latents output).
+    pub fn latent_shape(&self, channels: usize) -> [usize; 4] {
+        [self.latent_frames, channels, self.latent_height, self.latent_width]
+    }
+
+    /// A rerender's mask for a model of temporal compression `c`: the latent frames of its range,
+    /// ramped over [`MARGIN_OVERLAPS`] overlaps; `None` for other jobs.
+    pub fn repaint_mask(&self, c: usize) -> Option<RepaintMask> {
+        let r = self.spec.rerender.as_ref()?;
+        let free = latents_of_output(r.from_frame as usize..r.to_frame as usize, c);
+        RepaintMask::new(free, MARGIN_OVERLAPS * self.plan.overlap(), self.plan.latent_frames()).ok()
     }
 
     /// A shot list's prompts (not encoded yet) and each window's mix of them, for a model of
@@ -438,6 +511,7 @@ mod tests {
     fn spec(inputs: JobInputs) -> JobSpec {
         JobSpec {
             shots: Vec::new(),
+            rerender: None,
             strength: None,
             model: "m".into(),
             prompt: "a lighthouse".into(),
@@ -488,6 +562,7 @@ mod tests {
         let spec = JobSpec {
             prompt: String::new(),
             shots: shots.clone(),
+            rerender: None,
             ..spec(JobInputs::default())
         };
         let r = spec.clone().resolve(&model(0), 9).unwrap();
@@ -532,6 +607,7 @@ mod tests {
         assert!(image.contains(&"shots: not supported with image-to-video yet: give one prompt with --image".into()));
         let bad = fields(JobSpec {
             shots: vec![shot("", 81, None)],
+            rerender: None,
             ..spec
         });
         assert_eq!(bad, ["shots[0].prompt: must not be empty"]);
@@ -628,5 +704,53 @@ mod tests {
             ..video
         };
         assert!(message(with(both, None), &v2v).starts_with("video: a job starts from a video"));
+    }
+
+    #[test]
+    fn a_rerender_checks_its_range_and_keeps_its_sources_clip() {
+        let source = spec(JobInputs::default());
+        let edit = |from_frame, to_frame| JobSpec {
+            rerender: Some(Rerender {
+                source: "job-1".into(),
+                from_frame,
+                to_frame,
+            }),
+            prompt: "another".into(),
+            seed: Some(9),
+            ..source.clone()
+        };
+        assert!(edit(10, 30).validate().is_empty());
+        for (a, b) in [(30, 30), (40, 30), (10, 82)] {
+            let e = edit(a, b).validate();
+            assert!(e.len() == 1 && e[0].field == "rerender", "{a}..{b}: {e:?}");
+            assert!(e[0].message.contains("inside the clip's 81 frames"), "{e:?}");
+        }
+        let mut nameless = edit(1, 2);
+        nameless.rerender.as_mut().unwrap().source.clear();
+        assert_eq!(nameless.validate()[0].field, "rerender.source");
+        // Prompt, seed and guidance may change; what shapes the clip may not.
+        assert_eq!(edit(10, 30).rerender_mismatch(&source), None);
+        let e = JobSpec {
+            steps: 3,
+            ..edit(10, 30)
+        }
+        .rerender_mismatch(&source)
+        .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "steps: a rerender keeps its source job's steps; job job-1 has another"
+        );
+        let e = JobSpec {
+            length: ClipLength::Frames(85),
+            ..edit(10, 30)
+        }
+        .rerender_mismatch(&source)
+        .unwrap();
+        assert_eq!(e.field, "frames");
+        // The mask: output frames 10..30 are latents 3..9, ramped over three overlaps.
+        let r = edit(10, 30).resolve(&model(0), 0).unwrap();
+        let m = r.repaint_mask(4).unwrap();
+        assert_eq!((m.free.clone(), m.margin, m.latent_frames), (3..9, 15, 21));
+        assert_eq!(source.clone().resolve(&model(0), 0).unwrap().repaint_mask(4), None);
     }
 }

@@ -13,6 +13,7 @@
 //! - [`codenoise`]: the lockstep co-denoising loop of one partition (a contiguous window range).
 //! - [`local`]: an in-process cluster (partitions on threads) built on the same loop.
 //! - [`prompt_schedule`]: a shot list's per-window text conditioning and the shard's denoisers.
+//! - [`repaint`]: re-rendering a time range in place (RePaint along time).
 //! - [`shots`]: shot lists: prompts that change along one take, per-shot noise.
 //! - [`seam`]: model-free seam metrics (seam jump ratio, placebo, ghosting, overlap disagreement).
 //! - [`hash`]: stable hashes used to prove overlap copies are bit-identical.
@@ -36,6 +37,7 @@ pub mod noise;
 pub mod output;
 pub mod plan;
 pub mod prompt_schedule;
+pub mod repaint;
 pub mod scheduler;
 pub mod seam;
 pub mod shots;

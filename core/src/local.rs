@@ -66,7 +66,8 @@ pub fn render_local_resumable(
 }
 
 /// [`render_local_resumable`], and for a video-to-video job (`base.first_step > 0`) `clean(k)`
-/// gives window `k`'s latents of the input video (a resumed run needs none).
+/// gives window `k`'s latents of the input video (a resumed run needs none); for a rerender
+/// (`base.repaint`) window `k`'s known latents, from the job it edits.
 #[allow(clippy::too_many_arguments)]
 pub fn render_local_from_video(
     base: &PartitionConfig,
@@ -88,8 +89,9 @@ pub fn render_local_from_video(
         &|windows| {
             let resume: Option<Vec<WindowState>> =
                 resume.map(|r| r.iter().filter(|w| windows.contains(&w.window)).cloned().collect());
-            let clean = match (&resume, clean) {
-                (None, Some(c)) => Some(windows.clone().map(c).collect()),
+            // A rerender holds frames to its known latents at every step, so also on resume.
+            let clean = match clean {
+                Some(c) if resume.is_none() || base.repaint.is_some() => Some(windows.clone().map(c).collect()),
                 _ => None,
             };
             (Checkpointing { every, resume }, clean)

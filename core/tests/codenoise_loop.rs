@@ -142,6 +142,7 @@ fn config(solver: Solver, mode: BlendMode) -> PartitionConfig {
     assert_eq!(plan.windows(), 10);
     PartitionConfig {
         first_step: 0,
+        repaint: None,
         plan,
         windows: 0..plan.windows(),
         channels: 2,

@@ -202,6 +202,67 @@ pub fn read_latents(path: &Path, name: &str, expected_shape: Option<&[usize]>) -
     })
 }
 
+/// Frames `frames` (ranges of the first dimension) of the F32 tensor `name` in the safetensors file
+/// `path`, whose shape must be `shape`. Reads the header and just those bytes: a caller that needs
+/// one shard's frames never holds the whole tensor. Blocking.
+pub fn read_latent_frames(
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+    frames: std::ops::Range<usize>,
+) -> Result<Vec<f32>, MediaError> {
+    let io = |e| MediaError::io(format!("cannot read {}", path.display()), e);
+    let bad = |reason: String| MediaError::Latents {
+        path: path.to_path_buf(),
+        tensor: name.to_string(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    file.read_exact_at(&mut len, 0).map_err(io)?;
+    let len = u64::from_le_bytes(len);
+    if len > MAX_HEADER_BYTES {
+        return Err(bad(format!("header of {len} bytes is larger than {MAX_HEADER_BYTES}")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact_at(&mut header, 8).map_err(io)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("the header is not JSON: {e}")))?;
+    let t = header.get(name).ok_or_else(|| bad("no such tensor".into()))?;
+    if t.get("dtype").and_then(|d| d.as_str()) != Some("F32") {
+        return Err(bad(format!(
+            "dtype is {}, expected F32",
+            t.get("dtype").unwrap_or(&serde_json::Value::Null)
+        )));
+    }
+    let stored: Option<Vec<usize>> = t
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect());
+    if stored.as_deref() != Some(shape) {
+        return Err(bad(format!("shape is {stored:?}, expected {shape:?}")));
+    }
+    let start = t
+        .get("data_offsets")
+        .and_then(|o| o.get(0))
+        .and_then(|o| o.as_u64())
+        .ok_or_else(|| bad("no data_offsets".into()))?;
+    let frame_values = checked_product(&shape[1..]).ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
+    if frames.start > frames.end || frames.end > shape[0] {
+        return Err(bad(format!("frames {frames:?} are outside the tensor's {}", shape[0])));
+    }
+    let mut bytes = vec![0u8; frames.len() * frame_values * 4];
+    let at = 8 + len + start + (frames.start * frame_values * 4) as u64;
+    file.read_exact_at(&mut bytes, at).map_err(io)?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Safetensors' own limit on a header's size.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 fn checked_product(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }

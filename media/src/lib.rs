@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::MediaError;
 pub use image_input::{decode_rgb8, ImageInputError, RgbImage, MAX_IMAGE_SIDE};
-pub use latents::{read_latents, write_latents, Latents, LatentsWriter};
+pub use latents::{read_latent_frames, read_latents, write_latents, Latents, LatentsWriter};
 pub use meta::VideoMeta;
 pub use mp4_writer::{default_bitrate_bps, Mp4FrameWriter, Mp4Options};
 pub use png_writer::{png_frame_name, PngSequenceWriter};

@@ -15,6 +15,7 @@ fn round_trip<M: Message + Default + PartialEq + std::fmt::Debug>(msg: &M) -> M 
 fn spec() -> pb::JobSpec {
     pb::JobSpec {
         shots: Vec::new(),
+        rerender: None,
         model: "wan2.1-t2v-1.3b".into(),
         prompt: "a lighthouse in a storm, one long take".into(),
         negative_prompt: "blurry".into(),
@@ -76,6 +77,8 @@ fn shard_assignment_keeps_schedule_bits() {
         noise: Vec::new(),
         first_step: 0,
         video: None,
+        repaint: None,
+        known: None,
         job_id: "job-7".into(),
         plan_id: u64::MAX - 1,
         model: "procedural".into(),

@@ -37,6 +37,7 @@ pub fn procedural_config(windows: usize, latent_hw: (usize, usize), steps: usize
         hash_every: 5,
         output_frames: model.output_frames_for(latent_frames),
         first_step: 0,
+        repaint: None,
     }
 }
 

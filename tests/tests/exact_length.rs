@@ -14,6 +14,7 @@ use proptest::prelude::*;
 fn spec(length: ClipLength, fps: u32) -> JobSpec {
     JobSpec {
         shots: Vec::new(),
+        rerender: None,
         strength: None,
         model: ProceduralModel::NAME.into(),
         prompt: "a slow red sunset over the sea".into(),
@@ -45,6 +46,7 @@ fn resolve(length: ClipLength, fps: u32) -> (ResolvedJob, ModelInfo) {
 fn partition(r: &ResolvedJob, info: &ModelInfo) -> PartitionConfig {
     PartitionConfig {
         first_step: 0,
+        repaint: None,
         plan: r.plan,
         windows: 0..r.plan.windows(),
         channels: info.latent_channels,

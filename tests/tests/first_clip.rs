@@ -27,6 +27,7 @@ fn default_job() -> PartitionConfig {
     let plan = WindowPlan::new(37, info.window_frames, info.default_overlap).expect("valid plan");
     PartitionConfig {
         first_step: 0,
+        repaint: None,
         plan,
         windows: 0..plan.windows(),
         channels: info.latent_channels,

@@ -14,6 +14,7 @@ use longshot_core::codenoise::{
 };
 use longshot_core::exchange::OverlapMessage;
 use longshot_core::inputs::{video_frames_for, VideoSpan};
+use longshot_core::repaint::KnownLatents;
 use longshot_core::tensor::{LatentShape, Latents};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
@@ -167,6 +168,7 @@ impl WorkerNode {
                 .map_err(|e| ApiError::invalid("resume", e.to_string()))?;
         }
         self.validate_video(a)?;
+        Self::validate_known(a)?;
         if let Some(g) = &a.nccl {
             if g.ranks < 2 || g.rank >= g.ranks || g.unique_id.len() != NCCL_UNIQUE_ID_BYTES {
                 return Err(ApiError::invalid("nccl", format!("rank {} of {} with a {}-byte id: need 0 ≤ rank < ranks, ranks ≥ 2 and a {NCCL_UNIQUE_ID_BYTES}-byte id", g.rank, g.ranks, g.unique_id.len())));
@@ -183,6 +185,56 @@ impl WorkerNode {
             if (g.rank > 0) != a.left_address.is_some() || (g.rank + 1 < g.ranks) != a.right_address.is_some() {
                 return Err(ApiError::invalid("nccl.rank", format!("rank {} of {} does not match the neighbours of windows {:?}: ranks ± 1 must be exactly the left and right neighbours", g.rank, g.ranks, a.windows)));
             }
+        }
+        Ok(())
+    }
+
+    /// A rerender's shard: its mask inside the clip, the source latents of exactly its windows (on
+    /// every run: the kept frames are replaced at every step), and no input video beside them.
+    fn validate_known(a: &ShardAssignment) -> Result<(), ApiError> {
+        let Some(mask) = &a.repaint else {
+            return match a.known {
+                Some(_) => Err(ApiError::invalid(
+                    "known",
+                    "known latents come only with a repaint mask (a rerender)",
+                )),
+                None => Ok(()),
+            };
+        };
+        if mask.latent_frames != a.plan.latent_frames() {
+            return Err(ApiError::invalid(
+                "repaint",
+                format!(
+                    "the mask is for {} latent frames, the plan has {}",
+                    mask.latent_frames,
+                    a.plan.latent_frames()
+                ),
+            ));
+        }
+        if a.video.is_some() {
+            return Err(ApiError::invalid(
+                "video",
+                "a rerender starts from its source's latents, not a video",
+            ));
+        }
+        let Some(known) = a.known.as_deref() else {
+            return Err(ApiError::invalid(
+                "known",
+                "a rerender's shard needs its windows' source latents",
+            ));
+        };
+        let want = KnownLatents::span(&a.plan, &a.windows);
+        let got = known.first..known.first + known.latents.shape().frames;
+        let frame = LatentShape::new(1, a.channels, a.height, a.width);
+        if got != want || known.latents.shape().with_frames(1) != frame {
+            return Err(ApiError::invalid(
+                "known",
+                format!(
+                    "latent frames {got:?} of {:?}; windows {:?} need frames {want:?} of {frame:?}",
+                    known.latents.shape().with_frames(1),
+                    a.windows
+                ),
+            ));
         }
         Ok(())
     }
@@ -474,9 +526,17 @@ fn run_shard_blocking(
         hash_every: a.hash_every,
         output_frames: a.output_frames,
         first_step: a.first_step,
+        repaint: a.repaint.clone(),
     };
-    let clean = match (&a.video, &a.resume) {
-        (Some(video), None) => {
+    let clean = match (&a.video, &a.resume, &a.known) {
+        (_, _, Some(known)) => {
+            let shape = LatentShape::new(cfg.plan.window(), cfg.channels, cfg.height, cfg.width);
+            match a.windows.clone().map(|k| known.window(&cfg.plan, k, shape)).collect() {
+                Ok(c) => Some(c),
+                Err(reason) => return refuse(reason),
+            }
+        }
+        (Some(video), None, None) => {
             let span = tracing::info_span!("encode_video", frames = video.frames(), first_frame = video.first_frame);
             match span.in_scope(|| encode_windows(models, &a, &cfg, video)) {
                 Ok(c) => Some(c),
@@ -720,6 +780,8 @@ mod tests {
             prompts: None,
             first_step: 0,
             video: None,
+            repaint: None,
+            known: None,
             job_id: "j".into(),
             plan_id: 1,
             model: longshot_models::ProceduralModel::NAME.into(),

@@ -44,8 +44,12 @@ struct GrpcWorker {
 impl WorkerApi for GrpcWorker {
     fn run_shard(&self, assignment: ShardAssignment) -> BoxFuture<'_, Result<BoxStream<ShardEvent>, ApiError>> {
         Box::pin(async move {
-            let (resume, video) = (assignment.resume.clone(), assignment.video.clone());
-            let r = if resume.is_none() && video.is_none() {
+            let (resume, video, known) = (
+                assignment.resume.clone(),
+                assignment.video.clone(),
+                assignment.known.clone(),
+            );
+            let r = if resume.is_none() && video.is_none() && known.is_none() {
                 self.client
                     .clone()
                     .run_shard(traced(pb::ShardAssignment::from(assignment)))
@@ -62,9 +66,21 @@ impl WorkerApi for GrpcWorker {
                         })
                     })
                 });
+                let known = known.into_iter().flat_map(|k| {
+                    let n = k.latents.shape().frames;
+                    (0..n).map(move |l| {
+                        let bytes: Vec<u8> = k
+                            .latents
+                            .frames(l..l + 1)
+                            .iter()
+                            .flat_map(|v| v.to_le_bytes())
+                            .collect();
+                        Part::KnownFrame(pb::KnownLatentFrame { data: bytes.into() })
+                    })
+                });
                 let states = resume.unwrap_or_default();
                 let windows = (0..states.len()).map(move |i| Part::Window(states[i].clone().into()));
-                let parts = stream::iter(std::iter::once(first).chain(frames).chain(windows))
+                let parts = stream::iter(std::iter::once(first).chain(frames).chain(known).chain(windows))
                     .map(|p| pb::ResumeShardRequest { part: Some(p) });
                 self.client.clone().resume_shard(traced(parts)).await
             };

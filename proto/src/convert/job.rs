@@ -8,7 +8,7 @@ use longshot_core::api::{
 };
 use longshot_core::codenoise::BlendMode;
 use longshot_core::inputs::InputDigest;
-use longshot_core::job::{defaults, ClipLength, FieldError, JobInputs, JobSpec, OutputKind};
+use longshot_core::job::{defaults, ClipLength, FieldError, JobInputs, JobSpec, OutputKind, Rerender};
 use longshot_core::scheduler::Solver;
 use longshot_core::shots::{self, Shot, Transition};
 
@@ -41,6 +41,11 @@ impl From<JobSpec> for pb::JobSpec {
             video: s.inputs.video.map(String::from).unwrap_or_default(),
             strength: s.strength,
             shots: s.shots.into_iter().map(Into::into).collect(),
+            rerender: s.rerender.map(|r| pb::Rerender {
+                source_job: r.source,
+                from_frame: r.from_frame,
+                to_frame: r.to_frame,
+            }),
         }
     }
 }
@@ -158,6 +163,11 @@ impl TryFrom<pb::JobSpec> for JobSpec {
             },
             inputs,
             shots,
+            rerender: p.rerender.map(|r| Rerender {
+                source: r.source_job,
+                from_frame: r.from_frame,
+                to_frame: r.to_frame,
+            }),
         };
         if errors.is_empty() {
             return Ok(spec);

@@ -13,8 +13,10 @@ use longshot_core::inputs::{VideoSpan, MAX_VIDEO_SIDE};
 use longshot_core::noise::{NoiseKeys, NoiseSegment};
 use longshot_core::plan::{PlanError, WindowPlan};
 use longshot_core::prompt_schedule::{PromptSchedule, ScheduledPrompt};
+use longshot_core::repaint::{KnownLatents, RepaintMask};
 use longshot_core::scheduler::{Schedule, ScheduleError, Solver};
 use longshot_core::shots::WindowPrompt;
+use longshot_core::tensor::{LatentShape, Latents};
 use std::sync::Arc;
 
 // ---- ShardAssignment ------------------------------------------------------------------------
@@ -85,6 +87,16 @@ impl From<ShardAssignment> for pb::ShardAssignment {
                 video_frames: to_u32(v.video_frames),
                 width: v.width,
                 height: v.height,
+            }),
+            repaint: a.repaint.map(|m| pb::RepaintMask {
+                free_start: to_u32(m.free.start),
+                free_end: to_u32(m.free.end),
+                margin: to_u32(m.margin),
+            }),
+            // And the known latents.
+            known: a.known.as_deref().map(|k| pb::KnownSpan {
+                first_frame: to_u32(k.first),
+                frames: to_u32(k.latents.shape().frames),
             }),
         }
     }
@@ -160,6 +172,18 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
         if a.video.is_some() {
             return Err(invalid("video", "a video's frames travel only on ResumeShard"));
         }
+        if a.known.is_some() {
+            return Err(invalid("known", "known latents travel only on ResumeShard"));
+        }
+        let repaint = a
+            .repaint
+            .map(|m| {
+                let free = to_usize(m.free_start, "free_start")?..to_usize(m.free_end, "free_end")?;
+                RepaintMask::new(free, to_usize(m.margin, "margin")?, plan.latent_frames())
+                    .map_err(|e| invalid("free_end", e.to_string()))
+            })
+            .transpose()
+            .map_err(|e| nest("repaint", e))?;
         let noise = noise_keys_from_pb(a.seed, &a.noise)?;
         let prompts = a
             .prompts
@@ -171,6 +195,8 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
             first_step: to_usize(a.first_step, "first_step")?,
             // Filled from `ResumeShard`'s frame messages by the server adapter.
             video: None,
+            known: None,
+            repaint,
             job_id: a.job_id,
             plan_id: a.plan_id,
             model: a.model,
@@ -506,10 +532,11 @@ where
     };
     let step = a.resume_step as usize;
     let video = a.video.take();
-    if step == 0 && video.is_none() {
+    let known = a.known.take();
+    if step == 0 && video.is_none() && known.is_none() {
         return Err(invalid(
             "assignment.resume_step",
-            "0 and no video: ResumeShard carries a checkpoint or a video (else use RunShard)",
+            "0 and no video or known latents: ResumeShard carries a checkpoint, a video or a rerender's latents (else use RunShard)",
         ));
     }
     let mut assignment = ShardAssignment::try_from(a).map_err(|e| nest("assignment", e))?;
@@ -539,6 +566,44 @@ where
             span.rgb.extend_from_slice(&f.rgb);
         }
         assignment.video = Some(std::sync::Arc::new(span));
+    }
+    if let Some(k) = known {
+        let shape = LatentShape::new(0, assignment.channels, assignment.height, assignment.width);
+        let (first, frames) = (k.first_frame as usize, k.frames as usize);
+        if frames == 0 || first + frames > assignment.plan.latent_frames() {
+            return Err(invalid(
+                "assignment.known",
+                format!(
+                    "latent frames {first}..{} are not inside the clip's {}",
+                    first + frames,
+                    assignment.plan.latent_frames()
+                ),
+            ));
+        }
+        let fb = shape.frame_len() * 4;
+        // Grows as frames arrive: a header alone never reserves memory.
+        let mut data = Vec::with_capacity(shape.frame_len() * frames.min(4));
+        for i in 0..frames {
+            let Part::KnownFrame(f) = next().await? else {
+                return Err(invalid("part", format!("expected known latent frame {i} of {frames}")));
+            };
+            if f.data.len() != fb {
+                return Err(invalid(
+                    "known_frame.data",
+                    format!(
+                        "frame {i} holds {} bytes, not {fb} (f32 [channels, height, width])",
+                        f.data.len()
+                    ),
+                ));
+            }
+            data.extend(
+                f.data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+        let latents = Latents::from_vec(shape.with_frames(frames), data).expect("whole frames");
+        assignment.known = Some(std::sync::Arc::new(KnownLatents { first, latents }));
     }
     if step == 0 {
         return Ok(assignment);

@@ -372,6 +372,7 @@ async fn start_worker(fake: Arc<FakeWorker>) -> Result<Running> {
 fn spec() -> JobSpec {
     JobSpec {
         shots: Vec::new(),
+        rerender: None,
         strength: None,
         model: "procedural".into(),
         prompt: "a lighthouse at dusk".into(),

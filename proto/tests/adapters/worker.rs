@@ -63,6 +63,8 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
         prompts: None,
         first_step: 0,
         video: None,
+        repaint: None,
+        known: None,
         job_id: "j-1".into(),
         plan_id: 3,
         model: "procedural".into(),
@@ -226,6 +228,8 @@ async fn resumed_shards_carry_their_window_states_both_ways() -> Result<()> {
         prompts: None,
         first_step: 0,
         video: None,
+        repaint: None,
+        known: None,
         job_id: "j-9".into(),
         plan_id: 4,
         model: "procedural".into(),
@@ -282,6 +286,8 @@ async fn malformed_resume_streams_are_refused_by_name() -> Result<()> {
             prompts: None,
             first_step: 0,
             video: None,
+            repaint: None,
+            known: None,
             job_id: "j".into(),
             plan_id: 1,
             model: "procedural".into(),
@@ -448,6 +454,8 @@ async fn video_shards_carry_their_frames() -> Result<()> {
         prompts: None,
         first_step: 3,
         video: Some(Arc::new(span.clone())),
+        repaint: None,
+        known: None,
         job_id: "j-v".into(),
         plan_id: 1,
         model: "procedural".into(),
@@ -480,6 +488,71 @@ async fn video_shards_carry_their_frames() -> Result<()> {
         })
         .chain([ShardEvent::Finished])
         .collect();
+    assert_eq!(events, want);
+    server.stop().await
+}
+
+/// A rerender's shard: its mask rides in the assignment and its source latents travel one frame
+/// per message through `ResumeShard`, also with a checkpoint's states after them, bit for bit.
+#[tokio::test]
+async fn rerender_shards_carry_their_mask_and_known_latents() -> Result<()> {
+    use longshot_core::repaint::{KnownLatents, RepaintMask};
+    use longshot_core::tensor::{LatentShape, Latents};
+    let echo = FakeWorker::new().with_shards(|a| {
+        let known = a.known.clone().expect("the known latents arrived");
+        let mask = a.repaint.clone().expect("the mask arrived");
+        let event = ShardEvent::Latents {
+            first_frame: (known.first + 100 * mask.free.start + 10_000 * mask.margin) as u32,
+            frames: known.latents.shape().frames as u32,
+            data: known.latents.as_slice().to_vec(),
+        };
+        Ok(Box::pin(stream::iter([event, ShardEvent::Finished])) as BoxStream<ShardEvent>)
+    });
+    let server = start_worker(Arc::new(echo)).await?;
+    let worker = GrpcWorkerConnector.connect(server.addr.to_string()).await?;
+    let plan = longshot_core::plan::WindowPlan::new(53, 21, 5)?;
+    let data: Vec<f32> = (0..37 * 4).map(|v| v as f32 * 0.5 - 7.25).collect();
+    let known = KnownLatents {
+        first: 16,
+        latents: Latents::from_vec(LatentShape::new(37, 1, 1, 4), data.clone()).unwrap(),
+    };
+    let assignment = ShardAssignment {
+        prompts: None,
+        first_step: 0,
+        video: None,
+        repaint: Some(RepaintMask::new(20..30, 15, 53)?),
+        known: Some(Arc::new(known)),
+        job_id: "j-r".into(),
+        plan_id: 1,
+        model: "procedural".into(),
+        conditioning: Default::default(),
+        noise: longshot_core::noise::NoiseKeys::single(1),
+        channels: 1,
+        height: 1,
+        width: 4,
+        plan,
+        schedule: longshot_core::scheduler::Schedule::new(Solver::UniPc, 10, 3.0)?,
+        guidance: 5.0,
+        windows: 1..3,
+        left_address: Some("127.0.0.1:1".into()),
+        right_address: None,
+        exchange_timeout: Duration::from_secs(5),
+        hash_every: 1,
+        output_frames: 209,
+        blend: Default::default(),
+        nccl: None,
+        checkpoint_every: 0,
+        resume: None,
+    };
+    let events: Vec<ShardEvent> = worker.run_shard(assignment).await?.collect().await;
+    let want = vec![
+        ShardEvent::Latents {
+            first_frame: 16 + 2000 + 150_000,
+            frames: 37,
+            data,
+        },
+        ShardEvent::Finished,
+    ];
     assert_eq!(events, want);
     server.stop().await
 }

@@ -47,6 +47,7 @@ fn rejected<T: Debug>(result: Result<T, ApiError>, fields: &[&str]) {
 fn spec() -> JobSpec {
     JobSpec {
         shots: Vec::new(),
+        rerender: None,
         strength: None,
         model: "procedural".into(),
         prompt: "a lighthouse at dusk".into(),
@@ -132,6 +133,8 @@ fn assignment() -> ShardAssignment {
         prompts: None,
         first_step: 0,
         video: None,
+        repaint: None,
+        known: None,
         job_id: "j-1".into(),
         plan_id: 3,
         model: "procedural".into(),

@@ -52,6 +52,15 @@ fn job_messages_round_trip() {
     round_trip::<JobSpec, pb::JobSpec>(JobSpec {
         prompt: String::new(),
         shots: shots.clone(),
+        rerender: None,
+        ..spec()
+    });
+    round_trip::<JobSpec, pb::JobSpec>(JobSpec {
+        rerender: Some(longshot_core::job::Rerender {
+            source: "job-0001-0000abcd".into(),
+            from_frame: 3,
+            to_frame: 17,
+        }),
         ..spec()
     });
     // A shot list with no duration takes the shots' total (2.5 s at 24 fps + 40 + 1).
@@ -59,6 +68,7 @@ fn job_messages_round_trip() {
         duration: None,
         prompt: String::new(),
         shots: shots.into_iter().map(Into::into).collect(),
+        rerender: None,
         ..pb::JobSpec::from(spec())
     };
     let back = JobSpec::try_from(wire).expect("converts");
