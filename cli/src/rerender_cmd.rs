@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use longshot_core::api::{JobApi, JobState};
 use longshot_core::job::{JobSpec, Rerender};
+use longshot_core::shots::total_frames;
 use std::path::PathBuf;
 
 #[derive(Args, Clone, Debug)]
@@ -70,6 +71,12 @@ fn rerender_spec(source: &JobSpec, source_id: &str, seed: u64, a: &RerenderArgs)
     if let Some(path) = &a.shots {
         spec.shots = read_shots(path)?;
         spec.prompt.clear();
+        // Bad shots are named by the coordinator's check; only the length is a rerender's own.
+        if let Some(total) = total_frames(&spec.shots, source.fps) {
+            if total != frames {
+                bail!("--shots: the shots add up to {total} frames, job {source_id} has {frames}: a rerender keeps its source's length");
+            }
+        }
     }
     if let Some(n) = &a.negative_prompt {
         spec.negative_prompt = n.clone();

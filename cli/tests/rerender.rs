@@ -134,3 +134,92 @@ fn bad_rerenders_are_refused_by_name_and_create_no_job() {
     }
     assert_eq!(c.ok(&["list"]), jobs_before, "a refused rerender created a job");
 }
+
+const THREE_SHOTS: &str = "\
+shots:
+  - prompt: a calm slow red sunset over the sea
+    frames: 160
+    transition: {blend: 2}
+  - prompt: PROMPT
+    frames: 160
+    transition: {blend: 2}
+  - prompt: a calm slow green forest in the rain
+    frames: 161
+";
+
+/// Editing one shot of a take: the middle shot's prompt changed and only its frames re-rendered.
+/// Shots 0 and 2 keep their frames bit for bit outside the margin.
+#[test]
+fn changing_the_middle_shot_by_rerendering_it_keeps_the_other_shots() {
+    let c = Cluster::start(2, 30.0);
+    c.wait_for_workers(2);
+    let dir = c.dir.path().to_path_buf();
+    let write = |name: &str, prompt: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, THREE_SHOTS.replace("PROMPT", prompt)).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let before = write("before.yaml", "a calm slow blue lagoon under the sky");
+    let after = write("after.yaml", "a calm slow yellow desert at noon");
+    let source = submit(
+        &c,
+        &[
+            "--shots",
+            &before,
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--steps",
+            "4",
+            "--seed",
+            "3",
+            "--format",
+            "png,latents",
+        ],
+    );
+    c.wait_state(&source, &["done"], Duration::from_secs(120));
+    // 481 frames = 121 latent frames.
+    let shape = [121, 16, 6, 8];
+    let (_, src) = fetch_render(&c, &source, "shots-source", &shape);
+    // Shot 1 is frames 160..320 = 10 s..20 s: latents 40..81, with the margin 25..96; the decoder's
+    // halo reaches latent 97, so output frames 97..389 may change.
+    let job = c.ok(&["rerender", &source, "--from", "10", "--to", "20", "--shots", &after]);
+    let job = job.trim();
+    let s = c.wait_state(job, &["done", "failed"], Duration::from_secs(120));
+    assert_eq!(s["state"], "done", "{s}\n{}", c.logs());
+    let (_, edit) = fetch_render(&c, job, "shots-edit", &shape);
+    let changed: Vec<usize> = (0..src.len()).filter(|&i| src[i] != edit[i]).collect();
+    assert!(
+        !changed.is_empty() && changed.iter().all(|i| (97..389).contains(i)),
+        "frames changed: {changed:?}"
+    );
+    assert!(
+        (160..320).all(|i| changed.contains(&i)),
+        "the middle shot is re-rendered"
+    );
+    // A shot list of another length is not the same clip.
+    let longer = dir.join("longer.yaml");
+    std::fs::write(
+        &longer,
+        THREE_SHOTS.replace("PROMPT", "x").replace("frames: 161", "frames: 170"),
+    )
+    .unwrap();
+    let out = c.cli(&[
+        "rerender",
+        &source,
+        "--from",
+        "10",
+        "--to",
+        "20",
+        "--shots",
+        longer.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("--shots: the shots add up to 490 frames, job job-")
+            && stderr.contains("has 481: a rerender keeps its source's length"),
+        "{stderr}"
+    );
+}

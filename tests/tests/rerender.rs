@@ -3,7 +3,9 @@
 //! original render, the result is the same on 1–3 partitions, the range itself changes, and the
 //! seams at both joins stay at the placebo level.
 
+use longshot_core::checkpoint::WindowState;
 use longshot_core::codenoise::{BlendMode, PartitionConfig};
+use longshot_core::denoiser::{Branch, DenoiseError, Denoiser, ModelInfo, StepPoint, WindowContext};
 use longshot_core::local::{render_local_from_video, LocalRender};
 use longshot_core::noise::NoiseKeys;
 use longshot_core::repaint::{latents_of_output, KnownLatents, RepaintMask, MARGIN_OVERLAPS};
@@ -14,6 +16,7 @@ use longshot_core::tensor::Latents;
 use longshot_models::ProceduralModel;
 use longshot_tests::{assert_seams_like_placebo, conditioning, procedural_config, render_procedural};
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const PROMPT: &str = "a calm slow red sunset over the sea";
@@ -28,6 +31,22 @@ fn rerender(
     seed: u64,
     partitions: usize,
 ) -> (LocalRender, RepaintMask) {
+    let (r, mask, _) = rerender_resumable(cfg, original, frames, prompt, seed, partitions, 0, None);
+    (r, mask)
+}
+
+/// [`rerender`] with checkpoints every `every` steps (returned), resuming from `resume`.
+#[allow(clippy::too_many_arguments)]
+fn rerender_resumable(
+    cfg: &PartitionConfig,
+    original: &Latents,
+    frames: Range<usize>,
+    prompt: &str,
+    seed: u64,
+    partitions: usize,
+    every: usize,
+    resume: Option<&[WindowState]>,
+) -> (LocalRender, RepaintMask, Vec<WindowState>) {
     let free = latents_of_output(frames, 4);
     let margin = MARGIN_OVERLAPS * cfg.plan.overlap();
     let mask = RepaintMask::new(free, margin, cfg.plan.latent_frames()).unwrap();
@@ -45,18 +64,18 @@ fn rerender(
     let model = ProceduralModel::new();
     let cond = conditioning(prompt);
     let (h, w) = (cfg.height, cfg.width);
-    let (r, _) = render_local_from_video(
+    let (r, states) = render_local_from_video(
         &cfg,
         partitions,
         &|| model.denoiser(&cond, h, w),
         model.decoder().as_ref(),
         Duration::from_secs(60),
-        0,
-        None,
+        every,
+        resume,
         Some(&window),
     )
     .expect("rerender");
-    (r, mask)
+    (r, mask, states)
 }
 
 fn differing_frames(a: &LocalRender, b: &LocalRender) -> Vec<usize> {
@@ -118,6 +137,23 @@ fn a_rerender_keeps_everything_outside_its_range_and_margin_bit_for_bit() {
         "{frames:?} vs {may_differ:?}"
     );
     assert_eq!(one.frames.len(), original.frames.len());
+}
+
+#[test]
+fn a_resumed_rerender_is_bit_identical_to_an_undisturbed_one() {
+    let cfg = procedural_config(4, (6, 8), 9, BlendMode::CoDenoise);
+    let original = render_procedural(&cfg, 2, PROMPT);
+    let (whole, _, states) = rerender_resumable(&cfg, &original.latents, 100..140, PROMPT, 5, 2, 3, None);
+    let mut at_six: Vec<WindowState> = states.into_iter().filter(|w| w.step == 6).collect();
+    at_six.sort_by_key(|w| w.window);
+    assert_eq!(at_six.len(), cfg.plan.windows());
+    for parts in [1, 3] {
+        let (resumed, _, _) = rerender_resumable(&cfg, &original.latents, 100..140, PROMPT, 5, parts, 0, Some(&at_six));
+        assert!(
+            resumed.latents == whole.latents && resumed.frames == whole.frames,
+            "a rerender resumed at step 6 on {parts} partitions differs"
+        );
+    }
 }
 
 #[test]
@@ -196,4 +232,72 @@ fn the_joins_of_a_rerendered_range_stay_at_the_placebo_level() {
     assert!(f.count == 8 && l.count == 8, "every join is scored: {f:?} {l:?}");
     assert_seams_like_placebo("rerender joins, frames d1", &f, &fp);
     assert_seams_like_placebo("rerender joins, latents d1", &l, &lp);
+}
+
+/// Counts each window's model forwards.
+struct Counting {
+    inner: Box<dyn Denoiser>,
+    calls: Arc<Mutex<Vec<usize>>>,
+}
+
+impl Denoiser for Counting {
+    fn info(&self) -> &ModelInfo {
+        self.inner.info()
+    }
+    fn predict(
+        &mut self,
+        x: &Latents,
+        window: WindowContext,
+        step: StepPoint,
+        branch: Branch,
+        out: &mut Latents,
+    ) -> Result<(), DenoiseError> {
+        self.calls.lock().unwrap().push(window.index);
+        self.inner.predict(x, window, step, branch, out)
+    }
+}
+
+#[test]
+fn only_the_windows_over_the_range_and_margin_run_the_model() {
+    let cfg = procedural_config(8, (6, 8), 4, BlendMode::CoDenoise);
+    let original = render_procedural(&cfg, 1, PROMPT);
+    // Output frames 260..280 are latents 65..71; with the margin, 50..86 may change: windows
+    // 2 to 5 (latents 32..53, 48..69, 64..85, 80..101) run, the other four are held.
+    let mask = RepaintMask::new(latents_of_output(260..280, 4), 15, cfg.plan.latent_frames()).unwrap();
+    let cfg = PartitionConfig {
+        repaint: Some(mask),
+        ..cfg
+    };
+    let known = KnownLatents {
+        first: 0,
+        latents: original.latents.clone(),
+    };
+    let shape = original.latents.shape().with_frames(cfg.plan.window());
+    let window = |k: usize| known.window(&cfg.plan, k, shape).unwrap();
+    let model = ProceduralModel::new();
+    let cond = conditioning(PROMPT);
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let make = || -> Box<dyn Denoiser> {
+        Box::new(Counting {
+            inner: model.denoiser(&cond, 6, 8),
+            calls: calls.clone(),
+        })
+    };
+    render_local_from_video(
+        &cfg,
+        3,
+        &make,
+        model.decoder().as_ref(),
+        Duration::from_secs(60),
+        0,
+        None,
+        Some(&window),
+    )
+    .expect("rerender");
+    let mut ran = calls.lock().unwrap().clone();
+    ran.sort();
+    ran.dedup();
+    assert_eq!(ran, [2, 3, 4, 5]);
+    // Two forwards (CFG) per step for each running window.
+    assert_eq!(calls.lock().unwrap().len(), 4 * 4 * 2);
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use longshot_media::{read_latents, write_latents, Latents, LatentsWriter, MediaError};
+use longshot_media::{read_latent_frames, read_latents, write_latents, Latents, LatentsWriter, MediaError};
 use safetensors::tensor::{Dtype, TensorView};
 
 fn sample_latents() -> Latents {
@@ -160,4 +160,29 @@ fn a_piecewise_write_refuses_overlaps_gaps_and_strays_and_leaves_no_file() {
     );
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "no file, no .partial: {left:?}");
+}
+
+#[test]
+fn a_range_of_frames_reads_back_bit_exactly_and_bad_requests_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.safetensors");
+    let latents = sample_latents();
+    write_latents(&path, &latents).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let shape = [2, 3, 4, 5];
+    for (range, values) in [(0..2, 0..120), (1..2, 60..120), (0..1, 0..60), (1..1, 60..60)] {
+        let got = read_latent_frames(&path, "latents", &shape, range.clone()).unwrap();
+        assert_eq!(bits(&got), bits(&latents.data[values]), "{range:?}");
+    }
+    let err = |name: &str, shape: &[usize], range: std::ops::Range<usize>| {
+        read_latent_frames(&path, name, shape, range).unwrap_err().to_string()
+    };
+    let e = err("latents", &[2, 3, 4, 6], 0..1);
+    assert!(e.contains("shape is Some([2, 3, 4, 5]), expected [2, 3, 4, 6]"), "{e}");
+    assert!(err("other", &shape, 0..1).contains("no such tensor"));
+    assert!(err("latents", &shape, 1..3).contains("frames 1..3 are outside the tensor's 2"));
+    std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!").unwrap();
+    assert!(err("latents", &shape, 0..1).contains("the header is not JSON"));
+    let missing = read_latent_frames(&dir.path().join("gone.safetensors"), "latents", &shape, 0..1).unwrap_err();
+    assert!(missing.to_string().contains("gone.safetensors"), "{missing}");
 }

@@ -411,6 +411,73 @@ async fn malformed_resume_streams_are_refused_by_name() -> Result<()> {
         let err = run_video(parts).await.unwrap_err().to_string();
         ensure!(err.contains(want), "{err} (want {want})");
     }
+    // A rerender: its source latents follow the assignment (after any video), one latent frame
+    // ([1, 1, 1] here: 4 bytes) per message, also before a checkpoint's windows.
+    let with_known = |resume_step: u32, first_frame: u32, frames: u32| pb::ShardAssignment {
+        repaint: Some(pb::RepaintMask {
+            free_start: 3,
+            free_end: 9,
+            margin: 15,
+        }),
+        known: Some(pb::KnownSpan { first_frame, frames }),
+        ..assignment(resume_step)
+    };
+    let latent = |len: usize| {
+        Part::KnownFrame(pb::KnownLatentFrame {
+            data: vec![0u8; len].into(),
+        })
+    };
+    let run_known = |parts: Vec<Part>| async move {
+        let msgs = parts.into_iter().map(|p| Ok(pb::ResumeShardRequest { part: Some(p) }));
+        read_resume(stream::iter(msgs)).await.map(|a| {
+            (
+                a.known.map(|k| (k.first, k.latents.shape().frames)),
+                a.repaint.map(|m| m.free),
+                a.resume.map(|r| r.len()),
+            )
+        })
+    };
+    let ok = run_known(vec![Part::Assignment(with_known(0, 0, 2)), latent(4), latent(4)]).await;
+    assert_eq!(ok, Ok((Some((0, 2)), Some(3..9), None)));
+    let resumed = run_known(vec![
+        Part::Assignment(with_known(2, 36, 1)),
+        latent(4),
+        Part::Window(window(0, 2)),
+        Part::Window(window(1, 2)),
+    ])
+    .await;
+    assert_eq!(resumed, Ok((Some((36, 1)), Some(3..9), Some(2))));
+    let cases = [
+        (
+            vec![Part::Assignment(with_known(0, 0, 1)), latent(8)],
+            "known_frame.data: frame 0 holds 8 bytes, not 4",
+        ),
+        (
+            vec![Part::Assignment(with_known(0, 30, 8))],
+            "assignment.known: latent frames 30..38 are not inside the clip's 37",
+        ),
+        (
+            vec![Part::Assignment(with_known(0, 0, 2)), latent(4), frame(3)],
+            "expected known latent frame 1 of 2",
+        ),
+        (
+            vec![Part::Assignment(pb::ShardAssignment {
+                repaint: Some(pb::RepaintMask {
+                    free_start: 30,
+                    free_end: 40,
+                    margin: 1,
+                }),
+                ..with_known(0, 0, 1)
+            })],
+            "repaint.free_end: the re-rendered latent frames 30..40 are empty or outside the clip's 37 latent frames",
+        ),
+    ];
+    for (parts, want) in cases {
+        let err = run_known(parts).await.unwrap_err().to_string();
+        ensure!(err.contains(want), "{err} (want {want})");
+    }
+    let err = ShardAssignment::try_from(with_known(0, 0, 1)).unwrap_err().to_string();
+    ensure!(err.contains("known: known latents travel only on ResumeShard"), "{err}");
     // RunShard cannot carry frames.
     let err = ShardAssignment::try_from(with_video(0, 0, 1, 1))
         .unwrap_err()
