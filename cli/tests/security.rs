@@ -32,6 +32,35 @@ async fn channel(address: &str, ca: &str, identity: Option<(String, String)>) ->
     endpoint.connect().await.map_err(|e| format!("{e:?}"))
 }
 
+/// A raw SubmitJob as `token` re-rendering frames 1..20 of `source` (FAULT_JOB's clip).
+fn raw_rerender(c: &Cluster, token: &str, source: &str) -> tonic::Status {
+    let ca = read(&c.dir.path().join("certs/ca.pem"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ch = channel(&c.address(), &ca, None).await.unwrap();
+        let mut client = pb::job_service_client::JobServiceClient::new(ch);
+        let spec = pb::JobSpec {
+            model: "procedural".into(),
+            prompt: "a lighthouse in a storm, waves breaking".into(),
+            duration: Some(pb::job_spec::Duration::Frames(209)),
+            width: Some(96),
+            height: Some(64),
+            steps: Some(400),
+            outputs: vec!["latents".into()],
+            rerender: Some(pb::Rerender {
+                source_job: source.into(),
+                from_frame: 1,
+                to_frame: 20,
+            }),
+            ..Default::default()
+        };
+        let mut req = tonic::Request::new(pb::SubmitJobRequest { spec: Some(spec) });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        client.submit_job(req).await.unwrap_err()
+    })
+}
+
 /// The certificate and key NAME in `dir`.
 fn identity(dir: &Path, name: &str) -> (String, String) {
     (
@@ -403,6 +432,20 @@ fn tokens_and_roles_decide_what_each_client_sees_and_touches() {
     let out = c.dir.path().join("alice.safetensors");
     run(Some(&alice), &["fetch", &job, "-o", out.to_str().unwrap()]).expect("alice fetches her job");
     assert!(std::fs::metadata(&out).unwrap().len() > 0);
+    // A rerender reads its source's latents: carol may not re-render alice's job, neither through
+    // the CLI (she cannot see it) nor with a raw request naming it; alice may.
+    let err = run(Some(&carol), &["rerender", &job, "--from", "1", "--to", "2"]).unwrap_err();
+    assert!(err.contains("among those token \"carol\" may see"), "{err}");
+    let raw = raw_rerender(&c, &carol, &job);
+    assert!(
+        raw.code() == tonic::Code::InvalidArgument
+            && raw.message().contains("rerender.source: no job")
+            && raw.message().contains("token \"carol\" may see"),
+        "{raw:?}"
+    );
+    let edit = run(Some(&alice), &["rerender", &job, "--from", "1", "--to", "2"]).expect("alice re-renders her job");
+    run(Some(&alice), &["cancel", edit.trim()]).unwrap();
+    c.wait_state(edit.trim(), &["cancelled", "done"], Duration::from_secs(60));
     // Only an admin drains a worker; a drained worker takes no new job until it is undrained.
     let worker = c.workers()[0]["id"].as_str().unwrap().to_string();
     let err = run(Some(&alice), &["drain", &worker]).unwrap_err();

@@ -26,7 +26,7 @@ use longshot_core::api::{
     ShardAssignment, WorkerApi, WorkerInfo,
 };
 use longshot_core::inputs::{InputDigest, UPLOAD_CHUNK_BYTES};
-use longshot_core::job::JobSpec;
+use longshot_core::job::{FieldError, JobSpec};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -108,6 +108,19 @@ impl JobService for JobServiceAdapter {
         async move {
             let spec = request.into_inner().spec.ok_or_else(|| missing("spec"))?;
             let spec = JobSpec::try_from(spec).map_err(to_status)?;
+            // A rerender reads its source's latents: only a caller who may see that job may.
+            if let (Some(r), Some(_)) = (&spec.rerender, &caller) {
+                if let Err(e) = self.visible_job(&caller, r.source.clone()).await {
+                    let why = match e {
+                        ApiError::NotFound(m) => m,
+                        e => e.to_string(),
+                    };
+                    return Err(to_status(ApiError::InvalidArgument(vec![FieldError::new(
+                        "rerender.source",
+                        why,
+                    )])));
+                }
+            }
             let owner = caller.map(|p| p.name).unwrap_or_default();
             reply(self.jobs.submit(spec, owner).await.map(Into::into))
         }
