@@ -18,6 +18,10 @@ pub struct JobArgs {
     /// lists"). The clip's length is the shots' total.
     #[arg(long, conflicts_with_all = ["prompt", "duration", "frames", "video"])]
     pub shots: Option<PathBuf>,
+    /// With --shots: also write each video output once per shot, beside the clip
+    /// (clip.shot-00.mp4, clip.shot-01.mp4, …; `fetch --shot N`).
+    #[arg(long, requires = "shots")]
+    pub split_shots: bool,
     /// What to steer away from (the unconditional branch of classifier-free guidance).
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
@@ -125,6 +129,7 @@ impl JobArgs {
         JobSpec {
             shots: shots.clone(),
             rerender: None,
+            split_shots: self.split_shots,
             strength: self.strength,
             model: self.model.clone(),
             prompt: self.prompt.clone().unwrap_or_default(),

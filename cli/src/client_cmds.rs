@@ -303,7 +303,14 @@ pub async fn cancel(coordinator: &str, job_id: &str, json: bool) -> Result<()> {
 }
 
 /// Writes output `kind` of a finished job to `output` (a directory for png). Returns bytes written.
-pub async fn fetch_to(client: &JobClient, job_id: &str, kind: OutputKind, output: &Path) -> Result<u64> {
+/// With `shot`, that shot's own file of the output (jobs with `split_shots`).
+pub async fn fetch_to(
+    client: &JobClient,
+    job_id: &str,
+    kind: OutputKind,
+    shot: Option<u32>,
+    output: &Path,
+) -> Result<u64> {
     let png = kind == OutputKind::Png;
     if !png && output.is_dir() {
         bail!(
@@ -314,7 +321,7 @@ pub async fn fetch_to(client: &JobClient, job_id: &str, kind: OutputKind, output
         );
     }
     let mut stream = client
-        .fetch(job_id.to_string(), kind)
+        .fetch(job_id.to_string(), kind, shot)
         .await
         .map_err(|e| anyhow!("{e}"))?;
     if png {
@@ -382,6 +389,7 @@ pub async fn fetch(
     job_id: &str,
     output: &Path,
     format: Option<OutputKind>,
+    shot: Option<u32>,
     json: bool,
 ) -> Result<()> {
     let kind = match format.or_else(|| OutputKind::from_path(output)) {
@@ -392,7 +400,7 @@ pub async fn fetch(
         ),
     };
     let client = connect(coordinator).await?;
-    let bytes = fetch_to(&client, job_id, kind, output).await?;
+    let bytes = fetch_to(&client, job_id, kind, shot, output).await?;
     if json {
         println!(
             "{}",

@@ -387,9 +387,19 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
             );
         }
         let mut written = Vec::new();
+        let shots = if status.spec.split_shots {
+            status.spec.shots.len()
+        } else {
+            0
+        };
         for (kind, path) in &targets {
-            let bytes = fetch_to(&client, &status.job_id, *kind, path).await?;
+            let bytes = fetch_to(&client, &status.job_id, *kind, None, path).await?;
             written.push((kind.as_str(), path.clone(), bytes));
+            for shot in (0..shots).filter(|_| kind.is_video()) {
+                let path = kind.shot_path(path, shot);
+                let bytes = fetch_to(&client, &status.job_id, *kind, Some(shot as u32), &path).await?;
+                written.push((kind.as_str(), path, bytes));
+            }
         }
         Ok::<_, anyhow::Error>((status, written))
     }

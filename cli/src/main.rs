@@ -108,6 +108,9 @@ enum Command {
         /// mp4, prores, png or latents (default from the output's extension).
         #[arg(long)]
         format: Option<longshot_core::job::OutputKind>,
+        /// One shot's own file (0-based), for a job submitted with --split-shots.
+        #[arg(long)]
+        shot: Option<u32>,
     },
     /// List the cluster's workers.
     Workers,
@@ -234,7 +237,12 @@ async fn run_client(command: Command, coordinator: &str, ca: Option<&std::path::
         Command::List { state, owner, limit } => c::list(coordinator, state.as_deref(), owner, limit, json).await,
         Command::Watch { job_id } => c::watch(coordinator, &job_id, json).await,
         Command::Cancel { job_id } => c::cancel(coordinator, &job_id, json).await,
-        Command::Fetch { job_id, output, format } => c::fetch(coordinator, &job_id, &output, format, json).await,
+        Command::Fetch {
+            job_id,
+            output,
+            format,
+            shot,
+        } => c::fetch(coordinator, &job_id, &output, format, shot, json).await,
         Command::Workers => c::workers(coordinator, json).await,
         Command::Drain { worker_id, undo } => c::drain(coordinator, &worker_id, undo, json).await,
         Command::Models => c::models(coordinator, json).await,

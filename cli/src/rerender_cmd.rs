@@ -67,6 +67,7 @@ fn rerender_spec(source: &JobSpec, source_id: &str, seed: u64, a: &RerenderArgs)
     if let Some(p) = &a.prompt {
         spec.prompt = p.clone();
         spec.shots.clear();
+        spec.split_shots = false;
     }
     if let Some(path) = &a.shots {
         spec.shots = read_shots(path)?;

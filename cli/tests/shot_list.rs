@@ -5,7 +5,7 @@
 
 mod harness;
 
-use harness::{latent_bytes, render_ok, render_timed, submit, Cluster};
+use harness::{ffprobe, latent_bytes, read_png_dir, render_ok, render_timed, submit, Cluster};
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -124,6 +124,35 @@ fn status_lists_the_shots_with_their_frames_and_seeds() {
     }
     let json = c.status(&job);
     assert_eq!(json["spec"]["shots"][1]["seed"], 77, "{json}");
+    // Per-shot files are fetched by shot; a job without them, or a shot it lacks, is refused.
+    let split = submit(
+        &c,
+        &[
+            "--shots",
+            &yaml,
+            "--split-shots",
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "48",
+        ],
+    );
+    c.wait_state(&split, &["done"], Duration::from_secs(120));
+    let listed = c.ok(&["status", &split]);
+    assert!(listed.contains("output clip.shot-01.mp4 (mp4"), "{listed}");
+    let dst = tmp.path().join("s1.mp4");
+    c.ok(&["fetch", &split, "--shot", "1", "-o", dst.to_str().unwrap()]);
+    assert_eq!(ffprobe(&dst)["streams"][0]["nb_read_frames"], "81");
+    for (job, shot, want) in [
+        (split.as_str(), "2", "shot: 2 is not one of job"),
+        (job.as_str(), "0", "wrote no per-shot files (submit with --split-shots)"),
+    ] {
+        let out = c.cli(&["fetch", job, "--shot", shot, "-o", dst.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(want), "{stderr}");
+    }
 }
 
 #[test]
@@ -178,4 +207,54 @@ fn bad_shot_lists_fail_before_anything_starts() {
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(stderr.contains("--shots: cannot read /nonexistent.yaml"), "{stderr}");
     assert!(!out.exists());
+}
+
+#[test]
+fn split_shots_writes_each_shot_beside_the_clip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let yaml = write(&t.join("shots.yaml"), TWO_SHOTS);
+    let clip = t.join("clip.mp4");
+    ok(&[
+        "--shots",
+        &yaml,
+        "--split-shots",
+        "--workers",
+        "2",
+        "--format",
+        "mp4,png",
+        "-o",
+        clip.to_str().unwrap(),
+    ]);
+    // Shot 0 is frames 0..80, shot 1 frames 80..161.
+    for (i, frames) in [(0, 80), (1, 81)] {
+        let mp4 = t.join(format!("clip.shot-{i:02}.mp4"));
+        let probe = ffprobe(&mp4);
+        assert_eq!(
+            probe["streams"][0]["nb_read_frames"],
+            frames.to_string(),
+            "{}: {probe}",
+            mp4.display()
+        );
+    }
+    let whole = read_png_dir(&t.join("clip.frames"));
+    assert_eq!(whole.len(), 161);
+    let first = read_png_dir(&t.join("clip.frames.shot-00"));
+    let second = read_png_dir(&t.join("clip.frames.shot-01"));
+    assert!(
+        first == whole[..80] && second == whole[80..],
+        "per-shot PNGs are not the clip's frames"
+    );
+
+    let (out, _) = render(&[
+        "--prompt",
+        "x",
+        "--frames",
+        "9",
+        "--split-shots",
+        "-o",
+        clip.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--shots"), "{stderr}");
 }

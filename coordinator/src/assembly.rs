@@ -62,6 +62,20 @@ pub struct AssemblyPlan {
     pub latent_metadata: Vec<(String, String)>,
     /// Workers in the gang: all but the first may deliver frames early, which wait on disk.
     pub workers: usize,
+    /// Frames of each shot that gets its own file of every video output (empty: none).
+    pub shot_files: Vec<std::ops::Range<u32>>,
+}
+
+/// A video output's writer: the whole clip's, or one shot's (its index and frames).
+type Writer = (OutputKind, Option<(usize, std::ops::Range<u32>)>, Box<dyn FrameWriter>);
+
+/// Where writer `shot` of `kind` writes in `plan.dir`.
+fn writer_path(plan: &AssemblyPlan, kind: OutputKind, shot: Option<usize>) -> PathBuf {
+    let whole = plan.dir.join(kind.file_name());
+    match shot {
+        Some(s) => kind.shot_path(&whole, s),
+        None => whole,
+    }
 }
 
 enum Msg {
@@ -92,12 +106,15 @@ impl Assembler {
             }
             Ok(())
         });
-        let mut writers = Vec::new();
+        let mut writers: Vec<Writer> = Vec::new();
         let opened = checked.and_then(|()| {
             for &kind in plan.outputs.iter().filter(|k| k.is_video()) {
-                let w = open_writer(kind, &plan.dir.join(kind.file_name()), plan.meta)
-                    .map_err(|e| AssemblyError::Media(kind, e))?;
-                writers.push((kind, w));
+                let shots = plan.shot_files.iter().cloned().enumerate().map(Some);
+                for shot in std::iter::once(None).chain(shots) {
+                    let path = writer_path(&plan, kind, shot.as_ref().map(|(i, _)| *i));
+                    let w = open_writer(kind, &path, plan.meta).map_err(|e| AssemblyError::Media(kind, e))?;
+                    writers.push((kind, shot, w));
+                }
             }
             Ok(())
         });
@@ -184,10 +201,13 @@ fn disk_full_named(e: AssemblyError, plan: &AssemblyPlan) -> AssemblyError {
 /// Removes what an incomplete assembly wrote: the outputs (the writers remove their `.partial`
 /// files when dropped), the spill directory, and the job directory when that leaves it empty.
 fn remove_outputs(plan: &AssemblyPlan) {
-    for kind in &plan.outputs {
-        let p = plan.dir.join(kind.file_name());
-        // Best effort: the job is failing already, and a missing file is the goal.
-        let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+    for &kind in &plan.outputs {
+        let shots = (0..plan.shot_files.len()).map(Some);
+        for shot in std::iter::once(None).chain(shots) {
+            let p = writer_path(plan, kind, shot);
+            // Best effort: the job is failing already, and a missing file is the goal.
+            let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+        }
     }
     let _ = std::fs::remove_dir_all(plan.dir.join(".spill"));
     let _ = std::fs::remove_dir(&plan.dir);
@@ -202,7 +222,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AssemblyError + '_ {
 
 fn run(
     plan: &AssemblyPlan,
-    mut writers: Vec<(OutputKind, Box<dyn FrameWriter>)>,
+    mut writers: Vec<Writer>,
     rx: &mut mpsc::Receiver<Msg>,
 ) -> Result<Vec<OutputInfo>, AssemblyError> {
     let spill = plan.dir.join(".spill");
@@ -223,9 +243,12 @@ fn run(
     let mut next = 0u32;
     let mut spilled = BTreeSet::new();
     let mut seen = BTreeMap::new();
-    let write_all = |rgb: &[u8], writers: &mut Vec<(OutputKind, Box<dyn FrameWriter>)>| -> Result<(), AssemblyError> {
-        for (kind, w) in writers.iter_mut() {
-            w.write_frame(rgb).map_err(|e| AssemblyError::Media(*kind, e))?;
+    // Frame `index` goes to every whole-clip writer and to its shot's.
+    let write_all = |index: u32, rgb: &[u8], writers: &mut Vec<Writer>| -> Result<(), AssemblyError> {
+        for (kind, shot, w) in writers.iter_mut() {
+            if shot.as_ref().is_none_or(|(_, frames)| frames.contains(&index)) {
+                w.write_frame(rgb).map_err(|e| AssemblyError::Media(*kind, e))?;
+            }
         }
         Ok(())
     };
@@ -261,12 +284,12 @@ fn run(
                     spilled.insert(index);
                     continue;
                 }
-                write_all(&rgb8, &mut writers)?;
+                write_all(index, &rgb8, &mut writers)?;
                 next += 1;
                 while spilled.remove(&next) {
                     let p = spill.join(format!("{next}.rgb"));
                     let data = std::fs::read(&p).map_err(io(&p))?;
-                    write_all(&data, &mut writers)?;
+                    write_all(next, &data, &mut writers)?;
                     std::fs::remove_file(&p).map_err(io(&p))?;
                     next += 1;
                 }
@@ -298,10 +321,14 @@ fn run(
     }
     let _ = std::fs::remove_dir_all(&spill);
     let mut outputs = Vec::new();
-    for (kind, w) in writers {
+    for (kind, shot, w) in writers {
         let summary = w.finish().map_err(|e| AssemblyError::Media(kind, e))?;
+        let path = writer_path(plan, kind, shot.map(|(i, _)| i));
         outputs.push(OutputInfo {
-            name: kind.file_name().into(),
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             format: kind,
             size_bytes: summary.bytes,
         });
@@ -334,6 +361,7 @@ mod tests {
             latent_shape: [2, 1, 2, 2],
             latent_metadata: Vec::new(),
             workers: 2,
+            shot_files: Vec::new(),
         }
     }
 

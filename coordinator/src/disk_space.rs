@@ -9,13 +9,20 @@ use std::path::Path;
 
 /// Bytes the outputs of `plan` take on disk (see [`estimate`]).
 pub fn estimated_bytes(plan: &AssemblyPlan) -> u64 {
-    estimate(
+    let whole = estimate(
         &plan.outputs,
         &plan.meta,
         plan.total_frames,
         plan.latent_shape,
         plan.workers,
-    )
+    );
+    // Per-shot files: every frame of every video output once more.
+    let videos: Vec<OutputKind> = plan.outputs.iter().copied().filter(|k| k.is_video()).collect();
+    let shots = match plan.shot_files.is_empty() {
+        true => 0,
+        false => estimate(&videos, &plan.meta, plan.total_frames, plan.latent_shape, 1),
+    };
+    whole.saturating_add(shots)
 }
 
 /// Bytes `outputs` of `frames` frames take on disk, estimated from the spec: exact for latents
@@ -100,6 +107,7 @@ mod tests {
             latent_shape: [53, 16, 8, 12],
             latent_metadata: Vec::new(),
             workers: 3,
+            shot_files: Vec::new(),
         };
         assert_eq!(estimated_bytes(&plan), 53 * 16 * 8 * 12 * 4 + 65536);
         plan.outputs = vec![OutputKind::Png];
@@ -107,6 +115,9 @@ mod tests {
         assert_eq!(estimated_bytes(&plan), raw + raw * 2 / 3);
         plan.workers = 1;
         assert_eq!(estimated_bytes(&plan), raw);
+        // Per-shot files hold every frame once more.
+        plan.shot_files = vec![0..100, 100..209];
+        assert_eq!(estimated_bytes(&plan), 2 * raw);
     }
 
     #[test]

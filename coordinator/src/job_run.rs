@@ -374,6 +374,7 @@ impl JobRun {
                 ("job_id".into(), self.job_id.clone()),
             ],
             workers: self.workers.len(),
+            shot_files: r.shot_files(),
         }
     }
 

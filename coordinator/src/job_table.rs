@@ -561,6 +561,7 @@ mod tests {
         let spec = JobSpec {
             shots: Vec::new(),
             rerender: None,
+            split_shots: false,
             strength: None,
             model: model.name.clone(),
             prompt: "p".into(),

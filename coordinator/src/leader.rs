@@ -259,9 +259,10 @@ impl JobApi for Gate {
         &self,
         job_id: String,
         format: OutputKind,
+        shot: Option<u32>,
     ) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>> {
         match self.leader.get() {
-            Some(c) => c.fetch(job_id, format),
+            Some(c) => c.fetch(job_id, format, shot),
             None => self.standby(),
         }
     }

@@ -139,6 +139,7 @@ mod tests {
         let spec = JobSpec {
             shots: Vec::new(),
             rerender: None,
+            split_shots: false,
             strength: None,
             model: "m".into(),
             prompt: "p".into(),

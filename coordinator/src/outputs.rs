@@ -9,12 +9,20 @@ use tokio::io::AsyncReadExt;
 /// Bytes per chunk sent to a client.
 const CHUNK: usize = 1 << 20;
 
-/// The files of output `kind` in a job directory, as (name sent to the client, path): one file,
-/// or for a PNG sequence every frame in order.
-pub fn output_files(job_dir: &Path, kind: OutputKind) -> Result<Vec<(String, PathBuf)>, ApiError> {
-    let path = job_dir.join(kind.file_name());
+/// The files of output `kind` (or of one shot's, [`OutputKind::shot_path`]) in a job directory,
+/// as (name sent to the client, path): one file, or for a PNG sequence every frame in order.
+pub fn output_files(job_dir: &Path, kind: OutputKind, shot: Option<u32>) -> Result<Vec<(String, PathBuf)>, ApiError> {
+    let whole = job_dir.join(kind.file_name());
+    let path = match shot {
+        Some(s) => kind.shot_path(&whole, s as usize),
+        None => whole,
+    };
     if kind != OutputKind::Png {
-        return Ok(vec![(kind.file_name().to_string(), path)]);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Ok(vec![(name, path)]);
     }
     let mut names: Vec<String> = std::fs::read_dir(&path)
         .map_err(|e| ApiError::Internal(format!("reading {}: {e}", path.display())))?

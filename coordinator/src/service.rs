@@ -313,12 +313,14 @@ impl JobApi for Coordinator {
         &self,
         job_id: String,
         format: OutputKind,
+        shot: Option<u32>,
     ) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>> {
         Box::pin(async move {
-            let (state, outputs, dir) = {
+            let (state, outputs, dir, shots) = {
                 let st = self.inner.lock();
                 let job = st.get(&job_id).ok_or_else(|| self.not_found(&st, &job_id))?;
-                (job.status().state, job.status().outputs.clone(), job.dir.clone())
+                let shots = job.resolved.shot_files().len();
+                (job.status().state, job.status().outputs.clone(), job.dir.clone(), shots)
             };
             if state != JobState::Done {
                 return Err(ApiError::FailedPrecondition(format!(
@@ -332,7 +334,17 @@ impl JobApi for Coordinator {
                     format!("job {job_id} has no {format} output; it has: {}", have.join(", ")),
                 ));
             }
-            Ok(file_chunks(output_files(&dir, format)?))
+            if let Some(s) = shot {
+                if !format.is_video() || s as usize >= shots {
+                    let why = match (shots, format.is_video()) {
+                        (_, false) => "the latents are one file for the whole clip".to_string(),
+                        (0, _) => format!("job {job_id} wrote no per-shot files (submit with --split-shots)"),
+                        (n, _) => format!("{s} is not one of job {job_id}'s shots 0..{n}"),
+                    };
+                    return Err(ApiError::invalid("shot", why));
+                }
+            }
+            Ok(file_chunks(output_files(&dir, format, shot)?))
         })
     }
 

@@ -18,6 +18,7 @@ fn spec(seed: u64) -> JobSpec {
     JobSpec {
         shots: Vec::new(),
         rerender: None,
+        split_shots: false,
         strength: None,
         model: "procedural".into(),
         prompt: "a slow red sunset".into(),

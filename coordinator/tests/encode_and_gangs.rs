@@ -76,6 +76,7 @@ fn spec(prompt: &str) -> JobSpec {
     JobSpec {
         shots: Vec::new(),
         rerender: None,
+        split_shots: false,
         strength: None,
         model: "procedural".into(),
         prompt: prompt.into(),

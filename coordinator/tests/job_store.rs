@@ -35,6 +35,7 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
     let spec = JobSpec {
         shots: Vec::new(),
         rerender: None,
+        split_shots: false,
         strength: None,
         model: model.name.clone(),
         prompt: format!("clip number {seq}, a slow red sunset"),

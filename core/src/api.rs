@@ -421,10 +421,13 @@ pub trait JobApi: Send + Sync + 'static {
     fn cancel(&self, job_id: String) -> BoxFuture<'_, Result<JobState, ApiError>>;
     /// The current state as a first event, then every event until a terminal one.
     fn watch(&self, job_id: String) -> BoxFuture<'_, Result<BoxStream<JobEvent>, ApiError>>;
+    /// Output `format` of a finished job: the whole clip, or with `shot` that shot's own file
+    /// (jobs with `split_shots`).
     fn fetch(
         &self,
         job_id: String,
         format: OutputKind,
+        shot: Option<u32>,
     ) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>>;
     fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, ApiError>>;
     fn models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ApiError>>;

@@ -62,6 +62,10 @@ pub struct JobSpec {
     /// Re-render a time range of another job in place ([`crate::repaint`]).
     #[serde(default)]
     pub rerender: Option<Rerender>,
+    /// With a shot list: also write each video output once per shot (its frames,
+    /// [`OutputKind::shot_path`]).
+    #[serde(default)]
+    pub split_shots: bool,
 }
 
 /// A job that re-renders output frames `from_frame..to_frame` of job `source` in place: the
@@ -243,6 +247,12 @@ impl JobSpec {
                 "a job starts from a video (video-to-video) or from reference images (image-to-video), not both",
             ));
         }
+        if self.split_shots && self.shots.is_empty() {
+            e.push(bad(
+                "split_shots",
+                "needs a shot list (--shots): a plain prompt job is one shot",
+            ));
+        }
         if let Some(r) = &self.rerender {
             if r.source.trim().is_empty() {
                 e.push(bad("rerender.source", "must name the job to re-render"));
@@ -348,6 +358,14 @@ impl ResolvedJob {
         match self.spec.shot_timeline(self.seed) {
             Some(t) => t.noise_keys(c),
             None => NoiseKeys::single(self.seed),
+        }
+    }
+
+    /// Output frames of each shot when the job writes one file per shot; empty otherwise.
+    pub fn shot_files(&self) -> Vec<std::ops::Range<u32>> {
+        match (self.spec.split_shots, self.spec.shot_timeline(self.seed)) {
+            (true, Some(t)) => t.shots.iter().map(|s| s.frames.clone()).collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -512,6 +530,7 @@ mod tests {
         JobSpec {
             shots: Vec::new(),
             rerender: None,
+            split_shots: false,
             strength: None,
             model: "m".into(),
             prompt: "a lighthouse".into(),
@@ -563,6 +582,7 @@ mod tests {
             prompt: String::new(),
             shots: shots.clone(),
             rerender: None,
+            split_shots: false,
             ..spec(JobInputs::default())
         };
         let r = spec.clone().resolve(&model(0), 9).unwrap();
@@ -608,6 +628,7 @@ mod tests {
         let bad = fields(JobSpec {
             shots: vec![shot("", 81, None)],
             rerender: None,
+            split_shots: false,
             ..spec
         });
         assert_eq!(bad, ["shots[0].prompt: must not be empty"]);
@@ -725,6 +746,11 @@ mod tests {
             assert!(e.len() == 1 && e[0].field == "rerender", "{a}..{b}: {e:?}");
             assert!(e[0].message.contains("inside the clip's 81 frames"), "{e:?}");
         }
+        let split = JobSpec {
+            split_shots: true,
+            ..source.clone()
+        };
+        assert_eq!(split.validate()[0].field, "split_shots");
         let mut nameless = edit(1, 2);
         nameless.rerender.as_mut().unwrap().source.clear();
         assert_eq!(nameless.validate()[0].field, "rerender.source");

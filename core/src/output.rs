@@ -76,6 +76,25 @@ impl OutputKind {
         path.with_extension(self.extension().unwrap_or("frames"))
     }
 
+    /// Where shot `shot`'s own file of this output goes, given the whole clip's `path`:
+    /// `clip.mp4` → `clip.shot-00.mp4`, a PNG directory `frames` → `frames.shot-00`. A job's own
+    /// files are this applied to [`OutputKind::file_name`].
+    pub fn shot_path(self, path: &Path, shot: usize) -> PathBuf {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = match (self.extension(), self) {
+            (_, OutputKind::Png) => format!(
+                "{}.shot-{shot:02}",
+                path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default()
+            ),
+            (Some(ext), _) => format!("{stem}.shot-{shot:02}.{ext}"),
+            (None, _) => format!("{stem}.shot-{shot:02}"),
+        };
+        path.with_file_name(name)
+    }
+
     /// Video formats go through a frame writer; latents are written from the denoised tensor.
     pub fn is_video(self) -> bool {
         self != OutputKind::Latents
@@ -118,6 +137,18 @@ mod tests {
         assert_eq!(
             "gif".parse::<OutputKind>().unwrap_err(),
             "output format \"gif\" is not one of: mp4, prores, png, latents"
+        );
+    }
+
+    #[test]
+    fn shot_files_sit_beside_the_clip_with_the_shot_number() {
+        let p = |kind: OutputKind, path: &str, shot| kind.shot_path(Path::new(path), shot);
+        assert_eq!(p(OutputKind::Mp4, "out/clip.mp4", 0), Path::new("out/clip.shot-00.mp4"));
+        assert_eq!(p(OutputKind::Prores, "clip.mov", 12), Path::new("clip.shot-12.mov"));
+        assert_eq!(p(OutputKind::Png, "out/frames", 3), Path::new("out/frames.shot-03"));
+        assert_eq!(
+            p(OutputKind::Png, "out/clip.frames", 3),
+            Path::new("out/clip.frames.shot-03")
         );
     }
 

@@ -204,7 +204,7 @@ impl JobService for JobServiceAdapter {
         if caller.is_some() {
             self.visible_job(&caller, r.job_id.clone()).await.map_err(to_status)?;
         }
-        let chunks = self.jobs.fetch(r.job_id, format).await.map_err(to_status)?;
+        let chunks = self.jobs.fetch(r.job_id, format, r.shot).await.map_err(to_status)?;
         let chunks = chunks.map(|c| c.map(pb::OutputChunk::from).map_err(to_status));
         Ok(Response::new(Box::pin(chunks)))
     }

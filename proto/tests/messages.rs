@@ -16,6 +16,7 @@ fn spec() -> pb::JobSpec {
     pb::JobSpec {
         shots: Vec::new(),
         rerender: None,
+        split_shots: false,
         model: "wan2.1-t2v-1.3b".into(),
         prompt: "a lighthouse in a storm, one long take".into(),
         negative_prompt: "blurry".into(),

@@ -15,6 +15,7 @@ fn spec(length: ClipLength, fps: u32) -> JobSpec {
     JobSpec {
         shots: Vec::new(),
         rerender: None,
+        split_shots: false,
         strength: None,
         model: ProceduralModel::NAME.into(),
         prompt: "a slow red sunset over the sea".into(),

@@ -199,11 +199,13 @@ impl JobApi for JobClient {
         &self,
         job_id: String,
         format: OutputKind,
+        shot: Option<u32>,
     ) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>> {
         Box::pin(async move {
             let request = pb::FetchOutputRequest {
                 job_id,
                 format: format.as_str().to_string(),
+                shot,
             };
             let r = self.client().fetch_output(self.request(request)).await;
             let inbound = r.map_err(|s| self.failed(s))?.into_inner();

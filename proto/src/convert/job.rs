@@ -46,6 +46,7 @@ impl From<JobSpec> for pb::JobSpec {
                 from_frame: r.from_frame,
                 to_frame: r.to_frame,
             }),
+            split_shots: s.split_shots,
         }
     }
 }
@@ -168,6 +169,7 @@ impl TryFrom<pb::JobSpec> for JobSpec {
                 from_frame: r.from_frame,
                 to_frame: r.to_frame,
             }),
+            split_shots: p.split_shots,
         };
         if errors.is_empty() {
             return Ok(spec);

@@ -60,18 +60,23 @@ async fn coordinator_round_trips_jobs_and_registrations() -> Result<()> {
     let watched: Vec<JobEvent> = client.watch("j-1".into()).await?.collect().await;
     assert_eq!(watched, events());
 
-    let chunks: Vec<Result<OutputChunk, ApiError>> = client.fetch("j-1".into(), OutputKind::Mp4).await?.collect().await;
+    let chunks: Vec<Result<OutputChunk, ApiError>> =
+        client.fetch("j-1".into(), OutputKind::Mp4, None).await?.collect().await;
     let bytes: Vec<u8> = chunks
         .into_iter()
         .map(|c| c.map(|c| c.data))
         .collect::<Result<Vec<_>, _>>()?
         .concat();
     assert_eq!(bytes, OUTPUT);
-    let chunks: Vec<_> = client.fetch("j-1".into(), OutputKind::Latents).await?.collect().await;
+    let chunks: Vec<_> = client
+        .fetch("j-1".into(), OutputKind::Latents, None)
+        .await?
+        .collect()
+        .await;
     assert_eq!(chunks.len(), 2);
     assert!(chunks[0].is_ok());
     assert_eq!(chunks[1], Err(ApiError::Internal("the output file vanished".into())));
-    let err = client.fetch("j-1".into(), OutputKind::Png).await.err();
+    let err = client.fetch("j-1".into(), OutputKind::Png, None).await.err();
     assert_eq!(
         err,
         Some(ApiError::FailedPrecondition("job j-1 has no png output".into()))

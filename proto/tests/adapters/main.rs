@@ -124,6 +124,7 @@ impl JobApi for FakeCoordinator {
         &self,
         _job_id: String,
         format: OutputKind,
+        _shot: Option<u32>,
     ) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>> {
         Box::pin(async move {
             let total = OUTPUT.len() as u64;
@@ -373,6 +374,7 @@ fn spec() -> JobSpec {
     JobSpec {
         shots: Vec::new(),
         rerender: None,
+        split_shots: false,
         strength: None,
         model: "procedural".into(),
         prompt: "a lighthouse at dusk".into(),

@@ -48,6 +48,7 @@ fn spec() -> JobSpec {
     JobSpec {
         shots: Vec::new(),
         rerender: None,
+        split_shots: false,
         strength: None,
         model: "procedural".into(),
         prompt: "a lighthouse at dusk".into(),

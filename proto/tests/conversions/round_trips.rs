@@ -53,6 +53,7 @@ fn job_messages_round_trip() {
         prompt: String::new(),
         shots: shots.clone(),
         rerender: None,
+        split_shots: true,
         ..spec()
     });
     round_trip::<JobSpec, pb::JobSpec>(JobSpec {
@@ -69,6 +70,7 @@ fn job_messages_round_trip() {
         prompt: String::new(),
         shots: shots.into_iter().map(Into::into).collect(),
         rerender: None,
+        split_shots: false,
         ..pb::JobSpec::from(spec())
     };
     let back = JobSpec::try_from(wire).expect("converts");
