@@ -114,15 +114,20 @@ async fn submit_in(coordinator: &str, a: SubmitArgs, json: bool, span: &tracing:
         println!("{}", r.job_id);
     }
     if a.wait {
-        let status = follow_at(coordinator, &r.job_id, json).await?;
-        if status.state != JobState::Done {
-            bail!(
-                "job {} ended {}{}",
-                r.job_id,
-                status.state,
-                status.error.map(|e| format!(": {e}")).unwrap_or_default()
-            );
-        }
+        wait_done(coordinator, &r.job_id, json).await?;
+    }
+    Ok(())
+}
+
+/// Follows a job to its end (`--wait`); an error unless it is done.
+pub async fn wait_done(coordinator: &str, job_id: &str, json: bool) -> Result<()> {
+    let status = follow_at(coordinator, job_id, json).await?;
+    if status.state != JobState::Done {
+        bail!(
+            "job {job_id} ended {}{}",
+            status.state,
+            status.error.map(|e| format!(": {e}")).unwrap_or_default()
+        );
     }
     Ok(())
 }

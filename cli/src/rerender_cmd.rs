@@ -1,11 +1,10 @@
 //! `longshot rerender`: re-render a time range of a finished job in place.
 
-use crate::client_cmds::connect;
+use crate::client_cmds::{connect, wait_done};
 use crate::inputs::read_shots;
-use crate::progress::follow_at;
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
-use longshot_core::api::{JobApi, JobState};
+use longshot_core::api::JobApi;
 use longshot_core::job::{JobSpec, Rerender};
 use longshot_core::shots::total_frames;
 use std::path::PathBuf;
@@ -112,15 +111,7 @@ pub async fn rerender(coordinator: &str, a: RerenderArgs, json: bool) -> Result<
         println!("{}", r.job_id);
     }
     if a.wait {
-        let status = follow_at(coordinator, &r.job_id, json).await?;
-        if status.state != JobState::Done {
-            bail!(
-                "job {} ended {}{}",
-                r.job_id,
-                status.state,
-                status.error.map(|e| format!(": {e}")).unwrap_or_default()
-            );
-        }
+        wait_done(coordinator, &r.job_id, json).await?;
     }
     Ok(())
 }

@@ -36,7 +36,8 @@ impl Default for AdmissionLimits {
 
 /// Bytes a worker holds per window of `job`.
 pub fn window_bytes(job: &ResolvedJob, model: &ModelInfo) -> u64 {
-    model_window_bytes(model, job.plan.window(), job.latent_height, job.latent_width)
+    let rerender = job.spec.rerender.is_some();
+    model_window_bytes(model, job.plan.window(), job.latent_height, job.latent_width, rerender)
 }
 
 /// The estimated bytes of `job`'s outputs with `workers` in its gang.

@@ -63,7 +63,10 @@ pub fn estimate(
 
 /// Bytes available to an unprivileged writer on the filesystem holding `dir`.
 pub fn available_bytes(dir: &Path) -> std::io::Result<u64> {
-    let s = rustix::fs::statvfs(dir)?;
+    // A directory not made yet (a fresh data dir) will live on its nearest existing ancestor's
+    // filesystem.
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(dir);
+    let s = rustix::fs::statvfs(existing)?;
     Ok(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
@@ -115,6 +118,10 @@ mod tests {
         assert_eq!(estimated_bytes(&plan), raw + raw * 2 / 3);
         plan.workers = 1;
         assert_eq!(estimated_bytes(&plan), raw);
+        // A data dir not made yet reads its parent's filesystem.
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = available_bytes(&dir.path().join("data/jobs")).unwrap();
+        assert!(fresh > 0 && available_bytes(dir.path()).is_ok());
         // Per-shot files hold every frame once more.
         plan.shot_files = vec![0..100, 100..209];
         assert_eq!(estimated_bytes(&plan), 2 * raw);

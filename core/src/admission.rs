@@ -24,12 +24,19 @@ pub fn window_state_bytes(frames: usize, channels: usize, height: usize, width: 
         .fold(4 * WINDOW_STATE_COPIES, |acc, &d| acc.saturating_mul(d as u64))
 }
 
+/// Latent copies a rerender's window holds beside its state: the source's known latents and the
+/// window's noise, to re-noise them at every step ([`crate::repaint`]).
+pub const REPAINT_COPIES: u64 = 2;
+
 /// Bytes a worker holds for one window of `frames` latent frames of `height × width` cells of
-/// `model`: its [`window_state_bytes`], and for a model that takes reference images the window's
-/// condition channels too (kept for the job: a mask channel per frame of the video rate, the
-/// temporal compression, and the condition's latents).
-pub fn model_window_bytes(model: &ModelInfo, frames: usize, height: usize, width: usize) -> u64 {
-    let state = window_state_bytes(frames, model.latent_channels, height, width);
+/// `model`: its [`window_state_bytes`]; for a rerender [`REPAINT_COPIES`] more; and for a model
+/// that takes reference images the window's condition channels too (kept for the job: a mask
+/// channel per frame of the video rate, the temporal compression, and the condition's latents).
+pub fn model_window_bytes(model: &ModelInfo, frames: usize, height: usize, width: usize, rerender: bool) -> u64 {
+    let mut state = window_state_bytes(frames, model.latent_channels, height, width);
+    if rerender {
+        state = state.saturating_add(state / WINDOW_STATE_COPIES * REPAINT_COPIES);
+    }
     if model.reference_images == 0 {
         return state;
     }
@@ -126,11 +133,13 @@ mod tests {
             reference_images: 0,
         };
         let state = window_state_bytes(21, 16, 60, 104);
-        assert_eq!(model_window_bytes(&m, 21, 60, 104), state);
+        assert_eq!(model_window_bytes(&m, 21, 60, 104, false), state);
+        // A rerender's window also holds its known latents and noise: 2 copies beside 8.
+        assert_eq!(model_window_bytes(&m, 21, 60, 104, true), state + state / 4);
         m.reference_images = 1;
         // 20 condition channels beside 8 copies of 16: 5/32 more.
-        assert_eq!(model_window_bytes(&m, 21, 60, 104), state + state * 20 / 128);
-        assert_eq!(model_window_bytes(&m, usize::MAX, 60, 104), u64::MAX);
+        assert_eq!(model_window_bytes(&m, 21, 60, 104, false), state + state * 20 / 128);
+        assert_eq!(model_window_bytes(&m, usize::MAX, 60, 104, false), u64::MAX);
     }
 
     #[test]

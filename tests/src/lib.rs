@@ -86,7 +86,8 @@ pub fn assert_seams_like_placebo(what: &str, seams: &Summary, placebo: &Summary)
     );
 }
 
-pub fn seam_scores(cfg: &PartitionConfig, r: &LocalRender) -> SeamScores {
+/// A render's decoded frames and its latents, as clips the seam metrics read.
+pub fn frame_and_latent_clips(r: &LocalRender) -> (Clip<'_>, Clip<'_>) {
     let f0 = &r.frames[0];
     let clip = Clip {
         frames: r.frames.iter().map(|f| f.data.as_slice()).collect(),
@@ -95,7 +96,6 @@ pub fn seam_scores(cfg: &PartitionConfig, r: &LocalRender) -> SeamScores {
         width: f0.width,
         layout: FrameLayout::Hwc,
     };
-    let n = clip.frames.len();
     let shape = r.latents.shape();
     let lat = Clip {
         frames: (0..shape.frames).map(|t| r.latents.frames(t..t + 1)).collect(),
@@ -104,6 +104,12 @@ pub fn seam_scores(cfg: &PartitionConfig, r: &LocalRender) -> SeamScores {
         width: shape.width,
         layout: FrameLayout::Chw,
     };
+    (clip, lat)
+}
+
+pub fn seam_scores(cfg: &PartitionConfig, r: &LocalRender) -> SeamScores {
+    let (clip, lat) = frame_and_latent_clips(r);
+    let (n, shape) = (clip.frames.len(), r.latents.shape());
     let (gf, gl) = (SeamGeometry::FRAMES, SeamGeometry::LATENTS);
     SeamScores {
         frames_seams: score_zones(&clip, &seam_zones(&cfg.plan, Some(4), n, gf), gf),

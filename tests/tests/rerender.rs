@@ -9,12 +9,12 @@ use longshot_core::denoiser::{Branch, DenoiseError, Denoiser, ModelInfo, StepPoi
 use longshot_core::local::{render_local_from_video, LocalRender};
 use longshot_core::noise::NoiseKeys;
 use longshot_core::repaint::{latents_of_output, KnownLatents, RepaintMask, MARGIN_OVERLAPS};
-use longshot_core::seam::{
-    output_frames_of, placebo_zones, score_zones, summarize, Clip, FrameLayout, SeamGeometry, Summary,
-};
+use longshot_core::seam::{output_frames_of, placebo_zones, score_zones, summarize, SeamGeometry, Summary};
 use longshot_core::tensor::Latents;
 use longshot_models::ProceduralModel;
-use longshot_tests::{assert_seams_like_placebo, conditioning, procedural_config, render_procedural};
+use longshot_tests::{
+    assert_seams_like_placebo, conditioning, frame_and_latent_clips, procedural_config, render_procedural,
+};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -180,23 +180,8 @@ fn pooled_join_scores(cfg: &PartitionConfig, original: &Latents) -> [Summary; 4]
         let (r, mask) = rerender(cfg, original, start..start + 60, PROMPT, 100 + i as u64, 2);
         let t = mask.touched();
         let joins = [t.start..mask.free.start, mask.free.end..t.end];
-        let f0 = &r.frames[0];
-        let clip = Clip {
-            frames: r.frames.iter().map(|f| f.data.as_slice()).collect(),
-            channels: 3,
-            height: f0.height,
-            width: f0.width,
-            layout: FrameLayout::Hwc,
-        };
-        let shape = r.latents.shape();
-        let lat = Clip {
-            frames: (0..shape.frames).map(|l| r.latents.frames(l..l + 1)).collect(),
-            channels: shape.channels,
-            height: shape.height,
-            width: shape.width,
-            layout: FrameLayout::Chw,
-        };
-        let n = clip.frames.len();
+        let (clip, lat) = frame_and_latent_clips(&r);
+        let (n, shape) = (clip.frames.len(), r.latents.shape());
         let pf = placebo_zones(&cfg.plan, Some(4), n, gf, 7);
         let pl = placebo_zones(&cfg.plan, None, shape.frames, gl, 7);
         // Each join is scored as a zone of the placebo's width centred on its ramp (where the

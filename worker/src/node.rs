@@ -142,7 +142,9 @@ impl WorkerNode {
         }
         // Before anything is allocated: no assignment makes this worker exceed its budget.
         let window = match self.inner.models.served().into_iter().find(|m| m.name == a.model) {
-            Some(m) if m.latent_channels == a.channels => model_window_bytes(&m, a.plan.window(), a.height, a.width),
+            Some(m) if m.latent_channels == a.channels => {
+                model_window_bytes(&m, a.plan.window(), a.height, a.width, a.repaint.is_some())
+            }
             _ => window_state_bytes(a.plan.window(), a.channels, a.height, a.width),
         };
         let need = window.saturating_mul(a.windows.len() as u64);
