@@ -16,7 +16,7 @@ pub struct JobArgs {
     /// A shot list instead of --prompt: a YAML or JSON file of shots, each with its prompt and
     /// length, whose prompts blend into each other along one take (see the README's "Shot
     /// lists"). The clip's length is the shots' total.
-    #[arg(long, conflicts_with_all = ["prompt", "duration", "frames", "video"])]
+    #[arg(long, conflicts_with_all = ["prompt", "duration", "frames"])]
     pub shots: Option<PathBuf>,
     /// With --shots: also write each video output once per shot, beside the clip
     /// (clip.shot-00.mp4, clip.shot-01.mp4, …; `fetch --shot N`).

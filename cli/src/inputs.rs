@@ -50,7 +50,7 @@ impl LocalInputs {
     pub fn check(&self, width: u32, height: u32, frames: u32) -> Result<()> {
         check_sizes(&self.images, width, height)?;
         if let Some(v) = &self.video {
-            v.check(width, height, frames)?;
+            v.check(width, height, frames, !self.shots.is_empty())?;
         }
         Ok(())
     }
@@ -104,7 +104,8 @@ impl LocalVideo {
         })
     }
 
-    fn check(&self, width: u32, height: u32, frames: u32) -> Result<()> {
+    /// `shots`: the clip's length comes from a shot list.
+    fn check(&self, width: u32, height: u32, frames: u32, shots: bool) -> Result<()> {
         let (h, p) = (&self.header, self.path.display());
         if (h.width, h.height) != (width, height) {
             bail!(
@@ -115,9 +116,13 @@ impl LocalVideo {
             );
         }
         if h.frames != frames {
+            let fix = match shots {
+                true => format!("make the shots add up to {} frames, or cut the video", h.frames),
+                false => "leave out --frames and --duration, or cut the video".to_string(),
+            };
             bail!(
                 "--video {p}: the video has {} frames, but the clip asks for {frames}: video-to-video renders as many \
-                 frames as the video has (leave out --frames and --duration, or cut the video)",
+                 frames as the video has ({fix})",
                 h.frames
             );
         }

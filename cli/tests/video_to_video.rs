@@ -163,3 +163,74 @@ fn bad_video_inputs_fail_before_anything_starts() {
     }
     assert!(!out.exists());
 }
+
+/// A shot list over an input video: the video gives the frames, the shots the prompts.
+#[test]
+fn a_shot_list_over_a_video_is_bit_identical_on_any_worker_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let video = t.join("video");
+    write_frames(&video, 161, 64, 48);
+    let shots = t.join("shots.yaml");
+    std::fs::write(
+        &shots,
+        "shots:\n  - prompt: a calm slow red sunset over the sea\n    frames: 80\n    transition: {blend: 3}\n  - prompt: a calm slow blue lagoon under the sky\n    frames: 81\n",
+    )
+    .unwrap();
+    let base = [
+        "--steps",
+        "4",
+        "--seed",
+        "11",
+        "--strength",
+        "0.7",
+        "--video",
+        video.to_str().unwrap(),
+    ];
+    let lat = |name: &str| t.join(format!("{name}.safetensors"));
+    for workers in ["1", "3"] {
+        let out = lat(&format!("w{workers}"));
+        let args = [
+            "--shots",
+            shots.to_str().unwrap(),
+            "--workers",
+            workers,
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        render_ok(&base, &args);
+    }
+    let shape = [41, 16, 6, 8];
+    let one = latent_bytes(&lat("w1"), &shape);
+    assert!(
+        one == latent_bytes(&lat("w3"), &shape),
+        "shots over a video differ between 1 and 3 workers"
+    );
+    let plain = lat("plain");
+    render_ok(
+        &base,
+        &[
+            "--prompt",
+            "a calm slow red sunset over the sea",
+            "-o",
+            plain.to_str().unwrap(),
+        ],
+    );
+    assert!(one != latent_bytes(&plain, &shape), "the second shot changed nothing");
+    // The shots must add up to the video's frames.
+    let short = t.join("short.yaml");
+    std::fs::write(
+        &short,
+        "shots:\n  - prompt: a calm slow red sunset over the sea\n    frames: 100\n",
+    )
+    .unwrap();
+    let (out, _) = render_timed(
+        &base,
+        &["--shots", short.to_str().unwrap(), "-o", plain.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("make the shots add up to 161 frames"),
+        "{stderr}"
+    );
+}

@@ -818,6 +818,26 @@ fn a_tiny_wan_shot_list_renders_bit_identically_on_one_and_three_workers() {
         shots == render(&["--shots", two.to_str().unwrap()], "3", "shots-3"),
         "shot-list latents differ between 1 and 3 workers"
     );
+    // Over an input video (video-to-video): the shots give the prompts, the video the frames.
+    let video = tmp.path().join("video");
+    write_frames(&video, 197, 48, 32);
+    let v2v = |workers: &str, tag: &str| {
+        let args = [
+            "--shots",
+            two.to_str().unwrap(),
+            "--video",
+            video.to_str().unwrap(),
+            "--strength",
+            "0.7",
+        ];
+        render(&args, workers, tag)
+    };
+    let over_video = v2v("1", "v2v-1");
+    assert!(
+        over_video == v2v("3", "v2v-3"),
+        "shots over a video differ between 1 and 3 workers"
+    );
+    assert!(over_video != shots, "the video changed nothing");
     let single = render(&["--shots", one.to_str().unwrap()], "2", "single");
     let plain = render(
         &["--prompt", "a lighthouse on a cliff at dusk", "--frames", "197"],

@@ -169,12 +169,6 @@ impl JobSpec {
             if !self.prompt.is_empty() {
                 e.push(bad("prompt", "give the prompt in the shots, not both"));
             }
-            if self.inputs.video.is_some() {
-                e.push(bad(
-                    "shots",
-                    "not supported with video-to-video yet: give one prompt with --video",
-                ));
-            }
             if self.inputs.image.is_some() {
                 e.push(bad(
                     "shots",
@@ -616,7 +610,8 @@ mod tests {
             },
             ..spec.clone()
         });
-        assert!(video.contains(&"shots: not supported with video-to-video yet: give one prompt with --video".into()));
+        // Video-to-video takes a shot list: the video gives the frames, the shots the prompts.
+        assert!(video.is_empty(), "{video:?}");
         let image = fields(JobSpec {
             inputs: JobInputs {
                 image: Some(InputDigest::of(b"i")),
