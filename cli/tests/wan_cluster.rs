@@ -891,3 +891,64 @@ fn a_tiny_wan_rerender_keeps_the_latents_outside_its_range_and_margin() {
         "the range is re-rolled: {changed:?}"
     );
 }
+
+/// A shot list anchored by a reference image (image-to-video) on the tiny Wan2.1 I2V pipeline:
+/// the image is encoded once with the first prompt and conditions every window; the take is
+/// bit-identical on 1 and 3 workers, a one-shot list is exactly the plain `--prompt --image`
+/// render, and the second shot changes the take.
+#[test]
+fn a_tiny_wan_i2v_shot_list_renders_bit_identically_on_one_and_three_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let i2v = tiny_i2v_pipeline(tmp.path(), "pipeline_i2v");
+    let image = tmp.path().join("first.png");
+    write_png(&image, 48, 32, 1);
+    let two = tmp.path().join("two.yaml");
+    std::fs::write(
+        &two,
+        "shots:\n  - prompt: a lighthouse on a cliff at dusk\n    frames: 100\n    transition: {blend: 6}\n  - prompt: a harbour at night\n    frames: 97\n",
+    )
+    .unwrap();
+    let one = tmp.path().join("one.yaml");
+    std::fs::write(
+        &one,
+        "shots:\n  - prompt: a lighthouse on a cliff at dusk\n    frames: 197\n",
+    )
+    .unwrap();
+    // JOB without its prompt, length and size: the shots and the image give those.
+    let base: Vec<&str> = JOB
+        .chunks(2)
+        .filter(|kv| !["--prompt", "--frames", "--width", "--height"].contains(&kv[0]))
+        .flatten()
+        .copied()
+        .collect();
+    let render = |args: &[&str], workers: &str, tag: &str| {
+        let lat = tmp.path().join(format!("{tag}.safetensors"));
+        let out = Command::new(BIN)
+            .arg("render")
+            .args(["--model", i2v.to_str().unwrap(), "--image", image.to_str().unwrap()])
+            .args(&base)
+            .args(["--workers", workers, "-o"])
+            .arg(&lat)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{tag}: {}", String::from_utf8_lossy(&out.stderr));
+        latents(&lat)
+    };
+    let shots = render(&["--shots", two.to_str().unwrap()], "1", "shots-1");
+    assert!(
+        shots == render(&["--shots", two.to_str().unwrap()], "3", "shots-3"),
+        "an image-anchored shot list differs between 1 and 3 workers"
+    );
+    let single = render(&["--shots", one.to_str().unwrap()], "2", "single");
+    let plain = render(
+        &["--prompt", "a lighthouse on a cliff at dusk", "--frames", "197"],
+        "2",
+        "plain",
+    );
+    assert!(
+        single == plain,
+        "a one-shot list with an image differs from --prompt --image"
+    );
+    assert!(shots != single, "the second shot changed nothing");
+}

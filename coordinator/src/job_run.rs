@@ -619,7 +619,7 @@ impl JobRun {
     }
 
     /// The job's conditioning: one prompt's, or for a shot list every distinct prompt encoded
-    /// once in a [`PromptSchedule`] (shot lists take no reference images yet: `JobSpec::validate`).
+    /// once in a [`PromptSchedule`], the reference images (if any) once with the first.
     async fn encode_conditioning(
         &mut self,
         client: Arc<dyn WorkerApi>,
@@ -637,12 +637,21 @@ impl JobRun {
             };
             return Ok((conditioning, None));
         };
-        for p in schedule.prompts.iter_mut() {
+        // The reference images (image-to-video) are encoded once, with the first prompt; every
+        // window's conditioning takes their embeddings from the base.
+        let mut image_embeddings = None;
+        for (i, p) in schedule.prompts.iter_mut().enumerate() {
             let pair = (p.prompt.clone(), p.negative_prompt.clone());
-            p.embeddings = self.encode_prompts(client.clone(), pair, None).await?.text;
+            let images = if i == 0 { reference.clone() } else { None };
+            let encoded = self.encode_prompts(client.clone(), pair, images).await?;
+            p.embeddings = encoded.text;
+            if i == 0 {
+                image_embeddings = encoded.image;
+            }
         }
         let conditioning = Conditioning {
             reference,
+            image_embeddings,
             ..Conditioning::default()
         };
         Ok((conditioning, Some(Arc::new(schedule))))

@@ -169,12 +169,6 @@ impl JobSpec {
             if !self.prompt.is_empty() {
                 e.push(bad("prompt", "give the prompt in the shots, not both"));
             }
-            if self.inputs.image.is_some() {
-                e.push(bad(
-                    "shots",
-                    "not supported with image-to-video yet: give one prompt with --image",
-                ));
-            }
             match crate::shots::timeline(&self.shots, self.fps.max(1), &self.negative_prompt, 0, MAX_PROMPT_CHARS) {
                 Err(errors) => e.extend(errors),
                 Ok(t) if self.length != ClipLength::Frames(t.total_frames()) => e.push(bad(
@@ -619,7 +613,8 @@ mod tests {
             },
             ..spec.clone()
         });
-        assert!(image.contains(&"shots: not supported with image-to-video yet: give one prompt with --image".into()));
+        // So does image-to-video: the image anchors every shot.
+        assert!(image.is_empty(), "{image:?}");
         let bad = fields(JobSpec {
             shots: vec![shot("", 81, None)],
             rerender: None,

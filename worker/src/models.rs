@@ -178,8 +178,10 @@ impl ModelSet {
             name: model.into(),
             reason: e.to_string(),
         };
+        // No images: the text alone (a shot list's further prompts; the job's image embeddings
+        // come with its first).
         let (takes, given) = (m.info().reference_images, reference.map_or(0, ReferenceImages::count));
-        if takes != given {
+        if given > 0 && takes != given {
             return Err(ModelError::Invalid(format!(
                 "model {model:?} {}",
                 ConditioningError::ReferenceImages { takes, given }
