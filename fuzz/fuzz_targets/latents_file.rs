@@ -1,4 +1,5 @@
-//! A latents file (safetensors with one f32 tensor) as `longshot dev` and re-decoding read it:
+//! A latents file (safetensors with one f32 tensor) as `longshot dev`, re-decoding and a rerender
+//! read it:
 //! any bytes must give latents or an error naming the file and tensor, never a panic.
 #![no_main]
 
@@ -11,4 +12,6 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(&path, data).expect("scratch file");
     let _ = longshot_media::read_latents(&path, "latents", None);
     let _ = longshot_media::read_latents(&path, "latents", Some(&[1, 16, 2, 2]));
+    // A rerender reads a shard's frames of its source's latents this way.
+    let _ = longshot_media::read_latent_frames(&path, "latents", &[2, 16, 2, 2], 1..2);
 });

@@ -218,11 +218,14 @@ pub fn read_latent_frames(
         reason,
     };
     let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
     let mut len = [0u8; 8];
     file.read_exact_at(&mut len, 0).map_err(io)?;
     let len = u64::from_le_bytes(len);
-    if len > MAX_HEADER_BYTES {
-        return Err(bad(format!("header of {len} bytes is larger than {MAX_HEADER_BYTES}")));
+    if len > MAX_HEADER_BYTES || len.saturating_add(8) > size {
+        return Err(bad(format!(
+            "a header of {len} bytes does not fit the file's {size} bytes (at most {MAX_HEADER_BYTES})"
+        )));
     }
     let mut header = vec![0u8; len as usize];
     file.read_exact_at(&mut header, 8).map_err(io)?;
