@@ -7,6 +7,7 @@ use clap::Args;
 use futures::StreamExt;
 use longshot_core::api::{ApiError, JobApi, JobFilter, JobState, JobStatus, WorkerState};
 use longshot_core::job::{defaults, OutputKind};
+use longshot_core::shots::Transition;
 use longshot_proto::client::JobClient;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -140,8 +141,12 @@ pub fn print_status(s: &JobStatus, json: bool) {
     let plan = s
         .plan
         .map(|p| {
+            let takes = match longshot_core::takes::take_ranges(&s.spec.shots).len() {
+                1 => String::new(),
+                n => format!(" in {n} takes"),
+            };
             format!(
-                "{} windows / {} frames ({} rendered) on {} workers",
+                "{} windows{takes} / {} frames ({} rendered) on {} workers",
                 p.windows, p.output_frames, p.rendered_frames, p.workers
             )
         })
@@ -179,9 +184,10 @@ pub fn print_status(s: &JobStatus, json: bool) {
     }
     if let Some(t) = s.spec.shot_timeline(s.seed) {
         for (i, (shot, span)) in s.spec.shots.iter().zip(&t.shots).enumerate() {
-            let blend = match &span.blend_out {
-                b if b.is_empty() => String::new(),
-                b => format!(", blends into shot {} over frames {}..{}", i + 1, b.start, b.end),
+            let blend = match (&span.blend_out, shot.transition) {
+                (_, Some(Transition::Cut)) => format!(", cut to shot {}", i + 1),
+                (b, _) if b.is_empty() => String::new(),
+                (b, _) => format!(", blends into shot {} over frames {}..{}", i + 1, b.start, b.end),
             };
             println!(
                 "    shot {i}: frames {}..{}  seed {}{blend}  {:?}",

@@ -90,7 +90,11 @@ pub fn check(
     }
     let per_window = window_bytes(job, model);
     let largest = serving.iter().map(|w| budget_of(w)).max().unwrap_or(u64::MAX);
-    let windows = job.plan.windows() as u64;
+    let windows = job.windows() as u64;
+    // With fewer workers than takes each take runs whole on one worker, in waves.
+    let shards = longshot_core::takes::assign(&job.take_plans(), serving.len().max(1)).unwrap_or_default();
+    let widest = shards.iter().map(|s| s.windows.len()).max().unwrap_or(0) as u64;
+    let waves = !serving.is_empty() && shards.len() > serving.len();
     if per_window > largest {
         errors.push(FieldError::new(
             "width",
@@ -104,7 +108,18 @@ pub fn check(
                 human(largest)
             ),
         ));
-    } else {
+    } else if waves && per_window.saturating_mul(widest) > largest {
+        errors.push(FieldError::new(
+            "shots",
+            format!(
+                "a take of {widest} windows needs {} of state and runs on one worker when the takes outnumber the {} workers serving {}; the largest budget is {} (their --memory-budget): shorten the take or add workers",
+                human(per_window.saturating_mul(widest)),
+                serving.len(),
+                model.name,
+                human(largest)
+            ),
+        ));
+    } else if !waves {
         let capacity = serving
             .iter()
             .fold(0u64, |n, w| n.saturating_add(windows_within(budget_of(w), per_window)));
@@ -121,7 +136,7 @@ pub fn check(
             ));
         }
     }
-    let gang = serving.len().clamp(1, job.plan.windows().max(1));
+    let gang = serving.len().clamp(1, job.windows().max(1));
     let need = output_bytes(job, model, gang);
     let room = match (free_bytes, limits.max_output_bytes) {
         (Some(free), Some(cap)) if cap < free => Some((cap, "this cluster's limit (--max-output-bytes)")),

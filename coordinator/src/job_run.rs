@@ -1,5 +1,5 @@
-//! The run of one job on its gang: prompts, shards, progress, checkpoints, output assembly, and
-//! how a run ends: done, failed, cancelled, queued again when a worker refuses its shard or cannot
+//! The run of one job on its gang: prompts, shards (in waves when a job's takes outnumber its
+//! workers), progress, checkpoints, output assembly, and how a run ends: done, failed, cancelled, queued again when a worker refuses its shard or cannot
 //! be reached, or interrupted by a lost worker, after which the job resumes from its last complete
 //! checkpoint on whichever workers are available.
 
@@ -20,9 +20,10 @@ use longshot_core::job::{OutputKind, ResolvedJob};
 use longshot_core::output::LATENTS_TENSOR;
 use longshot_core::prompt_schedule::PromptSchedule;
 use longshot_core::repaint::KnownLatents;
+use longshot_core::takes::{Shard, Take};
 use longshot_core::tensor::{LatentShape, Latents};
 use longshot_media::VideoMeta;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,8 +76,17 @@ pub(crate) struct JobRun {
     pub job_id: String,
     plan_id: u64,
     pub workers: Vec<WorkerInfo>,
-    /// `windows[i]`: the window range `workers[i]` renders.
-    windows: Vec<Range<usize>>,
+    /// The job's shards: `shards[j]` runs on `workers[j mod n]`, in waves of `n` shards.
+    shards: Vec<Shard>,
+    /// The job's takes (one for a job without cuts); a shard's windows are its take's.
+    takes: Vec<Take>,
+    /// Each distinct (prompt, negative prompt)'s embeddings, encoded once per run across takes.
+    encoded: HashMap<(String, String), EncodedConditioning>,
+    /// Frames delivered so far, over every wave.
+    frames_done: u32,
+    /// Checkpoint step → blob of each window (the job's numbering) at that step, until every
+    /// window has one; kept across waves, whose takes reach a step at different times.
+    partial: BTreeMap<usize, Vec<Option<String>>>,
     resolved: ResolvedJob,
     model: ModelInfo,
     dir: PathBuf,
@@ -105,7 +115,11 @@ impl JobRun {
             job_id: gang.job_id,
             plan_id,
             workers: gang.workers,
-            windows: gang.windows,
+            shards: gang.shards,
+            takes: job.resolved.take_list(),
+            encoded: HashMap::new(),
+            frames_done: 0,
+            partial: BTreeMap::new(),
             resolved: job.resolved.clone(),
             model: job.model.clone(),
             dir: job.dir.clone(),
@@ -180,18 +194,23 @@ impl JobRun {
         self.inner.wake.notify_one();
     }
 
-    /// Shard `i` of `ranks`; `nccl_id`: the gang's communicator when it exchanges over NCCL;
-    /// `inputs`: what streams to it after the assignment.
+    /// Shard `j` of wave `wave`; `nccl`: its take's communicator and its rank in it when the
+    /// take exchanges over NCCL; `inputs`: what streams to it after the assignment.
     fn assignment(
         &self,
-        i: usize,
-        conditioning: &Conditioning,
-        prompts: &Option<Arc<PromptSchedule>>,
-        nccl_id: Option<&[u8]>,
+        j: usize,
+        wave: &Range<usize>,
+        (conditioning, prompts): &(Conditioning, Option<Arc<PromptSchedule>>),
+        nccl: Option<NcclGroup>,
         inputs: ShardInputs,
     ) -> ShardAssignment {
-        let r = &self.resolved;
-        let ranks = self.workers.len();
+        let shard = &self.shards[j];
+        let r = &self.takes[shard.take].job;
+        // Neighbours: the shards beside it in the wave that render the same take.
+        let neighbour = |k: usize| {
+            (wave.contains(&k) && self.shards[k].take == shard.take)
+                .then(|| self.workers[k - wave.start].address.clone())
+        };
         ShardAssignment {
             first_step: r.first_step,
             video: inputs.video.map(Arc::new),
@@ -207,18 +226,14 @@ impl JobRun {
             plan: r.plan,
             schedule: r.schedule.clone(),
             guidance: r.spec.guidance,
-            windows: self.windows[i].clone(),
-            left_address: (i > 0).then(|| self.workers[i - 1].address.clone()),
-            right_address: self.workers.get(i + 1).map(|w| w.address.clone()),
+            windows: shard.windows.clone(),
+            left_address: j.checked_sub(1).and_then(neighbour),
+            right_address: neighbour(j + 1),
             exchange_timeout: self.inner.cfg.exchange_timeout,
             hash_every: self.inner.cfg.hash_every,
             output_frames: r.frames as usize,
             blend: r.spec.blend,
-            nccl: nccl_id.map(|id| NcclGroup {
-                unique_id: id.to_vec(),
-                rank: i,
-                ranks,
-            }),
+            nccl,
             checkpoint_every: self.checkpoint_every,
             resume: inputs.resume.map(Arc::new),
             repaint: r.repaint_mask(self.model.temporal_compression),
@@ -226,20 +241,30 @@ impl JobRun {
         }
     }
 
-    /// The states of windows `range` in the checkpoint this run resumes from. A checkpoint that
-    /// cannot be read any more is dropped: the job then starts again from noise (the same bits,
-    /// more work).
-    async fn resume_states(&self, range: Range<usize>) -> Result<Option<Vec<WindowState>>, RunError> {
+    /// The states of shard `j`'s windows in the checkpoint this run resumes from, numbered within
+    /// its take as the shard numbers them. A checkpoint that cannot be read any more is dropped:
+    /// the job then starts again from noise (the same bits, more work).
+    async fn resume_states(&self, j: usize) -> Result<Option<Vec<WindowState>>, RunError> {
         let Some(ckpt) = &self.resume else { return Ok(None) };
         let (store, job) = (self.inner.checkpoints.clone(), self.job_id.clone());
-        let hashes: Vec<String> = ckpt.windows[range.clone()].to_vec();
+        let first = self.takes[self.shards[j].take].windows.start;
+        let range = first + self.shards[j].windows.start..first + self.shards[j].windows.end;
+        let hashes: Vec<String> = ckpt.windows[range].to_vec();
         let loaded = tokio::task::spawn_blocking(move || {
             hashes.iter().map(|h| store.get(&job, h)).collect::<Result<Vec<_>, _>>()
         })
         .await
         .map_err(|e| RunError::Failed(format!("checkpoint loading task: {e}")))?;
         match loaded {
-            Ok(states) => Ok(Some(states)),
+            Ok(states) => Ok(Some(
+                states
+                    .into_iter()
+                    .map(|s| WindowState {
+                        window: s.window.saturating_sub(first),
+                        ..s
+                    })
+                    .collect(),
+            )),
             Err(e) => {
                 self.inner.lock().drop_checkpoint(&self.job_id);
                 Err(RunError::Interrupted {
@@ -269,28 +294,85 @@ impl JobRun {
                 .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?;
             clients.push(c.map_err(|e| unreachable(e.to_string()))?);
         }
-        let events = self.start_shards(clients).await?;
-        // Outputs are opened only once every worker took its shard: a refused plan (the job
-        // queues again) must not leave files that the next plan of the job would write too.
-        let assembler = Assembler::start(self.assembly_plan())
-            .map_err(|e| RunError::Failed(format!("cannot start output assembly: {e}")))?;
-        let followed = self.follow(events, &assembler).await;
+        let n = self.workers.len();
+        let mut assembler: Option<Assembler> = None;
+        let mut result = Ok(());
+        for first in (0..self.shards.len()).step_by(n) {
+            let wave = first..(first + n).min(self.shards.len());
+            let events = match self.start_shards(clients, &wave).await {
+                Ok(events) => events,
+                // After the first wave, outputs exist: a refusal or a lost worker now interrupts
+                // the run (its files go; the job resumes from its checkpoint).
+                Err(e) if first > 0 => {
+                    result = Err(later_wave(e));
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            // Outputs are opened only once every worker took its first shard: a refused plan
+            // (the job queues again) must not leave files that the next plan would write too.
+            if assembler.is_none() {
+                match Assembler::start(self.assembly_plan()) {
+                    Ok(a) => assembler = Some(a),
+                    Err(e) => {
+                        result = Err(RunError::Failed(format!("cannot start output assembly: {e}")));
+                        break;
+                    }
+                }
+            }
+            result = self
+                .follow(events, assembler.as_ref().expect("opened above"), &wave)
+                .await;
+            if result.is_err() {
+                break;
+            }
+        }
         // Joined whatever happened, so no encoder thread outlives the run (its files are
         // removed when the run was interrupted).
-        let written = assembler.finish().await;
-        followed?;
-        written.map_err(|e| RunError::Failed(format!("writing outputs: {e}")))
+        let written = match assembler {
+            Some(a) => Some(a.finish().await),
+            None => None,
+        };
+        result?;
+        match written {
+            Some(w) => w.map_err(|e| RunError::Failed(format!("writing outputs: {e}"))),
+            None => Err(RunError::Failed("the gang has no shards".into())),
+        }
     }
 
-    /// Encodes the prompts, sets up NCCL where the gang can use it, and hands every worker its
-    /// shard. Each event stream ends with `None`, so a worker that vanishes without `Finished`
-    /// is noticed.
-    async fn start_shards(&mut self, clients: &[Arc<dyn WorkerApi>]) -> Result<ShardEvents, RunError> {
-        // Text (and image) embeddings once per job (once per distinct prompt of a shot list), on
-        // the first worker; every assignment carries them, and the reference images.
+    /// Encodes the prompts, sets up NCCL where a take's shards can use it, and hands every worker
+    /// of the wave its shard. Each event stream (tagged with the worker's index) ends with
+    /// `None`, so a worker that vanishes without `Finished` is noticed.
+    async fn start_shards(
+        &mut self,
+        clients: &[Arc<dyn WorkerApi>],
+        wave: &Range<usize>,
+    ) -> Result<ShardEvents, RunError> {
+        // Text (and image) embeddings once per job (once per distinct prompt of a shot list,
+        // whichever takes use it), on the first worker; every assignment carries its take's, and
+        // the reference images.
         let reference = self.reference_images().await?;
-        let (conditioning, prompts) = self.encode_conditioning(clients[0].clone(), reference).await?;
-        let nccl_id = self.nccl_unique_id(clients[0].clone()).await?;
+        let mut conditioning: BTreeMap<usize, (Conditioning, Option<Arc<PromptSchedule>>)> = BTreeMap::new();
+        let mut nccl: BTreeMap<usize, Option<Vec<u8>>> = BTreeMap::new();
+        for j in wave.clone() {
+            let t = self.shards[j].take;
+            if conditioning.contains_key(&t) {
+                continue;
+            }
+            let take = self.takes[t].job.clone();
+            conditioning.insert(
+                t,
+                self.encode_conditioning(&take, clients[0].clone(), reference.clone())
+                    .await?,
+            );
+            // A take's shards in this wave form its NCCL group; rank 0 is its first.
+            let group: Vec<usize> = wave.clone().filter(|&k| self.shards[k].take == t).collect();
+            let workers: Vec<WorkerInfo> = group.iter().map(|&k| self.workers[k - wave.start].clone()).collect();
+            let id = self
+                .nccl_unique_id(clients[group[0] - wave.start].clone(), &workers)
+                .await?;
+            nccl.insert(t, id);
+        }
         // Video-to-video: checked whole again (the store may have lost or damaged it since the
         // submit), then each shard gets just the frames its windows encode. A resumed run starts
         // from the checkpoint's latents and needs none.
@@ -302,16 +384,21 @@ impl JobRun {
         if let Some(c) = &self.resume {
             tracing::info!(job = %self.job_id, plan_id = self.plan_id, step = c.step, workers = clients.len(), "resuming from the checkpoint at step {}", c.step);
         }
-        for (i, client) in clients.iter().enumerate() {
-            let w = &self.workers[i];
+        if self.shards.len() > self.workers.len() {
+            tracing::info!(job = %self.job_id, plan_id = self.plan_id, shards = ?wave, of = self.shards.len(), "the job's takes outnumber its workers: starting the next wave of shards");
+        }
+        for j in wave.clone() {
+            let i = j - wave.start;
+            let (client, w) = (&clients[i], &self.workers[i]);
+            let t = self.shards[j].take;
             // One shard's states at a time: the coordinator never holds a whole clip's.
-            let resume = self.resume_states(self.windows[i].clone()).await?;
+            let resume = self.resume_states(j).await?;
             let span = match &video {
-                Some(h) if resume.is_none() => Some(self.video_span(i, h).await?),
+                Some(h) if resume.is_none() => Some(self.video_span(j, h).await?),
                 _ => None,
             };
-            let known = match &self.resolved.spec.rerender {
-                Some(r) => Some(self.known_latents(i, &r.source).await?),
+            let known = match &self.takes[t].job.spec.rerender {
+                Some(r) => Some(self.known_latents(j, &r.source).await?),
                 None => None,
             };
             let inputs = ShardInputs {
@@ -319,7 +406,13 @@ impl JobRun {
                 video: span,
                 known,
             };
-            let assignment = self.assignment(i, &conditioning, &prompts, nccl_id.as_deref(), inputs);
+            let group: Vec<usize> = wave.clone().filter(|&k| self.shards[k].take == t).collect();
+            let group_nccl = nccl[&t].as_ref().map(|id| NcclGroup {
+                unique_id: id.clone(),
+                rank: group.iter().position(|&k| k == j).expect("in its group"),
+                ranks: group.len(),
+            });
+            let assignment = self.assignment(j, wave, &conditioning[&t], group_nccl, inputs);
             let call = client.run_shard(assignment);
             let s = tokio::time::timeout(SHARD_START_TIMEOUT, call)
                 .await
@@ -384,18 +477,20 @@ impl JobRun {
     /// which names the root cause. When every reported failure is a broken exchange and no worker
     /// was lost (a partition between workers), the run is interrupted, not failed: the job resumes
     /// from its checkpoint (and fails if that keeps happening, `JobTable::interruption`).
-    async fn follow(&mut self, mut events: ShardEvents, assembler: &Assembler) -> Result<(), RunError> {
+    async fn follow(
+        &mut self,
+        mut events: ShardEvents,
+        assembler: &Assembler,
+        wave: &Range<usize>,
+    ) -> Result<(), RunError> {
         // Per worker: its stream delivered a verdict (Finished or Failed), so its end is expected.
-        let mut finished = vec![false; self.workers.len()];
-        let mut frames_done = 0u32;
+        let mut finished = vec![false; wave.len()];
         let total_frames = self.resolved.frames;
         let steps = self.resolved.schedule.steps() as u32;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // The first failure a worker reported, when the grace period ends, and whether every
         // reported failure so far was transient.
         let mut reported: Option<(String, tokio::time::Instant, bool)> = None;
-        // step → blob of each window at that step, until every window has one.
-        let mut partial: BTreeMap<usize, Vec<Option<String>>> = BTreeMap::new();
         let then = |reported: &Option<(String, tokio::time::Instant, bool)>| {
             reported
                 .as_ref()
@@ -414,20 +509,23 @@ impl JobRun {
                 ev = events.next() => {
                     let Some((i, ev)) = ev else { break };
                     let worker = &self.workers[i];
+                    // The shard's take: its windows, frames and latents start at these in the job's.
+                    let take = &self.takes[self.shards[wave.start + i].take];
+                    let (windows, frames, latents) = (take.windows.start as u32, take.frames.start, take.latents.start as u32);
                     match ev {
                         Some(ShardEvent::StepDone { window, step }) => {
-                            self.progress(Progress::Step { window, step, total_steps: steps, worker_id: worker.id.clone() })
+                            self.progress(Progress::Step { window: windows + window, step, total_steps: steps, worker_id: worker.id.clone() })
                         }
                         Some(ShardEvent::Frame { index, rgb8, .. }) => {
-                            frames_done += 1;
-                            self.progress(Progress::Frames { done: frames_done, total: total_frames });
-                            assembler.frame(index, rgb8).await.map_err(|e| RunError::Failed(format!("assembling frames: {e}")))?;
+                            self.frames_done += 1;
+                            self.progress(Progress::Frames { done: self.frames_done, total: total_frames });
+                            assembler.frame(frames + index, rgb8).await.map_err(|e| RunError::Failed(format!("assembling frames: {e}")))?;
                         }
                         Some(ShardEvent::Latents { first_frame, frames, data }) => {
-                            assembler.latents(first_frame, frames, data).await.map_err(|e| RunError::Failed(format!("assembling latents: {e}")))?;
+                            assembler.latents(latents + first_frame, frames, data).await.map_err(|e| RunError::Failed(format!("assembling latents: {e}")))?;
                         }
                         Some(ShardEvent::Checkpoint(state)) => {
-                            self.checkpoint(&mut partial, i, state).await?;
+                            self.checkpoint(wave.start + i, state).await?;
                         }
                         Some(ShardEvent::Finished) => finished[i] = true,
                         Some(ShardEvent::Failed { reason, transient }) => {
@@ -479,19 +577,16 @@ impl JobRun {
     /// Stores one window's state; once every window has one at a step, that step becomes the
     /// job's checkpoint (if this plan still runs the job) and older blobs go. A state that cannot
     /// be stored costs only that checkpoint.
-    async fn checkpoint(
-        &self,
-        partial: &mut BTreeMap<usize, Vec<Option<String>>>,
-        shard: usize,
-        state: WindowState,
-    ) -> Result<(), RunError> {
-        let w = &self.workers[shard];
-        if !self.windows[shard].contains(&state.window) {
+    async fn checkpoint(&mut self, j: usize, mut state: WindowState) -> Result<(), RunError> {
+        let (shard, w) = (&self.shards[j], &self.workers[j % self.workers.len()]);
+        if !shard.windows.contains(&state.window) {
             return Err(RunError::Failed(format!(
                 "worker {} ({}) sent the checkpoint of window {}, outside its windows {:?}",
-                w.id, w.address, state.window, self.windows[shard]
+                w.id, w.address, state.window, shard.windows
             )));
         }
+        // Stored under the job's window number, across takes.
+        state.window += self.takes[shard.take].windows.start;
         let (window, step) = (state.window, state.step);
         let (store, job) = (self.inner.checkpoints.clone(), self.job_id.clone());
         let put = tokio::task::spawn_blocking(move || store.put(&job, &state)).await;
@@ -499,12 +594,13 @@ impl JobRun {
             Ok(Ok(hash)) => hash,
             Ok(Err(e)) => {
                 tracing::warn!(job = %self.job_id, "checkpoint at step {step} skipped: {e}");
-                partial.remove(&step);
+                self.partial.remove(&step);
                 return Ok(());
             }
             Err(e) => return Err(RunError::Failed(format!("checkpoint task: {e}"))),
         };
-        let windows = self.resolved.plan.windows();
+        let windows = self.resolved.windows();
+        let partial = &mut self.partial;
         let slots = partial.entry(step).or_insert_with(|| vec![None; windows]);
         slots[window] = Some(hash);
         if slots.iter().any(Option::is_none) {
@@ -578,9 +674,10 @@ impl JobRun {
             .map_err(|e: longshot_core::job::FieldError| RunError::Failed(format!("the job's inputs: {e}")))
     }
 
-    /// The input video's frames shard `i`'s windows encode, with the model's warm-up before them.
-    async fn video_span(&self, i: usize, (digest, header): &(InputDigest, VideoHeader)) -> Result<VideoSpan, RunError> {
-        let (plan, windows) = (&self.resolved.plan, &self.windows[i]);
+    /// The input video's frames shard `j`'s windows encode, with the model's warm-up before them
+    /// (a job with a video has one take).
+    async fn video_span(&self, j: usize, (digest, header): &(InputDigest, VideoHeader)) -> Result<VideoSpan, RunError> {
+        let (plan, windows) = (&self.resolved.plan, &self.shards[j].windows);
         let latents = plan.window_range(windows.start).start..plan.window_range(windows.end - 1).end;
         let warmup = self.model.video_warmup.unwrap_or(0) as usize;
         let frames = video_frames_for(latents, warmup, self.model.temporal_compression, header.frames as usize);
@@ -591,11 +688,12 @@ impl JobRun {
             .map_err(|e| RunError::Failed(format!("the job's inputs: {e}")))
     }
 
-    /// A rerender's source latents of shard `i`'s windows, read from the source job's latents
-    /// output (checked at submit; a failure now means the source expired or its file was lost).
-    async fn known_latents(&self, i: usize, source: &str) -> Result<KnownLatents, RunError> {
+    /// A rerender's source latents of shard `j`'s windows, read from the source job's latents
+    /// output (checked at submit; a failure now means the source expired or its file was lost;
+    /// a rerender has one take).
+    async fn known_latents(&self, j: usize, source: &str) -> Result<KnownLatents, RunError> {
         let (plan, r) = (&self.resolved.plan, &self.resolved);
-        let span = KnownLatents::span(plan, &self.windows[i]);
+        let span = KnownLatents::span(plan, &self.shards[j].windows);
         let dir = self.inner.lock().get(source).map(|j| j.dir.clone()).ok_or_else(|| {
             RunError::Failed(format!(
                 "rerender.source: job {source:?} expired and its latents are gone; render the clip again"
@@ -618,15 +716,17 @@ impl JobRun {
         })
     }
 
-    /// The job's conditioning: one prompt's, or for a shot list every distinct prompt encoded
-    /// once in a [`PromptSchedule`], the reference images (if any) once with the first.
+    /// A take's conditioning (`take`: the take as a job): one prompt's, or for a shot list every
+    /// distinct prompt in a [`PromptSchedule`], the reference images (if any) once with the
+    /// first. Each distinct prompt is encoded once per run, whichever takes use it.
     async fn encode_conditioning(
         &mut self,
+        take: &ResolvedJob,
         client: Arc<dyn WorkerApi>,
         reference: Option<ReferenceImages>,
     ) -> Result<(Conditioning, Option<Arc<PromptSchedule>>), RunError> {
-        let spec = &self.resolved.spec;
-        let Some(mut schedule) = self.resolved.prompt_schedule(self.model.temporal_compression) else {
+        let spec = &take.spec;
+        let Some(mut schedule) = take.prompt_schedule(self.model.temporal_compression) else {
             let pair = (spec.prompt.clone(), spec.negative_prompt.clone());
             let encoded = self.encode_prompts(client, pair.clone(), reference.clone()).await?;
             let conditioning = Conditioning {
@@ -643,7 +743,11 @@ impl JobRun {
         for (i, p) in schedule.prompts.iter_mut().enumerate() {
             let pair = (p.prompt.clone(), p.negative_prompt.clone());
             let images = if i == 0 { reference.clone() } else { None };
-            let encoded = self.encode_prompts(client.clone(), pair, images).await?;
+            let encoded = match self.encoded.get(&pair) {
+                Some(e) if images.is_none() => e.clone(),
+                _ => self.encode_prompts(client.clone(), pair.clone(), images).await?,
+            };
+            self.encoded.insert(pair, encoded.clone());
             p.embeddings = encoded.text;
             if i == 0 {
                 image_embeddings = encoded.image;
@@ -713,19 +817,23 @@ impl JobRun {
         Ok(embeddings)
     }
 
-    /// The gang's `ncclUniqueId`, from rank 0, when it exchanges overlaps over NCCL
-    /// ([`nccl_decision`]). A rank 0 that cannot make one costs only the fast path: the gang
-    /// falls back to TCP, which every worker speaks.
-    async fn nccl_unique_id(&mut self, client: Arc<dyn WorkerApi>) -> Result<Option<Vec<u8>>, RunError> {
+    /// The `ncclUniqueId` of a take's shards in one wave (`workers`, in rank order; `client`:
+    /// rank 0's), when they exchange overlaps over NCCL ([`nccl_decision`]). A rank 0 that cannot
+    /// make one costs only the fast path: the take falls back to TCP, which every worker speaks.
+    async fn nccl_unique_id(
+        &mut self,
+        client: Arc<dyn WorkerApi>,
+        workers: &[WorkerInfo],
+    ) -> Result<Option<Vec<u8>>, RunError> {
         let transport = self.inner.cfg.overlap_transport;
         let coupled = self.resolved.spec.blend == BlendMode::CoDenoise && self.resolved.plan.overlap() > 0;
-        if let Err(why) = nccl_decision(transport, coupled, &self.workers) {
+        if let Err(why) = nccl_decision(transport, coupled, workers) {
             if transport == OverlapTransport::Nccl {
                 tracing::info!(job = %self.job_id, "overlaps over TCP: {why}");
             }
             return Ok(None);
         }
-        let w = &self.workers[0];
+        let w = &workers[0];
         let call = tokio::time::timeout(
             NCCL_ID_TIMEOUT,
             client.nccl_unique_id(self.job_id.clone(), self.plan_id),
@@ -733,7 +841,7 @@ impl JobRun {
         tokio::select! {
             r = call => Ok(match r {
                 Ok(Ok(id)) => {
-                    tracing::info!(job = %self.job_id, ranks = self.workers.len(), "overlaps over NCCL (rank 0: worker {})", w.id);
+                    tracing::info!(job = %self.job_id, ranks = workers.len(), "overlaps over NCCL (rank 0: worker {})", w.id);
                     Some(id)
                 }
                 Ok(Err(e)) => {
@@ -761,6 +869,23 @@ impl JobRun {
             async move { tokio::time::timeout(Duration::from_secs(5), c.cancel_shard(job, plan)).await }
         });
         futures::future::join_all(calls).await;
+    }
+}
+
+/// A later wave's start failure: outputs of earlier waves exist, so a worker's refusal or absence
+/// interrupts the run (its files are removed and the job resumes from its checkpoint) instead of
+/// queueing the job again as before any work.
+fn later_wave(e: RunError) -> RunError {
+    match e {
+        RunError::Refused { worker, reason } => RunError::Interrupted {
+            reason: format!("worker {worker} refused its shard of the next wave: {reason}"),
+            blame: None,
+        },
+        RunError::Unreachable { worker, reason } => RunError::Interrupted {
+            reason: format!("worker {worker} could not be reached for the next wave: {reason}"),
+            blame: Some(worker),
+        },
+        e => e,
     }
 }
 

@@ -38,14 +38,14 @@ pub(crate) fn now_ms() -> u64 {
 /// The plan as reported to clients, for a gang of `workers` (0 while queued).
 pub(crate) fn plan_summary(r: &ResolvedJob, m: &ModelInfo, workers: u32) -> PlanSummary {
     PlanSummary {
-        windows: r.plan.windows() as u32,
+        windows: r.windows() as u32,
         latent_frames: r.latent_frames as u32,
         output_frames: r.frames,
         rendered_frames: r.rendered_frames,
         workers,
         overlap: r.plan.overlap() as u32,
         window: m.window_frames as u32,
-        padded_latent_frames: r.plan.padded_frames() as u32,
+        padded_latent_frames: r.padded_latent_frames() as u32,
     }
 }
 
@@ -368,7 +368,7 @@ impl JobTable {
                 priority: j.status.spec.priority,
                 seq: j.seq,
                 model: j.model.clone(),
-                plan: j.resolved.plan,
+                plans: j.resolved.take_plans(),
                 excluded: j.status.recovery.excluded_workers.clone(),
                 window_bytes: crate::admission::window_bytes(&j.resolved, &j.model),
             })

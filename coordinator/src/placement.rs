@@ -4,17 +4,19 @@
 //! largest group of idle workers that serve its exact model (name and weights) and share one
 //! build and one device kind and name — bit-identical output needs identical arithmetic, and
 //! GEMM kernels differ between GPU generations and CPU instruction sets — capped at the job's
-//! window count and the per-job limit. The gang's workers, sorted by id, take the plan's
-//! contiguous window ranges in order. Workers excluded from a job (they failed it twice) are never
-//! placed on it. A gang forms only if every worker's share of windows fits its memory budget.
+//! window count and the per-job limit. The gang's workers, sorted by id, take the shards
+//! ([`longshot_core::takes::assign`]: contiguous window ranges of each take) in order; a job with
+//! more takes than workers runs its shards in waves, shard `j` on worker `j mod n`. Workers
+//! excluded from a job (they failed it twice) are never placed on it. A gang forms only if every
+//! shard fits its worker's memory budget.
 
 use longshot_core::admission::budget_of;
 use longshot_core::api::WorkerInfo;
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::plan::WindowPlan;
+use longshot_core::takes::{assign, Shard};
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
-use std::ops::Range;
 
 /// A queued job, as placement sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,7 +26,8 @@ pub struct QueuedJob {
     /// Submission order.
     pub seq: u64,
     pub model: ModelInfo,
-    pub plan: WindowPlan,
+    /// Every take's window grid (one for a job without cuts).
+    pub plans: Vec<WindowPlan>,
     /// Workers left out of this job (they failed it twice).
     pub excluded: Vec<String>,
     /// Bytes a worker holds per window (`longshot_core::admission`): a gang forms only where
@@ -39,12 +42,12 @@ pub struct PlacementConfig {
     pub max_workers_per_job: usize,
 }
 
-/// Workers for one job: `workers[i]` renders `windows[i]`.
+/// Workers for one job: `workers[j mod n]` renders `shards[j]`, in waves of `n` shards.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gang {
     pub job_id: String,
     pub workers: Vec<WorkerInfo>,
-    pub windows: Vec<Range<usize>>,
+    pub shards: Vec<Shard>,
 }
 
 /// The run-order key: sorting by it puts high priority first, then earlier submissions.
@@ -75,7 +78,7 @@ pub fn place(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig) 
         let Some(group) = by_build.into_values().rev().max_by_key(|g| g.len()) else {
             continue;
         };
-        let windows = job.plan.windows();
+        let windows: usize = job.plans.iter().map(WindowPlan::windows).sum();
         let cap = match config.max_workers_per_job {
             0 => windows,
             n => n.min(windows),
@@ -83,15 +86,14 @@ pub fn place(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig) 
         let mut chosen: Vec<WorkerInfo> = group.into_iter().cloned().collect();
         chosen.sort_by(|a, b| a.id.cmp(&b.id));
         chosen.truncate(cap);
-        let Ok(ranges) = job.plan.assign(chosen.len()) else {
+        let Ok(shards) = assign(&job.plans, chosen.len()) else {
             continue;
         };
         // The largest group gives the smallest shares; if they do not fit, the job waits for
         // more workers rather than overflow one.
-        let fits = chosen
-            .iter()
-            .zip(&ranges)
-            .all(|(w, r)| (r.len() as u64).saturating_mul(job.window_bytes) <= budget_of(w));
+        let fits = shards.iter().enumerate().all(|(j, s)| {
+            (s.windows.len() as u64).saturating_mul(job.window_bytes) <= budget_of(&chosen[j % chosen.len()])
+        });
         if !fits {
             continue;
         }
@@ -99,7 +101,7 @@ pub fn place(queue: &[QueuedJob], idle: &[WorkerInfo], config: PlacementConfig) 
         gangs.push(Gang {
             job_id: job.job_id.clone(),
             workers: chosen,
-            windows: ranges,
+            shards,
         });
     }
     gangs

@@ -178,7 +178,7 @@ impl Coordinator {
             model = %job.model.name,
             frames = job.resolved.frames,
             steps = job.resolved.schedule.steps(),
-            windows = job.resolved.plan.windows(),
+            windows = job.resolved.windows(),
         );
         let (seed, plan) = (job.status().seed, job.status().plan.unwrap_or_default());
         // A job the client is told about must survive a coordinator restart: store it first.

@@ -44,7 +44,7 @@ fn job(id: &str, priority: i32, seq: u64, model_k: usize, latent_frames: usize) 
         priority,
         seq,
         model: model(model_k),
-        plan: WindowPlan::new(latent_frames, 5, 1).unwrap(),
+        plans: vec![WindowPlan::new(latent_frames, 5, 1).unwrap()],
         excluded: Vec::new(),
         window_bytes: 0,
     }
@@ -70,13 +70,14 @@ fn check(
     for g in gangs {
         let job = by_id(&g.job_id);
         prop_assert!(!g.workers.is_empty());
+        let windows: usize = job.plans.iter().map(WindowPlan::windows).sum();
         let cap = if config.max_workers_per_job == 0 {
-            job.plan.windows()
+            windows
         } else {
             config.max_workers_per_job
         };
         prop_assert!(
-            g.workers.len() <= cap.min(job.plan.windows()),
+            g.workers.len() <= cap.min(windows),
             "gang of {} over the cap {cap}",
             g.workers.len()
         );
@@ -91,12 +92,25 @@ fn check(
             prop_assert_eq!(build(w), build(&g.workers[0]), "one build and device per gang");
         }
         prop_assert!(g.workers.windows(2).all(|p| p[0].id < p[1].id), "workers sorted by id");
-        // Contiguous ranges covering every window, one per worker, in order.
-        prop_assert_eq!(g.windows.len(), g.workers.len());
-        prop_assert_eq!(g.windows.first().map(|r| r.start), Some(0));
-        prop_assert_eq!(g.windows.last().map(|r| r.end), Some(job.plan.windows()));
-        prop_assert!(g.windows.iter().all(|r| !r.is_empty()));
-        prop_assert!(g.windows.windows(2).all(|p| p[0].end == p[1].start));
+        // Per take, contiguous ranges covering its windows, in order; one shard per worker, or
+        // with fewer workers than takes one shard per take (run in waves).
+        prop_assert_eq!(g.shards.len(), g.workers.len().max(job.plans.len()));
+        for (t, plan) in job.plans.iter().enumerate() {
+            let ranges: Vec<_> = g
+                .shards
+                .iter()
+                .filter(|s| s.take == t)
+                .map(|s| s.windows.clone())
+                .collect();
+            prop_assert_eq!(ranges.first().map(|r| r.start), Some(0));
+            prop_assert_eq!(ranges.last().map(|r| r.end), Some(plan.windows()));
+            prop_assert!(ranges.iter().all(|r| !r.is_empty()));
+            prop_assert!(ranges.windows(2).all(|p| p[0].end == p[1].start));
+        }
+        prop_assert!(
+            g.shards.windows(2).all(|p| p[0].take <= p[1].take),
+            "shards in take order"
+        );
     }
     // Gangs in run order: priority first, then submission order.
     let keys: Vec<_> = gangs
@@ -140,15 +154,18 @@ fn arb_workers() -> impl Strategy<Value = Vec<WorkerInfo>> {
 
 fn arb_queue() -> impl Strategy<Value = Vec<QueuedJob>> {
     let excluded = prop::collection::vec(0usize..10, 0..3);
-    prop::collection::vec((-2i32..=2, 0usize..3, 1usize..30, excluded), 0..6).prop_flat_map(|js| {
+    // Some jobs have cuts: up to three takes.
+    let takes = prop::collection::vec(1usize..30, 1..4);
+    prop::collection::vec((-2i32..=2, 0usize..3, takes, excluded), 0..6).prop_flat_map(|js| {
         let n = js.len();
         (Just(js), Just((0..n as u64).collect::<Vec<u64>>()).prop_shuffle()).prop_map(|(js, seqs)| {
             js.into_iter()
                 .zip(seqs)
                 .enumerate()
-                .map(|(i, ((prio, m, frames, out), seq))| QueuedJob {
+                .map(|(i, ((prio, m, takes, out), seq))| QueuedJob {
                     excluded: out.into_iter().map(|w| format!("w{w:02}")).collect(),
-                    ..job(&format!("job-{i}"), prio, seq, m, frames)
+                    plans: takes.iter().map(|&l| WindowPlan::new(l, 5, 1).unwrap()).collect(),
+                    ..job(&format!("job-{i}"), prio, seq, m, 1)
                 })
                 .collect()
         })
@@ -187,7 +204,8 @@ fn higher_priority_first_then_fifo() {
         .collect();
     // "urgent" has one window, so one worker; "early" takes two; "late" waits.
     assert_eq!(got, vec![("urgent", vec!["w00"]), ("early", vec!["w01", "w02"])]);
-    assert_eq!(gangs[1].windows, vec![0..2, 2..3]);
+    let shards: Vec<_> = gangs[1].shards.iter().map(|s| (s.take, s.windows.clone())).collect();
+    assert_eq!(shards, vec![(0, 0..2), (0, 2..3)]);
 }
 
 #[test]
@@ -236,7 +254,7 @@ fn a_gang_forms_only_where_every_share_fits_the_budget() {
         window_bytes: 1_000,
         ..job("big", 0, 1, 0, 21)
     };
-    assert_eq!(big.plan.windows(), 5);
+    assert_eq!(big.plans[0].windows(), 5);
     let small = QueuedJob {
         window_bytes: 1_000,
         ..job("small", 0, 2, 0, 5)
@@ -251,8 +269,40 @@ fn a_gang_forms_only_where_every_share_fits_the_budget() {
     let two: Vec<_> = (0..2).map(|i| budget(worker(i, 0, &[0]))).collect();
     let gangs = place(std::slice::from_ref(&big), &two, PlacementConfig::default());
     assert_eq!(gangs.len(), 1, "{gangs:?}");
-    assert!(gangs[0].windows.iter().all(|r| r.len() <= 3), "{gangs:?}");
+    assert!(gangs[0].shards.iter().all(|s| s.windows.len() <= 3), "{gangs:?}");
     // Workers that state no budget (0) are not limited.
     let unlimited = [worker(0, 0, &[0])];
     assert_eq!(place(&[big], &unlimited, PlacementConfig::default()).len(), 1);
+}
+
+/// A job with cuts on fewer workers than takes runs one shard per take, in waves; each shard
+/// must fit the worker that runs it (`j mod n`).
+#[test]
+fn takes_beyond_the_gang_run_in_waves_on_workers_that_fit_them() {
+    let budget = |w: WorkerInfo| WorkerInfo {
+        budget_bytes: 3_000,
+        ..w
+    };
+    // Takes of 3, 1 and 2 windows (window 5, overlap 1).
+    let cut = QueuedJob {
+        window_bytes: 1_000,
+        plans: [13, 5, 9].iter().map(|&l| WindowPlan::new(l, 5, 1).unwrap()).collect(),
+        ..job("cut", 0, 1, 0, 1)
+    };
+    assert_eq!(cut.plans.iter().map(WindowPlan::windows).collect::<Vec<_>>(), [3, 1, 2]);
+    let two: Vec<_> = (0..2).map(|i| budget(worker(i, 0, &[0]))).collect();
+    let gangs = place(std::slice::from_ref(&cut), &two, PlacementConfig::default());
+    let shards: Vec<_> = gangs[0].shards.iter().map(|s| (s.take, s.windows.clone())).collect();
+    assert_eq!(shards, vec![(0, 0..3), (1, 0..1), (2, 0..2)]);
+    assert_eq!(gangs[0].workers.len(), 2);
+    // A 4-window take does not fit a 3-window budget alone; with a worker per window it does.
+    let long = QueuedJob {
+        plans: [17, 5].iter().map(|&l| WindowPlan::new(l, 5, 1).unwrap()).collect(),
+        ..cut.clone()
+    };
+    assert!(place(std::slice::from_ref(&long), &two[..1], PlacementConfig::default()).is_empty());
+    let three: Vec<_> = (0..3).map(|i| budget(worker(i, 0, &[0]))).collect();
+    let gangs = place(&[long], &three, PlacementConfig::default());
+    let shards: Vec<_> = gangs[0].shards.iter().map(|s| (s.take, s.windows.clone())).collect();
+    assert_eq!(shards, vec![(0, 0..2), (0, 2..4), (1, 0..1)]);
 }

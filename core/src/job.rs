@@ -14,6 +14,7 @@ use crate::prompt_schedule::{PromptSchedule, ScheduledPrompt};
 use crate::repaint::{latents_of_output, RepaintMask, MARGIN_OVERLAPS};
 use crate::scheduler::{Schedule, Solver};
 use crate::shots::{Shot, ShotTimeline};
+use crate::takes::{take_ranges, take_spec, Take};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -147,8 +148,14 @@ pub struct ResolvedJob {
     pub latent_frames: usize,
     pub latent_height: usize,
     pub latent_width: usize,
+    /// The window grid. With cuts, the first take's: window and overlap are every take's, but
+    /// count windows with [`ResolvedJob::windows`] and plan with [`ResolvedJob::take_list`].
     pub plan: WindowPlan,
     pub schedule: Schedule,
+    /// A shot list with cuts: its takes, each rendered as a job of its own ([`crate::takes`]);
+    /// empty for one continuous take.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub takes: Vec<Take>,
     /// The first step that runs: 0, or for video-to-video `steps − ⌊steps·strength⌋`, where the
     /// loop starts from the video's latents noised to that step's σ.
     pub first_step: usize,
@@ -262,6 +269,23 @@ impl JobSpec {
                 ));
             }
         }
+        if let Some(i) = self
+            .shots
+            .iter()
+            .position(|s| s.transition == Some(crate::shots::Transition::Cut))
+        {
+            let with = [
+                (self.inputs.video.is_some(), "an input video (--video)"),
+                (self.inputs.image.is_some(), "a reference image (--image)"),
+                (self.rerender.is_some(), "a rerender"),
+            ];
+            for (_, what) in with.iter().filter(|(given, _)| *given) {
+                e.push(bad(
+                    &format!("shots[{i}].transition"),
+                    format!("a cut is not supported with {what} yet: use blend transitions, or render each take as its own job"),
+                ));
+            }
+        }
         if self.strength.is_some() && self.inputs.video.is_none() {
             e.push(bad("strength", "is for video-to-video: give a video too (--video)"));
         } else if let Err(m) = self.first_step() {
@@ -341,8 +365,10 @@ impl JobSpec {
 
 impl ResolvedJob {
     /// The initial noise's keys for a model of temporal compression `c`: per shot for a shot
-    /// list, else the job's seed from latent frame 0.
+    /// list, else the job's seed from latent frame 0. Of one take: with cuts, each take's
+    /// [`Take::job`] has its own.
     pub fn noise_keys(&self, c: usize) -> NoiseKeys {
+        debug_assert!(self.takes.is_empty(), "noise keys of a job with cuts: ask its takes");
         match self.spec.shot_timeline(self.seed) {
             Some(t) => t.noise_keys(c),
             None => NoiseKeys::single(self.seed),
@@ -371,8 +397,13 @@ impl ResolvedJob {
     }
 
     /// A shot list's prompts (not encoded yet) and each window's mix of them, for a model of
-    /// temporal compression `c`; `None` for a plain prompt job.
+    /// temporal compression `c`; `None` for a plain prompt job. Of one take, as
+    /// [`ResolvedJob::noise_keys`].
     pub fn prompt_schedule(&self, c: usize) -> Option<PromptSchedule> {
+        debug_assert!(
+            self.takes.is_empty(),
+            "the prompt schedule of a job with cuts: ask its takes"
+        );
         let t = self.spec.shot_timeline(self.seed)?;
         let windows = t.window_prompts(&self.plan, c);
         let prompts = t
@@ -450,7 +481,7 @@ impl ValidJobSpec {
         let mut outputs = spec.outputs.clone();
         outputs.sort();
         outputs.dedup();
-        Ok(ResolvedJob {
+        let job = ResolvedJob {
             first_step,
             seed: spec.seed.unwrap_or(seed),
             outputs,
@@ -461,8 +492,73 @@ impl ValidJobSpec {
             latent_width: (spec.width / sc.max(1)) as usize,
             plan,
             schedule,
+            takes: Vec::new(),
             spec,
-        })
+        };
+        if !crate::takes::has_cut(&job.spec.shots) {
+            return Ok(job);
+        }
+        job.with_takes(model)
+    }
+}
+
+impl ResolvedJob {
+    /// A job whose shot list has cuts: each take resolved as a job of its own, laid end to end.
+    /// The clip's rendered and latent frames are the takes' sums (each take renders its own
+    /// `c·k + 1` frames and trims its own tail).
+    fn with_takes(mut self, model: &ModelInfo) -> Result<ResolvedJob, Vec<FieldError>> {
+        let (mut frames, mut latents, mut windows) = (0u32, 0usize, 0usize);
+        let mut takes = Vec::new();
+        for shots in take_ranges(&self.spec.shots) {
+            let first_shot = shots.start;
+            let job = take_spec(&self.spec, self.seed, shots.clone())
+                .resolve(model, self.seed)
+                .map_err(|errors| {
+                    // Unreachable for a list that validated whole; named by its take all the same.
+                    let f = |e: FieldError| FieldError::new(format!("shots[{first_shot}]"), format!("its take: {e}"));
+                    errors.into_iter().map(f).collect::<Vec<_>>()
+                })?;
+            let take = Take {
+                shots,
+                frames: frames..frames + job.frames,
+                latents: latents..latents + job.latent_frames,
+                windows: windows..windows + job.plan.windows(),
+                job,
+            };
+            (frames, latents, windows) = (take.frames.end, take.latents.end, take.windows.end);
+            takes.push(take);
+        }
+        self.plan = takes[0].job.plan;
+        self.rendered_frames = takes.iter().map(|t| t.job.rendered_frames).sum();
+        self.latent_frames = latents;
+        self.takes = takes;
+        Ok(self)
+    }
+
+    /// The takes to render: the job's cut takes, or the whole job as one.
+    pub fn take_list(&self) -> Vec<Take> {
+        match self.takes.is_empty() {
+            true => vec![Take::whole(self)],
+            false => self.takes.clone(),
+        }
+    }
+
+    /// The window grid of every take, in order.
+    pub fn take_plans(&self) -> Vec<WindowPlan> {
+        match self.takes.is_empty() {
+            true => vec![self.plan],
+            false => self.takes.iter().map(|t| t.job.plan).collect(),
+        }
+    }
+
+    /// Windows of the whole job, every take's.
+    pub fn windows(&self) -> usize {
+        self.take_plans().iter().map(WindowPlan::windows).sum()
+    }
+
+    /// Latent frames the takes denoise, padding included.
+    pub fn padded_latent_frames(&self) -> usize {
+        self.take_plans().iter().map(WindowPlan::padded_frames).sum()
     }
 }
 
@@ -628,6 +724,110 @@ mod tests {
             (plain.prompt_schedule(4), plain.noise_keys(4)),
             (None, NoiseKeys::single(1))
         );
+    }
+
+    #[test]
+    fn a_cut_makes_takes_that_are_jobs_of_their_own() {
+        use crate::shots::{shot_seed, Transition};
+        let shot = |p: &str, frames: u32, t: Option<Transition>| Shot {
+            prompt: p.into(),
+            negative_prompt: None,
+            duration: None,
+            frames: Some(frames),
+            seed: None,
+            transition: t,
+        };
+        let shots = vec![
+            shot("a", 60, Some(Transition::Blend(1.0))),
+            shot("b", 61, Some(Transition::Cut)),
+            Shot {
+                seed: Some(5),
+                ..shot("c", 80, None)
+            },
+        ];
+        let spec = JobSpec {
+            prompt: String::new(),
+            shots,
+            length: ClipLength::Frames(201),
+            ..spec(JobInputs::default())
+        };
+        let r = spec.clone().resolve(&model(0), 9).unwrap();
+        assert_eq!(r.takes.len(), 2);
+        let (t0, t1) = (&r.takes[0], &r.takes[1]);
+        // Take 0: 121 frames = 31 latent frames, 2 windows; take 1: 80 frames render 81 = 21
+        // latent frames, 1 window. The clip's latents and windows are the sums.
+        assert_eq!(
+            (
+                t0.shots.clone(),
+                t0.frames.clone(),
+                t0.latents.clone(),
+                t0.windows.clone()
+            ),
+            (0..2, 0..121, 0..31, 0..2)
+        );
+        assert_eq!(
+            (
+                t1.shots.clone(),
+                t1.frames.clone(),
+                t1.latents.clone(),
+                t1.windows.clone()
+            ),
+            (2..3, 121..201, 31..52, 2..3)
+        );
+        assert_eq!(
+            (r.frames, r.rendered_frames, r.latent_frames, r.windows()),
+            (201, 202, 52, 3)
+        );
+        assert_eq!(r.latent_shape(16)[0], 52);
+        assert_eq!(r.padded_latent_frames(), 37 + 21);
+        // Each take is a shot list of its own shots, seeds written out, ending without a
+        // transition; the job's seed (1) keys shot 0 as in any list.
+        assert_eq!(
+            t0.job.spec.shots.iter().map(|s| s.seed).collect::<Vec<_>>(),
+            [Some(1), Some(shot_seed(1, 1))]
+        );
+        assert_eq!(t1.job.spec.shots[0].seed, Some(5));
+        assert_eq!(t1.job.spec.shots[0].transition, None);
+        assert_eq!((t1.job.frames, t1.job.takes.len()), (80, 0));
+        assert_eq!(r.take_plans(), vec![t0.job.plan, t1.job.plan]);
+        // The resolved job survives the job store's JSON.
+        let back: ResolvedJob = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        // A job without cuts is its own one take.
+        let plain = super::tests::spec(JobInputs::default()).resolve(&model(0), 9).unwrap();
+        assert!(plain.takes.is_empty());
+        assert_eq!(plain.take_list(), vec![crate::takes::Take::whole(&plain)]);
+        assert_eq!(plain.windows(), plain.plan.windows());
+        // A cut with a video, an image or a rerender is refused at the cut.
+        let fields = |s: JobSpec| s.validate().into_iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        let with_video = fields(JobSpec {
+            inputs: JobInputs {
+                video: Some(InputDigest::of(b"v")),
+                ..JobInputs::default()
+            },
+            ..spec.clone()
+        });
+        assert_eq!(with_video, ["shots[1].transition: a cut is not supported with an input video (--video) yet: use blend transitions, or render each take as its own job"]);
+        let with_image = fields(JobSpec {
+            inputs: JobInputs {
+                image: Some(InputDigest::of(b"i")),
+                ..JobInputs::default()
+            },
+            ..spec.clone()
+        });
+        assert!(
+            with_image[0].contains("with a reference image (--image)"),
+            "{with_image:?}"
+        );
+        let rerender = fields(JobSpec {
+            rerender: Some(Rerender {
+                source: "job-1".into(),
+                from_frame: 0,
+                to_frame: 10,
+            }),
+            ..spec
+        });
+        assert!(rerender[0].contains("with a rerender"), "{rerender:?}");
     }
 
     #[test]

@@ -41,4 +41,5 @@ pub mod repaint;
 pub mod scheduler;
 pub mod seam;
 pub mod shots;
+pub mod takes;
 pub mod tensor;

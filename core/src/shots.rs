@@ -1,4 +1,4 @@
-//! Shot lists: one take whose prompt changes along it.
+//! Shot lists: takes whose prompt changes along them.
 //!
 //! A job may give a list of shots instead of one prompt. Each shot has a prompt, a length and
 //! optionally its own negative prompt and seed; a `blend` transition into the next shot moves the
@@ -10,7 +10,8 @@
 //! - every latent frame gets its noise from its shot's seed and its index within the shot
 //!   ([`NoiseKeys`]), so a shot's noise does not move when an earlier shot's length changes.
 //!
-//! A one-shot list with the job's seed renders exactly what a plain prompt job does.
+//! A one-shot list with the job's seed renders exactly what a plain prompt job does. A `cut`
+//! ends a take: the shots after it render as a take of their own ([`crate::takes`]).
 
 use crate::denoiser::causal_frames;
 use crate::job::FieldError;
@@ -49,7 +50,7 @@ pub struct Shot {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "TransitionForm", into = "TransitionForm")]
 pub enum Transition {
-    /// A hard cut (not rendered yet: refused with a clear error).
+    /// A hard cut: the shots on either side are separate takes ([`crate::takes`]).
     Cut,
     /// The prompt moves from this shot's to the next one's over this many seconds, centred on
     /// the boundary.
@@ -228,10 +229,7 @@ pub fn timeline(
                 field(i, "transition"),
                 "the last shot has no next shot to pass into: remove it",
             )),
-            (Some(Transition::Cut), false) => e.push(FieldError::new(
-                field(i, "transition"),
-                "cut is not supported yet: a job renders one continuous take; use blend, or render the shots on either side of the cut as separate jobs",
-            )),
+            (Some(Transition::Cut), false) => {}
             (Some(Transition::Blend(d)), false) => {
                 let f = d * f64::from(fps);
                 if !(d.is_finite() && d > 0.0 && f.round() >= 1.0 && f <= f64::from(u32::MAX)) {
@@ -480,9 +478,8 @@ mod tests {
         );
         assert!(e.contains(&"shots[1].frames: must be at least 1".into()), "{e:?}");
         assert!(
-            e.iter()
-                .any(|m| m.starts_with("shots[1].transition: cut is not supported yet")),
-            "{e:?}"
+            !e.iter().any(|m| m.starts_with("shots[1].transition")),
+            "a cut is allowed: {e:?}"
         );
         assert!(
             e.contains(&"shots[2].duration: give duration or frames, not both".into()),
