@@ -356,11 +356,15 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
     let result = async {
         let client = connect(&cluster.endpoint).await?;
         inputs.upload(&client).await?;
+        let takes = match longshot_core::takes::take_ranges(&spec.shots).len() {
+            1 => String::new(),
+            n => format!(" in {n} takes"),
+        };
         let submitted = client.submit(spec, String::new()).await.map_err(|e| anyhow!("{e}"))?;
         if !json {
             let p = submitted.plan;
             eprintln!(
-                "job {}: seed {}, {} frames (rendered {} = {} latent frames, in {} windows of {}, overlap {})",
+                "job {}: seed {}, {} frames (rendered {} = {} latent frames, in {} windows of {}, overlap {}{takes})",
                 submitted.job_id,
                 submitted.seed,
                 p.output_frames,

@@ -264,3 +264,31 @@ fn a_cut_job_in_waves_resumes_from_its_checkpoint_with_the_same_bits() {
     assert!(got.1 == want.1, "frames differ from the undisturbed job");
     assert_eq!(got.1.len(), 243);
 }
+
+/// A cut with a reference image is refused before any process starts, naming the cut.
+#[test]
+fn a_cut_with_an_image_is_refused_at_the_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let yaml = write(&t.join("cut.yaml"), &shots("a calm slow blue lagoon under the sky"));
+    let image = t.join("first.png");
+    harness::write_rgb_png(&image, 64, 48, &[128; 64 * 48 * 3]);
+    let out = t.join("a.mp4");
+    let args = [
+        "--shots",
+        &yaml,
+        "--image",
+        image.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let (res, _) = harness::render_timed(BASE, &args);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("shots[1].transition: a cut is not supported with a reference image (--image) yet"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("starting a local cluster"), "{stderr}");
+    assert!(!out.exists());
+}

@@ -163,10 +163,6 @@ fn bad_shot_lists_fail_before_anything_starts() {
     let cases = [
         ("shots:\n  - promt: a\n    frames: 9\n", "unknown field `promt`"),
         (
-            "shots:\n  - prompt: a\n    frames: 9\n    transition: cut\n  - prompt: b\n    frames: 9\n",
-            "shots[0].transition: cut is not supported yet",
-        ),
-        (
             "shots:\n  - prompt: a\n    frames: 9\n  - prompt: b\n    frames: 9\n",
             "shots[0].transition: is required between shots",
         ),

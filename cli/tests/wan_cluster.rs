@@ -102,6 +102,31 @@ fn render_latents(c: &Cluster, args: &[&str], tag: &str) -> Vec<u8> {
     latents(&lat)
 }
 
+/// `JOB` without the flags `drop` (a shot list gives the prompt and length, an image the size).
+fn job_without(drop: &[&str]) -> Vec<&'static str> {
+    JOB.chunks(2)
+        .filter(|kv| !drop.contains(&kv[0]))
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// `longshot render` on `workers` local worker processes: `model_args` (the model and its
+/// inputs), then `args`, latents to `<dir>/<tag>.safetensors`, whose path it returns.
+fn render_to(dir: &Path, model_args: &[&str], args: &[&str], workers: &str, tag: &str) -> PathBuf {
+    let lat = dir.join(format!("{tag}.safetensors"));
+    let out = Command::new(BIN)
+        .arg("render")
+        .args(model_args)
+        .args(["--workers", workers, "-o"])
+        .arg(&lat)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{tag}: {}", String::from_utf8_lossy(&out.stderr));
+    lat
+}
+
 /// How many times the workers' logs say `what`.
 fn logged(c: &Cluster, workers: usize, what: &str) -> usize {
     (0..workers)
@@ -793,26 +818,10 @@ fn a_tiny_wan_shot_list_renders_bit_identically_on_one_and_three_workers() {
     )
     .unwrap();
     // JOB without its prompt and length: the shots give those.
-    let base: Vec<&str> = JOB
-        .chunks(2)
-        .filter(|kv| !["--prompt", "--frames"].contains(&kv[0]))
-        .flatten()
-        .copied()
-        .collect();
-    let render = |args: &[&str], workers: &str, tag: &str| {
-        let lat = tmp.path().join(format!("{tag}.safetensors"));
-        let out = Command::new(BIN)
-            .arg("render")
-            .args(["--model", model.to_str().unwrap()])
-            .args(&base)
-            .args(["--workers", workers, "-o"])
-            .arg(&lat)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{tag}: {}", String::from_utf8_lossy(&out.stderr));
-        latents(&lat)
-    };
+    let mut model_args = vec!["--model", model.to_str().unwrap()];
+    model_args.extend(job_without(&["--prompt", "--frames"]));
+    let render =
+        |args: &[&str], workers: &str, tag: &str| latents(&render_to(tmp.path(), &model_args, args, workers, tag));
     let shots = render(&["--shots", two.to_str().unwrap()], "1", "shots-1");
     assert!(
         shots == render(&["--shots", two.to_str().unwrap()], "3", "shots-3"),
@@ -915,26 +924,10 @@ fn a_tiny_wan_i2v_shot_list_renders_bit_identically_on_one_and_three_workers() {
     )
     .unwrap();
     // JOB without its prompt, length and size: the shots and the image give those.
-    let base: Vec<&str> = JOB
-        .chunks(2)
-        .filter(|kv| !["--prompt", "--frames", "--width", "--height"].contains(&kv[0]))
-        .flatten()
-        .copied()
-        .collect();
-    let render = |args: &[&str], workers: &str, tag: &str| {
-        let lat = tmp.path().join(format!("{tag}.safetensors"));
-        let out = Command::new(BIN)
-            .arg("render")
-            .args(["--model", i2v.to_str().unwrap(), "--image", image.to_str().unwrap()])
-            .args(&base)
-            .args(["--workers", workers, "-o"])
-            .arg(&lat)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{tag}: {}", String::from_utf8_lossy(&out.stderr));
-        latents(&lat)
-    };
+    let mut model_args = vec!["--model", i2v.to_str().unwrap(), "--image", image.to_str().unwrap()];
+    model_args.extend(job_without(&["--prompt", "--frames", "--width", "--height"]));
+    let render =
+        |args: &[&str], workers: &str, tag: &str| latents(&render_to(tmp.path(), &model_args, args, workers, tag));
     let shots = render(&["--shots", two.to_str().unwrap()], "1", "shots-1");
     assert!(
         shots == render(&["--shots", two.to_str().unwrap()], "3", "shots-3"),
@@ -951,4 +944,44 @@ fn a_tiny_wan_i2v_shot_list_renders_bit_identically_on_one_and_three_workers() {
         "a one-shot list with an image differs from --prompt --image"
     );
     assert!(shots != single, "the second shot changed nothing");
+}
+
+/// A cut on the tiny Wan2.1 pipeline: two takes of 97 frames (25 latent frames, two windows
+/// each) render the same bits on 1 worker (two waves) and on 3 (side by side), and the take after
+/// the cut is its shot rendered as a job of its own.
+#[test]
+fn a_tiny_wan_cut_renders_its_takes_bit_identically_on_one_and_three_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_pipeline(tmp.path());
+    let list = tmp.path().join("cut.yaml");
+    std::fs::write(
+        &list,
+        "shots:\n  - prompt: a lighthouse on a cliff at dusk\n    frames: 97\n    transition: cut\n  - prompt: a harbour at night\n    frames: 97\n",
+    )
+    .unwrap();
+    let mut model_args = vec!["--model", model.to_str().unwrap()];
+    model_args.extend(job_without(&["--prompt", "--frames", "--seed"]));
+    let cut = |workers: &str| {
+        let args = ["--shots", list.to_str().unwrap(), "--seed", "7"];
+        latents(&render_to(
+            tmp.path(),
+            &model_args,
+            &args,
+            workers,
+            &format!("cut-{workers}"),
+        ))
+    };
+    let one = cut("1");
+    assert!(one == cut("3"), "a cut list differs between 1 and 3 workers");
+    let seed = longshot_core::shots::shot_seed(7, 1).to_string();
+    let args = ["--prompt", "a harbour at night", "--frames", "97", "--seed", &seed];
+    let alone = harness::latent_bytes(
+        &render_to(tmp.path(), &model_args, &args, "2", "alone"),
+        &[25, 16, 4, 6],
+    );
+    assert!(
+        one[one.len() / 2..] == alone[..],
+        "the take after the cut is not its shot rendered alone"
+    );
+    assert!(one[..one.len() / 2] != alone[..], "the two takes are the same");
 }
