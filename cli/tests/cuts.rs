@@ -292,3 +292,75 @@ fn a_cut_with_an_image_is_refused_at_the_cut() {
     assert!(!stderr.contains("starting a local cluster"), "{stderr}");
     assert!(!out.exists());
 }
+
+/// `rerender` of a job with a cut: the range's take is re-rendered (its ramp stays inside the
+/// take), the take it misses is kept bit for bit, latents and frames; moving the cut is refused.
+#[test]
+fn a_rerender_of_a_cut_job_keeps_the_takes_it_misses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = write(
+        &tmp.path().join("cut.yaml"),
+        &shots("a calm slow blue lagoon under the sky"),
+    );
+    let c = Cluster::start(2, 30.0);
+    let source = submit(
+        &c,
+        &[
+            "--shots",
+            &yaml,
+            "--steps",
+            "4",
+            "--seed",
+            "11",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--format",
+            "png,latents",
+        ],
+    );
+    c.wait_state(&source, &["done"], Duration::from_secs(120));
+    let (src_latents, src_frames) = harness::fetch_render(&c, &source, "source", &SHAPE);
+    // Seconds 8..9 (frames 128..144) lie in take 1, which starts at frame 121; take 0 is kept.
+    for (from, to, kept, redone) in [("8", "9", 0, 1), ("2", "3", 1, 0)] {
+        let job = c.ok(&["rerender", &source, "--from", from, "--to", to, "--seed", "99"]);
+        let job = job.trim();
+        let s = c.wait_state(job, &["done", "failed"], Duration::from_secs(120));
+        assert_eq!(s["state"], "done", "{s}\n{}", c.logs());
+        let (latents, frames) = harness::fetch_render(&c, job, &format!("re-{from}"), &SHAPE);
+        let take = |t: usize| {
+            if t == 0 {
+                0..TAKE0_LATENTS
+            } else {
+                TAKE0_LATENTS..SHAPE[0]
+            }
+        };
+        let take_frames = |t: usize| if t == 0 { 0..CUT_FRAME } else { CUT_FRAME..202 };
+        assert!(
+            latent_frames(&latents, &SHAPE, take(kept)) == latent_frames(&src_latents, &SHAPE, take(kept)),
+            "{from}..{to} s: take {kept}'s latents changed"
+        );
+        assert!(
+            frames[take_frames(kept)] == src_frames[take_frames(kept)],
+            "{from}..{to} s: take {kept}'s frames changed"
+        );
+        assert!(
+            latent_frames(&latents, &SHAPE, take(redone)) != latent_frames(&src_latents, &SHAPE, take(redone)),
+            "{from}..{to} s: take {redone} was not re-rendered"
+        );
+    }
+    // A list whose cut lies elsewhere has another latent layout: refused, naming the takes.
+    let moved = write(
+        &tmp.path().join("moved.yaml"),
+        &shots("a calm slow blue lagoon under the sky")
+            .replace("frames: 41", "frames: 45")
+            .replace("frames: 81", "frames: 77"),
+    );
+    let out = c.cli(&["rerender", &source, "--from", "1", "--to", "2", "--shots", &moved]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("a rerender keeps its source job's cuts"),
+        "{stderr}"
+    );
+}

@@ -236,7 +236,9 @@ impl JobRun {
             nccl,
             checkpoint_every: self.checkpoint_every,
             resume: inputs.resume.map(Arc::new),
-            repaint: r.repaint_mask(self.model.temporal_compression),
+            repaint: self
+                .resolved
+                .take_repaint(&self.takes[shard.take], self.model.temporal_compression),
             known: inputs.known.map(Arc::new),
         }
     }
@@ -397,7 +399,7 @@ impl JobRun {
                 Some(h) if resume.is_none() => Some(self.video_span(j, h).await?),
                 _ => None,
             };
-            let known = match &self.takes[t].job.spec.rerender {
+            let known = match &self.resolved.spec.rerender {
                 Some(r) => Some(self.known_latents(j, &r.source).await?),
                 None => None,
             };
@@ -688,11 +690,12 @@ impl JobRun {
             .map_err(|e| RunError::Failed(format!("the job's inputs: {e}")))
     }
 
-    /// A rerender's source latents of shard `j`'s windows, read from the source job's latents
-    /// output (checked at submit; a failure now means the source expired or its file was lost;
-    /// a rerender has one take).
+    /// A rerender's source latents of shard `j`'s windows (numbered within its take), read from
+    /// the source job's latents output, where its take's lie (checked at submit; a failure now
+    /// means the source expired or its file was lost).
     async fn known_latents(&self, j: usize, source: &str) -> Result<KnownLatents, RunError> {
-        let (plan, r) = (&self.resolved.plan, &self.resolved);
+        let take = &self.takes[self.shards[j].take];
+        let (plan, r) = (&take.job.plan, &take.job);
         let span = KnownLatents::span(plan, &self.shards[j].windows);
         let dir = self.inner.lock().get(source).map(|j| j.dir.clone()).ok_or_else(|| {
             RunError::Failed(format!(
@@ -700,8 +703,8 @@ impl JobRun {
             ))
         })?;
         let path = dir.join(OutputKind::Latents.file_name());
-        let shape = r.latent_shape(self.model.latent_channels);
-        let frames = span.clone();
+        let shape = self.resolved.latent_shape(self.model.latent_channels);
+        let frames = take.latents.start + span.start..take.latents.start + span.end;
         let data = tokio::task::spawn_blocking(move || {
             longshot_media::read_latent_frames(&path, LATENTS_TENSOR, &shape, frames)
         })

@@ -277,7 +277,6 @@ impl JobSpec {
             let with = [
                 (self.inputs.video.is_some(), "an input video (--video)"),
                 (self.inputs.image.is_some(), "a reference image (--image)"),
-                (self.rerender.is_some(), "a rerender"),
             ];
             for (_, what) in with.iter().filter(|(given, _)| *given) {
                 e.push(bad(
@@ -319,6 +318,19 @@ impl JobSpec {
             ("solver", self.solver != source.solver),
             ("overlap", self.overlap != source.overlap),
         ];
+        // Each take has its own latent layout: the cuts must stay where the source has them.
+        let cuts = |spec: &JobSpec| crate::takes::take_frames(&spec.shots, spec.fps);
+        if differs.iter().all(|(_, d)| !d) && cuts(self) != cuts(source) {
+            return Some(bad(
+                "shots",
+                format!(
+                    "a rerender keeps its source job's cuts: job {} has takes of frames {:?}, this list {:?}",
+                    self.rerender.as_ref().map_or("?", |r| r.source.as_str()),
+                    cuts(source),
+                    cuts(self)
+                ),
+            ));
+        }
         differs.into_iter().find(|(_, d)| *d).map(|(field, _)| {
             bad(
                 field,
@@ -386,6 +398,25 @@ impl ResolvedJob {
     /// `[latent frames, channels, height, width]` of the clip's final latents (the latents output).
     pub fn latent_shape(&self, channels: usize) -> [usize; 4] {
         [self.latent_frames, channels, self.latent_height, self.latent_width]
+    }
+
+    /// A rerender's mask for take `take` of this job and a model of temporal compression `c`:
+    /// the part of the range in the take, in the take's own frames, ramped over
+    /// [`MARGIN_OVERLAPS`] overlaps inside the take (nothing crosses a cut); a take the range
+    /// misses is held whole. `None` for other jobs.
+    pub fn take_repaint(&self, take: &Take, c: usize) -> Option<RepaintMask> {
+        if self.takes.is_empty() {
+            return self.repaint_mask(c);
+        }
+        let r = self.spec.rerender.as_ref()?;
+        let (from, to) = (r.from_frame.max(take.frames.start), r.to_frame.min(take.frames.end));
+        let latent_frames = take.job.latent_frames;
+        if from >= to {
+            return Some(RepaintMask::hold_all(latent_frames));
+        }
+        let local = (from - take.frames.start) as usize..(to - take.frames.start) as usize;
+        let margin = MARGIN_OVERLAPS * take.job.plan.overlap();
+        RepaintMask::new(latents_of_output(local, c), margin, latent_frames).ok()
     }
 
     /// A rerender's mask for a model of temporal compression `c`: the latent frames of its range,
@@ -819,15 +850,32 @@ mod tests {
             with_image[0].contains("with a reference image (--image)"),
             "{with_image:?}"
         );
-        let rerender = fields(JobSpec {
+        // A rerender of a cut job: its range, in each take's frames, ramped inside the take; a
+        // take the range misses is held whole.
+        let edit = JobSpec {
             rerender: Some(Rerender {
                 source: "job-1".into(),
-                from_frame: 0,
-                to_frame: 10,
+                from_frame: 40,
+                to_frame: 60,
             }),
-            ..spec
-        });
-        assert!(rerender[0].contains("with a rerender"), "{rerender:?}");
+            ..spec.clone()
+        };
+        let e = edit.clone().resolve(&model(0), 9).unwrap();
+        assert_eq!(
+            e.take_repaint(&e.takes[0], 4),
+            Some(RepaintMask::new(10..16, MARGIN_OVERLAPS * 5, 31).unwrap())
+        );
+        assert_eq!(e.take_repaint(&e.takes[1], 4), Some(RepaintMask::hold_all(21)));
+        assert!(!RepaintMask::hold_all(21).runs(&(0..21)));
+        assert_eq!(e.takes[1].job.spec.rerender, None, "a take carries no range of its own");
+        // The cuts must stay where the source has them.
+        assert_eq!(edit.rerender_mismatch(&spec), None);
+        let mut moved = edit.clone();
+        moved.shots[1].frames = Some(41);
+        moved.shots[2].frames = Some(100);
+        let why = moved.rerender_mismatch(&spec).unwrap();
+        assert_eq!(why.field, "shots");
+        assert!(why.message.contains("[0..121, 121..201]"), "{why}");
     }
 
     #[test]

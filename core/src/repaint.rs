@@ -40,7 +40,12 @@ pub struct RepaintMask {
 }
 
 impl RepaintMask {
+    /// The mask regenerating `free` with a ramp of `margin` frames; the empty range at the clip's
+    /// end with no margin is [`RepaintMask::hold_all`] (how the wire carries it).
     pub fn new(free: Range<usize>, margin: usize, latent_frames: usize) -> Result<Self, RepaintError> {
+        if free == (latent_frames..latent_frames) && margin == 0 {
+            return Ok(Self::hold_all(latent_frames));
+        }
         if free.start >= free.end || free.end > latent_frames {
             return Err(RepaintError::Range {
                 start: free.start,
@@ -53,6 +58,17 @@ impl RepaintMask {
             margin,
             latent_frames,
         })
+    }
+
+    /// A mask that keeps every frame of a clip of `latent_frames`: a take of a rerender that
+    /// the range does not reach ([`crate::takes`]). No window runs the model; the take ends as
+    /// the source's latents, bit for bit, and is decoded again.
+    pub fn hold_all(latent_frames: usize) -> Self {
+        RepaintMask {
+            free: latent_frames..latent_frames,
+            margin: 0,
+            latent_frames,
+        }
     }
 
     /// The weight of global latent frame `l`: how much of the model's update it keeps.
@@ -173,6 +189,10 @@ mod tests {
         assert!(m.runs(&(0..8)) && m.runs(&(16..20)) && !m.runs(&(17..30)) && !m.runs(&(0..7)));
         assert!(!m.runs(&(30..40)), "padding alone never runs a window");
         assert!(RepaintMask::new(5..5, 1, 30).is_err() && RepaintMask::new(5..31, 1, 30).is_err());
+        assert!(RepaintMask::new(30..30, 1, 30).is_err());
+        assert_eq!(RepaintMask::new(30..30, 0, 30), Ok(RepaintMask::hold_all(30)));
+        let all = RepaintMask::hold_all(30);
+        assert!((0..30).all(|l| all.weight(l) == 0.0) && all.touched().is_empty());
     }
 
     #[test]

@@ -64,6 +64,21 @@ pub fn take_ranges(shots: &[crate::shots::Shot]) -> Vec<Range<usize>> {
     takes
 }
 
+/// The output frames of each take of `shots` at `fps` (one range for a list without cuts or
+/// no list); empty when a shot's length is invalid.
+pub fn take_frames(shots: &[crate::shots::Shot], fps: u32) -> Vec<Range<u32>> {
+    let mut start = 0u32;
+    let mut out = Vec::new();
+    for r in take_ranges(shots) {
+        let Some(len) = crate::shots::total_frames(&shots[r], fps) else {
+            return Vec::new();
+        };
+        out.push(start..start.saturating_add(len));
+        start = start.saturating_add(len);
+    }
+    out
+}
+
 /// Whether a shot list has a cut.
 pub fn has_cut(shots: &[crate::shots::Shot]) -> bool {
     shots.iter().any(|s| s.transition == Some(Transition::Cut))
@@ -81,11 +96,13 @@ pub fn take_spec(spec: &JobSpec, seed: u64, shots: Range<usize>) -> JobSpec {
         last.transition = None;
     }
     let frames = crate::shots::total_frames(&list, spec.fps).unwrap_or(1);
+    // A rerender's range is the job's; each take's part of it is `ResolvedJob::take_repaint`.
     JobSpec {
         shots: list,
         seed: Some(seed),
         length: ClipLength::Frames(frames),
         split_shots: false,
+        rerender: None,
         ..spec.clone()
     }
 }
