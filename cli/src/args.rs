@@ -1,6 +1,8 @@
 //! Job-spec flags shared by `render` and `submit`.
 
 use crate::inputs::{read_shots, LocalImage, LocalInputs, LocalVideo};
+use crate::prompt_cmd::PartFlags;
+use crate::prompt_library;
 use clap::Args;
 use longshot_core::codenoise::BlendMode;
 use longshot_core::job::{defaults, ClipLength, JobInputs, JobSpec, OutputKind};
@@ -10,13 +12,28 @@ use std::path::PathBuf;
 
 #[derive(Args, Clone, Debug)]
 pub struct JobArgs {
-    /// What to render.
-    #[arg(long, short = 'p', required_unless_present = "shots")]
+    /// What to render (or give its parts: --subject, --action, --environment, --camera,
+    /// --style; or --saved NAME from the prompt library).
+    #[arg(
+        long,
+        short = 'p',
+        required_unless_present_any = ["shots", "saved", "subject", "action", "environment", "camera", "style"],
+        conflicts_with_all = ["saved", "subject", "action", "environment", "camera", "style"]
+    )]
     pub prompt: Option<String>,
+    /// The prompt in parts, composed in the order subject, action, environment, camera, style
+    /// (`longshot prompt lint` flags what is missing).
+    #[command(flatten)]
+    pub parts: PartFlags,
+    /// A prompt saved with `longshot prompt save` (its negative prompt too, unless
+    /// --negative-prompt is given). The library: $LONGSHOT_PROMPTS, else
+    /// $XDG_CONFIG_HOME/longshot/prompts.yaml, else ~/.config/longshot/prompts.yaml.
+    #[arg(long, conflicts_with_all = ["subject", "action", "environment", "camera", "style"])]
+    pub saved: Option<String>,
     /// A shot list instead of --prompt: a YAML or JSON file of shots, each with its prompt and
     /// length, whose prompts blend into each other along one take (see the README's "Shot
     /// lists"). The clip's length is the shots' total.
-    #[arg(long, conflicts_with_all = ["prompt", "duration", "frames"])]
+    #[arg(long, conflicts_with_all = ["prompt", "duration", "frames", "saved", "subject", "action", "environment", "camera", "style"])]
     pub shots: Option<PathBuf>,
     /// With --shots: also write each video output once per shot, beside the clip
     /// (clip.shot-00.mp4, clip.shot-01.mp4, …; `fetch --shot N`).
@@ -101,7 +118,16 @@ impl JobArgs {
             .collect::<anyhow::Result<_>>()?;
         let video = self.video.as_deref().map(LocalVideo::read).transpose()?;
         let shots = self.shots.as_deref().map(read_shots).transpose()?.unwrap_or_default();
-        Ok(LocalInputs { images, video, shots })
+        let saved = match &self.saved {
+            Some(name) => Some(prompt_library::get(&prompt_library::library_path(None)?, name)?),
+            None => None,
+        };
+        Ok(LocalInputs {
+            images,
+            video,
+            shots,
+            saved,
+        })
     }
 
     /// The spec, naming `inputs` (from [`Self::inputs`]) by digest; the size defaults to the
@@ -132,8 +158,15 @@ impl JobArgs {
             split_shots: self.split_shots,
             strength: self.strength,
             model: self.model.clone(),
-            prompt: self.prompt.clone().unwrap_or_default(),
-            negative_prompt: self.negative_prompt.clone(),
+            prompt: match (&self.prompt, &inputs.saved) {
+                (Some(p), _) => p.clone(),
+                (None, Some(saved)) => saved.prompt.clone(),
+                (None, None) => self.parts.parts().compose(),
+            },
+            negative_prompt: match (&inputs.saved, self.negative_prompt.is_empty()) {
+                (Some(saved), true) => saved.negative_prompt.clone().unwrap_or_default(),
+                _ => self.negative_prompt.clone(),
+            },
             seed: self.seed,
             length,
             fps: self.fps,

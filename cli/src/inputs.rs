@@ -18,8 +18,10 @@ pub struct LocalInputs {
     /// `--image`, then `--last-image`.
     pub images: Vec<LocalImage>,
     pub video: Option<LocalVideo>,
-    /// `--shots`, parsed (checked with the rest of the spec).
+    /// `--shots`, parsed, each shot given in parts composed (checked with the rest of the spec).
     pub shots: Vec<Shot>,
+    /// `--saved`: the prompt from the library.
+    pub saved: Option<crate::prompt_library::SavedPrompt>,
 }
 
 /// A shot list file (`--shots`): `{"shots": [...]}` in JSON (`.json`) or YAML (anything else).
@@ -41,7 +43,12 @@ pub fn read_shots(path: &Path) -> Result<Vec<Shot>> {
     if file.shots.is_empty() {
         bail!("--shots {}: shots: list at least one shot", path.display());
     }
-    Ok(file.shots)
+    let mut shots = file.shots;
+    if let Err(errors) = longshot_core::shots::compose_prompts(&mut shots) {
+        let why: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        bail!("--shots {}: {}", path.display(), why.join("; "));
+    }
+    Ok(shots)
 }
 
 impl LocalInputs {

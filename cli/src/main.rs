@@ -16,6 +16,8 @@ mod inputs;
 mod local_cluster;
 mod metrics_http;
 mod progress;
+mod prompt_cmd;
+mod prompt_library;
 mod render_checks;
 mod rerender_cmd;
 mod serve;
@@ -132,6 +134,8 @@ enum Command {
     /// Single-component entry points for numerical checks against diffusers.
     #[command(subcommand)]
     Dev(dev::DevCommand),
+    /// Structured prompts: lint a prompt, keep a library of them (`save`, `list`, `show`).
+    Prompt(prompt_cmd::PromptArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -195,11 +199,14 @@ async fn main() -> std::process::ExitCode {
         _ => ("warn", "longshot-cli"),
     };
     let tracer = init_logging(level, cli.log_format, service);
+    let mut flagged = false;
     let result: Result<()> = match cli.command {
         Command::Coordinator(a) => serve::coordinator(a, cli.ca.clone()).await,
         Command::Worker(a) => serve::worker_with(a, cli.coordinator.clone(), cli.ca.clone()).await,
         Command::Certs(cmd) => certs::run(cmd),
         Command::Tokens(cmd) => tokens::run(cmd, cli.json),
+        // The lint found something: exit 1 without an error message (its findings are out).
+        Command::Prompt(a) => prompt_cmd::run(a, cli.json).map(|clean| flagged = !clean),
         Command::Dev(cmd) => {
             // Heavy CPU work: keep it off the async runtime.
             tokio::task::spawn_blocking(move || dev::run(cmd))
@@ -215,6 +222,7 @@ async fn main() -> std::process::ExitCode {
         traces::shutdown(provider).await;
     }
     match result {
+        Ok(()) if flagged => std::process::ExitCode::FAILURE,
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -246,7 +254,12 @@ async fn run_client(command: Command, coordinator: &str, ca: Option<&std::path::
         Command::Workers => c::workers(coordinator, json).await,
         Command::Drain { worker_id, undo } => c::drain(coordinator, &worker_id, undo, json).await,
         Command::Models => c::models(coordinator, json).await,
-        Command::Coordinator(_) | Command::Worker(_) | Command::Dev(_) | Command::Certs(_) | Command::Tokens(_) => {
+        Command::Coordinator(_)
+        | Command::Worker(_)
+        | Command::Dev(_)
+        | Command::Certs(_)
+        | Command::Tokens(_)
+        | Command::Prompt(_) => {
             unreachable!("handled in main")
         }
     }

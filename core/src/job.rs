@@ -691,6 +691,7 @@ mod tests {
             frames: Some(frames),
             seed: None,
             transition: t,
+            ..Default::default()
         };
         let shots = vec![shot("a", 40, Some(Transition::Blend(1.0))), shot("b", 41, None)];
         let spec = JobSpec {
@@ -767,6 +768,7 @@ mod tests {
             frames: Some(frames),
             seed: None,
             transition: t,
+            ..Default::default()
         };
         let shots = vec![
             shot("a", 60, Some(Transition::Blend(1.0))),

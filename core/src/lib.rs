@@ -36,6 +36,7 @@ pub mod local;
 pub mod noise;
 pub mod output;
 pub mod plan;
+pub mod prompt_parts;
 pub mod prompt_schedule;
 pub mod repaint;
 pub mod scheduler;

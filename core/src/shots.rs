@@ -17,17 +17,63 @@ use crate::denoiser::causal_frames;
 use crate::job::FieldError;
 use crate::noise::{NoiseKeys, NoiseSegment};
 use crate::plan::WindowPlan;
+use crate::prompt_parts::PromptParts;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
+
+/// Turns every shot given in parts (`subject`, `action`, `environment`, `camera`, `style`) into
+/// its composed prompt ([`PromptParts::compose`]) and clears the parts. A shot with both a prompt
+/// and parts is refused, naming it.
+pub fn compose_prompts(shots: &mut [Shot]) -> Result<(), Vec<FieldError>> {
+    let mut e = Vec::new();
+    for (i, s) in shots.iter_mut().enumerate() {
+        let parts = PromptParts {
+            subject: s.subject.take(),
+            action: s.action.take(),
+            environment: s.environment.take(),
+            camera: s.camera.take(),
+            style: s.style.take(),
+        };
+        if parts.is_empty() {
+            continue;
+        }
+        if !s.prompt.trim().is_empty() {
+            e.push(FieldError::new(
+                field(i, "prompt"),
+                "give the prompt or its parts (subject, action, environment, camera, style), not both",
+            ));
+            continue;
+        }
+        s.prompt = parts.compose();
+    }
+    if e.is_empty() {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
 
 /// Most shots one job may list.
 pub const MAX_SHOTS: usize = 1000;
 
 /// One shot, as the user writes it (YAML or JSON; unknown keys are refused).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Shot {
+    /// The prompt; or give its parts (`subject` … `style`), which [`compose_prompts`] turns into
+    /// it before the list is sent.
+    #[serde(default)]
     pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
     /// The job's negative prompt when unset.
     #[serde(default)]
     pub negative_prompt: Option<String>,
@@ -399,6 +445,7 @@ mod tests {
             frames: Some(frames),
             seed: None,
             transition,
+            ..Default::default()
         }
     }
 

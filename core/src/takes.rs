@@ -154,6 +154,7 @@ mod tests {
             frames: Some(frames),
             seed: None,
             transition,
+            ..Default::default()
         }
     }
 

@@ -24,6 +24,7 @@ fn shot(prompt: &str, frames: u32, transition: Option<Transition>) -> Shot {
         frames: Some(frames),
         seed: None,
         transition,
+        ..Default::default()
     }
 }
 

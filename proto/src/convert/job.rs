@@ -79,6 +79,7 @@ impl From<pb::Shot> for Shot {
                 shot::Transition::Cut(_) => Transition::Cut,
                 shot::Transition::BlendSeconds(d) => Transition::Blend(d),
             }),
+            ..Default::default()
         }
     }
 }

@@ -31,6 +31,7 @@ fn job_messages_round_trip() {
             frames: None,
             seed: Some(u64::MAX),
             transition: Some(Transition::Blend(0.75)),
+            ..Default::default()
         },
         Shot {
             prompt: "a blue sea".into(),
@@ -39,6 +40,7 @@ fn job_messages_round_trip() {
             frames: Some(40),
             seed: None,
             transition: Some(Transition::Cut),
+            ..Default::default()
         },
         Shot {
             prompt: "dusk".into(),
@@ -47,6 +49,7 @@ fn job_messages_round_trip() {
             frames: Some(1),
             seed: None,
             transition: None,
+            ..Default::default()
         },
     ];
     round_trip::<JobSpec, pb::JobSpec>(JobSpec {
