@@ -209,6 +209,13 @@ pub fn print_status(s: &JobStatus, json: bool) {
             s.spec.steps, s.spec.steps
         );
     }
+    let cost = &s.cost;
+    if cost.gpu_seconds > 0.0 || cost.cpu_seconds > 0.0 {
+        println!(
+            "    cost: {:.1} GPU-seconds, {:.1} CPU-seconds (device time summed over its workers)",
+            cost.gpu_seconds, cost.cpu_seconds
+        );
+    }
     let r = &s.recovery;
     if r.resumes > 0 || r.checkpoint_step > 0 {
         println!(

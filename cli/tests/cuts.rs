@@ -203,6 +203,20 @@ fn status_names_the_cut_and_the_takes() {
     }
     let json = c.status(&job);
     assert_eq!(json["steps_done"], 6, "{json}");
+    // Its cost: the one CPU worker's time on the two waves' shards, within the job's wall time.
+    let (cpu, gpu) = (
+        json["cost"]["cpu_seconds"].as_f64().unwrap(),
+        json["cost"]["gpu_seconds"].as_f64().unwrap(),
+    );
+    let wall = (json["finished_unix_ms"].as_u64().unwrap() - json["submitted_unix_ms"].as_u64().unwrap()) as f64 / 1e3;
+    assert!(
+        cpu > 0.0 && cpu <= wall + 0.01 && gpu == 0.0,
+        "cost {cpu} CPU-s, {gpu} GPU-s in {wall} s: {json}"
+    );
+    assert!(
+        status.contains("CPU-seconds (device time summed over its workers)"),
+        "{status}"
+    );
     let log = std::fs::read_to_string(c.dir.path().join("worker-0.log")).unwrap();
     assert_eq!(
         log.matches("encoded the prompts").count(),

@@ -84,6 +84,9 @@ pub(crate) struct JobRun {
     encoded: HashMap<(String, String), EncodedConditioning>,
     /// Frames delivered so far, over every wave.
     frames_done: u32,
+    /// Per worker of the running wave: when it accepted its shard, and when the shard ended
+    /// (the job's cost counts the time between).
+    held: Vec<(Option<Instant>, Option<Instant>)>,
     /// Checkpoint step → blob of each window (the job's numbering) at that step, until every
     /// window has one; kept across waves, whose takes reach a step at different times.
     partial: BTreeMap<usize, Vec<Option<String>>>,
@@ -119,6 +122,7 @@ impl JobRun {
             takes: job.resolved.take_list(),
             encoded: HashMap::new(),
             frames_done: 0,
+            held: Vec::new(),
             partial: BTreeMap::new(),
             resolved: job.resolved.clone(),
             model: job.model.clone(),
@@ -243,6 +247,19 @@ impl JobRun {
         }
     }
 
+    /// Adds the running wave's device time to the job's cost: each worker from accepting its
+    /// shard to the shard's end (now, for a shard cut short).
+    fn charge_wave(&mut self) {
+        let now = Instant::now();
+        let mut table = self.inner.lock();
+        for (i, (start, end)) in self.held.drain(..).enumerate() {
+            if let Some(start) = start {
+                let secs = end.unwrap_or(now).duration_since(start).as_secs_f64();
+                table.charge(&self.job_id, &self.workers[i].device_kind, secs);
+            }
+        }
+    }
+
     /// The states of shard `j`'s windows in the checkpoint this run resumes from, numbered within
     /// its take as the shard numbers them. A checkpoint that cannot be read any more is dropped:
     /// the job then starts again from noise (the same bits, more work).
@@ -301,7 +318,12 @@ impl JobRun {
         let mut result = Ok(());
         for first in (0..self.shards.len()).step_by(n) {
             let wave = first..(first + n).min(self.shards.len());
-            let events = match self.start_shards(clients, &wave).await {
+            self.held = vec![(None, None); wave.len()];
+            let started = self.start_shards(clients, &wave).await;
+            if started.is_err() {
+                self.charge_wave();
+            }
+            let events = match started {
                 Ok(events) => events,
                 // After the first wave, outputs exist: a refusal or a lost worker now interrupts
                 // the run (its files go; the job resumes from its checkpoint).
@@ -325,6 +347,7 @@ impl JobRun {
             result = self
                 .follow(events, assembler.as_ref().expect("opened above"), &wave)
                 .await;
+            self.charge_wave();
             if result.is_err() {
                 break;
             }
@@ -439,6 +462,7 @@ impl JobRun {
                     },
                     e => RunError::Failed(format!("worker {} refused its shard: {e}", w.id)),
                 })?;
+            self.held[i].0 = Some(Instant::now());
             events.push(Box::pin(
                 s.map(move |e| (i, Some(e)))
                     .chain(stream::once(async move { (i, None) })),
@@ -529,10 +553,14 @@ impl JobRun {
                         Some(ShardEvent::Checkpoint(state)) => {
                             self.checkpoint(wave.start + i, state).await?;
                         }
-                        Some(ShardEvent::Finished) => finished[i] = true,
+                        Some(ShardEvent::Finished) => {
+                            finished[i] = true;
+                            self.held[i].1.get_or_insert_with(Instant::now);
+                        }
                         Some(ShardEvent::Failed { reason, transient }) => {
                             // Its stream ends next: that end is not a disconnection.
                             finished[i] = true;
+                            self.held[i].1.get_or_insert_with(Instant::now);
                             match &mut reported {
                                 None => {
                                     let msg = format!("worker {} ({}) failed: {reason}", worker.id, worker.address);

@@ -101,6 +101,7 @@ impl Job {
             finished_unix_ms: 0,
             recovery: Default::default(),
             owner,
+            cost: Default::default(),
         };
         Job::restore(JobRecord {
             seq,
@@ -456,6 +457,16 @@ impl JobTable {
         let job = &self.jobs[job_id];
         self.store.save(job_id, Change::State, &|| job.record());
         Ok(true)
+    }
+
+    /// Adds `seconds` of a worker of device kind `device` to the job's cost
+    /// ([`longshot_core::api::JobCost`]).
+    pub fn charge(&mut self, job_id: &str, device: &str, seconds: f64) {
+        let Some(job) = self.jobs.get_mut(job_id) else { return };
+        job.status.cost.add(device, seconds);
+        self.metrics.device_time(&job.model.name, device, seconds);
+        let job = &self.jobs[job_id];
+        self.store.save(job_id, Change::Progress, &|| job.record());
     }
 
     /// Forgets `job_id`'s checkpoint (it could not be read): the next run starts from noise.

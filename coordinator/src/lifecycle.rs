@@ -174,6 +174,7 @@ mod tests {
             finished_unix_ms: 0,
             recovery: Default::default(),
             owner: String::new(),
+            cost: Default::default(),
         }
     }
 

@@ -30,6 +30,7 @@ pub struct CoordinatorMetrics {
     resumes: IntCounterVec,
     uploads: IntCounterVec,
     upload_bytes: prometheus::IntCounter,
+    device_seconds: prometheus::CounterVec,
 }
 
 impl CoordinatorMetrics {
@@ -119,6 +120,13 @@ impl CoordinatorMetrics {
                 "longshot_input_bytes_stored_total",
                 "Bytes of job inputs stored.",
             ))?,
+            device_seconds: prometheus::CounterVec::new(
+                Opts::new(
+                    "longshot_job_device_seconds_total",
+                    "Device time jobs used, summed over their workers (each from accepting a shard to its end), by device kind (cuda, cpu).",
+                ),
+                &["model", "device"],
+            )?,
         };
         let build = Gauge::with_opts(
             Opts::new("longshot_build_info", "Always 1; the build's version in a label.")
@@ -140,6 +148,7 @@ impl CoordinatorMetrics {
         registry.register(Box::new(m.upload_bytes.clone()))?;
         registry.register(Box::new(m.jobs.clone()))?;
         registry.register(Box::new(m.video_seconds.clone()))?;
+        registry.register(Box::new(m.device_seconds.clone()))?;
         for h in [&m.queue_wait, &m.duration, &m.realtime_factor] {
             registry.register(Box::new(h.clone()))?;
         }
@@ -205,6 +214,11 @@ impl CoordinatorMetrics {
                 }
             }
         }
+    }
+
+    /// A worker with device kind `device` held a shard of a `model` job for `seconds`.
+    pub(crate) fn device_time(&self, model: &str, device: &str, seconds: f64) {
+        self.device_seconds.with_label_values(&[model, device]).inc_by(seconds);
     }
 
     /// Sets the workers-by-state gauges.

@@ -79,6 +79,7 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         error: (state == JobState::Failed).then(|| "worker w1 failed".to_string()),
         submitted_unix_ms: 1_700_000_000_000 + seq,
         owner: format!("user-{}", seq % 2),
+        cost: Default::default(),
         // Recent, so retention (7 days by default) keeps finished jobs.
         finished_unix_ms: if state.is_terminal() { now_ms() } else { 0 },
         recovery: Default::default(),

@@ -96,6 +96,29 @@ pub struct JobStatus {
     /// Who submitted the job: its client token's name ("" on a coordinator without tokens).
     #[serde(default)]
     pub owner: String,
+    /// Device time the job has used so far, summed over its workers.
+    #[serde(default)]
+    pub cost: JobCost,
+}
+
+/// Device time a job used, summed over its workers: each worker counts from the moment it
+/// accepted a shard of the job to the end of that shard (finished, failed, or cut short by an
+/// interruption: work done again after a resume is paid twice). GPU workers count GPU-seconds,
+/// CPU workers CPU-seconds (a worker's whole device: its cores, not one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobCost {
+    pub gpu_seconds: f64,
+    pub cpu_seconds: f64,
+}
+
+impl JobCost {
+    /// Adds `seconds` on a worker whose device kind is `device_kind` (`cuda` or `cpu`).
+    pub fn add(&mut self, device_kind: &str, seconds: f64) {
+        match device_kind {
+            "cpu" => self.cpu_seconds += seconds,
+            _ => self.gpu_seconds += seconds,
+        }
+    }
 }
 
 /// How a job has survived faults: it resumes from its last complete checkpoint, on whichever

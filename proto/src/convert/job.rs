@@ -4,7 +4,7 @@
 use super::{invalid, nest, non_empty, required};
 use crate::pb::{self, job_event, job_spec, shot};
 use longshot_core::api::{
-    ApiError, JobEvent, JobRecovery, JobState, JobStatus, OutputChunk, OutputInfo, PlanSummary, SubmitResult,
+    ApiError, JobCost, JobEvent, JobRecovery, JobState, JobStatus, OutputChunk, OutputInfo, PlanSummary, SubmitResult,
 };
 use longshot_core::codenoise::BlendMode;
 use longshot_core::inputs::InputDigest;
@@ -322,6 +322,10 @@ impl From<JobStatus> for pb::JobStatus {
                 excluded_workers: s.recovery.excluded_workers,
             }),
             owner: s.owner,
+            cost: Some(pb::JobCost {
+                gpu_seconds: s.cost.gpu_seconds,
+                cpu_seconds: s.cost.cpu_seconds,
+            }),
         }
     }
 }
@@ -354,6 +358,13 @@ impl TryFrom<pb::JobStatus> for JobStatus {
                 })
                 .unwrap_or_default(),
             owner: s.owner,
+            cost: s
+                .cost
+                .map(|c| JobCost {
+                    gpu_seconds: c.gpu_seconds,
+                    cpu_seconds: c.cpu_seconds,
+                })
+                .unwrap_or_default(),
         })
     }
 }

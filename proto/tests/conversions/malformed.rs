@@ -53,6 +53,7 @@ fn malformed_job_messages_are_rejected_by_field() {
         finished_unix_ms: 0,
         recovery: JobRecovery::default(),
         owner: String::new(),
+        cost: Default::default(),
     });
     rejected(
         JobStatus::try_from(pb::JobStatus {

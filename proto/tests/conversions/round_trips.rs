@@ -1,6 +1,7 @@
 //! Every domain value survives domain → pb → domain unchanged, bit for bit where bits matter.
 
 use super::*;
+use longshot_core::api::JobCost;
 use longshot_core::noise::{NoiseKeys, NoiseSegment};
 use longshot_core::shots::{Shot, Transition};
 use longshot_tests::fixtures::worker_info;
@@ -117,6 +118,10 @@ fn job_messages_round_trip() {
             excluded_workers: vec!["w1".into()],
         },
         owner: "alice".into(),
+        cost: JobCost {
+            gpu_seconds: 812.25,
+            cpu_seconds: 0.5,
+        },
     };
     round_trip::<JobStatus, pb::JobStatus>(status.clone());
     round_trip::<JobStatus, pb::JobStatus>(JobStatus {
