@@ -69,15 +69,6 @@ pub struct AssemblyPlan {
 /// A video output's writer: the whole clip's, or one shot's (its index and frames).
 type Writer = (OutputKind, Option<(usize, std::ops::Range<u32>)>, Box<dyn FrameWriter>);
 
-/// Where writer `shot` of `kind` writes in `plan.dir`.
-fn writer_path(plan: &AssemblyPlan, kind: OutputKind, shot: Option<usize>) -> PathBuf {
-    let whole = plan.dir.join(kind.file_name());
-    match shot {
-        Some(s) => kind.shot_path(&whole, s),
-        None => whole,
-    }
-}
-
 enum Msg {
     Frame { index: u32, rgb8: Vec<u8> },
     Latents { first: u32, frames: u32, data: Vec<f32> },
@@ -111,7 +102,7 @@ impl Assembler {
             for &kind in plan.outputs.iter().filter(|k| k.is_video()) {
                 let shots = plan.shot_files.iter().cloned().enumerate().map(Some);
                 for shot in std::iter::once(None).chain(shots) {
-                    let path = writer_path(&plan, kind, shot.as_ref().map(|(i, _)| *i));
+                    let path = kind.job_path(&plan.dir, shot.as_ref().map(|(i, _)| *i));
                     let w = open_writer(kind, &path, plan.meta).map_err(|e| AssemblyError::Media(kind, e))?;
                     writers.push((kind, shot, w));
                 }
@@ -204,7 +195,7 @@ fn remove_outputs(plan: &AssemblyPlan) {
     for &kind in &plan.outputs {
         let shots = (0..plan.shot_files.len()).map(Some);
         for shot in std::iter::once(None).chain(shots) {
-            let p = writer_path(plan, kind, shot);
+            let p = kind.job_path(&plan.dir, shot);
             // Best effort: the job is failing already, and a missing file is the goal.
             let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
         }
@@ -323,7 +314,7 @@ fn run(
     let mut outputs = Vec::new();
     for (kind, shot, w) in writers {
         let summary = w.finish().map_err(|e| AssemblyError::Media(kind, e))?;
-        let path = writer_path(plan, kind, shot.map(|(i, _)| i));
+        let path = kind.job_path(&plan.dir, shot.map(|(i, _)| i));
         outputs.push(OutputInfo {
             name: path
                 .file_name()

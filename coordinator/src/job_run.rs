@@ -730,7 +730,7 @@ impl JobRun {
                 "rerender.source: job {source:?} expired and its latents are gone; render the clip again"
             ))
         })?;
-        let path = dir.join(OutputKind::Latents.file_name());
+        let path = OutputKind::Latents.job_path(&dir, None);
         let shape = self.resolved.latent_shape(self.model.latent_channels);
         let frames = take.latents.start + span.start..take.latents.start + span.end;
         let data = tokio::task::spawn_blocking(move || {

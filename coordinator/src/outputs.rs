@@ -12,11 +12,7 @@ const CHUNK: usize = 1 << 20;
 /// The files of output `kind` (or of one shot's, [`OutputKind::shot_path`]) in a job directory,
 /// as (name sent to the client, path): one file, or for a PNG sequence every frame in order.
 pub fn output_files(job_dir: &Path, kind: OutputKind, shot: Option<u32>) -> Result<Vec<(String, PathBuf)>, ApiError> {
-    let whole = job_dir.join(kind.file_name());
-    let path = match shot {
-        Some(s) => kind.shot_path(&whole, s as usize),
-        None => whole,
-    };
+    let path = kind.job_path(job_dir, shot.map(|s| s as usize));
     if kind != OutputKind::Png {
         let name = path
             .file_name()

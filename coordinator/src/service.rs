@@ -223,7 +223,7 @@ impl Coordinator {
                 format!("job {source:?} did not keep its latents: render with the latents output (--format latents) to re-render ranges of it later"),
             ));
         }
-        Ok(job.dir.join(OutputKind::Latents.file_name()))
+        Ok(OutputKind::Latents.job_path(&job.dir, None))
     }
 
     fn status_of(&self, job_id: &str) -> Result<JobStatus, ApiError> {

@@ -684,15 +684,7 @@ mod tests {
     #[test]
     fn a_shot_list_replaces_the_prompt_and_gives_the_length() {
         use crate::shots::Transition;
-        let shot = |p: &str, frames: u32, t: Option<Transition>| Shot {
-            prompt: p.into(),
-            negative_prompt: None,
-            duration: None,
-            frames: Some(frames),
-            seed: None,
-            transition: t,
-            ..Default::default()
-        };
+        let shot = Shot::new;
         let shots = vec![shot("a", 40, Some(Transition::Blend(1.0))), shot("b", 41, None)];
         let spec = JobSpec {
             prompt: String::new(),
@@ -761,15 +753,7 @@ mod tests {
     #[test]
     fn a_cut_makes_takes_that_are_jobs_of_their_own() {
         use crate::shots::{shot_seed, Transition};
-        let shot = |p: &str, frames: u32, t: Option<Transition>| Shot {
-            prompt: p.into(),
-            negative_prompt: None,
-            duration: None,
-            frames: Some(frames),
-            seed: None,
-            transition: t,
-            ..Default::default()
-        };
+        let shot = Shot::new;
         let shots = vec![
             shot("a", 60, Some(Transition::Blend(1.0))),
             shot("b", 61, Some(Transition::Cut)),

@@ -76,6 +76,15 @@ impl OutputKind {
         path.with_extension(self.extension().unwrap_or("frames"))
     }
 
+    /// This output's file in job directory `dir`: the clip's, or shot `shot`'s own.
+    pub fn job_path(self, dir: &Path, shot: Option<usize>) -> PathBuf {
+        let whole = dir.join(self.file_name());
+        match shot {
+            Some(s) => self.shot_path(&whole, s),
+            None => whole,
+        }
+    }
+
     /// Where shot `shot`'s own file of this output goes, given the whole clip's `path`:
     /// `clip.mp4` → `clip.shot-00.mp4`, a PNG directory `frames` → `frames.shot-00`. A job's own
     /// files are this applied to [`OutputKind::file_name`].

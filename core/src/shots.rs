@@ -91,6 +91,18 @@ pub struct Shot {
     pub transition: Option<Transition>,
 }
 
+impl Shot {
+    /// A shot of `frames` frames with `prompt`, the job's negative prompt and a derived seed.
+    pub fn new(prompt: &str, frames: u32, transition: Option<Transition>) -> Shot {
+        Shot {
+            prompt: prompt.into(),
+            frames: Some(frames),
+            transition,
+            ..Default::default()
+        }
+    }
+}
+
 /// How a shot passes into the next one. Written `cut` or `{blend: SECONDS}` (YAML and JSON
 /// alike).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -438,15 +450,7 @@ mod tests {
     use super::*;
 
     fn shot(prompt: &str, frames: u32, transition: Option<Transition>) -> Shot {
-        Shot {
-            prompt: prompt.into(),
-            negative_prompt: None,
-            duration: None,
-            frames: Some(frames),
-            seed: None,
-            transition,
-            ..Default::default()
-        }
+        Shot::new(prompt, frames, transition)
     }
 
     fn errors(shots: &[Shot]) -> Vec<String> {

@@ -147,15 +147,7 @@ mod tests {
     use crate::shots::Shot;
 
     fn shot(frames: u32, transition: Option<Transition>) -> Shot {
-        Shot {
-            prompt: "p".into(),
-            negative_prompt: None,
-            duration: None,
-            frames: Some(frames),
-            seed: None,
-            transition,
-            ..Default::default()
-        }
+        Shot::new("p", frames, transition)
     }
 
     #[test]

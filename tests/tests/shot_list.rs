@@ -17,15 +17,7 @@ const RED: &str = "a calm slow red sunset over the sea";
 const BLUE: &str = "a calm slow blue lagoon under the sky";
 
 fn shot(prompt: &str, frames: u32, transition: Option<Transition>) -> Shot {
-    Shot {
-        prompt: prompt.into(),
-        negative_prompt: None,
-        duration: None,
-        frames: Some(frames),
-        seed: None,
-        transition,
-        ..Default::default()
-    }
+    Shot::new(prompt, frames, transition)
 }
 
 /// The shots laid out on `cfg`'s clip: the first `split` frames red, the rest blue, with a
