@@ -1,7 +1,8 @@
 //! The run of one job on its gang: prompts, shards (in waves when a job's takes outnumber its
-//! workers), progress, checkpoints, output assembly, and how a run ends: done, failed, cancelled, queued again when a worker refuses its shard or cannot
-//! be reached, or interrupted by a lost worker, after which the job resumes from its last complete
-//! checkpoint on whichever workers are available.
+//! workers), progress, checkpoints, output assembly, and how a run ends: done, failed, cancelled,
+//! queued again when a worker refuses its shard or cannot be reached, or interrupted by a lost
+//! worker, after which the job resumes from its last complete checkpoint on whichever workers
+//! are available.
 
 use crate::assembly::{Assembler, AssemblyPlan};
 use crate::checkpoints::CheckpointRef;
@@ -538,6 +539,10 @@ impl JobRun {
                     // The shard's take: its windows, frames and latents start at these in the job's.
                     let take = &self.takes[self.shards[wave.start + i].take];
                     let (windows, frames, latents) = (take.windows.start as u32, take.frames.start, take.latents.start as u32);
+                    // The assembler bounds the whole clip; a shard may only write its own take.
+                    if let Some(why) = ev.as_ref().and_then(|e| outside_take(e, take)) {
+                        return Err(RunError::Failed(format!("worker {} ({}) {why}", worker.id, worker.address)));
+                    }
                     match ev {
                         Some(ShardEvent::StepDone { window, step }) => {
                             self.progress(Progress::Step { window: windows + window, step, total_steps: steps, worker_id: worker.id.clone() })
@@ -920,6 +925,22 @@ fn later_wave(e: RunError) -> RunError {
     }
 }
 
+/// Why `event` lies outside `take`, when it does: a frame or latent frames past the take's own.
+fn outside_take(event: &ShardEvent, take: &Take) -> Option<String> {
+    let (what, end, len) = match event {
+        ShardEvent::Frame { index, .. } => ("frame", u64::from(*index) + 1, take.frames.len() as u64),
+        ShardEvent::Latents {
+            first_frame, frames, ..
+        } => (
+            "latent frames",
+            u64::from(*first_frame) + u64::from(*frames),
+            take.latents.len() as u64,
+        ),
+        _ => return None,
+    };
+    (end > len).then(|| format!("sent {what} up to {end}, past its take's {len}"))
+}
+
 /// What a shard receives after its assignment (`ResumeShard`'s later messages).
 struct ShardInputs {
     /// Its windows' states when the run resumes from a checkpoint.
@@ -928,4 +949,68 @@ struct ShardInputs {
     video: Option<VideoSpan>,
     /// A rerender's source latents of its windows (every run).
     known: Option<KnownLatents>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use longshot_core::codenoise::BlendMode;
+    use longshot_core::job::{defaults, ClipLength, JobSpec};
+    use longshot_core::shots::{Shot, Transition};
+
+    /// A worker may only write its own take: the assembler's whole-clip bound would let a
+    /// take-0 shard overwrite take 1's frames.
+    #[test]
+    fn a_shard_event_past_its_take_is_named() {
+        let model = longshot_worker::models::ModelSet::builtin().served().remove(0);
+        let spec = JobSpec {
+            shots: vec![Shot::new("a", 41, Some(Transition::Cut)), Shot::new("b", 81, None)],
+            rerender: None,
+            split_shots: false,
+            strength: None,
+            model: model.name.clone(),
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            seed: Some(1),
+            length: ClipLength::Frames(122),
+            fps: defaults::FPS,
+            width: 32,
+            height: 32,
+            steps: 2,
+            guidance: defaults::GUIDANCE,
+            shift: defaults::SHIFT,
+            solver: defaults::SOLVER,
+            overlap: None,
+            outputs: vec![defaults::OUTPUT],
+            priority: 0,
+            blend: BlendMode::CoDenoise,
+            inputs: Default::default(),
+        };
+        let job = spec.resolve(&model, 1).unwrap();
+        let take = &job.takes[0];
+        assert_eq!((take.frames.len(), take.latents.len()), (41, 11));
+        let frame = |index| ShardEvent::Frame {
+            index,
+            width: 32,
+            height: 32,
+            rgb8: Vec::new(),
+        };
+        let latents = |first_frame, frames| ShardEvent::Latents {
+            first_frame,
+            frames,
+            data: Vec::new(),
+        };
+        assert_eq!(outside_take(&frame(40), take), None);
+        assert_eq!(
+            outside_take(&frame(41), take).as_deref(),
+            Some("sent frame up to 42, past its take's 41")
+        );
+        assert_eq!(outside_take(&latents(5, 6), take), None);
+        assert_eq!(
+            outside_take(&latents(5, 7), take).as_deref(),
+            Some("sent latent frames up to 12, past its take's 11")
+        );
+        assert!(outside_take(&latents(u32::MAX, u32::MAX), take).is_some());
+        assert_eq!(outside_take(&ShardEvent::Finished, take), None);
+    }
 }
