@@ -12,6 +12,7 @@ mod args;
 mod certs;
 mod client_cmds;
 mod dev;
+mod estimate_cmd;
 mod inputs;
 mod local_cluster;
 mod metrics_http;
@@ -81,6 +82,9 @@ enum Command {
     Worker(serve::WorkerArgs),
     /// Submit a job; prints its id (`--wait` follows it to the end).
     Submit(client_cmds::SubmitArgs),
+    /// Predict a job's wall time and GPU-seconds (same flags as `submit`; nothing is queued),
+    /// from the cluster's measured times for that model, size and device.
+    Estimate(args::JobArgs),
     /// Re-render a time range of a finished job in place (a new job; the rest is kept bit for
     /// bit). The job must have kept its latents (`--format mp4,latents`).
     Rerender(rerender_cmd::RerenderArgs),
@@ -240,6 +244,7 @@ async fn run_client(command: Command, coordinator: &str, ca: Option<&std::path::
         Command::Render(a) => local_cluster::render(a, json).await,
         Command::Up(a) => local_cluster::up(a, ca).await,
         Command::Submit(a) => c::submit(coordinator, a, json).await,
+        Command::Estimate(a) => estimate_cmd::estimate(coordinator, a, json).await,
         Command::Rerender(a) => rerender_cmd::rerender(coordinator, a, json).await,
         Command::Status { job_id } => c::status(coordinator, &job_id, json).await,
         Command::List { state, owner, limit } => c::list(coordinator, state.as_deref(), owner, limit, json).await,

@@ -383,6 +383,12 @@ fn tokens_and_roles_decide_what_each_client_sees_and_touches() {
     assert!(err.contains("has role read, which cannot cancel jobs"), "{err}");
     let err = run(Some(&ci), &submit).unwrap_err();
     assert!(err.contains("has role read, which cannot submit jobs"), "{err}");
+    // Estimating queues nothing: a read token may ask, a client without a token may not.
+    let mut estimate = vec!["estimate"];
+    estimate.extend_from_slice(FAULT_JOB);
+    let plan = run(Some(&ci), &estimate).unwrap();
+    assert!(plan.contains("windows /") && plan.contains("cpu worker"), "{plan}");
+    assert!(run(None, &estimate).is_err());
 
     // The file is re-read while the coordinator runs: a revoked token stops working, a new one
     // starts, without a restart.

@@ -7,6 +7,7 @@
 use crate::assembly::{Assembler, AssemblyPlan};
 use crate::checkpoints::CheckpointRef;
 use crate::context::Inner;
+use crate::estimate::{self, RunTiming};
 use crate::job_table::{plan_summary, Job, Progress};
 use crate::lifecycle::Transition;
 use crate::nccl_gang::{nccl_decision, OverlapTransport};
@@ -85,9 +86,13 @@ pub(crate) struct JobRun {
     encoded: HashMap<(String, String), EncodedConditioning>,
     /// Frames delivered so far, over every wave.
     frames_done: u32,
-    /// Per worker of the running wave: when it accepted its shard, and when the shard ended
-    /// (the job's cost counts the time between).
-    held: Vec<(Option<Instant>, Option<Instant>)>,
+    /// Per worker of the running wave: when it accepted its shard, stepped last and ended (the
+    /// job's cost counts accepted to end), and what it did.
+    held: Vec<Held>,
+    /// How this run spent its time so far (recorded with the job when the run succeeds).
+    timing: RunTiming,
+    /// The sum over finished waves of the slowest shard's seconds.
+    waves_seconds: f64,
     /// Checkpoint step → blob of each window (the job's numbering) at that step, until every
     /// window has one; kept across waves, whose takes reach a step at different times.
     partial: BTreeMap<usize, Vec<Option<String>>>,
@@ -104,6 +109,17 @@ pub(crate) struct JobRun {
     span: tracing::Span,
 }
 
+/// One worker's shard of the running wave, as the job's cost and timing count it.
+#[derive(Clone, Debug, Default)]
+struct Held {
+    accepted: Option<Instant>,
+    /// Its last step, and its steps (one per window per step) and frames so far.
+    last_step: Option<Instant>,
+    steps: u64,
+    frames: u64,
+    end: Option<Instant>,
+}
+
 impl JobRun {
     pub fn new(inner: Arc<Inner>, job: &Job, plan_id: u64, gang: Gang) -> Self {
         let span = tracing::info_span!(
@@ -114,6 +130,7 @@ impl JobRun {
             workers = gang.workers.len(),
         );
         let checkpoint_every = inner.cfg.checkpoint_interval(job.resolved.schedule.steps());
+        let device_kind = gang.workers.first().map(|w| w.device_kind.clone()).unwrap_or_default();
         JobRun {
             inner,
             job_id: gang.job_id,
@@ -124,6 +141,12 @@ impl JobRun {
             encoded: HashMap::new(),
             frames_done: 0,
             held: Vec::new(),
+            timing: RunTiming {
+                // Placement gangs only workers of one device kind.
+                device_kind: device_kind.clone(),
+                ..Default::default()
+            },
+            waves_seconds: 0.0,
             partial: BTreeMap::new(),
             resolved: job.resolved.clone(),
             model: job.model.clone(),
@@ -138,6 +161,7 @@ impl JobRun {
     pub async fn run(mut self) {
         let mut clients = Vec::new();
         let span = self.span.clone();
+        let started = Instant::now();
         let result = self.execute(&mut clients).instrument(span.clone()).await;
         if result.is_err() {
             // A lost worker is not asked: a frozen one would hold the resume up for the whole
@@ -165,7 +189,14 @@ impl JobRun {
             table.busy.remove(&w.id);
         }
         let transition = match result {
-            Ok(outputs) => Transition::Finish(outputs),
+            Ok(outputs) => {
+                // A rerender's held windows step without the model: its times would mislead.
+                if self.resolved.spec.rerender.is_none() && self.timing.window_steps > 0 {
+                    self.timing.overhead_seconds = (started.elapsed().as_secs_f64() - self.waves_seconds).max(0.0);
+                    table.timed(&self.job_id, std::mem::take(&mut self.timing));
+                }
+                Transition::Finish(outputs)
+            }
             Err(RunError::Cancelled) => Transition::Cancel,
             Err(RunError::Refused { worker, reason }) => {
                 tracing::warn!(job = %self.job_id, "worker {worker} refused its shard ({reason}); the job queues again");
@@ -248,17 +279,30 @@ impl JobRun {
         }
     }
 
-    /// Adds the running wave's device time to the job's cost: each worker from accepting its
-    /// shard to the shard's end (now, for a shard cut short).
-    fn charge_wave(&mut self) {
+    /// Adds the running wave's device time to the job's cost (each worker from accepting its
+    /// shard to the shard's end: now, for a shard cut short) and its times to the run's timing.
+    fn charge_wave(&mut self, wave: &Range<usize>) {
         let now = Instant::now();
+        let mut slowest = 0.0f64;
+        let held = std::mem::take(&mut self.held);
         let mut table = self.inner.lock();
-        for (i, (start, end)) in self.held.drain(..).enumerate() {
-            if let Some(start) = start {
-                let secs = end.unwrap_or(now).duration_since(start).as_secs_f64();
-                table.charge(&self.job_id, &self.workers[i].device_kind, secs);
+        for (i, h) in held.iter().enumerate() {
+            let Some(start) = h.accepted else { continue };
+            let end = h.end.unwrap_or(now);
+            let secs = end.duration_since(start).as_secs_f64();
+            table.charge(&self.job_id, &self.workers[i].device_kind, secs);
+            slowest = slowest.max(secs);
+            let (j, t) = (wave.start + i, &mut self.timing);
+            if let Some(last) = h.last_step {
+                let own = self.shards[j].windows.len().max(1) as u64;
+                let lockstep = estimate::widest(&self.shards, j, self.workers.len()) as u64;
+                t.window_steps += lockstep * (h.steps / own);
+                t.denoise_seconds += last.duration_since(start).as_secs_f64();
+                t.frames += h.frames;
+                t.decode_seconds += end.saturating_duration_since(last).as_secs_f64();
             }
         }
+        self.waves_seconds += slowest;
     }
 
     /// The states of shard `j`'s windows in the checkpoint this run resumes from, numbered within
@@ -319,10 +363,10 @@ impl JobRun {
         let mut result = Ok(());
         for first in (0..self.shards.len()).step_by(n) {
             let wave = first..(first + n).min(self.shards.len());
-            self.held = vec![(None, None); wave.len()];
+            self.held = vec![Held::default(); wave.len()];
             let started = self.start_shards(clients, &wave).await;
             if started.is_err() {
-                self.charge_wave();
+                self.charge_wave(&wave);
             }
             let events = match started {
                 Ok(events) => events,
@@ -348,7 +392,7 @@ impl JobRun {
             result = self
                 .follow(events, assembler.as_ref().expect("opened above"), &wave)
                 .await;
-            self.charge_wave();
+            self.charge_wave(&wave);
             if result.is_err() {
                 break;
             }
@@ -463,7 +507,7 @@ impl JobRun {
                     },
                     e => RunError::Failed(format!("worker {} refused its shard: {e}", w.id)),
                 })?;
-            self.held[i].0 = Some(Instant::now());
+            self.held[i].accepted = Some(Instant::now());
             events.push(Box::pin(
                 s.map(move |e| (i, Some(e)))
                     .chain(stream::once(async move { (i, None) })),
@@ -545,10 +589,13 @@ impl JobRun {
                     }
                     match ev {
                         Some(ShardEvent::StepDone { window, step }) => {
+                            self.held[i].steps += 1;
+                            self.held[i].last_step = Some(Instant::now());
                             self.progress(Progress::Step { window: windows + window, step, total_steps: steps, worker_id: worker.id.clone() })
                         }
                         Some(ShardEvent::Frame { index, rgb8, .. }) => {
                             self.frames_done += 1;
+                            self.held[i].frames += 1;
                             self.progress(Progress::Frames { done: self.frames_done, total: total_frames });
                             assembler.frame(frames + index, rgb8).await.map_err(|e| RunError::Failed(format!("assembling frames: {e}")))?;
                         }
@@ -560,12 +607,12 @@ impl JobRun {
                         }
                         Some(ShardEvent::Finished) => {
                             finished[i] = true;
-                            self.held[i].1.get_or_insert_with(Instant::now);
+                            self.held[i].end.get_or_insert_with(Instant::now);
                         }
                         Some(ShardEvent::Failed { reason, transient }) => {
                             // Its stream ends next: that end is not a disconnection.
                             finished[i] = true;
-                            self.held[i].1.get_or_insert_with(Instant::now);
+                            self.held[i].end.get_or_insert_with(Instant::now);
                             match &mut reported {
                                 None => {
                                     let msg = format!("worker {} ({}) failed: {reason}", worker.id, worker.address);

@@ -20,6 +20,7 @@ pub use embedded::EmbeddedJobStore;
 pub use etcd::{EtcdJobStore, LeaderGuard};
 
 use crate::checkpoints::CheckpointRef;
+use crate::estimate::RunTiming;
 use crate::lifecycle::{self, Transition};
 use longshot_core::api::{BoxFuture, JobState, JobStatus};
 use longshot_core::denoiser::ModelInfo;
@@ -52,6 +53,9 @@ pub struct JobRecord {
     /// The last complete checkpoint, which a resumed run starts from.
     #[serde(default)]
     pub checkpoint: Option<CheckpointRef>,
+    /// How its successful run spent its time (`longshot estimate`'s measurements).
+    #[serde(default)]
+    pub timing: Option<RunTiming>,
 }
 
 /// What changed, which decides whether a save may be skipped.

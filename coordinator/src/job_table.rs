@@ -6,6 +6,7 @@
 //! else writes a job's status.
 
 use crate::checkpoints::{CheckpointRef, CheckpointStore};
+use crate::estimate::RunTiming;
 use crate::job_store::{Change, JobRecord, JobStore};
 use crate::lifecycle::{self, IllegalTransition, Transition};
 use crate::metrics::CoordinatorMetrics;
@@ -64,6 +65,9 @@ pub(crate) struct Job {
     pub span: tracing::Span,
     /// The last complete checkpoint (persisted with the record).
     pub checkpoint: Option<CheckpointRef>,
+    /// How its successful run spent its time (persisted with the record): `longshot estimate`'s
+    /// measurements.
+    pub timing: Option<RunTiming>,
     /// The plan id of the job's current (or last) run: only it may checkpoint.
     pub plan_id: u64,
     /// Interruptions blamed on each worker.
@@ -110,6 +114,7 @@ impl Job {
             model,
             dir,
             checkpoint: None,
+            timing: None,
         })
     }
 
@@ -126,6 +131,7 @@ impl Job {
             dir: r.dir,
             span: tracing::Span::none(),
             checkpoint: r.checkpoint,
+            timing: r.timing,
             plan_id: 0,
             failures: HashMap::new(),
             stalled: 0,
@@ -153,6 +159,7 @@ impl Job {
             model: self.model.clone(),
             dir: self.dir.clone(),
             checkpoint: self.checkpoint.clone(),
+            timing: self.timing.clone(),
         }
     }
 
@@ -467,6 +474,29 @@ impl JobTable {
         self.metrics.device_time(&job.model.name, device, seconds);
         let job = &self.jobs[job_id];
         self.store.save(job_id, Change::Progress, &|| job.record());
+    }
+
+    /// Records how `job_id`'s successful run spent its time (saved with its record when it
+    /// finishes, which follows at once).
+    pub fn timed(&mut self, job_id: &str, timing: RunTiming) {
+        if let Some(job) = self.jobs.get_mut(job_id) {
+            job.timing = Some(timing);
+        }
+    }
+
+    /// The timings of finished jobs of `model` at `width`×`height` on `device_kind` workers,
+    /// most recently finished first.
+    pub fn timings(&self, model: &ModelInfo, width: u32, height: u32, device_kind: &str) -> Vec<RunTiming> {
+        let mut done: Vec<(u64, &RunTiming)> = self
+            .jobs
+            .values()
+            .filter(|j| j.status.state == JobState::Done && j.model == *model)
+            .filter(|j| (j.resolved.spec.width, j.resolved.spec.height) == (width, height))
+            .filter_map(|j| j.timing.as_ref().map(|t| (j.status.finished_unix_ms, t)))
+            .filter(|(_, t)| t.device_kind == device_kind)
+            .collect();
+        done.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        done.into_iter().map(|(_, t)| t.clone()).collect()
     }
 
     /// Forgets `job_id`'s checkpoint (it could not be read): the next run starts from noise.

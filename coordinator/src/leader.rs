@@ -280,6 +280,13 @@ impl JobApi for Gate {
             None => self.standby(),
         }
     }
+
+    fn estimate(&self, spec: JobSpec) -> BoxFuture<'_, Result<JobEstimate, ApiError>> {
+        match self.leader.get() {
+            Some(c) => c.estimate(spec),
+            None => self.standby(),
+        }
+    }
 }
 
 impl RegistryApi for Gate {

@@ -11,6 +11,7 @@
 //! - `job_table`: every job; the one place a job changes state (persisted, then published).
 //! - [`placement`]: which idle workers render which queued job, pure.
 //! - `dispatch`: the scheduling loop that places the queue and starts runs.
+//! - [`estimate`]: a job's run predicted from how finished runs spent their time, pure.
 //! - `job_run`: one job's run on its gang (prompts, shards, progress, failure, cancellation).
 //! - [`outputs`]: a finished job's files, streamed to clients.
 //! - [`inputs`]: uploaded inputs (reference images) by content address, decoded and checked.
@@ -35,6 +36,7 @@ mod config;
 mod context;
 mod disk_space;
 mod dispatch;
+pub mod estimate;
 pub mod etcd_registry;
 pub mod inputs;
 mod job_run;

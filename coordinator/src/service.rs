@@ -6,11 +6,13 @@ use crate::checkpoints::CheckpointStore;
 use crate::config::CoordinatorConfig;
 use crate::context::Inner;
 use crate::disk_space::available_bytes;
+use crate::estimate;
 use crate::job_store::{recover, Change, JobRecord, JobStore, NoJobStore};
-use crate::job_table::{now_ms, snapshot_event, Job, JobTable};
+use crate::job_table::{now_ms, plan_summary, snapshot_event, Job, JobTable};
 use crate::lifecycle::Transition;
 use crate::metrics::CoordinatorMetrics;
 use crate::outputs::{file_chunks, output_files};
+use crate::placement::{place, QueuedJob};
 use crate::registry::Registry;
 use futures::StreamExt;
 use longshot_core::api::*;
@@ -93,6 +95,78 @@ impl Coordinator {
     }
 
     async fn submit_job(&self, spec: JobSpec, owner: String) -> Result<SubmitResult, ApiError> {
+        let (resolved, model, _) = self.checked(spec).await?;
+        // Reference images are read and decoded off the runtime; only their checks matter here
+        // (a run decodes them again from the store: nothing decoded is persisted).
+        let (store, spec, frames) = (self.inner.inputs(), resolved.spec.clone(), resolved.frames);
+        tokio::task::spawn_blocking(move || {
+            store.reference_images(&spec.inputs, spec.width, spec.height)?;
+            store
+                .video(&spec.inputs, spec.width, spec.height, frames)
+                .map_err(|e| vec![e])
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("checking the job's inputs: {e}")))?
+        .map_err(ApiError::InvalidArgument)?;
+        if let Some(r) = &resolved.spec.rerender {
+            let path = self
+                .rerender_source(&resolved.spec, &r.source)
+                .map_err(|e| ApiError::InvalidArgument(vec![e]))?;
+            let shape = resolved.latent_shape(model.latent_channels);
+            let source = r.source.clone();
+            tokio::task::spawn_blocking(move || read_latent_frames(&path, LATENTS_TENSOR, &shape, 0..0))
+                .await
+                .map_err(|e| ApiError::Internal(format!("checking the source job's latents: {e}")))?
+                .map_err(|e| {
+                    ApiError::InvalidArgument(vec![FieldError::new(
+                        "rerender.source",
+                        format!("job {source:?}'s latents cannot be read: {e}"),
+                    )])
+                })?;
+        }
+        self.admit(resolved, model, owner).await
+    }
+
+    /// What `spec` would take if submitted now: the plan placement would give it on every
+    /// worker serving its model (busy ones as if free; drained ones left out), and the run predicted from finished jobs' timings.
+    async fn estimate_job(&self, spec: JobSpec) -> Result<JobEstimate, ApiError> {
+        let (resolved, model, mut serving) = self.checked(spec).await?;
+        // Drained workers take no new job.
+        serving.retain(|w| !self.inner.lock().drained.contains(&w.id));
+        let queued = QueuedJob {
+            job_id: String::new(),
+            priority: resolved.spec.priority,
+            seq: 0,
+            model: model.clone(),
+            plans: resolved.take_plans(),
+            excluded: Vec::new(),
+            window_bytes: admission::window_bytes(&resolved, &model),
+        };
+        let gang = place(&[queued], &serving, self.inner.cfg.placement())
+            .pop()
+            .ok_or_else(|| ApiError::FailedPrecondition(format!(
+                "no group of workers serving {} can hold this job's shards (admission accepts it, but placement needs workers of one build and device that fit it)",
+                model.name
+            )))?;
+        let n = gang.workers.len();
+        let device_kind = gang.workers[0].device_kind.clone();
+        let takes = resolved.take_list();
+        let loads = estimate::loads(&resolved, &model, &takes, &gang.shards, n);
+        let table = self.inner.lock();
+        let runs = table.timings(&model, resolved.spec.width, resolved.spec.height, &device_kind);
+        let jobs_ahead = table.jobs().filter(|j| !j.status().state.is_terminal()).count() as u32;
+        Ok(JobEstimate {
+            plan: plan_summary(&resolved, &model, n as u32),
+            prediction: estimate::predict(&runs, &loads, n, &device_kind),
+            device_kind,
+            jobs_ahead,
+        })
+    }
+
+    /// The checks every submission passes, inputs' contents and a rerender's source aside: the
+    /// spec's fields, the model, the plan, admission. The resolved job, its model, and the live
+    /// workers serving it.
+    async fn checked(&self, spec: JobSpec) -> Result<(ResolvedJob, ModelInfo, Vec<WorkerInfo>), ApiError> {
         // The spec's own fields and what the cluster offers are reported together, so a client
         // fixes its request in one round trip.
         let valid = spec.clone().validated();
@@ -126,43 +200,16 @@ impl Coordinator {
         let resolved = valid
             .resolve(&model, rand::random())
             .map_err(ApiError::InvalidArgument)?;
-        // Reference images are read and decoded off the runtime; only their checks matter here
-        // (a run decodes them again from the store: nothing decoded is persisted).
-        let (store, spec, frames) = (self.inner.inputs(), resolved.spec.clone(), resolved.frames);
-        tokio::task::spawn_blocking(move || {
-            store.reference_images(&spec.inputs, spec.width, spec.height)?;
-            store
-                .video(&spec.inputs, spec.width, spec.height, frames)
-                .map_err(|e| vec![e])
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("checking the job's inputs: {e}")))?
-        .map_err(ApiError::InvalidArgument)?;
-        if let Some(r) = &resolved.spec.rerender {
-            let path = self
-                .rerender_source(&resolved.spec, &r.source)
-                .map_err(|e| ApiError::InvalidArgument(vec![e]))?;
-            let shape = resolved.latent_shape(model.latent_channels);
-            let source = r.source.clone();
-            tokio::task::spawn_blocking(move || read_latent_frames(&path, LATENTS_TENSOR, &shape, 0..0))
-                .await
-                .map_err(|e| ApiError::Internal(format!("checking the source job's latents: {e}")))?
-                .map_err(|e| {
-                    ApiError::InvalidArgument(vec![FieldError::new(
-                        "rerender.source",
-                        format!("job {source:?}'s latents cannot be read: {e}"),
-                    )])
-                })?;
-        }
-        let serving: Vec<&WorkerInfo> = workers.iter().filter(|w| w.models.contains(&model)).collect();
+        let serving: Vec<WorkerInfo> = workers.into_iter().filter(|w| w.models.contains(&model)).collect();
         let free = available_bytes(&self.inner.cfg.data_dir)
             .map_err(|e| tracing::warn!("cannot read the free space of the data dir: {e}"))
             .ok();
-        let refused = admission::check(&resolved, &model, &serving, &self.inner.cfg.limits, free);
+        let refs: Vec<&WorkerInfo> = serving.iter().collect();
+        let refused = admission::check(&resolved, &model, &refs, &self.inner.cfg.limits, free);
         if !refused.is_empty() {
             return Err(ApiError::InvalidArgument(refused));
         }
-        self.admit(resolved, model, owner).await
+        Ok((resolved, model, serving))
     }
 
     /// Queues an admitted job: stored first, then in the table.
@@ -249,6 +296,10 @@ impl Coordinator {
 impl JobApi for Coordinator {
     fn submit(&self, spec: JobSpec, owner: String) -> BoxFuture<'_, Result<SubmitResult, ApiError>> {
         Box::pin(self.submit_job(spec, owner))
+    }
+
+    fn estimate(&self, spec: JobSpec) -> BoxFuture<'_, Result<JobEstimate, ApiError>> {
+        Box::pin(self.estimate_job(spec))
     }
 
     fn get(&self, job_id: String) -> BoxFuture<'_, Result<JobStatus, ApiError>> {

@@ -5,6 +5,7 @@
 //! writes made while etcd is down landing once it is back, and a deposed leader's writes refused.
 
 use etcd_client::Client;
+use longshot_coordinator::estimate::RunTiming;
 use longshot_coordinator::job_store::{recover, Change, EtcdJobStore, JobRecord, JobStore, NoJobStore, INTERRUPTED};
 use longshot_coordinator::leader;
 use longshot_coordinator::{Coordinator, CoordinatorConfig, InMemoryRegistry, Registry};
@@ -91,6 +92,15 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         model,
         dir: data_dir.join("jobs").join(job_id),
         checkpoint: None,
+        // A finished job carries its run's timing (what `longshot estimate` reads back).
+        timing: (state == JobState::Done).then(|| RunTiming {
+            device_kind: "cpu".into(),
+            window_steps: 30 * u64::from(steps),
+            denoise_seconds: 1.5 + seq as f64,
+            frames: u64::from(frames),
+            decode_seconds: 0.25,
+            overhead_seconds: 0.5,
+        }),
     }
 }
 

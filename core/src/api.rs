@@ -201,6 +201,38 @@ pub struct SubmitResult {
     pub plan: PlanSummary,
 }
 
+/// What a job would take on the cluster as it is now (`longshot estimate`): the plan it would
+/// get on the workers serving its model, and a prediction from the measured times of recent
+/// finished jobs of the same model, size and device kind.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobEstimate {
+    /// The plan it would run with (every serving worker free).
+    pub plan: PlanSummary,
+    /// `cuda` or `cpu`: the kind of the workers it would run on.
+    pub device_kind: String,
+    /// Jobs queued or running that it would wait for.
+    pub jobs_ahead: u32,
+    /// `None` when no finished job of this model, size and device kind is known yet.
+    pub prediction: Option<Prediction>,
+}
+
+/// A job's predicted run: `overhead + Σ over waves of the slowest shard`, where a shard takes
+/// `window_step_seconds` per lockstep window-step (its take's widest shard's windows × steps) and
+/// `frame_seconds` per decoded output frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// From the job's start to its end (not counting the wait for `jobs_ahead`).
+    pub wall_seconds: f64,
+    /// Device time summed over its workers, as [`JobStatus::cost`] will count it.
+    pub cost: JobCost,
+    /// Finished jobs the rates come from.
+    pub jobs: u32,
+    pub window_step_seconds: f64,
+    pub frame_seconds: f64,
+    /// Per run: connecting, text encoding, NCCL set-up and closing the outputs.
+    pub overhead_seconds: f64,
+}
+
 /// A chunk of an output file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutputChunk {
@@ -454,6 +486,9 @@ pub trait JobApi: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<BoxStream<Result<OutputChunk, ApiError>>, ApiError>>;
     fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, ApiError>>;
     fn models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ApiError>>;
+    /// What `spec` would take if submitted now: checked as [`JobApi::submit`] checks it (its
+    /// inputs' contents aside), nothing queued.
+    fn estimate(&self, spec: JobSpec) -> BoxFuture<'_, Result<JobEstimate, ApiError>>;
     /// Stops placing new jobs on a worker (`drain`), or lets it take them again; a job running
     /// there runs on. The worker's state as `workers` now reports it.
     fn drain(&self, worker_id: String, drain: bool) -> BoxFuture<'_, Result<WorkerState, ApiError>>;

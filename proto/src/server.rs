@@ -231,6 +231,14 @@ impl JobService for JobServiceAdapter {
         }))
     }
 
+    async fn estimate_job(&self, request: Request<pb::SubmitJobRequest>) -> Result<Response<pb::JobEstimate>, Status> {
+        // Queues nothing and reads no input: any caller may ask, unmetered.
+        self.caller(&request)?;
+        let spec = request.into_inner().spec.ok_or_else(|| missing("spec"))?;
+        let spec = JobSpec::try_from(spec).map_err(to_status)?;
+        reply(self.jobs.estimate(spec).await.map(Into::into))
+    }
+
     async fn drain_worker(
         &self,
         request: Request<pb::DrainWorkerRequest>,

@@ -12,8 +12,8 @@ use crate::tls::Peer;
 use crate::trace_context::traced;
 use futures::{future, StreamExt};
 use longshot_core::api::{
-    ApiError, BoxFuture, BoxStream, JobApi, JobEvent, JobFilter, JobState, JobStatus, OutputChunk, RegisterAck,
-    RegistryApi, SubmitResult, WorkerInfo, WorkerState,
+    ApiError, BoxFuture, BoxStream, JobApi, JobEstimate, JobEvent, JobFilter, JobState, JobStatus, OutputChunk,
+    RegisterAck, RegistryApi, SubmitResult, WorkerInfo, WorkerState,
 };
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::inputs::{InputDigest, InputInfo};
@@ -125,6 +125,17 @@ impl JobApi for JobClient {
                 .await
                 .map_err(|s| self.failed(s))?;
             SubmitResult::try_from(r.into_inner()).map_err(|e| malformed(&self.peer, e))
+        })
+    }
+
+    fn estimate(&self, spec: JobSpec) -> BoxFuture<'_, Result<JobEstimate, ApiError>> {
+        Box::pin(async move {
+            let request = pb::SubmitJobRequest {
+                spec: Some(spec.into()),
+            };
+            let r = self.client().estimate_job(self.request(request)).await;
+            let estimate = r.map_err(|s| self.failed(s))?.into_inner();
+            JobEstimate::try_from(estimate).map_err(|e| malformed(&self.peer, e))
         })
     }
 

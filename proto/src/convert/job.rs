@@ -4,7 +4,8 @@
 use super::{invalid, nest, non_empty, required};
 use crate::pb::{self, job_event, job_spec, shot};
 use longshot_core::api::{
-    ApiError, JobCost, JobEvent, JobRecovery, JobState, JobStatus, OutputChunk, OutputInfo, PlanSummary, SubmitResult,
+    ApiError, JobCost, JobEstimate, JobEvent, JobRecovery, JobState, JobStatus, OutputChunk, OutputInfo, PlanSummary,
+    Prediction, SubmitResult,
 };
 use longshot_core::codenoise::BlendMode;
 use longshot_core::inputs::InputDigest;
@@ -298,6 +299,64 @@ fn outputs_from_pb(outputs: Vec<pb::OutputInfo>, field: &str) -> Result<Vec<Outp
         .collect()
 }
 
+impl From<JobCost> for pb::JobCost {
+    fn from(c: JobCost) -> Self {
+        pb::JobCost {
+            gpu_seconds: c.gpu_seconds,
+            cpu_seconds: c.cpu_seconds,
+        }
+    }
+}
+
+impl From<pb::JobCost> for JobCost {
+    fn from(c: pb::JobCost) -> Self {
+        JobCost {
+            gpu_seconds: c.gpu_seconds,
+            cpu_seconds: c.cpu_seconds,
+        }
+    }
+}
+
+// ---- JobEstimate ----------------------------------------------------------------------------
+
+impl From<JobEstimate> for pb::JobEstimate {
+    fn from(e: JobEstimate) -> Self {
+        pb::JobEstimate {
+            plan: Some(e.plan.into()),
+            device_kind: e.device_kind,
+            jobs_ahead: e.jobs_ahead,
+            prediction: e.prediction.map(|p| pb::Prediction {
+                wall_seconds: p.wall_seconds,
+                cost: Some(p.cost.into()),
+                jobs: p.jobs,
+                window_step_seconds: p.window_step_seconds,
+                frame_seconds: p.frame_seconds,
+                overhead_seconds: p.overhead_seconds,
+            }),
+        }
+    }
+}
+
+impl TryFrom<pb::JobEstimate> for JobEstimate {
+    type Error = ApiError;
+
+    fn try_from(e: pb::JobEstimate) -> Result<Self, ApiError> {
+        Ok(JobEstimate {
+            plan: required(e.plan, "plan")?.into(),
+            device_kind: e.device_kind,
+            jobs_ahead: e.jobs_ahead,
+            prediction: e.prediction.map(|p| Prediction {
+                wall_seconds: p.wall_seconds,
+                cost: p.cost.map(Into::into).unwrap_or_default(),
+                jobs: p.jobs,
+                window_step_seconds: p.window_step_seconds,
+                frame_seconds: p.frame_seconds,
+                overhead_seconds: p.overhead_seconds,
+            }),
+        })
+    }
+}
+
 // ---- JobStatus ------------------------------------------------------------------------------
 
 impl From<JobStatus> for pb::JobStatus {
@@ -322,10 +381,7 @@ impl From<JobStatus> for pb::JobStatus {
                 excluded_workers: s.recovery.excluded_workers,
             }),
             owner: s.owner,
-            cost: Some(pb::JobCost {
-                gpu_seconds: s.cost.gpu_seconds,
-                cpu_seconds: s.cost.cpu_seconds,
-            }),
+            cost: Some(s.cost.into()),
         }
     }
 }
@@ -358,13 +414,7 @@ impl TryFrom<pb::JobStatus> for JobStatus {
                 })
                 .unwrap_or_default(),
             owner: s.owner,
-            cost: s
-                .cost
-                .map(|c| JobCost {
-                    gpu_seconds: c.gpu_seconds,
-                    cpu_seconds: c.cpu_seconds,
-                })
-                .unwrap_or_default(),
+            cost: s.cost.map(Into::into).unwrap_or_default(),
         })
     }
 }

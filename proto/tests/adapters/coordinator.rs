@@ -105,6 +105,33 @@ async fn coordinator_round_trips_jobs_and_registrations() -> Result<()> {
     assert_eq!(client.cancel("j-1".into()).await, Ok(JobState::Cancelled));
     assert_eq!(client.workers().await, Ok(vec![worker("w-1")]));
     assert_eq!(client.models().await, Ok(vec![model()]));
+    // An estimate with and without a prediction (the fake predicts for model "measured" only).
+    let unmeasured = client.estimate(spec()).await?;
+    assert_eq!(
+        (unmeasured.plan.windows, unmeasured.plan.workers, unmeasured.jobs_ahead),
+        (3, 2, 1)
+    );
+    assert_eq!((unmeasured.device_kind.as_str(), unmeasured.prediction), ("cuda", None));
+    let measured = client
+        .estimate(JobSpec {
+            model: "measured".into(),
+            ..spec()
+        })
+        .await?;
+    assert_eq!(
+        measured.prediction,
+        Some(Prediction {
+            wall_seconds: 12.5,
+            cost: JobCost {
+                gpu_seconds: 30.0,
+                cpu_seconds: 0.0
+            },
+            jobs: 3,
+            window_step_seconds: 0.25,
+            frame_seconds: 0.01,
+            overhead_seconds: 1.5,
+        })
+    );
 
     let registry = RegistryClient::connect_lazy(&format!("http://{}", server.addr))?;
     let ack = registry.register(worker("w-1")).await?;

@@ -151,6 +151,32 @@ impl JobApi for FakeCoordinator {
     fn models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ApiError>> {
         Box::pin(async { Ok(vec![model()]) })
     }
+    /// One plan; a prediction only for the model "measured".
+    fn estimate(&self, spec: JobSpec) -> BoxFuture<'_, Result<JobEstimate, ApiError>> {
+        Box::pin(async move {
+            let prediction = (spec.model == "measured").then_some(Prediction {
+                wall_seconds: 12.5,
+                cost: JobCost {
+                    gpu_seconds: 30.0,
+                    cpu_seconds: 0.0,
+                },
+                jobs: 3,
+                window_step_seconds: 0.25,
+                frame_seconds: 0.01,
+                overhead_seconds: 1.5,
+            });
+            Ok(JobEstimate {
+                plan: PlanSummary {
+                    windows: 3,
+                    workers: 2,
+                    ..Default::default()
+                },
+                device_kind: "cuda".into(),
+                jobs_ahead: 1,
+                prediction,
+            })
+        })
+    }
     fn drain(&self, worker_id: String, drain: bool) -> BoxFuture<'_, Result<WorkerState, ApiError>> {
         Box::pin(async move {
             match (worker_id.as_str(), drain) {
