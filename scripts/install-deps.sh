@@ -12,8 +12,9 @@ BUILD_PACKAGES=(protobuf-compiler libprotobuf-dev nasm)
 # a clean Debian root with debootstrap; image-check.sh builds the container image with podman on a
 # debootstrap base (binutils: strip, objdump); deploy-check.sh runs helm (from npm) and
 # kubernetes-validate (from PyPI) and node for the Prometheus-operator schemas; the network-partition
-# test makes a network namespace and a veth pair (iproute2, as root).
-TEST_PACKAGES=(etcd-server ffmpeg prometheus debootstrap podman binutils iproute2)
+# test makes a network namespace and a veth pair (iproute2, as root); the review test loads
+# `longshot review`'s HTML page in headless Chromium.
+TEST_PACKAGES=(etcd-server ffmpeg prometheus debootstrap podman binutils iproute2 chromium)
 # Node.js and npm (helm and kubectl come from an npm package; the Prometheus-operator CRD schemas
 # too): Debian's packages, unless a node with npm is installed already (e.g. NodeSource's nodejs,
 # which bundles npm and conflicts with Debian's npm package).

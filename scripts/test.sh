@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Longshot's whole test suite on a fresh Debian/Ubuntu machine.
 # Installs what the tests need (scripts/install-deps.sh: protoc and the protobuf well-known types,
-# nasm, etcd, ffmpeg/ffprobe, Prometheus, debootstrap, podman, node/npm; NVRTC, cuobjdump and nvdisasm
+# nasm, etcd, ffmpeg/ffprobe, Prometheus, debootstrap, podman, Chromium, node/npm; NVRTC, cuobjdump and nvdisasm
 # from PyPI; helm, kubectl and the manifest validators into .deploy-tools/), checks formatting (cargo
 # fmt) and lints (clippy -D warnings, also with the CUDA backend), then builds and runs every test
 # in release mode, checks the Helm chart (scripts/deploy-check.sh) and the container image

@@ -95,10 +95,12 @@ impl LocalVideo {
     /// Reads `path`: a directory of PNG frames (in name order), or a video file ffmpeg decodes
     /// (MP4, MOV, …; every frame, no frame-rate conversion).
     pub fn read(path: &Path) -> Result<Self> {
+        let flag = format!("--video {}", path.display());
         let (header, frames) = if path.is_dir() {
-            read_png_dir(path)?
+            read_png_dir(path, &flag)?
         } else {
-            read_with_ffmpeg(path)?
+            let v = decode_video(path, &flag, None)?;
+            (v.header, v.rgb)
         };
         // The header in front of the decoded frames, in place (a long video is gigabytes).
         let mut bytes = frames;
@@ -137,9 +139,8 @@ impl LocalVideo {
     }
 }
 
-/// The PNG files of `dir` in name order, decoded; all one size.
-fn read_png_dir(dir: &Path) -> Result<(VideoHeader, Vec<u8>)> {
-    let flag = format!("--video {}", dir.display());
+/// The PNG files of `dir` in name order, decoded; all one size. Errors start with `flag`.
+pub fn read_png_dir(dir: &Path, flag: &str) -> Result<(VideoHeader, Vec<u8>)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("{flag}: cannot list it"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -179,9 +180,18 @@ fn read_png_dir(dir: &Path) -> Result<(VideoHeader, Vec<u8>)> {
     ))
 }
 
-/// Every frame of a video file as 8-bit RGB, decoded by ffmpeg (size from ffprobe).
-fn read_with_ffmpeg(path: &Path) -> Result<(VideoHeader, Vec<u8>)> {
-    let flag = format!("--video {}", path.display());
+/// A video file's frames as 8-bit RGB, and its frame rate.
+pub struct DecodedVideo {
+    pub header: VideoHeader,
+    pub rgb: Vec<u8>,
+    /// `None` when the container gives none.
+    pub fps: Option<f64>,
+}
+
+/// Every frame of a video file as 8-bit RGB, decoded by ffmpeg (size and frame rate from
+/// ffprobe); `max_width`: scaled down (area filter) to at most that width, aspect kept. Errors
+/// start with `flag`.
+pub fn decode_video(path: &Path, flag: &str, max_width: Option<u32>) -> Result<DecodedVideo> {
     if !path.is_file() {
         bail!("{flag}: no such file (give a video file, or a directory of PNG frames)");
     }
@@ -195,7 +205,7 @@ fn read_with_ffmpeg(path: &Path) -> Result<(VideoHeader, Vec<u8>)> {
             "-select_streams",
             "v:0",
             "-show_entries",
-            "stream=width,height",
+            "stream=width,height,r_frame_rate",
             "-of",
             "csv=p=0",
         ])
@@ -203,7 +213,13 @@ fn read_with_ffmpeg(path: &Path) -> Result<(VideoHeader, Vec<u8>)> {
         .output()
         .map_err(|e| missing("ffprobe", e))?;
     let text = String::from_utf8_lossy(&probe.stdout);
-    let dims: Vec<u32> = text.trim().split(',').filter_map(|v| v.trim().parse().ok()).collect();
+    let fields: Vec<&str> = text.trim().split(',').map(str::trim).collect();
+    let dims: Vec<u32> = fields.iter().take(2).filter_map(|v| v.parse().ok()).collect();
+    let fps = fields.get(2).and_then(|r| {
+        let (n, d) = r.split_once('/')?;
+        let (n, d): (f64, f64) = (n.parse().ok()?, d.parse().ok()?);
+        (n > 0.0 && d > 0.0).then(|| n / d)
+    });
     let [width, height] = dims[..] else {
         bail!(
             "{flag}: not a video ffmpeg can read: {}",
@@ -213,20 +229,25 @@ fn read_with_ffmpeg(path: &Path) -> Result<(VideoHeader, Vec<u8>)> {
     if !(1..=MAX_VIDEO_SIDE).contains(&width) || !(1..=MAX_VIDEO_SIDE).contains(&height) {
         bail!("{flag}: the video is {width}x{height}; sides must be in 1..={MAX_VIDEO_SIDE}");
     }
-    let out = Command::new("ffmpeg")
+    // Scaled only when asked to: a video-to-video input is decoded exactly as ffmpeg gives it.
+    let scale = match max_width {
+        Some(m) if width > m => {
+            let h = ((u64::from(height) * u64::from(m) + u64::from(width) / 2) / u64::from(width)).max(1) as u32;
+            Some((m, h))
+        }
+        _ => None,
+    };
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg
         .args(["-v", "error", "-nostdin", "-i"])
         .arg(path)
-        .args([
-            "-map",
-            "0:v:0",
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-",
-        ])
+        .args(["-map", "0:v:0", "-fps_mode", "passthrough"]);
+    if let Some((w, h)) = scale {
+        ffmpeg.args(["-vf", &format!("scale={w}:{h}:flags=area")]);
+    }
+    let (width, height) = scale.unwrap_or((width, height));
+    let out = ffmpeg
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .output()
         .map_err(|e| missing("ffmpeg", e))?;
     if !out.status.success() {
@@ -243,7 +264,11 @@ fn read_with_ffmpeg(path: &Path) -> Result<(VideoHeader, Vec<u8>)> {
         );
     }
     let frames = (out.stdout.len() / fb) as u32;
-    Ok((VideoHeader { width, height, frames }, out.stdout))
+    Ok(DecodedVideo {
+        header: VideoHeader { width, height, frames },
+        rgb: out.stdout,
+        fps,
+    })
 }
 
 /// A reference image read from disk.

@@ -21,6 +21,8 @@ mod prompt_cmd;
 mod prompt_library;
 mod render_checks;
 mod rerender_cmd;
+mod review_cmd;
+mod review_page;
 mod serve;
 mod tokens;
 mod traces;
@@ -85,6 +87,9 @@ enum Command {
     /// Predict a job's wall time and GPU-seconds (same flags as `submit`; nothing is queued),
     /// from the cluster's measured times for that model, size and device.
     Estimate(args::JobArgs),
+    /// QC review of a finished job: a contact sheet, seam/flicker/frozen/black-frame/length
+    /// checks and an HTML page in a directory (exit status 1 when a check fails).
+    Review(review_cmd::ReviewArgs),
     /// Re-render a time range of a finished job in place (a new job; the rest is kept bit for
     /// bit). The job must have kept its latents (`--format mp4,latents`).
     Rerender(rerender_cmd::RerenderArgs),
@@ -245,6 +250,7 @@ async fn run_client(command: Command, coordinator: &str, ca: Option<&std::path::
         Command::Up(a) => local_cluster::up(a, ca).await,
         Command::Submit(a) => c::submit(coordinator, a, json).await,
         Command::Estimate(a) => estimate_cmd::estimate(coordinator, a, json).await,
+        Command::Review(a) => review_cmd::review(coordinator, a, json).await,
         Command::Rerender(a) => rerender_cmd::rerender(coordinator, a, json).await,
         Command::Status { job_id } => c::status(coordinator, &job_id, json).await,
         Command::List { state, owner, limit } => c::list(coordinator, state.as_deref(), owner, limit, json).await,

@@ -15,6 +15,7 @@
 //! - [`prompt_schedule`]: a shot list's per-window text conditioning and the shard's denoisers.
 //! - [`repaint`]: re-rendering a time range in place (RePaint along time).
 //! - [`shots`]: shot lists: prompts that change along one take, per-shot noise.
+//! - [`review`]: a finished clip's QC review (seams, flicker, frozen/black/white frames, length).
 //! - [`seam`]: model-free seam metrics (seam jump ratio, placebo, ghosting, overlap disagreement).
 //! - [`hash`]: stable hashes used to prove overlap copies are bit-identical.
 //! - [`job`]: the job spec and its validation (every bad field named, with what is allowed).
@@ -39,6 +40,7 @@ pub mod plan;
 pub mod prompt_parts;
 pub mod prompt_schedule;
 pub mod repaint;
+pub mod review;
 pub mod scheduler;
 pub mod seam;
 pub mod shots;

@@ -39,7 +39,7 @@ pub use image_input::{decode_rgb8, ImageInputError, RgbImage, MAX_IMAGE_SIDE};
 pub use latents::{read_latent_frames, read_latents, write_latents, Latents, LatentsWriter};
 pub use meta::VideoMeta;
 pub use mp4_writer::{default_bitrate_bps, Mp4FrameWriter, Mp4Options};
-pub use png_writer::{png_frame_name, PngSequenceWriter};
+pub use png_writer::{png_frame_name, write_png, PngSequenceWriter};
 pub use prores_writer::{ffmpeg_available, ProResWriter};
 
 /// A streaming video writer: call `write_frame` once per frame, in order, then `finish`.

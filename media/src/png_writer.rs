@@ -13,6 +13,27 @@ pub fn png_frame_name(index: u64) -> String {
     format!("frame_{index:06}.png")
 }
 
+/// Writes `rgb` (`[height, width, 3]` 8-bit) to `path` as an sRGB PNG; its size in bytes.
+pub fn write_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> Result<u64, MediaError> {
+    let png_err = |e: png::EncodingError| MediaError::Png {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    // Encode in memory, then one write: a failed flush cannot hide in a BufWriter's drop.
+    let mut encoded = Vec::with_capacity(rgb.len() / 2);
+    let mut encoder = png::Encoder::new(&mut encoded, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    // Fast: frames are intermediates, and Balanced is several times slower for ~10% less.
+    encoder.set_compression(png::Compression::Fast);
+    encoder.set_source_srgb(png::SrgbRenderingIntent::Perceptual);
+    let mut writer = encoder.write_header().map_err(png_err)?;
+    writer.write_image_data(rgb).map_err(png_err)?;
+    writer.finish().map_err(png_err)?;
+    std::fs::write(path, &encoded).map_err(|e| MediaError::io(format!("cannot write {}", path.display()), e))?;
+    Ok(encoded.len() as u64)
+}
+
 /// Writes each frame as its own PNG; see the module doc.
 pub struct PngSequenceWriter {
     dir: PathBuf,
@@ -56,23 +77,7 @@ impl FrameWriter for PngSequenceWriter {
     fn write_frame(&mut self, rgb: &[u8]) -> Result<(), MediaError> {
         self.meta.check_frame(self.frames, rgb)?;
         let path = self.dir.join(png_frame_name(self.frames));
-        let png_err = |e: png::EncodingError| MediaError::Png {
-            path: path.clone(),
-            message: e.to_string(),
-        };
-        // Encode in memory, then one write: a failed flush cannot hide in a BufWriter's drop.
-        let mut encoded = Vec::with_capacity(rgb.len() / 2);
-        let mut encoder = png::Encoder::new(&mut encoded, self.meta.width, self.meta.height);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        // Fast: frames are intermediates, and Balanced is several times slower for ~10% less.
-        encoder.set_compression(png::Compression::Fast);
-        encoder.set_source_srgb(png::SrgbRenderingIntent::Perceptual);
-        let mut writer = encoder.write_header().map_err(png_err)?;
-        writer.write_image_data(rgb).map_err(png_err)?;
-        writer.finish().map_err(png_err)?;
-        std::fs::write(&path, &encoded).map_err(|e| MediaError::io(format!("cannot write {}", path.display()), e))?;
-        let size = encoded.len() as u64;
+        let size = write_png(&path, self.meta.width, self.meta.height, rgb)?;
         self.bytes += size;
         self.frames += 1;
         Ok(())
