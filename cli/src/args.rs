@@ -106,6 +106,10 @@ pub struct JobArgs {
     /// Ablation: render windows independently (no overlap exchange, hard cuts at the seams).
     #[arg(long)]
     pub no_exchange: bool,
+    /// A quick draft: half the width and height, a quarter of the steps, the same seed and shots,
+    /// its noise the full-size job's summed 2×2; `longshot promote JOB` then renders the full job.
+    #[arg(long)]
+    pub draft: bool,
 }
 
 impl JobArgs {
@@ -132,7 +136,7 @@ impl JobArgs {
 
     /// The spec, naming `inputs` (from [`Self::inputs`]) by digest; the size defaults to the
     /// first image's or the video's, the length to the video's frame count.
-    pub fn to_spec(&self, default_formats: &[OutputKind], inputs: &LocalInputs) -> JobSpec {
+    pub fn to_spec(&self, default_formats: &[OutputKind], inputs: &LocalInputs) -> anyhow::Result<JobSpec> {
         let (images, video) = (&inputs.images, inputs.video.as_ref().map(|v| &v.header));
         let size = images
             .first()
@@ -152,7 +156,8 @@ impl JobArgs {
         } else {
             self.formats.clone()
         };
-        JobSpec {
+        let spec = JobSpec {
+            draft: None,
             shots: shots.clone(),
             rerender: None,
             split_shots: self.split_shots,
@@ -189,6 +194,12 @@ impl JobArgs {
                 last_image: images.get(1).map(|i| i.digest.clone()),
                 video: inputs.video.as_ref().map(|v| v.digest.clone()),
             },
+        };
+        match self.draft {
+            true => spec
+                .into_draft()
+                .map_err(|e| anyhow::anyhow!("--draft: {}: {}", e.field, e.message)),
+            false => Ok(spec),
         }
     }
 }

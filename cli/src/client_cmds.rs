@@ -100,7 +100,7 @@ pub async fn submit(coordinator: &str, a: SubmitArgs, json: bool) -> Result<()> 
 
 async fn submit_in(coordinator: &str, a: SubmitArgs, json: bool, span: &tracing::Span) -> Result<()> {
     let inputs = a.job.inputs()?;
-    let spec = a.job.to_spec(&[defaults::OUTPUT], &inputs);
+    let spec = a.job.to_spec(&[defaults::OUTPUT], &inputs)?;
     inputs.check(spec.width, spec.height, spec.requested_frames())?;
     let client = connect(coordinator).await?;
     inputs.upload(&client).await?;
@@ -172,6 +172,12 @@ pub fn print_status(s: &JobStatus, json: bool) {
     );
     if let Some(e) = &s.error {
         println!("    error: {e}");
+    }
+    if let Some(d) = &s.spec.draft {
+        println!(
+            "    draft of {}x{} at {} steps: `longshot promote {}` renders it",
+            d.width, d.height, d.steps, s.job_id
+        );
     }
     for (name, d) in [
         ("image", &s.spec.inputs.image),

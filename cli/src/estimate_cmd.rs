@@ -9,7 +9,7 @@ use longshot_core::job::defaults;
 /// Same flags as `submit`; nothing is uploaded or queued (the inputs are checked here only).
 pub async fn estimate(coordinator: &str, job: JobArgs, json: bool) -> Result<()> {
     let inputs = job.inputs()?;
-    let spec = job.to_spec(&[defaults::OUTPUT], &inputs);
+    let spec = job.to_spec(&[defaults::OUTPUT], &inputs)?;
     inputs.check(spec.width, spec.height, spec.requested_frames())?;
     let (model, width, height) = (spec.model.clone(), spec.width, spec.height);
     let e = connect(coordinator)

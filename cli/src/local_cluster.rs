@@ -292,7 +292,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
         )
     })?;
     let inputs = a.job.inputs()?;
-    let mut spec = a.job.to_spec(&[main_format], &inputs);
+    let mut spec = a.job.to_spec(&[main_format], &inputs)?;
     // Everything that can be checked here is, before a process starts (`render_checks`).
     // `--model DIR`: serve that pipeline on the local workers, under its default name.
     let mut models = Vec::new();

@@ -17,6 +17,7 @@ mod inputs;
 mod local_cluster;
 mod metrics_http;
 mod progress;
+mod promote_cmd;
 mod prompt_cmd;
 mod prompt_library;
 mod render_checks;
@@ -90,6 +91,8 @@ enum Command {
     /// QC review of a finished job: a contact sheet, seam/flicker/frozen/black-frame/length
     /// checks and an HTML page in a directory (exit status 1 when a check fails).
     Review(review_cmd::ReviewArgs),
+    /// Render a draft (`--draft`) at full quality: its size and steps, the same seed and shots.
+    Promote(promote_cmd::PromoteArgs),
     /// Re-render a time range of a finished job in place (a new job; the rest is kept bit for
     /// bit). The job must have kept its latents (`--format mp4,latents`).
     Rerender(rerender_cmd::RerenderArgs),
@@ -251,6 +254,7 @@ async fn run_client(command: Command, coordinator: &str, ca: Option<&std::path::
         Command::Submit(a) => c::submit(coordinator, a, json).await,
         Command::Estimate(a) => estimate_cmd::estimate(coordinator, a, json).await,
         Command::Review(a) => review_cmd::review(coordinator, a, json).await,
+        Command::Promote(a) => promote_cmd::promote(coordinator, a, json).await,
         Command::Rerender(a) => rerender_cmd::rerender(coordinator, a, json).await,
         Command::Status { job_id } => c::status(coordinator, &job_id, json).await,
         Command::List { state, owner, limit } => c::list(coordinator, state.as_deref(), owner, limit, json).await,

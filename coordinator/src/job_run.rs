@@ -1015,6 +1015,7 @@ mod tests {
             rerender: None,
             split_shots: false,
             strength: None,
+            draft: None,
             model: model.name.clone(),
             prompt: String::new(),
             negative_prompt: String::new(),

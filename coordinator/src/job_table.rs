@@ -604,6 +604,7 @@ mod tests {
             rerender: None,
             split_shots: false,
             strength: None,
+            draft: None,
             model: model.name.clone(),
             prompt: "p".into(),
             negative_prompt: String::new(),

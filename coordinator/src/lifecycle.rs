@@ -141,6 +141,7 @@ mod tests {
             rerender: None,
             split_shots: false,
             strength: None,
+            draft: None,
             model: "m".into(),
             prompt: "p".into(),
             negative_prompt: String::new(),

@@ -20,6 +20,7 @@ fn spec(seed: u64) -> JobSpec {
         rerender: None,
         split_shots: false,
         strength: None,
+        draft: None,
         model: "procedural".into(),
         prompt: "a slow red sunset".into(),
         negative_prompt: String::new(),

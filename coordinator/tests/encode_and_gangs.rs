@@ -78,6 +78,7 @@ fn spec(prompt: &str) -> JobSpec {
         rerender: None,
         split_shots: false,
         strength: None,
+        draft: None,
         model: "procedural".into(),
         prompt: prompt.into(),
         negative_prompt: String::new(),

@@ -38,6 +38,7 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         rerender: None,
         split_shots: false,
         strength: None,
+        draft: None,
         model: model.name.clone(),
         prompt: format!("clip number {seq}, a slow red sunset"),
         negative_prompt: String::new(),

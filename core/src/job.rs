@@ -67,7 +67,28 @@ pub struct JobSpec {
     /// [`OutputKind::shot_path`]).
     #[serde(default)]
     pub split_shots: bool,
+    /// A draft (`--draft`): the full-quality settings it previews, which `longshot promote`
+    /// renders ([`JobSpec::into_draft`]).
+    #[serde(default)]
+    pub draft: Option<DraftOf>,
 }
+
+/// The full-quality settings of a draft. A draft renders at 1/[`DRAFT_SCALE`] of their width and
+/// height with 1/[`DRAFT_STEP_DIVISOR`] of their steps (rounded up), same seed, shots and
+/// everything else, and draws its initial noise as [`DRAFT_SCALE`]² sums of theirs
+/// ([`NoiseKeys::pool`]): the promoted job starts from the same noise in finer detail, so the
+/// draft previews its composition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DraftOf {
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+}
+
+pub const DRAFT_SCALE: u32 = 2;
+/// Widths and heights are multiples of this.
+pub const SIZE_STEP: u32 = 16;
+pub const DRAFT_STEP_DIVISOR: u32 = 4;
 
 /// A job that re-renders output frames `from_frame..to_frame` of job `source` in place: the
 /// same plan and schedule, the frames outside the range plus a margin held to `source`'s final
@@ -208,8 +229,11 @@ impl JobSpec {
             _ => {}
         }
         for (field, v) in [("width", self.width), ("height", self.height)] {
-            if v == 0 || v % 16 != 0 || v > MAX_SIDE {
-                e.push(bad(field, format!("{v} is not a multiple of 16 in 16..={MAX_SIDE}")));
+            if v == 0 || v % SIZE_STEP != 0 || v > MAX_SIDE {
+                e.push(bad(
+                    field,
+                    format!("{v} is not a multiple of {SIZE_STEP} in {SIZE_STEP}..={MAX_SIDE}"),
+                ));
             }
         }
         if !(1..=MAX_STEPS).contains(&self.steps) {
@@ -285,12 +309,76 @@ impl JobSpec {
                 ));
             }
         }
+        if let Some(d) = self.draft {
+            let steps = d.steps.div_ceil(DRAFT_STEP_DIVISOR).max(1);
+            if (self.width, self.height, self.steps) != (d.width / DRAFT_SCALE, d.height / DRAFT_SCALE, steps)
+                || d.width % DRAFT_SCALE != 0
+                || d.height % DRAFT_SCALE != 0
+            {
+                e.push(bad(
+                    "draft",
+                    format!(
+                        "a draft of {}x{} at {} steps renders {}x{} at {steps} steps (half the size, a quarter of the steps), not {}x{} at {}",
+                        d.width, d.height, d.steps, d.width / DRAFT_SCALE, d.height / DRAFT_SCALE, self.width, self.height, self.steps
+                    ),
+                ));
+            }
+            if self.rerender.is_some()
+                || self.inputs.video.is_some()
+                || self.inputs.image.is_some()
+                || self.inputs.last_image.is_some()
+            {
+                e.push(bad(
+                    "draft",
+                    "is for text-to-video jobs: a draft of a rerender, --video or --image is not supported yet",
+                ));
+            }
+        }
         if self.strength.is_some() && self.inputs.video.is_none() {
             e.push(bad("strength", "is for video-to-video: give a video too (--video)"));
         } else if let Err(m) = self.first_step() {
             e.push(bad("strength", m.to_string()));
         }
         e
+    }
+
+    /// This full-quality spec as its draft ([`DraftOf`]); the error names the size that does
+    /// not halve to a multiple of [`SIZE_STEP`].
+    pub fn into_draft(self) -> Result<JobSpec, FieldError> {
+        let step = DRAFT_SCALE * SIZE_STEP;
+        for (field, v) in [("width", self.width), ("height", self.height)] {
+            if v % step != 0 {
+                return Err(bad(
+                    field,
+                    format!("{v} does not halve to a multiple of {SIZE_STEP} for a draft: give a multiple of {step}"),
+                ));
+            }
+        }
+        Ok(JobSpec {
+            width: self.width / DRAFT_SCALE,
+            height: self.height / DRAFT_SCALE,
+            steps: self.steps.div_ceil(DRAFT_STEP_DIVISOR).max(1),
+            draft: Some(DraftOf {
+                width: self.width,
+                height: self.height,
+                steps: self.steps,
+            }),
+            ..self
+        })
+    }
+
+    /// The full-quality job a draft previews (`longshot promote`), with the draft's `seed`; `None`
+    /// for a job that is not a draft.
+    pub fn promoted(&self, seed: u64) -> Option<JobSpec> {
+        let d = self.draft?;
+        Some(JobSpec {
+            width: d.width,
+            height: d.height,
+            steps: d.steps,
+            seed: Some(seed),
+            draft: None,
+            ..self.clone()
+        })
     }
 
     /// The first step that runs: 0, or for video-to-video `steps − ⌊steps·strength⌋`
@@ -381,9 +469,13 @@ impl ResolvedJob {
     /// [`Take::job`] has its own.
     pub fn noise_keys(&self, c: usize) -> NoiseKeys {
         debug_assert!(self.takes.is_empty(), "noise keys of a job with cuts: ask its takes");
-        match self.spec.shot_timeline(self.seed) {
+        let keys = match self.spec.shot_timeline(self.seed) {
             Some(t) => t.noise_keys(c),
             None => NoiseKeys::single(self.seed),
+        };
+        match self.spec.draft {
+            Some(_) => keys.pooled(DRAFT_SCALE),
+            None => keys,
         }
     }
 
@@ -647,6 +739,7 @@ mod tests {
             rerender: None,
             split_shots: false,
             strength: None,
+            draft: None,
             model: "m".into(),
             prompt: "a lighthouse".into(),
             negative_prompt: String::new(),
@@ -665,6 +758,62 @@ mod tests {
             blend: BlendMode::CoDenoise,
             inputs,
         }
+    }
+
+    #[test]
+    fn a_draft_halves_the_size_quarters_the_steps_and_promotes_back() {
+        let full = JobSpec {
+            width: 832,
+            height: 480,
+            steps: 50,
+            seed: None,
+            ..spec(JobInputs::default())
+        };
+        let draft = full.clone().into_draft().unwrap();
+        assert_eq!((draft.width, draft.height, draft.steps), (416, 240, 13));
+        assert!(draft.validate().is_empty(), "{:?}", draft.validate());
+        let promoted = draft.promoted(77).unwrap();
+        assert_eq!(
+            promoted,
+            JobSpec {
+                seed: Some(77),
+                ..full.clone()
+            }
+        );
+        assert_eq!(full.promoted(1), None);
+        let e = JobSpec {
+            width: 840,
+            ..full.clone()
+        }
+        .into_draft()
+        .unwrap_err();
+        assert_eq!(e.field, "width");
+        // A draft whose size or steps do not match what it previews is refused by name.
+        let edited = JobSpec {
+            steps: 20,
+            ..draft.clone()
+        };
+        assert!(edited
+            .validate()
+            .iter()
+            .any(|e| e.field == "draft" && e.message.contains("416x240 at 13 steps")));
+        let with_image = JobSpec {
+            inputs: JobInputs {
+                image: Some(crate::inputs::InputDigest::of(b"png")),
+                ..Default::default()
+            },
+            ..draft.clone()
+        };
+        assert!(with_image.validate().iter().any(|e| e.field == "draft"));
+        // Its noise is pooled; the promoted job's is not.
+        let m = ModelInfo {
+            spatial_compression: 8,
+            ..model(0)
+        };
+        let r = draft.validated().unwrap().resolve(&m, 5).unwrap();
+        assert_eq!(r.noise_keys(4).pool, DRAFT_SCALE);
+        let r = promoted.validated().unwrap().resolve(&m, 5).unwrap();
+        assert_eq!(r.noise_keys(4).pool, 1);
     }
 
     fn model(reference_images: u32) -> ModelInfo {

@@ -108,17 +108,38 @@ pub struct NoiseSegment {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NoiseKeys {
     pub segments: Vec<NoiseSegment>,
+    /// A draft's: each value is the sum of a `pool`×`pool` block of the noise at `pool` times
+    /// the width and height, divided by `pool` (still unit variance), so a draft starts from its
+    /// full-size job's noise, coarser. 1: plain.
+    #[serde(default = "unpooled")]
+    pub pool: u32,
 }
+
+fn unpooled() -> u32 {
+    1
+}
+
+/// The largest pooling factor accepted.
+pub const MAX_POOL: u32 = 4;
 
 impl NoiseKeys {
     pub fn single(seed: u64) -> Self {
         Self {
             segments: vec![NoiseSegment { first_latent: 0, seed }],
+            pool: 1,
         }
     }
 
-    /// Checks the segments start at 0 and increase.
+    /// These keys, pooled by `k` (see [`NoiseKeys::pool`]).
+    pub fn pooled(self, k: u32) -> Self {
+        Self { pool: k, ..self }
+    }
+
+    /// Checks the segments start at 0 and increase, and the pooling factor.
     pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_POOL).contains(&self.pool) {
+            return Err(format!("noise pooling {} is not in 1..={MAX_POOL}", self.pool));
+        }
         match self.segments.first() {
             None => return Err("no noise segment".into()),
             Some(s) if s.first_latent != 0 => {
@@ -160,6 +181,33 @@ impl NoiseKeys {
     /// [`NoiseStream::latents`] of step 0 for global latent frames `first_frame..`, each frame
     /// from its segment's seed at its index within the segment.
     pub fn latents(&self, first_frame: usize, shape: LatentShape) -> Result<Latents, NoiseError> {
+        if self.pool > 1 {
+            let k = self.pool as usize;
+            let fine = LatentShape::new(shape.frames, shape.channels, shape.height * k, shape.width * k);
+            let full = Self {
+                pool: 1,
+                ..self.clone()
+            }
+            .latents(first_frame, fine)?;
+            let (fw, plane) = (fine.width, fine.height * fine.width);
+            let mut out = vec![0.0f32; shape.len()];
+            // Summed in f64 in a fixed order, rounded once: the same bits wherever it runs.
+            for (p, dst) in out.chunks_mut(shape.height * shape.width).enumerate() {
+                let src = &full.as_slice()[p * plane..(p + 1) * plane];
+                for y in 0..shape.height {
+                    for x in 0..shape.width {
+                        let mut sum = 0.0f64;
+                        for dy in 0..k {
+                            for dx in 0..k {
+                                sum += f64::from(src[(y * k + dy) * fw + x * k + dx]);
+                            }
+                        }
+                        dst[y * shape.width + x] = (sum / k as f64) as f32;
+                    }
+                }
+            }
+            return Ok(Latents::from_vec(shape, out).expect("length matches shape by construction"));
+        }
         let mut out = Vec::with_capacity(shape.len());
         let frame_len = shape.len() / shape.frames.max(1);
         for (s, r) in self.split(first_frame..first_frame + shape.frames) {
@@ -203,6 +251,42 @@ fn box_muller(a: u32, b: u32) -> (f32, f32) {
 mod tests {
     use super::*;
 
+    /// A draft's noise is its full-size job's, 2×2 blocks summed and halved: unit variance, and
+    /// the same whichever frame range (window) draws it.
+    #[test]
+    fn pooled_noise_sums_the_full_size_noise() {
+        let (coarse, fine) = (LatentShape::new(3, 2, 4, 6), LatentShape::new(3, 2, 8, 12));
+        let full = NoiseKeys::single(5).latents(2, fine).unwrap();
+        let pooled = NoiseKeys::single(5).pooled(2).latents(2, coarse).unwrap();
+        let f = |p: usize, y: usize, x: usize| f64::from(full.as_slice()[p * 96 + y * 12 + x]);
+        for p in 0..6 {
+            for y in 0..4 {
+                for x in 0..6 {
+                    let sum = f(p, 2 * y, 2 * x)
+                        + f(p, 2 * y, 2 * x + 1)
+                        + f(p, 2 * y + 1, 2 * x)
+                        + f(p, 2 * y + 1, 2 * x + 1);
+                    assert_eq!(pooled.as_slice()[p * 24 + y * 6 + x], (sum / 2.0) as f32);
+                }
+            }
+        }
+        // Frame 3 drawn alone equals frame 3 of the longer draw.
+        let one = NoiseKeys::single(5)
+            .pooled(2)
+            .latents(3, LatentShape::new(1, 2, 4, 6))
+            .unwrap();
+        assert_eq!(one.as_slice(), &pooled.as_slice()[48..96]);
+        let big = NoiseKeys::single(8)
+            .pooled(2)
+            .latents(0, LatentShape::new(4, 16, 32, 32))
+            .unwrap();
+        let v = big.as_slice();
+        let var = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / v.len() as f64;
+        assert!((var - 1.0).abs() < 0.03, "variance {var}");
+        assert!(NoiseKeys::single(1).pooled(0).validate().is_err());
+        assert!(NoiseKeys::single(1).pooled(MAX_POOL + 1).validate().is_err());
+    }
+
     #[test]
     fn keyed_noise_takes_each_frame_from_its_segment() {
         let shape = LatentShape::new(6, 2, 3, 5);
@@ -219,6 +303,7 @@ mod tests {
                     seed: 3,
                 },
             ],
+            pool: 1,
         };
         let x = keys.latents(4, shape).unwrap();
         let plane = 2 * 3 * 5;

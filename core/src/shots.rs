@@ -441,7 +441,7 @@ impl ShotTimeline {
                 seed: s.seed,
             });
         }
-        NoiseKeys { segments }
+        NoiseKeys { segments, pool: 1 }
     }
 }
 
@@ -623,7 +623,12 @@ mod tests {
                 0..4
             )]
         );
-        assert!(NoiseKeys { segments: vec![] }.validate().is_err());
+        assert!(NoiseKeys {
+            segments: vec![],
+            pool: 1
+        }
+        .validate()
+        .is_err());
         let unordered = NoiseKeys {
             segments: vec![
                 NoiseSegment {
@@ -635,6 +640,7 @@ mod tests {
                     seed: 2,
                 },
             ],
+            pool: 1,
         };
         assert!(unordered.validate().unwrap_err().contains("increasing"));
     }

@@ -37,6 +37,7 @@ fn spec() -> pb::JobSpec {
         last_image: String::new(),
         video: String::new(),
         strength: None,
+        draft: None,
     }
 }
 
@@ -76,6 +77,7 @@ fn shard_assignment_keeps_schedule_bits() {
     let assignment = pb::ShardAssignment {
         prompts: None,
         noise: Vec::new(),
+        noise_pool: 0,
         first_step: 0,
         video: None,
         repaint: None,

@@ -17,6 +17,7 @@ fn spec(length: ClipLength, fps: u32) -> JobSpec {
         rerender: None,
         split_shots: false,
         strength: None,
+        draft: None,
         model: ProceduralModel::NAME.into(),
         prompt: "a slow red sunset over the sea".into(),
         negative_prompt: String::new(),

@@ -9,7 +9,7 @@ use longshot_core::api::{
 };
 use longshot_core::codenoise::BlendMode;
 use longshot_core::inputs::InputDigest;
-use longshot_core::job::{defaults, ClipLength, FieldError, JobInputs, JobSpec, OutputKind, Rerender};
+use longshot_core::job::{defaults, ClipLength, DraftOf, FieldError, JobInputs, JobSpec, OutputKind, Rerender};
 use longshot_core::scheduler::Solver;
 use longshot_core::shots::{self, Shot, Transition};
 
@@ -48,6 +48,11 @@ impl From<JobSpec> for pb::JobSpec {
                 to_frame: r.to_frame,
             }),
             split_shots: s.split_shots,
+            draft: s.draft.map(|d| pb::DraftOf {
+                width: d.width,
+                height: d.height,
+                steps: d.steps,
+            }),
         }
     }
 }
@@ -172,6 +177,11 @@ impl TryFrom<pb::JobSpec> for JobSpec {
                 to_frame: r.to_frame,
             }),
             split_shots: p.split_shots,
+            draft: p.draft.map(|d| DraftOf {
+                width: d.width,
+                height: d.height,
+                steps: d.steps,
+            }),
         };
         if errors.is_empty() {
             return Ok(spec);

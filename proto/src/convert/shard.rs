@@ -44,6 +44,7 @@ impl From<ShardAssignment> for pb::ShardAssignment {
                     })
                     .collect(),
             },
+            noise_pool: a.noise.pool,
             prompts: a.prompts.map(|s| prompt_schedule_to_pb(&s)),
             latent: Some(pb::LatentShape {
                 channels: to_u32(a.channels),
@@ -184,7 +185,8 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
             })
             .transpose()
             .map_err(|e| nest("repaint", e))?;
-        let noise = noise_keys_from_pb(a.seed, &a.noise)?;
+        let noise = noise_keys_from_pb(a.seed, &a.noise)?.pooled(a.noise_pool.max(1));
+        noise.validate().map_err(|m| invalid("noise_pool", m))?;
         let prompts = a
             .prompts
             .map(|s| prompt_schedule_from_pb(s, plan.windows()))
@@ -247,6 +249,7 @@ fn noise_keys_from_pb(seed: u64, segments: &[pb::NoiseSegment]) -> Result<NoiseK
                 })
             })
             .collect::<Result<_, ApiError>>()?,
+        pool: 1,
     };
     keys.validate().map_err(|m| invalid("noise", m))?;
     if keys.segments[0].seed != seed {

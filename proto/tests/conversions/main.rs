@@ -50,6 +50,7 @@ fn spec() -> JobSpec {
         rerender: None,
         split_shots: false,
         strength: None,
+        draft: None,
         model: "procedural".into(),
         prompt: "a lighthouse at dusk".into(),
         negative_prompt: "blur".into(),

@@ -17,6 +17,17 @@ fn job_messages_round_trip() {
         ..spec()
     });
     round_trip::<JobSpec, pb::JobSpec>(JobSpec {
+        width: 416,
+        height: 240,
+        steps: 13,
+        draft: Some(longshot_core::job::DraftOf {
+            width: 832,
+            height: 480,
+            steps: 50,
+        }),
+        ..spec()
+    });
+    round_trip::<JobSpec, pb::JobSpec>(JobSpec {
         strength: Some(0.35),
         inputs: longshot_core::job::JobInputs {
             video: Some(longshot_core::inputs::InputDigest::of(b"frames")),
@@ -300,6 +311,7 @@ fn shard_messages_round_trip_bit_for_bit() {
                     seed: 3,
                 },
             ],
+            pool: 2,
         },
         prompts: Some(std::sync::Arc::new(prompt_schedule(&assignment()))),
         conditioning: Conditioning::default(),
