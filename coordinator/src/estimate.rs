@@ -156,34 +156,15 @@ mod tests {
     /// widest shard's, and every output frame is exactly one shard's.
     #[test]
     fn loads_follow_the_lockstep_and_own_every_frame_once() {
-        use longshot_core::codenoise::BlendMode;
-        use longshot_core::job::{defaults, ClipLength, JobSpec};
+        use longshot_core::job::JobSpec;
         use longshot_core::shots::{Shot, Transition};
         use longshot_core::takes::assign;
         let model = longshot_worker::models::ModelSet::builtin().served().remove(0);
         let spec = JobSpec {
             shots: vec![Shot::new("a", 130, Some(Transition::Cut)), Shot::new("b", 41, None)],
-            rerender: None,
-            split_shots: false,
-            strength: None,
-            draft: None,
-            model: model.name.clone(),
             prompt: String::new(),
-            negative_prompt: String::new(),
-            seed: Some(1),
-            length: ClipLength::Frames(171),
-            fps: defaults::FPS,
-            width: 32,
-            height: 32,
             steps: 3,
-            guidance: defaults::GUIDANCE,
-            shift: defaults::SHIFT,
-            solver: defaults::SOLVER,
-            overlap: None,
-            outputs: vec![defaults::OUTPUT],
-            priority: 0,
-            blend: BlendMode::CoDenoise,
-            inputs: Default::default(),
+            ..crate::test_spec::spec(&model.name, 171)
         };
         let job = spec.resolve(&model, 1).unwrap();
         let takes = job.take_list();

@@ -143,7 +143,7 @@ impl JobRun {
             held: Vec::new(),
             timing: RunTiming {
                 // Placement gangs only workers of one device kind.
-                device_kind: device_kind.clone(),
+                device_kind,
                 ..Default::default()
             },
             waves_seconds: 0.0,
@@ -1001,8 +1001,7 @@ struct ShardInputs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use longshot_core::codenoise::BlendMode;
-    use longshot_core::job::{defaults, ClipLength, JobSpec};
+    use longshot_core::job::JobSpec;
     use longshot_core::shots::{Shot, Transition};
 
     /// A worker may only write its own take: the assembler's whole-clip bound would let a
@@ -1012,27 +1011,9 @@ mod tests {
         let model = longshot_worker::models::ModelSet::builtin().served().remove(0);
         let spec = JobSpec {
             shots: vec![Shot::new("a", 41, Some(Transition::Cut)), Shot::new("b", 81, None)],
-            rerender: None,
-            split_shots: false,
-            strength: None,
-            draft: None,
-            model: model.name.clone(),
             prompt: String::new(),
-            negative_prompt: String::new(),
-            seed: Some(1),
-            length: ClipLength::Frames(122),
-            fps: defaults::FPS,
-            width: 32,
-            height: 32,
             steps: 2,
-            guidance: defaults::GUIDANCE,
-            shift: defaults::SHIFT,
-            solver: defaults::SOLVER,
-            overlap: None,
-            outputs: vec![defaults::OUTPUT],
-            priority: 0,
-            blend: BlendMode::CoDenoise,
-            inputs: Default::default(),
+            ..crate::test_spec::spec(&model.name, 122)
         };
         let job = spec.resolve(&model, 1).unwrap();
         let take = &job.takes[0];

@@ -594,35 +594,10 @@ pub(crate) enum TableError {
 mod tests {
     use super::*;
     use crate::job_store::NoJobStore;
-    use longshot_core::codenoise::BlendMode;
-    use longshot_core::job::{defaults, ClipLength, JobSpec};
 
     fn table_with_job(dir: &std::path::Path) -> JobTable {
         let model = longshot_worker::models::ModelSet::builtin().served().remove(0);
-        let spec = JobSpec {
-            shots: Vec::new(),
-            rerender: None,
-            split_shots: false,
-            strength: None,
-            draft: None,
-            model: model.name.clone(),
-            prompt: "p".into(),
-            negative_prompt: String::new(),
-            seed: Some(1),
-            length: ClipLength::Frames(209),
-            fps: defaults::FPS,
-            width: 32,
-            height: 32,
-            steps: 4,
-            guidance: defaults::GUIDANCE,
-            shift: defaults::SHIFT,
-            solver: defaults::SOLVER,
-            overlap: None,
-            outputs: vec![defaults::OUTPUT],
-            priority: 0,
-            blend: BlendMode::CoDenoise,
-            inputs: Default::default(),
-        };
+        let spec = crate::test_spec::spec(&model.name, 209);
         let resolved = spec.resolve(&model, 1).unwrap();
         let mut t = JobTable::new(
             Arc::new(NoJobStore),

@@ -51,6 +51,8 @@ pub mod placement;
 pub mod registry;
 mod retention;
 pub mod service;
+#[cfg(test)]
+mod test_spec;
 
 pub use config::{CoordinatorConfig, DEFAULT_RETAIN_FINISHED};
 pub use nccl_gang::OverlapTransport;

@@ -123,7 +123,6 @@ pub fn apply(status: &mut JobStatus, t: Transition, now_ms: u64) -> Result<(), I
 #[cfg(test)]
 mod tests {
     use super::*;
-    use longshot_core::codenoise::BlendMode;
     use longshot_core::job::{defaults, ClipLength, JobSpec, OutputKind};
 
     const ALL: [JobState; 6] = [
@@ -137,28 +136,12 @@ mod tests {
 
     fn status(state: JobState) -> JobStatus {
         let spec = JobSpec {
-            shots: Vec::new(),
-            rerender: None,
-            split_shots: false,
-            strength: None,
-            draft: None,
-            model: "m".into(),
-            prompt: "p".into(),
-            negative_prompt: String::new(),
             seed: None,
             length: ClipLength::Frames(1),
-            fps: defaults::FPS,
             width: defaults::WIDTH,
             height: defaults::HEIGHT,
             steps: defaults::STEPS,
-            guidance: defaults::GUIDANCE,
-            shift: defaults::SHIFT,
-            solver: defaults::SOLVER,
-            overlap: None,
-            outputs: vec![defaults::OUTPUT],
-            priority: 0,
-            blend: BlendMode::CoDenoise,
-            inputs: Default::default(),
+            ..crate::test_spec::spec("m", 1)
         };
         JobStatus {
             job_id: "job-1".into(),
