@@ -2,7 +2,7 @@
 //! the overlap exchange and blend. Run: `cargo bench -p longshot-benches --bench codenoise`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use longshot_benches::{config, render};
+use longshot_benches::{config, render, render_previewed};
 
 fn codenoise(c: &mut Criterion) {
     // 4 windows (69 latent frames ≈ 17 s at 16 fps) at 240×416 (latent 30×52), 4 steps.
@@ -71,5 +71,33 @@ fn forward_480p(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codenoise, forward_480p);
+/// Live previews every step (the most often a job can ask for) against none, on the clip of
+/// [`codenoise`]: the x0 prediction and the projection of every owned latent frame to RGB, as
+/// a share of the loop's wall time.
+fn preview_overhead(c: &mut Criterion) {
+    let cfg = config(4, (30, 52), 4);
+    let mut g = c.benchmark_group("preview_procedural_240x416");
+    g.sample_size(10);
+    for parts in [1, 2] {
+        let (r, previews) = render_previewed(&cfg, parts, 1);
+        for (p, t) in r.timings.iter().enumerate() {
+            eprintln!(
+                "partitions={parts} partition={p}: loop {:.3}s, preview {:.2} ms per step = {:.3}% of the loop ({} preview messages in all)",
+                t.total().as_secs_f64(),
+                1e3 * t.preview.as_secs_f64() / cfg.schedule.steps() as f64,
+                100.0 * t.preview.as_secs_f64() / t.total().as_secs_f64(),
+                previews.len()
+            );
+        }
+        g.bench_function(format!("{parts}_partitions_no_preview"), |b| {
+            b.iter(|| render(&cfg, parts))
+        });
+        g.bench_function(format!("{parts}_partitions_preview_every_step"), |b| {
+            b.iter(|| render_previewed(&cfg, parts, 1))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codenoise, forward_480p, preview_overhead);
 criterion_main!(benches);

@@ -4,8 +4,9 @@
 
 use longshot_core::codenoise::{BlendMode, PartitionConfig};
 use longshot_core::denoiser::Conditioning;
-use longshot_core::local::{render_local, LocalRender};
+use longshot_core::local::{render_local, render_local_previewed, LocalRender};
 use longshot_core::plan::WindowPlan;
+use longshot_core::preview::PreviewFrames;
 use longshot_core::scheduler::{Schedule, Solver};
 use longshot_models::ProceduralModel;
 use std::time::Duration;
@@ -42,6 +43,21 @@ pub fn render(cfg: &PartitionConfig, partitions: usize) -> LocalRender {
         &|| model.denoiser(&cond, cfg.height, cfg.width),
         model.decoder().as_ref(),
         Duration::from_secs(120),
+    )
+    .expect("render")
+}
+
+/// [`render`] with live previews every `every` steps.
+pub fn render_previewed(cfg: &PartitionConfig, partitions: usize, every: usize) -> (LocalRender, Vec<PreviewFrames>) {
+    let model = ProceduralModel::new();
+    let cond = Conditioning::new("a slow red sunset over the sea", "");
+    render_local_previewed(
+        cfg,
+        partitions,
+        &|| model.denoiser(&cond, cfg.height, cfg.width),
+        model.decoder().as_ref(),
+        Duration::from_secs(120),
+        every,
     )
     .expect("render")
 }

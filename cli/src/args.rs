@@ -110,6 +110,10 @@ pub struct JobArgs {
     /// its noise the full-size job's summed 2×2; `longshot promote JOB` then renders the full job.
     #[arg(long)]
     pub draft: bool,
+    /// Live previews every N steps: each worker projects its frames' current x0 prediction to a
+    /// low-resolution picture; `longshot watch JOB --preview DIR` keeps the clip on disk.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preview_every: u32,
 }
 
 impl JobArgs {
@@ -158,6 +162,7 @@ impl JobArgs {
         };
         let spec = JobSpec {
             draft: None,
+            preview_every: self.preview_every,
             shots: shots.clone(),
             rerender: None,
             split_shots: self.split_shots,

@@ -297,8 +297,11 @@ pub async fn list(
     Ok(())
 }
 
-pub async fn watch(coordinator: &str, job_id: &str, json: bool) -> Result<()> {
-    let s = follow_at(coordinator, job_id, json).await?;
+pub async fn watch(coordinator: &str, job_id: &str, preview: Option<&Path>, json: bool) -> Result<()> {
+    let s = match preview {
+        None => follow_at(coordinator, job_id, json).await?,
+        Some(dir) => crate::progress::follow_previews(coordinator, job_id, dir, json).await?,
+    };
     if s.state != JobState::Done {
         bail!(
             "job {job_id} ended {}{}",

@@ -16,6 +16,7 @@ mod estimate_cmd;
 mod inputs;
 mod local_cluster;
 mod metrics_http;
+mod preview_dir;
 mod progress;
 mod promote_cmd;
 mod prompt_cmd;
@@ -110,7 +111,13 @@ enum Command {
         limit: usize,
     },
     /// Follow a job's progress until it ends.
-    Watch { job_id: String },
+    Watch {
+        job_id: String,
+        /// Keep the job's live preview in this directory (preview.mp4, preview.json,
+        /// frames/*.png); the job must have been submitted with --preview-every.
+        #[arg(long, value_name = "DIR")]
+        preview: Option<PathBuf>,
+    },
     /// Cancel a job.
     Cancel { job_id: String },
     /// Download a finished job's output.
@@ -258,7 +265,7 @@ async fn run_client(command: Command, coordinator: &str, ca: Option<&std::path::
         Command::Rerender(a) => rerender_cmd::rerender(coordinator, a, json).await,
         Command::Status { job_id } => c::status(coordinator, &job_id, json).await,
         Command::List { state, owner, limit } => c::list(coordinator, state.as_deref(), owner, limit, json).await,
-        Command::Watch { job_id } => c::watch(coordinator, &job_id, json).await,
+        Command::Watch { job_id, preview } => c::watch(coordinator, &job_id, preview.as_deref(), json).await,
         Command::Cancel { job_id } => c::cancel(coordinator, &job_id, json).await,
         Command::Fetch {
             job_id,

@@ -1,11 +1,13 @@
 //! Following a job: indicatif progress bars for people, JSON lines for scripts.
 
 use crate::client_cmds::connect;
+use crate::preview_dir::PreviewDir;
 use anyhow::{anyhow, bail, Result};
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use longshot_core::api::{ApiError, JobApi, JobEvent, JobStatus};
 use longshot_proto::client::JobClient;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn bar(m: &MultiProgress, len: u64, what: &str) -> ProgressBar {
@@ -18,11 +20,13 @@ fn bar(m: &MultiProgress, len: u64, what: &str) -> ProgressBar {
     b
 }
 
-/// The bars, kept across reconnections.
+/// The bars (and the preview directory), kept across reconnections.
 struct View {
     json: bool,
     m: MultiProgress,
     bars: Option<(ProgressBar, ProgressBar)>,
+    /// `watch --preview DIR`: where the live preview goes, created with the first status.
+    preview: Option<(PathBuf, Option<PreviewDir>)>,
 }
 
 impl View {
@@ -31,7 +35,12 @@ impl View {
         if json {
             m.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
-        View { json, m, bars: None }
+        View {
+            json,
+            m,
+            bars: None,
+            preview: None,
+        }
     }
 }
 
@@ -46,7 +55,17 @@ pub async fn follow(client: &JobClient, job_id: &str, json: bool) -> Result<JobS
 /// Like [`follow`], connecting again to the leader among `coordinators` whenever the connection
 /// breaks (a coordinator fail-over or restart), until connecting fails.
 pub async fn follow_at(coordinators: &str, job_id: &str, json: bool) -> Result<JobStatus> {
+    follow_view(coordinators, job_id, View::new(json)).await
+}
+
+/// [`follow_at`], keeping the job's live preview in `dir` ([`PreviewDir`]).
+pub async fn follow_previews(coordinators: &str, job_id: &str, dir: &Path, json: bool) -> Result<JobStatus> {
     let mut view = View::new(json);
+    view.preview = Some((dir.to_path_buf(), None));
+    follow_view(coordinators, job_id, view).await
+}
+
+async fn follow_view(coordinators: &str, job_id: &str, mut view: View) -> Result<JobStatus> {
     loop {
         let client = connect(coordinators).await?;
         if let Some(s) = follow_with(&client, job_id, &mut view).await? {
@@ -83,9 +102,40 @@ async fn follow_with(client: &JobClient, job_id: &str, view: &mut View) -> Resul
         .clone();
     steps.set_position(status.steps_done);
     let mut ended = false;
+    if let Some((dir, made @ None)) = &mut view.preview {
+        if status.spec.preview_every == 0 && !status.state.is_terminal() {
+            view.m.println(format!(
+                "job {job_id} was submitted without --preview-every: no previews will come"
+            ))?;
+        }
+        *made = Some(PreviewDir::create(dir, &status)?);
+    }
     while let Some(e) = events.next().await {
         if view.json {
-            println!("{}", serde_json::json!({"job_id": job_id, "event": e}));
+            match &e {
+                // The pixels are in the preview directory, not on stdout.
+                JobEvent::Preview {
+                    total_steps, frames: f, ..
+                } => println!(
+                    "{}",
+                    serde_json::json!({"job_id": job_id, "event": {"event": "preview",
+                        "step": f.step, "total_steps": total_steps, "first_frame": f.first_frame,
+                        "frames": f.frames, "width": f.width, "height": f.height}})
+                ),
+                e => println!("{}", serde_json::json!({"job_id": job_id, "event": e})),
+            }
+        }
+        if let Some((_, Some(dir))) = &mut view.preview {
+            match &e {
+                JobEvent::Preview {
+                    total_steps,
+                    clip_frames,
+                    frames,
+                } => dir.update(*total_steps, *clip_frames, frames).await?,
+                JobEvent::Resuming { .. } => dir.restart(),
+                e if e.is_terminal() => dir.flush().await?,
+                _ => {}
+            }
         }
         match &e {
             JobEvent::Queued { position } => steps.set_message(format!("queued (position {position})")),
@@ -104,6 +154,9 @@ async fn follow_with(client: &JobClient, job_id: &str, view: &mut View) -> Resul
             }
             JobEvent::Failed { reason } => steps.abandon_with_message(format!("failed: {reason}")),
             JobEvent::Cancelled => steps.abandon_with_message("cancelled"),
+            JobEvent::Preview {
+                frames, total_steps, ..
+            } => steps.set_message(format!("preview at step {} of {total_steps}", frames.step)),
         }
         if e.is_terminal() {
             ended = true;

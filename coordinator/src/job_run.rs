@@ -271,6 +271,7 @@ impl JobRun {
             blend: r.spec.blend,
             nccl,
             checkpoint_every: self.checkpoint_every,
+            preview_every: r.spec.preview_every as usize,
             resume: inputs.resume.map(Arc::new),
             repaint: self
                 .resolved
@@ -604,6 +605,13 @@ impl JobRun {
                         }
                         Some(ShardEvent::Checkpoint(state)) => {
                             self.checkpoint(wave.start + i, state).await?;
+                        }
+                        Some(ShardEvent::Preview(mut p)) => {
+                            p.first_frame += latents;
+                            // A preview that does not fit costs only itself.
+                            if let Err(e) = self.inner.lock().preview(&self.job_id, p) {
+                                tracing::warn!(job = %self.job_id, "preview from worker {} dropped: {e}", worker.id);
+                            }
                         }
                         Some(ShardEvent::Finished) => {
                             finished[i] = true;
@@ -981,6 +989,11 @@ fn outside_take(event: &ShardEvent, take: &Take) -> Option<String> {
         } => (
             "latent frames",
             u64::from(*first_frame) + u64::from(*frames),
+            take.latents.len() as u64,
+        ),
+        ShardEvent::Preview(p) => (
+            "previews of latent frames",
+            u64::from(p.first_frame) + u64::from(p.frames),
             take.latents.len() as u64,
         ),
         _ => return None,

@@ -14,6 +14,7 @@ use crate::placement::{run_order, QueuedJob};
 use longshot_core::api::{JobEvent, JobState, JobStatus, PlanSummary, WorkerInfo, WorkerState};
 use longshot_core::denoiser::ModelInfo;
 use longshot_core::job::ResolvedJob;
+use longshot_core::preview::{PreviewClip, PreviewError, PreviewFrames};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,6 +71,8 @@ pub(crate) struct Job {
     pub timing: Option<RunTiming>,
     /// The plan id of the job's current (or last) run: only it may checkpoint.
     pub plan_id: u64,
+    /// The running plan's live previews (not persisted: a new run starts a new clip).
+    preview: Option<PreviewClip>,
     /// Interruptions blamed on each worker.
     failures: HashMap<String, u32>,
     /// Interruptions in a row without a newer checkpoint, and the checkpoint step at the last one.
@@ -133,6 +136,7 @@ impl Job {
             checkpoint: r.checkpoint,
             timing: r.timing,
             plan_id: 0,
+            preview: None,
             failures: HashMap::new(),
             stalled: 0,
             stalled_at: 0,
@@ -160,6 +164,23 @@ impl Job {
             dir: self.dir.clone(),
             checkpoint: self.checkpoint.clone(),
             timing: self.timing.clone(),
+        }
+    }
+
+    /// The newest preview of every frame previewed so far, for a watcher that joins now.
+    pub fn preview_events(&self) -> Vec<JobEvent> {
+        let Some(clip) = &self.preview else { return Vec::new() };
+        clip.runs()
+            .into_iter()
+            .map(|frames| self.preview_event(frames))
+            .collect()
+    }
+
+    fn preview_event(&self, frames: PreviewFrames) -> JobEvent {
+        JobEvent::Preview {
+            total_steps: self.resolved.schedule.steps() as u32,
+            clip_frames: self.resolved.latent_frames as u32,
+            frames,
         }
     }
 
@@ -407,6 +428,12 @@ impl JobTable {
             self.refresh_positions();
         }
         self.recount(Some(from), to);
+        if to.is_terminal() || to == JobState::Queued {
+            // A later run's previews start from its own steps, not behind this run's.
+            if let Some(job) = self.jobs.get_mut(job_id) {
+                job.preview = None;
+            }
+        }
         if to.is_terminal() {
             // Ends the job's span (once the last plan span under it has closed too).
             if let Some(job) = self.jobs.get_mut(job_id) {
@@ -428,6 +455,21 @@ impl JobTable {
             job.publish(snapshot_event(&job.status));
         }
         self.store.save(job_id, Change::State, &|| job.record());
+        Ok(())
+    }
+
+    /// Takes in live previews of the job's latent frames (numbered across takes) and passes them
+    /// to its watchers. Previews are not saved: they only matter while the job runs.
+    pub fn preview(&mut self, job_id: &str, frames: PreviewFrames) -> Result<(), TableError> {
+        let job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
+        let clip_frames = job.resolved.latent_frames;
+        job.preview
+            .get_or_insert_with(|| PreviewClip::new(clip_frames, &frames))
+            .update(&frames)?;
+        job.publish(job.preview_event(frames));
         Ok(())
     }
 
@@ -588,6 +630,8 @@ pub(crate) enum TableError {
     NoJob(String),
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
+    #[error(transparent)]
+    Preview(#[from] PreviewError),
 }
 
 #[cfg(test)]

@@ -350,8 +350,10 @@ impl JobApi for Coordinator {
                 return Ok(Box::pin(futures::stream::iter([first])) as BoxStream<JobEvent>);
             }
             let rest = BroadcastStream::new(job.subscribe()).filter_map(|e| async move { e.ok() });
+            let mut head = vec![first];
+            head.extend(job.preview_events());
             // Stop right after the terminal event.
-            let stream = futures::stream::iter([first]).chain(rest).scan(false, |done, e| {
+            let stream = futures::stream::iter(head).chain(rest).scan(false, |done, e| {
                 let out = if *done { None } else { Some(e.clone()) };
                 *done = *done || e.is_terminal();
                 futures::future::ready(out)

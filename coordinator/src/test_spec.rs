@@ -11,6 +11,7 @@ pub(crate) fn spec(model: &str, frames: u32) -> JobSpec {
         split_shots: false,
         strength: None,
         draft: None,
+        preview_every: 0,
         model: model.into(),
         prompt: "p".into(),
         negative_prompt: String::new(),

@@ -21,6 +21,7 @@ fn spec(seed: u64) -> JobSpec {
         split_shots: false,
         strength: None,
         draft: None,
+        preview_every: 0,
         model: "procedural".into(),
         prompt: "a slow red sunset".into(),
         negative_prompt: String::new(),

@@ -79,6 +79,7 @@ fn spec(prompt: &str) -> JobSpec {
         split_shots: false,
         strength: None,
         draft: None,
+        preview_every: 0,
         model: "procedural".into(),
         prompt: prompt.into(),
         negative_prompt: String::new(),

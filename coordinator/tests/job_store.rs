@@ -39,6 +39,7 @@ fn record_of(seq: u64, state: JobState, priority: i32, data_dir: &Path, frames: 
         split_shots: false,
         strength: None,
         draft: None,
+        preview_every: 0,
         model: model.name.clone(),
         prompt: format!("clip number {seq}, a slow red sunset"),
         negative_prompt: String::new(),

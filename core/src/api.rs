@@ -11,6 +11,7 @@ use crate::inputs::{ImageEmbeddings, InputInfo, ReferenceImages, VideoSpan};
 use crate::job::{FieldError, JobSpec, OutputKind};
 use crate::noise::NoiseKeys;
 use crate::plan::WindowPlan;
+use crate::preview::PreviewFrames;
 use crate::prompt_schedule::PromptSchedule;
 use crate::repaint::{KnownLatents, RepaintMask};
 use crate::scheduler::Schedule;
@@ -173,6 +174,13 @@ pub enum JobEvent {
     Done {
         outputs: Vec<OutputInfo>,
     },
+    /// Live previews of latent frames ([`crate::preview`]); `clip_frames` latent frames in all.
+    /// A watcher that joins late first gets the newest preview of every frame.
+    Preview {
+        total_steps: u32,
+        clip_frames: u32,
+        frames: PreviewFrames,
+    },
     /// The run was interrupted; the job is queued again and resumes from step `from_step` (0:
     /// from the start, no complete checkpoint yet).
     Resuming {
@@ -307,6 +315,8 @@ pub struct ShardAssignment {
     pub nccl: Option<NcclGroup>,
     /// Stream every window's state every this many steps and after the last (0: never).
     pub checkpoint_every: usize,
+    /// Stream a live preview of the owned frames every this many steps (0: never).
+    pub preview_every: usize,
     /// Resume from these states (the shard's windows, in order, all at one step) instead of noise.
     pub resume: Option<Arc<Vec<WindowState>>>,
     /// The first step that runs (video-to-video; 0 otherwise).
@@ -383,6 +393,9 @@ pub enum ShardEvent {
     },
     /// One window's state for the job's checkpoint (`ShardAssignment::checkpoint_every`).
     Checkpoint(WindowState),
+    /// A live preview of the owned latent frames (`ShardAssignment::preview_every`); frame
+    /// numbers are the shard's take's.
+    Preview(PreviewFrames),
     Finished,
     /// The worker reported a failure (possibly caused by a neighbour).
     Failed {

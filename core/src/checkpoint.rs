@@ -44,7 +44,8 @@ impl SolverState {
     }
 }
 
-/// Checkpointing of one partition's loop.
+/// What one partition's loop reports of its state besides step progress: checkpoints (and where
+/// it resumes from), and live previews.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Checkpointing {
     /// Emit every window's state after every this many steps and after the last step (0: never).
@@ -52,12 +53,20 @@ pub struct Checkpointing {
     /// Start from these states (exactly the partition's windows, in order, all at one step)
     /// instead of the initial noise.
     pub resume: Option<Vec<WindowState>>,
+    /// Emit the owned frames' x0 prediction every this many steps, never at the last step (whose
+    /// frames are decoded for real; 0: never) ([`crate::preview`]).
+    pub preview_every: usize,
 }
 
 impl Checkpointing {
     /// Whether the states after `steps_done` of `total` steps are emitted.
     pub fn due(&self, steps_done: usize, total: usize) -> bool {
         self.every > 0 && (steps_done.is_multiple_of(self.every) || steps_done == total)
+    }
+
+    /// Whether the step that makes `steps_done` of `total` steps emits a preview.
+    pub fn preview_due(&self, steps_done: usize, total: usize) -> bool {
+        self.preview_every > 0 && steps_done.is_multiple_of(self.preview_every) && steps_done < total
     }
 }
 

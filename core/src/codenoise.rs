@@ -14,6 +14,7 @@ use crate::exchange::{Exchange, ExchangeError, OverlapMessage, Payload, Side};
 use crate::hash::hash_f32;
 use crate::noise::{NoiseError, NoiseKeys};
 use crate::plan::WindowPlan;
+use crate::preview::x0_prediction;
 use crate::repaint::RepaintMask;
 use crate::scheduler::strength::noise_to;
 use crate::scheduler::{new_state_at, restore_state, Schedule, SchedulerState};
@@ -83,6 +84,14 @@ pub enum Progress {
     /// A window's state for a checkpoint ([`Checkpointing::every`]); taken after the step's
     /// overlap hashes were checked, when that step checks them.
     Checkpoint(WindowState),
+    /// The x0 prediction of the partition's owned latent frames from global latent frame
+    /// `first_frame` on, at the step that makes `step` steps done
+    /// ([`Checkpointing::preview_every`]).
+    Preview {
+        step: usize,
+        first_frame: usize,
+        x0: Latents,
+    },
 }
 
 #[derive(Debug, Error)]
@@ -132,11 +141,13 @@ pub struct LoopTimings {
     pub scheduler: Duration,
     /// Hash checks of the overlap copies.
     pub verify: Duration,
+    /// Live previews: the x0 prediction and whatever the progress sink does with it.
+    pub preview: Duration,
 }
 
 impl LoopTimings {
     pub fn total(&self) -> Duration {
-        self.model + self.exchange + self.blend + self.scheduler + self.verify
+        self.model + self.exchange + self.blend + self.scheduler + self.verify + self.preview
     }
 }
 
@@ -367,6 +378,11 @@ pub fn denoise_partition_checkpointed(
                 t.blend += t1.elapsed();
             }
         }
+        if ckpt.preview_due(i + 1, steps) {
+            let t0 = Instant::now();
+            progress(preview(cfg, &x, &v, point.sigma, i + 1));
+            t.preview += t0.elapsed();
+        }
         let t0 = Instant::now();
         for (j, k) in cfg.windows.clone().enumerate() {
             states[j].step(&cfg.schedule, i, &v[j], &mut x[j]);
@@ -407,6 +423,31 @@ pub fn denoise_partition_checkpointed(
         }
     }
     Ok(assemble_owned(cfg, &x, disagreement, t))
+}
+
+/// The owned frames' x0 prediction `x − σ·v`, from the blended velocities the step is about to
+/// use: identical on every worker count, as they are.
+fn preview(cfg: &PartitionConfig, x: &[Latents], v: &[Latents], sigma: f32, step: usize) -> Progress {
+    let plan = &cfg.plan;
+    let owned_start = plan.owned_range(cfg.windows.start).start;
+    let owned_end = plan.owned_range(cfg.windows.end - 1).end;
+    let mut x0 = Latents::zeros(x[0].shape().with_frames(owned_end - owned_start));
+    for (j, k) in cfg.windows.clone().enumerate() {
+        let (r, ws) = (plan.owned_range(k), plan.window_range(k).start);
+        let at = r.start - owned_start;
+        let frames = r.start - ws..r.end - ws;
+        x0_prediction(
+            x[j].frames(frames.clone()),
+            v[j].frames(frames),
+            sigma,
+            x0.frames_mut(at..at + r.len()),
+        );
+    }
+    Progress::Preview {
+        step,
+        first_frame: owned_start,
+        x0,
+    }
 }
 
 fn velocity_msg(step: usize, boundary: usize, data: &[f32]) -> OverlapMessage {

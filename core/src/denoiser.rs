@@ -237,6 +237,10 @@ pub trait FrameDecoder: Send + Sync {
         emit_from: usize,
         sink: &mut dyn FnMut(usize, RgbFrame),
     ) -> Result<(), DenoiseError>;
+
+    /// The cheap latent-to-RGB projection live previews use instead of [`Self::decode`]
+    /// ([`crate::preview`]). Called once per shard that previews; a fitted map should be cached.
+    fn preview_map(&self) -> Result<crate::preview::PreviewMap, DenoiseError>;
 }
 
 #[cfg(test)]

@@ -71,6 +71,10 @@ pub struct JobSpec {
     /// renders ([`JobSpec::into_draft`]).
     #[serde(default)]
     pub draft: Option<DraftOf>,
+    /// Live previews every this many steps ([`crate::preview`]); 0: none. Below `steps`. Changes
+    /// no output bit.
+    #[serde(default)]
+    pub preview_every: u32,
 }
 
 /// The full-quality settings of a draft. A draft renders at 1/[`DRAFT_SCALE`] of their width and
@@ -333,6 +337,15 @@ impl JobSpec {
                     "is for text-to-video jobs: a draft of a rerender, --video or --image is not supported yet",
                 ));
             }
+        }
+        if self.preview_every >= self.steps && self.preview_every > 0 {
+            e.push(bad(
+                "preview_every",
+                format!(
+                    "{} is not below the job's {} steps: previews come every N steps and the last step is the real decode (0 turns them off)",
+                    self.preview_every, self.steps
+                ),
+            ));
         }
         if self.strength.is_some() && self.inputs.video.is_none() {
             e.push(bad("strength", "is for video-to-video: give a video too (--video)"));
@@ -740,6 +753,7 @@ mod tests {
             split_shots: false,
             strength: None,
             draft: None,
+            preview_every: 0,
             model: "m".into(),
             prompt: "a lighthouse".into(),
             negative_prompt: String::new(),
@@ -1151,5 +1165,28 @@ mod tests {
         let m = r.repaint_mask(4).unwrap();
         assert_eq!((m.free.clone(), m.margin, m.latent_frames), (3..9, 15, 21));
         assert_eq!(source.clone().resolve(&model(0), 0).unwrap().repaint_mask(4), None);
+    }
+
+    #[test]
+    fn live_previews_come_before_the_last_step_or_not_at_all() {
+        let base = spec(JobInputs::default());
+        for (every, ok) in [
+            (0, true),
+            (1, true),
+            (base.steps - 1, true),
+            (base.steps, false),
+            (base.steps + 7, false),
+        ] {
+            let s = JobSpec {
+                preview_every: every,
+                ..base.clone()
+            };
+            let errors = s.validate();
+            assert_eq!(errors.is_empty(), ok, "preview_every {every}: {errors:?}");
+            if !ok {
+                assert!(errors.iter().any(|e| e.field == "preview_every"
+                    && e.message.contains(&format!("not below the job's {} steps", base.steps))));
+            }
+        }
     }
 }

@@ -15,6 +15,7 @@
 //! - [`prompt_schedule`]: a shot list's per-window text conditioning and the shard's denoisers.
 //! - [`repaint`]: re-rendering a time range in place (RePaint along time).
 //! - [`shots`]: shot lists: prompts that change along one take, per-shot noise.
+//! - [`preview`]: live previews: the x0 prediction projected to RGB, assembled per clip.
 //! - [`review`]: a finished clip's QC review (seams, flicker, frozen/black/white frames, length).
 //! - [`seam`]: model-free seam metrics (seam jump ratio, placebo, ghosting, overlap disagreement).
 //! - [`hash`]: stable hashes used to prove overlap copies are bit-identical.
@@ -37,6 +38,7 @@ pub mod local;
 pub mod noise;
 pub mod output;
 pub mod plan;
+pub mod preview;
 pub mod prompt_parts;
 pub mod prompt_schedule;
 pub mod repaint;

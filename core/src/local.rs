@@ -9,6 +9,7 @@ use crate::codenoise::{
 };
 use crate::denoiser::{Denoiser, FrameDecoder, RgbFrame};
 use crate::exchange::{ChannelExchange, Exchange};
+use crate::preview::PreviewFrames;
 use crate::tensor::Latents;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
@@ -94,11 +95,61 @@ pub fn render_local_from_video(
                 Some(c) if resume.is_none() || base.repaint.is_some() => Some(windows.clone().map(c).collect()),
                 _ => None,
             };
-            (Checkpointing { every, resume }, clean)
+            let ckpt = Checkpointing {
+                every,
+                resume,
+                ..Default::default()
+            };
+            (ckpt, clean)
         },
-        &|w| taken.lock().unwrap_or_else(|p| p.into_inner()).push(w),
+        &|p| {
+            if let Progress::Checkpoint(w) = p {
+                taken.lock().unwrap_or_else(|p| p.into_inner()).push(w)
+            }
+        },
     )?;
     Ok((render, taken.into_inner().unwrap_or_else(|p| p.into_inner())))
+}
+
+/// [`render_local`] with live previews every `every` steps, projected with the decoder's
+/// [`FrameDecoder::preview_map`]; returned in emission order (per partition, by step).
+pub fn render_local_previewed(
+    base: &PartitionConfig,
+    partitions: usize,
+    make_denoiser: &dyn Fn() -> Box<dyn Denoiser>,
+    decoder: &dyn FrameDecoder,
+    exchange_timeout: Duration,
+    every: usize,
+) -> Result<(LocalRender, Vec<PreviewFrames>), CoDenoiseError> {
+    let map = decoder.preview_map()?;
+    let previews = Mutex::new(Vec::new());
+    let failed = Mutex::new(None);
+    let render = render_partitions(
+        base,
+        partitions,
+        make_denoiser,
+        decoder,
+        |n| ChannelExchange::chain(n, exchange_timeout),
+        &|_| {
+            let ckpt = Checkpointing {
+                preview_every: every,
+                ..Default::default()
+            };
+            (ckpt, None)
+        },
+        &|p| {
+            if let Progress::Preview { step, first_frame, x0 } = p {
+                match map.project(&x0, step as u32, first_frame as u32) {
+                    Ok(f) => previews.lock().unwrap_or_else(|p| p.into_inner()).push(f),
+                    Err(e) => *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e),
+                }
+            }
+        },
+    )?;
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(CoDenoiseError::Config(format!("preview: {e}")));
+    }
+    Ok((render, previews.into_inner().unwrap_or_else(|p| p.into_inner())))
 }
 
 /// [`render_local`] over exchanges of the caller's making: `exchanges(n)` returns the `n`
@@ -129,7 +180,8 @@ fn render_partitions<E: Exchange>(
     exchanges: impl FnOnce(usize) -> Vec<E>,
     // How each partition (by its windows) starts: checkpoints and resume, clean latents.
     start: &(dyn Fn(std::ops::Range<usize>) -> (Checkpointing, Option<Vec<Latents>>) + Sync),
-    on_checkpoint: &(dyn Fn(WindowState) + Sync),
+    // Checkpoints and previews, as the loop emits them.
+    on_progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<LocalRender, CoDenoiseError> {
     let ranges = base
         .plan
@@ -158,8 +210,8 @@ fn render_partitions<E: Exchange>(
                 let (ckpt, clean) = start(cfg.windows.clone());
                 s.spawn(move || {
                     let mut progress = |p: Progress| {
-                        if let Progress::Checkpoint(w) = p {
-                            on_checkpoint(w)
+                        if !matches!(p, Progress::Step { .. }) {
+                            on_progress(p)
                         }
                     };
                     let out = denoise_partition_checkpointed(

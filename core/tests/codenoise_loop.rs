@@ -9,6 +9,7 @@ use longshot_core::denoiser::{
 use longshot_core::exchange::{ChannelExchange, Exchange, ExchangeError, OverlapMessage, Payload, Side};
 use longshot_core::local::render_local;
 use longshot_core::plan::WindowPlan;
+use longshot_core::preview::PreviewMap;
 use longshot_core::scheduler::{Schedule, Solver};
 use longshot_core::tensor::Latents;
 use std::sync::atomic::AtomicBool;
@@ -53,6 +54,10 @@ impl FrameDecoder for ToyDecoder {
     fn halo(&self) -> usize {
         1
     }
+    fn preview_map(&self) -> Result<PreviewMap, DenoiseError> {
+        // Its frames are not RGB (one value per latent value).
+        Err(DenoiseError::Model("the toy decoder makes no previews".into()))
+    }
     fn decode(
         &self,
         z: &Latents,
@@ -93,6 +98,10 @@ struct WideHaloDecoder(usize);
 impl FrameDecoder for WideHaloDecoder {
     fn halo(&self) -> usize {
         self.0
+    }
+    fn preview_map(&self) -> Result<PreviewMap, DenoiseError> {
+        // Its frames are not RGB (one value per latent value).
+        Err(DenoiseError::Model("the toy decoder makes no previews".into()))
     }
     fn decode(
         &self,

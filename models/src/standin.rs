@@ -43,7 +43,7 @@ impl ServedModel for StandinModel {
         ModelInfo {
             name: Self::NAME.into(),
             window_frames: 21,
-            latent_channels: 16,
+            latent_channels: CHANNELS,
             temporal_compression: TEMPORAL,
             spatial_compression: SPATIAL,
             default_overlap: 5,
@@ -110,11 +110,22 @@ impl Denoiser for StandinDenoiser {
 }
 
 /// Flat grey frames, as many and in the order a causal ×4 decoder emits them.
+/// Latent channels, as Wan2.1's.
+const CHANNELS: usize = 16;
+
 struct StandinDecoder;
 
 impl FrameDecoder for StandinDecoder {
     fn halo(&self) -> usize {
         1
+    }
+
+    fn preview_map(&self) -> Result<longshot_core::preview::PreviewMap, DenoiseError> {
+        Ok(longshot_core::preview::PreviewMap {
+            weights: vec![[0.0; 3]; CHANNELS],
+            bias: [0.5; 3],
+            squash: longshot_core::preview::Squash::Clamp,
+        })
     }
 
     fn decode(

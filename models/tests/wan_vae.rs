@@ -300,3 +300,37 @@ fn loader_errors_name_the_file_and_tensor() {
     let e = WanVaeDecoder::load(&bad).expect_err("bad config").to_string();
     assert!(e.contains("config.json") && e.contains("is_residual"), "{e}");
 }
+
+/// Live previews: the VAE's latent-to-RGB map is fitted once per decoder cache, from the VAE's
+/// own decode, and projects Wan latents. How well a per-cell linear map previews a *trained*
+/// VAE is not measurable here: these fixtures' weights are random, with no local colour
+/// structure for any per-cell map to find (fitting them explains none of the held-out variance).
+/// The fit itself is checked on decoders with such structure (`longshot_core::preview`'s linear
+/// decoder, the procedural decoder).
+#[test]
+fn the_preview_map_is_fitted_once_from_the_vae_and_projects_its_latents() {
+    use longshot_core::denoiser::FrameDecoder;
+    use longshot_core::noise::NoiseStream;
+    use longshot_core::tensor::LatentShape;
+    use longshot_models::wan::vae::frame_decoder::WanFrameDecoder;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let vae = Arc::new(load("vae_small"));
+    let channels = vae.config().z_dim;
+    let dec = WanFrameDecoder::new(vae);
+    let t = Instant::now();
+    let map = dec.preview_map().expect("fit");
+    let fit = t.elapsed();
+    let t = Instant::now();
+    assert_eq!(dec.preview_map().expect("cached"), map);
+    assert!(t.elapsed() < fit, "the second call reuses the fitted map");
+    assert_eq!(map.weights.len(), channels);
+    assert!(map.weights.iter().flatten().chain(&map.bias).all(|v| v.is_finite()));
+    let z = NoiseStream::new(99, 0)
+        .and_then(|n| n.latents(0, LatentShape::new(2, channels, 6, 10)))
+        .expect("noise");
+    let p = map.project(&z, 5, 40).expect("project");
+    assert_eq!((p.step, p.first_frame, p.frames, p.width, p.height), (5, 40, 2, 10, 6));
+    eprintln!("preview map fitted in {fit:?}");
+}

@@ -38,6 +38,7 @@ fn spec() -> pb::JobSpec {
         video: String::new(),
         strength: None,
         draft: None,
+        preview_every: 0,
     }
 }
 
@@ -126,6 +127,7 @@ fn shard_assignment_keeps_schedule_bits() {
             ranks: 4,
         }),
         checkpoint_every: 2,
+        preview_every: 3,
         resume_step: 0,
     };
     let back = round_trip(&assignment);

@@ -18,6 +18,7 @@ fn spec(length: ClipLength, fps: u32) -> JobSpec {
         split_shots: false,
         strength: None,
         draft: None,
+        preview_every: 0,
         model: ProceduralModel::NAME.into(),
         prompt: "a slow red sunset over the sea".into(),
         negative_prompt: String::new(),

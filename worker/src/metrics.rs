@@ -22,6 +22,7 @@ pub struct WorkerMetrics {
     exchange_wait: Histogram,
     exchange_bytes: IntCounterVec,
     decode: HistogramVec,
+    preview: HistogramVec,
     text_encode: HistogramVec,
     shards: IntCounterVec,
     busy: IntGauge,
@@ -70,6 +71,11 @@ impl WorkerMetrics {
                 "Decoding one shard's owned frames (with their warm-up).",
                 exponential_buckets(0.01, 2.0, 18)?,
             )?,
+            preview: hist(
+                "longshot_worker_preview_seconds",
+                "Projecting one live preview of a shard's owned frames to RGB and queuing it.",
+                exponential_buckets(0.0001, 4.0, 12)?,
+            )?,
             text_encode: hist(
                 "longshot_worker_text_encode_seconds",
                 "Encoding one job's prompts.",
@@ -100,7 +106,7 @@ impl WorkerMetrics {
         )?;
         build.set(1.0);
         registry.register(Box::new(build))?;
-        for h in [&m.step, &m.forward, &m.decode, &m.text_encode] {
+        for h in [&m.step, &m.forward, &m.decode, &m.preview, &m.text_encode] {
             registry.register(Box::new(h.clone()))?;
         }
         registry.register(Box::new(m.exchange_wait.clone()))?;
@@ -160,6 +166,10 @@ impl WorkerMetrics {
 
     pub fn decoded(&self, model: &str, secs: f64) {
         self.decode.with_label_values(&[model]).observe(secs);
+    }
+
+    pub fn previewed(&self, model: &str, secs: f64) {
+        self.preview.with_label_values(&[model]).observe(secs);
     }
 
     /// Times each window's steps from the progress callback: a step ends when the loop reports it.

@@ -561,6 +561,14 @@ fn run_shard_blocking(
     ));
     metrics.shard_started(exchange.transport());
     let mut clock = metrics.step_clock(&a.model);
+    // The preview map is asked for only when the shard previews: a fitted one decodes once.
+    let preview_map = match a.preview_every {
+        0 => None,
+        _ => match decoder.preview_map() {
+            Ok(m) => Some(m),
+            Err(e) => return refuse(format!("live preview: {e}")),
+        },
+    };
     let mut progress = |p: Progress| match p {
         Progress::Step { window, step, .. } => {
             clock.step_done(window);
@@ -571,10 +579,25 @@ fn run_shard_blocking(
             })
         }
         Progress::Checkpoint(w) => emit(ShardEvent::Checkpoint(w)),
+        Progress::Preview { step, first_frame, x0 } => {
+            let started = Instant::now();
+            // Frame numbers fit in u32: assignments carry them as such.
+            let projected = preview_map
+                .as_ref()
+                .map(|m| m.project(&x0, step as u32, first_frame as u32));
+            match projected {
+                Some(Ok(p)) => emit(ShardEvent::Preview(p)),
+                // Previews are a courtesy: one that cannot be made is logged, the render goes on.
+                Some(Err(e)) => tracing::warn!(job = %a.job_id, "live preview at step {step} skipped: {e}"),
+                None => {}
+            }
+            metrics.previewed(&a.model, started.elapsed().as_secs_f64());
+        }
     };
     let ckpt = Checkpointing {
         every: a.checkpoint_every,
         resume: a.resume.clone().map(Arc::unwrap_or_clone),
+        preview_every: a.preview_every,
     };
     if let Some(r) = &ckpt.resume {
         tracing::info!(job = %a.job_id, windows = ?a.windows, step = r[0].step, "resuming from the job's checkpoint");
@@ -595,8 +618,8 @@ fn run_shard_blocking(
         let ms = |d: std::time::Duration| 1e3 * d.as_secs_f64() / steps;
         tracing::info!(
             job = %a.job_id,
-            "denoised windows {:?}: per step model {:.1} ms, exchange wait {:.2} ms, blend {:.3} ms, scheduler {:.2} ms, hash {:.3} ms; sent {} overlap bytes ({:.0} per step, velocities over {})",
-            a.windows, ms(t.model), ms(t.exchange), ms(t.blend), ms(t.scheduler), ms(t.verify), exchange.bytes_sent(), exchange.bytes_sent() as f64 / steps, exchange.transport()
+            "denoised windows {:?}: per step model {:.1} ms, exchange wait {:.2} ms, blend {:.3} ms, scheduler {:.2} ms, hash {:.3} ms, preview {:.3} ms; sent {} overlap bytes ({:.0} per step, velocities over {})",
+            a.windows, ms(t.model), ms(t.exchange), ms(t.blend), ms(t.scheduler), ms(t.verify), ms(t.preview), exchange.bytes_sent(), exchange.bytes_sent() as f64 / steps, exchange.transport()
         );
         emit(ShardEvent::Latents {
             first_frame: out.owned_start as u32,
@@ -804,6 +827,7 @@ mod tests {
             blend: Default::default(),
             nccl,
             checkpoint_every: 0,
+            preview_every: 0,
             resume: None,
         }
     }

@@ -106,6 +106,8 @@ pub struct WanModel {
     root: PathBuf,
     transformer: Transformer,
     vae: Vae,
+    /// The VAE's live-preview map, fitted on the first shard that previews.
+    preview: super::vae::frame_decoder::PreviewCache,
     text_encoder_dir: PathBuf,
     tokenizer_dir: PathBuf,
     text: Mutex<Option<Arc<TextEncoder>>>,
@@ -291,6 +293,7 @@ impl WanModel {
             root: dir.to_path_buf(),
             transformer,
             vae,
+            preview: Default::default(),
             text_encoder_dir,
             tokenizer_dir,
             text: Mutex::new(None),
@@ -496,9 +499,9 @@ impl WanModel {
     /// The frame decoder, on the VAE's backend.
     pub fn decoder(&self) -> Box<dyn FrameDecoder> {
         match &self.vae {
-            Vae::Cpu(v) => Box::new(WanFrameDecoder::new(v.clone())),
+            Vae::Cpu(v) => Box::new(WanFrameDecoder::sharing(v.clone(), self.preview.clone())),
             #[cfg(feature = "cuda")]
-            Vae::Cuda(v) => Box::new(super::gpu::GpuWanFrameDecoder::new(v.clone())),
+            Vae::Cuda(v) => Box::new(super::gpu::GpuWanFrameDecoder::sharing(v.clone(), self.preview.clone())),
         }
     }
 }

@@ -48,6 +48,7 @@ impl From<JobSpec> for pb::JobSpec {
                 to_frame: r.to_frame,
             }),
             split_shots: s.split_shots,
+            preview_every: s.preview_every,
             draft: s.draft.map(|d| pb::DraftOf {
                 width: d.width,
                 height: d.height,
@@ -177,6 +178,7 @@ impl TryFrom<pb::JobSpec> for JobSpec {
                 to_frame: r.to_frame,
             }),
             split_shots: p.split_shots,
+            preview_every: p.preview_every,
             draft: p.draft.map(|d| DraftOf {
                 width: d.width,
                 height: d.height,
@@ -459,6 +461,15 @@ pub fn job_event_to_pb(job_id: String, event: JobEvent) -> pb::JobEvent {
             outputs: outputs.into_iter().map(Into::into).collect(),
         }),
         JobEvent::Resuming { reason, from_step } => Event::Resuming(pb::Resuming { reason, from_step }),
+        JobEvent::Preview {
+            total_steps,
+            clip_frames,
+            frames,
+        } => Event::Preview(pb::Preview {
+            total_steps,
+            clip_frames,
+            frames: Some(frames.into()),
+        }),
         JobEvent::Failed { reason } => Event::Failed(pb::JobFailed { reason }),
         JobEvent::Cancelled => Event::Cancelled(pb::Cancelled {}),
     };
@@ -492,6 +503,13 @@ impl TryFrom<pb::JobEvent> for JobEvent {
             Event::Resuming(r) => JobEvent::Resuming {
                 reason: r.reason,
                 from_step: r.from_step,
+            },
+            Event::Preview(p) => JobEvent::Preview {
+                total_steps: p.total_steps,
+                clip_frames: p.clip_frames,
+                frames: required(p.frames, "preview.frames")?
+                    .try_into()
+                    .map_err(|e| nest("preview.frames", e))?,
             },
             Event::Failed(f) => JobEvent::Failed { reason: f.reason },
             Event::Cancelled(_) => JobEvent::Cancelled,

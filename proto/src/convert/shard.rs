@@ -12,6 +12,7 @@ use longshot_core::denoiser::Conditioning;
 use longshot_core::inputs::{VideoSpan, MAX_VIDEO_SIDE};
 use longshot_core::noise::{NoiseKeys, NoiseSegment};
 use longshot_core::plan::{PlanError, WindowPlan};
+use longshot_core::preview::PreviewFrames;
 use longshot_core::prompt_schedule::{PromptSchedule, ScheduledPrompt};
 use longshot_core::repaint::{KnownLatents, RepaintMask};
 use longshot_core::scheduler::{Schedule, ScheduleError, Solver};
@@ -78,6 +79,7 @@ impl From<ShardAssignment> for pb::ShardAssignment {
                 ranks: to_u32(g.ranks),
             }),
             checkpoint_every: to_u32(a.checkpoint_every),
+            preview_every: to_u32(a.preview_every),
             // The states themselves travel as `ResumeShard`'s later messages.
             resume_step: a.resume.as_ref().and_then(|r| r.first()).map_or(0, |w| to_u32(w.step)),
             first_step: to_u32(a.first_step),
@@ -228,6 +230,7 @@ impl TryFrom<pb::ShardAssignment> for ShardAssignment {
                 .transpose()
                 .map_err(|e| nest("nccl", e))?,
             checkpoint_every: to_usize(a.checkpoint_every, "checkpoint_every")?,
+            preview_every: to_usize(a.preview_every, "preview_every")?,
             // Filled from `ResumeShard`'s window messages by the server adapter.
             resume: None,
         })
@@ -319,6 +322,38 @@ fn prompt_schedule_from_pb(s: pb::PromptSchedule, windows: usize) -> Result<Prom
     };
     s.validate(windows).map_err(|m| invalid("windows", m))?;
     Ok(s)
+}
+
+// ---- PreviewFrames -------------------------------------------------------------------------
+
+impl From<PreviewFrames> for pb::PreviewFrames {
+    fn from(p: PreviewFrames) -> Self {
+        pb::PreviewFrames {
+            step: p.step,
+            first_frame: p.first_frame,
+            frame_count: p.frames,
+            width: p.width,
+            height: p.height,
+            rgb8: p.rgb8.into(),
+        }
+    }
+}
+
+impl TryFrom<pb::PreviewFrames> for PreviewFrames {
+    type Error = ApiError;
+
+    fn try_from(p: pb::PreviewFrames) -> Result<Self, ApiError> {
+        let frames = PreviewFrames {
+            step: p.step,
+            first_frame: p.first_frame,
+            frames: p.frame_count,
+            width: p.width,
+            height: p.height,
+            rgb8: p.rgb8.into(),
+        };
+        frames.check().map_err(|e| invalid("rgb8", e.to_string()))?;
+        Ok(frames)
+    }
 }
 
 // ---- WindowCheckpoint -----------------------------------------------------------------------
@@ -436,6 +471,7 @@ impl From<ShardEvent> for pb::ShardEvent {
                 data: wire::encode_f32_le(&data),
             }),
             ShardEvent::Checkpoint(w) => Event::Checkpoint(w.into()),
+            ShardEvent::Preview(p) => Event::Preview(p.into()),
             ShardEvent::Finished => Event::Finished(pb::ShardFinished {}),
             // `Lost` is observed by a client, never sent; if it is forwarded it is a failure.
             ShardEvent::Failed { reason, transient } => Event::Failed(pb::ShardFailed { reason, transient }),
@@ -501,6 +537,7 @@ impl TryFrom<pb::ShardEvent> for ShardEvent {
             Event::Checkpoint(w) => {
                 ShardEvent::Checkpoint(WindowState::try_from(w).map_err(|e| nest("checkpoint", e))?)
             }
+            Event::Preview(p) => ShardEvent::Preview(p.try_into().map_err(|e| nest("preview", e))?),
             Event::Finished(_) => ShardEvent::Finished,
             Event::Failed(f) => ShardEvent::Failed {
                 reason: f.reason,

@@ -403,6 +403,7 @@ fn spec() -> JobSpec {
         split_shots: false,
         strength: None,
         draft: None,
+        preview_every: 0,
         model: "procedural".into(),
         prompt: "a lighthouse at dusk".into(),
         negative_prompt: String::new(),

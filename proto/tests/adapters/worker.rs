@@ -85,6 +85,7 @@ async fn worker_runs_shards_and_exchanges_overlaps() -> Result<()> {
         blend: Default::default(),
         nccl: None,
         checkpoint_every: 0,
+        preview_every: 0,
         resume: None,
     };
     let events: Vec<ShardEvent> = worker.run_shard(assignment.clone()).await?.collect().await;
@@ -250,6 +251,7 @@ async fn resumed_shards_carry_their_window_states_both_ways() -> Result<()> {
         blend: Default::default(),
         nccl: None,
         checkpoint_every: 3,
+        preview_every: 5,
         resume: Some(Arc::new(states.clone())),
     };
     let events: Vec<ShardEvent> = worker.run_shard(assignment).await?.collect().await;
@@ -308,6 +310,7 @@ async fn malformed_resume_streams_are_refused_by_name() -> Result<()> {
             blend: Default::default(),
             nccl: None,
             checkpoint_every: 0,
+            preview_every: 0,
             resume: None,
         })
     };
@@ -543,6 +546,7 @@ async fn video_shards_carry_their_frames() -> Result<()> {
         blend: Default::default(),
         nccl: None,
         checkpoint_every: 0,
+        preview_every: 0,
         resume: None,
     };
     let events: Vec<ShardEvent> = worker.run_shard(assignment).await?.collect().await;
@@ -609,6 +613,7 @@ async fn rerender_shards_carry_their_mask_and_known_latents() -> Result<()> {
         blend: Default::default(),
         nccl: None,
         checkpoint_every: 0,
+        preview_every: 0,
         resume: None,
     };
     let events: Vec<ShardEvent> = worker.run_shard(assignment).await?.collect().await;

@@ -51,6 +51,7 @@ fn spec() -> JobSpec {
         split_shots: false,
         strength: None,
         draft: None,
+        preview_every: 0,
         model: "procedural".into(),
         prompt: "a lighthouse at dusk".into(),
         negative_prompt: "blur".into(),
@@ -167,6 +168,7 @@ fn assignment() -> ShardAssignment {
         blend: BlendMode::CoDenoise,
         nccl: None,
         checkpoint_every: 0,
+        preview_every: 0,
         resume: None,
     }
 }

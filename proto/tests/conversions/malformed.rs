@@ -353,6 +353,33 @@ fn malformed_shard_messages_are_rejected_by_field() {
         }),
         &["latents.frame_count"],
     );
+    // A preview whose pixels are not frames × height × width × 3 bytes, from a worker or in a
+    // job event.
+    let preview = pb::PreviewFrames {
+        step: 5,
+        first_frame: 0,
+        frame_count: 2,
+        width: 2,
+        height: 2,
+        rgb8: vec![0; 23].into(),
+    };
+    rejected(
+        ShardEvent::try_from(pb::ShardEvent {
+            event: Some(shard_event::Event::Preview(preview.clone())),
+        }),
+        &["preview.rgb8"],
+    );
+    rejected(
+        JobEvent::try_from(pb::JobEvent {
+            job_id: "j".into(),
+            event: Some(pb::job_event::Event::Preview(pb::Preview {
+                total_steps: 10,
+                clip_frames: 2,
+                frames: Some(preview),
+            })),
+        }),
+        &["preview.frames.rgb8"],
+    );
 }
 
 #[test]

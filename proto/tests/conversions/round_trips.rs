@@ -3,6 +3,7 @@
 use super::*;
 use longshot_core::api::JobCost;
 use longshot_core::noise::{NoiseKeys, NoiseSegment};
+use longshot_core::preview::PreviewFrames;
 use longshot_core::shots::{Shot, Transition};
 use longshot_tests::fixtures::worker_info;
 
@@ -184,6 +185,11 @@ fn job_messages_round_trip() {
             reason: "no worker serves model wan".into(),
         },
         JobEvent::Cancelled,
+        JobEvent::Preview {
+            total_steps: 50,
+            clip_frames: 241,
+            frames: preview_frames(),
+        },
     ];
     for event in events {
         let wire = job_event_to_pb("j-1".into(), event.clone());
@@ -338,6 +344,7 @@ fn shard_messages_round_trip_bit_for_bit() {
             frames: 2,
             data: vec![-0.0, 1.5, f32::MIN_POSITIVE, 3.0],
         },
+        ShardEvent::Preview(preview_frames()),
         ShardEvent::Finished,
         ShardEvent::Failed {
             reason: "model failure: out of memory".into(),
@@ -387,5 +394,17 @@ fn overlap_envelopes_round_trip_bit_for_bit() {
             (back.job_id, back.plan_id, back.message.step, back.message.boundary),
             ("j-1".into(), 7, 12, 3)
         );
+    }
+}
+
+/// Two 2×1 preview frames of latent frames 40 and 41 after step 15.
+fn preview_frames() -> PreviewFrames {
+    PreviewFrames {
+        step: 15,
+        first_frame: 40,
+        frames: 2,
+        width: 2,
+        height: 1,
+        rgb8: (0..12).map(|i| i * 21).collect(),
     }
 }

@@ -5,22 +5,44 @@
 
 use super::{WanVae, WanVaeDecoder};
 use longshot_core::denoiser::{DenoiseError, FrameDecoder, RgbFrame};
+use longshot_core::preview::PreviewMap;
 use longshot_core::tensor::Latents;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// Where a served model keeps its fitted preview map, shared by every shard's decoder.
+pub type PreviewCache = Arc<OnceLock<PreviewMap>>;
 
 pub struct WanFrameDecoder<V: WanVae = WanVaeDecoder> {
     vae: Arc<V>,
+    preview: PreviewCache,
 }
 
 impl<V: WanVae> WanFrameDecoder<V> {
     pub fn new(vae: Arc<V>) -> Self {
-        Self { vae }
+        Self::sharing(vae, PreviewCache::default())
+    }
+
+    /// A decoder whose preview map is fitted once into `preview` and reused by every decoder
+    /// sharing it.
+    pub fn sharing(vae: Arc<V>, preview: PreviewCache) -> Self {
+        Self { vae, preview }
     }
 }
 
 impl<V: WanVae> FrameDecoder for WanFrameDecoder<V> {
     fn halo(&self) -> usize {
         self.vae.halo()
+    }
+
+    /// No colour map is known for Wan2.1's VAE: fitted to this VAE's own decode (posterior
+    /// latents are normalised, so Gaussian latents are their scale), once per served model. Two
+    /// shards racing to fit both compute the same map; one is kept.
+    fn preview_map(&self) -> Result<PreviewMap, DenoiseError> {
+        if let Some(m) = self.preview.get() {
+            return Ok(m.clone());
+        }
+        let map = PreviewMap::fit(self, self.vae.config().z_dim)?;
+        Ok(self.preview.get_or_init(|| map).clone())
     }
 
     fn decode(
