@@ -42,6 +42,10 @@ pub struct RenderArgs {
     /// Run the local cluster in plaintext instead of TLS with a CA made for this render.
     #[arg(long)]
     pub insecure: bool,
+    /// Keep the live preview in this directory while rendering (as `watch --preview`); needs
+    /// --preview-every.
+    #[arg(long, value_name = "DIR")]
+    pub preview: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -291,6 +295,11 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
             a.output.display()
         )
     })?;
+    match (&a.preview, a.job.preview_every) {
+        (Some(_), 0) => bail!("--preview DIR needs --preview-every N: how often to make a preview"),
+        (None, n) if n > 0 => bail!("--preview-every {n} needs --preview DIR: where render keeps the previews"),
+        _ => {}
+    }
     let inputs = a.job.inputs()?;
     let mut spec = a.job.to_spec(&[main_format], &inputs)?;
     // Everything that can be checked here is, before a process starts (`render_checks`).
@@ -376,7 +385,7 @@ pub async fn render(a: RenderArgs, json: bool) -> Result<()> {
             );
         }
         let status = tokio::select! {
-            s = follow(&client, &submitted.job_id, json) => s?,
+            s = follow(&client, &submitted.job_id, a.preview.as_deref(), json) => s?,
             _ = interrupted() => {
                 let _ = client.cancel(submitted.job_id.clone()).await;
                 bail!("interrupted: job {} cancelled", submitted.job_id);

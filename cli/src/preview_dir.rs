@@ -1,8 +1,9 @@
 //! `longshot watch JOB --preview DIR`: keeps a running job's live preview on disk.
 //!
 //! DIR holds `frames/frame_NNNNNN.png` (one per latent frame, at latent resolution, replaced as
-//! newer previews arrive), `preview.mp4` (the whole clip, ×2 nearest-neighbour so any latent size
-//! encodes, at the frame rate that keeps the clip's duration) and `preview.json` (the step each
+//! newer previews arrive), `preview.mp4` (the whole clip, scaled up by an integer factor, at
+//! least 2, that makes its short side at least [`MP4_MIN_SIDE`] pixels: even sizes the encoder
+//! takes, big enough to look at; at the frame rate that keeps the clip's duration) and `preview.json` (the step each
 //! frame shows). Every file is written beside itself and renamed into place, so a player or a
 //! script polling DIR never reads half a file. The MP4 is rewritten when every frame has a
 //! preview of a newer step, and at most every [`MP4_EVERY`] otherwise.
@@ -14,6 +15,9 @@ use longshot_media::{png_frame_name, write_png, FrameWriter, Mp4FrameWriter, Mp4
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The MP4's shortest side is at least this many pixels.
+const MP4_MIN_SIDE: u32 = 64;
 
 /// The longest the MP4 lags the frames while some frames are still behind.
 const MP4_EVERY: Duration = Duration::from_secs(2);
@@ -156,26 +160,49 @@ fn replace(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
-/// The clip at twice its size (nearest neighbour), so odd latent sizes still encode.
+/// The integer nearest-neighbour scale of the MP4: at least 2 (even sizes), and enough for a
+/// short side of [`MP4_MIN_SIDE`] (OpenH264 refuses tiny frames).
+fn mp4_scale(width: u32, height: u32) -> u32 {
+    MP4_MIN_SIDE.div_ceil(width.min(height).max(1)).max(2)
+}
+
+/// The clip scaled up by [`mp4_scale`].
 fn write_mp4(path: &Path, clip: &PreviewClip, fps: u32) -> Result<()> {
-    let (w, h) = (clip.width as usize, clip.height as usize);
+    let n = mp4_scale(clip.width, clip.height);
+    let (w, h, s) = (clip.width as usize, clip.height as usize, n as usize);
     let meta = VideoMeta {
-        width: 2 * clip.width,
-        height: 2 * clip.height,
+        width: n * clip.width,
+        height: n * clip.height,
         fps,
     };
     let mut writer: Box<dyn FrameWriter> = Box::new(Mp4FrameWriter::create(path, meta, Mp4Options::default())?);
-    let mut big = vec![0u8; 4 * w * h * 3];
+    let mut big = vec![0u8; s * s * w * h * 3];
     for l in 0..clip.steps.len() {
         let src = clip.frame(l);
-        for (y, row) in big.chunks_exact_mut(2 * w * 3).enumerate() {
+        for (y, row) in big.chunks_exact_mut(s * w * 3).enumerate() {
             for (x, px) in row.chunks_exact_mut(3).enumerate() {
-                let s = ((y / 2) * w + x / 2) * 3;
-                px.copy_from_slice(&src[s..s + 3]);
+                let at = ((y / s) * w + x / s) * 3;
+                px.copy_from_slice(&src[at..at + 3]);
             }
         }
         writer.write_frame(&big)?;
     }
     writer.finish()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mp4_scale_is_even_and_makes_the_short_side_at_least_64() {
+        assert_eq!(mp4_scale(104, 60), 2);
+        assert_eq!(mp4_scale(16, 12), 6);
+        assert_eq!(mp4_scale(8, 6), 11);
+        for (w, h) in [(104, 60), (16, 12), (8, 6), (7, 5), (1, 1)] {
+            let n = mp4_scale(w, h);
+            assert!(n >= 2 && (n * w.min(h)) >= MP4_MIN_SIDE, "{w}x{h}: ×{n}");
+        }
+    }
 }

@@ -44,9 +44,12 @@ impl View {
     }
 }
 
-/// Follows `job_id` until it ends; returns its final status.
-pub async fn follow(client: &JobClient, job_id: &str, json: bool) -> Result<JobStatus> {
-    match follow_with(client, job_id, &mut View::new(json)).await? {
+/// Follows `job_id` until it ends, keeping its live preview in `preview` when given; returns its
+/// final status.
+pub async fn follow(client: &JobClient, job_id: &str, preview: Option<&Path>, json: bool) -> Result<JobStatus> {
+    let mut view = View::new(json);
+    view.preview = preview.map(|dir| (dir.to_path_buf(), None));
+    match follow_with(client, job_id, &mut view).await? {
         Some(s) => Ok(s),
         None => bail!("lost the coordinator while following job {job_id}"),
     }
@@ -125,16 +128,23 @@ async fn follow_with(client: &JobClient, job_id: &str, view: &mut View) -> Resul
                 e => println!("{}", serde_json::json!({"job_id": job_id, "event": e})),
             }
         }
-        if let Some((_, Some(dir))) = &mut view.preview {
-            match &e {
+        if let Some((path, Some(dir))) = &mut view.preview {
+            let written = match &e {
                 JobEvent::Preview {
                     total_steps,
                     clip_frames,
                     frames,
-                } => dir.update(*total_steps, *clip_frames, frames).await?,
-                JobEvent::Resuming { .. } => dir.restart(),
-                e if e.is_terminal() => dir.flush().await?,
-                _ => {}
+                } => dir.update(*total_steps, *clip_frames, frames).await,
+                JobEvent::Resuming { .. } => Ok(dir.restart()),
+                e if e.is_terminal() => dir.flush().await,
+                _ => Ok(()),
+            };
+            // The job matters more than its preview: a preview that cannot be kept stops the
+            // previews, not the watch (or the render).
+            if let Err(err) = written {
+                view.m
+                    .println(format!("live preview in {} stopped: {err:#}", path.display()))?;
+                view.preview = None;
             }
         }
         match &e {

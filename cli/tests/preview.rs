@@ -2,11 +2,11 @@
 //! --preview-every` and `watch --preview DIR` keep a low-resolution clip on disk while the job
 //! runs; a watcher that joins late first gets the newest preview of every frame; the last
 //! preview is close to the final frames; a preview interval that is not below the steps is
-//! refused by name.
+//! refused by name; `render --preview DIR` keeps one too, and refuses half of the pair.
 
 mod harness;
 
-use harness::{ffprobe, read_png_dir, Cluster, BIN};
+use harness::{ffprobe, read_png_dir, render_ok, render_timed, Cluster, BIN};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -117,9 +117,10 @@ fn watch_keeps_the_live_preview_of_a_running_job() {
         let probe = ffprobe(&dir.join("preview.mp4"));
         let stream = &probe["streams"][0];
         assert_eq!(stream["codec_name"], "h264", "{probe}");
+        // ×6: the short side at least 64 pixels.
         assert_eq!(
             (stream["width"].as_u64(), stream["height"].as_u64()),
-            (Some(32), Some(24)),
+            (Some(96), Some(72)),
             "{probe}"
         );
         assert_eq!(stream["nb_read_frames"], LATENT_FRAMES.to_string(), "{probe}");
@@ -185,4 +186,50 @@ fn a_preview_interval_not_below_the_steps_is_refused_by_name() {
         "{err}"
     );
     assert_eq!(c.ok(&["--json", "list"]).trim(), "", "a refused job is not created");
+}
+
+#[test]
+fn render_keeps_a_preview_and_wants_both_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (clip, preview) = (dir.path().join("clip.mp4"), dir.path().join("preview"));
+    let base = [
+        "--prompt",
+        "a kite",
+        "--frames",
+        "33",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--steps",
+        "6",
+        "--workers",
+        "1",
+    ];
+    let (clip_s, preview_s) = (clip.to_str().unwrap(), preview.to_str().unwrap());
+    for (args, want) in [
+        (
+            vec!["-o", clip_s, "--preview-every", "2"],
+            "--preview-every 2 needs --preview DIR",
+        ),
+        (
+            vec!["-o", clip_s, "--preview", preview_s],
+            "--preview DIR needs --preview-every N",
+        ),
+    ] {
+        let (out, _) = render_timed(&base, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+        assert!(!clip.exists() && !preview.exists(), "{args:?}: nothing is written");
+    }
+    render_ok(&base, &["-o", clip_s, "--preview-every", "2", "--preview", preview_s]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(preview.join("preview.json")).expect("preview.json")).expect("json");
+    // 33 frames = 9 latent frames; previews after steps 2 and 4 of 6.
+    assert_eq!(manifest["complete_step"], 4, "{manifest}");
+    assert_eq!(manifest["steps"].as_array().map(Vec::len), Some(9));
+    assert_eq!(read_png_dir(&preview.join("frames")).len(), 9);
+    let probe = ffprobe(&preview.join("preview.mp4"));
+    assert_eq!(probe["streams"][0]["width"], 88, "8x6 latent frames ×11: {probe}");
+    assert!(clip.exists());
 }
