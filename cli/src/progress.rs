@@ -135,7 +135,10 @@ async fn follow_with(client: &JobClient, job_id: &str, view: &mut View) -> Resul
                     clip_frames,
                     frames,
                 } => dir.update(*total_steps, *clip_frames, frames).await,
-                JobEvent::Resuming { .. } => Ok(dir.restart()),
+                JobEvent::Resuming { .. } => {
+                    dir.restart();
+                    Ok(())
+                }
                 e if e.is_terminal() => dir.flush().await,
                 _ => Ok(()),
             };
