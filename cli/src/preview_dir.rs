@@ -77,7 +77,7 @@ impl PreviewDir {
         self.total_steps = total_steps;
         let clip = self
             .clip
-            .get_or_insert_with(|| PreviewClip::new(clip_frames as usize, frames));
+            .get_or_insert_with(|| PreviewClip::new(clip_frames as usize, frames.width, frames.height));
         clip.update(frames)
             .map_err(|e| anyhow!("preview from the coordinator: {e}"))?;
         let fl = frames.frame_len();

@@ -465,9 +465,11 @@ impl JobTable {
             .jobs
             .get_mut(job_id)
             .ok_or_else(|| TableError::NoJob(job_id.to_string()))?;
-        let clip_frames = job.resolved.latent_frames;
+        // Sized by the job, not by what a worker sends: a preview of another size is refused.
+        let r = &job.resolved;
+        let (clip_frames, width, height) = (r.latent_frames, r.latent_width as u32, r.latent_height as u32);
         job.preview
-            .get_or_insert_with(|| PreviewClip::new(clip_frames, &frames))
+            .get_or_insert_with(|| PreviewClip::new(clip_frames, width, height))
             .update(&frames)?;
         job.publish(job.preview_event(frames));
         Ok(())
@@ -703,6 +705,52 @@ mod tests {
         start(&mut t, 8);
         t.transition("j", Transition::Finish(Vec::new())).unwrap();
         assert_eq!(t.get("j").unwrap().record().checkpoint, None, "gone when the job ends");
+    }
+
+    #[test]
+    fn previews_fit_the_job_reach_watchers_and_end_with_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = table_with_job(dir.path());
+        start(&mut t, 7);
+        let (w, h, frames) = {
+            let r = &t.get("j").unwrap().resolved;
+            (r.latent_width as u32, r.latent_height as u32, r.latent_frames as u32)
+        };
+        let mut events = t.get("j").unwrap().subscribe();
+        let preview = |first_frame, frames, width| PreviewFrames {
+            step: 3,
+            first_frame,
+            frames,
+            width,
+            height: h,
+            rgb8: vec![9; (frames * width * h * 3) as usize],
+        };
+        t.preview("j", preview(2, 4, w)).unwrap();
+        match events.try_recv().unwrap() {
+            JobEvent::Preview {
+                clip_frames, frames: f, ..
+            } => {
+                assert_eq!((clip_frames, f.first_frame, f.frames), (frames, 2, 4))
+            }
+            other => panic!("expected a preview, got {other:?}"),
+        }
+        // A worker's preview of another size, or past the clip, is refused and not kept.
+        assert!(matches!(
+            t.preview("j", preview(0, 1, w + 1)),
+            Err(TableError::Preview(PreviewError::Resolution { .. }))
+        ));
+        assert!(matches!(
+            t.preview("j", preview(frames - 1, 2, w)),
+            Err(TableError::Preview(PreviewError::Range { .. }))
+        ));
+        assert!(events.try_recv().is_err(), "a refused preview is not published");
+        // A watcher that joins now gets the clip as it stands.
+        let late = t.get("j").unwrap().preview_events();
+        assert!(matches!(&late[..], [JobEvent::Preview { frames: f, .. }] if f.first_frame == 2 && f.frames == 4));
+        // A requeued job's next run previews from scratch.
+        let back = t.interruption("j", "worker w1 was lost".into(), Some("w1"));
+        t.transition("j", back).unwrap();
+        assert!(t.get("j").unwrap().preview_events().is_empty());
     }
 
     /// Runs plan `plan_id` and interrupts it (blaming `blame`), after a checkpoint at `step` if given.

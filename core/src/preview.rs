@@ -280,13 +280,13 @@ pub struct PreviewClip {
 }
 
 impl PreviewClip {
-    /// An empty clip of `frames` latent frames, sized by its first preview.
-    pub fn new(frames: usize, first: &PreviewFrames) -> PreviewClip {
+    /// An empty clip of `frames` latent frames of `width × height` cells.
+    pub fn new(frames: usize, width: u32, height: u32) -> PreviewClip {
         PreviewClip {
-            width: first.width,
-            height: first.height,
+            width,
+            height,
             steps: vec![0; frames],
-            rgb8: vec![0; frames * first.frame_len()],
+            rgb8: vec![0; frames * width as usize * height as usize * 3],
         }
     }
 
@@ -380,7 +380,7 @@ mod tests {
 
     #[test]
     fn the_clip_keeps_each_frames_newest_preview_and_sends_it_in_runs() {
-        let mut clip = PreviewClip::new(5, &frames(2, 0, 2, 10));
+        let mut clip = PreviewClip::new(5, 2, 1);
         clip.update(&frames(2, 0, 2, 10)).unwrap();
         assert_eq!(clip.complete_step(), 0);
         clip.update(&frames(4, 1, 3, 20)).unwrap();
@@ -396,7 +396,7 @@ mod tests {
 
     #[test]
     fn the_clip_refuses_previews_that_do_not_fit() {
-        let mut clip = PreviewClip::new(3, &frames(1, 0, 1, 0));
+        let mut clip = PreviewClip::new(3, 2, 1);
         assert!(matches!(
             clip.update(&frames(1, 2, 2, 0)),
             Err(PreviewError::Range { end: 4, .. })

@@ -19,7 +19,7 @@ fn by_step(previews: &[PreviewFrames], latent_frames: usize) -> BTreeMap<u32, Pr
     for p in previews {
         clips
             .entry(p.step)
-            .or_insert_with(|| PreviewClip::new(latent_frames, p))
+            .or_insert_with(|| PreviewClip::new(latent_frames, p.width, p.height))
             .update(p)
             .expect("preview fits the clip");
     }
