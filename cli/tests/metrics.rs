@@ -213,6 +213,9 @@ fn prometheus_scrapes_the_cluster_and_every_dashboard_and_alert_expression_has_d
             "64",
             "--steps",
             "4",
+            // So the live-preview series has data too.
+            "--preview-every",
+            "2",
         ],
     );
     let s = c.wait_state(&job, &["done", "failed", "cancelled"], Duration::from_secs(120));
