@@ -561,13 +561,14 @@ fn run_shard_blocking(
     ));
     metrics.shard_started(exchange.transport());
     let mut clock = metrics.step_clock(&a.model);
-    // The preview map is asked for only when the shard previews: a fitted one decodes once.
+    // The preview map is asked for only when the shard previews: a fitted one decodes once. A
+    // model that cannot preview renders without previews.
     let preview_map = match a.preview_every {
         0 => None,
-        _ => match decoder.preview_map() {
-            Ok(m) => Some(m),
-            Err(e) => return refuse(format!("live preview: {e}")),
-        },
+        _ => decoder
+            .preview_map()
+            .inspect_err(|e| tracing::warn!(job = %a.job_id, "no live previews: {e}"))
+            .ok(),
     };
     let mut progress = |p: Progress| match p {
         Progress::Step { window, step, .. } => {
